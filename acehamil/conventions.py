@@ -1,0 +1,174 @@
+"""The one place that states acehamil's conventions.
+
+Everything inside acehamil uses these; every conversion from a DFT code's own
+convention happens in :mod:`acehamil.io` using the tables below.  The prose
+version of this module is ``docs/conventions.md``.
+
+Units
+    Energies in eV, lengths in Å, overlaps dimensionless, forces eV/Å,
+    stress eV/Å^3.
+
+Real-space matrices
+    ``H_ij(T) = <phi_i(r - tau_i) | H | phi_j(r - tau_j - T @ cell)>`` with ``T``
+    an integer cell shift (3,), so the bond vector of block ``(i, j, T)`` is
+    ``pos[j] - pos[i] + T @ cell``, the same as the neighbour-pair ``vec``.
+    Hermiticity: ``H_ji(-T) = H_ij(T)^T``.
+
+Bloch sums
+    ``H(k) = sum_T H(T) exp(+2 pi i k . T)`` with ``k`` fractional (reduced,
+    no 2 pi) - the "lattice gauge" (atomic positions do not enter).
+
+Real spherical harmonics
+    Orthonormal, standard real form without Condon-Shortley phase, ``m = -l..l``
+    at flat index ``l*l + l + m``; so p is (y, z, x).  ``Y(Q r) = D^l(Q) Y(r)``
+    defines the real Wigner-D for proper and improper ``Q``;
+    ``D^l(-Q) = (-1)^l D^l(Q)``.
+
+Orbital blocks
+    Rotate as ``H_ij(Q R) = D^{l1}(Q) H_ij(R) D^{l2}(Q)^T``.
+
+Examples
+--------
+>>> HARTREE_TO_EV["fhi-aims"]
+27.2113845
+>>> real_sh_index(1, -1), real_sh_index(1, 1)
+(1, 3)
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import numpy as np
+
+#: Bumped whenever a convention below changes meaning; stored in every file.
+CONVENTIONS_VERSION = 1
+
+ENERGY_UNIT = "eV"
+LENGTH_UNIT = "Angstrom"
+FORCE_UNIT = "eV/Angstrom"
+STRESS_UNIT = "eV/Angstrom^3"
+
+#: Sign of the exponent in H(k) = sum_T H(T) exp(BLOCH_SIGN * 2 pi i k.T).
+BLOCH_SIGN = +1
+#: Bond vector of block (i, j, T) is pos[j] - pos[i] + SHIFT_SIGN * T @ cell.
+SHIFT_SIGN = +1
+
+#: Hartree -> eV as used by each code (FHI-aims prints its own factor in aims.out).
+HARTREE_TO_EV = MappingProxyType(
+    {
+        "fhi-aims": 27.2113845,
+        "codata2018": 27.211386245988,
+        "pyscf": 27.211386245988,  # pyscf.data.nist.HARTREE2EV (CODATA 2018)
+    }
+)
+BOHR_TO_ANGSTROM = 0.529177210903
+
+ANGULAR_LETTERS = "spdfghi"
+
+
+def real_sh_index(l: int, m: int) -> int:
+    """Flat index of the real spherical harmonic ``Y_lm``.
+
+    Parameters
+    ----------
+    l : int
+        Angular momentum, ``l >= 0``.
+    m : int
+        Magnetic number, ``-l <= m <= l``.
+
+    Returns
+    -------
+    int
+        ``l*l + l + m``.
+    """
+    if l < 0 or abs(m) > l:
+        raise ValueError(f"invalid (l, m) = ({l}, {m}): need l >= 0 and |m| <= l")
+    return l * l + l + m
+
+
+def _fhi_aims_table(l: int) -> tuple[np.ndarray, np.ndarray]:
+    # FHI-aims runs m = -l..l and flips the sign of odd positive m only.
+    perm = np.arange(2 * l + 1)
+    sign = np.array([-1.0 if (m > 0 and m % 2 == 1) else 1.0 for m in range(-l, l + 1)])
+    return perm, sign
+
+
+def _pyscf_table(l: int) -> tuple[np.ndarray, np.ndarray]:
+    # PySCF (cartesian=False): p is (px, py, pz) = m (+1, -1, 0); l >= 2 is m = -l..l.
+    if l == 1:
+        code_m = [1, -1, 0]
+    else:
+        code_m = list(range(-l, l + 1))
+    perm = np.array([code_m.index(m) for m in range(-l, l + 1)])
+    return perm, np.ones(2 * l + 1)
+
+
+def _siesta_table(l: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.arange(2 * l + 1)
+    sign = np.array([(-1.0) ** (m % 2) for m in range(-l, l + 1)])
+    return perm, sign
+
+
+def _acehamil_table(l: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(2 * l + 1), np.ones(2 * l + 1)
+
+
+_TABLES = MappingProxyType(
+    {
+        "acehamil": _acehamil_table,
+        "fhi-aims": _fhi_aims_table,
+        "pyscf": _pyscf_table,
+        "siesta": _siesta_table,
+    }
+)
+
+#: Codes with a known orbital table.
+SUPPORTED_CODES = tuple(_TABLES)
+
+
+def orbital_table(code: str, l: int) -> tuple[np.ndarray, np.ndarray]:
+    """Permutation and signs taking one shell of ``code``'s orbitals to ours.
+
+    Our orbital ``m`` (position ``l + m`` in the shell) equals
+    ``sign[l + m] * code_orbital[perm[l + m]]``.
+
+    Parameters
+    ----------
+    code : str
+        One of :data:`SUPPORTED_CODES`.
+    l : int
+        Angular momentum of the shell (0 <= l <= 6).
+
+    Returns
+    -------
+    perm : ndarray of int, shape (2l+1,)
+        Position, within the code's shell, of our orbital ``m``.
+    sign : ndarray of float, shape (2l+1,)
+        +1 or -1.
+
+    Examples
+    --------
+    >>> perm, sign = orbital_table("pyscf", 1)
+    >>> perm.tolist(), sign.tolist()
+    ([1, 2, 0], [1.0, 1.0, 1.0])
+    >>> orbital_table("fhi-aims", 2)[1].tolist()
+    [1.0, 1.0, 1.0, -1.0, 1.0]
+    """
+    if code not in _TABLES:
+        raise ValueError(f"unknown orbital convention {code!r}; known: {', '.join(SUPPORTED_CODES)}")
+    if not (0 <= int(l) <= 6):
+        raise ValueError(f"angular momentum l={l} outside the supported range 0..6")
+    return _TABLES[code](int(l))
+
+
+def conventions_metadata() -> dict:
+    """Attributes written into every acehamil file (units and conventions version)."""
+    return {
+        "conventions_version": CONVENTIONS_VERSION,
+        "energy_unit": ENERGY_UNIT,
+        "length_unit": LENGTH_UNIT,
+        "bloch_sign": BLOCH_SIGN,
+        "shift_sign": SHIFT_SIGN,
+        "real_sh": "standard real, no Condon-Shortley phase, index l*l+l+m",
+    }

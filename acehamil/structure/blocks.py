@@ -1,0 +1,199 @@
+"""Block-sparse real-space operators ``O_ij(T)`` (Hamiltonian or overlap).
+
+A :class:`RealSpaceMatrix` holds only the atom-pair blocks that exist.  Block
+``p`` couples the orbitals of atom ``i[p]`` in the home cell with those of
+atom ``j[p]`` in cell ``shift[p]``:
+``O_ij(T) = <phi_i(0) | O | phi_j(T)>`` (see :mod:`acehamil.conventions`).
+Blocks are stored flat and ragged (atoms may differ in orbital count):
+block ``p`` is ``data[offsets[p]:offsets[p+1]].reshape(norb[i[p]], norb[j[p]])``.
+
+Units: eV for H, dimensionless for S.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class RealSpaceMatrix:
+    """Block-sparse real-space matrix of one structure.
+
+    Attributes
+    ----------
+    norb_per_atom : ndarray of int, shape (natoms,)
+    i, j : ndarray of int, shape (P,)
+        Atom indices of each block.
+    shift : ndarray of int, shape (P, 3)
+        Cell shift ``T`` of atom ``j``.
+    data : ndarray of float64, shape (sum_p norb[i_p] * norb[j_p],)
+        Row-major blocks, concatenated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = RealSpaceMatrix.from_blocks([1, 2], [0, 1], [1, 0], [[0, 0, 0], [0, 0, 0]],
+    ...                                 [np.array([[1.0, 2.0]]), np.array([[1.0], [2.0]])])
+    >>> m.nblocks, m.block(0).shape, m.hermiticity_error()
+    (2, (1, 2), 0.0)
+    """
+
+    norb_per_atom: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+    shift: np.ndarray
+    data: np.ndarray
+
+    def __post_init__(self):
+        # own copies, made read-only: the caller's arrays are never frozen or aliased
+        norb = np.array(self.norb_per_atom, dtype=np.int64).reshape(-1)
+        i = np.array(self.i, dtype=np.int64).reshape(-1)
+        j = np.array(self.j, dtype=np.int64).reshape(-1)
+        shift = np.array(self.shift, dtype=np.int64).reshape(-1, 3)
+        data = np.array(self.data, dtype=np.float64).reshape(-1)
+        if not (len(i) == len(j) == len(shift)):
+            raise ValueError(f"i, j, shift lengths differ: {len(i)}, {len(j)}, {len(shift)}")
+        natoms = len(norb)
+        if len(i) and (i.min() < 0 or j.min() < 0 or i.max() >= natoms or j.max() >= natoms):
+            raise ValueError(f"atom index out of range 0..{natoms - 1}")
+        sizes = norb[i] * norb[j]
+        if sizes.sum() != data.size:
+            raise ValueError(f"data has {data.size} values, blocks need {int(sizes.sum())}")
+        if not np.all(np.isfinite(data)):
+            raise ValueError("real-space matrix contains NaN or inf")
+        for name, arr in (("norb_per_atom", norb), ("i", i), ("j", j), ("shift", shift), ("data", data)):
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_blocks(cls, norb_per_atom, i, j, shift, blocks) -> "RealSpaceMatrix":
+        """Build from a list of dense blocks, block ``p`` of shape (norb[i_p], norb[j_p])."""
+        norb = np.asarray(norb_per_atom, dtype=np.int64)
+        i = np.asarray(i, dtype=np.int64).reshape(-1)
+        j = np.asarray(j, dtype=np.int64).reshape(-1)
+        for p, b in enumerate(blocks):
+            if np.shape(b) != (norb[i[p]], norb[j[p]]):
+                raise ValueError(f"block {p} ({i[p]},{j[p]}) has shape {np.shape(b)}, expected {(norb[i[p]], norb[j[p]])}")
+        data = np.concatenate([np.asarray(b, float).ravel() for b in blocks]) if len(blocks) else np.zeros(0)
+        return cls(norb, i, j, shift, data)
+
+    @classmethod
+    def from_dense(cls, norb_per_atom, shifts, matrices, tol: float = 0.0) -> "RealSpaceMatrix":
+        """Build from dense cell matrices ``matrices[c]`` (norb, norb) at ``shifts[c]``.
+
+        Blocks whose largest magnitude is ``<= tol`` are dropped.
+        """
+        norb = np.asarray(norb_per_atom, dtype=np.int64)
+        off = np.concatenate([[0], np.cumsum(norb)])
+        ii, jj, ss, blocks = [], [], [], []
+        for t, m in zip(np.asarray(shifts).reshape(-1, 3), matrices):
+            for a in range(len(norb)):
+                for b in range(len(norb)):
+                    blk = m[off[a] : off[a + 1], off[b] : off[b + 1]]
+                    if np.abs(blk).max(initial=0.0) > tol:
+                        ii.append(a), jj.append(b), ss.append(t), blocks.append(blk)
+        return cls.from_blocks(norb, ii, jj, np.array(ss).reshape(-1, 3), blocks)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def natoms(self) -> int:
+        return len(self.norb_per_atom)
+
+    @property
+    def nblocks(self) -> int:
+        return len(self.i)
+
+    @cached_property
+    def atom_offsets(self) -> np.ndarray:
+        """First orbital of each atom, shape (natoms+1,)."""
+        return np.concatenate([[0], np.cumsum(self.norb_per_atom)]).astype(np.int64)
+
+    @property
+    def norb(self) -> int:
+        return int(self.atom_offsets[-1])
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """Start of each block in ``data``, shape (P+1,)."""
+        sizes = self.norb_per_atom[self.i] * self.norb_per_atom[self.j]
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def block(self, p: int) -> np.ndarray:
+        """Block ``p`` as a read-only (norb[i_p], norb[j_p]) array."""
+        return self.data[self.offsets[p] : self.offsets[p + 1]].reshape(self.norb_per_atom[self.i[p]], self.norb_per_atom[self.j[p]])
+
+    @cached_property
+    def _index(self) -> dict:
+        return {(int(a), int(b), tuple(int(x) for x in t)): p for p, (a, b, t) in enumerate(zip(self.i, self.j, self.shift))}
+
+    def find(self, i: int, j: int, shift) -> int:
+        """Index of block (i, j, shift), or -1 when absent."""
+        return self._index.get((int(i), int(j), tuple(int(x) for x in shift)), -1)
+
+    @cached_property
+    def shifts(self) -> np.ndarray:
+        """Unique cell shifts, shape (ncells, 3), int, sorted lexicographically."""
+        return np.unique(self.shift, axis=0) if self.nblocks else np.zeros((0, 3), np.int64)
+
+    def coo(self) -> tuple:
+        """Scalar entries: ``rows, cols, values, block_index`` each of shape (nnz,).
+
+        ``rows``/``cols`` are global orbital indices; ``block_index`` gives the
+        block (hence the shift) of each entry.
+        """
+        ni = self.norb_per_atom[self.i]
+        nj = self.norb_per_atom[self.j]
+        sizes = ni * nj
+        block_index = np.repeat(np.arange(self.nblocks), sizes)
+        local = np.arange(self.data.size) - self.offsets[block_index]
+        rows = self.atom_offsets[self.i][block_index] + local // nj[block_index]
+        cols = self.atom_offsets[self.j][block_index] + local % nj[block_index]
+        return rows, cols, self.data, block_index
+
+    def to_dense(self, shifts=None) -> tuple:
+        """Dense cell matrices.
+
+        Parameters
+        ----------
+        shifts : array of int, shape (ncells, 3), optional
+            Defaults to :attr:`shifts`.
+
+        Returns
+        -------
+        shifts : ndarray, shape (ncells, 3)
+        matrices : ndarray, shape (ncells, norb, norb), float64
+        """
+        shifts = self.shifts if shifts is None else np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
+        cell_of = {tuple(t): c for c, t in enumerate(shifts.tolist())}
+        out = np.zeros((len(shifts), self.norb, self.norb))
+        rows, cols, vals, bidx = self.coo()
+        cidx = np.array([cell_of.get(tuple(t), -1) for t in self.shift.tolist()], dtype=np.int64)
+        keep = cidx[bidx] >= 0
+        out[cidx[bidx][keep], rows[keep], cols[keep]] = vals[keep]
+        return shifts, out
+
+    def hermiticity_error(self) -> float:
+        """Largest ``|O_ji(-T) - O_ij(T)^T|`` over blocks; ``inf`` if a partner is missing."""
+        err = 0.0
+        for p in range(self.nblocks):
+            q = self.find(self.j[p], self.i[p], -self.shift[p])
+            if q < 0:
+                return float("inf")
+            err = max(err, float(np.abs(self.block(q) - self.block(p).T).max(initial=0.0)))
+        return err
+
+    def with_data(self, data) -> "RealSpaceMatrix":
+        """Same sparsity pattern, new values."""
+        return RealSpaceMatrix(self.norb_per_atom, self.i, self.j, self.shift, data)
+
+    def same_pattern(self, other: "RealSpaceMatrix") -> bool:
+        return (
+            np.array_equal(self.norb_per_atom, other.norb_per_atom)
+            and np.array_equal(self.i, other.i)
+            and np.array_equal(self.j, other.j)
+            and np.array_equal(self.shift, other.shift)
+        )

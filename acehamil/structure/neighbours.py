@@ -1,0 +1,153 @@
+"""Neighbour pairs (vesin) for periodic, mixed and non-periodic cells.
+
+Every pair ``p`` has ``vec[p] = pos[j[p]] - pos[i[p]] + shift[p] @ cell`` (Å),
+the same convention as real-space blocks (:mod:`acehamil.conventions`).
+Both directions of each pair are listed; a self-image (``i == j``,
+``shift != 0``) appears when the cutoff exceeds a lattice vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+MIN_DISTANCE = 0.1  # Å; closer atoms are taken to be a broken structure
+
+
+@dataclass(frozen=True, eq=False)
+class NeighbourPairs:
+    """Directed neighbour pairs within a cutoff.
+
+    Attributes
+    ----------
+    i, j : ndarray of int, shape (P,)
+    shift : ndarray of int, shape (P, 3)
+    vec : ndarray of float, shape (P, 3), Å
+    dist : ndarray of float, shape (P,), Å
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    shift: np.ndarray
+    vec: np.ndarray
+    dist: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+    def select(self, mask) -> "NeighbourPairs":
+        """Subset of pairs (boolean mask or index array)."""
+        return NeighbourPairs(self.i[mask], self.j[mask], self.shift[mask], self.vec[mask], self.dist[mask])
+
+
+def _validated(atoms: Atoms) -> tuple:
+    pos = np.asarray(atoms.get_positions(), dtype=float)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError(f"positions must have shape (natoms, 3), got {pos.shape}")
+    if not np.all(np.isfinite(pos)):
+        raise ValueError("positions contain NaN or inf")
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    if pbc.any():
+        vol = abs(np.linalg.det(cell))
+        if not np.isfinite(vol) or vol < 1e-6:
+            raise ValueError("periodic structure has a degenerate cell (zero volume)")
+        for ax in np.nonzero(pbc)[0]:
+            if np.linalg.norm(cell[ax]) < 1e-6:
+                raise ValueError(f"periodic along axis {ax} but the cell vector is zero")
+    return pos, cell, pbc
+
+
+def neighbour_pairs(atoms: Atoms, cutoff: float, self_interaction: bool = False) -> NeighbourPairs:
+    """All directed pairs with ``0 < dist < cutoff``.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Positions Å; ``pbc`` may be mixed (e.g. a slab).  Non-periodic axes need
+        no cell.
+    cutoff : float
+        Å, > 0.
+    self_interaction : bool
+        Keep ``(i, i, shift=0)`` pairs (dist 0); off by default.
+
+    Returns
+    -------
+    NeighbourPairs
+        Sorted by ``i``, then ``j``, then shift.
+
+    Raises
+    ------
+    ValueError
+        NaN positions, a degenerate periodic cell, a non-positive cutoff, or two
+        atoms closer than 0.1 Å (atoms on top of each other).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> nl = neighbour_pairs(bulk("Si", "diamond", a=5.43), 2.5)
+    >>> len(nl), bool(np.allclose(nl.dist, 5.43 * 3**0.5 / 4))
+    (8, True)
+    """
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"cutoff must be a positive number of Å, got {cutoff}")
+    pos, cell, pbc = _validated(atoms)
+    natoms = len(pos)
+    if natoms == 0:
+        empty = np.zeros(0, np.int64)
+        return NeighbourPairs(empty, empty, np.zeros((0, 3), np.int64), np.zeros((0, 3)), np.zeros(0))
+    from vesin import NeighborList
+
+    box = cell.copy()
+    if not pbc.all():
+        # vesin needs a box for non-periodic axes only to be non-degenerate; give
+        # those axes a vector orthogonal to the periodic ones, long enough to hold the atoms
+        span = (np.ptp(pos, axis=0).max() if natoms > 1 else 0.0) + 2 * cutoff + 1.0
+        box = _complete_box(cell, pbc, span)
+    i, j, S, D = NeighborList(cutoff=float(cutoff), full_list=True).compute(
+        points=pos, box=box, periodic=pbc if not pbc.all() else True, quantities="ijSD"
+    )
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    S = np.asarray(S, dtype=np.int64).reshape(-1, 3)
+    D = np.asarray(D, dtype=float).reshape(-1, 3)
+    # recompute the vector in our convention (independent of the library's sign choices)
+    vec = pos[j] - pos[i] + S @ cell
+    if len(vec) and not np.allclose(np.abs(vec), np.abs(D), atol=1e-8):
+        raise RuntimeError("neighbour-list convention mismatch: vesin's distance vectors differ from ours")  # pragma: no cover
+    dist = np.linalg.norm(vec, axis=1)
+    if len(dist) and dist.min() < MIN_DISTANCE:
+        p = int(np.argmin(dist))
+        raise ValueError(f"atoms {i[p]} and {j[p]} are {dist[p]:.3g} Å apart (on top of each other?)")
+    if self_interaction:
+        idx = np.arange(natoms)
+        i = np.concatenate([i, idx])
+        j = np.concatenate([j, idx])
+        S = np.concatenate([S, np.zeros((natoms, 3), np.int64)])
+        vec = np.concatenate([vec, np.zeros((natoms, 3))])
+        dist = np.concatenate([dist, np.zeros(natoms)])
+    order = np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, i))
+    return NeighbourPairs(i[order], j[order], S[order], vec[order], dist[order])
+
+
+def _complete_box(cell: np.ndarray, pbc: np.ndarray, span: float) -> np.ndarray:
+    box = cell.copy()
+    periodic = [box[a] for a in range(3) if pbc[a]]
+    for a in range(3):
+        if pbc[a]:
+            continue
+        # choose a direction orthogonal to the periodic vectors and the ones already set
+        basis = [v / np.linalg.norm(v) for v in periodic]
+        cand = np.eye(3)[a].copy()
+        for _ in range(3):
+            for v in basis:
+                cand -= cand.dot(v) * v
+            if np.linalg.norm(cand) > 1e-6:
+                break
+            cand = np.random.default_rng(a).normal(size=3)
+        cand /= np.linalg.norm(cand)
+        box[a] = cand * span
+        periodic.append(box[a])
+    return box
