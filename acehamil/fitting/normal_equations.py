@@ -1,0 +1,142 @@
+"""Batched accumulation of weighted normal equations.
+
+A linear least-squares problem ``min_c sum_r w_r (y_r - A_r . c)^2`` needs only
+``A^T W A`` (n, n), ``A^T W y`` (n,), ``y^T W y`` and the row count; these are
+accumulated batch by batch, so memory does not grow with the number of
+structures.  Accumulators add (``ne1 + ne2``) which makes k-fold
+cross-validation cheap: fit on the sum of the other folds, score on one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class NormalEquations:
+    """Accumulator of ``A^T W A``, ``A^T W y``, ``y^T W y`` and the row count.
+
+    Parameters
+    ----------
+    n : int
+        Number of unknowns (columns of the design matrix).
+
+    Attributes
+    ----------
+    AtA : ndarray, float64, shape (n, n)
+        ``sum_r w_r a_r a_r^T``.
+    Aty : ndarray, float64, shape (n,)
+        ``sum_r w_r y_r a_r``.
+    yty : float
+        ``sum_r w_r y_r^2``.
+    count : int
+        Number of rows added.
+    weight_sum : float
+        ``sum_r w_r``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> A, y = rng.normal(size=(10, 3)), rng.normal(size=10)
+    >>> ne = NormalEquations(3).add(A[:4], y[:4]).add(A[4:], y[4:])
+    >>> bool(np.allclose(ne.AtA, A.T @ A)), ne.count
+    (True, 10)
+    """
+
+    def __init__(self, n: int):
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"number of unknowns must be a positive integer, got {n!r}")
+        self.n = int(n)
+        self.AtA = np.zeros((self.n, self.n))
+        self.Aty = np.zeros(self.n)
+        self.yty = 0.0
+        self.count = 0
+        self.weight_sum = 0.0
+
+    def add(self, A, y, weights=None) -> "NormalEquations":
+        """Add a batch of rows in place and return ``self`` (for chaining).
+
+        Parameters
+        ----------
+        A : array_like, float, shape (m, n)
+        y : array_like, float, shape (m,)
+        weights : array_like, float, shape (m,), optional
+            Non-negative row weights (default 1).  Not modified.
+        """
+        A = np.asarray(A, dtype=float)
+        y = np.asarray(y, dtype=float)
+        if A.ndim != 2 or A.shape[1] != self.n:
+            raise ValueError(f"design batch must have shape (m, {self.n}), got {A.shape}")
+        if y.shape != (A.shape[0],):
+            raise ValueError(f"targets must have shape ({A.shape[0]},), got {y.shape}")
+        if weights is None:
+            w = np.ones(A.shape[0])
+        else:
+            w = np.asarray(weights, dtype=float)
+            if w.shape != (A.shape[0],):
+                raise ValueError(f"weights must have shape ({A.shape[0]},), got {w.shape}")
+            if np.any(w < 0) or not np.all(np.isfinite(w)):
+                raise ValueError("weights must be finite and non-negative")
+        if not (np.all(np.isfinite(A)) and np.all(np.isfinite(y))):
+            raise ValueError("design batch or targets contain NaN or inf")
+        Aw = A * w[:, None]
+        self.AtA += Aw.T @ A
+        self.Aty += Aw.T @ y
+        self.yty += float(np.dot(w * y, y))
+        self.count += int(A.shape[0])
+        self.weight_sum += float(w.sum())
+        return self
+
+    def copy(self) -> "NormalEquations":
+        """An independent copy."""
+        out = NormalEquations(self.n)
+        out.AtA = self.AtA.copy()
+        out.Aty = self.Aty.copy()
+        out.yty, out.count, out.weight_sum = self.yty, self.count, self.weight_sum
+        return out
+
+    def __add__(self, other: "NormalEquations") -> "NormalEquations":
+        if not isinstance(other, NormalEquations):
+            return NotImplemented
+        if other.n != self.n:
+            raise ValueError(f"cannot add normal equations with {self.n} and {other.n} unknowns")
+        out = self.copy()
+        out.AtA += other.AtA
+        out.Aty += other.Aty
+        out.yty += other.yty
+        out.count += other.count
+        out.weight_sum += other.weight_sum
+        return out
+
+    def __radd__(self, other):
+        if other == 0:  # allows sum([...])
+            return self.copy()
+        return NotImplemented
+
+    def select(self, columns) -> "NormalEquations":
+        """The sub-problem restricted to some unknowns (e.g. features up to a lower degree).
+
+        Parameters
+        ----------
+        columns : array_like of int or bool, shape (k,) or (n,)
+        """
+        cols = np.arange(self.n)[np.asarray(columns)]
+        if cols.size == 0:
+            raise ValueError("select needs at least one column")
+        out = NormalEquations(int(cols.size))
+        out.AtA = self.AtA[np.ix_(cols, cols)].copy()
+        out.Aty = self.Aty[cols].copy()
+        out.yty, out.count, out.weight_sum = self.yty, self.count, self.weight_sum
+        return out
+
+    def residual_sum_of_squares(self, coef) -> float:
+        """``sum_r w_r (y_r - a_r . c)^2`` computed from the accumulated sums.
+
+        Parameters
+        ----------
+        coef : array_like, shape (n,)
+        """
+        c = np.asarray(coef, dtype=float)
+        if c.shape != (self.n,):
+            raise ValueError(f"coefficients must have shape ({self.n},), got {c.shape}")
+        rss = self.yty - 2.0 * c @ self.Aty + c @ self.AtA @ c
+        return float(max(rss, 0.0))

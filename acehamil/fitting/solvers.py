@@ -1,0 +1,360 @@
+"""Linear solvers: Tikhonov/ridge with a smoothness prior, and Bayesian linear
+regression (BLR) with evidence-maximised hyperparameters.
+
+Every solver works from accumulated normal equations
+(:class:`~acehamil.fitting.normal_equations.NormalEquations`); the ``A, y``
+convenience forms only accumulate and call those.
+
+Model and notation (weights ``w_r`` per row, ``n`` unknowns, ``N`` rows)::
+
+    ridge:  min_c  sum_r w_r (y_r - a_r . c)^2 + sum_k reg_k c_k^2
+    BLR:    y_r = a_r . c + noise,  noise ~ N(0, 1 / (beta w_r)),
+            prior c ~ N(0, (alpha P)^-1),  P = diag(prior_diag)
+
+BLR picks ``alpha`` (prior precision) and ``beta`` (noise precision) by
+maximising the evidence with MacKay's fixed point on the eigendecomposition of
+``P^-1/2 A^T W A P^-1/2``; the posterior (mean and covariance, kept as its
+eigendecomposition) gives predictive variances for new design rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from .normal_equations import NormalEquations
+
+
+def smoothness_prior(degrees, lam: float = 1.0, power: float = 2.0) -> np.ndarray:
+    """Diagonal regulariser growing with feature degree: ``lam * (1 + degree)^power``.
+
+    Parameters
+    ----------
+    degrees : array_like, float, shape (n,)
+        Per-feature polynomial degree (e.g. ``basis.feature_info[(0, 1)]`` degrees), >= 0.
+    lam : float
+        Overall strength, >= 0.
+    power : float
+        Growth exponent, >= 0.
+
+    Returns
+    -------
+    ndarray, float64, shape (n,)
+
+    Examples
+    --------
+    >>> smoothness_prior([0, 1, 3], lam=0.5, power=2).tolist()
+    [0.5, 2.0, 8.0]
+    """
+    d = np.asarray(degrees, dtype=float)
+    if d.ndim != 1 or np.any(d < 0) or not np.all(np.isfinite(d)):
+        raise ValueError("degrees must be a 1-D array of finite non-negative numbers")
+    if not (np.isfinite(lam) and lam >= 0 and np.isfinite(power) and power >= 0):
+        raise ValueError(f"lam and power must be finite and >= 0, got lam={lam}, power={power}")
+    return float(lam) * (1.0 + d) ** float(power)
+
+
+@dataclass(frozen=True)
+class RidgeResult:
+    """Diagnostics of a ridge solve.
+
+    Attributes
+    ----------
+    condition_number : float
+        2-norm condition number of the (column-equilibrated) regularised matrix.
+    condition_number_unregularised : float
+        Same for ``A^T W A`` alone (inf when singular).
+    jitter : float
+        Relative diagonal jitter that was added to make the Cholesky factorisation succeed (0 if none).
+    method : str
+        ``"cholesky"`` or ``"eigh"`` (pseudo-inverse fallback).
+    rss : float
+        Weighted residual sum of squares on the data, ``sum_r w_r (y_r - a_r.c)^2``.
+    """
+
+    condition_number: float
+    condition_number_unregularised: float
+    jitter: float
+    method: str
+    rss: float
+
+
+def _check_diag(reg, n, name) -> np.ndarray:
+    r = np.broadcast_to(np.asarray(reg, dtype=float), (n,)).copy() if np.ndim(reg) == 0 else np.asarray(reg, dtype=float)
+    if r.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},), got {r.shape}")
+    if np.any(r < 0) or not np.all(np.isfinite(r)):
+        raise ValueError(f"{name} must be finite and non-negative")
+    return r
+
+
+def _cond(eigs: np.ndarray) -> float:
+    lo, hi = float(eigs.min()), float(eigs.max())
+    return float("inf") if lo <= 0 else hi / lo
+
+
+def ridge_normal(ne: NormalEquations, reg_diag, condition: bool = True) -> tuple[np.ndarray, RidgeResult]:
+    """Solve ``(A^T W A + diag(reg)) c = A^T W y`` stably.
+
+    The matrix is equilibrated (scaled to unit diagonal) and Cholesky-factorised;
+    on failure a growing relative jitter is added, and as a last resort an
+    eigendecomposition pseudo-inverse is used.
+
+    Parameters
+    ----------
+    ne : NormalEquations
+    reg_diag : float or array_like, shape (n,)
+        Non-negative regulariser (e.g. :func:`smoothness_prior`).
+    condition : bool
+        Compute the condition numbers (one extra O(n^3) symmetric eigensolve).
+
+    Returns
+    -------
+    coef : ndarray, float64, shape (n,)
+    result : RidgeResult
+    """
+    if not isinstance(ne, NormalEquations):
+        raise TypeError(f"expected NormalEquations, got {type(ne).__name__}")
+    reg = _check_diag(reg_diag, ne.n, "reg_diag")
+    M = ne.AtA + np.diag(reg)
+    d = np.sqrt(np.diag(M))
+    d = np.where(d > 0, d, 1.0)
+    Ms = M / d[:, None] / d[None, :]
+    bs = ne.Aty / d
+    jitter, method, z = 0.0, "cholesky", None
+    for jit in (0.0, 1e-14, 1e-12, 1e-10, 1e-8):
+        try:
+            z = scipy.linalg.cho_solve(scipy.linalg.cho_factor(Ms + jit * np.eye(ne.n), lower=True), bs)
+            jitter = jit
+            if np.all(np.isfinite(z)):
+                break
+        except np.linalg.LinAlgError:
+            continue
+    if z is None or not np.all(np.isfinite(z)):
+        s, V = np.linalg.eigh(Ms)
+        keep = s > s.max() * 1e-14
+        z = V[:, keep] @ ((V[:, keep].T @ bs) / s[keep])
+        method = "eigh"
+    coef = z / d
+    cond_reg = cond_raw = float("nan")
+    if condition:
+        cond_reg = _cond(np.linalg.eigvalsh(Ms))
+        draw = np.sqrt(np.diag(ne.AtA))
+        draw = np.where(draw > 0, draw, 1.0)
+        cond_raw = _cond(np.linalg.eigvalsh(ne.AtA / draw[:, None] / draw[None, :]))
+    return coef, RidgeResult(cond_reg, cond_raw, jitter, method, ne.residual_sum_of_squares(coef))
+
+
+def ridge(A, y, reg_diag, weights=None, condition: bool = True) -> tuple[np.ndarray, RidgeResult]:
+    """Ridge/Tikhonov fit from a design matrix; see :func:`ridge_normal`.
+
+    Parameters
+    ----------
+    A : array_like, shape (N, n)
+    y : array_like, shape (N,)
+    reg_diag : float or array_like, shape (n,)
+    weights : array_like, shape (N,), optional
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> A = rng.normal(size=(50, 4)); c = np.array([1.0, -2.0, 0.5, 3.0])
+    >>> coef, info = ridge(A, A @ c, 1e-10)
+    >>> bool(np.allclose(coef, c, atol=1e-8)), info.method
+    (True, 'cholesky')
+    """
+    A = np.asarray(A, dtype=float)
+    if A.ndim != 2:
+        raise ValueError(f"A must be 2-D (N, n), got shape {A.shape}")
+    return ridge_normal(NormalEquations(A.shape[1]).add(A, y, weights), reg_diag, condition)
+
+
+@dataclass(frozen=True, eq=False)
+class BLRPosterior:
+    """Gaussian posterior of Bayesian linear regression.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (n,)
+        Posterior mean coefficients (the fitted model).
+    alpha, beta : float
+        Evidence-maximising prior precision and noise precision (1/eV^2 for energies).
+    gamma : float
+        Effective number of well-determined parameters.
+    log_evidence : float
+        Log marginal likelihood at (alpha, beta) (up to the constant ``0.5 sum log w``).
+    eigvals : ndarray, shape (n,)
+        Eigenvalues ``s`` of ``P^-1/2 A^T W A P^-1/2`` (clipped at 0).
+    eigvecs : ndarray, shape (n, n)
+        Its eigenvectors ``V`` (columns).
+    prior_diag : ndarray, shape (n,)
+        ``P``.
+    proj : ndarray, shape (n,)
+        ``V^T P^-1/2 A^T W y``.
+    yty : float
+    count : int
+        Number of data rows ``N``.
+    n_iter : int
+    converged : bool
+    """
+
+    mean: np.ndarray
+    alpha: float
+    beta: float
+    gamma: float
+    log_evidence: float
+    eigvals: np.ndarray
+    eigvecs: np.ndarray
+    prior_diag: np.ndarray
+    proj: np.ndarray
+    yty: float
+    count: int
+    n_iter: int
+    converged: bool
+
+    def log_evidence_at(self, alpha: float, beta: float) -> float:
+        """Log evidence for other hyperparameters (same data); used to check the maximum."""
+        return _log_evidence(self.eigvals, self.proj, self.yty, self.count, self.prior_diag, alpha, beta)[0]
+
+    def covariance(self) -> np.ndarray:
+        """Posterior covariance of the coefficients, shape (n, n)."""
+        Q = self.eigvecs / np.sqrt(self.prior_diag)[:, None]
+        return (Q / (self.beta * self.eigvals + self.alpha)) @ Q.T
+
+    def predictive_variance(self, A_new, include_noise: bool = True) -> np.ndarray:
+        """Predictive variance ``a S a^T (+ 1/beta)`` for new design rows.
+
+        Parameters
+        ----------
+        A_new : array_like, shape (m, n)
+        include_noise : bool
+            Add the noise variance ``1/beta`` (for a row of weight 1).
+
+        Returns
+        -------
+        ndarray, shape (m,)
+        """
+        A_new = np.atleast_2d(np.asarray(A_new, dtype=float))
+        if A_new.shape[1] != self.mean.size:
+            raise ValueError(f"design rows must have {self.mean.size} columns, got {A_new.shape[1]}")
+        proj = (A_new / np.sqrt(self.prior_diag)) @ self.eigvecs
+        var = (proj**2 / (self.beta * self.eigvals + self.alpha)).sum(axis=1)
+        return var + (1.0 / self.beta if include_noise else 0.0)
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Coefficient draws from the posterior, shape (size, n)."""
+        z = rng.standard_normal((size, self.mean.size)) / np.sqrt(self.beta * self.eigvals + self.alpha)
+        return self.mean + (z @ self.eigvecs.T) / np.sqrt(self.prior_diag)
+
+
+def _log_evidence(s, b, yty, N, P, alpha, beta):
+    """Log evidence, posterior mean (rotated coords), gamma, data misfit.
+
+    In the rotated coordinates ``u = V^T P^1/2 c`` the prior is isotropic; the
+    evidence does not depend on the parametrisation, so ``P`` adds no term.
+    """
+    h = beta * s + alpha
+    u = beta * b / h
+    E_D = max(yty - 2.0 * u @ b + (s * u) @ u, 0.0)
+    E_W = float(u @ u)
+    M = s.size
+    logev = 0.5 * (
+        M * np.log(alpha) + N * np.log(beta) - beta * E_D - alpha * E_W - np.log(h).sum() - N * np.log(2 * np.pi)
+    )
+    gamma = float((beta * s / h).sum())
+    return float(logev), u, gamma, E_D, E_W
+
+
+def blr_normal(
+    ne: NormalEquations,
+    prior_diag=None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    max_iter: int = 500,
+    tol: float = 1e-8,
+) -> tuple[np.ndarray, BLRPosterior]:
+    """Bayesian linear regression with evidence maximisation (MacKay fixed point).
+
+    Parameters
+    ----------
+    ne : NormalEquations
+    prior_diag : array_like, shape (n,), optional
+        Positive relative prior precisions ``P`` (e.g. :func:`smoothness_prior` with ``lam=1``);
+        default all ones.
+    alpha, beta : float, optional
+        Starting values (default: from a lightly regularised least-squares fit).
+    max_iter : int
+    tol : float
+        Relative change of alpha and beta at convergence.
+
+    Returns
+    -------
+    coef : ndarray, shape (n,)
+        Posterior mean.
+    posterior : BLRPosterior
+    """
+    if not isinstance(ne, NormalEquations):
+        raise TypeError(f"expected NormalEquations, got {type(ne).__name__}")
+    if ne.count < 2:
+        raise ValueError("Bayesian linear regression needs at least two data rows")
+    n = ne.n
+    P = np.ones(n) if prior_diag is None else np.asarray(prior_diag, dtype=float)
+    if P.shape != (n,) or np.any(P <= 0) or not np.all(np.isfinite(P)):
+        raise ValueError(f"prior_diag must be positive and finite with shape ({n},)")
+    r = 1.0 / np.sqrt(P)
+    s, V = np.linalg.eigh(ne.AtA * r[:, None] * r[None, :])
+    s = np.clip(s, 0.0, None)
+    b = V.T @ (ne.Aty * r)
+    N = ne.count
+    smax = max(float(s.max()), 1e-300)
+    if beta is None or alpha is None:
+        lam = 1e-8 * smax
+        u0 = b / (s + lam)
+        rss0 = max(ne.yty - 2 * u0 @ b + (s * u0) @ u0, 1e-12 * max(ne.yty, 1e-300))
+        beta = beta if beta is not None else N / rss0
+        alpha = alpha if alpha is not None else max(lam * beta, 1e-300)
+    alpha, beta = float(alpha), float(beta)
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"alpha and beta must be positive, got {alpha}, {beta}")
+    converged, it = False, 0
+    for it in range(1, max_iter + 1):
+        _, u, gamma, E_D, E_W = _log_evidence(s, b, ne.yty, N, P, alpha, beta)
+        a_new = gamma / max(E_W, 1e-300)
+        b_new = max(N - gamma, 1e-12) / max(E_D, 1e-300)
+        a_new = min(max(a_new, 1e-300), 1e300)
+        b_new = min(max(b_new, 1e-300), 1e300)
+        done = abs(np.log(a_new / alpha)) < tol and abs(np.log(b_new / beta)) < tol
+        alpha, beta = a_new, b_new
+        if done:
+            converged = True
+            break
+    logev, u, gamma, _, _ = _log_evidence(s, b, ne.yty, N, P, alpha, beta)
+    coef = r * (V @ u)
+    post = BLRPosterior(coef, alpha, beta, gamma, logev, s, V, P, b, float(ne.yty), int(N), it, converged)
+    return coef, post
+
+
+def bayesian_linear_regression(A, y, weights=None, prior_diag=None, **kwargs) -> tuple[np.ndarray, BLRPosterior]:
+    """BLR from a design matrix; see :func:`blr_normal`.
+
+    Parameters
+    ----------
+    A : array_like, shape (N, n)
+    y : array_like, shape (N,)
+    weights : array_like, shape (N,), optional
+    prior_diag : array_like, shape (n,), optional
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(2)
+    >>> A = rng.normal(size=(200, 3)); y = A @ [1.0, 2.0, -1.0] + 0.1 * rng.normal(size=200)
+    >>> coef, post = bayesian_linear_regression(A, y)
+    >>> bool(np.allclose(coef, [1, 2, -1], atol=0.05)), bool(0.07 < post.beta ** -0.5 < 0.13)
+    (True, True)
+    """
+    A = np.asarray(A, dtype=float)
+    if A.ndim != 2:
+        raise ValueError(f"A must be 2-D (N, n), got shape {A.shape}")
+    return blr_normal(NormalEquations(A.shape[1]).add(A, y, weights), prior_diag, **kwargs)
