@@ -1,0 +1,125 @@
+"""Bloch sums: analytic chain, Hermiticity, k-periodicity, time reversal, gauges, sparse = dense."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, graphene
+
+from acehamil.structure import OrbitalBasis, RealSpaceMatrix
+from acehamil.tb.bloch import BlochAssembler, bloch_sum, bloch_sum_sparse, phase_factors
+from acehamil.tb.toy import slater_koster
+
+SP = OrbitalBasis.from_dict({6: [(2, 0), (2, 1)], 14: [(3, 0), (3, 1)], 1: [(1, 0)]})
+
+
+def _systems():
+    si = bulk("Si", "diamond", a=5.43)
+    gr = graphene("C2", a=2.46, vacuum=5.0)  # periodic in-plane only
+    mol = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
+                                  [0.63, -0.63, -0.63]])
+    return {"si": si, "graphene": gr, "ch4": mol}
+
+
+@pytest.fixture(params=["si", "graphene", "ch4"])
+def model(request):
+    atoms = _systems()[request.param]
+    H, S = slater_koster(atoms, SP, cutoff=4.0 if request.param != "ch4" else 2.5)
+    return atoms, H, S
+
+
+def _reference_bloch(m: RealSpaceMatrix, kpts):
+    shifts, mats = m.to_dense()
+    ph = np.exp(2j * np.pi * np.asarray(kpts) @ shifts.T)
+    return np.einsum("kc,cab->kab", ph, mats)
+
+
+def test_chain_analytic(rng):
+    t, e0 = rng.normal(), rng.normal()
+    m = RealSpaceMatrix.from_blocks([1], [0, 0, 0], [0, 0, 0], [[0, 0, 0], [1, 0, 0], [-1, 0, 0]],
+                                    [np.full((1, 1), e0), np.full((1, 1), t), np.full((1, 1), t)])
+    k = np.c_[rng.uniform(-1, 1, 7), rng.uniform(-1, 1, (7, 2))]
+    hk = bloch_sum(m, k)
+    np.testing.assert_allclose(hk[:, 0, 0], e0 + 2 * t * np.cos(2 * np.pi * k[:, 0]), atol=1e-13)
+
+
+def test_matches_reference_sum_and_is_hermitian(model, rng):
+    _, H, S = model
+    k = rng.uniform(-1, 1, (5, 3))
+    for m in (H, S):
+        hk = bloch_sum(m, k)
+        np.testing.assert_allclose(hk, _reference_bloch(m, k), atol=1e-12)
+        np.testing.assert_allclose(hk, np.conj(np.swapaxes(hk, 1, 2)), atol=1e-12)
+
+
+def test_periodic_in_reciprocal_lattice(model, rng):
+    _, H, _ = model
+    k = rng.uniform(-1, 1, (4, 3))
+    G = rng.integers(-3, 4, (4, 3))
+    np.testing.assert_allclose(bloch_sum(H, k + G), bloch_sum(H, k), atol=1e-11)
+
+
+def test_time_reversal_for_real_blocks(model, rng):
+    _, H, _ = model
+    k = rng.uniform(-1, 1, (4, 3))
+    np.testing.assert_allclose(bloch_sum(H, -k), np.conj(bloch_sum(H, k)), atol=1e-12)
+
+
+def test_atomic_gauge_is_unitary_transform(model, rng):
+    atoms, H, _ = model
+    x = atoms.get_scaled_positions(wrap=False) if atoms.pbc.all() else np.linalg.solve(
+        atoms.cell.complete().T, atoms.positions.T).T
+    k = rng.uniform(-1, 1, (3, 3))
+    lat = bloch_sum(H, k)
+    ato = bloch_sum(H, k, gauge="atomic", frac_positions=x)
+    xo = np.repeat(x, H.norb_per_atom, axis=0)
+    u = np.exp(2j * np.pi * (k @ xo.T))  # (nk, norb)
+    np.testing.assert_allclose(ato, np.conj(u)[:, :, None] * lat * u[:, None, :], atol=1e-12)
+
+
+def test_sparse_equals_dense(model, rng):
+    _, H, S = model
+    k = rng.uniform(-1, 1, (3, 3))
+    for m in (H, S):
+        sps = bloch_sum_sparse(m, k)
+        dense = bloch_sum(m, k)
+        assert len(sps) == 3
+        for q in range(3):
+            assert sps[q].format == "csr"
+            np.testing.assert_allclose(sps[q].toarray(), dense[q], atol=1e-13)
+        asm = BlochAssembler(m)
+        np.testing.assert_allclose(asm.sparse(k[0]).toarray(), dense[0], atol=1e-13)
+
+
+def test_duplicate_entries_are_summed():
+    # two blocks at the same (i, j, T) position must add up, as in a sum over T
+    m = RealSpaceMatrix.from_blocks([1], [0, 0], [0, 0], [[0, 0, 0], [0, 0, 0]], [np.ones((1, 1)), np.ones((1, 1))])
+    assert bloch_sum(m, [0.3, 0, 0])[0, 0, 0] == pytest.approx(2.0)
+    assert bloch_sum_sparse(m, [0.3, 0, 0])[0][0, 0] == pytest.approx(2.0)
+
+
+def test_phase_factors_shape():
+    ph = phase_factors([[0.5, 0, 0], [0, 0, 0]], [[1, 0, 0], [2, 0, 0], [0, 1, 0]])
+    np.testing.assert_allclose(ph, [[-1, 1, 1], [1, 1, 1]], atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "kwargs, kpts, err",
+    [
+        ({}, [[0, 0]], ValueError),
+        ({}, [[np.nan, 0, 0]], ValueError),
+        ({"gauge": "weird"}, [[0, 0, 0]], ValueError),
+        ({"gauge": "atomic"}, [[0, 0, 0]], ValueError),
+        ({"gauge": "atomic", "frac_positions": np.zeros((2, 3))}, [[0, 0, 0]], ValueError),
+    ],
+)
+def test_bad_input(kwargs, kpts, err):
+    m = RealSpaceMatrix.from_blocks([1], [0], [0], [[0, 0, 0]], [np.ones((1, 1))])
+    with pytest.raises(err):
+        bloch_sum(m, kpts, **kwargs)
+
+
+def test_not_a_matrix():
+    with pytest.raises(TypeError):
+        bloch_sum(np.eye(2), [[0, 0, 0]])
