@@ -143,3 +143,13 @@ def test_blr_predictive_variance_matches_covariance(rng):
     assert np.all(post.predictive_variance(Anew) > var)
     draws = post.sample(rng, 4000)
     np.testing.assert_allclose(draws.mean(axis=0), coef, atol=5 * np.sqrt(np.diag(post.covariance())).max() / np.sqrt(4000) * 3)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5, 3.0])
+def test_scaled_equals_weighted_rows(rng, factor):
+    A, y, _ = _synthetic(rng, N=20, n=3)
+    a = NormalEquations(3).add(A, y).scaled(factor)
+    b = NormalEquations(3).add(A, y, np.full(20, factor))
+    np.testing.assert_allclose(a.AtA, b.AtA, atol=1e-12)
+    np.testing.assert_allclose(a.Aty, b.Aty, atol=1e-12)
+    assert a.yty == pytest.approx(b.yty) and a.count == b.count

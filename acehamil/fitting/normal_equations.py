@@ -94,6 +94,17 @@ class NormalEquations:
         out.yty, out.count, out.weight_sum = self.yty, self.count, self.weight_sum
         return out
 
+    def scaled(self, factor: float) -> "NormalEquations":
+        """A copy with every row weight multiplied by ``factor`` (>= 0)."""
+        if not (np.isfinite(factor) and factor >= 0):
+            raise ValueError(f"scale factor must be finite and >= 0, got {factor}")
+        out = self.copy()
+        out.AtA *= factor
+        out.Aty *= factor
+        out.yty *= factor
+        out.weight_sum *= factor
+        return out
+
     def __add__(self, other: "NormalEquations") -> "NormalEquations":
         if not isinstance(other, NormalEquations):
             return NotImplemented
