@@ -1,0 +1,59 @@
+"""Real spherical harmonics of particle directions, with gradients (sphericart).
+
+Orthonormal real harmonics at flat index ``l*l + l + m`` (p is y, z, x), the
+convention of :mod:`acehamil.conventions`; ``Y(Q r) = D(Q) Y(r)``
+(:func:`acehamil.so3.wigner_d_real`).
+
+Examples
+--------
+>>> ang = AngularBasis(1)
+>>> Y = ang.evaluate(np.array([[0.0, 0.0, 2.0]]))
+>>> np.round(Y * np.sqrt(4 * np.pi), 12) + 0.0    # Y_00, Y_1-1 ~ y, Y_10 ~ z, Y_11 ~ x
+array([[1.        , 0.        , 1.73205081, 0.        ]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sphericart
+
+
+class AngularBasis:
+    """Real harmonics ``Y_lm(r / |r|)`` for ``l = 0..l_max``.
+
+    Parameters
+    ----------
+    l_max : int
+    """
+
+    def __init__(self, l_max: int):
+        if int(l_max) != l_max or l_max < 0:
+            raise ValueError(f"l_max must be a non-negative integer, got {l_max}")
+        self.l_max = int(l_max)
+        self._sh = sphericart.SphericalHarmonics(self.l_max)
+
+    def evaluate(self, vec: np.ndarray, gradients: bool = False):
+        """Harmonics of directions.
+
+        Parameters
+        ----------
+        vec : ndarray, shape (P, 3), Å
+            Non-zero vectors (not necessarily unit).
+        gradients : bool
+
+        Returns
+        -------
+        Y : ndarray, shape (P, (l_max+1)**2), float64
+        dY : ndarray, shape (P, (l_max+1)**2, 3), 1/Å
+            ``dY / d vec``; only when ``gradients``.
+        """
+        vec = np.ascontiguousarray(vec, dtype=float)
+        if vec.ndim != 2 or vec.shape[1] != 3:
+            raise ValueError(f"vectors must have shape (P, 3), got {vec.shape}")
+        if len(vec) == 0:
+            n = (self.l_max + 1) ** 2
+            return (np.zeros((0, n)), np.zeros((0, n, 3))) if gradients else np.zeros((0, n))
+        if not gradients:
+            return self._sh.compute(vec)
+        Y, dY = self._sh.compute_with_gradients(vec)
+        return Y, np.ascontiguousarray(np.swapaxes(dY, 1, 2))

@@ -1,0 +1,95 @@
+"""Radial basis: orthonormal polynomials in ``u = r / r_cut`` times a smooth envelope.
+
+``R_n(r) = sum_k T[k, n] P_k(2u - 1) (1 - u)^p`` for ``u < 1`` and 0 beyond,
+with ``P_k`` Legendre polynomials, ``p = RadialSpec.envelope_power >= 2`` (so
+value and first derivative vanish at the cutoff) and ``T`` chosen (Cholesky of
+the Gram matrix on a Gauss-Legendre grid) so that
+``int_0^1 R_n R_n' du = delta_nn'``.  The cutoff may differ per particle (per
+centre-species / category pair, see :class:`RadialSpec`).
+
+Examples
+--------
+>>> rb = RadialBasis(RadialSpec(n_max=3, r_cut=4.0))
+>>> R, dR = rb.evaluate(np.array([1.0, 4.0, 5.0]), np.full(3, 4.0), gradients=True)
+>>> R.shape, bool(np.all(R[1:] == 0)), bool(np.all(dR[1:] == 0))
+((3, 3), True, True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .spec import RadialSpec
+
+
+def _legendre(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Legendre ``P_k(x)`` and ``P_k'(x)``, k = 0..n-1; shapes (len(x), n)."""
+    P = np.zeros((len(x), n))
+    dP = np.zeros((len(x), n))
+    P[:, 0] = 1.0
+    if n > 1:
+        P[:, 1] = x
+        dP[:, 1] = 1.0
+    for k in range(1, n - 1):
+        P[:, k + 1] = ((2 * k + 1) * x * P[:, k] - k * P[:, k - 1]) / (k + 1)
+        dP[:, k + 1] = dP[:, k - 1] + (2 * k + 1) * P[:, k]
+    return P, dP
+
+
+class RadialBasis:
+    """Evaluates ``R_n(r)`` and ``dR_n/dr`` for a :class:`RadialSpec`.
+
+    Parameters
+    ----------
+    spec : RadialSpec
+    """
+
+    def __init__(self, spec: RadialSpec):
+        if not isinstance(spec, RadialSpec):
+            raise TypeError(f"spec must be a RadialSpec, got {type(spec).__name__}")
+        self.spec = spec
+        n, p = spec.n_max, spec.envelope_power
+        x, w = np.polynomial.legendre.leggauss(n + p + 8)
+        u = 0.5 * (x + 1.0)
+        f = _legendre(x, n)[0] * ((1.0 - u) ** p)[:, None]
+        gram = (f * (0.5 * w)[:, None]).T @ f
+        L = np.linalg.cholesky(gram)
+        self._T = np.linalg.inv(L).T  # f @ T is orthonormal
+        self._T.setflags(write=False)
+
+    @property
+    def n_max(self) -> int:
+        return self.spec.n_max
+
+    def evaluate(self, r: np.ndarray, r_cut: np.ndarray, gradients: bool = False):
+        """Radial functions of distances.
+
+        Parameters
+        ----------
+        r : ndarray, shape (P,), Å
+        r_cut : ndarray, shape (P,), Å
+            Cutoff of each particle.
+        gradients : bool
+
+        Returns
+        -------
+        R : ndarray, shape (P, n_max), float64
+        dR : ndarray, shape (P, n_max), 1/Å
+            ``dR/dr``; only when ``gradients``.
+        """
+        r = np.asarray(r, dtype=float)
+        r_cut = np.asarray(r_cut, dtype=float)
+        u = r / r_cut
+        inside = u < 1.0
+        uc = np.where(inside, u, 1.0)
+        P, dP = _legendre(2.0 * uc - 1.0, self.n_max)
+        p = self.spec.envelope_power
+        one_m = np.where(inside, 1.0 - uc, 0.0)
+        env = one_m**p
+        R = (P * env[:, None]) @ self._T
+        if not gradients:
+            return R
+        denv = -p * one_m ** (p - 1)
+        dfdu = 2.0 * dP * env[:, None] + P * denv[:, None]
+        dR = (dfdu @ self._T) / r_cut[:, None]
+        return R, dR

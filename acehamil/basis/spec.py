@@ -1,0 +1,217 @@
+"""Frozen, JSON-able specifications of an ACE basis.
+
+A basis is a pure function of its :class:`BasisSpec`; ``spec.to_dict()`` /
+``BasisSpec.from_dict()`` round-trip exactly, so a basis can be stored with a
+model and rebuilt bit for bit.
+
+Examples
+--------
+>>> spec = BasisSpec(categories=(14,), radial=RadialSpec(n_max=4, r_cut=5.0), max_nu=2, max_degree=(6, 6), L_max=2)
+>>> BasisSpec.from_dict(spec.to_dict()) == spec
+True
+>>> spec.degree_limit(2)
+6.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Category of the bond particle of a bond centre (atomic numbers are >= 1).
+BOND = -1
+
+
+def _as_int_tuple(values, name: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in values)
+    except TypeError as err:
+        raise TypeError(f"{name} must be a sequence of integers, got {values!r}") from err
+    for v, w in zip(out, values):
+        if v != w:
+            raise ValueError(f"{name} must contain integers, got {values!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class RadialSpec:
+    """Radial basis: ``n_max`` orthonormal polynomials in ``r / r_cut`` times an envelope.
+
+    Parameters
+    ----------
+    n_max : int
+        Number of radial functions, ``n = 0 .. n_max-1``.
+    r_cut : float
+        Default cutoff, Å.
+    cutoffs : tuple of (centre_species, category, r_cut)
+        Cutoff (Å) overriding ``r_cut`` for particles of ``category`` around a
+        centre of ``centre_species``.
+    envelope_power : int
+        The envelope is ``(1 - r/r_cut)**envelope_power``; ``>= 2`` so value and
+        first derivative vanish at the cutoff.
+    """
+
+    n_max: int
+    r_cut: float
+    cutoffs: tuple = ()
+    envelope_power: int = 2
+
+    def __post_init__(self):
+        if int(self.n_max) != self.n_max or self.n_max < 1:
+            raise ValueError(f"n_max must be a positive integer, got {self.n_max}")
+        if not (float(self.r_cut) > 0):
+            raise ValueError(f"r_cut must be > 0 Å, got {self.r_cut}")
+        if int(self.envelope_power) != self.envelope_power or self.envelope_power < 2:
+            raise ValueError(f"envelope_power must be an integer >= 2, got {self.envelope_power}")
+        cut = []
+        for entry in self.cutoffs:
+            if len(entry) != 3:
+                raise ValueError(f"cutoffs entries are (centre_species, category, r_cut), got {entry!r}")
+            s, c, r = int(entry[0]), int(entry[1]), float(entry[2])
+            if not r > 0:
+                raise ValueError(f"cutoff must be > 0 Å, got {entry!r}")
+            cut.append((s, c, r))
+        keys = [(s, c) for s, c, _ in cut]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate (centre_species, category) in cutoffs: {self.cutoffs!r}")
+        object.__setattr__(self, "n_max", int(self.n_max))
+        object.__setattr__(self, "r_cut", float(self.r_cut))
+        object.__setattr__(self, "envelope_power", int(self.envelope_power))
+        object.__setattr__(self, "cutoffs", tuple(sorted(cut)))
+
+    def cutoff(self, centre_species: int, category: int) -> float:
+        """Cutoff in Å for ``category`` particles around a ``centre_species`` centre."""
+        for s, c, r in self.cutoffs:
+            if s == centre_species and c == category:
+                return r
+        return self.r_cut
+
+    @property
+    def max_cutoff(self) -> float:
+        """Largest cutoff of any pair, Å."""
+        return max([self.r_cut] + [r for _, _, r in self.cutoffs])
+
+    def to_dict(self) -> dict:
+        """JSON-able dict."""
+        return {
+            "n_max": self.n_max,
+            "r_cut": self.r_cut,
+            "cutoffs": [list(c) for c in self.cutoffs],
+            "envelope_power": self.envelope_power,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RadialSpec":
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            n_max=d["n_max"],
+            r_cut=d["r_cut"],
+            cutoffs=tuple(tuple(c) for c in d.get("cutoffs", ())),
+            envelope_power=d.get("envelope_power", 2),
+        )
+
+
+@dataclass(frozen=True)
+class BasisSpec:
+    """Specification of an O(3)-equivariant ACE basis.
+
+    Parameters
+    ----------
+    categories : tuple of int
+        Particle categories (atomic numbers, and :data:`BOND` for bond particles).
+    radial : RadialSpec
+    max_nu : int
+        Maximal correlation order (number of one-particle factors), 1..4.
+    max_degree : float or tuple of float
+        Total-degree limit per order ``nu = 1..max_nu`` (one number = same for all).
+        A factor ``(n, l)`` has degree ``weight_n * n + weight_l * l``.
+    weight_n, weight_l : float
+        Degree weights (> 0).
+    L_max : int
+        Features are produced for every ``(L, parity)``, ``L = 0..L_max``.
+    singleton_categories : tuple of int
+        If non-empty, every product contains exactly one particle whose category
+        is in this tuple (e.g. ``(BOND,)`` for bond centres).
+    l_max : int or None
+        Optional cap on the one-particle ``l`` (default: implied by the degrees).
+    """
+
+    categories: tuple
+    radial: RadialSpec
+    max_nu: int = 3
+    max_degree: tuple = (12.0,)
+    weight_n: float = 1.0
+    weight_l: float = 1.0
+    L_max: int = 4
+    singleton_categories: tuple = ()
+    l_max: int | None = None
+
+    def __post_init__(self):
+        cats = _as_int_tuple(self.categories, "categories")
+        if not cats:
+            raise ValueError("categories must not be empty")
+        if len(set(cats)) != len(cats):
+            raise ValueError(f"duplicate categories: {cats}")
+        object.__setattr__(self, "categories", tuple(sorted(cats)))
+        if not isinstance(self.radial, RadialSpec):
+            raise TypeError(f"radial must be a RadialSpec, got {type(self.radial).__name__}")
+        if int(self.max_nu) != self.max_nu or not 1 <= self.max_nu <= 4:
+            raise ValueError(f"max_nu must be an integer in 1..4, got {self.max_nu}")
+        object.__setattr__(self, "max_nu", int(self.max_nu))
+        md = self.max_degree
+        md = (float(md),) * self.max_nu if isinstance(md, (int, float)) else tuple(float(x) for x in md)
+        if len(md) == 1:
+            md = md * self.max_nu
+        if len(md) != self.max_nu:
+            raise ValueError(f"max_degree needs 1 or max_nu={self.max_nu} entries, got {self.max_degree!r}")
+        if min(md) < 0:
+            raise ValueError(f"max_degree must be >= 0, got {md}")
+        object.__setattr__(self, "max_degree", md)
+        for name in ("weight_n", "weight_l"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if int(self.L_max) != self.L_max or self.L_max < 0:
+            raise ValueError(f"L_max must be a non-negative integer, got {self.L_max}")
+        object.__setattr__(self, "L_max", int(self.L_max))
+        single = tuple(sorted(_as_int_tuple(self.singleton_categories, "singleton_categories")))
+        for c in single:
+            if c not in cats:
+                raise ValueError(f"singleton category {c} is not in categories {cats}")
+        object.__setattr__(self, "singleton_categories", single)
+        if self.l_max is not None:
+            if int(self.l_max) != self.l_max or self.l_max < 0:
+                raise ValueError(f"l_max must be a non-negative integer or None, got {self.l_max}")
+            object.__setattr__(self, "l_max", int(self.l_max))
+
+    def degree_limit(self, nu: int) -> float:
+        """Total-degree limit for products of ``nu`` factors."""
+        return self.max_degree[nu - 1]
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (round-trips through :meth:`from_dict`)."""
+        return {
+            "categories": list(self.categories),
+            "radial": self.radial.to_dict(),
+            "max_nu": self.max_nu,
+            "max_degree": list(self.max_degree),
+            "weight_n": self.weight_n,
+            "weight_l": self.weight_l,
+            "L_max": self.L_max,
+            "singleton_categories": list(self.singleton_categories),
+            "l_max": self.l_max,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BasisSpec":
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            categories=tuple(d["categories"]),
+            radial=RadialSpec.from_dict(d["radial"]),
+            max_nu=d["max_nu"],
+            max_degree=tuple(d["max_degree"]),
+            weight_n=d.get("weight_n", 1.0),
+            weight_l=d.get("weight_l", 1.0),
+            L_max=d.get("L_max", 4),
+            singleton_categories=tuple(d.get("singleton_categories", ())),
+            l_max=d.get("l_max"),
+        )
