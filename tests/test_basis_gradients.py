@@ -1,0 +1,112 @@
+"""ACE basis: analytic gradients (full Jacobian and the contracted reverse mode) against
+central differences whose error falls with the step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acehamil.basis import BOND, ACEBasis, BasisSpec, Centres, RadialSpec
+
+SPECS = {
+    "site": BasisSpec(
+        categories=(1, 14), radial=RadialSpec(n_max=3, r_cut=4.0, cutoffs=((14, 1, 3.0),)), max_nu=3, max_degree=(4, 4, 3), L_max=4
+    ),
+    "nu4": BasisSpec(categories=(14,), radial=RadialSpec(n_max=2, r_cut=4.0), max_nu=4, max_degree=3, L_max=2),
+    "bond": BasisSpec(
+        categories=(BOND, 14), radial=RadialSpec(n_max=3, r_cut=5.0), max_nu=3, max_degree=(4, 4, 3), L_max=4,
+        singleton_categories=(BOND,),
+    ),
+}
+STEPS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+
+
+def make_centres(rng, spec, n_centres=2, per_centre=5, weights=False):
+    cats = [c for c in spec.categories if c not in spec.singleton_categories]
+    pc, vec, cat = [], [], []
+    for c in range(n_centres):
+        for s in spec.singleton_categories:
+            pc.append(c), vec.append(rng.normal(size=3)), cat.append(s)
+        for _ in range(per_centre):
+            pc.append(c), vec.append(rng.uniform(-2.2, 2.2, size=3)), cat.append(rng.choice(cats))
+    order = rng.permutation(len(pc))  # particles need not be grouped by centre
+    w = rng.uniform(0.5, 1.0, size=len(pc)) if weights else None
+    return Centres(np.full(n_centres, 14), np.array(pc)[order], np.array(vec)[order], np.array(cat)[order], w)
+
+
+def displaced(c, p, x, h):
+    vec = c.particle_vec.copy()
+    vec[p, x] += h
+    return Centres(c.centre_species, c.particle_centre, vec, c.particle_category, c.particle_weight)
+
+
+def fd_errors(f, analytic, centres, particles):
+    """Max error of central differences per step (over the given particles, all axes)."""
+    errs = []
+    for h in STEPS:
+        e = 0.0
+        for p in particles:
+            for x in range(3):
+                num = (f(displaced(centres, p, x, h)) - f(displaced(centres, p, x, -h))) / (2 * h)
+                e = max(e, np.abs(num[centres.particle_centre[p]] - analytic[p][..., x]).max())
+        errs.append(e)
+    return np.array(errs)
+
+
+def check_convergence(errs, scale):
+    assert errs[2] < errs[0] / 50 or errs[2] < 1e-10 * scale, f"FD error does not fall with h: {errs}"
+    assert errs.min() < 1e-7 * scale, f"FD error too large at best step: {errs}"
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("weights", [False, True])
+def test_full_gradients_by_central_differences(name, weights, rng):
+    basis = ACEBasis(SPECS[name])
+    centres = make_centres(rng, basis.spec, weights=weights)
+    vals, grads = basis.evaluate(centres, gradients=True)
+    particles = rng.choice(centres.n_particles, size=3, replace=False)
+    for key in basis.feature_keys:
+        assert grads[key].shape == (centres.n_particles,) + vals[key].shape[1:] + (3,)
+    flat = lambda c: np.concatenate([v.reshape(len(v), -1) for v in basis.evaluate(c).values()], axis=1)  # noqa: E731
+    ana = np.concatenate([g.reshape(len(g), -1, 3) for g in grads.values()], axis=1)
+    errs = fd_errors(flat, ana, centres, particles)
+    check_convergence(errs, max(1.0, np.abs(ana).max()))
+
+
+@pytest.mark.parametrize("name", ["site", "bond"])
+@pytest.mark.parametrize("key", [(0, 1), (2, 1), (1, -1)])
+def test_evaluate_linear_matches_full_path(name, key, rng):
+    basis = ACEBasis(SPECS[name])
+    centres = make_centres(rng, basis.spec, n_centres=3)
+    nB = basis.n_features[key]
+    coeffs = {14: rng.normal(size=nB)}
+    E, g = basis.evaluate_linear(centres, coeffs, key=key)
+    vals, grads = basis.evaluate(centres, gradients=True)
+    E_ref = np.einsum("f,cfM->cM", coeffs[14], vals[key])
+    g_ref = np.einsum("f,pfMx->pMx", coeffs[14], grads[key])
+    if key[0] == 0:
+        E_ref, g_ref = E_ref[:, 0], g_ref[:, 0]
+    np.testing.assert_allclose(E, E_ref, atol=1e-12 * np.abs(E_ref).max())
+    np.testing.assert_allclose(g, g_ref, atol=1e-12 * np.abs(g_ref).max())
+
+
+def test_evaluate_linear_by_central_differences(rng):
+    basis = ACEBasis(SPECS["site"])
+    centres = make_centres(rng, basis.spec, n_centres=2)
+    coeffs = {14: rng.normal(size=basis.n_features[(0, 1)])}
+    E, g = basis.evaluate_linear(centres, coeffs)
+    errs = fd_errors(lambda c: basis.evaluate_linear(c, coeffs)[0], g, centres, range(4))
+    check_convergence(errs, max(1.0, np.abs(g).max()))
+
+
+def test_evaluate_linear_species_selection(rng):
+    spec = BasisSpec(categories=(1, 14), radial=RadialSpec(n_max=2, r_cut=4.0), max_nu=2, max_degree=3, L_max=0)
+    basis = ACEBasis(spec)
+    c = Centres([1, 14], [0, 0, 1, 1], rng.normal(size=(4, 3)), [1, 14, 14, 1])
+    nB = basis.n_features[(0, 1)]
+    cH, cSi = rng.normal(size=nB), rng.normal(size=nB)
+    E, _ = basis.evaluate_linear(c, {1: cH, 14: cSi})
+    B = basis.evaluate(c)[(0, 1)][:, :, 0]
+    np.testing.assert_allclose(E, [B[0] @ cH, B[1] @ cSi], rtol=1e-12)
+    E_only_H, g_only_H = basis.evaluate_linear(c, {1: cH})
+    assert E_only_H[1] == 0.0 and np.all(g_only_H[c.particle_centre == 1] == 0.0)
