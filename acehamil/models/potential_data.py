@@ -1,0 +1,144 @@
+"""Training/test data for potentials (read with ASE) and error metrics.
+
+Extended XYZ with energies and forces (and optionally stresses) is the common
+case; anything ``ase.io.read`` understands works if it carries a
+``SinglePointCalculator`` or ``info['energy']`` / ``arrays['forces']``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Voigt order used by ASE: xx, yy, zz, yz, xz, xy.
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    """One labelled structure.
+
+    Attributes
+    ----------
+    atoms : ase.Atoms
+        Positions in Å (a private copy without calculator).
+    energy : float
+        Total energy, eV.
+    forces : ndarray, shape (natoms, 3) or None
+        eV/Å.
+    stress : ndarray, shape (6,) or None
+        eV/Å^3, ASE sign and Voigt order.
+    config_type : str
+    weight : float
+        Per-configuration weight multiplying all its rows.
+    """
+
+    atoms: object
+    energy: float
+    forces: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    config_type: str = "default"
+    weight: float = 1.0
+
+    @property
+    def natoms(self) -> int:
+        return len(self.atoms)
+
+
+def config_from_atoms(atoms, config_type_key: str = "config_type") -> Config:
+    """Extract the labels of one ``ase.Atoms`` (calculator results or info/arrays)."""
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    energy = results.get("energy", results.get("free_energy", atoms.info.get("energy")))
+    if energy is None:
+        raise ValueError("structure has no energy (neither calculator results nor info['energy'])")
+    forces = results.get("forces", atoms.arrays.get("forces"))
+    stress = results.get("stress", atoms.info.get("stress"))
+    if stress is not None:
+        stress = np.asarray(stress, dtype=float)
+        if stress.shape == (3, 3):
+            stress = np.array([stress[a, b] for a, b in VOIGT])
+        if stress.shape != (6,):
+            raise ValueError(f"stress must have 6 (Voigt) or 3x3 components, got shape {stress.shape}")
+    clean = atoms.copy()
+    clean.calc = None
+    return Config(
+        atoms=clean,
+        energy=float(energy),
+        forces=None if forces is None else np.array(forces, dtype=float),
+        stress=stress,
+        config_type=str(atoms.info.get(config_type_key, "default")),
+        weight=float(atoms.info.get("config_weight", 1.0)),
+    )
+
+
+def read_configs(path, index: str = ":") -> list[Config]:
+    """Read labelled structures with ``ase.io.read(path, index=index)``.
+
+    Parameters
+    ----------
+    path : str or Path
+    index : str
+        ASE index string (default all frames).
+
+    Returns
+    -------
+    list of Config
+    """
+    import ase.io
+
+    frames = ase.io.read(str(path), index=index)
+    if not isinstance(frames, list):
+        frames = [frames]
+    if not frames:
+        raise ValueError(f"{path} holds no structures")
+    out = []
+    for k, atoms in enumerate(frames):
+        try:
+            out.append(config_from_atoms(atoms))
+        except ValueError as err:
+            raise ValueError(f"{path}, frame {k}: {err}") from None
+    return out
+
+
+def error_metrics(potential, configs, per_config_type: bool = True) -> dict:
+    """Energy and force errors of a potential on labelled structures.
+
+    Returns
+    -------
+    dict
+        ``{"all": {...}, "<config_type>": {...}}`` each with ``nconfigs``,
+        ``energy_mae_meV_per_atom``, ``energy_rmse_meV_per_atom``, ``force_mae_eV_per_A``,
+        ``force_rmse_eV_per_A`` (force entries over all Cartesian components) and, when
+        stresses are present, ``stress_rmse_eV_per_A3``.
+    """
+    rows = []
+    for c in configs:
+        res = potential.compute(c.atoms, forces=c.forces is not None, stress=c.stress is not None)
+        de = (res["energy"] - c.energy) / c.natoms
+        df = None if c.forces is None else (res["forces"] - c.forces).ravel()
+        ds = None if c.stress is None or "stress" not in res else res["stress"] - c.stress
+        rows.append((c.config_type, de, df, ds))
+    groups = {"all": rows}
+    if per_config_type:
+        for ct in sorted({r[0] for r in rows}):
+            groups[ct] = [r for r in rows if r[0] == ct]
+    return {name: _summary(g) for name, g in groups.items()}
+
+
+def _summary(rows) -> dict:
+    de = np.array([r[1] for r in rows])
+    out = {
+        "nconfigs": len(rows),
+        "energy_mae_meV_per_atom": float(np.mean(np.abs(de)) * 1e3),
+        "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(de**2)) * 1e3),
+    }
+    dfs = [r[2] for r in rows if r[2] is not None]
+    if dfs:
+        df = np.concatenate(dfs)
+        out["force_mae_eV_per_A"] = float(np.mean(np.abs(df)))
+        out["force_rmse_eV_per_A"] = float(np.sqrt(np.mean(df**2)))
+    dss = [r[3] for r in rows if r[3] is not None]
+    if dss:
+        out["stress_rmse_eV_per_A3"] = float(np.sqrt(np.mean(np.concatenate(dss) ** 2)))
+    return out

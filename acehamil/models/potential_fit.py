@@ -1,0 +1,391 @@
+"""Fitting ACE site-energy potentials: weighted normal equations, k-fold
+cross-validation of hyperparameters on the training set, final solve.
+
+Rows and weights (per configuration ``c`` with weight ``w_c`` = per-config
+weight times its ``config_type`` factor)::
+
+    energy per atom   (E_c - E_rep) / N_c       weight  w_c / energy_sigma^2
+    force components  F_c - F_rep               weight  w_c / force_sigma^2
+    stress (Voigt)    sigma_c - sigma_rep       weight  w_c / stress_sigma^2
+
+Features are computed once (for the largest basis); cross-validation over the
+regularisation strength, the smoothness-prior exponent and degree cut-backs
+(feature subsets with ``degree <= max_degree(nu) - shift``) reuses the
+accumulated normal equations: energy rows are kept per configuration (exact
+validation MAE), force/stress rows as per-fold normal equations.
+
+The prior acts on coefficients of features scaled to unit root-mean-square
+weighted design column (per configuration), with strength
+``lam * (1 + degree)^power``; the E0 columns get a negligible prior.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..fitting import NormalEquations, blr_normal, ridge_normal
+from .potential import ACEPotential, cell_volume, design_rows, feature_degrees, feature_orders, repulsion_terms
+from .potential_data import Config
+from .potential_repulsion import RepulsionSpec
+
+E0_PRIOR = 1e-6
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Hyperparameters and weights of a potential fit (defaults in brackets).
+
+    Attributes
+    ----------
+    solver : {"ridge", "blr"}
+        Tikhonov with CV-chosen strength, or Bayesian linear regression (evidence-chosen strength). ["ridge"]
+    lam : tuple of float
+        Ridge strengths tried by CV (relative to the scaled data). [1e-9 .. 1e-3]
+    power : tuple of float
+        Smoothness-prior exponents tried by CV. [(0, 2)]
+    degree_shifts : tuple of int
+        Degree cut-backs tried by CV. [(0,)]
+    energy_sigma, force_sigma, stress_sigma : float
+        Expected errors (eV/atom, eV/Å, eV/Å^3) giving row weights ``1/sigma^2``. [1e-3, 0.05, 1e-3]
+    config_type_weights : tuple of (str, float)
+        Extra weight factor per config_type. [()]
+    n_folds : int
+        Folds for cross-validation (1 = no CV, first grid point used). [5]
+    seed : int
+        Fold assignment seed. [0]
+    cv_energy_scale, cv_force_scale : float
+        CV score = E_rmse / cv_energy_scale + F_rmse / cv_force_scale (eV/atom, eV/Å). [1e-3, 0.05]
+    """
+
+    solver: str = "ridge"
+    lam: tuple = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
+    power: tuple = (0.0, 2.0)
+    degree_shifts: tuple = (0,)
+    energy_sigma: float = 1e-3
+    force_sigma: float = 0.05
+    stress_sigma: float = 1e-3
+    config_type_weights: tuple = ()
+    n_folds: int = 5
+    seed: int = 0
+    cv_energy_scale: float = 1e-3
+    cv_force_scale: float = 0.05
+
+    def __post_init__(self):
+        if self.solver not in ("ridge", "blr"):
+            raise ValueError(f"solver must be 'ridge' or 'blr', got {self.solver!r}")
+        for name in ("lam", "power", "degree_shifts"):
+            vals = tuple(getattr(self, name)) if np.ndim(getattr(self, name)) else (getattr(self, name),)
+            if not vals:
+                raise ValueError(f"{name} needs at least one value")
+            object.__setattr__(self, name, vals)
+        if any(v < 0 for v in self.lam + self.power) or any(int(s) != s or s < 0 for s in self.degree_shifts):
+            raise ValueError("lam and power must be >= 0, degree_shifts non-negative integers")
+        for name in ("energy_sigma", "force_sigma", "stress_sigma", "cv_energy_scale", "cv_force_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if int(self.n_folds) != self.n_folds or self.n_folds < 1:
+            raise ValueError(f"n_folds must be a positive integer, got {self.n_folds}")
+        ctw = self.config_type_weights.items() if isinstance(self.config_type_weights, dict) else self.config_type_weights
+        object.__setattr__(self, "config_type_weights", tuple((str(k), float(v)) for k, v in ctw))
+
+    def config_factor(self, config_type: str) -> float:
+        return dict(self.config_type_weights).get(config_type, 1.0)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["config_type_weights"] = [list(x) for x in self.config_type_weights]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclass(eq=False)
+class Accumulated:
+    """Design data of a training set in reusable form (see module docstring).
+
+    Attributes
+    ----------
+    energy_rows : ndarray, shape (n_configs, n_cols)
+        Per-atom energy design rows.
+    energy_targets : ndarray, shape (n_configs,)
+        eV/atom (repulsion removed).
+    config_weights : ndarray, shape (n_configs,)
+    folds : ndarray of int, shape (n_configs,)
+    forces, stress : list of NormalEquations (one per fold), rows already weighted by
+        ``w_c / sigma^2``; ``stress`` entries may have count 0.
+    force_counts : ndarray, shape (n_folds,)
+        Unweighted force rows per fold (for RMSE).
+    """
+
+    energy_rows: np.ndarray
+    energy_targets: np.ndarray
+    config_weights: np.ndarray
+    folds: np.ndarray
+    forces: list
+    stress: list
+    force_counts: np.ndarray
+    force_weight_sums: np.ndarray
+    n_cols: int
+    seconds: float = 0.0
+    n_atoms: int = 0
+    n_force_rows: int = 0
+    config_types: list = field(default_factory=list)
+
+
+def accumulate(basis, species, configs, settings: FitSettings, repulsion: RepulsionSpec | None = None, progress: bool = False) -> Accumulated:
+    """Evaluate design rows of every configuration once and accumulate them.
+
+    Parameters
+    ----------
+    basis : ACEBasis
+    species : tuple of int
+    configs : list of Config
+    settings : FitSettings
+    repulsion : RepulsionSpec, optional
+        Its energy/forces/stress are subtracted from the targets.
+    progress : bool
+        Print progress to stderr.
+    """
+    if not configs:
+        raise ValueError("no training configurations")
+    from ..structure.neighbours import neighbour_pairs
+
+    t0 = time.perf_counter()
+    ns = len(species)
+    n_cols = ns * (1 + len(feature_degrees(basis)))
+    nf = int(settings.n_folds)
+    folds = np.random.default_rng(settings.seed).permutation(len(configs)) % nf
+    E_rows = np.zeros((len(configs), n_cols))
+    E_t = np.zeros(len(configs))
+    weights = np.zeros(len(configs))
+    F = [NormalEquations(n_cols) for _ in range(nf)]
+    S = [NormalEquations(n_cols) for _ in range(nf)]
+    fcount = np.zeros(nf)
+    fwsum = np.zeros(nf)
+    n_atoms = n_frows = 0
+    for k, c in enumerate(configs):
+        if not isinstance(c, Config):
+            raise TypeError(f"configs[{k}] is a {type(c).__name__}, expected Config")
+        w = c.weight * settings.config_factor(c.config_type)
+        weights[k] = w
+        need_grad = c.forces is not None or c.stress is not None
+        rows = design_rows(basis, species, c.atoms, gradients=need_grad)
+        if repulsion is not None and repulsion.r_core:
+            e_rep, _, dEdr_rep, dEde_rep = repulsion_terms(repulsion, c.atoms, neighbour_pairs(c.atoms, repulsion.max_radius))
+        else:
+            e_rep, dEdr_rep, dEde_rep = 0.0, 0.0, 0.0
+        E_rows[k] = rows.energy / c.natoms
+        E_t[k] = (c.energy - e_rep) / c.natoms
+        f = folds[k]
+        if c.forces is not None:
+            if c.forces.shape != (c.natoms, 3):
+                raise ValueError(f"configs[{k}]: forces must have shape ({c.natoms}, 3), got {c.forces.shape}")
+            A = rows.forces.reshape(-1, n_cols)
+            y = (c.forces + dEdr_rep).ravel()  # F_target - F_rep, F_rep = -dEdr_rep
+            wf = w / settings.force_sigma**2
+            F[f].add(A, y, np.full(len(y), wf))
+            fcount[f] += len(y)
+            fwsum[f] += wf * len(y)
+            n_frows += len(y)
+        if c.stress is not None:
+            vol = cell_volume(c.atoms)
+            if vol is None:
+                raise ValueError(f"configs[{k}] has a stress but is not periodic in 3-D")
+            from .potential import VOIGT
+
+            A = np.array([rows.strain[a, b] for a, b in VOIGT]) / vol
+            rep = np.array([dEde_rep[a, b] for a, b in VOIGT]) / vol if np.ndim(dEde_rep) else 0.0
+            S[f].add(A, c.stress - rep, np.full(6, w / settings.stress_sigma**2))
+        n_atoms += c.natoms
+        if progress and (k + 1) % max(1, len(configs) // 10) == 0:
+            print(f"  features: {k + 1}/{len(configs)} configs, {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return Accumulated(E_rows, E_t, weights, folds, F, S, fcount, fwsum, n_cols, time.perf_counter() - t0, n_atoms, n_frows,
+                       [c.config_type for c in configs])
+
+
+def _columns(basis, species, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices kept for a degree cut-back, and their prior degrees (E0 columns: degree 0)."""
+    deg = feature_degrees(basis)
+    nu = feature_orders(basis)
+    limits = getattr(getattr(basis, "spec", None), "max_degree", None)
+    if limits is None:
+        limits = [deg[nu == k].max() if np.any(nu == k) else 0 for k in range(1, nu.max() + 1)]
+    keep = np.array([d <= limits[n - 1] - shift + 1e-9 for d, n in zip(deg, nu)])
+    ns, nB = len(species), len(deg)
+    cols = list(range(ns))
+    degs = [0.0] * ns
+    for s in range(ns):
+        cols += list(ns + s * nB + np.nonzero(keep)[0])
+        degs += list(deg[keep])
+    return np.array(cols), np.array(degs)
+
+
+def _system(acc: Accumulated, settings: FitSettings, train: np.ndarray, cols: np.ndarray) -> NormalEquations:
+    """Weighted normal equations of the training configurations (boolean mask), restricted to cols."""
+    w = acc.config_weights[train] / settings.energy_sigma**2
+    ne = NormalEquations(acc.n_cols).add(acc.energy_rows[train], acc.energy_targets[train], w)
+    for f in np.unique(acc.folds[train]):
+        ne = ne + acc.forces[f] + acc.stress[f]
+    return ne.select(cols)
+
+
+def _scaled(ne: NormalEquations, d) -> NormalEquations:
+    out = ne.copy()
+    out.AtA = ne.AtA / d[:, None] / d[None, :]
+    out.Aty = ne.Aty / d
+    return out
+
+
+def _prior(degs, power, n_e0) -> np.ndarray:
+    P = (1.0 + np.asarray(degs, dtype=float)) ** power
+    P[:n_e0] = E0_PRIOR
+    return P
+
+
+def solve(acc: Accumulated, settings: FitSettings, cols, degs, n_species, power, lam=None, train=None):
+    """Solve on the training mask with given hyperparameters; returns (theta_full, info dict)."""
+    train = np.ones(len(acc.folds), bool) if train is None else train
+    ne = _system(acc, settings, train, cols)
+    d = np.sqrt(np.diag(ne.AtA) / max(train.sum(), 1))
+    d = np.where(d > 1e-300, d, 1.0)
+    nes = _scaled(ne, d)
+    P = _prior(degs, power, n_species)
+    if settings.solver == "ridge":
+        z, res = ridge_normal(nes, lam * train.sum() * P, condition=True)
+        info = {"condition_number": res.condition_number, "jitter": res.jitter, "method": res.method}
+    else:
+        z, post = blr_normal(nes, prior_diag=P)
+        info = {"alpha": post.alpha, "beta": post.beta, "gamma": post.gamma, "log_evidence": post.log_evidence,
+                "converged": post.converged, "posterior": post, "column_scale": d}
+    theta = np.zeros(acc.n_cols)
+    theta[cols] = z / d
+    return theta, info
+
+
+def _fold_scores(acc, settings, theta, f) -> tuple[float, float, float]:
+    m = acc.folds == f
+    de = acc.energy_rows[m] @ theta - acc.energy_targets[m]
+    e_rmse = float(np.sqrt(np.mean(de**2))) if m.any() else 0.0
+    e_mae = float(np.mean(np.abs(de))) if m.any() else 0.0
+    ne = acc.forces[f]
+    if acc.force_counts[f] > 0:
+        f_rmse = float(np.sqrt(ne.residual_sum_of_squares(theta) / acc.force_weight_sums[f]))
+    else:
+        f_rmse = 0.0
+    return e_mae, e_rmse, f_rmse
+
+
+def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, progress: bool = False) -> list[dict]:
+    """k-fold CV over (degree shift, power, lam) on the training set; rows sorted best first.
+
+    Each row: ``shift, power, lam, score, energy_mae_meV_per_atom, energy_rmse_meV_per_atom,
+    force_rmse_eV_per_A`` (fold means).
+    """
+    nf = int(settings.n_folds)
+    grid = []
+    for shift in settings.degree_shifts:
+        cols, degs = _columns(basis, species, int(shift))
+        for power in settings.power:
+            lams = settings.lam if settings.solver == "ridge" else (None,)
+            scores = {lam: [] for lam in lams}
+            for f in range(nf):
+                train = acc.folds != f
+                ne = _system(acc, settings, train, cols)
+                d = np.sqrt(np.diag(ne.AtA) / max(train.sum(), 1))
+                d = np.where(d > 1e-300, d, 1.0)
+                nes = _scaled(ne, d)
+                P = _prior(degs, power, len(species))
+                if settings.solver == "ridge":
+                    q = 1.0 / np.sqrt(P)
+                    s, V = np.linalg.eigh(nes.AtA * q[:, None] * q[None, :])
+                    proj = V.T @ (nes.Aty * q)
+                    for lam in lams:
+                        z = q * (V @ (proj / (np.clip(s, 0, None) + lam * train.sum())))
+                        theta = np.zeros(acc.n_cols)
+                        theta[cols] = z / d
+                        scores[lam].append(_fold_scores(acc, settings, theta, f))
+                else:
+                    z, post = blr_normal(nes, prior_diag=P)
+                    theta = np.zeros(acc.n_cols)
+                    theta[cols] = z / d
+                    scores[None].append(_fold_scores(acc, settings, theta, f))
+            for lam, sc in scores.items():
+                sc = np.array(sc)
+                e_mae, e_rmse, f_rmse = sc.mean(axis=0)
+                score = e_rmse / settings.cv_energy_scale + f_rmse / settings.cv_force_scale
+                grid.append({"shift": int(shift), "power": float(power), "lam": lam, "score": float(score),
+                             "n_features": int(len(cols)), "energy_mae_meV_per_atom": e_mae * 1e3,
+                             "energy_rmse_meV_per_atom": e_rmse * 1e3, "force_rmse_eV_per_A": f_rmse})
+                if progress:
+                    g = grid[-1]
+                    print(f"  cv shift={shift} power={power} lam={lam}: E_mae={g['energy_mae_meV_per_atom']:.2f} meV/atom "
+                          f"F_rmse={f_rmse:.4f} eV/A score={score:.3f}", file=sys.stderr, flush=True)
+    return sorted(grid, key=lambda g: g["score"])
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """A fitted potential with its fit report.
+
+    Attributes
+    ----------
+    potential : ACEPotential
+    cv : list of dict
+        Cross-validation table, best first (empty without CV).
+    chosen : dict
+        Hyperparameters used for the final fit.
+    info : dict
+        Solver diagnostics (condition number or BLR alpha/beta/evidence).
+    seconds : dict
+        ``features``, ``cv``, ``solve`` wall times, s.
+    """
+
+    potential: ACEPotential
+    cv: list
+    chosen: dict
+    info: dict
+    seconds: dict
+
+
+def fit_potential(configs, basis, species, settings: FitSettings | None = None, repulsion: RepulsionSpec | None = None,
+                  progress: bool = False) -> FitResult:
+    """Fit E0 and ACE coefficients to labelled configurations, hyperparameters by k-fold CV.
+
+    Parameters
+    ----------
+    configs : list of Config
+        Training data only (never the test set).
+    basis : ACEBasis
+        The largest basis; CV may cut its degree back (``settings.degree_shifts``).
+    species : sequence of int
+    settings : FitSettings, optional
+    repulsion : RepulsionSpec, optional
+    progress : bool
+
+    Returns
+    -------
+    FitResult
+    """
+    settings = settings or FitSettings()
+    species = tuple(int(z) for z in species)
+    acc = accumulate(basis, species, configs, settings, repulsion, progress)
+    t1 = time.perf_counter()
+    if settings.n_folds > 1 and len(configs) >= settings.n_folds:
+        cv = cross_validate(acc, basis, species, settings, progress)
+        best = cv[0]
+        chosen = {"shift": best["shift"], "power": best["power"], "lam": best["lam"]}
+    else:
+        cv = []
+        chosen = {"shift": int(settings.degree_shifts[0]), "power": float(settings.power[0]),
+                  "lam": settings.lam[0] if settings.solver == "ridge" else None}
+    t2 = time.perf_counter()
+    cols, degs = _columns(basis, species, chosen["shift"])
+    theta, info = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"])
+    t3 = time.perf_counter()
+    meta = {"settings": settings.to_dict(), "chosen": chosen, "n_configs": len(configs), "n_atoms": acc.n_atoms,
+            "n_active_columns": int(len(cols)),
+            "solver_info": {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}}
+    pot = ACEPotential.from_parameter_vector(basis, species, theta, repulsion, meta)
+    return FitResult(pot, cv, chosen, info, {"features": acc.seconds, "cv": t2 - t1, "solve": t3 - t2})
