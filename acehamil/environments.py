@@ -1,0 +1,287 @@
+"""Site (atom-centred) and bond (pair-centred) environments.
+
+An :class:`Environments` is the input of the ACE basis for a set of centres:
+per-particle vectors relative to the centre, categories and weights, plus the
+bookkeeping that ties each centre back to atoms and cell shifts.
+
+Site environment of atom ``i``
+    Every neighbour ``k`` (periodic images included) with ``|r_ik| < r_cut``;
+    particle vector ``r_ik = pos[k] - pos[i] + T_k @ cell``, category ``Z_k``,
+    weight 1.
+
+Bond environment of the directed bond ``(i, j, T)`` with ``r = r_ij``
+    Centred at the bond midpoint ``m = pos[i] + r / 2``.  Particle 0 is the
+    bond itself: vector ``r``, category :data:`BOND` (= -1), weight 1.  The
+    other particles are the atoms ``k`` near the bond (every atom and image
+    except ``i`` and ``j(T)`` themselves), vector ``p = r_ik - r/2`` (relative to
+    the midpoint), category ``Z_k`` and the smooth ellipsoidal weight
+
+    ``w(p) = (1 - s^2)^2`` for ``s^2 < 1``, else 0, with
+    ``s^2 = (p.u / a)^2 + |p - (p.u) u|^2 / b^2``, ``u = r / |r|``,
+    ``a = |r|/2 + r_env`` (semi-axis along the bond) and ``b = r_env``
+    (transverse semi-axis).
+
+    ``w`` is rotation invariant and unchanged under ``r -> -r``, so the
+    environment of ``(j, i, -T)`` is that of ``(i, j, T)`` with only the bond
+    particle reversed: the basis of bond reversal symmetry in
+    :mod:`acehamil.models.offsite`.  Every environment particle lies within
+    ``|r|/2 + r_env`` of the midpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .structure.neighbours import NeighbourPairs, neighbour_pairs
+
+#: Particle category of the bond particle in bond environments.
+BOND = -1
+
+
+@dataclass(frozen=True, eq=False)
+class Environments:
+    """Particles around a set of centres (atoms or directed bonds).
+
+    Attributes
+    ----------
+    centre_species : ndarray of int, shape (n_centres,)
+        Atomic number of atom ``i`` of each centre.
+    i, j : ndarray of int, shape (n_centres,)
+        Atoms of each centre (``i == j`` for sites).
+    shift : ndarray of int, shape (n_centres, 3)
+        Cell shift of atom ``j`` (zero for sites).
+    vec : ndarray of float, shape (n_centres, 3)
+        Bond vector ``r_ij`` in Å (zero for sites).
+    particle_centre : ndarray of int, shape (P,)
+        Centre of each particle, non-decreasing.
+    particle_vec : ndarray of float, shape (P, 3)
+        Å, relative to the centre.
+    particle_category : ndarray of int, shape (P,)
+        Atomic number, or :data:`BOND`.
+    particle_weight : ndarray of float, shape (P,)
+        Smooth cutoff weight in [0, 1].
+    """
+
+    centre_species: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+    shift: np.ndarray
+    vec: np.ndarray
+    particle_centre: np.ndarray
+    particle_vec: np.ndarray
+    particle_category: np.ndarray
+    particle_weight: np.ndarray
+
+    @property
+    def n_centres(self) -> int:
+        return len(self.centre_species)
+
+    @property
+    def n_particles(self) -> int:
+        return len(self.particle_centre)
+
+    def to_centres(self):
+        """The :class:`acehamil.basis.Centres` of these environments."""
+        from .basis import Centres
+
+        return Centres(
+            self.centre_species, self.particle_centre, self.particle_vec, self.particle_category, particle_weight=self.particle_weight
+        )
+
+    def subset(self, start: int, stop: int) -> "Environments":
+        """Centres ``start:stop`` with their particles (renumbered from 0)."""
+        lo, hi = np.searchsorted(self.particle_centre, [start, stop])
+        return Environments(
+            self.centre_species[start:stop],
+            self.i[start:stop],
+            self.j[start:stop],
+            self.shift[start:stop],
+            self.vec[start:stop],
+            self.particle_centre[lo:hi] - start,
+            self.particle_vec[lo:hi],
+            self.particle_category[lo:hi],
+            self.particle_weight[lo:hi],
+        )
+
+    def take(self, idx) -> "Environments":
+        """Centres ``idx`` (int array, any order) with their particles."""
+        idx = np.asarray(idx, dtype=np.int64)
+        counts = np.bincount(self.particle_centre, minlength=self.n_centres)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        n = counts[idx]
+        new_centre = np.repeat(np.arange(len(idx)), n)
+        pidx = starts[idx][new_centre] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+        return Environments(
+            self.centre_species[idx], self.i[idx], self.j[idx], self.shift[idx], self.vec[idx],
+            new_centre, self.particle_vec[pidx], self.particle_category[pidx], self.particle_weight[pidx],
+        )
+
+    def chunks(self, max_particles: int = 200_000):
+        """Yield ``(start, stop, sub)`` covering all centres, each with at most
+        ``max_particles`` particles (at least one centre per chunk)."""
+        counts = np.bincount(self.particle_centre, minlength=self.n_centres)
+        cum = np.cumsum(counts)
+        start = 0
+        while start < self.n_centres:
+            base = cum[start - 1] if start else 0
+            stop = int(np.searchsorted(cum, base + max_particles, side="right"))
+            stop = max(stop, start + 1)
+            yield start, stop, self.subset(start, stop)
+            start = stop
+
+
+def site_environments(atoms, r_cut: float, centres=None, pairs: NeighbourPairs | None = None) -> Environments:
+    """Atom-centred environments.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+    r_cut : float
+        Å.
+    centres : array of int, optional
+        Atoms to centre on (default all), in this order.
+    pairs : NeighbourPairs, optional
+        A neighbour list with cutoff ``>= r_cut`` to reuse.
+
+    Returns
+    -------
+    Environments
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> env = site_environments(bulk("Si", "diamond", a=5.43), 2.5)
+    >>> env.n_centres, env.n_particles
+    (2, 8)
+    """
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    nl = neighbour_pairs(atoms, r_cut) if pairs is None else pairs.select(pairs.dist < r_cut)
+    centres = np.arange(len(numbers)) if centres is None else np.asarray(centres, dtype=np.int64)
+    # map atom -> position in the centre list; keep only pairs of chosen centres
+    pos_of = np.full(len(numbers), -1, dtype=np.int64)
+    pos_of[centres] = np.arange(len(centres))
+    c = pos_of[nl.i]
+    keep = c >= 0
+    c, k, vec = c[keep], nl.j[keep], nl.vec[keep]
+    order = np.argsort(c, kind="stable")
+    n = len(centres)
+    return Environments(
+        numbers[centres], centres.copy(), centres.copy(), np.zeros((n, 3), np.int64), np.zeros((n, 3)),
+        c[order], vec[order], numbers[k[order]], np.ones(len(order)),
+    )
+
+
+def ellipsoid_weight(p: np.ndarray, r: np.ndarray, r_env: float) -> np.ndarray:
+    """Smooth bond-environment weight (formula in the module docstring).
+
+    Parameters
+    ----------
+    p : ndarray, shape (n, 3)
+        Å, particle positions relative to the bond midpoint.
+    r : ndarray, shape (n, 3)
+        Å, bond vectors (non-zero).
+    r_env : float
+        Å, transverse semi-axis; the axial one is ``|r|/2 + r_env``.
+
+    Returns
+    -------
+    ndarray, shape (n,), in [0, 1]
+
+    Examples
+    --------
+    >>> float(ellipsoid_weight(np.zeros((1, 3)), np.array([[2.0, 0, 0]]), 3.0)[0])
+    1.0
+    >>> float(ellipsoid_weight(np.array([[4.0, 0, 0]]), np.array([[2.0, 0, 0]]), 3.0)[0])
+    0.0
+    """
+    d = np.linalg.norm(r, axis=1)
+    z = np.einsum("ni,ni->n", p, r) / d
+    rho2 = np.maximum(np.einsum("ni,ni->n", p, p) - z * z, 0.0)
+    a = d / 2 + r_env
+    s2 = (z / a) ** 2 + rho2 / r_env**2
+    return np.where(s2 < 1.0, (1.0 - s2) ** 2, 0.0)
+
+
+def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: NeighbourPairs | None = None,
+                      chunk: int = 20_000) -> Environments:
+    """Bond-centred environments of directed bonds (see the module docstring).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+    bonds : NeighbourPairs
+        The directed bonds ``(i, j, shift, vec)``; ``vec`` must be non-zero.
+    r_env : float
+        Å, > 0 for an environment; 0 gives the bond particle only.
+    pairs : NeighbourPairs, optional
+        Neighbour list with cutoff ``>= max|r| + r_env`` to reuse.
+    chunk : int
+        Bonds processed at a time (bounds temporary memory).
+
+    Returns
+    -------
+    Environments
+        Centres in the order of ``bonds``; particle 0 of each centre is the bond.
+    """
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    nb = len(bonds)
+    if nb and np.linalg.norm(bonds.vec, axis=1).min() < 1e-8:
+        raise ValueError("bond environments need non-zero bond vectors (an on-site pair was passed)")
+    centre_species = numbers[bonds.i]
+    pc = [np.arange(nb)]
+    pv = [np.asarray(bonds.vec, dtype=float)]
+    pcat = [np.full(nb, BOND, dtype=np.int64)]
+    pw = [np.ones(nb)]
+    if r_env > 0 and nb:
+        reach = float(np.linalg.norm(bonds.vec, axis=1).max()) + r_env
+        nl = neighbour_pairs(atoms, reach) if pairs is None else pairs.select(pairs.dist < reach)
+        counts = np.bincount(nl.i, minlength=len(numbers))
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for b0 in range(0, nb, chunk):
+            b = np.arange(b0, min(nb, b0 + chunk))
+            n = counts[bonds.i[b]]
+            bb = np.repeat(b, n)
+            q = starts[bonds.i[bb]] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+            r = bonds.vec[bb]
+            p = nl.vec[q] - 0.5 * r
+            w = ellipsoid_weight(p, r, r_env)
+            is_j = (nl.j[q] == bonds.j[bb]) & np.all(nl.shift[q] == bonds.shift[bb], axis=1)
+            keep = (w > 0) & ~is_j
+            pc.append(bb[keep]), pv.append(p[keep]), pcat.append(numbers[nl.j[q][keep]]), pw.append(w[keep])
+    c = np.concatenate(pc)
+    order = np.argsort(c, kind="stable")
+    return Environments(
+        centre_species, np.asarray(bonds.i, np.int64), np.asarray(bonds.j, np.int64), np.asarray(bonds.shift, np.int64),
+        np.asarray(bonds.vec, float), c[order], np.concatenate(pv)[order], np.concatenate(pcat)[order], np.concatenate(pw)[order],
+    )
+
+
+def reverse_index(i, j, shift) -> np.ndarray:
+    """Position of the reversed bond ``(j, i, -shift)`` of every bond, -1 if absent.
+
+    Parameters
+    ----------
+    i, j : array of int, shape (n,)
+    shift : array of int, shape (n, 3)
+
+    Returns
+    -------
+    ndarray of int, shape (n,)
+
+    Examples
+    --------
+    >>> reverse_index([0, 1, 0], [1, 0, 0], [[0, 0, 1], [0, 0, -1], [1, 0, 0]]).tolist()
+    [1, 0, -1]
+    """
+    i = np.asarray(i, np.int64)
+    j = np.asarray(j, np.int64)
+    shift = np.asarray(shift, np.int64).reshape(-1, 3)
+    fwd = np.column_stack([i, j, shift])
+    rev = np.column_stack([j, i, -shift])
+    allk, inv = np.unique(np.concatenate([fwd, rev]), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    slot = np.full(len(allk), -1, dtype=np.int64)
+    slot[inv[: len(i)]] = np.arange(len(i))
+    return slot[inv[len(i):]]

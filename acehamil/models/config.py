@@ -1,0 +1,253 @@
+"""Configuration of Hamiltonian/overlap models and their fit (frozen dataclasses, TOML).
+
+Every knob has a documented default; a TOML file only lists what differs.
+A complete file with every default is ``examples/si_hamiltonian.toml``.
+
+TOML layout (all tables optional)::
+
+    [data]
+    train = "data/si8_szv.h5"        # dataset file (acehamil dataset format)
+    structures = []                   # indices of structures to fit on ([] = all)
+    test = []                         # indices never used in fitting ([] = none)
+
+    [h_onsite]                        # on-site H blocks, from the atom's environment
+    r_cut = 5.0                       # Å, environment cutoff r_on
+    max_nu = 2                        # correlation order (0 = constant only)
+    max_degree = [8, 6]               # total degree per nu
+    n_max = 6                         # radial functions n = 0..n_max-1
+    weight_l = 1.0                    # degree = n + weight_l * l
+
+    [h_offsite]                       # off-site H blocks, from the bond environment
+    r_cut = 6.0                       # Å, bond cutoff (longest bond predicted)
+    r_env = 2.5                       # Å, ellipsoid transverse semi-axis (0 = two-centre)
+    max_nu = 2                        # counts the bond particle (1 = two-centre)
+    max_degree = [10, 6]
+    n_max = 8
+    weight_l = 1.0
+
+    [s_onsite]                        # on-site S: fitted (default: constant, max_nu = 0)
+    [s_offsite]                       # off-site S: two-centre model of the bond vector
+    r_cut = 6.0; r_env = 0.0; max_nu = 1; max_degree = [14]; n_max = 14
+
+    [solver]
+    method = "ridge"                  # "ridge" (Tikhonov + smoothness prior) or "blr"
+    lam = 1e-9                        # ridge strength relative to the mean diagonal of A^T A
+    smoothness = 2.0                  # prior precision of a feature ~ (1 + degree)^smoothness
+
+    [fit]
+    validation_fraction = 0.0         # share of training structures held out for validation
+    max_blocks_per_type = 50000       # cap on sampled centres (atoms or bonds) per block type
+    batch_structures = 8              # structures per normal-equation batch
+    seed = 0                          # sampling and split
+    structure_weights = []            # one weight per training structure ([] = all 1)
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Features of one block family (on-site or off-site, H or S).
+
+    Attributes
+    ----------
+    r_cut : float
+        Å. On-site: environment cutoff.  Off-site: longest bond modelled.
+    r_env : float
+        Å. Off-site only: transverse semi-axis of the bond ellipsoid (0 = bond only).
+    max_nu : int
+        Correlation order; 0 = constant only (on-site), 1 = two-centre (off-site).
+    max_degree : tuple of int
+        Total degree per correlation order ``nu = 1..max_nu``.
+    n_max : int
+        Radial functions per channel.
+    weight_l : float
+        Degree of a one-particle function is ``n + weight_l * l``.
+    """
+
+    r_cut: float = 5.0
+    r_env: float = 0.0
+    max_nu: int = 2
+    max_degree: tuple = (8, 6)
+    n_max: int = 6
+    weight_l: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "max_degree", tuple(int(d) if float(d).is_integer() else float(d) for d in self.max_degree))
+        if not (self.r_cut > 0):
+            raise ValueError(f"r_cut must be > 0 Å, got {self.r_cut}")
+        if self.r_env < 0:
+            raise ValueError(f"r_env must be >= 0 Å, got {self.r_env}")
+        if int(self.max_nu) != self.max_nu or self.max_nu < 0:
+            raise ValueError(f"max_nu must be a non-negative integer, got {self.max_nu}")
+        if self.max_nu > 0 and len(self.max_degree) < self.max_nu:
+            raise ValueError(f"max_degree needs one entry per nu = 1..{self.max_nu}, got {list(self.max_degree)}")
+        if int(self.n_max) != self.n_max or self.n_max < 1:
+            raise ValueError(f"n_max must be a positive integer, got {self.n_max}")
+
+
+def _default_h_onsite():
+    return FeatureConfig(r_cut=5.0, max_nu=2, max_degree=(8, 6), n_max=6)
+
+
+def _default_h_offsite():
+    return FeatureConfig(r_cut=6.0, r_env=2.5, max_nu=2, max_degree=(10, 6), n_max=8)
+
+
+def _default_s_onsite():
+    return FeatureConfig(r_cut=5.0, max_nu=0, max_degree=(), n_max=1)
+
+
+def _default_s_offsite():
+    return FeatureConfig(r_cut=6.0, r_env=0.0, max_nu=1, max_degree=(14,), n_max=14)
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Linear solver for each (block type, L) problem.
+
+    Attributes
+    ----------
+    method : {"ridge", "blr"}
+        Tikhonov least squares, or Bayesian linear regression with
+        evidence-maximised prior and noise precisions.
+    lam : float
+        Ridge strength, relative to the mean diagonal of the (Jacobi-scaled)
+        normal matrix, i.e. dimensionless.
+    smoothness : float
+        Prior precision of feature ``f`` is ``lam * (1 + degree_f)^smoothness``
+        (ridge) or ``alpha * (1 + degree_f)^smoothness`` (BLR).
+    """
+
+    method: str = "ridge"
+    lam: float = 1e-9
+    smoothness: float = 2.0
+
+    def __post_init__(self):
+        if self.method not in ("ridge", "blr"):
+            raise ValueError(f"solver method must be 'ridge' or 'blr', got {self.method!r}")
+        if not (self.lam >= 0):
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Sampling and batching of the fit.
+
+    Attributes
+    ----------
+    validation_fraction : float
+        Share of training structures held out (at least one when > 0 and there are >= 2).
+    max_blocks_per_type : int
+        Cap on the number of centres (atoms for on-site, directed bonds for
+        off-site) sampled per block family over the whole training set.
+    batch_structures : int
+        Structures whose design rows are accumulated per batch.
+    seed : int
+    structure_weights : tuple of float
+        Per training structure; empty = all 1.
+    """
+
+    validation_fraction: float = 0.0
+    max_blocks_per_type: int = 50_000
+    batch_structures: int = 8
+    seed: int = 0
+    structure_weights: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "structure_weights", tuple(float(w) for w in self.structure_weights))
+        if not (0.0 <= self.validation_fraction < 1.0):
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.max_blocks_per_type < 1 or self.batch_structures < 1:
+            raise ValueError("max_blocks_per_type and batch_structures must be >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which structures to fit on.
+
+    Attributes
+    ----------
+    train : str
+        Dataset path (relative paths are resolved against the TOML file).
+    structures : tuple of int
+        Indices to fit on (empty = all not in ``test``).
+    test : tuple of int
+        Held-out indices, never used in fitting.
+    """
+
+    train: str = ""
+    structures: tuple = ()
+    test: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "structures", tuple(int(i) for i in self.structures))
+        object.__setattr__(self, "test", tuple(int(i) for i in self.test))
+        if set(self.structures) & set(self.test):
+            raise ValueError(f"structures {sorted(set(self.structures) & set(self.test))} are in both train and test")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a Hamiltonian + overlap model and its fit."""
+
+    h_onsite: FeatureConfig = field(default_factory=_default_h_onsite)
+    h_offsite: FeatureConfig = field(default_factory=_default_h_offsite)
+    s_onsite: FeatureConfig = field(default_factory=_default_s_onsite)
+    s_offsite: FeatureConfig = field(default_factory=_default_s_offsite)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, base_dir=None) -> "ModelConfig":
+        """Build from a (TOML-shaped) dict; unknown keys are errors.
+
+        Examples
+        --------
+        >>> ModelConfig.from_dict({"h_offsite": {"r_env": 0.0, "max_nu": 1, "max_degree": [12]}}).h_offsite.max_nu
+        1
+        """
+        defaults = cls()
+        kw = {}
+        types = {"h_onsite": FeatureConfig, "h_offsite": FeatureConfig, "s_onsite": FeatureConfig,
+                 "s_offsite": FeatureConfig, "solver": SolverConfig, "fit": FitConfig, "data": DataConfig}
+        for key, value in d.items():
+            if key not in types:
+                raise ValueError(f"unknown config table [{key}]; known: {sorted(types)}")
+            if not isinstance(value, dict):
+                raise TypeError(f"[{key}] must be a table, got {type(value).__name__}")
+            known = {f.name for f in fields(types[key])}
+            bad = set(value) - known
+            if bad:
+                raise ValueError(f"unknown keys in [{key}]: {sorted(bad)}; known: {sorted(known)}")
+            value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            kw[key] = replace(getattr(defaults, key), **value)
+        cfg = cls(**kw)
+        if base_dir is not None and cfg.data.train and not Path(cfg.data.train).is_absolute():
+            cfg = replace(cfg, data=replace(cfg.data, train=str(Path(base_dir) / cfg.data.train)))
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path) -> "ModelConfig":
+        """Read a TOML file (stdlib ``tomllib``; ``tomli`` on Python 3.10)."""
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no such config file: {path}")
+        with open(path, "rb") as fh:
+            try:
+                d = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"{path}: invalid TOML: {err}") from None
+        return cls.from_dict(d, base_dir=path.parent)

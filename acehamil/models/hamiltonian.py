@@ -1,0 +1,334 @@
+"""Linear equivariant models of whole H and S matrices, and prediction.
+
+A :class:`MatrixModel` is a set of block families (on-site per species,
+off-site per species pair), each with one independent linear model per block
+type (shell pair) and per coupled ``L``.  A :class:`HamiltonianModel` pairs the
+H and S models of one orbital basis.
+
+Prediction (:meth:`MatrixModel.predict`) is vectorised over blocks: one
+feature evaluation per family (in chunks of centres), then per block type a
+contraction with the coefficients, Clebsch-Gordan assembly and a scatter into
+the flat block-sparse data of a :class:`~acehamil.structure.RealSpaceMatrix`.
+Its pattern is every on-site block ``(i, i, 0)`` plus every directed bond
+with ``|r_ij| < r_cut`` of its species pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..structure import OrbitalBasis, RealSpaceMatrix, StructureData
+from ..structure.neighbours import neighbour_pairs
+from ..environments import reverse_index
+from .blocks import assemble, transpose_sign
+from .config import FeatureConfig, ModelConfig
+from .offsite import OffsiteFamily
+from .onsite import OnsiteFamily
+
+
+def make_families(orbital_basis: OrbitalBasis, onsite: FeatureConfig, offsite: FeatureConfig) -> tuple:
+    """On-site families (one per species) and off-site families (one per species pair ``zi <= zj``)."""
+    species = orbital_basis.species
+    lmax = {z: max(orbital_basis.lvalues(z)) for z in species}
+    on = tuple(OnsiteFamily(z, onsite, species, lmax[z]) for z in species)
+    off = tuple(OffsiteFamily(zi, zj, offsite, species, lmax[zi] + lmax[zj]) for zi in species for zj in species if zi <= zj)
+    return on, off
+
+
+def shell_offsets(orbital_basis: OrbitalBasis) -> dict:
+    """``{Z: array of first orbital of each shell within the atom}``."""
+    return {z: np.concatenate([[0], np.cumsum([s.size for s in orbital_basis.shells_of(z)])]).astype(np.int64)
+            for z in orbital_basis.species}
+
+
+def scatter_blocks(data: np.ndarray, offsets, ncols, row0: int, col0: int, X: np.ndarray) -> None:
+    """Write sub-blocks ``X (n, d1, d2)`` at rows ``row0..``, cols ``col0..`` of blocks
+    starting at ``offsets (n,)`` with ``ncols (n,)`` columns (row-major), in place."""
+    n, d1, d2 = X.shape
+    if n == 0:
+        return
+    idx = (np.asarray(offsets)[:, None, None] + (row0 + np.arange(d1))[None, :, None] * np.asarray(ncols)[:, None, None]
+           + (col0 + np.arange(d2))[None, None, :])
+    data[idx] = X
+
+
+def gather_blocks(matrix: RealSpaceMatrix, q: np.ndarray, row0: int, col0: int, d1: int, d2: int) -> np.ndarray:
+    """Sub-blocks ``(n, d1, d2)`` of blocks ``q`` of ``matrix`` (zeros where ``q < 0``)."""
+    q = np.asarray(q, dtype=np.int64)
+    out = np.zeros((len(q), d1, d2))
+    ok = q >= 0
+    if ok.any():
+        qq = q[ok]
+        nc = matrix.norb_per_atom[matrix.j[qq]]
+        idx = (matrix.offsets[qq][:, None, None] + (row0 + np.arange(d1))[None, :, None] * nc[:, None, None]
+               + (col0 + np.arange(d2))[None, None, :])
+        out[ok] = matrix.data[idx]
+    return out
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Block pattern of a predicted matrix: on-site blocks first, then bonds.
+
+    Attributes
+    ----------
+    norb : ndarray of int, shape (natoms,)
+    i, j : ndarray of int, shape (nblocks,)
+    shift : ndarray of int, shape (nblocks, 3)
+    offsets : ndarray of int, shape (nblocks + 1,)
+    bonds : NeighbourPairs
+        The bonds (blocks ``natoms:``).
+    pairs : NeighbourPairs
+        The neighbour list the bonds were selected from (reused for environments).
+    """
+
+    norb: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+    shift: np.ndarray
+    offsets: np.ndarray
+    bonds: object
+    pairs: object
+
+
+@dataclass(frozen=True, eq=False)
+class MatrixModel:
+    """Linear equivariant model of one matrix (H or S).
+
+    Attributes
+    ----------
+    name : str
+        "H" or "S".
+    orbital_basis : OrbitalBasis
+    onsite, offsite : tuple of OnsiteFamily / OffsiteFamily
+    coefficients : dict
+        ``{block_type.key: {L: ndarray (n_F,)}}``; missing types predict zero.
+    posteriors : dict
+        Optional BLR posteriors ``{block_type.key: {L: BLRPosterior}}``.
+    """
+
+    name: str
+    orbital_basis: OrbitalBasis
+    onsite: tuple
+    offsite: tuple
+    coefficients: dict = field(default_factory=dict)
+    posteriors: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, name: str, orbital_basis: OrbitalBasis, onsite: FeatureConfig, offsite: FeatureConfig, coefficients=None,
+              posteriors=None) -> "MatrixModel":
+        on, off = make_families(orbital_basis, onsite, offsite)
+        return cls(name, orbital_basis, on, off, dict(coefficients or {}), dict(posteriors or {}))
+
+    @property
+    def families(self) -> tuple:
+        return self.onsite + self.offsite
+
+    def block_types(self) -> list:
+        """``[(family, block_type), ...]`` of every fitted block type."""
+        return [(f, bt) for f in self.families for bt in f.block_types(self.orbital_basis)]
+
+    @property
+    def reach(self) -> float:
+        """Neighbour-list cutoff needed for prediction, Å."""
+        return max(f.reach for f in self.families)
+
+    def _bond_cutoff(self, zi, zj) -> float:
+        a, b = sorted((int(zi), int(zj)))
+        for f in self.offsite:
+            if (f.zi, f.zj) == (a, b):
+                return f.config.r_cut
+        return 0.0
+
+    def pattern(self, atoms, pairs=None) -> Pattern:
+        """The block pattern this model predicts for ``atoms``."""
+        numbers = np.asarray(atoms.numbers, dtype=np.int64)
+        norb = self.orbital_basis.layout(numbers).norb_per_atom
+        nl = pairs if pairs is not None else neighbour_pairs(atoms, self.reach)
+        species = sorted(set(numbers.tolist()))
+        cut = np.zeros((max(species) + 1,) * 2) if species else np.zeros((1, 1))
+        for a in species:
+            for b in species:
+                cut[a, b] = self._bond_cutoff(a, b)
+        bonds = nl.select(nl.dist < cut[numbers[nl.i], numbers[nl.j]]) if len(nl) else nl
+        nat = len(numbers)
+        i = np.concatenate([np.arange(nat), bonds.i]).astype(np.int64)
+        j = np.concatenate([np.arange(nat), bonds.j]).astype(np.int64)
+        shift = np.concatenate([np.zeros((nat, 3), np.int64), bonds.shift]).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(norb[i] * norb[j])]).astype(np.int64)
+        return Pattern(norb, i, j, shift, offsets, bonds, nl)
+
+    def coefficient(self, bt, L: int, n_features: int) -> np.ndarray:
+        c = self.coefficients.get(bt.key, {}).get(L)
+        if c is None:
+            return np.zeros(n_features)
+        if c.shape != (n_features,):
+            raise ValueError(
+                f"{self.name} model: block type {bt.key} L={L} has {c.shape[0]} coefficients but the basis gives "
+                f"{n_features} features (model and basis versions differ?)"
+            )
+        return c
+
+    def predict(self, atoms, pairs=None, max_particles: int = 200_000) -> RealSpaceMatrix:
+        """Predicted real-space matrix of ``atoms`` (any ``ase.Atoms``, periodic or not).
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        pairs : NeighbourPairs, optional
+            Neighbour list with cutoff ``>= self.reach`` to reuse.
+        max_particles : int
+            Particles per feature-evaluation chunk (bounds memory).
+
+        Returns
+        -------
+        RealSpaceMatrix
+            eV for H, dimensionless for S.
+        """
+        numbers = np.asarray(atoms.numbers, dtype=np.int64)
+        pat = self.pattern(atoms, pairs)
+        data = np.zeros(int(pat.offsets[-1]))
+        so = shell_offsets(self.orbital_basis)
+        for fam in self.onsite:
+            idx = fam.select(atoms)
+            if len(idx) == 0:
+                continue
+            env = fam.environments(atoms, idx, pairs=pat.pairs)
+            feats = fam.features(env)
+            for bt in fam.block_types(self.orbital_basis):
+                X = self._blocks(fam, bt, fam.design(feats, bt, len(idx)))
+                scatter_blocks(data, pat.offsets[idx], pat.norb[idx], so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b], X)
+                if bt.shell_a != bt.shell_b:
+                    scatter_blocks(data, pat.offsets[idx], pat.norb[idx], so[bt.species_j][bt.shell_b], so[bt.species_i][bt.shell_a],
+                                   X.transpose(0, 2, 1))
+        bonds = pat.bonds
+        nat = len(numbers)
+        rev_all = reverse_index(bonds.i, bonds.j, bonds.shift) if len(bonds) else np.zeros(0, np.int64)
+        for fam in self.offsite:
+            sel = fam.select(numbers, bonds) if len(bonds) else np.zeros(0, np.int64)
+            if len(sel) == 0:
+                continue
+            if np.any(rev_all[sel] < 0):
+                raise RuntimeError("bond list is not closed under reversal")  # pragma: no cover
+            sub = bonds.select(sel)
+            env = fam.environments(atoms, sub, pairs=pat.pairs)
+            bts = fam.block_types(self.orbital_basis)
+            raw = {bt.key: {} for bt in bts}
+            for s0, s1, chunk in env.chunks(max_particles):
+                feats = fam.basis.evaluate(chunk.to_centres())
+                for bt in bts:
+                    for L in bt.L_values():
+                        f = feats.get((L, bt.parity))
+                        h = raw[bt.key].setdefault(L, np.zeros((len(sel), 2 * L + 1)))
+                        if f is not None and f.shape[1]:
+                            h[s0:s1] = np.einsum("nfM,f->nM", f, self.coefficient(bt, L, f.shape[1]))
+            blk = nat + sel
+            off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
+            if fam.zi == fam.zj:
+                pos = np.full(len(bonds), -1, np.int64)
+                pos[sel] = np.arange(len(sel))
+                rev = pos[rev_all[sel]]
+                for bt in bts:
+                    parts = raw[bt.key]
+                    if bt.symmetric:
+                        parts = {L: 0.5 * (h + transpose_sign(L) * h[rev]) for L, h in parts.items()}
+                    X = assemble(parts, bt.l1, bt.l2, len(sel))
+                    ra, cb = so[fam.zi][bt.shell_a], so[fam.zj][bt.shell_b]
+                    scatter_blocks(data, off, nc, ra, cb, X)
+                    if bt.shell_a != bt.shell_b:
+                        scatter_blocks(data, off, nc, cb, ra, X[rev].transpose(0, 2, 1))
+            else:
+                rblk = nat + rev_all[sel]
+                roff, rnc = pat.offsets[rblk], pat.norb[pat.j[rblk]]
+                for bt in bts:
+                    X = assemble(raw[bt.key], bt.l1, bt.l2, len(sel))
+                    ra, cb = so[fam.zi][bt.shell_a], so[fam.zj][bt.shell_b]
+                    scatter_blocks(data, off, nc, ra, cb, X)
+                    scatter_blocks(data, roff, rnc, cb, ra, X.transpose(0, 2, 1))
+        return RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, data)
+
+    def _blocks(self, fam, bt, design: dict) -> np.ndarray:
+        n = next(iter(design.values())).shape[0] if design else 0
+        parts = {L: np.einsum("nfM,f->nM", D, self.coefficient(bt, L, D.shape[1])) for L, D in design.items() if D.shape[1]}
+        return assemble(parts, bt.l1, bt.l2, n)
+
+
+@dataclass(frozen=True, eq=False)
+class HamiltonianModel:
+    """H and S models of one orbital basis, with the configuration that defines them.
+
+    Attributes
+    ----------
+    config : ModelConfig
+    orbital_basis : OrbitalBasis
+    H, S : MatrixModel
+    report : dict
+        Fit report (per block type statistics), JSON-able.
+    """
+
+    config: ModelConfig
+    orbital_basis: OrbitalBasis
+    H: MatrixModel
+    S: MatrixModel
+    report: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: ModelConfig, orbital_basis: OrbitalBasis, h_coefficients=None, s_coefficients=None,
+              report=None, h_posteriors=None, s_posteriors=None) -> "HamiltonianModel":
+        """Model of ``config`` with the given coefficients (default: zero)."""
+        H = MatrixModel.build("H", orbital_basis, config.h_onsite, config.h_offsite, h_coefficients, h_posteriors)
+        S = MatrixModel.build("S", orbital_basis, config.s_onsite, config.s_offsite, s_coefficients, s_posteriors)
+        return cls(config, orbital_basis, H, S, dict(report or {}))
+
+    @property
+    def reach(self) -> float:
+        return max(self.H.reach, self.S.reach)
+
+    def predict(self, atoms) -> tuple:
+        """``(H, S)`` real-space matrices of ``atoms`` (eV, dimensionless)."""
+        nl = neighbour_pairs(atoms, self.reach)
+        return self.H.predict(atoms, pairs=nl), self.S.predict(atoms, pairs=nl)
+
+    def predict_structure(self, atoms, check_overlap: bool = True, info=None) -> StructureData:
+        """Predicted :class:`StructureData` (dataset-ready; no reference data).
+
+        When ``check_overlap``, the smallest eigenvalue of ``S(k)`` at Gamma
+        (and at a few k for periodic cells) is stored in
+        ``info["overlap_min_eigenvalue"]``; a non-positive-definite S raises
+        no error here but is reported (the eigen-solvers refuse it).
+        """
+        H, S = self.predict(atoms)
+        meta = {"source": "acehamil prediction", **dict(info or {})}
+        if check_overlap:
+            meta["overlap_min_eigenvalue"] = overlap_min_eigenvalue(S, atoms)
+        return StructureData(atoms=atoms.copy(), basis=self.orbital_basis, H=(H,), S=S, info=meta)
+
+
+def overlap_min_eigenvalue(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000) -> float:
+    """Smallest eigenvalue of ``S(k)`` over Gamma and a few k (periodic), dimensionless.
+
+    Dense eigenvalues up to ``dense_limit`` orbitals; beyond that a sparse
+    Lanczos estimate at Gamma only.
+    """
+    periodic = bool(np.any(atoms.pbc))
+    if kpts is None:
+        kpts = [[0, 0, 0]]
+        if periodic:
+            kpts += [[0.5 * p for p in atoms.pbc], [0.25 * p for p in atoms.pbc], [0.5 * atoms.pbc[0], 0, 0]]
+    kpts = np.asarray(kpts, dtype=float)
+    if not periodic:
+        kpts = np.zeros((1, 3))
+    if S.norb <= dense_limit:
+        from ..tb.bloch import bloch_sum
+
+        Sk = bloch_sum(S, kpts)
+        return float(min(np.linalg.eigvalsh(s)[0] for s in Sk))
+    import scipy.sparse as sps
+    import scipy.sparse.linalg as spl
+
+    rows, cols, vals, _ = S.coo()
+    M = sps.csr_matrix((vals, (rows, cols)), shape=(S.norb, S.norb))
+    M = 0.5 * (M + M.T)
+    return float(spl.eigsh(M, k=1, which="SA", tol=1e-6, maxiter=5000, return_eigenvectors=False)[0])

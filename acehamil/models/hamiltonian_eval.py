@@ -1,0 +1,176 @@
+"""Errors of a fitted model against reference (DFT) structures.
+
+Matrix errors are taken over the blocks the model predicts (on-site blocks and
+bonds within the off-site cutoff); reference blocks outside that range are
+reported separately as ``unmodelled_max_abs`` (the truncation of the model).
+Each matrix entry is attributed to its fitted block type: ``(a, b)`` and
+``(b, a)`` on-site blocks, and both directions of a bond, count for the
+canonical type (species ``zi <= zj``, shells ``a <= b`` for equal species).
+
+Eigenvalue errors: the model's and the reference's generalized eigenvalues on
+a Monkhorst-Pack grid (and along the standard band path), band by band;
+``mae_meV`` averages over the reference eigenvalues within
+``E_F +- window_eV``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EV_TO_MEV = 1000.0
+
+
+def _entry_keys(matrix, numbers, basis) -> tuple:
+    """Canonical block-type key of every entry of ``matrix``: (keys list, key index per entry)."""
+    rows, cols, vals, bidx = matrix.coo()
+    lay = basis.layout(numbers)
+    shell = lay.orbital_shell
+    ai, aj = lay.orbital_atom[rows], lay.orbital_atom[cols]
+    zi, zj = np.asarray(numbers)[ai], np.asarray(numbers)[aj]
+    sa, sb = shell[rows], shell[cols]
+    onsite = (matrix.i[bidx] == matrix.j[bidx]) & np.all(matrix.shift[bidx] == 0, axis=1)
+    swap = (zi > zj) | ((zi == zj) & (sa > sb))
+    z1, z2 = np.where(swap, zj, zi), np.where(swap, zi, zj)
+    s1, s2 = np.where(swap, sb, sa), np.where(swap, sa, sb)
+    code = np.column_stack([onsite.astype(np.int64), z1, z2, s1, s2])
+    uniq, inv = np.unique(code, axis=0, return_inverse=True)
+    keys = [f"{'onsite' if o else 'offsite'}/{a}-{b}/{c}-{d}" for o, a, b, c, d in uniq.tolist()]
+    return keys, np.asarray(inv).reshape(-1), vals
+
+
+def matrix_residuals(pred, ref) -> tuple:
+    """Residuals ``pred - ref`` on the predicted pattern, and the largest unmodelled ``|ref|``.
+
+    Returns
+    -------
+    resid : ndarray, shape (pred.data.size,)
+    unmodelled_max_abs : float
+    """
+    ref_vals = np.zeros(pred.data.size)
+    used = np.zeros(ref.nblocks, dtype=bool)
+    for p in range(pred.nblocks):
+        q = ref.find(pred.i[p], pred.j[p], pred.shift[p])
+        if q >= 0:
+            ref_vals[pred.offsets[p]:pred.offsets[p + 1]] = ref.data[ref.offsets[q]:ref.offsets[q + 1]]
+            used[q] = True
+    un = 0.0
+    for q in np.nonzero(~used)[0]:
+        un = max(un, float(np.abs(ref.data[ref.offsets[q]:ref.offsets[q + 1]]).max(initial=0.0)))
+    return pred.data - ref_vals, un
+
+
+def block_errors(model, structures, which: str = "H") -> dict:
+    """Per block type RMSE and MAE of H (meV) or S (dimensionless).
+
+    Parameters
+    ----------
+    model : HamiltonianModel
+    structures : sequence of StructureData
+    which : {"H", "S"}
+
+    Returns
+    -------
+    dict
+        ``{"rmse", "mae", "n_entries", "unmodelled_max_abs", "per_block": {key: {"rmse", "mae", "n"}}}``;
+        meV for H.
+    """
+    if which not in ("H", "S"):
+        raise ValueError(f"which must be 'H' or 'S', got {which!r}")
+    mm = model.H if which == "H" else model.S
+    unit = EV_TO_MEV if which == "H" else 1.0
+    sq, ab, cnt = {}, {}, {}
+    tot_sq = tot_ab = 0.0
+    tot_n = 0
+    unmod = 0.0
+    for sd in structures:
+        ref = sd.H[0] if which == "H" else sd.S
+        if ref is None:
+            raise ValueError(f"reference structure has no {which}")
+        pred = mm.predict(sd.atoms)
+        res, un = matrix_residuals(pred, ref)
+        unmod = max(unmod, un)
+        keys, kidx, _ = _entry_keys(pred, sd.atoms.numbers, sd.basis)
+        r = res * unit
+        for k, key in enumerate(keys):
+            rk = r[kidx == k]
+            sq[key] = sq.get(key, 0.0) + float(rk @ rk)
+            ab[key] = ab.get(key, 0.0) + float(np.abs(rk).sum())
+            cnt[key] = cnt.get(key, 0) + int(rk.size)
+        tot_sq += float(r @ r)
+        tot_ab += float(np.abs(r).sum())
+        tot_n += r.size
+    per = {k: {"rmse": float(np.sqrt(sq[k] / cnt[k])), "mae": float(ab[k] / cnt[k]), "n": cnt[k]} for k in sorted(sq)}
+    return {
+        "rmse": float(np.sqrt(tot_sq / max(tot_n, 1))),
+        "mae": float(tot_ab / max(tot_n, 1)),
+        "n_entries": int(tot_n),
+        "unmodelled_max_abs": unmod * unit,
+        "per_block": per,
+    }
+
+
+def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, path_points: int = 60) -> dict:
+    """Eigenvalue MAE (meV) within ``E_F +- window_eV`` on a k-grid and along the band path.
+
+    ``E_F`` is the reference's Fermi level (``fermi_level``, else from
+    ``n_electrons`` with :func:`acehamil.tb.bands.structure_fermi_level`).
+
+    Returns
+    -------
+    dict
+        ``{"mae_meV", "max_meV", "window_eV", "kmesh", "band_path_mae_meV", "n"}``.
+    """
+    from ..tb.bands import band_path, structure_fermi_level
+    from ..tb.dos import monkhorst_pack
+    from ..tb.eigen import solve
+
+    abs_grid, abs_path = [], []
+    for sd in structures:
+        ef = sd.fermi_level if sd.fermi_level is not None else structure_fermi_level(sd)
+        if ef is None:
+            raise ValueError("reference structure has neither fermi_level nor n_electrons: no eigenvalue window")
+        H, S = model.predict(sd.atoms)
+        kp, _ = monkhorst_pack(kmesh, sd.atoms.pbc)
+        kpath = band_path(sd.atoms, npoints=path_points).kpts
+        for kpts, acc in ((kp, abs_grid), (kpath, abs_path)):
+            e_ref = solve(sd.H[0], sd.S, kpts)
+            e_mod = solve(H, S, kpts)
+            nb = min(e_ref.shape[1], e_mod.shape[1])
+            e_ref, e_mod = e_ref[:, :nb], e_mod[:, :nb]
+            mask = np.abs(e_ref - ef) <= window_eV
+            acc.append(np.abs(e_mod - e_ref)[mask])
+    g = np.concatenate(abs_grid) if abs_grid else np.zeros(0)
+    p = np.concatenate(abs_path) if abs_path else np.zeros(0)
+    return {
+        "mae_meV": float(g.mean() * EV_TO_MEV) if g.size else float("nan"),
+        "max_meV": float(g.max() * EV_TO_MEV) if g.size else float("nan"),
+        "window_eV": float(window_eV),
+        "kmesh": list(kmesh),
+        "band_path_mae_meV": float(p.mean() * EV_TO_MEV) if p.size else float("nan"),
+        "n": int(g.size),
+    }
+
+
+def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0) -> dict:
+    """The ``acehamil evaluate --json`` contract.
+
+    Returns
+    -------
+    dict
+        ``{"H": {"rmse_meV", "mae_meV", "unmodelled_max_abs_meV", "per_block": {key: {"rmse_meV", "mae_meV", "n"}}},
+        "S": {"rmse", "mae", "unmodelled_max_abs", "per_block": {...}},
+        "eigenvalues": {"mae_meV", "max_meV", "window_eV", "kmesh", "band_path_mae_meV", "n"},
+        "n_structures"}``
+    """
+    structures = list(structures)
+    h = block_errors(model, structures, "H")
+    s = block_errors(model, structures, "S")
+    return {
+        "H": {
+            "rmse_meV": h["rmse"], "mae_meV": h["mae"], "unmodelled_max_abs_meV": h["unmodelled_max_abs"],
+            "per_block": {k: {"rmse_meV": v["rmse"], "mae_meV": v["mae"], "n": v["n"]} for k, v in h["per_block"].items()},
+        },
+        "S": {"rmse": s["rmse"], "mae": s["mae"], "unmodelled_max_abs": s["unmodelled_max_abs"], "per_block": s["per_block"]},
+        "eigenvalues": eigenvalue_errors(model, structures, kmesh=kmesh, window_eV=window_eV),
+        "n_structures": len(structures),
+    }

@@ -1,0 +1,294 @@
+"""Fitting H and S models to DFT matrices.
+
+For every block type and coupled ``L`` the design rows (one per block and
+component ``M``) and targets (the irreducible part ``x_L`` of the DFT block)
+are accumulated batch by batch into
+:class:`~acehamil.fitting.NormalEquations`, so memory does not grow with the
+number of structures.  Each ``(block type, L)`` problem is then solved with
+ridge (Tikhonov with the smoothness prior ``lam * mean(diag A^T A) * (1 +
+degree)^smoothness``) or Bayesian linear regression with evidence-maximised
+``alpha, beta`` (posterior kept).  Since ``||X||^2 = sum_L ||x_L||^2`` the sum of
+the ``L`` problems is exactly the least-squares fit of the blocks.
+
+Sub-sampling: a family (on-site per species, off-site per species pair) whose
+training set has more than ``max_blocks_per_type`` centres is sampled at the
+rate ``cap / count`` (seeded); for same-species bonds both directions of a bond
+are kept or dropped together.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from ..environments import reverse_index
+from ..fitting import NormalEquations, blr_normal, ridge_normal, smoothness_prior
+from ..structure.neighbours import neighbour_pairs
+from .blocks import project
+from .config import ModelConfig
+from .hamiltonian import HamiltonianModel, MatrixModel, gather_blocks, shell_offsets
+
+EV_TO_MEV = 1000.0
+
+
+class _Progress:
+    """Minimal progress bar on stderr (silent when ``enabled`` is False)."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.total, self.label, self.enabled, self.n, self.t0 = total, label, enabled, 0, time.perf_counter()
+
+    def step(self, k: int = 1):
+        self.n += k
+        if self.enabled:
+            frac = self.n / max(self.total, 1)
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.n}/{self.total} {time.perf_counter() - self.t0:6.1f} s")
+            if self.n >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _block_index(matrix, i, j, shift) -> np.ndarray:
+    return np.array([matrix.find(a, b, t) for a, b, t in zip(i.tolist(), j.tolist(), shift.tolist())], dtype=np.int64)
+
+
+def family_centres(model: MatrixModel, fam, atoms, nl, rate: float, rng) -> tuple:
+    """Sampled centres of one family in one structure.
+
+    Returns
+    -------
+    env : Environments or None
+    rev : ndarray of int or None
+        Position of each bond's reverse among the sampled bonds (same-species off-site).
+    """
+    numbers = np.asarray(atoms.numbers)
+    if fam.kind == "onsite":
+        idx = fam.select(atoms)
+        if rate < 1.0:
+            idx = idx[rng.random(len(idx)) < rate]
+        if len(idx) == 0:
+            return None, None
+        return fam.environments(atoms, idx, pairs=nl), None
+    sel = fam.select(numbers, nl)
+    if len(sel) == 0:
+        return None, None
+    bonds = nl.select(sel)
+    rev = None
+    if fam.zi == fam.zj:
+        rev = reverse_index(bonds.i, bonds.j, bonds.shift)
+        if rate < 1.0:
+            u = rng.random(len(sel))
+            keep = u[np.minimum(np.arange(len(sel)), rev)] < rate
+            pos = np.cumsum(keep) - 1
+            rev = pos[rev[keep]]
+            bonds = bonds.select(keep)
+    elif rate < 1.0:
+        bonds = bonds.select(rng.random(len(sel)) < rate)
+    if len(bonds) == 0:
+        return None, None
+    return fam.environments(atoms, bonds, pairs=nl), rev
+
+
+def _targets(fam, bt, env, matrix, so) -> np.ndarray:
+    q = _block_index(matrix, env.i, env.j, env.shift)
+    return gather_blocks(matrix, q, so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b], 2 * bt.l1 + 1, 2 * bt.l2 + 1)
+
+
+def accumulate(model: MatrixModel, structures, matrix_of, rates: dict, weights, rng, normal: dict, counts: dict,
+               progress: _Progress | None = None) -> None:
+    """Add the design rows of ``structures`` to ``normal[(bt.key, L)]`` (in place).
+
+    Parameters
+    ----------
+    matrix_of : callable StructureData -> RealSpaceMatrix
+        Picks H (spin 0) or S.
+    rates : dict {family.name: float}
+        Sampling rates.
+    weights : sequence of float
+        One per structure.
+    """
+    so = shell_offsets(model.orbital_basis)
+    for sd, w in zip(structures, weights):
+        matrix = matrix_of(sd)
+        atoms = sd.atoms
+        nl = neighbour_pairs(atoms, model.reach)
+        for fam in model.families:
+            env, rev = family_centres(model, fam, atoms, nl, rates.get(fam.name, 1.0), rng)
+            if env is None:
+                continue
+            feats = fam.features(env)
+            n = env.n_centres
+            for bt in fam.block_types(model.orbital_basis):
+                design = fam.design(feats, bt, n, rev=rev)
+                target = _targets(fam, bt, env, matrix, so)
+                counts[bt.key] = counts.get(bt.key, 0) + n
+                for L, D in design.items():
+                    if D.shape[1] == 0:
+                        continue
+                    A = D.transpose(0, 2, 1).reshape(n * (2 * L + 1), D.shape[1])
+                    y = project(target, bt.l1, bt.l2, L).reshape(-1)
+                    ne = normal.setdefault((bt.key, L), NormalEquations(D.shape[1]))
+                    ne.add(A, y, np.full(len(y), float(w)))
+        if progress is not None:
+            progress.step()
+
+
+def solve_all(model: MatrixModel, normal: dict, solver) -> tuple:
+    """Solve every ``(block type, L)`` problem.
+
+    Returns
+    -------
+    coefficients : dict {bt.key: {L: ndarray}}
+    posteriors : dict {bt.key: {L: BLRPosterior}} (BLR only)
+    diagnostics : dict {bt.key: {"rss": float, "rows": int, "condition_number": float}}
+    """
+    coefs, posts, diag = {}, {}, {}
+    for fam, bt in model.block_types():
+        d = diag.setdefault(bt.key, {"rss": 0.0, "rows": 0, "condition_number": 1.0})
+        for L in bt.L_values():
+            ne = normal.get((bt.key, L))
+            if ne is None:
+                continue
+            nfeat = {LL: (normal[(bt.key, LL)].n if (bt.key, LL) in normal else 0) for LL in bt.L_values()}
+            deg = fam.degrees(bt, nfeat)[L]
+            scale = float(np.mean(np.diag(ne.AtA))) or 1.0
+            if solver.method == "blr" and ne.count >= 2:
+                c, post = blr_normal(ne, prior_diag=smoothness_prior(deg, 1.0, solver.smoothness))
+                posts.setdefault(bt.key, {})[L] = post
+                # condition number of the equilibrated normal matrix
+                cond = _cond(ne)
+            else:
+                c, res = ridge_normal(ne, smoothness_prior(deg, solver.lam * scale, solver.smoothness))
+                cond = res.condition_number_unregularised
+            coefs.setdefault(bt.key, {})[L] = c
+            d["rss"] += ne.residual_sum_of_squares(c)
+            d["rows"] += ne.count
+            d["condition_number"] = max(d["condition_number"], float(cond))
+    return coefs, posts, diag
+
+
+def _cond(ne) -> float:
+    dd = np.sqrt(np.diag(ne.AtA))
+    dd = np.where(dd > 0, dd, 1.0)
+    e = np.linalg.eigvalsh(ne.AtA / dd[:, None] / dd[None, :])
+    return float("inf") if e[0] <= 0 else float(e[-1] / e[0])
+
+
+def _count_centres(model: MatrixModel, structures) -> dict:
+    counts = {}
+    for sd in structures:
+        numbers = np.asarray(sd.atoms.numbers)
+        nl = neighbour_pairs(sd.atoms, max(f.config.r_cut for f in model.offsite))
+        for fam in model.families:
+            n = len(fam.select(sd.atoms)) if fam.kind == "onsite" else len(fam.select(numbers, nl))
+            counts[fam.name] = counts.get(fam.name, 0) + n
+    return counts
+
+
+def fit(structures, config: ModelConfig | None = None, progress: bool = True, weights=None) -> HamiltonianModel:
+    """Fit H and S models.
+
+    Parameters
+    ----------
+    structures : sequence of StructureData
+        Training structures (a lazy dataset is fine: each is read once per
+        pass; three passes: counting, fitting, validation).  All share one
+        orbital basis and carry H (spin 0 is fitted) and S.
+    config : ModelConfig
+        Default: ``ModelConfig()``.  ``config.fit.validation_fraction`` of the
+        structures are held out to report validation errors.
+    progress : bool
+        Progress bar on stderr.
+    weights : sequence of float, optional
+        One per structure (overrides ``config.fit.structure_weights``).
+
+    Returns
+    -------
+    HamiltonianModel
+        With ``report`` = {"H": {block key: stats}, "S": ..., "seconds": ...}; stats hold
+        ``n_blocks``, ``train_rmse`` (meV for H), ``condition_number`` and, with a
+        validation split, ``val_rmse`` / ``val_mae``.
+    """
+    config = config or ModelConfig()
+    n = len(structures)
+    if n == 0:
+        raise ValueError("no training structures")
+    first = structures[0]
+    orbital_basis = first.basis
+    w_all = np.asarray(weights if weights is not None else (config.fit.structure_weights or np.ones(n)), dtype=float)
+    if w_all.shape != (n,):
+        raise ValueError(f"need one weight per structure ({n}), got {w_all.shape}")
+    rng = np.random.default_rng(config.fit.seed)
+    order = rng.permutation(n)
+    n_val = int(round(config.fit.validation_fraction * n))
+    if config.fit.validation_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    t0 = time.perf_counter()
+    template = HamiltonianModel.build(config, orbital_basis)
+    report = {"train_structures": train_idx.tolist(), "validation_structures": val_idx.tolist()}
+    fitted = {}
+    for name, mm, pick in (("H", template.H, lambda sd: sd.H[0]), ("S", template.S, lambda sd: sd.S)):
+        train = _Subset(structures, train_idx, orbital_basis)
+        totals = _count_centres(mm, train)
+        cap = config.fit.max_blocks_per_type
+        rates = {k: min(1.0, cap / v) if v else 1.0 for k, v in totals.items()}
+        normal, counts = {}, {}
+        bar = _Progress(len(train), f"fit {name}", progress)
+        for b0 in range(0, len(train), config.fit.batch_structures):
+            batch = [train[k] for k in range(b0, min(len(train), b0 + config.fit.batch_structures))]
+            accumulate(mm, batch, pick, rates, w_all[train_idx[b0:b0 + len(batch)]], rng, normal, counts, bar)
+        coefs, posts, diag = solve_all(mm, normal, config.solver)
+        unit = EV_TO_MEV if name == "H" else 1.0
+        rep = {}
+        for fam, bt in mm.block_types():
+            d = diag.get(bt.key, {})
+            entries = counts.get(bt.key, 0) * (2 * bt.l1 + 1) * (2 * bt.l2 + 1)
+            rep[bt.key] = {
+                "n_blocks": int(counts.get(bt.key, 0)),
+                "train_rmse": float(np.sqrt(d.get("rss", 0.0) / w_mean(w_all) / max(entries, 1)) * unit),
+                "condition_number": float(d.get("condition_number", float("nan"))),
+                "n_features": int(sum(len(c) for c in coefs.get(bt.key, {}).values())),
+            }
+        report[name] = rep
+        report[f"{name}_sampling_rates"] = rates
+        fitted[name] = (coefs, posts)
+    model = HamiltonianModel.build(config, orbital_basis, fitted["H"][0], fitted["S"][0], report,
+                                   fitted["H"][1], fitted["S"][1])
+    report["seconds_fit"] = time.perf_counter() - t0
+    if len(val_idx):
+        from .hamiltonian_eval import block_errors
+
+        val = _Subset(structures, val_idx, orbital_basis)
+        for name in ("H", "S"):
+            errs = block_errors(model, [val[k] for k in range(len(val))], which=name)
+            for key, st in errs["per_block"].items():
+                if key in report[name]:
+                    report[name][key]["val_rmse"] = st["rmse"]
+                    report[name][key]["val_mae"] = st["mae"]
+            report[f"{name}_validation"] = {"rmse": errs["rmse"], "mae": errs["mae"]}
+    return model
+
+
+def w_mean(w) -> float:
+    return float(np.mean(w)) if len(w) else 1.0
+
+
+class _Subset:
+    """Indexable view of some structures of a (lazy) dataset, checking the orbital basis."""
+
+    def __init__(self, structures, idx, basis):
+        self.structures, self.idx, self.basis = structures, np.asarray(idx, dtype=np.int64), basis
+
+    def __len__(self):
+        return len(self.idx)
+
+    def __getitem__(self, k):
+        sd = self.structures[int(self.idx[k])]
+        if sd.basis != self.basis:
+            raise ValueError(f"structure {int(self.idx[k])} has a different orbital basis from structure 0")
+        if not sd.H or sd.S is None:
+            raise ValueError(f"structure {int(self.idx[k])} lacks H or S")
+        return sd

@@ -1,0 +1,150 @@
+"""On-site block family: all on-site blocks ``H_ii^{ab}`` of one species.
+
+Features are the ACE features of atom ``i``'s environment (cutoff ``r_cut``),
+plus a constant (``nu = 0``) feature in the ``L = 0`` channel.  A same-shell
+block (``a == b``) keeps only even ``L`` (it is exactly symmetric); for
+``a < b`` all ``L`` are fitted and ``H_ii^{ba} = (H_ii^{ab})^T`` is derived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from ..environments import Environments, site_environments
+from .blocks import ONSITE, BlockType, block_types
+from .config import FeatureConfig
+
+
+def feature_degrees(basis, key, n: int) -> np.ndarray:
+    """Degree of each feature of ``key`` (for the smoothness prior), shape (n,)."""
+    info = getattr(basis, "feature_info", {}).get(key) if basis is not None else None
+    if info is None:
+        return np.zeros(n)
+    if isinstance(info, dict) and "degree" in info:
+        deg = np.asarray(info["degree"], dtype=float)
+    else:
+        deg = np.array([f["degree"] if isinstance(f, dict) else getattr(f, "degree") for f in info], dtype=float)
+    if deg.shape != (n,):
+        raise ValueError(f"feature_info for {key} has {deg.size} degrees, features have {n}")
+    return deg
+
+
+def evaluate_features(basis, env: Environments, max_particles: int = 200_000) -> dict:
+    """Basis features of all centres, evaluated in chunks and concatenated.
+
+    Returns
+    -------
+    dict {(L, parity): ndarray (n_centres, n_B, 2L+1)}
+    """
+    parts = []
+    for _, _, sub in env.chunks(max_particles):
+        parts.append(basis.evaluate(sub.to_centres()))
+    if not parts:
+        return {k: np.zeros((0, len(basis.feature_info.get(k, ())) if hasattr(basis, "feature_info") else 0, 2 * k[0] + 1))
+                for k in basis.feature_keys}
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+@dataclass(frozen=True)
+class OnsiteFamily:
+    """On-site blocks of species ``z`` (one independent model per shell pair).
+
+    Attributes
+    ----------
+    z : int
+    config : FeatureConfig
+    species : tuple of int
+        All species of the orbital basis (environment categories).
+    lmax : int
+        Largest shell ``l`` of species ``z``.
+    """
+
+    z: int
+    config: FeatureConfig
+    species: tuple
+    lmax: int
+
+    kind = ONSITE
+
+    @property
+    def name(self) -> str:
+        return f"onsite/{self.z}"
+
+    def basis_spec(self):
+        """The :class:`acehamil.basis.BasisSpec`, or None for a constant-only model."""
+        if self.config.max_nu == 0:
+            return None
+        from ..basis import BasisSpec, RadialSpec
+
+        c = self.config
+        return BasisSpec(
+            categories=tuple(self.species),
+            radial=RadialSpec(n_max=c.n_max, r_cut=c.r_cut, cutoffs=tuple((self.z, s, c.r_cut) for s in self.species)),
+            max_nu=c.max_nu,
+            max_degree=tuple(c.max_degree[: c.max_nu]),
+            weight_n=1.0,
+            weight_l=c.weight_l,
+            L_max=2 * self.lmax,
+            singleton_categories=(),
+        )
+
+    @cached_property
+    def basis(self):
+        spec = self.basis_spec()
+        if spec is None:
+            return None
+        from ..basis import ACEBasis
+
+        return ACEBasis(spec)
+
+    def block_types(self, orbital_basis) -> list:
+        return [t for t in block_types(orbital_basis, ONSITE) if t.species_i == self.z]
+
+    @property
+    def reach(self) -> float:
+        """Neighbour-list cutoff this family needs, Å."""
+        return self.config.r_cut
+
+    def select(self, atoms, bonds_species=None) -> np.ndarray:
+        """Atoms this family predicts (all atoms of species ``z``), shape (n,) int."""
+        return np.nonzero(np.asarray(atoms.numbers) == self.z)[0]
+
+    def environments(self, atoms, centres, pairs=None) -> Environments:
+        return site_environments(atoms, self.config.r_cut, centres=centres, pairs=pairs)
+
+    def features(self, env: Environments) -> dict:
+        if self.basis is None:
+            return {}
+        return evaluate_features(self.basis, env)
+
+    def design(self, feats: dict, bt: BlockType, n: int, rev=None) -> dict:
+        """Design tensors per ``L``: ``{L: (n, n_F, 2L+1)}``; ``x_L = design_L @ c_L``.
+
+        The constant feature is the first column of ``L = 0``.
+        """
+        parity = bt.parity
+        out = {}
+        for L in bt.L_values():
+            f = feats.get((L, parity))
+            f = np.zeros((n, 0, 2 * L + 1)) if f is None else f
+            if L == 0:
+                f = np.concatenate([np.ones((n, 1, 1)), f], axis=1)
+            out[L] = f
+        return out
+
+    def degrees(self, bt: BlockType, nfeat: dict) -> dict:
+        """Feature degrees per ``L`` matching :meth:`design` (the constant has degree 0).
+
+        ``nfeat`` is ``{L: n_F}`` as found in the design tensors.
+        """
+        out = {}
+        for L in bt.L_values():
+            n_basis = nfeat[L] - (1 if L == 0 else 0)
+            d = feature_degrees(self.basis, (L, bt.parity), n_basis) if n_basis else np.zeros(0)
+            out[L] = np.concatenate([[0.0], d]) if L == 0 else d
+        return out
