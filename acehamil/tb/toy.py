@@ -3,7 +3,7 @@
 Used by tests, doctests and benchmarks of the tight-binding layer (any
 structure, any mix of s and p shells).  Hoppings are two-centre
 Slater-Koster integrals ``V_{ss sigma}, V_{sp sigma}, V_{pp sigma}, V_{pp pi}``
-decaying as ``exp(-decay * (d - d0))`` and cut off smoothly at ``cutoff``;
+decaying as ``exp(-decay * (d - d0))`` and tapered smoothly to zero at ``cutoff``;
 the overlap has the same form with its own integrals and ``S_ii = 1``.
 Real p orbitals are ordered (y, z, x) as in :mod:`acehamil.conventions`.
 
@@ -39,13 +39,14 @@ class SKParams:
     ``onsite[l] + species_shift * (Z mod 7)`` so different species differ.
     """
 
-    onsite: tuple = (-5.0, 1.5)  # (eps_s, eps_p)
+    onsite: tuple = (-4.2, 1.7)  # (eps_s, eps_p)
     species_shift: float = 0.3
-    hop: tuple = (-2.0, 2.2, 3.0, -0.9)  # ss sigma, sp sigma, pp sigma, pp pi
-    ovl: tuple = (0.12, -0.10, -0.14, 0.05)
+    hop: tuple = (-1.93, 2.54, 4.47, -1.12)  # ss sigma, sp sigma, pp sigma, pp pi (Harrison, Si)
+    ovl: tuple = (0.10, -0.08, -0.12, 0.04)
     d0: float = 2.35
     decay: float = 1.2
     cutoff: float = 4.0
+    taper: float = 0.6  # Å: cosine taper to zero over [cutoff - taper, cutoff]
 
 
 def _two_centre(l1: int, l2: int, u: np.ndarray, v: tuple) -> np.ndarray:
@@ -94,8 +95,8 @@ def slater_koster(atoms, basis: OrbitalBasis, params: SKParams | None = None, cu
     for q in range(len(nl)):
         a, b, d = int(nl.i[q]), int(nl.j[q]), float(nl.dist[q])
         u = nl.vec[q] / d
-        x = d / rc
-        f = np.exp(-p.decay * (d - p.d0)) * (1.0 - x**2) ** 2  # smooth to zero at the cutoff
+        x = np.clip((d - (rc - p.taper)) / p.taper, 0.0, 1.0)
+        f = np.exp(-p.decay * (d - p.d0)) * 0.5 * (1.0 + np.cos(np.pi * x))  # smooth to zero at the cutoff
         la = [s.l for s in basis.shells_of(int(atoms.numbers[a]))]
         lb = [s.l for s in basis.shells_of(int(atoms.numbers[b]))]
         hrows, srows = [], []

@@ -1,0 +1,308 @@
+"""Band structures along k-paths, band gaps (VBM/CBM) and Fermi levels.
+
+Results are absolute energies in eV.  A band structure is returned both as
+arrays and as an ``ase.spectrum.band_structure.BandStructure`` (energies
+``(nspin, nk, nbands)``, ``reference`` = Fermi level) on an
+``ase.dft.kpoints.BandPath``.
+
+Fermi level: given explicitly, else from ``StructureData.n_electrons`` on a
+Monkhorst-Pack grid (mid-gap for insulators and molecules, see
+:func:`acehamil.tb.smearing.fermi_level`), else ``StructureData.fermi_level``.
+
+Examples
+--------
+>>> from ase.build import bulk
+>>> from acehamil.structure import OrbitalBasis, StructureData
+>>> from acehamil.tb.toy import slater_koster
+>>> atoms = bulk("Si", "diamond", a=5.43)
+>>> basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+>>> H, S = slater_koster(atoms, basis)
+>>> res = band_structure(StructureData(atoms, basis, H=(H,), S=S, n_electrons=8), path="GXWKGL", npoints=40)
+>>> res.energies.shape, res.gap.gap > 0
+((1, 40, 8), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase.dft.kpoints import BandPath
+from ase.spectrum.band_structure import BandStructure
+
+from ..structure import StructureData
+from .bloch import as_kpts
+from .dos import monkhorst_pack
+from .eigen import MAX_CONDITION, S_THRESHOLD, solve
+from .smearing import fermi_level as _fermi_level
+
+__all__ = ["BandGap", "BandsResult", "band_path", "path_from_kpts", "kmesh_for", "eigenvalues", "band_gap",
+           "band_structure", "structure_fermi_level"]
+
+
+def _cell(atoms):
+    """Cell with non-periodic/zero axes completed (for reciprocal lengths)."""
+    return atoms.cell.complete()
+
+
+def kmesh_for(atoms, density: float = 25.0) -> tuple:
+    """k-mesh with ``n_i = ceil(density * |b_i|)`` (``b`` reciprocal vectors in 1/Å, no 2 pi); 1 on
+    non-periodic axes.
+
+    >>> from ase.build import bulk
+    >>> kmesh_for(bulk("Si", "diamond", a=5.43))
+    (8, 8, 8)
+    """
+    if not density > 0:
+        raise ValueError(f"k-point density must be > 0 Å, got {density}")
+    b = np.linalg.norm(_cell(atoms).reciprocal(), axis=1)
+    return tuple(int(max(1, np.ceil(density * bi))) if p else 1 for bi, p in zip(b, atoms.pbc))
+
+
+def band_path(atoms, path: str | None = None, npoints: int = 200) -> BandPath:
+    """A k-path: ASE's standard path of the lattice, or any path string (e.g. "GXWKGL", "GMK,GA").
+
+    Non-periodic structures get the single point Gamma.
+    """
+    if int(npoints) < 1:
+        raise ValueError(f"npoints must be >= 1, got {npoints}")
+    if not np.any(atoms.pbc):
+        return BandPath(_cell(atoms), kpts=np.zeros((1, 3)), special_points={"G": np.zeros(3)}, path="G")
+    try:
+        return atoms.cell.bandpath(path, npoints=int(npoints), pbc=atoms.pbc)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"cannot build k-path {path!r} for this lattice: {err}") from None
+
+
+def _lattice_rotations(cell) -> np.ndarray:
+    """Cartesian orthogonal matrices ``Q`` (n, 3, 3) mapping the lattice onto itself (integer
+    combinations with coefficients -1..1 that preserve the metric)."""
+    a = np.asarray(cell, dtype=np.float64)
+    grid = np.array(np.meshgrid(*[[-1, 0, 1]] * 9, indexing="ij")).reshape(9, -1).T.reshape(-1, 3, 3)
+    grid = grid[np.abs(np.round(np.linalg.det(grid))) == 1]
+    ma = grid @ a
+    metric = a @ a.T
+    ok = np.all(np.abs(ma @ ma.transpose(0, 2, 1) - metric) < 1e-6 * np.abs(metric).max(), axis=(1, 2))
+    q_t = np.linalg.solve(a, ma[ok])  # M A = A Q^T
+    return q_t.transpose(0, 2, 1)
+
+
+def path_from_kpts(atoms, kpts, eps: float = 1e-4) -> BandPath:
+    """A BandPath through given fractional k-points, with the lattice's special points labelled
+    (also when a k-point is a symmetry-equivalent copy of ASE's representative, e.g. K')."""
+    k = as_kpts(kpts)
+    special = {}
+    if np.any(atoms.pbc):
+        try:
+            special = dict(atoms.cell.bandpath(npoints=0, pbc=atoms.pbc).special_points)
+        except Exception:  # lattice not recognised: no labels  # noqa: BLE001
+            special = {}
+    labels = []
+    if special:
+        a = np.asarray(_cell(atoms))
+        b = np.linalg.inv(a).T
+        rots = _lattice_rotations(a)
+        names = list(special)
+        sp = np.array([special[n] for n in names])  # (ns, 3)
+        kc = k @ b  # (nk, 3) Cartesian (no 2 pi)
+        images = np.einsum("rij,kj->kri", rots, kc) @ a.T  # fractional images of each k, (nk, nrot, 3)
+        diff = images[:, :, None, :] - sp[None, None]
+        dist = np.abs(diff - np.round(diff)).sum(axis=-1).min(axis=1)  # (nk, ns)
+        for q in range(len(k)):
+            hit = np.nonzero(dist[q] < eps)[0]
+            if len(hit):
+                name = names[hit[0]]
+                if not labels or labels[-1][0] != q - 1 or labels[-1][1] != name:
+                    labels.append((q, name))
+    path = "".join(name for _, name in labels)
+    # label positions by their own (possibly equivalent) coordinates, so ASE's axis finds them
+    points = {}
+    for q, name in labels:
+        points.setdefault(name, k[q])
+    if any(np.abs(k[q] - points[name]).sum() > eps for q, name in labels):
+        # the same label at two different coordinates: give each occurrence its own key
+        points, path = {}, ""
+        for n, (q, name) in enumerate(labels):
+            key = name if name not in points else f"{name}{n}"
+            points[key] = k[q]
+            path += key if len(key) == 1 else f"{key},"
+    return BandPath(_cell(atoms), kpts=k, special_points=points, path=path)
+
+
+def eigenvalues(data: StructureData, kpts, *, max_condition=MAX_CONDITION, remedy=None,
+                s_threshold=S_THRESHOLD) -> np.ndarray:
+    """Eigenvalues of every spin channel, shape (nspin, nk, nbands), eV, absolute."""
+    if not isinstance(data, StructureData):
+        raise TypeError(f"data must be a StructureData, got {type(data).__name__}")
+    if not data.H:
+        raise ValueError("structure has no Hamiltonian (H is empty): nothing to diagonalise")
+    kw = dict(max_condition=max_condition, remedy=remedy, s_threshold=s_threshold)
+    out = [solve(h, data.S, kpts, **kw) for h in data.H]
+    nb = min(e.shape[1] for e in out)
+    return np.stack([e[:, :nb] for e in out])
+
+
+def structure_fermi_level(data: StructureData, kmesh=None, width: float = 0.01, smearing: str = "fermi-dirac",
+                          **solver_kw) -> float | None:
+    """Fermi level (eV) from ``data.n_electrons`` on a Monkhorst-Pack grid (``kmesh_for`` by default);
+    ``data.fermi_level`` when the electron count is unknown; ``None`` when neither is known."""
+    if data.n_electrons is None:
+        return None if data.fermi_level is None else float(data.fermi_level)
+    mesh = kmesh_for(data.atoms) if kmesh is None else kmesh
+    k, w = monkhorst_pack(mesh, data.atoms.pbc)
+    eps = eigenvalues(data, k, **solver_kw)
+    g = 2 if eps.shape[0] == 1 else 1
+    return _fermi_level(eps, w, float(data.n_electrons), width, smearing, g)
+
+
+@dataclass(frozen=True)
+class BandGap:
+    """Band gap (eV); ``gap = 0`` for a metal (then VBM/CBM are the band edges around E_F).
+
+    Attributes
+    ----------
+    gap, vbm, cbm : float, eV
+    k_vbm, k_cbm : int
+        k-point indices of the VBM and CBM.
+    direct : bool
+    """
+
+    gap: float
+    vbm: float
+    cbm: float
+    k_vbm: int
+    k_cbm: int
+    direct: bool
+
+
+def band_gap(energies, fermi_level: float | None = None, n_electrons: float | None = None) -> BandGap | None:
+    """Gap from eigenvalues ``(nspin, nk, nbands)`` or ``(nk, nbands)`` (eV).
+
+    With an integer number of filled bands per spin (``n_electrons`` for one
+    spin-degenerate channel) the gap is between band ``N-1`` and ``N``;
+    otherwise the Fermi level separates occupied from empty levels and a band
+    crossing it gives ``gap = 0``.  ``None`` if neither is given.
+
+    Examples
+    --------
+    >>> band_gap([[-1.0, 2.0], [-0.5, 1.0]], n_electrons=2).gap
+    1.5
+    """
+    e = np.asarray(energies, dtype=np.float64)
+    e = e[None] if e.ndim == 2 else e
+    nk = e.shape[1]
+    if n_electrons is not None and e.shape[0] == 1 and abs(n_electrons / 2 - round(n_electrons / 2)) < 1e-8:
+        nocc = int(round(n_electrons / 2))
+        if 0 < nocc < e.shape[2]:
+            occ = e[0, :, :nocc].max(axis=1)
+            emp = e[0, :, nocc:].min(axis=1)
+            kv, kc = int(np.argmax(occ)), int(np.argmin(emp))
+            vbm, cbm = float(occ[kv]), float(emp[kc])
+            return BandGap(max(0.0, cbm - vbm), vbm, cbm, kv, kc, kv == kc)
+    if fermi_level is None:
+        return None
+    flat = e.transpose(1, 0, 2).reshape(nk, -1)
+    below = np.where(flat <= fermi_level, flat, -np.inf)
+    above = np.where(flat > fermi_level, flat, np.inf)
+    kv, kc = int(np.argmax(below.max(axis=1))), int(np.argmin(above.min(axis=1)))
+    vbm, cbm = float(below[kv].max()), float(above[kc].min())
+    crosses = bool(np.any((e.min(axis=1) <= fermi_level) & (e.max(axis=1) > fermi_level)))
+    if not (np.isfinite(vbm) and np.isfinite(cbm)):
+        return None  # every level on one side of the Fermi level
+    return BandGap(0.0 if crosses else max(0.0, cbm - vbm), vbm, cbm, kv, kc, kv == kc)
+
+
+@dataclass(frozen=True)
+class BandsResult:
+    """A band structure.
+
+    Attributes
+    ----------
+    path : ase.dft.kpoints.BandPath
+    energies : ndarray, shape (nspin, nk, nbands), eV, absolute
+    fermi_level : float or None, eV
+    gap : BandGap or None
+    reference : ndarray (nspin, nk, nbands_ref) or None
+        Reference energies at the same k-points (e.g. the DFT code's own bands), eV.
+    """
+
+    path: BandPath
+    energies: np.ndarray
+    fermi_level: float | None
+    gap: BandGap | None
+    reference: np.ndarray | None = None
+
+    @property
+    def kpts(self) -> np.ndarray:
+        return self.path.kpts
+
+    @property
+    def band_structure(self) -> BandStructure:
+        """ASE BandStructure (``reference`` = Fermi level, 0 if unknown)."""
+        return BandStructure(self.path, self.energies, reference=self.fermi_level or 0.0)
+
+    def reference_error(self) -> float | None:
+        """Largest |model - reference| over the common lowest bands (eV), or None."""
+        if self.reference is None:
+            return None
+        nb = min(self.energies.shape[-1], self.reference.shape[-1])
+        ns = min(self.energies.shape[0], self.reference.shape[0])
+        return float(np.abs(self.energies[:ns, :, :nb] - self.reference[:ns, :, :nb]).max())
+
+    def to_json(self) -> dict:
+        """The ``acehamil bands --json`` contract (see docs/tb.md)."""
+        out = {
+            "kpts": self.kpts.tolist(),
+            "energies": self.energies[0].tolist(),
+            "fermi_level": self.fermi_level,
+            "band_gap": None if self.gap is None else self.gap.gap,
+            "vbm": None if self.gap is None else self.gap.vbm,
+            "cbm": None if self.gap is None else self.gap.cbm,
+            "units": {"energies": "eV", "kpts": "fractional (reciprocal lattice)"},
+            "path": self.path.path,
+        }
+        if self.energies.shape[0] == 2:
+            out["energies_spin1"] = self.energies[1].tolist()
+        if self.reference is not None:
+            out["reference_energies"] = self.reference[0].tolist()
+            out["reference_max_error"] = self.reference_error()
+        return out
+
+
+def band_structure(data: StructureData, path: str | None = None, npoints: int = 200, kpts=None,
+                   fermi_level: float | None = None, kmesh=None, reference=None, **solver_kw) -> BandsResult:
+    """Bands of a structure along a path or at given k-points.
+
+    Parameters
+    ----------
+    data : StructureData
+    path : str, optional
+        Path string (ASE special-point letters, "," for breaks); default the
+        lattice's standard path.  Ignored when ``kpts`` is given.
+    npoints : int
+        Points along the path.
+    kpts : array (nk, 3), fractional, optional
+        Explicit k-points (e.g. a DFT code's band k-points).
+    fermi_level : float, optional, eV
+        Default :func:`structure_fermi_level` (with ``kmesh``).
+    reference : array (nk, nb) or (nspin, nk, nb), eV, optional
+        Reference energies at the same k-points, stored for plots and errors.
+    **solver_kw
+        ``max_condition``, ``remedy``, ``s_threshold`` (see :func:`acehamil.tb.eigen.solve_k`).
+
+    Returns
+    -------
+    BandsResult
+    """
+    bp = band_path(data.atoms, path, npoints) if kpts is None else path_from_kpts(data.atoms, kpts)
+    eps = eigenvalues(data, bp.kpts, **solver_kw)
+    ef = float(fermi_level) if fermi_level is not None else structure_fermi_level(data, kmesh, **solver_kw)
+    n_el = data.n_electrons if data.n_electrons is not None else None
+    gap = band_gap(eps, ef, n_el)
+    ref = None
+    if reference is not None:
+        ref = np.asarray(reference, dtype=np.float64)
+        ref = ref[None] if ref.ndim == 2 else ref
+        if ref.ndim != 3 or ref.shape[1] != len(bp.kpts):
+            raise ValueError(f"reference energies {np.shape(reference)} do not match {len(bp.kpts)} k-points")
+    return BandsResult(bp, eps, ef, gap, ref)

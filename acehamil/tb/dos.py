@@ -1,0 +1,293 @@
+"""Densities of states on Monkhorst-Pack grids, Mulliken PDOS, Fermi level.
+
+``DOS(E) = g_s sum_k w_k sum_n delta(E - eps_nk)`` in states/eV per cell, with
+k-point weights ``w_k`` (sum 1) and spin degeneracy ``g_s`` = 2 for a
+spin-unpolarised Hamiltonian (one H) and 1 per channel for a spin-polarised
+one (two H, channels summed).  Integrated over all energies it gives the
+number of states per cell, ``2 * norb``.
+
+Mulliken PDOS: band ``n`` at ``k`` gives orbital ``mu`` the weight
+``q_mu = Re[conj(c_mu) (S(k) c)_mu]`` with ``sum_mu q_mu = 1`` (``C^H S C = 1``),
+so the PDOS over any partition of the orbitals sums to the DOS.  Partitions:
+per species (``"Si"``), per shell (``"Si:3p"``), per angular momentum
+(``"Si:p"``).
+
+Examples
+--------
+>>> k, w = monkhorst_pack((2, 2, 1))               # k and -k merged: half the points
+>>> k.shape, w.tolist()
+((2, 3), [0.5, 0.5])
+>>> monkhorst_pack((2, 2, 1), time_reversal=False)[0].shape
+(4, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from ..conventions import ANGULAR_LETTERS
+from ..structure import OrbitalLayout, RealSpaceMatrix, StructureData
+from .bloch import BlochAssembler
+from .eigen import MAX_CONDITION, S_THRESHOLD, solve_k
+from .smearing import SMEARINGS, delta
+from .smearing import fermi_level as _fermi_level
+
+__all__ = ["DOSResult", "monkhorst_pack", "dos_from_levels", "orbital_groups", "density_of_states"]
+
+PARTITIONS = ("species", "shell", "l")
+
+
+def monkhorst_pack(size, pbc=(True, True, True), time_reversal: bool = True, gamma_centred: bool = False) -> tuple:
+    """Monkhorst-Pack k-points and weights.
+
+    Parameters
+    ----------
+    size : 3 ints
+        Grid size per reciprocal axis; non-periodic axes are forced to 1.
+    pbc : 3 bools
+    time_reversal : bool
+        Merge ``k`` and ``-k`` (valid for real ``H(T)``, ``S(T)``); weights add up.
+    gamma_centred : bool
+        Shift even grids to contain Gamma.
+
+    Returns
+    -------
+    kpts : ndarray, shape (nk, 3), fractional
+    weights : ndarray, shape (nk,), sum 1
+    """
+    n = np.array(size, dtype=np.int64).reshape(-1)
+    if n.shape != (3,) or np.any(n < 1):
+        raise ValueError(f"k-mesh must be 3 positive integers, got {size}")
+    n = np.where(np.asarray(pbc, dtype=bool), n, 1)
+    axes = [(np.arange(m) + 0.5) / m - 0.5 for m in n]
+    if gamma_centred:
+        axes = [a - a[np.argmin(np.abs(a))] for a in axes]
+    k = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    w = np.full(len(k), 1.0 / len(k))
+    if not time_reversal:
+        return k, w
+    # canonical representative of {k, -k} modulo reciprocal lattice vectors
+    key = np.round(np.mod(k, 1.0) * 2 * n).astype(np.int64) % (2 * n)
+    mkey = np.round(np.mod(-k, 1.0) * 2 * n).astype(np.int64) % (2 * n)
+    use_neg = [tuple(b) < tuple(a) for a, b in zip(key.tolist(), mkey.tolist())]
+    canon = np.where(np.array(use_neg)[:, None], mkey, key)
+    _, first, inverse = np.unique(canon, axis=0, return_index=True, return_inverse=True)
+    weights = np.bincount(np.asarray(inverse).reshape(-1), minlength=len(first)) / len(k)
+    return k[first], weights
+
+
+def orbital_groups(layout: OrbitalLayout, by: str = "species") -> dict:
+    """Partition of the orbitals for a PDOS.
+
+    Parameters
+    ----------
+    layout : OrbitalLayout
+    by : {"species", "shell", "l"}
+
+    Returns
+    -------
+    dict label -> ndarray of int (orbital indices); the index sets partition ``range(norb)``.
+
+    Examples
+    --------
+    >>> from acehamil.structure import OrbitalBasis
+    >>> lay = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)], 1: [(1, 0)]}).layout([14, 1])
+    >>> {k: v.tolist() for k, v in orbital_groups(lay, "l").items()}
+    {'Si:s': [0], 'Si:p': [1, 2, 3], 'H:s': [4]}
+    """
+    if by not in PARTITIONS:
+        raise ValueError(f"PDOS partition must be one of {PARTITIONS}, got {by!r}")
+    labels = []
+    for a, z in enumerate(layout.numbers):
+        sym = chemical_symbols[z]
+        shells = layout.basis.shells_of(z)
+        names = [s.name for s in shells]
+        for si, s in enumerate(shells):
+            if by == "species":
+                lab = sym
+            elif by == "l":
+                lab = f"{sym}:{ANGULAR_LETTERS[s.l]}"
+            else:
+                name = names[si] if names.count(names[si]) == 1 else f"{names[si]}#{names[:si + 1].count(names[si])}"
+                lab = f"{sym}:{name}"
+            labels.extend([lab] * s.size)
+    labels = np.array(labels, dtype=object)
+    return {lab: np.nonzero(labels == lab)[0] for lab in dict.fromkeys(labels.tolist())}  # first-appearance order
+
+
+def dos_from_levels(eps, weights, energies, width: float, smearing: str = "gaussian", spin_degeneracy: int = 2,
+                    projections=None, order: int = 1) -> tuple:
+    """Smeared DOS (and optional projected DOS) from eigenvalues.
+
+    Parameters
+    ----------
+    eps : array, shape (nk, nbands) or (nspin, nk, nbands), eV
+    weights : array, shape (nk,), sum 1
+    energies : array, shape (ne,), eV
+    width : float, eV
+    smearing : one of ``SMEARINGS``
+    spin_degeneracy : {1, 2}
+    projections : array, shape (nspin, nk, nlabels, nbands) or (nk, nlabels, nbands), optional
+        Weight of each band on each label (sums to 1 over labels for Mulliken).
+
+    Returns
+    -------
+    dos : ndarray, shape (ne,), states/eV per cell (spin channels summed)
+    pdos : ndarray, shape (nlabels, ne), or None
+    """
+    e = np.asarray(eps, dtype=np.float64)
+    e = e[None] if e.ndim == 2 else e
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    E = np.asarray(energies, dtype=np.float64).reshape(-1)
+    if e.ndim != 3 or e.shape[1] != len(w):
+        raise ValueError(f"eigenvalues {np.shape(eps)} do not match {len(w)} k-point weights")
+    if spin_degeneracy not in (1, 2):
+        raise ValueError(f"spin_degeneracy must be 1 or 2, got {spin_degeneracy}")
+    proj = None
+    if projections is not None:
+        proj = np.asarray(projections, dtype=np.float64)
+        proj = proj[None] if proj.ndim == 3 else proj
+        if proj.shape[:2] != e.shape[:2] or proj.shape[3] != e.shape[2]:
+            raise ValueError(f"projections shape {proj.shape} does not match eigenvalues {e.shape}")
+    dos = np.zeros(len(E))
+    pdos = None if proj is None else np.zeros((proj.shape[2], len(E)))
+    chunk = max(1, 2**22 // max(1, len(E) * e.shape[2]))
+    for s in range(e.shape[0]):
+        for k0 in range(0, e.shape[1], chunk):
+            sl = slice(k0, k0 + chunk)
+            d = delta(E[None, None, :] - e[s, sl, :, None], width, smearing, order)  # (kc, nb, ne)
+            d *= (spin_degeneracy * w[sl])[:, None, None]
+            dos += d.sum(axis=(0, 1))
+            if proj is not None:
+                pdos += np.einsum("klb,kbe->le", proj[s, sl], d)
+    return dos, pdos
+
+
+@dataclass(frozen=True)
+class DOSResult:
+    """A density of states.
+
+    Attributes
+    ----------
+    energies : ndarray, shape (ne,), eV (absolute)
+    dos : ndarray, shape (ne,), states/eV per cell (spin channels summed)
+    fermi_level : float or None, eV
+    pdos : dict label -> ndarray (ne,), or None
+        Mulliken PDOS, states/eV per cell; sums to ``dos``.
+    eigenvalues : ndarray, shape (nspin, nk, nbands), eV
+    kpts : ndarray, shape (nk, 3); weights : ndarray, shape (nk,)
+    spin_degeneracy : int
+        2 (unpolarised) or 1 (spin-polarised, channels summed).
+    width : float, eV; smearing : str
+    """
+
+    energies: np.ndarray
+    dos: np.ndarray
+    fermi_level: float | None
+    pdos: dict | None
+    eigenvalues: np.ndarray
+    kpts: np.ndarray
+    weights: np.ndarray
+    spin_degeneracy: int
+    width: float
+    smearing: str
+
+    def to_json(self) -> dict:
+        """The ``acehamil dos --json`` contract (see docs/tb.md)."""
+        out = {
+            "energies": self.energies.tolist(),
+            "dos": self.dos.tolist(),
+            "fermi_level": self.fermi_level,
+            "units": {"energies": "eV", "dos": "states/eV per cell"},
+            "spin_degeneracy": self.spin_degeneracy,
+            "smearing": self.smearing,
+            "width": self.width,
+            "nkpts": int(len(self.kpts)),
+        }
+        if self.pdos is not None:
+            out["pdos"] = {k: v.tolist() for k, v in self.pdos.items()}
+        return out
+
+
+def _levels_and_projections(H: RealSpaceMatrix, S, kpts, groups, solver_kw):
+    """eps (nk, nb) and, if groups, Mulliken weights per label (nk, nlabels, nb)."""
+    ah = BlochAssembler(H)
+    as_ = None if S is None else BlochAssembler(S)
+    n = H.norb
+    chunk = max(1, 2**27 // max(1, 16 * n * n))
+    eps, proj = [], []
+    for k0 in range(0, len(kpts), chunk):
+        kc = kpts[k0:k0 + chunk]
+        hk = ah.dense(kc)
+        sk = None if as_ is None else as_.dense(kc)
+        if groups is None:
+            eps.append(solve_k(hk, sk, kc, _offset=k0, **solver_kw))
+            continue
+        e, c = solve_k(hk, sk, kc, eigenvectors=True, _offset=k0, **solver_kw)
+        sc = c if sk is None else np.einsum("kij,kjb->kib", sk, c)
+        q = np.real(np.conj(c) * sc)  # (kc, norb, nb)
+        eps.append(e)
+        proj.append(np.stack([q[:, idx, :].sum(axis=1) for idx in groups.values()], axis=1))
+    nb = min(x.shape[1] for x in eps)
+    e = np.concatenate([x[:, :nb] for x in eps])
+    return e, (None if groups is None else np.concatenate([p[:, :, :nb] for p in proj]))
+
+
+def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.05, smearing: str = "gaussian",
+                      energies=None, npoints: int = 2001, pdos: str | None = None, fermi_level: float | None = None,
+                      order: int = 1, max_condition: float = MAX_CONDITION, remedy=None,
+                      s_threshold: float = S_THRESHOLD) -> DOSResult:
+    """DOS (and Mulliken PDOS) of a structure's ``H``/``S`` on a Monkhorst-Pack grid.
+
+    Parameters
+    ----------
+    data : StructureData
+        Needs ``H`` (1 or 2 spin channels); ``S`` optional (orthonormal basis if None).
+    kmesh : 3 ints
+        Grid; non-periodic axes use 1 (a cluster is Gamma only).
+    width : float, eV
+    smearing : {"gaussian", "fermi-dirac", "methfessel-paxton"}
+    energies : array (ne,), eV, optional
+        Default: ``npoints`` points from ``min(eps) - pad`` to ``max(eps) + pad``,
+        ``pad`` = 7 widths (25 for Fermi-Dirac's long tails).
+    pdos : None or {"species", "shell", "l"}
+    fermi_level : float, optional
+        Use this Fermi level (eV).  Default: from ``data.n_electrons`` (the
+        smearing of the DOS is used for metals), else ``data.fermi_level``.
+    max_condition, remedy, s_threshold
+        S(k) checks, see :func:`acehamil.tb.eigen.solve_k`.
+
+    Returns
+    -------
+    DOSResult
+    """
+    if not isinstance(data, StructureData):
+        raise TypeError(f"data must be a StructureData, got {type(data).__name__}")
+    if not data.H:
+        raise ValueError("structure has no Hamiltonian (H is empty): nothing to compute a DOS of")
+    if smearing not in SMEARINGS:
+        raise ValueError(f"smearing must be one of {SMEARINGS}, got {smearing!r}")
+    kpts, weights = monkhorst_pack(kmesh, data.atoms.pbc)
+    groups = None if pdos is None else orbital_groups(data.layout, pdos)
+    kw = dict(max_condition=max_condition, remedy=remedy, s_threshold=s_threshold)
+    res = [_levels_and_projections(h, data.S, kpts, groups, kw) for h in data.H]
+    nb = min(r[0].shape[1] for r in res)
+    eps = np.stack([r[0][:, :nb] for r in res])
+    proj = None if groups is None else np.stack([r[1][:, :, :nb] for r in res])
+    g = 2 if len(data.H) == 1 else 1
+    if fermi_level is not None:
+        ef = float(fermi_level)
+    elif data.n_electrons is not None:
+        ef = _fermi_level(eps, weights, data.n_electrons, width, smearing, g, order)
+    else:
+        ef = data.fermi_level
+    if energies is None:
+        pad = (25.0 if smearing == "fermi-dirac" else 7.0) * width  # tails below ~1e-10 of a state
+        energies = np.linspace(eps.min() - pad, eps.max() + pad, int(npoints))
+    energies = np.asarray(energies, dtype=np.float64).reshape(-1)
+    d, p = dos_from_levels(eps, weights, energies, width, smearing, g, proj, order)
+    pd = None if p is None else {lab: p[i] for i, lab in enumerate(groups)}
+    return DOSResult(energies, d, ef, pd, eps, kpts, weights, g, float(width), smearing)
