@@ -150,9 +150,9 @@ def scatter_pair_gradients(natoms: int, i, j, g) -> np.ndarray:
     ndarray, shape (natoms, ...)
     """
     P = len(i)
-    flat = np.asarray(g).reshape(P, -1)
     if P == 0:
         return np.zeros((natoms,) + np.shape(g)[1:])
+    flat = np.asarray(g).reshape(P, -1)
     rows = np.concatenate([j, i])
     cols = np.concatenate([np.arange(P), np.arange(P)])
     vals = np.concatenate([np.ones(P), -np.ones(P)])
@@ -296,6 +296,7 @@ class ACEPotential:
         object.__setattr__(self, "e0", e0)
         object.__setattr__(self, "coef", coef)
         object.__setattr__(self, "metadata", dict(self.metadata))
+        object.__setattr__(self, "_coeff_dict", {z: coef[k] for k, z in enumerate(species)})
 
     @property
     def n_features(self) -> int:
@@ -353,10 +354,16 @@ class ACEPotential:
             b = min(a + max(int(chunk_atoms), 1), natoms)
             sl = slice(starts[a], starts[b])
             sub = pairs.select(sl)
-            desc = _descriptors_for(self.basis, numbers, np.arange(a, b), sub, grad)
-            energies[a:b] += np.einsum("nb,nb->n", desc.B, self.coef[sidx[a:b]])
+            if grad and hasattr(self.basis, "evaluate_linear"):
+                # contracted reverse mode: no (P, n_B, 3) Jacobian
+                centres = _make_centres(numbers[a:b], sub.i - a, sub.vec, numbers[sub.j])
+                eps, g = self.basis.evaluate_linear(centres, self._coeff_dict, INVARIANT)
+                energies[a:b] += eps
+            else:
+                desc = _descriptors_for(self.basis, numbers, np.arange(a, b), sub, grad)
+                energies[a:b] += np.einsum("nb,nb->n", desc.B, self.coef[sidx[a:b]])
+                g = np.einsum("pbx,pb->px", desc.G, self.coef[sidx[sub.i]]) if grad else None
             if grad and len(sub):
-                g = np.einsum("pbx,pb->px", desc.G, self.coef[sidx[sub.i]])
                 dEdr += scatter_pair_gradients(natoms, sub.i, sub.j, g)
                 dEde += strain_derivative(sub.vec, g)
         e_rep, per_rep, dEdr_rep, dEde_rep = repulsion_terms(self.repulsion, atoms, pairs_all)

@@ -1,0 +1,30 @@
+"""``acehamil evaluate-potential potential.h5 TEST.xyz [--json]``: errors of a potential on labelled data."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate-potential", help="energy/force errors of a potential on labelled structures",
+                              description=__doc__)
+    p.add_argument("potential", help="potential file (HDF5, from fit-potential)")
+    p.add_argument("data", help="labelled structures (extended XYZ or anything ase.io.read reads)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..io.potential_file import load_potential
+    from ..models.potential_data import error_metrics, read_configs
+    from .fit_potential import format_metrics
+
+    pot = load_potential(args.potential)
+    metrics = error_metrics(pot, read_configs(args.data))
+    if args.json:
+        out = dict(metrics["all"])
+        out["per_config_type"] = {k: v for k, v in metrics.items() if k != "all"}
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_metrics(f"{args.data}", metrics))
+    return 0

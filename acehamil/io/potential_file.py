@@ -1,0 +1,132 @@
+"""HDF5 files of ACE site-energy potentials.
+
+Layout (kind ``"ace_potential"``, format version 1)::
+
+    /  attrs: acehamil header (kind, format_version, acehamil_version, conventions),
+              basis_spec (JSON), repulsion (JSON or ""), metadata (JSON),
+              energy_unit "eV", length_unit "Angstrom", checksum (sha256 of the arrays)
+    /species          (n_species,) int64, atomic numbers
+    /e0               (n_species,) float64, eV
+    /coef             (n_species, n_B) float64
+    /feature_degrees  (n_B,) float64, fingerprint of the basis the coefficients belong to
+
+Arrays are stored as float64, so a reload reproduces predictions bit for bit.
+On load the basis is rebuilt from its spec and checked against the stored
+fingerprint; a mismatch (e.g. a different basis-engine version ordering its
+features differently), a wrong kind/version, or a checksum failure raise a clear
+``ValueError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from .hdf5 import atomic_h5, check_header, open_h5, write_header
+
+KIND = "ace_potential"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+
+def _checksum(species, e0, coef, degrees) -> str:
+    h = hashlib.sha256()
+    for arr in (np.asarray(species, np.int64), np.asarray(e0, np.float64), np.asarray(coef, np.float64), np.asarray(degrees, np.float64)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def save_potential(path, potential) -> None:
+    """Write an :class:`~acehamil.models.potential.ACEPotential` atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+    potential : ACEPotential
+    """
+    from ..models.potential import feature_degrees
+
+    spec = potential.basis.spec
+    if not hasattr(spec, "to_dict"):
+        raise TypeError("the potential's basis spec cannot be serialised (no to_dict)")
+    degrees = feature_degrees(potential.basis)
+    species = np.asarray(potential.species, dtype=np.int64)
+    with atomic_h5(path) as f:
+        write_header(f, KIND, FORMAT_VERSION)
+        f.attrs["basis_spec"] = json.dumps(spec.to_dict(), sort_keys=True)
+        f.attrs["repulsion"] = json.dumps(potential.repulsion.to_dict()) if potential.repulsion is not None else ""
+        f.attrs["metadata"] = json.dumps(potential.metadata, default=_json_default, sort_keys=True)
+        f.attrs["energy_unit"] = "eV"
+        f.attrs["length_unit"] = "Angstrom"
+        f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees)
+        f.create_dataset("species", data=species)
+        f.create_dataset("e0", data=np.asarray(potential.e0, dtype=np.float64))
+        f.create_dataset("coef", data=np.asarray(potential.coef, dtype=np.float64))
+        f.create_dataset("feature_degrees", data=np.asarray(degrees, dtype=np.float64))
+
+
+def _default_basis_factory(spec_dict: dict):
+    from ..basis import ACEBasis, BasisSpec
+
+    return ACEBasis(BasisSpec.from_dict(spec_dict))
+
+
+def load_potential(path, basis_factory=None):
+    """Read a potential written by :func:`save_potential`.
+
+    Parameters
+    ----------
+    path : str or Path
+    basis_factory : callable, optional
+        ``spec_dict -> basis``; default rebuilds :class:`acehamil.basis.ACEBasis`.
+
+    Returns
+    -------
+    ACEPotential
+
+    Raises
+    ------
+    ValueError
+        Not an acehamil potential file, unsupported version, corrupted arrays, or a
+        basis whose features no longer match the stored fingerprint.
+    FileNotFoundError
+    """
+    from ..models.potential import ACEPotential, feature_degrees
+    from ..models.potential_repulsion import RepulsionSpec
+
+    with open_h5(path) as f:
+        check_header(f, KIND, SUPPORTED_VERSIONS)
+        try:
+            spec_dict = json.loads(f.attrs["basis_spec"])
+            rep_json = f.attrs["repulsion"]
+            metadata = json.loads(f.attrs["metadata"])
+            checksum = f.attrs["checksum"]
+            species = np.asarray(f["species"][()], dtype=np.int64)
+            e0 = np.asarray(f["e0"][()], dtype=np.float64)
+            coef = np.asarray(f["coef"][()], dtype=np.float64)
+            degrees = np.asarray(f["feature_degrees"][()], dtype=np.float64)
+        except (KeyError, json.JSONDecodeError, OSError) as err:
+            raise ValueError(f"{path}: incomplete or corrupted potential file ({err})") from None
+    checksum = checksum.decode() if isinstance(checksum, bytes) else str(checksum)
+    if _checksum(species, e0, coef, degrees) != checksum:
+        raise ValueError(f"{path}: checksum mismatch - the stored coefficients are corrupted")
+    basis = (basis_factory or _default_basis_factory)(spec_dict)
+    rebuilt = feature_degrees(basis)
+    if rebuilt.shape != degrees.shape or not np.array_equal(rebuilt, degrees):
+        raise ValueError(
+            f"{path}: the basis rebuilt from the stored spec has {rebuilt.size} features, the file was written for "
+            f"{degrees.size} (or a different order); incompatible basis-engine version"
+        )
+    rep_json = rep_json.decode() if isinstance(rep_json, bytes) else str(rep_json)
+    repulsion = RepulsionSpec.from_dict(json.loads(rep_json)) if rep_json else None
+    return ACEPotential(basis, tuple(int(z) for z in species), e0, coef, repulsion, metadata)

@@ -1,0 +1,189 @@
+"""Potential-fit configuration (the TOML file of ``acehamil fit-potential``).
+
+Every key is optional except ``data.train``; defaults are listed here and in
+``docs/potentials.md``::
+
+    [data]
+    train = "Si_training.xyz"        # extended XYZ (anything ase.io.read reads), index ":"
+    test = ["Si_test.xyz"]           # evaluated after the fit, never used for fitting or tuning
+
+    [basis]
+    species = [14]                   # default: every element in the training set
+    r_cut = 5.0                      # Å
+    n_max = 8                        # radial functions
+    max_nu = 3                       # correlation order (1..4)
+    max_degree = [16, 12, 8]         # total degree per nu (one value = all nu)
+    weight_n = 1.0
+    weight_l = 1.0
+    envelope_power = 2
+
+    [repulsion]
+    enabled = true
+    fraction = 0.8                   # core radius = min(fraction * median nearest-neighbour
+    strength = 10.0                  #   distance, 0.95 * shortest training distance), eV/Å^2
+
+    [fit]                            # see FitSettings
+    solver = "ridge"                 # or "blr"
+    lam = [1e-9, ..., 1e-3]
+    power = [0.0, 2.0]
+    degree_shifts = [0]
+    energy_sigma = 0.001             # eV/atom
+    force_sigma = 0.05               # eV/Å
+    stress_sigma = 0.001             # eV/Å^3
+    n_folds = 5
+    seed = 0
+    cv_energy_scale = 0.001
+    cv_force_scale = 0.05
+    [fit.config_type_weights]
+    Elastic = 1.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .potential_data import Config, read_configs
+from .potential_fit import FitSettings
+from .potential_repulsion import RepulsionSpec
+
+BASIS_DEFAULTS = {"r_cut": 5.0, "n_max": 8, "max_nu": 3, "max_degree": [16, 12, 8], "weight_n": 1.0, "weight_l": 1.0,
+                  "envelope_power": 2}
+REPULSION_DEFAULTS = {"enabled": True, "fraction": 0.8, "strength": 10.0}
+_FIT_KEYS = set(FitSettings.__dataclass_fields__)
+
+
+@dataclass(frozen=True, eq=False)
+class PotentialJob:
+    """Everything a fit needs, resolved from a config dict."""
+
+    train: list
+    test: dict
+    species: tuple
+    basis: object
+    settings: FitSettings
+    repulsion: RepulsionSpec | None
+
+
+def _check_keys(section: dict, allowed, name: str) -> None:
+    unknown = set(section) - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown key(s) in [{name}]: {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def make_basis(species, r_cut=5.0, n_max=8, max_nu=3, max_degree=(16, 12, 8), weight_n=1.0, weight_l=1.0,
+               envelope_power=2):
+    """An invariant-only (``L_max = 0``) ACE basis for site energies."""
+    from ..basis import ACEBasis, BasisSpec, RadialSpec
+
+    md = list(max_degree) if np.ndim(max_degree) else [max_degree]
+    md = md[:max_nu] if len(md) >= max_nu else md + [md[-1]] * (max_nu - len(md))
+    spec = BasisSpec(
+        categories=tuple(int(z) for z in species),
+        radial=RadialSpec(n_max=int(n_max), r_cut=float(r_cut), envelope_power=int(envelope_power)),
+        max_nu=int(max_nu),
+        max_degree=tuple(float(x) for x in md),
+        weight_n=float(weight_n),
+        weight_l=float(weight_l),
+        L_max=0,
+        l_max=invariant_l_max(md[:max_nu], max_nu, weight_l),
+    )
+    return ACEBasis(spec)
+
+
+def invariant_l_max(max_degree, max_nu, weight_l=1.0) -> int:
+    """Largest one-particle ``l`` an invariant (L = 0) product can contain.
+
+    An invariant of order ``nu >= 2`` needs every ``l_k <= sum of the others``, so
+    ``2 l_k weight_l <= degree``; order 1 only uses ``l = 0``.  Capping ``l`` here
+    removes harmonics no invariant uses (the basis would otherwise compute
+    ``l`` up to the largest degree).
+
+    Examples
+    --------
+    >>> invariant_l_max([16, 12, 8], 3)
+    6
+    """
+    if max_nu < 2:
+        return 0
+    return int(max(float(d) for d in list(max_degree)[1:max_nu]) / (2.0 * float(weight_l)) + 1e-9)
+
+
+def core_repulsion(configs, species, fraction=0.8, strength=10.0) -> RepulsionSpec:
+    """Core radii per species pair from the training structures (see module docstring)."""
+    from ..structure.neighbours import neighbour_pairs
+
+    nn = {}
+    shortest = {}
+    for c in configs:
+        pairs = neighbour_pairs(c.atoms, 4.0 if len(c.atoms) else 1.0)
+        if not len(pairs):
+            continue
+        z = np.asarray(c.atoms.numbers)
+        zi, zj = z[pairs.i], z[pairs.j]
+        for a in species:
+            for b in species:
+                if a > b:
+                    continue
+                m = ((zi == a) & (zj == b)) | ((zi == b) & (zj == a))
+                if not m.any():
+                    continue
+                key = (a, b)
+                shortest[key] = min(shortest.get(key, np.inf), float(pairs.dist[m].min()))
+                per_atom = np.full(len(z), np.inf)
+                np.minimum.at(per_atom, pairs.i[m], pairs.dist[m])
+                nn.setdefault(key, []).extend(per_atom[np.isfinite(per_atom)].tolist())
+    radii = []
+    for key, r_min in shortest.items():
+        radii.append((key, float(min(fraction * np.median(nn[key]), 0.95 * r_min))))
+    return RepulsionSpec(r_core=tuple(radii), strength=float(strength))
+
+
+def job_from_config(cfg: dict, base_dir=".", progress: bool = False) -> PotentialJob:
+    """Resolve a parsed TOML dict into data, basis, settings and repulsion.
+
+    Parameters
+    ----------
+    cfg : dict
+        Sections ``data``, ``basis``, ``repulsion``, ``fit`` (module docstring).
+    base_dir : str or Path
+        Relative data paths are taken relative to it (the config file's folder).
+    """
+    _check_keys(cfg, {"data", "basis", "repulsion", "fit"}, "top level")
+    data = dict(cfg.get("data", {}))
+    _check_keys(data, {"train", "test"}, "data")
+    if "train" not in data:
+        raise ValueError("the config needs data.train (a training-set file)")
+    base = Path(base_dir)
+    train = read_configs(base / data["train"])
+    tests = data.get("test", [])
+    tests = [tests] if isinstance(tests, str) else list(tests)
+    test = {str(t): read_configs(base / t) for t in tests}
+    bcfg = {**BASIS_DEFAULTS, **cfg.get("basis", {})}
+    _check_keys(bcfg, set(BASIS_DEFAULTS) | {"species"}, "basis")
+    present = sorted({int(z) for c in train for z in c.atoms.numbers})
+    species = tuple(sorted(int(z) for z in bcfg.pop("species", present)))
+    missing = set(present) - set(species)
+    if missing:
+        raise ValueError(f"training data contain elements {sorted(missing)} not in basis.species {list(species)}")
+    basis = make_basis(species, **bcfg)
+    rcfg = {**REPULSION_DEFAULTS, **cfg.get("repulsion", {})}
+    _check_keys(rcfg, set(REPULSION_DEFAULTS), "repulsion")
+    repulsion = core_repulsion(train, species, rcfg["fraction"], rcfg["strength"]) if rcfg["enabled"] else None
+    fcfg = dict(cfg.get("fit", {}))
+    _check_keys(fcfg, _FIT_KEYS, "fit")
+    for k in ("lam", "power", "degree_shifts"):
+        if k in fcfg:
+            fcfg[k] = tuple(fcfg[k]) if np.ndim(fcfg[k]) else (fcfg[k],)
+    settings = FitSettings(**fcfg)
+    return PotentialJob(train, test, species, basis, settings, repulsion)
+
+
+def summarise(configs: list[Config]) -> dict:
+    """Counts per config_type."""
+    out = {}
+    for c in configs:
+        out[c.config_type] = out.get(c.config_type, 0) + 1
+    return out
