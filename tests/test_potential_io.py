@@ -1,0 +1,183 @@
+"""Potential files, the ASE calculator, the fitting pipeline and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from acehamil.calculators import ACECalculator
+from acehamil.io.potential_file import load_potential, save_potential
+from acehamil.models.potential import ACEPotential, feature_degrees
+from acehamil.models.potential_config import make_basis
+from acehamil.models.potential_data import error_metrics, read_configs
+from acehamil.models.potential_fit import FitSettings, fit_potential
+from acehamil.models.potential_repulsion import RepulsionSpec
+
+
+def _small_potential(rng, species=(14,), repulsion=None):
+    basis = make_basis(species, r_cut=4.0, n_max=4, max_nu=3, max_degree=(4, 4, 3))
+    nB = len(feature_degrees(basis))
+    return ACEPotential(basis, species, rng.normal(size=len(species)), 0.1 * rng.normal(size=(len(species), nB)), repulsion,
+                        {"note": "test"})
+
+
+def _si(rng, amp=0.1):
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions += amp * rng.normal(size=atoms.positions.shape)
+    return atoms
+
+
+@pytest.mark.parametrize("with_repulsion", [False, True])
+def test_file_round_trip_is_bit_identical(tmp_path, rng, with_repulsion):
+    rep = RepulsionSpec((((14, 14), 1.9),), 7.0) if with_repulsion else None
+    pot = _small_potential(rng, repulsion=rep)
+    path = tmp_path / "pot.h5"
+    save_potential(path, pot)
+    back = load_potential(path)
+    assert back.species == pot.species and back.repulsion == pot.repulsion
+    assert back.metadata == {"note": "test"}
+    assert np.array_equal(back.coef, pot.coef) and np.array_equal(back.e0, pot.e0)
+    atoms = _si(rng)
+    a, b = pot.compute(atoms), back.compute(atoms)
+    assert a["energy"] == b["energy"]
+    assert np.array_equal(a["forces"], b["forces"]) and np.array_equal(a["stress"], b["stress"])
+
+
+@pytest.mark.parametrize("damage", ["coef", "kind", "version", "truncate", "basis"])
+def test_corrupted_or_incompatible_files_are_refused(tmp_path, rng, damage):
+    pot = _small_potential(rng)
+    path = tmp_path / "pot.h5"
+    save_potential(path, pot)
+    if damage == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        match = "not a readable HDF5|corrupted"
+    else:
+        with h5py.File(path, "r+") as f:
+            if damage == "coef":
+                f["coef"][0, 0] += 1e-9
+                match = "checksum"
+            elif damage == "kind":
+                f.attrs["acehamil_kind"] = "hamiltonian_model"
+                match = "expected 'ace_potential'"
+            elif damage == "version":
+                f.attrs["format_version"] = 99
+                match = "format version 99"
+            else:
+                spec = json.loads(f.attrs["basis_spec"])
+                spec["radial"]["n_max"] = 5
+                f.attrs["basis_spec"] = json.dumps(spec)
+                match = "incompatible basis"
+    with pytest.raises(ValueError, match=match):
+        load_potential(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_potential(tmp_path / "nope.h5")
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_calculator_properties(rng, periodic):
+    pot = _small_potential(rng, repulsion=RepulsionSpec((((14, 14), 1.9),), 5.0))
+    atoms = _si(rng) if periodic else Atoms("Si5", positions=rng.normal(size=(5, 3)) * 1.5)
+    atoms.calc = ACECalculator(pot)
+    e = atoms.get_potential_energy()
+    assert atoms.get_potential_energy(force_consistent=True) == e
+    np.testing.assert_allclose(atoms.get_potential_energies().sum(), e, rtol=1e-12)
+    assert atoms.get_forces().shape == (len(atoms), 3)
+    if periodic:
+        from ase.calculators.fd import calculate_numerical_stress
+
+        num = calculate_numerical_stress(atoms, eps=1e-5)  # ASE's own sign convention
+        np.testing.assert_allclose(atoms.get_stress(), num, atol=1e-7)
+    else:
+        with pytest.raises(PropertyNotImplementedError):
+            atoms.get_stress()
+
+
+def test_calculator_rejects_non_potential():
+    with pytest.raises(TypeError, match="ACEPotential"):
+        ACECalculator(object())
+
+
+def _labelled(truth, rng, n, config_type):
+    out = []
+    for _ in range(n):
+        atoms = _si(rng, amp=0.15)
+        atoms.set_cell(atoms.cell.array * (1 + 0.02 * rng.normal()), scale_atoms=True)
+        res = truth.compute(atoms)
+        atoms.calc = SinglePointCalculator(atoms, energy=res["energy"], forces=res["forces"])
+        atoms.info["config_type"] = config_type
+        out.append(atoms)
+    return out
+
+
+def test_fit_recovers_a_known_potential_and_cli_round_trip(tmp_path, rng):
+    """Data generated by a potential of the same form is fitted to ~zero error; then via the CLI."""
+    import ase.io
+
+    from acehamil.cli import main
+
+    truth = _small_potential(rng)
+    frames = _labelled(truth, rng, 16, "md") + _labelled(truth, rng, 6, "strain")
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    configs = read_configs(tmp_path / "train.xyz")
+    settings = FitSettings(lam=(1e-12, 1e-6), power=(0.0,), n_folds=3, energy_sigma=1e-3, force_sigma=1e-2)
+    res = fit_potential(configs, truth.basis, truth.species, settings)
+    assert res.chosen["lam"] == 1e-12
+    m = error_metrics(res.potential, configs)
+    assert m["all"]["energy_mae_meV_per_atom"] < 0.05 and m["all"]["force_mae_eV_per_A"] < 1e-3
+    assert set(m) == {"all", "md", "strain"}
+    blr = fit_potential(configs, truth.basis, truth.species, FitSettings(solver="blr", power=(0.0,), n_folds=1))
+    assert error_metrics(blr.potential, configs)["all"]["force_mae_eV_per_A"] < 1e-2
+
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text(
+        '[data]\ntrain = "train.xyz"\n[basis]\nr_cut = 4.0\nn_max = 4\nmax_nu = 3\nmax_degree = [4, 4, 3]\n'
+        "[fit]\nlam = [1e-12]\npower = [0.0]\nn_folds = 1\n"
+    )
+    out = tmp_path / "pot.h5"
+    assert main(["fit-potential", str(cfg), "-o", str(out), "-q"]) == 0
+    assert main(["evaluate-potential", str(out), str(tmp_path / "train.xyz"), "--json"]) == 0
+
+
+def test_cli_evaluate_json_keys(tmp_path, rng, capsys):
+    import ase.io
+
+    from acehamil.cli import main
+
+    truth = _small_potential(rng)
+    ase.io.write(tmp_path / "t.xyz", _labelled(truth, rng, 3, "md"), format="extxyz")
+    save_potential(tmp_path / "p.h5", truth)
+    assert main(["evaluate-potential", str(tmp_path / "p.h5"), str(tmp_path / "t.xyz"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"energy_mae_meV_per_atom", "energy_rmse_meV_per_atom", "force_mae_eV_per_A", "force_rmse_eV_per_A", "nconfigs"} <= set(out)
+    assert out["nconfigs"] == 3 and out["energy_mae_meV_per_atom"] < 1e-3  # extxyz print precision
+
+
+def test_bad_config_is_reported(tmp_path, capsys):
+    from acehamil.cli import main
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[data]\ntrain = "x.xyz"\n[fit]\nbogus = 1\n')
+    assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "p.h5")]) == 1
+    assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_pipeline_on_a_subset_of_si_training_data(shared_data, tmp_path):
+    """End to end on 24 real Si structures: a tiny model fits and predicts held-out structures sensibly."""
+    configs = read_configs(shared_data / "mlearn" / "Si_training.xyz", index="::8")
+    train, held = configs[::2], configs[1::2]
+    basis = make_basis((14,), r_cut=4.5, n_max=5, max_nu=2, max_degree=(6, 6))
+    res = fit_potential(train, basis, (14,), FitSettings(lam=(1e-8, 1e-5), power=(0.0,), n_folds=3))
+    m = error_metrics(res.potential, held)["all"]
+    assert m["energy_mae_meV_per_atom"] < 100 and m["force_mae_eV_per_A"] < 0.5
