@@ -3,7 +3,7 @@
 ``R_n(r) = sum_k T[k, n] P_k(2u - 1) (1 - u)^p`` for ``u < 1`` and 0 beyond,
 with ``P_k`` Legendre polynomials, ``p = RadialSpec.envelope_power >= 2`` (so
 value and first derivative vanish at the cutoff) and ``T`` chosen (Cholesky of
-the Gram matrix on a Gauss-Legendre grid) so that
+a QR factorisation on a Gauss-Legendre grid) so that
 ``int_0^1 R_n R_n' du = delta_nn'``.  The cutoff may differ per particle (per
 centre-species / category pair, see :class:`RadialSpec`).
 
@@ -52,9 +52,10 @@ class RadialBasis:
         x, w = np.polynomial.legendre.leggauss(n + p + 8)
         u = 0.5 * (x + 1.0)
         f = _legendre(x, n)[0] * ((1.0 - u) ** p)[:, None]
-        gram = (f * (0.5 * w)[:, None]).T @ f
-        L = np.linalg.cholesky(gram)
-        self._T = np.linalg.inv(L).T  # f @ T is orthonormal
+        # Gram-Schmidt by QR of the quadrature-weighted values (stabler than Cholesky of the Gram)
+        _, Rm = np.linalg.qr(f * np.sqrt(0.5 * w)[:, None])
+        Rm = Rm * np.sign(np.diag(Rm))[:, None]
+        self._T = np.linalg.inv(Rm)  # f @ T is orthonormal
         self._T.setflags(write=False)
 
     @property
