@@ -332,3 +332,20 @@ def overlap_min_eigenvalue(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: in
     M = sps.csr_matrix((vals, (rows, cols)), shape=(S.norb, S.norb))
     M = 0.5 * (M + M.T)
     return float(spl.eigsh(M, k=1, which="SA", tol=1e-6, maxiter=5000, return_eigenvectors=False)[0])
+
+
+def random_coefficients(mm: MatrixModel, rng: np.random.Generator, scale: float = 1.0) -> dict:
+    """Random coefficients of the right shapes for every block type of ``mm`` (tests, benchmarks).
+
+    Returns
+    -------
+    dict {bt.key: {L: ndarray (n_F,)}}
+    """
+    out = {}
+    for fam, bt in mm.block_types():
+        nf = fam.basis.n_features if fam.basis is not None else {}
+        for L in bt.L_values():
+            n = nf.get((L, bt.parity), 0) + (1 if (fam.kind == "onsite" and L == 0) else 0)
+            if n:
+                out.setdefault(bt.key, {})[L] = scale * rng.normal(size=n)
+    return out

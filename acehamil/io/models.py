@@ -1,0 +1,155 @@
+"""HDF5 files of fitted Hamiltonian/overlap models.
+
+Layout (format version 1, ``acehamil_kind = "hamiltonian_model"``)::
+
+    /  attrs: header (acehamil.io.hdf5.write_header), config (JSON of ModelConfig),
+              orbital_basis (JSON), basis_specs (JSON {"H"|"S": {family: BasisSpec dict}}),
+              report (JSON), checksum (sha256 of every coefficient array, in order)
+    /H/coefficients/<kind>/<zi>-<zj>/<a>-<b>/L<L>   float64 (n_F,)
+    /S/coefficients/...
+    /H/posteriors/<block key>/L<L>/{mean, eigvals, eigvecs, prior_diag, proj}  (BLR only)
+              attrs alpha, beta, gamma, log_evidence, yty, count, n_iter, converged
+
+Loading rebuilds every ACE basis from the stored configuration, checks that
+the rebuilt basis specs and feature counts equal the stored ones and that the
+checksum matches, and predicts bit for bit as the model that was saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from .hdf5 import atomic_h5, check_header, open_h5, write_header
+
+KIND = "hamiltonian_model"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+
+def _basis_specs(mm) -> dict:
+    out = {}
+    for fam in mm.families:
+        spec = fam.basis_spec()
+        out[fam.name] = None if spec is None else spec.to_dict()
+    return out
+
+
+def _checksum(model) -> str:
+    h = hashlib.sha256()
+    for name, mm in (("H", model.H), ("S", model.S)):
+        for key in sorted(mm.coefficients):
+            for L in sorted(mm.coefficients[key]):
+                h.update(f"{name}/{key}/L{L}".encode())
+                h.update(np.ascontiguousarray(mm.coefficients[key][L], dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def save_model(model, path) -> None:
+    """Write ``model`` (a :class:`~acehamil.models.hamiltonian.HamiltonianModel`) to ``path`` atomically."""
+    with atomic_h5(path) as f:
+        write_header(f, KIND, FORMAT_VERSION)
+        f.attrs["config"] = json.dumps(model.config.to_dict())
+        f.attrs["orbital_basis"] = json.dumps({str(z): v for z, v in model.orbital_basis.to_dict().items()})
+        f.attrs["basis_specs"] = json.dumps({"H": _basis_specs(model.H), "S": _basis_specs(model.S)})
+        f.attrs["report"] = json.dumps(model.report, default=float)
+        f.attrs["checksum"] = _checksum(model)
+        for name, mm in (("H", model.H), ("S", model.S)):
+            g = f.create_group(name)
+            gc = g.create_group("coefficients")
+            for key, byL in mm.coefficients.items():
+                for L, c in byL.items():
+                    gc.create_dataset(f"{key}/L{L}", data=np.asarray(c, dtype=np.float64))
+            gp = g.create_group("posteriors")
+            for key, byL in mm.posteriors.items():
+                for L, post in byL.items():
+                    q = gp.create_group(f"{key}/L{L}")
+                    for arr in ("mean", "eigvals", "eigvecs", "prior_diag", "proj"):
+                        q.create_dataset(arr, data=np.asarray(getattr(post, arr)))
+                    for at in ("alpha", "beta", "gamma", "log_evidence", "yty", "count", "n_iter", "converged"):
+                        q.attrs[at] = getattr(post, at)
+
+
+def _read_coefficients(g) -> dict:
+    out = {}
+
+    def visit(name, obj):
+        if hasattr(obj, "shape"):
+            key, Lpart = name.rsplit("/", 1)
+            if not Lpart.startswith("L"):
+                raise ValueError(f"unexpected dataset {name!r} in coefficients")
+            out.setdefault(key, {})[int(Lpart[1:])] = np.array(obj[()], dtype=np.float64)
+
+    g.visititems(visit)
+    return out
+
+
+def _read_posteriors(g) -> dict:
+    from ..fitting import BLRPosterior
+
+    out = {}
+
+    def visit(name, obj):
+        if hasattr(obj, "shape") or "mean" not in obj:
+            return
+        key, Lpart = name.rsplit("/", 1)
+        a = obj.attrs
+        out.setdefault(key, {})[int(Lpart[1:])] = BLRPosterior(
+            np.array(obj["mean"]), float(a["alpha"]), float(a["beta"]), float(a["gamma"]), float(a["log_evidence"]),
+            np.array(obj["eigvals"]), np.array(obj["eigvecs"]), np.array(obj["prior_diag"]), np.array(obj["proj"]),
+            float(a["yty"]), int(a["count"]), int(a["n_iter"]), bool(a["converged"]),
+        )
+
+    g.visititems(visit)
+    return out
+
+
+def load_model(path):
+    """Read a model written by :func:`save_model`.
+
+    Raises
+    ------
+    ValueError
+        Not an acehamil model file, unsupported format version, a changed ACE
+        basis (specs or feature counts differ), a checksum mismatch or a
+        truncated/corrupt file; the message says which.
+    """
+    from ..models.config import ModelConfig
+    from ..models.hamiltonian import HamiltonianModel
+    from ..structure import OrbitalBasis
+
+    with open_h5(path) as f:
+        check_header(f, KIND, SUPPORTED_VERSIONS)
+        try:
+            config = ModelConfig.from_dict(json.loads(f.attrs["config"]))
+            ob = OrbitalBasis.from_dict({int(z): [tuple(s) for s in v] for z, v in json.loads(f.attrs["orbital_basis"]).items()})
+            stored_specs = json.loads(f.attrs["basis_specs"])
+            report = json.loads(f.attrs["report"])
+            checksum = str(f.attrs["checksum"])
+            coefs = {n: _read_coefficients(f[n]["coefficients"]) for n in ("H", "S")}
+            posts = {n: _read_posteriors(f[n]["posteriors"]) for n in ("H", "S")}
+        except (KeyError, OSError, json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{path}: corrupt or incomplete model file ({type(err).__name__}: {err})") from None
+    model = HamiltonianModel.build(config, ob, coefs["H"], coefs["S"], report, posts["H"], posts["S"])
+    if _checksum(model) != checksum:
+        raise ValueError(f"{path}: coefficient checksum mismatch (file corrupted or edited)")
+    rebuilt = {"H": _basis_specs(model.H), "S": _basis_specs(model.S)}
+    if json.loads(json.dumps(rebuilt)) != stored_specs:
+        raise ValueError(f"{path}: the ACE basis specs rebuilt by this acehamil differ from those stored in the file "
+                         "(model written by an incompatible version)")
+    _check_feature_counts(model, path)
+    return model
+
+
+def _check_feature_counts(model, path) -> None:
+    for mm in (model.H, model.S):
+        for fam, bt in mm.block_types():
+            basis = fam.basis
+            nf = basis.n_features if basis is not None else {}
+            for L, c in mm.coefficients.get(bt.key, {}).items():
+                expect = nf.get((L, bt.parity), 0) + (1 if (fam.kind == "onsite" and L == 0) else 0)
+                if c.shape != (expect,):
+                    raise ValueError(f"{path}: {mm.name} {bt.key} L={L} stores {c.size} coefficients, the rebuilt basis "
+                                     f"has {expect} features (incompatible acehamil/basis version)")
