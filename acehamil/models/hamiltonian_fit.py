@@ -18,6 +18,7 @@ are kept or dropped together.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -154,12 +155,19 @@ def solve_all(model: MatrixModel, normal: dict, solver) -> tuple:
             nfeat = {LL: (normal[(bt.key, LL)].n if (bt.key, LL) in normal else 0) for LL in bt.L_values()}
             deg = fam.degrees(bt, nfeat)[L]
             scale = float(np.mean(np.diag(ne.AtA))) or 1.0
-            if solver.method == "blr" and ne.count >= 2:
-                c, post = blr_normal(ne, prior_diag=smoothness_prior(deg, 1.0, solver.smoothness))
-                posts.setdefault(bt.key, {})[L] = post
-                # condition number of the equilibrated normal matrix
-                cond = _cond(ne)
-            else:
+            c = None
+            if ne.yty <= 1e-300:  # all targets zero (e.g. a block forbidden by symmetry in the data)
+                c, cond = np.zeros(ne.n), _cond(ne)
+            elif solver.method == "blr" and ne.count >= 2:
+                with np.errstate(all="ignore"):
+                    c, post = blr_normal(ne, prior_diag=smoothness_prior(deg, 1.0, solver.smoothness))
+                if np.all(np.isfinite(c)) and np.isfinite(post.alpha) and np.isfinite(post.beta):
+                    posts.setdefault(bt.key, {})[L] = post
+                    cond = _cond(ne)
+                else:  # data fitted exactly (noise precision diverges): fall back to ridge
+                    c = None
+                    d["blr_fallback"] = d.get("blr_fallback", 0) + 1
+            if c is None:
                 c, res = ridge_normal(ne, smoothness_prior(deg, solver.lam * scale, solver.smoothness))
                 cond = res.condition_number_unregularised
             coefs.setdefault(bt.key, {})[L] = c
@@ -269,7 +277,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
                     report[name][key]["val_rmse"] = st["rmse"]
                     report[name][key]["val_mae"] = st["mae"]
             report[f"{name}_validation"] = {"rmse": errs["rmse"], "mae": errs["mae"]}
-    return model
+    return dataclasses.replace(model, report=report)
 
 
 def w_mean(w) -> float:
