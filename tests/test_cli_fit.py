@@ -1,0 +1,100 @@
+"""Command line: fit -> predict -> evaluate on a small synthetic (Slater-Koster s/p) dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from acehamil.cli import main
+from acehamil.io.dataset import read_dataset, write_dataset
+from acehamil.structure import OrbitalBasis, StructureData
+from acehamil.tb.toy import slater_koster
+
+CONFIG = """
+[data]
+train = "train.h5"
+test = [3]
+
+[h_onsite]
+r_cut = 4.0
+max_nu = 2
+max_degree = [4, 3]
+n_max = 3
+
+[h_offsite]
+r_cut = 4.0
+r_env = 0.0
+max_nu = 1
+max_degree = [10]
+n_max = 10
+
+[s_offsite]
+r_cut = 4.0
+max_nu = 1
+max_degree = [10]
+n_max = 10
+
+[solver]
+lam = 1e-12
+"""
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(3)
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+    data = []
+    for _ in range(4):
+        at = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
+        at.rattle(0.08, rng=rng)
+        H, S = slater_koster(at, basis, cutoff=4.0)
+        data.append(StructureData(at, basis, H=(H,), S=S, n_electrons=16.0))
+    write_dataset(d / "train.h5", data)
+    (d / "fit.toml").write_text(CONFIG)
+    return d
+
+
+def test_fit_predict_evaluate(workdir, capsys):
+    d = workdir
+    assert main(["fit", str(d / "fit.toml"), "-o", str(d / "model.h5"), "-q", "--report", str(d / "report.json")]) == 0
+    rep = json.loads((d / "report.json").read_text())
+    assert rep["dataset_indices"] == [0, 1, 2]  # test structure 3 never fitted
+    assert rep["test"]["H"]["rmse_meV"] < 5.0
+    assert main(["predict", str(d / "model.h5"), str(d / "train.h5"), "--index", "3", "-o", str(d / "pred.h5"), "-q"]) == 0
+    pred = read_dataset(d / "pred.h5")
+    assert len(pred) == 1 and pred[0].info["overlap_min_eigenvalue"] > 0 and pred[0].n_electrons == 16.0
+    capsys.readouterr()
+    assert main(["evaluate", str(d / "model.h5"), str(d / "train.h5"), "--index", "3", "--kmesh", "2", "2", "2", "--window", "8", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("rmse_meV", "mae_meV", "per_block"):
+        assert key in res["H"]
+    assert set(res["S"]) >= {"rmse", "mae"} and res["eigenvalues"]["window_eV"] == 8.0
+    assert res["H"]["rmse_meV"] == pytest.approx(rep["test"]["H"]["rmse_meV"], rel=1e-9)
+    assert np.isfinite(res["eigenvalues"]["mae_meV"]) and res["eigenvalues"]["mae_meV"] < 20.0
+
+
+def test_predict_from_ase_file(workdir, tmp_path):
+    import ase.io
+
+    d = workdir
+    if not (d / "model.h5").exists():
+        pytest.skip("needs the model of test_fit_predict_evaluate")
+    at = bulk("Si", "diamond", a=5.43)
+    ase.io.write(tmp_path / "si.xyz", at)
+    assert main(["predict", str(d / "model.h5"), str(tmp_path / "si.xyz"), "-o", str(tmp_path / "p.h5"), "-q"]) == 0
+    sd = read_dataset(tmp_path / "p.h5")[0]
+    assert sd.H[0].hermiticity_error() <= 1e-12
+
+
+def test_fit_errors_are_clear(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text("[h_offsite]\nr_cutoff = 3\n")
+    assert main(["fit", str(tmp_path / "bad.toml"), "-o", str(tmp_path / "m.h5")]) == 1
+    assert "unknown keys" in capsys.readouterr().err
+    (tmp_path / "nodata.toml").write_text("[solver]\nlam = 1e-6\n")
+    assert main(["fit", str(tmp_path / "nodata.toml"), "-o", str(tmp_path / "m.h5")]) == 1
+    assert "[data] train" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "missing.h5"), str(tmp_path / "x.xyz"), "-o", str(tmp_path / "p.h5")]) == 1
