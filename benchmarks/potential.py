@@ -1,0 +1,85 @@
+"""Speed of the ACE site-energy potential: microseconds per atom for energy +
+forces (+ stress, free) on a 1000-atom Si diamond supercell, and the fit time per
+element (from a benchmarks/mlearn.py --json report, or by fitting Si here).
+
+Usage::
+
+    nice python benchmarks/potential.py [--potential Si.h5] [--mlearn-json report.json] [--json]
+
+Without ``--potential`` the benchmark basis of benchmarks/mlearn.py is used with
+random coefficients (the cost does not depend on their values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def benchmark_model(args):
+    from acehamil.io.potential_file import load_potential
+    from acehamil.models.potential import ACEPotential, feature_degrees
+    from acehamil.models.potential_config import make_basis
+    from acehamil.models.potential_repulsion import RepulsionSpec
+    from mlearn import BASIS
+
+    if args.potential:
+        return load_potential(args.potential)
+    basis = make_basis((14,), r_cut=args.r_cut, **BASIS)
+    nB = len(feature_degrees(basis))
+    rng = np.random.default_rng(0)
+    return ACEPotential(basis, (14,), [-5.0], 1e-3 * rng.normal(size=(1, nB)), RepulsionSpec((((14, 14), 1.9),), 10.0))
+
+
+def main(argv=None) -> int:
+    from ase.build import bulk
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--potential", help="potential file (default: benchmark basis, random coefficients)")
+    p.add_argument("--r-cut", type=float, default=5.0)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--mlearn-json", type=Path, help="report of benchmarks/mlearn.py --json (fit times)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+
+    pot = benchmark_model(args)
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((5, 5, 5))
+    atoms.positions += np.random.default_rng(1).normal(scale=0.05, size=atoms.positions.shape)
+    natoms = len(atoms)
+    pot.compute(atoms)  # warm-up (basis tables)
+    times = []
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        pot.compute(atoms, forces=True, stress=True)
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    out = {
+        "natoms": natoms,
+        "us_per_atom": best / natoms * 1e6,
+        "nfeatures": pot.n_features,
+        "seconds_per_call": best,
+        "basis": repr(pot.basis),
+        "cutoff": pot.cutoff,
+    }
+    if args.mlearn_json and args.mlearn_json.is_file():
+        rep = json.loads(args.mlearn_json.read_text())
+        out["fit_seconds"] = {r["element"]: r["fit_seconds"] for r in rep["results"]}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{natoms} atoms, {pot.n_features} features/species ({out['basis']}), cutoff {pot.cutoff} A")
+        print(f"energy + forces + stress: {best:.3f} s per call = {out['us_per_atom']:.1f} us/atom (best of {len(times)})")
+        for el, s in out.get("fit_seconds", {}).items():
+            print(f"fit time {el}: {s:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
