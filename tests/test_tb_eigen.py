@@ -9,6 +9,7 @@ from ase.build import bulk
 
 from acehamil.structure import OrbitalBasis, RealSpaceMatrix
 from acehamil.tb.bloch import bloch_sum
+from acehamil.tb import eigen
 from acehamil.tb.eigen import OverlapError, solve, solve_k
 from acehamil.tb.toy import slater_koster
 
@@ -20,6 +21,14 @@ def si_model():
     atoms = bulk("Si", "diamond", a=5.43)
     H, S = slater_koster(atoms, SP, cutoff=4.0)
     return atoms, H, S
+
+
+@pytest.fixture(params=["batched", "per-k"], autouse=True)
+def solver_path(request, monkeypatch):
+    """Run every test through both the stacked small-matrix path and the per-k LAPACK path."""
+    if request.param == "per-k":
+        monkeypatch.setattr(eigen, "BATCH_NORB", 0)
+    return request.param
 
 
 def _chain(e0, t, s):

@@ -1,7 +1,9 @@
 """Generalized Hermitian eigen-solves ``H(k) c = eps S(k) c`` with overlap checks.
 
-Every k-point's ``S(k)`` is Cholesky-factorised (``S = L L^H``) and its
-condition number estimated from the factor (LAPACK ``pocon``, O(norb^2)).
+Every k-point's ``S(k)`` is checked: for ``norb <= BATCH_NORB`` its exact
+spectrum is computed (stacked over k, cheap for small matrices); above, it is
+Cholesky-factorised (``S = L L^H``) and its 1-norm condition number estimated
+from the factor (LAPACK ``pocon``, O(norb^2)).
 When ``S(k)`` is not positive definite, or its condition number exceeds
 ``max_condition``, an :class:`OverlapError` names the k-point and the smallest
 eigenvalue of ``S(k)`` and points to the remedy - never silent nonsense.
@@ -42,6 +44,9 @@ __all__ = ["OverlapError", "solve", "solve_k", "overlap_report"]
 MAX_CONDITION = 1e10
 #: Default threshold on eigenvalues of S(k) for the "project" remedy.
 S_THRESHOLD = 1e-6
+#: Up to this many orbitals all k-points of a chunk are solved in stacked numpy calls (fast for
+#: small matrices); larger ones go k by k through LAPACK potrf/pocon/hegst/heevd.
+BATCH_NORB = 128
 _CHUNK_BYTES = 2**27  # dense (nk_chunk, norb, norb) complex buffers per chunk, H and S each
 
 
@@ -115,6 +120,27 @@ def _cholesky_solve(h, s, kpt, index, eigenvectors, max_condition):
     return w, x
 
 
+def _batched_solve(hk, sk, kpts, offset, eigenvectors, max_condition):
+    """Small matrices, all k at once (numpy's stacked LAPACK calls): exact S(k) spectrum check,
+    Cholesky, ``A = L^-1 H L^-H``.  Returns (eps (nk, n), vecs (nk, n, n) or None)."""
+    s_eig = np.linalg.eigvalsh(sk)
+    smin, smax = s_eig[:, 0], s_eig[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bad = ~(smin > 0) | ~(smax / smin <= max_condition)
+    if bad.any():
+        q = int(np.argmax(bad))
+        reason = "is not positive definite" if not smin[q] > 0 else "is ill-conditioned"
+        raise _overlap_error(sk[q], None if kpts is None else kpts[q], q + offset, max_condition, reason)
+    x = np.linalg.inv(np.linalg.cholesky(sk))  # L^-1, (nk, n, n)
+    xh = np.conj(np.swapaxes(x, 1, 2))
+    a = x @ hk @ xh
+    a = 0.5 * (a + np.conj(np.swapaxes(a, 1, 2)))
+    if not eigenvectors:
+        return np.linalg.eigvalsh(a), None
+    w, y = np.linalg.eigh(a)
+    return w, xh @ y
+
+
 def _projected_solve(h, s, eigenvectors, s_threshold):
     """One k with the near-null space of S removed. Returns (eps (m,), vecs (n, m) or None)."""
     sv, u = np.linalg.eigh(s)
@@ -178,6 +204,10 @@ def solve_k(Hk, Sk=None, kpts=None, *, eigenvectors=False, max_condition=MAX_CON
         raise ValueError(f"max_condition must be > 1, got {max_condition}")
     if remedy == "project" and not s_threshold > 0:
         raise ValueError(f"s_threshold must be > 0, got {s_threshold}")
+    if Sk is not None and remedy is None and n <= BATCH_NORB:
+        w, v = _batched_solve(np.asarray(Hk, np.complex128), np.asarray(Sk, np.complex128), kpts, _offset,
+                              eigenvectors, max_condition)
+        return (w, v) if eigenvectors else w
     eps, vecs = [], []
     for q in range(nk):
         h = np.asarray(Hk[q], dtype=np.complex128)
