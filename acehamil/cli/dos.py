@@ -1,0 +1,56 @@
+"""``acehamil dos DATA -o dos.png [--json dos.json]``: density of states (and Mulliken PDOS).
+
+The DOS is ``g_s sum_k w_k sum_n delta(E - eps_nk)`` in states/eV per cell on
+a time-reversal-reduced Monkhorst-Pack grid (``g_s`` = 2 for one spin
+channel, channels summed when there are two).  ``--width`` is the smearing
+width ``w`` of :mod:`acehamil.tb.smearing` (Gaussian ``exp(-(x/w)^2)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._tbcommon import add_structure_args, check_output, load_structure, solver_kw, write_json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("dos", help="density of states (plot and/or JSON) of a dataset structure",
+                              description=__doc__.split("\n\n")[0])
+    add_structure_args(p)
+    p.add_argument("--kmesh", type=int, nargs=3, default=[12, 12, 12], metavar=("N1", "N2", "N3"),
+                   help="Monkhorst-Pack grid (default 12 12 12; 1 along non-periodic axes)")
+    p.add_argument("--width", type=float, default=0.05, help="smearing width in eV (default 0.05)")
+    p.add_argument("--smearing", default="gaussian", choices=["gaussian", "fermi-dirac", "methfessel-paxton"])
+    p.add_argument("--pdos", nargs="?", const="species", default=None, choices=["species", "shell", "l"],
+                   help="Mulliken PDOS per species (default), shell or l")
+    p.add_argument("--erange", type=float, nargs=2, default=None, metavar=("EMIN", "EMAX"),
+                   help="absolute energy range of the DOS in eV (default: all levels)")
+    p.add_argument("--npoints", type=int, default=2001, help="energy points (default 2001)")
+    p.add_argument("--fermi-level", type=float, default=None, help="E_F in eV (default: from the electron count)")
+    p.add_argument("-o", "--output", default=None, help="figure file (.png or .pdf)")
+    p.add_argument("--json", default=None, help="write the DOS JSON (see docs/tb.md)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..tb.dos import density_of_states
+
+    check_output(args.output)
+    if args.npoints < 2:
+        raise ValueError(f"--npoints must be >= 2, got {args.npoints}")
+    sd = load_structure(args.data, args.structure)
+    energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints)
+    res = density_of_states(sd, kmesh=args.kmesh, width=args.width, smearing=args.smearing, energies=energies,
+                            npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, **solver_kw(args))
+    if args.json:
+        write_json(args.json, res.to_json())
+    if args.output:
+        from ..plotting import plot_dos, save_figure
+
+        save_figure(plot_dos(res, emin=args.emin, emax=args.emax), args.output)
+    if not args.quiet:
+        ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
+        print(f"{len(res.kpts)} k-points (weights from a {'x'.join(map(str, args.kmesh))} grid), "
+              f"E_F {ef}, spin degeneracy {res.spin_degeneracy}, "
+              f"integral {np.trapezoid(res.dos, res.energies):.4f} states/cell")
+    return 0

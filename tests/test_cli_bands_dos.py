@@ -1,0 +1,107 @@
+"""``acehamil bands`` / ``acehamil dos`` end to end on dataset files (toy models and, where present,
+the shared FHI-aims and ACEhamiltonians data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from acehamil.cli import main
+from acehamil.io.dataset import write_dataset
+from acehamil.structure import OrbitalBasis, StructureData
+from acehamil.tb.eigen import solve
+from acehamil.tb.toy import SKParams, slater_koster
+
+SP = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tbcli")
+    atoms = bulk("Si", "diamond", a=5.43)
+    H, S = slater_koster(atoms, SP, cutoff=4.0)
+    kref = np.array([[0, 0, 0], [0.25, 0, 0.25], [0.5, 0, 0.5]])
+    sd = StructureData(atoms, SP, H=(H,), S=S, n_electrons=8, reference_bands=(kref, solve(H, S, kref)),
+                       info={"source": "toy"})
+    H2, S2 = slater_koster(atoms, SP, SKParams(onsite=(-4.0, 1.8)), cutoff=4.0)
+    other = StructureData(atoms, SP, H=(H2,), S=S2, n_electrons=8)
+    write_dataset(d / "si.h5", [sd])
+    write_dataset(d / "si_model.h5", [other])
+    return d, sd, other
+
+
+def test_bands_reference_kpts_and_json(datasets, tmp_path, capsys):
+    d, sd, _ = datasets
+    rc = main(["bands", str(d / "si.h5"), "-o", str(tmp_path / "b.png"), "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    out = json.loads((tmp_path / "b.json").read_text())
+    np.testing.assert_allclose(out["kpts"], sd.reference_bands[0])
+    np.testing.assert_allclose(out["energies"], sd.reference_bands[1], atol=1e-12)
+    assert out["reference_max_error"] < 1e-10 and out["band_gap"] > 0
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    assert "max |bands - reference|" in capsys.readouterr().out
+
+
+def test_bands_path_and_reference_dataset(datasets, tmp_path):
+    d, sd, other = datasets
+    js = tmp_path / "b.json"
+    assert main(["bands", str(d / "si.h5"), "--path", "GXWKGL", "--npoints", "30", "--reference",
+                 str(d / "si_model.h5"), "-o", str(tmp_path / "b.pdf"), "--json", str(js), "-q"]) == 0
+    out = json.loads(js.read_text())
+    k = np.array(out["kpts"])
+    assert k.shape == (30, 3) and out["path"] == "GXWKGL"
+    np.testing.assert_allclose(out["reference_energies"], solve(other.H[0], other.S, k), atol=1e-10)
+    assert out["reference_max_error"] > 0.01
+
+
+def test_bands_kpts_file(datasets, tmp_path):
+    d, sd, _ = datasets
+    kf = tmp_path / "k.txt"
+    kf.write_text("# fractional\n0 0 0\n0.1 0.2 0.3\n")
+    js = tmp_path / "b.json"
+    assert main(["bands", str(d / "si.h5"), "--kpts", str(kf), "--json", str(js), "-q"]) == 0
+    out = json.loads(js.read_text())
+    np.testing.assert_allclose(out["energies"], solve(sd.H[0], sd.S, [[0, 0, 0], [0.1, 0.2, 0.3]]), atol=1e-12)
+
+
+@pytest.mark.parametrize("pdos", [None, "species", "shell", "l"])
+def test_dos_json(datasets, tmp_path, pdos):
+    d, _, _ = datasets
+    js = tmp_path / "d.json"
+    args = ["dos", str(d / "si.h5"), "--kmesh", "4", "4", "4", "--width", "0.2", "--json", str(js), "-q"]
+    if pdos:
+        args += ["--pdos", pdos]
+    assert main(args) == 0
+    out = json.loads(js.read_text())
+    e, dos = np.array(out["energies"]), np.array(out["dos"])
+    assert np.trapezoid(dos, e) == pytest.approx(16.0, rel=1e-5)
+    assert out["units"]["dos"] == "states/eV per cell" and out["spin_degeneracy"] == 2
+    assert ("pdos" in out) == bool(pdos)
+    if pdos:
+        np.testing.assert_allclose(np.sum([v for v in out["pdos"].values()], axis=0), dos, atol=1e-9)
+
+
+def test_dos_plot(datasets, tmp_path):
+    d, _, _ = datasets
+    assert main(["dos", str(d / "si.h5"), "--kmesh", "3", "3", "3", "--pdos", "-o", str(tmp_path / "d.png"), "-q"]) == 0
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bands", "{d}/missing.h5"], "no such dataset"),
+        (["bands", "{d}/si.h5", "--structure", "3"], "out of range"),
+        (["bands", "{d}/si.h5", "-o", "{d}/x.svg"], "must end in"),
+        (["bands", "{d}/si.h5", "--path", "GQ"], "cannot build k-path"),
+        (["dos", "{d}/si.h5", "--kmesh", "0", "1", "1"], "k-mesh"),
+        (["dos", "{d}/si.h5", "--width", "-1"], "width"),
+    ],
+)
+def test_errors(datasets, argv, message, capsys):
+    d, _, _ = datasets
+    assert main([a.format(d=d) for a in argv]) == 1
+    assert message in capsys.readouterr().err
