@@ -2,9 +2,18 @@
 
 Examples
 --------
->>> calc = ACECalculator.from_file("potential.h5")  # doctest: +SKIP
->>> atoms.calc = calc                                # doctest: +SKIP
->>> atoms.get_potential_energy(), atoms.get_forces() # doctest: +SKIP
+A tiny model with made-up coefficients (a fitted one comes from
+``ACECalculator.from_file("potential.h5")``):
+
+>>> from ase.build import bulk
+>>> from acehamil.models.potential import ACEPotential, feature_degrees
+>>> from acehamil.models.potential_config import make_basis
+>>> basis = make_basis((14,), r_cut=4.0, n_max=3, max_nu=2, max_degree=(4, 4))
+>>> coef = 1e-2 * np.ones((1, len(feature_degrees(basis))))
+>>> atoms = bulk("Si", "diamond", a=5.43)
+>>> atoms.calc = ACECalculator(ACEPotential(basis, (14,), [-4.0], coef))
+>>> bool(abs(atoms.get_forces()).max() < 1e-10), atoms.get_stress().shape
+(True, (6,))
 """
 
 from __future__ import annotations

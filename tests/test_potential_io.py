@@ -108,13 +108,14 @@ def test_calculator_rejects_non_potential():
         ACECalculator(object())
 
 
-def _labelled(truth, rng, n, config_type):
+def _labelled(truth, rng, n, config_type, stress=False):
     out = []
     for _ in range(n):
         atoms = _si(rng, amp=0.15)
         atoms.set_cell(atoms.cell.array * (1 + 0.02 * rng.normal()), scale_atoms=True)
         res = truth.compute(atoms)
-        atoms.calc = SinglePointCalculator(atoms, energy=res["energy"], forces=res["forces"])
+        extra = {"stress": res["stress"]} if stress else {}
+        atoms.calc = SinglePointCalculator(atoms, energy=res["energy"], forces=res["forces"], **extra)
         atoms.info["config_type"] = config_type
         out.append(atoms)
     return out
@@ -127,7 +128,7 @@ def test_fit_recovers_a_known_potential_and_cli_round_trip(tmp_path, rng):
     from acehamil.cli import main
 
     truth = _small_potential(rng)
-    frames = _labelled(truth, rng, 16, "md") + _labelled(truth, rng, 6, "strain")
+    frames = _labelled(truth, rng, 16, "md") + _labelled(truth, rng, 6, "strain", stress=True)
     ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
     configs = read_configs(tmp_path / "train.xyz")
     settings = FitSettings(lam=(1e-12, 1e-6), power=(0.0,), n_folds=3, energy_sigma=1e-3, force_sigma=1e-2)
@@ -136,6 +137,8 @@ def test_fit_recovers_a_known_potential_and_cli_round_trip(tmp_path, rng):
     m = error_metrics(res.potential, configs)
     assert m["all"]["energy_mae_meV_per_atom"] < 0.05 and m["all"]["force_mae_eV_per_A"] < 1e-3
     assert set(m) == {"all", "md", "strain"}
+    assert m["strain"]["stress_rmse_eV_per_A3"] < 1e-5
+    assert configs[-1].stress is not None
     blr = fit_potential(configs, truth.basis, truth.species, FitSettings(solver="blr", power=(0.0,), n_folds=1))
     assert error_metrics(blr.potential, configs)["all"]["force_mae_eV_per_A"] < 1e-2
 
@@ -181,3 +184,24 @@ def test_pipeline_on_a_subset_of_si_training_data(shared_data, tmp_path):
     res = fit_potential(train, basis, (14,), FitSettings(lam=(1e-8, 1e-5), power=(0.0,), n_folds=3))
     m = error_metrics(res.potential, held)["all"]
     assert m["energy_mae_meV_per_atom"] < 100 and m["force_mae_eV_per_A"] < 0.5
+
+
+def test_core_repulsion_radius_stays_below_training_distances(rng):
+    from acehamil.models.potential_config import core_repulsion
+    from acehamil.models.potential_data import config_from_atoms
+
+    frames = []
+    for atoms in _labelled(_small_potential(rng), rng, 4, "md"):
+        frames.append(config_from_atoms(atoms))
+    rep = core_repulsion(frames, (14,), fraction=0.8)
+    shortest = min(float(np.min(c.atoms.get_all_distances(mic=True)[np.triu_indices(len(c.atoms), 1)])) for c in frames)
+    (pair, r), = rep.r_core
+    assert pair == (14, 14)
+    assert r <= 0.95 * shortest + 1e-12 and r <= 0.8 * 2.36
+
+
+def test_config_from_atoms_requires_energy():
+    from acehamil.models.potential_data import config_from_atoms
+
+    with pytest.raises(ValueError, match="no energy"):
+        config_from_atoms(Atoms("Si", positions=[[0, 0, 0]]))

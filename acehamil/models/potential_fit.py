@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..fitting import NormalEquations, blr_normal, ridge_normal
-from .potential import ACEPotential, cell_volume, design_rows, feature_degrees, feature_orders, repulsion_terms
+from .potential import VOIGT, ACEPotential, cell_volume, design_rows, feature_degrees, feature_orders, repulsion_terms
 from .potential_data import Config
 from .potential_repulsion import RepulsionSpec
 
@@ -193,8 +193,6 @@ def accumulate(basis, species, configs, settings: FitSettings, repulsion: Repuls
             vol = cell_volume(c.atoms)
             if vol is None:
                 raise ValueError(f"configs[{k}] has a stress but is not periodic in 3-D")
-            from .potential import VOIGT
-
             A = np.array([rows.strain[a, b] for a, b in VOIGT]) / vol
             rep = np.array([dEde_rep[a, b] for a, b in VOIGT]) / vol if np.ndim(dEde_rep) else 0.0
             S[f].add(A, c.stress - rep, np.full(6, w / settings.stress_sigma**2))
