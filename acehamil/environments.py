@@ -23,7 +23,10 @@ Bond environment of the directed bond ``(i, j, T)`` with ``r = r_ij``
 
     ``w`` is rotation invariant and unchanged under ``r -> -r``, so the
     environment of ``(j, i, -T)`` is that of ``(i, j, T)`` with only the bond
-    particle reversed: the basis of bond reversal symmetry in
+    particle reversed.  An atom exactly at the midpoint (closer than
+    :data:`MIN_MIDPOINT_DISTANCE`; in practice the middle image of a bond
+    ``i -> i(2T)``, which stays at the midpoint under any strain) has no
+    direction and is left out: the basis of bond reversal symmetry in
     :mod:`acehamil.models.offsite`.  Every environment particle lies within
     ``|r|/2 + r_env`` of the midpoint.
 """
@@ -38,6 +41,8 @@ from .structure.neighbours import NeighbourPairs, neighbour_pairs
 
 #: Particle category of the bond particle in bond environments.
 BOND = -1
+#: Å; environment atoms closer than this to the bond midpoint are left out (their harmonics are undefined).
+MIN_MIDPOINT_DISTANCE = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,7 +253,8 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
             p = nl.vec[q] - 0.5 * r
             w = ellipsoid_weight(p, r, r_env)
             is_j = (nl.j[q] == bonds.j[bb]) & np.all(nl.shift[q] == bonds.shift[bb], axis=1)
-            keep = (w > 0) & ~is_j
+            # an atom exactly at the midpoint (the middle image of a bond i -> i(2T)) has no direction: left out
+            keep = (w > 0) & ~is_j & (np.einsum("ni,ni->n", p, p) > MIN_MIDPOINT_DISTANCE**2)
             pc.append(bb[keep]), pv.append(p[keep]), pcat.append(numbers[nl.j[q][keep]]), pw.append(w[keep])
     c = np.concatenate(pc)
     order = np.argsort(c, kind="stable")

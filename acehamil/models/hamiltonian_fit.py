@@ -32,6 +32,8 @@ from .config import ModelConfig
 from .hamiltonian import HamiltonianModel, MatrixModel, gather_blocks, shell_offsets
 
 EV_TO_MEV = 1000.0
+#: Relative prior precision of the on-site constant (it carries the mean level, e.g. a core energy).
+CONSTANT_PRIOR_FACTOR = 1e-8
 
 
 class _Progress:
@@ -155,12 +157,16 @@ def solve_all(model: MatrixModel, normal: dict, solver) -> tuple:
             nfeat = {LL: (normal[(bt.key, LL)].n if (bt.key, LL) in normal else 0) for LL in bt.L_values()}
             deg = fam.degrees(bt, nfeat)[L]
             scale = float(np.mean(np.diag(ne.AtA))) or 1.0
+            # the on-site constant (first L = 0 column) carries the mean level: (almost) unpenalised
+            free = np.ones(ne.n)
+            if fam.kind == "onsite" and L == 0:
+                free[0] = CONSTANT_PRIOR_FACTOR
             c = None
             if ne.yty <= 1e-300:  # all targets zero (e.g. a block forbidden by symmetry in the data)
                 c, cond = np.zeros(ne.n), _cond(ne)
             elif solver.method == "blr" and ne.count >= 2:
                 with np.errstate(all="ignore"):
-                    c, post = blr_normal(ne, prior_diag=smoothness_prior(deg, 1.0, solver.smoothness))
+                    c, post = blr_normal(ne, prior_diag=free * smoothness_prior(deg, 1.0, solver.smoothness))
                 if np.all(np.isfinite(c)) and np.isfinite(post.alpha) and np.isfinite(post.beta):
                     posts.setdefault(bt.key, {})[L] = post
                     cond = _cond(ne)
@@ -168,7 +174,7 @@ def solve_all(model: MatrixModel, normal: dict, solver) -> tuple:
                     c = None
                     d["blr_fallback"] = d.get("blr_fallback", 0) + 1
             if c is None:
-                c, res = ridge_normal(ne, smoothness_prior(deg, solver.lam * scale, solver.smoothness))
+                c, res = ridge_normal(ne, free * smoothness_prior(deg, solver.lam * scale, solver.smoothness))
                 cond = res.condition_number_unregularised
             coefs.setdefault(bt.key, {})[L] = c
             d["rss"] += ne.residual_sum_of_squares(c)
