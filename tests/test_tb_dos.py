@@ -102,6 +102,21 @@ def test_pdos_partitions_of_a_molecule(by, labels):
     assert res.fermi_level == pytest.approx(0.5 * (eps[3] + eps[4]))  # mid HOMO-LUMO
 
 
+@pytest.mark.parametrize("smearing", SMEARINGS)
+def test_windowed_dos_equals_dense_sum(rng, smearing):
+    eps = rng.normal(size=(2, 7, 5))
+    w = rng.uniform(size=7)
+    w /= w.sum()
+    proj = rng.uniform(size=(2, 7, 3, 5))
+    E = np.linspace(-4, 4, 801)  # uniform: windowed path
+    E_dense = E.copy()
+    E_dense[400] += 1e-12  # not uniform: every level on every point
+    d1, p1 = dos_from_levels(eps, w, E, 0.1, smearing, 1, proj)
+    d2, p2 = dos_from_levels(eps, w, E_dense, 0.1, smearing, 1, proj)
+    np.testing.assert_allclose(d1, d2, atol=1e-9)
+    np.testing.assert_allclose(p1, p2, atol=1e-9)
+
+
 def test_mulliken_weights_sum_to_one(si_data, rng):
     k = rng.uniform(-0.5, 0.5, (3, 3))
     eps, c = solve(si_data.H[0], si_data.S, k, eigenvectors=True)
