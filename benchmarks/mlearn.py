@@ -14,7 +14,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -34,7 +36,28 @@ CUTOFFS = {"Si": (5.0,), "Ge": (5.0,), "Li": (5.0,), "Mo": (5.0,)}
 BASIS = {"n_max": 10, "max_nu": 4, "max_degree": (18, 14, 10, 8)}
 
 
-def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None) -> dict:
+def _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion, progress):
+    """Design data of the training set, cached on disk by (element, basis spec, weights, folds, repulsion)."""
+    from acehamil.models.potential_fit import accumulate
+
+    if cache_dir is None:
+        return accumulate(basis, species, train, settings, repulsion, progress)
+    key = json.dumps([el, basis.spec.to_dict(), settings.energy_sigma, settings.force_sigma, settings.stress_sigma,
+                      settings.config_type_weights, settings.n_folds, settings.seed,
+                      repulsion.to_dict() if repulsion else None], sort_keys=True, default=str)
+    path = Path(cache_dir) / f"{el}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+    if path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    acc = accumulate(basis, species, train, settings, repulsion, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump(acc, fh)
+    return acc
+
+
+def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
+                cache_dir=None) -> dict:
     from acehamil.models.potential_config import core_repulsion, make_basis
     from acehamil.models.potential_data import error_metrics, read_configs
     from acehamil.models.potential_fit import FitSettings, fit_potential
@@ -42,7 +65,7 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     train = read_configs(data_dir / f"{el}_training.xyz")
     species = tuple(sorted({int(z) for c in train for z in c.atoms.numbers}))
     settings = FitSettings(solver=solver, lam=(1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), power=(0.0, 1.0, 2.0),
-                           degree_shifts=(0, 2, 4), energy_sigma=1e-3, force_sigma=0.05, n_folds=5)
+                           degree_shifts=(0, 2, 4), energy_factors=(0.3, 1.0, 3.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5)
     repulsion = core_repulsion(train, species)
     best = None
     t0 = time.perf_counter()
@@ -50,7 +73,8 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
         basis = make_basis(species, r_cut=rc, **basis_kw)
         if progress:
             print(f"{el}: r_cut={rc} {basis}", file=sys.stderr, flush=True)
-        res = fit_potential(train, basis, species, settings, repulsion, progress=progress)
+        acc = _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion, progress)
+        res = fit_potential(train, basis, species, settings, repulsion, progress=progress, accumulated=acc)
         score = res.cv[0]["score"] if res.cv else 0.0
         if best is None or score < best[0]:
             best = (score, rc, res)
@@ -67,7 +91,7 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     return {
         "element": el, "r_cut": rc, "chosen": res.chosen, "cv_best": res.cv[0] if res.cv else None,
         "n_features": res.potential.n_features, "n_active_columns": res.potential.metadata["n_active_columns"],
-        "fit_seconds": fit_seconds, "seconds": res.seconds,
+        "fit_seconds": fit_seconds, "seconds": {**res.seconds, "features": acc.seconds},
         "train": m_train["all"], "test": m_test["all"], "test_per_config_type": {k: v for k, v in m_test.items() if k != "all"},
         "published": PUBLISHED[el],
     }
@@ -94,6 +118,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-nu", type=int, default=BASIS["max_nu"])
     p.add_argument("--max-degree", type=float, nargs="+", default=list(BASIS["max_degree"]))
     p.add_argument("--save-dir", type=Path, help="write <El>.h5 potentials here")
+    p.add_argument("--cache-dir", type=Path, help="cache training design data here (re-runs skip the features)")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -104,7 +129,7 @@ def main(argv=None) -> int:
     rows = []
     for el in args.elements:
         cut = tuple(args.r_cut) if args.r_cut else CUTOFFS[el]
-        rows.append(run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir))
+        rows.append(run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir))
         if not args.quiet:
             print(table(rows[-1:]), file=sys.stderr, flush=True)
     if args.json:

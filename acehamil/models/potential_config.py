@@ -27,6 +27,7 @@ Every key is optional except ``data.train``; defaults are listed here and in
     lam = [1e-9, ..., 1e-3]
     power = [0.0, 2.0]
     degree_shifts = [0]
+    energy_factors = [1.0]
     energy_sigma = 0.001             # eV/atom
     force_sigma = 0.05               # eV/Å
     stress_sigma = 0.001             # eV/Å^3
@@ -174,7 +175,7 @@ def job_from_config(cfg: dict, base_dir=".", progress: bool = False) -> Potentia
     repulsion = core_repulsion(train, species, rcfg["fraction"], rcfg["strength"]) if rcfg["enabled"] else None
     fcfg = dict(cfg.get("fit", {}))
     _check_keys(fcfg, _FIT_KEYS, "fit")
-    for k in ("lam", "power", "degree_shifts"):
+    for k in ("lam", "power", "degree_shifts", "energy_factors"):
         if k in fcfg:
             fcfg[k] = tuple(fcfg[k]) if np.ndim(fcfg[k]) else (fcfg[k],)
     settings = FitSettings(**fcfg)

@@ -9,7 +9,8 @@ weight times its ``config_type`` factor)::
     stress (Voigt)    sigma_c - sigma_rep       weight  w_c / stress_sigma^2
 
 Features are computed once (for the largest basis); cross-validation over the
-regularisation strength, the smoothness-prior exponent and degree cut-backs
+regularisation strength, the smoothness-prior exponent, the energy/force
+weight balance (``energy_factors``) and degree cut-backs
 (feature subsets with ``degree <= max_degree(nu) - shift``) reuses the
 accumulated normal equations: energy rows are kept per configuration (exact
 validation MAE), force/stress rows as per-fold normal equations.
@@ -49,6 +50,8 @@ class FitSettings:
         Smoothness-prior exponents tried by CV. [(0, 2)]
     degree_shifts : tuple of int
         Degree cut-backs tried by CV. [(0,)]
+    energy_factors : tuple of float
+        Multipliers of the energy-row weights tried by CV (energy/force balance). [(1.0,)]
     energy_sigma, force_sigma, stress_sigma : float
         Expected errors (eV/atom, eV/Å, eV/Å^3) giving row weights ``1/sigma^2``. [1e-3, 0.05, 1e-3]
     config_type_weights : tuple of (str, float)
@@ -65,6 +68,7 @@ class FitSettings:
     lam: tuple = (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
     power: tuple = (0.0, 2.0)
     degree_shifts: tuple = (0,)
+    energy_factors: tuple = (1.0,)
     energy_sigma: float = 1e-3
     force_sigma: float = 0.05
     stress_sigma: float = 1e-3
@@ -77,11 +81,13 @@ class FitSettings:
     def __post_init__(self):
         if self.solver not in ("ridge", "blr"):
             raise ValueError(f"solver must be 'ridge' or 'blr', got {self.solver!r}")
-        for name in ("lam", "power", "degree_shifts"):
+        for name in ("lam", "power", "degree_shifts", "energy_factors"):
             vals = tuple(getattr(self, name)) if np.ndim(getattr(self, name)) else (getattr(self, name),)
             if not vals:
                 raise ValueError(f"{name} needs at least one value")
             object.__setattr__(self, name, vals)
+        if any(v <= 0 for v in self.energy_factors):
+            raise ValueError(f"energy_factors must be > 0, got {self.energy_factors}")
         if any(v < 0 for v in self.lam + self.power) or any(int(s) != s or s < 0 for s in self.degree_shifts):
             raise ValueError("lam and power must be >= 0, degree_shifts non-negative integers")
         for name in ("energy_sigma", "force_sigma", "stress_sigma", "cv_energy_scale", "cv_force_scale"):
@@ -220,9 +226,9 @@ def _columns(basis, species, shift: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(cols), np.array(degs)
 
 
-def _system(acc: Accumulated, settings: FitSettings, train: np.ndarray, cols: np.ndarray) -> NormalEquations:
+def _system(acc: Accumulated, settings: FitSettings, train: np.ndarray, cols: np.ndarray, e_factor: float = 1.0) -> NormalEquations:
     """Weighted normal equations of the training configurations (boolean mask), restricted to cols."""
-    w = acc.config_weights[train] / settings.energy_sigma**2
+    w = e_factor * acc.config_weights[train] / settings.energy_sigma**2
     ne = NormalEquations(acc.n_cols).add(acc.energy_rows[train], acc.energy_targets[train], w)
     for f in np.unique(acc.folds[train]):
         ne = ne + acc.forces[f] + acc.stress[f]
@@ -242,10 +248,10 @@ def _prior(degs, power, n_e0) -> np.ndarray:
     return P
 
 
-def solve(acc: Accumulated, settings: FitSettings, cols, degs, n_species, power, lam=None, train=None):
+def solve(acc: Accumulated, settings: FitSettings, cols, degs, n_species, power, lam=None, train=None, e_factor=1.0):
     """Solve on the training mask with given hyperparameters; returns (theta_full, info dict)."""
     train = np.ones(len(acc.folds), bool) if train is None else train
-    ne = _system(acc, settings, train, cols)
+    ne = _system(acc, settings, train, cols, e_factor)
     d = np.sqrt(np.diag(ne.AtA) / max(train.sum(), 1))
     d = np.where(d > 1e-300, d, 1.0)
     nes = _scaled(ne, d)
@@ -276,21 +282,21 @@ def _fold_scores(acc, settings, theta, f) -> tuple[float, float, float]:
 
 
 def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, progress: bool = False) -> list[dict]:
-    """k-fold CV over (degree shift, power, lam) on the training set; rows sorted best first.
+    """k-fold CV over (degree shift, energy factor, power, lam) on the training set; rows sorted best first.
 
-    Each row: ``shift, power, lam, score, energy_mae_meV_per_atom, energy_rmse_meV_per_atom,
+    Each row: ``shift, energy_factor, power, lam, score, energy_mae_meV_per_atom, energy_rmse_meV_per_atom,
     force_rmse_eV_per_A`` (fold means).
     """
     nf = int(settings.n_folds)
     grid = []
     for shift in settings.degree_shifts:
         cols, degs = _columns(basis, species, int(shift))
-        for power in settings.power:
+        for ef, power in [(ef, pw) for ef in settings.energy_factors for pw in settings.power]:
             lams = settings.lam if settings.solver == "ridge" else (None,)
             scores = {lam: [] for lam in lams}
             for f in range(nf):
                 train = acc.folds != f
-                ne = _system(acc, settings, train, cols)
+                ne = _system(acc, settings, train, cols, ef)
                 d = np.sqrt(np.diag(ne.AtA) / max(train.sum(), 1))
                 d = np.where(d > 1e-300, d, 1.0)
                 nes = _scaled(ne, d)
@@ -313,12 +319,12 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
                 sc = np.array(sc)
                 e_mae, e_rmse, f_rmse = sc.mean(axis=0)
                 score = e_rmse / settings.cv_energy_scale + f_rmse / settings.cv_force_scale
-                grid.append({"shift": int(shift), "power": float(power), "lam": lam, "score": float(score),
+                grid.append({"shift": int(shift), "energy_factor": float(ef), "power": float(power), "lam": lam, "score": float(score),
                              "n_features": int(len(cols)), "energy_mae_meV_per_atom": e_mae * 1e3,
                              "energy_rmse_meV_per_atom": e_rmse * 1e3, "force_rmse_eV_per_A": f_rmse})
                 if progress:
                     g = grid[-1]
-                    print(f"  cv shift={shift} power={power} lam={lam}: E_mae={g['energy_mae_meV_per_atom']:.2f} meV/atom "
+                    print(f"  cv shift={shift} efac={ef} power={power} lam={lam}: E_mae={g['energy_mae_meV_per_atom']:.2f} meV/atom "
                           f"F_rmse={f_rmse:.4f} eV/A score={score:.3f}", file=sys.stderr, flush=True)
     return sorted(grid, key=lambda g: g["score"])
 
@@ -348,7 +354,7 @@ class FitResult:
 
 
 def fit_potential(configs, basis, species, settings: FitSettings | None = None, repulsion: RepulsionSpec | None = None,
-                  progress: bool = False) -> FitResult:
+                  progress: bool = False, accumulated: Accumulated | None = None) -> FitResult:
     """Fit E0 and ACE coefficients to labelled configurations, hyperparameters by k-fold CV.
 
     Parameters
@@ -361,6 +367,9 @@ def fit_potential(configs, basis, species, settings: FitSettings | None = None, 
     settings : FitSettings, optional
     repulsion : RepulsionSpec, optional
     progress : bool
+    accumulated : Accumulated, optional
+        Reuse design data from :func:`accumulate` with the same basis, configs, sigmas,
+        folds and repulsion (e.g. cached on disk); skips the feature evaluation.
 
     Returns
     -------
@@ -368,19 +377,25 @@ def fit_potential(configs, basis, species, settings: FitSettings | None = None, 
     """
     settings = settings or FitSettings()
     species = tuple(int(z) for z in species)
-    acc = accumulate(basis, species, configs, settings, repulsion, progress)
+    if accumulated is not None:
+        acc = accumulated
+        if len(acc.folds) != len(configs) or acc.n_cols != len(species) * (1 + len(feature_degrees(basis))):
+            raise ValueError("accumulated design data do not match these configurations/basis")
+    else:
+        acc = accumulate(basis, species, configs, settings, repulsion, progress)
     t1 = time.perf_counter()
     if settings.n_folds > 1 and len(configs) >= settings.n_folds:
         cv = cross_validate(acc, basis, species, settings, progress)
         best = cv[0]
-        chosen = {"shift": best["shift"], "power": best["power"], "lam": best["lam"]}
+        chosen = {"shift": best["shift"], "energy_factor": best["energy_factor"], "power": best["power"], "lam": best["lam"]}
     else:
         cv = []
-        chosen = {"shift": int(settings.degree_shifts[0]), "power": float(settings.power[0]),
+        chosen = {"shift": int(settings.degree_shifts[0]), "energy_factor": float(settings.energy_factors[0]),
+                  "power": float(settings.power[0]),
                   "lam": settings.lam[0] if settings.solver == "ridge" else None}
     t2 = time.perf_counter()
     cols, degs = _columns(basis, species, chosen["shift"])
-    theta, info = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"])
+    theta, info = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], e_factor=chosen["energy_factor"])
     t3 = time.perf_counter()
     meta = {"settings": settings.to_dict(), "chosen": chosen, "n_configs": len(configs), "n_atoms": acc.n_atoms,
             "n_active_columns": int(len(cols)),
