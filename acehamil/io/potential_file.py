@@ -9,6 +9,8 @@ Layout (kind ``"ace_potential"``, format version 1)::
     /e0               (n_species,) float64, eV
     /coef             (n_species, n_B) float64
     /feature_degrees  (n_B,) float64, fingerprint of the basis the coefficients belong to
+    /canary_features  (n_species, n_B) float64, invariant features of a fixed reference
+                      environment per centre species (detects a basis engine that changed numerically)
 
 Arrays are stored as float64, so a reload reproduces predictions bit for bit.
 On load the basis is rebuilt from its spec and checked against the stored
@@ -36,6 +38,29 @@ def _checksum(species, e0, coef, degrees) -> str:
     for arr in (np.asarray(species, np.int64), np.asarray(e0, np.float64), np.asarray(coef, np.float64), np.asarray(degrees, np.float64)):
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
+
+
+def canary_features(basis, species) -> np.ndarray:
+    """Invariant features of one fixed, deterministic environment per centre species.
+
+    Returns
+    -------
+    ndarray, float64, shape (n_species, n_B)
+    """
+    from ..models.potential import INVARIANT, _make_centres, basis_cutoff
+
+    rc = basis_cutoff(basis)
+    species = [int(z) for z in species]
+    dirs = np.array([[1.0, 0.2, -0.3], [-0.4, 1.0, 0.5], [0.3, -0.6, 1.0], [-0.8, -0.5, -0.7], [0.9, 0.9, 0.1]])
+    dirs /= np.linalg.norm(dirs, axis=1)[:, None]
+    radii = rc * np.array([0.35, 0.5, 0.62, 0.75, 0.9])
+    vec = dirs * radii[:, None]
+    n = len(vec)
+    cats = [species[k % len(species)] for k in range(n)]
+    centres = _make_centres(
+        np.array(species), np.repeat(np.arange(len(species)), n), np.tile(vec, (len(species), 1)), np.tile(cats, len(species))
+    )
+    return np.asarray(basis.evaluate(centres)[INVARIANT])[:, :, 0]
 
 
 def _json_default(obj):
@@ -73,6 +98,7 @@ def save_potential(path, potential) -> None:
         f.create_dataset("e0", data=np.asarray(potential.e0, dtype=np.float64))
         f.create_dataset("coef", data=np.asarray(potential.coef, dtype=np.float64))
         f.create_dataset("feature_degrees", data=np.asarray(degrees, dtype=np.float64))
+        f.create_dataset("canary_features", data=canary_features(potential.basis, species))
 
 
 def _default_basis_factory(spec_dict: dict):
@@ -115,6 +141,7 @@ def load_potential(path, basis_factory=None):
             e0 = np.asarray(f["e0"][()], dtype=np.float64)
             coef = np.asarray(f["coef"][()], dtype=np.float64)
             degrees = np.asarray(f["feature_degrees"][()], dtype=np.float64)
+            canary = np.asarray(f["canary_features"][()], dtype=np.float64)
         except (KeyError, json.JSONDecodeError, OSError) as err:
             raise ValueError(f"{path}: incomplete or corrupted potential file ({err})") from None
     checksum = checksum.decode() if isinstance(checksum, bytes) else str(checksum)
@@ -126,6 +153,12 @@ def load_potential(path, basis_factory=None):
         raise ValueError(
             f"{path}: the basis rebuilt from the stored spec has {rebuilt.size} features, the file was written for "
             f"{degrees.size} (or a different order); incompatible basis-engine version"
+        )
+    now = canary_features(basis, species)
+    if not np.allclose(now, canary, rtol=1e-9, atol=1e-12 * max(1.0, float(np.abs(canary).max()))):
+        raise ValueError(
+            f"{path}: the basis engine computes different features for the stored spec (max change "
+            f"{float(np.abs(now - canary).max()):.3g}); the coefficients belong to another basis-engine version"
         )
     rep_json = rep_json.decode() if isinstance(rep_json, bytes) else str(rep_json)
     repulsion = RepulsionSpec.from_dict(json.loads(rep_json)) if rep_json else None
