@@ -27,15 +27,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from .angular import AngularBasis
-from .atomic import atomic_base, one_particle
+from .atomic import atomic_base, fold_categories, pad, padding
 from .product import ProductTables
 from .radial import RadialBasis
 from .spec import BasisSpec, RadialSpec  # noqa: F401  (RadialSpec for the doctest namespace)
 
 #: Particles closer to their centre than this (Å) are rejected.
 MIN_LENGTH = 1e-8
-#: Soft memory budget (float64 entries) for the per-batch work arrays.
-_BUDGET = 4_000_000
+#: Soft memory budgets (float64 entries) for the per-batch work arrays: products AA
+#: (small enough to stay in cache) and the full Jacobian of one batch.
+_BUDGET = 300_000
+_GRAD_BUDGET = 15_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,6 +143,8 @@ class ACEBasis:
         self.angular = AngularBasis(self.tables.l_max)
         self._CT = self.tables.C.T.tocsr()
         self._grad = None
+        t = self.tables
+        self._a_k = np.searchsorted(np.array(spec.categories), t.a_cat) * spec.radial.n_max + t.a_n
 
     # -- description -------------------------------------------------------------------
     @property
@@ -183,34 +187,54 @@ class ACEBasis:
         for s, c, r in spec.radial.cutoffs:
             rc[(species == s) & (cat == c)] = r
         r = np.linalg.norm(vec, axis=1)
-        return order, pc, vec, cat, w, rc, r
+        cat_index = np.searchsorted(cats, cat)
+        return order, pc, vec, cat_index, w, rc, r
 
-    def _batches(self, n_centres, pc, width):
-        nb = max(1, _BUDGET // max(width, 1))
+    def _batches(self, n_centres, pc, per_centre, max_centres=None):
+        nb = max(1, int(_BUDGET // max(per_centre, 1)))
+        if max_centres is not None:
+            nb = min(nb, int(max_centres))
         for c0 in range(0, n_centres, nb):
             c1 = min(n_centres, c0 + nb)
             p0, p1 = np.searchsorted(pc, [c0, c1])
             yield c0, c1, p0, p1
 
     def _products(self, A: np.ndarray) -> np.ndarray:
-        """AA (n_AA, nb) from A (nb, n_A)."""
+        """AA (nb, n_AA) from A (nb, n_A); column 0 is the constant 1.
+
+        One centre at a time: its AA row (n_AA,) stays in cache while each level
+        gathers prefix and last factor (faster than batched gathers).
+        """
         t = self.tables
-        AA = np.empty((t.n_AA, len(A)))
-        AA[0] = 1.0
-        AA[1 : 1 + t.n_A] = A.T
-        for lev, (pre, last) in enumerate(zip(t.prefix, t.last)):
-            o0, o1 = t.level_offsets[lev + 2], t.level_offsets[lev + 3]
-            np.multiply(AA[pre], AA[1 + last], out=AA[o0:o1])
+        nb = len(A)
+        AA = np.empty((nb, t.n_AA))
+        AA[:, 0] = 1.0
+        AA[:, 1 : 1 + t.n_A] = A
+        levels = [(t.level_offsets[i + 2], t.level_offsets[i + 3], pre, 1 + last) for i, (pre, last) in enumerate(zip(t.prefix, t.last))]
+        for row in AA:
+            for o0, o1, pre, last in levels:
+                np.multiply(row[pre], row[last], out=row[o0:o1])
         return AA
 
-    def _particles(self, vec, cat, w, rc, r, gradients):
-        if gradients:
-            R, dR = self.radial.evaluate(r, rc, gradients=True)
-            Y, dY = self.angular.evaluate(vec, gradients=True)
-            return one_particle(self.tables, R, Y, cat, w, dR, dY, vec, r)
-        R = self.radial.evaluate(r, rc)
-        Y = self.angular.evaluate(vec)
-        return one_particle(self.tables, R, Y, cat, w), None
+    def _particles(self, vec, cat_index, w, rc, r, gradients):
+        """Category-folded radial values and harmonics (and derivatives) of a batch."""
+        ncat = len(self.spec.categories)
+        if not gradients:
+            R = self.radial.evaluate(r, rc)
+            return fold_categories(R, cat_index, ncat, w), self.angular.evaluate(vec), None
+        R, dR = self.radial.evaluate(r, rc, gradients=True)
+        Y, dY = self.angular.evaluate(vec, gradients=True)
+        d = (fold_categories(dR, cat_index, ncat, w), dY, vec / r[:, None])
+        return fold_categories(R, cat_index, ncat, w), Y, d
+
+    def _batch(self, prep, c0, c1, p0, p1, gradients):
+        order, pc, vec, cat_index, w, rc, r = prep
+        nb = c1 - c0
+        Rc, Y, d = self._particles(vec[p0:p1], cat_index[p0:p1], w[p0:p1], rc[p0:p1], r[p0:p1], gradients)
+        local = pc[p0:p1] - c0
+        slot, p_max = padding(local, nb)
+        A = atomic_base(Rc, Y, local, slot, nb, p_max, self._a_k, self.tables.a_lm)
+        return A, Rc, Y, d, local, slot, p_max
 
     def atomic(self, centres: Centres) -> np.ndarray:
         """Atomic base ``A``.
@@ -220,9 +244,8 @@ class ACEBasis:
         ndarray, shape (n_centres, n_A)
             Columns described by ``tables.a_cat``, ``a_n``, ``a_lm``.
         """
-        order, pc, vec, cat, w, rc, r = self._prepare(centres)
-        phi, _ = self._particles(vec, cat, w, rc, r, False)
-        return atomic_base(phi, pc, centres.n_centres)
+        prep = self._prepare(centres)
+        return self._batch(prep, 0, centres.n_centres, 0, len(prep[0]), False)[0]
 
     # -- evaluation --------------------------------------------------------------------
     def evaluate(self, centres: Centres, gradients: bool = False):
@@ -232,6 +255,8 @@ class ACEBasis:
         ----------
         centres : Centres
         gradients : bool
+            The full Jacobian has ``P * n_out * 3`` entries; for many centres use
+            :meth:`iter_evaluate` (bounded memory) or :meth:`evaluate_linear`.
 
         Returns
         -------
@@ -241,42 +266,94 @@ class ACEBasis:
             input order; only when ``gradients``.
         """
         t = self.tables
-        order, pc, vec, cat, w, rc, r = self._prepare(centres)
-        nc, P = centres.n_centres, len(order)
+        if not isinstance(centres, Centres):
+            raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
+        nc, P = centres.n_centres, centres.n_particles
         flat = np.empty((nc, t.n_out))
         gflat = np.empty((P, t.n_out, 3)) if gradients else None
-        if gradients and self._grad is None:
-            self._grad = t.gradient_tables()
-        for c0, c1, p0, p1 in self._batches(nc, pc, t.n_AA):
-            phi, dphi = self._particles(vec[p0:p1], cat[p0:p1], w[p0:p1], rc[p0:p1], r[p0:p1], gradients)
-            A = atomic_base(phi, pc[p0:p1] - c0, c1 - c0)
-            AA = self._products(A)
-            flat[c0:c1] = (self._CT @ AA).T
+        for sl, idx, f, g in self._iter_flat(centres, gradients, None):
+            flat[sl] = f
             if gradients:
-                self._gradients(AA, dphi, pc[p0:p1] - c0, gflat, order[p0:p1])
-        vals = {}
-        for key in self.feature_keys:
-            L = key[0]
-            vals[key] = flat[:, t.out_slices[key]].reshape(nc, -1, 2 * L + 1)
-        if not gradients:
-            return vals
-        grads = {}
-        for key in self.feature_keys:
-            L = key[0]
-            grads[key] = gflat[:, t.out_slices[key], :].reshape(P, -1, 2 * L + 1, 3)
-        return vals, grads
+                gflat[idx] = g
+        vals = self._split(flat, 1)
+        return (vals, self._split(gflat, 2)) if gradients else vals
 
-    def _gradients(self, AA, dphi, local, gflat, orig):
-        G, q_out, q_a = self._grad
-        V = G @ AA  # (Q, nb): dB_o/dA_a on the pattern
-        starts = np.concatenate([[0], np.flatnonzero(np.diff(q_out)) + 1])
-        Q = len(q_out)
-        step = max(1, _BUDGET // max(3 * Q, 1))
-        for s0 in range(0, len(local), step):
-            s1 = min(len(local), s0 + step)
-            W = V[:, local[s0:s1]][:, :, None] * dphi[s0:s1][:, q_a, :].transpose(1, 0, 2)  # (Q, p, 3)
-            red = np.add.reduceat(W, starts, axis=0)  # (n_out, p, 3)
-            gflat[orig[s0:s1]] = red.transpose(1, 0, 2)
+    def iter_evaluate(self, centres: Centres, gradients: bool = False, max_centres: int | None = None):
+        """Evaluate batch by batch (bounded memory).
+
+        Parameters
+        ----------
+        centres : Centres
+        gradients : bool
+        max_centres : int, optional
+            Largest batch (default: chosen from a memory budget).
+
+        Yields
+        ------
+        centre_slice : slice
+            The centres of this batch.
+        particle_index : ndarray of int, shape (P_b,)
+            Input indices of their particles (the rows of ``grads``).
+        vals : dict (L, parity) -> ndarray, shape (n_b, n_B, 2L+1)
+        grads : dict (L, parity) -> ndarray, shape (P_b, n_B, 2L+1, 3), or None
+        """
+        for sl, idx, f, g in self._iter_flat(centres, gradients, max_centres):
+            yield sl, idx, self._split(f, 1), (self._split(g, 2) if gradients else None)
+
+    def _split(self, flat, extra):
+        t = self.tables
+        out = {}
+        for key in self.feature_keys:
+            L = key[0]
+            x = flat[:, t.out_slices[key]]
+            out[key] = x.reshape((len(x), -1, 2 * L + 1) + x.shape[2:]) if extra == 2 else x.reshape(len(x), -1, 2 * L + 1)
+        return out
+
+    def _iter_flat(self, centres, gradients, max_centres):
+        t = self.tables
+        prep = self._prepare(centres)
+        order, pc = prep[0], prep[1]
+        nc = centres.n_centres
+        counts = np.bincount(pc, minlength=nc) if nc else np.zeros(0, int)
+        if gradients and self._grad is None:
+            self._grad = self._gradient_pattern()
+        per_centre = t.n_AA
+        if gradients:  # the batch's Jacobian (nb, n_out, p_max, 3) within _GRAD_BUDGET
+            jac = 3 * t.n_out * max(1, int(counts.max(initial=1)))
+            per_centre = max(per_centre, jac * _BUDGET / _GRAD_BUDGET)
+        for c0, c1, p0, p1 in self._batches(nc, pc, per_centre, max_centres):
+            A, Rc, Y, d, local, slot, p_max = self._batch(prep, c0, c1, p0, p1, gradients)
+            AA = self._products(A)
+            f = AA @ self.tables.C
+            g = self._gradients(AA, Rc, Y, d, local, slot, p_max) if gradients else None
+            yield slice(c0, c1), order[p0:p1], f, g
+
+    def _gradient_pattern(self):
+        t = self.tables
+        G, q_out, q_a = t.gradient_tables()
+        counts = np.bincount(q_out, minlength=t.n_out)
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        return G.T.tocsr(), indptr, q_a
+
+    def _gradients(self, AA, Rc, Y, d, local, slot, p_max):
+        """Full Jacobian of one batch: (P_b, n_out, 3)."""
+        t = self.tables
+        GT, indptr0, q_a = self._grad
+        nb = len(AA)
+        Q = len(q_a)
+        V = AA @ GT  # (nb, Q): dB_o/dA_a of every centre on the fixed pattern
+        dRc, dY, rhat = d
+        # dphi[p, a, x] = dR rhat_x Y + R dY_x
+        dphi = (dRc[:, self._a_k] * Y[:, t.a_lm])[:, :, None] * rhat[:, None, :]
+        dphi += Rc[:, self._a_k][:, :, None] * dY[:, t.a_lm, :]
+        dpad = pad(dphi, local, slot, nb, p_max)  # (nb, p_max, n_A, 3)
+        rhs = dpad.transpose(0, 2, 1, 3).reshape(nb * t.n_A, p_max * 3)
+        # block-diagonal sparse (nb*n_out, nb*n_A) with the same pattern in every block
+        indptr = np.concatenate([(indptr0[:-1][None, :] + Q * np.arange(nb)[:, None]).ravel(), [nb * Q]])
+        indices = (q_a[None, :] + t.n_A * np.arange(nb)[:, None]).ravel()
+        M = sp.csr_matrix((V.ravel(), indices, indptr), shape=(nb * t.n_out, nb * t.n_A))
+        out = (M @ rhs).reshape(nb, t.n_out, p_max, 3)
+        return out[local, :, slot, :]
 
     def evaluate_linear(self, centres: Centres, coeffs: dict, key=(0, 1)):
         """Contracted features ``E_c = sum_B coeffs[species_c][B] B_key(c)`` and their gradients.
@@ -303,10 +380,9 @@ class ACEBasis:
         if key not in t.out_slices:
             raise ValueError(f"no features with key {key}; available {self.feature_keys}")
         L = key[0]
-        nB = len(t.feature_info[key])
-        sl = t.out_slices[key]
-        Ck = t.C[:, sl]
         ncomp = 2 * L + 1
+        nB = len(t.feature_info[key])
+        Ck = t.C[:, t.out_slices[key]]
         weights = {}
         for s, c in coeffs.items():
             c = np.asarray(c, dtype=float)
@@ -315,27 +391,40 @@ class ACEBasis:
             cm = np.zeros((nB, ncomp, ncomp))
             cm[:, np.arange(ncomp), np.arange(ncomp)] = c[:, None]
             wk = np.asarray(Ck @ cm.reshape(nB * ncomp, ncomp))  # (n_AA, 2L+1): dE_M/dAA
-            H = [sp.csr_matrix((wk[t.deriv_k, M] * t.deriv_mult, (t.deriv_a, t.deriv_j)), shape=(t.n_A, t.n_AA)) for M in range(ncomp)]
+            # H[M] (n_AA, n_A): dE_M/dA_a = sum_j AA_j H[M][j, a]
+            H = [sp.csr_matrix((wk[t.deriv_k, M] * t.deriv_mult, (t.deriv_j, t.deriv_a)), shape=(t.n_AA, t.n_A)) for M in range(ncomp)]
             weights[int(s)] = (wk, H)
-        order, pc, vec, cat, w, rc, r = self._prepare(centres)
+        prep = self._prepare(centres)
+        order, pc = prep[0], prep[1]
         nc, P = centres.n_centres, len(order)
         E = np.zeros((nc, ncomp))
         g = np.zeros((P, ncomp, 3))
         species = centres.centre_species
-        for c0, c1, p0, p1 in self._batches(nc, pc, t.n_AA + 3 * t.n_A):
-            phi, dphi = self._particles(vec[p0:p1], cat[p0:p1], w[p0:p1], rc[p0:p1], r[p0:p1], True)
-            local = pc[p0:p1] - c0
-            AA = self._products(atomic_base(phi, local, c1 - c0))
-            dEdA = np.zeros((ncomp, t.n_A, c1 - c0))
+        K = len(self.spec.categories) * self.spec.radial.n_max
+        n_lm = (self.tables.l_max + 1) ** 2
+        for c0, c1, p0, p1 in self._batches(nc, pc, t.n_AA):
+            nb = c1 - c0
+            A, Rc, Y, (dRc, dY, rhat), local, slot, p_max = self._batch(prep, c0, c1, p0, p1, True)
+            AAT = self._products(A)  # (nb, n_AA)
+            dEdA = np.zeros((ncomp, nb, t.n_A))
             for s, (wk, H) in weights.items():
                 sel = np.flatnonzero(species[c0:c1] == s)
                 if len(sel) == 0:
                     continue
-                AAs = AA[:, sel]
-                E[c0 + sel] = (wk.T @ AAs).T
+                AAs = AAT if len(sel) == nb else AAT[sel]
+                E[c0 + sel] = AAs @ wk
                 for M in range(ncomp):
-                    dEdA[M][:, sel] = H[M] @ AAs
-            g[order[p0:p1]] = np.einsum("Map,pax->pMx", dEdA[:, :, local], dphi)
+                    dEdA[M, sel] = AAs @ H[M]
+            # dE/dA scattered to the full (K, n_lm) table, then pulled back through
+            # phi = Rc * Y:  dE/dx = rhat (dRc . (Gf Y)) + Rc . (Gf dY)
+            Rp = pad(Rc, local, slot, nb, p_max)
+            dRp = pad(dRc, local, slot, nb, p_max)
+            for M in range(ncomp):
+                Gf = np.zeros((nb, K, n_lm))
+                Gf[:, self._a_k, t.a_lm] = dEdA[M]
+                U = np.matmul(Rp, Gf)[local, slot]  # (P_b, n_lm)
+                Ud = np.matmul(dRp, Gf)[local, slot]
+                g[order[p0:p1], M] = rhat * np.einsum("pl,pl->p", Ud, Y)[:, None] + np.einsum("pl,plx->px", U, dY)
         if L == 0:
             return E[:, 0], g[:, 0, :]
         return E, g

@@ -4,6 +4,11 @@
 ``a = (c, n, l, m)``, and ``A_a(centre) = sum_{p in centre} phi_a(x_p)``.
 The weight ``w_p`` (optional, default 1) is treated as a constant: no gradient
 flows through it.
+
+The category is folded into the radial index, ``k = category_index * n_max + n``,
+so that ``Rc[p, k] = w_p R_n(r_p) [category_p == category k]`` and the full table
+``A_full[c, k, lm] = sum_p Rc[p, k] Y[p, lm]`` is one batched matrix product over
+centres (particles padded to the largest centre of the batch).
 """
 
 from __future__ import annotations
@@ -11,67 +16,84 @@ from __future__ import annotations
 import numpy as np
 
 
-def one_particle(tables, R, Y, cat_index, weight, dR=None, dY=None, vec=None, r=None):
-    """One-particle functions (and their gradients) for a batch of particles.
+def fold_categories(R: np.ndarray, cat_index: np.ndarray, n_cat: int, weight: np.ndarray) -> np.ndarray:
+    """Radial values placed in the block of each particle's category.
 
     Parameters
     ----------
-    tables : ProductTables
     R : ndarray, shape (P, n_max)
-    Y : ndarray, shape (P, (l_max+1)**2)
     cat_index : ndarray of int, shape (P,)
-        The particles' categories.
+        Position of each particle's category in ``spec.categories``.
+    n_cat : int
     weight : ndarray, shape (P,)
-    dR : ndarray, shape (P, n_max), optional
-        ``dR/dr`` (1/Å); with ``dY``, ``vec`` and ``r`` requests gradients.
-    dY : ndarray, shape (P, (l_max+1)**2, 3), optional
-    vec : ndarray, shape (P, 3), optional
-    r : ndarray, shape (P,), optional
 
     Returns
     -------
-    phi : ndarray, shape (P, n_A)
-    dphi : ndarray, shape (P, n_A, 3), 1/Å
-        Only when gradients are requested.
+    ndarray, shape (P, n_cat * n_max)
+
+    Examples
+    --------
+    >>> fold_categories(np.array([[1.0, 2.0]]), np.array([1]), 2, np.array([0.5]))
+    array([[0. , 0. , 0.5, 1. ]])
     """
-    mask = (cat_index[:, None] == tables.a_cat[None, :]) * weight[:, None]
-    Rg = R[:, tables.a_n]
-    Yg = Y[:, tables.a_lm]
-    phi = Rg * Yg * mask
-    if dR is None:
-        return phi
-    rhat = vec / r[:, None]
-    dphi = (dR[:, tables.a_n] * Yg * mask)[:, :, None] * rhat[:, None, :]
-    dphi += (Rg * mask)[:, :, None] * dY[:, tables.a_lm, :]
-    return phi, dphi
+    P, n = R.shape
+    out = np.zeros((P, n_cat, n))
+    out[np.arange(P), cat_index] = R * weight[:, None]
+    return out.reshape(P, n_cat * n)
 
 
-def atomic_base(phi: np.ndarray, local_centre: np.ndarray, n_centres: int) -> np.ndarray:
-    """Sum one-particle functions over each centre's particles.
+def padding(local: np.ndarray, n_centres: int) -> tuple[np.ndarray, int]:
+    """Slot of each particle inside its centre, and the largest centre size.
 
     Parameters
     ----------
-    phi : ndarray, shape (P, n_A)
-    local_centre : ndarray of int, shape (P,)
-        Non-decreasing centre index of each particle (0..n_centres-1).
+    local : ndarray of int, shape (P,)
+        Non-decreasing centre index (0..n_centres-1).
     n_centres : int
 
     Returns
     -------
-    A : ndarray, shape (n_centres, n_A)
+    slot : ndarray of int, shape (P,)
+    p_max : int
 
     Examples
     --------
-    >>> atomic_base(np.ones((3, 2)), np.array([0, 0, 2]), 3)
-    array([[2., 2.],
-           [0., 0.],
-           [1., 1.]])
+    >>> padding(np.array([0, 0, 2]), 3)
+    (array([0, 1, 0]), 2)
     """
-    A = np.zeros((n_centres, phi.shape[1]))
-    if len(phi) == 0:
-        return A
-    starts = np.searchsorted(local_centre, np.arange(n_centres))
-    ends = np.searchsorted(local_centre, np.arange(n_centres), side="right")
-    nonempty = ends > starts
-    A[nonempty] = np.add.reduceat(phi, starts[nonempty], axis=0)
-    return A
+    starts = np.searchsorted(local, np.arange(n_centres))
+    slot = np.arange(len(local)) - starts[local]
+    return slot, int(slot.max()) + 1 if len(slot) else 0
+
+
+def pad(x: np.ndarray, local: np.ndarray, slot: np.ndarray, n_centres: int, p_max: int) -> np.ndarray:
+    """Per-particle rows ``x (P, ...)`` scattered to ``(n_centres, p_max, ...)`` (zeros elsewhere)."""
+    out = np.zeros((n_centres, p_max) + x.shape[1:])
+    out[local, slot] = x
+    return out
+
+
+def atomic_base(Rc, Y, local, slot, n_centres, p_max, a_k, a_lm) -> np.ndarray:
+    """Sum one-particle functions over each centre's particles.
+
+    Parameters
+    ----------
+    Rc : ndarray, shape (P, K)
+        Category-folded radial values (:func:`fold_categories`).
+    Y : ndarray, shape (P, n_lm)
+    local, slot : ndarray of int, shape (P,)
+        Centre and slot of each particle (:func:`padding`).
+    n_centres, p_max : int
+    a_k, a_lm : ndarray of int, shape (n_A,)
+        Folded radial index and flat ``l*l+l+m`` of each A.
+
+    Returns
+    -------
+    A : ndarray, shape (n_centres, n_A)
+    """
+    if len(Rc) == 0:
+        return np.zeros((n_centres, len(a_k)))
+    Rp = pad(Rc, local, slot, n_centres, p_max)
+    Yp = pad(Y, local, slot, n_centres, p_max)
+    full = np.matmul(Rp.transpose(0, 2, 1), Yp)  # (n_centres, K, n_lm)
+    return full[:, a_k, a_lm]
