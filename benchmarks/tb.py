@@ -1,7 +1,7 @@
 """Tight-binding layer timings: H(k), S(k) assembly + generalized eigen-solve, and a DOS.
 
-1. A ~1000-orbital system (Si, s+p Slater-Koster model with overlap, 4x4x4 supercell of the
-   2-atom cell = 1024 orbitals) at 100 random k-points: ``acehamil.tb.eigen.solve`` (Bloch sums
+1. A 1000-orbital system (Si, s+p Slater-Koster model with overlap, 5x5x5 supercell of the
+   2-atom cell = 250 atoms x 4 orbitals) at 100 random k-points: ``acehamil.tb.eigen.solve`` (Bloch sums
    from the block-sparse data, S(k) check, potrf/hegst/heevd) against ``scipy.linalg.eigh(H, S)``
    on matrices built beforehand (same k-points, eigenvalues only, driver 'gvd').
 2. A DOS of the 2-atom cell on a 12x12x12 Monkhorst-Pack grid (time-reversal reduced) with
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--nkpts", type=int, default=100)
-    p.add_argument("--repeat", type=int, default=4, help="supercell repeat of the 2-atom Si cell (4 -> 1024 orbitals)")
+    p.add_argument("--repeat", type=int, default=5, help="supercell repeat of the 2-atom Si cell (5 -> 250 atoms, 1000 orbitals)")
     p.add_argument("--kmesh", type=int, default=12)
     p.add_argument("--trials", type=int, default=1)
     a = p.parse_args(argv)

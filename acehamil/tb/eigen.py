@@ -110,8 +110,10 @@ def _cholesky_solve(h, s, kpt, index, eigenvectors, max_condition):
     rcond, info = lapack.zpocon(c, anorm, uplo="L")
     if not rcond > 0 or 1.0 / rcond > max_condition:
         raise _overlap_error(s, kpt, index, max_condition, "is ill-conditioned")
-    a, info = lapack.zhegst(h, c, itype=1, lower=1)
-    w, v, info = lapack.zheevd(a, compute_v=int(eigenvectors), lower=1)
+    a, info = lapack.zhegst(h, c, itype=1, lower=1, overwrite_a=0)
+    work, iwork, rwork, _ = lapack.zheevd_lwork(len(a), compute_v=int(eigenvectors), lower=1)
+    w, v, info = lapack.zheevd(a, compute_v=int(eigenvectors), lower=1, lwork=int(work.real),
+                               liwork=int(iwork), lrwork=int(rwork), overwrite_a=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"zheevd did not converge at k-point {index} (info={info})")
     if not eigenvectors:
