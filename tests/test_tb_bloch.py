@@ -123,3 +123,23 @@ def test_bad_input(kwargs, kpts, err):
 def test_not_a_matrix():
     with pytest.raises(TypeError):
         bloch_sum(np.eye(2), [[0, 0, 0]])
+
+
+def test_sparse_bloch_sums_feed_a_sparse_solver(rng):
+    """A 4x4x4 Si supercell (512 orbitals): sparse H(k), S(k) give, through shift-invert Lanczos,
+    the same eigenvalues near a target energy as the dense generalized solve."""
+    import scipy.sparse.linalg as spla
+
+    from acehamil.tb.eigen import solve
+
+    atoms = bulk("Si", "diamond", a=5.43).repeat((4, 4, 4))
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+    H, S = slater_koster(atoms, basis, cutoff=4.0)
+    k = rng.uniform(-0.5, 0.5, 3)
+    hk, sk = bloch_sum_sparse(H, k)[0], bloch_sum_sparse(S, k)[0]
+    assert hk.nnz < 0.2 * H.norb**2  # genuinely sparse
+    dense = solve(H, S, k[None])[0]
+    target = 0.5 * (dense[250] + dense[251])
+    vals = np.sort(spla.eigsh(hk, k=6, M=sk, sigma=target, which="LM", return_eigenvectors=False))
+    expected = dense[np.argsort(np.abs(dense - target))[:6]]
+    np.testing.assert_allclose(vals, np.sort(expected), atol=1e-8)
