@@ -1,0 +1,100 @@
+"""Time and peak memory to predict H and S of a 1000-atom periodic Si supercell, and the fit time.
+
+Usage::
+
+    python benchmarks/predict.py                     # fit the shipped dataset, then predict
+    python benchmarks/predict.py --model model.h5    # predict with an existing model (no fit)
+    python benchmarks/predict.py --json              # {"natoms", "seconds_predict", "peak_memory_GB", "seconds_fit", ...}
+
+The prediction runs in a fresh child process so that its peak resident memory
+(``ru_maxrss`` of the child) is measured alone.  The structure is a rattled
+(0.05 Å) 5x5x5 supercell of the 8-atom cubic diamond cell (a = 5.43 Å).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _predict_child(model_path: str, reps: int, queue) -> None:
+    import numpy as np
+    from ase.build import bulk
+
+    from acehamil.io.models import load_model
+    from acehamil.models.hamiltonian import overlap_min_eigenvalue
+
+    model = load_model(model_path)
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (reps, reps, reps)
+    atoms.rattle(0.05, rng=np.random.default_rng(0))
+    t0 = time.perf_counter()
+    H, S = model.predict(atoms)
+    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    smin = overlap_min_eigenvalue(S, atoms)
+    queue.put({
+        "natoms": len(atoms), "norb": int(H.norb), "nblocks_H": int(H.nblocks), "nblocks_S": int(S.nblocks),
+        "seconds_predict": seconds, "overlap_min_eigenvalue_gamma": smin, "seconds_overlap_check": time.perf_counter() - t1,
+        "peak_memory_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    })
+
+
+def fit_shipped(config: Path, out: Path) -> float:
+    """Fit the example configuration; returns seconds (reading + fitting, no evaluation)."""
+    from acehamil.cli.fit import training_indices
+    from acehamil.io.dataset import read_dataset
+    from acehamil.io.models import save_model
+    from acehamil.models.config import ModelConfig
+    from acehamil.models.hamiltonian_fit import fit
+
+    cfg = ModelConfig.from_toml(config)
+    t0 = time.perf_counter()
+    ds = read_dataset(cfg.data.train)
+    model = fit([ds[i] for i in training_indices(cfg, len(ds))], cfg, progress=False)
+    seconds = time.perf_counter() - t0
+    save_model(model, out)
+    return seconds
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="existing model file (skips the fit)")
+    p.add_argument("--config", default=str(ROOT / "examples" / "si_hamiltonian.toml"), help="fit configuration")
+    p.add_argument("--reps", type=int, default=5, help="supercell repetitions of the 8-atom cell (5 -> 1000 atoms)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    result = {"seconds_fit": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if model is None:
+            model = str(Path(tmp) / "model.h5")
+            result["seconds_fit"] = fit_shipped(Path(args.config), Path(model))
+            result["config"] = str(args.config)
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        proc = ctx.Process(target=_predict_child, args=(model, args.reps, q))
+        proc.start()
+        res = q.get()
+        proc.join()
+    result.update(res)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        fit_s = "n/a" if result["seconds_fit"] is None else f"{result['seconds_fit']:.1f} s"
+        print(f"fit (shipped dataset): {fit_s}")
+        print(f"predict H and S, {result['natoms']} atoms ({result['norb']} orbitals, {result['nblocks_H']} H blocks): "
+              f"{result['seconds_predict']:.1f} s, peak memory {result['peak_memory_GB']:.2f} GB")
+        print(f"smallest eigenvalue of S(Gamma): {result['overlap_min_eigenvalue_gamma']:.4g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
