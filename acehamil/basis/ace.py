@@ -38,6 +38,8 @@ MIN_LENGTH = 1e-8
 #: (small enough to stay in cache) and the full Jacobian of one batch.
 _BUDGET = 300_000
 _GRAD_BUDGET = 15_000_000
+#: Particle functions (harmonics and derivatives) computed per chunk (float64 entries).
+_CHUNK = 8_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,16 +190,37 @@ class ACEBasis:
             rc[(species == s) & (cat == c)] = r
         r = np.linalg.norm(vec, axis=1)
         cat_index = np.searchsorted(cats, cat)
-        return order, pc, vec, cat_index, w, rc, r
+        return order, pc, vec, cat_index, w, rc, r, centres.n_centres
 
-    def _batches(self, n_centres, pc, per_centre, max_centres=None):
+    def _batches(self, prep, per_centre, gradients, max_centres=None):
+        """Small centre batches (products stay in cache) inside large particle chunks
+        (one harmonics call per chunk: sphericart's threads start once, not per batch).
+
+        Yields ``(c0, c1, p0, p1, A, Rc, Y, d, local, slot, p_max)`` with particle
+        rows ``p0:p1`` of the sorted order.
+        """
+        order, pc, vec, cat_index, w, rc, r, n_centres = prep
+        P = len(order)
         nb = max(1, int(_BUDGET // max(per_centre, 1)))
         if max_centres is not None:
             nb = min(nb, int(max_centres))
-        for c0 in range(0, n_centres, nb):
-            c1 = min(n_centres, c0 + nb)
-            p0, p1 = np.searchsorted(pc, [c0, c1])
-            yield c0, c1, p0, p1
+        per_particle = (self.tables.l_max + 1) ** 2 * (4 if gradients else 1)
+        mean = max(1.0, P / max(n_centres, 1))
+        outer = nb * max(1, int(_CHUNK // (per_particle * mean * nb)))
+        for C0 in range(0, n_centres, outer):
+            C1 = min(n_centres, C0 + outer)
+            P0, P1 = np.searchsorted(pc, [C0, C1])
+            Rc_all, Y_all, d_all = self._particles(vec[P0:P1], cat_index[P0:P1], w[P0:P1], rc[P0:P1], r[P0:P1], gradients)
+            for c0 in range(C0, C1, nb):
+                c1 = min(C1, c0 + nb)
+                p0, p1 = np.searchsorted(pc, [c0, c1])
+                q0, q1 = p0 - P0, p1 - P0
+                Rc, Y = Rc_all[q0:q1], Y_all[q0:q1]
+                d = tuple(x[q0:q1] for x in d_all) if gradients else None
+                local = pc[p0:p1] - c0
+                slot, p_max = padding(local, c1 - c0)
+                A = atomic_base(Rc, Y, local, slot, c1 - c0, p_max, self._a_k, self.tables.a_lm)
+                yield c0, c1, p0, p1, A, Rc, Y, d, local, slot, p_max
 
     def _products(self, A: np.ndarray) -> np.ndarray:
         """AA (nb, n_AA) from A (nb, n_A); column 0 is the constant 1.
@@ -227,15 +250,6 @@ class ACEBasis:
         d = (fold_categories(dR, cat_index, ncat, w), dY, vec / r[:, None])
         return fold_categories(R, cat_index, ncat, w), Y, d
 
-    def _batch(self, prep, c0, c1, p0, p1, gradients):
-        order, pc, vec, cat_index, w, rc, r = prep
-        nb = c1 - c0
-        Rc, Y, d = self._particles(vec[p0:p1], cat_index[p0:p1], w[p0:p1], rc[p0:p1], r[p0:p1], gradients)
-        local = pc[p0:p1] - c0
-        slot, p_max = padding(local, nb)
-        A = atomic_base(Rc, Y, local, slot, nb, p_max, self._a_k, self.tables.a_lm)
-        return A, Rc, Y, d, local, slot, p_max
-
     def atomic(self, centres: Centres) -> np.ndarray:
         """Atomic base ``A``.
 
@@ -245,7 +259,10 @@ class ACEBasis:
             Columns described by ``tables.a_cat``, ``a_n``, ``a_lm``.
         """
         prep = self._prepare(centres)
-        return self._batch(prep, 0, centres.n_centres, 0, len(prep[0]), False)[0]
+        A = np.zeros((centres.n_centres, self.tables.n_A))
+        for c0, c1, p0, p1, A_batch, *_ in self._batches(prep, 1, False):
+            A[c0:c1] = A_batch
+        return A
 
     # -- evaluation --------------------------------------------------------------------
     def evaluate(self, centres: Centres, gradients: bool = False):
@@ -321,8 +338,7 @@ class ACEBasis:
         if gradients:  # the batch's Jacobian (nb, n_out, p_max, 3) within _GRAD_BUDGET
             jac = 3 * t.n_out * max(1, int(counts.max(initial=1)))
             per_centre = max(per_centre, jac * _BUDGET / _GRAD_BUDGET)
-        for c0, c1, p0, p1 in self._batches(nc, pc, per_centre, max_centres):
-            A, Rc, Y, d, local, slot, p_max = self._batch(prep, c0, c1, p0, p1, gradients)
+        for c0, c1, p0, p1, A, Rc, Y, d, local, slot, p_max in self._batches(prep, per_centre, gradients, max_centres):
             AA = self._products(A)
             f = AA @ self.tables.C
             g = self._gradients(AA, Rc, Y, d, local, slot, p_max) if gradients else None
@@ -402,9 +418,8 @@ class ACEBasis:
         species = centres.centre_species
         K = len(self.spec.categories) * self.spec.radial.n_max
         n_lm = (self.tables.l_max + 1) ** 2
-        for c0, c1, p0, p1 in self._batches(nc, pc, t.n_AA):
+        for c0, c1, p0, p1, A, Rc, Y, (dRc, dY, rhat), local, slot, p_max in self._batches(prep, t.n_AA, True):
             nb = c1 - c0
-            A, Rc, Y, (dRc, dY, rhat), local, slot, p_max = self._batch(prep, c0, c1, p0, p1, True)
             AAT = self._products(A)  # (nb, n_AA)
             dEdA = np.zeros((ncomp, nb, t.n_A))
             for s, (wk, H) in weights.items():
