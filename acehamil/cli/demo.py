@@ -14,9 +14,13 @@ import time
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="ACE basis demo on bulk Si (equivariance check, timings)")
+    p = subparsers.add_parser(
+        "demo",
+        help="ACE basis demo on bulk Si (equivariance check, timings)",
+        description="ACE basis demo on bulk Si: builds a basis, evaluates every site, checks equivariance and forces, prints timings.",
+    )
     p.add_argument("--reps", type=int, default=3, help="repetitions of the 8-atom cubic Si cell (default 3: 216 sites)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (rattle, rotation, coefficients)")
     p.set_defaults(func=run)
 
 
