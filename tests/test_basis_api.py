@@ -167,3 +167,31 @@ def test_feature_counts_are_deterministic():
     b1, b2 = ACEBasis(SPEC), ACEBasis(SPEC)
     assert b1.n_features == b2.n_features
     assert (b1.tables.C != b2.tables.C).nnz == 0
+
+
+@pytest.mark.parametrize("n_centres", [0, 2])
+def test_no_particles(basis, n_centres):
+    c = Centres(np.full(n_centres, 14), np.zeros(0, int), np.zeros((0, 3)), np.zeros(0, int))
+    vals, grads = basis.evaluate(c, gradients=True)
+    for key, infos in basis.feature_info.items():
+        L = key[0]
+        assert vals[key].shape == (n_centres, len(infos), 2 * L + 1) and np.all(vals[key] == 0)
+        assert grads[key].shape == (0, len(infos), 2 * L + 1, 3)
+    E, g = basis.evaluate_linear(c, {14: np.ones(basis.n_features[(0, 1)])})
+    assert E.shape == (n_centres,) and g.shape == (0, 3)
+
+
+def test_iter_evaluate_matches_evaluate(basis, rng):
+    n = 5
+    pc = rng.integers(0, n, size=30)
+    c = Centres(np.full(n, 14), pc, rng.uniform(-2, 2, size=(30, 3)), rng.choice([1, 14], size=30))
+    vals, grads = basis.evaluate(c, gradients=True)
+    seen = []
+    for sl, idx, v, g in basis.iter_evaluate(c, gradients=True, max_centres=2):
+        assert sl.stop - sl.start <= 2
+        seen.extend(idx.tolist())
+        for k in vals:
+            np.testing.assert_array_equal(v[k], vals[k][sl])
+            np.testing.assert_array_equal(g[k], grads[k][idx])
+            assert np.all(np.isin(c.particle_centre[idx], np.arange(sl.start, sl.stop)))
+    assert sorted(seen) == list(range(30))

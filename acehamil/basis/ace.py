@@ -323,7 +323,7 @@ class ACEBasis:
         for key in self.feature_keys:
             L = key[0]
             x = flat[:, t.out_slices[key]]
-            out[key] = x.reshape((len(x), -1, 2 * L + 1) + x.shape[2:]) if extra == 2 else x.reshape(len(x), -1, 2 * L + 1)
+            out[key] = x.reshape((len(x), len(t.feature_info[key]), 2 * L + 1) + x.shape[2:])
         return out
 
     def _iter_flat(self, centres, gradients, max_centres):
