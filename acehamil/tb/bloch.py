@@ -7,7 +7,7 @@ unitary (diagonal) transformation of the lattice gauge, so eigenvalues agree.
 
 Many k-points are done at once: the distinct orbital positions ``(row, col)``
 of the COO entries form a sparse ``(n_pos, ncells)`` matrix ``V`` of values per
-cell; ``V @ phases.T`` with ``phases (ncells, nk)`` gives every matrix element
+cell (dense when it is nearly full, e.g. a small cell with many shifts); ``V @ phases.T`` with ``phases (ncells, nk)`` gives every matrix element
 at every k, which is then scattered into dense ``(nk, norb, norb)`` arrays or
 into CSR matrices sharing one sparsity pattern.  No dense
 ``(ncells, norb, norb)`` array is ever formed.
@@ -37,6 +37,8 @@ from ..structure import RealSpaceMatrix
 __all__ = ["BlochAssembler", "bloch_sum", "bloch_sum_sparse", "phase_factors", "as_kpts"]
 
 _GAUGES = ("lattice", "atomic")
+_DENSE_FILL = 0.25  # use a dense (n_pos, ncells) value table above this fill ...
+_DENSE_MAX = 2**24  # ... and below this many entries (128 MB)
 
 
 def as_kpts(kpts) -> np.ndarray:
@@ -129,6 +131,8 @@ class BlochAssembler:
         pos, pos_index = np.unique(lin, return_inverse=True)
         # V[p, c]: value at orbital position p in cell c (duplicates summed)
         v = sp.csr_matrix((vals, (pos_index, block_cell[bidx])), shape=(len(pos), len(cells)))
+        if v.nnz > _DENSE_FILL * len(pos) * len(cells) and len(pos) * len(cells) <= _DENSE_MAX:
+            v = v.toarray()  # nearly full (small cell, many shifts): BLAS beats sparse products
         # CSR structure of the k-space matrix: pos is sorted by (row, col) already
         prow, pcol = np.divmod(pos, m.norb)
         indptr = np.searchsorted(prow, np.arange(m.norb + 1)).astype(np.int64)
@@ -143,7 +147,8 @@ class BlochAssembler:
         """Matrix elements at the pattern positions, shape (n_pos, nk), complex."""
         k = as_kpts(kpts)
         cells, v, _, prow, pcol, _ = self._pattern
-        vals = v @ phase_factors(k, cells).T  # (n_pos, nk)
+        ph = phase_factors(k, cells).T  # (ncells, nk)
+        vals = (v @ np.ascontiguousarray(ph.real)) + 1j * (v @ np.ascontiguousarray(ph.imag))  # real products
         if self.gauge == "atomic":
             x = self.frac_positions
             oa = np.repeat(np.arange(self.matrix.natoms), self.matrix.norb_per_atom)
