@@ -129,7 +129,7 @@ def cg_real(l1: int, l2: int, L: int) -> np.ndarray:
         return c
     u1, u2, uL = complex_to_real(l1), complex_to_real(l2), complex_to_real(L)
     # c_real_M = sum uL[M,M'] CG[m1',m2',M'] a_cplx_m1' b_cplx_m2', a_cplx = U1^H a_real
-    r = np.einsum("MP,abP,ia,jb->ijM", uL, c, u1.conj(), u2.conj())
+    r = np.einsum("MP,abP,ia,jb->ijM", uL, c, u1.conj(), u2.conj(), optimize=True)
     re, im = np.abs(r.real).max(), np.abs(r.imag).max()
     out = np.ascontiguousarray(r.real if re >= im else r.imag)
     if min(re, im) > 1e-12:
