@@ -7,6 +7,8 @@ parities - the basis of docs/design.md):
 * ``seconds_with_gradients``: values plus the full Jacobian (every feature w.r.t.
   every neighbour vector), computed batch by batch (:meth:`ACEBasis.iter_evaluate`)
   so memory stays bounded; the batches are discarded;
+* ``seconds_invariants_with_gradients``: only the invariants ``(0, +1)`` and their
+  full Jacobian (what fitting a potential to forces needs);
 * ``seconds_energy_forces``: the contracted reverse-mode path used by potentials
   (:meth:`ACEBasis.evaluate_linear`, invariants);
 * the number of features and a flop estimate (multiply-adds per site: A by
@@ -85,6 +87,11 @@ def main(argv=None) -> int:
     coeffs = {14: np.random.default_rng(0).normal(size=basis.n_features[(0, 1)])}
     _, t_lin, c_lin = timed(lambda: basis.evaluate_linear(centres, coeffs), args.repeat)
     log(f"energy + forces (reverse mode, invariants): {t_lin:.3f} s wall, {c_lin:.3f} s CPU")
+    def invariant_jacobian():
+        return basis.evaluate(centres, gradients=True, keys=[(0, 1)])
+
+    _, t_inv, c_inv = timed(invariant_jacobian, 1)
+    log(f"invariants + their full Jacobian (potential fitting): {t_inv:.2f} s wall, {c_inv:.2f} s CPU")
     t_grad = c_grad = None
     if not args.no_gradients:
 
@@ -117,6 +124,8 @@ def main(argv=None) -> int:
         "cpu_seconds_values": c_val,
         "seconds_energy_forces": t_lin,
         "cpu_seconds_energy_forces": c_lin,
+        "seconds_invariants_with_gradients": t_inv,
+        "cpu_seconds_invariants_with_gradients": c_inv,
         "seconds_with_gradients": t_grad,
         "cpu_seconds_with_gradients": c_grad,
         "macs_per_site": macs,

@@ -195,3 +195,16 @@ def test_iter_evaluate_matches_evaluate(basis, rng):
             np.testing.assert_array_equal(g[k], grads[k][idx])
             assert np.all(np.isin(c.particle_centre[idx], np.arange(sl.start, sl.stop)))
     assert sorted(seen) == list(range(30))
+
+
+@pytest.mark.parametrize("keys", [[(0, 1)], [(2, -1), (1, 1)]])
+def test_key_subset_matches_full(basis, rng, keys):
+    c = Centres([14, 1], rng.integers(0, 2, size=12), rng.uniform(-2, 2, size=(12, 3)), rng.choice([1, 14], size=12))
+    vals, grads = basis.evaluate(c, gradients=True)
+    sub, gsub = basis.evaluate(c, gradients=True, keys=keys)
+    assert sorted(sub) == sorted(keys)
+    for k in keys:
+        np.testing.assert_array_equal(sub[k], vals[k])
+        np.testing.assert_allclose(gsub[k], grads[k], rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match="no features"):
+        basis.evaluate(c, keys=[(7, 1)])

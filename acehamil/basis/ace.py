@@ -143,8 +143,7 @@ class ACEBasis:
         self.tables = ProductTables(spec)
         self.radial = RadialBasis(spec.radial)
         self.angular = AngularBasis(self.tables.l_max)
-        self._CT = self.tables.C.T.tocsr()
-        self._grad = None
+        self._selections = {}
         t = self.tables
         self._a_k = np.searchsorted(np.array(spec.categories), t.a_cat) * spec.radial.n_max + t.a_n
 
@@ -265,7 +264,7 @@ class ACEBasis:
         return A
 
     # -- evaluation --------------------------------------------------------------------
-    def evaluate(self, centres: Centres, gradients: bool = False):
+    def evaluate(self, centres: Centres, gradients: bool = False, keys=None):
         """Features of every centre (and their gradients).
 
         Parameters
@@ -274,6 +273,9 @@ class ACEBasis:
         gradients : bool
             The full Jacobian has ``P * n_out * 3`` entries; for many centres use
             :meth:`iter_evaluate` (bounded memory) or :meth:`evaluate_linear`.
+        keys : iterable of (L, parity), optional
+            Only these keys (default all of :attr:`feature_keys`); e.g. ``[(0, 1)]``
+            for invariants, far cheaper with gradients.
 
         Returns
         -------
@@ -282,20 +284,20 @@ class ACEBasis:
             ``d vals[key][particle_centre[p]] / d particle_vec[p]``, particles in
             input order; only when ``gradients``.
         """
-        t = self.tables
         if not isinstance(centres, Centres):
             raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
+        sel = self._selection(keys)
         nc, P = centres.n_centres, centres.n_particles
-        flat = np.empty((nc, t.n_out))
-        gflat = np.empty((P, t.n_out, 3)) if gradients else None
-        for sl, idx, f, g in self._iter_flat(centres, gradients, None):
+        flat = np.empty((nc, sel["n_out"]))
+        gflat = np.empty((P, sel["n_out"], 3)) if gradients else None
+        for sl, idx, f, g in self._iter_flat(centres, gradients, None, sel):
             flat[sl] = f
             if gradients:
                 gflat[idx] = g
-        vals = self._split(flat, 1)
-        return (vals, self._split(gflat, 2)) if gradients else vals
+        vals = self._split(flat, sel)
+        return (vals, self._split(gflat, sel)) if gradients else vals
 
-    def iter_evaluate(self, centres: Centres, gradients: bool = False, max_centres: int | None = None):
+    def iter_evaluate(self, centres: Centres, gradients: bool = False, max_centres: int | None = None, keys=None):
         """Evaluate batch by batch (bounded memory).
 
         Parameters
@@ -304,6 +306,8 @@ class ACEBasis:
         gradients : bool
         max_centres : int, optional
             Largest batch (default: chosen from a memory budget).
+        keys : iterable of (L, parity), optional
+            Only these keys (default all).
 
         Yields
         ------
@@ -314,47 +318,68 @@ class ACEBasis:
         vals : dict (L, parity) -> ndarray, shape (n_b, n_B, 2L+1)
         grads : dict (L, parity) -> ndarray, shape (P_b, n_B, 2L+1, 3), or None
         """
-        for sl, idx, f, g in self._iter_flat(centres, gradients, max_centres):
-            yield sl, idx, self._split(f, 1), (self._split(g, 2) if gradients else None)
+        if not isinstance(centres, Centres):
+            raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
+        sel = self._selection(keys)
+        for sl, idx, f, g in self._iter_flat(centres, gradients, max_centres, sel):
+            yield sl, idx, self._split(f, sel), (self._split(g, sel) if gradients else None)
 
-    def _split(self, flat, extra):
+    def _selection(self, keys):
+        """Coupling columns (and, lazily, gradient pattern) of a subset of keys."""
+        t = self.tables
+        if keys is None:
+            keys = tuple(self.feature_keys)
+        else:
+            keys = tuple(sorted({(int(L), int(p)) for L, p in keys}))
+            missing = [k for k in keys if k not in t.out_slices]
+            if missing:
+                raise ValueError(f"no features with keys {missing}; available {self.feature_keys}")
+        if keys not in self._selections:
+            cols, slices, start = [], {}, 0
+            for k in keys:
+                s = t.out_slices[k]
+                cols.append(np.arange(s.start, s.stop))
+                slices[k] = slice(start, start + s.stop - s.start)
+                start += s.stop - s.start
+            cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+            C = t.C if np.array_equal(cols, np.arange(t.n_out)) else t.C[:, cols].tocsr()
+            self._selections[keys] = {"keys": keys, "C": C, "slices": slices, "n_out": len(cols), "grad": None}
+        return self._selections[keys]
+
+    def _split(self, flat, sel):
         t = self.tables
         out = {}
-        for key in self.feature_keys:
+        for key in sel["keys"]:
             L = key[0]
-            x = flat[:, t.out_slices[key]]
+            x = flat[:, sel["slices"][key]]
             out[key] = x.reshape((len(x), len(t.feature_info[key]), 2 * L + 1) + x.shape[2:])
         return out
 
-    def _iter_flat(self, centres, gradients, max_centres):
+    def _iter_flat(self, centres, gradients, max_centres, sel):
         t = self.tables
         prep = self._prepare(centres)
         order, pc = prep[0], prep[1]
         nc = centres.n_centres
         counts = np.bincount(pc, minlength=nc) if nc else np.zeros(0, int)
-        if gradients and self._grad is None:
-            self._grad = self._gradient_pattern()
+        if gradients and sel["grad"] is None:
+            G, q_out, q_a = t.gradient_tables(sel["C"])
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(q_out, minlength=sel["n_out"]))])
+            sel["grad"] = (G.T.tocsr(), indptr, q_a)
         per_centre = t.n_AA
         if gradients:  # the batch's Jacobian (nb, n_out, p_max, 3) within _GRAD_BUDGET
-            jac = 3 * t.n_out * max(1, int(counts.max(initial=1)))
+            jac = 3 * sel["n_out"] * max(1, int(counts.max(initial=1)))
             per_centre = max(per_centre, jac * _BUDGET / _GRAD_BUDGET)
         for c0, c1, p0, p1, A, Rc, Y, d, local, slot, p_max in self._batches(prep, per_centre, gradients, max_centres):
             AA = self._products(A)
-            f = AA @ self.tables.C
-            g = self._gradients(AA, Rc, Y, d, local, slot, p_max) if gradients else None
+            f = AA @ sel["C"]
+            g = self._gradients(AA, Rc, Y, d, local, slot, p_max, sel) if gradients else None
             yield slice(c0, c1), order[p0:p1], f, g
 
-    def _gradient_pattern(self):
-        t = self.tables
-        G, q_out, q_a = t.gradient_tables()
-        counts = np.bincount(q_out, minlength=t.n_out)
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        return G.T.tocsr(), indptr, q_a
-
-    def _gradients(self, AA, Rc, Y, d, local, slot, p_max):
+    def _gradients(self, AA, Rc, Y, d, local, slot, p_max, sel):
         """Full Jacobian of one batch: (P_b, n_out, 3)."""
         t = self.tables
-        GT, indptr0, q_a = self._grad
+        GT, indptr0, q_a = sel["grad"]
+        n_out = sel["n_out"]
         nb = len(AA)
         Q = len(q_a)
         V = AA @ GT  # (nb, Q): dB_o/dA_a of every centre on the fixed pattern
@@ -367,8 +392,8 @@ class ACEBasis:
         # block-diagonal sparse (nb*n_out, nb*n_A) with the same pattern in every block
         indptr = np.concatenate([(indptr0[:-1][None, :] + Q * np.arange(nb)[:, None]).ravel(), [nb * Q]])
         indices = (q_a[None, :] + t.n_A * np.arange(nb)[:, None]).ravel()
-        M = sp.csr_matrix((V.ravel(), indices, indptr), shape=(nb * t.n_out, nb * t.n_A))
-        out = (M @ rhs).reshape(nb, t.n_out, p_max, 3)
+        M = sp.csr_matrix((V.ravel(), indices, indptr), shape=(nb * n_out, nb * t.n_A))
+        out = (M @ rhs).reshape(nb, n_out, p_max, 3)
         return out[local, :, slot, :]
 
     def evaluate_linear(self, centres: Centres, coeffs: dict, key=(0, 1)):

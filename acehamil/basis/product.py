@@ -119,7 +119,7 @@ class ProductTables:
     def __init__(self, spec: BasisSpec):
         self.spec = spec
         cand = _one_particle(spec)
-        keys = [(L, p) for L in range(spec.L_max + 1) for p in (1, -1)]
+        keys = [(L, p) for L in range(spec.L_max + 1) for p in (-1, 1)]  # sorted
         # features per (nu, multiset, key): (multiset, key, pattern)
         found = []
         for nu in range(1, spec.max_nu + 1):
@@ -266,8 +266,13 @@ class ProductTables:
         pos = np.searchsorted(self._levels[nu], keys)
         return self.level_offsets[nu] + pos
 
-    def gradient_tables(self):
+    def gradient_tables(self, C=None):
         """Sparse map from AA to ``dB/dA`` on its non-zero pattern.
+
+        Parameters
+        ----------
+        C : scipy.sparse matrix, shape (n_AA, n), optional
+            Coupling columns to differentiate (default all of ``self.C``).
 
         Returns
         -------
@@ -277,7 +282,7 @@ class ProductTables:
             Output column ``o`` of each entry (sorted, every column present).
         q_a : ndarray of int, shape (Q,)
         """
-        Ccoo = self.C.tocoo()
+        Ccoo = (self.C if C is None else C).tocoo()
         # join C entries (k, o, w) with derivative entries (k, a, j, mult) on k
         order = np.argsort(self.deriv_k, kind="stable")
         dk = self.deriv_k[order]
