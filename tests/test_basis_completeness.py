@@ -14,7 +14,7 @@ from acehamil.so3 import real_sph_harm, wigner_d_real
 
 SMALL = {
     "site": BasisSpec(categories=(14,), radial=RadialSpec(n_max=2, r_cut=4.0), max_nu=3, max_degree=(3, 3, 3), L_max=3),
-    "two_species": BasisSpec(categories=(1, 14), radial=RadialSpec(n_max=1, r_cut=4.0), max_nu=3, max_degree=(2, 2, 2), L_max=2),
+    "two_species": BasisSpec(categories=(1, 14), radial=RadialSpec(n_max=1, r_cut=4.0), max_nu=3, max_degree=(3, 3, 3), L_max=3),
     "bond": BasisSpec(
         categories=(BOND, 14), radial=RadialSpec(n_max=2, r_cut=4.0), max_nu=3, max_degree=(2, 3, 2), L_max=2,
         singleton_categories=(BOND,),
