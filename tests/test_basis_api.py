@@ -208,3 +208,15 @@ def test_key_subset_matches_full(basis, rng, keys):
         np.testing.assert_allclose(gsub[k], grads[k], rtol=1e-13, atol=1e-15)
     with pytest.raises(ValueError, match="no features"):
         basis.evaluate(c, keys=[(7, 1)])
+
+
+def test_pickle_and_deepcopy_rebuild_from_spec(basis, rng):
+    import copy
+    import pickle
+
+    c = Centres([14], [0, 0, 0], rng.normal(size=(3, 3)), [14, 1, 14])
+    ref = basis.evaluate(c)
+    for other in (pickle.loads(pickle.dumps(basis)), copy.deepcopy(basis)):
+        assert other.spec == basis.spec
+        for k, v in other.evaluate(c).items():
+            np.testing.assert_array_equal(v, ref[k])

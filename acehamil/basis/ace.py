@@ -147,6 +147,10 @@ class ACEBasis:
         t = self.tables
         self._a_k = np.searchsorted(np.array(spec.categories), t.a_cat) * spec.radial.n_max + t.a_n
 
+    def __reduce__(self):
+        # rebuilt from the spec (the sphericart calculator holds C pointers)
+        return (ACEBasis, (self.spec,))
+
     # -- description -------------------------------------------------------------------
     @property
     def feature_keys(self) -> list:
