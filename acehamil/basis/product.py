@@ -145,6 +145,8 @@ class ProductTables:
         self.a_lm = ls_v[self.a_v] ** 2 + m_off
         self.l_max = int(ls_v.max()) if len(ls_v) else 0
         base = max(self.n_A, 1)
+        if base ** spec.max_nu >= 2**62:
+            raise ValueError(f"basis too large: {self.n_A} one-particle functions to the power max_nu={spec.max_nu} overflows int64 keys")
         self._base = base
 
         # group the found features by key, in order of nu then multiset
