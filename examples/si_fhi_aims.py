@@ -1,0 +1,122 @@
+"""FHI-aims silicon (ACEhamiltonians example data): fit on structure 0224 only, predict 0225.
+
+Compares the model's H, S, band structure and DOS of 0225 with FHI-aims' own matrices
+(and FHI-aims' own DOS stored in the file), writes ``fhi_aims_si.png`` and ``fhi_aims_si.json``.
+
+Usage::
+
+    python examples/si_fhi_aims.py [--data ../shared/data/acehamiltonians-si/example_data.h5] [--out fhi_aims_out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = {
+    "h_onsite": {"r_cut": 6.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
+    "h_offsite": {"r_cut": 9.0, "r_env": 3.0, "max_nu": 2, "max_degree": [10, 6], "n_max": 10},
+    "s_offsite": {"r_cut": 9.0, "r_env": 0.0, "max_nu": 1, "max_degree": [14], "n_max": 14},
+    "solver": {"lam": 1e-9},
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "acehamiltonians-si" / "example_data.h5"))
+    p.add_argument("--out", default="fhi_aims_out")
+    args = p.parse_args(argv)
+
+    from acehamil.io.acehamiltonians import read_acehamiltonians
+    from acehamil.models.config import ModelConfig
+    from acehamil.models.hamiltonian import overlap_min_eigenvalue
+    from acehamil.models.hamiltonian_eval import block_errors
+    from acehamil.models.hamiltonian_fit import fit
+    from acehamil.structure import StructureData
+    from acehamil.tb.bands import band_path
+    from acehamil.tb.eigen import solve
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = read_acehamiltonians(args.data, "0224"), read_acehamiltonians(args.data, "0225")
+    cfg = ModelConfig.from_dict(CONFIG)
+    t0 = time.perf_counter()
+    model = fit([train], cfg, progress=False)
+    res = {"config": CONFIG, "seconds_fit": time.perf_counter() - t0}
+    for name, sd in (("train_0224", train), ("test_0225", test)):
+        h, s = block_errors(model, [sd], "H"), block_errors(model, [sd], "S")
+        res[name] = {"H_rmse_meV": h["rmse"], "H_mae_meV": h["mae"], "S_rmse": s["rmse"],
+                     "S_min_eig_reference": overlap_min_eigenvalue(sd.S, sd.atoms)}
+    H, S = model.predict(test.atoms)
+    res["test_0225"]["S_min_eig_model"] = overlap_min_eigenvalue(S, test.atoms)
+    pred = StructureData(test.atoms, test.basis, H=(H,), S=S, fermi_level=test.fermi_level)
+    ef = test.fermi_level
+
+    # bands along the standard path: FHI-aims matrices vs model
+    path = band_path(test.atoms, npoints=100)
+    e_ref = solve(test.H[0], test.S, path.kpts)
+    e_mod = solve(H, S, path.kpts)
+    win = np.abs(e_ref - ef) <= 2.0
+    res["test_0225"]["band_path_mae_meV"] = float(np.abs(e_mod - e_ref)[win].mean() * 1e3)
+    res["test_0225"]["band_path_max_meV"] = float(np.abs(e_mod - e_ref)[win].max() * 1e3)
+
+    # DOS on FHI-aims' own k-points and broadening; FHI-aims' DOS for reference (spin-summed, states/eV/cell)
+    dos = test.info["dos"]
+    kpts, w = np.asarray(dos["kpts"]), np.asarray(dos["weights"])
+    w = w / w.sum()
+    E = np.asarray(dos["energies"]) + ef  # FHI-aims stores DOS energies relative to E_F
+    sig = float(dos["broadening"])
+
+    def gdos(eps):
+        x = (E[None, None, :] - eps[:, :, None]) / sig
+        return 2 * (w[:, None, None] * np.exp(-0.5 * x**2) / (sig * np.sqrt(2 * np.pi))).sum(axis=(0, 1))
+
+    d_ref, d_mod = gdos(solve(test.H[0], test.S, kpts)), gdos(solve(H, S, kpts))
+    d_aims = np.asarray(dos["values"])
+    band = np.abs(E - ef) <= 2.0
+    res["test_0225"]["dos_max_abs_error_model_vs_matrices"] = float(np.abs(d_mod - d_ref)[band].max())
+    res["test_0225"]["dos_max_abs_error_matrices_vs_fhi_aims"] = float(np.abs(d_ref - d_aims)[band].max())
+    (out / "fhi_aims_si.json").write_text(json.dumps(res, indent=1, default=float))
+    _figure(out / "fhi_aims_si.png", path, e_ref, e_mod, ef, E, d_aims, d_ref, d_mod, res)
+    print(json.dumps(res, indent=1, default=float))
+    return 0
+
+
+def _figure(fname, path, e_ref, e_mod, ef, E, d_aims, d_ref, d_mod, res):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    x, xt, labels = path.get_linear_kpoint_axis()
+    a1.plot(x, e_ref - ef, color="k", lw=1.5)
+    a1.plot(x, e_mod - ef, color="tab:red", lw=1.0, ls="--")
+    a1.plot([], [], color="k", label="FHI-aims H, S")
+    a1.plot([], [], color="tab:red", ls="--", label="ACE model (fit on 0224)")
+    a1.set_xticks(xt, labels)
+    a1.set_xlim(x[0], x[-1])
+    a1.set_ylim(-14, 8)
+    a1.set_ylabel("E - E_F (eV)")
+    a1.set_title(f"Si 0225 bands; MAE (E_F +- 2 eV) {res['test_0225']['band_path_mae_meV']:.0f} meV")
+    a1.legend(loc="lower right", fontsize=8)
+    a2.plot(E - ef, d_aims, color="grey", lw=2.5, label="FHI-aims DOS")
+    a2.plot(E - ef, d_ref, color="k", lw=1.0, label="from FHI-aims H, S")
+    a2.plot(E - ef, d_mod, color="tab:red", lw=1.0, ls="--", label="ACE model")
+    a2.set_xlim(-14, 8)
+    a2.set_xlabel("E - E_F (eV)")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(fname, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
