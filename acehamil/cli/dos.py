@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     add_structure_args(p)
     p.add_argument("--kmesh", type=int, nargs=3, default=[12, 12, 12], metavar=("N1", "N2", "N3"),
                    help="Monkhorst-Pack grid (default 12 12 12; 1 along non-periodic axes)")
+    p.add_argument("--gamma-centred", action="store_true",
+                   help="shift even grid axes to contain Gamma (as FHI-aims' k_grid); odd axes always do")
     p.add_argument("--width", type=float, default=0.05, help="smearing width in eV (default 0.05)")
     p.add_argument("--smearing", default="gaussian", choices=["gaussian", "fermi-dirac", "methfessel-paxton"])
     p.add_argument("--pdos", nargs="?", const="species", default=None, choices=["species", "shell", "l"],
@@ -41,7 +43,8 @@ def run(args) -> int:
     sd = load_structure(args.data, args.structure)
     energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints)
     res = density_of_states(sd, kmesh=args.kmesh, width=args.width, smearing=args.smearing, energies=energies,
-                            npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, **solver_kw(args))
+                            npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, gamma_centred=args.gamma_centred,
+                            **solver_kw(args))
     if args.json:
         write_json(args.json, res.to_json())
     if args.output:

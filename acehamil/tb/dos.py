@@ -272,7 +272,7 @@ def _levels_and_projections(H: RealSpaceMatrix, S, kpts, groups, solver_kw):
 def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.05, smearing: str = "gaussian",
                       energies=None, npoints: int = 2001, pdos: str | None = None, fermi_level: float | None = None,
                       order: int = 1, max_condition: float = MAX_CONDITION, remedy=None,
-                      s_threshold: float = S_THRESHOLD) -> DOSResult:
+                      s_threshold: float = S_THRESHOLD, gamma_centred: bool = False) -> DOSResult:
     """DOS (and Mulliken PDOS) of a structure's ``H``/``S`` on a Monkhorst-Pack grid.
 
     Parameters
@@ -281,6 +281,8 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
         Needs ``H`` (1 or 2 spin channels); ``S`` optional (orthonormal basis if None).
     kmesh : 3 ints
         Grid; non-periodic axes use 1 (a cluster is Gamma only).
+    gamma_centred : bool
+        Shift even grid axes to contain Gamma (odd axes always do), as FHI-aims' ``k_grid``.
     width : float, eV
     smearing : {"gaussian", "fermi-dirac", "methfessel-paxton"}
     energies : array (ne,), eV, optional
@@ -305,7 +307,7 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
         raise ValueError(f"smearing must be one of {SMEARINGS}, got {smearing!r}")
     if not (np.isfinite(width) and width > 0):
         raise ValueError(f"smearing width must be a positive number of eV, got {width}")
-    kpts, weights = monkhorst_pack(kmesh, data.atoms.pbc)
+    kpts, weights = monkhorst_pack(kmesh, data.atoms.pbc, gamma_centred=gamma_centred)
     groups = None if pdos is None else orbital_groups(data.layout, pdos)
     kw = dict(max_condition=max_condition, remedy=remedy, s_threshold=s_threshold)
     res = [_levels_and_projections(h, data.S, kpts, groups, kw) for h in data.H]
