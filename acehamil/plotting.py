@@ -168,8 +168,11 @@ def plot_dos(result, emin: float | None = None, emax: float | None = None, title
         ax.plot(re - shift, rd, color="C3", lw=1.0, ls="--", label=reference_label)
     if ef is not None:
         ax.axvline(0.0, color="0.4", lw=0.8, ls=":")
-    ax.set_xlim(e[0] if emin is None else emin, e[-1] if emax is None else emax)
-    ax.set_ylim(bottom=0)
+    lo, hi = (e[0] if emin is None else emin), (e[-1] if emax is None else emax)
+    ax.set_xlim(lo, hi)
+    inside = (e >= lo) & (e <= hi)
+    top = float(result.dos[inside].max()) if inside.any() else float(result.dos.max())
+    ax.set_ylim(0, 1.08 * top if top > 0 else 1.0)
     ax.set_xlabel("E - E_F (eV)" if ef is not None else "E (eV)")
     ax.set_ylabel("states / eV / cell")
     ax.legend(fontsize=8)

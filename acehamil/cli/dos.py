@@ -27,7 +27,8 @@ def register(subparsers) -> None:
                    help="Mulliken PDOS per species (default), shell or l")
     p.add_argument("--erange", type=float, nargs=2, default=None, metavar=("EMIN", "EMAX"),
                    help="absolute energy range of the DOS in eV (default: all levels)")
-    p.add_argument("--npoints", type=int, default=2001, help="energy points (default 2001)")
+    p.add_argument("--npoints", type=int, default=None,
+                   help="energy points (default: spacing width/5 over all levels; 2001 with --erange)")
     p.add_argument("--fermi-level", type=float, default=None, help="E_F in eV (default: from the electron count)")
     p.add_argument("-o", "--output", default=None, help="figure file (.png or .pdf)")
     p.add_argument("--json", default=None, help="write the DOS JSON (see docs/tb.md)")
@@ -38,10 +39,10 @@ def run(args) -> int:
     from ..tb.dos import density_of_states
 
     check_output(args.output)
-    if args.npoints < 2:
+    if args.npoints is not None and args.npoints < 2:
         raise ValueError(f"--npoints must be >= 2, got {args.npoints}")
     sd = load_structure(args.data, args.structure)
-    energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints)
+    energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints or 2001)
     res = density_of_states(sd, kmesh=args.kmesh, width=args.width, smearing=args.smearing, energies=energies,
                             npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, gamma_centred=args.gamma_centred,
                             **solver_kw(args))

@@ -270,7 +270,7 @@ def _levels_and_projections(H: RealSpaceMatrix, S, kpts, groups, solver_kw):
 
 
 def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.05, smearing: str = "gaussian",
-                      energies=None, npoints: int = 2001, pdos: str | None = None, fermi_level: float | None = None,
+                      energies=None, npoints: int | None = None, pdos: str | None = None, fermi_level: float | None = None,
                       order: int = 1, max_condition: float = MAX_CONDITION, remedy=None,
                       s_threshold: float = S_THRESHOLD, gamma_centred: bool = False) -> DOSResult:
     """DOS (and Mulliken PDOS) of a structure's ``H``/``S`` on a Monkhorst-Pack grid.
@@ -288,6 +288,8 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
     energies : array (ne,), eV, optional
         Default: ``npoints`` points from ``min(eps) - pad`` to ``max(eps) + pad``,
         ``pad`` = 7 widths (25 for Fermi-Dirac's long tails).
+    npoints : int, optional
+        Default: spacing ``width / 5`` (at least 2001, at most 400001 points).
     pdos : None or {"species", "shell", "l"}
     fermi_level : float, optional
         Use this Fermi level (eV).  Default: from ``data.n_electrons`` (the
@@ -323,7 +325,11 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
         ef = data.fermi_level
     if energies is None:
         pad = (25.0 if smearing == "fermi-dirac" else 7.0) * width  # tails below ~1e-10 of a state
-        energies = np.linspace(eps.min() - pad, eps.max() + pad, int(npoints))
+        lo, hi = eps.min() - pad, eps.max() + pad
+        n = int(npoints) if npoints is not None else int(min(400_001, max(2001, np.ceil((hi - lo) / (width / 5)) + 1)))
+        if n < 2:
+            raise ValueError(f"npoints must be >= 2, got {npoints}")
+        energies = np.linspace(lo, hi, n)
     energies = np.asarray(energies, dtype=np.float64).reshape(-1)
     d, p = dos_from_levels(eps, weights, energies, width, smearing, g, proj, order)
     pd = None if p is None else {lab: p[i] for i, lab in enumerate(groups)}
