@@ -47,7 +47,7 @@ def canary_features(basis, species) -> np.ndarray:
     -------
     ndarray, float64, shape (n_species, n_B)
     """
-    from ..models.potential import INVARIANT, _make_centres, basis_cutoff
+    from ..models.potential import INVARIANT, basis_cutoff, make_centres
 
     rc = basis_cutoff(basis)
     species = [int(z) for z in species]
@@ -57,7 +57,7 @@ def canary_features(basis, species) -> np.ndarray:
     vec = dirs * radii[:, None]
     n = len(vec)
     cats = [species[k % len(species)] for k in range(n)]
-    centres = _make_centres(
+    centres = make_centres(
         np.array(species), np.repeat(np.arange(len(species)), n), np.tile(vec, (len(species), 1)), np.tile(cats, len(species))
     )
     return np.asarray(basis.evaluate(centres)[INVARIANT])[:, :, 0]

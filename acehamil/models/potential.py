@@ -75,7 +75,8 @@ def feature_orders(basis) -> np.ndarray:
     return np.asarray([item["nu"] if isinstance(item, dict) else item.nu for item in info], dtype=int)
 
 
-def _make_centres(centre_species, particle_centre, particle_vec, particle_category):
+def make_centres(centre_species, particle_centre, particle_vec, particle_category):
+    """:class:`acehamil.basis.Centres` of atom-centred environments (categories = neighbour atomic numbers)."""
     from ..basis import Centres
 
     return Centres(
@@ -124,7 +125,7 @@ def site_descriptors(basis, atoms, gradients: bool = True, pairs: NeighbourPairs
 def _descriptors_for(basis, numbers, centre_atoms, pairs, gradients) -> SiteDescriptors:
     """Descriptors of the atoms ``centre_atoms`` (a contiguous range) using the pairs whose i is in it."""
     first = int(centre_atoms[0]) if len(centre_atoms) else 0
-    centres = _make_centres(numbers[centre_atoms], pairs.i - first, pairs.vec, numbers[pairs.j])
+    centres = make_centres(numbers[centre_atoms], pairs.i - first, pairs.vec, numbers[pairs.j])
     if gradients:
         vals, grads = basis.evaluate(centres, gradients=True)
         G = np.asarray(grads[INVARIANT])[:, :, 0, :]
@@ -356,7 +357,7 @@ class ACEPotential:
             sub = pairs.select(sl)
             if grad and hasattr(self.basis, "evaluate_linear"):
                 # contracted reverse mode: no (P, n_B, 3) Jacobian
-                centres = _make_centres(numbers[a:b], sub.i - a, sub.vec, numbers[sub.j])
+                centres = make_centres(numbers[a:b], sub.i - a, sub.vec, numbers[sub.j])
                 eps, g = self.basis.evaluate_linear(centres, self._coeff_dict, INVARIANT)
                 energies[a:b] += eps
             else:
