@@ -8,9 +8,11 @@ an ``L`` vector.  The trees of one ``ls`` are orthonormal and together span
 every equivariant map.  Because identical ``v``'s make the product symmetric
 under permuting their ``m``'s, only the part of ``C`` symmetric under those
 permutations matters: each tree is projected onto that subspace and an
-orthonormal basis of the span of the projections is kept (SVD, singular values
-``< 1e-10`` dropped - the unprojected trees have unit norm, so a projection is
-either O(1) or zero up to rounding).  This removes every linear dependence that
+orthonormal basis of the span of the projections is kept: Gram-Schmidt in tree
+order (deterministic, unlike an SVD basis of degenerate singular values), with
+the rank cross-checked by an SVD (singular values ``< 1e-10`` dropped - the
+unprojected trees have unit norm, so a projection is either O(1) or zero up to
+rounding).  This removes every linear dependence that
 comes from the permutation symmetry of the product basis; the kept tensors are
 linearly independent by construction (orthonormal).
 
@@ -134,12 +136,13 @@ def coupling_pattern(ls: tuple, ident: tuple, L: int) -> CouplingPattern:
             sym += np.transpose(stacked, (0,) + tuple(1 + q for q in p) + (nu + 1,))
         stacked = sym / len(perms)
     flat = stacked.reshape(len(trees), -1)
-    _, s, vt = np.linalg.svd(flat, full_matrices=False)
-    rank = int(np.sum(s > RANK_TOL))
+    rank = int(np.sum(np.linalg.svd(flat, compute_uv=False) > RANK_TOL))
     if rank == 0:
         return CouplingPattern(np.zeros((0, nu), np.int64), np.zeros((0, 0, 2 * L + 1)))
-    feats = vt[:rank].reshape((rank,) + dims + (2 * L + 1,))
-    feats = _fix_signs(feats)
+    basis = _gram_schmidt(flat)
+    if len(basis) != rank:  # pragma: no cover - would mean a tolerance problem, never silent
+        raise RuntimeError(f"coupling {ls}->{L}: Gram-Schmidt kept {len(basis)} tensors, SVD rank is {rank}")
+    feats = _fix_signs(basis.reshape((rank,) + dims + (2 * L + 1,)))
     # reduce to m-tuples sorted within identical groups (sum over equivalent orderings)
     grid = np.array(list(itertools.product(*[range(d) for d in dims])), dtype=np.int64).reshape(-1, nu)
     canon = grid.copy()
@@ -155,6 +158,27 @@ def coupling_pattern(ls: tuple, ident: tuple, L: int) -> CouplingPattern:
     uniq.setflags(write=False)
     coeffs.setflags(write=False)
     return CouplingPattern(uniq, coeffs)
+
+
+def _gram_schmidt(rows: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of the span of ``rows``, built row by row in order.
+
+    Unlike an SVD, whose basis is arbitrary (and LAPACK-dependent) when singular
+    values are degenerate, the result depends only on the order of the rows
+    (the coupling trees), so stored model coefficients mean the same thing on
+    every machine.  Modified Gram-Schmidt with one re-orthogonalisation pass;
+    a row is kept when its residual norm exceeds :data:`RANK_TOL`.
+    """
+    kept: list = []
+    for r in rows:
+        v = r.copy()
+        for _ in range(2):
+            for q in kept:
+                v -= (q @ v) * q
+        norm = np.linalg.norm(v)
+        if norm > RANK_TOL:
+            kept.append(v / norm)
+    return np.array(kept).reshape(len(kept), rows.shape[1])
 
 
 def _fix_signs(feats: np.ndarray) -> np.ndarray:
