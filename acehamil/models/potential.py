@@ -127,10 +127,10 @@ def _descriptors_for(basis, numbers, centre_atoms, pairs, gradients) -> SiteDesc
     first = int(centre_atoms[0]) if len(centre_atoms) else 0
     centres = make_centres(numbers[centre_atoms], pairs.i - first, pairs.vec, numbers[pairs.j])
     if gradients:
-        vals, grads = basis.evaluate(centres, gradients=True)
+        vals, grads = basis.evaluate(centres, gradients=True, keys=[INVARIANT])
         G = np.asarray(grads[INVARIANT])[:, :, 0, :]
     else:
-        vals, G = basis.evaluate(centres), None
+        vals, G = basis.evaluate(centres, keys=[INVARIANT]), None
     B = np.asarray(vals[INVARIANT])[:, :, 0]
     return SiteDescriptors(B, G, pairs)
 
