@@ -57,7 +57,7 @@ def _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion
 
 
 def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
-                cache_dir=None) -> dict:
+                cache_dir=None, train_metrics=False) -> dict:
     from acehamil.models.potential_config import core_repulsion, make_basis
     from acehamil.models.potential_data import error_metrics, read_configs
     from acehamil.models.potential_fit import FitSettings, fit_potential
@@ -82,7 +82,7 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     score, rc, res = best
     test = read_configs(data_dir / f"{el}_test.xyz")  # read only now: evaluation, never tuning
     m_test = error_metrics(res.potential, test)
-    m_train = error_metrics(res.potential, train, per_config_type=False)
+    m_train = error_metrics(res.potential, train, per_config_type=False) if train_metrics else {"all": None}
     if save_dir is not None:
         from acehamil.io.potential_file import save_potential
 
@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-degree", type=float, nargs="+", default=list(BASIS["max_degree"]))
     p.add_argument("--save-dir", type=Path, help="write <El>.h5 potentials here")
     p.add_argument("--cache-dir", type=Path, help="cache training design data here (re-runs skip the features)")
+    p.add_argument("--train-metrics", action="store_true", help="also evaluate the training-set errors (slow)")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -129,7 +130,8 @@ def main(argv=None) -> int:
     rows = []
     for el in args.elements:
         cut = tuple(args.r_cut) if args.r_cut else CUTOFFS[el]
-        rows.append(run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir))
+        rows.append(run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
+                                args.train_metrics))
         if not args.quiet:
             print(table(rows[-1:]), file=sys.stderr, flush=True)
     if args.json:
