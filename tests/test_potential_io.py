@@ -142,7 +142,8 @@ def test_fit_recovers_a_known_potential_and_cli_round_trip(tmp_path, rng):
     assert set(m) == {"all", "md", "strain"}
     assert m["strain"]["stress_rmse_eV_per_A3"] < 1e-5
     assert configs[-1].stress is not None
-    blr = fit_potential(configs, truth.basis, truth.species, FitSettings(solver="blr", power=(0.0,), n_folds=1))
+    blr = fit_potential(configs, truth.basis, truth.species, FitSettings(solver="blr", power=(0.0, 1.0), n_folds=3))
+    assert blr.chosen["lam"] is None and len(blr.cv) == 2 and blr.info["beta"] > 0
     assert error_metrics(blr.potential, configs)["all"]["force_mae_eV_per_A"] < 1e-2
 
     cfg = tmp_path / "fit.toml"
