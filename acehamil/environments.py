@@ -242,11 +242,18 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
     if r_env > 0 and nb:
         reach = float(np.linalg.norm(bonds.vec, axis=1).max()) + r_env
         nl = neighbour_pairs(atoms, reach) if pairs is None else pairs.select(pairs.dist < reach)
+        # neighbours of each atom sorted by distance: a particle of the ellipsoid of bond r has
+        # |r_ik| <= |p| + |r|/2 <= |r| + r_env, so each bond scans only a prefix of its atom's list
+        span = reach + 1.0
+        order = np.lexsort((nl.dist, nl.i))
+        nl = nl.select(order)
         counts = np.bincount(nl.i, minlength=len(numbers))
         starts = np.concatenate([[0], np.cumsum(counts)])
+        key = nl.i * span + nl.dist
+        blen = np.linalg.norm(bonds.vec, axis=1)
         for b0 in range(0, nb, chunk):
             b = np.arange(b0, min(nb, b0 + chunk))
-            n = counts[bonds.i[b]]
+            n = np.searchsorted(key, bonds.i[b] * span + blen[b] + r_env, side="right") - starts[bonds.i[b]]
             bb = np.repeat(b, n)
             q = starts[bonds.i[bb]] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
             r = bonds.vec[bb]
