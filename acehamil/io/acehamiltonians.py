@@ -1,0 +1,147 @@
+"""Reader for the ACEhamiltonians(.jl) HDF5 layout (FHI-aims matrices in dense cell stacks).
+
+One group per structure::
+
+    <group>/Structure/{atomic_numbers (N,), positions (N,3) Å, lattice (3,3) Å rows = vectors, pbc (3,)}
+    <group>/Info/Basis/<Z>   (nshell, 2) rows (n, l), FHI-aims shell order
+    <group>/Info/Translations (C, 3) int, [0,0,0] first
+    <group>/Info/k-points     (nk, 4) fractional k and weight
+    <group>/Data/{H, S (C, norb, norb) Hartree / 1, fermi_level eV, total_energy eV, forces eV/Å,
+                  DoS/{energies eV, values, broadening eV}}
+
+Conventions (checked on ``acehamiltonians-si/example_data.h5``, see ``tests/test_io_acehamiltonians.py``):
+orbitals follow FHI-aims (``m = -l..l``, odd positive ``m`` sign-flipped); as read by h5py,
+``Data/H[c]`` is our block matrix at cell shift ``T = -Translations[c]`` (the older translation
+sign; equivalently its transpose at ``+Translations[c]``).  The test requires every s-p overlap
+vector to be parallel to its bond vector ``pos[j] - pos[i] + T @ cell`` with one common sign, which
+singles out this choice among transposition x sign (s-s overlaps alone cannot: the stored
+2-atom cells have inversion symmetry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from ..conventions import HARTREE_TO_EV, orbital_table
+from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
+from .hdf5 import open_h5
+
+#: Sign applied to the stored translations to get our cell shift T.
+TRANSLATION_SIGN = -1
+
+
+def _perm_sign(shells) -> tuple:
+    perm, sign, start = [], [], 0
+    for s in shells:
+        p, sg = orbital_table("fhi-aims", s.l)
+        perm.extend((start + p).tolist())
+        sign.extend(sg.tolist())
+        start += s.size
+    return np.array(perm, np.int64), np.array(sign)
+
+
+def read_acehamiltonians(path, group: str | None = None, drop_tol: float = 0.0) -> StructureData | list:
+    """Read one structure (``group``) or all structures (``group=None``) of an ACEhamiltonians file.
+
+    Parameters
+    ----------
+    path : str or Path
+    group : str or None
+        Group name, e.g. ``"0224"``; None reads every group and returns a list.
+    drop_tol : float
+        Blocks whose H and S entries are all ``<= drop_tol`` in magnitude are left out
+        (0 keeps every non-zero block; the file stores many all-zero cells).
+
+    Returns
+    -------
+    StructureData or list of StructureData
+        H in eV (FHI-aims' factor 27.2113845), S, Fermi level, total energy, forces, and
+        ``info["dos"] = {"energies", "values", "broadening", "kpts", "weights"}`` when stored.
+
+    Raises
+    ------
+    ValueError
+        Missing groups/datasets (named), a basis that does not match the matrix size,
+        or a species without a basis.
+    """
+    path = Path(path)
+    with open_h5(path) as f:
+        if group is None:
+            names = [k for k in f if "Structure" in f[k] and "Data" in f[k]]
+            if not names:
+                raise ValueError(f"{path}: no ACEhamiltonians structure groups (with Structure/ and Data/) found")
+            return [_read_group(f, k, path, drop_tol) for k in names]
+        if group not in f:
+            raise ValueError(f"{path}: no group {group!r}; groups: {', '.join(f)}")
+        return _read_group(f, group, path, drop_tol)
+
+
+def _get(g, key, path, name):
+    if key not in g:
+        raise ValueError(f"{path}:/{name}/{key} missing (not an ACEhamiltonians file, or truncated)")
+    return g[key][()]
+
+
+def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
+    g = f[name]
+    numbers = np.asarray(_get(g, "Structure/atomic_numbers", path, name), np.int64)
+    positions = np.asarray(_get(g, "Structure/positions", path, name), float)
+    lattice = np.asarray(_get(g, "Structure/lattice", path, name), float)
+    pbc = np.asarray(g["Structure/pbc"][()], bool) if "Structure/pbc" in g else np.ones(3, bool)
+    atoms = Atoms(numbers=numbers, positions=positions, cell=lattice, pbc=pbc)
+    if "Info/Basis" not in g:
+        raise ValueError(f"{path}:/{name}/Info/Basis missing (not an ACEhamiltonians file, or truncated)")
+    shells = {int(z): [Shell(n=int(n), l=int(l)) for n, l in np.asarray(d[()]).reshape(-1, 2)] for z, d in g["Info/Basis"].items()}
+    basis = OrbitalBasis.from_dict(shells)
+    layout = basis.layout(numbers)  # raises for a species without a basis
+    H = np.asarray(_get(g, "Data/H", path, name), float)
+    S = np.asarray(_get(g, "Data/S", path, name), float)
+    T = TRANSLATION_SIGN * np.asarray(_get(g, "Info/Translations", path, name), np.int64).reshape(-1, 3)
+    norb = layout.norb
+    if H.shape != S.shape or H.shape[1:] != (norb, norb) or len(T) != len(H):
+        raise ValueError(
+            f"{path}:/{name}: H {H.shape}, S {S.shape}, {len(T)} translations, basis gives {norb} orbitals (basis mismatch)"
+        )
+    # FHI-aims -> our orbital order and signs, per atom
+    perm = np.concatenate([layout.atom_offsets[a] + _perm_sign(basis.shells_of(z))[0] for a, z in enumerate(numbers)])
+    sign = np.concatenate([_perm_sign(basis.shells_of(z))[1] for z in numbers])
+    factor = HARTREE_TO_EV["fhi-aims"]
+    H = H[:, perm][:, :, perm] * np.outer(sign, sign) * factor
+    S = S[:, perm][:, :, perm] * np.outer(sign, sign)
+    # keep only blocks that carry something
+    ii, jj, cc = [], [], []
+    off = layout.atom_offsets
+    for c in range(len(T)):
+        for a in range(len(numbers)):
+            for b in range(len(numbers)):
+                sl = (c, slice(off[a], off[a + 1]), slice(off[b], off[b + 1]))
+                if max(np.abs(H[sl]).max(), np.abs(S[sl]).max()) > drop_tol:
+                    ii.append(a), jj.append(b), cc.append(c)
+    blocks = lambda M: [M[c, off[a] : off[a + 1], off[b] : off[b + 1]] for a, b, c in zip(ii, jj, cc)]  # noqa: E731
+    npa = layout.norb_per_atom
+    Hm = RealSpaceMatrix.from_blocks(npa, ii, jj, T[cc].reshape(-1, 3), blocks(H))
+    Sm = RealSpaceMatrix.from_blocks(npa, ii, jj, T[cc].reshape(-1, 3), blocks(S))
+    info = {"source": "acehamiltonians", "file": str(path), "group": name, "name": name, "hartree_to_ev": factor}
+    if "Data/DoS" in g and "Info/k-points" in g:
+        kw = np.asarray(g["Info/k-points"][()], float)
+        info["dos"] = {
+            "energies": g["Data/DoS/energies"][()].tolist(),
+            "values": g["Data/DoS/values"][()].tolist(),
+            "broadening": float(g["Data/DoS/broadening"][()]),
+            "kpts": kw[:, :3].tolist(),
+            "weights": kw[:, 3].tolist(),
+        }
+    data = g["Data"]
+    return StructureData(
+        atoms=atoms,
+        basis=basis,
+        H=(Hm,),
+        S=Sm,
+        fermi_level=float(data["fermi_level"][()]) if "fermi_level" in data else None,
+        energy=float(data["total_energy"][()]) if "total_energy" in data else None,
+        forces=np.asarray(data["forces"][()], float) if "forces" in data else None,
+        info=info,
+    )
