@@ -28,7 +28,9 @@ Bond environment of the directed bond ``(i, j, T)`` with ``r = r_ij``
     ``i -> i(2T)``, which stays at the midpoint under any strain) has no
     direction and is left out: the basis of bond reversal symmetry in
     :mod:`acehamil.models.offsite`.  Every environment particle lies within
-    ``|r|/2 + r_env`` of the midpoint.
+    ``|r|/2 + r_env`` of the midpoint.  Optionally (``env_bond_cut``) the
+    environment weights also fade with the bond length,
+    ``w -> w (1 - (|r|/env_bond_cut)^2)^2``, so long bonds are two-centre.
 """
 
 from __future__ import annotations
@@ -210,7 +212,7 @@ def ellipsoid_weight(p: np.ndarray, r: np.ndarray, r_env: float) -> np.ndarray:
 
 
 def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: NeighbourPairs | None = None,
-                      chunk: int = 20_000) -> Environments:
+                      chunk: int = 20_000, env_bond_cut: float = 0.0) -> Environments:
     """Bond-centred environments of directed bonds (see the module docstring).
 
     Parameters
@@ -224,6 +226,10 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
         Neighbour list with cutoff ``>= max|r| + r_env`` to reuse.
     chunk : int
         Bonds processed at a time (bounds temporary memory).
+    env_bond_cut : float
+        Å; if > 0, environment weights are multiplied by the bond-length taper
+        ``(1 - (|r| / env_bond_cut)^2)^2`` and bonds with ``|r| >= env_bond_cut``
+        have no environment (two-centre), smoothly.  0 = no taper.
 
     Returns
     -------
@@ -251,14 +257,18 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
         starts = np.concatenate([[0], np.cumsum(counts)])
         key = nl.i * span + nl.dist
         blen = np.linalg.norm(bonds.vec, axis=1)
-        for b0 in range(0, nb, chunk):
-            b = np.arange(b0, min(nb, b0 + chunk))
+        with_env = np.nonzero(blen < env_bond_cut)[0] if env_bond_cut > 0 else np.arange(nb)
+        for b0 in range(0, len(with_env), chunk):
+            b = with_env[b0:b0 + chunk]
             n = np.searchsorted(key, bonds.i[b] * span + blen[b] + r_env, side="right") - starts[bonds.i[b]]
             bb = np.repeat(b, n)
             q = starts[bonds.i[bb]] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
             r = bonds.vec[bb]
             p = nl.vec[q] - 0.5 * r
             w = ellipsoid_weight(p, r, r_env)
+            if env_bond_cut > 0:
+                x2 = (blen[bb] / env_bond_cut) ** 2
+                w = w * np.where(x2 < 1.0, (1.0 - x2) ** 2, 0.0)
             is_j = (nl.j[q] == bonds.j[bb]) & np.all(nl.shift[q] == bonds.shift[bb], axis=1)
             # an atom exactly at the midpoint (the middle image of a bond i -> i(2T)) has no direction: left out
             keep = (w > 0) & ~is_j & (np.einsum("ni,ni->n", p, p) > MIN_MIDPOINT_DISTANCE**2)

@@ -102,3 +102,19 @@ def test_subset_take_and_chunks_agree(si):
 
 def test_reverse_index_missing_partner():
     assert reverse_index([0], [1], [[0, 0, 1]]).tolist() == [-1]
+
+
+def test_environment_fades_with_bond_length(si):
+    nl = neighbour_pairs(si, 4.0)
+    full = bond_environments(si, nl, 2.0)
+    cut = 3.0
+    tapered = bond_environments(si, nl, 2.0, env_bond_cut=cut)
+    n_full = np.bincount(full.particle_centre, minlength=len(nl))
+    n_tap = np.bincount(tapered.particle_centre, minlength=len(nl))
+    long = nl.dist >= cut
+    assert np.all(n_tap[long] == 1) and np.all(n_full[long] > 1)  # only the bond particle
+    short = np.nonzero(~long)[0][0]
+    wf = full.particle_weight[full.particle_centre == short][1:]
+    wt = tapered.particle_weight[tapered.particle_centre == short][1:]
+    x2 = (nl.dist[short] / cut) ** 2
+    np.testing.assert_allclose(np.sort(wt), np.sort(wf) * (1 - x2) ** 2, rtol=1e-12)

@@ -56,13 +56,17 @@ BASES = {
 }
 
 
+TAPERED = {**SMALL, "h_offsite": {**SMALL["h_offsite"], "env_bond_cut": 3.2}}
+
+
 @pytest.mark.parametrize("basis_name", sorted(BASES))
 @pytest.mark.parametrize("improper", [False, True])
 @pytest.mark.parametrize("periodic", [False, True])
-def test_predicted_blocks_equivariant_and_hermitian(rng, basis_name, improper, periodic):
+@pytest.mark.parametrize("config", [SMALL, TAPERED], ids=["env", "env-tapered"])
+def test_predicted_blocks_equivariant_and_hermitian(rng, basis_name, improper, periodic, config):
     basis = BASES[basis_name]
     atoms = _cluster(rng, list(basis.species), 8, periodic=periodic)
-    model = _random_model(rng, basis)
+    model = _random_model(rng, basis, config)
     Q = random_rotation(rng, improper=improper)
     rot = atoms.copy()
     rot.positions = atoms.positions @ Q.T

@@ -24,6 +24,7 @@ TOML layout (all tables optional)::
     max_degree = [10, 6]
     n_max = 8
     weight_l = 1.0
+    env_bond_cut = 0.0                # Å; > 0: environment fades with bond length, longer bonds two-centre
 
     [s_onsite]                        # on-site S: fitted (default: constant, max_nu = 0)
     [s_offsite]                       # off-site S: two-centre model of the bond vector
@@ -67,6 +68,10 @@ class FeatureConfig:
         Radial functions per channel.
     weight_l : float
         Degree of a one-particle function is ``n + weight_l * l``.
+    env_bond_cut : float
+        Å. Off-site only: environment weights fade with the bond length as
+        ``(1 - (|r|/env_bond_cut)^2)^2``, bonds longer than this are two-centre
+        (cheaper for long cutoffs); 0 = no fading.
     """
 
     r_cut: float = 5.0
@@ -75,6 +80,7 @@ class FeatureConfig:
     max_degree: tuple = (8, 6)
     n_max: int = 6
     weight_l: float = 1.0
+    env_bond_cut: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "max_degree", tuple(int(d) if float(d).is_integer() else float(d) for d in self.max_degree))
@@ -86,6 +92,8 @@ class FeatureConfig:
             raise ValueError(f"max_nu must be a non-negative integer, got {self.max_nu}")
         if self.max_nu > 0 and len(self.max_degree) < self.max_nu:
             raise ValueError(f"max_degree needs one entry per nu = 1..{self.max_nu}, got {list(self.max_degree)}")
+        if self.env_bond_cut < 0:
+            raise ValueError(f"env_bond_cut must be >= 0 Å, got {self.env_bond_cut}")
         if int(self.n_max) != self.n_max or self.n_max < 1:
             raise ValueError(f"n_max must be a positive integer, got {self.n_max}")
 

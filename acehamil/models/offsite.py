@@ -96,7 +96,11 @@ class OffsiteFamily:
     @property
     def reach(self) -> float:
         """Neighbour-list cutoff this family needs, Å."""
-        return self.config.r_cut + (self.config.r_env if self.has_environment else 0.0)
+        c = self.config
+        if not self.has_environment:
+            return c.r_cut
+        longest_with_env = min(c.r_cut, c.env_bond_cut) if c.env_bond_cut > 0 else c.r_cut
+        return max(c.r_cut, longest_with_env + c.r_env)
 
     def select(self, numbers, bonds) -> np.ndarray:
         """Indices of the directed bonds this family computes.
@@ -108,7 +112,8 @@ class OffsiteFamily:
         return np.nonzero((numbers[bonds.i] == self.zi) & (numbers[bonds.j] == self.zj) & (bonds.dist < self.config.r_cut))[0]
 
     def environments(self, atoms, bonds, pairs=None) -> Environments:
-        return bond_environments(atoms, bonds, self.config.r_env if self.has_environment else 0.0, pairs=pairs)
+        return bond_environments(atoms, bonds, self.config.r_env if self.has_environment else 0.0, pairs=pairs,
+                                 env_bond_cut=self.config.env_bond_cut)
 
     def features(self, env: Environments) -> dict:
         return evaluate_features(self.basis, env)
