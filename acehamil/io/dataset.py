@@ -54,11 +54,43 @@ _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 # ---------------------------------------------------------------------------- write
+def _hermitian_partners(m: RealSpaceMatrix):
+    """Partner block of each block when ``m`` is exactly Hermitian (bitwise), else None.
+
+    Returns
+    -------
+    partner : ndarray of int, shape (P,)
+        Index of block ``(j, i, -T)``.
+    canonical : ndarray of bool, shape (P,)
+        The half that is stored: ``i < j``, or ``i == j`` and ``T >= 0`` lexicographically.
+    """
+    partner = np.array([m.find(j, i, -t) for i, j, t in zip(m.i, m.j, m.shift)], dtype=np.int64)
+    if m.nblocks == 0 or (partner < 0).any():
+        return None
+    for p, q in enumerate(partner):
+        if not np.array_equal(m.block(q), m.block(p).T):
+            return None
+    t = m.shift
+    tpos = (t[:, 0] > 0) | ((t[:, 0] == 0) & ((t[:, 1] > 0) | ((t[:, 1] == 0) & (t[:, 2] >= 0))))
+    canonical = (m.i < m.j) | ((m.i == m.j) & tpos)
+    return partner, canonical
+
+
 def _write_matrix(g: h5py.Group, m: RealSpaceMatrix) -> None:
-    g.create_dataset("i", data=m.i)
-    g.create_dataset("j", data=m.j)
-    g.create_dataset("shift", data=m.shift)
-    g.create_dataset("data", data=m.data, **(_COMPRESS if m.data.size > 1024 else {}))
+    big = _COMPRESS if m.nblocks > 64 else {}
+    g.create_dataset("i", data=m.i, **big)
+    g.create_dataset("j", data=m.j, **big)
+    g.create_dataset("shift", data=m.shift, **big)
+    herm = _hermitian_partners(m)
+    if herm is None:
+        g.attrs["storage"] = "full"
+        g.create_dataset("data", data=m.data, **(_COMPRESS if m.data.size > 1024 else {}))
+        return
+    # exactly Hermitian: store the canonical half, the rest are transposes (bit-identical on read)
+    partner, canonical = herm
+    g.attrs["storage"] = "hermitian-half"
+    data = np.concatenate([m.block(p).ravel() for p in np.nonzero(canonical)[0]]) if canonical.any() else np.zeros(0)
+    g.create_dataset("data", data=data, **(_COMPRESS if data.size > 1024 else {}))
 
 
 def _write_structure(g: h5py.Group, sd: StructureData, name: str) -> None:
@@ -163,9 +195,41 @@ def _read_matrix(g: h5py.Group, norb_per_atom: np.ndarray, where: str) -> RealSp
         if key not in g:
             raise ValueError(f"{where}: missing dataset {key!r} (truncated or foreign file?)")
     try:
-        return RealSpaceMatrix(norb_per_atom, g["i"][()], g["j"][()], g["shift"][()], g["data"][()])
+        i, j, shift, data = g["i"][()], g["j"][()], g["shift"][()], g["data"][()]
+        storage = g.attrs.get("storage", "full")
+        storage = storage.decode() if isinstance(storage, bytes) else str(storage)
+        if storage == "hermitian-half":
+            data = _unfold_hermitian(norb_per_atom, i, j, shift, data, where)
+        elif storage != "full":
+            raise ValueError(f"unknown matrix storage {storage!r}")
+        return RealSpaceMatrix(norb_per_atom, i, j, shift, data)
     except ValueError as err:
         raise ValueError(f"{where}: {err} (basis mismatch?)") from None
+
+
+def _unfold_hermitian(norb, i, j, shift, half, where) -> np.ndarray:
+    """Full block data from the canonical half (see :func:`_hermitian_partners`)."""
+    norb = np.asarray(norb, np.int64)
+    if len(i) and (max(i.max(), j.max()) >= len(norb) or min(i.min(), j.min()) < 0):
+        raise ValueError("atom index out of range")
+    t = shift
+    tpos = (t[:, 0] > 0) | ((t[:, 0] == 0) & ((t[:, 1] > 0) | ((t[:, 1] == 0) & (t[:, 2] >= 0))))
+    canonical = (i < j) | ((i == j) & tpos)
+    sizes = norb[i] * norb[j]
+    if int(sizes[canonical].sum()) != half.size:
+        raise ValueError(f"{half.size} stored values, the canonical blocks need {int(sizes[canonical].sum())}")
+    index = {(int(a), int(b), tuple(int(x) for x in s)): p for p, (a, b, s) in enumerate(zip(i, j, t))}
+    starts = np.concatenate([[0], np.cumsum(np.where(canonical, sizes, 0))])
+    blocks = []
+    for p in range(len(i)):
+        if canonical[p]:
+            blocks.append(half[starts[p] : starts[p + 1]])
+        else:
+            q = index.get((int(j[p]), int(i[p]), tuple(-int(x) for x in t[p])), -1)
+            if q < 0 or not canonical[q]:
+                raise ValueError(f"block ({i[p]}, {j[p]}, {t[p].tolist()}) has no stored Hermitian partner")
+            blocks.append(half[starts[q] : starts[q + 1]].reshape(norb[i[q]], norb[j[q]]).T.ravel())
+    return np.concatenate(blocks) if blocks else np.zeros(0)
 
 
 def _read_structure(g: h5py.Group, where: str) -> StructureData:

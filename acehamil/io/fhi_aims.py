@@ -29,6 +29,7 @@ the wrapping into the cell shift: ``T = R + W_b - W_a`` with ``tau = pos + W @ L
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -343,7 +344,9 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
         raise FileNotFoundError(f"no such FHI-aims output folder: {folder}")
     for name in REQUIRED:
         _need(folder, name)
-    atoms = read(folder / "geometry.in", format="aims")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # ASE's note about its aims plugin
+        atoms = read(folder / "geometry.in", format="aims")
     natoms = len(atoms)
     bmap = read_basis_indices(folder / "basis-indices.out", atoms.numbers)
     idx = read_rs_indices(folder / "rs_indices.out")

@@ -1,0 +1,383 @@
+"""Make training data with PySCF (optional extra ``acehamil[pyscf]``): molecules and periodic crystals.
+
+Molecules (``pyscf.gto`` / ``pyscf.dft``): the converged Fock and overlap matrices are one cell
+(``T = 0``) of real-space blocks.
+
+Crystals (``pyscf.pbc``, GTH pseudopotentials, FFT density fitting):
+
+1. converge the SCF on a small Monkhorst-Pack mesh (``scf_kmesh``);
+2. build the non-self-consistent Fock ``H(k) = hcore(k) + v_eff[rho](k)`` from the converged density
+   on a Gamma-centred *Fourier* mesh ``n x n x n`` (time reversal halves the work,
+   ``H(-k) = conj(H(k))``);
+3. ``H(T) = 1/N sum_k H(k) exp(-2 pi i k.T)`` gives ``H`` on the periodic supercell; each atom pair
+   ``(i, j)`` and residue ``T mod n`` is assigned to its shortest image(s) (Wigner-Seitz, ties
+   share equally) and kept when that bond is ``<= r_cut``;
+4. ``S(T)`` for the same blocks is computed *exactly* as a two-centre integral between the home cell
+   and the shifted image (no Fourier aliasing);
+5. PySCF's own band energies at a few off-mesh k-points are stored as ``reference_bands``;
+   the Fourier mesh must be dense enough that our Bloch sums reproduce them (measured by
+   :func:`band_error`, 1 meV target).
+
+PySCF's Bloch convention ``O(k) = sum_L exp(+i k.L) <phi(0)|O|phi(L)>`` is our lattice gauge
+(verified in ``tests/test_io_pyscf.py`` by comparing exact ``S(T)`` with the Fourier transform of
+``pbc_intor('int1e_ovlp', kpts)``).  Orbitals: PySCF orders p as (px, py, pz); the table in
+:func:`acehamil.conventions.orbital_table` maps them to ours.  Units: Hartree -> eV with
+PySCF's own factor, Bohr -> Å.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+from ase import Atoms
+
+from ..conventions import HARTREE_TO_EV, orbital_table
+from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
+
+HA = HARTREE_TO_EV["pyscf"]
+BOHR = 0.529177210903  # Å, pyscf.lib.param.BOHR (CODATA 2018)
+
+#: Off-mesh k-points (fractional) at which PySCF's own bands are stored (none lies on an n <= 12 mesh).
+REFERENCE_KPTS = np.array([[0.13, 0.27, 0.41], [0.37, 0.05, 0.21], [0.45, 0.43, 0.11], [0.0, 0.0, 0.17]])
+
+
+def _import_pyscf():
+    try:
+        import pyscf  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "the PySCF generator needs the optional dependency pyscf: pip install 'acehamil[pyscf]' (or pip install pyscf)"
+        ) from None
+    import pyscf.dft  # noqa: F401
+    import pyscf.pbc.dft  # noqa: F401
+    import pyscf.pbc.gto  # noqa: F401
+
+    return pyscf
+
+
+# ----------------------------------------------------------------------------- orbital map
+def basis_map(mol) -> tuple:
+    """Shells per species and the PySCF -> acehamil orbital map of a built ``Mole`` or ``Cell``.
+
+    Returns
+    -------
+    basis : OrbitalBasis
+    perm : ndarray of int, shape (nao,)
+        PySCF AO index of each of our orbitals.
+    sign : ndarray of float, shape (nao,)
+    norb_per_atom : ndarray of int, shape (natm,)
+    """
+    from ase.data import atomic_numbers
+
+    numbers = [atomic_numbers[mol.atom_pure_symbol(a)] for a in range(mol.natm)]
+    labels = mol.ao_labels(fmt=False)
+    species_shells, perm, sign = {}, [], []
+    ao = 0
+    per_atom = np.zeros(mol.natm, np.int64)
+    shells_of_atom = [[] for _ in range(mol.natm)]
+    for b in range(mol.nbas):
+        at, l, nctr = mol.bas_atom(b), mol.bas_angular(b), mol.bas_nctr(b)
+        for _ in range(nctr):
+            name = labels[ao][2]
+            digits = "".join(ch for ch in name if ch.isdigit())
+            shells_of_atom[at].append((Shell(l=int(l), n=int(digits or 0), label=name), ao))
+            ao += 2 * l + 1
+    for at in range(mol.natm):
+        sh = tuple(s for s, _ in shells_of_atom[at])
+        if species_shells.setdefault(numbers[at], sh) != sh:
+            raise ValueError(f"atoms of species Z={numbers[at]} carry different basis sets (basis mismatch)")
+        for s, start in shells_of_atom[at]:
+            p, sg = orbital_table("pyscf", s.l)
+            perm.extend((start + p).tolist())
+            sign.extend(sg.tolist())
+            per_atom[at] += s.size
+    return OrbitalBasis.from_dict(species_shells), np.array(perm, np.int64), np.array(sign), per_atom
+
+
+def _to_ours(mat: np.ndarray, perm: np.ndarray, sign: np.ndarray) -> np.ndarray:
+    m = np.asarray(mat)[..., perm, :][..., :, perm]
+    return m * sign[:, None] * sign[None, :]
+
+
+def _midgap(eps: np.ndarray, nocc: int) -> float:
+    eps = np.sort(np.asarray(eps).reshape(-1))
+    return float(0.5 * (eps[nocc - 1] + eps[nocc])) if nocc < len(eps) else float(eps[-1])
+
+
+# ----------------------------------------------------------------------------- molecules
+def run_molecule(atoms: Atoms, basis: str = "def2-svp", xc: str = "pbe", conv_tol: float = 1e-10, forces: bool = False) -> StructureData:
+    """Converge a molecular DFT calculation and return its Fock and overlap matrices.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Positions in Å (no periodicity).
+    basis, xc : str
+        PySCF basis set and functional.
+    conv_tol : float
+        SCF energy tolerance, Hartree.
+    forces : bool
+        Also compute analytic forces (eV/Å).
+
+    Returns
+    -------
+    StructureData
+        ``H[0]`` (eV) and ``S`` as one cell ``T = 0``; energy (eV), midgap ``fermi_level`` (eV),
+        ``n_electrons``, ``reference_bands`` = ((0,0,0), MO energies eV).
+    """
+    pyscf = _import_pyscf()
+    mol = pyscf.gto.M(
+        atom=[(s, p) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)], unit="Angstrom", basis=basis, verbose=0
+    )
+    mf = pyscf.dft.RKS(mol)
+    mf.xc, mf.conv_tol = xc, conv_tol
+    mf.kernel()
+    if not mf.converged:
+        raise RuntimeError("PySCF SCF did not converge")
+    b, perm, sign, npa = basis_map(mol)
+    H = _to_ours(mf.get_fock(), perm, sign) * HA
+    S = _to_ours(mf.get_ovlp(), perm, sign)
+    f = None
+    if forces:
+        f = -np.asarray(mf.nuc_grad_method().kernel()) * HA / BOHR
+    nocc = mol.nelectron // 2
+    at = Atoms(numbers=atoms.numbers, positions=atoms.positions)
+    return StructureData(
+        atoms=at,
+        basis=b,
+        H=(RealSpaceMatrix.from_dense(npa, [[0, 0, 0]], [H]),),
+        S=RealSpaceMatrix.from_dense(npa, [[0, 0, 0]], [S]),
+        fermi_level=_midgap(mf.mo_energy * HA, nocc),
+        energy=float(mf.e_tot * HA),
+        forces=f,
+        reference_bands=(np.zeros((1, 3)), np.asarray(mf.mo_energy)[None] * HA),
+        n_electrons=float(mol.nelectron),
+        info={"source": "pyscf", "method": f"RKS/{xc}", "basis": basis, "conv_tol": conv_tol},
+    )
+
+
+# ----------------------------------------------------------------------------- crystals
+@dataclass(frozen=True)
+class CrystalSettings:
+    """How a periodic PySCF calculation is run (stored with every structure it makes).
+
+    Attributes
+    ----------
+    basis, pseudo, xc : str
+        PySCF basis (GTH family), pseudopotential, functional.
+    scf_kmesh : tuple of int
+        Monkhorst-Pack mesh of the SCF (Gamma included).
+    fourier_kmesh : tuple of int
+        Gamma-centred mesh on which H(k) is built and Fourier-transformed to H(T).
+    ke_cutoff : float or None
+        Plane-wave cutoff of the FFT grid, Hartree (None: PySCF's default from its precision).
+    conv_tol : float
+        SCF energy tolerance, Hartree.
+    r_cut : float
+        Blocks with bond length > r_cut (Å) are left out.
+    """
+
+    basis: str = "gth-szv"
+    pseudo: str = "gth-pade"
+    xc: str = "lda,vwn"
+    scf_kmesh: tuple = (2, 2, 2)
+    fourier_kmesh: tuple = (4, 4, 4)
+    ke_cutoff: float | None = 20.0
+    conv_tol: float = 1e-8
+    r_cut: float = 12.0
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def make_cell(atoms: Atoms, settings: CrystalSettings):
+    """A built ``pyscf.pbc.gto.Cell`` for ``atoms`` (Å)."""
+    pyscf = _import_pyscf()
+    cell = pyscf.pbc.gto.Cell()
+    cell.atom = [(s, p) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)]
+    cell.a = np.asarray(atoms.cell.array)
+    cell.unit = "Angstrom"
+    cell.basis, cell.pseudo, cell.verbose = settings.basis, settings.pseudo, 0
+    if settings.ke_cutoff is not None:
+        cell.ke_cutoff = settings.ke_cutoff
+    return cell.build()
+
+
+def fourier_mesh(n) -> np.ndarray:
+    """Gamma-centred mesh, fractional, shape (n1*n2*n3, 3), entries m/n with m = 0..n-1."""
+    n = np.asarray(n, np.int64)
+    g = np.stack(np.meshgrid(*[np.arange(x) for x in n], indexing="ij"), -1).reshape(-1, 3)
+    return g / n
+
+
+def _time_reversal_pairs(frac: np.ndarray, n) -> tuple:
+    """Representatives of {k, -k} and, for every mesh point, its representative and whether it is the partner."""
+    n = np.asarray(n)
+    idx = np.rint(frac * n).astype(np.int64)
+    key = lambda v: tuple(int(x) for x in (v % n))  # noqa: E731
+    where = {key(v): p for p, v in enumerate(idx)}
+    reps, rep_of, conj = [], np.zeros(len(idx), np.int64), np.zeros(len(idx), bool)
+    seen = {}
+    for p, v in enumerate(idx):
+        partner = where[key(-v)]
+        if partner in seen:
+            rep_of[p], conj[p] = seen[partner], True
+        else:
+            seen[p] = len(reps)
+            rep_of[p] = len(reps)
+            reps.append(p)
+    return np.array(reps), rep_of, conj
+
+
+def _wigner_seitz_blocks(pos: np.ndarray, cell: np.ndarray, n, r_cut: float) -> list:
+    """For each pair (a, b) and residue T0 mod n: the shortest images T (ties within 1e-6 Å) within r_cut.
+
+    Returns
+    -------
+    list of (a, b, T0 index, T (3,), weight)
+    """
+    n = np.asarray(n)
+    res = np.stack(np.meshgrid(*[np.arange(x) for x in n], indexing="ij"), -1).reshape(-1, 3)
+    M = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    out = []
+    natoms = len(pos)
+    for a in range(natoms):
+        for b in range(natoms):
+            T = res[:, None, :] + M[None] * n  # (nres, nM, 3)
+            d = np.linalg.norm(pos[b] - pos[a] + T @ cell, axis=-1)
+            dmin = d.min(axis=1)
+            for r in np.nonzero(dmin <= r_cut)[0]:
+                ties = np.nonzero(d[r] <= dmin[r] + 1e-6)[0]
+                for t in ties:
+                    out.append((a, b, r, T[r, t], 1.0 / len(ties)))
+    return out
+
+
+def _exact_overlap(cell, shifts: np.ndarray) -> np.ndarray:
+    """Two-centre overlaps <phi(0)|phi(T)> between the home cell and its images, shape (nT, nao, nao)."""
+    pyscf = _import_pyscf()
+    mol = cell.to_mol()
+    coords = mol.atom_coords(unit="Bohr")
+    lat = cell.lattice_vectors()  # Bohr
+    out = np.empty((len(shifts), mol.nao, mol.nao))
+    for c, T in enumerate(shifts):
+        img = mol.copy()
+        img.set_geom_(coords + np.asarray(T) @ lat, unit="Bohr", symmetry=False)
+        out[c] = pyscf.gto.intor_cross("int1e_ovlp", mol, img)
+    return out
+
+
+def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0=None, log: Callable | None = None) -> tuple:
+    """Converge a periodic PySCF calculation and return real-space H(T), S(T) in our conventions.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Periodic in all three directions, Å.
+    settings : CrystalSettings
+    dm0 : ndarray, optional
+        Initial density matrices (nk, nao, nao) in PySCF's AO order (e.g. from a similar structure).
+    log : callable, optional
+        Called with progress strings.
+
+    Returns
+    -------
+    data : StructureData
+        H (eV), S, energy (eV), midgap ``fermi_level`` (eV), ``n_electrons`` (valence),
+        ``reference_bands`` = (:data:`REFERENCE_KPTS`, PySCF's eigenvalues there, eV).
+    dm : ndarray
+        The converged density matrices (to seed the next structure).
+    """
+    pyscf = _import_pyscf()
+    if not np.all(atoms.pbc):
+        raise ValueError("run_crystal needs a structure periodic in all three directions (use run_molecule for molecules)")
+    log = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    cell = make_cell(atoms, settings)
+    kscf = cell.make_kpts(list(settings.scf_kmesh))
+    mf = pyscf.pbc.dft.KRKS(cell, kscf)
+    mf.xc, mf.conv_tol = settings.xc, settings.conv_tol
+    mf.kernel(dm0) if dm0 is not None else mf.kernel()
+    if not mf.converged:
+        raise RuntimeError("PySCF SCF did not converge")
+    log(f"scf {time.perf_counter() - t0:.1f}s")
+    dm = mf.make_rdm1()
+    # Fock on the Fourier mesh from the converged density (time reversal: half the k-points)
+    n = np.asarray(settings.fourier_kmesh)
+    frac = fourier_mesh(n)
+    reps, rep_of, conj = _time_reversal_pairs(frac, n)
+    kabs = cell.get_abs_kpts(frac[reps])
+    hk_rep = np.asarray(mf.get_hcore(cell, kabs)) + np.asarray(mf.get_veff(cell, dm, kpts=kscf, kpts_band=kabs))
+    hk = np.where(conj[:, None, None], hk_rep[rep_of].conj(), hk_rep[rep_of])
+    log(f"fock on {len(reps)} k {time.perf_counter() - t0:.1f}s")
+    b, perm, sign, npa = basis_map(cell)
+    hk = _to_ours(hk, perm, sign)
+    # H on the supercell residues T0 = 0..n-1, then Wigner-Seitz images
+    res = np.stack(np.meshgrid(*[np.arange(x) for x in n], indexing="ij"), -1).reshape(-1, 3)
+    phase = np.exp(-2j * np.pi * res @ frac.T) / len(frac)  # (nres, nk)
+    HT = np.einsum("rk,kij->rij", phase, hk)
+    if np.abs(HT.imag).max() > 1e-6 * max(1.0, np.abs(HT.real).max()):
+        raise RuntimeError("H(T) from the Fourier mesh is not real: PySCF's Bloch convention differs from the assumed one")
+    HT = HT.real * HA
+    pos = atoms.positions
+    blocks = _wigner_seitz_blocks(pos, atoms.cell.array, n, settings.r_cut)
+    off = np.concatenate([[0], np.cumsum(npa)])
+    shifts = np.array([blk[3] for blk in blocks]).reshape(-1, 3)
+    ushift, inv = np.unique(shifts, axis=0, return_inverse=True)
+    Sx = _to_ours(_exact_overlap(cell, ushift), perm, sign)
+    Hb, Sb = [], []
+    for (a, bb, r, T, w), c in zip(blocks, inv.reshape(-1)):
+        Hb.append(w * HT[r, off[a] : off[a + 1], off[bb] : off[bb + 1]])
+        Sb.append(Sx[c, off[a] : off[a + 1], off[bb] : off[bb + 1]])
+    ii = [blk[0] for blk in blocks]
+    jj = [blk[1] for blk in blocks]
+    Hm = hermitise(RealSpaceMatrix.from_blocks(npa, ii, jj, shifts, Hb))
+    Sm = hermitise(RealSpaceMatrix.from_blocks(npa, ii, jj, shifts, Sb))
+    # PySCF's own bands at off-mesh k-points, and the Fermi level (midgap on the SCF mesh)
+    eref = np.asarray(mf.get_bands(cell.get_abs_kpts(REFERENCE_KPTS))[0]) * HA
+    nocc = cell.nelectron // 2
+    mo = np.asarray(mf.mo_energy) * HA
+    fermi = 0.5 * (mo[:, nocc - 1].max() + mo[:, nocc].min())
+    log(f"done {time.perf_counter() - t0:.1f}s")
+    data = StructureData(
+        atoms=Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=True),
+        basis=b,
+        H=(Hm,),
+        S=Sm,
+        fermi_level=float(fermi),
+        energy=float(mf.e_tot * HA),
+        reference_bands=(REFERENCE_KPTS.copy(), eref),
+        n_electrons=float(cell.nelectron),
+        info={"source": "pyscf", "method": f"KRKS/{settings.xc}", "settings": settings.to_dict(), "seconds": time.perf_counter() - t0},
+    )
+    return data, dm
+
+
+def hermitise(m: RealSpaceMatrix) -> RealSpaceMatrix:
+    """``(O_ij(T) + O_ji(-T)^T) / 2``: exactly (bitwise) Hermitian, so files can store half of it.
+
+    Raises
+    ------
+    ValueError
+        A block has no partner ``(j, i, -T)``.
+    """
+    blocks = []
+    for p in range(m.nblocks):
+        q = m.find(m.j[p], m.i[p], -m.shift[p])
+        if q < 0:
+            raise ValueError(f"block ({m.i[p]}, {m.j[p]}, {m.shift[p].tolist()}) has no Hermitian partner")
+        blocks.append(0.5 * (m.block(p) + m.block(q).T))
+    return RealSpaceMatrix.from_blocks(m.norb_per_atom, m.i, m.j, m.shift, blocks)
+
+
+def band_error(data: StructureData) -> float:
+    """Largest |our Bloch-sum bands - stored reference bands| over the reference k-points, eV."""
+    from ..tb.eigen import solve
+
+    kpts, eref = data.reference_bands
+    eps = np.asarray(solve(data.H[0], data.S, kpts))
+    nb = min(eps.shape[1], eref.shape[1])
+    return float(np.abs(eps[:, :nb] - eref[:, :nb]).max())
