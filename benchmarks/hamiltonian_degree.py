@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from acehamil.cli.fit import training_indices
+    from acehamil.cli.fit import resolve_indices, training_indices
     from acehamil.io.dataset import read_dataset
     from acehamil.models.config import ModelConfig
     from acehamil.models.hamiltonian_eval import evaluate
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     base = ModelConfig.from_toml(args.config)
     ds = read_dataset(base.data.train)
     train = [ds[i] for i in training_indices(base, len(ds))]
-    test = [ds[i] for i in base.data.test]
+    test = [ds[i] for i in resolve_indices(base.data.test, len(ds))]
     rows = []
     for step in args.steps:
         cfg = scaled(base, step)

@@ -16,7 +16,7 @@ from acehamil.tb.toy import slater_koster
 CONFIG = """
 [data]
 train = "train.h5"
-test = [3]
+test = [-1]
 
 [h_onsite]
 r_cut = 4.0

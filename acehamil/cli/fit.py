@@ -32,12 +32,19 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def training_indices(config, n: int) -> list:
-    test = set(config.data.test)
-    bad = [i for i in list(config.data.structures) + list(test) if not 0 <= i < n]
+def resolve_indices(indices, n: int) -> list:
+    """Dataset indices, negative ones counted from the end (Python style)."""
+    bad = [i for i in indices if not -n <= i < n]
     if bad:
         raise ValueError(f"structure indices {bad} out of range for a dataset of {n}")
-    idx = list(config.data.structures) or [i for i in range(n) if i not in test]
+    return [i % n for i in indices]
+
+
+def training_indices(config, n: int) -> list:
+    test = set(resolve_indices(config.data.test, n))
+    idx = resolve_indices(config.data.structures, n) or [i for i in range(n) if i not in test]
+    if set(idx) & test:
+        raise ValueError(f"structures {sorted(set(idx) & test)} are in both train and test")
     if not idx:
         raise ValueError("no training structures left after removing [data] test")
     return idx
@@ -60,8 +67,9 @@ def run(args) -> int:
     report = dict(model.report)
     report["dataset_indices"] = idx
     if cfg.data.test:
-        report["test"] = evaluate(model, [ds[i] for i in cfg.data.test])
-        report["test"]["indices"] = list(cfg.data.test)
+        test_idx = resolve_indices(cfg.data.test, len(ds))
+        report["test"] = evaluate(model, [ds[i] for i in test_idx])
+        report["test"]["indices"] = test_idx
     save_model(model, args.output)
     if not args.quiet:
         print(format_report(report), file=sys.stderr)

@@ -8,7 +8,7 @@ TOML layout (all tables optional)::
     [data]
     train = "data/si8_szv.h5"        # dataset file (acehamil dataset format)
     structures = []                   # indices of structures to fit on ([] = all)
-    test = []                         # indices never used in fitting ([] = none)
+    test = []                         # indices never used in fitting ([] = none; negative = from the end)
 
     [h_onsite]                        # on-site H blocks, from the atom's environment
     r_cut = 5.0                       # Å, environment cutoff r_on
