@@ -94,3 +94,23 @@ def test_acehamiltonians_si_dos_matches_stored(si_acehamiltonians, tmp_path):
     dos = np.array(out["dos"])
     assert np.abs(dos - ref).max() <= 0.01 * ref.max()
     assert np.abs(dos - ref).sum() <= 0.002 * ref.sum()
+
+
+def test_fhi_aims_water_dimer_cluster(shared_data, tmp_path):
+    """Non-periodic: Gamma only, eigenvalues.out reproduced, E_F from the electron count = mid HOMO-LUMO."""
+    fa = pytest.importorskip("acehamil.io.fhi_aims", reason="FHI-aims reader (acehamil.io.fhi_aims) not available")
+    folder = shared_data / "fhi-aims" / "water-dimer"
+    sd = fa.read_fhi_aims(folder)
+    ref = np.loadtxt(folder / "eigenvalues.out").reshape(-1)  # absolute, eV
+    data = tmp_path / "w.h5"
+    write_dataset(data, [sd])
+    js = tmp_path / "w.json"
+    assert main(["bands", str(data), "--json", str(js), "-o", str(tmp_path / "w.pdf"), "-q"]) == 0
+    out = json.loads(js.read_text())
+    assert out["kpts"] == [[0.0, 0.0, 0.0]]
+    eps = np.array(out["energies"])[0]
+    assert np.abs(eps[: len(ref)] - ref[: len(eps)]).max() <= 1e-4
+    nocc = int(sd.n_electrons) // 2
+    assert out["band_gap"] == pytest.approx(eps[nocc] - eps[nocc - 1])
+    assert out["fermi_level"] == pytest.approx(0.5 * (eps[nocc] + eps[nocc - 1]))
+    assert out["fermi_level"] == pytest.approx(sd.fermi_level, abs=1e-4)  # FHI-aims' chemical potential
