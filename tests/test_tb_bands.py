@@ -106,3 +106,16 @@ def test_json_contract(si_data):
     assert out["reference_max_error"] == pytest.approx(np.abs(res.energies).max())
     with pytest.raises(ValueError, match="reference"):
         band_structure(si_data, path="GX", npoints=7, reference=np.zeros((6, 8)))
+
+
+def test_spin_polarised_bands(si_data):
+    H = si_data.H[0]
+    assert H.same_pattern(si_data.S)
+    up = H.with_data(H.data - 0.3 * si_data.S.data)  # H - 0.3 S: every level 0.3 eV lower
+    data = StructureData(si_data.atoms, SP, H=(up, H), S=si_data.S, n_electrons=8)
+    res = band_structure(data, path="GX", npoints=6)
+    assert res.energies.shape == (2, 6, 8)
+    np.testing.assert_allclose(res.energies[0], res.energies[1] - 0.3, atol=1e-12)  # rigid exchange shift
+    out = res.to_json()
+    np.testing.assert_allclose(out["energies_spin1"], res.energies[1])
+    assert res.gap is not None and res.gap.vbm < res.fermi_level < res.gap.cbm
