@@ -162,7 +162,7 @@ def solve_k(Hk, Sk=None, kpts=None, *, eigenvectors=False, max_condition=MAX_CON
     Parameters
     ----------
     Hk : array, shape (nk, norb, norb), complex, eV
-        Hermitian ``H(k)`` (only the lower triangle is read).
+        Hermitian ``H(k)``.
     Sk : array, shape (nk, norb, norb), complex, optional
         Overlaps ``S(k)``; ``None`` means orthonormal orbitals.
     kpts : array, shape (nk, 3), optional
