@@ -41,6 +41,7 @@ TOML layout (all tables optional)::
     batch_structures = 8              # structures per normal-equation batch
     seed = 0                          # sampling and split
     structure_weights = []            # one weight per training structure ([] = all 1)
+    fit_energy_zero = false           # fit H modulo one V_s * S per structure (periodic DFT energy zero)
 """
 
 from __future__ import annotations
@@ -158,6 +159,9 @@ class FitConfig:
     seed : int
     structure_weights : tuple of float
         Per training structure; empty = all 1.
+    fit_energy_zero : bool
+        Fit H modulo one constant ``V_s S`` per structure (the arbitrary,
+        volume-dependent energy zero of periodic DFT), jointly with the model.
     """
 
     validation_fraction: float = 0.0
@@ -165,6 +169,7 @@ class FitConfig:
     batch_structures: int = 8
     seed: int = 0
     structure_weights: tuple = ()
+    fit_energy_zero: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "structure_weights", tuple(float(w) for w in self.structure_weights))

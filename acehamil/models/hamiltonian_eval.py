@@ -63,6 +63,11 @@ def matrix_residuals(pred, ref) -> tuple:
 def block_errors(model, structures, which: str = "H") -> dict:
     """Per block type RMSE and MAE of H (meV) or S (dimensionless).
 
+    For H, ``*_aligned`` errors are taken after removing the best constant
+    ``V S`` (least squares over the predicted blocks) per structure: the energy
+    zero of periodic DFT is arbitrary (it moves with the volume), so H is only
+    defined up to ``V S``; ``energy_zero_eV`` lists the ``V`` found.
+
     Parameters
     ----------
     model : HamiltonianModel
@@ -72,17 +77,18 @@ def block_errors(model, structures, which: str = "H") -> dict:
     Returns
     -------
     dict
-        ``{"rmse", "mae", "n_entries", "unmodelled_max_abs", "per_block": {key: {"rmse", "mae", "n"}}}``;
-        meV for H.
+        ``{"rmse", "mae", "rmse_aligned", "mae_aligned", "energy_zero_eV", "n_entries", "unmodelled_max_abs",
+        "per_block": {key: {"rmse", "mae", "rmse_aligned", "mae_aligned", "n"}}}``; meV for H.
     """
     if which not in ("H", "S"):
         raise ValueError(f"which must be 'H' or 'S', got {which!r}")
     mm = model.H if which == "H" else model.S
     unit = EV_TO_MEV if which == "H" else 1.0
-    sq, ab, cnt = {}, {}, {}
-    tot_sq = tot_ab = 0.0
+    acc = {"raw": ({}, {}, {}), "aligned": ({}, {}, {})}
+    tot = {"raw": [0.0, 0.0], "aligned": [0.0, 0.0]}
     tot_n = 0
     unmod = 0.0
+    zeros = []
     for sd in structures:
         ref = sd.H[0] if which == "H" else sd.S
         if ref is None:
@@ -91,19 +97,35 @@ def block_errors(model, structures, which: str = "H") -> dict:
         res, un = matrix_residuals(pred, ref)
         unmod = max(unmod, un)
         keys, kidx, _ = _entry_keys(pred, sd.atoms.numbers, sd.basis)
-        r = res * unit
-        for k, key in enumerate(keys):
-            rk = r[kidx == k]
-            sq[key] = sq.get(key, 0.0) + float(rk @ rk)
-            ab[key] = ab.get(key, 0.0) + float(np.abs(rk).sum())
-            cnt[key] = cnt.get(key, 0) + int(rk.size)
-        tot_sq += float(r @ r)
-        tot_ab += float(np.abs(r).sum())
-        tot_n += r.size
-    per = {k: {"rmse": float(np.sqrt(sq[k] / cnt[k])), "mae": float(ab[k] / cnt[k]), "n": cnt[k]} for k in sorted(sq)}
+        variants = {"raw": res * unit}
+        if which == "H" and sd.S is not None:
+            s_ref = -matrix_residuals(pred.with_data(np.zeros(pred.data.size)), sd.S)[0]
+            V = -float(res @ s_ref) / float(s_ref @ s_ref)  # best energy zero: ref ~ pred + V S
+            zeros.append(V)
+            variants["aligned"] = (res + V * s_ref) * unit
+        else:
+            variants["aligned"] = variants["raw"]
+        for name, r in variants.items():
+            sq, ab, cnt = acc[name]
+            for k, key in enumerate(keys):
+                rk = r[kidx == k]
+                sq[key] = sq.get(key, 0.0) + float(rk @ rk)
+                ab[key] = ab.get(key, 0.0) + float(np.abs(rk).sum())
+                cnt[key] = cnt.get(key, 0) + int(rk.size)
+            tot[name][0] += float(r @ r)
+            tot[name][1] += float(np.abs(r).sum())
+        tot_n += res.size
+    sq, ab, cnt = acc["raw"]
+    sqa, aba, _ = acc["aligned"]
+    per = {k: {"rmse": float(np.sqrt(sq[k] / cnt[k])), "mae": float(ab[k] / cnt[k]), "n": cnt[k],
+               "rmse_aligned": float(np.sqrt(sqa[k] / cnt[k])), "mae_aligned": float(aba[k] / cnt[k])} for k in sorted(sq)}
+    n = max(tot_n, 1)
     return {
-        "rmse": float(np.sqrt(tot_sq / max(tot_n, 1))),
-        "mae": float(tot_ab / max(tot_n, 1)),
+        "rmse": float(np.sqrt(tot["raw"][0] / n)),
+        "mae": float(tot["raw"][1] / n),
+        "rmse_aligned": float(np.sqrt(tot["aligned"][0] / n)),
+        "mae_aligned": float(tot["aligned"][1] / n),
+        "energy_zero_eV": zeros,
         "n_entries": int(tot_n),
         "unmodelled_max_abs": unmod * unit,
         "per_block": per,
@@ -184,7 +206,8 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0) -> dict
     Returns
     -------
     dict
-        ``{"H": {"rmse_meV", "mae_meV", "unmodelled_max_abs_meV", "per_block": {key: {"rmse_meV", "mae_meV", "n"}}},
+        ``{"H": {"rmse_meV", "mae_meV", "rmse_meV_aligned", "mae_meV_aligned", "energy_zero_eV",
+        "unmodelled_max_abs_meV", "per_block": {key: {"rmse_meV", "mae_meV", "rmse_meV_aligned", "mae_meV_aligned", "n"}}},
         "S": {"rmse", "mae", "unmodelled_max_abs", "per_block": {...}},
         "eigenvalues": {"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV", "kmesh",
         "band_path_mae_meV", "n"},
@@ -195,8 +218,10 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0) -> dict
     s = block_errors(model, structures, "S")
     return {
         "H": {
-            "rmse_meV": h["rmse"], "mae_meV": h["mae"], "unmodelled_max_abs_meV": h["unmodelled_max_abs"],
-            "per_block": {k: {"rmse_meV": v["rmse"], "mae_meV": v["mae"], "n": v["n"]} for k, v in h["per_block"].items()},
+            "rmse_meV": h["rmse"], "mae_meV": h["mae"], "rmse_meV_aligned": h["rmse_aligned"], "mae_meV_aligned": h["mae_aligned"],
+            "energy_zero_eV": h["energy_zero_eV"], "unmodelled_max_abs_meV": h["unmodelled_max_abs"],
+            "per_block": {k: {"rmse_meV": v["rmse"], "mae_meV": v["mae"], "rmse_meV_aligned": v["rmse_aligned"],
+                              "mae_meV_aligned": v["mae_aligned"], "n": v["n"]} for k, v in h["per_block"].items()},
         },
         "S": {"rmse": s["rmse"], "mae": s["mae"], "unmodelled_max_abs": s["unmodelled_max_abs"], "per_block": s["per_block"]},
         "eigenvalues": eigenvalue_errors(model, structures, kmesh=kmesh, window_eV=window_eV),

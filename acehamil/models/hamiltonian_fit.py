@@ -100,7 +100,7 @@ def _targets(fam, bt, env, matrix, so) -> np.ndarray:
 
 
 def accumulate(model: MatrixModel, structures, matrix_of, rates: dict, weights, rng, normal: dict, counts: dict,
-               progress: _Progress | None = None) -> None:
+               progress: _Progress | None = None, gauge: dict | None = None, first_index: int = 0) -> None:
     """Add the design rows of ``structures`` to ``normal[(bt.key, L)]`` (in place).
 
     Parameters
@@ -111,9 +111,13 @@ def accumulate(model: MatrixModel, structures, matrix_of, rates: dict, weights, 
         Sampling rates.
     weights : sequence of float
         One per structure.
+    gauge : dict, optional
+        Collects, per structure ``s`` (numbered from ``first_index``) and ``(bt.key, L)``,
+        ``A_s^T W s_s``, ``y_s^T W s_s`` and ``s_s^T W s_s`` where ``s_s`` are the overlap
+        parts of the same blocks: what the energy-zero fit (:func:`fit_energy_zero`) needs.
     """
     so = shell_offsets(model.orbital_basis)
-    for sd, w in zip(structures, weights):
+    for k, (sd, w) in enumerate(zip(structures, weights)):
         matrix = matrix_of(sd)
         atoms = sd.atoms
         nl = neighbour_pairs(atoms, model.reach)
@@ -126,6 +130,7 @@ def accumulate(model: MatrixModel, structures, matrix_of, rates: dict, weights, 
             for bt in fam.block_types(model.orbital_basis):
                 design = fam.design(feats, bt, n, rev=rev)
                 target = _targets(fam, bt, env, matrix, so)
+                overlap = _targets(fam, bt, env, sd.S, so) if gauge is not None else None
                 counts[bt.key] = counts.get(bt.key, 0) + n
                 for L, D in design.items():
                     if D.shape[1] == 0:
@@ -134,11 +139,15 @@ def accumulate(model: MatrixModel, structures, matrix_of, rates: dict, weights, 
                     y = project(target, bt.l1, bt.l2, L).reshape(-1)
                     ne = normal.setdefault((bt.key, L), NormalEquations(D.shape[1]))
                     ne.add(A, y, np.full(len(y), float(w)))
+                    if gauge is not None:
+                        sv = float(w) * project(overlap, bt.l1, bt.l2, L).reshape(-1)
+                        g = gauge.setdefault((bt.key, L), {})
+                        g[first_index + k] = (A.T @ sv, float(y @ sv), float(sv @ project(overlap, bt.l1, bt.l2, L).reshape(-1)))
         if progress is not None:
             progress.step()
 
 
-def solve_all(model: MatrixModel, normal: dict, solver) -> tuple:
+def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) -> tuple:
     """Solve every ``(block type, L)`` problem.
 
     Returns
@@ -163,24 +172,79 @@ def solve_all(model: MatrixModel, normal: dict, solver) -> tuple:
                 free[0] = CONSTANT_PRIOR_FACTOR
             c = None
             if ne.yty <= 1e-300:  # all targets zero (e.g. a block forbidden by symmetry in the data)
-                c, cond = np.zeros(ne.n), _cond(ne)
+                c, cond = np.zeros(ne.n), (_cond(ne) if condition else float("nan"))
             elif solver.method == "blr" and ne.count >= 2:
                 with np.errstate(all="ignore"):
                     c, post = blr_normal(ne, prior_diag=free * smoothness_prior(deg, 1.0, solver.smoothness))
                 if np.all(np.isfinite(c)) and np.isfinite(post.alpha) and np.isfinite(post.beta):
                     posts.setdefault(bt.key, {})[L] = post
-                    cond = _cond(ne)
+                    cond = _cond(ne) if condition else float("nan")
                 else:  # data fitted exactly (noise precision diverges): fall back to ridge
                     c = None
                     d["blr_fallback"] = d.get("blr_fallback", 0) + 1
             if c is None:
-                c, res = ridge_normal(ne, free * smoothness_prior(deg, solver.lam * scale, solver.smoothness))
-                cond = res.condition_number_unregularised
+                c, res = ridge_normal(ne, free * smoothness_prior(deg, solver.lam * scale, solver.smoothness), condition=condition)
+                cond = res.condition_number_unregularised if condition else float("nan")
             coefs.setdefault(bt.key, {})[L] = c
             d["rss"] += ne.residual_sum_of_squares(c)
             d["rows"] += ne.count
-            d["condition_number"] = max(d["condition_number"], float(cond))
+            d["condition_number"] = max(d["condition_number"], float(cond)) if condition else float("nan")
     return coefs, posts, diag
+
+
+def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_structures: int, max_iter: int = 200,
+                    tol: float = 1e-10) -> tuple:
+    """Joint fit of the coefficients and one energy zero ``V_s`` per structure.
+
+    The targets become ``H_s - V_s S_s``: absolute energies of a periodic DFT
+    calculation carry a volume-dependent constant (the mean electrostatic
+    potential) that no local model can know.  Block-coordinate descent on the
+    (convex) joint ridge problem, using only accumulated sums: per ``(block
+    type, L)`` ``A^T W y`` becomes ``A^T W y - sum_s V_s A_s^T W s_s``, and
+    ``V_s = sum (y_s - A_s c) . W s_s / sum s_s . W s_s``; the gauge is fixed by
+    ``mean_s V_s = 0`` (the model keeps the mean level).
+
+    Returns
+    -------
+    coefficients, posteriors, diagnostics
+        As :func:`solve_all`, for the shifted targets.
+    V : ndarray, shape (n_structures,)
+        Energy zero of each training structure, eV.
+    """
+    V = np.zeros(n_structures)
+    ys = np.zeros(n_structures)
+    ss = np.zeros(n_structures)
+    for g in gauge.values():
+        for s, (_, y_s, s_s) in g.items():
+            ys[s] += y_s
+            ss[s] += s_s
+    base = {key: (ne.Aty.copy(), ne.yty) for key, ne in normal.items()}
+    for it in range(max_iter):
+        shifted = {}
+        for key, ne in normal.items():
+            aty, yty = base[key]
+            g = gauge.get(key, {})
+            m = ne.copy()
+            m.Aty = aty - sum(V[s] * v[0] for s, v in g.items())
+            m.yty = yty - 2 * sum(V[s] * v[1] for s, v in g.items()) + sum(V[s] ** 2 * v[2] for s, v in g.items())
+            shifted[key] = m
+        coefs, posts, diag = solve_all(model, shifted, solver, condition=False)
+        fitted = np.zeros(n_structures)
+        for key, g in gauge.items():
+            bt_key, L = key
+            c = coefs.get(bt_key, {}).get(L)
+            if c is None:
+                continue
+            for s, (ats, _, _) in g.items():
+                fitted[s] += float(c @ ats)
+        V_new = np.where(ss > 0, (ys - fitted) / np.where(ss > 0, ss, 1.0), 0.0)
+        V_new -= V_new.mean()
+        done = np.abs(V_new - V).max() < tol
+        V = V_new
+        if done:
+            break
+    coefs, posts, diag = solve_all(model, shifted, solver, condition=True)
+    return coefs, posts, diag, V
 
 
 def _cond(ne) -> float:
@@ -250,11 +314,17 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         cap = config.fit.max_blocks_per_type
         rates = {k: min(1.0, cap / v) if v else 1.0 for k, v in totals.items()}
         normal, counts = {}, {}
+        gauge = {} if (name == "H" and config.fit.fit_energy_zero) else None
         bar = _Progress(len(train), f"fit {name}", progress)
         for b0 in range(0, len(train), config.fit.batch_structures):
             batch = [train[k] for k in range(b0, min(len(train), b0 + config.fit.batch_structures))]
-            accumulate(mm, batch, pick, rates, w_all[train_idx[b0:b0 + len(batch)]], rng, normal, counts, bar)
-        coefs, posts, diag = solve_all(mm, normal, config.solver)
+            accumulate(mm, batch, pick, rates, w_all[train_idx[b0:b0 + len(batch)]], rng, normal, counts, bar,
+                       gauge=gauge, first_index=b0)
+        if gauge is not None:
+            coefs, posts, diag, V = fit_energy_zero(mm, normal, gauge, config.solver, len(train))
+            report["energy_zero_eV"] = {int(train_idx[k]): float(v) for k, v in enumerate(V)}
+        else:
+            coefs, posts, diag = solve_all(mm, normal, config.solver)
         unit = EV_TO_MEV if name == "H" else 1.0
         rep = {}
         for fam, bt in mm.block_types():
