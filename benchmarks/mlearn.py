@@ -32,7 +32,7 @@ PUBLISHED = {
     "Mo": {"GAP": (2.24, 0.09), "MTP": (2.83, 0.09)},
 }
 #: Candidate cutoffs (Å) per element; CV on the training set picks among them.
-CUTOFFS = {"Si": (5.0,), "Ge": (5.0,), "Li": (5.0,), "Mo": (5.0,)}
+CUTOFFS = {"Si": (5.0,), "Ge": (5.0, 6.0), "Li": (5.0,), "Mo": (5.0, 6.0)}
 BASIS = {"n_max": 10, "max_nu": 4, "max_degree": (18, 14, 10, 8)}
 
 
