@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk, graphene
+from ase.build import bulk
 
 from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.bands import band_gap, band_path, band_structure, kmesh_for, path_from_kpts
