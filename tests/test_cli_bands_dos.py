@@ -105,3 +105,30 @@ def test_errors(datasets, argv, message, capsys):
     d, _, _ = datasets
     assert main([a.format(d=d) for a in argv]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_singular_overlap_error_and_remedy(tmp_path, capsys):
+    from acehamil.structure import RealSpaceMatrix
+
+    atoms = bulk("Si", "diamond", a=5.43)
+    H, S = slater_koster(atoms, SP, cutoff=4.0)
+    dup = np.array([0, 0, 1, 2, 3])  # the s orbital twice on every atom: S(k) exactly singular
+    hb, sb = [], []
+    for p in range(H.nblocks):
+        h, s = H.block(p)[np.ix_(dup, dup)].copy(), S.block(p)[np.ix_(dup, dup)].copy()
+        if H.i[p] == H.j[p] and not H.shift[p].any():
+            s[0, 1] = s[1, 0] = 1.0
+        hb.append(h), sb.append(s)
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (4, 0), (3, 1)]})
+    n = np.full(2, 5)
+    sd = StructureData(atoms, basis, H=(RealSpaceMatrix.from_blocks(n, H.i, H.j, H.shift, hb),),
+                       S=RealSpaceMatrix.from_blocks(n, S.i, S.j, S.shift, sb), n_electrons=8)
+    write_dataset(tmp_path / "dup.h5", [sd])
+    js = tmp_path / "b.json"
+    argv = ["bands", str(tmp_path / "dup.h5"), "--path", "GX", "--npoints", "5", "--json", str(js), "-q"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "smallest eigenvalue" in err and "k-point" in err and "remedy" in err
+    assert main(argv + ["--remedy", "project", "--s-threshold", "1e-8"]) == 0
+    out = json.loads(js.read_text())
+    np.testing.assert_allclose(out["energies"], solve(H, S, out["kpts"]), atol=1e-8)  # 8 bands, not 10
