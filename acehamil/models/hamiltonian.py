@@ -217,7 +217,7 @@ class MatrixModel:
             bts = fam.block_types(self.orbital_basis)
             raw = {bt.key: {} for bt in bts}
             for s0, s1, chunk in env.chunks(max_particles):
-                feats = fam.basis.evaluate(chunk.to_centres())
+                feats = fam.evaluate(chunk)
                 for bt in bts:
                     for L in bt.L_values():
                         f = feats.get((L, bt.parity))

@@ -27,7 +27,7 @@ import numpy as np
 from ..environments import BOND, Environments, bond_environments
 from .blocks import OFFSITE, BlockType, block_types, transpose_sign
 from .config import FeatureConfig
-from .onsite import evaluate_features, feature_degrees
+from .onsite import feature_degrees
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,64 @@ class OffsiteFamily:
         return bond_environments(atoms, bonds, self.config.r_env if self.has_environment else 0.0, pairs=pairs,
                                  env_bond_cut=self.config.env_bond_cut)
 
+    @cached_property
+    def bond_only_basis(self):
+        """Two-centre basis (the bond particle only) whose features equal the ``nu = 1``
+        features of :attr:`basis`; used for bonds beyond ``env_bond_cut`` (no environment)."""
+        from ..basis import ACEBasis, BasisSpec, RadialSpec
+
+        s = self.basis.spec
+        return ACEBasis(BasisSpec(
+            categories=(BOND,),
+            radial=RadialSpec(n_max=s.radial.n_max, r_cut=s.radial.r_cut, cutoffs=tuple(c for c in s.radial.cutoffs if c[1] == BOND),
+                              envelope_power=s.radial.envelope_power),
+            max_nu=1, max_degree=(s.max_degree[0],), weight_n=s.weight_n, weight_l=s.weight_l, L_max=s.L_max,
+            singleton_categories=(BOND,), l_max=s.l_max,
+        ))
+
+    @cached_property
+    def _nu1_map(self) -> dict:
+        """``{key: (columns in basis, columns in bond_only_basis)}`` of the ``nu = 1`` features."""
+        out = {}
+        two = self.bond_only_basis.feature_info
+        for key, info in self.basis.feature_info.items():
+            where = {f.factors: i for i, f in enumerate(two.get(key, ()))}
+            pairs = [(i, where[f.factors]) for i, f in enumerate(info) if f.nu == 1]
+            if pairs:
+                out[key] = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+        return out
+
+    def evaluate(self, env: Environments) -> dict:
+        """Features ``{(L, parity): (n, n_B, 2L+1)}`` of bond environments.
+
+        Bonds at least ``env_bond_cut`` long carry no environment, so all their
+        ``nu >= 2`` features vanish and their ``nu = 1`` features are computed by the
+        much smaller :attr:`bond_only_basis` (identical values).
+        """
+        cut = self.config.env_bond_cut
+        if not (self.has_environment and cut > 0):
+            return self.basis.evaluate(env.to_centres())
+        blen = np.linalg.norm(env.vec, axis=1)
+        short, long = np.nonzero(blen < cut)[0], np.nonzero(blen >= cut)[0]
+        if len(long) == 0:
+            return self.basis.evaluate(env.to_centres())
+        n = env.n_centres
+        nf = self.basis.n_features
+        out = {key: np.zeros((n, nf[key], 2 * key[0] + 1)) for key in self.basis.feature_keys}
+        if len(short):
+            part = self.basis.evaluate(env.take(short).to_centres())
+            for key, v in part.items():
+                out[key][short] = v
+        part = self.bond_only_basis.evaluate(env.take(long).to_centres())
+        for key, (cols, src) in self._nu1_map.items():
+            out[key][long[:, None], cols[None, :]] = part[key][:, src]
+        return out
+
     def features(self, env: Environments) -> dict:
-        return evaluate_features(self.basis, env)
+        parts = [self.evaluate(sub) for _, _, sub in env.chunks()]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def symmetrised(self, bt: BlockType) -> bool:
         """True when the model is ``1/2 [F(r) + F(-r)^T]`` (same species and shell)."""
