@@ -1,0 +1,129 @@
+"""Learn H and S of silicon, predict held-out structures, plot bands and DOS (model vs DFT).
+
+Steps: read the shipped PySCF dataset, fit equivariant ACE models of H and S
+on the training structures (``[data]`` in the TOML), save the model, predict
+the held-out structures (never used in fitting) into a dataset file, report
+H/S/eigenvalue errors, and write a band-structure plot and a DOS plot.
+
+Usage::
+
+    python examples/si_hamiltonian.py [--config examples/si_hamiltonian.toml] [--out si_hamiltonian_out]
+
+Then, e.g., ``acehamil bands si_hamiltonian_out/predicted.h5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(HERE / "si_hamiltonian.toml"))
+    p.add_argument("--out", default="si_hamiltonian_out")
+    p.add_argument("-q", "--quiet", action="store_true")
+    args = p.parse_args(argv)
+
+    from acehamil.cli.fit import format_report, resolve_indices, training_indices
+    from acehamil.io.dataset import read_dataset, write_dataset
+    from acehamil.io.models import load_model, save_model
+    from acehamil.models.config import ModelConfig
+    from acehamil.models.hamiltonian_eval import evaluate
+    from acehamil.models.hamiltonian_fit import fit
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = ModelConfig.from_toml(args.config)
+    ds = read_dataset(cfg.data.train)
+    train_idx = training_indices(cfg, len(ds))
+    test_idx = resolve_indices(cfg.data.test, len(ds))
+    print(f"dataset {cfg.data.train}: {len(ds)} structures; fitting on {len(train_idx)}, holding out {test_idx}")
+
+    t0 = time.perf_counter()
+    model = fit([ds[i] for i in train_idx], cfg, progress=not args.quiet)
+    print(f"fit: {time.perf_counter() - t0:.1f} s")
+    if not args.quiet:
+        print(format_report(model.report))
+    save_model(model, out / "model.h5")
+    model = load_model(out / "model.h5")  # what a user gets back from the file
+
+    test = [ds[i] for i in test_idx]
+    predicted = []
+    for i, sd in zip(test_idx, test):
+        pred = model.predict_structure(sd.atoms, info={"name": f"predicted {ds.names[i]}"})
+        predicted.append(replace(pred, n_electrons=sd.n_electrons))
+        print(f"held-out {ds.names[i]}: smallest eigenvalue of predicted S(k) = {pred.info['overlap_min_eigenvalue']:.4f}")
+    write_dataset(out / "predicted.h5", predicted)
+
+    res = evaluate(model, test, kmesh=(6, 6, 6), window_eV=2.0)
+    (out / "evaluation.json").write_text(json.dumps(res, indent=1, default=float))
+    print(f"held-out H RMSE {res['H']['rmse_meV_aligned']:.3f} meV modulo the energy zero V*S "
+          f"({res['H']['rmse_meV']:.3f} meV absolute), S RMSE {res['S']['rmse']:.2e}, "
+          f"eigenvalue MAE within E_F +- 2 eV {res['eigenvalues']['mae_meV']:.3f} meV "
+          f"(band path {res['eigenvalues']['band_path_mae_meV']:.3f} meV)")
+    plot(test[0], predicted[0], out)
+    print(f"wrote {out}/model.h5, predicted.h5, evaluation.json, bands.png, dos.png")
+    return 0
+
+
+def plot(ref, pred, out: Path) -> None:
+    """Bands along the standard path and DOS of one held-out structure, model vs DFT."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from acehamil.tb.bands import band_structure
+    from acehamil.tb.dos import density_of_states
+
+    # energies relative to each one's own Fermi level (from n_electrons): the absolute energy zero of
+    # periodic DFT moves with the volume and is not a local quantity (see docs/models.md)
+    b_ref = band_structure(ref, npoints=120)
+    b_mod = band_structure(pred, npoints=120, kpts=b_ref.path.kpts)
+    ef, ef_mod = b_ref.fermi_level, b_mod.fermi_level
+    x, xt, labels = b_ref.path.get_linear_kpoint_axis()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.plot(x, b_ref.energies[0] - ef, color="k", lw=1.6)
+    ax.plot(x, b_mod.energies[0] - ef_mod, color="tab:red", lw=1.0, ls="--")
+    ax.plot([], [], color="k", label="DFT (PySCF)")
+    ax.plot([], [], color="tab:red", ls="--", label="ACE model")
+    ax.set_xticks(xt, labels)
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(-13, 8)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylabel("E - E_F (eV)")
+    nb = min(b_ref.energies.shape[-1], b_mod.energies.shape[-1])
+    dev = (b_mod.energies[0, :, :nb] - ef_mod) - (b_ref.energies[0, :, :nb] - ef)
+    err = np.abs(dev)[np.abs(b_ref.energies[0, :, :nb] - ef) <= 2.0]
+    ax.set_title(f"held-out Si: bands, MAE within E_F +- 2 eV = {err.mean() * 1e3:.1f} meV")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "bands.png", dpi=120)
+    plt.close(fig)
+
+    d_ref = density_of_states(ref, kmesh=(8, 8, 8), width=0.1, fermi_level=ef)
+    d_mod = density_of_states(pred, kmesh=(8, 8, 8), width=0.1, energies=d_ref.energies - ef + ef_mod, fermi_level=ef_mod)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(d_ref.energies - ef, d_ref.dos, color="k", lw=1.5, label="DFT (PySCF)")
+    ax.plot(d_mod.energies - ef_mod, d_mod.dos, color="tab:red", lw=1.0, ls="--", label="ACE model")
+    ax.set_xlim(-13, 8)
+    ax.set_xlabel("E - E_F (eV)")
+    ax.set_ylabel("DOS (states/eV/cell)")
+    ax.set_title(f"DOS, max |model - DFT| = {np.abs(d_mod.dos - d_ref.dos).max():.3f} states/eV")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "dos.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
