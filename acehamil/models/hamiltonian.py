@@ -321,10 +321,21 @@ def overlap_min_eigenvalue(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: in
     if not periodic:
         kpts = np.zeros((1, 3))
     if S.norb <= dense_limit:
+        import scipy.linalg
+
         from ..tb.bloch import bloch_sum
 
-        Sk = bloch_sum(S, kpts)
-        return float(min(np.linalg.eigvalsh(s)[0] for s in Sk))
+        smallest = []
+        for k in kpts:
+            if not np.any(k):  # Gamma: real symmetric, no Bloch phases
+                rows, cols, vals, _ = S.coo()
+                Sk = np.zeros((S.norb, S.norb))
+                np.add.at(Sk, (rows, cols), vals)
+            else:
+                Sk = bloch_sum(S, k[None])[0]
+            Sk = 0.5 * (Sk + Sk.conj().T)
+            smallest.append(float(scipy.linalg.eigvalsh(Sk, subset_by_index=[0, 0], check_finite=False)[0]))
+        return min(smallest)
     import scipy.sparse as sps
     import scipy.sparse.linalg as spl
 
