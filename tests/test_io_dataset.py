@@ -116,8 +116,9 @@ def test_errors_name_the_problem(tmp_path, rng):
         read_dataset(other)
     # a basis that no longer matches the stored blocks
     with h5py.File(path, "a") as f:
-        del f["structures/000000/basis/8"]
-        f["structures/000000/basis/8"] = np.array([[2, 0]])
+        z = str(int(f["structures/000000/numbers"][0]))
+        del f[f"structures/000000/basis/{z}"]
+        f[f"structures/000000/basis/{z}"] = np.array([[2, 0], [2, 1], [3, 1]])
     with pytest.raises(ValueError, match="basis mismatch"):
         read_dataset(path)[0]
     # a species without a basis
