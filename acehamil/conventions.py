@@ -37,6 +37,7 @@ Examples
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
@@ -160,6 +161,61 @@ def orbital_table(code: str, l: int) -> tuple[np.ndarray, np.ndarray]:
     if not (0 <= int(l) <= 6):
         raise ValueError(f"angular momentum l={l} outside the supported range 0..6")
     return _TABLES[code](int(l))
+
+
+@dataclass(frozen=True)
+class CodeConvention:
+    """How one DFT code (or file layout) writes its matrices, relative to acehamil.
+
+    Attributes
+    ----------
+    code : str
+    orbital_table : str
+        Key for :func:`orbital_table`.
+    energy_unit : str
+        Unit of H in the code's files.
+    hartree_to_ev : float
+        The factor the code itself uses.
+    bloch_sign : int
+        Sign in the code's ``O(k) = sum_T O(T) exp(sign * 2 pi i k.T)``.
+    cell_index_sign : int
+        Our shift ``T = cell_index_sign * (stored cell index)`` (after any position wrapping).
+    verified : str
+        How the facts were verified (or "unverified").
+    """
+
+    code: str
+    orbital_table: str
+    energy_unit: str
+    hartree_to_ev: float
+    bloch_sign: int
+    cell_index_sign: int
+    verified: str
+
+
+#: Per-code conventions (see docs/conventions.md; each reader uses its entry).
+CODE_CONVENTIONS = MappingProxyType(
+    {
+        "fhi-aims": CodeConvention(
+            "fhi-aims", "fhi-aims", "Hartree", 27.2113845, +1, +1,
+            "bands (5e-6 eV) and eigenvalues on shared/data/fhi-aims; s-p and s-d overlaps follow the bond "
+            "(tests/test_io_fhi_aims.py). Positions are wrapped to fractional (-0.5, 0.5]: T = R + W_j - W_i.",
+        ),
+        "acehamiltonians": CodeConvention(
+            "acehamiltonians", "fhi-aims", "Hartree", 27.2113845, +1, -1,
+            "s-p overlaps follow the bond only with T = -Translations; DOS reproduced (tests/test_io_acehamiltonians.py)",
+        ),
+        "pyscf": CodeConvention(
+            "pyscf", "pyscf", "Hartree", 27.211386245988, +1, +1,
+            "AO values rotate with D^l (l <= 3), exact S(T) equals the Fourier transform of pbc S(k), "
+            "rotated molecules (tests/test_io_pyscf.py, tests/test_conventions.py)",
+        ),
+        "siesta": CodeConvention(
+            "siesta", "siesta", "Rydberg", 27.211386245988, +1, +1,
+            "orbital signs from sisl's documentation only; no SIESTA reader or file verified here",
+        ),
+    }
+)
 
 
 def conventions_metadata() -> dict:

@@ -52,6 +52,7 @@ def _import_pyscf():
             "the PySCF generator needs the optional dependency pyscf: pip install 'acehamil[pyscf]' (or pip install pyscf)"
         ) from None
     import pyscf.dft  # noqa: F401
+    import pyscf.scf  # noqa: F401
     import pyscf.pbc.dft  # noqa: F401
     import pyscf.pbc.gto  # noqa: F401
 
@@ -116,7 +117,7 @@ def run_molecule(atoms: Atoms, basis: str = "def2-svp", xc: str = "pbe", conv_to
     atoms : ase.Atoms
         Positions in Å (no periodicity).
     basis, xc : str
-        PySCF basis set and functional.
+        PySCF basis set and functional (``"hf"``: restricted Hartree-Fock).
     conv_tol : float
         SCF energy tolerance, Hartree.
     forces : bool
@@ -132,8 +133,12 @@ def run_molecule(atoms: Atoms, basis: str = "def2-svp", xc: str = "pbe", conv_to
     mol = pyscf.gto.M(
         atom=[(s, p) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)], unit="Angstrom", basis=basis, verbose=0
     )
-    mf = pyscf.dft.RKS(mol)
-    mf.xc, mf.conv_tol = xc, conv_tol
+    if xc.lower() == "hf":
+        mf = pyscf.scf.RHF(mol)  # exact integrals: rotation-invariant to the SCF tolerance
+    else:
+        mf = pyscf.dft.RKS(mol)
+        mf.xc = xc
+    mf.conv_tol = conv_tol
     mf.kernel()
     if not mf.converged:
         raise RuntimeError("PySCF SCF did not converge")
@@ -155,7 +160,7 @@ def run_molecule(atoms: Atoms, basis: str = "def2-svp", xc: str = "pbe", conv_to
         forces=f,
         reference_bands=(np.zeros((1, 3)), np.asarray(mf.mo_energy)[None] * HA),
         n_electrons=float(mol.nelectron),
-        info={"source": "pyscf", "method": f"RKS/{xc}", "basis": basis, "conv_tol": conv_tol},
+        info={"source": "pyscf", "method": "RHF" if xc.lower() == "hf" else f"RKS/{xc}", "basis": basis, "conv_tol": conv_tol},
     )
 
 

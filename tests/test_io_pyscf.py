@@ -1,0 +1,157 @@
+"""PySCF generator: orbital conventions under rotations, Bloch convention, resumable generation."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from acehamil.io import generator
+from acehamil.io.dataset import read_dataset
+from acehamil.so3 import random_rotation, wigner_d_real
+
+WATER = Atoms("OH2", positions=[[0.0, 0.0, 0.12], [0.0, 0.76, -0.47], [0.0, -0.76, -0.47]])
+
+
+def _rotate_blocks(m, layout, Q):
+    """Blocks of ``m`` transformed as D^l1(Q) O D^l2(Q)^T, shell by shell."""
+    Ds = {}
+    for z in set(layout.numbers):
+        shells = layout.basis.shells_of(z)
+        D = np.zeros((sum(s.size for s in shells),) * 2)
+        k = 0
+        for s in shells:
+            D[k : k + s.size, k : k + s.size] = wigner_d_real(s.l, Q)
+            k += s.size
+        Ds[z] = D
+    return [Ds[layout.numbers[m.i[p]]] @ m.block(p) @ Ds[layout.numbers[m.j[p]]].T for p in range(m.nblocks)]
+
+
+@pytest.mark.parametrize("improper", [False, True])
+def test_molecule_blocks_rotate_with_wigner_d(rng, improper):
+    pytest.importorskip("pyscf")
+    from acehamil.io.pyscf_gen import run_molecule
+
+    Q = random_rotation(rng, improper=improper)
+    ref = run_molecule(WATER, basis="6-31g*", xc="hf", conv_tol=1e-10)
+    rot = run_molecule(Atoms("OH2", positions=WATER.positions @ Q.T), basis="6-31g*", xc="hf", conv_tol=1e-10)
+    assert 2 in ref.basis.lvalues(8)
+    for a, b, tol in ((ref.S, rot.S, 1e-10), (ref.H[0], rot.H[0], 1e-5)):  # S exact; H to SCF tolerance (eV)
+        expect = _rotate_blocks(a, ref.layout, Q)
+        err = max(np.abs(b.block(p) - e).max() for p, e in enumerate(expect))
+        assert err < tol
+    assert abs(rot.energy - ref.energy) < 1e-6
+
+
+@pytest.mark.parametrize("improper", [False, True])
+def test_f_shell_overlaps_rotate(rng, improper):
+    pyscf = pytest.importorskip("pyscf")
+    from acehamil.io.pyscf_gen import _to_ours, basis_map
+
+    Q = random_rotation(rng, improper=improper)
+    mols = [pyscf.gto.M(atom=[(s, p) for s, p in zip("OHH", pos)], basis="cc-pvtz", unit="Angstrom", verbose=0)
+            for pos in (WATER.positions, WATER.positions @ Q.T)]
+    b, perm, sign, npa = basis_map(mols[0])
+    assert 3 in b.lvalues(8)
+    from acehamil.structure import RealSpaceMatrix
+
+    S = [RealSpaceMatrix.from_dense(npa, [[0, 0, 0]], [_to_ours(m.intor("int1e_ovlp"), perm, sign)]) for m in mols]
+    expect = _rotate_blocks(S[0], b.layout([8, 1, 1]), Q)
+    assert max(np.abs(S[1].block(p) - e).max() for p, e in enumerate(expect)) < 1e-10
+
+
+def test_crystal_overlap_bloch_convention_and_rotation(rng):
+    """Exact S(T) equals the Fourier transform of PySCF's S(k) (lattice gauge, + sign), and rotates with D."""
+    pytest.importorskip("pyscf")
+    from acehamil.io.pyscf_gen import CrystalSettings, _exact_overlap, _to_ours, basis_map, fourier_mesh, make_cell
+
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.positions += rng.normal(size=(2, 3)) * 0.05
+    st = CrystalSettings()
+    cell = make_cell(atoms, st)
+    n = 6
+    frac = fourier_mesh((n, n, n))
+    sk = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=cell.get_abs_kpts(frac)))
+    shifts = np.array([[0, 0, 0], [1, 0, 0], [0, -1, 0], [1, 1, -1]])
+    exact = _exact_overlap(cell, shifts)
+    # S(k) = sum_T S(T) exp(+2 pi i k.T)  =>  S(T) = 1/N sum_k S(k) exp(-2 pi i k.T)  (aliasing ~ S at |T| ~ n cells)
+    four = np.einsum("tk,kij->tij", np.exp(-2j * np.pi * shifts @ frac.T), sk) / len(frac)
+    assert np.abs(four.imag).max() < 1e-8
+    assert np.abs(four.real - exact).max() < 1e-6
+    wrong = np.einsum("tk,kij->tij", np.exp(+2j * np.pi * shifts @ frac.T), sk).real / len(frac)
+    assert np.abs(wrong - exact).max() > 1e-2
+    # rotation: same T, rotated cell and positions
+    b, perm, sign, npa = basis_map(cell)
+    for improper in (False, True):
+        Q = random_rotation(rng, improper=improper)
+        rot = atoms.copy()
+        rot.set_cell(atoms.cell.array @ Q.T)
+        rot.positions = atoms.positions @ Q.T
+        ex_rot = _exact_overlap(make_cell(rot, st), shifts)
+        D = np.zeros((4, 4))
+        D[0, 0], D[1:, 1:] = 1.0, wigner_d_real(1, Q)
+        Dfull = np.kron(np.eye(2), D)
+        a, c = _to_ours(exact, perm, sign), _to_ours(ex_rot, perm, sign)
+        assert np.abs(c - Dfull @ a @ Dfull.T).max() < 1e-10
+
+
+def test_shipped_dataset_reproduces_pyscf_bands(request):
+    from pathlib import Path
+
+    from acehamil.io.pyscf_gen import band_error
+
+    path = Path(request.config.rootpath) / "data" / "si8_szv.h5"
+    if not path.exists():
+        pytest.skip("data/si8_szv.h5 not generated")
+    ds = read_dataset(path)
+    assert len(ds) >= 30
+    sd = ds[0]
+    assert sd.H[0].hermiticity_error() == 0.0 and sd.S.hermiticity_error() == 0.0
+    assert band_error(sd) < 1.2e-3  # eV, off-mesh k-points, every band (measured 0.6-1.06 meV)
+    assert sd.n_electrons == 32 and sd.fermi_level is not None and sd.energy is not None
+
+
+def test_generation_resumes_after_interruption(tmp_path, rng):
+    from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
+
+    plan = generator.perturbed_structures(bulk("Si", "diamond", a=5.43, cubic=True), 4, seed=3)
+    calls = []
+
+    def compute(atoms, state):
+        calls.append(len(calls))
+        if len(calls) == 3 and state == "fail-once":
+            raise KeyboardInterrupt
+        basis = OrbitalBasis.from_dict({14: [(3, 0)]})
+        S = RealSpaceMatrix.from_dense([1] * len(atoms), [[0, 0, 0]], [np.eye(len(atoms))])
+        return StructureData(atoms, basis, H=(S,), S=S), ("fail-once" if len(calls) < 3 else None)
+
+    out = tmp_path / "g.h5"
+    with pytest.raises(KeyboardInterrupt):
+        generator.generate(plan, out, compute, progress=False)
+    assert read_dataset(out).names == ("s-0000", "s-0001")
+    calls.clear()
+    res = generator.generate(plan, out, compute, progress=False)
+    assert res["done"] == 2 and res["skipped"] == 2 and len(calls) == 2
+    assert read_dataset(out).names == tuple(n for n, _ in plan)
+    np.testing.assert_allclose(read_dataset(out)[3].atoms.positions, plan[3][1].positions)
+
+
+def test_perturbations_within_range():
+    base = bulk("Si", "diamond", a=5.43, cubic=True)
+    plan = generator.perturbed_structures(base, 5, displacement=(0.05, 0.15), strain=0.0, seed=1)
+    for _, at in plan:
+        d = np.linalg.norm(at.positions - base.positions, axis=1)
+        assert d.min() >= 0.05 - 1e-12 and d.max() <= 0.15 + 1e-12
+    with pytest.raises(ValueError, match="displacement"):
+        generator.perturbed_structures(base, 1, displacement=(0.2, 0.1))
+
+
+def test_missing_pyscf_gives_clear_error(monkeypatch):
+    from acehamil.io import pyscf_gen
+
+    monkeypatch.setitem(sys.modules, "pyscf", None)
+    with pytest.raises(ImportError, match=r"acehamil\[pyscf\]"):
+        pyscf_gen.run_molecule(WATER)
