@@ -192,8 +192,8 @@ def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) 
     return coefs, posts, diag
 
 
-def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_structures: int, max_iter: int = 200,
-                    tol: float = 1e-10) -> tuple:
+def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_structures: int, max_iter: int = 500,
+                    tol: float = 1e-9) -> tuple:
     """Joint fit of the coefficients and one energy zero ``V_s`` per structure.
 
     The targets become ``H_s - V_s S_s``: absolute energies of a periodic DFT
@@ -202,7 +202,8 @@ def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_str
     (convex) joint ridge problem, using only accumulated sums: per ``(block
     type, L)`` ``A^T W y`` becomes ``A^T W y - sum_s V_s A_s^T W s_s``, and
     ``V_s = sum (y_s - A_s c) . W s_s / sum s_s . W s_s``; the gauge is fixed by
-    ``mean_s V_s = 0`` (the model keeps the mean level).
+    ``mean_s V_s = 0`` (the model keeps the mean level).  The ridge matrices
+    are factorised once; the final coefficients come from ``solver``.
 
     Returns
     -------
@@ -211,6 +212,8 @@ def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_str
     V : ndarray, shape (n_structures,)
         Energy zero of each training structure, eV.
     """
+    import scipy.linalg
+
     V = np.zeros(n_structures)
     ys = np.zeros(n_structures)
     ss = np.zeros(n_structures)
@@ -218,31 +221,47 @@ def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_str
         for s, (_, y_s, s_s) in g.items():
             ys[s] += y_s
             ss[s] += s_s
-    base = {key: (ne.Aty.copy(), ne.yty) for key, ne in normal.items()}
-    for it in range(max_iter):
-        shifted = {}
-        for key, ne in normal.items():
-            aty, yty = base[key]
-            g = gauge.get(key, {})
-            m = ne.copy()
-            m.Aty = aty - sum(V[s] * v[0] for s, v in g.items())
-            m.yty = yty - 2 * sum(V[s] * v[1] for s, v in g.items()) + sum(V[s] ** 2 * v[2] for s, v in g.items())
-            shifted[key] = m
-        coefs, posts, diag = solve_all(model, shifted, solver, condition=False)
+    fam_of = {bt.key: (fam, bt) for fam, bt in model.block_types()}
+    factors = {}
+    for key, ne in normal.items():
+        fam, bt = fam_of[key[0]]
+        nfeat = {LL: (normal[(bt.key, LL)].n if (bt.key, LL) in normal else 0) for LL in bt.L_values()}
+        deg = fam.degrees(bt, nfeat)[key[1]]
+        free = np.ones(ne.n)
+        if fam.kind == "onsite" and key[1] == 0:
+            free[0] = CONSTANT_PRIOR_FACTOR
+        scale = float(np.mean(np.diag(ne.AtA))) or 1.0
+        M = ne.AtA + np.diag(free * smoothness_prior(deg, max(solver.lam, 1e-12) * scale, solver.smoothness))
+        d = np.sqrt(np.diag(M))
+        d = np.where(d > 0, d, 1.0)
+        try:
+            factors[key] = ("chol", scipy.linalg.cho_factor(M / d[:, None] / d[None, :] + 1e-14 * np.eye(ne.n)), d)
+        except np.linalg.LinAlgError:
+            factors[key] = ("pinv", np.linalg.pinv(M / d[:, None] / d[None, :]), d)
+    G = {key: (np.array(list(g.keys()), dtype=np.int64), np.array([v[0] for v in g.values()])) for key, g in gauge.items()}
+    for _ in range(max_iter):
         fitted = np.zeros(n_structures)
-        for key, g in gauge.items():
-            bt_key, L = key
-            c = coefs.get(bt_key, {}).get(L)
-            if c is None:
-                continue
-            for s, (ats, _, _) in g.items():
-                fitted[s] += float(c @ ats)
+        for key, ne in normal.items():
+            idx, gs = G.get(key, (np.zeros(0, np.int64), np.zeros((0, ne.n))))
+            rhs = ne.Aty - V[idx] @ gs if len(idx) else ne.Aty
+            kind, fac, d = factors[key]
+            z = scipy.linalg.cho_solve(fac, rhs / d) if kind == "chol" else fac @ (rhs / d)
+            c = z / d
+            if len(idx):
+                np.add.at(fitted, idx, gs @ c)
         V_new = np.where(ss > 0, (ys - fitted) / np.where(ss > 0, ss, 1.0), 0.0)
         V_new -= V_new.mean()
         done = np.abs(V_new - V).max() < tol
         V = V_new
         if done:
             break
+    shifted = {}
+    for key, ne in normal.items():
+        g = gauge.get(key, {})
+        m = ne.copy()
+        m.Aty = ne.Aty - sum((V[s] * v[0] for s, v in g.items()), np.zeros(ne.n))
+        m.yty = ne.yty - 2 * sum(V[s] * v[1] for s, v in g.items()) + sum(V[s] ** 2 * v[2] for s, v in g.items())
+        shifted[key] = m
     coefs, posts, diag = solve_all(model, shifted, solver, condition=True)
     return coefs, posts, diag, V
 
