@@ -50,7 +50,6 @@ def test_overlaps_depend_on_bond_vector_only(example, group):
     assert not np.all(np.abs(np.abs(_sp_cosines(sd, -1)) - 1) < 1e-3)  # negative control
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("group", GROUPS)
 def test_bands_reproduce_stored_dos(example, group):
     """Eigenvalues on the stored k-points, Gaussian-broadened with the stored width, give the stored DOS.
