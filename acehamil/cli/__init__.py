@@ -53,6 +53,9 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
+        sys.stderr.close()
+        return 0
     except (ValueError, FileNotFoundError, KeyError, OSError) as err:
         print(f"acehamil {args.command}: error: {err}", file=sys.stderr)
         return 1
