@@ -220,3 +220,20 @@ def test_pickle_and_deepcopy_rebuild_from_spec(basis, rng):
         assert other.spec == basis.spec
         for k, v in other.evaluate(c).items():
             np.testing.assert_array_equal(v, ref[k])
+
+
+def test_parities_subset_keeps_the_same_features_and_prunes_products():
+    from acehamil.basis import ACEBasis, BasisSpec, RadialSpec
+
+    kw = dict(categories=(14,), radial=RadialSpec(n_max=4, r_cut=5.0), max_nu=3, max_degree=(6, 6, 8), L_max=0)
+    full = ACEBasis(BasisSpec(**kw))
+    even = ACEBasis(BasisSpec(**kw, parities=(1,)))
+    assert even.feature_keys == [(0, 1)] and (0, -1) in full.feature_keys
+    assert even.tables.n_AA < full.tables.n_AA
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(12, 3)) * 1.5
+    cen = Centres(np.array([14, 14]), np.repeat([0, 1], 6), vec, np.full(12, 14))
+    np.testing.assert_allclose(even.evaluate(cen)[(0, 1)], full.evaluate(cen)[(0, 1)], rtol=1e-13, atol=1e-14)
+    assert BasisSpec.from_dict(even.spec.to_dict()) == even.spec
+    with pytest.raises(ValueError, match="parities"):
+        BasisSpec(**kw, parities=(2,))

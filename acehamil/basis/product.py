@@ -126,6 +126,8 @@ class ProductTables:
             for ms in _multisets(spec, cand, nu):
                 ls = tuple(cand[i][2] for i in ms)
                 par = (-1) ** sum(ls)
+                if par not in spec.parities:
+                    continue
                 for L in range(spec.L_max + 1):
                     if not _reachable(ls, L):
                         continue

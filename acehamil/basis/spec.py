@@ -133,6 +133,10 @@ class BasisSpec:
         is in this tuple (e.g. ``(BOND,)`` for bond centres).
     l_max : int or None
         Optional cap on the one-particle ``l`` (default: implied by the degrees).
+    parities : tuple of int
+        Which inversion parities to produce, a subset of ``(-1, 1)`` (default both).
+        A site-energy potential needs only ``(1,)``: leaving out the pseudo-scalars
+        also leaves out the products only they use.
     """
 
     categories: tuple
@@ -144,6 +148,7 @@ class BasisSpec:
     L_max: int = 4
     singleton_categories: tuple = ()
     l_max: int | None = None
+    parities: tuple = (-1, 1)
 
     def __post_init__(self):
         cats = _as_int_tuple(self.categories, "categories")
@@ -182,6 +187,10 @@ class BasisSpec:
             if int(self.l_max) != self.l_max or self.l_max < 0:
                 raise ValueError(f"l_max must be a non-negative integer or None, got {self.l_max}")
             object.__setattr__(self, "l_max", int(self.l_max))
+        par = tuple(sorted(set(_as_int_tuple(self.parities, "parities"))))
+        if not par or any(p not in (-1, 1) for p in par):
+            raise ValueError(f"parities must be a non-empty subset of (-1, 1), got {self.parities!r}")
+        object.__setattr__(self, "parities", par)
 
     def degree_limit(self, nu: int) -> float:
         """Total-degree limit for products of ``nu`` factors."""
@@ -199,6 +208,7 @@ class BasisSpec:
             "L_max": self.L_max,
             "singleton_categories": list(self.singleton_categories),
             "l_max": self.l_max,
+            "parities": list(self.parities),
         }
 
     @classmethod
@@ -214,4 +224,5 @@ class BasisSpec:
             L_max=d.get("L_max", 4),
             singleton_categories=tuple(d.get("singleton_categories", ())),
             l_max=d.get("l_max"),
+            parities=tuple(d.get("parities", (-1, 1))),
         )

@@ -90,6 +90,7 @@ def make_basis(species, r_cut=5.0, n_max=8, max_nu=3, max_degree=(16, 12, 8), we
         weight_l=float(weight_l),
         L_max=0,
         l_max=invariant_l_max(md[:max_nu], max_nu, weight_l),
+        parities=(1,),
     )
     return ACEBasis(spec)
 
