@@ -237,3 +237,16 @@ def test_parities_subset_keeps_the_same_features_and_prunes_products():
     assert BasisSpec.from_dict(even.spec.to_dict()) == even.spec
     with pytest.raises(ValueError, match="parities"):
         BasisSpec(**kw, parities=(2,))
+
+
+def test_feature_degrees_and_orders_follow_feature_info():
+    spec = BasisSpec(categories=(14,), radial=RadialSpec(n_max=4, r_cut=5.0), max_nu=3, max_degree=(6, 6, 4), L_max=2)
+    basis = ACEBasis(spec)
+    for key in basis.feature_keys:
+        info = basis.feature_info[key]
+        deg, nu = basis.feature_degrees(key), basis.feature_orders(key)
+        assert deg.shape == nu.shape == (basis.n_features[key],)
+        assert deg.tolist() == [f.degree for f in info] and nu.tolist() == [f.nu for f in info]
+        assert deg.max() <= max(spec.max_degree) and set(nu.tolist()) <= {1, 2, 3}
+    with pytest.raises(ValueError, match="no features with key"):
+        basis.feature_degrees((7, 1))

@@ -167,6 +167,19 @@ class ACEBasis:
         """``{(L, parity): n_B}``."""
         return {k: len(v) for k, v in self.tables.feature_info.items()}
 
+    def feature_degrees(self, key) -> np.ndarray:
+        """Total degree of each feature of ``key`` (for smoothness priors), shape (n_B,), float."""
+        return np.array([f.degree for f in self._info(key)], dtype=float)
+
+    def feature_orders(self, key) -> np.ndarray:
+        """Correlation order ``nu`` of each feature of ``key``, shape (n_B,), int."""
+        return np.array([f.nu for f in self._info(key)], dtype=np.int64)
+
+    def _info(self, key) -> tuple:
+        if key not in self.tables.feature_info:
+            raise ValueError(f"no features with key {key}; available {self.feature_keys}")
+        return self.tables.feature_info[key]
+
     def __repr__(self) -> str:
         nf = sum(self.n_features.values())
         return f"ACEBasis({nf} features over {len(self.feature_keys)} (L, parity) keys, n_A={self.tables.n_A}, n_AA={self.tables.n_AA})"

@@ -23,20 +23,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _load_toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
-        import tomli as tomllib
-    if not path.is_file():
-        raise FileNotFoundError(f"no such config file: {path}")
-    with open(path, "rb") as fh:
-        try:
-            return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path}: invalid TOML: {err}") from None
-
-
 def format_metrics(title: str, metrics: dict) -> str:
     lines = [f"{title}", f"  {'config_type':<16}{'n':>5}{'E MAE':>10}{'E RMSE':>10}{'F MAE':>10}{'F RMSE':>10}",
              f"  {'':<16}{'':>5}{'meV/at':>10}{'meV/at':>10}{'eV/A':>10}{'eV/A':>10}"]
@@ -48,12 +34,13 @@ def format_metrics(title: str, metrics: dict) -> str:
 
 def run(args) -> int:
     from ..io.potential_file import save_potential
+    from ..models.config import read_toml
     from ..models.potential_config import job_from_config, summarise
     from ..models.potential_data import error_metrics
     from ..models.potential_fit import fit_potential
 
     cfg_path = Path(args.config)
-    job = job_from_config(_load_toml(cfg_path), base_dir=cfg_path.parent)
+    job = job_from_config(read_toml(cfg_path), base_dir=cfg_path.parent)
     progress = not args.quiet
     if progress:
         print(f"training: {len(job.train)} configs {summarise(job.train)}; species {list(job.species)}", file=sys.stderr)

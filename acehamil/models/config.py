@@ -250,17 +250,30 @@ class ModelConfig:
 
     @classmethod
     def from_toml(cls, path) -> "ModelConfig":
-        """Read a TOML file (stdlib ``tomllib``; ``tomli`` on Python 3.10)."""
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
+        """Read a TOML file (see :func:`read_toml`)."""
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no such config file: {path}")
-        with open(path, "rb") as fh:
-            try:
-                d = tomllib.load(fh)
-            except tomllib.TOMLDecodeError as err:
-                raise ValueError(f"{path}: invalid TOML: {err}") from None
-        return cls.from_dict(d, base_dir=path.parent)
+        return cls.from_dict(read_toml(path), base_dir=path.parent)
+
+
+def read_toml(path) -> dict:
+    """Parse a TOML configuration file (stdlib ``tomllib``; ``tomli`` on Python 3.10).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file is not valid TOML (message names the file).
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {path}")
+    with open(path, "rb") as fh:
+        try:
+            return tomllib.load(fh)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: invalid TOML: {err}") from None

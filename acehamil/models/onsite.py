@@ -20,13 +20,9 @@ from .config import FeatureConfig
 
 def feature_degrees(basis, key, n: int) -> np.ndarray:
     """Degree of each feature of ``key`` (for the smoothness prior), shape (n,)."""
-    info = getattr(basis, "feature_info", {}).get(key) if basis is not None else None
-    if info is None:
+    if basis is None or key not in basis.feature_keys:
         return np.zeros(n)
-    if isinstance(info, dict) and "degree" in info:
-        deg = np.asarray(info["degree"], dtype=float)
-    else:
-        deg = np.array([f["degree"] if isinstance(f, dict) else getattr(f, "degree") for f in info], dtype=float)
+    deg = basis.feature_degrees(key)
     if deg.shape != (n,):
         raise ValueError(f"feature_info for {key} has {deg.size} degrees, features have {n}")
     return deg

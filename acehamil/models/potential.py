@@ -50,29 +50,12 @@ def basis_cutoff(basis) -> float:
 
 def feature_degrees(basis) -> np.ndarray:
     """Per invariant feature, its total polynomial degree (for smoothness priors), shape (n_B,)."""
-    info = basis.feature_info[INVARIANT]
-    if isinstance(info, dict):
-        return np.asarray(info["degree"], dtype=float)
-    if hasattr(info, "degree"):
-        return np.asarray(info.degree, dtype=float)
-    if hasattr(info, "dtype") and info.dtype.names and "degree" in info.dtype.names:
-        return np.asarray(info["degree"], dtype=float)
-    out = []
-    for item in info:
-        out.append(item["degree"] if isinstance(item, dict) else item.degree)
-    return np.asarray(out, dtype=float)
+    return basis.feature_degrees(INVARIANT)
 
 
 def feature_orders(basis) -> np.ndarray:
     """Per invariant feature, its correlation order nu, shape (n_B,)."""
-    info = basis.feature_info[INVARIANT]
-    if isinstance(info, dict):
-        return np.asarray(info["nu"], dtype=int)
-    if hasattr(info, "nu"):
-        return np.asarray(info.nu, dtype=int)
-    if hasattr(info, "dtype") and info.dtype.names and "nu" in info.dtype.names:
-        return np.asarray(info["nu"], dtype=int)
-    return np.asarray([item["nu"] if isinstance(item, dict) else item.nu for item in info], dtype=int)
+    return basis.feature_orders(INVARIANT)
 
 
 def make_centres(centre_species, particle_centre, particle_vec, particle_category):
