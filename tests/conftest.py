@@ -27,3 +27,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data not found at {SHARED_DATA} (set ACEHAMIL_SHARED_DATA or place shared/ beside the checkout)")
     return SHARED_DATA
+
+
+#: s/p toy basis of the tight-binding tests (Si, H, C).
+SK_BASIS_SP = {14: [(3, 0), (3, 1)], 1: [(1, 0)], 6: [(2, 0), (2, 1)]}
+
+
+@pytest.fixture(scope="module")
+def si_data():
+    """Diamond Si with Slater-Koster s/p H and a non-trivial S (tb tests), 8 valence electrons."""
+    from ase.build import bulk
+
+    from acehamil.structure import OrbitalBasis, StructureData
+    from acehamil.tb.toy import slater_koster
+
+    basis = OrbitalBasis.from_dict(SK_BASIS_SP)
+    atoms = bulk("Si", "diamond", a=5.43)
+    H, S = slater_koster(atoms, basis, cutoff=4.0)
+    return StructureData(atoms, basis, H=(H,), S=S, n_electrons=8)

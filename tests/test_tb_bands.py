@@ -17,12 +17,6 @@ from acehamil.tb.toy import slater_koster
 SP = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)], 1: [(1, 0)], 6: [(2, 0), (2, 1)]})
 
 
-@pytest.fixture(scope="module")
-def si_data():
-    atoms = bulk("Si", "diamond", a=5.43)
-    H, S = slater_koster(atoms, SP, cutoff=4.0)
-    return StructureData(atoms, SP, H=(H,), S=S, n_electrons=8)
-
 
 @pytest.mark.parametrize("path", [None, "GXWKGL", "GX,LG"])
 def test_band_structure_along_paths(si_data, path):
