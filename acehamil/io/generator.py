@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from ase import Atoms
 
+from ..progress import Progress
 from .dataset import append_dataset, read_dataset
 
 
@@ -109,18 +110,12 @@ def generate(plan: list, output, compute: Callable, progress: bool = True, strea
     todo = [(name, at) for name, at in plan if name not in have]
     t0 = time.perf_counter()
     state = None
-    width = 30
-    for k, (name, atoms) in enumerate(todo, 1):
+    bar = Progress(len(plan), "generate", progress, stream, start=len(plan) - len(todo))
+    for name, atoms in todo:
         t1 = time.perf_counter()
         data, state = compute(atoms, state)
         info = dict(data.info, name=name)
         data = type(data)(**{**{f: getattr(data, f) for f in data.__dataclass_fields__}, "info": info})
         append_dataset(output, [data])
-        if progress:
-            done = len(have) + k
-            bar = "#" * int(width * done / len(plan))
-            el = time.perf_counter() - t0
-            eta = el / k * (len(todo) - k)
-            print(f"[{bar:<{width}}] {done}/{len(plan)} {name} {time.perf_counter() - t1:.0f}s, eta {eta / 60:.1f} min",
-                  file=stream, flush=True)
+        bar.step(note=f"{name} {time.perf_counter() - t1:.0f} s")
     return {"done": len(todo), "skipped": len(plan) - len(todo), "seconds": time.perf_counter() - t0}

@@ -19,13 +19,13 @@ are kept or dropped together.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 
 import numpy as np
 
 from ..environments import reverse_index
 from ..fitting import NormalEquations, blr_normal, ridge_normal, smoothness_prior
+from ..progress import Progress
 from ..structure.neighbours import neighbour_pairs
 from .blocks import project
 from .config import ModelConfig
@@ -34,23 +34,6 @@ from .hamiltonian import HamiltonianModel, MatrixModel, gather_blocks, shell_off
 EV_TO_MEV = 1000.0
 #: Relative prior precision of the on-site constant (it carries the mean level, e.g. a core energy).
 CONSTANT_PRIOR_FACTOR = 1e-8
-
-
-class _Progress:
-    """Minimal progress bar on stderr (silent when ``enabled`` is False)."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.total, self.label, self.enabled, self.n, self.t0 = total, label, enabled, 0, time.perf_counter()
-
-    def step(self, k: int = 1):
-        self.n += k
-        if self.enabled:
-            frac = self.n / max(self.total, 1)
-            bar = "#" * int(30 * frac)
-            sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.n}/{self.total} {time.perf_counter() - self.t0:6.1f} s")
-            if self.n >= self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def _block_index(matrix, i, j, shift) -> np.ndarray:
@@ -100,7 +83,7 @@ def _targets(fam, bt, env, matrix, so) -> np.ndarray:
 
 
 def accumulate(model: MatrixModel, structures, matrix_of, rates: dict, weights, rng, normal: dict, counts: dict,
-               progress: _Progress | None = None, gauge: dict | None = None, first_index: int = 0) -> None:
+               progress: Progress | None = None, gauge: dict | None = None, first_index: int = 0) -> None:
     """Add the design rows of ``structures`` to ``normal[(bt.key, L)]`` (in place).
 
     Parameters
@@ -334,7 +317,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         rates = {k: min(1.0, cap / v) if v else 1.0 for k, v in totals.items()}
         normal, counts = {}, {}
         gauge = {} if (name == "H" and config.fit.fit_energy_zero) else None
-        bar = _Progress(len(train), f"fit {name}", progress)
+        bar = Progress(len(train), f"fit {name}", progress)
         for b0 in range(0, len(train), config.fit.batch_structures):
             batch = [train[k] for k in range(b0, min(len(train), b0 + config.fit.batch_structures))]
             accumulate(mm, batch, pick, rates, w_all[train_idx[b0:b0 + len(batch)]], rng, normal, counts, bar,
