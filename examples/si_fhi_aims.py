@@ -39,7 +39,6 @@ def main(argv=None) -> int:
     from acehamil.models.hamiltonian import overlap_min_eigenvalue
     from acehamil.models.hamiltonian_eval import block_errors
     from acehamil.models.hamiltonian_fit import fit
-    from acehamil.structure import StructureData
     from acehamil.tb.bands import band_path
     from acehamil.tb.eigen import solve
 
@@ -56,7 +55,6 @@ def main(argv=None) -> int:
                      "S_min_eig_reference": overlap_min_eigenvalue(sd.S, sd.atoms)}
     H, S = model.predict(test.atoms)
     res["test_0225"]["S_min_eig_model"] = overlap_min_eigenvalue(S, test.atoms)
-    pred = StructureData(test.atoms, test.basis, H=(H,), S=S, fermi_level=test.fermi_level)
     ef = test.fermi_level
 
     # bands along the standard path: FHI-aims matrices vs model

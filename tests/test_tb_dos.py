@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
 
 from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
 from acehamil.tb.bloch import bloch_sum

@@ -456,7 +456,7 @@ class ACEBasis:
             H = [sp.csr_matrix((wk[t.deriv_k, M] * t.deriv_mult, (t.deriv_j, t.deriv_a)), shape=(t.n_AA, t.n_A)) for M in range(ncomp)]
             weights[int(s)] = (wk, H)
         prep = self._prepare(centres)
-        order, pc = prep[0], prep[1]
+        order = prep[0]
         nc, P = centres.n_centres, len(order)
         E = np.zeros((nc, ncomp))
         g = np.zeros((P, ncomp, 3))
