@@ -110,3 +110,31 @@ def test_evaluate_linear_species_selection(rng):
     np.testing.assert_allclose(E, [B[0] @ cH, B[1] @ cSi], rtol=1e-12)
     E_only_H, g_only_H = basis.evaluate_linear(c, {1: cH})
     assert E_only_H[1] == 0.0 and np.all(g_only_H[c.particle_centre == 1] == 0.0)
+
+
+def test_contraction_mixed_centre_species_and_reuse(rng):
+    """A prebuilt contraction gives the same result as the dict; centres of two species
+    (one with no coefficients) each use their own vector; a foreign basis is refused."""
+    basis = ACEBasis(SPECS["site"])
+    c = make_centres(rng, basis.spec, n_centres=5)
+    species = np.array([14, 1, 14, 6, 1])  # 6: no coefficients -> contributes 0
+    c = Centres(species, c.particle_centre, c.particle_vec, c.particle_category)
+    nB = basis.n_features[(0, 1)]
+    coeffs = {14: rng.normal(size=nB), 1: rng.normal(size=nB)}
+    lc = basis.contraction(coeffs)
+    E, g = basis.evaluate_linear(c, lc)
+    E2, g2 = basis.evaluate_linear(c, coeffs)
+    np.testing.assert_array_equal(E, E2)
+    np.testing.assert_array_equal(g, g2)
+    vals, grads = basis.evaluate(c, gradients=True, keys=[(0, 1)])
+    cmat = np.array([coeffs.get(int(s), np.zeros(nB)) for s in species])
+    E_ref = np.einsum("cf,cf->c", cmat, vals[(0, 1)][:, :, 0])
+    g_ref = np.einsum("pf,pfx->px", cmat[c.particle_centre], grads[(0, 1)][:, :, 0])
+    np.testing.assert_allclose(E, E_ref, atol=1e-12 * np.abs(E_ref).max())
+    np.testing.assert_allclose(g, g_ref, atol=1e-12 * np.abs(g_ref).max())
+    assert E[3] == 0.0 and np.all(g[c.particle_centre == 3] == 0.0)
+    other = ACEBasis(SPECS["nu4"])
+    with pytest.raises(ValueError, match="different basis"):
+        other.evaluate_linear(make_centres(rng, other.spec), lc)
+    with pytest.raises(ValueError, match="shape"):
+        basis.contraction({14: np.ones(nB + 1)})

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from .angular import AngularBasis
 from .atomic import atomic_base, fold_categories, pad, padding
+from .linear import LinearContraction, pull_back
 from .product import ProductTables
 from .radial import RadialBasis
 from .spec import BasisSpec, RadialSpec  # noqa: F401  (RadialSpec for the doctest namespace)
@@ -208,7 +209,7 @@ class ACEBasis:
         cat_index = np.searchsorted(cats, cat)
         return order, pc, vec, cat_index, w, rc, r, centres.n_centres
 
-    def _batches(self, prep, per_centre, gradients, max_centres=None):
+    def _batches(self, prep, per_centre, gradients, max_centres=None, xyz_first=False):
         """Small centre batches (products stay in cache) inside large particle chunks
         (one harmonics call per chunk: sphericart's threads start once, not per batch).
 
@@ -226,7 +227,7 @@ class ACEBasis:
         for C0 in range(0, n_centres, outer):
             C1 = min(n_centres, C0 + outer)
             P0, P1 = np.searchsorted(pc, [C0, C1])
-            Rc_all, Y_all, d_all = self._particles(vec[P0:P1], cat_index[P0:P1], w[P0:P1], rc[P0:P1], r[P0:P1], gradients)
+            Rc_all, Y_all, d_all = self._particles(vec[P0:P1], cat_index[P0:P1], w[P0:P1], rc[P0:P1], r[P0:P1], gradients, xyz_first)
             for c0 in range(C0, C1, nb):
                 c1 = min(C1, c0 + nb)
                 p0, p1 = np.searchsorted(pc, [c0, c1])
@@ -255,14 +256,26 @@ class ACEBasis:
                 np.multiply(row[pre], row[last], out=row[o0:o1])
         return AA
 
-    def _particles(self, vec, cat_index, w, rc, r, gradients):
+    def _products_T(self, A: np.ndarray) -> np.ndarray:
+        """AA transposed, (n_AA, nb), from A (nb, n_A): each level is one gather-multiply
+        of whole rows (contiguous over the batch), no per-centre loop."""
+        t = self.tables
+        AAT = np.empty((t.n_AA, len(A)))
+        AAT[0] = 1.0
+        AAT[1 : 1 + t.n_A] = A.T
+        for i, (pre, last) in enumerate(zip(t.prefix, t.last)):
+            o0, o1 = t.level_offsets[i + 2], t.level_offsets[i + 3]
+            np.multiply(AAT[pre], AAT[1 + last], out=AAT[o0:o1])
+        return AAT
+
+    def _particles(self, vec, cat_index, w, rc, r, gradients, xyz_first=False):
         """Category-folded radial values and harmonics (and derivatives) of a batch."""
         ncat = len(self.spec.categories)
         if not gradients:
             R = self.radial.evaluate(r, rc)
             return fold_categories(R, cat_index, ncat, w), self.angular.evaluate(vec), None
         R, dR = self.radial.evaluate(r, rc, gradients=True)
-        Y, dY = self.angular.evaluate(vec, gradients=True)
+        Y, dY = self.angular.evaluate(vec, gradients=True, xyz_first=xyz_first)
         d = (fold_categories(dR, cat_index, ncat, w), dY, vec / r[:, None])
         return fold_categories(R, cat_index, ncat, w), Y, d
 
@@ -416,18 +429,34 @@ class ACEBasis:
         triples = out.view(np.dtype((np.void, 24))).reshape(nb, n_out, p_max)
         return triples[local, :, slot].view(np.float64).reshape(len(local), n_out, 3)
 
-    def evaluate_linear(self, centres: Centres, coeffs: dict, key=(0, 1)):
+    def contraction(self, coeffs: dict, key=(0, 1)) -> LinearContraction:
+        """Coefficients pushed through this basis's tables, for repeated :meth:`evaluate_linear` calls.
+
+        Parameters
+        ----------
+        coeffs : dict int -> ndarray, shape (n_B,)
+            Coefficients per centre species; a species absent from the dict gives 0.
+        key : (L, parity)
+
+        Returns
+        -------
+        LinearContraction
+        """
+        return LinearContraction(self.tables, coeffs, key)
+
+    def evaluate_linear(self, centres: Centres, coeffs, key=(0, 1)):
         """Contracted features ``E_c = sum_B coeffs[species_c][B] B_key(c)`` and their gradients.
 
         Reverse mode: ``dE/dAA`` is the coefficient vector pushed through ``C``,
         ``dE/dA`` follows from the product tables, and the particle gradients from
-        ``dA/dx``; far cheaper than the full Jacobian of :meth:`evaluate`.
+        ``dA/dx`` (:mod:`.linear`); far cheaper than the full Jacobian of :meth:`evaluate`.
 
         Parameters
         ----------
         centres : Centres
-        coeffs : dict int -> ndarray, shape (n_B,)
-            Coefficients per centre species; a species absent from the dict gives 0.
+        coeffs : dict int -> ndarray (n_B,), or LinearContraction
+            Coefficients per centre species (a species absent gives 0), or their
+            prebuilt :meth:`contraction` (then ``key`` must match or be omitted).
         key : (L, parity)
             Which features to contract (default the invariants ``(0, 1)``).
 
@@ -438,23 +467,14 @@ class ACEBasis:
             ``d values[particle_centre[p]] / d particle_vec[p]``, input particle order.
         """
         t = self.tables
-        if key not in t.out_slices:
-            raise ValueError(f"no features with key {key}; available {self.feature_keys}")
-        L = key[0]
-        ncomp = 2 * L + 1
-        nB = len(t.feature_info[key])
-        Ck = t.C[:, t.out_slices[key]]
-        weights = {}
-        for s, c in coeffs.items():
-            c = np.asarray(c, dtype=float)
-            if c.shape != (nB,):
-                raise ValueError(f"coefficients for species {s} must have shape ({nB},), got {c.shape}")
-            cm = np.zeros((nB, ncomp, ncomp))
-            cm[:, np.arange(ncomp), np.arange(ncomp)] = c[:, None]
-            wk = np.asarray(Ck @ cm.reshape(nB * ncomp, ncomp))  # (n_AA, 2L+1): dE_M/dAA
-            # H[M] (n_AA, n_A): dE_M/dA_a = sum_j AA_j H[M][j, a]
-            H = [sp.csr_matrix((wk[t.deriv_k, M] * t.deriv_mult, (t.deriv_j, t.deriv_a)), shape=(t.n_AA, t.n_A)) for M in range(ncomp)]
-            weights[int(s)] = (wk, H)
+        if isinstance(coeffs, LinearContraction):
+            lc = coeffs
+            if (lc.n_AA, lc.n_A) != (t.n_AA, t.n_A):
+                raise ValueError("the LinearContraction was built for a different basis")
+        else:
+            lc = self.contraction(coeffs, key)
+        L = lc.key[0]
+        ncomp = lc.n_components
         prep = self._prepare(centres)
         order = prep[0]
         nc, P = centres.n_centres, len(order)
@@ -462,29 +482,25 @@ class ACEBasis:
         g = np.zeros((P, ncomp, 3))
         species = centres.centre_species
         K = len(self.spec.categories) * self.spec.radial.n_max
-        n_lm = (self.tables.l_max + 1) ** 2
-        for c0, c1, p0, p1, A, Rc, Y, (dRc, dY, rhat), local, slot, p_max in self._batches(prep, t.n_AA, True):
+        n_lm = (t.l_max + 1) ** 2
+        nb_max = max(8, min(64, int(_BUDGET // max(t.n_AA, 1))))
+        for c0, c1, p0, p1, A, Rc, Y, (dRc, dY, rhat), local, slot, p_max in self._batches(
+            prep, t.n_AA, True, max_centres=nb_max, xyz_first=True
+        ):
             nb = c1 - c0
-            AAT = self._products(A)  # (nb, n_AA)
-            dEdA = np.zeros((ncomp, nb, t.n_A))
-            for s, (wk, H) in weights.items():
+            AAT = self._products_T(A)  # (n_AA, nb)
+            dEdA = np.zeros((ncomp, t.n_A, nb))
+            for s, (wk, HT) in lc.weights.items():
                 sel = np.flatnonzero(species[c0:c1] == s)
                 if len(sel) == 0:
                     continue
-                AAs = AAT if len(sel) == nb else AAT[sel]
-                E[c0 + sel] = AAs @ wk
+                AAs = AAT if len(sel) == nb else np.ascontiguousarray(AAT[:, sel])
+                E[c0 + sel] = AAs.T @ wk
                 for M in range(ncomp):
-                    dEdA[M, sel] = AAs @ H[M]
-            # dE/dA scattered to the full (K, n_lm) table, then pulled back through
-            # phi = Rc * Y:  dE/dx = rhat (dRc . (Gf Y)) + Rc . (Gf dY)
-            Rp = pad(Rc, local, slot, nb, p_max)
-            dRp = pad(dRc, local, slot, nb, p_max)
+                    dEdA[M][:, sel] = HT[M] @ AAs
+            rows = order[p0:p1]
             for M in range(ncomp):
-                Gf = np.zeros((nb, K, n_lm))
-                Gf[:, self._a_k, t.a_lm] = dEdA[M]
-                U = np.matmul(Rp, Gf)[local, slot]  # (P_b, n_lm)
-                Ud = np.matmul(dRp, Gf)[local, slot]
-                g[order[p0:p1], M] = rhat * np.einsum("pl,pl->p", Ud, Y)[:, None] + np.einsum("pl,plx->px", U, dY)
+                g[rows, M] = pull_back(dEdA[M], Rc, dRc, Y, dY, rhat, local, slot, p_max, self._a_k, t.a_lm, K, n_lm)
         if L == 0:
             return E[:, 0], g[:, 0, :]
         return E, g

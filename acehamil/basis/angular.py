@@ -32,7 +32,7 @@ class AngularBasis:
         self.l_max = int(l_max)
         self._sh = sphericart.SphericalHarmonics(self.l_max)
 
-    def evaluate(self, vec: np.ndarray, gradients: bool = False):
+    def evaluate(self, vec: np.ndarray, gradients: bool = False, xyz_first: bool = False):
         """Harmonics of directions.
 
         Parameters
@@ -40,20 +40,22 @@ class AngularBasis:
         vec : ndarray, shape (P, 3), Å
             Non-zero vectors (not necessarily unit).
         gradients : bool
+        xyz_first : bool
+            Return ``dY`` as (P, 3, n_lm) (sphericart's layout, no copy).
 
         Returns
         -------
         Y : ndarray, shape (P, (l_max+1)**2), float64
         dY : ndarray, shape (P, (l_max+1)**2, 3), 1/Å
-            ``dY / d vec``; only when ``gradients``.
+            ``dY / d vec``; only when ``gradients``; shape (P, 3, n_lm) with ``xyz_first``.
         """
         vec = np.ascontiguousarray(vec, dtype=float)
         if vec.ndim != 2 or vec.shape[1] != 3:
             raise ValueError(f"vectors must have shape (P, 3), got {vec.shape}")
         if len(vec) == 0:
             n = (self.l_max + 1) ** 2
-            return (np.zeros((0, n)), np.zeros((0, n, 3))) if gradients else np.zeros((0, n))
+            return (np.zeros((0, n)), np.zeros((0, 3, n) if xyz_first else (0, n, 3))) if gradients else np.zeros((0, n))
         if not gradients:
             return self._sh.compute(vec)
         Y, dY = self._sh.compute_with_gradients(vec)
-        return Y, np.ascontiguousarray(np.swapaxes(dY, 1, 2))
+        return Y, (dY if xyz_first else np.ascontiguousarray(np.swapaxes(dY, 1, 2)))

@@ -281,6 +281,13 @@ class ACEPotential:
         object.__setattr__(self, "coef", coef)
         object.__setattr__(self, "metadata", dict(self.metadata))
         object.__setattr__(self, "_coeff_dict", {z: coef[k] for k, z in enumerate(species)})
+        object.__setattr__(self, "_contraction", None)
+
+    def contraction(self):
+        """The coefficients pushed through the basis tables (built on first use, then reused)."""
+        if self._contraction is None:
+            object.__setattr__(self, "_contraction", self.basis.contraction(self._coeff_dict, INVARIANT))
+        return self._contraction
 
     @property
     def n_features(self) -> int:
@@ -338,10 +345,10 @@ class ACEPotential:
             b = min(a + max(int(chunk_atoms), 1), natoms)
             sl = slice(starts[a], starts[b])
             sub = pairs.select(sl)
-            if grad and hasattr(self.basis, "evaluate_linear"):
+            if grad and hasattr(self.basis, "contraction"):
                 # contracted reverse mode: no (P, n_B, 3) Jacobian
                 centres = make_centres(numbers[a:b], sub.i - a, sub.vec, numbers[sub.j])
-                eps, g = self.basis.evaluate_linear(centres, self._coeff_dict, INVARIANT)
+                eps, g = self.basis.evaluate_linear(centres, self.contraction())
                 energies[a:b] += eps
             else:
                 desc = _descriptors_for(self.basis, numbers, np.arange(a, b), sub, grad)
