@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-max", type=int, default=BASIS["n_max"])
     p.add_argument("--max-nu", type=int, default=BASIS["max_nu"])
     p.add_argument("--max-degree", type=float, nargs="+", default=list(BASIS["max_degree"]))
+    p.add_argument("--weight-l", type=float, default=BASIS.get("weight_l", 1.0), help="degree weight of l (n + weight_l * l)")
     p.add_argument("--save-dir", type=Path, help="write <El>.h5 potentials here")
     p.add_argument("--cache-dir", type=Path, help="cache training design data here (re-runs skip the features)")
     p.add_argument("--train-metrics", action="store_true", help="also evaluate the training-set errors (slow)")
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
     if not args.data.is_dir():
         print(f"mlearn data not found at {args.data}", file=sys.stderr)
         return 1
-    basis_kw = {"n_max": args.n_max, "max_nu": args.max_nu, "max_degree": tuple(args.max_degree)}
+    basis_kw = {"n_max": args.n_max, "max_nu": args.max_nu, "max_degree": tuple(args.max_degree), "weight_l": args.weight_l}
     rows = []
     for el in args.elements:
         cut = tuple(args.r_cut) if args.r_cut else CUTOFFS[el]

@@ -483,21 +483,11 @@ class ACEBasis:
         species = centres.centre_species
         K = len(self.spec.categories) * self.spec.radial.n_max
         n_lm = (t.l_max + 1) ** 2
-        nb_max = max(8, min(64, int(_BUDGET // max(t.n_AA, 1))))
+        nb_max = 64
         for c0, c1, p0, p1, A, Rc, Y, (dRc, dY, rhat), local, slot, p_max in self._batches(
-            prep, t.n_AA, True, max_centres=nb_max, xyz_first=True
+            prep, lc.n_z, True, max_centres=nb_max, xyz_first=True
         ):
-            nb = c1 - c0
-            AAT = self._products_T(A)  # (n_AA, nb)
-            dEdA = np.zeros((ncomp, t.n_A, nb))
-            for s, (wk, HT) in lc.weights.items():
-                sel = np.flatnonzero(species[c0:c1] == s)
-                if len(sel) == 0:
-                    continue
-                AAs = AAT if len(sel) == nb else np.ascontiguousarray(AAT[:, sel])
-                E[c0 + sel] = AAs.T @ wk
-                for M in range(ncomp):
-                    dEdA[M][:, sel] = HT[M] @ AAs
+            E[c0:c1], dEdA = lc.evaluate(A, species[c0:c1])
             rows = order[p0:p1]
             for M in range(ncomp):
                 g[rows, M] = pull_back(dEdA[M], Rc, dRc, Y, dY, rhat, local, slot, p_max, self._a_k, t.a_lm, K, n_lm)

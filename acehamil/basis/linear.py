@@ -2,15 +2,18 @@
 its particle gradients in reverse mode, without the feature Jacobian.
 
 A :class:`LinearContraction` pushes one coefficient vector per centre species
-through the basis tables once:
+through the basis tables once: ``w = C_key @ c`` gives ``E_M = sum_k w[k, M] AA_k``
+over the product basis.  Only products with a non-zero weight are kept, and
+each is split into two halves of at most two factors,
+``AA_k = z_x z_y`` with ``z = [1, A_a, A_a A_b (pairs in use)]``, so that
 
-* ``w = C_key @ c`` (shape ``(n_AA, 2L+1)``): ``E_M = AA . w[:, M]``;
-* ``H_M`` (sparse, ``(n_A, n_AA)``): ``dE_M/dA_a = (H_M @ AA)_a``, from the
-  product tables ``dAA_k/dA_a = mult * AA_j``.
+    E_M = z^T W_M z,    dE_M/dz = S_M z  with  S_M = W_M + W_M^T,
 
-Built once per coefficient set (an :class:`acehamil.models.potential.ACEPotential`
-keeps its own), the contraction makes each evaluation a few sparse and dense
-matrix products per batch of centres; see :meth:`acehamil.basis.ACEBasis.evaluate_linear`.
+a quadratic form in ``z`` (``max_nu <= 4``).  The pair products are the only
+products formed; everything else is one sparse matrix product per batch of
+centres, and ``dE/dA`` follows from ``dE/dz`` through ``z_(a,b) = A_a A_b``.
+This needs neither the higher product levels nor their closure under removing a
+factor (most of ``n_AA``: the basis engine keeps them for the full Jacobian).
 
 Examples
 --------
@@ -31,7 +34,7 @@ import scipy.sparse as sp
 
 
 class LinearContraction:
-    """Coefficients of one feature key pushed through the coupling and product tables.
+    """Coefficients of one feature key as quadratic forms in ``z`` (module docstring).
 
     Parameters
     ----------
@@ -47,8 +50,10 @@ class LinearContraction:
     key : (L, parity)
     n_components : int
         ``2L + 1``.
-    weights : dict int -> (ndarray (n_AA, 2L+1), list of scipy.sparse.csr_matrix (n_A, n_AA))
-        Per species ``w`` and ``H_M`` (module docstring).
+    pair_first, pair_second : ndarray of int, shape (n_pairs,)
+        The A indices ``a <= b`` of the pair products in ``z`` (rows ``1 + n_A ...``).
+    forms : dict int -> list of scipy.sparse.csr_matrix, shape (n_z, n_z)
+        Per species, ``S_M`` for ``M = 0..2L``.
     n_AA, n_A : int
         Sizes of the tables it was built for (checked on use).
     """
@@ -57,12 +62,11 @@ class LinearContraction:
         key = (int(key[0]), int(key[1]))
         if key not in tables.out_slices:
             raise ValueError(f"no features with key {key}; available {sorted(tables.keys)}")
-        L = key[0]
-        ncomp = 2 * L + 1
-        nB = len(tables.feature_info[key])
-        Ck = tables.C[:, tables.out_slices[key]]
         t = tables
-        weights = {}
+        ncomp = 2 * key[0] + 1
+        nB = len(t.feature_info[key])
+        Ck = t.C[:, t.out_slices[key]]
+        wks = {}
         for s, c in coeffs.items():
             c = np.asarray(c, dtype=float)
             if c.shape != (nB,):
@@ -71,24 +75,109 @@ class LinearContraction:
                 raise ValueError(f"coefficients for species {s} are not finite")
             cm = np.zeros((nB, ncomp, ncomp))
             cm[:, np.arange(ncomp), np.arange(ncomp)] = c[:, None]
-            wk = np.ascontiguousarray(Ck @ cm.reshape(nB * ncomp, ncomp))  # (n_AA, 2L+1)
-            HT = []
+            wks[int(s)] = np.asarray(Ck @ cm.reshape(nB * ncomp, ncomp))  # (n_AA, 2L+1)
+        nA = t.n_A
+        # every product level: its tuples, AA rows, and the halves (left, right) as z-rows
+        halves = []
+        pair_codes = []
+        for nu in range(0, t.spec.max_nu + 1):
+            if nu == 0:
+                rows, tup = np.array([0]), np.zeros((1, 0), np.int64)
+            else:
+                rows = t.level_offsets[nu] + np.arange(t.level_offsets[nu + 1] - t.level_offsets[nu])
+                tup = t.level_tuples(nu)
+            used = np.zeros(len(rows), bool)
+            for wk in wks.values():
+                used |= np.any(wk[rows] != 0, axis=1)
+            rows, tup = rows[used], tup[used]
+            halves.append((nu, rows, tup))
+            if nu == 3:
+                pair_codes.append(tup[:, 0] * nA + tup[:, 1])
+            elif nu == 4:
+                pair_codes += [tup[:, 0] * nA + tup[:, 1], tup[:, 2] * nA + tup[:, 3]]
+        codes = np.unique(np.concatenate(pair_codes)) if pair_codes else np.zeros(0, np.int64)
+        self.pair_first, self.pair_second = codes // nA, codes % nA
+        n_z = 1 + nA + len(codes)
+        q = lambda a, b: 1 + nA + np.searchsorted(codes, a * nA + b)  # noqa: E731
+        xs, ys, ks = [], [], []
+        for nu, rows, tup in halves:
+            if nu == 0:
+                x, y = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+            elif nu == 1:
+                x, y = np.zeros(len(rows), np.int64), 1 + tup[:, 0]
+            elif nu == 2:
+                x, y = 1 + tup[:, 0], 1 + tup[:, 1]
+            elif nu == 3:
+                x, y = q(tup[:, 0], tup[:, 1]), 1 + tup[:, 2]
+            else:
+                x, y = q(tup[:, 0], tup[:, 1]), q(tup[:, 2], tup[:, 3])
+            xs.append(x), ys.append(y), ks.append(rows)
+        x, y, k = (np.concatenate(v) for v in (xs, ys, ks))
+        self.forms = {}
+        for s, wk in wks.items():
+            forms = []
             for M in range(ncomp):
-                vals = wk[t.deriv_k, M] * t.deriv_mult
-                nz = vals != 0
-                H = sp.csr_matrix((vals[nz], (t.deriv_a[nz], t.deriv_j[nz])), shape=(t.n_A, t.n_AA))
-                H.sum_duplicates()
-                HT.append(H)
-            wk.setflags(write=False)
-            weights[int(s)] = (wk, HT)
+                W = sp.csr_matrix((wk[k, M], (x, y)), shape=(n_z, n_z))
+                S = (W + W.T).tocsr()
+                S.eliminate_zeros()
+                forms.append(S)
+            self.forms[s] = forms
+        # dE/dA from dE/dz of the pairs: column p of D1 puts at a = first(p), of D2 at second(p)
+        npair = len(codes)
+        cols = np.arange(npair)
+        self._chain = sp.csr_matrix(
+            (np.ones(2 * npair), (np.concatenate([self.pair_first, self.pair_second]), np.concatenate([cols, npair + cols]))),
+            shape=(nA, 2 * npair),
+        )
         self.key = key
         self.n_components = ncomp
-        self.weights = weights
         self.n_AA = t.n_AA
-        self.n_A = t.n_A
+        self.n_A = nA
+
+    @property
+    def n_z(self) -> int:
+        """Length of ``z``: 1 + n_A + pair products."""
+        return 1 + self.n_A + len(self.pair_first)
 
     def __repr__(self) -> str:
-        return f"LinearContraction(key={self.key}, species={sorted(self.weights)}, n_AA={self.n_AA})"
+        return f"LinearContraction(key={self.key}, species={sorted(self.forms)}, n_A={self.n_A}, pairs={len(self.pair_first)})"
+
+    def evaluate(self, A: np.ndarray, species: np.ndarray):
+        """Contracted values and ``dE/dA`` of a batch of centres.
+
+        Parameters
+        ----------
+        A : ndarray, shape (nb, n_A)
+            Atomic base of the batch.
+        species : ndarray of int, shape (nb,)
+            Centre species (those without coefficients give 0).
+
+        Returns
+        -------
+        E : ndarray, shape (nb, 2L+1)
+        dEdA : ndarray, shape (2L+1, n_A, nb)
+        """
+        nb, nA = len(A), self.n_A
+        Z = np.empty((self.n_z, nb))
+        Z[0] = 1.0
+        Z[1 : 1 + nA] = A.T
+        if len(self.pair_first):
+            np.multiply(Z[1 + self.pair_first], Z[1 + self.pair_second], out=Z[1 + nA :])
+        E = np.zeros((nb, self.n_components))
+        dEdA = np.zeros((self.n_components, nA, nb))
+        for s, forms in self.forms.items():
+            sel = np.flatnonzero(species == s)
+            if len(sel) == 0:
+                continue
+            Zs = Z if len(sel) == nb else np.ascontiguousarray(Z[:, sel])
+            A1 = Zs[1 : 1 + nA]
+            for M, S in enumerate(forms):
+                U = S @ Zs  # dE/dz, (n_z, nb_s)
+                E[sel, M] = 0.5 * np.einsum("zb,zb->b", Zs, U)
+                Up = U[1 + nA :]
+                stacked = np.concatenate([Up * A1[self.pair_second], Up * A1[self.pair_first]])
+                dEdA[M][:, sel] = U[1 : 1 + nA] + self._chain @ stacked
+        return E, dEdA
 
 
 def pull_back(dEdA, Rc, dRc, Y, dY, rhat, local, slot, p_max, a_k, a_lm, K, n_lm):

@@ -259,6 +259,17 @@ class ProductTables:
             k //= self._base
         return out
 
+    def level_tuples(self, nu: int) -> np.ndarray:
+        """Sorted A-index tuples of level ``nu`` (AA rows ``level_offsets[nu]:level_offsets[nu+1]``).
+
+        Returns
+        -------
+        ndarray of int, shape (n_level, nu)
+        """
+        if nu == 1:
+            return np.arange(self.n_A, dtype=np.int64)[:, None]
+        return self._decode(self._levels[nu], nu)
+
     def _index(self, tup: np.ndarray) -> np.ndarray:
         """Global AA index of sorted tuples (all of the same length >= 1)."""
         nu = tup.shape[1]
