@@ -112,6 +112,18 @@ def test_blr_recovers_coefficients_and_noise(rng, noise):
     assert post.gamma == pytest.approx(6.0, abs=0.1)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_blr_noise_free_data_do_not_overflow(rng, scale):
+    """Interpolated data make the normal-equation misfit pure rounding noise; the
+    evidence iteration must stay finite (it overflowed for large design columns)."""
+    A = scale * rng.normal(size=(50, 3))
+    y = A @ np.array([1.0, 2.0, 3.0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        coef, post = bayesian_linear_regression(A, y)
+    np.testing.assert_allclose(coef, [1.0, 2.0, 3.0], rtol=1e-6)
+    assert np.isfinite(post.alpha) and np.isfinite(post.beta) and np.isfinite(post.log_evidence)
+
+
 def test_blr_evidence_is_a_maximum(rng):
     A, y, _ = _synthetic(rng, N=60, n=12, noise=0.5)
     _, post = blr_normal(NormalEquations(12).add(A, y), prior_diag=smoothness_prior(np.arange(12) % 4, 1.0, 1.0))

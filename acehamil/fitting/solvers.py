@@ -319,10 +319,14 @@ def blr_normal(
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"alpha and beta must be positive, got {alpha}, {beta}")
     converged, it = False, 0
+    # the misfit from normal equations, yty - 2 u.b + u.s.u, cancels to rounding noise
+    # (~1e-16 yty) when the data are (nearly) interpolated: floor it there, or beta runs
+    # off to overflow
+    E_D_floor = 1e-12 * max(float(ne.yty), 1e-300)
     for it in range(1, max_iter + 1):
         _, u, gamma, E_D, E_W = _log_evidence(s, b, ne.yty, N, P, alpha, beta)
         a_new = gamma / max(E_W, 1e-300)
-        b_new = max(N - gamma, 1e-12) / max(E_D, 1e-300)
+        b_new = max(N - gamma, 1e-12) / max(E_D, E_D_floor)
         a_new = min(max(a_new, 1e-300), 1e300)
         b_new = min(max(b_new, 1e-300), 1e300)
         done = abs(np.log(a_new / alpha)) < tol and abs(np.log(b_new / beta)) < tol
