@@ -64,8 +64,8 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
 
     train = read_configs(data_dir / f"{el}_training.xyz")
     species = tuple(sorted({int(z) for c in train for z in c.atoms.numbers}))
-    settings = FitSettings(solver=solver, lam=(1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), power=(0.0, 1.0, 2.0),
-                           degree_shifts=(0, 2, 4), energy_factors=(0.3, 1.0, 3.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5)
+    settings = FitSettings(solver=solver, lam=(1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), power=(0.0, 1.0, 2.0),
+                           degree_shifts=(0, 2, 4), energy_factors=(0.3, 1.0, 3.0, 10.0, 30.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5)
     repulsion = core_repulsion(train, species)
     best = None
     t0 = time.perf_counter()

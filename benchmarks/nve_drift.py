@@ -24,15 +24,17 @@ def run_nve(potential, steps=2000, dt_fs=1.0, temperature_K=1000.0, seed=0, ever
     """Run NVE MD; returns times (fs) and total/potential energies per atom (eV)."""
     from ase import units
     from ase.build import bulk
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md import velocitydistribution as vd
     from ase.md.verlet import VelocityVerlet
 
     from acehamil.calculators import ACECalculator
 
     atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 2, 2))
     atoms.calc = ACECalculator(potential)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-    Stationary(atoms)
+    # thermalize_momenta replaces MaxwellBoltzmannDistribution in newer ASE (same draw)
+    thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
+    thermalize(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    vd.Stationary(atoms)
     dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
     n = len(atoms)
     t, etot, epot, temp = [], [], [], []
