@@ -133,6 +133,8 @@ def test_contraction_mixed_centre_species_and_reuse(rng):
     np.testing.assert_allclose(E, E_ref, atol=1e-12 * np.abs(E_ref).max())
     np.testing.assert_allclose(g, g_ref, atol=1e-12 * np.abs(g_ref).max())
     assert E[3] == 0.0 and np.all(g[c.particle_centre == 3] == 0.0)
+    with pytest.raises(ValueError, match="differs from the contraction's key"):
+        basis.evaluate_linear(c, lc, key=(1, -1))
     other = ACEBasis(SPECS["nu4"])
     with pytest.raises(ValueError, match="different basis"):
         other.evaluate_linear(make_centres(rng, other.spec), lc)
