@@ -90,6 +90,7 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
         save_potential(Path(save_dir) / f"{el}.h5", res.potential)
     return {
         "element": el, "r_cut": rc, "chosen": res.chosen, "cv_best": res.cv[0] if res.cv else None,
+        "cv_by_type": res.cv_by_type,
         "n_features": res.potential.n_features, "n_active_columns": res.potential.metadata["n_active_columns"],
         "fit_seconds": fit_seconds, "seconds": {**res.seconds, "features": acc.seconds},
         "train": m_train["all"], "test": m_test["all"], "test_per_config_type": {k: v for k, v in m_test.items() if k != "all"},
@@ -139,6 +140,10 @@ def main(argv=None) -> int:
         print(json.dumps({"basis": basis_kw, "results": rows}, indent=2, default=float))
     else:
         print(table(rows))
+        print("training-set CV, held-out energy MAE | max per config_type (meV/atom):")
+        for r in rows:
+            parts = [f"{k} {v['energy_mae_meV_per_atom']:.2f}|{v['energy_max_abs_meV_per_atom']:.1f}" for k, v in r["cv_by_type"].items()]
+            print(f"  {r['element']:<4}" + "  ".join(parts))
     return 0
 
 

@@ -32,6 +32,17 @@ def format_metrics(title: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def format_cv(by_type: dict) -> str:
+    """Held-out energy errors of training-set CV, one line per config_type."""
+    lines = ["training-set cross-validation (each configuration predicted by the fit without its fold)",
+             f"  {'config_type':<16}{'n':>5}{'E MAE':>10}{'E RMSE':>10}{'max |E|':>10}",
+             f"  {'':<16}{'':>5}{'meV/at':>10}{'meV/at':>10}{'meV/at':>10}"]
+    for name, m in by_type.items():
+        lines.append(f"  {name:<16}{m['nconfigs']:>5}{m['energy_mae_meV_per_atom']:>10.2f}{m['energy_rmse_meV_per_atom']:>10.2f}"
+                     f"{m['energy_max_abs_meV_per_atom']:>10.2f}")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     from ..io.potential_file import save_potential
     from ..models.config import read_toml
@@ -47,9 +58,11 @@ def run(args) -> int:
     result = fit_potential(job.train, job.basis, job.species, job.settings, job.repulsion, progress=progress)
     save_potential(args.output, result.potential)
     report = {"chosen": result.chosen, "seconds": result.seconds, "n_features": result.potential.n_features,
-              "cv": result.cv, "train": error_metrics(result.potential, job.train),
+              "cv": result.cv, "cv_by_type": result.cv_by_type, "train": error_metrics(result.potential, job.train),
               "test": {name: error_metrics(result.potential, cfgs) for name, cfgs in job.test.items()}}
     print(f"chosen hyperparameters: {result.chosen}; features per species: {result.potential.n_features}")
+    if result.cv_by_type:
+        print(format_cv(result.cv_by_type))
     print(format_metrics("training set", report["train"]))
     for name, m in report["test"].items():
         print(format_metrics(f"test set {name}", m))

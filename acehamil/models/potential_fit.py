@@ -329,6 +329,70 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
     return sorted(grid, key=lambda g: g["score"])
 
 
+def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, chosen: dict) -> np.ndarray:
+    """Held-out energy error of every training configuration under k-fold CV.
+
+    Configuration ``k`` is predicted by the model fitted, with the hyperparameters
+    ``chosen`` (a :attr:`FitResult.chosen` dict), on the folds other than its own;
+    this is how well the fit transfers to a configuration it has not seen.
+
+    Parameters
+    ----------
+    acc : Accumulated
+    basis : ACEBasis
+    species : sequence of int
+    settings : FitSettings
+    chosen : dict
+        ``shift``, ``energy_factor``, ``power``, ``lam``.
+
+    Returns
+    -------
+    ndarray, shape (n_configs,), eV/atom
+        Prediction minus target (repulsion included on both sides).
+    """
+    cols, degs = _columns(basis, species, int(chosen["shift"]))
+    err = np.zeros(len(acc.folds))
+    for f in np.unique(acc.folds):
+        held = acc.folds == f
+        theta, _ = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], train=~held,
+                         e_factor=chosen["energy_factor"])
+        err[held] = acc.energy_rows[held] @ theta - acc.energy_targets[held]
+    return err
+
+
+def energy_errors_by_type(errors, config_types) -> dict:
+    """Energy error summary per ``config_type`` plus ``"all"``.
+
+    Parameters
+    ----------
+    errors : ndarray, shape (n_configs,), eV/atom
+    config_types : sequence of str, length n_configs
+
+    Returns
+    -------
+    dict
+        ``{name: {"nconfigs", "energy_mae_meV_per_atom", "energy_rmse_meV_per_atom",
+        "energy_max_abs_meV_per_atom"}}``.
+
+    Examples
+    --------
+    >>> out = energy_errors_by_type(np.array([1e-3, -3e-3, 2e-3]), ["bulk", "bulk", "surface"])
+    >>> round(out["bulk"]["energy_mae_meV_per_atom"], 6), out["all"]["nconfigs"]
+    (2.0, 3)
+    """
+    e = np.asarray(errors, dtype=float) * 1e3
+    types = np.asarray(list(config_types), dtype=object)
+    if types.shape != e.shape:
+        raise ValueError(f"{len(types)} config types for {len(e)} errors")
+    out = {}
+    for name in ["all"] + sorted(set(types.tolist())):
+        x = e if name == "all" else e[types == name]
+        out[name] = {"nconfigs": int(len(x)), "energy_mae_meV_per_atom": float(np.mean(np.abs(x))),
+                     "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(x**2))),
+                     "energy_max_abs_meV_per_atom": float(np.max(np.abs(x)))}
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class FitResult:
     """A fitted potential with its fit report.
@@ -344,6 +408,10 @@ class FitResult:
         Solver diagnostics (condition number or BLR alpha/beta/evidence).
     seconds : dict
         ``features``, ``cv``, ``solve`` wall times, s.
+    cv_by_type : dict
+        Held-out (CV) energy errors of the training configurations with the chosen
+        hyperparameters, per ``config_type`` (see :func:`energy_errors_by_type`);
+        empty without CV.
     """
 
     potential: ACEPotential
@@ -351,6 +419,7 @@ class FitResult:
     chosen: dict
     info: dict
     seconds: dict
+    cv_by_type: dict = field(default_factory=dict)
 
 
 def fit_potential(configs, basis, species, settings: FitSettings | None = None, repulsion: RepulsionSpec | None = None,
@@ -388,7 +457,10 @@ def fit_potential(configs, basis, species, settings: FitSettings | None = None, 
         cv = cross_validate(acc, basis, species, settings, progress)
         best = cv[0]
         chosen = {"shift": best["shift"], "energy_factor": best["energy_factor"], "power": best["power"], "lam": best["lam"]}
+        types = acc.config_types if len(acc.config_types) == len(acc.folds) else ["all"] * len(acc.folds)
+        cv_by_type = energy_errors_by_type(cv_energy_errors(acc, basis, species, settings, chosen), types)
     else:
+        cv_by_type = {}
         cv = []
         chosen = {"shift": int(settings.degree_shifts[0]), "energy_factor": float(settings.energy_factors[0]),
                   "power": float(settings.power[0]),
@@ -401,4 +473,4 @@ def fit_potential(configs, basis, species, settings: FitSettings | None = None, 
             "n_active_columns": int(len(cols)),
             "solver_info": {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}}
     pot = ACEPotential.from_parameter_vector(basis, species, theta, repulsion, meta)
-    return FitResult(pot, cv, chosen, info, {"features": acc.seconds, "cv": t2 - t1, "solve": t3 - t2})
+    return FitResult(pot, cv, chosen, info, {"features": acc.seconds, "cv": t2 - t1, "solve": t3 - t2}, cv_by_type)
