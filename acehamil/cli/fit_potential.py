@@ -23,24 +23,29 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def format_metrics(title: str, metrics: dict) -> str:
-    lines = [f"{title}", f"  {'config_type':<16}{'n':>5}{'E MAE':>10}{'E RMSE':>10}{'F MAE':>10}{'F RMSE':>10}",
-             f"  {'':<16}{'':>5}{'meV/at':>10}{'meV/at':>10}{'eV/A':>10}{'eV/A':>10}"]
+#: Table columns: (heading, unit, metrics key, format).
+_E_COLUMNS = [("E MAE", "meV/at", "energy_mae_meV_per_atom", ".2f"), ("E RMSE", "meV/at", "energy_rmse_meV_per_atom", ".2f")]
+_F_COLUMNS = [("F MAE", "eV/A", "force_mae_eV_per_A", ".4f"), ("F RMSE", "eV/A", "force_rmse_eV_per_A", ".4f")]
+
+
+def _table(title: str, metrics: dict, columns) -> str:
+    """One line per config_type of ``metrics`` (as from ``error_metrics``); missing entries print nan."""
+    lines = [title, f"  {'config_type':<16}{'n':>5}" + "".join(f"{h:>10}" for h, _, _, _ in columns),
+             f"  {'':<16}{'':>5}" + "".join(f"{u:>10}" for _, u, _, _ in columns)]
     for name, m in metrics.items():
-        lines.append(f"  {name:<16}{m['nconfigs']:>5}{m['energy_mae_meV_per_atom']:>10.2f}{m['energy_rmse_meV_per_atom']:>10.2f}"
-                     f"{m.get('force_mae_eV_per_A', float('nan')):>10.4f}{m.get('force_rmse_eV_per_A', float('nan')):>10.4f}")
+        lines.append(f"  {name:<16}{m['nconfigs']:>5}" + "".join(f"{m.get(k, float('nan')):>10{fmt}}" for _, _, k, fmt in columns))
     return "\n".join(lines)
+
+
+def format_metrics(title: str, metrics: dict) -> str:
+    """Energy and force errors per config_type."""
+    return _table(title, metrics, _E_COLUMNS + _F_COLUMNS)
 
 
 def format_cv(by_type: dict) -> str:
     """Held-out energy errors of training-set CV, one line per config_type."""
-    lines = ["training-set cross-validation (each configuration predicted by the fit without its fold)",
-             f"  {'config_type':<16}{'n':>5}{'E MAE':>10}{'E RMSE':>10}{'max |E|':>10}",
-             f"  {'':<16}{'':>5}{'meV/at':>10}{'meV/at':>10}{'meV/at':>10}"]
-    for name, m in by_type.items():
-        lines.append(f"  {name:<16}{m['nconfigs']:>5}{m['energy_mae_meV_per_atom']:>10.2f}{m['energy_rmse_meV_per_atom']:>10.2f}"
-                     f"{m['energy_max_abs_meV_per_atom']:>10.2f}")
-    return "\n".join(lines)
+    return _table("training-set cross-validation (each configuration predicted by the fit without its fold)", by_type,
+                  _E_COLUMNS + [("max |E|", "meV/at", "energy_max_abs_meV_per_atom", ".2f")])
 
 
 def run(args) -> int:

@@ -119,6 +119,31 @@ def error_metrics(potential, configs, per_config_type: bool = True) -> dict:
         df = None if c.forces is None else (res["forces"] - c.forces).ravel()
         ds = None if c.stress is None or "stress" not in res else res["stress"] - c.stress
         rows.append((c.config_type, de, df, ds))
+    return summarise_errors(rows, per_config_type)
+
+
+def summarise_errors(rows, per_config_type: bool = True) -> dict:
+    """Error summaries over ``"all"`` rows and (optionally) per ``config_type``.
+
+    Parameters
+    ----------
+    rows : list of (config_type, de, df, ds)
+        Per configuration: ``config_type`` (str); energy error ``de`` (eV/atom);
+        force errors ``df`` (eV/Å, any shape) or None; stress errors ``ds``
+        (eV/Å^3) or None.
+    per_config_type : bool
+
+    Returns
+    -------
+    dict
+        As :func:`error_metrics`, plus ``energy_max_abs_meV_per_atom``.
+
+    Examples
+    --------
+    >>> out = summarise_errors([("bulk", 1e-3, None, None), ("bulk", -3e-3, None, None), ("surface", 2e-3, None, None)])
+    >>> round(out["bulk"]["energy_mae_meV_per_atom"], 6), out["all"]["nconfigs"], out["all"]["energy_max_abs_meV_per_atom"]
+    (2.0, 3, 3.0)
+    """
     groups = {"all": rows}
     if per_config_type:
         for ct in sorted({r[0] for r in rows}):
@@ -132,6 +157,7 @@ def _summary(rows) -> dict:
         "nconfigs": len(rows),
         "energy_mae_meV_per_atom": float(np.mean(np.abs(de)) * 1e3),
         "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(de**2)) * 1e3),
+        "energy_max_abs_meV_per_atom": float(np.max(np.abs(de)) * 1e3),
     }
     dfs = [r[2] for r in rows if r[2] is not None]
     if dfs:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..fitting import NormalEquations, blr_normal, ridge_normal
 from .potential import VOIGT, ACEPotential, cell_volume, design_rows, feature_degrees, feature_orders, repulsion_terms
-from .potential_data import Config
+from .potential_data import Config, summarise_errors
 from .potential_repulsion import RepulsionSpec
 
 E0_PRIOR = 1e-6
@@ -360,39 +360,6 @@ def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, ch
     return err
 
 
-def energy_errors_by_type(errors, config_types) -> dict:
-    """Energy error summary per ``config_type`` plus ``"all"``.
-
-    Parameters
-    ----------
-    errors : ndarray, shape (n_configs,), eV/atom
-    config_types : sequence of str, length n_configs
-
-    Returns
-    -------
-    dict
-        ``{name: {"nconfigs", "energy_mae_meV_per_atom", "energy_rmse_meV_per_atom",
-        "energy_max_abs_meV_per_atom"}}``.
-
-    Examples
-    --------
-    >>> out = energy_errors_by_type(np.array([1e-3, -3e-3, 2e-3]), ["bulk", "bulk", "surface"])
-    >>> round(out["bulk"]["energy_mae_meV_per_atom"], 6), out["all"]["nconfigs"]
-    (2.0, 3)
-    """
-    e = np.asarray(errors, dtype=float) * 1e3
-    types = np.asarray(list(config_types), dtype=object)
-    if types.shape != e.shape:
-        raise ValueError(f"{len(types)} config types for {len(e)} errors")
-    out = {}
-    for name in ["all"] + sorted(set(types.tolist())):
-        x = e if name == "all" else e[types == name]
-        out[name] = {"nconfigs": int(len(x)), "energy_mae_meV_per_atom": float(np.mean(np.abs(x))),
-                     "energy_rmse_meV_per_atom": float(np.sqrt(np.mean(x**2))),
-                     "energy_max_abs_meV_per_atom": float(np.max(np.abs(x)))}
-    return out
-
-
 @dataclass(frozen=True, eq=False)
 class FitResult:
     """A fitted potential with its fit report.
@@ -410,7 +377,7 @@ class FitResult:
         ``features``, ``cv``, ``solve`` wall times, s.
     cv_by_type : dict
         Held-out (CV) energy errors of the training configurations with the chosen
-        hyperparameters, per ``config_type`` (see :func:`energy_errors_by_type`);
+        hyperparameters, per ``config_type`` (see :func:`~.potential_data.summarise_errors`);
         empty without CV.
     """
 
@@ -457,8 +424,10 @@ def fit_potential(configs, basis, species, settings: FitSettings | None = None, 
         cv = cross_validate(acc, basis, species, settings, progress)
         best = cv[0]
         chosen = {"shift": best["shift"], "energy_factor": best["energy_factor"], "power": best["power"], "lam": best["lam"]}
-        types = acc.config_types if len(acc.config_types) == len(acc.folds) else ["all"] * len(acc.folds)
-        cv_by_type = energy_errors_by_type(cv_energy_errors(acc, basis, species, settings, chosen), types)
+        # design data cached before config types were stored carry none: one group
+        types = acc.config_types if len(acc.config_types) == len(acc.folds) else ["default"] * len(acc.folds)
+        errors = cv_energy_errors(acc, basis, species, settings, chosen)
+        cv_by_type = summarise_errors([(t, e, None, None) for t, e in zip(types, errors, strict=True)])
     else:
         cv_by_type = {}
         cv = []
