@@ -15,7 +15,7 @@ def test_demo_runs_and_checks(capsys):
 
 
 def test_demo_rejects_bad_reps(capsys):
-    assert main(["demo", "--reps", "0"]) == 1
+    assert main(["demo", "--reps", "0"]) == 2
     assert "--reps" in capsys.readouterr().err
 
 

@@ -13,7 +13,7 @@ def test_every_documented_command_is_registered():
 
 def test_missing_file_gives_a_clear_error(capsys, tmp_path):
     rc = main(["info", str(tmp_path / "nope.h5")])
-    assert rc == 1
+    assert rc == 2
     assert "no such file" in capsys.readouterr().err
 
 

@@ -103,7 +103,7 @@ def test_dos_plot(datasets, tmp_path):
 )
 def test_errors(datasets, argv, message, capsys):
     d, _, _ = datasets
-    assert main([a.format(d=d) for a in argv]) == 1
+    assert main([a.format(d=d) for a in argv]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -126,7 +126,7 @@ def test_singular_overlap_error_and_remedy(tmp_path, capsys):
     write_dataset(tmp_path / "dup.h5", [sd])
     js = tmp_path / "b.json"
     argv = ["bands", str(tmp_path / "dup.h5"), "--path", "GX", "--npoints", "5", "--json", str(js), "-q"]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "smallest eigenvalue" in err and "k-point" in err and "remedy" in err
     assert main(argv + ["--remedy", "project", "--s-threshold", "1e-8"]) == 0

@@ -92,9 +92,9 @@ def test_predict_from_ase_file(workdir, tmp_path):
 
 def test_fit_errors_are_clear(tmp_path, capsys):
     (tmp_path / "bad.toml").write_text("[h_offsite]\nr_cutoff = 3\n")
-    assert main(["fit", str(tmp_path / "bad.toml"), "-o", str(tmp_path / "m.h5")]) == 1
+    assert main(["fit", str(tmp_path / "bad.toml"), "-o", str(tmp_path / "m.h5")]) == 2
     assert "unknown keys" in capsys.readouterr().err
     (tmp_path / "nodata.toml").write_text("[solver]\nlam = 1e-6\n")
-    assert main(["fit", str(tmp_path / "nodata.toml"), "-o", str(tmp_path / "m.h5")]) == 1
+    assert main(["fit", str(tmp_path / "nodata.toml"), "-o", str(tmp_path / "m.h5")]) == 2
     assert "[data] train" in capsys.readouterr().err
-    assert main(["predict", str(tmp_path / "missing.h5"), str(tmp_path / "x.xyz"), "-o", str(tmp_path / "p.h5")]) == 1
+    assert main(["predict", str(tmp_path / "missing.h5"), str(tmp_path / "x.xyz"), "-o", str(tmp_path / "p.h5")]) == 2

@@ -25,9 +25,10 @@ def _random_structure(rng, natoms=3, periodic=True, hermitian=True, name="x"):
         for a, b in ((1, 2), (3, 4))[: len(shifts) // 2]:
             mats[b] = mats[a].T.copy()
     H = RealSpaceMatrix.from_dense(lay.norb_per_atom, shifts, mats)
-    S = H.with_data(rng.normal(size=H.data.size))
+    S = RealSpaceMatrix.from_dense(lay.norb_per_atom, shifts, [m * 0.3 for m in mats])
     cell = np.eye(3) * 4 + rng.normal(size=(3, 3)) * 0.1
-    atoms = Atoms(numbers=numbers, positions=rng.normal(size=(natoms, 3)), cell=cell if periodic else None, pbc=periodic)
+    positions = np.array([[1.3 * k, 0.2 * k, 0.1] for k in range(natoms)]) + rng.normal(size=(natoms, 3)) * 0.1
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell if periodic else None, pbc=periodic)
     return StructureData(atoms, basis, H=(H, H.with_data(H.data * 2)), S=S, fermi_level=rng.normal(), energy=rng.normal(),
                          forces=rng.normal(size=(natoms, 3)), reference_bands=(rng.random((4, 3)), rng.normal(size=(4, 7))),
                          n_electrons=8.0, info={"name": name, "note": [1, 2]})
@@ -53,7 +54,7 @@ def test_round_trip_is_bit_identical(tmp_path, rng, periodic, hermitian):
     structures = [_random_structure(rng, natoms=n, periodic=periodic, hermitian=hermitian, name=f"s{n}") for n in (1, 3, 4)]
     path = tmp_path / "d.h5"
     write_dataset(path, structures)
-    ds = read_dataset(path)
+    ds = read_dataset(path, validate=hermitian)  # non-Hermitian data are refused unless validate=False
     assert len(ds) == 3 and ds.names == ("s1", "s3", "s4")
     for a, b in zip(structures, ds):
         _assert_identical(a, b)
@@ -114,11 +115,16 @@ def test_errors_name_the_problem(tmp_path, rng):
         f.attrs["format_version"] = 1
     with pytest.raises(ValueError, match="expected 'dataset'"):
         read_dataset(other)
-    # a basis that no longer matches the stored blocks
+    # a basis that no longer matches the stored blocks: the checksum catches the edit; without a
+    # checksum (files written before checksums) the mismatch itself is named
     with h5py.File(path, "a") as f:
         z = str(int(f["structures/000000/numbers"][0]))
         del f[f"structures/000000/basis/{z}"]
         f[f"structures/000000/basis/{z}"] = np.array([[2, 0], [2, 1], [3, 1]])
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        read_dataset(path)[0]
+    with h5py.File(path, "a") as f:
+        del f["structures/000000"].attrs["checksum"]
     with pytest.raises(ValueError, match="basis mismatch"):
         read_dataset(path)[0]
     # a species without a basis
@@ -126,6 +132,7 @@ def test_errors_name_the_problem(tmp_path, rng):
     write_dataset(path2, [_random_structure(rng)])
     with h5py.File(path2, "a") as f:
         f["structures/000000/numbers"][0] = 26
+        del f["structures/000000"].attrs["checksum"]
     with pytest.raises(ValueError, match="Fe"):
         read_dataset(path2)[0]
 
@@ -141,7 +148,7 @@ def test_info_json_contract(tmp_path, rng, capsys):
         assert row["natoms"] == len(sd.atoms) and row["norb"] == sd.layout.norb
         assert row["nblocks_H"] == sd.H[0].nblocks and row["periodic"] == sd.periodic
         assert row["species"] == sorted(set(sd.atoms.get_chemical_symbols()))
-    assert main(["info", str(tmp_path / "absent.h5")]) == 1
+    assert main(["info", str(tmp_path / "absent.h5")]) == 2
     assert "no such file" in capsys.readouterr().err
 
 
@@ -152,5 +159,5 @@ def test_convert_cli_round_trip(shared_data, tmp_path, capsys):
     out = tmp_path / "conv.h5"
     assert main(["convert", str(folder), "-o", str(out)]) == 0
     _assert_identical(read_fhi_aims(folder), read_dataset(out)[0])
-    assert main(["convert", str(tmp_path / "nothing"), "-o", str(out)]) == 1
+    assert main(["convert", str(tmp_path / "nothing"), "-o", str(tmp_path / "other.h5")]) == 2
     assert "no such source" in capsys.readouterr().err

@@ -179,7 +179,7 @@ def test_bad_config_is_reported(tmp_path, capsys):
 
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[data]\ntrain = "x.xyz"\n[fit]\nbogus = 1\n')
-    assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "p.h5")]) == 1
+    assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "p.h5")]) == 2
     assert "error" in capsys.readouterr().err
 
 

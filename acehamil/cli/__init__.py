@@ -45,7 +45,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: OSError numbers that describe the user's files or machine, not a bug in acehamil.
+_USER_ERRNOS = {"ENOENT", "EACCES", "EPERM", "ENOSPC", "EISDIR", "ENOTDIR", "EROFS", "EDQUOT", "EFBIG", "EEXIST",
+                "ENAMETOOLONG", "ELOOP", "EBUSY", "ETXTBSY"}
+
+
+def is_user_error(err: BaseException) -> bool:
+    """True for a user's mistake (bad input, option, file, full disk), False for a bug.
+
+    User errors: :class:`acehamil.errors.UserError`; an OSError about a file or the disk;
+    a ValueError/TypeError that acehamil's own code raised on purpose (the innermost
+    frame of its traceback is in the acehamil package: the project raises these for bad
+    input).  A ValueError from inside numpy, h5py, ... or any other exception (IndexError,
+    KeyError, AttributeError, ...) is a bug and is shown with its traceback.
+    """
+    import errno
+    import os
+
+    from ..errors import UserError
+
+    if isinstance(err, UserError):
+        return True
+    if isinstance(err, OSError) and not isinstance(err, (BrokenPipeError,)):
+        code = errno.errorcode.get(err.errno or -1, "")
+        if code in _USER_ERRNOS or (err.errno is None and isinstance(err, FileNotFoundError)):
+            return True
+    if isinstance(err, (ValueError, TypeError, FileNotFoundError)):
+        tb = err.__traceback__
+        last = None
+        while tb is not None:
+            last = tb
+            tb = tb.tb_next
+        if last is not None:
+            pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            return os.path.abspath(last.tb_frame.f_code.co_filename).startswith(pkg + os.sep)
+    return False
+
+
+def _user_message(err: BaseException, args) -> str:
+    msg = str(err) if str(err) else type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in msg:
+        msg = f"{err.strerror or msg}: {err.filename}"
+    from ..tb.eigen import OverlapError
+
+    if isinstance(err, OverlapError) and hasattr(args, "remedy"):
+        msg = msg.replace("solve(..., remedy='project', s_threshold=...)", "rerun with --remedy project [--s-threshold T]")
+        msg = msg.replace("or raise max_condition", "or raise --max-condition")
+    return msg.splitlines()[0] if msg else msg
+
+
 def main(argv=None) -> int:
+    """Run one command.  Exit codes: 0 success, 2 user error (one line on stderr), 1 a bug
+    (traceback on stderr with a request to report it), 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -56,8 +107,18 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         sys.stderr.close()
         return 0
-    except (ValueError, FileNotFoundError, KeyError, OSError) as err:
-        print(f"acehamil {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"acehamil {args.command}: interrupted (no output file was changed half-way)", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - classified below, bugs keep their traceback
+        if is_user_error(err):
+            print(f"acehamil {args.command}: error: {_user_message(err, args)}", file=sys.stderr)
+            return 2
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        print(f"acehamil {args.command}: internal error ({type(err).__name__}): this is a bug in acehamil "
+              f"{__version__}; please report it with the command line and the traceback above.", file=sys.stderr)
         return 1
 
 

@@ -1,9 +1,11 @@
-"""Shared pieces of ``acehamil bands`` and ``acehamil dos``: reading one structure, S(k) options, JSON out."""
+"""Shared pieces of ``acehamil bands`` and ``acehamil dos``: reading one structure, S(k) options, outputs."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from ..errors import UserError
+from ._outputs import add_overwrite_arg, check_outputs
 
 
 def add_structure_args(p) -> None:
@@ -16,8 +18,12 @@ def add_structure_args(p) -> None:
                    help="eigenvalue threshold of S(k) for --remedy project (default 1e-6)")
     p.add_argument("--max-condition", type=float, default=1e10,
                    help="largest accepted condition number of S(k) (default 1e10)")
+    p.add_argument("--orthonormal", action="store_true",
+                   help="accept a structure without S as an orthonormal basis (S = 1); without this flag a "
+                        "missing S is an error")
     p.add_argument("--emin", type=float, default=None, help="plot window, eV relative to E_F")
     p.add_argument("--emax", type=float, default=None, help="plot window, eV relative to E_F")
+    add_overwrite_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
@@ -25,8 +31,8 @@ def solver_kw(args) -> dict:
     return {"remedy": args.remedy, "s_threshold": args.s_threshold, "max_condition": args.max_condition}
 
 
-def load_structure(path, index: int):
-    """One StructureData from a dataset file, with clear errors."""
+def load_structure(path, index: int, orthonormal: bool = False, option: str = "--structure"):
+    """One StructureData from a dataset file, with clear errors (missing S refused unless ``orthonormal``)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such dataset file: {p}")
@@ -34,30 +40,46 @@ def load_structure(path, index: int):
 
     ds = read_dataset(p)
     if not -len(ds) <= index < len(ds):
-        raise ValueError(f"--structure {index} out of range: {p} holds {len(ds)} structure(s)")
+        raise UserError(f"{option} {index} out of range: {p} holds {len(ds)} structure(s)")
     sd = ds[index]
     if not sd.H:
-        raise ValueError(f"{p} structure {index} has no Hamiltonian (S only?)")
+        raise UserError(f"{p} structure {index} has no Hamiltonian (S only?)")
+    if sd.S is None and not orthonormal:
+        raise UserError(f"{p} structure {index} ({ds.names[index]!r}) has no overlap S; if its basis really is "
+                        f"orthonormal, pass --orthonormal")
     return sd
 
 
 def write_json(path, obj) -> None:
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise FileNotFoundError(f"directory {str(p.parent)!r} does not exist")
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False))
-    tmp.replace(p)
+    """Strict JSON (null for NaN/inf), written atomically under a unique temporary name."""
+    from ..io.safe_write import atomic_write_text, dumps_strict
+
+    atomic_write_text(path, dumps_strict(obj, indent=1))
 
 
 def check_output(path) -> None:
-    """Fail before any work if a figure path cannot be written."""
+    """Fail before any work if a figure path has the wrong suffix (see also :func:`check_tb_outputs`)."""
     if path is None:
         return
     from ..plotting import FORMATS
 
     p = Path(path)
     if p.suffix.lower() not in FORMATS:
-        raise ValueError(f"figure file must end in one of {FORMATS}, got {p.name!r}")
+        raise UserError(f"figure file must end in one of {FORMATS}, got {p.name!r}")
     if not p.parent.is_dir():
-        raise FileNotFoundError(f"directory {str(p.parent)!r} does not exist")
+        raise UserError(f"cannot write {p}: folder {str(p.parent)!r} does not exist")
+
+
+def check_tb_outputs(args, **extra_inputs) -> None:
+    """Write rules of bands/dos (``docs/files-and-safety.md``), checked before any work."""
+    check_output(args.output)
+    inputs = {"DATA": args.data, **{k: v for k, v in extra_inputs.items() if v is not None}}
+    check_outputs(inputs, {"-o": args.output, "--json": args.json}, overwrite=args.overwrite)
+
+
+def save_figure_safely(fig, path) -> None:
+    """Save a figure atomically (unique temporary, umask-respecting mode)."""
+    from ..io.safe_write import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, format=Path(path).suffix.lower()[1:])

@@ -5,14 +5,19 @@ k-points: ``--kpts FILE`` (one fractional k-point per line), else ``--path``
 else - when the structure carries the DFT code's own bands and no path is
 asked for - the reference k-points, with the reference overlaid and the
 largest deviation reported.  ``--reference OTHER`` overlays the bands of the
-same structure index in another dataset (e.g. DFT vs a model prediction).
+structure of the same name in another dataset (e.g. DFT vs a model prediction;
+refused when the name is missing or the atoms differ); ``--align fermi``
+compares energies relative to each one's own Fermi level (as ``evaluate``
+does), the default compares absolute energies.  Any k list can be plotted;
+lines break where the path jumps.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._tbcommon import add_structure_args, check_output, load_structure, solver_kw, write_json
+from ..errors import UserError
+from ._tbcommon import add_structure_args, check_tb_outputs, load_structure, save_figure_safely, solver_kw, write_json
 
 
 def register(subparsers) -> None:
@@ -22,7 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--path", default=None, help="k-path string, e.g. GXWKGL or 'GMK,GA' (default: standard path)")
     p.add_argument("--npoints", type=int, default=200, help="k-points along the path (default 200)")
     p.add_argument("--kpts", default=None, metavar="FILE", help="file with one fractional k-point (3 numbers) per line")
-    p.add_argument("--reference", default=None, metavar="OTHER", help="dataset whose bands are overlaid as reference")
+    p.add_argument("--reference", default=None, metavar="OTHER",
+                   help="dataset whose structure of the same name is overlaid as reference")
+    p.add_argument("--align", choices=["absolute", "fermi"], default="absolute",
+                   help="compare with --reference in absolute energies (default) or each relative to its own E_F")
     p.add_argument("--fermi-level", type=float, default=None, help="E_F in eV (default: from the electron count)")
     p.add_argument("-o", "--output", default=None, help="figure file (.png or .pdf)")
     p.add_argument("--json", default=None, help="write the bands JSON (see docs/tb.md)")
@@ -34,17 +42,37 @@ def read_kpts(path) -> np.ndarray:
     try:
         k = np.loadtxt(path, ndmin=2, comments="#")
     except ValueError as err:
-        raise ValueError(f"{path}: cannot read k-points (3 numbers per line expected): {err}") from None
+        raise UserError(f"{path}: cannot read k-points (3 numbers per line expected): {err}") from None
     if k.ndim != 2 or k.shape[1] != 3 or len(k) == 0:
-        raise ValueError(f"{path}: expected one k-point of 3 fractional coordinates per line, got shape {k.shape}")
+        raise UserError(f"{path}: expected one k-point of 3 fractional coordinates per line, got shape {k.shape}")
+    if not np.isfinite(k).all():
+        raise UserError(f"{path}: k-points contain NaN or inf")
     return k
+
+
+def paired_reference(data_path, index: int, ref_path, orthonormal: bool = False):
+    """The structure of ``ref_path`` with the same name as structure ``index`` of ``data_path``,
+    refused (UserError) when absent or when its atoms differ."""
+    from ..io.dataset import read_dataset
+
+    name = read_dataset(data_path).names[index]
+    ref = read_dataset(ref_path)
+    if name not in ref.names:
+        shown = ", ".join(ref.names[:5]) + (", ..." if len(ref.names) > 5 else "")
+        raise UserError(f"--reference {ref_path} has no structure named {name!r} (structure {index} of {data_path}); "
+                        f"it holds {shown}")
+    k = ref.names.index(name)
+    other = load_structure(ref_path, k, orthonormal, option="--reference structure")
+    return other, k
 
 
 def run(args) -> int:
     from ..tb.bands import band_structure, eigenvalues
 
-    check_output(args.output)
-    sd = load_structure(args.data, args.structure)
+    if args.npoints < 2:
+        raise UserError(f"--npoints must be >= 2, got {args.npoints}")
+    check_tb_outputs(args, REFERENCE=args.reference, KPTS=args.kpts)
+    sd = load_structure(args.data, args.structure, args.orthonormal)
     kw = solver_kw(args)
     kpts, reference, ref_label = None, None, "reference"
     if args.kpts is not None:
@@ -54,29 +82,51 @@ def run(args) -> int:
         ref_label = str(sd.info.get("source", sd.info.get("code", "DFT")))
     res = band_structure(sd, path=args.path, npoints=args.npoints, kpts=kpts, fermi_level=args.fermi_level,
                          reference=reference, **kw)
+    alignment = "absolute energies"
     if args.reference is not None:
-        other = load_structure(args.reference, args.structure)
-        if len(other.atoms) != len(sd.atoms):
-            raise ValueError(f"--reference structure {args.structure} has {len(other.atoms)} atoms, "
-                             f"{args.data} has {len(sd.atoms)}")
+        from ..io.generator import _same_structure
+        from ..tb.bands import structure_fermi_level
+
+        other, k = paired_reference(args.data, args.structure, args.reference, args.orthonormal)
+        if not _same_structure(other.atoms, sd.atoms, tol=1e-4):
+            raise UserError(f"--reference {args.reference} structure {k} has the same name but other atoms "
+                            f"(species, cell or positions differ by more than 1e-4 Å) than {args.data} structure "
+                            f"{args.structure}")
         ref = eigenvalues(other, res.kpts, **kw)
+        if args.align == "fermi":
+            ef_ref = structure_fermi_level(other, **kw)
+            if res.fermi_level is None or ef_ref is None:
+                raise UserError("--align fermi needs both Fermi levels (electron counts or stored fermi_level)")
+            ref = ref - ef_ref + res.fermi_level
+            alignment = f"each relative to its own Fermi level (reference shifted by {res.fermi_level - ef_ref:+.4f} eV)"
         res = type(res)(res.path, res.energies, res.fermi_level, res.gap, ref)
-        ref_label = str(args.reference)
+        ref_label = f"{args.reference} ({other.info.get('name', k)})"
     if args.json:
         write_json(args.json, res.to_json())
     if args.output:
-        from ..plotting import plot_bands, save_figure
+        from ..plotting import plot_bands
 
         emin = -10.0 if args.emin is None else args.emin
         emax = 6.0 if args.emax is None else args.emax
         if res.fermi_level is None and args.emin is None and args.emax is None:
             emin = emax = None
         fig = plot_bands(res, emin=emin, emax=emax, reference_label=ref_label, label=str(args.data))
-        save_figure(fig, args.output)
+        save_figure_safely(fig, args.output)
     if not args.quiet:
-        gap = "unknown" if res.gap is None else f"{res.gap.gap:.4f} eV (VBM {res.gap.vbm:.4f}, CBM {res.gap.cbm:.4f})"
         ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
-        print(f"{len(res.kpts)} k-points, {res.energies.shape[-1]} bands, E_F {ef}, gap {gap}")
+        print(f"{len(res.kpts)} k-points, {res.energies.shape[-1]} bands, E_F {ef}, gap {gap_text(res.gap)}")
         if res.reference is not None:
-            print(f"max |bands - reference| = {res.reference_error():.3e} eV")
+            print(f"max |bands - reference| = {res.reference_error():.3e} eV ({alignment})")
     return 0
+
+
+def gap_text(gap) -> str:
+    """The gap line: never shows a VBM above the CBM (overlapping bands are a metal)."""
+    if gap is None:
+        return "unknown"
+    if gap.gap > 0 and gap.cbm > gap.vbm:
+        return f"{gap.gap:.4f} eV (VBM {gap.vbm:.4f}, CBM {gap.cbm:.4f})"
+    if gap.cbm < gap.vbm:
+        return (f"none: metallic (the highest occupied level {gap.vbm:.4f} eV lies above the lowest empty "
+                f"level {gap.cbm:.4f} eV: bands overlap)")
+    return "none: metallic (a band crosses E_F)"

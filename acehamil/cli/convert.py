@@ -1,20 +1,26 @@
 """``acehamil convert SOURCE -o dataset.h5``: DFT output -> acehamil dataset.
 
 SOURCE is an FHI-aims output folder (``output_rs_matrices``) or an ACEhamiltonians HDF5 file
-(every structure group is converted).  Several sources may be given; ``--append`` adds to an
-existing dataset instead of replacing it.
+(every structure group is converted).  Several sources may be given.  An existing output is
+refused unless ``--append`` (add the structures; names must be new) or ``--overwrite``
+(replace it) is given.  Every structure is validated (atoms, species, Hermiticity) before
+anything is written.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ._outputs import add_overwrite_arg, check_outputs
+
 
 def register(sub) -> None:
     p = sub.add_parser("convert", help="convert DFT output (FHI-aims folder, ACEhamiltonians .h5) to a dataset")
     p.add_argument("sources", nargs="+", help="FHI-aims output folder(s) or ACEhamiltonians .h5 file(s)")
     p.add_argument("-o", "--output", required=True, help="dataset file to write")
-    p.add_argument("--append", action="store_true", help="append to an existing dataset")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="append to an existing dataset (names must be new)")
+    add_overwrite_arg(mode)
     p.add_argument("--text", action="store_true", help="FHI-aims: read rs_*.out even when rs_*.h5 exist")
     p.set_defaults(func=run)
 
@@ -35,8 +41,15 @@ def read_source(source, text: bool = False) -> list:
 
 def run(args) -> int:
     from ..io.dataset import append_dataset, write_dataset
+    from ..structure.validate import validate_structure
 
-    structures = [sd for src in args.sources for sd in read_source(src, args.text)]
+    check_outputs({f"SOURCE {n + 1}": s for n, s in enumerate(args.sources)}, {"-o": args.output},
+                  overwrite=args.overwrite, may_exist={"-o"} if args.append else ())
+    structures = []
+    for src in args.sources:
+        for n, sd in enumerate(read_source(src, args.text)):
+            validate_structure(sd, f"{src} (structure {n}, {sd.info.get('name', '?')!r})")
+            structures.append(sd)
     (append_dataset if args.append else write_dataset)(args.output, structures)
     print(f"{args.output}: wrote {len(structures)} structure(s)")
     return 0

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._tbcommon import add_structure_args, check_output, load_structure, solver_kw, write_json
+from ..errors import UserError
+from ._tbcommon import add_structure_args, check_tb_outputs, load_structure, save_figure_safely, solver_kw, write_json
+
+#: Largest number of k-points (after time-reversal reduction) x bands accepted (eigenvalues in memory).
+MAX_K_BANDS = 2e8
 
 
 def register(subparsers) -> None:
@@ -38,10 +42,17 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..tb.dos import density_of_states
 
-    check_output(args.output)
     if args.npoints is not None and args.npoints < 2:
-        raise ValueError(f"--npoints must be >= 2, got {args.npoints}")
-    sd = load_structure(args.data, args.structure)
+        raise UserError(f"--npoints must be >= 2, got {args.npoints}")
+    if min(args.kmesh) < 1:
+        raise UserError(f"k-mesh entries must be >= 1, got --kmesh {args.kmesh}")
+    if args.erange is not None and not args.erange[0] < args.erange[1]:
+        raise UserError(f"--erange EMIN EMAX needs EMIN < EMAX, got {args.erange[0]} {args.erange[1]}")
+    if not args.width > 0:
+        raise UserError(f"--width must be > 0 eV, got {args.width}")
+    check_tb_outputs(args)
+    sd = load_structure(args.data, args.structure, args.orthonormal)
+    estimate_size(args.kmesh, sd)
     energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints or 2001)
     res = density_of_states(sd, kmesh=args.kmesh, width=args.width, smearing=args.smearing, energies=energies,
                             npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, gamma_centred=args.gamma_centred,
@@ -49,12 +60,28 @@ def run(args) -> int:
     if args.json:
         write_json(args.json, res.to_json())
     if args.output:
-        from ..plotting import plot_dos, save_figure
+        from ..plotting import plot_dos
 
-        save_figure(plot_dos(res, emin=args.emin, emax=args.emax), args.output)
+        save_figure_safely(plot_dos(res, emin=args.emin, emax=args.emax), args.output)
     if not args.quiet:
         ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
         print(f"{len(res.kpts)} k-points (weights from a {'x'.join(map(str, args.kmesh))} grid), "
               f"E_F {ef}, spin degeneracy {res.spin_degeneracy}, "
               f"integral {np.trapezoid(res.dos, res.energies):.4f} states/cell")
     return 0
+
+
+def estimate_size(kmesh, sd) -> None:
+    """Refuse (UserError) a k grid whose eigenvalues alone would not fit in memory, before any work.
+
+    Estimate: about half the grid's k-points (time reversal) x orbitals x spin channels x 8 bytes
+    for the eigenvalues (plus as much again for PDOS weights); solving costs ~ nk x norb^3.
+    """
+    nk_full = float(np.prod([float(n) for n in kmesh]))
+    nk = nk_full / 2 if nk_full > 1 else 1.0
+    norb = sd.S.norb if sd.S is not None else sd.H[0].norb
+    kb = nk * norb * max(1, len(sd.H))
+    if kb > MAX_K_BANDS:
+        raise UserError(f"--kmesh {' '.join(map(str, kmesh))}: about {nk:.3g} k-points x {norb} bands needs "
+                        f"~{2 * kb * 8 / 2**30:.3g} GiB for the eigenvalues alone and ~{nk * norb**3 * 1e-9:.3g} "
+                        f"Gflop of eigen-solves; use a smaller grid (the DOS converges long before)")

@@ -18,7 +18,7 @@ standard band path (``band_path_mae_meV``).  See ``docs/models.md``.
 
 from __future__ import annotations
 
-import json
+from ._select import select_indices
 
 
 def register(subparsers) -> None:
@@ -33,18 +33,22 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..errors import UserError
     from ..io.dataset import read_dataset
     from ..io.models import load_model
+    from ..io.safe_write import dumps_strict
     from ..models.hamiltonian_eval import evaluate
-    from .predict import _selection
 
+    if not args.window > 0:
+        raise UserError(f"--window must be > 0 eV, got {args.window}")
+    if min(args.kmesh) < 1:
+        raise UserError(f"--kmesh entries must be >= 1, got {list(args.kmesh)}")
     model = load_model(args.model)
     ds = read_dataset(args.test)
-    idx = range(len(ds))[_selection(args.index)]
-    idx = [idx] if isinstance(idx, int) else list(idx)
+    idx = select_indices(args.index, len(ds), "--index", str(args.test))
     res = evaluate(model, [ds[i] for i in idx], kmesh=tuple(args.kmesh), window_eV=args.window)
     if args.json:
-        print(json.dumps(res, default=float))
+        print(dumps_strict(res))
         return 0
     print(f"{len(idx)} structures")
     print(f"H: RMSE {res['H']['rmse_meV']:.4f} meV, MAE {res['H']['mae_meV']:.4f} meV; modulo the energy zero "

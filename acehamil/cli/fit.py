@@ -7,9 +7,10 @@ used in fitting; when present they are evaluated after the fit.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+
+from ._outputs import add_overwrite_arg, check_outputs, config_input_files
 
 
 def register(subparsers) -> None:
@@ -17,6 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("config", help="TOML configuration file")
     p.add_argument("-o", "--output", required=True, help="model file to write (HDF5)")
     p.add_argument("--report", help="also write the fit report (and test errors) as JSON here")
+    add_overwrite_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -57,6 +59,7 @@ def run(args) -> int:
     from ..models.hamiltonian_eval import evaluate
     from ..models.hamiltonian_fit import fit
 
+    check_outputs(config_input_files(args.config), {"-o": args.output, "--report": args.report}, overwrite=args.overwrite)
     cfg = ModelConfig.from_toml(args.config)
     if not cfg.data.train:
         raise ValueError(f"{args.config}: [data] train (the dataset file) is required")
@@ -79,7 +82,9 @@ def run(args) -> int:
             print(f"test ({len(cfg.data.test)} structures): H RMSE {t['H']['rmse_meV']:.3f} meV, S RMSE {t['S']['rmse']:.2e}, "
                   f"eigenvalue MAE {t['eigenvalues']['mae_meV']:.3f} meV (E_F +- {t['eigenvalues']['window_eV']} eV)", file=sys.stderr)
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=1, default=float))
+        from ..io.safe_write import atomic_write_text, dumps_strict
+
+        atomic_write_text(args.report, dumps_strict(report, indent=1))
     return 0
 
 

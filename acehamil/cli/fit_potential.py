@@ -8,9 +8,10 @@ test sets listed in the config are only evaluated.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+
+from ._outputs import add_overwrite_arg, check_outputs, config_input_files
 
 
 def register(subparsers) -> None:
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("config", help="TOML configuration file")
     p.add_argument("-o", "--output", required=True, help="potential file to write (HDF5)")
     p.add_argument("--report", help="also write the fit report (CV table, train/test errors) as JSON here")
+    add_overwrite_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -55,6 +57,7 @@ def run(args) -> int:
     from ..models.potential_data import error_metrics
     from ..models.potential_fit import fit_potential
 
+    check_outputs(config_input_files(args.config), {"-o": args.output, "--report": args.report}, overwrite=args.overwrite)
     cfg_path = Path(args.config)
     job = job_from_config(read_toml(cfg_path), base_dir=cfg_path.parent)
     progress = not args.quiet
@@ -73,5 +76,7 @@ def run(args) -> int:
         print(format_metrics(f"test set {name}", m))
     print(f"wrote {args.output}")
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2, default=float))
+        from ..io.safe_write import atomic_write_text, dumps_strict
+
+        atomic_write_text(args.report, dumps_strict(report, indent=2))
     return 0

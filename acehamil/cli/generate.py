@@ -35,13 +35,38 @@ def register(sub) -> None:
     p.add_argument("--ke-cutoff", type=float, default=20.0, help="FFT grid cutoff, Hartree (default 20)")
     p.add_argument("--r-cut", type=float, default=12.0, help="keep blocks with bond length <= r_cut Å (default 12)")
     p.add_argument("--conv-tol", type=float, default=1e-8, help="SCF tolerance, Hartree")
-    p.add_argument("-o", "--output", required=True, help="output dataset (.h5); existing structures are skipped")
+    p.add_argument("-o", "--output", required=True, help="output dataset (.h5)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue an existing output: skip the structures it holds (only with the same settings "
+                           "and structures; anything else is refused)")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing output (start afresh)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def settings_of(args) -> dict:
+    """The settings stored in the output and compared on ``--resume`` (everything that changes a result;
+    the structures themselves are compared by position, so file names may move)."""
+    keys = ("code", "base", "displacement", "strain", "seed", "molecule", "basis",
+            "pseudo", "xc", "scf_kmesh", "fourier_kmesh", "ke_cutoff", "r_cut", "conv_tol")
+    out = {}
+    for k in keys:
+        v = getattr(args, k, None)
+        out[k] = list(v) if isinstance(v, (tuple, list)) else v
+    return out
+
+
 def run(args) -> int:
+    import os
+
     from ..io import generator
+    from ._outputs import check_outputs
+
+    check_outputs({"--structures": args.structures, "--base-file": args.base_file}, {"-o": args.output},
+                  overwrite=args.overwrite, may_exist={"-o"} if args.resume else ())
+    if args.overwrite and os.path.exists(args.output):
+        os.unlink(args.output)
 
     if args.structures:
         plan = generator.structures_from_file(args.structures)
@@ -72,6 +97,6 @@ def run(args) -> int:
         def compute(atoms, state):
             return run_crystal(atoms, settings, dm0=state)
 
-    res = generator.generate(plan, args.output, compute, progress=not args.quiet)
+    res = generator.generate(plan, args.output, compute, progress=not args.quiet, settings=settings_of(args))
     print(f"{args.output}: computed {res['done']}, already present {res['skipped']}, {res['seconds']:.0f} s")
     return 0

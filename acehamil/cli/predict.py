@@ -2,15 +2,22 @@
 
 ``STRUCTURES`` is an acehamil dataset file (its atoms are used; reference
 matrices are ignored) or any file ASE can read (all frames).  The output is a
-dataset file, so ``acehamil bands`` / ``acehamil dos`` work on it.  The
-smallest eigenvalue of the predicted S(k) (Gamma and a few k) is printed and
-stored in each structure's ``info["overlap_min_eigenvalue"]``.
+dataset file, so ``acehamil bands`` / ``acehamil dos`` work on it; an existing
+output is refused without ``--overwrite``.  Every frame is checked (species in
+the model, finite positions, no atoms on top of each other) before any work;
+predictions are streamed, so a failing frame keeps the ones before it (and is
+named).  The smallest eigenvalue of the predicted S(k) (over Gamma and a k grid)
+is printed and stored in each structure's ``info["overlap_min_eigenvalue"]``; a
+non-positive-definite S is reported on stderr even with ``-q``.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+
+from ._outputs import add_overwrite_arg, check_outputs
+from ._select import parse_selection, select_indices
 
 
 def register(subparsers) -> None:
@@ -20,64 +27,110 @@ def register(subparsers) -> None:
     p.add_argument("structures", help="acehamil dataset file or any ASE-readable structure file")
     p.add_argument("-o", "--output", required=True, help="dataset file to write")
     p.add_argument("--index", default=":", help="ASE-style selection of structures (default all), e.g. '3' or '0:5'")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_overwrite_arg(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-structure lines (warnings still go to stderr)")
     p.set_defaults(func=run)
 
 
 def read_structures(path, index: str = ":") -> list:
-    """``[(atoms, n_electrons or None, name), ...]`` from a dataset or an ASE-readable file."""
+    """``[(atoms, n_electrons or None, name), ...]`` from a dataset or an ASE-readable file.
+
+    Raises UserError for a missing, empty or unreadable file and for a selection that is
+    out of range or empty.
+    """
     from pathlib import Path
 
     import h5py
 
+    from ..errors import UserError
+
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such file: {p}")
-    sel = _selection(index)
+    if p.is_dir():
+        raise UserError(f"{p} is a folder; give a dataset or structure file")
     if h5py.is_hdf5(p):
         from ..io.dataset import read_dataset
 
         ds = read_dataset(p)
-        idx = range(len(ds))[sel]
-        idx = [idx] if isinstance(idx, int) else list(idx)
         out = []
-        for i in idx:
+        for i in select_indices(index, len(ds), "--index", str(p)):
             sd = ds[i]
             out.append((sd.atoms, sd.n_electrons, ds.names[i]))
         return out
     import ase.io
 
-    frames = ase.io.read(p, index=index)
+    parse_selection(index)
+    if p.stat().st_size == 0:
+        raise UserError(f"{p} is empty: no structures to predict")
+    try:
+        frames = ase.io.read(p, index=":")
+    except Exception as err:  # noqa: BLE001 - ASE's parsers raise anything on foreign input
+        raise UserError(f"{p}: ASE cannot read structures from it ({type(err).__name__}: {err})") from None
     frames = frames if isinstance(frames, list) else [frames]
-    return [(a, None, f"{p.name}:{k}") for k, a in enumerate(frames)]
+    if not frames:
+        raise UserError(f"{p} holds no structures")
+    return [(frames[k], None, f"{p.name}:{k}") for k in select_indices(index, len(frames), "--index", str(p))]
 
 
 def _selection(index: str):
-    if ":" in index:
-        parts = [int(x) if x else None for x in index.split(":")]
-        return slice(*parts)
-    return int(index)
+    """Kept for callers of the old helper: int or slice (see :func:`acehamil.cli._select.parse_selection`)."""
+    return parse_selection(index)
+
+
+def check_frames(model, items) -> None:
+    """Refuse, before any work, frames the model cannot predict (names the frame)."""
+    from ..errors import UserError
+    from ..structure.validate import check_atoms
+
+    species = set(model.orbital_basis.species)
+    for atoms, _, name in items:
+        check_atoms(atoms, f"structure {name}")
+        missing = sorted({int(z) for z in atoms.numbers} - species)
+        if missing:
+            from ase.data import chemical_symbols
+
+            raise UserError(f"structure {name}: species {[chemical_symbols[z] for z in missing]} are not in the "
+                            f"model's basis ({[chemical_symbols[z] for z in sorted(species)]})")
 
 
 def run(args) -> int:
-    from ..io.dataset import write_dataset
-    from ..io.models import load_model
+    import warnings
 
+    from ..io.dataset import StreamingWriter
+    from ..io.models import load_model
+    from ..models.hamiltonian import OverlapWarning
+
+    check_outputs({"MODEL": args.model, "STRUCTURES": args.structures}, {"-o": args.output}, overwrite=args.overwrite)
     model = load_model(args.model)
     items = read_structures(args.structures, args.index)
-    out = []
-    for atoms, n_el, name in items:
-        t0 = time.perf_counter()
-        sd = model.predict_structure(atoms, info={"name": name, "model": str(args.model)})
-        if n_el is not None:
-            from dataclasses import replace
+    check_frames(model, items)
+    bad_s = 0
+    with StreamingWriter(args.output, keep_on_error=True) as out:
+        for k, (atoms, n_el, name) in enumerate(items):
+            t0 = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", OverlapWarning)  # reported below, once per frame
+                    sd = model.predict_structure(atoms, info={"name": name, "model": str(args.model)})
+                if n_el is not None:
+                    from dataclasses import replace
 
-            sd = replace(sd, n_electrons=n_el)
-        out.append(sd)
-        smin = sd.info["overlap_min_eigenvalue"]
-        if not args.quiet:
-            flag = "" if smin > 0 else "  WARNING: predicted S is not positive definite"
-            print(f"{name}: {len(atoms)} atoms, {sd.H[0].nblocks} blocks, {time.perf_counter() - t0:.2f} s, "
-                  f"min eig S(k) = {smin:.4g}{flag}", file=sys.stderr)
-    write_dataset(args.output, out)
+                    sd = replace(sd, n_electrons=n_el)
+                out.add(sd)
+            except Exception:
+                print(f"acehamil predict: frame {k} ({name}) failed; the {out.count} structure(s) before it were "
+                      f"written to {args.output}", file=sys.stderr)
+                raise
+            smin, nk = sd.info["overlap_min_eigenvalue"], sd.info["overlap_kpoints_checked"]
+            if not smin > 0:
+                bad_s += 1
+                print(f"WARNING: {name}: predicted S is not positive definite: smallest eigenvalue of S(k) "
+                      f"{smin:.4g} at k = {sd.info['overlap_min_kpoint']} (over {nk} k-points checked)", file=sys.stderr)
+            elif not args.quiet:
+                print(f"{name}: {len(atoms)} atoms, {sd.H[0].nblocks} blocks, {time.perf_counter() - t0:.2f} s, "
+                      f"min eig S(k) = {smin:.4g} over {nk} k-points", file=sys.stderr)
+    if bad_s:
+        print(f"WARNING: {bad_s} of {len(items)} predicted structures have a non-positive-definite S "
+              f"(bands/dos will refuse them)", file=sys.stderr)
     return 0

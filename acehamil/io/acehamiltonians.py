@@ -135,7 +135,7 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
             "weights": kw[:, 3].tolist(),
         }
     data = g["Data"]
-    return StructureData(
+    sd = StructureData(
         atoms=atoms,
         basis=basis,
         H=(Hm,),
@@ -145,3 +145,7 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
         forces=np.asarray(data["forces"][()], float) if "forces" in data else None,
         info=info,
     )
+    from ..structure.validate import validate_structure
+
+    validate_structure(sd, f"{path}:/{name}")
+    return sd

@@ -5,7 +5,8 @@ Layout (format version 1; full description in ``docs/data-format.md``)::
     /                       attrs: acehamil_kind="dataset", format_version, acehamil_version,
                                    conventions_version, energy_unit, length_unit, bloch_sign, shift_sign
     /structures/<000000>/   one group per structure, names are zero-padded running numbers
-        attrs: name, info (JSON), fermi_level, energy, n_electrons (each optional; eV)
+        attrs: name, info (JSON), fermi_level, energy, n_electrons (each optional; eV),
+               checksum ("sha256:<hex>" of the group's content; files before it have none)
         numbers (N,) int64, positions (N,3) Å, cell (3,3) Å (rows are vectors), pbc (3,) bool
         basis/<Z>  (nshell, 2) int64 rows (n, l), attr labels (JSON list of str)
         H/<spin>/{i, j (P,) int64, shift (P,3) int64, data (sum of block sizes,) float64 eV}
@@ -14,7 +15,10 @@ Layout (format version 1; full description in ``docs/data-format.md``)::
 
 Everything is in acehamil conventions (:mod:`acehamil.conventions`); block ``(i, j, T)`` is
 ``<phi_i(0)|O|phi_j(T)>``.  Files are written atomically (a crash never leaves a partial
-file) and read lazily, one structure per access.
+file), appends hold a lock (``.<name>.lock`` beside the file) across read-modify-rename,
+structure names are unique, and each structure's checksum is verified when it is read
+(lazily, one structure per access), together with its shapes, atoms and Hermiticity
+(:mod:`acehamil.structure.validate`).  See ``docs/files-and-safety.md``.
 
 Examples
 --------
@@ -33,10 +37,10 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -44,8 +48,10 @@ import h5py
 import numpy as np
 from ase import Atoms
 
+from ..errors import UserError
 from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
-from .hdf5 import atomic_h5, check_header, open_h5, write_header
+from .hdf5 import atomic_h5, check_header, closing_h5, open_h5, write_header
+from .safe_write import atomic_path, check_free_space, file_lock
 
 KIND = "dataset"
 FORMAT_VERSION = 1
@@ -139,54 +145,238 @@ def _structure_name(sd: StructureData, index: int) -> str:
     return str(sd.info.get("name", f"structure-{index}"))
 
 
+def structure_checksum(g: h5py.Group) -> str:
+    """``"sha256:<hex>"`` of a structure group's datasets (name, dtype, shape, bytes) and attributes
+    (all but ``checksum``), walked in sorted order."""
+    h = hashlib.sha256()
+
+    def attrs(obj, prefix):
+        for k in sorted(obj.attrs):
+            if k == "checksum" and prefix == "":
+                continue
+            v = obj.attrs[k]
+            h.update(f"@{prefix}{k}=".encode())
+            h.update(v.encode() if isinstance(v, str) else v if isinstance(v, bytes) else np.asarray(v).tobytes())
+
+    def walk(grp, prefix):
+        attrs(grp, prefix)
+        for k in sorted(grp):
+            obj = grp[k]
+            if isinstance(obj, h5py.Group):
+                walk(obj, f"{prefix}{k}/")
+            else:
+                arr = obj[()]
+                a = np.asarray(arr)
+                h.update(f"{prefix}{k}|{a.dtype.str}|{a.shape}".encode())
+                h.update(np.ascontiguousarray(a).tobytes())
+                attrs(obj, f"{prefix}{k}:")
+
+    walk(g, "")
+    return "sha256:" + h.hexdigest()
+
+
+def _named(structures, start: int) -> list:
+    """``[(name, sd), ...]``: each structure's ``info["name"]``, default ``structure-<start + n>``."""
+    return [(_structure_name(sd, start + n), sd) for n, sd in enumerate(structures)]
+
+
+def _write_all(root: h5py.Group, named, start: int, names_present) -> list:
+    """Write ``(name, sd)`` pairs as groups ``start, start+1, ...``; refuse a repeated name. Returns names."""
+    seen = set(names_present)
+    written = []
+    for n, (name, sd) in enumerate(named):
+        if name in seen:
+            raise UserError(f"structure name {name!r} is already in the dataset (names must be unique; "
+                            f"give each structure its own info['name'])")
+        seen.add(name)
+        key = f"{start + n:06d}"
+        try:
+            g = root.create_group(key)
+            _write_structure(g, sd, name)
+            g.attrs["checksum"] = structure_checksum(g)
+        except BaseException:
+            if key in root:  # no half-written structure stays in the file
+                del root[key]
+            raise
+        written.append(name)
+    return written
+
+
+def _estimate_bytes(structures) -> int:
+    """Upper estimate of the bytes the structures take in a file (uncompressed, plus overhead)."""
+    total = 0
+    for sd in structures:
+        total += 64 * len(sd.atoms) + 65536
+        for m in list(sd.H) + ([sd.S] if sd.S is not None else []):
+            total += m.data.nbytes + 40 * m.nblocks
+    return total
+
+
 def write_dataset(path, structures: Iterable[StructureData]) -> None:
-    """Write structures to a new dataset file (atomically; an existing file is replaced).
+    """Write structures to a dataset file (atomically; an existing file is replaced).
+
+    Whether replacing an existing file is wanted is the caller's decision (the command
+    line refuses without ``--overwrite``).  Structure names must be unique.
 
     Parameters
     ----------
     path : str or Path
     structures : iterable of StructureData
         Each stored under its ``info["name"]`` (default ``"structure-<index>"``).
+
+    Raises
+    ------
+    UserError
+        Two structures with one name; not enough disk space (estimated before writing).
     """
+    structures = list(structures)
+    path = Path(path)
+    if path.parent.is_dir():
+        check_free_space(path.parent, _estimate_bytes(structures), f"writing {path}")
     with atomic_h5(path) as f:
         write_header(f, KIND, FORMAT_VERSION)
-        root = f.create_group("structures")
-        for n, sd in enumerate(structures):
-            _write_structure(root.create_group(f"{n:06d}"), sd, _structure_name(sd, n))
+        _write_all(f.create_group("structures"), _named(structures, 0), 0, ())
 
 
-def append_dataset(path, structures: Iterable[StructureData]) -> None:
-    """Add structures to a dataset file atomically (creates the file when absent).
+class StreamingWriter:
+    """Write a dataset one structure at a time (``add``); the file appears at ``path`` on ``close()``.
 
-    The existing file is copied, extended and renamed over the original, so an
-    interruption leaves either the old or the new file, never a partial one.
+    Use as a context manager: a clean exit publishes the structures written so far; an
+    exception publishes them too when ``keep_on_error`` (the structures computed before a
+    failure are kept), else removes the temporary.  Either way no temporary is left.
+    """
+
+    def __init__(self, path, keep_on_error: bool = True):
+        self.path = Path(path)
+        self.keep_on_error = keep_on_error
+        self.count = 0
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        try:
+            self._f = h5py.File(self._tmp, "w")
+            write_header(self._f, KIND, FORMAT_VERSION)
+            self._root = self._f.create_group("structures")
+        except BaseException as err:
+            self._ctx.__exit__(type(err), err, err.__traceback__)
+            raise
+        self._names = set()
+
+    def add(self, sd: StructureData) -> None:
+        self._names.update(_write_all(self._root, _named([sd], self.count), self.count, self._names))
+        self._f.flush()
+        self.count += 1
+
+    def close(self, error: BaseException | None = None) -> None:
+        try:
+            self._f.close()
+        except Exception as err:  # noqa: BLE001 - a failed flush: never publish that file
+            error = error or err
+            self.keep_on_error = False
+        if error is None or self.keep_on_error:
+            self._ctx.__exit__(None, None, None)
+        else:
+            self._ctx.__exit__(type(error), error, error.__traceback__)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, err, tb):
+        self.close(err)
+        return False
+
+
+def append_dataset(path, structures: Iterable[StructureData], *, on_duplicate: str = "error",
+                   settings: dict | None = None, settings_key: str = "generation_settings") -> list:
+    """Add structures to a dataset file atomically and under a lock (creates the file when absent).
+
+    The existing file is copied, extended and renamed over the original while an
+    exclusive advisory lock (``.<name>.lock`` beside it) is held, so concurrent appends by
+    several processes all land, each exactly once; an interruption or a failure (a full
+    disk included) leaves either the old or the new file and no temporary.
 
     Parameters
     ----------
     path : str or Path
     structures : iterable of StructureData
+    on_duplicate : {"error", "skip"}
+        A structure whose name is already in the file: refuse (UserError, nothing written)
+        or leave it out (e.g. another process computed it meanwhile).
+    settings : dict, optional
+        JSON-able settings the file must have been made with (stored as the root attribute
+        ``settings_key`` when the file is new or has none); a file with other settings
+        is refused (UserError), so two settings never mix in one file.
+
+    Returns
+    -------
+    list of str
+        Names actually appended.
     """
+    if on_duplicate not in ("error", "skip"):
+        raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")
     path = Path(path)
     structures = list(structures)
-    if not path.exists():
-        write_dataset(path, structures)
-        return
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: folder {str(path.parent)!r} does not exist")
+    with file_lock(path):
+        if not path.exists():
+            names = []
+            with atomic_h5(path) as f:
+                write_header(f, KIND, FORMAT_VERSION)
+                if settings is not None:
+                    f.attrs[settings_key] = json.dumps(settings, sort_keys=True)
+                names = _write_all(f.create_group("structures"), _dedupe(_named(structures, 0), (), on_duplicate),
+                                   0, ())
+            return names
+        with open_h5(path) as f:
+            check_header(f, KIND, SUPPORTED_VERSIONS)
+            keys = list(f["structures"])
+            present = [str(f["structures"][k].attrs.get("name", k)) for k in keys]
+            stored = f.attrs.get(settings_key)
+        if settings is not None and stored is not None:
+            check_settings(path, json.loads(stored), settings)
+        start = max((int(k) for k in keys if k.isdigit()), default=-1) + 1
+        todo = _dedupe(_named(structures, start), present, on_duplicate)
+        if not todo and (settings is None or stored is not None):
+            return []
+        check_free_space(path.parent, os.path.getsize(path) + _estimate_bytes([sd for _, sd in todo]),
+                         f"appending to {path}")
+        with atomic_path(path) as tmp:
+            shutil.copyfile(path, tmp)
+            with closing_h5(tmp, "a") as f:
+                if settings is not None and stored is None:
+                    f.attrs[settings_key] = json.dumps(settings, sort_keys=True)
+                names = _write_all(f["structures"], todo, start, present)
+        return names
+
+
+def _dedupe(named, present, on_duplicate) -> list:
+    """``named`` without the names in ``present`` (``"skip"``) or UserError on the first (``"error"``)."""
+    present = set(present)
+    out = []
+    for name, sd in named:
+        if name in present:
+            if on_duplicate == "error":
+                raise UserError(f"structure name {name!r} is already in the dataset (names must be unique)")
+            continue
+        present.add(name)
+        out.append((name, sd))
+    return out
+
+
+def check_settings(path, stored: dict, wanted: dict) -> None:
+    """Refuse (UserError) when stored and wanted settings differ, naming each difference."""
+    keys = sorted(set(stored) | set(wanted))
+    diff = [f"{k}: file {stored.get(k)!r}, now {wanted.get(k)!r}" for k in keys if stored.get(k) != wanted.get(k)]
+    if diff:
+        raise UserError(f"{path} was made with other settings ({'; '.join(diff)}); refusing to mix them in one "
+                        f"file: use another output file, or --overwrite to start it afresh")
+
+
+def read_settings(path, settings_key: str = "generation_settings") -> dict | None:
+    """The settings stored by :func:`append_dataset` (None when the file has none)."""
     with open_h5(path) as f:
-        check_header(f, KIND, SUPPORTED_VERSIONS)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a") as f:
-            root = f["structures"]
-            start = len(root)
-            for n, sd in enumerate(structures):
-                _write_structure(root.create_group(f"{start + n:06d}"), sd, _structure_name(sd, start + n))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        v = f.attrs.get(settings_key)
+    return None if v is None else json.loads(v)
 
 
 # ---------------------------------------------------------------------------- read
@@ -204,7 +394,7 @@ def _read_matrix(g: h5py.Group, norb_per_atom: np.ndarray, where: str) -> RealSp
             raise ValueError(f"unknown matrix storage {storage!r}")
         return RealSpaceMatrix(norb_per_atom, i, j, shift, data)
     except ValueError as err:
-        raise ValueError(f"{where}: {err} (basis mismatch?)") from None
+        raise UserError(f"{where}: {err} (basis mismatch?)") from None
 
 
 def _unfold_hermitian(norb, i, j, shift, half, where) -> np.ndarray:
@@ -232,23 +422,63 @@ def _unfold_hermitian(norb, i, j, shift, half, where) -> np.ndarray:
     return np.concatenate(blocks) if blocks else np.zeros(0)
 
 
-def _read_structure(g: h5py.Group, where: str) -> StructureData:
+def _field(g: h5py.Group, key: str, where: str, shape, kind: str) -> np.ndarray:
+    """Dataset ``key`` of ``g`` checked for shape (None = any length) and dtype kind ('i', 'f', 'b')."""
+    a = g[key][()]
+    a = np.asarray(a)
+    ok_kind = a.dtype.kind in {"i": "iu", "f": "fiu", "b": "b?iu"}[kind]
+    ok_shape = a.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, a.shape))
+    if not (ok_kind and ok_shape):
+        want = "x".join("N" if s is None else str(s) for s in shape)
+        raise UserError(f"{where}/{key}: expected shape ({want}) of {dict(i='integers', f='floats', b='booleans')[kind]}, "
+                        f"got shape {a.shape} dtype {a.dtype}")
+    return a
+
+
+def _read_structure(g: h5py.Group, where: str, validate: bool = True) -> StructureData:
     for key in ("numbers", "positions", "cell", "pbc", "basis", "H"):
         if key not in g:
             raise ValueError(f"{where}: missing {key!r} (truncated or foreign file?)")
-    atoms = Atoms(numbers=g["numbers"][()], positions=g["positions"][()], cell=g["cell"][()], pbc=g["pbc"][()])
+    stored = g.attrs.get("checksum")
+    if stored is not None:
+        stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+        if structure_checksum(g) != stored:
+            name = g.attrs.get("name", "?")
+            raise UserError(f"{where} (structure {str(name)!r}): checksum mismatch - the stored data were changed "
+                            f"or corrupted after writing; do not use this structure")
+    numbers = _field(g, "numbers", where, (None,), "i")
+    n = len(numbers)
+    positions = _field(g, "positions", where, (n, 3), "f")
+    cell = _field(g, "cell", where, (3, 3), "f")
+    pbc = _field(g, "pbc", where, (3,), "b")
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc.astype(bool))
+    if validate:
+        from ..structure.validate import check_atoms, check_hermitian
+
+        check_atoms(atoms, where)
     shells = {}
     for z, d in g["basis"].items():
         labels = json.loads(d.attrs.get("labels", "[]")) or [""] * len(d)
         shells[int(z)] = [Shell(l=int(l), n=int(n), label=lab) for (n, l), lab in zip(d[()], labels)]
     basis = OrbitalBasis.from_dict(shells)
-    norb = basis.layout(atoms.numbers).norb_per_atom  # raises for a species without a basis
+    try:
+        norb = basis.layout(atoms.numbers).norb_per_atom  # raises for a species without a basis
+    except ValueError as err:
+        raise UserError(f"{where}/basis: {err}") from None
     H = tuple(_read_matrix(g["H"][s], norb, f"{where}/H/{s}") for s in sorted(g["H"], key=int))
     S = _read_matrix(g["S"], norb, f"{where}/S") if "S" in g else None
+    if validate:
+        # "hermitian-half" storage is Hermitian by construction; check what was stored in full
+        for s, h in zip(sorted(g["H"], key=int), H):
+            if _storage(g["H"][s]) == "full":
+                check_hermitian(h, f"H (spin {s})", where)
+        if S is not None and _storage(g["S"]) == "full":
+            check_hermitian(S, "S", where)
     attrs = g.attrs
     ref = None
     if "reference_bands" in g:
-        ref = (g["reference_bands/kpts"][()], g["reference_bands/eps"][()])
+        kp = _field(g["reference_bands"], "kpts", f"{where}/reference_bands", (None, 3), "f")
+        ref = (kp, _field(g["reference_bands"], "eps", f"{where}/reference_bands", (len(kp), None), "f"))
     return StructureData(
         atoms=atoms,
         basis=basis,
@@ -256,11 +486,16 @@ def _read_structure(g: h5py.Group, where: str) -> StructureData:
         S=S,
         fermi_level=float(attrs["fermi_level"]) if "fermi_level" in attrs else None,
         energy=float(attrs["energy"]) if "energy" in attrs else None,
-        forces=g["forces"][()] if "forces" in g else None,
+        forces=_field(g, "forces", where, (n, 3), "f") if "forces" in g else None,
         reference_bands=ref,
         n_electrons=float(attrs["n_electrons"]) if "n_electrons" in attrs else None,
         info=json.loads(attrs.get("info", "{}")),
     )
+
+
+def _storage(g) -> str:
+    st = g.attrs.get("storage", "full")
+    return st.decode() if isinstance(st, bytes) else str(st)
 
 
 class Dataset(Sequence):
@@ -276,8 +511,9 @@ class Dataset(Sequence):
         ``info["name"]`` of each structure, in file order.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, validate: bool = True):
         self.path = Path(path)
+        self.validate = bool(validate)
         with open_h5(self.path) as f:
             check_header(f, KIND, SUPPORTED_VERSIONS)
             if "structures" not in f:
@@ -297,7 +533,7 @@ class Dataset(Sequence):
         key = self._keys[n % len(self)]
         with open_h5(self.path) as f:
             try:
-                return _read_structure(f["structures"][key], f"{self.path}:/structures/{key}")
+                return _read_structure(f["structures"][key], f"{self.path}:/structures/{key}", self.validate)
             except (KeyError, OSError) as err:
                 raise ValueError(f"{self.path}:/structures/{key} cannot be read (truncated file?): {err}") from None
 
@@ -332,14 +568,21 @@ class Dataset(Sequence):
         return out
 
 
-def read_dataset(path) -> Dataset:
+def read_dataset(path, validate: bool = True) -> Dataset:
     """Open a dataset file for lazy reading.
+
+    Each structure read is checked: its checksum (files written before checksums have
+    none and still read), field shapes and dtypes, and - with ``validate`` (default) - its
+    atoms and the Hermiticity of every matrix stored in full
+    (:mod:`acehamil.structure.validate`).  ``validate=False`` is for inspecting bad files.
 
     Raises
     ------
     FileNotFoundError
         No such file.
     ValueError
-        Not HDF5, truncated, not an acehamil dataset, or an unsupported format/conventions version.
+        Not HDF5, truncated, not an acehamil dataset, or an unsupported format/conventions version
+        (on opening); a checksum mismatch, wrong shapes, impossible atoms or a non-Hermitian
+        matrix (when the structure is read, naming it).
     """
-    return Dataset(path)
+    return Dataset(path, validate)

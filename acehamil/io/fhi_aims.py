@@ -237,10 +237,31 @@ def _read_values(folder: Path, stem: str, size: int, prefer_hdf5: bool | None) -
             vals = np.array(lines, dtype=np.float64)
         except ValueError:
             raise ValueError(f"{txt}: unreadable values (truncated or corrupt file?)") from None
-        vals = vals.T if ncol > 1 else vals.reshape(-1, size) if vals.size % size == 0 else vals.reshape(1, -1)
+        if ncol > 1:
+            vals = vals.T
+        elif vals.size == size:
+            vals = vals.reshape(1, size)
+        elif vals.size == 2 * size and _spin_polarised(folder):
+            vals = vals.reshape(2, size)
+        else:
+            raise ValueError(f"{txt}: {vals.size} values, but rs_indices.out says {size} per spin channel and the run is "
+                             f"{'spin-polarised' if _spin_polarised(folder) else 'not spin-polarised'} (a truncated, "
+                             f"concatenated or foreign file?)")
     if vals.shape[-1] != size:
         raise ValueError(f"rs_{stem}: {vals.shape[-1]} values but rs_indices.out says {size} (files from different runs?)")
     return vals
+
+
+def _spin_polarised(folder: Path) -> bool:
+    """True when control.in (or aims.out's echo of it) asks for ``spin collinear``."""
+    import re
+
+    for name in ("control.in", "aims.out"):
+        f = folder / name
+        if f.is_file():
+            text = f.read_text(errors="replace")
+            return re.search(r"^\s*spin\s+collinear", text, flags=re.MULTILINE) is not None
+    return False
 
 
 # ----------------------------------------------------------------------------- aims.out
@@ -348,6 +369,9 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
         warnings.simplefilter("ignore", FutureWarning)  # ASE's note about its aims plugin
         atoms = read(folder / "geometry.in", format="aims")
     natoms = len(atoms)
+    from ..structure.validate import check_atoms
+
+    check_atoms(atoms, str(folder / "geometry.in"))
     bmap = read_basis_indices(folder / "basis-indices.out", atoms.numbers)
     idx = read_rs_indices(folder / "rs_indices.out")
     if idx.row_start.shape[1] != len(bmap.perm):
@@ -365,7 +389,9 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
     sv = _read_values(folder, "overlap", idx.size, prefer_hdf5)
     H = tuple(_assemble(idx, h, bmap, wrap, natoms, aims["hartree"]) for h in hv)
     S = _assemble(idx, sv[0], bmap, wrap, natoms, 1.0)
-    return StructureData(
+    from ..structure.validate import validate_structure
+
+    sd = StructureData(
         atoms=atoms,
         basis=bmap.basis,
         H=H,
@@ -375,6 +401,8 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
         n_electrons=aims["n_electrons"],
         info={"source": "fhi-aims", "folder": str(folder), "hartree_to_ev": aims["hartree"], "name": folder.name},
     )
+    validate_structure(sd, str(folder))
+    return sd
 
 
 def read_aims_out_defaults() -> dict:

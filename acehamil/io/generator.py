@@ -3,8 +3,14 @@
 The plan is a list of named structures, either read from a structure file or made from a
 base structure plus random displacements and strains (seeded, so the same arguments always
 give the same plan).  Each finished structure is appended to the output dataset atomically
-(:func:`acehamil.io.dataset.append_dataset`); a rerun skips every name already in the file, so
-an interrupted generation resumes where it stopped.
+and under the dataset's lock (:func:`acehamil.io.dataset.append_dataset`); a rerun skips every
+name already in the file, so an interrupted generation resumes where it stopped.
+
+Resuming is safe only with the same settings: the generation ``settings`` are stored in the
+file, and a rerun with other settings, or whose planned structure differs from the stored one
+of the same name (another seed, strain, base), is refused.  Two runs into one file at once
+each re-check, under the lock, what the other has already added, so every structure lands
+exactly once.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import numpy as np
 from ase import Atoms
 
 from ..progress import Progress
-from .dataset import append_dataset, read_dataset
+from ..errors import UserError
+from .dataset import append_dataset, check_settings, read_dataset, read_settings
 
 
 def perturbed_structures(base: Atoms, count: int, displacement=(0.05, 0.15), strain: float = 0.02, seed: int = 0,
@@ -82,40 +89,89 @@ def structures_from_file(path, prefix: str | None = None) -> list:
     return [(f"{stem}-{n:04d}", at) for n, at in enumerate(frames)]
 
 
-def generate(plan: list, output, compute: Callable, progress: bool = True, stream=None) -> dict:
+def _same_structure(a: Atoms, b: Atoms, tol: float = 1e-6) -> bool:
+    """Same species, cell and positions (modulo lattice vectors for periodic cells), to ``tol`` Å."""
+    if len(a) != len(b) or not np.array_equal(a.numbers, b.numbers) or not np.array_equal(a.pbc, b.pbc):
+        return False
+    if not np.allclose(a.cell.array, b.cell.array, atol=tol):
+        return False
+    d = a.positions - b.positions
+    if np.any(a.pbc):
+        cell = a.cell.array
+        frac = np.linalg.solve(cell.T, d.T).T
+        frac[:, a.pbc] -= np.round(frac[:, a.pbc])
+        d = frac @ cell
+    return bool(np.abs(d).max(initial=0.0) <= tol)
+
+
+def _check_resume(output: Path, plan: list, settings: dict | None) -> None:
+    """Refuse resuming into ``output`` when its stored settings or structures differ from the plan."""
+    stored = read_settings(output)
+    if settings is not None and stored is not None:
+        check_settings(output, stored, settings)
+    ds = read_dataset(output)
+    planned = dict(plan)
+    for k, name in enumerate(ds.names):
+        if name in planned:
+            other = ds[k].atoms
+            if not _same_structure(planned[name], other):
+                raise UserError(f"{output}: stored structure {name!r} differs from the planned one of that name "
+                                f"(another seed, strain, displacement or base structure?); refusing to mix two "
+                                f"plans in one file: use another output file, or --overwrite to start afresh")
+
+
+def _names_in(output: Path) -> set:
+    return set(read_dataset(output).names) if output.exists() else set()
+
+
+def generate(plan: list, output, compute: Callable, progress: bool = True, stream=None,
+             settings: dict | None = None) -> dict:
     """Compute every planned structure not yet in ``output`` and append it there.
 
     Parameters
     ----------
     plan : list of (str, ase.Atoms)
     output : str or Path
-        Dataset file (created when absent).
+        Dataset file (created when absent).  When it exists, its stored settings must
+        equal ``settings`` and every stored structure named in the plan must equal the
+        planned one, else UserError (nothing is computed).
     compute : callable
         ``compute(atoms, state) -> (StructureData, state)``; ``state`` carries e.g. a density
         matrix from one structure to the next (None at first).
     progress : bool
         Print a progress line per structure to ``stream`` (default stderr).
+    settings : dict, optional
+        JSON-able generation settings stored in the file (root attribute
+        ``generation_settings``) and compared on every resume and append.
 
     Returns
     -------
     dict
-        ``{"done": n computed now, "skipped": n already present, "seconds": wall time}``.
+        ``{"done": n computed and added now, "skipped": n already present (or added meanwhile by
+        another run), "seconds": wall time}``.
     """
     output = Path(output)
     stream = stream or sys.stderr
     names = [name for name, _ in plan]
     if len(set(names)) != len(names):
-        raise ValueError("structure names in the plan are not unique")
-    have = set(read_dataset(output).names) if output.exists() else set()
+        raise UserError("structure names in the plan are not unique")
+    if output.exists():
+        _check_resume(output, plan, settings)
+    have = _names_in(output)
     todo = [(name, at) for name, at in plan if name not in have]
     t0 = time.perf_counter()
     state = None
+    done = 0
     bar = Progress(len(plan), "generate", progress, stream, start=len(plan) - len(todo))
     for name, atoms in todo:
+        if name in _names_in(output):  # another run added it meanwhile
+            bar.step(note=f"{name} present")
+            continue
         t1 = time.perf_counter()
         data, state = compute(atoms, state)
         info = dict(data.info, name=name)
         data = type(data)(**{**{f: getattr(data, f) for f in data.__dataclass_fields__}, "info": info})
-        append_dataset(output, [data])
-        bar.step(note=f"{name} {time.perf_counter() - t1:.0f} s")
-    return {"done": len(todo), "skipped": len(plan) - len(todo), "seconds": time.perf_counter() - t0}
+        added = append_dataset(output, [data], on_duplicate="skip", settings=settings)
+        done += len(added)
+        bar.step(note=f"{name} {time.perf_counter() - t1:.0f} s" + ("" if added else " (added meanwhile by another run)"))
+    return {"done": done, "skipped": len(plan) - done, "seconds": time.perf_counter() - t0}

@@ -4,22 +4,23 @@ self-describing headers (units, conventions version, file kind, version)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 
 from .._version import __version__
 from ..conventions import conventions_metadata
+from .safe_write import atomic_path
 
 
 @contextlib.contextmanager
 def atomic_h5(path, mode: str = "w"):
     """Open a new HDF5 file that appears at ``path`` only when the block succeeds.
 
-    Writes to a temporary file in the same folder, then renames it over ``path``;
-    a crash or exception leaves any existing file untouched and no partial file.
+    Writes to a uniquely named temporary file in the same folder, closes it, then
+    renames it over ``path`` (keeping an existing file's mode, else ``0o666 & ~umask``;
+    see :mod:`acehamil.io.safe_write`).  An exception (including a full disk) closes
+    and removes the temporary and leaves any existing file untouched.
 
     Parameters
     ----------
@@ -34,16 +35,27 @@ def atomic_h5(path, mode: str = "w"):
         raise ValueError("atomic_h5 only creates files (mode 'w')")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp:
+        with closing_h5(tmp, "w") as f:
             yield f
-        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def closing_h5(path, mode: str):
+    """``h5py.File`` that is closed on every exit, also when a write failed.
+
+    After a failed write (e.g. ``ENOSPC``) HDF5's own close can fail again while
+    flushing; that second error is suppressed so the first one propagates and
+    the caller can remove the file.
+    """
+    f = h5py.File(path, mode)
+    try:
+        yield f
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        with contextlib.suppress(Exception):
+            f.close()
         raise
+    f.close()
 
 
 def write_header(f: h5py.File, kind: str, format_version: int) -> None:

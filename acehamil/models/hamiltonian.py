@@ -294,30 +294,61 @@ class HamiltonianModel:
     def predict_structure(self, atoms, check_overlap: bool = True, info=None) -> StructureData:
         """Predicted :class:`StructureData` (dataset-ready; no reference data).
 
-        When ``check_overlap``, the smallest eigenvalue of ``S(k)`` at Gamma
-        (and at a few k for periodic cells) is stored in
-        ``info["overlap_min_eigenvalue"]``; a non-positive-definite S raises
-        no error here but is reported (the eigen-solvers refuse it).
+        When ``check_overlap``, the smallest eigenvalue of ``S(k)`` over the k-points of
+        :func:`overlap_check_kpts` (Gamma and a grid for periodic cells) is stored in
+        ``info["overlap_min_eigenvalue"]``, with ``info["overlap_kpoints_checked"]`` (their
+        number), ``info["overlap_min_kpoint"]`` (fractional) and
+        ``info["overlap_positive_definite"]``.  A non-positive-definite S raises no error
+        here (the eigen-solvers refuse it) but emits an :class:`OverlapWarning`.
         """
         H, S = self.predict(atoms)
         meta = {"source": "acehamil prediction", **dict(info or {})}
         if check_overlap:
-            meta["overlap_min_eigenvalue"] = overlap_min_eigenvalue(S, atoms)
+            smin, kmin, nk = overlap_check(S, atoms)
+            meta.update(overlap_min_eigenvalue=smin, overlap_min_kpoint=kmin, overlap_kpoints_checked=nk,
+                        overlap_positive_definite=bool(smin > 0))
+            if not smin > 0:
+                import warnings
+
+                warnings.warn(f"predicted S of {meta.get('name', 'the structure')} is not positive definite: smallest "
+                              f"eigenvalue of S(k) {smin:.4g} at k = {kmin} (over {nk} k-points checked); atoms too "
+                              f"close or outside the training data? bands/DOS will refuse it", OverlapWarning,
+                              stacklevel=2)
         return StructureData(atoms=atoms.copy(), basis=self.orbital_basis, H=(H,), S=S, info=meta)
 
 
-def overlap_min_eigenvalue(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000) -> float:
-    """Smallest eigenvalue of ``S(k)`` over Gamma and a few k (periodic), dimensionless.
+class OverlapWarning(UserWarning):
+    """A predicted overlap matrix S(k) is not positive definite."""
 
-    Dense eigenvalues up to ``dense_limit`` orbitals; beyond that a sparse
-    Lanczos estimate at Gamma only.
+
+def overlap_check_kpts(atoms, norb: int) -> np.ndarray:
+    """k-points at which a predicted S(k) is checked, shape (nk, 3), fractional.
+
+    Gamma for clusters; for periodic cells a Gamma-centred grid along the periodic axes with
+    4 points per axis (2 above 300 orbitals, Gamma and the zone boundary only above 2000),
+    which contains Gamma, the zone-boundary points 1/2 and the points in between.
+    """
+    if not np.any(atoms.pbc):
+        return np.zeros((1, 3))
+    n = 4 if norb <= 300 else 2 if norb <= 2000 else 1
+    axes = [np.arange(n) / n if p else np.zeros(1) for p in atoms.pbc]
+    k = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    if n == 1:
+        k = np.vstack([k, [[0.5 * p for p in atoms.pbc]]])
+    return k
+
+
+def overlap_check(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000) -> tuple:
+    """Smallest eigenvalue of ``S(k)`` over ``kpts`` (default :func:`overlap_check_kpts`).
+
+    Returns
+    -------
+    (float, list of float, int)
+        Smallest eigenvalue (dimensionless), its fractional k-point, number of k-points checked.
+        Above ``dense_limit`` orbitals: a sparse Lanczos estimate at Gamma only (1 k-point).
     """
     periodic = bool(np.any(atoms.pbc))
-    if kpts is None:
-        kpts = [[0, 0, 0]]
-        if periodic:
-            kpts += [[0.5 * p for p in atoms.pbc], [0.25 * p for p in atoms.pbc], [0.5 * atoms.pbc[0], 0, 0]]
-    kpts = np.asarray(kpts, dtype=float)
+    kpts = overlap_check_kpts(atoms, S.norb) if kpts is None else np.asarray(kpts, dtype=float).reshape(-1, 3)
     if not periodic:
         kpts = np.zeros((1, 3))
     if S.norb <= dense_limit:
@@ -327,22 +358,23 @@ def overlap_min_eigenvalue(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: in
 
         smallest = []
         for k in kpts:
-            if not np.any(k):  # Gamma: real symmetric, no Bloch phases
-                rows, cols, vals, _ = S.coo()
-                Sk = np.zeros((S.norb, S.norb))
-                np.add.at(Sk, (rows, cols), vals)
-            else:
-                Sk = bloch_sum(S, k[None])[0]
+            Sk = bloch_sum(S, k[None])[0]
             Sk = 0.5 * (Sk + Sk.conj().T)
             smallest.append(float(scipy.linalg.eigvalsh(Sk, subset_by_index=[0, 0], check_finite=False)[0]))
-        return min(smallest)
+        q = int(np.argmin(smallest))
+        return smallest[q], [float(x) for x in kpts[q]], len(kpts)
     import scipy.sparse as sps
     import scipy.sparse.linalg as spl
 
     rows, cols, vals, _ = S.coo()
     M = sps.csr_matrix((vals, (rows, cols)), shape=(S.norb, S.norb))
     M = 0.5 * (M + M.T)
-    return float(spl.eigsh(M, k=1, which="SA", tol=1e-6, maxiter=5000, return_eigenvectors=False)[0])
+    return float(spl.eigsh(M, k=1, which="SA", tol=1e-6, maxiter=5000, return_eigenvectors=False)[0]), [0.0, 0.0, 0.0], 1
+
+
+def overlap_min_eigenvalue(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000) -> float:
+    """Smallest eigenvalue of ``S(k)`` over the checked k-points (see :func:`overlap_check`)."""
+    return overlap_check(S, atoms, kpts, dense_limit)[0]
 
 
 def random_coefficients(mm: MatrixModel, rng: np.random.Generator, scale: float = 1.0) -> dict:
