@@ -6,8 +6,8 @@ A tiny model with made-up coefficients (a fitted one comes from
 ``ACECalculator.from_file("potential.h5")``):
 
 >>> from ase.build import bulk
->>> from acehamil.models.potential import ACEPotential, feature_degrees
->>> from acehamil.models.potential_config import make_basis
+>>> from acehamil.models.potential.model import ACEPotential, feature_degrees
+>>> from acehamil.models.potential.config import make_basis
 >>> basis = make_basis((14,), r_cut=4.0, n_max=3, max_nu=2, max_degree=(4, 4))
 >>> coef = 1e-2 * np.ones((1, len(feature_degrees(basis))))
 >>> atoms = bulk("Si", "diamond", a=5.43)
@@ -40,7 +40,7 @@ class ACECalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, potential, chunk_atoms: int = 256, **kwargs):
-        from .models.potential import ACEPotential
+        from .models.potential.model import ACEPotential
 
         if not isinstance(potential, ACEPotential):
             raise TypeError(f"expected an ACEPotential, got {type(potential).__name__}")

@@ -27,7 +27,7 @@ Bond environment of the directed bond ``(i, j, T)`` with ``r = r_ij``
     :data:`MIN_MIDPOINT_DISTANCE`; in practice the middle image of a bond
     ``i -> i(2T)``, which stays at the midpoint under any strain) has no
     direction and is left out: the basis of bond reversal symmetry in
-    :mod:`acehamil.models.offsite`.  Every environment particle lies within
+    :mod:`acehamil.models.hamiltonian.offsite`.  Every environment particle lies within
     ``|r|/2 + r_env`` of the midpoint.  Optionally (``env_bond_cut``) the
     environment weights also fade with the bond length,
     ``w -> w (1 - (|r|/env_bond_cut)^2)^2``, so long bonds are two-centre.

@@ -39,16 +39,15 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from acehamil.cli.fit import resolve_indices, training_indices
+    from acehamil.io.config import read_model_config
     from acehamil.io.dataset import read_dataset
-    from acehamil.models.config import ModelConfig
-    from acehamil.models.hamiltonian_eval import evaluate
-    from acehamil.models.hamiltonian_fit import fit
+    from acehamil.models.hamiltonian.evaluate import evaluate
+    from acehamil.models.hamiltonian.fit import fit
 
-    base = ModelConfig.from_toml(args.config)
+    base = read_model_config(args.config)
     ds = read_dataset(base.data.train)
-    train = [ds[i] for i in training_indices(base, len(ds))]
-    test = [ds[i] for i in resolve_indices(base.data.test, len(ds))]
+    train = [ds[i] for i in base.data.training_indices(len(ds))]
+    test = [ds[i] for i in base.data.test_indices(len(ds))]
     rows = []
     for step in args.steps:
         cfg = scaled(base, step)

@@ -38,7 +38,7 @@ BASIS = {"n_max": 10, "max_nu": 4, "max_degree": (18, 14, 10, 8)}
 
 def _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion, progress):
     """Design data of the training set, cached on disk by (element, basis spec, weights, folds, repulsion)."""
-    from acehamil.models.potential_fit import accumulate
+    from acehamil.models.potential.fit import accumulate
 
     if cache_dir is None:
         return accumulate(basis, species, train, settings, repulsion, progress)
@@ -58,9 +58,10 @@ def _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion
 
 def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
                 cache_dir=None, train_metrics=False) -> dict:
-    from acehamil.models.potential_config import core_repulsion, make_basis
-    from acehamil.models.potential_data import error_metrics, read_configs
-    from acehamil.models.potential_fit import FitSettings, fit_potential
+    from acehamil.models.potential.config import core_repulsion, make_basis
+    from acehamil.io.labelled import read_configs
+    from acehamil.models.potential.data import error_metrics
+    from acehamil.models.potential.fit import FitSettings, fit_potential
 
     train = read_configs(data_dir / f"{el}_training.xyz")
     species = tuple(sorted({int(z) for c in train for z in c.atoms.numbers}))

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def benchmark_model(args):
     from acehamil.io.potential_file import load_potential
-    from acehamil.models.potential import ACEPotential, feature_degrees
-    from acehamil.models.potential_config import make_basis
-    from acehamil.models.potential_repulsion import RepulsionSpec
+    from acehamil.models.potential.model import ACEPotential, feature_degrees
+    from acehamil.models.potential.config import make_basis
+    from acehamil.models.potential.repulsion import RepulsionSpec
     from mlearn import BASIS
 
     if args.potential:

@@ -30,7 +30,7 @@ def _predict_child(model_path: str, reps: int, queue) -> None:
     from ase.build import bulk
 
     from acehamil.io.models import load_model
-    from acehamil.models.hamiltonian import overlap_min_eigenvalue
+    from acehamil.models.hamiltonian.model import overlap_min_eigenvalue
 
     model = load_model(model_path)
     atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (reps, reps, reps)
@@ -49,16 +49,15 @@ def _predict_child(model_path: str, reps: int, queue) -> None:
 
 def fit_shipped(config: Path, out: Path) -> float:
     """Fit the example configuration; returns seconds (reading + fitting, no evaluation)."""
-    from acehamil.cli.fit import training_indices
+    from acehamil.io.config import read_model_config
     from acehamil.io.dataset import read_dataset
     from acehamil.io.models import save_model
-    from acehamil.models.config import ModelConfig
-    from acehamil.models.hamiltonian_fit import fit
+    from acehamil.models.hamiltonian.fit import fit
 
-    cfg = ModelConfig.from_toml(config)
+    cfg = read_model_config(config)
     t0 = time.perf_counter()
     ds = read_dataset(cfg.data.train)
-    model = fit([ds[i] for i in training_indices(cfg, len(ds))], cfg, progress=False)
+    model = fit([ds[i] for i in cfg.data.training_indices(len(ds))], cfg, progress=False)
     seconds = time.perf_counter() - t0
     save_model(model, out)
     return seconds

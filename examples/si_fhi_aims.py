@@ -35,10 +35,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from acehamil.io.acehamiltonians import read_acehamiltonians
-    from acehamil.models.config import ModelConfig
-    from acehamil.models.hamiltonian import overlap_min_eigenvalue
-    from acehamil.models.hamiltonian_eval import block_errors
-    from acehamil.models.hamiltonian_fit import fit
+    from acehamil.models.hamiltonian.config import ModelConfig
+    from acehamil.models.hamiltonian.model import overlap_min_eigenvalue
+    from acehamil.models.hamiltonian.evaluate import block_errors
+    from acehamil.models.hamiltonian.fit import fit
     from acehamil.tb.bands import band_path
     from acehamil.tb.eigen import solve
 

@@ -33,19 +33,18 @@ def main(argv=None) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
 
-    from acehamil.cli.fit import format_report, resolve_indices, training_indices
+    from acehamil.io.config import read_model_config
     from acehamil.io.dataset import read_dataset, write_dataset
     from acehamil.io.models import load_model, save_model
-    from acehamil.models.config import ModelConfig
-    from acehamil.models.hamiltonian_eval import evaluate
-    from acehamil.models.hamiltonian_fit import fit
+    from acehamil.models.hamiltonian.evaluate import evaluate
+    from acehamil.models.hamiltonian.fit import fit, format_report
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = ModelConfig.from_toml(args.config)
+    cfg = read_model_config(args.config)
     ds = read_dataset(cfg.data.train)
-    train_idx = training_indices(cfg, len(ds))
-    test_idx = resolve_indices(cfg.data.test, len(ds))
+    train_idx = cfg.data.training_indices(len(ds))
+    test_idx = cfg.data.test_indices(len(ds))
     print(f"dataset {cfg.data.train}: {len(ds)} structures; fitting on {len(train_idx)}, holding out {test_idx}")
 
     t0 = time.perf_counter()

@@ -26,9 +26,9 @@ DATA = ROOT.parent / "shared" / "data" / "mlearn" / "Si_training.xyz"
 
 
 def fit_si(path: Path):
-    from acehamil.models.potential_config import core_repulsion, make_basis
-    from acehamil.models.potential_data import read_configs
-    from acehamil.models.potential_fit import FitSettings, fit_potential
+    from acehamil.models.potential.config import core_repulsion, make_basis
+    from acehamil.io.labelled import read_configs
+    from acehamil.models.potential.fit import FitSettings, fit_potential
 
     train = read_configs(path)
     basis = make_basis((14,), r_cut=5.0, n_max=8, max_nu=3, max_degree=(16, 12, 8))

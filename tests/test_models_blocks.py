@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from acehamil.models.blocks import BlockType, assemble, block_types, project, transpose_sign
-from acehamil.models.config import ModelConfig
-from acehamil.models.hamiltonian import HamiltonianModel, random_coefficients
+from acehamil.models.hamiltonian.blocks import BlockType, assemble, block_types, project, transpose_sign
+from acehamil.models.hamiltonian.config import ModelConfig
+from acehamil.models.hamiltonian.model import HamiltonianModel, random_coefficients
 from acehamil.so3 import random_rotation, wigner_d_real
 from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
 from acehamil.structure.neighbours import neighbour_pairs
@@ -193,8 +193,8 @@ def _sk_matrix(atoms, basis, table, onsite):
 def test_slater_koster_spd_recovered_by_two_centre_model(rng):
     from ase.build import bulk
 
-    from acehamil.models.hamiltonian_eval import block_errors, matrix_residuals
-    from acehamil.models.hamiltonian_fit import fit
+    from acehamil.models.hamiltonian.evaluate import block_errors, matrix_residuals
+    from acehamil.models.hamiltonian.fit import fit
 
     basis = BASES["Si-spd"]
     data = []

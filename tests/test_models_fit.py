@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from acehamil.models.config import ModelConfig
-from acehamil.models.hamiltonian_fit import fit
+from acehamil.models.hamiltonian.config import ModelConfig
+from acehamil.models.hamiltonian.fit import fit
 from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.toy import slater_koster
 
@@ -82,10 +82,10 @@ def test_blr_keeps_a_posterior_and_predicts_like_ridge(data):
 def test_per_L_fit_equals_direct_block_least_squares(data):
     """The sum of the L problems is the least-squares fit of the whole blocks: compare with a
     direct fit of one block type built from the assembled design."""
-    from acehamil.models.blocks import BlockType
-    from acehamil.models.hamiltonian import HamiltonianModel
-    from acehamil.models.hamiltonian_fit import _targets, family_centres
-    from acehamil.models.hamiltonian import shell_offsets
+    from acehamil.models.hamiltonian.blocks import BlockType
+    from acehamil.models.hamiltonian.model import HamiltonianModel
+    from acehamil.models.hamiltonian.fit import _targets, family_centres
+    from acehamil.models.hamiltonian.model import shell_offsets
     from acehamil.so3 import cg_real
     from acehamil.structure.neighbours import neighbour_pairs
 
@@ -125,7 +125,7 @@ def test_energy_zero_fit_recovers_per_structure_shifts(data):
     # V is determined up to what volume-dependent local terms can mimic (the cells differ in volume)
     np.testing.assert_allclose(got, V - V.mean(), atol=1e-2)
     plain = fit(shifted, ModelConfig.from_dict(CFG), progress=False)
-    from acehamil.models.hamiltonian_eval import block_errors
+    from acehamil.models.hamiltonian.evaluate import block_errors
 
     aligned = block_errors(model, shifted, "H")
     assert aligned["rmse_aligned"] < 0.5 * block_errors(plain, shifted, "H")["rmse_aligned"]

@@ -11,8 +11,9 @@ import pytest
 from ase.build import bulk
 
 from acehamil.io.models import load_model, save_model
-from acehamil.models.config import ModelConfig
-from acehamil.models.hamiltonian_fit import fit
+from acehamil.io.config import read_model_config
+from acehamil.models.hamiltonian.config import ModelConfig
+from acehamil.models.hamiltonian.fit import fit
 from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.toy import slater_koster
 
@@ -126,18 +127,18 @@ def test_wrong_version_kind_and_truncation_fail(fitted, tmp_path):
 def test_toml_config_defaults_and_errors(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[data]\ntrain = "d.h5"\ntest = [3]\n[h_offsite]\nr_env = 0.0\nmax_nu = 1\nmax_degree = [12]\n[solver]\nmethod = "blr"\n')
-    cfg = ModelConfig.from_toml(p)
+    cfg = read_model_config(p)
     assert cfg.h_offsite.max_nu == 1 and cfg.solver.method == "blr"
     assert cfg.h_onsite == ModelConfig().h_onsite  # untouched tables keep defaults
     assert cfg.data.train == str(tmp_path / "d.h5") and cfg.data.test == (3,)
     p.write_text("[h_offsite]\nr_cutoff = 5.0\n")
     with pytest.raises(ValueError, match="unknown keys"):
-        ModelConfig.from_toml(p)
+        read_model_config(p)
     p.write_text("[solver]\nmethod = 'lasso'\n")
     with pytest.raises(ValueError, match="ridge"):
-        ModelConfig.from_toml(p)
+        read_model_config(p)
     p.write_text("[fit\n")
     with pytest.raises(ValueError, match="invalid TOML"):
-        ModelConfig.from_toml(p)
+        read_model_config(p)
     with pytest.raises(ValueError, match="both train and test"):
         ModelConfig.from_dict({"data": {"structures": [1, 2], "test": [2]}})

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from acehamil.io.dataset import read_dataset
-from acehamil.models.config import ModelConfig
-from acehamil.models.hamiltonian_eval import block_errors
-from acehamil.models.hamiltonian_fit import fit
+from acehamil.models.hamiltonian.config import ModelConfig
+from acehamil.models.hamiltonian.evaluate import block_errors
+from acehamil.models.hamiltonian.fit import fit
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "si8_szv.h5"
 

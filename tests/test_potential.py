@@ -10,8 +10,8 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from acehamil.models.potential import ACEPotential, design_rows, feature_degrees
-from acehamil.models.potential_repulsion import RepulsionSpec
+from acehamil.models.potential.model import ACEPotential, design_rows, feature_degrees
+from acehamil.models.potential.repulsion import RepulsionSpec
 from acehamil.so3 import random_rotation
 
 basis_mod = pytest.importorskip("acehamil.basis")

@@ -14,11 +14,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from acehamil.calculators import ACECalculator
 from acehamil.io.potential_file import load_potential, save_potential
-from acehamil.models.potential import ACEPotential, feature_degrees
-from acehamil.models.potential_config import make_basis
-from acehamil.models.potential_data import Config, config_from_atoms, error_metrics, read_configs
-from acehamil.models.potential_fit import FitSettings, fit_potential
-from acehamil.models.potential_repulsion import RepulsionSpec
+from acehamil.models.potential.model import ACEPotential, feature_degrees
+from acehamil.models.potential.config import make_basis
+from acehamil.io.labelled import read_configs
+from acehamil.models.potential.data import Config, config_from_atoms, error_metrics
+from acehamil.models.potential.fit import FitSettings, fit_potential
+from acehamil.models.potential.repulsion import RepulsionSpec
 
 
 def _small_potential(rng, species=(14,), repulsion=None):
@@ -195,8 +196,8 @@ def test_pipeline_on_a_subset_of_si_training_data(shared_data, tmp_path):
 
 
 def test_core_repulsion_radius_stays_below_training_distances(rng):
-    from acehamil.models.potential_config import core_repulsion
-    from acehamil.models.potential_data import config_from_atoms
+    from acehamil.models.potential.config import core_repulsion
+    from acehamil.models.potential.data import config_from_atoms
 
     frames = []
     for atoms in _labelled(_small_potential(rng), rng, 4, "md"):
@@ -209,7 +210,7 @@ def test_core_repulsion_radius_stays_below_training_distances(rng):
 
 
 def test_config_from_atoms_requires_energy():
-    from acehamil.models.potential_data import config_from_atoms
+    from acehamil.models.potential.data import config_from_atoms
 
     with pytest.raises(ValueError, match="no energy"):
         config_from_atoms(Atoms("Si", positions=[[0, 0, 0]]))
@@ -217,7 +218,7 @@ def test_config_from_atoms_requires_energy():
 
 def test_cv_energy_errors_are_held_out_predictions(rng):
     """Each configuration's CV error comes from the fit on the other folds, not the full fit."""
-    from acehamil.models.potential_fit import _columns, accumulate, cv_energy_errors, solve
+    from acehamil.models.potential.fit import _columns, accumulate, cv_energy_errors, solve
 
     truth = _small_potential(rng)
     frames = _labelled(truth, rng, 9, "md")

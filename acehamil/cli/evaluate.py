@@ -37,7 +37,7 @@ def run(args) -> int:
     from ..io.dataset import read_dataset
     from ..io.models import load_model
     from ..io.safe_write import dumps_strict
-    from ..models.hamiltonian_eval import evaluate
+    from ..models.hamiltonian.evaluate import evaluate
 
     if not args.window > 0:
         raise UserError(f"--window must be > 0 eV, got {args.window}")

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..io.potential_file import load_potential
-    from ..models.potential_data import error_metrics, read_configs
+    from ..io.labelled import read_configs
+    from ..models.potential.data import error_metrics
     from .fit_potential import format_metrics
 
     pot = load_potential(args.potential)

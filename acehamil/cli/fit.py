@@ -1,6 +1,6 @@
 """``acehamil fit CONFIG.toml -o model.h5``: fit equivariant ACE models of H and S.
 
-The TOML keys and defaults are documented in :mod:`acehamil.models.config`
+The TOML keys and defaults are documented in :mod:`acehamil.models.hamiltonian.config`
 and ``docs/models.md``.  Structures listed under ``[data] test`` are never
 used in fitting; when present they are evaluated after the fit.
 """
@@ -23,54 +23,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def format_report(report: dict) -> str:
-    """Per block type table: n blocks, train RMSE, validation RMSE/MAE, condition number."""
-    lines = []
-    for name, unit in (("H", "meV"), ("S", "")):
-        lines.append(f"{name} blocks{'':<22}{'n':>8}{'rmse_train':>12}{'rmse_val':>12}{'mae_val':>12}{'cond':>10}  {unit}")
-        for key, st in report.get(name, {}).items():
-            lines.append(f"  {key:<28}{st['n_blocks']:>8}{st['train_rmse']:>12.4g}{st.get('val_rmse', float('nan')):>12.4g}"
-                         f"{st.get('val_mae', float('nan')):>12.4g}{st['condition_number']:>10.2g}")
-    return "\n".join(lines)
-
-
-def resolve_indices(indices, n: int) -> list:
-    """Dataset indices, negative ones counted from the end (Python style)."""
-    bad = [i for i in indices if not -n <= i < n]
-    if bad:
-        raise ValueError(f"structure indices {bad} out of range for a dataset of {n}")
-    return [i % n for i in indices]
-
-
-def training_indices(config, n: int) -> list:
-    test = set(resolve_indices(config.data.test, n))
-    idx = resolve_indices(config.data.structures, n) or [i for i in range(n) if i not in test]
-    if set(idx) & test:
-        raise ValueError(f"structures {sorted(set(idx) & test)} are in both train and test")
-    if not idx:
-        raise ValueError("no training structures left after removing [data] test")
-    return idx
-
-
 def run(args) -> int:
+    from ..io.config import read_model_config
     from ..io.dataset import read_dataset
     from ..io.models import save_model
-    from ..models.config import ModelConfig
-    from ..models.hamiltonian_eval import evaluate
-    from ..models.hamiltonian_fit import fit
+    from ..models.hamiltonian.evaluate import evaluate
+    from ..models.hamiltonian.fit import fit, format_report
 
     check_outputs(config_input_files(args.config), {"-o": args.output, "--report": args.report}, overwrite=args.overwrite)
-    cfg = ModelConfig.from_toml(args.config)
+    cfg = read_model_config(args.config)
     if not cfg.data.train:
         raise ValueError(f"{args.config}: [data] train (the dataset file) is required")
     ds = read_dataset(cfg.data.train)
-    idx = training_indices(cfg, len(ds))
+    idx = cfg.data.training_indices(len(ds))
     train = [ds[i] for i in idx] if len(idx) <= 64 else _Lazy(ds, idx)
     model = fit(train, cfg, progress=not args.quiet)
     report = dict(model.report)
     report["dataset_indices"] = idx
     if cfg.data.test:
-        test_idx = resolve_indices(cfg.data.test, len(ds))
+        test_idx = cfg.data.test_indices(len(ds))
         report["test"] = evaluate(model, [ds[i] for i in test_idx])
         report["test"]["indices"] = test_idx
     save_model(model, args.output)

@@ -1,7 +1,7 @@
 """``acehamil fit-potential CONFIG.toml -o potential.h5``: fit an ACE site-energy potential.
 
 The TOML keys and their defaults are documented in
-:mod:`acehamil.models.potential_config` and ``docs/potentials.md``.
+:mod:`acehamil.models.potential.config` and ``docs/potentials.md``.
 Hyperparameters are chosen by k-fold cross-validation on the training set;
 test sets listed in the config are only evaluated.
 """
@@ -51,15 +51,14 @@ def format_cv(by_type: dict) -> str:
 
 
 def run(args) -> int:
+    from ..io.config import read_potential_job
     from ..io.potential_file import save_potential
-    from ..models.config import read_toml
-    from ..models.potential_config import job_from_config, summarise
-    from ..models.potential_data import error_metrics
-    from ..models.potential_fit import fit_potential
+    from ..models.potential.config import summarise
+    from ..models.potential.data import error_metrics
+    from ..models.potential.fit import fit_potential
 
     check_outputs(config_input_files(args.config), {"-o": args.output, "--report": args.report}, overwrite=args.overwrite)
-    cfg_path = Path(args.config)
-    job = job_from_config(read_toml(cfg_path), base_dir=cfg_path.parent)
+    job = read_potential_job(args.config)
     progress = not args.quiet
     if progress:
         print(f"training: {len(job.train)} configs {summarise(job.train)}; species {list(job.species)}", file=sys.stderr)

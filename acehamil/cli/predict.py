@@ -99,7 +99,7 @@ def run(args) -> int:
 
     from ..io.dataset import StreamingWriter
     from ..io.models import load_model
-    from ..models.hamiltonian import OverlapWarning
+    from ..models.hamiltonian.model import OverlapWarning
 
     check_outputs({"MODEL": args.model, "STRUCTURES": args.structures}, {"-o": args.output}, overwrite=args.overwrite)
     model = load_model(args.model)

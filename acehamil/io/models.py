@@ -116,8 +116,8 @@ def load_model(path):
         basis (specs or feature counts differ), a checksum mismatch or a
         truncated/corrupt file; the message says which.
     """
-    from ..models.config import ModelConfig
-    from ..models.hamiltonian import HamiltonianModel
+    from ..models.hamiltonian.config import ModelConfig
+    from ..models.hamiltonian.model import HamiltonianModel
     from ..structure import OrbitalBasis
 
     with open_h5(path) as f:

@@ -47,7 +47,7 @@ def canary_features(basis, species) -> np.ndarray:
     -------
     ndarray, float64, shape (n_species, n_B)
     """
-    from ..models.potential import INVARIANT, basis_cutoff, make_centres
+    from ..models.potential.model import INVARIANT, basis_cutoff, make_centres
 
     rc = basis_cutoff(basis)
     species = [int(z) for z in species]
@@ -79,7 +79,7 @@ def save_potential(path, potential) -> None:
     path : str or Path
     potential : ACEPotential
     """
-    from ..models.potential import feature_degrees
+    from ..models.potential.model import feature_degrees
 
     spec = potential.basis.spec
     if not hasattr(spec, "to_dict"):
@@ -127,8 +127,8 @@ def load_potential(path, basis_factory=None):
         basis whose features no longer match the stored fingerprint.
     FileNotFoundError
     """
-    from ..models.potential import ACEPotential, feature_degrees
-    from ..models.potential_repulsion import RepulsionSpec
+    from ..models.potential.model import ACEPotential, feature_degrees
+    from ..models.potential.repulsion import RepulsionSpec
 
     with open_h5(path) as f:
         check_header(f, KIND, SUPPORTED_VERSIONS)

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..fitting import NormalEquations, blr_normal, ridge_normal
-from .potential import VOIGT, ACEPotential, cell_volume, design_rows, feature_degrees, feature_orders, repulsion_terms
-from .potential_data import Config, summarise_errors
-from .potential_repulsion import RepulsionSpec
+from ...fitting import NormalEquations, blr_normal, ridge_normal
+from .model import VOIGT, ACEPotential, cell_volume, design_rows, feature_degrees, feature_orders, repulsion_terms
+from .data import Config, summarise_errors
+from .repulsion import RepulsionSpec
 
 E0_PRIOR = 1e-6
 
@@ -156,7 +156,7 @@ def accumulate(basis, species, configs, settings: FitSettings, repulsion: Repuls
     """
     if not configs:
         raise ValueError("no training configurations")
-    from ..structure.neighbours import neighbour_pairs
+    from ...structure.neighbours import neighbour_pairs
 
     t0 = time.perf_counter()
     ns = len(species)

@@ -1,8 +1,8 @@
-"""Training/test data for potentials (read with ASE) and error metrics.
+"""Labelled structures for potentials and their error metrics.
 
-Extended XYZ with energies and forces (and optionally stresses) is the common
-case; anything ``ase.io.read`` understands works if it carries a
-``SinglePointCalculator`` or ``info['energy']`` / ``arrays['forces']``.
+Files are read by :func:`acehamil.io.labelled.read_configs`; this module only
+turns an ``ase.Atoms`` with a ``SinglePointCalculator`` or ``info['energy']`` /
+``arrays['forces']`` into a :class:`Config`.
 """
 
 from __future__ import annotations
@@ -70,35 +70,6 @@ def config_from_atoms(atoms, config_type_key: str = "config_type") -> Config:
         config_type=str(atoms.info.get(config_type_key, "default")),
         weight=float(atoms.info.get("config_weight", 1.0)),
     )
-
-
-def read_configs(path, index: str = ":") -> list[Config]:
-    """Read labelled structures with ``ase.io.read(path, index=index)``.
-
-    Parameters
-    ----------
-    path : str or Path
-    index : str
-        ASE index string (default all frames).
-
-    Returns
-    -------
-    list of Config
-    """
-    import ase.io
-
-    frames = ase.io.read(str(path), index=index)
-    if not isinstance(frames, list):
-        frames = [frames]
-    if not frames:
-        raise ValueError(f"{path} holds no structures")
-    out = []
-    for k, atoms in enumerate(frames):
-        try:
-            out.append(config_from_atoms(atoms))
-        except ValueError as err:
-            raise ValueError(f"{path}, frame {k}: {err}") from None
-    return out
 
 
 def error_metrics(potential, configs, per_config_type: bool = True) -> dict:

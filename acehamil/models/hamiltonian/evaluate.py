@@ -151,10 +151,10 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         ``{"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV", "kmesh",
         "band_path_mae_meV", "n"}``.
     """
-    from ..tb.bands import band_path
-    from ..tb.dos import monkhorst_pack
-    from ..tb.eigen import solve
-    from ..tb.smearing import fermi_level
+    from ...tb.bands import band_path
+    from ...tb.dos import monkhorst_pack
+    from ...tb.eigen import solve
+    from ...tb.smearing import fermi_level
 
     acc = {"grid": [], "grid_abs": [], "path": [], "w": [], "wp": []}
     shifts = []

@@ -23,13 +23,13 @@ import time
 
 import numpy as np
 
-from ..environments import reverse_index
-from ..fitting import NormalEquations, blr_normal, ridge_normal, smoothness_prior
-from ..progress import Progress
-from ..structure.neighbours import neighbour_pairs
+from ...environments import reverse_index
+from ...fitting import NormalEquations, blr_normal, ridge_normal, smoothness_prior
+from ...progress import Progress
+from ...structure.neighbours import neighbour_pairs
 from .blocks import project
 from .config import ModelConfig
-from .hamiltonian import HamiltonianModel, MatrixModel, gather_blocks, shell_offsets
+from .model import HamiltonianModel, MatrixModel, gather_blocks, shell_offsets
 
 EV_TO_MEV = 1000.0
 #: Relative prior precision of the on-site constant (it carries the mean level, e.g. a core energy).
@@ -345,7 +345,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
                                    fitted["H"][1], fitted["S"][1])
     report["seconds_fit"] = time.perf_counter() - t0
     if len(val_idx):
-        from .hamiltonian_eval import block_errors
+        from .evaluate import block_errors
 
         val = _Subset(structures, val_idx, orbital_basis)
         for name in ("H", "S"):
@@ -378,3 +378,14 @@ class _Subset:
         if not sd.H or sd.S is None:
             raise ValueError(f"structure {int(self.idx[k])} lacks H or S")
         return sd
+
+
+def format_report(report: dict) -> str:
+    """Per block type table of a fit report: n blocks, train RMSE, validation RMSE/MAE, condition number."""
+    lines = []
+    for name, unit in (("H", "meV"), ("S", "")):
+        lines.append(f"{name} blocks{'':<22}{'n':>8}{'rmse_train':>12}{'rmse_val':>12}{'mae_val':>12}{'cond':>10}  {unit}")
+        for key, st in report.get(name, {}).items():
+            lines.append(f"  {key:<28}{st['n_blocks']:>8}{st['train_rmse']:>12.4g}{st.get('val_rmse', float('nan')):>12.4g}"
+                         f"{st.get('val_mae', float('nan')):>12.4g}{st['condition_number']:>10.2g}")
+    return "\n".join(lines)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..structure import OrbitalBasis, RealSpaceMatrix, StructureData
-from ..structure.neighbours import neighbour_pairs
-from ..environments import reverse_index
+from ...structure import OrbitalBasis, RealSpaceMatrix, StructureData
+from ...structure.neighbours import neighbour_pairs
+from ...environments import reverse_index
 from .blocks import assemble, transpose_sign
 from .config import FeatureConfig, ModelConfig
 from .offsite import OffsiteFamily
@@ -354,7 +354,7 @@ def overlap_check(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000)
     if S.norb <= dense_limit:
         import scipy.linalg
 
-        from ..tb.bloch import bloch_sum
+        from ...tb.bloch import bloch_sum
 
         smallest = []
         for k in kpts:

@@ -1,10 +1,12 @@
 """Potential-fit configuration (the TOML file of ``acehamil fit-potential``).
 
-Every key is optional except ``data.train``; defaults are listed here and in
-``docs/potentials.md``::
+The file and the structures it names are read by
+:func:`acehamil.io.config.read_potential_job`; this module resolves the parsed
+tables.  Every key is optional except ``data.train``; defaults are listed here
+and in ``docs/potentials.md``::
 
     [data]
-    train = "Si_training.xyz"        # extended XYZ (anything ase.io.read reads), index ":"
+    train = "Si_training.xyz"        # extended XYZ (anything ASE reads), index ":"
     test = ["Si_test.xyz"]           # evaluated after the fit, never used for fitting or tuning
 
     [basis]
@@ -46,9 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .potential_data import Config, read_configs
-from .potential_fit import FitSettings
-from .potential_repulsion import RepulsionSpec
+from .data import Config
+from .fit import FitSettings
+from .repulsion import RepulsionSpec
 
 BASIS_DEFAULTS = {"r_cut": 5.0, "n_max": 8, "max_nu": 3, "max_degree": [16, 12, 8], "weight_n": 1.0, "weight_l": 1.0,
                   "envelope_power": 2}
@@ -77,7 +79,7 @@ def _check_keys(section: dict, allowed, name: str) -> None:
 def make_basis(species, r_cut=5.0, n_max=8, max_nu=3, max_degree=(16, 12, 8), weight_n=1.0, weight_l=1.0,
                envelope_power=2):
     """An invariant-only (``L_max = 0``) ACE basis for site energies."""
-    from ..basis import ACEBasis, BasisSpec, RadialSpec
+    from ...basis import ACEBasis, BasisSpec, RadialSpec
 
     md = list(max_degree) if np.ndim(max_degree) else [max_degree]
     md = md[:max_nu] if len(md) >= max_nu else md + [md[-1]] * (max_nu - len(md))
@@ -115,7 +117,7 @@ def invariant_l_max(max_degree, max_nu, weight_l=1.0) -> int:
 
 def core_repulsion(configs, species, fraction=0.8, strength=10.0) -> RepulsionSpec:
     """Core radii per species pair from the training structures (see module docstring)."""
-    from ..structure.neighbours import neighbour_pairs
+    from ...structure.neighbours import neighbour_pairs
 
     nn = {}
     shortest = {}
@@ -143,26 +145,38 @@ def core_repulsion(configs, species, fraction=0.8, strength=10.0) -> RepulsionSp
     return RepulsionSpec(r_core=tuple(radii), strength=float(strength))
 
 
-def job_from_config(cfg: dict, base_dir=".", progress: bool = False) -> PotentialJob:
-    """Resolve a parsed TOML dict into data, basis, settings and repulsion.
-
-    Parameters
-    ----------
-    cfg : dict
-        Sections ``data``, ``basis``, ``repulsion``, ``fit`` (module docstring).
-    base_dir : str or Path
-        Relative data paths are taken relative to it (the config file's folder).
-    """
+def check_tables(cfg: dict) -> None:
+    """Refuse unknown tables and a ``[data]`` table without ``train``."""
     _check_keys(cfg, {"data", "basis", "repulsion", "fit"}, "top level")
     data = dict(cfg.get("data", {}))
     _check_keys(data, {"train", "test"}, "data")
     if "train" not in data:
         raise ValueError("the config needs data.train (a training-set file)")
-    base = Path(base_dir)
-    train = read_configs(base / data["train"])
+
+
+def data_files(cfg: dict) -> tuple[str, list[str]]:
+    """The training file and the test files a config names, as written (relative paths unresolved)."""
+    check_tables(cfg)
+    data = cfg["data"]
     tests = data.get("test", [])
     tests = [tests] if isinstance(tests, str) else list(tests)
-    test = {str(t): read_configs(base / t) for t in tests}
+    return str(data["train"]), [str(t) for t in tests]
+
+
+def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) -> PotentialJob:
+    """Resolve a parsed TOML dict and its (already read) data into basis, settings and repulsion.
+
+    Parameters
+    ----------
+    cfg : dict
+        Sections ``data``, ``basis``, ``repulsion``, ``fit`` (module docstring).
+    train : list of Config
+        The structures ``data.train`` names.
+    test : dict of str -> list of Config, optional
+        The structures of each ``data.test`` file, keyed by its name in the config.
+    """
+    check_tables(cfg)
+    test = {} if test is None else dict(test)
     bcfg = {**BASIS_DEFAULTS, **cfg.get("basis", {})}
     _check_keys(bcfg, set(BASIS_DEFAULTS) | {"species"}, "basis")
     present = sorted({int(z) for c in train for z in c.atoms.numbers})

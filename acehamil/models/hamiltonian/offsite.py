@@ -24,7 +24,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..environments import BOND, Environments, bond_environments
+from ...environments import BOND, Environments, bond_environments
 from .blocks import OFFSITE, BlockType, block_types, transpose_sign
 from .config import FeatureConfig
 from .onsite import feature_degrees
@@ -68,7 +68,7 @@ class OffsiteFamily:
         return self.config.max_nu > 1 and self.config.r_env > 0
 
     def basis_spec(self):
-        from ..basis import BasisSpec, RadialSpec
+        from ...basis import BasisSpec, RadialSpec
 
         c = self.config
         cats = (BOND,) + (tuple(self.species) if self.has_environment else ())
@@ -86,7 +86,7 @@ class OffsiteFamily:
 
     @cached_property
     def basis(self):
-        from ..basis import ACEBasis
+        from ...basis import ACEBasis
 
         return ACEBasis(self.basis_spec())
 
@@ -119,7 +119,7 @@ class OffsiteFamily:
     def bond_only_basis(self):
         """Two-centre basis (the bond particle only) whose features equal the ``nu = 1``
         features of :attr:`basis`; used for bonds beyond ``env_bond_cut`` (no environment)."""
-        from ..basis import ACEBasis, BasisSpec, RadialSpec
+        from ...basis import ACEBasis, BasisSpec, RadialSpec
 
         s = self.basis.spec
         return ACEBasis(BasisSpec(

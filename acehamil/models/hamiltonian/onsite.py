@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..environments import Environments, site_environments
+from ...environments import Environments, site_environments
 from .blocks import ONSITE, BlockType, block_types
 from .config import FeatureConfig
 
@@ -75,7 +75,7 @@ class OnsiteFamily:
         """The :class:`acehamil.basis.BasisSpec`, or None for a constant-only model."""
         if self.config.max_nu == 0:
             return None
-        from ..basis import BasisSpec, RadialSpec
+        from ...basis import BasisSpec, RadialSpec
 
         c = self.config
         return BasisSpec(
@@ -94,7 +94,7 @@ class OnsiteFamily:
         spec = self.basis_spec()
         if spec is None:
             return None
-        from ..basis import ACEBasis
+        from ...basis import ACEBasis
 
         return ACEBasis(spec)
 

@@ -7,7 +7,7 @@ The model::
 ``B(R_i)`` are the invariant features (key ``(L, parity) = (0, +1)``) of the ACE
 basis engine (:mod:`acehamil.basis`) for the environment of atom ``i``,
 ``c_Z`` one coefficient vector per centre species, and ``phi`` the optional
-fixed core repulsion (:mod:`acehamil.models.potential_repulsion`).
+fixed core repulsion (:mod:`acehamil.models.potential.repulsion`).
 
 Gradients: particle ``p`` of centre ``i`` is atom ``j`` at
 ``vec_p = r_j - r_i + T @ cell``; with ``g_p = dE/dvec_p``,
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse
 
-from ..structure.neighbours import NeighbourPairs, neighbour_pairs
-from .potential_repulsion import RepulsionSpec
+from ...structure.neighbours import NeighbourPairs, neighbour_pairs
+from .repulsion import RepulsionSpec
 
 #: Feature key of the invariants: L = 0, even parity.
 INVARIANT = (0, 1)
@@ -60,7 +60,7 @@ def feature_orders(basis) -> np.ndarray:
 
 def make_centres(centre_species, particle_centre, particle_vec, particle_category):
     """:class:`acehamil.basis.Centres` of atom-centred environments (categories = neighbour atomic numbers)."""
-    from ..basis import Centres
+    from ...basis import Centres
 
     return Centres(
         centre_species=centre_species,

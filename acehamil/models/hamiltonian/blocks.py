@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..so3 import cg_real
+from ...so3 import cg_real
 
 ONSITE = "onsite"
 OFFSITE = "offsite"

@@ -1,6 +1,7 @@
-"""Configuration of Hamiltonian/overlap models and their fit (frozen dataclasses, TOML).
+"""Configuration of Hamiltonian/overlap models and their fit (frozen dataclasses).
 
-Every knob has a documented default; a TOML file only lists what differs.
+Every knob has a documented default; a TOML file (read by
+:func:`acehamil.io.config.read_model_config`) only lists what differs.
 A complete file with every default is ``examples/si_hamiltonian.toml``.
 
 TOML layout (all tables optional)::
@@ -46,7 +47,6 @@ TOML layout (all tables optional)::
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -203,6 +203,51 @@ class DataConfig:
         if set(self.structures) & set(self.test):
             raise ValueError(f"structures {sorted(set(self.structures) & set(self.test))} are in both train and test")
 
+    def test_indices(self, n: int) -> list:
+        """Held-out dataset indices in ``[0, n)`` (negative entries of ``test`` count from the end).
+
+        Examples
+        --------
+        >>> DataConfig(test=(-1,)).test_indices(5)
+        [4]
+        """
+        return resolve_indices(self.test, n)
+
+    def training_indices(self, n: int) -> list:
+        """Dataset indices to fit on: ``structures``, or every index not in ``test``.
+
+        Raises
+        ------
+        ValueError
+            An index is out of range, in both lists, or no training structure is left.
+
+        Examples
+        --------
+        >>> DataConfig(test=(-1,)).training_indices(4)
+        [0, 1, 2]
+        """
+        test = set(self.test_indices(n))
+        idx = resolve_indices(self.structures, n) or [i for i in range(n) if i not in test]
+        if set(idx) & test:
+            raise ValueError(f"structures {sorted(set(idx) & test)} are in both train and test")
+        if not idx:
+            raise ValueError("no training structures left after removing [data] test")
+        return idx
+
+
+def resolve_indices(indices, n: int) -> list:
+    """Dataset indices, negative ones counted from the end (Python style).
+
+    Raises
+    ------
+    ValueError
+        An index is outside ``[-n, n)``.
+    """
+    bad = [i for i in indices if not -n <= i < n]
+    if bad:
+        raise ValueError(f"structure indices {bad} out of range for a dataset of {n}")
+    return [i % n for i in indices]
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -247,33 +292,3 @@ class ModelConfig:
         if base_dir is not None and cfg.data.train and not Path(cfg.data.train).is_absolute():
             cfg = replace(cfg, data=replace(cfg.data, train=str(Path(base_dir) / cfg.data.train)))
         return cfg
-
-    @classmethod
-    def from_toml(cls, path) -> "ModelConfig":
-        """Read a TOML file (see :func:`read_toml`)."""
-        path = Path(path)
-        return cls.from_dict(read_toml(path), base_dir=path.parent)
-
-
-def read_toml(path) -> dict:
-    """Parse a TOML configuration file (stdlib ``tomllib``; ``tomli`` on Python 3.10).
-
-    Raises
-    ------
-    FileNotFoundError
-        The file does not exist.
-    ValueError
-        The file is not valid TOML (message names the file).
-    """
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such config file: {path}")
-    with open(path, "rb") as fh:
-        try:
-            return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path}: invalid TOML: {err}") from None

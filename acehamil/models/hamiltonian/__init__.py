@@ -1,0 +1,1 @@
+"""Models of the Hamiltonian H and overlap S: block families, configuration, fit and evaluation."""

@@ -1,0 +1,1 @@
+"""ACE site-energy potentials: model, configuration, labelled data, fit and core repulsion."""
