@@ -48,8 +48,45 @@ def save_figure(fig, path, dpi: int = 150) -> None:
 
 
 def _axis(path):
-    """x coordinates (nk,), tick positions and labels (merged at path joins) of a BandPath."""
-    x, xs, labels = path.get_linear_kpoint_axis()
+    """x coordinates (nk,), tick positions and labels (merged at path joins) of a BandPath, and the
+    indices ``b`` where the path jumps (no line is drawn between k-points ``b-1`` and ``b``).
+
+    ASE's linear axis is used when it fits the k-points; otherwise (any k list, e.g. a DFT
+    code's band k-points) x is the cumulative Cartesian distance, with a step more than
+    4 times the median step (or a repeated point) treated as a jump of zero length.
+    """
+    k = np.asarray(path.kpts, dtype=float).reshape(-1, 3)
+    nk = len(k)
+    try:
+        x, xs, labels = path.get_linear_kpoint_axis()
+        x = np.asarray(x, dtype=float)
+    except Exception:  # noqa: BLE001 - ASE cannot make an axis of this k list: ours below
+        x, xs, labels = np.zeros(0), [], []
+    if len(x) == nk:
+        dx = np.diff(x)
+        dk = np.abs(np.diff(k, axis=0)).sum(axis=1) if nk > 1 else np.zeros(0)
+        breaks = [b + 1 for b in np.nonzero((np.abs(dx) < 1e-12) & (dk > 1e-9))[0]]
+    else:
+        try:
+            rec = np.asarray(path.cell.reciprocal(), dtype=float)
+            kc = k @ rec
+        except Exception:  # noqa: BLE001 - no usable cell: fractional distances
+            kc = k
+        step = np.linalg.norm(np.diff(kc, axis=0), axis=1) if nk > 1 else np.zeros(0)
+        pos = step[step > 1e-12]
+        typical = float(np.median(pos)) if len(pos) else 0.0
+        jump = (step > 4 * typical) if (len(pos) >= 3 and typical > 0) else np.zeros(len(step), bool)
+        breaks = [int(b) + 1 for b in np.nonzero(jump)[0]]
+        step = np.where(jump, 0.0, step)
+        x = np.concatenate([[0.0], np.cumsum(step)])
+        xs, labels = [], []
+        special = dict(getattr(path, "special_points", {}) or {})
+        for q in range(nk):
+            for name, sp in special.items():
+                if np.abs(np.asarray(sp, dtype=float) - k[q]).sum() < 1e-6:
+                    xs.append(x[q])
+                    labels.append(name)
+                    break
     ticks, names = [], []
     for pos, lab in zip(xs, labels):
         lab = "Γ" if lab == "G" else lab
@@ -59,7 +96,14 @@ def _axis(path):
             continue
         ticks.append(pos)
         names.append(lab)
-    return np.asarray(x), ticks, names
+    return x, ticks, names, breaks
+
+
+def _broken(x, y, breaks):
+    """``x``, ``y`` (first axis k) with NaN inserted at the jumps, so a line does not bridge them."""
+    if not breaks:
+        return x, y
+    return np.insert(x, breaks, np.nan), np.insert(np.asarray(y, dtype=float), breaks, np.nan, axis=0)
 
 
 def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, label: str = "model",
@@ -83,7 +127,7 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
     -------
     matplotlib.figure.Figure
     """
-    x, ticks, names = _axis(result.path)
+    x, ticks, names, breaks = _axis(result.path)
     ef = result.fermi_level
     shift = ef if ef is not None else 0.0
     eps = result.energies - shift
@@ -99,7 +143,7 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
     styles = ("-", "--")
     for s in range(eps.shape[0]):
         for n in range(eps.shape[2]):
-            ax.plot(x, eps[s, :, n], color="C0" if s == 0 else "C3", lw=1.2, ls=styles[s % 2],
+            ax.plot(*_broken(x, eps[s, :, n], breaks), color="C0" if s == 0 else "C3", lw=1.2, ls=styles[s % 2],
                     label=(label + (f" (spin {s})" if eps.shape[0] == 2 else "")) if n == 0 else None)
     if ref is not None:
         for s in range(ref.shape[0]):
@@ -108,6 +152,8 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
                         label=reference_label if (n == 0 and s == 0) else None)
     ax.set_ylim(lo, hi)
     ax.set_xlim(x[0], x[-1] if x[-1] > x[0] else x[0] + 1)
+    for b in breaks:
+        ax.axvline(x[b], color="0.3", lw=0.9)
     ax.set_ylabel("E - E_F (eV)" if ef is not None else "E (eV)")
     if ef is not None:
         ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
@@ -125,7 +171,7 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
         diff = np.abs(eps[:ns, :, :nb] - ref[:ns, :, :nb])
         inside = (ref[:ns, :, :nb] >= lo) & (ref[:ns, :, :nb] <= hi)
         err = np.where(inside, diff, 0.0).max(axis=(0, 2)) * 1e3
-        axe.plot(x, err, color="C1", lw=1.2)
+        axe.plot(*_broken(x, err, breaks), color="C1", lw=1.2)
         axe.set_ylabel("|Δε| (meV)")
         axe.set_ylim(0, max(err.max() * 1.15, 1e-3))
         for t in ticks:

@@ -117,7 +117,10 @@ class ProductTables:
     """
 
     def __init__(self, spec: BasisSpec):
+        from .spec import check_size
+
         self.spec = spec
+        check_size(spec, f"basis of categories {list(spec.categories)}")
         cand = _one_particle(spec)
         keys = [(L, p) for L in range(spec.L_max + 1) for p in (-1, 1)]  # sorted
         # features per (nu, multiset, key): (multiset, key, pattern)

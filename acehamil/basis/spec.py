@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 #: Category of the bond particle of a bond centre (atomic numbers are >= 1).
 BOND = -1
 
@@ -226,3 +228,108 @@ class BasisSpec:
             l_max=d.get("l_max"),
             parities=tuple(d.get("parities", (-1, 1))),
         )
+
+
+#: Largest number of one-particle functions (category, n, l) a basis may have.
+MAX_ONE_PARTICLE = 20_000
+#: Largest number of products (multisets of one-particle functions, summed over nu) a basis may have;
+#: building takes about 3 ms per product (measured for nu <= 4), so this is minutes, not hours.
+MAX_PRODUCTS = 100_000
+#: Above this many products the build announces itself on stderr (about half a minute and more).
+ANNOUNCE_PRODUCTS = 10_000
+
+
+def count_products(spec: BasisSpec, limit: float = float("inf")) -> tuple:
+    """Number of one-particle functions and of products per correlation order, counted without
+    building them (the same degree and singleton rules as :mod:`acehamil.basis.product`;
+    parity and coupling reachability not applied, so an upper bound).
+
+    Counting stops early (returning ``inf``) once ``limit`` is passed.
+
+    Returns
+    -------
+    (float, list of float)
+        One-particle count, products for ``nu = 1..max_nu``.
+
+    Examples
+    --------
+    >>> spec = BasisSpec(categories=(14,), radial=RadialSpec(n_max=4, r_cut=5.0), max_nu=2, max_degree=(6, 6), L_max=2)
+    >>> count_products(spec)
+    (22.0, [22.0, 95.0])
+    """
+    lim = max(spec.max_degree)
+    degs, single = [], []
+    n_one = 0.0
+    for c in spec.categories:
+        for n in range(spec.radial.n_max):
+            rest = lim - spec.weight_n * n
+            if rest < -1e-9:
+                continue
+            nl = int(rest / spec.weight_l + 1e-9) + 1
+            if spec.l_max is not None:
+                nl = min(nl, spec.l_max + 1)
+            n_one += nl
+            if n_one > MAX_ONE_PARTICLE or n_one > limit:
+                return float("inf"), [float("inf")] * spec.max_nu
+            for l in range(nl):
+                degs.append(spec.weight_n * n + spec.weight_l * l)
+                single.append(c in spec.singleton_categories)
+    need_single = bool(spec.singleton_categories)
+    # multisets of size nu with total degree <= limit(nu): DP over items on a degree grid
+    scale = 1.0
+    for w in (spec.weight_n, spec.weight_l):
+        if abs(w * 4 - round(w * 4)) > 1e-9:
+            scale = 0.0
+    counts = []
+    grid = 4 if scale else 0
+    for nu in range(1, spec.max_nu + 1):
+        dlim = spec.degree_limit(nu)
+        if grid:
+            D = int(dlim * grid + 1e-6)
+            cnt = np.zeros((nu + 1, 2, D + 1))
+            cnt[0, 0, 0] = 1.0
+            for g, s in zip(degs, single):
+                gi = int(round(g * grid))
+                if gi > D:
+                    continue
+                for k in range(1, nu + 1):
+                    if s:
+                        cnt[k, 1, gi:] += cnt[k - 1, 0, : D + 1 - gi]
+                        # a second singleton is never allowed when singletons are required
+                        if not need_single:
+                            cnt[k, 1, gi:] += cnt[k - 1, 1, : D + 1 - gi]
+                    else:
+                        cnt[k, :, gi:] += cnt[k - 1, :, : D + 1 - gi]
+            total = float(cnt[nu, 1].sum()) if need_single else float(cnt[nu].sum())
+        else:  # irrational weights: crude bound
+            total = float(len(degs)) ** nu
+        counts.append(total)
+        if total > limit:
+            return n_one, counts + [float("inf")] * (spec.max_nu - nu)
+    return n_one, counts
+
+
+def check_size(spec: BasisSpec, what: str = "basis", stream=None) -> float:
+    """Refuse (ValueError naming the estimate) a basis too large to build, before building it.
+
+    A build above :data:`ANNOUNCE_PRODUCTS` products is announced on ``stream`` (default
+    stderr) with its estimated time.  Returns the estimated number of products.
+    """
+    n_one, counts = count_products(spec, limit=MAX_PRODUCTS * 10)
+    total = sum(counts)
+    if n_one > MAX_ONE_PARTICLE or total > MAX_PRODUCTS:
+        settings = f"max_degree {[float(d) for d in spec.max_degree]}, max_nu {spec.max_nu}, n_max {spec.radial.n_max}"
+        if n_one > MAX_ONE_PARTICLE:
+            raise ValueError(f"{what} is too large to build: {settings} give more than {MAX_ONE_PARTICLE} one-particle "
+                             f"functions (memory and time without bound); lower max_degree or n_max")
+        shown = ", ".join(f"nu={k + 1}: {c:.3g}" for k, c in enumerate(counts))
+        raise ValueError(
+            f"{what} is too large to build: {settings} give about {total:.3g} products ({shown}; limit "
+            f"{MAX_PRODUCTS}, ~{MAX_PRODUCTS * 3e-3 / 60:.0f} min to build); lower max_degree, max_nu or n_max"
+        )
+    if total > ANNOUNCE_PRODUCTS:
+        import sys
+
+        print(f"building a {what} of about {total:.3g} products (max_degree {list(spec.max_degree)}, max_nu "
+              f"{spec.max_nu}); estimated {total * 3e-3:.0f} s", file=stream or sys.stderr, flush=True)
+    return total

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate-potential", help="energy/force errors of a potential on labelled structures",
@@ -25,7 +23,9 @@ def run(args) -> int:
     if args.json:
         out = dict(metrics["all"])
         out["per_config_type"] = {k: v for k, v in metrics.items() if k != "all"}
-        print(json.dumps(out, indent=2))
+        from ..io.safe_write import dumps_strict
+
+        print(dumps_strict(out, indent=2))
     else:
         print(format_metrics(f"{args.data}", metrics))
     return 0

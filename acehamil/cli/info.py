@@ -8,8 +8,6 @@ The ``--json`` output is a contract for scripts::
 
 from __future__ import annotations
 
-import json
-
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="summarise an acehamil dataset file")
@@ -33,7 +31,9 @@ def summary(path) -> dict:
 def run(args) -> int:
     s = summary(args.path)
     if args.json:
-        print(json.dumps(s))
+        from ..io.safe_write import dumps_strict
+
+        print(dumps_strict(s))
         return 0
     rows = s["structures"]
     print(f"{args.path}: {s['nstructures']} structures (format {s['format_version']}, conventions {s['conventions_version']})")

@@ -51,7 +51,7 @@ def read_model_config(path):
     from ..models.hamiltonian.config import ModelConfig
 
     path = Path(path)
-    return ModelConfig.from_dict(read_toml(path), base_dir=path.parent)
+    return ModelConfig.from_dict(read_toml(path), base_dir=path.parent, source=str(path))
 
 
 def read_potential_job(path):

@@ -24,9 +24,21 @@ def read_configs(path, index: str = ":") -> list[Config]:
     -------
     list of Config
     """
+    import os
+
     import ase.io
 
-    frames = ase.io.read(str(path), index=index)
+    from ..errors import UserError
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such structure file: {path}")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"{path} is empty: no labelled structures")
+    try:
+        frames = ase.io.read(str(path), index=index)
+    except Exception as err:  # noqa: BLE001 - ASE's parsers raise anything on foreign input
+        raise UserError(f"{path}: ASE cannot read labelled structures from it ({type(err).__name__}: {err}); "
+                        f"give an extended XYZ (or other ASE-readable) file with energies and forces") from None
     if not isinstance(frames, list):
         frames = [frames]
     if not frames:

@@ -50,6 +50,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from ...errors import UserError
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -265,7 +267,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, base_dir=None) -> "ModelConfig":
+    def from_dict(cls, d: dict, base_dir=None, source: str = "") -> "ModelConfig":
         """Build from a (TOML-shaped) dict; unknown keys are errors.
 
         Examples
@@ -287,8 +289,52 @@ class ModelConfig:
             if bad:
                 raise ValueError(f"unknown keys in [{key}]: {sorted(bad)}; known: {sorted(known)}")
             value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-            kw[key] = replace(getattr(defaults, key), **value)
+            default = getattr(defaults, key)
+            for k, v in value.items():
+                check_type(f"[{key}] {k}", v, getattr(default, k), source)
+            try:
+                kw[key] = replace(default, **value)
+            except (TypeError, ValueError) as err:
+                raise UserError(f"{source + ': ' if source else ''}[{key}]: {err}") from None
         cfg = cls(**kw)
         if base_dir is not None and cfg.data.train and not Path(cfg.data.train).is_absolute():
             cfg = replace(cfg, data=replace(cfg.data, train=str(Path(base_dir) / cfg.data.train)))
         return cfg
+
+
+def check_type(name: str, value, default, source: str = "") -> None:
+    """Raise UserError (naming the key and file) unless ``value`` has the kind of ``default``.
+
+    Numbers accept int and float (booleans are never numbers); lists must hold numbers when
+    the default does; strings and booleans must match.
+
+    Examples
+    --------
+    >>> check_type("[h_onsite] r_cut", "six", 5.0, "fit.toml")
+    Traceback (most recent call last):
+    ...
+    acehamil.errors.UserError: fit.toml: [h_onsite] r_cut must be a number, got 'six' (a string)
+    """
+    where = f"{source}: " if source else ""
+
+    def kind(x):
+        if isinstance(x, bool):
+            return "a boolean (true/false)"
+        if isinstance(x, (int, float)):
+            return "a number"
+        if isinstance(x, str):
+            return "a string"
+        if isinstance(x, (list, tuple)):
+            return "a list"
+        return "a table" if isinstance(x, dict) else type(x).__name__
+
+    if default is None:
+        return
+    want, got = kind(default), kind(value)
+    if want != got:
+        raise UserError(f"{where}{name} must be {want}, got {value!r} ({got})")
+    if isinstance(value, (tuple, list)):
+        numeric = not default or all(isinstance(x, (int, float)) for x in default)
+        bad = [x for x in value if isinstance(x, bool) or not isinstance(x, (int, float) if numeric else (int, float, str))]
+        if bad:
+            raise UserError(f"{where}{name} must be a list of numbers, got {list(value)!r}")
