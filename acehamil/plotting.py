@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_bands", "plot_dos", "save_figure", "FORMATS"]
+__all__ = ["plot_bands", "plot_levels", "plot_dos", "save_figure", "FORMATS"]
 
 FORMATS = (".png", ".pdf")
 
@@ -47,63 +47,22 @@ def save_figure(fig, path, dpi: int = 150) -> None:
     fig.savefig(path, dpi=dpi, format=path.suffix.lower()[1:])
 
 
-def _axis(path):
-    """x coordinates (nk,), tick positions and labels (merged at path joins) of a BandPath, and the
-    indices ``b`` where the path jumps (no line is drawn between k-points ``b-1`` and ``b``).
+def _axis(result):
+    """KAxis of a BandsResult (or of a bare BandPath)."""
+    from .tb.kpath import linear_axis
 
-    ASE's linear axis is used when it fits the k-points; otherwise (any k list, e.g. a DFT
-    code's band k-points) x is the cumulative Cartesian distance, with a step more than
-    4 times the median step (or a repeated point) treated as a jump of zero length.
-    """
-    k = np.asarray(path.kpts, dtype=float).reshape(-1, 3)
-    nk = len(k)
-    try:
-        x, xs, labels = path.get_linear_kpoint_axis()
-        x = np.asarray(x, dtype=float)
-    except Exception:  # noqa: BLE001 - ASE cannot make an axis of this k list: ours below
-        x, xs, labels = np.zeros(0), [], []
-    if len(x) == nk:
-        dx = np.diff(x)
-        dk = np.abs(np.diff(k, axis=0)).sum(axis=1) if nk > 1 else np.zeros(0)
-        breaks = [b + 1 for b in np.nonzero((np.abs(dx) < 1e-12) & (dk > 1e-9))[0]]
-    else:
-        try:
-            rec = np.asarray(path.cell.reciprocal(), dtype=float)
-            kc = k @ rec
-        except Exception:  # noqa: BLE001 - no usable cell: fractional distances
-            kc = k
-        step = np.linalg.norm(np.diff(kc, axis=0), axis=1) if nk > 1 else np.zeros(0)
-        pos = step[step > 1e-12]
-        typical = float(np.median(pos)) if len(pos) else 0.0
-        jump = (step > 4 * typical) if (len(pos) >= 3 and typical > 0) else np.zeros(len(step), bool)
-        breaks = [int(b) + 1 for b in np.nonzero(jump)[0]]
-        step = np.where(jump, 0.0, step)
-        x = np.concatenate([[0.0], np.cumsum(step)])
-        xs, labels = [], []
-        special = dict(getattr(path, "special_points", {}) or {})
-        for q in range(nk):
-            for name, sp in special.items():
-                if np.abs(np.asarray(sp, dtype=float) - k[q]).sum() < 1e-6:
-                    xs.append(x[q])
-                    labels.append(name)
-                    break
-    ticks, names = [], []
-    for pos, lab in zip(xs, labels):
-        lab = "Γ" if lab == "G" else lab
-        if ticks and abs(pos - ticks[-1]) < 1e-9:
-            if lab != names[-1]:
-                names[-1] = f"{names[-1]}|{lab}"
-            continue
-        ticks.append(pos)
-        names.append(lab)
-    return x, ticks, names, breaks
+    return result.axis if hasattr(result, "axis") else linear_axis(result)
 
 
-def _broken(x, y, breaks):
-    """``x``, ``y`` (first axis k) with NaN inserted at the jumps, so a line does not bridge them."""
-    if not breaks:
-        return x, y
-    return np.insert(x, breaks, np.nan), np.insert(np.asarray(y, dtype=float), breaks, np.nan, axis=0)
+def _lines(ax, x, y, segments, **kw):
+    """Plot the columns of ``y (nk, nb)`` against ``x``, one line per continuous path segment."""
+    label = kw.pop("label", None)
+    y = np.asarray(y)
+    y = y[:, None] if y.ndim == 1 else y
+    for sl in segments:
+        for n in range(y.shape[1]):
+            ax.plot(x[sl], y[sl, n], label=label, **kw)
+            label = None
 
 
 def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, label: str = "model",
@@ -127,7 +86,10 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
     -------
     matplotlib.figure.Figure
     """
-    x, ticks, names, breaks = _axis(result.path)
+    if not getattr(result, "periodic", True):
+        return plot_levels(result, emin=emin, emax=emax, label=label, reference_label=reference_label, title=title)
+    kax = _axis(result)
+    x, ticks, names, segs = kax.x, kax.ticks, kax.labels, kax.segments()
     ef = result.fermi_level
     shift = ef if ef is not None else 0.0
     eps = result.energies - shift
@@ -142,9 +104,8 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
     hi = eps.max() if emax is None else emax
     styles = ("-", "--")
     for s in range(eps.shape[0]):
-        for n in range(eps.shape[2]):
-            ax.plot(*_broken(x, eps[s, :, n], breaks), color="C0" if s == 0 else "C3", lw=1.2, ls=styles[s % 2],
-                    label=(label + (f" (spin {s})" if eps.shape[0] == 2 else "")) if n == 0 else None)
+        _lines(ax, x, eps[s], segs, color="C0" if s == 0 else "C3", lw=1.2, ls=styles[s % 2],
+               label=label + (f" (spin {s})" if eps.shape[0] == 2 else ""))
     if ref is not None:
         for s in range(ref.shape[0]):
             for n in range(ref.shape[2]):
@@ -152,13 +113,13 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
                         label=reference_label if (n == 0 and s == 0) else None)
     ax.set_ylim(lo, hi)
     ax.set_xlim(x[0], x[-1] if x[-1] > x[0] else x[0] + 1)
-    for b in breaks:
-        ax.axvline(x[b], color="0.3", lw=0.9)
     ax.set_ylabel("E - E_F (eV)" if ef is not None else "E (eV)")
     if ef is not None:
         ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
     for t in ticks:
         ax.axvline(t, color="0.7", lw=0.6)
+    for q in kax.breaks:
+        ax.axvline(x[q], color="0.3", lw=1.2)
     if result.gap is not None and result.gap.gap > 0:
         ax.text(0.01, 0.01, f"gap {result.gap.gap:.3f} eV", transform=ax.transAxes, fontsize=8)
     ax.legend(loc="upper right", fontsize=8)
@@ -171,7 +132,7 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
         diff = np.abs(eps[:ns, :, :nb] - ref[:ns, :, :nb])
         inside = (ref[:ns, :, :nb] >= lo) & (ref[:ns, :, :nb] <= hi)
         err = np.where(inside, diff, 0.0).max(axis=(0, 2)) * 1e3
-        axe.plot(*_broken(x, err, breaks), color="C1", lw=1.2)
+        _lines(axe, x, err, segs, color="C1", lw=1.2)
         axe.set_ylabel("|Δε| (meV)")
         axe.set_ylim(0, max(err.max() * 1.15, 1e-3))
         for t in ticks:
@@ -180,6 +141,62 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
         bottom = axe
     bottom.set_xticks(ticks)
     bottom.set_xticklabels(names)
+    return fig
+
+
+def plot_levels(result, emin: float | None = -10.0, emax: float | None = 6.0, label: str = "model",
+                reference_label: str = "reference", title: str | None = None):
+    """Energy-level diagram of a molecule or cluster (one k-point): one line per level.
+
+    Occupied levels (below E_F) are drawn solid, empty ones dashed; HOMO and LUMO are labelled
+    when the electron count is known.  A reference (e.g. the DFT code's own levels) is drawn in a
+    second column.
+
+    Parameters
+    ----------
+    result : acehamil.tb.bands.BandsResult
+        With one k-point.
+    emin, emax : float or None
+        Window in eV relative to E_F (absolute when unknown); None for all levels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    ef = result.fermi_level
+    shift = ef if ef is not None else 0.0
+    cols = [(label, result.energies[:, 0, :] - shift)]
+    if result.reference is not None:
+        cols.append((reference_label, result.reference[:, 0, :] - shift))
+    fig = _figure((1.8 + 1.6 * len(cols), 4.8))
+    ax = fig.subplots(1, 1)
+    allv = np.concatenate([c.ravel() for _, c in cols])
+    lo = allv.min() - 0.5 if emin is None else emin
+    hi = allv.max() + 0.5 if emax is None else emax
+    nocc = None
+    if result.n_electrons is not None and result.energies.shape[0] == 1:
+        nocc = int(np.ceil(result.n_electrons / 2 - 1e-9))
+    for c, (name, lev) in enumerate(cols):
+        for s in range(lev.shape[0]):
+            for n, e in enumerate(lev[s]):
+                occupied = (n < nocc) if nocc is not None else (ef is not None and e <= 0.0)
+                x0 = c + 0.1 + 0.4 * s * (lev.shape[0] > 1)
+                ax.plot([x0, x0 + (0.8 if lev.shape[0] == 1 else 0.4)], [e, e], color="C0" if c == 0 else "k",
+                        lw=1.4, ls="-" if occupied else "--")
+        if nocc is not None and 0 < nocc < lev.shape[1] and c == 0:
+            for n, tag in ((nocc - 1, "HOMO"), (nocc, "LUMO")):
+                if lo <= lev[0, n] <= hi:
+                    ax.text(c + 0.92, lev[0, n], tag, fontsize=7, va="center")
+    ax.set_xticks([c + 0.5 for c in range(len(cols))])
+    ax.set_xticklabels([name for name, _ in cols], fontsize=8)
+    ax.set_xlim(0, len(cols) + 0.15)
+    ax.set_ylim(lo, hi)
+    if ef is not None:
+        ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
+    ax.set_ylabel("E - E_F (eV)" if ef is not None else "E (eV)")
+    gap = result.gap
+    ax.set_title(title or ("levels" + (f", HOMO-LUMO gap {gap.gap:.3f} eV" if gap is not None and gap.gap > 0 else "")),
+                 fontsize=9)
     return fig
 
 

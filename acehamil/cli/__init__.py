@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from .._version import __version__
@@ -33,6 +34,10 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acehamil", description="ACE models of Hamiltonians, overlaps and site energies.")
     parser.add_argument("--version", action="version", version=f"acehamil {__version__}")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="BLAS/LAPACK/OpenMP threads for the whole command (default: $ACEHAMIL_THREADS, else "
+                             "the libraries' own setting, with one BLAS thread in acehamil's loops over many small "
+                             "matrices: per-k solves, per-block fits, predictions)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         try:
@@ -42,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         mod.register(sub)
+    for cmd in sub.choices.values():  # also accepted after the command: acehamil fit --threads 1 ...
+        cmd.add_argument("--threads", type=_positive_int, default=argparse.SUPPRESS, metavar="N",
+                         help="BLAS/LAPACK/OpenMP threads (same as acehamil --threads N)")
     return parser
 
 
@@ -94,16 +102,44 @@ def _user_message(err: BaseException, args) -> str:
     return msg.splitlines()[0] if msg else msg
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+_NEGATIVE_SLICE = re.compile(r"^-\d*:[-\d:]*$")
+
+
+def _join_negative_values(argv: list) -> list:
+    """``--index -6:`` -> ``--index=-6:``: argparse takes a negative slice for an option (only plain
+    negative numbers such as ``-6`` are recognised as values)."""
+    out = []
+    for tok in argv:
+        if out and _NEGATIVE_SLICE.match(tok) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv=None) -> int:
     """Run one command.  Exit codes: 0 success, 2 user error (one line on stderr), 1 a bug
     (traceback on stderr with a request to report it), 130 interrupted."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ..threads import limit_threads, threads_from_env
+
     try:
-        return int(args.func(args) or 0)
+        with limit_threads(args.threads if args.threads is not None else threads_from_env()):
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         sys.stderr.close()
         return 0

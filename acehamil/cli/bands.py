@@ -14,9 +14,12 @@ lines break where the path jumps.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..errors import UserError
+from ..tb.kpath import LATTICE_TOLERANCE
 from ._tbcommon import add_structure_args, check_tb_outputs, load_structure, save_figure_safely, solver_kw, write_json
 
 
@@ -32,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--align", choices=["absolute", "fermi"], default="absolute",
                    help="compare with --reference in absolute energies (default) or each relative to its own E_F")
     p.add_argument("--fermi-level", type=float, default=None, help="E_F in eV (default: from the electron count)")
+    p.add_argument("--lattice-tolerance", type=float, default=LATTICE_TOLERANCE, metavar="EPS",
+                   help=f"tolerance in Å for recognising the Bravais lattice of the standard path (default "
+                        f"{LATTICE_TOLERANCE}: a slightly strained cubic cell keeps its cubic path; 2e-4 is ASE's strict value)")
     p.add_argument("-o", "--output", default=None, help="figure file (.png or .pdf)")
     p.add_argument("--json", default=None, help="write the bands JSON (see docs/tb.md)")
     p.set_defaults(func=run)
@@ -74,14 +80,19 @@ def run(args) -> int:
     check_tb_outputs(args, REFERENCE=args.reference, KPTS=args.kpts)
     sd = load_structure(args.data, args.structure, args.orthonormal)
     kw = solver_kw(args)
-    kpts, reference, ref_label = None, None, "reference"
+    kpts, reference, ref_label, labels, breaks = None, None, "reference", None, None
     if args.kpts is not None:
         kpts = read_kpts(args.kpts)
     elif args.path is None and args.reference is None and sd.reference_bands is not None:
         kpts, reference = (np.asarray(a, dtype=float) for a in sd.reference_bands)
         ref_label = str(sd.info.get("source", sd.info.get("code", "DFT")))
+        bp = sd.info.get("band_path") or {}
+        labels, breaks = bp.get("labels"), bp.get("breaks")
+        if "reference_bands_spin1" in sd.info and sd.nspin == 2:
+            reference = np.stack([reference, np.asarray(sd.info["reference_bands_spin1"], dtype=float)])
     res = band_structure(sd, path=args.path, npoints=args.npoints, kpts=kpts, fermi_level=args.fermi_level,
-                         reference=reference, **kw)
+                         reference=reference, labels=labels, breaks=breaks, lattice_tolerance=args.lattice_tolerance,
+                         **kw)
     alignment = "absolute energies"
     if args.reference is not None:
         from ..io.generator import _same_structure
@@ -99,7 +110,7 @@ def run(args) -> int:
                 raise UserError("--align fermi needs both Fermi levels (electron counts or stored fermi_level)")
             ref = ref - ef_ref + res.fermi_level
             alignment = f"each relative to its own Fermi level (reference shifted by {res.fermi_level - ef_ref:+.4f} eV)"
-        res = type(res)(res.path, res.energies, res.fermi_level, res.gap, ref)
+        res = dataclasses.replace(res, reference=ref)
         ref_label = f"{args.reference} ({other.info.get('name', k)})"
     if args.json:
         write_json(args.json, res.to_json())
@@ -114,7 +125,12 @@ def run(args) -> int:
         save_figure_safely(fig, args.output)
     if not args.quiet:
         ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
-        print(f"{len(res.kpts)} k-points, {res.energies.shape[-1]} bands, E_F {ef}, gap {gap_text(res.gap)}")
+        if res.periodic:
+            print(f"{len(res.kpts)} k-points ({_path_name(res)}), {res.energies.shape[-1]} bands, E_F {ef}, "
+                  f"gap {gap_text(res.gap)}")
+        else:
+            print(f"molecule/cluster: {res.energies.shape[-1]} levels at Γ (level diagram), E_F {ef}, "
+                  f"HOMO-LUMO gap {gap_text(res.gap)}")
         if res.reference is not None:
             print(f"max |bands - reference| = {res.reference_error():.3e} eV ({alignment})")
     return 0
@@ -130,3 +146,8 @@ def gap_text(gap) -> str:
         return (f"none: metallic (the highest occupied level {gap.vbm:.4f} eV lies above the lowest empty "
                 f"level {gap.cbm:.4f} eV: bands overlap)")
     return "none: metallic (a band crosses E_F)"
+
+
+def _path_name(res) -> str:
+    ax = res.axis
+    return "-".join(ax.labels) if ax.labels else "unlabelled path"

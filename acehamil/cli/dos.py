@@ -31,6 +31,9 @@ def register(subparsers) -> None:
                    help="Mulliken PDOS per species (default), shell or l")
     p.add_argument("--erange", type=float, nargs=2, default=None, metavar=("EMIN", "EMAX"),
                    help="absolute energy range of the DOS in eV (default: all levels)")
+    p.add_argument("--window", choices=["valence", "all"], default="valence",
+                   help="default energy range: valence (leave out core levels below a >= 20 eV gap and empty levels "
+                        "far above E_F, as in all-electron data) or all levels; --erange overrides")
     p.add_argument("--npoints", type=int, default=None,
                    help="energy points (default: spacing width/5 over all levels; 2001 with --erange)")
     p.add_argument("--fermi-level", type=float, default=None, help="E_F in eV (default: from the electron count)")
@@ -56,6 +59,7 @@ def run(args) -> int:
     energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints or 2001)
     res = density_of_states(sd, kmesh=args.kmesh, width=args.width, smearing=args.smearing, energies=energies,
                             npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, gamma_centred=args.gamma_centred,
+                            window=args.window,
                             **solver_kw(args))
     if args.json:
         write_json(args.json, res.to_json())
@@ -65,9 +69,16 @@ def run(args) -> int:
         save_figure_safely(plot_dos(res, emin=args.emin, emax=args.emax), args.output)
     if not args.quiet:
         ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
-        print(f"{len(res.kpts)} k-points (weights from a {'x'.join(map(str, args.kmesh))} grid), "
+        from ..tb.kpath import effective_pbc
+
+        pbc = effective_pbc(sd.atoms)
+        grid = "x".join(str(n if p else 1) for n, p in zip(args.kmesh, pbc))
+        where = (f"{len(res.kpts)} k-points (weights from a {grid} grid)" if pbc.any()
+                 else "molecule/cluster: Γ only")
+        print(f"{where}, "
               f"E_F {ef}, spin degeneracy {res.spin_degeneracy}, "
-              f"integral {np.trapezoid(res.dos, res.energies):.4f} states/cell")
+              f"{np.trapezoid(res.dos, res.energies):.4f} states/cell in {res.energies[0]:.2f}..{res.energies[-1]:.2f} eV "
+              f"(of {2 * res.eigenvalues.shape[-1]} in all)")
     return 0
 
 

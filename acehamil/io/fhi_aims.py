@@ -349,7 +349,10 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
     -------
     StructureData
         H (eV) per spin channel, S, ``fermi_level`` = FHI-aims' last chemical potential (eV),
-        ``energy`` (eV), ``info`` with the source and Hartree factor.
+        ``energy`` (eV), ``info`` with the source and Hartree factor; ``reference_bands`` = FHI-aims'
+        own band energies (``band1NNN.out``, absolute eV) or cluster levels (``eigenvalues.out``)
+        when present, with the path labels, ``k_grid`` and charge of ``control.in`` in ``info``
+        (:func:`acehamil.io.fhi_aims_bands.band_extras`).
 
     Raises
     ------
@@ -390,7 +393,9 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
     H = tuple(_assemble(idx, h, bmap, wrap, natoms, aims["hartree"]) for h in hv)
     S = _assemble(idx, sv[0], bmap, wrap, natoms, 1.0)
     from ..structure.validate import validate_structure
+    from .fhi_aims_bands import band_extras
 
+    extras = band_extras(folder, aims["chemical_potential"], periodic)
     sd = StructureData(
         atoms=atoms,
         basis=bmap.basis,
@@ -399,7 +404,9 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
         fermi_level=aims["chemical_potential"],
         energy=aims["energy"],
         n_electrons=aims["n_electrons"],
-        info={"source": "fhi-aims", "folder": str(folder), "hartree_to_ev": aims["hartree"], "name": folder.name},
+        reference_bands=extras.get("reference_bands"),
+        info={"source": "fhi-aims", "folder": str(folder), "hartree_to_ev": aims["hartree"], "name": folder.name,
+              **extras.get("info", {})},
     )
     validate_structure(sd, str(folder))
     return sd

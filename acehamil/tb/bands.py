@@ -31,102 +31,14 @@ from ase.dft.kpoints import BandPath
 from ase.spectrum.band_structure import BandStructure
 
 from ..structure import StructureData
-from .bloch import as_kpts
+from ..threads import with_inner_threads
 from .dos import monkhorst_pack
+from .kpath import LATTICE_TOLERANCE, KAxis, band_path, effective_pbc, kmesh_for, linear_axis, path_from_kpts
 from .eigen import MAX_CONDITION, S_THRESHOLD, solve
 from .smearing import fermi_level as _fermi_level
 
 __all__ = ["BandGap", "BandsResult", "band_path", "path_from_kpts", "kmesh_for", "eigenvalues", "band_gap",
-           "band_structure", "structure_fermi_level"]
-
-
-def _cell(atoms):
-    """Cell with non-periodic/zero axes completed (for reciprocal lengths)."""
-    return atoms.cell.complete()
-
-
-def kmesh_for(atoms, density: float = 25.0) -> tuple:
-    """k-mesh with ``n_i = ceil(density * |b_i|)`` (``b`` reciprocal vectors in 1/Å, no 2 pi); 1 on
-    non-periodic axes.
-
-    >>> from ase.build import bulk
-    >>> kmesh_for(bulk("Si", "diamond", a=5.43))
-    (8, 8, 8)
-    """
-    if not density > 0:
-        raise ValueError(f"k-point density must be > 0 Å, got {density}")
-    b = np.linalg.norm(_cell(atoms).reciprocal(), axis=1)
-    return tuple(int(max(1, np.ceil(density * bi))) if p else 1 for bi, p in zip(b, atoms.pbc))
-
-
-def band_path(atoms, path: str | None = None, npoints: int = 200) -> BandPath:
-    """A k-path: ASE's standard path of the lattice, or any path string (e.g. "GXWKGL", "GMK,GA").
-
-    Non-periodic structures get the single point Gamma.
-    """
-    if int(npoints) < 1:
-        raise ValueError(f"npoints must be >= 1, got {npoints}")
-    if not np.any(atoms.pbc):
-        return BandPath(_cell(atoms), kpts=np.zeros((1, 3)), special_points={"G": np.zeros(3)}, path="G")
-    try:
-        return atoms.cell.bandpath(path, npoints=int(npoints), pbc=atoms.pbc)
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"cannot build k-path {path!r} for this lattice: {err}") from None
-
-
-def _lattice_rotations(cell) -> np.ndarray:
-    """Cartesian orthogonal matrices ``Q`` (n, 3, 3) mapping the lattice onto itself (integer
-    combinations with coefficients -1..1 that preserve the metric)."""
-    a = np.asarray(cell, dtype=np.float64)
-    grid = np.array(np.meshgrid(*[[-1, 0, 1]] * 9, indexing="ij")).reshape(9, -1).T.reshape(-1, 3, 3)
-    grid = grid[np.abs(np.round(np.linalg.det(grid))) == 1]
-    ma = grid @ a
-    metric = a @ a.T
-    ok = np.all(np.abs(ma @ ma.transpose(0, 2, 1) - metric) < 1e-6 * np.abs(metric).max(), axis=(1, 2))
-    q_t = np.linalg.solve(a, ma[ok])  # M A = A Q^T
-    return q_t.transpose(0, 2, 1)
-
-
-def path_from_kpts(atoms, kpts, eps: float = 1e-4) -> BandPath:
-    """A BandPath through given fractional k-points, with the lattice's special points labelled
-    (also when a k-point is a symmetry-equivalent copy of ASE's representative, e.g. K')."""
-    k = as_kpts(kpts)
-    special = {}
-    if np.any(atoms.pbc):
-        try:
-            special = dict(atoms.cell.bandpath(npoints=0, pbc=atoms.pbc).special_points)
-        except Exception:  # lattice not recognised: no labels  # noqa: BLE001
-            special = {}
-    labels = []
-    if special:
-        a = np.asarray(_cell(atoms))
-        b = np.linalg.inv(a).T
-        rots = _lattice_rotations(a)
-        names = list(special)
-        sp = np.array([special[n] for n in names])  # (ns, 3)
-        kc = k @ b  # (nk, 3) Cartesian (no 2 pi)
-        images = np.einsum("rij,kj->kri", rots, kc) @ a.T  # fractional images of each k, (nk, nrot, 3)
-        diff = images[:, :, None, :] - sp[None, None]
-        dist = np.abs(diff - np.round(diff)).sum(axis=-1).min(axis=1)  # (nk, ns)
-        for q in range(len(k)):
-            hit = np.nonzero(dist[q] < eps)[0]
-            if len(hit):
-                name = names[hit[0]]
-                if not labels or labels[-1][0] != q - 1 or labels[-1][1] != name:
-                    labels.append((q, name))
-    path = "".join(name for _, name in labels)
-    # label positions by their own (possibly equivalent) coordinates, so ASE's axis finds them
-    points = {}
-    for q, name in labels:
-        points.setdefault(name, k[q])
-    if any(np.abs(k[q] - points[name]).sum() > eps for q, name in labels):
-        # the same label at two different coordinates: give each occurrence its own key
-        points, path = {}, ""
-        for n, (q, name) in enumerate(labels):
-            key = name if name not in points else f"{name}{n}"
-            points[key] = k[q]
-            path += key if len(key) == 1 else f"{key},"
-    return BandPath(_cell(atoms), kpts=k, special_points=points, path=path)
+           "band_structure", "structure_fermi_level", "linear_axis", "KAxis"]
 
 
 def eigenvalues(data: StructureData, kpts, *, max_condition=MAX_CONDITION, remedy=None,
@@ -149,7 +61,7 @@ def structure_fermi_level(data: StructureData, kmesh=None, width: float = 0.01, 
     if data.n_electrons is None:
         return None if data.fermi_level is None else float(data.fermi_level)
     mesh = kmesh_for(data.atoms) if kmesh is None else kmesh
-    k, w = monkhorst_pack(mesh, data.atoms.pbc)
+    k, w = monkhorst_pack(mesh, effective_pbc(data.atoms))
     eps = eigenvalues(data, k, **solver_kw)
     g = 2 if eps.shape[0] == 1 else 1
     return _fermi_level(eps, w, float(data.n_electrons), width, smearing, g)
@@ -224,6 +136,8 @@ class BandsResult:
     gap : BandGap or None
     reference : ndarray (nspin, nk, nbands_ref) or None
         Reference energies at the same k-points (e.g. the DFT code's own bands), eV.
+    n_electrons : float or None
+        Electrons per cell used for the Fermi level and gap (None: unknown).
     """
 
     path: BandPath
@@ -231,10 +145,21 @@ class BandsResult:
     fermi_level: float | None
     gap: BandGap | None
     reference: np.ndarray | None = None
+    n_electrons: float | None = None
 
     @property
     def kpts(self) -> np.ndarray:
         return self.path.kpts
+
+    @property
+    def axis(self) -> KAxis:
+        """Plot axis: path length, labels, breaks (:func:`acehamil.tb.kpath.linear_axis`)."""
+        return linear_axis(self.path)
+
+    @property
+    def periodic(self) -> bool:
+        """False for a molecule's levels (one k-point, Γ)."""
+        return len(self.kpts) > 1
 
     @property
     def band_structure(self) -> BandStructure:
@@ -270,7 +195,8 @@ class BandsResult:
 
 
 def band_structure(data: StructureData, path: str | None = None, npoints: int = 200, kpts=None,
-                   fermi_level: float | None = None, kmesh=None, reference=None, **solver_kw) -> BandsResult:
+                   fermi_level: float | None = None, kmesh=None, reference=None, labels=None, breaks=None,
+                   lattice_tolerance: float = LATTICE_TOLERANCE, **solver_kw) -> BandsResult:
     """Bands of a structure along a path or at given k-points.
 
     Parameters
@@ -287,6 +213,11 @@ def band_structure(data: StructureData, path: str | None = None, npoints: int = 
         Default :func:`structure_fermi_level` (with ``kmesh``).
     reference : array (nk, nb) or (nspin, nk, nb), eV, optional
         Reference energies at the same k-points, stored for plots and errors.
+    labels, breaks : optional
+        With ``kpts``: ``[[index, name], ...]`` special-point labels and path breaks
+        (:func:`acehamil.tb.kpath.path_from_kpts`; default found from the lattice).
+    lattice_tolerance : float, Å
+        Tolerance for identifying the Bravais lattice (standard path and labels).
     **solver_kw
         ``max_condition``, ``remedy``, ``s_threshold`` (see :func:`acehamil.tb.eigen.solve_k`).
 
@@ -294,7 +225,10 @@ def band_structure(data: StructureData, path: str | None = None, npoints: int = 
     -------
     BandsResult
     """
-    bp = band_path(data.atoms, path, npoints) if kpts is None else path_from_kpts(data.atoms, kpts)
+    if kpts is None:
+        bp = band_path(data.atoms, path, npoints, eps=lattice_tolerance)
+    else:
+        bp = path_from_kpts(data.atoms, kpts, labels=labels, breaks=breaks, tolerance=lattice_tolerance)
     eps = eigenvalues(data, bp.kpts, **solver_kw)
     ef = float(fermi_level) if fermi_level is not None else structure_fermi_level(data, kmesh, **solver_kw)
     n_el = data.n_electrons if data.n_electrons is not None else None
@@ -305,4 +239,4 @@ def band_structure(data: StructureData, path: str | None = None, npoints: int = 
         ref = ref[None] if ref.ndim == 2 else ref
         if ref.ndim != 3 or ref.shape[1] != len(bp.kpts):
             raise ValueError(f"reference energies {np.shape(reference)} do not match {len(bp.kpts)} k-points")
-    return BandsResult(bp, eps, ef, gap, ref)
+    return BandsResult(bp, eps, ef, gap, ref, None if n_el is None else float(n_el))

@@ -32,10 +32,11 @@ from ..conventions import ANGULAR_LETTERS
 from ..structure import OrbitalLayout, RealSpaceMatrix, StructureData
 from .bloch import BlochAssembler
 from .eigen import MAX_CONDITION, S_THRESHOLD, solve_k
+from .kpath import effective_pbc
 from .smearing import SMEARINGS, delta
 from .smearing import fermi_level as _fermi_level
 
-__all__ = ["DOSResult", "monkhorst_pack", "dos_from_levels", "orbital_groups", "density_of_states"]
+__all__ = ["DOSResult", "monkhorst_pack", "dos_from_levels", "orbital_groups", "density_of_states", "valence_window"]
 
 PARTITIONS = ("species", "shell", "l")
 
@@ -245,6 +246,52 @@ class DOSResult:
         return out
 
 
+#: An empty gap of at least this many eV below the Fermi level separates core from valence levels
+#: (C 1s lies ~250 eV, Si 2p ~85 eV below the valence band; valence levels of molecules are up to ~12 eV apart).
+CORE_GAP = 20.0
+
+
+def valence_window(eps, fermi_level=None, core_gap: float = CORE_GAP) -> tuple:
+    """Energy range (eV) of the valence levels and the empty levels near them.
+
+    Levels below an empty gap of at least ``core_gap`` eV under the Fermi level are core levels
+    (C 1s at -270 eV, O 1s at -505 eV in an all-electron code) and are left out; above E_F the
+    window extends as far as the valence band reaches below it (at least 10 eV), never past the
+    highest level.  Without core levels and high empty levels (a valence-only basis) this is
+    ``(min(eps), max(eps))``.  Without a Fermi level the full range is returned.
+
+    Parameters
+    ----------
+    eps : array, eV (any shape)
+    fermi_level : float or None, eV
+
+    Returns
+    -------
+    (lo, hi) : floats, eV
+
+    Examples
+    --------
+    >>> valence_window([-270.0, -270.0, -20.0, -12.0, -5.0, 3.0, 300.0], fermi_level=0.0)
+    (-20.0, 20.0)
+    >>> valence_window([-12.0, -1.0, 2.0, 9.0], fermi_level=0.0)
+    (-12.0, 9.0)
+    """
+    e = np.sort(np.asarray(eps, dtype=np.float64).ravel())
+    if e.size == 0:
+        raise ValueError("no levels")
+    if fermi_level is None:
+        return float(e[0]), float(e[-1])
+    below = e[e <= fermi_level]
+    lo = float(e[0])
+    if below.size > 1:
+        gaps = np.diff(below)
+        big = np.nonzero(gaps >= core_gap)[0]
+        if big.size:
+            lo = float(below[big[-1] + 1])
+    reach = max(10.0, fermi_level - lo)
+    return lo, float(min(e[-1], fermi_level + reach))
+
+
 def _levels_and_projections(H: RealSpaceMatrix, S, kpts, groups, solver_kw):
     """eps (nk, nb) and, if groups, Mulliken weights per label (nk, nlabels, nb)."""
     ah = BlochAssembler(H)
@@ -272,7 +319,7 @@ def _levels_and_projections(H: RealSpaceMatrix, S, kpts, groups, solver_kw):
 def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.05, smearing: str = "gaussian",
                       energies=None, npoints: int | None = None, pdos: str | None = None, fermi_level: float | None = None,
                       order: int = 1, max_condition: float = MAX_CONDITION, remedy=None,
-                      s_threshold: float = S_THRESHOLD, gamma_centred: bool = False) -> DOSResult:
+                      s_threshold: float = S_THRESHOLD, gamma_centred: bool = False, window: str = "valence") -> DOSResult:
     """DOS (and Mulliken PDOS) of a structure's ``H``/``S`` on a Monkhorst-Pack grid.
 
     Parameters
@@ -286,8 +333,12 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
     width : float, eV
     smearing : {"gaussian", "fermi-dirac", "methfessel-paxton"}
     energies : array (ne,), eV, optional
-        Default: ``npoints`` points from ``min(eps) - pad`` to ``max(eps) + pad``,
-        ``pad`` = 7 widths (25 for Fermi-Dirac's long tails).
+        Default: ``npoints`` points over the levels of ``window``, padded by 7 widths (25 for
+        Fermi-Dirac's long tails).
+    window : {"valence", "all"}
+        Energy range of the default ``energies``: every level ("all"), or (default) without core
+        levels and the high empty levels of an all-electron basis (:func:`valence_window`; the
+        same as "all" for valence-only data).
     npoints : int, optional
         Default: spacing ``width / 5`` (at least 2001, at most 400001 points).
     pdos : None or {"species", "shell", "l"}
@@ -309,7 +360,9 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
         raise ValueError(f"smearing must be one of {SMEARINGS}, got {smearing!r}")
     if not (np.isfinite(width) and width > 0):
         raise ValueError(f"smearing width must be a positive number of eV, got {width}")
-    kpts, weights = monkhorst_pack(kmesh, data.atoms.pbc, gamma_centred=gamma_centred)
+    if window not in ("valence", "all"):
+        raise ValueError(f"window must be 'valence' or 'all', got {window!r}")
+    kpts, weights = monkhorst_pack(kmesh, effective_pbc(data.atoms), gamma_centred=gamma_centred)
     groups = None if pdos is None else orbital_groups(data.layout, pdos)
     kw = dict(max_condition=max_condition, remedy=remedy, s_threshold=s_threshold)
     res = [_levels_and_projections(h, data.S, kpts, groups, kw) for h in data.H]
@@ -325,7 +378,8 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
         ef = data.fermi_level
     if energies is None:
         pad = (25.0 if smearing == "fermi-dirac" else 7.0) * width  # tails below ~1e-10 of a state
-        lo, hi = eps.min() - pad, eps.max() + pad
+        lo, hi = (eps.min(), eps.max()) if window == "all" else valence_window(eps, ef)
+        lo, hi = lo - pad, hi + pad
         n = int(npoints) if npoints is not None else int(min(400_001, max(2001, np.ceil((hi - lo) / (width / 5)) + 1)))
         if n < 2:
             raise ValueError(f"npoints must be >= 2, got {npoints}")

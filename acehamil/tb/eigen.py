@@ -36,6 +36,7 @@ import scipy.linalg as sla
 from scipy.linalg import lapack
 
 from ..structure import RealSpaceMatrix
+from ..threads import with_inner_threads
 from .bloch import BlochAssembler, as_kpts
 
 __all__ = ["OverlapError", "solve", "solve_k", "overlap_report"]
@@ -155,6 +156,7 @@ def _projected_solve(h, s, eigenvectors, s_threshold):
     return np.linalg.eigvalsh(a), None
 
 
+@with_inner_threads
 def solve_k(Hk, Sk=None, kpts=None, *, eigenvectors=False, max_condition=MAX_CONDITION, remedy=None,
             s_threshold=S_THRESHOLD, _offset=0):
     """Generalized eigen-solve of prebuilt Bloch matrices.

@@ -27,6 +27,7 @@ from ...environments import reverse_index
 from ...fitting import NormalEquations, blr_normal, ridge_normal, smoothness_prior
 from ...progress import Progress
 from ...structure.neighbours import neighbour_pairs
+from ...threads import with_inner_threads
 from .blocks import project
 from .config import ModelConfig
 from .model import HamiltonianModel, MatrixModel, gather_blocks, shell_offsets
@@ -267,6 +268,7 @@ def _count_centres(model: MatrixModel, structures) -> dict:
     return counts
 
 
+@with_inner_threads
 def fit(structures, config: ModelConfig | None = None, progress: bool = True, weights=None) -> HamiltonianModel:
     """Fit H and S models.
 

@@ -1,0 +1,129 @@
+"""How many threads BLAS/LAPACK (and OpenMP) may use: one context manager, no global switches.
+
+acehamil's heavy loops run many small dense operations: per-k generalized eigen-solves of
+``norb x norb`` matrices and per-block-type normal equations.  A multi-threaded BLAS gains little
+on matrices this small and, with more threads than free cores (a shared machine, several
+processes), loses a lot to spinning threads: the README fit took 47-55 s with OpenBLAS' default
+threading and 11 s with one thread on the 2-core development machine.  So:
+
+- :func:`limit_threads` ``(n)`` limits the BLAS/OpenMP pools to ``n`` threads inside a ``with``
+  block (threadpoolctl) and tells acehamil's hot loops to use ``n`` as well;
+- the hot loops (:func:`acehamil.tb.eigen.solve_k`, the H/S fit's normal equations) run inside
+  :func:`inner_threads`, which uses **one** thread unless a caller chose a number with
+  :func:`limit_threads` (or ``acehamil --threads N``);
+- ``limit_threads(None)`` changes nothing.
+
+Examples
+--------
+>>> from threadpoolctl import threadpool_info
+>>> with limit_threads(1):
+...     all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+True
+>>> requested_threads() is None
+True
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+__all__ = ["limit_threads", "inner_threads", "with_inner_threads", "requested_threads", "threads_from_env", "blas_threads"]
+
+#: Number of threads chosen by the innermost enclosing :func:`limit_threads` (None: not chosen).
+_REQUESTED: ContextVar = ContextVar("acehamil_threads", default=None)
+#: Environment variable read by the command line when ``--threads`` is not given.
+ENV = "ACEHAMIL_THREADS"
+
+
+def _check(n) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"number of threads must be an int or None, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    return n
+
+
+def requested_threads() -> int | None:
+    """Threads chosen by the enclosing :func:`limit_threads`, or None."""
+    return _REQUESTED.get()
+
+
+def threads_from_env(environ=None) -> int | None:
+    """``$ACEHAMIL_THREADS`` as an int (None when unset or empty).
+
+    Raises
+    ------
+    ValueError
+        The variable is set to something other than a positive integer.
+    """
+    val = (os.environ if environ is None else environ).get(ENV, "").strip()
+    if not val:
+        return None
+    try:
+        return _check(int(val))
+    except ValueError:
+        raise ValueError(f"${ENV} must be a positive integer, got {val!r}") from None
+
+
+@contextmanager
+def limit_threads(n: int | None):
+    """Limit BLAS/LAPACK and OpenMP thread pools to ``n`` threads inside the block.
+
+    Parameters
+    ----------
+    n : int >= 1 or None
+        None leaves every pool as it is (and the hot loops at their default of one thread).
+
+    Raises
+    ------
+    ValueError, TypeError
+        ``n`` is not a positive integer or None.
+    """
+    n = _check(n)
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    token = _REQUESTED.set(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        _REQUESTED.reset(token)
+
+
+@contextmanager
+def inner_threads():
+    """Thread limit for loops over many small dense problems (per-k solves, per-block fits):
+    the number chosen with :func:`limit_threads`, else one thread."""
+    n = _REQUESTED.get()
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1 if n is None else n, user_api="blas"):
+        yield
+
+
+def blas_threads() -> list:
+    """Current thread count of every loaded BLAS library (threadpoolctl's view), e.g. ``[1]``."""
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def with_inner_threads(func):
+    """Decorator: run ``func`` inside :func:`inner_threads` (for the library's hot loops)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with inner_threads():
+            return func(*args, **kwargs)
+
+    return wrapper

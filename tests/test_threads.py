@@ -1,0 +1,61 @@
+"""Thread control: the context manager, the CLI option, the library's one-thread default in hot loops."""
+
+from __future__ import annotations
+
+import pytest
+
+from acehamil.cli import main
+from acehamil.threads import blas_threads, inner_threads, limit_threads, requested_threads, threads_from_env
+
+
+def _record(store):
+    def run(args):
+        store.append((blas_threads(), requested_threads()))
+        return 0
+
+    return run
+
+
+@pytest.mark.parametrize("argv", [["--threads", "1", "info", "x.h5"], ["info", "x.h5", "--threads", "1"]])
+def test_cli_threads_option_is_honoured(monkeypatch, argv):
+    import acehamil.cli.info as info
+
+    seen = []
+    monkeypatch.setattr(info, "run", _record(seen))
+    assert main(argv) == 0
+    (counts, requested) = seen[0]
+    assert counts and all(n == 1 for n in counts), counts
+    assert requested == 1
+    assert requested_threads() is None  # restored after the command
+
+
+def test_env_default_and_bad_values(monkeypatch, capsys):
+    assert threads_from_env({}) is None
+    assert threads_from_env({"ACEHAMIL_THREADS": "3"}) == 3
+    with pytest.raises(ValueError, match="ACEHAMIL_THREADS"):
+        threads_from_env({"ACEHAMIL_THREADS": "many"})
+    with pytest.raises(SystemExit):
+        main(["--threads", "0", "info", "x.h5"])
+    assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(TypeError):
+        with limit_threads(1.5):
+            pass
+
+
+def test_inner_threads_default_one_and_follows_the_request():
+    with inner_threads():
+        assert set(blas_threads()) == {1}
+    with limit_threads(2):
+        with inner_threads():
+            assert set(blas_threads()) == {2}
+    with limit_threads(None):
+        assert requested_threads() is None
+
+
+def test_negative_slice_values_are_accepted():
+    from acehamil.cli import _join_negative_values, build_parser
+
+    argv = _join_negative_values(["predict", "m.h5", "s.h5", "-o", "p.h5", "--index", "-6:"])
+    args = build_parser().parse_args(argv)
+    assert args.index == "-6:"
+    assert _join_negative_values(["--emin", "-3"]) == ["--emin", "-3"]
