@@ -46,8 +46,10 @@ def test_inner_threads_default_one_and_follows_the_request():
     with inner_threads():
         assert set(blas_threads()) == {1}
     with limit_threads(2):
+        outer = blas_threads()  # 2, or fewer where a library's pool was built smaller (OPENBLAS_NUM_THREADS)
+        assert max(outer) <= 2
         with inner_threads():
-            assert set(blas_threads()) == {2}
+            assert blas_threads() == outer
     with limit_threads(None):
         assert requested_threads() is None
 
