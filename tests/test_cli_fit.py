@@ -98,3 +98,65 @@ def test_fit_errors_are_clear(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "nodata.toml"), "-o", str(tmp_path / "m.h5")]) == 2
     assert "[data] train" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.h5"), str(tmp_path / "x.xyz"), "-o", str(tmp_path / "p.h5")]) == 2
+
+
+def _fitted(workdir):
+    d = workdir
+    if not (d / "model.h5").exists():
+        assert main(["fit", str(d / "fit.toml"), "-o", str(d / "model.h5"), "-q"]) == 0
+    return d / "model.h5"
+
+
+def test_model_stores_electrons_and_charge_moves_fermi_level(workdir, tmp_path, capsys):
+    import ase.io
+
+    from acehamil.io.models import load_model
+    from acehamil.tb.bands import eigenvalues, structure_fermi_level
+    from acehamil.tb.dos import monkhorst_pack
+    from acehamil.tb.smearing import occupation
+
+    model_path = _fitted(workdir)
+    assert load_model(model_path).valence_electrons == {14: 4.0}  # 16 electrons per 4-atom training cell
+    ase.io.write(tmp_path / "si.xyz", bulk("Si", "diamond", a=5.43))
+    ef, counts = {}, {}
+    for q in (0.0, 1.0, -2.0):
+        out = tmp_path / f"p{q}.h5"
+        argv = ["predict", str(model_path), str(tmp_path / "si.xyz"), "-o", str(out), "-q"]
+        assert main(argv + ([] if q == 0 else ["--charge", str(q)])) == 0
+        sd = read_dataset(out)[0]
+        counts[q] = sd.n_electrons
+        ef[q] = structure_fermi_level(sd, kmesh=(6, 6, 6))
+        k, w = monkhorst_pack((6, 6, 6))
+        eps = eigenvalues(sd, k)
+        filled = 2 * np.sum(w[:, None] * occupation(eps[0] - ef[q], 0.01, "fermi-dirac"))
+        assert filled == pytest.approx(sd.n_electrons, abs=1e-6)  # E_F holds exactly n_electrons
+    assert counts == {0.0: 8.0, 1.0: 7.0, -2.0: 10.0}
+    assert ef[1.0] < ef[0.0] < ef[-2.0]
+    capsys.readouterr()
+    assert main(["info", str(model_path)]) == 0
+    assert "Si 4" in capsys.readouterr().out
+
+
+def test_old_model_files_without_electron_counts_still_load(workdir, tmp_path, capsys):
+    import shutil
+
+    import ase.io
+    import h5py
+
+    from acehamil.io.models import load_model
+
+    old = tmp_path / "old.h5"
+    shutil.copy(_fitted(workdir), old)
+    with h5py.File(old, "r+") as f:
+        del f.attrs["valence_electrons"]
+    model = load_model(old)
+    assert model.valence_electrons is None
+    ase.io.write(tmp_path / "si.xyz", bulk("Si", "diamond", a=5.43))
+    assert main(["predict", str(old), str(tmp_path / "si.xyz"), "-o", str(tmp_path / "p.h5"), "-q"]) == 0
+    assert read_dataset(tmp_path / "p.h5")[0].n_electrons is None
+    assert main(["predict", str(old), str(tmp_path / "si.xyz"), "-o", str(tmp_path / "q.h5"), "--charge", "1"]) == 2
+    assert "no electron counts" in capsys.readouterr().err
+    # a dataset input carries its own count: the charge applies to it
+    assert main(["predict", str(old), str(workdir / "train.h5"), "--index", "-1:", "-o", str(tmp_path / "r.h5"),
+                 "--charge", "2", "-q"]) == 0
+    assert read_dataset(tmp_path / "r.h5")[0].n_electrons == 14.0

@@ -1,31 +1,82 @@
-"""``acehamil info dataset.h5 [--json]``: what a dataset file holds.
+"""``acehamil info FILE [--json]``: what a dataset or model file holds.
 
-The ``--json`` output is a contract for scripts::
+For a dataset, the ``--json`` output is a contract for scripts::
 
-    {"nstructures": n, "format_version": v, "conventions_version": c,
-     "structures": [{"name", "natoms", "norb", "species", "nblocks_H", "periodic"}, ...]}
+    {"kind": "dataset", "nstructures": n, "format_version": v, "conventions_version": c,
+     "structures": [{"name", "natoms", "norb", "species", "nblocks_H", "periodic",
+                     "n_electrons", "fermi_level", "basis", "reference_bands"}, ...]}
+
+For a Hamiltonian model: ``{"kind": "hamiltonian_model", "basis", "valence_electrons",
+"solver", "train_structures", "seconds_fit", "block_types": {"H": n, "S": n}}``.
 """
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="summarise an acehamil dataset file")
-    p.add_argument("path", help="dataset .h5 file")
+    p = sub.add_parser("info", help="summarise an acehamil dataset or model file")
+    p.add_argument("path", help="dataset or H/S model .h5 file")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     p.set_defaults(func=run)
 
 
+def _kind(path) -> str:
+    from ..io.hdf5 import open_h5
+
+    with open_h5(path) as f:
+        return str(f.attrs.get("acehamil_kind", "dataset"))
+
+
 def summary(path) -> dict:
     """The JSON contract of ``acehamil info --json`` as a dict."""
-    from ..io.dataset import read_dataset
     from ..io.hdf5 import open_h5
+
+    if _kind(path) == "hamiltonian_model":
+        return model_summary(path)
+    from ..io.dataset import read_dataset
 
     ds = read_dataset(path)
     with open_h5(path) as f:
         fmt, conv = int(f.attrs["format_version"]), int(f.attrs["conventions_version"])
     rows = ds.summary()
-    return {"nstructures": len(ds), "format_version": fmt, "conventions_version": conv, "structures": rows}
+    return {"kind": "dataset", "nstructures": len(ds), "format_version": fmt, "conventions_version": conv,
+            "structures": rows}
+
+
+def model_summary(path) -> dict:
+    """Basis, electrons per species and fit facts of an H/S model file (no basis is rebuilt)."""
+    import json
+
+    from ase.data import chemical_symbols
+
+    from ..io.hdf5 import open_h5
+
+    with open_h5(path) as f:
+        cfg = json.loads(f.attrs["config"])
+        basis = json.loads(f.attrs["orbital_basis"])
+        report = json.loads(f.attrs["report"])
+        val = f.attrs.get("valence_electrons")
+        ntypes = {n: sum(1 for _ in _leaves(f[n]["coefficients"])) for n in ("H", "S") if n in f}
+    shells = {chemical_symbols[int(z)]: [f"{s[0]}{'spdfghi'[s[1]]}" for s in v] for z, v in basis.items()}
+    return {
+        "kind": "hamiltonian_model",
+        "basis": shells,
+        "valence_electrons": None if val is None else {chemical_symbols[int(z)]: v for z, v in json.loads(val).items()},
+        "solver": cfg.get("solver", {}).get("method"),
+        "train_structures": len(report.get("train_structures", [])),
+        "seconds_fit": report.get("seconds_fit"),
+        "coefficient_sets": ntypes,
+    }
+
+
+def _leaves(group):
+    out = []
+    group.visititems(lambda name, obj: out.append(name) if hasattr(obj, "shape") else None)
+    return out
+
+
+def _shells(basis: dict) -> str:
+    return "; ".join(f"{sym} {' '.join(sh)}" for sym, sh in basis.items())
 
 
 def run(args) -> int:
@@ -35,11 +86,25 @@ def run(args) -> int:
 
         print(dumps_strict(s))
         return 0
+    if s["kind"] == "hamiltonian_model":
+        val = s["valence_electrons"]
+        print(f"{args.path}: H/S model, basis {_shells(s['basis'])}; fitted on {s['train_structures']} structures "
+              f"({s['solver']}, {s['seconds_fit'] or 0:.1f} s)")
+        print("  valence electrons per atom: " + (", ".join(f"{k} {v:g}" for k, v in val.items()) if val else
+              "not stored (a model written before they were recorded: refit, or predict from a dataset that carries n_electrons)"))
+        return 0
     rows = s["structures"]
     print(f"{args.path}: {s['nstructures']} structures (format {s['format_version']}, conventions {s['conventions_version']})")
+    bases = {_shells(r["basis"]) for r in rows}
+    if len(bases) == 1:
+        print(f"  basis: {bases.pop()}")
     for r in rows[:20]:
+        ne = "-" if r["n_electrons"] is None else f"{r['n_electrons']:g}"
+        ef = "-" if r["fermi_level"] is None else f"{r['fermi_level']:.3f}"
+        rb = "" if r["reference_bands"] is None else f"  ref bands {r['reference_bands'][0]}x{r['reference_bands'][1]}"
         print(f"  {r['name']:<24} atoms {r['natoms']:>4}  orbitals {r['norb']:>5}  H blocks {r['nblocks_H']:>6}  "
-              f"{'periodic' if r['periodic'] else 'cluster '}  {' '.join(r['species'])}")
+              f"{'periodic' if r['periodic'] else 'cluster '}  {' '.join(r['species']):<6} electrons {ne:>5}  "
+              f"E_F {ef:>8} eV{rb}")
     if len(rows) > 20:
         print(f"  ... {len(rows) - 20} more")
     return 0

@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("structures", help="acehamil dataset file or any ASE-readable structure file")
     p.add_argument("-o", "--output", required=True, help="dataset file to write")
     p.add_argument("--index", default=":", help="ASE-style selection of structures (default all), e.g. '3' or '0:5'")
+    p.add_argument("--charge", type=float, default=None, metavar="Q",
+                   help="net charge per cell (electrons removed; -1 adds one): n_electrons = the model's valence "
+                        "electrons per species summed over the atoms - Q, which fixes the Fermi level of bands/dos "
+                        "(default: the dataset's own count, else neutral)")
     add_overwrite_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no per-structure lines (warnings still go to stderr)")
     p.set_defaults(func=run)
@@ -97,6 +101,8 @@ def check_frames(model, items) -> None:
 def run(args) -> int:
     import warnings
 
+    from ..errors import UserError
+
     from ..io.dataset import StreamingWriter
     from ..io.models import load_model
     from ..models.hamiltonian.model import OverlapWarning
@@ -112,8 +118,14 @@ def run(args) -> int:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", OverlapWarning)  # reported below, once per frame
-                    sd = model.predict_structure(atoms, info={"name": name, "model": str(args.model)})
-                if n_el is not None:
+                    sd = model.predict_structure(atoms, info={"name": name, "model": str(args.model)},
+                                                 charge=0.0 if model.valence_electrons is None else (args.charge or 0.0))
+                if args.charge is not None and model.valence_electrons is None:
+                    if n_el is None:
+                        raise UserError(f"--charge: the model {args.model} stores no electron counts per species "
+                                        f"(fitted before they were recorded) and {name} carries no electron count")
+                    n_el = n_el - args.charge
+                if n_el is not None and (args.charge is None or model.valence_electrons is None):
                     from dataclasses import replace
 
                     sd = replace(sd, n_electrons=n_el)

@@ -544,7 +544,9 @@ class Dataset(Sequence):
         -------
         list of dict
             ``natoms``, ``norb``, ``species`` (sorted chemical symbols), ``nblocks_H``,
-            ``periodic``, ``name`` for each structure.
+            ``periodic``, ``name``, ``n_electrons`` and ``fermi_level`` (eV; None when not stored),
+            ``basis`` ({symbol: shell names, e.g. ["3s", "3p"]}), ``reference_bands``
+            ([nk, nbands] or None) for each structure.
         """
         from ase.data import chemical_symbols
 
@@ -555,6 +557,8 @@ class Dataset(Sequence):
                 numbers = g["numbers"][()]
                 norb_z = {int(z): int(sum(2 * l + 1 for _, l in d[()])) for z, d in g["basis"].items()}
                 h = g["H"]
+                ref = g["reference_bands/eps"].shape if "reference_bands" in g else None
+                basis = {chemical_symbols[int(z)]: [f"{n}{'spdfghi'[l]}" for n, l in d[()]] for z, d in g["basis"].items()}
                 out.append(
                     {
                         "name": name,
@@ -563,6 +567,10 @@ class Dataset(Sequence):
                         "species": sorted({chemical_symbols[int(z)] for z in numbers}),
                         "nblocks_H": int(h["0"]["i"].shape[0]) if "0" in h else 0,
                         "periodic": bool(np.any(g["pbc"][()])),
+                        "n_electrons": float(g.attrs["n_electrons"]) if "n_electrons" in g.attrs else None,
+                        "fermi_level": float(g.attrs["fermi_level"]) if "fermi_level" in g.attrs else None,
+                        "basis": basis,
+                        "reference_bands": None if ref is None else [int(x) for x in ref],
                     }
                 )
         return out

@@ -4,7 +4,8 @@ Layout (format version 1, ``acehamil_kind = "hamiltonian_model"``)::
 
     /  attrs: header (acehamil.io.hdf5.write_header), config (JSON of ModelConfig),
               orbital_basis (JSON), basis_specs (JSON {"H"|"S": {family: BasisSpec dict}}),
-              report (JSON), checksum (sha256 of every coefficient array, in order)
+              report (JSON), checksum (sha256 of every coefficient array, in order),
+              valence_electrons (JSON {Z: electrons per atom}; optional, absent in older files)
     /H/coefficients/<kind>/<zi>-<zj>/<a>-<b>/L<L>   float64 (n_F,)
     /S/coefficients/...
     /H/posteriors/<block key>/L<L>/{mean, eigvals, eigvecs, prior_diag, proj}  (BLR only)
@@ -56,6 +57,8 @@ def save_model(model, path) -> None:
         f.attrs["basis_specs"] = json.dumps({"H": _basis_specs(model.H), "S": _basis_specs(model.S)})
         f.attrs["report"] = json.dumps(model.report, default=float)
         f.attrs["checksum"] = _checksum(model)
+        if model.valence_electrons is not None:
+            f.attrs["valence_electrons"] = json.dumps({str(z): float(v) for z, v in model.valence_electrons.items()})
         for name, mm in (("H", model.H), ("S", model.S)):
             g = f.create_group(name)
             gc = g.create_group("coefficients")
@@ -128,11 +131,17 @@ def load_model(path):
             stored_specs = json.loads(f.attrs["basis_specs"])
             report = json.loads(f.attrs["report"])
             checksum = str(f.attrs["checksum"])
+            valence = f.attrs.get("valence_electrons")  # absent in files written before it was recorded
+            valence = None if valence is None else {int(z): float(v) for z, v in json.loads(valence).items()}
             coefs = {n: _read_coefficients(f[n]["coefficients"]) for n in ("H", "S")}
             posts = {n: _read_posteriors(f[n]["posteriors"]) for n in ("H", "S")}
         except (KeyError, OSError, json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"{path}: corrupt or incomplete model file ({type(err).__name__}: {err})") from None
     model = HamiltonianModel.build(config, ob, coefs["H"], coefs["S"], report, posts["H"], posts["S"])
+    if valence is not None:
+        import dataclasses
+
+        model = dataclasses.replace(model, valence_electrons=valence)
     if _checksum(model) != checksum:
         raise ValueError(f"{path}: coefficient checksum mismatch (file corrupted or edited)")
     rebuilt = {"H": _basis_specs(model.H), "S": _basis_specs(model.S)}

@@ -30,7 +30,7 @@ from ...structure.neighbours import neighbour_pairs
 from ...threads import with_inner_threads
 from .blocks import project
 from .config import ModelConfig
-from .model import HamiltonianModel, MatrixModel, gather_blocks, shell_offsets
+from .model import HamiltonianModel, MatrixModel, electrons_per_species, gather_blocks, shell_offsets
 
 EV_TO_MEV = 1000.0
 #: Relative prior precision of the on-site constant (it carries the mean level, e.g. a core energy).
@@ -257,9 +257,11 @@ def _cond(ne) -> float:
     return float("inf") if e[0] <= 0 else float(e[-1] / e[0])
 
 
-def _count_centres(model: MatrixModel, structures) -> dict:
+def _count_centres(model: MatrixModel, structures, electrons=None) -> dict:
     counts = {}
     for sd in structures:
+        if electrons is not None:
+            electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
         numbers = np.asarray(sd.atoms.numbers)
         nl = neighbour_pairs(sd.atoms, max(f.config.r_cut for f in model.offsite))
         for fam in model.families:
@@ -312,9 +314,10 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     template = HamiltonianModel.build(config, orbital_basis)
     report = {"train_structures": train_idx.tolist(), "validation_structures": val_idx.tolist()}
     fitted = {}
+    electrons = []
     for name, mm, pick in (("H", template.H, lambda sd: sd.H[0]), ("S", template.S, lambda sd: sd.S)):
         train = _Subset(structures, train_idx, orbital_basis)
-        totals = _count_centres(mm, train)
+        totals = _count_centres(mm, train, electrons if name == "H" else None)
         cap = config.fit.max_blocks_per_type
         rates = {k: min(1.0, cap / v) if v else 1.0 for k, v in totals.items()}
         normal, counts = {}, {}
@@ -357,7 +360,9 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
                     report[name][key]["val_rmse"] = st["rmse"]
                     report[name][key]["val_mae"] = st["mae"]
             report[f"{name}_validation"] = {"rmse": errs["rmse"], "mae": errs["mae"]}
-    return dataclasses.replace(model, report=report)
+    valence = electrons_per_species(electrons)
+    report["valence_electrons"] = None if valence is None else {str(z): v for z, v in valence.items()}
+    return dataclasses.replace(model, report=report, valence_electrons=valence)
 
 
 def w_mean(w) -> float:

@@ -22,6 +22,7 @@ import numpy as np
 from ...structure import OrbitalBasis, RealSpaceMatrix, StructureData
 from ...structure.neighbours import neighbour_pairs
 from ...environments import reverse_index
+from ...threads import with_inner_threads
 from .blocks import assemble, transpose_sign
 from .config import FeatureConfig, ModelConfig
 from .offsite import OffsiteFamily
@@ -266,6 +267,11 @@ class HamiltonianModel:
     H, S : MatrixModel
     report : dict
         Fit report (per block type statistics), JSON-able.
+    valence_electrons : dict or None
+        ``{Z: electrons}`` per atom of each species, as counted by the orbital basis of the
+        training data (e.g. 4 for Si with a GTH pseudopotential, 6 for all-electron C), found
+        from the training structures' ``n_electrons`` (:func:`electrons_per_species`); None when
+        unknown.  Gives predictions an electron count, hence a Fermi level.
     """
 
     config: ModelConfig
@@ -273,6 +279,26 @@ class HamiltonianModel:
     H: MatrixModel
     S: MatrixModel
     report: dict = field(default_factory=dict)
+    valence_electrons: dict | None = None
+
+    def n_electrons(self, atoms, charge: float = 0.0) -> float | None:
+        """Electrons per cell of ``atoms`` with net charge ``charge`` (removed electrons); None
+        when the model stores no electron counts.
+
+        Raises
+        ------
+        ValueError
+            A species without a stored count, or a charge that leaves a negative count.
+        """
+        if self.valence_electrons is None:
+            return None
+        missing = sorted({int(z) for z in atoms.numbers} - set(self.valence_electrons))
+        if missing:
+            raise ValueError(f"the model stores no electron count for species Z={missing}")
+        n = float(sum(self.valence_electrons[int(z)] for z in atoms.numbers)) - float(charge)
+        if n < 0:
+            raise ValueError(f"charge {charge} removes more than the {n + charge:g} electrons of the structure")
+        return n
 
     @classmethod
     def build(cls, config: ModelConfig, orbital_basis: OrbitalBasis, h_coefficients=None, s_coefficients=None,
@@ -286,12 +312,13 @@ class HamiltonianModel:
     def reach(self) -> float:
         return max(self.H.reach, self.S.reach)
 
+    @with_inner_threads
     def predict(self, atoms) -> tuple:
         """``(H, S)`` real-space matrices of ``atoms`` (eV, dimensionless)."""
         nl = neighbour_pairs(atoms, self.reach)
         return self.H.predict(atoms, pairs=nl), self.S.predict(atoms, pairs=nl)
 
-    def predict_structure(self, atoms, check_overlap: bool = True, info=None) -> StructureData:
+    def predict_structure(self, atoms, check_overlap: bool = True, info=None, charge: float = 0.0) -> StructureData:
         """Predicted :class:`StructureData` (dataset-ready; no reference data).
 
         When ``check_overlap``, the smallest eigenvalue of ``S(k)`` over the k-points of
@@ -300,7 +327,14 @@ class HamiltonianModel:
         number), ``info["overlap_min_kpoint"]`` (fractional) and
         ``info["overlap_positive_definite"]``.  A non-positive-definite S raises no error
         here (the eigen-solvers refuse it) but emits an :class:`OverlapWarning`.
+
+        ``n_electrons`` is set from :attr:`valence_electrons` minus ``charge`` (None when the model
+        stores no counts; then ``charge`` must be 0).
         """
+        n_el = self.n_electrons(atoms, charge)
+        if n_el is None and charge:
+            raise ValueError("the model stores no electron counts per species (fitted before they were recorded, "
+                             "or training data without n_electrons): a charge cannot be applied")
         H, S = self.predict(atoms)
         meta = {"source": "acehamil prediction", **dict(info or {})}
         if check_overlap:
@@ -314,7 +348,9 @@ class HamiltonianModel:
                               f"eigenvalue of S(k) {smin:.4g} at k = {kmin} (over {nk} k-points checked); atoms too "
                               f"close or outside the training data? bands/DOS will refuse it", OverlapWarning,
                               stacklevel=2)
-        return StructureData(atoms=atoms.copy(), basis=self.orbital_basis, H=(H,), S=S, info=meta)
+        if charge:
+            meta["charge"] = float(charge)
+        return StructureData(atoms=atoms.copy(), basis=self.orbital_basis, H=(H,), S=S, n_electrons=n_el, info=meta)
 
 
 class OverlapWarning(UserWarning):
@@ -392,3 +428,43 @@ def random_coefficients(mm: MatrixModel, rng: np.random.Generator, scale: float 
             if n:
                 out.setdefault(bt.key, {})[L] = scale * rng.normal(size=n)
     return out
+
+
+def electrons_per_species(records) -> dict | None:
+    """Electrons per atom of each species from structures' total electron counts.
+
+    Solves ``n_electrons(structure) = sum_Z count_Z(structure) * v_Z`` by least squares over the
+    structures that carry ``n_electrons``.
+
+    Parameters
+    ----------
+    records : iterable of (numbers (natoms,) int, n_electrons float or None)
+
+    Returns
+    -------
+    dict {Z: float} or None
+        None when no structure carries a count, when the compositions cannot separate the
+        species (e.g. every structure has the same stoichiometry of two species), or when no
+        per-species count reproduces every structure's count to 1e-6 (charged or inconsistent
+        training data).
+
+    Examples
+    --------
+    >>> electrons_per_species([([14, 14], 8.0), ([14, 14, 1], 9.0)])
+    {1: 1.0, 14: 4.0}
+    >>> electrons_per_species([([14, 1], 5.0), ([14, 1, 14, 1], 10.0)]) is None
+    True
+    """
+    rows = [(np.asarray(z, dtype=np.int64), float(n)) for z, n in records if n is not None]
+    if not rows:
+        return None
+    species = sorted({int(z) for zs, _ in rows for z in zs})
+    A = np.array([[np.count_nonzero(zs == z) for z in species] for zs, _ in rows], dtype=np.float64)
+    b = np.array([n for _, n in rows])
+    if np.linalg.matrix_rank(A) < len(species):
+        return None
+    v = np.linalg.lstsq(A, b, rcond=None)[0]
+    if np.abs(A @ v - b).max() > 1e-6:
+        return None
+    v = np.where(np.abs(v - np.round(v)) < 1e-9, np.round(v), v)
+    return {z: float(x) for z, x in zip(species, v)}
