@@ -487,3 +487,59 @@ class ACEBasis:
         if L == 0:
             return E[:, 0], g[:, 0, :]
         return E, g
+
+    def evaluate_composed(self, centres: Centres, contractions, outer):
+        """Site values ``eps_c = outer(rho_c)`` of several contracted invariants, and their gradients.
+
+        ``rho_c[k] = sum_B coeffs_k[species_c][B] B(c)`` for each contraction ``k``
+        (invariant key ``(0, 1)``); ``outer`` maps them to one value per centre and
+        its partial derivatives, so ``d eps_c / dA = sum_k outer'_k d rho_k / dA``
+        is pulled back to the particles once (one reverse pass for all contractions).
+
+        Parameters
+        ----------
+        centres : Centres
+        contractions : sequence of LinearContraction
+            Built by :meth:`contraction` for this basis, key ``(0, 1)``.
+        outer : callable
+            ``outer(rho, species) -> (eps, deps)`` with ``rho`` of shape (nb, n_k), the
+            centre species (nb,), ``eps`` (nb,) and ``deps = d eps / d rho`` (nb, n_k).
+
+        Returns
+        -------
+        values : ndarray, shape (n_centres,)
+        grads : ndarray, shape (P, 3)
+            ``d values[particle_centre[p]] / d particle_vec[p]``, input particle order.
+        rho : ndarray, shape (n_centres, n_k)
+            The contracted invariants.
+        """
+        t = self.tables
+        contractions = list(contractions)
+        if not contractions:
+            raise ValueError("evaluate_composed needs at least one contraction")
+        for lc in contractions:
+            if not isinstance(lc, LinearContraction) or (lc.n_AA, lc.n_A) != (t.n_AA, t.n_A):
+                raise ValueError("every contraction must be a LinearContraction built for this basis")
+            if lc.key != (0, 1):
+                raise ValueError(f"evaluate_composed contracts invariants (0, 1), got key {lc.key}")
+        prep = self._prepare(centres)
+        order = prep[0]
+        nc, P = centres.n_centres, len(order)
+        nk = len(contractions)
+        E = np.zeros(nc)
+        rho = np.zeros((nc, nk))
+        g = np.zeros((P, 3))
+        species = centres.centre_species
+        K = len(self.spec.categories) * self.spec.radial.n_max
+        n_lm = (t.l_max + 1) ** 2
+        n_z = max(lc.n_z for lc in contractions)
+        for c0, c1, p0, p1, A, Rc, Y, (dRc, dY, rhat), local, slot, p_max in self._batches(
+            prep, n_z, True, max_centres=_LINEAR_BATCH, xyz_first=True
+        ):
+            parts = [lc.evaluate(A, species[c0:c1]) for lc in contractions]
+            r = np.stack([v[:, 0] for v, _ in parts], axis=1)
+            eps, deps = outer(r, species[c0:c1])
+            dEdA = sum(deps[None, :, k] * d[0] for k, (_, d) in enumerate(parts))
+            rho[c0:c1], E[c0:c1] = r, eps
+            g[order[p0:p1]] = pull_back(dEdA, Rc, dRc, Y, dY, rhat, local, slot, p_max, self._a_k, t.a_lm, K, n_lm)
+        return E, g, rho

@@ -202,11 +202,16 @@ def design_rows(basis, species, atoms, gradients: bool = True) -> DesignRows:
     gradients : bool
         Also build force and strain rows.
     """
+    return rows_from_descriptors(site_descriptors(basis, atoms, gradients=gradients), species, atoms.numbers)
+
+
+def rows_from_descriptors(desc: SiteDescriptors, species, numbers) -> DesignRows:
+    """:func:`design_rows` from precomputed descriptors (gradient rows when ``desc.G`` is present)."""
     species = tuple(int(z) for z in species)
-    numbers = np.asarray(atoms.numbers)
+    numbers = np.asarray(numbers)
+    gradients = desc.G is not None
     sidx = _species_index(species, numbers)
     ns, natoms = len(species), len(numbers)
-    desc = site_descriptors(basis, atoms, gradients=gradients)
     nB = desc.B.shape[1]
     ncols = ns * (1 + nB)
     energy = np.zeros(ncols)
@@ -330,43 +335,64 @@ class ACEPotential:
             ``stress`` (6,) eV/Å^3 in Voigt order xx yy zz yz xz xy (ASE sign:
             ``(1/V) dE/deps``), ``virial_strain`` (3, 3) eV = dE/deps.
         """
-        numbers = np.asarray(atoms.numbers, dtype=np.int64)
-        natoms = len(numbers)
-        sidx = _species_index(self.species, numbers)
-        pairs_all = neighbour_pairs(atoms, self.cutoff)
-        rc = basis_cutoff(self.basis)
-        pairs = pairs_all if self.cutoff <= rc else pairs_all.select(pairs_all.dist < rc)
-        grad = forces or stress
-        energies = self.e0[sidx].copy()
-        dEdr = np.zeros((natoms, 3))
-        dEde = np.zeros((3, 3))
-        starts = np.searchsorted(pairs.i, np.arange(0, natoms + 1))
-        for a in range(0, natoms, max(int(chunk_atoms), 1)):
-            b = min(a + max(int(chunk_atoms), 1), natoms)
-            sl = slice(starts[a], starts[b])
-            sub = pairs.select(sl)
-            if grad and hasattr(self.basis, "contraction"):
-                # contracted reverse mode: no (P, n_B, 3) Jacobian
-                centres = make_centres(numbers[a:b], sub.i - a, sub.vec, numbers[sub.j])
-                eps, g = self.basis.evaluate_linear(centres, self.contraction())
-                energies[a:b] += eps
-            else:
-                desc = _descriptors_for(self.basis, numbers, np.arange(a, b), sub, grad)
-                energies[a:b] += np.einsum("nb,nb->n", desc.B, self.coef[sidx[a:b]])
-                g = np.einsum("pbx,pb->px", desc.G, self.coef[sidx[sub.i]]) if grad else None
-            if grad and len(sub):
-                dEdr += scatter_pair_gradients(natoms, sub.i, sub.j, g)
-                dEde += strain_derivative(sub.vec, g)
-        e_rep, per_rep, dEdr_rep, dEde_rep = repulsion_terms(self.repulsion, atoms, pairs_all)
-        energies += per_rep
-        out = {"energy": float(energies.sum()), "energies": energies, "free_energy": float(energies.sum())}
-        if forces:
-            out["forces"] = -(dEdr + dEdr_rep)
-        vol = cell_volume(atoms)
-        if grad:
-            out["virial_strain"] = dEde + dEde_rep
-        if stress and vol is not None:
-            sig = out["virial_strain"] / vol
-            sig = 0.5 * (sig + sig.T)
-            out["stress"] = np.array([sig[a, b] for a, b in VOIGT])
-        return out
+        return evaluate_sites(self, atoms, forces, stress, chunk_atoms)
+
+    def site_terms(self, numbers, a: int, b: int, sub: NeighbourPairs, grad: bool):
+        """Site energies of atoms ``a:b`` (without E0) and ``dE/dvec`` of their particles ``sub``.
+
+        Returns
+        -------
+        eps : ndarray, shape (b - a,), eV
+        g : ndarray, shape (len(sub), 3) or None, eV/Å
+        """
+        sidx = _species_index(self.species, numbers[a:b])
+        if grad and hasattr(self.basis, "contraction"):
+            # contracted reverse mode: no (P, n_B, 3) Jacobian
+            centres = make_centres(numbers[a:b], sub.i - a, sub.vec, numbers[sub.j])
+            return self.basis.evaluate_linear(centres, self.contraction())
+        desc = _descriptors_for(self.basis, numbers, np.arange(a, b), sub, grad)
+        eps = np.einsum("nb,nb->n", desc.B, self.coef[sidx])
+        g = np.einsum("pbx,pb->px", desc.G, self.coef[sidx[sub.i - a]]) if grad else None
+        return eps, g
+
+
+def evaluate_sites(model, atoms, forces: bool = True, stress: bool = True, chunk_atoms: int = 256) -> dict:
+    """Energy, per-atom energies, forces and stress of a site-energy model (see :meth:`ACEPotential.compute`).
+
+    ``model`` provides ``species``, ``e0``, ``basis``, ``repulsion``, ``cutoff`` and
+    ``site_terms(numbers, a, b, pairs_of_a_to_b, grad) -> (eps, g)``; this function
+    does the chunking over centres, the pair scatter, the virial and the repulsion.
+    """
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    natoms = len(numbers)
+    sidx = _species_index(model.species, numbers)
+    pairs_all = neighbour_pairs(atoms, model.cutoff)
+    rc = basis_cutoff(model.basis)
+    pairs = pairs_all if model.cutoff <= rc else pairs_all.select(pairs_all.dist < rc)
+    grad = forces or stress
+    energies = model.e0[sidx].copy()
+    dEdr = np.zeros((natoms, 3))
+    dEde = np.zeros((3, 3))
+    starts = np.searchsorted(pairs.i, np.arange(0, natoms + 1))
+    step = max(int(chunk_atoms), 1)
+    for a in range(0, natoms, step):
+        b = min(a + step, natoms)
+        sub = pairs.select(slice(starts[a], starts[b]))
+        eps, g = model.site_terms(numbers, a, b, sub, grad)
+        energies[a:b] += eps
+        if grad and len(sub):
+            dEdr += scatter_pair_gradients(natoms, sub.i, sub.j, g)
+            dEde += strain_derivative(sub.vec, g)
+    e_rep, per_rep, dEdr_rep, dEde_rep = repulsion_terms(model.repulsion, atoms, pairs_all)
+    energies += per_rep
+    out = {"energy": float(energies.sum()), "energies": energies, "free_energy": float(energies.sum())}
+    if forces:
+        out["forces"] = -(dEdr + dEdr_rep)
+    vol = cell_volume(atoms)
+    if grad:
+        out["virial_strain"] = dEde + dEde_rep
+    if stress and vol is not None:
+        sig = out["virial_strain"] / vol
+        sig = 0.5 * (sig + sig.T)
+        out["stress"] = np.array([sig[a, b] for a, b in VOIGT])
+    return out

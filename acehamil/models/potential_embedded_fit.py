@@ -1,0 +1,553 @@
+"""Fitting embedded ACE potentials (:mod:`.potential_embedded`) by variable projection and L-BFGS.
+
+The loss is the linear fit's (:mod:`.potential_fit`: weighted energy-per-atom,
+force and stress rows, ridge prior ``lam (1 + degree)^power`` on unit-RMS-scaled
+linear coefficients) plus a ridge ``lam_density * n_train |theta|^2`` on the
+density coefficients ``theta`` (scaled to unit-RMS density features).
+
+Variable projection: for given densities the linear coefficients are the ridge
+solution of the residual ``y - nl(theta)`` (one Cholesky factor per fit, reused),
+so L-BFGS runs over ``theta`` only; by the envelope theorem the gradient of the
+projected loss is the partial gradient at the optimal linear part.  With
+``theta = 0`` the model is the linear fit.
+
+Everything an iteration needs is cached once per training set
+(:class:`EmbeddingData`): the dense linear design rows, and, for the density
+features, per-site values ``B_i`` and per-particle gradients ``dB_i/dvec_p``.
+An iteration is then matrix products::
+
+    rho_i^k = B_i . u_k                      (u = theta / feature scale)
+    g_p     = sum_k F_k'(rho_i^k) (dB_i/dvec_p . u_k)    -> forces, virial
+    dL/du_k = sum_i [q_i F_k' B_i + F_k'' T_ik B_i] + sum_p F_k'(rho_i^k) dB_i/dvec_p . w_p
+
+with ``w_p`` the force/stress adjoint of particle ``p``.  Hyperparameters of the
+densities (``lam_density``) are chosen by k-fold CV on the training set (the
+same folds as the linear fit); the linear hyperparameters are those the linear
+CV chose.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from ..fitting import NormalEquations
+from ..structure.neighbours import neighbour_pairs
+from .potential import (
+    VOIGT,
+    _species_index,
+    cell_volume,
+    feature_degrees,
+    feature_orders,
+    repulsion_terms,
+    rows_from_descriptors,
+    site_descriptors,
+)
+from .potential_data import Config, summarise_errors
+from .potential_embedded import EmbeddedACEPotential, embed
+from .potential_fit import Accumulated, FitResult, FitSettings, _columns, _prior, fit_potential
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """Settings of the densities of an embedded fit (defaults in brackets).
+
+    Attributes
+    ----------
+    embeddings : tuple of str
+        One embedding per density (:data:`~.potential_embedded.EMBEDDINGS`). [("fs", "fs")]
+    density_max_degree : tuple of float
+        Per correlation order nu, the largest feature degree entering the densities. [(9, 6, 4, 3)]
+    lam : tuple of float
+        Density ridge strengths tried by CV (relative, as :attr:`FitSettings.lam`). [(1e-3, 1e-1)]
+    maxiter : int
+        L-BFGS iterations per fit. [300]
+    init_scale : float
+        Standard deviation of each initial density over the training sites. [1.0]
+    seed : int
+        Initial density directions. [0]
+    """
+
+    embeddings: tuple = ("fs", "fs")
+    density_max_degree: tuple = (9, 6, 4, 3)
+    lam: tuple = (1e-3, 1e-1)
+    maxiter: int = 300
+    init_scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        emb = (self.embeddings,) if isinstance(self.embeddings, str) else tuple(self.embeddings)
+        if not emb:
+            raise ValueError("embeddings needs at least one name")
+        for e in emb:
+            embed(e, 0.0)
+        object.__setattr__(self, "embeddings", tuple(str(e) for e in emb))
+        md = tuple(float(x) for x in (self.density_max_degree if np.ndim(self.density_max_degree) else (self.density_max_degree,)))
+        lam = tuple(float(x) for x in (self.lam if np.ndim(self.lam) else (self.lam,)))
+        if not md or not lam or any(v < 0 for v in lam + md):
+            raise ValueError("density_max_degree and lam need non-negative values")
+        object.__setattr__(self, "density_max_degree", md)
+        object.__setattr__(self, "lam", lam)
+        if int(self.maxiter) != self.maxiter or self.maxiter < 1:
+            raise ValueError(f"maxiter must be a positive integer, got {self.maxiter}")
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {self.init_scale}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+def density_columns(basis, max_degree) -> np.ndarray:
+    """Indices of the invariant features with ``degree <= max_degree[nu - 1]`` (last value repeats)."""
+    deg, nu = feature_degrees(basis), feature_orders(basis)
+    md = list(max_degree)
+    lim = np.array([md[min(n - 1, len(md) - 1)] for n in nu], dtype=float)
+    cols = np.flatnonzero(deg <= lim + 1e-9)
+    if not len(cols):
+        raise ValueError(f"no features satisfy density_max_degree {tuple(max_degree)}")
+    return cols
+
+
+@dataclass(eq=False)
+class EmbeddingData:
+    """Design data of a training set for embedded fits (module docstring).
+
+    Attributes
+    ----------
+    energy_rows : ndarray, shape (n_configs, n_cols)
+        Linear per-atom energy rows (layout of :mod:`.potential`).
+    energy_targets : ndarray, shape (n_configs,)
+        eV/atom, repulsion removed.
+    config_weights, folds, natoms, volumes : ndarray, shape (n_configs,)
+    has_forces, has_stress : ndarray of bool, shape (n_configs,)
+    force_rows : ndarray, shape (3 n_atoms, n_cols)
+        Linear force rows of every atom (row ``3 a + x``).
+    force_targets : ndarray, shape (3 n_atoms,)
+        eV/Å, repulsion removed (zeros where a configuration has no forces).
+    stress_rows : ndarray, shape (n_configs, 6, n_cols); stress_targets (n_configs, 6)
+    density_cols : ndarray of int, shape (m,)
+        Features entering the densities.
+    B : ndarray, shape (n_atoms, m)
+        Density features of every site.
+    G : ndarray, shape (3, P, m)
+        ``dB_i / dvec_p`` of every particle ``p`` of site ``i = pair_i[p]``.
+    pair_i, pair_j : ndarray of int, shape (P,)
+        Global atom indices of centre and neighbour.
+    pair_vec : ndarray, shape (P, 3)
+    atom_config, atom_species : ndarray of int, shape (n_atoms,)
+    """
+
+    energy_rows: np.ndarray
+    energy_targets: np.ndarray
+    config_weights: np.ndarray
+    folds: np.ndarray
+    natoms: np.ndarray
+    volumes: np.ndarray
+    has_forces: np.ndarray
+    has_stress: np.ndarray
+    force_rows: np.ndarray
+    force_targets: np.ndarray
+    stress_rows: np.ndarray
+    stress_targets: np.ndarray
+    density_cols: np.ndarray
+    B: np.ndarray
+    G: np.ndarray
+    pair_i: np.ndarray
+    pair_j: np.ndarray
+    pair_vec: np.ndarray
+    atom_config: np.ndarray
+    atom_species: np.ndarray
+    n_species: int
+    config_types: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_cols(self) -> int:
+        return int(self.energy_rows.shape[1])
+
+    def accumulated(self, settings: FitSettings) -> Accumulated:
+        """The linear fit's :class:`~.potential_fit.Accumulated` from these rows (same folds and weights)."""
+        nf = int(self.folds.max()) + 1
+        F = [NormalEquations(self.n_cols) for _ in range(nf)]
+        S = [NormalEquations(self.n_cols) for _ in range(nf)]
+        fcount, fwsum = np.zeros(nf), np.zeros(nf)
+        starts = np.concatenate([[0], np.cumsum(self.natoms)])
+        for c in range(len(self.folds)):
+            f, w = self.folds[c], self.config_weights[c]
+            if self.has_forces[c]:
+                sl = slice(3 * starts[c], 3 * starts[c + 1])
+                wf = w / settings.force_sigma**2
+                F[f].add(self.force_rows[sl], self.force_targets[sl], np.full(sl.stop - sl.start, wf))
+                fcount[f] += sl.stop - sl.start
+                fwsum[f] += wf * (sl.stop - sl.start)
+            if self.has_stress[c]:
+                S[f].add(self.stress_rows[c], self.stress_targets[c], np.full(6, w / settings.stress_sigma**2))
+        return Accumulated(self.energy_rows, self.energy_targets, self.config_weights, self.folds, F, S, fcount, fwsum,
+                           self.n_cols, self.seconds, int(self.natoms.sum()), int(fcount.sum()), list(self.config_types))
+
+
+def embedding_data(basis, species, configs, settings: FitSettings, density_cols, repulsion=None, progress=False) -> EmbeddingData:
+    """Evaluate the features of every configuration once and keep what embedded fits need.
+
+    Parameters
+    ----------
+    basis : ACEBasis
+    species : tuple of int
+    configs : list of Config
+    settings : FitSettings
+        Weights, folds (``n_folds``, ``seed``: the same assignment as :func:`~.potential_fit.accumulate`).
+    density_cols : array of int
+        From :func:`density_columns`.
+    repulsion : RepulsionSpec, optional
+        Subtracted from the targets.
+    progress : bool
+    """
+    if not configs:
+        raise ValueError("no training configurations")
+    t0 = time.perf_counter()
+    species = tuple(int(z) for z in species)
+    dcols = np.asarray(density_cols, dtype=np.int64)
+    nf = int(settings.n_folds)
+    folds = np.random.default_rng(settings.seed).permutation(len(configs)) % nf
+    n = len(configs)
+    E_rows, E_t, weights = [], np.zeros(n), np.zeros(n)
+    natoms, vols = np.zeros(n, np.int64), np.zeros(n)
+    has_f, has_s = np.zeros(n, bool), np.zeros(n, bool)
+    F_rows, F_t, S_rows, S_t = [], [], [], np.zeros((n, 6))
+    Bs, Gs, pi, pj, pv, a_cfg, a_sp = [], [], [], [], [], [], []
+    offset = 0
+    for k, c in enumerate(configs):
+        if not isinstance(c, Config):
+            raise TypeError(f"configs[{k}] is a {type(c).__name__}, expected Config")
+        weights[k] = c.weight * settings.config_factor(c.config_type)
+        desc = site_descriptors(basis, c.atoms, gradients=True)
+        rows = rows_from_descriptors(desc, species, c.atoms.numbers)
+        if repulsion is not None and repulsion.r_core:
+            e_rep, _, dEdr_rep, dEde_rep = repulsion_terms(repulsion, c.atoms, neighbour_pairs(c.atoms, repulsion.max_radius))
+        else:
+            e_rep, dEdr_rep, dEde_rep = 0.0, np.zeros((c.natoms, 3)), np.zeros((3, 3))
+        natoms[k] = c.natoms
+        E_rows.append(rows.energy / c.natoms)
+        E_t[k] = (c.energy - e_rep) / c.natoms
+        F_rows.append(rows.forces.reshape(-1, rows.forces.shape[-1]))
+        if c.forces is not None:
+            if c.forces.shape != (c.natoms, 3):
+                raise ValueError(f"configs[{k}]: forces must have shape ({c.natoms}, 3), got {c.forces.shape}")
+            has_f[k] = True
+            F_t.append((c.forces + dEdr_rep).ravel())
+        else:
+            F_t.append(np.zeros(3 * c.natoms))
+        vol = cell_volume(c.atoms)
+        vols[k] = vol if vol is not None else np.nan
+        S_rows.append(np.array([rows.strain[a, b] for a, b in VOIGT]) / (vol if vol else 1.0))
+        if c.stress is not None:
+            if vol is None:
+                raise ValueError(f"configs[{k}] has a stress but is not periodic in 3-D")
+            has_s[k] = True
+            S_t[k] = c.stress - np.array([dEde_rep[a, b] for a, b in VOIGT]) / vol
+        Bs.append(desc.B[:, dcols])
+        Gs.append(np.ascontiguousarray(desc.G[:, dcols, :].transpose(2, 0, 1)))
+        pi.append(desc.pairs.i + offset)
+        pj.append(desc.pairs.j + offset)
+        pv.append(desc.pairs.vec)
+        a_cfg.append(np.full(c.natoms, k))
+        a_sp.append(_species_index(species, c.atoms.numbers))
+        offset += c.natoms
+        if progress and (k + 1) % max(1, n // 10) == 0:
+            print(f"  features: {k + 1}/{n} configs, {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return EmbeddingData(
+        np.array(E_rows), E_t, weights, folds, natoms, vols, has_f, has_s, np.concatenate(F_rows), np.concatenate(F_t),
+        np.array(S_rows), S_t, dcols, np.concatenate(Bs), np.concatenate(Gs, axis=1), np.concatenate(pi), np.concatenate(pj),
+        np.concatenate(pv), np.concatenate(a_cfg), np.concatenate(a_sp), len(species), [c.config_type for c in configs],
+        time.perf_counter() - t0,
+    )
+
+
+class ProjectedLoss:
+    """The variable-projection loss of one training mask (module docstring).
+
+    Parameters
+    ----------
+    data : EmbeddingData
+    settings : FitSettings
+    cols : ndarray of int
+        Linear columns in use (degree cut-back); ``degs`` their prior degrees.
+    power, lam, e_factor : float
+        Linear hyperparameters (as chosen by the linear CV).
+    embeddings : tuple of str
+    lam_density : float
+    train : ndarray of bool, shape (n_configs,)
+    """
+
+    def __init__(self, data: EmbeddingData, settings: FitSettings, cols, degs, power, lam, e_factor, embeddings, lam_density, train):
+        self.data, self.embeddings = data, tuple(embeddings)
+        self.cols = np.asarray(cols)
+        train = np.asarray(train, bool)
+        n_train = max(int(train.sum()), 1)
+        w = data.config_weights * train
+        self.wE = e_factor * w / settings.energy_sigma**2
+        atom_w = (w * data.has_forces / settings.force_sigma**2)[data.atom_config]
+        self.wF = np.repeat(atom_w, 3)
+        self.wS = np.repeat((w * data.has_stress / settings.stress_sigma**2)[:, None], 6, axis=1)
+        self.use_stress = bool(np.any(self.wS > 0))
+        self.AE = data.energy_rows[:, self.cols]
+        self.AF = data.force_rows[:, self.cols]
+        self.AS = data.stress_rows[:, :, self.cols].reshape(-1, len(self.cols))
+        AtA = self.AE.T @ (self.wE[:, None] * self.AE) + self.AF.T @ (self.wF[:, None] * self.AF)
+        if self.use_stress:
+            AtA += self.AS.T @ (self.wS.ravel()[:, None] * self.AS)
+        d = np.sqrt(np.diag(AtA) / n_train)
+        self.d = np.where(d > 1e-300, d, 1.0)
+        self.prior = lam * n_train * _prior(degs, power, data.n_species)
+        H = AtA / self.d[:, None] / self.d[None, :] + np.diag(self.prior)
+        self.chol = scipy.linalg.cho_factor(H, lower=True)
+        sites = train[data.atom_config]
+        dm = np.sqrt(np.mean(data.B[sites] ** 2, axis=0)) if sites.any() else np.ones(data.B.shape[1])
+        self.dm = np.where(dm > 1e-300, dm, 1.0)
+        self.lam_density = lam_density * n_train
+        self.K = len(self.embeddings)
+        self.shape = (data.n_species, self.K, data.B.shape[1])
+        self._sp_atoms = [np.flatnonzero(data.atom_species == s) for s in range(data.n_species)]
+        self._sp_pairs = [np.flatnonzero(data.atom_species[data.pair_i] == s) for s in range(data.n_species)]
+        self._starts = np.concatenate([[0], np.cumsum(data.natoms)])
+        self._pair_cfg = data.atom_config[data.pair_i]
+        self._rhs_scale = 1.0 / self.d
+
+    # -- the nonlinear part --------------------------------------------------------------
+    def densities(self, u) -> np.ndarray:
+        """``rho`` (n_atoms, K) for raw density coefficients ``u`` (n_species, K, m)."""
+        rho = np.zeros((len(self.data.B), self.K))
+        for s, at in enumerate(self._sp_atoms):
+            rho[at] = self.data.B[at] @ u[s].T
+        return rho
+
+    def _nonlinear(self, u):
+        data = self.data
+        rho = self.densities(u)
+        F, dF, ddF = (np.zeros_like(rho) for _ in range(3))
+        for k, name in enumerate(self.embeddings):
+            F[:, k], dF[:, k], ddF[:, k] = embed(name, rho[:, k])
+        e_nl = np.bincount(data.atom_config, F.sum(axis=1), minlength=len(data.natoms)) / data.natoms
+        Gc = np.zeros((3, len(data.pair_i), self.K))
+        for s, pp in enumerate(self._sp_pairs):
+            for x in range(3):
+                Gc[x, pp] = data.G[x, pp] @ u[s].T
+        dFp = dF[data.pair_i]
+        g = np.einsum("xpk,pk->px", Gc, dFp)
+        na = len(data.B)
+        f_nl = np.stack([np.bincount(data.pair_i, g[:, x], minlength=na) - np.bincount(data.pair_j, g[:, x], minlength=na)
+                         for x in range(3)], axis=1)
+        s_nl = None
+        if self.use_stress:
+            W = np.zeros((len(data.natoms), 3, 3))
+            np.add.at(W, self._pair_cfg, g[:, :, None] * data.pair_vec[:, None, :])
+            W = 0.5 * (W + W.transpose(0, 2, 1))
+            vol = np.where(np.isfinite(data.volumes), data.volumes, 1.0)
+            s_nl = np.stack([W[:, a, b] for a, b in VOIGT], axis=1) / vol[:, None]
+        return rho, dF, ddF, Gc, dFp, e_nl, f_nl.ravel(), s_nl
+
+    def __call__(self, theta):
+        """Loss and its gradient with respect to the scaled density coefficients ``theta`` (flat)."""
+        data = self.data
+        th = np.asarray(theta, dtype=float).reshape(self.shape)
+        u = th / self.dm
+        rho, dF, ddF, Gc, dFp, e_nl, f_nl, s_nl = self._nonlinear(u)
+        rE = data.energy_targets - e_nl
+        rF = data.force_targets - f_nl
+        rhs = self.AE.T @ (self.wE * rE) + self.AF.T @ (self.wF * rF)
+        if self.use_stress:
+            rS = (data.stress_targets - s_nl).ravel()
+            rhs += self.AS.T @ (self.wS.ravel() * rS)
+        z = scipy.linalg.cho_solve(self.chol, rhs * self._rhs_scale)
+        a = z / self.d
+        rE = rE - self.AE @ a
+        rF = rF - self.AF @ a
+        vE, vF = self.wE * rE, self.wF * rF
+        loss = float(rE @ vE + rF @ vF + z @ (self.prior * z) + self.lam_density * th.ravel() @ th.ravel())
+        # adjoints: d(v . nl)/d(site energy) and /d(particle gradient g_p)
+        q = (vE / data.natoms)[data.atom_config]
+        vFa = vF.reshape(-1, 3)
+        w = vFa[data.pair_i] - vFa[data.pair_j]
+        if self.use_stress:
+            rS = rS - self.AS @ a
+            vS = (self.wS.ravel() * rS).reshape(-1, 6)
+            loss += float(rS @ vS.ravel())
+            vol = np.where(np.isfinite(data.volumes), data.volumes, 1.0)
+            M = np.zeros((len(data.natoms), 3, 3))
+            for v, (a_, b_) in enumerate(VOIGT):
+                M[:, a_, b_] += 0.5 * vS[:, v] / vol
+                M[:, b_, a_] += 0.5 * vS[:, v] / vol
+            w = w + np.einsum("pab,pb->pa", M[self._pair_cfg], data.pair_vec)
+        T = np.einsum("xpk,px->pk", Gc, w)
+        Tsite = np.stack([np.bincount(data.pair_i, T[:, k], minlength=len(data.B)) for k in range(self.K)], axis=1)
+        site_coef = q[:, None] * dF + ddF * Tsite  # (n_atoms, K)
+        grad_u = np.zeros(self.shape)
+        for s, at in enumerate(self._sp_atoms):
+            grad_u[s] = site_coef[at].T @ data.B[at]
+        for s, pp in enumerate(self._sp_pairs):
+            for x in range(3):
+                grad_u[s] += (dFp[pp] * w[pp, x:x + 1]).T @ data.G[x, pp]
+        grad = -2.0 * grad_u / self.dm + 2.0 * self.lam_density * th
+        return loss, grad.ravel()
+
+    def linear_part(self, theta) -> np.ndarray:
+        """Linear coefficients over ``cols`` for densities ``theta`` (the projection)."""
+        u = np.asarray(theta, dtype=float).reshape(self.shape) / self.dm
+        _, _, _, _, _, e_nl, f_nl, s_nl = self._nonlinear(u)
+        rhs = self.AE.T @ (self.wE * (self.data.energy_targets - e_nl)) + self.AF.T @ (self.wF * (self.data.force_targets - f_nl))
+        if self.use_stress:
+            rhs += self.AS.T @ (self.wS.ravel() * (self.data.stress_targets - s_nl).ravel())
+        return scipy.linalg.cho_solve(self.chol, rhs * self._rhs_scale) / self.d
+
+    def predict(self, theta):
+        """Per-atom energies (n_configs,) and forces (3 n_atoms,) of the model ``theta`` (and its projection)."""
+        a = self.linear_part(theta)
+        u = np.asarray(theta, dtype=float).reshape(self.shape) / self.dm
+        _, _, _, _, _, e_nl, f_nl, _ = self._nonlinear(u)
+        return self.AE @ a + e_nl, self.AF @ a + f_nl, a
+
+    def initial(self, scale: float, seed: int) -> np.ndarray:
+        """Random density directions, each scaled to standard deviation ``scale`` over the training sites."""
+        rng = np.random.default_rng(seed)
+        th = rng.normal(size=self.shape)
+        sites = self.wF.reshape(-1, 3)[:, 0] > 0
+        if not sites.any():
+            sites = np.ones(len(self.data.B), bool)
+        rho = self.densities(th / self.dm)[sites]
+        std = np.where(rho.std(axis=0) > 0, rho.std(axis=0), 1.0)
+        return (th * scale / std[None, :, None]).ravel()
+
+
+def minimise(loss: ProjectedLoss, theta0, maxiter: int):
+    """L-BFGS on the projected loss; returns (theta, scipy OptimizeResult)."""
+    res = scipy.optimize.minimize(loss, theta0, jac=True, method="L-BFGS-B",
+                                  options={"maxiter": int(maxiter), "maxcor": 30, "ftol": 1e-12, "gtol": 1e-10})
+    return res.x, res
+
+
+def _held_out(data: EmbeddingData, settings: FitSettings, loss: ProjectedLoss, theta, held) -> tuple:
+    e, f, _ = loss.predict(theta)
+    de = e[held] - data.energy_targets[held]
+    rows = np.repeat((held & data.has_forces)[data.atom_config], 3)
+    df = f[rows] - data.force_targets[rows]
+    return de, (float(np.sqrt(np.mean(df**2))) if len(df) else 0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddedFitResult:
+    """An embedded potential with its fit report (as :class:`~.potential_fit.FitResult`).
+
+    Attributes
+    ----------
+    potential : EmbeddedACEPotential
+    linear : FitResult
+        The linear fit it was initialised from (its CV chose the linear hyperparameters).
+    cv : list of dict
+        Density CV table, best first: ``lam_density, score, energy_mae_meV_per_atom,
+        energy_rmse_meV_per_atom, force_rmse_eV_per_A`` (+ the linear model's row, ``lam_density = None``).
+    chosen : dict
+    info : dict
+        L-BFGS diagnostics of the final fit.
+    seconds : dict
+    cv_by_type : dict
+        Held-out energy errors per config_type with the chosen hyperparameters.
+    """
+
+    potential: EmbeddedACEPotential
+    linear: FitResult
+    cv: list
+    chosen: dict
+    info: dict
+    seconds: dict
+    cv_by_type: dict = field(default_factory=dict)
+
+
+def fit_embedded(configs, basis, species, settings: FitSettings | None = None, emb: EmbeddingSettings | None = None,
+                 repulsion=None, progress: bool = False, data: EmbeddingData | None = None) -> EmbeddedFitResult:
+    """Fit an embedded ACE potential: linear fit and its CV, then densities by L-BFGS, ``lam_density`` by CV.
+
+    Parameters
+    ----------
+    configs : list of Config
+        Training data only.
+    basis : ACEBasis
+    species : sequence of int
+    settings : FitSettings, optional
+        Weights, folds and the linear hyperparameter grids.
+    emb : EmbeddingSettings, optional
+    repulsion : RepulsionSpec, optional
+    progress : bool
+    data : EmbeddingData, optional
+        Reuse design data from :func:`embedding_data` (same basis, configs, settings, repulsion).
+
+    Returns
+    -------
+    EmbeddedFitResult
+    """
+    settings = settings or FitSettings()
+    emb = emb or EmbeddingSettings()
+    species = tuple(int(z) for z in species)
+    if data is None:
+        data = embedding_data(basis, species, configs, settings, density_columns(basis, emb.density_max_degree), repulsion, progress)
+    if len(data.folds) != len(configs) or data.n_cols != len(species) * (1 + len(feature_degrees(basis))):
+        raise ValueError("embedding design data do not match these configurations/basis")
+    t0 = time.perf_counter()
+    linear = fit_potential(configs, basis, species, settings, repulsion, progress=progress, accumulated=data.accumulated(settings))
+    ch = linear.chosen
+    cols, degs = _columns(basis, species, int(ch["shift"]))
+    lam_lin = ch["lam"] if ch["lam"] is not None else settings.lam[0]
+    args = (data, settings, cols, degs, ch["power"], lam_lin, ch["energy_factor"], emb.embeddings)
+    t1 = time.perf_counter()
+    nf = int(settings.n_folds)
+    cv, cv_errors = [], {}
+    if nf > 1 and len(configs) >= nf:
+        if linear.cv:
+            best = linear.cv[0]
+            cv.append({"lam_density": None, "score": best["score"], "energy_mae_meV_per_atom": best["energy_mae_meV_per_atom"],
+                       "energy_rmse_meV_per_atom": best["energy_rmse_meV_per_atom"], "force_rmse_eV_per_A": best["force_rmse_eV_per_A"]})
+        for lam_d in emb.lam:
+            errs, sc = np.zeros(len(configs)), []
+            for f in range(nf):
+                held = data.folds == f
+                loss = ProjectedLoss(*args, lam_d, ~held)
+                theta, _ = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter)
+                de, f_rmse = _held_out(data, settings, loss, theta, held)
+                errs[held] = de
+                sc.append((np.mean(np.abs(de)), np.sqrt(np.mean(de**2)), f_rmse))
+            e_mae, e_rmse, f_rmse = np.mean(sc, axis=0)
+            score = e_rmse / settings.cv_energy_scale + f_rmse / settings.cv_force_scale
+            cv.append({"lam_density": lam_d, "score": float(score), "energy_mae_meV_per_atom": e_mae * 1e3,
+                       "energy_rmse_meV_per_atom": e_rmse * 1e3, "force_rmse_eV_per_A": float(f_rmse)})
+            cv_errors[lam_d] = errs
+            if progress:
+                print(f"  embedded cv lam_density={lam_d}: E_mae={e_mae * 1e3:.2f} meV/atom F_rmse={f_rmse:.4f} eV/A "
+                      f"score={score:.3f}", file=sys.stderr, flush=True)
+        cv = sorted(cv, key=lambda r: r["score"])
+        lam_d = next(r["lam_density"] for r in cv if r["lam_density"] is not None)
+        types = data.config_types if len(data.config_types) == len(configs) else ["default"] * len(configs)
+        cv_by_type = summarise_errors([(t, e, None, None) for t, e in zip(types, cv_errors[lam_d], strict=True)])
+    else:
+        lam_d, cv_by_type = emb.lam[0], {}
+    t2 = time.perf_counter()
+    loss = ProjectedLoss(*args, lam_d, np.ones(len(configs), bool))
+    theta, res = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter)
+    a = loss.linear_part(theta)
+    t3 = time.perf_counter()
+    ns, nB = len(species), len(feature_degrees(basis))
+    full = np.zeros(data.n_cols)
+    full[cols] = a
+    dens = np.zeros((ns, len(emb.embeddings), nB))
+    dens[:, :, data.density_cols] = theta.reshape(loss.shape) / loss.dm
+    chosen = {**ch, "lam_density": lam_d}
+    info = {"iterations": int(res.nit), "loss": float(res.fun), "converged": bool(res.success), "message": str(res.message),
+            "n_density_features": int(len(data.density_cols))}
+    meta = {"settings": settings.to_dict(), "embedding_settings": emb.to_dict(), "chosen": chosen, "n_configs": len(configs),
+            "n_atoms": int(data.natoms.sum()), "n_active_columns": int(len(cols)), "solver_info": info}
+    pot = EmbeddedACEPotential(basis, species, full[:ns], full[ns:].reshape(ns, nB), dens, emb.embeddings, repulsion, meta)
+    return EmbeddedFitResult(pot, linear, cv, chosen, info,
+                             {"features": data.seconds, "linear": t1 - t0, "cv": t2 - t1, "solve": t3 - t2}, cv_by_type)

@@ -1,0 +1,245 @@
+"""Embedded (Finnis-Sinclair-like) ACE potentials: physics, the fit's analytic gradient, recovery of a known model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from acehamil.basis import ACEBasis, BasisSpec, RadialSpec
+from acehamil.models.potential import ACEPotential, feature_degrees
+from acehamil.models.potential_data import Config, error_metrics
+from acehamil.models.potential_embedded import EmbeddedACEPotential, embed
+from acehamil.models.potential_embedded_fit import (
+    EmbeddingSettings,
+    ProjectedLoss,
+    density_columns,
+    embedding_data,
+    fit_embedded,
+    minimise,
+)
+from acehamil.models.potential_fit import FitSettings, _columns, accumulate
+from acehamil.models.potential_repulsion import RepulsionSpec
+from acehamil.so3 import random_rotation
+
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def _basis(species=(14,), r_cut=4.0):
+    return ACEBasis(BasisSpec(categories=tuple(species), radial=RadialSpec(n_max=4, r_cut=r_cut), max_nu=3,
+                              max_degree=(4, 4, 3), L_max=0, parities=(1,)))
+
+
+def _potential(rng, species=(14,), repulsion=None, embeddings=("fs", "tanh")):
+    basis = _basis(species)
+    nB = len(feature_degrees(basis))
+    ns = len(species)
+    return EmbeddedACEPotential(basis, species, rng.normal(size=ns), 0.1 * rng.normal(size=(ns, nB)),
+                                0.5 * rng.normal(size=(ns, len(embeddings), nB)), embeddings, repulsion)
+
+
+def _rattled_si(rng, amp=0.15, numbers=None):
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions += amp * rng.normal(size=atoms.positions.shape)
+    atoms.cell = atoms.cell.array + 0.05 * rng.normal(size=(3, 3))
+    if numbers is not None:
+        atoms.numbers = numbers
+    return atoms
+
+
+def _setup(kind, rng):
+    if kind == "binary":
+        pot = _potential(rng, species=(6, 14), repulsion=RepulsionSpec((((6, 14), 2.0), ((14, 14), 2.2)), 5.0))
+        return pot, _rattled_si(rng, numbers=[6, 14] * 4)
+    if kind == "cluster":
+        pot = _potential(rng, repulsion=RepulsionSpec((((14, 14), 2.0),), 5.0))
+        return pot, Atoms(numbers=[14] * 7, positions=rng.normal(size=(7, 3)) * 1.6)
+    return _potential(rng), _rattled_si(rng)
+
+
+@pytest.mark.parametrize("name", ["fs", "tanh"])
+def test_embedding_derivatives(name, rng):
+    x = rng.normal(size=20) * 3
+    F, dF, ddF = embed(name, x)
+    h = 1e-6
+    np.testing.assert_allclose(dF, (embed(name, x + h)[0] - embed(name, x - h)[0]) / (2 * h), atol=1e-8)
+    np.testing.assert_allclose(ddF, (embed(name, x + h)[1] - embed(name, x - h)[1]) / (2 * h), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown embedding"):
+        embed("cube", x)
+
+
+@pytest.mark.parametrize("kind", ["bulk", "cluster", "binary"])
+def test_forces_are_minus_gradient_with_shrinking_error(kind, rng):
+    pot, atoms = _setup(kind, rng)
+    F = pot.compute(atoms)["forces"]
+    assert np.abs(F.sum(axis=0)).max() < 1e-10 * max(1.0, np.abs(F).max()) and np.abs(F).max() > 1e-3
+    d = rng.normal(size=(len(atoms), 3))
+    d /= np.linalg.norm(d)
+    errs = []
+    for h in (1e-2, 1e-3):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions += h * d
+        minus.positions -= h * d
+        e = [pot.compute(x, forces=False, stress=False)["energy"] for x in (plus, minus)]
+        errs.append(abs((e[0] - e[1]) / (2 * h) + np.sum(F * d)))
+    assert errs[1] < max(errs[0] / 20, 1e-8), errs
+
+
+@pytest.mark.parametrize("kind", ["bulk", "binary"])
+def test_stress_matches_strain_finite_difference(kind, rng):
+    pot, atoms = _setup(kind, rng)
+    stress = pot.compute(atoms)["stress"]
+    vol = atoms.get_volume()
+    for v, (a, b) in enumerate(VOIGT):
+        errs = []
+        for h in (1e-3, 1e-4):
+            e = []
+            for sgn in (1, -1):
+                eps = np.zeros((3, 3))
+                eps[a, b] += sgn * h / 2
+                eps[b, a] += sgn * h / 2
+                strained = atoms.copy()
+                strained.set_cell(atoms.cell.array @ (np.eye(3) + eps).T, scale_atoms=True)
+                e.append(pot.compute(strained, forces=False, stress=False)["energy"])
+            errs.append(abs((e[0] - e[1]) / (2 * h) / vol - stress[v]))
+        assert errs[1] < max(errs[0] / 20, 1e-9), (v, errs)
+
+
+@pytest.mark.parametrize("improper", [False, True])
+@pytest.mark.parametrize("kind", ["bulk", "cluster", "binary"])
+def test_energy_invariant_under_rotation_permutation_translation(kind, improper, rng):
+    pot, atoms = _setup(kind, rng)
+    ref = pot.compute(atoms)
+    Q = random_rotation(rng, improper=improper)
+    perm = rng.permutation(len(atoms))
+    moved = Atoms(numbers=atoms.numbers[perm], positions=atoms.positions[perm] @ Q.T + rng.normal(size=3) * 3.0,
+                  cell=atoms.cell.array @ Q.T, pbc=atoms.pbc)
+    res = pot.compute(moved)
+    assert res["energy"] == pytest.approx(ref["energy"], abs=1e-9 * max(1.0, abs(ref["energy"])))
+    np.testing.assert_allclose(res["energies"], ref["energies"][perm], atol=1e-9)
+    np.testing.assert_allclose(res["forces"], ref["forces"][perm] @ Q.T, atol=1e-8)
+
+
+def test_embedding_is_nonlinear_and_reduces_to_linear(rng):
+    """Without densities' effect (zero coefficients) it is the linear model; scaling the densities is not linear."""
+    pot, atoms = _setup("bulk", rng)
+    lin = ACEPotential(pot.basis, pot.species, pot.e0, pot.coef)
+    zero = EmbeddedACEPotential(pot.basis, pot.species, pot.e0, pot.coef, 0 * pot.densities, pot.embeddings)
+    a, b = lin.compute(atoms), zero.compute(atoms)
+    assert a["energy"] == pytest.approx(b["energy"], abs=1e-10)
+    np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-10)
+    e = [EmbeddedACEPotential(pot.basis, pot.species, pot.e0, 0 * pot.coef, s * pot.densities, pot.embeddings).compute(atoms)["energy"]
+         - pot.e0.sum() * len(atoms) for s in (1.0, 2.0)]
+    assert abs(e[1] - 2 * e[0]) > 1e-3 * abs(e[0])
+    no_grad = pot.compute(atoms, forces=False, stress=False)
+    assert no_grad["energy"] == pytest.approx(pot.compute(atoms)["energy"], rel=1e-12)
+
+
+def test_chunking_and_bad_input(rng):
+    pot, atoms = _setup("bulk", rng)
+    atoms = atoms.repeat((2, 1, 1))
+    a, b = pot.compute(atoms, chunk_atoms=3), pot.compute(atoms, chunk_atoms=1000)
+    np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-12)
+    with pytest.raises(ValueError, match="densities must have shape"):
+        EmbeddedACEPotential(pot.basis, pot.species, pot.e0, pot.coef, pot.densities[:, :1], pot.embeddings)
+    with pytest.raises(ValueError, match="unknown embedding"):
+        EmbeddedACEPotential(pot.basis, pot.species, pot.e0, pot.coef, pot.densities, ("fs", "nope"))
+    with pytest.raises(ValueError, match="not one of the model's species"):
+        pot.compute(Atoms("Ge2", positions=[[0, 0, 0], [0, 0, 2.4]]))
+
+
+# ---------------------------------------------------------------- fitting
+def _labelled(truth, rng, n, config_type, stress=False):
+    out = []
+    for _ in range(n):
+        atoms = _rattled_si(rng, amp=0.15)
+        atoms.set_cell(atoms.cell.array * (1 + 0.03 * rng.normal()), scale_atoms=True)
+        res = truth.compute(atoms)
+        atoms.calc = SinglePointCalculator(atoms, energy=res["energy"], forces=res["forces"],
+                                           **({"stress": res["stress"]} if stress else {}))
+        atoms.info["config_type"] = config_type
+        c = atoms.copy()
+        c.calc = None
+        out.append(Config(c, res["energy"], res["forces"], res["stress"] if stress else None, config_type))
+    return out
+
+
+def _truth(rng, basis):
+    nB = len(feature_degrees(basis))
+    cols = density_columns(basis, (4, 2, 0))
+    dens = np.zeros((1, 1, nB))
+    dens[0, 0, cols] = rng.normal(size=len(cols))
+    return EmbeddedACEPotential(basis, (14,), [-4.0], 0.05 * rng.normal(size=(1, nB)), dens, ("fs",))
+
+
+@pytest.mark.parametrize("with_stress", [False, True])
+def test_projected_loss_gradient_matches_finite_differences(with_stress, rng):
+    basis = _basis()
+    truth = _truth(rng, basis)
+    configs = _labelled(truth, rng, 4, "md", stress=with_stress)
+    settings = FitSettings(n_folds=2)
+    data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2, 0)),
+                          RepulsionSpec((((14, 14), 2.0),), 5.0))
+    cols, degs = _columns(basis, (14,), 0)
+    train = np.array([True, True, False, True])
+    loss = ProjectedLoss(data, settings, cols, degs, 1.0, 1e-6, 3.0, ("fs", "tanh"), 1e-3, train)
+    assert loss.use_stress == with_stress
+    theta = loss.initial(1.0, 0)
+    L, g = loss(theta)
+    d = rng.normal(size=theta.shape)
+    errs = []
+    for h in (1e-3, 1e-4):
+        fd = (loss(theta + h * d)[0] - loss(theta - h * d)[0]) / (2 * h)
+        errs.append(abs(fd - g @ d))
+    assert errs[1] < max(errs[0] / 20, 1e-9 * abs(L)), errs
+    assert errs[1] < 1e-6 * max(abs(g @ d), 1.0)
+
+
+def test_embedding_data_matches_linear_accumulation(rng):
+    basis = _basis()
+    configs = _labelled(_truth(rng, basis), rng, 5, "md")
+    settings = FitSettings(n_folds=2)
+    rep = RepulsionSpec((((14, 14), 2.0),), 5.0)
+    data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2, 0)), rep)
+    acc, ref = data.accumulated(settings), accumulate(basis, (14,), configs, settings, rep)
+    np.testing.assert_array_equal(acc.folds, ref.folds)
+    np.testing.assert_allclose(acc.energy_rows, ref.energy_rows, atol=1e-12)
+    np.testing.assert_allclose(acc.energy_targets, ref.energy_targets, atol=1e-12)
+    for f in range(2):
+        np.testing.assert_allclose(acc.forces[f].AtA, ref.forces[f].AtA, rtol=1e-10, atol=1e-8)
+        np.testing.assert_allclose(acc.forces[f].Aty, ref.forces[f].Aty, rtol=1e-10, atol=1e-8)
+
+
+def test_fit_recovers_an_embedded_potential_better_than_linear(rng):
+    basis = _basis()
+    truth = _truth(rng, basis)
+    configs = _labelled(truth, rng, 14, "md") + _labelled(truth, rng, 4, "strain", stress=True)
+    settings = FitSettings(lam=(1e-10,), power=(0.0,), n_folds=3, force_sigma=1e-2)
+    emb = EmbeddingSettings(embeddings=("fs",), density_max_degree=(4, 2, 0), lam=(1e-8, 1e-4), maxiter=400)
+    res = fit_embedded(configs, basis, (14,), settings, emb)
+    assert res.chosen["lam_density"] in (1e-8, 1e-4) and len(res.cv) == 3
+    assert {r["lam_density"] for r in res.cv} == {None, 1e-8, 1e-4}
+    m_emb = error_metrics(res.potential, configs)["all"]
+    m_lin = error_metrics(res.linear.potential, configs)["all"]
+    assert m_emb["force_rmse_eV_per_A"] < 0.5 * m_lin["force_rmse_eV_per_A"]
+    assert m_emb["energy_rmse_meV_per_atom"] < m_lin["energy_rmse_meV_per_atom"]
+    assert set(res.cv_by_type) == {"all", "md", "strain"}
+
+
+def test_minimise_from_truth_stays(rng):
+    """At the generating densities the loss is at its floor; L-BFGS does not leave it."""
+    basis = _basis()
+    truth = _truth(rng, basis)
+    configs = _labelled(truth, rng, 6, "md")
+    settings = FitSettings(n_folds=2)
+    cols_d = density_columns(basis, (4, 2, 0))
+    data = embedding_data(basis, (14,), configs, settings, cols_d)
+    cols, degs = _columns(basis, (14,), 0)
+    loss = ProjectedLoss(data, settings, cols, degs, 0.0, 1e-14, 1.0, ("fs",), 0.0, np.ones(6, bool))
+    theta = (truth.densities[:, :, cols_d] * loss.dm).ravel()
+    L0, _ = loss(theta)
+    theta1, _ = minimise(loss, theta, 50)
+    assert loss(theta1)[0] <= L0 + 1e-12
+    assert L0 < 1e-6 * loss(loss.initial(1.0, 0))[0]
