@@ -23,7 +23,8 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 
 class ACECalculator(Calculator):
-    """ASE calculator wrapping an :class:`~acehamil.models.potential.ACEPotential`.
+    """ASE calculator wrapping an :class:`~acehamil.models.potential.ACEPotential` or
+    :class:`~acehamil.models.potential.embedded.EmbeddedACEPotential`.
 
     Properties: ``energy``, ``free_energy`` (eV, equal: no electronic entropy),
     ``energies`` (natoms,) eV, ``forces`` (natoms, 3) eV/Å and ``stress`` (6,) eV/Å^3
@@ -32,7 +33,7 @@ class ACECalculator(Calculator):
 
     Parameters
     ----------
-    potential : ACEPotential
+    potential : ACEPotential or EmbeddedACEPotential
     chunk_atoms : int
         Centres per basis call (memory bound for large systems).
     """
@@ -40,10 +41,11 @@ class ACECalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, potential, chunk_atoms: int = 256, **kwargs):
+        from .models.potential.embedded import EmbeddedACEPotential
         from .models.potential.model import ACEPotential
 
-        if not isinstance(potential, ACEPotential):
-            raise TypeError(f"expected an ACEPotential, got {type(potential).__name__}")
+        if not isinstance(potential, (ACEPotential, EmbeddedACEPotential)):
+            raise TypeError(f"expected an ACEPotential or EmbeddedACEPotential, got {type(potential).__name__}")
         super().__init__(**kwargs)
         self.potential = potential
         self.chunk_atoms = int(chunk_atoms)

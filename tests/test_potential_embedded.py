@@ -9,10 +9,10 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from acehamil.basis import ACEBasis, BasisSpec, RadialSpec
-from acehamil.models.potential import ACEPotential, feature_degrees
-from acehamil.models.potential_data import Config, error_metrics
-from acehamil.models.potential_embedded import EmbeddedACEPotential, embed
-from acehamil.models.potential_embedded_fit import (
+from acehamil.models.potential.model import ACEPotential, feature_degrees
+from acehamil.models.potential.data import Config, error_metrics
+from acehamil.models.potential.embedded import EmbeddedACEPotential, embed
+from acehamil.models.potential.embedded_fit import (
     EmbeddingSettings,
     ProjectedLoss,
     density_columns,
@@ -20,8 +20,8 @@ from acehamil.models.potential_embedded_fit import (
     fit_embedded,
     minimise,
 )
-from acehamil.models.potential_fit import FitSettings, _columns, accumulate
-from acehamil.models.potential_repulsion import RepulsionSpec
+from acehamil.models.potential.fit import FitSettings, _columns, accumulate
+from acehamil.models.potential.repulsion import RepulsionSpec
 from acehamil.so3 import random_rotation
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
@@ -243,3 +243,73 @@ def test_minimise_from_truth_stays(rng):
     theta1, _ = minimise(loss, theta, 50)
     assert loss(theta1)[0] <= L0 + 1e-12
     assert L0 < 1e-6 * loss(loss.initial(1.0, 0))[0]
+
+
+# ---------------------------------------------------------------- files, calculator, CLI
+def test_file_round_trip_calculator_and_damage(tmp_path, rng):
+    import h5py
+
+    from acehamil.calculators import ACECalculator
+    from acehamil.io.potential_file import load_potential, save_potential
+
+    pot, atoms = _setup("binary", rng)
+    path = tmp_path / "emb.h5"
+    save_potential(path, pot)
+    back = load_potential(path)
+    assert isinstance(back, EmbeddedACEPotential) and back.embeddings == pot.embeddings
+    a, b = pot.compute(atoms), back.compute(atoms)
+    assert a["energy"] == b["energy"]
+    np.testing.assert_array_equal(a["forces"], b["forces"])
+    atoms.calc = ACECalculator.from_file(path)
+    np.testing.assert_array_equal(atoms.get_forces(), a["forces"])
+    assert atoms.get_stress().shape == (6,)
+    with h5py.File(path, "r+") as f:
+        f["densities"][0, 0, 0] += 1e-9
+    with pytest.raises(ValueError, match="checksum"):
+        load_potential(path)
+    save_potential(path, pot)
+    with h5py.File(path, "r+") as f:
+        f.attrs["embeddings"] = '["fs", "tanh", "fs"]'
+    with pytest.raises(ValueError, match="checksum|densities must have shape"):
+        load_potential(path)
+    # linear files keep format version 1
+    lin = ACEPotential(pot.basis, pot.species, pot.e0, pot.coef, pot.repulsion)
+    save_potential(tmp_path / "lin.h5", lin)
+    with h5py.File(tmp_path / "lin.h5", "r") as f:
+        assert int(f.attrs["format_version"]) == 1 and "densities" not in f
+    assert isinstance(load_potential(tmp_path / "lin.h5"), ACEPotential)
+
+
+def test_cli_fits_and_evaluates_an_embedded_model(tmp_path, rng, capsys):
+    import json
+
+    import ase.io
+
+    from acehamil.cli import main
+    from acehamil.io.potential_file import load_potential
+
+    truth = _truth(rng, _basis())
+    frames = []
+    for c in _labelled(truth, rng, 8, "md"):
+        a = c.atoms.copy()
+        a.calc = SinglePointCalculator(a, energy=c.energy, forces=c.forces)
+        a.info["config_type"] = c.config_type
+        frames.append(a)
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text(
+        '[data]\ntrain = "train.xyz"\n[basis]\nr_cut = 4.0\nn_max = 4\nmax_nu = 3\nmax_degree = [4, 4, 3]\n'
+        "[fit]\nlam = [1e-10]\npower = [0.0]\nn_folds = 2\n"
+        '[model]\nkind = "embedded"\nembeddings = ["fs"]\ndensity_max_degree = [4, 2, 0]\nlam = [1e-6]\nmaxiter = 60\n'
+    )
+    out = tmp_path / "pot.h5"
+    assert main(["fit-potential", str(cfg), "-o", str(out), "-q", "--report", str(tmp_path / "rep.json")]) == 0
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["model"] == "embedded" and rep["chosen"]["lam_density"] == 1e-6 and rep["optimiser"]["iterations"] > 0
+    assert isinstance(load_potential(out), EmbeddedACEPotential)
+    capsys.readouterr()
+    assert main(["evaluate-potential", str(out), str(tmp_path / "train.xyz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["force_mae_eV_per_A"] < 0.05
+    cfg.write_text(cfg.read_text().replace('kind = "embedded"', 'kind = "deep"'))
+    assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "x.h5"), "-q"]) != 0
+    assert "model.kind" in capsys.readouterr().err

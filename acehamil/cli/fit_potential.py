@@ -55,6 +55,7 @@ def run(args) -> int:
     from ..io.potential_file import save_potential
     from ..models.potential.config import summarise
     from ..models.potential.data import error_metrics
+    from ..models.potential.embedded_fit import fit_embedded
     from ..models.potential.fit import fit_potential
 
     check_outputs(config_input_files(args.config), {"-o": args.output, "--report": args.report}, overwrite=args.overwrite)
@@ -62,11 +63,18 @@ def run(args) -> int:
     progress = not args.quiet
     if progress:
         print(f"training: {len(job.train)} configs {summarise(job.train)}; species {list(job.species)}", file=sys.stderr)
-    result = fit_potential(job.train, job.basis, job.species, job.settings, job.repulsion, progress=progress)
+    if job.embedding is None:
+        result = fit_potential(job.train, job.basis, job.species, job.settings, job.repulsion, progress=progress)
+    else:
+        result = fit_embedded(job.train, job.basis, job.species, job.settings, job.embedding, job.repulsion, progress=progress)
     save_potential(args.output, result.potential)
-    report = {"chosen": result.chosen, "seconds": result.seconds, "n_features": result.potential.n_features,
-              "cv": result.cv, "cv_by_type": result.cv_by_type, "train": error_metrics(result.potential, job.train),
+    report = {"model": "linear" if job.embedding is None else "embedded", "chosen": result.chosen, "seconds": result.seconds,
+              "n_features": result.potential.n_features, "cv": result.cv, "cv_by_type": result.cv_by_type,
+              "train": error_metrics(result.potential, job.train),
               "test": {name: error_metrics(result.potential, cfgs) for name, cfgs in job.test.items()}}
+    if job.embedding is not None:
+        report["linear_cv"] = result.linear.cv[:20]
+        report["optimiser"] = result.info
     print(f"chosen hyperparameters: {result.chosen}; features per species: {result.potential.n_features}")
     if result.cv_by_type:
         print(format_cv(result.cv_by_type))

@@ -12,6 +12,15 @@ Layout (kind ``"ace_potential"``, format version 1)::
     /canary_features  (n_species, n_B) float64, invariant features of a fixed reference
                       environment per centre species (detects a basis engine that changed numerically)
 
+Embedded potentials (:class:`~acehamil.models.potential.embedded.EmbeddedACEPotential`)
+are written as format version 2: the same layout plus the attribute ``model =
+"embedded"``, ``embeddings`` (JSON list of names) and the dataset
+
+    /densities        (n_species, n_densities, n_B) float64
+
+all covered by the checksum.  Linear potentials are still written as version 1,
+and version-1 files load as before.
+
 Arrays are stored as float64, so a reload reproduces predictions bit for bit.
 On load the basis is rebuilt from its spec and checked against the stored
 fingerprint; a mismatch (e.g. a different basis-engine version ordering its
@@ -30,13 +39,20 @@ from .hdf5 import atomic_h5, check_header, open_h5, write_header
 
 KIND = "ace_potential"
 FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+#: Format of embedded potentials (version 1 plus densities).
+EMBEDDED_FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 
-def _checksum(species, e0, coef, degrees) -> str:
+def _checksum(species, e0, coef, degrees, densities=None, embeddings=None) -> str:
     h = hashlib.sha256()
-    for arr in (np.asarray(species, np.int64), np.asarray(e0, np.float64), np.asarray(coef, np.float64), np.asarray(degrees, np.float64)):
+    arrays = [np.asarray(species, np.int64), np.asarray(e0, np.float64), np.asarray(coef, np.float64), np.asarray(degrees, np.float64)]
+    if densities is not None:
+        arrays.append(np.asarray(densities, np.float64))
+    for arr in arrays:
         h.update(np.ascontiguousarray(arr).tobytes())
+    if embeddings is not None:
+        h.update(json.dumps(list(embeddings)).encode())
     return h.hexdigest()
 
 
@@ -72,14 +88,20 @@ def _json_default(obj):
 
 
 def save_potential(path, potential) -> None:
-    """Write an :class:`~acehamil.models.potential.ACEPotential` atomically.
+    """Write an :class:`~acehamil.models.potential.ACEPotential` or an
+    :class:`~acehamil.models.potential.embedded.EmbeddedACEPotential` atomically.
 
     Parameters
     ----------
     path : str or Path
-    potential : ACEPotential
+    potential : ACEPotential or EmbeddedACEPotential
     """
-    from ..models.potential.model import feature_degrees
+    from ..models.potential.embedded import EmbeddedACEPotential
+    from ..models.potential.model import ACEPotential, feature_degrees
+
+    if not isinstance(potential, (ACEPotential, EmbeddedACEPotential)):
+        raise TypeError(f"expected an ACEPotential or EmbeddedACEPotential, got {type(potential).__name__}")
+    embedded = isinstance(potential, EmbeddedACEPotential)
 
     spec = potential.basis.spec
     if not hasattr(spec, "to_dict"):
@@ -87,13 +109,19 @@ def save_potential(path, potential) -> None:
     degrees = feature_degrees(potential.basis)
     species = np.asarray(potential.species, dtype=np.int64)
     with atomic_h5(path) as f:
-        write_header(f, KIND, FORMAT_VERSION)
+        write_header(f, KIND, EMBEDDED_FORMAT_VERSION if embedded else FORMAT_VERSION)
         f.attrs["basis_spec"] = json.dumps(spec.to_dict(), sort_keys=True)
         f.attrs["repulsion"] = json.dumps(potential.repulsion.to_dict()) if potential.repulsion is not None else ""
         f.attrs["metadata"] = json.dumps(potential.metadata, default=_json_default, sort_keys=True)
         f.attrs["energy_unit"] = "eV"
         f.attrs["length_unit"] = "Angstrom"
-        f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees)
+        if embedded:
+            f.attrs["model"] = "embedded"
+            f.attrs["embeddings"] = json.dumps(list(potential.embeddings))
+            f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees, potential.densities, potential.embeddings)
+            f.create_dataset("densities", data=np.asarray(potential.densities, dtype=np.float64))
+        else:
+            f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees)
         f.create_dataset("species", data=species)
         f.create_dataset("e0", data=np.asarray(potential.e0, dtype=np.float64))
         f.create_dataset("coef", data=np.asarray(potential.coef, dtype=np.float64))
@@ -118,7 +146,7 @@ def load_potential(path, basis_factory=None):
 
     Returns
     -------
-    ACEPotential
+    ACEPotential or EmbeddedACEPotential
 
     Raises
     ------
@@ -127,12 +155,21 @@ def load_potential(path, basis_factory=None):
         basis whose features no longer match the stored fingerprint.
     FileNotFoundError
     """
+    from ..models.potential.embedded import EmbeddedACEPotential
     from ..models.potential.model import ACEPotential, feature_degrees
     from ..models.potential.repulsion import RepulsionSpec
 
+    densities = embeddings = None
     with open_h5(path) as f:
         check_header(f, KIND, SUPPORTED_VERSIONS)
         try:
+            model = f.attrs.get("model", "linear")
+            model = model.decode() if isinstance(model, bytes) else str(model)
+            if model == "embedded":
+                embeddings = json.loads(f.attrs["embeddings"])
+                densities = np.asarray(f["densities"][()], dtype=np.float64)
+            elif model != "linear":
+                raise ValueError(f"{path}: unknown potential model {model!r} (this acehamil reads 'linear' and 'embedded')")
             spec_dict = json.loads(f.attrs["basis_spec"])
             rep_json = f.attrs["repulsion"]
             metadata = json.loads(f.attrs["metadata"])
@@ -145,7 +182,7 @@ def load_potential(path, basis_factory=None):
         except (KeyError, json.JSONDecodeError, OSError) as err:
             raise ValueError(f"{path}: incomplete or corrupted potential file ({err})") from None
     checksum = checksum.decode() if isinstance(checksum, bytes) else str(checksum)
-    if _checksum(species, e0, coef, degrees) != checksum:
+    if _checksum(species, e0, coef, degrees, densities, embeddings) != checksum:
         raise ValueError(f"{path}: checksum mismatch - the stored coefficients are corrupted")
     basis = (basis_factory or _default_basis_factory)(spec_dict)
     rebuilt = feature_degrees(basis)
@@ -162,4 +199,6 @@ def load_potential(path, basis_factory=None):
         )
     rep_json = rep_json.decode() if isinstance(rep_json, bytes) else str(rep_json)
     repulsion = RepulsionSpec.from_dict(json.loads(rep_json)) if rep_json else None
+    if densities is not None:
+        return EmbeddedACEPotential(basis, tuple(int(z) for z in species), e0, coef, densities, tuple(embeddings), repulsion, metadata)
     return ACEPotential(basis, tuple(int(z) for z in species), e0, coef, repulsion, metadata)

@@ -39,6 +39,15 @@ and in ``docs/potentials.md``::
     cv_force_scale = 0.05
     [fit.config_type_weights]
     Elastic = 1.0
+
+    [model]                          # optional; default the linear model
+    kind = "linear"                  # or "embedded" (see EmbeddingSettings)
+    embeddings = ["fs", "fs"]        # embedded only: one embedding per density
+    density_max_degree = [9, 6, 4, 3]
+    lam = [1e-3, 1e-1]               # density ridge strengths tried by CV
+    maxiter = 300
+    init_scale = 1.0
+    seed = 0
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import Config
+from .embedded_fit import EmbeddingSettings
 from .fit import FitSettings
 from .repulsion import RepulsionSpec
 
@@ -56,6 +66,7 @@ BASIS_DEFAULTS = {"r_cut": 5.0, "n_max": 8, "max_nu": 3, "max_degree": [16, 12, 
                   "envelope_power": 2}
 REPULSION_DEFAULTS = {"enabled": True, "fraction": 0.8, "strength": 10.0}
 _FIT_KEYS = set(FitSettings.__dataclass_fields__)
+_MODEL_KEYS = {"kind"} | set(EmbeddingSettings.__dataclass_fields__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +79,7 @@ class PotentialJob:
     basis: object
     settings: FitSettings
     repulsion: RepulsionSpec | None
+    embedding: EmbeddingSettings | None = None
 
 
 def _check_keys(section: dict, allowed, name: str) -> None:
@@ -147,7 +159,7 @@ def core_repulsion(configs, species, fraction=0.8, strength=10.0) -> RepulsionSp
 
 def check_tables(cfg: dict) -> None:
     """Refuse unknown tables and a ``[data]`` table without ``train``."""
-    _check_keys(cfg, {"data", "basis", "repulsion", "fit"}, "top level")
+    _check_keys(cfg, {"data", "basis", "repulsion", "fit", "model"}, "top level")
     data = dict(cfg.get("data", {}))
     _check_keys(data, {"train", "test"}, "data")
     if "train" not in data:
@@ -194,7 +206,18 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
         if k in fcfg:
             fcfg[k] = tuple(fcfg[k]) if np.ndim(fcfg[k]) else (fcfg[k],)
     settings = FitSettings(**fcfg)
-    return PotentialJob(train, test, species, basis, settings, repulsion)
+    mcfg = dict(cfg.get("model", {}))
+    _check_keys(mcfg, _MODEL_KEYS, "model")
+    kind = mcfg.pop("kind", "linear")
+    if kind not in ("linear", "embedded"):
+        raise ValueError(f"model.kind must be 'linear' or 'embedded', got {kind!r}")
+    if kind == "linear" and mcfg:
+        raise ValueError(f"[model] keys {sorted(mcfg)} need kind = 'embedded'")
+    for k in ("embeddings", "density_max_degree", "lam"):
+        if k in mcfg:
+            mcfg[k] = tuple(mcfg[k]) if np.ndim(mcfg[k]) else (mcfg[k],)
+    embedding = EmbeddingSettings(**mcfg) if kind == "embedded" else None
+    return PotentialJob(train, test, species, basis, settings, repulsion, embedding)
 
 
 def summarise(configs: list[Config]) -> dict:

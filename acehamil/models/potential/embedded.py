@@ -5,7 +5,7 @@ The model::
     E = sum_i [ E0(Z_i) + c_{Z_i} . B(R_i) + sum_k F_k(rho_i^k) ] + E_rep,
     rho_i^k = d^k_{Z_i} . B(R_i)
 
-``B`` are the invariant ACE features of :mod:`acehamil.models.potential`, ``c`` the
+``B`` are the invariant ACE features of :mod:`acehamil.models.potential.model`, ``c`` the
 linear coefficients (the linear model is the special case without densities),
 ``d^k`` the coefficients of density ``k`` (in practice non-zero only on a subset of
 low-degree features) and ``F_k`` a fixed smooth embedding (:data:`EMBEDDINGS`).
@@ -17,7 +17,7 @@ model's plus one sparse quadratic form per density.
 Examples
 --------
 >>> from ase.build import bulk
->>> from acehamil.models.potential_config import make_basis
+>>> from acehamil.models.potential.config import make_basis
 >>> basis = make_basis((14,), r_cut=4.0, n_max=3, max_nu=2, max_degree=(4, 4))
 >>> nB = len(feature_degrees(basis))
 >>> pot = EmbeddedACEPotential(basis, (14,), [-4.0], np.zeros((1, nB)), 0.1 * np.ones((1, 2, nB)), ("fs", "tanh"))
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .potential import INVARIANT, _species_index, basis_cutoff, evaluate_sites, feature_degrees, make_centres
-from .potential_repulsion import RepulsionSpec
+from .model import INVARIANT, _species_index, basis_cutoff, evaluate_sites, feature_degrees, make_centres
+from .repulsion import RepulsionSpec
 
 
 def _fs(x):

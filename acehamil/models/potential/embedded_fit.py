@@ -1,6 +1,6 @@
-"""Fitting embedded ACE potentials (:mod:`.potential_embedded`) by variable projection and L-BFGS.
+"""Fitting embedded ACE potentials (:mod:`.embedded`) by variable projection and L-BFGS.
 
-The loss is the linear fit's (:mod:`.potential_fit`: weighted energy-per-atom,
+The loss is the linear fit's (:mod:`.fit`: weighted energy-per-atom,
 force and stress rows, ridge prior ``lam (1 + degree)^power`` on unit-RMS-scaled
 linear coefficients) plus a ridge ``lam_density * n_train |theta|^2`` on the
 density coefficients ``theta`` (scaled to unit-RMS density features).
@@ -36,9 +36,9 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from ..fitting import NormalEquations
-from ..structure.neighbours import neighbour_pairs
-from .potential import (
+from ...fitting import NormalEquations
+from ...structure.neighbours import neighbour_pairs
+from .model import (
     VOIGT,
     _species_index,
     cell_volume,
@@ -48,9 +48,9 @@ from .potential import (
     rows_from_descriptors,
     site_descriptors,
 )
-from .potential_data import Config, summarise_errors
-from .potential_embedded import EmbeddedACEPotential, embed
-from .potential_fit import Accumulated, FitResult, FitSettings, _columns, _prior, fit_potential
+from .data import Config, summarise_errors
+from .embedded import EmbeddedACEPotential, embed
+from .fit import Accumulated, FitResult, FitSettings, _columns, _prior, fit_potential
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class EmbeddingSettings:
     Attributes
     ----------
     embeddings : tuple of str
-        One embedding per density (:data:`~.potential_embedded.EMBEDDINGS`). [("fs", "fs")]
+        One embedding per density (:data:`~.embedded.EMBEDDINGS`). [("fs", "fs")]
     density_max_degree : tuple of float
         Per correlation order nu, the largest feature degree entering the densities. [(9, 6, 4, 3)]
     lam : tuple of float
@@ -120,7 +120,7 @@ class EmbeddingData:
     Attributes
     ----------
     energy_rows : ndarray, shape (n_configs, n_cols)
-        Linear per-atom energy rows (layout of :mod:`.potential`).
+        Linear per-atom energy rows (layout of :mod:`.model`).
     energy_targets : ndarray, shape (n_configs,)
         eV/atom, repulsion removed.
     config_weights, folds, natoms, volumes : ndarray, shape (n_configs,)
@@ -171,7 +171,7 @@ class EmbeddingData:
         return int(self.energy_rows.shape[1])
 
     def accumulated(self, settings: FitSettings) -> Accumulated:
-        """The linear fit's :class:`~.potential_fit.Accumulated` from these rows (same folds and weights)."""
+        """The linear fit's :class:`~.fit.Accumulated` from these rows (same folds and weights)."""
         nf = int(self.folds.max()) + 1
         F = [NormalEquations(self.n_cols) for _ in range(nf)]
         S = [NormalEquations(self.n_cols) for _ in range(nf)]
@@ -200,7 +200,7 @@ def embedding_data(basis, species, configs, settings: FitSettings, density_cols,
     species : tuple of int
     configs : list of Config
     settings : FitSettings
-        Weights, folds (``n_folds``, ``seed``: the same assignment as :func:`~.potential_fit.accumulate`).
+        Weights, folds (``n_folds``, ``seed``: the same assignment as :func:`~.fit.accumulate`).
     density_cols : array of int
         From :func:`density_columns`.
     repulsion : RepulsionSpec, optional
@@ -268,6 +268,11 @@ def embedding_data(basis, species, configs, settings: FitSettings, density_cols,
     )
 
 
+def _index_or_slice(mask):
+    idx = np.flatnonzero(mask)
+    return slice(None) if len(idx) == len(mask) else idx
+
+
 class ProjectedLoss:
     """The variable-projection loss of one training mask (module docstring).
 
@@ -312,8 +317,9 @@ class ProjectedLoss:
         self.lam_density = lam_density * n_train
         self.K = len(self.embeddings)
         self.shape = (data.n_species, self.K, data.B.shape[1])
-        self._sp_atoms = [np.flatnonzero(data.atom_species == s) for s in range(data.n_species)]
-        self._sp_pairs = [np.flatnonzero(data.atom_species[data.pair_i] == s) for s in range(data.n_species)]
+        # per species, the sites and particles of its centres (a full slice when one species: no copies)
+        self._sp_atoms = [_index_or_slice(data.atom_species == s) for s in range(data.n_species)]
+        self._sp_pairs = [_index_or_slice(data.atom_species[data.pair_i] == s) for s in range(data.n_species)]
         self._starts = np.concatenate([[0], np.cumsum(data.natoms)])
         self._pair_cfg = data.atom_config[data.pair_i]
         self._rhs_scale = 1.0 / self.d
@@ -440,7 +446,7 @@ def _held_out(data: EmbeddingData, settings: FitSettings, loss: ProjectedLoss, t
 
 @dataclass(frozen=True, eq=False)
 class EmbeddedFitResult:
-    """An embedded potential with its fit report (as :class:`~.potential_fit.FitResult`).
+    """An embedded potential with its fit report (as :class:`~.fit.FitResult`).
 
     Attributes
     ----------
