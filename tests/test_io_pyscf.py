@@ -155,3 +155,135 @@ def test_missing_pyscf_gives_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyscf", None)
     with pytest.raises(ImportError, match=r"acehamil\[pyscf\]"):
         pyscf_gen.run_molecule(WATER)
+
+
+# ----------------------------------------------------------------------------- issue 12: generator faults
+#: Cheapest settings that still run the whole crystal pipeline (Gamma SCF, 10 Ha FFT grid, short r_cut;
+#: the band error of such data is large, so the tolerance is lifted where it is not the subject).
+TINY = ["--scf-kmesh", "1", "1", "1", "--ke-cutoff", "15", "--conv-tol", "1e-6", "--r-cut", "5.5", "--band-tol", "1e6"]
+
+
+def _cli(argv, capsys):
+    from acehamil.cli import main
+
+    rc = main(list(map(str, argv)))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.slow
+def test_mixed_cell_sizes_and_band_error_stored(tmp_path, capsys):
+    """Fault 1: a structures file mixing cell sizes crashed (the previous density seeded the next SCF
+    whatever its size).  Also: every structure carries its measured band error, the settings, and the
+    meshes chosen for its own cell."""
+    pytest.importorskip("pyscf")
+    from ase.io import write
+
+    from acehamil.io.band_check import band_errors
+
+    small = bulk("Si", "diamond", a=5.43)
+    small.positions[1] += 0.04
+    big = small.repeat((2, 1, 1))
+    write(tmp_path / "mixed.xyz", [small, big])
+    out = tmp_path / "m.h5"
+    rc, stdout, err = _cli(["generate", "pyscf", "--structures", tmp_path / "mixed.xyz", "-o", out, "--quiet", *TINY], capsys)
+    assert rc == 0, err
+    assert "band error" in stdout
+    ds = read_dataset(out)
+    assert ds.names == ("mixed-0000", "mixed-0001")
+    meshes = []
+    for sd in ds:
+        be = sd.info["band_error"]
+        again = band_errors(sd)
+        assert be["all"]["max_meV"] == pytest.approx(again["all"]["max_meV"], abs=1e-6)
+        assert be["occupied"]["max_meV"] <= be["all"]["max_meV"] and be["tol_meV"] == 1e6 and not be["above_tol"]
+        assert sd.info["settings"]["fourier_kmesh"] == "auto" and sd.info["settings"]["ke_cutoff"] == 15.0
+        n = sd.info["resolved"]["fourier_kmesh"]
+        assert sd.info["resolved"]["r_cut_max"] > 5.5
+        meshes.append(tuple(n))
+    assert meshes[0] != meshes[1]  # each cell got its own Fourier mesh
+
+
+def test_base_file_standalone_first_frame_and_names(tmp_path):
+    """Fault 2: --base-file alone was refused, read the LAST frame, and named the structures si8-NNNN."""
+    from ase.io import write
+
+    from acehamil.cli import build_parser
+    from acehamil.cli.generate import plan_of
+
+    first = bulk("Si", "diamond", a=5.43)
+    last = bulk("Si", "diamond", a=5.43, cubic=True)
+    write(tmp_path / "my_cell.extxyz", [first, last])
+    args = build_parser().parse_args(["generate", "pyscf", "--base-file", str(tmp_path / "my_cell.extxyz"),
+                                      "--count", "3", "--strain", "0", "-o", str(tmp_path / "o.h5")])
+    plan = plan_of(args)
+    assert [name for name, _ in plan] == ["my_cell-0000", "my_cell-0001", "my_cell-0002"]
+    assert all(len(at) == len(first) for _, at in plan)
+    np.testing.assert_allclose(plan[0][1].cell.array, first.cell.array)
+    with pytest.raises(SystemExit):  # --base and --base-file name two different bases
+        build_parser().parse_args(["generate", "pyscf", "--base", "si8", "--base-file", "x.xyz", "-o", "o.h5"])
+
+
+def test_fft_cutoff_too_coarse_names_the_cause(tmp_path, capsys):
+    """Fault 3: carbon at --ke-cutoff 20 stopped with "PySCF's Bloch convention differs"; the cause is the
+    FFT grid, and the message must say which cutoff is needed.  Checked before any SCF (cheap)."""
+    pytest.importorskip("pyscf")
+    from ase.io import write
+
+    from acehamil.io.pyscf_gen import CrystalSettings, choose_ke_cutoff
+
+    diamond = bulk("C", "diamond", a=3.567)
+    with pytest.raises(ValueError, match=r"FFT grid too coarse for C at ke_cutoff 20 Ha.*--ke-cutoff 60") as err:
+        choose_ke_cutoff(diamond, CrystalSettings(ke_cutoff=20.0))
+    assert "Bloch" not in str(err.value)
+    assert choose_ke_cutoff(bulk("Si", "diamond", a=5.43), CrystalSettings())[0] == 20.0  # Si: the cheap default
+    write(tmp_path / "c.xyz", diamond)
+    rc, _, stderr = _cli(["generate", "pyscf", "--structures", tmp_path / "c.xyz", "--ke-cutoff", "40", "--r-cut", "5",
+                          "-o", tmp_path / "c.h5", "--quiet"], capsys)
+    assert rc != 0 and "structure 'c-0000'" in stderr and "--ke-cutoff 60" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_coarse_fourier_mesh_refused_before_scf(tmp_path, capsys):
+    """Fault 4: the fixed 4x4x4 Fourier mesh was silently too coarse for 3C-SiC (147 meV band error)."""
+    pytest.importorskip("pyscf")
+    from ase.io import write
+
+    write(tmp_path / "sic.xyz", bulk("SiC", "zincblende", a=4.36))
+    rc, _, stderr = _cli(["generate", "pyscf", "--structures", tmp_path / "sic.xyz", "--fourier-kmesh", "4", "4", "4",
+                          "-o", tmp_path / "s.h5", "--quiet"], capsys)
+    assert rc != 0 and "structure 'sic-0000'" in stderr
+    assert "Fourier k-mesh 4x4x4 is too coarse for r_cut 12" in stderr and "--fourier-kmesh 8 8 8" in stderr
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_scf_failure_is_a_clear_message_naming_the_structure(tmp_path, monkeypatch):
+    pyscf = pytest.importorskip("pyscf")
+    import pyscf.pbc.dft  # noqa: F401
+
+    from acehamil.io.pyscf_gen import CrystalSettings, run_crystal
+
+    from pyscf.pbc.dft.krks import KRKS
+
+    class NeverConverges(KRKS):
+        def kernel(self, *args, **kwargs):
+            self.converged, self.e_tot = False, -7.5
+            return self.e_tot
+
+    monkeypatch.setattr(pyscf.pbc.dft, "KRKS", lambda *a, **k: NeverConverges(*a, **k))
+    st = CrystalSettings(scf_kmesh=(1, 1, 1), ke_cutoff=15.0, r_cut=5.0)
+    plan = [("bad-0000", bulk("Si", "diamond", a=5.43))]
+    with pytest.raises(generator.GenerationError, match=r"structure 'bad-0000' \(Si2, 2 atoms\): PySCF's SCF did not converge"):
+        generator.generate(plan, tmp_path / "b.h5", lambda at, s: run_crystal(at, st, dm0=s), progress=False)
+    assert not (tmp_path / "b.h5").exists()
+
+
+def test_density_guess_only_reused_for_the_same_atoms_and_mesh():
+    from acehamil.io.pyscf_gen import CrystalSettings, _guess_key
+
+    st = CrystalSettings()
+    si2 = bulk("Si", "diamond", a=5.43)
+    assert _guess_key(si2, st, (2, 2, 2)) == _guess_key(si2.copy(), st, (2, 2, 2))
+    assert _guess_key(si2, st, (2, 2, 2)) != _guess_key(si2.repeat((2, 1, 1)), st, (2, 2, 2))
+    assert _guess_key(si2, st, (2, 2, 2)) != _guess_key(si2, st, (1, 1, 1))
+    assert _guess_key(si2, st, (2, 2, 2)) != _guess_key(si2, CrystalSettings(basis="gth-dzvp"), (2, 2, 2))

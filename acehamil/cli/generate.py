@@ -3,10 +3,18 @@
 Examples::
 
     acehamil generate pyscf --base si8 --count 40 --seed 0 -o data/si8_szv.h5
+    acehamil generate pyscf --base-file my_cell.cif --count 10 -o mine.h5       # named my_cell-0000, ...
+    acehamil generate pyscf --structures mixed_sizes.xyz -o mixed.h5            # meshes chosen per cell
     acehamil generate pyscf --structures water.xyz --molecule --basis def2-svp --xc pbe -o water.h5
+
+Every periodic structure is checked against PySCF's own bands at off-mesh k-points; its band error
+(meV) is printed, stored in its ``info["band_error"]``, and above ``--band-tol`` the run stops (or,
+with ``--on-band-error flag``, stores the structure flagged).
 """
 
 from __future__ import annotations
+
+import argparse
 
 BASES = {
     "si8": lambda: __import__("ase.build", fromlist=["bulk"]).bulk("Si", "diamond", a=5.43, cubic=True),
@@ -14,13 +22,38 @@ BASES = {
 }
 
 
+def _mesh_arg(values, option: str):
+    """``["auto"]`` -> "auto"; three positive integers -> tuple."""
+    if list(values) == ["auto"]:
+        return "auto"
+    try:
+        mesh = tuple(int(v) for v in values)
+    except ValueError:
+        mesh = ()
+    if len(mesh) != 3 or min(mesh) < 1:
+        raise ValueError(f"{option} takes 'auto' or three positive integers, got {' '.join(values)}")
+    return mesh
+
+
+def _ke_arg(value: str):
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (Hartree) or 'auto', got {value!r}") from None
+
+
 def register(sub) -> None:
+    from ..io.band_check import BAND_TOL
+    from ..io.kmesh import SCF_LENGTH
+
     p = sub.add_parser("generate", help="generate training data with a DFT code (PySCF)")
     p.add_argument("code", choices=["pyscf"], help="DFT code")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--structures", help="ASE-readable structure file (every frame is computed)")
+    src.add_argument("--structures", help="ASE-readable structure file (every frame is computed, named <stem>-NNNN)")
     src.add_argument("--base", choices=sorted(BASES), help="built-in base structure to perturb")
-    p.add_argument("--base-file", help="perturb the first frame of this file instead of a built-in base")
+    src.add_argument("--base-file", help="perturb the first frame of this file (structures named <stem>-NNNN)")
     p.add_argument("--count", type=int, default=40, help="number of perturbed structures (default 40)")
     p.add_argument("--displacement", type=float, nargs=2, default=(0.05, 0.15), metavar=("LOW", "HIGH"),
                    help="per-atom displacement length range, Å (default 0.05 0.15)")
@@ -30,11 +63,24 @@ def register(sub) -> None:
     p.add_argument("--basis", default=None, help="basis set (default gth-szv for crystals, def2-svp for molecules)")
     p.add_argument("--pseudo", default="gth-pade")
     p.add_argument("--xc", default=None, help="functional (default lda,vwn for crystals, pbe for molecules)")
-    p.add_argument("--scf-kmesh", type=int, nargs=3, default=(2, 2, 2))
-    p.add_argument("--fourier-kmesh", type=int, nargs=3, default=(4, 4, 4))
-    p.add_argument("--ke-cutoff", type=float, default=20.0, help="FFT grid cutoff, Hartree (default 20)")
+    p.add_argument("--scf-kmesh", nargs="+", default=["auto"], metavar="N",
+                   help=f"SCF Monkhorst-Pack mesh, three integers or 'auto' (default): the same k-density for every "
+                        f"cell (Born-von Karman supercell >= {SCF_LENGTH:g} Å: 2x2x2 for the 8-atom Si cell, 1x1x1 for "
+                        "its 64-atom supercell)")
+    p.add_argument("--fourier-kmesh", nargs="+", default=["auto"], metavar="N",
+                   help="mesh on which H(k) is Fourier-transformed to H(T), three integers or 'auto' (default): the "
+                        "smallest on which every bond <= r_cut is the unique shortest image; a coarser one is refused")
+    p.add_argument("--ke-cutoff", type=_ke_arg, default="auto",
+                   help="FFT grid cutoff, Hartree, or 'auto' (default): the lowest of 20, 30, 40, 60, ... whose FFT "
+                        "noise in H(k) is below 1e-5 Ha for the structure's elements (Si: 20, C: 60)")
     p.add_argument("--r-cut", type=float, default=12.0, help="keep blocks with bond length <= r_cut Å (default 12)")
     p.add_argument("--conv-tol", type=float, default=1e-8, help="SCF tolerance, Hartree")
+    p.add_argument("--band-tol", type=float, default=BAND_TOL,
+                   help=f"largest accepted band error against PySCF's own bands (occupied and E_F +- 2 eV bands), "
+                        f"meV (default {BAND_TOL:g}: a fraction of the 5-10 meV model targets)")
+    p.add_argument("--on-band-error", choices=["stop", "flag"], default="stop",
+                   help="above --band-tol: stop without storing the structure (default), or store it flagged "
+                        "(info band_error.above_tol)")
     p.add_argument("-o", "--output", required=True, help="output dataset (.h5)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
@@ -47,14 +93,41 @@ def register(sub) -> None:
 
 def settings_of(args) -> dict:
     """The settings stored in the output and compared on ``--resume`` (everything that changes a result;
-    the structures themselves are compared by position, so file names may move)."""
-    keys = ("code", "base", "displacement", "strain", "seed", "molecule", "basis",
+    the structures themselves are compared by position, so file names may move).  Meshes and cutoffs are
+    stored as requested ("auto" stays "auto"); what each structure got is in its ``info["resolved"]``."""
+    keys = ("code", "base", "kind", "repeat", "n_defects", "displacement", "strain", "seed", "molecule", "basis",
             "pseudo", "xc", "scf_kmesh", "fourier_kmesh", "ke_cutoff", "r_cut", "conv_tol")
     out = {}
     for k in keys:
         v = getattr(args, k, None)
         out[k] = list(v) if isinstance(v, (tuple, list)) else v
     return out
+
+
+def plan_of(args) -> list:
+    """The named structures ``args`` ask for (see :mod:`acehamil.io.generator`)."""
+    from pathlib import Path
+
+    from ..io import generator
+
+    if args.structures:
+        return generator.structures_from_file(args.structures)
+    if args.base_file:
+        base, prefix = generator.first_frame(args.base_file), Path(args.base_file).stem
+    else:
+        base, prefix = BASES[args.base](), args.base
+    return generator.perturbed_structures(base, args.count, tuple(args.displacement), args.strain, args.seed, prefix=prefix)
+
+
+def crystal_settings(args):
+    """The :class:`~acehamil.io.pyscf_gen.CrystalSettings` of ``args`` (stored with every structure)."""
+    from ..io.pyscf_gen import CrystalSettings
+
+    return CrystalSettings(
+        basis=args.basis or "gth-szv", pseudo=args.pseudo, xc=args.xc or "lda,vwn",
+        scf_kmesh=_mesh_arg(args.scf_kmesh, "--scf-kmesh"), fourier_kmesh=_mesh_arg(args.fourier_kmesh, "--fourier-kmesh"),
+        ke_cutoff=args.ke_cutoff, conv_tol=args.conv_tol, r_cut=args.r_cut,
+    )
 
 
 def run(args) -> int:
@@ -65,20 +138,9 @@ def run(args) -> int:
 
     check_outputs({"--structures": args.structures, "--base-file": args.base_file}, {"-o": args.output},
                   overwrite=args.overwrite, may_exist={"-o"} if args.resume else ())
+    plan = plan_of(args)
     if args.overwrite and os.path.exists(args.output):
         os.unlink(args.output)
-
-    if args.structures:
-        plan = generator.structures_from_file(args.structures)
-    else:
-        if args.base_file:
-            from ase.io import read
-
-            base = read(args.base_file)
-        else:
-            base = BASES[args.base]()
-        plan = generator.perturbed_structures(base, args.count, tuple(args.displacement), args.strain, args.seed,
-                                              prefix=args.base or "s")
     if args.molecule:
         from ..io.pyscf_gen import run_molecule
 
@@ -87,16 +149,19 @@ def run(args) -> int:
         def compute(atoms, state):
             return run_molecule(atoms, basis=basis, xc=xc, conv_tol=args.conv_tol, forces=True), None
     else:
-        from ..io.pyscf_gen import CrystalSettings, run_crystal
+        from ..io.band_check import check_band_tolerance
+        from ..io.pyscf_gen import run_crystal
 
-        settings = CrystalSettings(
-            basis=args.basis or "gth-szv", pseudo=args.pseudo, xc=args.xc or "lda,vwn", scf_kmesh=tuple(args.scf_kmesh),
-            fourier_kmesh=tuple(args.fourier_kmesh), ke_cutoff=args.ke_cutoff, conv_tol=args.conv_tol, r_cut=args.r_cut,
-        )
+        settings = crystal_settings(args)
 
         def compute(atoms, state):
-            return run_crystal(atoms, settings, dm0=state)
+            data, state = run_crystal(atoms, settings, dm0=state)
+            return check_band_tolerance(data, args.band_tol, args.on_band_error), state
 
     res = generator.generate(plan, args.output, compute, progress=not args.quiet, settings=settings_of(args))
-    print(f"{args.output}: computed {res['done']}, already present {res['skipped']}, {res['seconds']:.0f} s")
+    line = f"{args.output}: computed {res['done']}, already present {res['skipped']}, {res['seconds']:.0f} s"
+    if res.get("band_error_max_meV") is not None:
+        line += (f"; band error vs PySCF (occupied and E_F +- 2 eV bands) max {res['band_error_max_meV']:.2f} meV, "
+                 f"median {res['band_error_median_meV']:.2f} meV")
+    print(line)
     return 0

@@ -8,6 +8,11 @@ For a dataset, the ``--json`` output is a contract for scripts::
 
 For a Hamiltonian model: ``{"kind": "hamiltonian_model", "basis", "valence_electrons",
 "solver", "train_structures", "seconds_fit", "block_types": {"H": n, "S": n}}``.
+
+With ``--band-error`` (datasets) each structure's Bloch-sum bands are compared with its stored
+``reference_bands`` (the DFT code's own eigenvalues; :mod:`acehamil.io.band_check`), and
+``--json`` adds ``"band_errors": [{"name", "natoms", "occupied", "near_ef", "all", "checked_max_meV",
+...}, ...]`` (meV).  Read-only: works on datasets made by any version of the generator.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ def register(sub) -> None:
     p = sub.add_parser("info", help="summarise an acehamil dataset or model file")
     p.add_argument("path", help="dataset or H/S model .h5 file")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    p.add_argument("--band-error", action="store_true",
+                   help="measure each structure's band error against its stored reference bands (meV)")
     p.set_defaults(func=run)
 
 
@@ -81,6 +88,13 @@ def _shells(basis: dict) -> str:
 
 def run(args) -> int:
     s = summary(args.path)
+    if getattr(args, "band_error", False):
+        from ..io.band_check import dataset_band_errors
+
+        if s.get("kind", "dataset") != "dataset":
+            raise ValueError(f"{args.path}: --band-error needs a dataset (with reference bands), not a {s['kind']} file")
+
+        s["band_errors"] = dataset_band_errors(args.path)
     if args.json:
         from ..io.safe_write import dumps_strict
 
@@ -107,4 +121,9 @@ def run(args) -> int:
               f"E_F {ef:>8} eV{rb}")
     if len(rows) > 20:
         print(f"  ... {len(rows) - 20} more")
+    if "band_errors" in s:
+        from ..io.band_check import format_band_errors
+
+        print("band error of the stored H, S against the reference bands:")
+        print(format_band_errors(s["band_errors"]))
     return 0

@@ -77,6 +77,10 @@ def perturbed_structures(base: Atoms, count: int, displacement=(0.05, 0.15), str
     return out
 
 
+class GenerationError(UserError):
+    """A planned structure could not be computed or failed a quality check; the message names it."""
+
+
 def structures_from_file(path, prefix: str | None = None) -> list:
     """Every frame of an ASE-readable structure file, named ``<stem>-<index>``."""
     from ase.io import read
@@ -87,6 +91,23 @@ def structures_from_file(path, prefix: str | None = None) -> list:
     frames = read(path, index=":")
     stem = prefix or path.stem
     return [(f"{stem}-{n:04d}", at) for n, at in enumerate(frames)]
+
+
+def first_frame(path) -> Atoms:
+    """The first frame of an ASE-readable structure file (a trajectory's start, not its end)."""
+    from ase.io import read
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such structure file: {path}")
+    return read(path, index=0)
+
+
+def _band_note(info: dict) -> str:
+    be = info.get("band_error")
+    if not isinstance(be, dict) or be.get("checked_max_meV") is None:
+        return ""
+    return f", band error {be['checked_max_meV']:.2f} meV (all bands {be['all']['max_meV']:.2f})"
 
 
 def _same_structure(a: Atoms, b: Atoms, tol: float = 1e-6) -> bool:
@@ -148,7 +169,14 @@ def generate(plan: list, output, compute: Callable, progress: bool = True, strea
     -------
     dict
         ``{"done": n computed and added now, "skipped": n already present (or added meanwhile by
-        another run), "seconds": wall time}``.
+        another run), "seconds": wall time, "band_error_max_meV", "band_error_median_meV"}`` (the
+        band figures over the structures computed now whose ``info["band_error"]`` is known, else None).
+
+    Raises
+    ------
+    GenerationError
+        ``compute`` raised ValueError for a structure: the message names it; the structures done
+        before it are kept.
     """
     output = Path(output)
     stream = stream or sys.stderr
@@ -163,15 +191,25 @@ def generate(plan: list, output, compute: Callable, progress: bool = True, strea
     state = None
     done = 0
     bar = Progress(len(plan), "generate", progress, stream, start=len(plan) - len(todo))
+    errors = []
     for name, atoms in todo:
         if name in _names_in(output):  # another run added it meanwhile
             bar.step(note=f"{name} present")
             continue
         t1 = time.perf_counter()
-        data, state = compute(atoms, state)
+        try:
+            data, state = compute(atoms, state)
+        except ValueError as err:  # bad settings for this structure, SCF failure, band error above tolerance
+            raise GenerationError(f"structure {name!r} ({atoms.get_chemical_formula()}, {len(atoms)} atoms): {err}") from err
         info = dict(data.info, name=name)
         data = type(data)(**{**{f: getattr(data, f) for f in data.__dataclass_fields__}, "info": info})
         added = append_dataset(output, [data], on_duplicate="skip", settings=settings)
         done += len(added)
-        bar.step(note=f"{name} {time.perf_counter() - t1:.0f} s" + ("" if added else " (added meanwhile by another run)"))
-    return {"done": done, "skipped": len(plan) - done, "seconds": time.perf_counter() - t0}
+        bar.step(note=f"{name} {time.perf_counter() - t1:.0f} s" + _band_note(info)
+                 + ("" if added else " (added meanwhile by another run)"))
+        if added and isinstance(info.get("band_error"), dict):
+            errors.append(info["band_error"].get("checked_max_meV"))
+    known = [e for e in errors if e is not None]
+    return {"done": done, "skipped": len(plan) - done, "seconds": time.perf_counter() - t0,
+            "band_error_max_meV": max(known) if known else None,
+            "band_error_median_meV": float(np.median(known)) if known else None}
