@@ -287,3 +287,27 @@ def test_density_guess_only_reused_for_the_same_atoms_and_mesh():
     assert _guess_key(si2, st, (2, 2, 2)) != _guess_key(si2.repeat((2, 1, 1)), st, (2, 2, 2))
     assert _guess_key(si2, st, (2, 2, 2)) != _guess_key(si2, st, (1, 1, 1))
     assert _guess_key(si2, st, (2, 2, 2)) != _guess_key(si2, CrystalSettings(basis="gth-dzvp"), (2, 2, 2))
+
+
+@pytest.mark.parametrize("kind", ["vacancy", "interstitial", "strain", "rattle"])
+def test_cli_structure_kinds(tmp_path, kind):
+    """--kind / --repeat / --n-defects plans: defects and strain from the command line, seeded and named."""
+    from acehamil.cli import build_parser
+    from acehamil.cli.generate import plan_of
+
+    argv = ["generate", "pyscf", "--base", "si8", "--kind", kind, "--count", "3", "--repeat", "2", "1", "1",
+            "--n-defects", "2", "--strain", "0.04", "-o", str(tmp_path / "o.h5")]
+    plan = plan_of(build_parser().parse_args(argv))
+    assert [n for n, _ in plan] == [f"si8_2x1x1-{kind}-{i:04d}" for i in range(3)]
+    sizes = {len(at) for _, at in plan}
+    assert sizes == {"vacancy": {14}, "interstitial": {18}}.get(kind, {16})
+    again = plan_of(build_parser().parse_args(argv))
+    for (_, a), (_, b) in zip(plan, again):
+        np.testing.assert_array_equal(a.positions, b.positions)
+    for _, at in plan:  # no two atoms closer than a strained, displaced bond can get
+        d = at.get_all_distances(mic=True)
+        assert d[np.triu_indices(len(at), 1)].min() > 1.8
+    if kind == "strain":
+        vols = [at.get_volume() for _, at in plan]
+        base = 2 * 5.43**3
+        np.testing.assert_allclose(vols, [base * 0.96**3, base, base * 1.04**3], rtol=1e-12)

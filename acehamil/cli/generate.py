@@ -54,7 +54,15 @@ def register(sub) -> None:
     src.add_argument("--structures", help="ASE-readable structure file (every frame is computed, named <stem>-NNNN)")
     src.add_argument("--base", choices=sorted(BASES), help="built-in base structure to perturb")
     src.add_argument("--base-file", help="perturb the first frame of this file (structures named <stem>-NNNN)")
-    p.add_argument("--count", type=int, default=40, help="number of perturbed structures (default 40)")
+    p.add_argument("--kind", choices=["perturb", "vacancy", "interstitial", "strain", "rattle"], default="perturb",
+                   help="what to make from the base (acehamil.io.plans): perturb (default: displacements + random strain), "
+                        "vacancy / interstitial (perturbed, then --n-defects atoms removed / inserted in the largest voids), "
+                        "strain (isotropic, evenly over -strain..+strain), rattle (MD-like Gaussian displacements, sigma in "
+                        "the --displacement range; Si ~0.077 Å at 300 K, ~0.14 Å at 1000 K)")
+    p.add_argument("--repeat", type=int, nargs=3, default=None, metavar="N",
+                   help="use the base repeated N1 x N2 x N3 times (e.g. 2 2 2: the 64-atom Si cell)")
+    p.add_argument("--n-defects", type=int, default=1, help="vacancies or interstitials per structure (default 1)")
+    p.add_argument("--count", type=int, default=40, help="number of structures (default 40)")
     p.add_argument("--displacement", type=float, nargs=2, default=(0.05, 0.15), metavar=("LOW", "HIGH"),
                    help="per-atom displacement length range, Å (default 0.05 0.15)")
     p.add_argument("--strain", type=float, default=0.02, help="max |strain| entry (default 0.02)")
@@ -108,15 +116,21 @@ def plan_of(args) -> list:
     """The named structures ``args`` ask for (see :mod:`acehamil.io.generator`)."""
     from pathlib import Path
 
-    from ..io import generator
+    from ..io import generator, plans
 
     if args.structures:
+        if args.kind != "perturb" or args.repeat:
+            raise ValueError("--kind and --repeat apply to --base or --base-file (a --structures file is computed as it is)")
         return generator.structures_from_file(args.structures)
     if args.base_file:
         base, prefix = generator.first_frame(args.base_file), Path(args.base_file).stem
     else:
         base, prefix = BASES[args.base](), args.base
-    return generator.perturbed_structures(base, args.count, tuple(args.displacement), args.strain, args.seed, prefix=prefix)
+    if args.repeat:
+        base = plans.supercell(base, args.repeat)
+        prefix = f"{prefix}_{'x'.join(map(str, args.repeat))}"
+    return plans.make_plan(base, args.kind, args.count, tuple(args.displacement), args.strain, args.seed, prefix=prefix,
+                           n_defects=args.n_defects)
 
 
 def crystal_settings(args):
