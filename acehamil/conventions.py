@@ -111,6 +111,18 @@ def _siesta_table(l: int) -> tuple[np.ndarray, np.ndarray]:
     return perm, sign
 
 
+#: DeepH's orbital order per shell (the OpenMX one, which DeepH-pack's ABACUS/SIESTA interfaces convert to):
+#: p (x, y, z); d (z^2, x^2-y^2, xy, xz, yz); f (m = 0, +1, -1, +2, -2, +3, -3); no sign changes.
+_DEEPH_M = {0: [0], 1: [1, -1, 0], 2: [0, 2, -2, 1, -1], 3: [0, 1, -1, 2, -2, 3, -3]}
+
+
+def _deeph_table(l: int) -> tuple[np.ndarray, np.ndarray]:
+    if l not in _DEEPH_M:
+        raise ValueError(f"DeepH orbital order is defined for l <= 3, got l={l}")
+    code_m = _DEEPH_M[l]
+    return np.array([code_m.index(m) for m in range(-l, l + 1)]), np.ones(2 * l + 1)
+
+
 def _acehamil_table(l: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(2 * l + 1), np.ones(2 * l + 1)
 
@@ -121,6 +133,7 @@ _TABLES = MappingProxyType(
         "fhi-aims": _fhi_aims_table,
         "pyscf": _pyscf_table,
         "siesta": _siesta_table,
+        "deeph": _deeph_table,
     }
 )
 
@@ -213,6 +226,12 @@ CODE_CONVENTIONS = MappingProxyType(
         "siesta": CodeConvention(
             "siesta", "siesta", "Rydberg", 27.211386245988, +1, +1,
             "orbital signs from sisl's documentation only; no SIESTA reader or file verified here",
+        ),
+        "deeph": CodeConvention(
+            "deeph", "deeph", "eV", 27.211386245988, +1, +1,
+            "order and signs from DeepH-pack's ABACUS->DeepH transform (OpenMX harmonics); write -> read round trip "
+            "bit-identical, s-p overlaps of written files follow the bond in DeepH's (x, y, z) order "
+            "(tests/test_interop.py); no file written by DeepH itself was available to check",
         ),
     }
 )

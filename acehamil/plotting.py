@@ -106,6 +106,12 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
     for s in range(eps.shape[0]):
         _lines(ax, x, eps[s], segs, color="C0" if s == 0 else "C3", lw=1.2, ls=styles[s % 2],
                label=label + (f" (spin {s})" if eps.shape[0] == 2 else ""))
+    if getattr(result, "weights", None):
+        # fat bands: marker area proportional to the Mulliken weight of each orbital group (spin 0)
+        for q, (lab, w) in enumerate(result.weights.items()):
+            xx = np.broadcast_to(x[:, None], eps[0].shape)
+            ax.scatter(xx.ravel(), eps[0].ravel(), s=40.0 * np.clip(w[0], 0, 1).ravel(), color=f"C{(q + 1) % 10}",
+                       alpha=0.45, lw=0, label=lab)
     if ref is not None:
         for s in range(ref.shape[0]):
             for n in range(ref.shape[2]):

@@ -26,6 +26,7 @@ COMMANDS = {
     "fit": "fit",
     "predict": "predict",
     "evaluate": "evaluate",
+    "export": "export",
     "fit-potential": "fit_potential",
     "evaluate-potential": "evaluate_potential",
 }

@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--lattice-tolerance", type=float, default=LATTICE_TOLERANCE, metavar="EPS",
                    help=f"tolerance in Å for recognising the Bravais lattice of the standard path (default "
                         f"{LATTICE_TOLERANCE}: a slightly strained cubic cell keeps its cubic path; 2e-4 is ASE's strict value)")
+    p.add_argument("--fat", nargs="?", const="species", default=None, choices=["species", "shell", "l"],
+                   help="orbital-projected ('fat') bands: Mulliken weight per species (default), shell or l "
+                        "as marker size; the JSON gains 'weights'")
     p.add_argument("-o", "--output", default=None, help="figure file (.png or .pdf)")
     p.add_argument("--json", default=None, help="write the bands JSON (see docs/tb.md)")
     p.set_defaults(func=run)
@@ -92,7 +95,7 @@ def run(args) -> int:
             reference = np.stack([reference, np.asarray(sd.info["reference_bands_spin1"], dtype=float)])
     res = band_structure(sd, path=args.path, npoints=args.npoints, kpts=kpts, fermi_level=args.fermi_level,
                          reference=reference, labels=labels, breaks=breaks, lattice_tolerance=args.lattice_tolerance,
-                         **kw)
+                         projections=args.fat, **kw)
     alignment = "absolute energies"
     if args.reference is not None:
         from ..io.generator import _same_structure

@@ -1,7 +1,9 @@
 """``acehamil convert SOURCE -o dataset.h5``: DFT output -> acehamil dataset.
 
-SOURCE is an FHI-aims output folder (``output_rs_matrices``) or an ACEhamiltonians HDF5 file
-(every structure group is converted).  Several sources may be given.  An existing output is
+SOURCE is an FHI-aims output folder (``output_rs_matrices``; with its ``band1NNN.out`` bands
+and ``control.in`` path when present), a DeepH folder (``hamiltonians.h5``/``overlaps.h5``,
+``lat.dat``, ...) or a folder of DeepH folders (a DeepH dataset; every structure is converted),
+or an ACEhamiltonians HDF5 file (every structure group is converted).  Several sources may be given.  An existing output is
 refused unless ``--append`` (add the structures; names must be new) or ``--overwrite``
 (replace it) is given.  Every structure is validated (atoms, species, Hermiticity) before
 anything is written.
@@ -15,8 +17,9 @@ from ._outputs import add_overwrite_arg, check_outputs
 
 
 def register(sub) -> None:
-    p = sub.add_parser("convert", help="convert DFT output (FHI-aims folder, ACEhamiltonians .h5) to a dataset")
-    p.add_argument("sources", nargs="+", help="FHI-aims output folder(s) or ACEhamiltonians .h5 file(s)")
+    p = sub.add_parser("convert", help="convert DFT output (FHI-aims or DeepH folder, ACEhamiltonians .h5) to a dataset")
+    p.add_argument("sources", nargs="+", help="FHI-aims output folder(s), DeepH folder(s) or dataset folders, "
+                                              "ACEhamiltonians .h5 file(s)")
     p.add_argument("-o", "--output", required=True, help="dataset file to write")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="append to an existing dataset (names must be new)")
@@ -26,9 +29,14 @@ def register(sub) -> None:
 
 
 def read_source(source, text: bool = False) -> list:
-    """StructureData list from one source path (folder: FHI-aims; file: ACEhamiltonians)."""
+    """StructureData list from one source path (folder: DeepH or FHI-aims; file: ACEhamiltonians)."""
     src = Path(source)
     if src.is_dir():
+        from ..io.deeph import deeph_folders, read_deeph
+
+        folders = deeph_folders(src)
+        if folders:
+            return [read_deeph(f) for f in folders]
         from ..io.fhi_aims import read_fhi_aims
 
         return [read_fhi_aims(src, prefer_hdf5=False if text else None)]

@@ -138,6 +138,9 @@ class BandsResult:
         Reference energies at the same k-points (e.g. the DFT code's own bands), eV.
     n_electrons : float or None
         Electrons per cell used for the Fermi level and gap (None: unknown).
+    weights : dict label -> ndarray (nspin, nk, nbands), or None
+        Mulliken weight of each band on each orbital group ("fat bands"; the same partition
+        as the PDOS, :func:`acehamil.tb.dos.orbital_groups`); sums to 1 over labels.
     """
 
     path: BandPath
@@ -146,6 +149,7 @@ class BandsResult:
     gap: BandGap | None
     reference: np.ndarray | None = None
     n_electrons: float | None = None
+    weights: dict | None = None
 
     @property
     def kpts(self) -> np.ndarray:
@@ -188,6 +192,8 @@ class BandsResult:
         }
         if self.energies.shape[0] == 2:
             out["energies_spin1"] = self.energies[1].tolist()
+        if self.weights is not None:
+            out["weights"] = {lab: w[0].tolist() for lab, w in self.weights.items()}
         if self.reference is not None:
             out["reference_energies"] = self.reference[0].tolist()
             out["reference_max_error"] = self.reference_error()
@@ -196,7 +202,8 @@ class BandsResult:
 
 def band_structure(data: StructureData, path: str | None = None, npoints: int = 200, kpts=None,
                    fermi_level: float | None = None, kmesh=None, reference=None, labels=None, breaks=None,
-                   lattice_tolerance: float = LATTICE_TOLERANCE, **solver_kw) -> BandsResult:
+                   lattice_tolerance: float = LATTICE_TOLERANCE, projections: str | None = None,
+                   **solver_kw) -> BandsResult:
     """Bands of a structure along a path or at given k-points.
 
     Parameters
@@ -218,6 +225,8 @@ def band_structure(data: StructureData, path: str | None = None, npoints: int = 
         (:func:`acehamil.tb.kpath.path_from_kpts`; default found from the lattice).
     lattice_tolerance : float, Å
         Tolerance for identifying the Bravais lattice (standard path and labels).
+    projections : None or {"species", "shell", "l"}
+        Also compute the Mulliken weights of every band on these orbital groups (fat bands).
     **solver_kw
         ``max_condition``, ``remedy``, ``s_threshold`` (see :func:`acehamil.tb.eigen.solve_k`).
 
@@ -229,7 +238,20 @@ def band_structure(data: StructureData, path: str | None = None, npoints: int = 
         bp = band_path(data.atoms, path, npoints, eps=lattice_tolerance)
     else:
         bp = path_from_kpts(data.atoms, kpts, labels=labels, breaks=breaks, tolerance=lattice_tolerance)
-    eps = eigenvalues(data, bp.kpts, **solver_kw)
+    weights = None
+    if projections is None:
+        eps = eigenvalues(data, bp.kpts, **solver_kw)
+    else:
+        from .dos import _levels_and_projections, orbital_groups
+
+        if not data.H:
+            raise ValueError("structure has no Hamiltonian (H is empty): nothing to diagonalise")
+        groups = orbital_groups(data.layout, projections)
+        res = [_levels_and_projections(h, data.S, bp.kpts, groups, solver_kw) for h in data.H]
+        nb = min(r[0].shape[1] for r in res)
+        eps = np.stack([r[0][:, :nb] for r in res])
+        proj = np.stack([r[1][:, :, :nb] for r in res])  # (nspin, nk, nlabels, nb)
+        weights = {lab: proj[:, :, q, :] for q, lab in enumerate(groups)}
     ef = float(fermi_level) if fermi_level is not None else structure_fermi_level(data, kmesh, **solver_kw)
     n_el = data.n_electrons if data.n_electrons is not None else None
     gap = band_gap(eps, ef, n_el)
@@ -239,4 +261,4 @@ def band_structure(data: StructureData, path: str | None = None, npoints: int = 
         ref = ref[None] if ref.ndim == 2 else ref
         if ref.ndim != 3 or ref.shape[1] != len(bp.kpts):
             raise ValueError(f"reference energies {np.shape(reference)} do not match {len(bp.kpts)} k-points")
-    return BandsResult(bp, eps, ef, gap, ref, None if n_el is None else float(n_el))
+    return BandsResult(bp, eps, ef, gap, ref, None if n_el is None else float(n_el), weights)

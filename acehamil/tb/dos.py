@@ -229,6 +229,26 @@ class DOSResult:
     width: float
     smearing: str
 
+    def to_ase(self):
+        """The DOS as an ASE ``GridDOSCollection``: the total DOS (``info["label"] = "total"``)
+        followed by each PDOS (``info["label"]`` = its label), energies in eV (absolute),
+        weights in states/eV per cell; ``info["fermi_level"]`` as a string (ASE's info is str).
+
+        >>> import numpy as np
+        >>> r = DOSResult(np.linspace(-1, 1, 5), np.ones(5), 0.0, {"Si": np.ones(5)}, np.zeros((1, 1, 1)),
+        ...               np.zeros((1, 3)), np.ones(1), 2, 0.1, "gaussian")
+        >>> [d.info["label"] for d in r.to_ase()]
+        ['total', 'Si']
+        """
+        from ase.spectrum.dosdata import GridDOSData
+        from ase.spectrum.doscollection import GridDOSCollection
+
+        ef = "" if self.fermi_level is None else repr(float(self.fermi_level))
+        series = [GridDOSData(self.energies, self.dos, {"label": "total", "fermi_level": ef})]
+        for lab, v in (self.pdos or {}).items():
+            series.append(GridDOSData(self.energies, v, {"label": str(lab), "fermi_level": ef}))
+        return GridDOSCollection(series)
+
     def to_json(self) -> dict:
         """The ``acehamil dos --json`` contract (see docs/tb.md)."""
         out = {

@@ -1,0 +1,88 @@
+"""``acehamil export DATA --format sisl|tshs|deeph -o OUT``: H and S for other codes.
+
+- ``deeph``: one DeepH folder per structure, ``OUT/<index>/`` (``hamiltonians.h5``,
+  ``overlaps.h5``, ``lat.dat``, ``site_positions.dat``, ``element.dat``,
+  ``orbital_types.dat``, ``info.json``; eV, Å; DeepH's orbital order), readable back by
+  ``acehamil convert OUT``.
+- ``tshs``: a SIESTA ``.TSHS`` file (for TBtrans transport), written by sisl;
+  ``OUT`` must end in ``.TSHS`` (one structure: ``--structure N``).
+- ``sisl``: a sisl ``.nc`` file (``sisl.Hamiltonian``; read it with
+  ``sisl.get_sile(OUT).read_hamiltonian()``).
+
+``tshs`` and ``sisl`` need the optional dependency sisl (``pip install -e ".[sisl]"``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._outputs import add_overwrite_arg, check_outputs
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export H and S to DeepH folders, a SIESTA TSHS file or a sisl file",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("data", help="acehamil dataset file (DFT or predicted)")
+    p.add_argument("--format", required=True, choices=["deeph", "tshs", "sisl"], help="target format")
+    p.add_argument("-o", "--output", required=True,
+                   help="deeph: folder to create (one subfolder per structure); tshs: file.TSHS; sisl: file.nc")
+    p.add_argument("--structure", type=int, default=None, metavar="N",
+                   help="export only structure N (default: every structure for deeph, structure 0 otherwise)")
+    add_overwrite_arg(p)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..io.dataset import read_dataset
+
+    out = Path(args.output)
+    if args.format == "deeph":
+        if out.exists() and any(out.iterdir()) and not args.overwrite:
+            raise UserError(f"output folder {out} exists and is not empty; pass --overwrite to write into it "
+                            "(existing DeepH subfolders are still refused)")
+        check_outputs({"DATA": args.data}, {}, overwrite=args.overwrite)
+    else:
+        suffix = ".TSHS" if args.format == "tshs" else ".nc"
+        if out.suffix.upper() != suffix.upper():
+            raise UserError(f"--format {args.format} writes a {suffix} file; -o {out} does not end in {suffix}")
+        check_outputs({"DATA": args.data}, {"-o": out}, overwrite=args.overwrite)
+    if not Path(args.data).is_file():
+        raise FileNotFoundError(f"no such dataset file: {args.data}")
+    ds = read_dataset(args.data)
+    if args.structure is not None and not -len(ds) <= args.structure < len(ds):
+        raise UserError(f"--structure {args.structure} out of range: {args.data} holds {len(ds)} structure(s)")
+    if args.format == "deeph":
+        from ..io.deeph import write_deeph
+
+        idx = range(len(ds)) if args.structure is None else [args.structure % len(ds)]
+        out.mkdir(parents=True, exist_ok=True)
+        for i in idx:
+            write_deeph(out / str(i), ds[i])
+        if not args.quiet:
+            print(f"{out}: wrote {len(idx)} DeepH folder(s) ({', '.join(str(i) for i in list(idx)[:5])}"
+                  f"{', ...' if len(idx) > 5 else ''})")
+        return 0
+    from ..io.sisl_interop import require_sisl, to_sisl, write_tshs
+
+    sd = ds[0 if args.structure is None else args.structure]
+    if args.format == "tshs":
+        write_tshs(out, sd)
+    else:
+        sisl = require_sisl()
+        from ..io.safe_write import atomic_path
+
+        try:
+            import netCDF4  # noqa: F401 - sisl's .nc writer needs it
+        except ImportError:
+            raise UserError('--format sisl writes a netCDF file and needs netCDF4: pip install -e ".[sisl]" '
+                            "(or use --format tshs)") from None
+        H = to_sisl(sd)
+        with atomic_path(out) as tmp:
+            real = Path(tmp).with_name(Path(tmp).name + ".nc")
+            H.write(sisl.get_sile(str(real), "w"))
+            real.replace(tmp)
+    if not args.quiet:
+        print(f"{out}: wrote {sd.info.get('name', 'structure')} ({len(sd.atoms)} atoms, {sd.layout.norb} orbitals)")
+    return 0
