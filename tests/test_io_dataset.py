@@ -161,3 +161,21 @@ def test_convert_cli_round_trip(shared_data, tmp_path, capsys):
     _assert_identical(read_fhi_aims(folder), read_dataset(out)[0])
     assert main(["convert", str(tmp_path / "nothing"), "-o", str(tmp_path / "other.h5")]) == 2
     assert "no such source" in capsys.readouterr().err
+
+
+def test_several_files_read_as_one_in_order(tmp_path, rng):
+    first = [_random_structure(rng, natoms=n, name=f"a{n}") for n in (1, 2)]
+    second = [_random_structure(rng, natoms=n, name=f"b{n}") for n in (3, 4, 2)]
+    write_dataset(tmp_path / "a.h5", first)
+    write_dataset(tmp_path / "b.h5", second)
+    ds = read_dataset([tmp_path / "a.h5", tmp_path / "b.h5"])
+    assert len(ds) == 5 and ds.names == ("a1", "a2", "b3", "b4", "b2")
+    for a, b in zip(first + second, ds):
+        _assert_identical(a, b)
+    _assert_identical(second[-1], ds[-1])
+    assert ds.file_of(-1) == (1, 2) and ds.file_of(1) == (0, 1)
+    assert [r["file"] for r in ds.summary()] == [str(tmp_path / "a.h5")] * 2 + [str(tmp_path / "b.h5")] * 3
+    with pytest.raises(IndexError, match="out of range"):
+        ds[5]
+    with pytest.raises(ValueError, match="no dataset files"):
+        read_dataset([])

@@ -130,3 +130,72 @@ def test_energy_zero_fit_recovers_per_structure_shifts(data):
     aligned = block_errors(model, shifted, "H")
     assert aligned["rmse_aligned"] < 0.5 * block_errors(plain, shifted, "H")["rmse_aligned"]
     np.testing.assert_allclose(aligned["energy_zero_eV"], V - V.mean(), atol=1e-2)
+
+
+def test_density_energy_zero_recovers_two_species(rng):
+    """V_s = v0 + sum_Z beta_Z N_Z / Omega is recovered exactly from exact energy zeros."""
+    from ase import Atoms
+
+    from acehamil.models.hamiltonian.fit import fit_density_energy_zero
+
+    cells = []
+    for _ in range(6):
+        n6, n14 = rng.integers(1, 5, size=2)
+        cells.append(Atoms(numbers=[6] * n6 + [14] * n14, positions=rng.random((n6 + n14, 3)),
+                           cell=np.diag(rng.uniform(4.0, 7.0, 3)), pbc=True))
+    cluster = Atoms("Si2", positions=[[0, 0, 0], [0, 0, 2.3]])
+    truth = {"v0": -0.7, 6: 11.0, 14: 19.0}
+    V = np.array([truth["v0"] + sum(truth[z] * np.count_nonzero(c.numbers == z) / c.get_volume() for z in (6, 14)) for c in cells])
+    ez, summary = fit_density_energy_zero(cells + [cluster], np.append(V, 5.0), [6, 14])  # the cluster is left out
+    assert ez.v0 == pytest.approx(truth["v0"], abs=1e-9)
+    assert dict(ez.beta) == pytest.approx({6: 11.0, 14: 19.0}, abs=1e-8)
+    assert summary["n_cells"] == 6 and summary["rms_after_meV"] < 1e-6
+    assert ez.value(cluster) == 0.0
+    for c, v in zip(cells, V):
+        assert ez.value(c) == pytest.approx(v, abs=1e-12)
+
+
+def test_energy_zero_shifts_every_eigenvalue_of_periodic_cells_only(data):
+    """The model's energy zero adds V S to H: every generalized eigenvalue moves by exactly V; clusters unchanged."""
+    import dataclasses
+
+    from ase import Atoms
+
+    from acehamil.models.hamiltonian.model import EnergyZero
+    from acehamil.tb.eigen import solve
+
+    model = fit(data[:2], ModelConfig.from_dict(CFG), progress=False)
+    shifted = dataclasses.replace(model, energy_zero=EnergyZero(v0=0.2, beta=((14, 9.0),)))
+    at = data[3].atoms
+    V = shifted.energy_zero.value(at)
+    assert V == pytest.approx(0.2 + 9.0 * len(at) / at.get_volume())
+    (H0, S0), (H1, S1) = model.predict(at), shifted.predict(at)
+    np.testing.assert_array_equal(S0.data, S1.data)
+    np.testing.assert_allclose(H1.data - H0.data, V * S0.data, atol=1e-14)
+    k = np.array([[0.0, 0.0, 0.0], [0.25, 0.1, 0.5]])
+    np.testing.assert_allclose(solve(H1, S1, k), solve(H0, S0, k) + V, atol=1e-10)
+    cluster = Atoms("Si3", positions=[[0, 0, 0], [0, 0, 2.35], [0, 2.2, 0.8]])
+    np.testing.assert_array_equal(model.predict(cluster)[0].data, shifted.predict(cluster)[0].data)
+
+
+def test_density_energy_zero_fit_lowers_the_absolute_error(data):
+    """Energy zeros that follow the atomic density (as in periodic DFT) are learned and predicted."""
+    from acehamil.models.hamiltonian.evaluate import block_errors
+
+    V = np.array([-0.9 + 19.0 * len(sd.atoms) / sd.atoms.get_volume() for sd in data])
+    shifted = [StructureData(sd.atoms, sd.basis, H=(sd.H[0].with_data(sd.H[0].data + v * sd.S.data),), S=sd.S)
+               for sd, v in zip(data, V)]
+    base = {**CFG, "fit": {"fit_energy_zero": True}}
+    plain = fit(shifted[:3], ModelConfig.from_dict(base), progress=False)
+    dens = fit(shifted[:3], ModelConfig.from_dict({**CFG, "fit": {"fit_energy_zero": True, "energy_zero_model": "density"}}),
+               progress=False)
+    assert plain.energy_zero is None and dens.energy_zero is not None
+    assert dens.report["energy_zero_model"]["n_cells"] == 3
+    e_plain, e_dens = block_errors(plain, shifted, "H"), block_errors(dens, shifted, "H")
+    assert e_dens["rmse"] < 0.7 * e_plain["rmse"]  # (the local model absorbs part of the trend within the cells)
+    # alignment removes the energy zero from both: the local models are the same
+    assert e_dens["rmse_aligned"] == pytest.approx(e_plain["rmse_aligned"], rel=1e-3)  # (up to V (S_model - S_ref))
+    with pytest.raises(ValueError, match="needs fit_energy_zero"):
+        ModelConfig.from_dict({"fit": {"energy_zero_model": "density"}})
+    with pytest.raises(ValueError, match="'none' or 'density'"):
+        ModelConfig.from_dict({"fit": {"fit_energy_zero": True, "energy_zero_model": "volume"}})

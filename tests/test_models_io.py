@@ -142,3 +142,31 @@ def test_toml_config_defaults_and_errors(tmp_path):
         read_model_config(p)
     with pytest.raises(ValueError, match="both train and test"):
         ModelConfig.from_dict({"data": {"structures": [1, 2], "test": [2]}})
+
+
+def test_energy_zero_round_trip_and_checksum(fitted, tmp_path):
+    import dataclasses
+
+    from acehamil.models.hamiltonian.model import EnergyZero
+
+    model, _, data = fitted
+    ez = dataclasses.replace(model, energy_zero=EnergyZero(v0=-0.5, beta=((14, 10.0),)))
+    path = tmp_path / "ez.h5"
+    save_model(ez, path)
+    loaded = load_model(path)
+    assert loaded.energy_zero == ez.energy_zero
+    np.testing.assert_array_equal(loaded.predict(data[0].atoms)[0].data, ez.predict(data[0].atoms)[0].data)
+    with h5py.File(path, "r+") as f:
+        f.attrs["energy_zero"] = json.dumps(EnergyZero(v0=-0.4, beta=((14, 10.0),)).to_dict())
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(path)
+
+
+def test_config_train_list_resolves_every_file(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[data]\ntrain = ["a.h5", "/abs/b.h5"]\n')
+    assert read_model_config(p).data.train == (str(tmp_path / "a.h5"), "/abs/b.h5")
+    p.write_text('[data]\ntrain = ["a.h5"]\n')
+    assert read_model_config(p).data.train == str(tmp_path / "a.h5")
+    with pytest.raises(TypeError, match="list of paths"):
+        ModelConfig.from_dict({"data": {"train": [1, 2]}})

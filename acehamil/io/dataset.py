@@ -576,8 +576,67 @@ class Dataset(Sequence):
         return out
 
 
+class DatasetGroup(Sequence):
+    """Several dataset files read as one lazy sequence, in the order given.
+
+    Index ``n`` runs over the structures of the first file, then the second, ...
+
+    Attributes
+    ----------
+    datasets : tuple of Dataset
+    names : tuple of str
+        Structure names, file after file.
+    path : tuple of Path
+        The files.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from ase import Atoms
+    >>> from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
+    >>> basis = OrbitalBasis.from_dict({1: [(1, 0)]})
+    >>> S = RealSpaceMatrix.from_dense([1, 1], [[0, 0, 0]], [np.array([[1.0, 0.5], [0.5, 1.0]])])
+    >>> sd = StructureData(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]]), basis, H=(S,), S=S)
+    >>> d = tempfile.mkdtemp()
+    >>> write_dataset(os.path.join(d, "a.h5"), [sd, sd]); write_dataset(os.path.join(d, "b.h5"), [sd])
+    >>> ds = read_dataset([os.path.join(d, "a.h5"), os.path.join(d, "b.h5")])
+    >>> len(ds), ds.names[2], ds.file_of(2)
+    (3, 'structure-0', (1, 0))
+    """
+
+    def __init__(self, paths, validate: bool = True):
+        self.datasets = tuple(Dataset(p, validate) for p in paths)
+        if not self.datasets:
+            raise ValueError("no dataset files given")
+        self.path = tuple(d.path for d in self.datasets)
+        self.names = tuple(n for d in self.datasets for n in d.names)
+        self._starts = np.cumsum([0] + [len(d) for d in self.datasets])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def file_of(self, index: int) -> tuple:
+        """``(file number, index within that file)`` of structure ``index``."""
+        n = int(index)
+        if not -len(self) <= n < len(self):
+            raise IndexError(f"structure {index} out of range for {len(self)} structures in {len(self.datasets)} files")
+        n %= len(self)
+        f = int(np.searchsorted(self._starts, n, side="right") - 1)
+        return f, n - int(self._starts[f])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[n] for n in range(*index.indices(len(self)))]
+        f, k = self.file_of(index)
+        return self.datasets[f][k]
+
+    def summary(self) -> list:
+        """:meth:`Dataset.summary` of every file, concatenated (each entry gains ``file``)."""
+        return [{**row, "file": str(d.path)} for d in self.datasets for row in d.summary()]
+
+
 def read_dataset(path, validate: bool = True) -> Dataset:
-    """Open a dataset file for lazy reading.
+    """Open a dataset file (or, given a list of paths, several as one :class:`DatasetGroup`) for lazy reading.
 
     Each structure read is checked: its checksum (files written before checksums have
     none and still read), field shapes and dtypes, and - with ``validate`` (default) - its
@@ -593,4 +652,6 @@ def read_dataset(path, validate: bool = True) -> Dataset:
         (on opening); a checksum mismatch, wrong shapes, impossible atoms or a non-Hermitian
         matrix (when the structure is read, naming it).
     """
+    if isinstance(path, (list, tuple)):
+        return DatasetGroup(path, validate)
     return Dataset(path, validate)

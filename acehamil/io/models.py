@@ -4,8 +4,9 @@ Layout (format version 1, ``acehamil_kind = "hamiltonian_model"``)::
 
     /  attrs: header (acehamil.io.hdf5.write_header), config (JSON of ModelConfig),
               orbital_basis (JSON), basis_specs (JSON {"H"|"S": {family: BasisSpec dict}}),
-              report (JSON), checksum (sha256 of every coefficient array, in order),
-              valence_electrons (JSON {Z: electrons per atom}; optional, absent in older files)
+              report (JSON), checksum (sha256 of every coefficient array, in order, and of the energy zero),
+              valence_electrons (JSON {Z: electrons per atom}; optional, absent in older files),
+              energy_zero (JSON of EnergyZero, optional: the cell's energy zero V S added to H)
     /H/coefficients/<kind>/<zi>-<zj>/<a>-<b>/L<L>   float64 (n_F,)
     /S/coefficients/...
     /H/posteriors/<block key>/L<L>/{mean, eigvals, eigvecs, prior_diag, proj}  (BLR only)
@@ -40,6 +41,8 @@ def _basis_specs(mm) -> dict:
 
 def _checksum(model) -> str:
     h = hashlib.sha256()
+    if getattr(model, "energy_zero", None) is not None:
+        h.update(json.dumps(model.energy_zero.to_dict(), sort_keys=True).encode())
     for name, mm in (("H", model.H), ("S", model.S)):
         for key in sorted(mm.coefficients):
             for L in sorted(mm.coefficients[key]):
@@ -59,6 +62,8 @@ def save_model(model, path) -> None:
         f.attrs["checksum"] = _checksum(model)
         if model.valence_electrons is not None:
             f.attrs["valence_electrons"] = json.dumps({str(z): float(v) for z, v in model.valence_electrons.items()})
+        if model.energy_zero is not None:
+            f.attrs["energy_zero"] = json.dumps(model.energy_zero.to_dict())
         for name, mm in (("H", model.H), ("S", model.S)):
             g = f.create_group(name)
             gc = g.create_group("coefficients")
@@ -120,7 +125,7 @@ def load_model(path):
         truncated/corrupt file; the message says which.
     """
     from ..models.hamiltonian.config import ModelConfig
-    from ..models.hamiltonian.model import HamiltonianModel
+    from ..models.hamiltonian.model import EnergyZero, HamiltonianModel
     from ..structure import OrbitalBasis
 
     with open_h5(path) as f:
@@ -135,9 +140,10 @@ def load_model(path):
             valence = None if valence is None else {int(z): float(v) for z, v in json.loads(valence).items()}
             coefs = {n: _read_coefficients(f[n]["coefficients"]) for n in ("H", "S")}
             posts = {n: _read_posteriors(f[n]["posteriors"]) for n in ("H", "S")}
+            energy_zero = EnergyZero.from_dict(json.loads(f.attrs["energy_zero"])) if "energy_zero" in f.attrs else None
         except (KeyError, OSError, json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"{path}: corrupt or incomplete model file ({type(err).__name__}: {err})") from None
-    model = HamiltonianModel.build(config, ob, coefs["H"], coefs["S"], report, posts["H"], posts["S"])
+    model = HamiltonianModel.build(config, ob, coefs["H"], coefs["S"], report, posts["H"], posts["S"], energy_zero)
     if valence is not None:
         import dataclasses
 

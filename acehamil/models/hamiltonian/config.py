@@ -7,7 +7,7 @@ A complete file with every default is ``examples/si_hamiltonian.toml``.
 TOML layout (all tables optional)::
 
     [data]
-    train = "data/si8_szv.h5"        # dataset file (acehamil dataset format)
+    train = "data/si8_szv.h5"        # dataset file, or a list of files read as one (indices run over them in order)
     structures = []                   # indices of structures to fit on ([] = all)
     test = []                         # indices never used in fitting ([] = none; negative = from the end)
 
@@ -43,6 +43,7 @@ TOML layout (all tables optional)::
     seed = 0                          # sampling and split
     structure_weights = []            # one weight per training structure ([] = all 1)
     fit_energy_zero = false           # fit H modulo one V_s * S per structure (periodic DFT energy zero)
+    energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ class FitConfig:
     fit_energy_zero : bool
         Fit H modulo one constant ``V_s S`` per structure (the arbitrary,
         volume-dependent energy zero of periodic DFT), jointly with the model.
+    energy_zero_model : {"none", "density"}
+        What predictions carry as energy zero: ``"none"``, the training average;
+        ``"density"``, ``V = v0 + sum_Z beta_Z N_Z / Omega`` fitted to the ``V_s``
+        (:class:`acehamil.models.hamiltonian.model.EnergyZero`; needs ``fit_energy_zero``).
     """
 
     validation_fraction: float = 0.0
@@ -172,9 +177,14 @@ class FitConfig:
     seed: int = 0
     structure_weights: tuple = ()
     fit_energy_zero: bool = False
+    energy_zero_model: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "structure_weights", tuple(float(w) for w in self.structure_weights))
+        if self.energy_zero_model not in ("none", "density"):
+            raise ValueError(f"energy_zero_model must be 'none' or 'density', got {self.energy_zero_model!r}")
+        if self.energy_zero_model != "none" and not self.fit_energy_zero:
+            raise ValueError(f"energy_zero_model = {self.energy_zero_model!r} needs fit_energy_zero = true")
         if not (0.0 <= self.validation_fraction < 1.0):
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.max_blocks_per_type < 1 or self.batch_structures < 1:
@@ -187,19 +197,26 @@ class DataConfig:
 
     Attributes
     ----------
-    train : str
-        Dataset path (relative paths are resolved against the TOML file).
+    train : str or tuple of str
+        Dataset path, or several read as one (indices run over the files in order);
+        relative paths are resolved against the TOML file.
     structures : tuple of int
         Indices to fit on (empty = all not in ``test``).
     test : tuple of int
         Held-out indices, never used in fitting.
     """
 
-    train: str = ""
+    train: str | tuple = ""
     structures: tuple = ()
     test: tuple = ()
 
     def __post_init__(self):
+        if isinstance(self.train, (list, tuple)):
+            if not all(isinstance(t, str) and t for t in self.train):
+                raise TypeError(f"[data] train must be a path or a list of paths, got {self.train!r}")
+            object.__setattr__(self, "train", tuple(self.train) if len(self.train) != 1 else self.train[0])
+        elif not isinstance(self.train, str):
+            raise TypeError(f"[data] train must be a path or a list of paths, got {self.train!r}")
         object.__setattr__(self, "structures", tuple(int(i) for i in self.structures))
         object.__setattr__(self, "test", tuple(int(i) for i in self.test))
         if set(self.structures) & set(self.test):
@@ -297,8 +314,10 @@ class ModelConfig:
             except (TypeError, ValueError) as err:
                 raise UserError(f"{source + ': ' if source else ''}[{key}]: {err}") from None
         cfg = cls(**kw)
-        if base_dir is not None and cfg.data.train and not Path(cfg.data.train).is_absolute():
-            cfg = replace(cfg, data=replace(cfg.data, train=str(Path(base_dir) / cfg.data.train)))
+        if base_dir is not None and cfg.data.train:
+            paths = [cfg.data.train] if isinstance(cfg.data.train, str) else list(cfg.data.train)
+            paths = [p if Path(p).is_absolute() else str(Path(base_dir) / p) for p in paths]
+            cfg = replace(cfg, data=replace(cfg.data, train=paths[0] if isinstance(cfg.data.train, str) else tuple(paths)))
         return cfg
 
 

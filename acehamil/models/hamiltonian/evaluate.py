@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .model import add_overlap
+
 EV_TO_MEV = 1000.0
 
 
@@ -94,6 +96,8 @@ def block_errors(model, structures, which: str = "H") -> dict:
         if ref is None:
             raise ValueError(f"reference structure has no {which}")
         pred = mm.predict(sd.atoms)
+        if which == "H" and getattr(model, "energy_zero", None) is not None:  # the cell's energy zero V S
+            pred = add_overlap(pred, model.S.predict(sd.atoms), model.energy_zero.value(sd.atoms))
         res, un = matrix_residuals(pred, ref)
         unmod = max(unmod, un)
         keys, kidx, _ = _entry_keys(pred, sd.atoms.numbers, sd.basis)

@@ -250,6 +250,60 @@ def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_str
     return coefs, posts, diag, V
 
 
+def fit_density_energy_zero(cells, V, species) -> tuple:
+    """Least-squares ``V_s ~ v0 + sum_Z beta_Z N_Z,s / Omega_s`` over the fully periodic training cells.
+
+    Parameters
+    ----------
+    cells : sequence of ase.Atoms
+        The training structures, in the order of ``V``.
+    V : ndarray, shape (n,)
+        Their fitted energy zeros, eV.
+    species : sequence of int
+
+    Returns
+    -------
+    energy_zero : EnergyZero
+        ``v0 = 0`` and no ``beta`` when fewer than two periodic cells (nothing to learn).
+    summary : dict
+        JSON-able: ``v0_eV``, ``beta_eV_A3``, ``n_cells``, ``rms_before_meV``, ``rms_after_meV``
+        (spread of the ``V_s`` about the training average and about the density model).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> cells = [bulk("Si", "diamond", a=a, cubic=True) for a in (5.3, 5.43, 5.6)]
+    >>> V = np.array([0.5 + 20.0 * 8 / c.get_volume() for c in cells])
+    >>> ez, _ = fit_density_energy_zero(cells, V, [14])
+    >>> round(ez.v0, 6), round(ez.beta[0][1], 6)
+    (0.5, 20.0)
+    """
+    from .model import EnergyZero
+
+    V = np.asarray(V, dtype=float)
+    species = [int(z) for z in species]
+    rows, vals = [], []
+    for at, v in zip(cells, V):
+        if np.all(at.pbc):
+            vol = abs(float(np.linalg.det(at.cell.array)))
+            numbers = np.asarray(at.numbers)
+            rows.append([1.0] + [np.count_nonzero(numbers == z) / vol for z in species])
+            vals.append(v)
+    A, y = np.asarray(rows).reshape(-1, 1 + len(species)), np.asarray(vals)
+    if len(y) < 2:
+        ez = EnergyZero()
+        c = np.zeros(1 + len(species))
+    else:
+        # densities are ~0.05 Å^-3: scale the columns so the minimum-norm solution does not depend on units
+        scale = np.where(np.abs(A).max(axis=0) > 0, np.abs(A).max(axis=0), 1.0)
+        c = np.linalg.lstsq(A / scale, y, rcond=1e-10)[0] / scale
+        ez = EnergyZero(v0=c[0], beta=tuple(zip(species, c[1:])))
+    summary = {**ez.to_dict(), "n_cells": int(len(y)),
+               "rms_before_meV": float(np.sqrt(np.mean((y - y.mean()) ** 2)) * EV_TO_MEV) if len(y) else 0.0,
+               "rms_after_meV": float(np.sqrt(np.mean((y - A @ c) ** 2)) * EV_TO_MEV) if len(y) else 0.0}
+    return ez, summary
+
+
 def _cond(ne) -> float:
     dd = np.sqrt(np.diag(ne.AtA))
     dd = np.where(dd > 0, dd, 1.0)
@@ -315,6 +369,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     report = {"train_structures": train_idx.tolist(), "validation_structures": val_idx.tolist()}
     fitted = {}
     electrons = []
+    energy_zero = None
     for name, mm, pick in (("H", template.H, lambda sd: sd.H[0]), ("S", template.S, lambda sd: sd.S)):
         train = _Subset(structures, train_idx, orbital_basis)
         totals = _count_centres(mm, train, electrons if name == "H" else None)
@@ -323,13 +378,17 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         normal, counts = {}, {}
         gauge = {} if (name == "H" and config.fit.fit_energy_zero) else None
         bar = Progress(len(train), f"fit {name}", progress)
+        cells = []
         for b0 in range(0, len(train), config.fit.batch_structures):
             batch = [train[k] for k in range(b0, min(len(train), b0 + config.fit.batch_structures))]
             accumulate(mm, batch, pick, rates, w_all[train_idx[b0:b0 + len(batch)]], rng, normal, counts, bar,
                        gauge=gauge, first_index=b0)
+            cells += [sd.atoms for sd in batch]
         if gauge is not None:
             coefs, posts, diag, V = fit_energy_zero(mm, normal, gauge, config.solver, len(train))
             report["energy_zero_eV"] = {int(train_idx[k]): float(v) for k, v in enumerate(V)}
+            if config.fit.energy_zero_model == "density":
+                energy_zero, report["energy_zero_model"] = fit_density_energy_zero(cells, V, orbital_basis.species)
         else:
             coefs, posts, diag = solve_all(mm, normal, config.solver)
         unit = EV_TO_MEV if name == "H" else 1.0
@@ -347,7 +406,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         report[f"{name}_sampling_rates"] = rates
         fitted[name] = (coefs, posts)
     model = HamiltonianModel.build(config, orbital_basis, fitted["H"][0], fitted["S"][0], report,
-                                   fitted["H"][1], fitted["S"][1])
+                                   fitted["H"][1], fitted["S"][1], energy_zero)
     report["seconds_fit"] = time.perf_counter() - t0
     if len(val_idx):
         from .evaluate import block_errors

@@ -256,6 +256,82 @@ class MatrixModel:
         return assemble(parts, bt.l1, bt.l2, n)
 
 
+@dataclass(frozen=True)
+class EnergyZero:
+    """Energy zero of predicted H for fully periodic cells: ``V = v0 + sum_Z beta_Z N_Z / Omega`` (eV), ``H -> H + V S``.
+
+    Periodic DFT sets the cell-averaged electrostatic potential to zero, so its absolute
+    levels carry a constant that depends on the whole cell, not on any one environment: to
+    first order a sum of atomic contributions divided by the cell volume (the G = 0 terms of
+    the pseudopotentials, ``sum_I alpha_I / Omega``, and the mean inner potential).  A local
+    model cannot know it; this term restores it from the species number densities
+    ``N_Z / Omega`` (Å^-3).  It is fitted to the per-structure energy zeros ``V_s`` found by
+    the energy-zero fit (``fit.energy_zero_model = "density"``).  Clusters and slabs (not
+    periodic along all three axes) get ``V = 0`` (the training average).
+
+    Attributes
+    ----------
+    v0 : float
+        eV.
+    beta : tuple of (int, float)
+        ``(Z, beta_Z)`` pairs, eV Å^3.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> ez = EnergyZero(v0=-1.0, beta=((14, 20.0),))
+    >>> round(ez.value(bulk("Si", "diamond", a=5.43, cubic=True)), 4)   # 8 atoms in 160.1 Å^3
+    -0.0006
+    """
+
+    v0: float = 0.0
+    beta: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "v0", float(self.v0))
+        object.__setattr__(self, "beta", tuple((int(z), float(b)) for z, b in self.beta))
+        if not all(np.isfinite([self.v0] + [b for _, b in self.beta])):
+            raise ValueError(f"energy zero parameters must be finite, got v0={self.v0}, beta={self.beta}")
+
+    def value(self, atoms) -> float:
+        """``V`` of ``atoms`` in eV (0 unless periodic along all three axes)."""
+        if not np.all(atoms.pbc):
+            return 0.0
+        vol = abs(float(np.linalg.det(atoms.cell.array)))
+        if not vol > 0:
+            raise ValueError("periodic cell with zero volume")
+        numbers = np.asarray(atoms.numbers)
+        return float(self.v0 + sum(b * np.count_nonzero(numbers == z) / vol for z, b in self.beta))
+
+    def to_dict(self) -> dict:
+        return {"v0_eV": self.v0, "beta_eV_A3": {str(z): b for z, b in self.beta}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EnergyZero":
+        return cls(v0=d["v0_eV"], beta=tuple((int(z), b) for z, b in d["beta_eV_A3"].items()))
+
+
+def add_overlap(H: RealSpaceMatrix, S: RealSpaceMatrix, V: float) -> RealSpaceMatrix:
+    """``H + V S`` on the pattern of ``H`` (blocks of ``S`` outside it are left out), eV.
+
+    Examples
+    --------
+    >>> S = RealSpaceMatrix.from_dense([1, 1], [[0, 0, 0]], [np.array([[1.0, 0.5], [0.5, 1.0]])])
+    >>> add_overlap(S.with_data(np.zeros(S.data.size)), S, 0.1).data.tolist()
+    [0.1, 0.05, 0.05, 0.1]
+    """
+    if V == 0.0:
+        return H
+    if H.same_pattern(S):
+        return H.with_data(H.data + V * S.data)
+    data = H.data.copy()
+    for p in range(H.nblocks):
+        q = S.find(H.i[p], H.j[p], H.shift[p])
+        if q >= 0:
+            data[H.offsets[p]:H.offsets[p + 1]] += V * S.data[S.offsets[q]:S.offsets[q + 1]]
+    return H.with_data(data)
+
+
 @dataclass(frozen=True, eq=False)
 class HamiltonianModel:
     """H and S models of one orbital basis, with the configuration that defines them.
@@ -272,6 +348,8 @@ class HamiltonianModel:
         training data (e.g. 4 for Si with a GTH pseudopotential, 6 for all-electron C), found
         from the training structures' ``n_electrons`` (:func:`electrons_per_species`); None when
         unknown.  Gives predictions an electron count, hence a Fermi level.
+    energy_zero : EnergyZero or None
+        Cell-level energy zero added to H as ``V S`` (periodic cells); None = none.
     """
 
     config: ModelConfig
@@ -280,6 +358,7 @@ class HamiltonianModel:
     S: MatrixModel
     report: dict = field(default_factory=dict)
     valence_electrons: dict | None = None
+    energy_zero: EnergyZero | None = None
 
     def n_electrons(self, atoms, charge: float = 0.0) -> float | None:
         """Electrons per cell of ``atoms`` with net charge ``charge`` (removed electrons); None
@@ -302,11 +381,11 @@ class HamiltonianModel:
 
     @classmethod
     def build(cls, config: ModelConfig, orbital_basis: OrbitalBasis, h_coefficients=None, s_coefficients=None,
-              report=None, h_posteriors=None, s_posteriors=None) -> "HamiltonianModel":
+              report=None, h_posteriors=None, s_posteriors=None, energy_zero=None) -> "HamiltonianModel":
         """Model of ``config`` with the given coefficients (default: zero)."""
         H = MatrixModel.build("H", orbital_basis, config.h_onsite, config.h_offsite, h_coefficients, h_posteriors)
         S = MatrixModel.build("S", orbital_basis, config.s_onsite, config.s_offsite, s_coefficients, s_posteriors)
-        return cls(config, orbital_basis, H, S, dict(report or {}))
+        return cls(config, orbital_basis, H, S, dict(report or {}), energy_zero=energy_zero)
 
     @property
     def reach(self) -> float:
@@ -314,9 +393,15 @@ class HamiltonianModel:
 
     @with_inner_threads
     def predict(self, atoms) -> tuple:
-        """``(H, S)`` real-space matrices of ``atoms`` (eV, dimensionless)."""
+        """``(H, S)`` real-space matrices of ``atoms`` (eV, dimensionless).
+
+        H includes the cell's energy zero ``V S`` when the model has one (:class:`EnergyZero`).
+        """
         nl = neighbour_pairs(atoms, self.reach)
-        return self.H.predict(atoms, pairs=nl), self.S.predict(atoms, pairs=nl)
+        H, S = self.H.predict(atoms, pairs=nl), self.S.predict(atoms, pairs=nl)
+        if self.energy_zero is not None:
+            H = add_overlap(H, S, self.energy_zero.value(atoms))
+        return H, S
 
     def predict_structure(self, atoms, check_overlap: bool = True, info=None, charge: float = 0.0) -> StructureData:
         """Predicted :class:`StructureData` (dataset-ready; no reference data).
