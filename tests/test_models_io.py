@@ -168,5 +168,5 @@ def test_config_train_list_resolves_every_file(tmp_path):
     assert read_model_config(p).data.train == (str(tmp_path / "a.h5"), "/abs/b.h5")
     p.write_text('[data]\ntrain = ["a.h5"]\n')
     assert read_model_config(p).data.train == str(tmp_path / "a.h5")
-    with pytest.raises(TypeError, match="list of paths"):
-        ModelConfig.from_dict({"data": {"train": [1, 2]}})
+    with pytest.raises(ValueError, match=r"train\[1\] must be a string"):
+        ModelConfig.from_dict({"data": {"train": ["a.h5", 2]}})

@@ -308,6 +308,10 @@ class ModelConfig:
             value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
             default = getattr(defaults, key)
             for k, v in value.items():
+                if (key, k) == ("data", "train") and isinstance(v, (list, tuple)):
+                    for n, item in enumerate(v):  # a list of dataset files
+                        check_type(f"[data] train[{n}]", item, "", source)
+                    continue
                 check_type(f"[{key}] {k}", v, getattr(default, k), source)
             try:
                 kw[key] = replace(default, **value)
