@@ -23,16 +23,16 @@ def parse_selection(index: str):
     """``int`` or ``slice`` from an ASE-style selection string (UserError when malformed)."""
     text = str(index).strip()
     try:
-        if ":" in text:
-            parts = [int(x) if x.strip() else None for x in text.split(":")]
-            if len(parts) > 3:
-                raise ValueError
-            if len(parts) == 3 and parts[2] == 0:
-                raise UserError(f"selection {index!r}: step must not be 0")
-            return slice(*parts)
-        return int(text)
+        parts = [int(x) if x.strip() else None for x in text.split(":")] if ":" in text else [int(text)]
     except ValueError:
-        raise UserError(f"cannot read the selection {index!r}: give an index (3, -1) or a slice (0:5, ::2)") from None
+        parts = []
+    if not parts or len(parts) > 3:
+        raise UserError(f"cannot read the selection {index!r}: give an index (3, -1) or a slice (0:5, ::2)")
+    if len(parts) == 1 and ":" not in text:
+        return parts[0]
+    if len(parts) == 3 and parts[2] == 0:
+        raise UserError(f"selection {index!r}: step must not be 0")
+    return slice(*parts)
 
 
 def select_indices(index: str, n: int, option: str = "--index", source: str = "the input") -> list:

@@ -3,7 +3,8 @@
 SOURCE is an FHI-aims output folder (``output_rs_matrices``; with its ``band1NNN.out`` bands
 and ``control.in`` path when present), a DeepH folder (``hamiltonians.h5``/``overlaps.h5``,
 ``lat.dat``, ...) or a folder of DeepH folders (a DeepH dataset; every structure is converted),
-or an ACEhamiltonians HDF5 file (every structure group is converted).  Several sources may be given.  An existing output is
+an ACEhamiltonians HDF5 file (every structure group is converted) or an acehamil dataset (its
+structures are copied, e.g. to merge datasets).  Several sources may be given.  An existing output is
 refused unless ``--append`` (add the structures; names must be new) or ``--overwrite``
 (replace it) is given.  Every structure is validated (atoms, species, Hermiticity) before
 anything is written.
@@ -41,6 +42,15 @@ def read_source(source, text: bool = False) -> list:
 
         return [read_fhi_aims(src, prefer_hdf5=False if text else None)]
     if src.is_file():
+        import h5py
+
+        if h5py.is_hdf5(src):
+            with h5py.File(src, "r") as f:
+                kind = f.attrs.get("acehamil_kind")
+            if kind is not None and (kind.decode() if isinstance(kind, bytes) else str(kind)) == "dataset":
+                from ..io.dataset import read_dataset
+
+                return list(read_dataset(src))  # an acehamil dataset: copy/merge its structures
         from ..io.acehamiltonians import read_acehamiltonians
 
         return read_acehamiltonians(src)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from ase import Atoms
 
 from ..errors import UserError
 from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
-from .hdf5 import atomic_h5, check_header, closing_h5, open_h5, write_header
+from .hdf5 import atomic_h5, check_header, open_h5, write_header
 from .safe_write import atomic_path, check_free_space, file_lock
 
 KIND = "dataset"
@@ -340,12 +339,10 @@ def append_dataset(path, structures: Iterable[StructureData], *, on_duplicate: s
             return []
         check_free_space(path.parent, os.path.getsize(path) + _estimate_bytes([sd for _, sd in todo]),
                          f"appending to {path}")
-        with atomic_path(path) as tmp:
-            shutil.copyfile(path, tmp)
-            with closing_h5(tmp, "a") as f:
-                if settings is not None and stored is None:
-                    f.attrs[settings_key] = json.dumps(settings, sort_keys=True)
-                names = _write_all(f["structures"], todo, start, present)
+        with atomic_h5(path, source=path) as f:
+            if settings is not None and stored is None:
+                f.attrs[settings_key] = json.dumps(settings, sort_keys=True)
+            names = _write_all(f["structures"], todo, start, present)
         return names
 
 

@@ -4,6 +4,8 @@ self-describing headers (units, conventions version, file kind, version)."""
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 from pathlib import Path
 
 import h5py
@@ -13,41 +15,67 @@ from ..conventions import conventions_metadata
 from .safe_write import atomic_path
 
 
-@contextlib.contextmanager
-def atomic_h5(path, mode: str = "w"):
-    """Open a new HDF5 file that appears at ``path`` only when the block succeeds.
+#: Files up to this size are built in memory and written with plain ``os.write`` (a full disk is then
+#: a clean OSError); larger ones are written by HDF5 directly, after a free-space check.
+IN_MEMORY_LIMIT = 2**30
 
-    Writes to a uniquely named temporary file in the same folder, closes it, then
-    renames it over ``path`` (keeping an existing file's mode, else ``0o666 & ~umask``;
-    see :mod:`acehamil.io.safe_write`).  An exception (including a full disk) closes
-    and removes the temporary and leaves any existing file untouched.
+
+@contextlib.contextmanager
+def atomic_h5(path, mode: str = "w", source=None):
+    """Open an HDF5 file that appears at ``path`` only when the block succeeds.
+
+    The file is built in memory (an in-memory copy of ``source`` when given, to extend
+    it; else empty), then written to a uniquely named temporary file in the same folder
+    with plain ``os.write`` + ``fsync`` and renamed over ``path`` (keeping an existing
+    file's mode, else ``0o666 & ~umask``; see :mod:`acehamil.io.safe_write`).  Any
+    exception - a full disk included, which is then an ordinary ``OSError`` instead of a
+    failure inside HDF5 - leaves ``path`` untouched and no temporary behind.  A
+    ``source`` larger than :data:`IN_MEMORY_LIMIT` is copied and extended on disk instead.
 
     Parameters
     ----------
     path : str or Path
     mode : {"w"}
+    source : str or Path, optional
+        Existing HDF5 file whose content the new file starts from (``path`` itself to append).
 
     Yields
     ------
     h5py.File
     """
     if mode != "w":
-        raise ValueError("atomic_h5 only creates files (mode 'w')")
+        raise ValueError("atomic_h5 only creates files (mode 'w'); give source= to extend one")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        with closing_h5(tmp, "w") as f:
+        if source is not None and os.path.getsize(source) > IN_MEMORY_LIMIT:
+            import shutil
+
+            shutil.copyfile(source, tmp)
+            with closing_h5(tmp, "a") as f:
+                yield f
+            return
+        buf = io.BytesIO(Path(source).read_bytes() if source is not None else b"")
+        f = h5py.File(buf, "a" if source is not None else "w")
+        try:
             yield f
+        finally:
+            f.close()
+        data = buf.getbuffer()
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
 def closing_h5(path, mode: str):
-    """``h5py.File`` that is closed on every exit, also when a write failed.
-
-    After a failed write (e.g. ``ENOSPC``) HDF5's own close can fail again while
-    flushing; that second error is suppressed so the first one propagates and
-    the caller can remove the file.
-    """
+    """``h5py.File`` on disk that is closed on every exit, also when a write failed."""
     f = h5py.File(path, mode)
     try:
         yield f

@@ -33,7 +33,7 @@ from ..errors import UserError
 from .blocks import RealSpaceMatrix
 
 __all__ = ["MIN_DISTANCE", "HERMITIAN_ATOL", "HERMITIAN_RTOL", "hermiticity_error", "check_hermitian", "check_atoms",
-           "validate_structure"]
+           "validate_structure", "check_same_basis"]
 
 #: Two atoms closer than this (Å) are refused as "on top of each other".
 MIN_DISTANCE = 0.1
@@ -150,3 +150,19 @@ def validate_structure(sd, where: str, hermitian: bool = True) -> None:
             check_hermitian(h, f"H (spin {s})", where)
         if sd.S is not None:
             check_hermitian(sd.S, "S", where)
+
+
+def check_same_basis(model_basis, data_basis, numbers, where: str, what: str = "the model") -> None:
+    """Raise UserError unless every species in ``numbers`` has the same shells (n, l) in both bases."""
+    from ase.data import chemical_symbols
+
+    for z in sorted({int(x) for x in numbers}):
+        sym = chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
+        try:
+            mine = [(s.n, s.l) for s in model_basis.shells_of(z)]
+        except ValueError:
+            raise UserError(f"{where}: species {sym} is not in the orbital basis of {what}") from None
+        theirs = [(s.n, s.l) for s in data_basis.shells_of(z)]
+        if [l for _, l in mine] != [l for _, l in theirs]:
+            raise UserError(f"{where}: the data's orbital basis of {sym} (shells (n, l) {theirs}) differs from that of "
+                            f"{what} ({mine}); basis mismatch: use data made with the model's basis")

@@ -48,6 +48,13 @@ def eigenvalues(data: StructureData, kpts, *, max_condition=MAX_CONDITION, remed
         raise TypeError(f"data must be a StructureData, got {type(data).__name__}")
     if not data.H:
         raise ValueError("structure has no Hamiltonian (H is empty): nothing to diagonalise")
+    from ..structure.validate import check_hermitian
+
+    where = f"structure {data.info.get('name', '')!r}".replace(" ''", "")
+    for s, h in enumerate(data.H):
+        check_hermitian(h, f"H (spin {s})", where)
+    if data.S is not None:
+        check_hermitian(data.S, "S", where)
     kw = dict(max_condition=max_condition, remedy=remedy, s_threshold=s_threshold)
     out = [solve(h, data.S, kpts, **kw) for h in data.H]
     nb = min(e.shape[1] for e in out)

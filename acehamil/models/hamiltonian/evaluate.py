@@ -217,7 +217,14 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0) -> dict
         "band_path_mae_meV", "n"},
         "n_structures"}``
     """
+    from ...errors import UserError
+    from ...structure.validate import check_same_basis
+
     structures = list(structures)
+    if not structures:
+        raise UserError("no structures to evaluate")
+    for k, sd in enumerate(structures):
+        check_same_basis(model.orbital_basis, sd.basis, sd.atoms.numbers, f"structure {k} ({sd.info.get('name', '?')!r})")
     h = block_errors(model, structures, "H")
     s = block_errors(model, structures, "S")
     return {

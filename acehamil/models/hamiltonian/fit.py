@@ -443,6 +443,9 @@ class _Subset:
             raise ValueError(f"structure {int(self.idx[k])} has a different orbital basis from structure 0")
         if not sd.H or sd.S is None:
             raise ValueError(f"structure {int(self.idx[k])} lacks H or S")
+        from ...structure.validate import validate_structure
+
+        validate_structure(sd, f"training structure {int(self.idx[k])} ({sd.info.get('name', '?')!r})")
         return sd
 
 
