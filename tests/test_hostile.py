@@ -693,10 +693,10 @@ def test_a_failing_frame_keeps_the_good_ones_and_is_named(w, capsys, monkeypatch
 
     real = HamiltonianModel.predict_structure
 
-    def flaky(self, atoms, check_overlap=True, info=None):
-        if info and info.get("name") == "si-2":
+    def flaky(self, atoms, *args, **kw):
+        if (kw.get("info") or {}).get("name") == "si-2":
             raise UserError("cannot predict this one")
-        return real(self, atoms, check_overlap, info)
+        return real(self, atoms, *args, **kw)
 
     monkeypatch.setattr(HamiltonianModel, "predict_structure", flaky)
     rc, _, err = _run(["predict", "m.h5", "train.h5", "-o", "p.h5", "-q"], capsys)
@@ -750,6 +750,10 @@ def test_value_errors_from_libraries_count_as_bugs():
     try:
         np.zeros(3)[:] = np.zeros(4)
     except ValueError as err:
+        assert not is_user_error(err)
+    try:
+        read_dataset(Path("x"), bogus=1)  # a wrong call inside acehamil is a bug, not the user's
+    except TypeError as err:
         assert not is_user_error(err)
     assert is_user_error(UserError("x"))
     assert is_user_error(PermissionError(13, "Permission denied", "f"))

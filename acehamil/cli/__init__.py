@@ -63,9 +63,9 @@ def is_user_error(err: BaseException) -> bool:
     """True for a user's mistake (bad input, option, file, full disk), False for a bug.
 
     User errors: :class:`acehamil.errors.UserError`; an OSError about a file or the disk;
-    a ValueError/TypeError that acehamil's own code raised on purpose (the innermost
-    frame of its traceback is in the acehamil package: the project raises these for bad
-    input).  A ValueError from inside numpy, h5py, ... or any other exception (IndexError,
+    a ValueError that acehamil's own code raised on purpose (the innermost frame of its
+    traceback is in the acehamil package: the project raises these for bad input).  A
+    ValueError from inside numpy, h5py, ... or any other exception (TypeError, IndexError,
     KeyError, AttributeError, ...) is a bug and is shown with its traceback.
     """
     import errno
@@ -79,7 +79,7 @@ def is_user_error(err: BaseException) -> bool:
         code = errno.errorcode.get(err.errno or -1, "")
         if code in _USER_ERRNOS or (err.errno is None and isinstance(err, FileNotFoundError)):
             return True
-    if isinstance(err, (ValueError, TypeError, FileNotFoundError)):
+    if isinstance(err, (ValueError, FileNotFoundError)):
         tb = err.__traceback__
         last = None
         while tb is not None:

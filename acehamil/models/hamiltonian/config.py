@@ -51,7 +51,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from ...errors import UserError
+from ...errors import UserError, check_type
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ class ModelConfig:
             if key not in types:
                 raise ValueError(f"unknown config table [{key}]; known: {sorted(types)}")
             if not isinstance(value, dict):
-                raise TypeError(f"[{key}] must be a table, got {type(value).__name__}")
+                raise UserError(f"{source + ': ' if source else ''}[{key}] must be a table, got {type(value).__name__}")
             known = {f.name for f in fields(types[key])}
             bad = set(value) - known
             if bad:
@@ -324,40 +324,3 @@ class ModelConfig:
             cfg = replace(cfg, data=replace(cfg.data, train=paths[0] if isinstance(cfg.data.train, str) else tuple(paths)))
         return cfg
 
-
-def check_type(name: str, value, default, source: str = "") -> None:
-    """Raise UserError (naming the key and file) unless ``value`` has the kind of ``default``.
-
-    Numbers accept int and float (booleans are never numbers); lists must hold numbers when
-    the default does; strings and booleans must match.
-
-    Examples
-    --------
-    >>> check_type("[h_onsite] r_cut", "six", 5.0, "fit.toml")
-    Traceback (most recent call last):
-    ...
-    acehamil.errors.UserError: fit.toml: [h_onsite] r_cut must be a number, got 'six' (a string)
-    """
-    where = f"{source}: " if source else ""
-
-    def kind(x):
-        if isinstance(x, bool):
-            return "a boolean (true/false)"
-        if isinstance(x, (int, float)):
-            return "a number"
-        if isinstance(x, str):
-            return "a string"
-        if isinstance(x, (list, tuple)):
-            return "a list"
-        return "a table" if isinstance(x, dict) else type(x).__name__
-
-    if default is None:
-        return
-    want, got = kind(default), kind(value)
-    if want != got:
-        raise UserError(f"{where}{name} must be {want}, got {value!r} ({got})")
-    if isinstance(value, (tuple, list)):
-        numeric = not default or all(isinstance(x, (int, float)) for x in default)
-        bad = [x for x in value if isinstance(x, bool) or not isinstance(x, (int, float) if numeric else (int, float, str))]
-        if bad:
-            raise UserError(f"{where}{name} must be a list of numbers, got {list(value)!r}")

@@ -191,6 +191,10 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
     test = {} if test is None else dict(test)
     bcfg = {**BASIS_DEFAULTS, **cfg.get("basis", {})}
     _check_keys(bcfg, set(BASIS_DEFAULTS) | {"species"}, "basis")
+    from ...errors import check_type
+
+    for k, v in bcfg.items():
+        check_type(f"[basis] {k}", v, BASIS_DEFAULTS.get(k), cfg.get("_source", ""))
     present = sorted({int(z) for c in train for z in c.atoms.numbers})
     species = tuple(sorted(int(z) for z in bcfg.pop("species", present)))
     missing = set(present) - set(species)
