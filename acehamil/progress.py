@@ -1,7 +1,8 @@
 """A minimal progress bar for long work (fits, dataset generation); silent when disabled.
 
 On a terminal the bar redraws in place; in a log file (or any non-terminal
-stream) each step is its own line, so interrupted jobs leave a readable record.
+stream) a line is written each time another tenth of the work is done (and at
+the end), so interrupted jobs leave a short readable record.
 
 Examples
 --------
@@ -47,9 +48,13 @@ class Progress:
 
     def step(self, k: int = 1, note: str = "") -> None:
         """Advance by ``k`` steps and redraw."""
-        self.n += k
+        before, self.n = self.n, self.n + k
         if not self.enabled:
             return
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        tenth = lambda n: int(10 * n / max(self.total, 1))  # noqa: E731
+        if not tty and self.n < self.total and tenth(self.n) == tenth(before):
+            return  # logs: one line per tenth of the work
         elapsed = time.perf_counter() - self.t0
         bar = "#" * int(self.width * self.n / max(self.total, 1))
         text = f"{self.label} [{bar:<{self.width}}] {self.n}/{self.total} {elapsed:6.1f} s"
@@ -58,7 +63,7 @@ class Progress:
             text += f", eta {elapsed / done_here * (self.total - self.n) / 60:.1f} min"
         if note:
             text += f"  {note}"
-        if getattr(self.stream, "isatty", lambda: False)():
+        if tty:
             self.stream.write("\r" + text + ("\n" if self.n >= self.total else ""))
         else:
             self.stream.write(text + "\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ACEHAMIL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+#: Eigenvalues of S(k) at or below this are projected out before comparing bands (model and DFT alike).
+S_THRESHOLD = 0.02
 
 CONFIG = {
     "h_onsite": {"r_cut": 6.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
@@ -30,9 +35,13 @@ CONFIG = {
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "acehamiltonians-si" / "example_data.h5"))
+    p.add_argument("--data", default=str(SHARED / "acehamiltonians-si" / "example_data.h5"))
     p.add_argument("--out", default="fhi_aims_out")
     args = p.parse_args(argv)
+    if not Path(args.data).is_file():
+        print(f"si_fhi_aims.py needs the ACEhamiltonians FHI-aims Si data {args.data} (the project's ../shared/data, "
+              f"or $ACEHAMIL_SHARED_DATA), which is not here; nothing to do. Give --data FILE.")
+        return 0
 
     from acehamil.io.acehamiltonians import read_acehamiltonians
     from acehamil.models.hamiltonian.config import ModelConfig
@@ -57,11 +66,22 @@ def main(argv=None) -> int:
     res["test_0225"]["S_min_eig_model"] = overlap_min_eigenvalue(S, test.atoms)
     ef = test.fermi_level
 
-    # bands along the standard path: FHI-aims matrices vs model
+    # bands along the standard path: FHI-aims matrices vs model.  This basis is nearly linearly
+    # dependent (smallest eigenvalue of S(k) ~ 5e-4): meV errors of H along the near-null directions
+    # of S become ghost bands eV away, which shift the band index of every band below them, so a
+    # band-by-band comparison reports tens of eV (the "32.6 eV" of earlier versions).  The headline
+    # compares both after projecting out S's near-null space (same threshold for model and DFT,
+    # docs/tb.md "remedy"); the unprojected figure is kept in the JSON, labelled as such.
     path = band_path(test.atoms, npoints=100)
-    e_ref = solve(test.H[0], test.S, path.kpts)
-    e_mod = solve(H, S, path.kpts)
+    e_ref0, e_mod0 = solve(test.H[0], test.S, path.kpts), solve(H, S, path.kpts)
+    win0 = np.abs(e_ref0 - ef) <= 2.0
+    res["test_0225"]["band_path_mae_meV_unprojected_ghost_states"] = float(np.abs(e_mod0 - e_ref0)[win0].mean() * 1e3)
+    kw = {"remedy": "project", "s_threshold": S_THRESHOLD}
+    e_ref, e_mod = solve(test.H[0], test.S, path.kpts, **kw), solve(H, S, path.kpts, **kw)
+    nb = min(e_ref.shape[1], e_mod.shape[1])
+    e_ref, e_mod = e_ref[:, :nb], e_mod[:, :nb]
     win = np.abs(e_ref - ef) <= 2.0
+    res["test_0225"]["band_path_s_threshold"] = S_THRESHOLD
     res["test_0225"]["band_path_mae_meV"] = float(np.abs(e_mod - e_ref)[win].mean() * 1e3)
     res["test_0225"]["band_path_max_meV"] = float(np.abs(e_mod - e_ref)[win].max() * 1e3)
 
@@ -94,16 +114,21 @@ def _figure(fname, path, e_ref, e_mod, ef, E, d_aims, d_ref, d_mod, res):
     import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [3, 2]})
-    x, xt, labels = path.get_linear_kpoint_axis()
-    a1.plot(x, e_ref - ef, color="k", lw=1.5)
-    a1.plot(x, e_mod - ef, color="tab:red", lw=1.0, ls="--")
+    from acehamil.tb.kpath import linear_axis
+
+    kax = linear_axis(path)
+    x, xt, labels = kax.x, kax.ticks, kax.labels
+    for sl in kax.segments():
+        a1.plot(x[sl], e_ref[sl] - ef, color="k", lw=1.5)
+        a1.plot(x[sl], e_mod[sl] - ef, color="tab:red", lw=1.0, ls="--")
     a1.plot([], [], color="k", label="FHI-aims H, S")
     a1.plot([], [], color="tab:red", ls="--", label="ACE model (fit on 0224)")
     a1.set_xticks(xt, labels)
     a1.set_xlim(x[0], x[-1])
     a1.set_ylim(-14, 8)
     a1.set_ylabel("E - E_F (eV)")
-    a1.set_title(f"Si 0225 bands; MAE (E_F +- 2 eV) {res['test_0225']['band_path_mae_meV']:.0f} meV")
+    a1.set_title(f"Si 0225 bands (S near-null space < {S_THRESHOLD} projected out)\n"
+                 f"MAE within E_F +- 2 eV {res['test_0225']['band_path_mae_meV']:.0f} meV", fontsize=9)
     a1.legend(loc="lower right", fontsize=8)
     a2.plot(E - ef, d_aims, color="grey", lw=2.5, label="FHI-aims DOS")
     a2.plot(E - ef, d_ref, color="k", lw=1.0, label="from FHI-aims H, S")

@@ -89,10 +89,14 @@ def plot(ref, pred, out: Path) -> None:
     b_ref = band_structure(ref, npoints=120)
     b_mod = band_structure(pred, npoints=120, kpts=b_ref.path.kpts)
     ef, ef_mod = b_ref.fermi_level, b_mod.fermi_level
-    x, xt, labels = b_ref.path.get_linear_kpoint_axis()
+    kax = b_ref.axis  # path length, labels (Γ), breaks: no line is drawn across a jump of the path
+    x, xt, labels = kax.x, kax.ticks, kax.labels
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.plot(x, b_ref.energies[0] - ef, color="k", lw=1.6)
-    ax.plot(x, b_mod.energies[0] - ef_mod, color="tab:red", lw=1.0, ls="--")
+    for sl in kax.segments():
+        ax.plot(x[sl], b_ref.energies[0, sl] - ef, color="k", lw=1.6)
+        ax.plot(x[sl], b_mod.energies[0, sl] - ef_mod, color="tab:red", lw=1.0, ls="--")
+    for q in kax.breaks:
+        ax.axvline(x[q], color="0.3", lw=1.0)
     ax.plot([], [], color="k", label="DFT (PySCF)")
     ax.plot([], [], color="tab:red", ls="--", label="ACE model")
     ax.set_xticks(xt, labels)

@@ -16,13 +16,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "mlearn" / "Si_training.xyz"
+SHARED = Path(os.environ.get("ACEHAMIL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = SHARED / "mlearn" / "Si_training.xyz"
 
 
 def fit_si(path: Path):
@@ -67,6 +69,10 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--out", type=Path, default=Path("si_potential_out"))
     args = p.parse_args(argv)
+    if not args.potential and not Path(args.data).is_file():
+        print(f"si_potential.py needs the Zuo et al. Si training set {args.data} (the project's ../shared/data, or "
+              f"$ACEHAMIL_SHARED_DATA), which is not here; nothing to do. Give --data FILE or --potential MODEL.")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     if args.potential:
         pot = load_potential(args.potential)

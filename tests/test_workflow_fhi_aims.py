@@ -65,7 +65,7 @@ def test_dos_default_window_leaves_out_core_levels(graphene_h5, tmp_path, capsys
     assert main(["dos", str(h5), "--kmesh", "6", "6", "6", "--json", str(js)]) == 0
     out = json.loads(js.read_text())
     e = np.array(out["energies"]) - out["fermi_level"]
-    assert -25 < e[0] < -19.5 and e[-1] < 25  # C 1s at -261 eV relative to E_F is not in the window
+    assert -25 < e[0] < -19.5 and e[-1] < 25  # C 1s at -266 eV relative to E_F is not in the window
     assert out["nkpts"] == 18  # 6x6x1 (vacuum axis), 36 points halved by time reversal
     assert main(["dos", str(h5), "--kmesh", "2", "2", "2", "--window", "all", "--json", str(js), "-q", "--overwrite"]) == 0
     assert json.loads(js.read_text())["energies"][0] - out["fermi_level"] < -260

@@ -450,11 +450,27 @@ class _Subset:
 
 
 def format_report(report: dict) -> str:
-    """Per block type table of a fit report: n blocks, train RMSE, validation RMSE/MAE, condition number."""
+    """Per block type table of a fit report: n blocks, train RMSE, validation RMSE/MAE (only with a
+    validation split), and the condition number of the column-scaled normal matrix, with a note on
+    what large values mean."""
     lines = []
+    with_val = any("val_rmse" in st for name in ("H", "S") for st in report.get(name, {}).values())
+    big = False
     for name, unit in (("H", "meV"), ("S", "")):
-        lines.append(f"{name} blocks{'':<22}{'n':>8}{'rmse_train':>12}{'rmse_val':>12}{'mae_val':>12}{'cond':>10}  {unit}")
+        head = f"{name} blocks{'':<22}{'n':>8}{'rmse_train':>12}"
+        head += f"{'rmse_val':>12}{'mae_val':>12}" if with_val else ""
+        lines.append(head + f"{'cond(AtA)':>11}  {unit}")
         for key, st in report.get(name, {}).items():
-            lines.append(f"  {key:<28}{st['n_blocks']:>8}{st['train_rmse']:>12.4g}{st.get('val_rmse', float('nan')):>12.4g}"
-                         f"{st.get('val_mae', float('nan')):>12.4g}{st['condition_number']:>10.2g}")
+            row = f"  {key:<28}{st['n_blocks']:>8}{st['train_rmse']:>12.4g}"
+            if with_val:
+                row += f"{st.get('val_rmse', float('nan')):>12.4g}{st.get('val_mae', float('nan')):>12.4g}"
+            cond = st["condition_number"]
+            big = big or (cond == cond and cond > 1e12)
+            lines.append(row + f"{cond:>11.2g}")
+    if not with_val:
+        lines.append("(no validation split: set [fit] validation_fraction > 0 for validation errors)")
+    if big:
+        lines.append("cond(AtA): condition number of the column-scaled normal matrix before regularisation; values "
+                     "above ~1e12 mean nearly redundant features, which the ridge/BLR prior makes solvable (the "
+                     "solved system is regularised; the errors above are what matters)")
     return "\n".join(lines)
