@@ -6,9 +6,15 @@ cutoff) chosen by 5-fold cross-validation on the training set; then evaluate
 once on ``<El>_test.xyz``.  Prints energy MAE (meV/atom) and force MAE (eV/Å)
 next to the published GAP and MTP values.
 
+Models (``--models``): ``linear`` (the default ACE potential) and ``embedded``
+(linear part + Finnis-Sinclair-like embedded densities,
+:mod:`acehamil.models.potential.embedded`), fitted at the cutoff and with the
+linear hyperparameters the linear CV chose; its density ridge is chosen by the
+same 5-fold training CV.
+
 Usage::
 
-    nice python benchmarks/mlearn.py [--elements Si Ge Li Mo] [--json] [--save-dir out/]
+    nice python benchmarks/mlearn.py [--elements Si Ge Li Mo] [--models linear embedded] [--json] [--save-dir out/]
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ PUBLISHED = {
 #: Candidate cutoffs (Å) per element; CV on the training set picks among them.
 CUTOFFS = {"Si": (5.0,), "Ge": (5.0, 6.0), "Li": (5.0,), "Mo": (5.0, 6.0)}
 BASIS = {"n_max": 10, "max_nu": 4, "max_degree": (18, 14, 10, 8)}
+#: Embedded-model settings (EmbeddingSettings keywords).
+EMBEDDED = {"embeddings": ("fs", "fs"), "density_max_degree": (9, 6, 4, 3), "lam": (1e-3, 1e-1), "maxiter": 300, "init_scale": 1.0}
 
 
 def _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion, progress):
@@ -56,13 +64,53 @@ def _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion
     return acc
 
 
+def _cached_embedding_data(cache_dir, el, basis, species, train, settings, emb, repulsion, progress):
+    """Design data of the embedded fit, cached like :func:`_cached_accumulate` (plus the density features)."""
+    from acehamil.models.potential.embedded_fit import density_columns, embedding_data
+
+    cols = density_columns(basis, emb.density_max_degree)
+    if cache_dir is None:
+        return embedding_data(basis, species, train, settings, cols, repulsion, progress)
+    key = json.dumps(["embedded", el, basis.spec.to_dict(), settings.energy_sigma, settings.force_sigma, settings.stress_sigma,
+                      settings.config_type_weights, settings.n_folds, settings.seed, cols.tolist(),
+                      repulsion.to_dict() if repulsion else None], sort_keys=True, default=str)
+    path = Path(cache_dir) / f"{el}_emb_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+    if path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    data = embedding_data(basis, species, train, settings, cols, repulsion, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump(data, fh, protocol=4)
+    return data
+
+
+def _row(el, model, rc, res, potential, test, train, train_metrics, fit_seconds, seconds) -> dict:
+    from acehamil.models.potential.data import error_metrics
+
+    m_test = error_metrics(potential, test)
+    m_train = error_metrics(potential, train, per_config_type=False) if train_metrics else {"all": None}
+    return {
+        "element": el, "model": model, "r_cut": rc, "chosen": res.chosen, "cv_best": res.cv[0] if res.cv else None,
+        "cv_by_type": res.cv_by_type, "n_features": potential.n_features,
+        "n_active_columns": potential.metadata["n_active_columns"],
+        "n_density_features": potential.metadata.get("solver_info", {}).get("n_density_features", 0),
+        "n_densities": getattr(potential, "n_densities", 0),
+        "fit_seconds": fit_seconds, "seconds": seconds,
+        "train": m_train["all"], "test": m_test["all"], "test_per_config_type": {k: v for k, v in m_test.items() if k != "all"},
+        "published": PUBLISHED[el],
+    }
+
+
 def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
-                cache_dir=None, train_metrics=False) -> dict:
+                cache_dir=None, train_metrics=False, models=("linear",), emb=None) -> list:
     from acehamil.models.potential.config import core_repulsion, make_basis
     from acehamil.io.labelled import read_configs
-    from acehamil.models.potential.data import error_metrics
     from acehamil.models.potential.fit import FitSettings, fit_potential
 
+    from acehamil.models.potential.embedded_fit import EmbeddingSettings
+
+    emb = emb or EmbeddingSettings()
     train = read_configs(data_dir / f"{el}_training.xyz")
     species = tuple(sorted({int(z) for c in train for z in c.atoms.numbers}))
     settings = FitSettings(solver=solver, lam=(1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), power=(0.0, 1.0, 2.0),
@@ -74,38 +122,48 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
         basis = make_basis(species, r_cut=rc, **basis_kw)
         if progress:
             print(f"{el}: r_cut={rc} {basis}", file=sys.stderr, flush=True)
-        acc = _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion, progress)
+        data = None
+        if "embedded" in models:  # one feature pass serves both models
+            data = _cached_embedding_data(cache_dir, el, basis, species, train, settings, emb, repulsion, progress)
+            acc = data.accumulated(settings)
+        else:
+            acc = _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion, progress)
         res = fit_potential(train, basis, species, settings, repulsion, progress=progress, accumulated=acc)
         score = res.cv[0]["score"] if res.cv else 0.0
         if best is None or score < best[0]:
-            best = (score, rc, res)
+            best = (score, rc, res, basis, data, acc.seconds)
+        del data
     fit_seconds = time.perf_counter() - t0
-    score, rc, res = best
-    test = read_configs(data_dir / f"{el}_test.xyz")  # read only now: evaluation, never tuning
-    m_test = error_metrics(res.potential, test)
-    m_train = error_metrics(res.potential, train, per_config_type=False) if train_metrics else {"all": None}
-    if save_dir is not None:
-        from acehamil.io.potential_file import save_potential
+    score, rc, res, basis, data, feature_seconds = best
+    fits = {}
+    if "linear" in models:
+        fits["linear"] = (res, res.potential, fit_seconds, {**res.seconds, "features": feature_seconds})
+    if "embedded" in models:
+        from acehamil.models.potential.embedded_fit import fit_embedded
 
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-        save_potential(Path(save_dir) / f"{el}.h5", res.potential)
-    return {
-        "element": el, "r_cut": rc, "chosen": res.chosen, "cv_best": res.cv[0] if res.cv else None,
-        "cv_by_type": res.cv_by_type,
-        "n_features": res.potential.n_features, "n_active_columns": res.potential.metadata["n_active_columns"],
-        "fit_seconds": fit_seconds, "seconds": {**res.seconds, "features": acc.seconds},
-        "train": m_train["all"], "test": m_test["all"], "test_per_config_type": {k: v for k, v in m_test.items() if k != "all"},
-        "published": PUBLISHED[el],
-    }
+        t1 = time.perf_counter()
+        eres = fit_embedded(train, basis, species, settings, emb, repulsion, progress=progress, data=data, linear=res)
+        # fit time: the linear fit it starts from (its features and CV) plus the embedded part
+        fits["embedded"] = (eres, eres.potential, fit_seconds + time.perf_counter() - t1, {**eres.seconds, "features": data.seconds})
+    test = read_configs(data_dir / f"{el}_test.xyz")  # read only now: evaluation, never tuning
+    rows = []
+    for model, (r, pot, secs, detail) in fits.items():
+        rows.append(_row(el, model, rc, r, pot, test, train, train_metrics, secs, detail))
+        if save_dir is not None:
+            from acehamil.io.potential_file import save_potential
+
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
+            save_potential(Path(save_dir) / (f"{el}.h5" if model == "linear" else f"{el}_{model}.h5"), pot)
+    return rows
 
 
 def table(rows) -> str:
-    out = [f"{'El':<4}{'E MAE':>8}{'F MAE':>8}   {'GAP E|F':>12}   {'MTP E|F':>12}   {'E<=min?':>8}{'F<=1.2min?':>11}  {'fit s':>7}",
-           f"{'':<4}{'meV/at':>8}{'eV/A':>8}"]
+    out = [f"{'El':<4}{'model':<10}{'E MAE':>8}{'F MAE':>8}   {'GAP E|F':>12}   {'MTP E|F':>12}   {'E<=min?':>8}{'F<=1.2min?':>11}  {'fit s':>7}",
+           f"{'':<14}{'meV/at':>8}{'eV/A':>8}"]
     for r in rows:
         g, m = r["published"]["GAP"], r["published"]["MTP"]
         e, f = r["test"]["energy_mae_meV_per_atom"], r["test"]["force_mae_eV_per_A"]
-        out.append(f"{r['element']:<4}{e:>8.2f}{f:>8.3f}   {g[0]:>6.2f}|{g[1]:<5.2f}   {m[0]:>6.2f}|{m[1]:<5.2f}   "
+        out.append(f"{r['element']:<4}{r.get('model', 'linear'):<10}{e:>8.2f}{f:>8.3f}   {g[0]:>6.2f}|{g[1]:<5.2f}   {m[0]:>6.2f}|{m[1]:<5.2f}   "
                    f"{str(e <= min(g[0], m[0])):>8}{str(f <= 1.2 * min(g[1], m[1])):>11}  {r['fit_seconds']:>7.0f}")
     return "\n".join(out)
 
@@ -123,6 +181,15 @@ def main(argv=None) -> int:
     p.add_argument("--save-dir", type=Path, help="write <El>.h5 potentials here")
     p.add_argument("--cache-dir", type=Path, help="cache training design data here (re-runs skip the features)")
     p.add_argument("--train-metrics", action="store_true", help="also evaluate the training-set errors (slow)")
+    p.add_argument("--models", nargs="+", default=["linear", "embedded"], choices=("linear", "embedded"))
+    p.add_argument("--embeddings", nargs="+", default=list(EMBEDDED["embeddings"]), help="embedded: one embedding per density")
+    p.add_argument("--density-max-degree", type=float, nargs="+", default=list(EMBEDDED["density_max_degree"]),
+                   help="embedded: per nu, largest degree of the density features")
+    p.add_argument("--lam-density", type=float, nargs="+", default=list(EMBEDDED["lam"]), help="embedded: CV grid of the density ridge")
+    p.add_argument("--maxiter", type=int, default=EMBEDDED["maxiter"], help="embedded: L-BFGS iterations per fit")
+    p.add_argument("--no-density-cv", action="store_true",
+                   help="embedded: no CV of the densities (first --lam-density used, fixed a priori; saves 5 fits)")
+    p.add_argument("--init-scale", type=float, default=EMBEDDED["init_scale"], help="embedded: initial density spread")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -130,21 +197,28 @@ def main(argv=None) -> int:
         print(f"mlearn data not found at {args.data}", file=sys.stderr)
         return 1
     basis_kw = {"n_max": args.n_max, "max_nu": args.max_nu, "max_degree": tuple(args.max_degree), "weight_l": args.weight_l}
+    from acehamil.models.potential.embedded_fit import EmbeddingSettings
+
+    emb = EmbeddingSettings(embeddings=tuple(args.embeddings), density_max_degree=tuple(args.density_max_degree),
+                            lam=tuple(args.lam_density), maxiter=args.maxiter, init_scale=args.init_scale,
+                            cv=not args.no_density_cv)
     rows = []
     for el in args.elements:
         cut = tuple(args.r_cut) if args.r_cut else CUTOFFS[el]
-        rows.append(run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
-                                args.train_metrics))
+        new = run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
+                          args.train_metrics, tuple(args.models), emb)
+        rows += new
         if not args.quiet:
-            print(table(rows[-1:]), file=sys.stderr, flush=True)
+            print(table(new), file=sys.stderr, flush=True)
     if args.json:
-        print(json.dumps({"basis": basis_kw, "results": rows}, indent=2, default=float))
+        print(json.dumps({"basis": basis_kw, "embedding": emb.to_dict(), "models": args.models, "results": rows}, indent=2,
+                         default=float))
     else:
         print(table(rows))
         print("training-set CV, held-out energy MAE | max per config_type (meV/atom):")
         for r in rows:
             parts = [f"{k} {v['energy_mae_meV_per_atom']:.2f}|{v['energy_max_abs_meV_per_atom']:.1f}" for k, v in r["cv_by_type"].items()]
-            print(f"  {r['element']:<4}" + "  ".join(parts))
+            print(f"  {r['element']:<4}{r['model']:<10}" + "  ".join(parts))
     return 0
 
 

@@ -7,7 +7,9 @@ Usage::
     nice python benchmarks/potential.py [--potential Si.h5] [--mlearn-json report.json] [--json]
 
 Without ``--potential`` the benchmark basis of benchmarks/mlearn.py is used with
-random coefficients (the cost does not depend on their values).
+random coefficients (the cost does not depend on their values); ``--model
+embedded`` adds random densities on the benchmark's density features
+(benchmarks/mlearn.py ``EMBEDDED``).
 """
 
 from __future__ import annotations
@@ -28,14 +30,24 @@ def benchmark_model(args):
     from acehamil.models.potential.model import ACEPotential, feature_degrees
     from acehamil.models.potential.config import make_basis
     from acehamil.models.potential.repulsion import RepulsionSpec
-    from mlearn import BASIS
+    from mlearn import BASIS, EMBEDDED
 
     if args.potential:
         return load_potential(args.potential)
     basis = make_basis((14,), r_cut=args.r_cut, **BASIS)
     nB = len(feature_degrees(basis))
     rng = np.random.default_rng(0)
-    return ACEPotential(basis, (14,), [-5.0], 1e-3 * rng.normal(size=(1, nB)), RepulsionSpec((((14, 14), 1.9),), 10.0))
+    coef = 1e-3 * rng.normal(size=(1, nB))
+    rep = RepulsionSpec((((14, 14), 1.9),), 10.0)
+    if args.model == "linear":
+        return ACEPotential(basis, (14,), [-5.0], coef, rep)
+    from acehamil.models.potential.embedded import EmbeddedACEPotential
+    from acehamil.models.potential.embedded_fit import density_columns
+
+    cols = density_columns(basis, EMBEDDED["density_max_degree"])
+    dens = np.zeros((1, len(EMBEDDED["embeddings"]), nB))
+    dens[:, :, cols] = 1e-2 * rng.normal(size=(1, len(EMBEDDED["embeddings"]), len(cols)))
+    return EmbeddedACEPotential(basis, (14,), [-5.0], coef, dens, EMBEDDED["embeddings"], rep)
 
 
 def main(argv=None) -> int:
@@ -43,6 +55,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--potential", help="potential file (default: benchmark basis, random coefficients)")
+    p.add_argument("--model", default="linear", choices=("linear", "embedded"), help="random model kind without --potential")
     p.add_argument("--r-cut", type=float, default=5.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--mlearn-json", type=Path, help="report of benchmarks/mlearn.py --json (fit times)")
@@ -68,15 +81,18 @@ def main(argv=None) -> int:
         "seconds_per_call": best,
         "cpu_us_per_atom": min(cpu) / natoms * 1e6,  # CPU time: robust on a shared machine
         "basis": repr(pot.basis),
+        "model": type(pot).__name__,
+        "n_densities": getattr(pot, "n_densities", 0),
         "cutoff": pot.cutoff,
     }
     if args.mlearn_json and args.mlearn_json.is_file():
         rep = json.loads(args.mlearn_json.read_text())
-        out["fit_seconds"] = {r["element"]: r["fit_seconds"] for r in rep["results"]}
+        out["fit_seconds"] = {f"{r['element']} {r.get('model', 'linear')}": r["fit_seconds"] for r in rep["results"]}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{natoms} atoms, {pot.n_features} features/species ({out['basis']}), cutoff {pot.cutoff} A")
+        print(f"{out['model']}, {natoms} atoms, {pot.n_features} features/species ({out['basis']}), "
+              f"{out['n_densities']} densities, cutoff {pot.cutoff} A")
         print(f"energy + forces + stress: {best:.3f} s per call = {out['us_per_atom']:.1f} us/atom wall, "
               f"{out['cpu_us_per_atom']:.1f} us/atom CPU (best of {len(times)})")
         for el, s in out.get("fit_seconds", {}).items():

@@ -71,6 +71,9 @@ class EmbeddingSettings:
         Standard deviation of each initial density over the training sites. [1.0]
     seed : int
         Initial density directions. [0]
+    cv : bool
+        Run the k-fold CV of the densities (needed to choose among several ``lam``;
+        without it the first ``lam`` is used and no held-out errors are reported). [True]
     """
 
     embeddings: tuple = ("fs", "fs")
@@ -79,6 +82,7 @@ class EmbeddingSettings:
     maxiter: int = 300
     init_scale: float = 1.0
     seed: int = 0
+    cv: bool = True
 
     def __post_init__(self):
         emb = (self.embeddings,) if isinstance(self.embeddings, str) else tuple(self.embeddings)
@@ -474,7 +478,8 @@ class EmbeddedFitResult:
 
 
 def fit_embedded(configs, basis, species, settings: FitSettings | None = None, emb: EmbeddingSettings | None = None,
-                 repulsion=None, progress: bool = False, data: EmbeddingData | None = None) -> EmbeddedFitResult:
+                 repulsion=None, progress: bool = False, data: EmbeddingData | None = None,
+                 linear: FitResult | None = None) -> EmbeddedFitResult:
     """Fit an embedded ACE potential: linear fit and its CV, then densities by L-BFGS, ``lam_density`` by CV.
 
     Parameters
@@ -490,6 +495,8 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
     progress : bool
     data : EmbeddingData, optional
         Reuse design data from :func:`embedding_data` (same basis, configs, settings, repulsion).
+    linear : FitResult, optional
+        The linear fit of the same data, basis and settings (skips its CV here).
 
     Returns
     -------
@@ -503,7 +510,8 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
     if len(data.folds) != len(configs) or data.n_cols != len(species) * (1 + len(feature_degrees(basis))):
         raise ValueError("embedding design data do not match these configurations/basis")
     t0 = time.perf_counter()
-    linear = fit_potential(configs, basis, species, settings, repulsion, progress=progress, accumulated=data.accumulated(settings))
+    if linear is None:
+        linear = fit_potential(configs, basis, species, settings, repulsion, progress=progress, accumulated=data.accumulated(settings))
     ch = linear.chosen
     cols, degs = _columns(basis, species, int(ch["shift"]))
     lam_lin = ch["lam"] if ch["lam"] is not None else settings.lam[0]
@@ -511,7 +519,7 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
     t1 = time.perf_counter()
     nf = int(settings.n_folds)
     cv, cv_errors = [], {}
-    if nf > 1 and len(configs) >= nf:
+    if emb.cv and nf > 1 and len(configs) >= nf:
         if linear.cv:
             best = linear.cv[0]
             cv.append({"lam_density": None, "score": best["score"], "energy_mae_meV_per_atom": best["energy_mae_meV_per_atom"],
