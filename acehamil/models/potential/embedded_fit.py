@@ -433,9 +433,17 @@ class ProjectedLoss:
         return (th * scale / std[None, :, None]).ravel()
 
 
-def minimise(loss: ProjectedLoss, theta0, maxiter: int):
+def minimise(loss: ProjectedLoss, theta0, maxiter: int, progress: bool = False):
     """L-BFGS on the projected loss; returns (theta, scipy OptimizeResult)."""
-    res = scipy.optimize.minimize(loss, theta0, jac=True, method="L-BFGS-B",
+    t0, count = time.perf_counter(), [0]
+
+    def report(intermediate_result):
+        count[0] += 1
+        if count[0] % 25 == 0:
+            print(f"    L-BFGS {count[0]}: loss {intermediate_result.fun:.6g}, {time.perf_counter() - t0:.0f} s",
+                  file=sys.stderr, flush=True)
+
+    res = scipy.optimize.minimize(loss, theta0, jac=True, method="L-BFGS-B", callback=report if progress else None,
                                   options={"maxiter": int(maxiter), "maxcor": 30, "ftol": 1e-12, "gtol": 1e-10})
     return res.x, res
 
@@ -549,7 +557,10 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
         lam_d, cv_by_type = emb.lam[0], {}
     t2 = time.perf_counter()
     loss = ProjectedLoss(*args, lam_d, np.ones(len(configs), bool))
-    theta, res = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter)
+    if progress:
+        print(f"  embedded final fit: lam_density={lam_d}, linear part at theta=0: loss {loss(0 * loss.initial(1.0, 0))[0]:.6g}",
+              file=sys.stderr, flush=True)
+    theta, res = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter, progress)
     a = loss.linear_part(theta)
     t3 = time.perf_counter()
     ns, nB = len(species), len(feature_degrees(basis))
