@@ -313,3 +313,21 @@ def test_cli_fits_and_evaluates_an_embedded_model(tmp_path, rng, capsys):
     cfg.write_text(cfg.read_text().replace('kind = "embedded"', 'kind = "deep"'))
     assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "x.h5"), "-q"]) != 0
     assert "model.kind" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_embedded_pipeline_on_a_subset_of_si_training_data(shared_data):
+    """End to end on 24 real Si structures: the embedded fit starts from the linear one and predicts held-out data sensibly."""
+    from acehamil.io.labelled import read_configs
+    from acehamil.models.potential.config import make_basis
+
+    configs = read_configs(shared_data / "mlearn" / "Si_training.xyz", index="::8")
+    train, held = configs[::2], configs[1::2]
+    basis = make_basis((14,), r_cut=4.5, n_max=5, max_nu=2, max_degree=(6, 6))
+    emb = EmbeddingSettings(embeddings=("fs",), density_max_degree=(4, 2), lam=(1e-3,), maxiter=40, init_scale=0.3, cv=False)
+    res = fit_embedded(train, basis, (14,), FitSettings(lam=(1e-8, 1e-5), power=(0.0,), n_folds=3), emb)
+    assert res.info["iterations"] > 0 and res.cv == [] and res.cv_by_type == {}
+    m = error_metrics(res.potential, held)["all"]
+    assert m["energy_mae_meV_per_atom"] < 100 and m["force_mae_eV_per_A"] < 0.5
+    lin = error_metrics(res.linear.potential, train)["all"]
+    assert error_metrics(res.potential, train)["all"]["force_rmse_eV_per_A"] <= 1.05 * lin["force_rmse_eV_per_A"]
