@@ -366,6 +366,12 @@ def _exact_overlap(cell, shifts: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Second SCF attempt after a non-converged first one, from its last density.  Damping and a level shift
+#: change only the path to self-consistency: PySCF's final Fock matrix (and ours, rebuilt from the
+#: density) carries neither.
+SCF_RETRY = {"damp": 0.5, "level_shift": 0.1, "max_cycle": 150}
+
+
 class SCFNotConverged(ValueError):
     """PySCF's SCF did not reach ``conv_tol`` (a property of the structure and settings, not a bug)."""
 
@@ -448,9 +454,20 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     mf = pyscf.pbc.dft.KRKS(cell, kscf)
     mf.xc, mf.conv_tol = settings.xc, settings.conv_tol
     mf.kernel(guess) if guess is not None else mf.kernel()
+    retried = False
+    if not mf.converged:  # e.g. a vacancy's near-degenerate levels at E_F make plain DIIS oscillate
+        log(f"scf not converged after {mf.max_cycle} cycles: retrying with damping {SCF_RETRY['damp']}, "
+            f"level shift {SCF_RETRY['level_shift']} Ha, {SCF_RETRY['max_cycle']} cycles")
+        last = mf.make_rdm1() if getattr(mf, "mo_coeff", None) is not None else guess
+        mf = pyscf.pbc.dft.KRKS(cell, kscf)
+        mf.xc, mf.conv_tol = settings.xc, settings.conv_tol
+        mf.damp, mf.level_shift, mf.max_cycle = SCF_RETRY["damp"], SCF_RETRY["level_shift"], SCF_RETRY["max_cycle"]
+        mf.kernel(last) if last is not None else mf.kernel()
+        retried = True
     if not mf.converged:
         raise SCFNotConverged(
-            f"PySCF's SCF did not converge in {mf.max_cycle} cycles to conv_tol {settings.conv_tol:g} Ha "
+            f"PySCF's SCF did not converge (neither plainly nor damped and level-shifted, {mf.max_cycle} cycles) "
+            f"to conv_tol {settings.conv_tol:g} Ha "
             f"(last energy {float(mf.e_tot):.8f} Ha; {len(atoms)} atoms, SCF k-mesh {'x'.join(map(str, scf_k))}); "
             "a metal or a very distorted structure may need a denser --scf-kmesh or a looser --conv-tol")
     log(f"scf {time.perf_counter() - t0:.1f}s")
@@ -494,7 +511,7 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     mo = np.asarray(mf.mo_energy) * HA
     fermi = 0.5 * (mo[:, nocc - 1].max() + mo[:, nocc].min())
     resolved = {"scf_kmesh": list(scf_k), "fourier_kmesh": [int(x) for x in n], "ke_cutoff": ke,
-                "fft_grid": [int(x) for x in cell.mesh], "fft_residual_Ha": fft_res, "imag_HT_Ha": im,
+                "fft_grid": [int(x) for x in cell.mesh], "fft_residual_Ha": fft_res, "scf_retried": retried, "imag_HT_Ha": im,
                 "r_cut_max": max_r_cut(atoms.cell.array, n)}
     data = StructureData(
         atoms=Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=True),
