@@ -160,3 +160,25 @@ def test_old_model_files_without_electron_counts_still_load(workdir, tmp_path, c
     assert main(["predict", str(old), str(workdir / "train.h5"), "--index", "-1:", "-o", str(tmp_path / "r.h5"),
                  "--charge", "2", "-q"]) == 0
     assert read_dataset(tmp_path / "r.h5")[0].n_electrons == 14.0
+
+
+def test_predict_supercell_equals_predicting_the_supercell(workdir, tmp_path):
+    """--supercell tiles the predicted cell: the same matrices as predicting the repeated atoms."""
+    from acehamil.io.models import load_model
+    from acehamil.tb.sparse import bloch_csr
+
+    d = workdir
+    _fitted(workdir)
+    out = tmp_path / "sc.h5"
+    assert main(["predict", str(d / "model.h5"), str(d / "train.h5"), "--index", "3", "--supercell", "1", "2", "2",
+                 "-o", str(out), "-q"]) == 0
+    sd = read_dataset(out)[0]
+    src = read_dataset(d / "train.h5")[3]
+    assert len(sd.atoms) == 4 * len(src.atoms) and sd.n_electrons == 4 * src.n_electrons
+    np.testing.assert_allclose(sd.atoms.positions, src.atoms.repeat((1, 2, 2)).positions)
+    H, S = load_model(d / "model.h5").predict(src.atoms.repeat((1, 2, 2)))
+    for k in ([0, 0, 0], [0.1, 0.3, -0.2]):
+        for a, b in zip(bloch_csr(sd.H[0], sd.S, k), bloch_csr(H, S, k)):
+            assert abs(a - b).max() < 1e-10
+    assert main(["predict", str(d / "model.h5"), str(d / "train.h5"), "--index", "3", "--supercell", "1", "0", "2",
+                 "-o", str(tmp_path / "bad.h5"), "-q"]) == 2

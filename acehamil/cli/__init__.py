@@ -23,6 +23,7 @@ COMMANDS = {
     "generate": "generate",
     "bands": "bands",
     "dos": "dos",
+    "eigs": "eigs",
     "fit": "fit",
     "predict": "predict",
     "evaluate": "evaluate",

@@ -21,8 +21,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("dos", help="density of states (plot and/or JSON) of a dataset structure",
                               description=__doc__.split("\n\n")[0])
     add_structure_args(p)
-    p.add_argument("--kmesh", type=int, nargs=3, default=[12, 12, 12], metavar=("N1", "N2", "N3"),
-                   help="Monkhorst-Pack grid (default 12 12 12; 1 along non-periodic axes)")
+    p.add_argument("--method", choices=["auto", "dense", "kpm"], default="auto",
+                   help="dense diagonalisation, or the kernel polynomial method for large systems (O(N), with "
+                        "error bars); auto: dense up to 3000 orbitals (see docs/tb.md)")
+    p.add_argument("--kmesh", type=int, nargs=3, default=None, metavar=("N1", "N2", "N3"),
+                   help="Monkhorst-Pack grid (default 12 12 12 dense, 1 1 1 = Gamma for KPM; 1 along non-periodic axes)")
+    p.add_argument("--moments", type=int, default=1024, help="KPM: Chebyshev moments (resolution ~ pi * bandwidth / 2 / moments)")
+    p.add_argument("--vectors", type=int, default=16, help="KPM: random vectors of the stochastic trace")
+    p.add_argument("--kernel", choices=["jackson", "lorentz"], default="jackson", help="KPM damping kernel")
+    p.add_argument("--seed", type=int, default=0, help="KPM: seed of the random vectors")
+    p.add_argument("--s-solver", choices=["auto", "lu", "cg"], default="auto",
+                   help="KPM: how S^-1 is applied (sparse LU up to 20000 orbitals, else conjugate gradients)")
     p.add_argument("--gamma-centred", action="store_true",
                    help="shift even grid axes to contain Gamma (as FHI-aims' k_grid); odd axes always do")
     p.add_argument("--width", type=float, default=0.05, help="smearing width in eV (default 0.05)")
@@ -43,26 +52,34 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..tb.dos import density_of_states
+    from ..tb.solvers import choose_dos_method
 
     if args.npoints is not None and args.npoints < 2:
         raise UserError(f"--npoints must be >= 2, got {args.npoints}")
-    if min(args.kmesh) < 1:
+    if args.kmesh is not None and min(args.kmesh) < 1:
         raise UserError(f"k-mesh entries must be >= 1, got --kmesh {args.kmesh}")
     if args.erange is not None and not args.erange[0] < args.erange[1]:
         raise UserError(f"--erange EMIN EMAX needs EMIN < EMAX, got {args.erange[0]} {args.erange[1]}")
     if not args.width > 0:
         raise UserError(f"--width must be > 0 eV, got {args.width}")
+    if args.moments < 2 or args.vectors < 1:
+        raise UserError(f"--moments must be >= 2 and --vectors >= 1, got {args.moments}, {args.vectors}")
     check_tb_outputs(args)
     sd = load_structure(args.data, args.structure, args.orthonormal)
-    estimate_size(args.kmesh, sd)
+    method = choose_dos_method(sd.H[0].norb, args.method)
     energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints or 2001)
+    if method == "kpm":
+        return _run_kpm(args, sd, energies)
+    args.kmesh = args.kmesh or [12, 12, 12]
+    estimate_size(args.kmesh, sd)
+    from ..tb.dos import density_of_states
+
     res = density_of_states(sd, kmesh=args.kmesh, width=args.width, smearing=args.smearing, energies=energies,
                             npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, gamma_centred=args.gamma_centred,
                             window=args.window,
                             **solver_kw(args))
     if args.json:
-        write_json(args.json, res.to_json())
+        write_json(args.json, {**res.to_json(), "method": "dense"})
     if args.output:
         from ..plotting import plot_dos
 
@@ -80,6 +97,42 @@ def run(args) -> int:
               f"{np.trapezoid(res.dos, res.energies):.4f} states/cell in {res.energies[0]:.2f}..{res.energies[-1]:.2f} eV "
               f"(of {2 * res.eigenvalues.shape[-1]} in all)")
     return 0
+
+
+def _run_kpm(args, sd, energies) -> int:
+    from ..tb.solvers import dos
+
+    progress = None if args.quiet else _progress_callback("KPM moments")
+    res = dos(sd, "kpm", kmesh=args.kmesh, energies=energies, npoints=args.npoints, pdos=args.pdos,
+              fermi_level=args.fermi_level, n_moments=args.moments, n_vectors=args.vectors, kernel=args.kernel,
+              seed=args.seed, s_method=args.s_solver, gamma_centred=args.gamma_centred, progress=progress)
+    if args.json:
+        write_json(args.json, res.to_json())
+    if args.output:
+        from ..plotting import plot_dos
+
+        save_figure_safely(plot_dos(res, emin=args.emin, emax=args.emax), args.output)
+    if not args.quiet:
+        ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
+        win = "" if res.fermi_window is None else f" (window {res.fermi_window[0]:.3f}..{res.fermi_window[1]:.3f} eV)"
+        print(f"KPM: {len(res.kpts)} k-point(s), {res.n_moments} moments (resolution {1000 * res.resolution:.1f} meV), "
+              f"{res.n_vectors} random vectors, E_F {ef}{win}, {res.idos[-1]:.2f} states/cell, {res.seconds:.1f} s")
+    return 0
+
+
+def _progress_callback(label):
+    """``f(done, total)`` drawing :class:`acehamil.progress.Progress` (created on the first call)."""
+    from ..progress import Progress
+
+    state = {}
+
+    def update(done, total):
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = Progress(total, label)
+        bar.step(done - bar.n)
+
+    return update
 
 
 def estimate_size(kmesh, sd) -> None:

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
                    help="net charge per cell (electrons removed; -1 adds one): n_electrons = the model's valence "
                         "electrons per species summed over the atoms - Q, which fixes the Fermi level of bands/dos "
                         "(default: the dataset's own count, else neutral)")
+    p.add_argument("--supercell", type=int, nargs=3, default=None, metavar=("N1", "N2", "N3"),
+                   help="tile each predicted cell N1 x N2 x N3 times (exactly the supercell's matrices, at the cost "
+                        "of predicting one cell): large test systems for dos --method kpm / eigs")
     add_overwrite_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no per-structure lines (warnings still go to stderr)")
     p.set_defaults(func=run)
@@ -111,6 +114,15 @@ def run(args) -> int:
     model = load_model(args.model)
     items = read_structures(args.structures, args.index)
     check_frames(model, items)
+    if args.supercell is not None:
+        from ..errors import UserError
+        from ..structure.supercell import check_reps
+
+        for atoms, _, name in items:
+            try:
+                check_reps(args.supercell, atoms.pbc)
+            except ValueError as err:
+                raise UserError(f"--supercell for structure {name}: {err}") from None
     bad_s = 0
     with StreamingWriter(args.output, keep_on_error=True) as out:
         for k, (atoms, n_el, name) in enumerate(items):
@@ -129,6 +141,10 @@ def run(args) -> int:
                     from dataclasses import replace
 
                     sd = replace(sd, n_electrons=n_el)
+                if args.supercell is not None:
+                    from ..structure.supercell import tile_structure
+
+                    sd = tile_structure(sd, args.supercell)
                 out.add(sd)
             except Exception:
                 print(f"acehamil predict: frame {k} ({name}) failed; the {out.count} structure(s) before it were "
@@ -140,7 +156,7 @@ def run(args) -> int:
                 print(f"WARNING: {name}: predicted S is not positive definite: smallest eigenvalue of S(k) "
                       f"{smin:.4g} at k = {sd.info['overlap_min_kpoint']} (over {nk} k-points checked)", file=sys.stderr)
             elif not args.quiet:
-                print(f"{name}: {len(atoms)} atoms, {sd.H[0].nblocks} blocks, {time.perf_counter() - t0:.2f} s, "
+                print(f"{name}: {len(sd.atoms)} atoms, {sd.H[0].nblocks} blocks, {time.perf_counter() - t0:.2f} s, "
                       f"min eig S(k) = {smin:.4g} over {nk} k-points", file=sys.stderr)
     if bad_s:
         print(f"WARNING: {bad_s} of {len(items)} predicted structures have a non-positive-definite S "

@@ -221,7 +221,7 @@ def eigenpairs(data: StructureData, near="fermi", n: int = 20, kpt=(0.0, 0.0, 0.
         Hk, Sk = bloch_csr(H, data.S, k)
         from .sparse import _residual
 
-        res = _residual(Hk, Sk, w, v.astype(Hk.dtype) if np.isrealobj(Hk.data) and np.abs(v.imag).max() < 1e-12 else v)
+        res = _residual(Hk, Sk, w, v)
         return EigsResult(w, v if eigenvectors else None, sigma, k, res, "dense")
     Hk, Sk = bloch_csr(H, data.S, k, drop_tol)
     return eigs_near(Hk, Sk, sigma, n, eigenvectors, tol, k)
