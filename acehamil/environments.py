@@ -211,8 +211,39 @@ def ellipsoid_weight(p: np.ndarray, r: np.ndarray, r_env: float) -> np.ndarray:
     return np.where(s2 < 1.0, (1.0 - s2) ** 2, 0.0)
 
 
+@dataclass(frozen=True, eq=False)
+class SortedNeighbours:
+    """A neighbour list sorted by atom, then distance, for repeated bond-environment builds.
+
+    Attributes
+    ----------
+    pairs : NeighbourPairs
+        Pairs with ``dist < reach``, sorted by ``(i, dist)``.
+    starts : ndarray of int, shape (natoms + 1,)
+        First pair of each atom.
+    key : ndarray of float, shape (P,)
+        ``i * (reach + 1) + dist`` (non-decreasing), for prefix searches.
+    reach : float
+        Å.
+    """
+
+    pairs: NeighbourPairs
+    starts: np.ndarray
+    key: np.ndarray
+    reach: float
+
+
+def sorted_neighbours(atoms, reach: float, pairs: NeighbourPairs | None = None) -> SortedNeighbours:
+    """:class:`SortedNeighbours` within ``reach`` (Å), from ``pairs`` (cutoff ``>= reach``) when given."""
+    nl = neighbour_pairs(atoms, reach) if pairs is None else pairs.select(pairs.dist < reach)
+    nl = nl.select(np.lexsort((nl.dist, nl.i)))
+    counts = np.bincount(nl.i, minlength=len(atoms))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    return SortedNeighbours(nl, starts, nl.i * (reach + 1.0) + nl.dist, float(reach))
+
+
 def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: NeighbourPairs | None = None,
-                      chunk: int = 20_000, env_bond_cut: float = 0.0) -> Environments:
+                      chunk: int = 20_000, env_bond_cut: float = 0.0, sorted_nl: SortedNeighbours | None = None) -> Environments:
     """Bond-centred environments of directed bonds (see the module docstring).
 
     Parameters
@@ -230,6 +261,9 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
         Å; if > 0, environment weights are multiplied by the bond-length taper
         ``(1 - (|r| / env_bond_cut)^2)^2`` and bonds with ``|r| >= env_bond_cut``
         have no environment (two-centre), smoothly.  0 = no taper.
+    sorted_nl : SortedNeighbours, optional
+        Prepared once by :func:`sorted_neighbours` (reach ``>= max|r| + r_env`` over the bonds
+        with an environment) and reused: streaming predictions build environments chunk by chunk.
 
     Returns
     -------
@@ -245,19 +279,16 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
     pv = [np.asarray(bonds.vec, dtype=float)]
     pcat = [np.full(nb, BOND, dtype=np.int64)]
     pw = [np.ones(nb)]
-    if r_env > 0 and nb:
-        reach = float(np.linalg.norm(bonds.vec, axis=1).max()) + r_env
-        nl = neighbour_pairs(atoms, reach) if pairs is None else pairs.select(pairs.dist < reach)
+    blen = np.linalg.norm(bonds.vec, axis=1) if nb else np.zeros(0)
+    with_env = np.nonzero(blen < env_bond_cut)[0] if env_bond_cut > 0 else np.arange(nb)
+    if r_env > 0 and len(with_env):
         # neighbours of each atom sorted by distance: a particle of the ellipsoid of bond r has
         # |r_ik| <= |p| + |r|/2 <= |r| + r_env, so each bond scans only a prefix of its atom's list
-        span = reach + 1.0
-        order = np.lexsort((nl.dist, nl.i))
-        nl = nl.select(order)
-        counts = np.bincount(nl.i, minlength=len(numbers))
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        key = nl.i * span + nl.dist
-        blen = np.linalg.norm(bonds.vec, axis=1)
-        with_env = np.nonzero(blen < env_bond_cut)[0] if env_bond_cut > 0 else np.arange(nb)
+        reach = float(blen[with_env].max()) + r_env
+        if sorted_nl is None or sorted_nl.reach < reach:
+            sorted_nl = sorted_neighbours(atoms, reach, pairs)
+        nl, starts, key = sorted_nl.pairs, sorted_nl.starts, sorted_nl.key
+        span = sorted_nl.reach + 1.0
         for b0 in range(0, len(with_env), chunk):
             b = with_env[b0:b0 + chunk]
             n = np.searchsorted(key, bonds.i[b] * span + blen[b] + r_env, side="right") - starts[bonds.i[b]]

@@ -219,3 +219,15 @@ def test_slater_koster_spd_recovered_by_two_centre_model(rng):
     err = block_errors(model, held_out, "H")
     assert err["rmse"] <= 1e-3  # meV
     assert set(err["per_block"]) == {t.key for t in block_types(basis, "onsite") + block_types(basis, "offsite")}
+
+
+@pytest.mark.parametrize("config", [SMALL, TAPERED], ids=["env", "env-tapered"])
+def test_streamed_prediction_does_not_depend_on_the_chunk(rng, config):
+    """Bond environments built chunk by chunk (bounded memory) give the same matrices as one pass."""
+    model = _random_model(rng, BASES["SiC-multi"], config)
+    atoms = _cluster(rng, [6, 14], 12, periodic=True)
+    ref = model.H.predict(atoms, bond_chunk=10**9)
+    for chunk in (1, 7):
+        m = model.H.predict(atoms, bond_chunk=chunk)
+        assert m.same_pattern(ref)
+        np.testing.assert_allclose(m.data, ref.data, rtol=0, atol=1e-12)  # batch sizes change only rounding

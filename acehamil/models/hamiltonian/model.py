@@ -172,7 +172,7 @@ class MatrixModel:
             )
         return c
 
-    def predict(self, atoms, pairs=None, max_particles: int = 200_000) -> RealSpaceMatrix:
+    def predict(self, atoms, pairs=None, max_particles: int = 200_000, bond_chunk: int = 8192) -> RealSpaceMatrix:
         """Predicted real-space matrix of ``atoms`` (any ``ase.Atoms``, periodic or not).
 
         Parameters
@@ -182,6 +182,8 @@ class MatrixModel:
             Neighbour list with cutoff ``>= self.reach`` to reuse.
         max_particles : int
             Particles per feature-evaluation chunk (bounds memory).
+        bond_chunk : int
+            Bonds whose environments are built at a time (bounds memory; results do not depend on it).
 
         Returns
         -------
@@ -214,17 +216,21 @@ class MatrixModel:
             if np.any(rev_all[sel] < 0):
                 raise RuntimeError("bond list is not closed under reversal")  # pragma: no cover
             sub = bonds.select(sel)
-            env = fam.environments(atoms, sub, pairs=pat.pairs)
+            prep = fam.sorted_neighbours(atoms, pat.pairs)
             bts = fam.block_types(self.orbital_basis)
-            raw = {bt.key: {} for bt in bts}
-            for s0, s1, chunk in env.chunks(max_particles):
-                feats = fam.evaluate(chunk)
-                for bt in bts:
-                    for L in bt.L_values():
-                        f = feats.get((L, bt.parity))
-                        h = raw[bt.key].setdefault(L, np.zeros((len(sel), 2 * L + 1)))
-                        if f is not None and f.shape[1]:
-                            h[s0:s1] = np.einsum("nfM,f->nM", f, self.coefficient(bt, L, f.shape[1]))
+            raw = {bt.key: {L: np.zeros((len(sel), 2 * L + 1)) for L in bt.L_values()} for bt in bts}
+            # stream: environments, features and their contraction chunk by chunk of bonds, so the
+            # working set is bounded (the environments of all bonds are never held at once)
+            for b0 in range(0, len(sel), bond_chunk):
+                env = fam.environments(atoms, sub.select(slice(b0, b0 + bond_chunk)), pairs=pat.pairs, sorted_nl=prep)
+                for s0, s1, chunk in env.chunks(max_particles):
+                    feats = fam.evaluate(chunk)
+                    for bt in bts:
+                        for L in bt.L_values():
+                            f = feats.get((L, bt.parity))
+                            if f is not None and f.shape[1]:
+                                raw[bt.key][L][b0 + s0:b0 + s1] = np.einsum("nfM,f->nM", f, self.coefficient(bt, L, f.shape[1]))
+                    del feats
             blk = nat + sel
             off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
             if fam.zi == fam.zj:

@@ -111,9 +111,17 @@ class OffsiteFamily:
         numbers = np.asarray(numbers)
         return np.nonzero((numbers[bonds.i] == self.zi) & (numbers[bonds.j] == self.zj) & (bonds.dist < self.config.r_cut))[0]
 
-    def environments(self, atoms, bonds, pairs=None) -> Environments:
+    def environments(self, atoms, bonds, pairs=None, sorted_nl=None) -> Environments:
         return bond_environments(atoms, bonds, self.config.r_env if self.has_environment else 0.0, pairs=pairs,
-                                 env_bond_cut=self.config.env_bond_cut)
+                                 env_bond_cut=self.config.env_bond_cut, sorted_nl=sorted_nl)
+
+    def sorted_neighbours(self, atoms, pairs=None):
+        """Neighbours prepared once for chunked :meth:`environments` calls (None without environment)."""
+        if not self.has_environment:
+            return None
+        from ...environments import sorted_neighbours
+
+        return sorted_neighbours(atoms, self.reach, pairs)
 
     @cached_property
     def bond_only_basis(self):
