@@ -71,7 +71,7 @@ def run(args) -> int:
     if method == "kpm":
         return _run_kpm(args, sd, energies)
     args.kmesh = args.kmesh or [12, 12, 12]
-    estimate_size(args.kmesh, sd)
+    estimate_size(args.kmesh, sd, quiet=args.quiet)
     from ..tb.dos import density_of_states
 
     res = density_of_states(sd, kmesh=args.kmesh, width=args.width, smearing=args.smearing, energies=energies,
@@ -135,13 +135,20 @@ def _progress_callback(label):
     return update
 
 
-def estimate_size(kmesh, sd) -> None:
-    """Refuse (UserError) a k grid whose eigenvalues alone would not fit in memory, before any work.
+def estimate_size(kmesh, sd, quiet: bool = True) -> None:
+    """Refuse (UserError) a k grid whose eigenvalues alone would not fit in memory, before any work;
+    announce a long one on stderr (unless ``quiet``).
 
-    Estimate: about half the grid's k-points (time reversal) x orbitals x spin channels x 8 bytes
-    for the eigenvalues (plus as much again for PDOS weights); solving costs ~ nk x norb^3.
+    Estimate: about half the grid's k-points (time reversal; non-periodic axes count 1) x orbitals
+    x spin channels x 8 bytes for the eigenvalues (plus as much again for PDOS weights); solving
+    costs ~ nk x norb^3.
     """
-    nk_full = float(np.prod([float(n) for n in kmesh]))
+    import sys
+
+    from ..tb.kpath import effective_pbc
+
+    pbc = effective_pbc(sd.atoms)
+    nk_full = float(np.prod([float(n) if p else 1.0 for n, p in zip(kmesh, pbc)]))
     nk = nk_full / 2 if nk_full > 1 else 1.0
     norb = sd.S.norb if sd.S is not None else sd.H[0].norb
     kb = nk * norb * max(1, len(sd.H))
@@ -149,3 +156,6 @@ def estimate_size(kmesh, sd) -> None:
         raise UserError(f"--kmesh {' '.join(map(str, kmesh))}: about {nk:.3g} k-points x {norb} bands needs "
                         f"~{2 * kb * 8 / 2**30:.3g} GiB for the eigenvalues alone and ~{nk * norb**3 * 1e-9:.3g} "
                         f"Gflop of eigen-solves; use a smaller grid (the DOS converges long before)")
+    if not quiet and kb > 2e6:
+        print(f"dos: solving about {nk:.3g} k-points x {norb} orbitals (~{nk * norb**3 * 1e-9:.3g} Gflop); this can "
+              f"take minutes", file=sys.stderr, flush=True)
