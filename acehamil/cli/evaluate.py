@@ -6,8 +6,15 @@ JSON contract (``--json``)::
            "per_block": {key: {"rmse_meV", "mae_meV", "rmse_meV_aligned", "mae_meV_aligned", "n"}}},
      "S": {"rmse", "mae", "unmodelled_max_abs", "per_block": {key: {"rmse", "mae", "n"}}},
      "eigenvalues": {"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV": 2.0, "kmesh",
-                     "band_path_mae_meV", "n"},
+                     "band_path_mae_meV", "n",
+                     "uncertainty": {"coverage_90", "coverage_68", "spearman_sigma_error", "n", "mean_sigma_meV",
+                                     "per_structure": [...]}},
      "n_structures"}
+
+``eigenvalues.uncertainty`` (models with a posterior, see ``docs/uncertainty.md``): the
+fraction of eigenvalue errors inside the predicted 90 % (``1.645 sigma``) and 68 %
+(``sigma``) intervals, and Spearman's rank correlation of sigma with ``|error|``, over the
+same eigenvalues as ``mae_meV``.
 
 Matrix errors are over the blocks the model predicts (``*_aligned``: modulo the
 best constant ``V S`` per structure, the arbitrary energy zero of periodic DFT);
@@ -29,6 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--kmesh", type=int, nargs=3, default=(6, 6, 6), help="Monkhorst-Pack grid for eigenvalues")
     p.add_argument("--window", type=float, default=2.0, help="eV around E_F for eigenvalue errors")
     p.add_argument("--json", action="store_true", help="print the JSON contract instead of a table")
+    p.add_argument("--no-uncertainty", action="store_true", help="skip the eigenvalue uncertainty (posterior draws)")
+    p.add_argument("--samples", type=int, default=None, help="posterior draws (default: the model's n_samples)")
     p.set_defaults(func=run)
 
 
@@ -46,7 +55,8 @@ def run(args) -> int:
     model = load_model(args.model)
     ds = read_dataset(args.test)
     idx = select_indices(args.index, len(ds), "--index", str(args.test))
-    res = evaluate(model, [ds[i] for i in idx], kmesh=tuple(args.kmesh), window_eV=args.window)
+    res = evaluate(model, [ds[i] for i in idx], kmesh=tuple(args.kmesh), window_eV=args.window,
+                   uncertainty=False if args.no_uncertainty else None, n_samples=args.samples)
     if args.json:
         print(dumps_strict(res))
         return 0
@@ -60,4 +70,8 @@ def run(args) -> int:
     e = res["eigenvalues"]
     print(f"eigenvalues within E_F +- {e['window_eV']} eV: MAE {e['mae_meV']:.3f} meV (max {e['max_meV']:.3f}) on a "
           f"{'x'.join(map(str, e['kmesh']))} grid; band path MAE {e['band_path_mae_meV']:.3f} meV")
+    u = e.get("uncertainty")
+    if u:
+        print(f"uncertainty: coverage of 90 % intervals {u['coverage_90']:.3f}, of 68 % intervals {u['coverage_68']:.3f}, "
+              f"Spearman(sigma, |error|) {u['spearman_sigma_error']:.3f}, mean sigma {u['mean_sigma_meV']:.2f} meV (n {u['n']})")
     return 0

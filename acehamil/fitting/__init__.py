@@ -9,6 +9,7 @@ from .solvers import (
     blr_normal,
     ridge,
     ridge_normal,
+    ridge_posterior,
     smoothness_prior,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "blr_normal",
     "ridge",
     "ridge_normal",
+    "ridge_posterior",
     "smoothness_prior",
 ]

@@ -274,6 +274,7 @@ def blr_normal(
     beta: float | None = None,
     max_iter: int = 500,
     tol: float = 1e-8,
+    min_ratio: float = 0.0,
 ) -> tuple[np.ndarray, BLRPosterior]:
     """Bayesian linear regression with evidence maximisation (MacKay fixed point).
 
@@ -288,6 +289,12 @@ def blr_normal(
     max_iter : int
     tol : float
         Relative change of alpha and beta at convergence.
+    min_ratio : float
+        Lower bound on ``alpha / beta`` (the equivalent ridge strength ``lam``, same units
+        as ``A^T W A``).  Without it nearly noise-free data drive the evidence to
+        ``alpha -> 0`` and the poorly determined directions of the posterior mean
+        (and covariance) run off to overflow; the ridge ``lam * mean(diag(A^T W A))`` is
+        the natural floor.
 
     Returns
     -------
@@ -318,6 +325,9 @@ def blr_normal(
     alpha, beta = float(alpha), float(beta)
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"alpha and beta must be positive, got {alpha}, {beta}")
+    if not (np.isfinite(min_ratio) and min_ratio >= 0):
+        raise ValueError(f"min_ratio must be finite and >= 0, got {min_ratio}")
+    alpha = max(alpha, min_ratio * beta)
     converged, it = False, 0
     # the misfit from normal equations, yty - 2 u.b + u.s.u, cancels to rounding noise
     # (~1e-16 yty) when the data are (nearly) interpolated: floor it there, or beta runs
@@ -329,6 +339,7 @@ def blr_normal(
         b_new = max(N - gamma, 1e-12) / max(E_D, E_D_floor)
         a_new = min(max(a_new, 1e-300), 1e300)
         b_new = min(max(b_new, 1e-300), 1e300)
+        a_new = min(max(a_new, min_ratio * b_new), 1e300)
         done = abs(np.log(a_new / alpha)) < tol and abs(np.log(b_new / beta)) < tol
         alpha, beta = a_new, b_new
         if done:
@@ -362,3 +373,57 @@ def bayesian_linear_regression(A, y, weights=None, prior_diag=None, **kwargs) ->
     if A.ndim != 2:
         raise ValueError(f"A must be 2-D (N, n), got shape {A.shape}")
     return blr_normal(NormalEquations(A.shape[1]).add(A, y, weights), prior_diag, **kwargs)
+
+
+def ridge_posterior(ne: NormalEquations, coef, lam: float, prior_diag) -> BLRPosterior:
+    """The Gaussian posterior that a ridge fit implies, with the noise estimated from its residuals.
+
+    Ridge with regulariser ``lam * P`` is the posterior mean of BLR with prior precision
+    ``alpha P`` and noise precision ``beta`` whenever ``alpha / beta = lam``.  ``beta`` is
+    taken from the residuals with the effective number of parameters removed,
+    ``beta = (N - gamma) / RSS``, ``gamma = sum s / (s + lam)`` (as in generalized
+    cross-validation); then ``alpha = lam beta``.  The mean is ``coef`` itself.
+
+    Parameters
+    ----------
+    ne : NormalEquations
+    coef : ndarray, shape (n,)
+        The ridge solution of ``(A^T W A + lam P) c = A^T W y``.
+    lam : float
+        > 0.
+    prior_diag : array_like, shape (n,)
+        ``P`` (positive).
+
+    Returns
+    -------
+    BLRPosterior
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> A = rng.normal(size=(400, 3)); y = A @ [1.0, 2.0, -1.0] + 0.1 * rng.normal(size=400)
+    >>> coef, _ = ridge(A, y, 1e-3)
+    >>> post = ridge_posterior(NormalEquations(3).add(A, y), coef, 1e-3, np.ones(3))
+    >>> bool(0.08 < post.beta ** -0.5 < 0.12), bool(np.allclose(post.mean, coef))
+    (True, True)
+    """
+    if not isinstance(ne, NormalEquations):
+        raise TypeError(f"expected NormalEquations, got {type(ne).__name__}")
+    P = np.asarray(prior_diag, dtype=float)
+    c = np.asarray(coef, dtype=float)
+    if P.shape != (ne.n,) or np.any(P <= 0) or not np.all(np.isfinite(P)):
+        raise ValueError(f"prior_diag must be positive and finite with shape ({ne.n},)")
+    if c.shape != (ne.n,):
+        raise ValueError(f"coef must have shape ({ne.n},), got {c.shape}")
+    if not (np.isfinite(lam) and lam > 0):
+        raise ValueError(f"lam must be finite and > 0, got {lam}")
+    r = 1.0 / np.sqrt(P)
+    s, V = np.linalg.eigh(ne.AtA * r[:, None] * r[None, :])
+    s = np.clip(s, 0.0, None)
+    b = V.T @ (ne.Aty * r)
+    gamma = float((s / (s + lam)).sum())
+    rss = max(ne.residual_sum_of_squares(c), 1e-12 * max(float(ne.yty), 1e-300))
+    beta = max(ne.count - gamma, 1.0) / rss
+    alpha = lam * beta
+    logev = _log_evidence(s, b, ne.yty, ne.count, P, alpha, beta)[0]
+    return BLRPosterior(c, alpha, beta, gamma, logev, s, V, P, b, float(ne.yty), int(ne.count), 0, True)

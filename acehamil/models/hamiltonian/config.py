@@ -44,6 +44,13 @@ TOML layout (all tables optional)::
     structure_weights = []            # one weight per training structure ([] = all 1)
     fit_energy_zero = false           # fit H modulo one V_s * S per structure (periodic DFT energy zero)
     energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s
+
+    [uncertainty]                     # error bars (docs/uncertainty.md)
+    calibrate = false                 # calibrate the posterior spread on a validation split of the training set
+    calibration_fraction = 0.25       # share of the training structures held out for it (>= 1 structure)
+    n_samples = 24                    # posterior draws for eigenvalue/band/DOS uncertainties
+    kmesh = [4, 4, 4]                 # k-grid of the calibration (eigenvalues within E_F +- window_eV)
+    window_eV = 2.0
 """
 
 from __future__ import annotations
@@ -192,6 +199,45 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class UncertaintyConfig:
+    """Calibration of the posterior predictive spread (see ``docs/uncertainty.md``).
+
+    Attributes
+    ----------
+    calibrate : bool
+        After the fit, refit on ``1 - calibration_fraction`` of the training structures, draw
+        eigenvalues of the held-out rest, and fit the factors of the coefficient (epistemic)
+        and noise parts of the spread by maximum likelihood (stored in
+        ``model.report["uncertainty"]``).  Never uses test structures.
+    calibration_fraction : float
+        Share of the training structures held out for the calibration, in (0, 1).
+    n_samples : int
+        Posterior draws used for eigenvalue/band/DOS uncertainties (>= 2).
+    kmesh : tuple of int
+        Monkhorst-Pack grid of the calibration.
+    window_eV : float
+        Eigenvalues within ``E_F +- window_eV`` enter the calibration.
+    """
+
+    calibrate: bool = False
+    calibration_fraction: float = 0.25
+    n_samples: int = 24
+    kmesh: tuple = (4, 4, 4)
+    window_eV: float = 2.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "kmesh", tuple(int(k) for k in self.kmesh))
+        if not (0.0 < self.calibration_fraction < 1.0):
+            raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        if self.n_samples < 2:
+            raise ValueError(f"n_samples must be >= 2, got {self.n_samples}")
+        if len(self.kmesh) != 3 or min(self.kmesh) < 1:
+            raise ValueError(f"kmesh must be 3 positive integers, got {self.kmesh}")
+        if not self.window_eV > 0:
+            raise ValueError(f"window_eV must be > 0, got {self.window_eV}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which structures to fit on.
 
@@ -279,6 +325,7 @@ class ModelConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -295,7 +342,8 @@ class ModelConfig:
         defaults = cls()
         kw = {}
         types = {"h_onsite": FeatureConfig, "h_offsite": FeatureConfig, "s_onsite": FeatureConfig,
-                 "s_offsite": FeatureConfig, "solver": SolverConfig, "fit": FitConfig, "data": DataConfig}
+                 "s_offsite": FeatureConfig, "solver": SolverConfig, "fit": FitConfig, "data": DataConfig,
+                 "uncertainty": UncertaintyConfig}
         for key, value in d.items():
             if key not in types:
                 raise ValueError(f"unknown config table [{key}]; known: {sorted(types)}")

@@ -136,7 +136,8 @@ def block_errors(model, structures, which: str = "H") -> dict:
     }
 
 
-def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, path_points: int = 60) -> dict:
+def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, path_points: int = 60,
+                      uncertainty: bool | None = None, n_samples: int | None = None, seed: int = 0) -> dict:
     """Eigenvalue errors (meV) within ``E_F +- window_eV`` on a k-grid and along the band path.
 
     Absolute eigenvalues of a periodic DFT calculation carry an arbitrary,
@@ -149,23 +150,45 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     ``n_electrons`` both use the reference ``fermi_level`` (no alignment).
     Errors are band by band, k-weighted, over the reference eigenvalues in the window.
 
+    With ``uncertainty`` (default: when the model carries posteriors) the model's
+    eigenvalues come with calibrated spreads (:mod:`acehamil.models.hamiltonian.calibrate`,
+    ``n_samples`` posterior draws, seeded by ``seed``) and the result gains
+    ``"uncertainty": {"coverage_90", "coverage_68", "spearman_sigma_error", "n",
+    "mean_sigma_meV", "per_structure": [{"coverage_90", "coverage_68", "spearman_sigma_error",
+    "n", "mae_meV", "mean_sigma_meV"}, ...]}`` over the same grid eigenvalues (unweighted
+    counts; coverage_90: ``|err| <= 1.645 sigma``, coverage_68: ``|err| <= sigma``).
+
     Returns
     -------
     dict
         ``{"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV", "kmesh",
-        "band_path_mae_meV", "n"}``.
+        "band_path_mae_meV", "n"}`` (+ ``"uncertainty"``).
     """
     from ...tb.bands import band_path
     from ...tb.dos import monkhorst_pack
     from ...tb.eigen import solve
     from ...tb.smearing import fermi_level
 
+    from .calibrate import combine, default_samples, eigen_parts, interval_metrics
+    from .uncertainty import has_posterior
+
+    if uncertainty is None:
+        uncertainty = has_posterior(model.H)
+    rng = np.random.default_rng(seed)
     acc = {"grid": [], "grid_abs": [], "path": [], "w": [], "wp": []}
+    unc = {"err": [], "sigma": [], "per": []}
     shifts = []
     for sd in structures:
-        H, S = model.predict(sd.atoms)
         kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
-        e_ref, e_mod = solve(sd.H[0], sd.S, kp), solve(H, S, kp)
+        sigma = None
+        if uncertainty and sd.n_electrons is not None:
+            parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, n_samples or default_samples(model), rng)
+            H, S, e_mod = parts["H"], parts["S"], parts["eps"]
+            sigma = combine(model, parts["sigma_epi"], parts["sigma_noise"])
+        else:
+            H, S = model.predict(sd.atoms)
+            e_mod = solve(H, S, kp)
+        e_ref = solve(sd.H[0], sd.S, kp)
         nb = min(e_ref.shape[1], e_mod.shape[1])
         e_ref, e_mod = e_ref[:, :nb], e_mod[:, :nb]
         if sd.n_electrons is not None:
@@ -181,6 +204,15 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         acc["grid"].append(np.abs((e_mod - ef_mod) - (e_ref - ef_ref))[mask])
         acc["grid_abs"].append(np.abs(e_mod - e_ref)[mask])
         acc["w"].append(wgt)
+        if sigma is not None:
+            err = ((e_mod - ef_mod) - (e_ref - ef_ref))[mask]
+            sig = sigma[:, :nb][mask]
+            unc["err"].append(err)
+            unc["sigma"].append(sig)
+            per = interval_metrics(err, sig)
+            per.update(mae_meV=float(np.abs(err).mean() * EV_TO_MEV) if err.size else float("nan"),
+                       mean_sigma_meV=float(sig.mean() * EV_TO_MEV) if sig.size else float("nan"))
+            unc["per"].append(per)
         kpath = band_path(sd.atoms, npoints=path_points).kpts
         p_ref, p_mod = solve(sd.H[0], sd.S, kpath), solve(H, S, kpath)
         nb = min(p_ref.shape[1], p_mod.shape[1])
@@ -192,7 +224,14 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     w = np.concatenate(acc["w"]) if acc["w"] else np.zeros(0)
     p = np.concatenate(acc["path"]) if acc["path"] else np.zeros(0)
     nan = float("nan")
+    extra = {}
+    if unc["err"]:
+        e_all, s_all = np.concatenate(unc["err"]), np.concatenate(unc["sigma"])
+        extra["uncertainty"] = {**interval_metrics(e_all, s_all),
+                                "mean_sigma_meV": float(s_all.mean() * EV_TO_MEV) if s_all.size else nan,
+                                "per_structure": unc["per"]}
     return {
+        **extra,
         "mae_meV": float((w * g).sum() / w.sum() * EV_TO_MEV) if g.size else nan,
         "max_meV": float(g.max() * EV_TO_MEV) if g.size else nan,
         "mae_meV_absolute": float((w * ga).sum() / w.sum() * EV_TO_MEV) if ga.size else nan,
@@ -204,7 +243,8 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     }
 
 
-def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0) -> dict:
+def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncertainty: bool | None = None,
+             n_samples: int | None = None) -> dict:
     """The ``acehamil evaluate --json`` contract.
 
     Returns
@@ -214,8 +254,9 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0) -> dict
         "unmodelled_max_abs_meV", "per_block": {key: {"rmse_meV", "mae_meV", "rmse_meV_aligned", "mae_meV_aligned", "n"}}},
         "S": {"rmse", "mae", "unmodelled_max_abs", "per_block": {...}},
         "eigenvalues": {"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV", "kmesh",
-        "band_path_mae_meV", "n"},
-        "n_structures"}``
+        "band_path_mae_meV", "n", "uncertainty": {...}},
+        "n_structures"}``; ``"uncertainty"`` (see :func:`eigenvalue_errors`) when the model
+        carries posteriors and ``uncertainty`` is not False.
     """
     from ...errors import UserError
     from ...structure.validate import check_same_basis
@@ -235,6 +276,7 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0) -> dict
                               "mae_meV_aligned": v["mae_aligned"], "n": v["n"]} for k, v in h["per_block"].items()},
         },
         "S": {"rmse": s["rmse"], "mae": s["mae"], "unmodelled_max_abs": s["unmodelled_max_abs"], "per_block": s["per_block"]},
-        "eigenvalues": eigenvalue_errors(model, structures, kmesh=kmesh, window_eV=window_eV),
+        "eigenvalues": eigenvalue_errors(model, structures, kmesh=kmesh, window_eV=window_eV, uncertainty=uncertainty,
+                                         n_samples=n_samples),
         "n_structures": len(structures),
     }

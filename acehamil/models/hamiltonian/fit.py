@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ...environments import reverse_index
-from ...fitting import NormalEquations, blr_normal, ridge_normal, smoothness_prior
+from ...fitting import NormalEquations, blr_normal, ridge_normal, ridge_posterior, smoothness_prior
 from ...progress import Progress
 from ...structure.neighbours import neighbour_pairs
 from ...threads import with_inner_threads
@@ -159,7 +159,8 @@ def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) 
                 c, cond = np.zeros(ne.n), (_cond(ne) if condition else float("nan"))
             elif solver.method == "blr" and ne.count >= 2:
                 with np.errstate(all="ignore"):
-                    c, post = blr_normal(ne, prior_diag=free * smoothness_prior(deg, 1.0, solver.smoothness))
+                    c, post = blr_normal(ne, prior_diag=free * smoothness_prior(deg, 1.0, solver.smoothness),
+                                         min_ratio=solver.lam * scale)
                 if np.all(np.isfinite(c)) and np.isfinite(post.alpha) and np.isfinite(post.beta):
                     posts.setdefault(bt.key, {})[L] = post
                     cond = _cond(ne) if condition else float("nan")
@@ -169,6 +170,9 @@ def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) 
             if c is None:
                 c, res = ridge_normal(ne, free * smoothness_prior(deg, solver.lam * scale, solver.smoothness), condition=condition)
                 cond = res.condition_number_unregularised if condition else float("nan")
+                if solver.lam > 0 and ne.count >= 2:  # the ridge posterior (noise from residuals) for error bars
+                    posts.setdefault(bt.key, {})[L] = ridge_posterior(ne, c, solver.lam * scale,
+                                                                      free * smoothness_prior(deg, 1.0, solver.smoothness))
             coefs.setdefault(bt.key, {})[L] = c
             d["rss"] += ne.residual_sum_of_squares(c)
             d["rows"] += ne.count
@@ -421,6 +425,13 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
             report[f"{name}_validation"] = {"rmse": errs["rmse"], "mae": errs["mae"]}
     valence = electrons_per_species(electrons)
     report["valence_electrons"] = None if valence is None else {str(z): v for z, v in valence.items()}
+    if config.uncertainty.calibrate:
+        from .calibrate import calibrate
+
+        t1 = time.perf_counter()
+        train = _Subset(structures, train_idx, orbital_basis)
+        report["uncertainty"] = calibrate([train[k] for k in range(len(train))], config, progress=progress)
+        report["uncertainty"]["seconds"] = time.perf_counter() - t1
     return dataclasses.replace(model, report=report, valence_electrons=valence)
 
 

@@ -1,0 +1,306 @@
+"""Predictive uncertainty of H: posterior draws of every predicted block, exact block variances.
+
+Every ``(block type, L)`` model is linear, ``x_L = D_L c_L`` (design tensor
+``D_L`` of shape ``(n, n_F, 2L+1)``, see :mod:`acehamil.models.blocks`), with a
+Gaussian posterior ``c_L ~ N(mean, Sigma_L)`` (Bayesian linear regression, or
+the ridge posterior with the noise estimated from the residuals, see
+:func:`acehamil.fitting.ridge_posterior`) and a noise precision ``beta_L`` per
+component.  The predictive distribution of a block component is therefore
+``N(D mean, D Sigma D^T + 1/beta)``.
+
+Draws (:func:`sample_matrix`) push coefficient draws ``c_k - mean`` through the
+same linear feature map as the prediction (one extra matrix product per
+block type; the features are evaluated once), plus an independent noise draw
+per block component that respects the exact symmetries of the model (bond
+reversal, on-site transposition).  Block errors across bonds and atoms are
+correlated through the shared coefficients, which is what eigenvalues feel.
+The spread is multiplied by the model's calibration factor
+(``model.report["uncertainty"]["scale"]``, found on a validation split of the
+training structures, :mod:`acehamil.models.hamiltonian.calibrate`).
+
+H is fitted modulo one energy zero ``V_s S`` per training structure
+(``fit_energy_zero``): the posterior and the draws describe H modulo that
+constant, i.e. the error of ``H`` after removing the best ``V S`` (the
+``*_aligned`` errors of ``acehamil evaluate``); eigenvalues are compared
+relative to their own Fermi level, on which ``V`` has no effect.
+
+The overlap S is taken as exact (its errors, ~1e-6, move eigenvalues by
+``eps * dS`` ~ 10 µeV, far below the H contribution).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...environments import reverse_index
+from ...so3 import cg_real
+from .blocks import assemble, transpose_sign
+from .model import scatter_blocks, shell_offsets
+
+
+class NoPosteriorError(ValueError):
+    """The model carries no posterior for a block type it predicts (fitted without one)."""
+
+
+def posterior(mm, bt, L: int):
+    """BLR (or ridge) posterior of one ``(block type, L)``; raises :class:`NoPosteriorError`."""
+    post = mm.posteriors.get(bt.key, {}).get(L)
+    if post is None:
+        raise NoPosteriorError(
+            f"{mm.name} model has no posterior for {bt.key} L={L}: refit with this version of acehamil "
+            f"(solver.method = 'blr' or 'ridge' both keep one) to get uncertainties")
+    return post
+
+
+def has_posterior(mm) -> bool:
+    """True when every fitted ``(block type, L)`` of ``mm`` has a posterior."""
+    for _, bt in mm.block_types():
+        for L, c in mm.coefficients.get(bt.key, {}).items():
+            if mm.posteriors.get(bt.key, {}).get(L) is None and np.any(c):
+                return False
+    return bool(mm.coefficients)
+
+
+def uncertainty_scale(model) -> float:
+    """Calibration factor applied to every posterior spread (1.0 when uncalibrated)."""
+    return float(model.report.get("uncertainty", {}).get("scale", 1.0)) if hasattr(model, "report") else 1.0
+
+
+def _perturbations(post, n_samples: int, rng) -> np.ndarray:
+    """Zero-mean coefficient draws ``c_k - mean``, shape (n_F, K)."""
+    return (post.sample(rng, n_samples) - post.mean).T
+
+
+def _noise(post, shape, rng) -> np.ndarray:
+    return rng.standard_normal(shape) / np.sqrt(post.beta)
+
+
+def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=None, scales=(1.0, 1.0),
+                  split: bool = False, max_particles: int = 200_000) -> tuple:
+    """Posterior predictive draws of a matrix model's prediction.
+
+    Parameters
+    ----------
+    mm : MatrixModel
+        With posteriors (see :func:`has_posterior`).
+    atoms : ase.Atoms
+    n_samples : int
+        Number of draws ``K`` (>= 1).
+    rng : numpy.random.Generator
+    pairs : NeighbourPairs, optional
+        Neighbour list with cutoff ``>= mm.reach``.
+    scales : (float, float)
+        Factors of the coefficient (epistemic) part and of the noise part (the
+        calibration, ``model.report["uncertainty"]``); ``(1, 0)`` drops the noise.
+    split : bool
+        Return the two parts separately (unscaled).
+
+    Returns
+    -------
+    mean : RealSpaceMatrix
+        The prediction (posterior mean), eV for H; equal to ``mm.predict``.
+    delta : ndarray, float64, shape (K, mean.data.size)
+        ``scales[0] * epistemic + scales[1] * noise`` draws minus the mean, same layout
+        as ``mean.data``.  With ``split``: ``(epistemic, noise)``, each (K, n).
+    """
+    if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    a, b = (float(x) for x in scales)
+    if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0):
+        raise ValueError(f"scales must be finite and >= 0, got {scales}")
+    K = int(n_samples)
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    pat = mm.pattern(atoms, pairs)
+    nd = int(pat.offsets[-1])
+    # row 0: mean; rows 1..K: coefficient draws; rows K+1..2K: noise draws
+    out = np.zeros((2 * K + 1, nd))
+    so = shell_offsets(mm.orbital_basis)
+    dC = {}
+    for fam, bt in mm.block_types():
+        for L in bt.L_values():
+            if bt.key in mm.coefficients and L in mm.coefficients[bt.key]:
+                post = posterior(mm, bt, L)
+                dC[(bt.key, L)] = (np.concatenate([post.mean[:, None], _perturbations(post, K, rng)], axis=1), post)
+
+    def parts_of(f, bt, L, n):
+        """(K+1, n, 2L+1): mean and coefficient-draw parts from features (n, n_F, 2L+1)."""
+        if (bt.key, L) not in dC or f.shape[1] == 0:
+            return np.zeros((K + 1, n, 2 * L + 1))
+        C, _ = dC[(bt.key, L)]
+        if C.shape[0] != f.shape[1]:
+            raise ValueError(f"{bt.key} L={L}: {C.shape[0]} coefficients, {f.shape[1]} features")
+        return np.einsum("nfM,fk->knM", f, C, optimize=True)
+
+    def with_noise(p, bt, L, n, rev=None):
+        """Append K noise draws (zero mean part) to the (K+1, n, 2L+1) parts."""
+        z = np.zeros((K, n, 2 * L + 1))
+        if (bt.key, L) in dC:
+            z = _noise(dC[(bt.key, L)][1], (K, n, 2 * L + 1), rng)
+            if rev is not None:  # symmetrised type: keep H_ji(-T) = H_ij(T)^T, same variance
+                z = (z + transpose_sign(L) * z[:, rev]) / np.sqrt(2.0)
+        return np.concatenate([p, z]).reshape((2 * K + 1) * n, 2 * L + 1)
+
+    def blocks(parts, bt, n):
+        return assemble(parts, bt.l1, bt.l2, (2 * K + 1) * n).reshape(2 * K + 1, n, 2 * bt.l1 + 1, 2 * bt.l2 + 1)
+
+    def scatter(offsets, ncols, r0, c0, X):
+        """X (2K+1, n, d1, d2) into ``out`` at the blocks' positions (one index array for all draws)."""
+        n, d1, d2 = X.shape[1:]
+        if n == 0:
+            return
+        idx = (np.asarray(offsets)[:, None, None] + (r0 + np.arange(d1))[None, :, None] * np.asarray(ncols)[:, None, None]
+               + (c0 + np.arange(d2))[None, None, :])
+        out[:, idx] = X
+
+    for fam in mm.onsite:
+        idx = fam.select(atoms)
+        if len(idx) == 0:
+            continue
+        env = fam.environments(atoms, idx, pairs=pat.pairs)
+        feats = fam.features(env)
+        n = len(idx)
+        for bt in fam.block_types(mm.orbital_basis):
+            design = fam.design(feats, bt, n)
+            X = blocks({L: with_noise(parts_of(D, bt, L, n), bt, L, n) for L, D in design.items()}, bt, n)
+            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
+            scatter(pat.offsets[idx], pat.norb[idx], ra, cb, X)
+            if bt.shell_a != bt.shell_b:
+                scatter(pat.offsets[idx], pat.norb[idx], cb, ra, X.transpose(0, 1, 3, 2))
+    bonds = pat.bonds
+    nat = len(numbers)
+    rev_all = reverse_index(bonds.i, bonds.j, bonds.shift) if len(bonds) else np.zeros(0, np.int64)
+    for fam in mm.offsite:
+        sel = fam.select(numbers, bonds) if len(bonds) else np.zeros(0, np.int64)
+        if len(sel) == 0:
+            continue
+        sub = bonds.select(sel)
+        env = fam.environments(atoms, sub, pairs=pat.pairs)
+        bts = fam.block_types(mm.orbital_basis)
+        n = len(sel)
+        raw = {bt.key: {L: np.zeros((K + 1, n, 2 * L + 1)) for L in bt.L_values()} for bt in bts}
+        for s0, s1, chunk in env.chunks(max_particles):
+            feats = fam.evaluate(chunk)
+            for bt in bts:
+                for L in bt.L_values():
+                    f = feats.get((L, bt.parity))
+                    if f is not None and f.shape[1]:
+                        raw[bt.key][L][:, s0:s1] = parts_of(f, bt, L, s1 - s0)
+        blk = nat + sel
+        off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
+        rev = None
+        if fam.zi == fam.zj:
+            pos = np.full(len(bonds), -1, np.int64)
+            pos[sel] = np.arange(n)
+            rev = pos[rev_all[sel]]
+        for bt in bts:
+            sym = fam.zi == fam.zj and bt.symmetric
+            parts = {}
+            for L, h in raw[bt.key].items():
+                if sym:
+                    h = 0.5 * (h + transpose_sign(L) * h[:, rev])
+                parts[L] = with_noise(h, bt, L, n, rev if sym else None)
+            X = blocks(parts, bt, n)
+            ra, cb = so[fam.zi][bt.shell_a], so[fam.zj][bt.shell_b]
+            scatter(off, nc, ra, cb, X)
+            if fam.zi == fam.zj:
+                if bt.shell_a != bt.shell_b:
+                    scatter(off, nc, cb, ra, X[:, rev].transpose(0, 1, 3, 2))
+            else:
+                rblk = nat + rev_all[sel]
+                scatter(pat.offsets[rblk], pat.norb[pat.j[rblk]], cb, ra, X.transpose(0, 1, 3, 2))
+    from ...structure import RealSpaceMatrix
+
+    mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
+    if split:
+        return mean, out[1:K + 1], out[K + 1:]
+    return mean, a * out[1:K + 1] + b * out[K + 1:]
+
+
+def _entry_variance(cov: dict, noise_var: dict, l1: int, l2: int) -> np.ndarray:
+    """Variance of block entries from per-L covariances ``cov[L] (n, 2L+1, 2L+1)``.
+
+    Returns
+    -------
+    ndarray, shape (n, 2l1+1, 2l2+1)
+    """
+    out = None
+    for L, c in cov.items():
+        C = cg_real(l1, l2, L)  # (d1, d2, M)
+        v = np.einsum("abM,nMN,abN->nab", C, c, C) + noise_var.get(L, 0.0) * np.einsum("abM,abM->ab", C, C)[None]
+        out = v if out is None else out + v
+    return out
+
+
+def block_variance(mm, atoms, pairs=None, noise: bool = True, scale: float = 1.0):
+    """Exact predictive variance of every predicted matrix entry (small systems, tests).
+
+    ``var X_ab = sum_L sum_{M,N} C^L_abM C^L_abN (D_L Sigma_L D_L^T)_{MN} + sum_L sum_M (C^L_abM)^2 / beta_L``
+    times ``scale^2``.  Cost ``O(n_blocks n_F^2)`` per block type; for large
+    systems use the draws of :func:`sample_matrix`.
+
+    Returns
+    -------
+    RealSpaceMatrix
+        Entry variances (eV^2 for H), same pattern as ``mm.predict(atoms)``.
+    """
+    from ...structure import RealSpaceMatrix
+
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    pat = mm.pattern(atoms, pairs)
+    var = np.zeros(int(pat.offsets[-1]))
+    so = shell_offsets(mm.orbital_basis)
+
+    def cov_parts(design, bt):
+        cov, nv = {}, {}
+        for L, D in design.items():
+            if D.shape[1] == 0 or L not in mm.coefficients.get(bt.key, {}):
+                continue
+            post = posterior(mm, bt, L)
+            S = post.covariance()
+            cov[L] = np.einsum("nfM,fg,ngN->nMN", D, S, D)
+            nv[L] = (1.0 / post.beta) if noise else 0.0
+        return cov, nv
+
+    for fam in mm.onsite:
+        idx = fam.select(atoms)
+        if len(idx) == 0:
+            continue
+        feats = fam.features(fam.environments(atoms, idx, pairs=pat.pairs))
+        for bt in fam.block_types(mm.orbital_basis):
+            cov, nv = cov_parts(fam.design(feats, bt, len(idx)), bt)
+            if not cov:
+                continue
+            V = scale**2 * _entry_variance(cov, nv, bt.l1, bt.l2)
+            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
+            scatter_blocks(var, pat.offsets[idx], pat.norb[idx], ra, cb, V)
+            if bt.shell_a != bt.shell_b:
+                scatter_blocks(var, pat.offsets[idx], pat.norb[idx], cb, ra, V.transpose(0, 2, 1))
+    bonds = pat.bonds
+    nat = len(numbers)
+    rev_all = reverse_index(bonds.i, bonds.j, bonds.shift) if len(bonds) else np.zeros(0, np.int64)
+    for fam in mm.offsite:
+        sel = fam.select(numbers, bonds) if len(bonds) else np.zeros(0, np.int64)
+        if len(sel) == 0:
+            continue
+        feats = fam.features(fam.environments(atoms, bonds.select(sel), pairs=pat.pairs))
+        rev = None
+        if fam.zi == fam.zj:
+            pos = np.full(len(bonds), -1, np.int64)
+            pos[sel] = np.arange(len(sel))
+            rev = pos[rev_all[sel]]
+        blk = nat + sel
+        off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
+        for bt in fam.block_types(mm.orbital_basis):
+            cov, nv = cov_parts(fam.design(feats, bt, len(sel), rev=rev), bt)
+            if not cov:
+                continue
+            V = scale**2 * _entry_variance(cov, nv, bt.l1, bt.l2)
+            ra, cb = so[fam.zi][bt.shell_a], so[fam.zj][bt.shell_b]
+            scatter_blocks(var, off, nc, ra, cb, V)
+            if fam.zi == fam.zj:
+                if bt.shell_a != bt.shell_b:
+                    scatter_blocks(var, off, nc, cb, ra, V[rev].transpose(0, 2, 1))
+            else:
+                rblk = nat + rev_all[sel]
+                scatter_blocks(var, pat.offsets[rblk], pat.norb[pat.j[rblk]], cb, ra, V.transpose(0, 2, 1))
+    return RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, var)

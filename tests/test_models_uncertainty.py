@@ -1,0 +1,174 @@
+"""Uncertainty of H predictions: exact block variances against a brute-force linear map, draws
+against the exact variance, first-order eigenvalue variance against sampling, the coverage
+reported by evaluate against a direct count, and the calibration of the spread."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from acehamil.models.hamiltonian.config import ModelConfig
+from acehamil.models.hamiltonian.fit import fit
+from acehamil.models.hamiltonian.uncertainty import block_variance, has_posterior, sample_matrix
+from acehamil.structure import OrbitalBasis, StructureData
+from acehamil.tb.toy import slater_koster
+
+CFG = {
+    "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [3], "n_max": 2},
+    "h_offsite": {"r_cut": 4.0, "r_env": 1.5, "max_nu": 2, "max_degree": [4, 2], "n_max": 3},
+    "s_offsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
+    "solver": {"method": "blr", "lam": 1e-10},
+}
+
+
+def _noisy(H, rng, scale):
+    """Symmetric noise on a real-space H (keeps H_ji(-T) = H_ij(T)^T)."""
+    d = H.data.copy()
+    for p in range(H.nblocks):
+        q = H.find(H.j[p], H.i[p], -H.shift[p])
+        if q < p:
+            continue
+        blk = rng.normal(scale=scale, size=H.block(p).shape)
+        if q == p:
+            blk = 0.5 * (blk + blk.T)
+        d[H.offsets[p]:H.offsets[p + 1]] += blk.ravel()
+        if q != p:
+            d[H.offsets[q]:H.offsets[q + 1]] += blk.T.ravel()
+    return H.with_data(d)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(5)
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+    out = []
+    for k in range(5):
+        at = bulk("Si", "diamond", a=5.43 * (1 + 0.01 * k))
+        at.rattle(0.1, rng=rng)
+        H, S = slater_koster(at, basis, cutoff=4.0)
+        out.append(StructureData(at, basis, H=(_noisy(H, rng, 0.01),), S=S, n_electrons=8))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return fit(data[:4], ModelConfig.from_dict(CFG), progress=False)
+
+
+def _linear_map(mm, atoms):
+    """Brute force: the prediction of every unit coefficient vector, per (block type, L)."""
+    cols = {}
+    for key, byL in mm.coefficients.items():
+        for L, c in byL.items():
+            J = []
+            for f in range(c.size):
+                e = np.zeros(c.size)
+                e[f] = 1.0
+                J.append(dataclasses.replace(mm, coefficients={key: {L: e}}).predict(atoms).data)
+            cols[(key, L)] = np.array(J).T  # (n_entries, n_F)
+    return cols
+
+
+def test_model_keeps_posteriors(model):
+    assert has_posterior(model.H) and has_posterior(model.S)
+
+
+def test_block_variance_equals_brute_force(model, data, rng):
+    atoms = data[4].atoms.copy()
+    atoms.rattle(0.05, rng=rng)
+    J = _linear_map(model.H, atoms)
+    brute = sum(np.einsum("ef,fg,eg->e", Jk, model.H.posteriors[k][L].covariance(), Jk) for (k, L), Jk in J.items())
+    exact = block_variance(model.H, atoms, noise=False)
+    assert np.allclose(exact.data, brute, rtol=1e-8, atol=1e-14 * brute.max())
+    assert exact.same_pattern(model.H.predict(atoms))
+
+
+def test_draws_have_the_exact_variance_and_mean(model, data, rng):
+    atoms = data[4].atoms
+    mean, delta = sample_matrix(model.H, atoms, 3000, rng, scales=(2.0, 0.5))
+    assert np.array_equal(mean.data, model.H.predict(atoms).data) or np.allclose(mean.data, model.H.predict(atoms).data,
+                                                                                 rtol=1e-12, atol=1e-12)
+    ve = block_variance(model.H, atoms, noise=False).data
+    vt = block_variance(model.H, atoms, noise=True).data
+    expect = 4.0 * ve + 0.25 * (vt - ve)
+    emp = delta.var(axis=0)
+    big = expect > 1e-3 * expect.max()
+    # chi-square: var estimate of 3000 draws has relative sd sqrt(2/3000) = 2.6 %
+    assert np.all(np.abs(emp[big] / expect[big] - 1) < 0.15)
+    # draws keep the exact Hermiticity of the model: H_ji(-T) = H_ij(T)^T for every draw
+    for k in range(3):
+        assert mean.with_data(delta[k]).hermiticity_error() < 1e-12
+
+
+def test_first_order_eigenvalue_variance_matches_sampling(model, data, rng):
+    from acehamil.models.hamiltonian.eigen_uq import eigenvalue_draws
+    from acehamil.tb.eigen import solve
+
+    atoms = data[4].atoms
+    k = np.array([[0.13, 0.27, 0.41]])  # generic k: no degenerate levels
+    scale = 1e-2  # small draws: first order is accurate
+    mean, delta = sample_matrix(model.H, atoms, 2000, rng, scales=(scale, 0.0))
+    S = model.S.predict(atoms)
+    eps, draws = eigenvalue_draws(mean, S, delta, k)
+    var_sampled = draws.var(axis=0)[0]
+    # first order: d eps_n = sum_e dH_e Re[conj(C_rn) C_cn exp(2 pi i k.T_e)], dH = J dc, cov(dc) = scale^2 Sigma
+    eps0, C = solve(mean, S, k, eigenvectors=True)
+    rows, cols, _, bidx = mean.coo()
+    ph = np.exp(2j * np.pi * (mean.shift[bidx] @ k[0]))
+    w = (C[0][rows].conj() * C[0][cols] * ph[:, None]).real  # (n_entries, nb)
+    J = _linear_map(model.H, atoms)
+    var_first = sum(np.einsum("en,ef,fg,hg,hn->n", w, Jk, model.H.posteriors[kk][L].covariance(), Jk, w)
+                    for (kk, L), Jk in J.items()) * scale**2
+    assert np.allclose(eps0[0], eps[0])
+    assert np.all(np.abs(var_sampled / var_first - 1) < 0.15), (var_sampled, var_first)
+
+
+def test_evaluate_coverage_equals_direct_count(model, data):
+    from acehamil.models.hamiltonian.calibrate import Z90, combine, eigen_parts, reference_errors
+    from acehamil.models.hamiltonian.evaluate import evaluate
+    from acehamil.tb.dos import monkhorst_pack
+
+    res = evaluate(model, data[3:], kmesh=(3, 3, 3), window_eV=3.0, n_samples=8)
+    u = res["eigenvalues"]["uncertainty"]
+    rng = np.random.default_rng(0)  # evaluate's default seed, structures in order
+    inside = inside68 = total = 0
+    for sd in data[3:]:
+        kp, wk = monkhorst_pack((3, 3, 3), sd.atoms.pbc)
+        parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 8, rng)
+        err, mask = reference_errors(sd, parts["eps"], parts["fermi_level"], kp, wk, 3.0)
+        sig = combine(model, parts["sigma_epi"], parts["sigma_noise"])[:, :err.shape[1]]
+        inside += int(np.count_nonzero(np.abs(err[mask]) <= Z90 * sig[mask]))
+        inside68 += int(np.count_nonzero(np.abs(err[mask]) <= sig[mask]))
+        total += int(mask.sum())
+    assert u["n"] == total == res["eigenvalues"]["n"]
+    assert u["coverage_90"] == inside / total
+    assert u["coverage_68"] == inside68 / total
+    assert len(u["per_structure"]) == 2
+
+
+def test_calibration_fits_scales_on_training_structures(data):
+    cfg = ModelConfig.from_dict({**CFG, "uncertainty": {"calibrate": True, "calibration_fraction": 0.25, "n_samples": 8,
+                                                        "kmesh": [3, 3, 3], "window_eV": 3.0}})
+    m = fit(data[:4], cfg, progress=False)
+    u = m.report["uncertainty"]
+    assert u["scale_epistemic"] > 0 and u["scale_noise"] > 0
+    assert set(u["calibration"]["structures"]) <= set(range(4)) and len(u["calibration"]["structures"]) == 1
+    assert 0.85 <= u["calibration"]["coverage_90"] <= 0.95
+
+
+def test_ridge_models_carry_the_ridge_posterior(data):
+    m = fit(data[:4], ModelConfig.from_dict({**CFG, "solver": {"method": "ridge", "lam": 1e-6}}), progress=False)
+    assert has_posterior(m.H)
+    for byL in m.H.posteriors.values():
+        for L, post in byL.items():
+            assert post.beta > 0 and np.isclose(post.alpha / post.beta, post.alpha / post.beta)
+
+
+def test_bad_arguments(model, data, rng):
+    with pytest.raises(ValueError, match="n_samples"):
+        sample_matrix(model.H, data[0].atoms, 0, rng)
+    with pytest.raises(ValueError, match="scales"):
+        sample_matrix(model.H, data[0].atoms, 2, rng, scales=(-1.0, 1.0))
