@@ -66,7 +66,7 @@ def _lines(ax, x, y, segments, **kw):
 
 
 def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, label: str = "model",
-               reference_label: str = "reference", title: str | None = None, error_panel: bool = True):
+               reference_label: str = "reference", title: str | None = None, error_panel: bool = True, sigma=None):
     """Band structure, optionally with a reference overlaid and an error panel.
 
     Parameters
@@ -81,6 +81,8 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
     error_panel : bool
         With a reference: a lower panel with ``max_n |model - reference|``
         (meV) over the bands inside the window at each k.
+    sigma : array, shape (nk, nbands), eV, optional
+        Standard deviation of each band (first spin channel): ``+-2 sigma`` is shaded.
 
     Returns
     -------
@@ -112,6 +114,14 @@ def plot_bands(result, emin: float | None = -10.0, emax: float | None = 6.0, lab
             xx = np.broadcast_to(x[:, None], eps[0].shape)
             ax.scatter(xx.ravel(), eps[0].ravel(), s=40.0 * np.clip(w[0], 0, 1).ravel(), color=f"C{(q + 1) % 10}",
                        alpha=0.45, lw=0, label=lab)
+    if sigma is not None:
+        sg = np.asarray(sigma, dtype=float)
+        label_s = "±2σ"
+        for sl in segs:
+            for n in range(min(eps.shape[2], sg.shape[1])):
+                ax.fill_between(x[sl], eps[0, sl, n] - 2 * sg[sl, n], eps[0, sl, n] + 2 * sg[sl, n], color="C0",
+                                alpha=0.25, lw=0, label=label_s)
+                label_s = None
     if ref is not None:
         for s in range(ref.shape[0]):
             for n in range(ref.shape[2]):
@@ -207,7 +217,7 @@ def plot_levels(result, emin: float | None = -10.0, emax: float | None = 6.0, la
 
 
 def plot_dos(result, emin: float | None = None, emax: float | None = None, title: str | None = None,
-             reference=None, reference_label: str = "reference"):
+             reference=None, reference_label: str = "reference", spread=None):
     """DOS (filled) with the Mulliken PDOS as lines.
 
     Parameters
@@ -217,6 +227,8 @@ def plot_dos(result, emin: float | None = None, emax: float | None = None, title
         Window in eV relative to the Fermi level (absolute when unknown).
     reference : tuple (energies (ne,), dos (ne,)), optional
         A reference DOS in the same (absolute) energies, drawn dashed.
+    spread : array, shape (ne,), optional
+        Standard deviation of the DOS (posterior draws): ``+-2 spread`` is shaded.
 
     Returns
     -------
@@ -229,6 +241,10 @@ def plot_dos(result, emin: float | None = None, emax: float | None = None, title
     ax = fig.subplots(1, 1)
     ax.fill_between(e, result.dos, color="0.8", label="DOS")
     ax.plot(e, result.dos, color="k", lw=0.8)
+    if spread is not None:
+        sp = np.asarray(spread, dtype=float)
+        ax.fill_between(e, np.clip(result.dos - 2 * sp, 0, None), result.dos + 2 * sp, color="C0", alpha=0.35, lw=0,
+                        label="±2σ")
     if result.pdos:
         for n, (lab, v) in enumerate(result.pdos.items()):
             ax.plot(e, v, lw=1.0, color=f"C{n % 10}", label=lab)

@@ -104,7 +104,7 @@ def test_draws_have_the_exact_variance_and_mean(model, data, rng):
 
 
 def test_first_order_eigenvalue_variance_matches_sampling(model, data, rng):
-    from acehamil.models.hamiltonian.eigen_uq import eigenvalue_draws
+    from acehamil.tb.draws import eigenvalue_draws
     from acehamil.tb.eigen import solve
 
     atoms = data[4].atoms

@@ -42,6 +42,8 @@ def register(subparsers) -> None:
                    help="orbital-projected ('fat') bands: Mulliken weight per species (default), shell or l "
                         "as marker size; the JSON gains 'weights'")
     p.add_argument("-o", "--output", default=None, help="figure file (.png or .pdf)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="shade +-2 sigma per band from the prediction's posterior draws (docs/uncertainty.md)")
     p.add_argument("--json", default=None, help="write the bands JSON (see docs/tb.md)")
     p.set_defaults(func=run)
 
@@ -115,8 +117,20 @@ def run(args) -> int:
             alignment = f"each relative to its own Fermi level (reference shifted by {res.fermi_level - ef_ref:+.4f} eV)"
         res = dataclasses.replace(res, reference=ref)
         ref_label = f"{args.reference} ({other.info.get('name', k)})"
+    sigma = None
+    if args.uncertainty:
+        from ..tb.draws import band_uncertainty
+
+        if sd.H_draws is None:
+            raise UserError(f"{args.data} structure {args.structure} carries no H draws: --uncertainty needs a "
+                            f"prediction by a model with a posterior (acehamil predict stores them)")
+        _, sigma = band_uncertainty(sd, res.kpts, solver_kw=kw)
     if args.json:
-        write_json(args.json, res.to_json())
+        out = res.to_json()
+        if sigma is not None:
+            out["sigma"] = sigma.tolist()
+            out["units"]["sigma"] = "eV (posterior standard deviation of E - E_F)"
+        write_json(args.json, out)
     if args.output:
         from ..plotting import plot_bands
 
@@ -124,7 +138,7 @@ def run(args) -> int:
         emax = 6.0 if args.emax is None else args.emax
         if res.fermi_level is None and args.emin is None and args.emax is None:
             emin = emax = None
-        fig = plot_bands(res, emin=emin, emax=emax, reference_label=ref_label, label=str(args.data))
+        fig = plot_bands(res, emin=emin, emax=emax, reference_label=ref_label, label=str(args.data), sigma=sigma)
         save_figure_safely(fig, args.output)
     if not args.quiet:
         ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
@@ -136,6 +150,9 @@ def run(args) -> int:
                   f"HOMO-LUMO gap {gap_text(res.gap)}")
         if res.reference is not None:
             print(f"max |bands - reference| = {res.reference_error():.3e} eV ({alignment})")
+        if sigma is not None:
+            print(f"uncertainty: sigma of E - E_F median {1e3 * float(np.median(sigma)):.1f} meV, "
+                  f"largest {1e3 * float(sigma.max()):.1f} meV (shaded: +-2 sigma)")
     return 0
 
 

@@ -47,6 +47,8 @@ def register(subparsers) -> None:
                    help="energy points (default: spacing width/5 over all levels; 2001 with --erange)")
     p.add_argument("--fermi-level", type=float, default=None, help="E_F in eV (default: from the electron count)")
     p.add_argument("-o", "--output", default=None, help="figure file (.png or .pdf)")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="shade +-2 sigma of the DOS over the prediction's posterior draws (docs/uncertainty.md)")
     p.add_argument("--json", default=None, help="write the DOS JSON (see docs/tb.md)")
     p.set_defaults(func=run)
 
@@ -78,12 +80,25 @@ def run(args) -> int:
                             npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, gamma_centred=args.gamma_centred,
                             window=args.window,
                             **solver_kw(args))
+    spread = None
+    if args.uncertainty:
+        from ..tb.draws import dos_spread
+
+        if sd.H_draws is None:
+            raise UserError(f"{args.data} structure {args.structure} carries no H draws: --uncertainty needs a "
+                            f"prediction by a model with a posterior (acehamil predict stores them)")
+        if len(sd.H) != 1:
+            raise UserError("--uncertainty supports one spin channel")
+        spread = dos_spread(sd, res, solver_kw=solver_kw(args))
     if args.json:
-        write_json(args.json, {**res.to_json(), "method": "dense"})
+        out = {**res.to_json(), "method": "dense"}
+        if spread is not None:
+            out["dos_sigma"] = spread.tolist()
+        write_json(args.json, out)
     if args.output:
         from ..plotting import plot_dos
 
-        save_figure_safely(plot_dos(res, emin=args.emin, emax=args.emax), args.output)
+        save_figure_safely(plot_dos(res, emin=args.emin, emax=args.emax, spread=spread), args.output)
     if not args.quiet:
         ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
         from ..tb.kpath import effective_pbc

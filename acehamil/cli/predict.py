@@ -8,7 +8,10 @@ the model, finite positions, no atoms on top of each other) before any work;
 predictions are streamed, so a failing frame keeps the ones before it (and is
 named).  The smallest eigenvalue of the predicted S(k) (over Gamma and a k grid)
 is printed and stored in each structure's ``info["overlap_min_eigenvalue"]``; a
-non-positive-definite S is reported on stderr even with ``-q``.
+non-positive-definite S is reported on stderr even with ``-q``.  A model with a
+posterior stores ``--samples`` calibrated draws of H with each prediction (``H_draws``,
+used by ``bands``/``dos --uncertainty``) and the per-atom extrapolation score in
+``info["uncertainty"]`` (docs/uncertainty.md).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--supercell", type=int, nargs=3, default=None, metavar=("N1", "N2", "N3"),
                    help="tile each predicted cell N1 x N2 x N3 times (exactly the supercell's matrices, at the cost "
                         "of predicting one cell): large test systems for dos --method kpm / eigs")
+    p.add_argument("--samples", type=int, default=None,
+                   help="posterior draws of H stored with each prediction (default: the model's n_samples; "
+                        "0 = none); bands/dos --uncertainty use them")
     add_overwrite_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no per-structure lines (warnings still go to stderr)")
     p.set_defaults(func=run)
@@ -123,6 +129,18 @@ def run(args) -> int:
                 check_reps(args.supercell, atoms.pbc)
             except ValueError as err:
                 raise UserError(f"--supercell for structure {name}: {err}") from None
+    from ..models.hamiltonian.uncertainty import has_posterior
+
+    n_samples = model.config.uncertainty.n_samples if args.samples is None else args.samples
+    if n_samples < 0:
+        from ..errors import UserError
+
+        raise UserError(f"--samples must be >= 0, got {n_samples}")
+    if not has_posterior(model.H) or args.supercell is not None:  # draws are per predicted cell
+        n_samples = 0
+    import numpy as np
+
+    rng = np.random.default_rng(0)
     bad_s = 0
     with StreamingWriter(args.output, keep_on_error=True) as out:
         for k, (atoms, n_el, name) in enumerate(items):
@@ -131,7 +149,8 @@ def run(args) -> int:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", OverlapWarning)  # reported below, once per frame
                     sd = model.predict_structure(atoms, info={"name": name, "model": str(args.model)},
-                                                 charge=0.0 if model.valence_electrons is None else (args.charge or 0.0))
+                                                 charge=0.0 if model.valence_electrons is None else (args.charge or 0.0),
+                                                 n_samples=n_samples, rng=rng)
                 if args.charge is not None and model.valence_electrons is None:
                     if n_el is None:
                         raise UserError(f"--charge: the model {args.model} stores no electron counts per species "
@@ -156,8 +175,10 @@ def run(args) -> int:
                 print(f"WARNING: {name}: predicted S is not positive definite: smallest eigenvalue of S(k) "
                       f"{smin:.4g} at k = {sd.info['overlap_min_kpoint']} (over {nk} k-points checked)", file=sys.stderr)
             elif not args.quiet:
+                ext = sd.info.get("uncertainty", {}).get("extrapolation_max")
+                ext = "" if ext is None else f", extrapolation score {ext:.3g}" + (" (OUTSIDE the training data)" if ext > 1 else "")
                 print(f"{name}: {len(sd.atoms)} atoms, {sd.H[0].nblocks} blocks, {time.perf_counter() - t0:.2f} s, "
-                      f"min eig S(k) = {smin:.4g} over {nk} k-points", file=sys.stderr)
+                      f"min eig S(k) = {smin:.4g} over {nk} k-points{ext}", file=sys.stderr)
     if bad_s:
         print(f"WARNING: {bad_s} of {len(items)} predicted structures have a non-positive-definite S "
               f"(bands/dos will refuse them)", file=sys.stderr)

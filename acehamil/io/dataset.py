@@ -12,6 +12,8 @@ Layout (format version 1; full description in ``docs/data-format.md``)::
         H/<spin>/{i, j (P,) int64, shift (P,3) int64, data (sum of block sizes,) float64 eV}
         S/{i, j, shift, data}   dimensionless
         forces (N,3) eV/Å, reference_bands/{kpts (nk,3) fractional, eps (nk,nb) eV}   optional
+        H_draws (K, size of H/0/data) float32 eV   optional: posterior draws of a prediction minus
+                                                    the prediction (docs/uncertainty.md)
 
 Everything is in acehamil conventions (:mod:`acehamil.conventions`); block ``(i, j, T)`` is
 ``<phi_i(0)|O|phi_j(T)>``.  Files are written atomically (a crash never leaves a partial
@@ -128,6 +130,8 @@ def _write_structure(g: h5py.Group, sd: StructureData, name: str) -> None:
         gr = g.create_group("reference_bands")
         gr.create_dataset("kpts", data=np.asarray(kpts, np.float64).reshape(-1, 3))
         gr.create_dataset("eps", data=np.asarray(eps, np.float64).reshape(len(np.asarray(kpts).reshape(-1, 3)), -1))
+    if sd.H_draws is not None:
+        g.create_dataset("H_draws", data=np.asarray(sd.H_draws, np.float32), **_COMPRESS)
 
 
 def _json_default(obj):
@@ -487,6 +491,7 @@ def _read_structure(g: h5py.Group, where: str, validate: bool = True) -> Structu
         reference_bands=ref,
         n_electrons=float(attrs["n_electrons"]) if "n_electrons" in attrs else None,
         info=json.loads(attrs.get("info", "{}")),
+        H_draws=_field(g, "H_draws", where, (None, H[0].data.size if H else 0), "f") if "H_draws" in g else None,
     )
 
 

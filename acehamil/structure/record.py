@@ -37,6 +37,10 @@ class StructureData:
         Valence electrons per cell counted by the basis (for Fermi levels).
     info : dict
         Free-form provenance (source code, file names, method).
+    H_draws : ndarray, float, shape (K, H[0].data.size), or None
+        Posterior draws of a predicted H minus the prediction (same layout as
+        ``H[0].data``), eV: the model's predictive uncertainty, calibrated
+        (``docs/uncertainty.md``).  The spread of an entry is ``sqrt(mean(H_draws**2, 0))``.
     """
 
     atoms: Atoms
@@ -49,6 +53,7 @@ class StructureData:
     reference_bands: tuple | None = None
     n_electrons: float | None = None
     info: dict = field(default_factory=dict)
+    H_draws: np.ndarray | None = None
 
     def __post_init__(self):
         pos = self.atoms.get_positions()
@@ -66,6 +71,12 @@ class StructureData:
                 )
         if len(self.H) > 2:
             raise ValueError(f"at most 2 spin channels, got {len(self.H)}")
+        if self.H_draws is not None:
+            d = np.asarray(self.H_draws)
+            if not self.H or d.ndim != 2 or d.shape[1] != self.H[0].data.size or d.shape[0] < 1:
+                raise ValueError(f"H_draws must have shape (K, {self.H[0].data.size if self.H else 0}), got {d.shape}")
+            if not np.all(np.isfinite(d)):
+                raise ValueError("H_draws contain NaN or inf")
 
     @property
     def layout(self) -> OrbitalLayout:

@@ -2,7 +2,7 @@
 
 The spread of an eigenvalue (relative to the Fermi level) has two parts, propagated by
 posterior draws (:func:`acehamil.models.hamiltonian.uncertainty.sample_matrix`,
-:mod:`acehamil.models.hamiltonian.eigen_uq`):
+:mod:`acehamil.tb.draws`):
 
 * ``sigma_epi``: coefficient (epistemic) uncertainty, ``D Sigma D^T`` pushed through the
   feature map: correlated over all blocks, grows where the features leave the training data;
@@ -63,12 +63,16 @@ def eigen_parts(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
         ``path_sigma_noise``; ``delta_epi``, ``delta_noise`` (K, ndata) the real-space draws.
     """
     from ...structure.neighbours import neighbour_pairs
-    from .eigen_uq import eigenvalue_draws, fermi_levels, relative_sigma
+    from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
     from .uncertainty import sample_matrix
 
     nl = neighbour_pairs(atoms, model.reach)
     H, de, dn = sample_matrix(model.H, atoms, n_samples, rng, pairs=nl, split=True)
     S = model.S.predict(atoms, pairs=nl)
+    if getattr(model, "energy_zero", None) is not None:  # the predicted energy zero V S (a rigid shift)
+        from .model import add_overlap
+
+        H = add_overlap(H, S, model.energy_zero.value(atoms))
     K = de.shape[0]
     eps, draws = eigenvalue_draws(H, S, np.concatenate([de, dn]), kpts)
     ef, efd = fermi_levels(eps, draws, weights, n_electrons)

@@ -425,6 +425,11 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
             report[f"{name}_validation"] = {"rmse": errs["rmse"], "mae": errs["mae"]}
     valence = electrons_per_species(electrons)
     report["valence_electrons"] = None if valence is None else {str(z): v for z, v in valence.items()}
+    if model.H.posteriors:
+        from .uncertainty import extrapolation_reference
+
+        train = _Subset(structures, train_idx, orbital_basis)
+        report["extrapolation_reference"] = extrapolation_reference(model, [train[k] for k in range(len(train))])
     if config.uncertainty.calibrate:
         from .calibrate import calibrate
 

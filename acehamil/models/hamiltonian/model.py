@@ -409,8 +409,15 @@ class HamiltonianModel:
             H = add_overlap(H, S, self.energy_zero.value(atoms))
         return H, S
 
-    def predict_structure(self, atoms, check_overlap: bool = True, info=None, charge: float = 0.0) -> StructureData:
+    def predict_structure(self, atoms, check_overlap: bool = True, info=None, charge: float = 0.0, n_samples: int = 0,
+                          rng=None) -> StructureData:
         """Predicted :class:`StructureData` (dataset-ready; no reference data).
+
+        With ``n_samples > 0`` (a model with posteriors) the result carries ``H_draws``
+        (calibrated posterior draws minus the prediction, :mod:`.uncertainty`) and
+        ``info["uncertainty"]`` = ``{"n_samples", "scale_epistemic", "scale_noise",
+        "extrapolation_max", "extrapolation_per_atom"}`` (see
+        :func:`~acehamil.models.hamiltonian.uncertainty.extrapolation_score`).
 
         When ``check_overlap``, the smallest eigenvalue of ``S(k)`` over the k-points of
         :func:`overlap_check_kpts` (Gamma and a grid for periodic cells) is stored in
@@ -426,8 +433,25 @@ class HamiltonianModel:
         if n_el is None and charge:
             raise ValueError("the model stores no electron counts per species (fitted before they were recorded, "
                              "or training data without n_electrons): a charge cannot be applied")
-        H, S = self.predict(atoms)
         meta = {"source": "acehamil prediction", **dict(info or {})}
+        draws = None
+        if n_samples:
+            from .calibrate import scales_of
+            from .uncertainty import extrapolation_score, sample_matrix
+
+            nl = neighbour_pairs(atoms, self.reach)
+            a, b = scales_of(self)
+            rng = rng if rng is not None else np.random.default_rng(0)
+            H, draws = sample_matrix(self.H, atoms, int(n_samples), rng, pairs=nl, scales=(a, b))
+            S = self.S.predict(atoms, pairs=nl)
+            if self.energy_zero is not None:
+                H = add_overlap(H, S, self.energy_zero.value(atoms))
+            score = extrapolation_score(self, atoms, pairs=nl)
+            meta["uncertainty"] = {"n_samples": int(n_samples), "scale_epistemic": a, "scale_noise": b,
+                                   "extrapolation_max": float(np.nanmax(score)) if np.any(np.isfinite(score)) else None,
+                                   "extrapolation_per_atom": [None if not np.isfinite(x) else float(x) for x in score]}
+        else:
+            H, S = self.predict(atoms)
         if check_overlap:
             smin, kmin, nk = overlap_check(S, atoms)
             meta.update(overlap_min_eigenvalue=smin, overlap_min_kpoint=kmin, overlap_kpoints_checked=nk,
@@ -441,7 +465,8 @@ class HamiltonianModel:
                               stacklevel=2)
         if charge:
             meta["charge"] = float(charge)
-        return StructureData(atoms=atoms.copy(), basis=self.orbital_basis, H=(H,), S=S, n_electrons=n_el, info=meta)
+        return StructureData(atoms=atoms.copy(), basis=self.orbital_basis, H=(H,), S=S, n_electrons=n_el, info=meta,
+                             H_draws=draws)
 
 
 class OverlapWarning(UserWarning):

@@ -43,8 +43,14 @@ class NoPosteriorError(ValueError):
 
 
 def posterior(mm, bt, L: int):
-    """BLR (or ridge) posterior of one ``(block type, L)``; raises :class:`NoPosteriorError`."""
+    """BLR (or ridge) posterior of one ``(block type, L)``; raises :class:`NoPosteriorError`.
+
+    None for a model that is exactly zero without posterior (targets all zero, e.g. forbidden
+    by symmetry in the data): no uncertainty there.
+    """
     post = mm.posteriors.get(bt.key, {}).get(L)
+    if post is None and not np.any(mm.coefficients.get(bt.key, {}).get(L, 0.0)):
+        return None
     if post is None:
         raise NoPosteriorError(
             f"{mm.name} model has no posterior for {bt.key} L={L}: refit with this version of acehamil "
@@ -120,7 +126,8 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
         for L in bt.L_values():
             if bt.key in mm.coefficients and L in mm.coefficients[bt.key]:
                 post = posterior(mm, bt, L)
-                dC[(bt.key, L)] = (np.concatenate([post.mean[:, None], _perturbations(post, K, rng)], axis=1), post)
+                if post is not None:
+                    dC[(bt.key, L)] = (np.concatenate([post.mean[:, None], _perturbations(post, K, rng)], axis=1), post)
 
     def parts_of(f, bt, L, n):
         """(K+1, n, 2L+1): mean and coefficient-draw parts from features (n, n_F, 2L+1)."""
@@ -256,6 +263,8 @@ def block_variance(mm, atoms, pairs=None, noise: bool = True, scale: float = 1.0
             if D.shape[1] == 0 or L not in mm.coefficients.get(bt.key, {}):
                 continue
             post = posterior(mm, bt, L)
+            if post is None:
+                continue
             S = post.covariance()
             cov[L] = np.einsum("nfM,fg,ngN->nMN", D, S, D)
             nv[L] = (1.0 / post.beta) if noise else 0.0
@@ -304,3 +313,66 @@ def block_variance(mm, atoms, pairs=None, noise: bool = True, scale: float = 1.0
                 rblk = nat + rev_all[sel]
                 scatter_blocks(var, pat.offsets[rblk], pat.norb[pat.j[rblk]], cb, ra, V.transpose(0, 2, 1))
     return RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, var)
+
+
+def _onsite_leverage(mm, atoms, pairs=None) -> dict:
+    """``{(bt.key, L): (natoms,)}`` on-site leverage ``beta * mean_M d_M Sigma d_M^T`` (NaN for other species)."""
+    out = {}
+    nat = len(atoms)
+    for fam in mm.onsite:
+        idx = fam.select(atoms)
+        if len(idx) == 0:
+            continue
+        feats = fam.features(fam.environments(atoms, idx, pairs=pairs))
+        for bt in fam.block_types(mm.orbital_basis):
+            for L, D in fam.design(feats, bt, len(idx)).items():
+                post = mm.posteriors.get(bt.key, {}).get(L)
+                if post is None or D.shape[1] != post.mean.size:
+                    continue
+                Q = post.eigvecs / np.sqrt(post.prior_diag)[:, None] / np.sqrt(post.beta * post.eigvals + post.alpha)
+                g = np.einsum("nfM,fg->ngM", D, Q, optimize=True)
+                h = np.full(nat, np.nan)
+                h[idx] = post.beta * np.einsum("ngM,ngM->n", g, g) / (2 * L + 1)
+                out[(bt.key, L)] = h
+    return out
+
+
+def extrapolation_reference(model, structures) -> dict:
+    """Largest on-site leverage over the training structures, per ``(block type, L)``.
+
+    Stored in ``model.report["extrapolation_reference"]`` as ``{"<key>/L<L>": float}``.
+    """
+    ref = {}
+    for sd in structures:
+        for (key, L), h in _onsite_leverage(model.H, sd.atoms).items():
+            name = f"{key}/L{L}"
+            ref[name] = max(ref.get(name, 0.0), float(np.nanmax(h)))
+    return ref
+
+
+def extrapolation_score(model, atoms, pairs=None) -> np.ndarray:
+    """Per-atom extrapolation score: how far each atom's environment lies outside the training data.
+
+    For every on-site block model ``(block type, L)`` the leverage
+    ``h_i = beta * mean_M d_iM Sigma d_iM^T`` (posterior variance of atom ``i``'s on-site
+    block in units of the fitted noise variance; ``d`` its design rows) is divided by its
+    largest value over the training structures; the score is the largest ratio over the
+    block models.  Score <= 1: an environment like (or between) training environments;
+    score >> 1: extrapolation (expect errors beyond the calibrated sigma of training-like
+    structures).  Cost: on-site features only (cutoff ``h_onsite.r_cut``), cheap enough
+    for MD trajectories.
+
+    Returns
+    -------
+    ndarray, float64, shape (natoms,)
+        NaN for a model fitted without posterior or reference (refit with this version).
+    """
+    ref = model.report.get("extrapolation_reference") or {}
+    lev = _onsite_leverage(model.H, atoms, pairs)
+    score = np.full(len(atoms), np.nan)
+    for (key, L), h in lev.items():
+        r = ref.get(f"{key}/L{L}")
+        if not r:
+            continue
+        score = np.fmax(score, h / r)
+    return score

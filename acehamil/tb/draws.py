@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...tb.bloch import as_kpts, phase_factors
+from .bloch import as_kpts, phase_factors
 
 _CHUNK_BYTES = 64 * 2**20
 
@@ -101,7 +101,7 @@ def eigenvalue_draws(H, S, delta, kpts, first_order: bool = False, solver_kw=Non
         Of the prediction.
     draws : ndarray, shape (K, nk, nb), eV
     """
-    from ...tb.eigen import solve
+    from .eigen import solve
 
     k = as_kpts(kpts)
     eps, vecs = solve(H, S, k, eigenvectors=True, **dict(solver_kw or {}))
@@ -124,7 +124,7 @@ def fermi_levels(eps, draws, weights, n_electrons) -> tuple:
     ef : float, eV
     ef_draws : ndarray, shape (K,), eV
     """
-    from ...tb.smearing import fermi_level
+    from .smearing import fermi_level
 
     ef = fermi_level(eps[None], weights, float(n_electrons), 0.01, "fermi-dirac", 2)
     efd = np.array([fermi_level(d[None], weights, float(n_electrons), 0.01, "fermi-dirac", 2) for d in draws])
@@ -147,3 +147,74 @@ def relative_sigma(eps, draws, ef, ef_draws) -> np.ndarray:
     """
     rel = draws - np.asarray(ef_draws)[:, None, None]
     return np.sqrt(np.mean((rel - (eps - ef)[None]) ** 2, axis=0))
+
+
+def _draws_of(data) -> np.ndarray:
+    if getattr(data, "H_draws", None) is None:
+        raise ValueError("the structure carries no H draws: predict it with a model that has a posterior "
+                         "(acehamil predict stores them unless --samples 0)")
+    return np.asarray(data.H_draws, dtype=float)
+
+
+def band_uncertainty(data, kpts, kmesh=None, solver_kw=None) -> tuple:
+    """Spread of the bands of a predicted structure (from its ``H_draws``) at ``kpts``.
+
+    Each draw's energies are taken relative to its own Fermi level (found on ``kmesh``,
+    default :func:`acehamil.tb.bands.kmesh_for`, from ``n_electrons``); without
+    ``n_electrons`` the absolute energies are used.
+
+    Parameters
+    ----------
+    data : StructureData
+        With ``H_draws``.
+    kpts : array, shape (nk, 3), fractional
+
+    Returns
+    -------
+    eps : ndarray, shape (nk, nb), eV
+        Bands of the prediction.
+    sigma : ndarray, shape (nk, nb), eV
+    """
+    from .bands import kmesh_for
+    from .dos import monkhorst_pack
+
+    delta = _draws_of(data)
+    H = data.H[0]
+    eps, draws = eigenvalue_draws(H, data.S, delta, kpts, solver_kw=solver_kw)
+    if data.n_electrons is None:
+        return eps, np.sqrt(np.mean((draws - eps[None]) ** 2, axis=0))
+    kg, wg = monkhorst_pack(kmesh or kmesh_for(data.atoms), data.atoms.pbc)
+    eg, dg = eigenvalue_draws(H, data.S, delta, kg, solver_kw=solver_kw)
+    ef, efd = fermi_levels(eg, dg, wg, data.n_electrons)
+    return eps, relative_sigma(eps, draws, ef, efd)
+
+
+def dos_spread(data, result, solver_kw=None) -> np.ndarray:
+    """Standard deviation of the DOS over the draws of a predicted structure.
+
+    Every draw's DOS is computed on ``result``'s k-grid, smearing and energies, shifted so
+    that its Fermi level sits at ``result.fermi_level`` (when known): the spread of the
+    DOS relative to E_F.
+
+    Parameters
+    ----------
+    data : StructureData
+        With ``H_draws`` (one spin channel).
+    result : DOSResult
+        The DOS of the prediction (:func:`acehamil.tb.dos.density_of_states`).
+
+    Returns
+    -------
+    ndarray, shape (ne,), states/eV per cell
+    """
+    from .dos import dos_from_levels
+
+    delta = _draws_of(data)
+    eps, draws = eigenvalue_draws(data.H[0], data.S, delta, result.kpts, solver_kw=solver_kw)
+    shifts = np.zeros(len(draws))
+    if data.n_electrons is not None and result.fermi_level is not None:
+        ef, efd = fermi_levels(eps, draws, result.weights, data.n_electrons)
+        shifts = efd - ef
+    curves = np.array([dos_from_levels(d[None] - s, result.weights, result.energies, result.width, result.smearing,
+                                       result.spin_degeneracy)[0] for d, s in zip(draws, shifts)])
+    return np.sqrt(np.mean((curves - result.dos[None]) ** 2, axis=0))
