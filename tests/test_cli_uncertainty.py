@@ -126,3 +126,25 @@ def test_extrapolation_score_grows_outside_the_training_data(workdir):
     outside = extrapolation_score(model, squeezed)
     assert np.nanmax(inside) <= 1.0 + 1e-9
     assert np.nanmin(outside) > 1.0
+
+
+def test_select_picks_diverse_uncertain_candidates(workdir):
+    import ase.io
+
+    rng = np.random.default_rng(9)
+    cands = []
+    for s in (1.0, 1.0, 0.93, 1.08):  # two near-duplicates of training-like cells, two strained ones
+        at = bulk("Si", "diamond", a=5.43 * s)
+        at.rattle(0.02, rng=rng)
+        cands.append(at)
+    ase.io.write(workdir / "cands.xyz", cands)
+    for crit in ("band", "extrapolation"):
+        out = workdir / f"picked_{crit}.xyz"
+        assert main(["select", str(workdir / "model.h5"), str(workdir / "cands.xyz"), "-n", "2", "-o", str(out),
+                     "--criterion", crit, "--samples", "4", "-q"]) == 0
+        picked = ase.io.read(out, index=":")
+        assert len(picked) == 2
+        vols = sorted(round(a.get_volume() / len(a), 1) for a in picked)
+        # the strained cells lie outside the training data: both are picked, not the duplicates
+        assert vols[0] < 18.0 and vols[1] > 23.0, vols
+        assert all("select_score" in a.info for a in picked)

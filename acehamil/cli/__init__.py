@@ -28,6 +28,7 @@ COMMANDS = {
     "predict": "predict",
     "evaluate": "evaluate",
     "export": "export",
+    "select": "select",
     "fit-potential": "fit_potential",
     "evaluate-potential": "evaluate_potential",
 }

@@ -1,0 +1,78 @@
+"""``acehamil select MODEL CANDIDATES -n K -o picked.xyz``: the candidates worth a DFT calculation.
+
+Ranks the candidate structures (an acehamil dataset or any ASE-readable file, e.g. an MD
+trajectory or random perturbations) by the model's predicted band uncertainty (``--criterion
+band``: the mean reducible, i.e. coefficient, spread of the eigenvalues within E_F +- 2 eV on a
+small k-grid) or by the extrapolation score (``--criterion extrapolation``, cheaper), and picks
+``K`` uncertain and mutually different ones (greedy, each score weighted by the distance to the
+structures already picked in a descriptor space).  The picks are written as extended XYZ with
+``info["select_score"]`` and ``info["select_source"]``; ``acehamil generate pyscf --structures
+picked.xyz`` computes them, a refit closes the loop (docs/uncertainty.md).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ._outputs import add_overwrite_arg, check_outputs
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("select", help="pick the candidate structures a model is least sure about",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="model file (acehamil fit) with a posterior")
+    p.add_argument("candidates", help="acehamil dataset file or any ASE-readable structure file")
+    p.add_argument("-n", type=int, required=True, dest="k", help="number of structures to pick")
+    p.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
+    p.add_argument("--criterion", choices=["band", "extrapolation"], default="band")
+    p.add_argument("--kmesh", type=int, nargs=3, default=(2, 2, 2), help="k-grid of the band criterion")
+    p.add_argument("--samples", type=int, default=12, help="posterior draws of the band criterion")
+    p.add_argument("--index", default=":", help="ASE-style selection of candidates (default all)")
+    add_overwrite_arg(p)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..io.models import load_model
+    from ..models.hamiltonian.select import select
+    from ..progress import Progress
+    from .predict import check_frames, read_structures
+
+    if not args.output.lower().endswith((".xyz", ".extxyz")):
+        raise UserError(f"-o must be an .xyz/.extxyz file, got {args.output!r}")
+    if args.samples < 2 or min(args.kmesh) < 1:
+        raise UserError("--samples must be >= 2 and --kmesh entries >= 1")
+    check_outputs({"MODEL": args.model, "CANDIDATES": args.candidates}, {"-o": args.output}, overwrite=args.overwrite)
+    model = load_model(args.model)
+    items = read_structures(args.candidates, args.index)
+    check_frames(model, items)
+    if not 1 <= args.k <= len(items):
+        raise UserError(f"-n must be between 1 and the number of candidates ({len(items)}), got {args.k}")
+    bar = Progress(len(items), "score", not args.quiet)
+    try:
+        picked, scores = select(model, [(a, n) for a, n, _ in items], args.k, args.criterion, tuple(args.kmesh),
+                                args.samples, progress=bar)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    import ase.io
+
+    frames = []
+    unit = "meV" if args.criterion == "band" else ""
+    for j in picked:
+        atoms, _, name = items[j]
+        at = atoms.copy()
+        at.info["select_score"] = float(scores[j])
+        at.info["select_source"] = str(name)
+        frames.append(at)
+        if not args.quiet:
+            val = scores[j] * (1000.0 if args.criterion == "band" else 1.0)
+            print(f"picked {name}: {args.criterion} score {val:.4g} {unit}".rstrip(), file=sys.stderr)
+    from pathlib import Path
+
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.name}.tmp")
+    ase.io.write(tmp, frames, format="extxyz")
+    tmp.replace(out)
+    return 0
