@@ -31,16 +31,22 @@ class ACECalculator(Calculator):
     (Voigt xx yy zz yz xz xy, ASE sign; only for cells periodic in all three
     directions).  Works for periodic, mixed and non-periodic systems.
 
+    With a ``posterior`` (:class:`~acehamil.models.potential.uncertainty.PotentialPosterior`,
+    from a BLR fit) the results also hold ``energy_sigma`` (eV, standard deviation of the
+    total energy) and ``forces_sigma`` ((natoms, 3) eV/Å, of each force component), calibrated
+    on the training folds (``docs/uncertainty.md``).
+
     Parameters
     ----------
     potential : ACEPotential or EmbeddedACEPotential
     chunk_atoms : int
         Centres per basis call (memory bound for large systems).
+    posterior : PotentialPosterior, optional
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, potential, chunk_atoms: int = 256, **kwargs):
+    def __init__(self, potential, chunk_atoms: int = 256, posterior=None, **kwargs):
         from .models.potential.embedded import EmbeddedACEPotential
         from .models.potential.model import ACEPotential
 
@@ -49,6 +55,7 @@ class ACECalculator(Calculator):
         super().__init__(**kwargs)
         self.potential = potential
         self.chunk_atoms = int(chunk_atoms)
+        self.posterior = posterior
 
     @classmethod
     def from_file(cls, path, **kwargs) -> "ACECalculator":
@@ -74,3 +81,7 @@ class ACECalculator(Calculator):
         }
         if "stress" in res:
             self.results["stress"] = res["stress"]
+        if self.posterior is not None:
+            from .models.potential.uncertainty import predict_sigma
+
+            self.results.update(predict_sigma(self.potential, self.posterior, self.atoms))

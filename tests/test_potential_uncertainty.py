@@ -1,0 +1,68 @@
+"""Potential error bars: the calculator's force/energy sigma equal the spread of forces over
+posterior draws of the parameters (plus the noise), the calibration scale is positive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from acehamil.calculators import ACECalculator
+from acehamil.models.potential.config import make_basis
+from acehamil.models.potential.data import Config
+from acehamil.models.potential.fit import FitSettings, accumulate, fit_potential
+from acehamil.models.potential.model import ACEPotential
+from acehamil.models.potential.uncertainty import calibrate, posterior_from_fit, predict_sigma
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(2)
+    configs = []
+    for _ in range(12):
+        at = bulk("Cu", "fcc", a=3.6 * rng.uniform(0.97, 1.03), cubic=True)
+        at.rattle(0.1, rng=rng)
+        at.calc = EMT()
+        configs.append(Config(at.copy(), float(at.get_potential_energy()), at.get_forces().copy(), None))
+    basis = make_basis((29,), r_cut=4.5, n_max=4, max_nu=2, max_degree=(6, 4))
+    settings = FitSettings(solver="blr", power=(2.0,), n_folds=3, force_sigma=0.05)
+    acc = accumulate(basis, (29,), configs, settings)
+    res = fit_potential(configs, basis, (29,), settings, accumulated=acc)
+    return res, settings, acc
+
+
+def test_force_sigma_equals_spread_over_parameter_draws(fitted, rng):
+    res, settings, _ = fitted
+    post = posterior_from_fit(res, settings)
+    atoms = bulk("Cu", "fcc", a=3.62, cubic=True)
+    atoms.rattle(0.12, rng=rng)
+    sig = predict_sigma(res.potential, post, atoms)
+    theta0 = res.potential.parameter_vector()
+    draws = []
+    for _ in range(400):
+        th = theta0.copy()
+        th[post.cols] += post.factor @ rng.standard_normal(post.factor.shape[1])
+        pot = ACEPotential.from_parameter_vector(res.potential.basis, res.potential.species, th, res.potential.repulsion)
+        draws.append(pot.compute(atoms, forces=True, stress=False)["forces"])
+    emp = np.asarray(draws).std(axis=0)
+    expect = np.sqrt(sig["forces_sigma"] ** 2 - post.force_noise**2)
+    big = expect > 0.2 * expect.max()
+    assert np.all(np.abs(emp[big] / expect[big] - 1) < 0.2)
+
+
+def test_calculator_reports_sigma_and_calibration(fitted, rng):
+    res, settings, acc = fitted
+    post = calibrate(res, settings, acc)
+    assert post.scale > 0
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.rattle(0.05, rng=rng)
+    atoms.calc = ACECalculator(res.potential, posterior=post)
+    f = atoms.get_forces()
+    r = atoms.calc.results
+    assert r["forces_sigma"].shape == f.shape and np.all(r["forces_sigma"] > 0) and r["energy_sigma"] > 0
+    # a squeezed cell lies outside the training data: larger force sigma
+    squeezed = bulk("Cu", "fcc", a=3.3, cubic=True)
+    squeezed.rattle(0.05, rng=rng)
+    assert predict_sigma(res.potential, post, squeezed)["forces_sigma"].mean() > r["forces_sigma"].mean()
