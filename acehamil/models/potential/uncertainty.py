@@ -109,8 +109,10 @@ def predict_sigma(potential, posterior: PotentialPosterior, atoms) -> dict:
     dict
         ``energy_sigma`` (eV, total energy), ``forces_sigma`` (natoms, 3) eV/Å.
     """
-    from .model import design_rows
+    from .model import ACEPotential, design_rows
 
+    if not isinstance(potential, ACEPotential):
+        raise TypeError(f"error bars need a linear ACEPotential (BLR posterior), got {type(potential).__name__}")
     rows = design_rows(potential.basis, potential.species, atoms, gradients=True)
     F = posterior.factor
     c = posterior.cols
