@@ -193,7 +193,8 @@ def calibrate(structures, config, progress: bool = False) -> dict:
     structures : sequence of StructureData
         The training structures only (with H, S and ``n_electrons``).
     config : ModelConfig
-        Of the model being fitted; ``config.uncertainty`` sets the split, draws and grid.
+        Of the model being fitted; ``config.uncertainty`` sets the split (one held-out share,
+        or ``calibration_folds`` > 1 folds each held out once), draws and grid.
 
     Returns
     -------
@@ -211,25 +212,30 @@ def calibrate(structures, config, progress: bool = False) -> dict:
         raise ValueError("calibration needs at least 2 training structures")
     rng = np.random.default_rng(config.fit.seed + 7919)
     order = rng.permutation(n)
-    n_val = min(max(int(round(uc.calibration_fraction * n)), 1), n - 1)
-    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    if uc.calibration_folds > 1:
+        splits = [np.sort(order[f::uc.calibration_folds]) for f in range(min(uc.calibration_folds, n))]
+    else:
+        splits = [np.sort(order[:min(max(int(round(uc.calibration_fraction * n)), 1), n - 1)])]
     sub_cfg = dataclasses.replace(config, fit=dataclasses.replace(config.fit, validation_fraction=0.0,
                                                                   structure_weights=()),
                                   uncertainty=dataclasses.replace(uc, calibrate=False))
-    weights = np.asarray(config.fit.structure_weights, dtype=float)[train] if config.fit.structure_weights else None
-    sub = fit([structures[int(i)] for i in train], sub_cfg, progress=progress, weights=weights)
     errs, ses, sns = [], [], []
-    for i in val:
-        sd = structures[int(i)]
-        if sd.n_electrons is None:
-            continue
-        kp, wk = monkhorst_pack(uc.kmesh, sd.atoms.pbc)
-        parts = eigen_parts(sub, sd.atoms, kp, wk, sd.n_electrons, uc.n_samples, rng)
-        err, mask = reference_errors(sd, parts["eps"], parts["fermi_level"], kp, wk, uc.window_eV)
-        nb = err.shape[1]
-        errs.append(err[mask])
-        ses.append(parts["sigma_epi"][:, :nb][mask])
-        sns.append(parts["sigma_noise"][:, :nb][mask])
+    for val in splits:
+        train = np.setdiff1d(np.arange(n), val)
+        weights = np.asarray(config.fit.structure_weights, dtype=float)[train] if config.fit.structure_weights else None
+        sub = fit([structures[int(i)] for i in train], sub_cfg, progress=progress, weights=weights)
+        for i in val:
+            sd = structures[int(i)]
+            if sd.n_electrons is None:
+                continue
+            kp, wk = monkhorst_pack(uc.kmesh, sd.atoms.pbc)
+            parts = eigen_parts(sub, sd.atoms, kp, wk, sd.n_electrons, uc.n_samples, rng)
+            err, mask = reference_errors(sd, parts["eps"], parts["fermi_level"], kp, wk, uc.window_eV)
+            nb = err.shape[1]
+            errs.append(err[mask])
+            ses.append(parts["sigma_epi"][:, :nb][mask])
+            sns.append(parts["sigma_noise"][:, :nb][mask])
+    val = np.sort(np.concatenate(splits))
     if not errs:
         raise ValueError("calibration needs training structures with n_electrons")
     e, se, sn = np.concatenate(errs), np.concatenate(ses), np.concatenate(sns)

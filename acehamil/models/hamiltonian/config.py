@@ -48,6 +48,7 @@ TOML layout (all tables optional)::
     [uncertainty]                     # error bars (docs/uncertainty.md)
     calibrate = false                 # calibrate the posterior spread on a validation split of the training set
     calibration_fraction = 0.25       # share of the training structures held out for it (>= 1 structure)
+    calibration_folds = 1             # > 1: k folds, each held out once (k extra fits)
     n_samples = 24                    # posterior draws for eigenvalue/band/DOS uncertainties
     kmesh = [4, 4, 4]                 # k-grid of the calibration (eigenvalues within E_F +- window_eV)
     window_eV = 2.0
@@ -211,6 +212,9 @@ class UncertaintyConfig:
         ``model.report["uncertainty"]``).  Never uses test structures.
     calibration_fraction : float
         Share of the training structures held out for the calibration, in (0, 1).
+    calibration_folds : int
+        1: one split (``calibration_fraction`` held out); ``k > 1``: k folds, each held out once
+        (k extra fits; steadier factors).
     n_samples : int
         Posterior draws used for eigenvalue/band/DOS uncertainties (>= 2).
     kmesh : tuple of int
@@ -221,6 +225,7 @@ class UncertaintyConfig:
 
     calibrate: bool = False
     calibration_fraction: float = 0.25
+    calibration_folds: int = 1
     n_samples: int = 24
     kmesh: tuple = (4, 4, 4)
     window_eV: float = 2.0
@@ -229,6 +234,8 @@ class UncertaintyConfig:
         object.__setattr__(self, "kmesh", tuple(int(k) for k in self.kmesh))
         if not (0.0 < self.calibration_fraction < 1.0):
             raise ValueError(f"calibration_fraction must be in (0, 1), got {self.calibration_fraction}")
+        if int(self.calibration_folds) != self.calibration_folds or self.calibration_folds < 1:
+            raise ValueError(f"calibration_folds must be a positive integer, got {self.calibration_folds}")
         if self.n_samples < 2:
             raise ValueError(f"n_samples must be >= 2, got {self.n_samples}")
         if len(self.kmesh) != 3 or min(self.kmesh) < 1:
