@@ -289,6 +289,23 @@ def test_density_guess_only_reused_for_the_same_atoms_and_mesh():
     assert _guess_key(si2, st, (2, 2, 2)) != _guess_key(si2, CrystalSettings(basis="gth-dzvp"), (2, 2, 2))
 
 
+def test_density_guess_not_reused_for_a_vacancy_elsewhere(rng):
+    """The same species and size is not enough: a vacancy at another site renumbers the atoms."""
+    from acehamil.io.plans import make_plan
+    from acehamil.io.pyscf_gen import _same_geometry
+
+    si8 = bulk("Si", "diamond", a=5.43, cubic=True)
+    a, b = (at for _, at in make_plan(si8, "perturb", 2, displacement=(0.1, 0.15), strain=0.03, seed=2))
+    assert _same_geometry(a, b)  # two perturbations of one base: a good guess
+    moved = b.copy()
+    moved.positions += 5.43 * np.array([1, 0, -1])  # lattice translation: still the same
+    assert _same_geometry(a, moved)
+    v1, v2 = si8.copy(), si8.copy()
+    del v1[2], v2[5]
+    assert not _same_geometry(v1, v2) and _same_geometry(v1, v1.copy())
+    assert not _same_geometry(None, a) and not _same_geometry(a, si8.repeat((2, 1, 1)))
+
+
 @pytest.mark.parametrize("kind", ["vacancy", "interstitial", "strain", "rattle"])
 def test_cli_structure_kinds(tmp_path, kind):
     """--kind / --repeat / --n-defects plans: defects and strain from the command line, seeded and named."""

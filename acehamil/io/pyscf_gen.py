@@ -381,6 +381,25 @@ def _guess_key(atoms: Atoms, settings: CrystalSettings, scf_kmesh: tuple) -> tup
     return (tuple(int(z) for z in atoms.numbers), settings.basis, settings.pseudo, tuple(scf_kmesh))
 
 
+#: A previous density seeds the next SCF only if no atom moved further than this (Å, in the new cell,
+#: modulo lattice vectors): perturbations of one base (<= ~0.6 Å) qualify; a vacancy or interstitial at
+#: another site shifts atom indices by a bond length, and its density would be a misleading guess
+#: (the first generator's vacancy cells failed to converge from such guesses).
+GUESS_MAX_SHIFT = 1.0
+
+
+def _same_geometry(prev: Atoms | None, atoms: Atoms, tol: float = GUESS_MAX_SHIFT) -> bool:
+    """Same number of atoms, cells within 10 %, and every atom within ``tol`` Å of its predecessor."""
+    if prev is None or len(prev) != len(atoms) or not np.array_equal(prev.numbers, atoms.numbers):
+        return False
+    c0, c1 = np.asarray(prev.cell.array), np.asarray(atoms.cell.array)
+    if np.abs(c1 - c0).max() > 0.1 * np.linalg.norm(c0, axis=1).max():
+        return False
+    df = atoms.get_scaled_positions(wrap=False) - prev.get_scaled_positions(wrap=False)
+    df -= np.round(df)
+    return bool(np.linalg.norm(df @ c1, axis=1).max() <= tol)
+
+
 def resolved_settings(atoms: Atoms, settings: CrystalSettings) -> tuple:
     """The concrete SCF and Fourier meshes for this cell: ``(scf_kmesh, fourier_kmesh)``.
 
@@ -413,7 +432,8 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     dm0 : dict or ndarray, optional
         A previous call's returned state (dict), or density matrices (nk, nao, nao) in PySCF's AO order.
         Used as the initial guess only when it belongs to the same species order, basis and SCF k-mesh
-        (a structures file may mix cell sizes); otherwise PySCF's own guess is used.
+        (a structures file may mix cell sizes) and no atom moved by more than :data:`GUESS_MAX_SHIFT`
+        (a vacancy elsewhere); otherwise PySCF's own guess is used.
     log : callable, optional
         Called with progress strings.
     band_window : float
@@ -427,7 +447,7 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
         ``settings`` (as requested), ``resolved`` (the meshes and cutoff used, FFT residual) and
         ``band_error`` (:func:`acehamil.io.band_check.band_errors`, meV).
     state : dict
-        ``{"key", "dm", "ke_cutoff"}``: pass it as ``dm0`` to the next call.
+        ``{"key", "dm", "ke_cutoff", "atoms"}``: pass it as ``dm0`` to the next call.
 
     Raises
     ------
@@ -448,7 +468,7 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     ke, fft_res, cell = choose_ke_cutoff(atoms, settings, start=prev.get("ke_cutoff"))
     key = _guess_key(atoms, settings, scf_k)
     kscf = cell.make_kpts(list(scf_k))
-    guess = prev.get("dm") if prev.get("key") == key else None
+    guess = prev.get("dm") if prev.get("key") == key and _same_geometry(prev.get("atoms"), atoms) else None
     if isinstance(dm0, np.ndarray) and dm0.shape == (len(kscf), cell.nao, cell.nao):
         guess = dm0
     mf = pyscf.pbc.dft.KRKS(cell, kscf)
@@ -526,7 +546,7 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     )
     data = replace(data, info={**data.info, "band_error": band_errors(data, band_window), "seconds": time.perf_counter() - t0})
     log(f"done {time.perf_counter() - t0:.1f}s, band error {data.info['band_error']['checked_max_meV']:.2f} meV")
-    return data, {"key": key, "dm": dm, "ke_cutoff": ke}
+    return data, {"key": key, "dm": dm, "ke_cutoff": ke, "atoms": atoms.copy()}
 
 
 def hermitise(m: RealSpaceMatrix) -> RealSpaceMatrix:
