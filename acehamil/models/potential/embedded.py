@@ -172,13 +172,12 @@ class EmbeddedACEPotential:
 
     def site_terms(self, numbers, a: int, b: int, sub, grad: bool):
         """Site energies of atoms ``a:b`` (without E0) and ``dE/dvec`` of their particles (see ACEPotential)."""
-        _species_index(self.species, numbers[a:b])
+        sidx = _species_index(self.species, numbers[a:b])
         centres = make_centres(numbers[a:b], sub.i - a, sub.vec, numbers[sub.j])
         if grad:
             eps, g, _ = self.basis.evaluate_composed(centres, self.contractions(), self.outer)
             return eps, g
         B = np.asarray(self.basis.evaluate(centres, keys=[INVARIANT])[INVARIANT])[:, :, 0]
-        sidx = _species_index(self.species, numbers[a:b])
         lin = np.einsum("nb,nb->n", B, self.coef[sidx])
         eps, _ = self.outer(np.column_stack([lin, self.densities_of(B, sidx)]))
         return eps, None

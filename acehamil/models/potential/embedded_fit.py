@@ -448,7 +448,8 @@ def minimise(loss: ProjectedLoss, theta0, maxiter: int, progress: bool = False):
     return res.x, res
 
 
-def _held_out(data: EmbeddingData, settings: FitSettings, loss: ProjectedLoss, theta, held) -> tuple:
+def _held_out(data: EmbeddingData, loss: ProjectedLoss, theta, held) -> tuple:
+    """Energy errors (eV/atom) of the held-out configurations and their force RMSE (eV/Å)."""
     e, f, _ = loss.predict(theta)
     de = e[held] - data.energy_targets[held]
     rows = np.repeat((held & data.has_forces)[data.atom_config], 3)
@@ -538,7 +539,7 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
                 held = data.folds == f
                 loss = ProjectedLoss(*args, lam_d, ~held)
                 theta, _ = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter)
-                de, f_rmse = _held_out(data, settings, loss, theta, held)
+                de, f_rmse = _held_out(data, loss, theta, held)
                 errs[held] = de
                 sc.append((np.mean(np.abs(de)), np.sqrt(np.mean(de**2)), f_rmse))
             e_mae, e_rmse, f_rmse = np.mean(sc, axis=0)
