@@ -490,6 +490,7 @@ def overlap_check_kpts(atoms, norb: int) -> np.ndarray:
     return k
 
 
+@with_inner_threads
 def overlap_check(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000) -> tuple:
     """Smallest eigenvalue of ``S(k)`` over ``kpts`` (default :func:`overlap_check_kpts`).
 
@@ -504,15 +505,16 @@ def overlap_check(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000)
     if not periodic:
         kpts = np.zeros((1, 3))
     if S.norb <= dense_limit:
-        import scipy.linalg
+        from ...tb.bloch import BlochAssembler
 
-        from ...tb.bloch import bloch_sum
-
+        # one assembler (the sparse grouping of S is built once), k-points in chunks, stacked eigvalsh
+        asm = BlochAssembler(S)
+        chunk = max(1, 2**26 // max(1, 16 * S.norb * S.norb))
         smallest = []
-        for k in kpts:
-            Sk = bloch_sum(S, k[None])[0]
-            Sk = 0.5 * (Sk + Sk.conj().T)
-            smallest.append(float(scipy.linalg.eigvalsh(Sk, subset_by_index=[0, 0], check_finite=False)[0]))
+        for k0 in range(0, len(kpts), chunk):
+            Sk = asm.dense(kpts[k0:k0 + chunk])
+            Sk = 0.5 * (Sk + Sk.conj().transpose(0, 2, 1))
+            smallest.extend(np.linalg.eigvalsh(Sk)[:, 0].tolist())
         q = int(np.argmin(smallest))
         return smallest[q], [float(x) for x in kpts[q]], len(kpts)
     import scipy.sparse as sps
