@@ -180,6 +180,31 @@ def site_environments(atoms, r_cut: float, centres=None, pairs: NeighbourPairs |
     )
 
 
+def axial_semi_axis(bond_length, r_env: float):
+    """Å, the ellipsoid's semi-axis along a bond, ``|r|/2 + r_env``: every environment particle
+    of the bond lies within it of the bond midpoint (the bond basis' radial cutoff).
+
+    Examples
+    --------
+    >>> axial_semi_axis(4.0, 2.5)
+    4.5
+    """
+    return bond_length / 2 + r_env
+
+
+def bond_reach(bond_length, r_env: float):
+    """Å, how far from atom ``i`` the environment of a bond of length ``|r|`` reaches,
+    ``|r| + r_env`` (= ``|r|/2`` to the midpoint plus :func:`axial_semi_axis`): the
+    neighbour-list cutoff bond environments need.  The one reach formula of the package.
+
+    Examples
+    --------
+    >>> bond_reach(4.0, 2.5)
+    6.5
+    """
+    return bond_length + r_env
+
+
 def ellipsoid_weight(p: np.ndarray, r: np.ndarray, r_env: float) -> np.ndarray:
     """Smooth bond-environment weight (formula in the module docstring).
 
@@ -206,7 +231,7 @@ def ellipsoid_weight(p: np.ndarray, r: np.ndarray, r_env: float) -> np.ndarray:
     d = np.linalg.norm(r, axis=1)
     z = np.einsum("ni,ni->n", p, r) / d
     rho2 = np.maximum(np.einsum("ni,ni->n", p, p) - z * z, 0.0)
-    a = d / 2 + r_env
+    a = axial_semi_axis(d, r_env)
     s2 = (z / a) ** 2 + rho2 / r_env**2
     return np.where(s2 < 1.0, (1.0 - s2) ** 2, 0.0)
 
@@ -284,13 +309,14 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
     if r_env > 0 and len(with_env):
         # neighbours of each atom sorted by distance: a particle of the ellipsoid of bond r has
         # |r_ik| <= |p| + |r|/2 <= |r| + r_env, so each bond scans only a prefix of its atom's list
-        reach = float(blen[with_env].max()) + r_env
+        reach = bond_reach(float(blen[with_env].max()), r_env)
         if sorted_nl is None or sorted_nl.reach < reach:
             sorted_nl = sorted_neighbours(atoms, reach, pairs)
         nl, starts, key = sorted_nl.pairs, sorted_nl.starts, sorted_nl.key
         span = sorted_nl.reach + 1.0
         for b0 in range(0, len(with_env), chunk):
             b = with_env[b0:b0 + chunk]
+            # bond_reach(|r|, r_env) past atom i's key offset, summed left to right as in the key
             n = np.searchsorted(key, bonds.i[b] * span + blen[b] + r_env, side="right") - starts[bonds.i[b]]
             bb = np.repeat(b, n)
             q = starts[bonds.i[bb]] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
@@ -310,32 +336,3 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
         centre_species, np.asarray(bonds.i, np.int64), np.asarray(bonds.j, np.int64), np.asarray(bonds.shift, np.int64),
         np.asarray(bonds.vec, float), c[order], np.concatenate(pv)[order], np.concatenate(pcat)[order], np.concatenate(pw)[order],
     )
-
-
-def reverse_index(i, j, shift) -> np.ndarray:
-    """Position of the reversed bond ``(j, i, -shift)`` of every bond, -1 if absent.
-
-    Parameters
-    ----------
-    i, j : array of int, shape (n,)
-    shift : array of int, shape (n, 3)
-
-    Returns
-    -------
-    ndarray of int, shape (n,)
-
-    Examples
-    --------
-    >>> reverse_index([0, 1, 0], [1, 0, 0], [[0, 0, 1], [0, 0, -1], [1, 0, 0]]).tolist()
-    [1, 0, -1]
-    """
-    i = np.asarray(i, np.int64)
-    j = np.asarray(j, np.int64)
-    shift = np.asarray(shift, np.int64).reshape(-1, 3)
-    fwd = np.column_stack([i, j, shift])
-    rev = np.column_stack([j, i, -shift])
-    allk, inv = np.unique(np.concatenate([fwd, rev]), axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    slot = np.full(len(allk), -1, dtype=np.int64)
-    slot[inv[: len(i)]] = np.arange(len(i))
-    return slot[inv[len(i):]]

@@ -30,7 +30,7 @@ def _predict_child(model_path: str, reps: int, queue) -> None:
     from ase.build import bulk
 
     from acehamil.io.models import load_model
-    from acehamil.models.hamiltonian.model import overlap_min_eigenvalue
+    from acehamil.tb.overlap import overlap_min_eigenvalue
 
     model = load_model(model_path)
     model.predict(bulk("Si", "diamond", a=5.43, cubic=True))  # build the bases (cached) outside the timing

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
 
     from acehamil.io.acehamiltonians import read_acehamiltonians
     from acehamil.models.hamiltonian.config import ModelConfig
-    from acehamil.models.hamiltonian.model import overlap_min_eigenvalue
+    from acehamil.tb.overlap import overlap_min_eigenvalue
     from acehamil.models.hamiltonian.evaluate import block_errors
     from acehamil.models.hamiltonian.fit import fit
     from acehamil.tb.bands import band_path

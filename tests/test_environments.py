@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from acehamil.environments import (BOND, bond_environments, ellipsoid_weight, reverse_index, site_environments)
+from acehamil.environments import BOND, bond_environments, ellipsoid_weight, site_environments
+from acehamil.structure.pair_index import reverse_index
 from acehamil.so3 import random_rotation
 from acehamil.structure.neighbours import neighbour_pairs
 

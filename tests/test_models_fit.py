@@ -84,7 +84,8 @@ def test_per_L_fit_equals_direct_block_least_squares(data):
     direct fit of one block type built from the assembled design."""
     from acehamil.models.hamiltonian.blocks import BlockType
     from acehamil.models.hamiltonian.model import HamiltonianModel
-    from acehamil.models.hamiltonian.fit import _targets, family_centres
+    from acehamil.models.hamiltonian.family import symmetrise
+    from acehamil.models.hamiltonian.sums import family_centres, targets
     from acehamil.models.hamiltonian.model import shell_offsets
     from acehamil.so3 import cg_real
     from acehamil.structure.neighbours import neighbour_pairs
@@ -98,13 +99,13 @@ def test_per_L_fit_equals_direct_block_least_squares(data):
     rng = np.random.default_rng(0)
     for sd in data:
         nl = neighbour_pairs(sd.atoms, mm.reach)
-        env, rev = family_centres(mm, fam, sd.atoms, nl, 1.0, rng)
+        env, rev = family_centres(fam, sd.atoms, nl, 1.0, rng)
         feats = fam.features(env)
-        design = fam.design(feats, bt, env.n_centres, rev=rev)
+        design = symmetrise(fam, bt, fam.design(feats, bt, env.n_centres), rev)
         # full block design: (n, 1, 3, nF) -> rows per block entry
         cols = [np.einsum("abM,nfM->nabf", cg_real(0, 1, L), D) for L, D in sorted(design.items())]
         rows.append(np.concatenate(cols, axis=-1).reshape(-1, sum(c.shape[-1] for c in cols)))
-        ys.append(_targets(fam, bt, env, sd.H[0], shell_offsets(mm.orbital_basis)).reshape(-1))
+        ys.append(targets(bt, env, sd.H[0], shell_offsets(mm.orbital_basis)).reshape(-1))
     A, y = np.concatenate(rows), np.concatenate(ys)
     direct = np.linalg.lstsq(A, y, rcond=None)[0]
     mine = np.concatenate([mm.coefficients[bt.key][L] for L in sorted(mm.coefficients[bt.key])])

@@ -10,6 +10,7 @@ from .solvers import (
     ridge,
     ridge_normal,
     ridge_posterior,
+    ridge_path,
     smoothness_prior,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "ridge",
     "ridge_normal",
     "ridge_posterior",
+    "ridge_path",
     "smoothness_prior",
 ]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from .conditioning import condition_number, equilibrate
 from .normal_equations import NormalEquations
 
 
@@ -90,11 +91,6 @@ def _check_diag(reg, n, name) -> np.ndarray:
     return r
 
 
-def _cond(eigs: np.ndarray) -> float:
-    lo, hi = float(eigs.min()), float(eigs.max())
-    return float("inf") if lo <= 0 else hi / lo
-
-
 def ridge_normal(ne: NormalEquations, reg_diag, condition: bool = True) -> tuple[np.ndarray, RidgeResult]:
     """Solve ``(A^T W A + diag(reg)) c = A^T W y`` stably.
 
@@ -118,10 +114,7 @@ def ridge_normal(ne: NormalEquations, reg_diag, condition: bool = True) -> tuple
     if not isinstance(ne, NormalEquations):
         raise TypeError(f"expected NormalEquations, got {type(ne).__name__}")
     reg = _check_diag(reg_diag, ne.n, "reg_diag")
-    M = ne.AtA + np.diag(reg)
-    d = np.sqrt(np.diag(M))
-    d = np.where(d > 0, d, 1.0)
-    Ms = M / d[:, None] / d[None, :]
+    Ms, d = equilibrate(ne.AtA + np.diag(reg))
     bs = ne.Aty / d
     jitter, method, z = 0.0, "cholesky", None
     for jit in (0.0, 1e-14, 1e-12, 1e-10, 1e-8):
@@ -140,11 +133,41 @@ def ridge_normal(ne: NormalEquations, reg_diag, condition: bool = True) -> tuple
     coef = z / d
     cond_reg = cond_raw = float("nan")
     if condition:
-        cond_reg = _cond(np.linalg.eigvalsh(Ms))
-        draw = np.sqrt(np.diag(ne.AtA))
-        draw = np.where(draw > 0, draw, 1.0)
-        cond_raw = _cond(np.linalg.eigvalsh(ne.AtA / draw[:, None] / draw[None, :]))
+        cond_reg = condition_number(Ms, equilibrated=True)
+        cond_raw = condition_number(ne.AtA)
     return coef, RidgeResult(cond_reg, cond_raw, jitter, method, ne.residual_sum_of_squares(coef))
+
+
+def ridge_path(ne: NormalEquations, prior, strengths) -> dict:
+    """Ridge solutions along a path of strengths: ``(A^T W A + t P) c = A^T W y`` for each ``t``.
+
+    Each is an equilibrated Cholesky solve (:func:`ridge_normal`), accurate however wide the
+    range of the prior ``P``; an eigendecomposition shared by all ``t`` is not (with the
+    potential's E0 prior of 1e-6 it lost 10-40 % of the coefficients at ``lam = 1e-9``) and,
+    for fewer than about 10 strengths, not faster.
+
+    Parameters
+    ----------
+    ne : NormalEquations
+    prior : array_like, shape (n,)
+        Non-negative relative prior precisions ``P``.
+    strengths : iterable of float
+        ``t >= 0`` (for ``lam`` of :mod:`acehamil.fitting.conditioning`: ``lam * data_scale(ne)``).
+
+    Returns
+    -------
+    dict {t: ndarray (n,)}
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> A, y = rng.normal(size=(30, 4)), rng.normal(size=30)
+    >>> c = ridge_path(NormalEquations(4).add(A, y), np.ones(4), [0.5])[0.5]
+    >>> bool(np.allclose(c, np.linalg.solve(A.T @ A + 0.5 * np.eye(4), A.T @ y)))
+    True
+    """
+    P = _check_diag(prior, ne.n, "prior")
+    return {t: ridge_normal(ne, t * P, condition=False)[0] for t in strengths}
 
 
 def ridge(A, y, reg_diag, weights=None, condition: bool = True) -> tuple[np.ndarray, RidgeResult]:

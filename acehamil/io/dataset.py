@@ -71,12 +71,9 @@ def _hermitian_partners(m: RealSpaceMatrix):
     canonical : ndarray of bool, shape (P,)
         The half that is stored: ``i < j``, or ``i == j`` and ``T >= 0`` lexicographically.
     """
-    partner = np.array([m.find(j, i, -t) for i, j, t in zip(m.i, m.j, m.shift)], dtype=np.int64)
-    if m.nblocks == 0 or (partner < 0).any():
+    partner = m.partner
+    if m.nblocks == 0 or (partner < 0).any() or not np.array_equal(m.partner_transpose(), m.data):
         return None
-    for p, q in enumerate(partner):
-        if not np.array_equal(m.block(q), m.block(p).T):
-            return None
     t = m.shift
     tpos = (t[:, 0] > 0) | ((t[:, 0] == 0) & ((t[:, 1] > 0) | ((t[:, 1] == 0) & (t[:, 2] >= 0))))
     canonical = (m.i < m.j) | ((m.i == m.j) & tpos)

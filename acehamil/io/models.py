@@ -161,10 +161,9 @@ def load_model(path):
 def _check_feature_counts(model, path) -> None:
     for mm in (model.H, model.S):
         for fam, bt in mm.block_types():
-            basis = fam.basis
-            nf = basis.n_features if basis is not None else {}
+            n_coef = fam.n_coefficients(bt)
             for L, c in mm.coefficients.get(bt.key, {}).items():
-                expect = nf.get((L, bt.parity), 0) + (1 if (fam.kind == "onsite" and L == 0) else 0)
+                expect = n_coef.get(L, 0)
                 if c.shape != (expect,):
                     raise ValueError(f"{path}: {mm.name} {bt.key} L={L} stores {c.size} coefficients, the rebuilt basis "
                                      f"has {expect} features (incompatible acehamil/basis version)")

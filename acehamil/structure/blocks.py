@@ -17,6 +17,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .pair_index import lookup
+
 
 @dataclass(frozen=True, eq=False)
 class RealSpaceMatrix:
@@ -131,8 +133,19 @@ class RealSpaceMatrix:
         return {(int(a), int(b), tuple(int(x) for x in t)): p for p, (a, b, t) in enumerate(zip(self.i, self.j, self.shift))}
 
     def find(self, i: int, j: int, shift) -> int:
-        """Index of block (i, j, shift), or -1 when absent."""
+        """Index of block (i, j, shift), or -1 when absent (one block; many at once: :meth:`lookup`)."""
         return self._index.get((int(i), int(j), tuple(int(x) for x in shift)), -1)
+
+    def lookup(self, i, j, shift) -> np.ndarray:
+        """Indices of blocks ``(i[n], j[n], shift[n])``, -1 where absent; shape (n,) int (vectorised :meth:`find`)."""
+        return lookup(self.i, self.j, self.shift, i, j, shift)
+
+    @cached_property
+    def partner(self) -> np.ndarray:
+        """Index of the Hermitian partner ``(j, i, -T)`` of every block, -1 where absent; shape (P,) int."""
+        out = self.lookup(self.j, self.i, -self.shift)
+        out.setflags(write=False)
+        return out
 
     @cached_property
     def shifts(self) -> np.ndarray:
@@ -145,13 +158,9 @@ class RealSpaceMatrix:
         ``rows``/``cols`` are global orbital indices; ``block_index`` gives the
         block (hence the shift) of each entry.
         """
-        ni = self.norb_per_atom[self.i]
-        nj = self.norb_per_atom[self.j]
-        sizes = ni * nj
-        block_index = np.repeat(np.arange(self.nblocks), sizes)
-        local = np.arange(self.data.size) - self.offsets[block_index]
-        rows = self.atom_offsets[self.i][block_index] + local // nj[block_index]
-        cols = self.atom_offsets[self.j][block_index] + local % nj[block_index]
+        block_index, r, c = self._local_entries()
+        rows = self.atom_offsets[self.i][block_index] + r
+        cols = self.atom_offsets[self.j][block_index] + c
         return rows, cols, self.data, block_index
 
     def to_dense(self, shifts=None) -> tuple:
@@ -178,13 +187,34 @@ class RealSpaceMatrix:
 
     def hermiticity_error(self) -> float:
         """Largest ``|O_ji(-T) - O_ij(T)^T|`` over blocks; ``inf`` if a partner is missing."""
-        err = 0.0
-        for p in range(self.nblocks):
-            q = self.find(self.j[p], self.i[p], -self.shift[p])
-            if q < 0:
-                return float("inf")
-            err = max(err, float(np.abs(self.block(q) - self.block(p).T).max(initial=0.0)))
-        return err
+        if self.nblocks and np.any(self.partner < 0):
+            return float("inf")
+        return float(np.abs(self.partner_transpose() - self.data).max(initial=0.0))
+
+    def partner_transpose(self) -> np.ndarray:
+        """``O_ji(-T)^T`` laid out like :attr:`data`: entry ``(a, b)`` of block ``p`` holds entry
+        ``(b, a)`` of its partner block; shape (nnz,), float64.
+
+        Raises
+        ------
+        ValueError
+            A block has no partner ``(j, i, -T)`` (message names the first one).
+        """
+        q = self.partner
+        missing = np.nonzero(q < 0)[0]
+        if len(missing):
+            p = int(missing[0])
+            raise ValueError(f"block ({self.i[p]}, {self.j[p]}, {self.shift[p].tolist()}) has no Hermitian partner")
+        bidx, rows, cols = self._local_entries()
+        qb = q[bidx]
+        return self.data[self.offsets[qb] + cols * self.norb_per_atom[self.j[qb]] + rows]
+
+    def _local_entries(self) -> tuple:
+        """Block, row and column inside the block of every stored value, each shape (nnz,) int."""
+        nj = self.norb_per_atom[self.j]
+        bidx = np.repeat(np.arange(self.nblocks), self.norb_per_atom[self.i] * nj)
+        local = np.arange(self.data.size) - self.offsets[bidx]
+        return bidx, local // nj[bidx], local % nj[bidx]
 
     def with_data(self, data) -> "RealSpaceMatrix":
         """Same sparsity pattern, new values."""
@@ -197,3 +227,33 @@ class RealSpaceMatrix:
             and np.array_equal(self.j, other.j)
             and np.array_equal(self.shift, other.shift)
         )
+
+
+def scatter_blocks(data: np.ndarray, offsets, ncols, row0: int, col0: int, X: np.ndarray) -> None:
+    """Write sub-blocks ``X (n, d1, d2)`` into flat row-major block data, in place.
+
+    Sub-block ``k`` goes to rows ``row0..row0+d1``, columns ``col0..col0+d2`` of the
+    block starting at ``offsets[k]`` with ``ncols[k]`` columns.  ``data`` is the
+    caller's own buffer (the one array this package writes in place).
+    """
+    n, d1, d2 = X.shape
+    if n == 0:
+        return
+    idx = (np.asarray(offsets)[:, None, None] + (row0 + np.arange(d1))[None, :, None] * np.asarray(ncols)[:, None, None]
+           + (col0 + np.arange(d2))[None, None, :])
+    data[idx] = X
+
+
+def gather_blocks(matrix: RealSpaceMatrix, q: np.ndarray, row0: int, col0: int, d1: int, d2: int) -> np.ndarray:
+    """Sub-blocks ``(n, d1, d2)`` at rows ``row0..``, columns ``col0..`` of blocks ``q`` of ``matrix``
+    (zeros where ``q < 0``)."""
+    q = np.asarray(q, dtype=np.int64)
+    out = np.zeros((len(q), d1, d2))
+    ok = q >= 0
+    if ok.any():
+        qq = q[ok]
+        nc = matrix.norb_per_atom[matrix.j[qq]]
+        idx = (matrix.offsets[qq][:, None, None] + (row0 + np.arange(d1))[None, :, None] * nc[:, None, None]
+               + (col0 + np.arange(d2))[None, None, :])
+        out[ok] = matrix.data[idx]
+    return out

@@ -23,6 +23,9 @@ from ...so3 import cg_real
 
 ONSITE = "onsite"
 OFFSITE = "offsite"
+#: Block kinds, and whether a block of that kind couples an atom with itself
+#: (``(i, i, 0)``, its own Hermitian partner).
+SELF_COUPLING = {ONSITE: True, OFFSITE: False}
 
 
 @dataclass(frozen=True, order=True)
@@ -55,9 +58,9 @@ class BlockType:
     l2: int
 
     def __post_init__(self):
-        if self.kind not in (ONSITE, OFFSITE):
+        if self.kind not in SELF_COUPLING:
             raise ValueError(f"block kind must be {ONSITE!r} or {OFFSITE!r}, got {self.kind!r}")
-        if self.kind == ONSITE and self.species_i != self.species_j:
+        if SELF_COUPLING[self.kind] and self.species_i != self.species_j:
             raise ValueError("an on-site block type has one species")
 
     @property
@@ -79,10 +82,10 @@ class BlockType:
         """Coupled angular momenta that can be non-zero.
 
         On-site symmetric blocks keep only the ``L`` with ``(-1)^L = +1``
-        (a same-shell on-site block is a symmetric matrix).
+        (a same-shell block of an atom with itself is a symmetric matrix).
         """
         Ls = range(abs(self.l1 - self.l2), self.l1 + self.l2 + 1)
-        if self.kind == ONSITE and self.symmetric:
+        if SELF_COUPLING[self.kind] and self.symmetric:
             return tuple(L for L in Ls if L % 2 == 0)
         return tuple(Ls)
 
@@ -120,20 +123,30 @@ def block_types(orbital_basis, kind: str, species_pairs=None) -> list:
     >>> [t.key for t in block_types(ob, "offsite")]
     ['offsite/14-14/0-0', 'offsite/14-14/0-1', 'offsite/14-14/1-1']
     """
-    species = orbital_basis.species
-    out = []
-    if kind == ONSITE:
-        for z in species:
-            sh = orbital_basis.shells_of(z)
-            for a in range(len(sh)):
-                for b in range(a, len(sh)):
-                    out.append(BlockType(ONSITE, z, z, a, b, sh[a].l, sh[b].l))
-        return sorted(out)
-    if kind != OFFSITE:
+    makers = {ONSITE: lambda: onsite_block_types(orbital_basis), OFFSITE: lambda: offsite_block_types(orbital_basis, species_pairs)}
+    if kind not in makers:
         raise ValueError(f"unknown block kind {kind!r}")
+    return makers[kind]()
+
+
+def onsite_block_types(orbital_basis, species=None) -> list:
+    """On-site block types: shell pairs ``a <= b`` of each species (default all), sorted."""
+    out = []
+    for z in orbital_basis.species if species is None else species:
+        sh = orbital_basis.shells_of(z)
+        for a in range(len(sh)):
+            for b in range(a, len(sh)):
+                out.append(BlockType(ONSITE, z, z, a, b, sh[a].l, sh[b].l))
+    return sorted(out)
+
+
+def offsite_block_types(orbital_basis, species_pairs=None) -> list:
+    """Off-site block types of the species pairs ``zi <= zj`` (default all), sorted; see :func:`block_types`."""
+    species = orbital_basis.species
     pairs = [(zi, zj) for zi in species for zj in species if zi <= zj] if species_pairs is None else sorted(
         {tuple(sorted(p)) for p in species_pairs}
     )
+    out = []
     for zi, zj in pairs:
         si, sj = orbital_basis.shells_of(zi), orbital_basis.shells_of(zj)
         for a in range(len(si)):

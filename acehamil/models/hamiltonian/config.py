@@ -33,7 +33,7 @@ TOML layout (all tables optional)::
 
     [solver]
     method = "ridge"                  # "ridge" (Tikhonov + smoothness prior) or "blr"
-    lam = 1e-9                        # ridge strength relative to the mean diagonal of A^T A
+    lam = 1e-9                        # ridge strength, dimensionless: lam * mean(diag A^T W A) * prior
     smoothness = 2.0                  # prior precision of a feature ~ (1 + degree)^smoothness
 
     [fit]
@@ -136,8 +136,8 @@ class SolverConfig:
         Tikhonov least squares, or Bayesian linear regression with
         evidence-maximised prior and noise precisions.
     lam : float
-        Ridge strength, relative to the mean diagonal of the (Jacobi-scaled)
-        normal matrix, i.e. dimensionless.
+        Ridge strength, dimensionless: the penalty is ``lam * mean(diag A^T W A)``
+        times the prior (:mod:`acehamil.fitting.conditioning`, one meaning for both fits).
     smoothness : float
         Prior precision of feature ``f`` is ``lam * (1 + degree_f)^smoothness``
         (ridge) or ``alpha * (1 + degree_f)^smoothness`` (BLR).

@@ -49,16 +49,16 @@ def matrix_residuals(pred, ref) -> tuple:
     resid : ndarray, shape (pred.data.size,)
     unmodelled_max_abs : float
     """
+    q = ref.lookup(pred.i, pred.j, pred.shift)
+    bidx = np.repeat(np.arange(pred.nblocks), np.diff(pred.offsets))
+    qe = q[bidx]
+    ok = qe >= 0
     ref_vals = np.zeros(pred.data.size)
+    ref_vals[ok] = ref.data[ref.offsets[qe[ok]] + (np.arange(pred.data.size) - pred.offsets[bidx])[ok]]
     used = np.zeros(ref.nblocks, dtype=bool)
-    for p in range(pred.nblocks):
-        q = ref.find(pred.i[p], pred.j[p], pred.shift[p])
-        if q >= 0:
-            ref_vals[pred.offsets[p]:pred.offsets[p + 1]] = ref.data[ref.offsets[q]:ref.offsets[q + 1]]
-            used[q] = True
-    un = 0.0
-    for q in np.nonzero(~used)[0]:
-        un = max(un, float(np.abs(ref.data[ref.offsets[q]:ref.offsets[q + 1]]).max(initial=0.0)))
+    used[q[q >= 0]] = True
+    unused = ~used[np.repeat(np.arange(ref.nblocks), np.diff(ref.offsets))]
+    un = float(np.abs(ref.data[unused]).max(initial=0.0))
     return pred.data - ref_vals, un
 
 

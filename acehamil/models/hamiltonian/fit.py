@@ -2,9 +2,11 @@
 
 For every block type and coupled ``L`` the design rows (one per block and
 component ``M``) and targets (the irreducible part ``x_L`` of the DFT block)
-are accumulated batch by batch into
-:class:`~acehamil.fitting.NormalEquations`, so memory does not grow with the
-number of structures.  Each ``(block type, L)`` problem is then solved with
+of each training structure are summed into normal equations
+(:func:`acehamil.models.hamiltonian.sums.structure_sums`, one
+:class:`~acehamil.models.hamiltonian.sums.FitSums` per structure; the sums add,
+so memory does not grow with the number of structures and a parallel engine
+can map-reduce them).  Each ``(block type, L)`` problem is then solved with
 ridge (Tikhonov with the smoothness prior ``lam * mean(diag A^T A) * (1 +
 degree)^smoothness``) or Bayesian linear regression with evidence-maximised
 ``alpha, beta`` (posterior kept).  Since ``||X||^2 = sum_L ||x_L||^2`` the sum of
@@ -12,8 +14,9 @@ the ``L`` problems is exactly the least-squares fit of the blocks.
 
 Sub-sampling: a family (on-site per species, off-site per species pair) whose
 training set has more than ``max_blocks_per_type`` centres is sampled at the
-rate ``cap / count`` (seeded); for same-species bonds both directions of a bond
-are kept or dropped together.
+rate ``cap / count`` with a per-structure seeded stream
+(:class:`~acehamil.models.hamiltonian.sums.Sampling`); for same-species bonds
+both directions of a bond are kept or dropped together.
 """
 
 from __future__ import annotations
@@ -23,112 +26,23 @@ import time
 
 import numpy as np
 
-from ...environments import reverse_index
-from ...fitting import NormalEquations, blr_normal, ridge_normal, ridge_posterior, smoothness_prior
+from ...fitting import blr_normal, ridge_normal, ridge_posterior, smoothness_prior
+from ...fitting.conditioning import condition_number, data_scale, equilibrate
 from ...progress import Progress
-from ...structure.neighbours import neighbour_pairs
 from ...threads import with_inner_threads
-from .blocks import project
 from .config import ModelConfig
-from .model import HamiltonianModel, MatrixModel, electrons_per_species, gather_blocks, shell_offsets
+from .model import HamiltonianModel, MatrixModel, electrons_per_species
+from .sums import FitSums, Sampling, centre_counts, structure_sums
 
 EV_TO_MEV = 1000.0
-#: Relative prior precision of the on-site constant (it carries the mean level, e.g. a core energy).
-CONSTANT_PRIOR_FACTOR = 1e-8
 
 
-def _block_index(matrix, i, j, shift) -> np.ndarray:
-    return np.array([matrix.find(a, b, t) for a, b, t in zip(i.tolist(), j.tolist(), shift.tolist())], dtype=np.int64)
-
-
-def family_centres(model: MatrixModel, fam, atoms, nl, rate: float, rng) -> tuple:
-    """Sampled centres of one family in one structure.
-
-    Returns
-    -------
-    env : Environments or None
-    rev : ndarray of int or None
-        Position of each bond's reverse among the sampled bonds (same-species off-site).
-    """
-    numbers = np.asarray(atoms.numbers)
-    if fam.kind == "onsite":
-        idx = fam.select(atoms)
-        if rate < 1.0:
-            idx = idx[rng.random(len(idx)) < rate]
-        if len(idx) == 0:
-            return None, None
-        return fam.environments(atoms, idx, pairs=nl), None
-    sel = fam.select(numbers, nl)
-    if len(sel) == 0:
-        return None, None
-    bonds = nl.select(sel)
-    rev = None
-    if fam.zi == fam.zj:
-        rev = reverse_index(bonds.i, bonds.j, bonds.shift)
-        if rate < 1.0:
-            u = rng.random(len(sel))
-            keep = u[np.minimum(np.arange(len(sel)), rev)] < rate
-            pos = np.cumsum(keep) - 1
-            rev = pos[rev[keep]]
-            bonds = bonds.select(keep)
-    elif rate < 1.0:
-        bonds = bonds.select(rng.random(len(sel)) < rate)
-    if len(bonds) == 0:
-        return None, None
-    return fam.environments(atoms, bonds, pairs=nl), rev
-
-
-def _targets(fam, bt, env, matrix, so) -> np.ndarray:
-    q = _block_index(matrix, env.i, env.j, env.shift)
-    return gather_blocks(matrix, q, so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b], 2 * bt.l1 + 1, 2 * bt.l2 + 1)
-
-
-def accumulate(model: MatrixModel, structures, matrix_of, rates: dict, weights, rng, normal: dict, counts: dict,
-               progress: Progress | None = None, gauge: dict | None = None, first_index: int = 0) -> None:
-    """Add the design rows of ``structures`` to ``normal[(bt.key, L)]`` (in place).
-
-    Parameters
-    ----------
-    matrix_of : callable StructureData -> RealSpaceMatrix
-        Picks H (spin 0) or S.
-    rates : dict {family.name: float}
-        Sampling rates.
-    weights : sequence of float
-        One per structure.
-    gauge : dict, optional
-        Collects, per structure ``s`` (numbered from ``first_index``) and ``(bt.key, L)``,
-        ``A_s^T W s_s``, ``y_s^T W s_s`` and ``s_s^T W s_s`` where ``s_s`` are the overlap
-        parts of the same blocks: what the energy-zero fit (:func:`fit_energy_zero`) needs.
-    """
-    so = shell_offsets(model.orbital_basis)
-    for k, (sd, w) in enumerate(zip(structures, weights)):
-        matrix = matrix_of(sd)
-        atoms = sd.atoms
-        nl = neighbour_pairs(atoms, model.reach)
-        for fam in model.families:
-            env, rev = family_centres(model, fam, atoms, nl, rates.get(fam.name, 1.0), rng)
-            if env is None:
-                continue
-            feats = fam.features(env)
-            n = env.n_centres
-            for bt in fam.block_types(model.orbital_basis):
-                design = fam.design(feats, bt, n, rev=rev)
-                target = _targets(fam, bt, env, matrix, so)
-                overlap = _targets(fam, bt, env, sd.S, so) if gauge is not None else None
-                counts[bt.key] = counts.get(bt.key, 0) + n
-                for L, D in design.items():
-                    if D.shape[1] == 0:
-                        continue
-                    A = D.transpose(0, 2, 1).reshape(n * (2 * L + 1), D.shape[1])
-                    y = project(target, bt.l1, bt.l2, L).reshape(-1)
-                    ne = normal.setdefault((bt.key, L), NormalEquations(D.shape[1]))
-                    ne.add(A, y, np.full(len(y), float(w)))
-                    if gauge is not None:
-                        sv = float(w) * project(overlap, bt.l1, bt.l2, L).reshape(-1)
-                        g = gauge.setdefault((bt.key, L), {})
-                        g[first_index + k] = (A.T @ sv, float(y @ sv), float(sv @ project(overlap, bt.l1, bt.l2, L).reshape(-1)))
-        if progress is not None:
-            progress.step()
+def _prior(fam, bt, L: int, normal: dict) -> tuple:
+    """Feature degrees and per-column prior factors of the ``(bt, L)`` problem: the prior is
+    ``factors * (1 + degree)^smoothness`` (times ``lam * data_scale`` for ridge, see
+    :mod:`acehamil.fitting.conditioning`)."""
+    nfeat = {LL: (normal[(bt.key, LL)].n if (bt.key, LL) in normal else 0) for LL in bt.L_values()}
+    return fam.degrees(bt, nfeat)[L], fam.prior_mask(bt, L, normal[(bt.key, L)].n)
 
 
 def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) -> tuple:
@@ -147,23 +61,18 @@ def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) 
             ne = normal.get((bt.key, L))
             if ne is None:
                 continue
-            nfeat = {LL: (normal[(bt.key, LL)].n if (bt.key, LL) in normal else 0) for LL in bt.L_values()}
-            deg = fam.degrees(bt, nfeat)[L]
-            scale = float(np.mean(np.diag(ne.AtA))) or 1.0
-            # the on-site constant (first L = 0 column) carries the mean level: (almost) unpenalised
-            free = np.ones(ne.n)
-            if fam.kind == "onsite" and L == 0:
-                free[0] = CONSTANT_PRIOR_FACTOR
+            deg, free = _prior(fam, bt, L, normal)
+            scale = data_scale(ne)
             c = None
             if ne.yty <= 1e-300:  # all targets zero (e.g. a block forbidden by symmetry in the data)
-                c, cond = np.zeros(ne.n), (_cond(ne) if condition else float("nan"))
+                c, cond = np.zeros(ne.n), (condition_number(ne.AtA) if condition else float("nan"))
             elif solver.method == "blr" and ne.count >= 2:
                 with np.errstate(all="ignore"):
                     c, post = blr_normal(ne, prior_diag=free * smoothness_prior(deg, 1.0, solver.smoothness),
                                          min_ratio=solver.lam * scale)
                 if np.all(np.isfinite(c)) and np.isfinite(post.alpha) and np.isfinite(post.beta):
                     posts.setdefault(bt.key, {})[L] = post
-                    cond = _cond(ne) if condition else float("nan")
+                    cond = condition_number(ne.AtA) if condition else float("nan")
                 else:  # data fitted exactly (noise precision diverges): fall back to ridge
                     c = None
                     d["blr_fallback"] = d.get("blr_fallback", 0) + 1
@@ -213,27 +122,20 @@ def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_str
     factors = {}
     for key, ne in normal.items():
         fam, bt = fam_of[key[0]]
-        nfeat = {LL: (normal[(bt.key, LL)].n if (bt.key, LL) in normal else 0) for LL in bt.L_values()}
-        deg = fam.degrees(bt, nfeat)[key[1]]
-        free = np.ones(ne.n)
-        if fam.kind == "onsite" and key[1] == 0:
-            free[0] = CONSTANT_PRIOR_FACTOR
-        scale = float(np.mean(np.diag(ne.AtA))) or 1.0
-        M = ne.AtA + np.diag(free * smoothness_prior(deg, max(solver.lam, 1e-12) * scale, solver.smoothness))
-        d = np.sqrt(np.diag(M))
-        d = np.where(d > 0, d, 1.0)
+        deg, free = _prior(fam, bt, key[1], normal)
+        Ms, d = equilibrate(ne.AtA + np.diag(free * smoothness_prior(deg, max(solver.lam, 1e-12) * data_scale(ne), solver.smoothness)))
         try:
-            factors[key] = ("chol", scipy.linalg.cho_factor(M / d[:, None] / d[None, :] + 1e-14 * np.eye(ne.n)), d)
+            factors[key] = ("chol", scipy.linalg.cho_factor(Ms + 1e-14 * np.eye(ne.n)), d)
         except np.linalg.LinAlgError:
-            factors[key] = ("pinv", np.linalg.pinv(M / d[:, None] / d[None, :]), d)
+            factors[key] = ("pinv", np.linalg.pinv(Ms), d)
     G = {key: (np.array(list(g.keys()), dtype=np.int64), np.array([v[0] for v in g.values()])) for key, g in gauge.items()}
     for _ in range(max_iter):
         fitted = np.zeros(n_structures)
         for key, ne in normal.items():
             idx, gs = G.get(key, (np.zeros(0, np.int64), np.zeros((0, ne.n))))
             rhs = ne.Aty - V[idx] @ gs if len(idx) else ne.Aty
-            kind, fac, d = factors[key]
-            z = scipy.linalg.cho_solve(fac, rhs / d) if kind == "chol" else fac @ (rhs / d)
+            how, fac, d = factors[key]
+            z = scipy.linalg.cho_solve(fac, rhs / d) if how == "chol" else fac @ (rhs / d)
             c = z / d
             if len(idx):
                 np.add.at(fitted, idx, gs @ c)
@@ -308,26 +210,6 @@ def fit_density_energy_zero(cells, V, species) -> tuple:
     return ez, summary
 
 
-def _cond(ne) -> float:
-    dd = np.sqrt(np.diag(ne.AtA))
-    dd = np.where(dd > 0, dd, 1.0)
-    e = np.linalg.eigvalsh(ne.AtA / dd[:, None] / dd[None, :])
-    return float("inf") if e[0] <= 0 else float(e[-1] / e[0])
-
-
-def _count_centres(model: MatrixModel, structures, electrons=None) -> dict:
-    counts = {}
-    for sd in structures:
-        if electrons is not None:
-            electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
-        numbers = np.asarray(sd.atoms.numbers)
-        nl = neighbour_pairs(sd.atoms, max(f.config.r_cut for f in model.offsite))
-        for fam in model.families:
-            n = len(fam.select(sd.atoms)) if fam.kind == "onsite" else len(fam.select(numbers, nl))
-            counts[fam.name] = counts.get(fam.name, 0) + n
-    return counts
-
-
 @with_inner_threads
 def fit(structures, config: ModelConfig | None = None, progress: bool = True, weights=None) -> HamiltonianModel:
     """Fit H and S models.
@@ -376,20 +258,31 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     energy_zero = None
     for name, mm, pick in (("H", template.H, lambda sd: sd.H[0]), ("S", template.S, lambda sd: sd.S)):
         train = _Subset(structures, train_idx, orbital_basis)
-        totals = _count_centres(mm, train, electrons if name == "H" else None)
-        cap = config.fit.max_blocks_per_type
-        rates = {k: min(1.0, cap / v) if v else 1.0 for k, v in totals.items()}
-        normal, counts = {}, {}
-        gauge = {} if (name == "H" and config.fit.fit_energy_zero) else None
+        counts = []
+        for k in range(len(train)):  # counting pass: centres per family (sampling plan), electrons
+            sd = train[k]
+            if name == "H":
+                electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
+            counts.append(centre_counts(mm, sd.atoms))
+        sampling = Sampling.plan(counts, config.fit.max_blocks_per_type, rng)
+        rates = sampling.rates
+        gauge = name == "H" and config.fit.fit_energy_zero
         bar = Progress(len(train), f"fit {name}", progress)
+
         cells = []
-        for b0 in range(0, len(train), config.fit.batch_structures):
-            batch = [train[k] for k in range(b0, min(len(train), b0 + config.fit.batch_structures))]
-            accumulate(mm, batch, pick, rates, w_all[train_idx[b0:b0 + len(batch)]], rng, normal, counts, bar,
-                       gauge=gauge, first_index=b0)
-            cells += [sd.atoms for sd in batch]
-        if gauge is not None:
-            coefs, posts, diag, V = fit_energy_zero(mm, normal, gauge, config.solver, len(train))
+
+        def parts():
+            for b0 in range(0, len(train), config.fit.batch_structures):
+                batch = [train[k] for k in range(b0, min(len(train), b0 + config.fit.batch_structures))]
+                for k, sd in enumerate(batch, start=b0):
+                    cells.append(sd.atoms)
+                    yield structure_sums(mm, sd, pick, rates, w_all[train_idx[k]], sampling.rng(k), index=k, gauge=gauge)
+                    bar.step()
+
+        sums = FitSums.total(parts())
+        normal, counts = sums.normal, sums.counts
+        if gauge:
+            coefs, posts, diag, V = fit_energy_zero(mm, normal, sums.gauge, config.solver, len(train))
             report["energy_zero_eV"] = {int(train_idx[k]): float(v) for k, v in enumerate(V)}
             if config.fit.energy_zero_model == "density":
                 energy_zero, report["energy_zero_model"] = fit_density_energy_zero(cells, V, orbital_basis.species)

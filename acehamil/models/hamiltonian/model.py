@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...structure import OrbitalBasis, RealSpaceMatrix, StructureData
+from ...structure.blocks import scatter_blocks
 from ...structure.neighbours import neighbour_pairs
-from ...environments import reverse_index
+from ...structure.pair_index import lookup, reverse_index
+from ...tb.overlap import overlap_check
 from ...threads import with_inner_threads
-from .blocks import assemble, transpose_sign
+from .blocks import assemble
 from .config import FeatureConfig, ModelConfig
+from .family import symmetrise
 from .offsite import OffsiteFamily
 from .onsite import OnsiteFamily
 
@@ -42,31 +45,6 @@ def shell_offsets(orbital_basis: OrbitalBasis) -> dict:
     """``{Z: array of first orbital of each shell within the atom}``."""
     return {z: np.concatenate([[0], np.cumsum([s.size for s in orbital_basis.shells_of(z)])]).astype(np.int64)
             for z in orbital_basis.species}
-
-
-def scatter_blocks(data: np.ndarray, offsets, ncols, row0: int, col0: int, X: np.ndarray) -> None:
-    """Write sub-blocks ``X (n, d1, d2)`` at rows ``row0..``, cols ``col0..`` of blocks
-    starting at ``offsets (n,)`` with ``ncols (n,)`` columns (row-major), in place."""
-    n, d1, d2 = X.shape
-    if n == 0:
-        return
-    idx = (np.asarray(offsets)[:, None, None] + (row0 + np.arange(d1))[None, :, None] * np.asarray(ncols)[:, None, None]
-           + (col0 + np.arange(d2))[None, None, :])
-    data[idx] = X
-
-
-def gather_blocks(matrix: RealSpaceMatrix, q: np.ndarray, row0: int, col0: int, d1: int, d2: int) -> np.ndarray:
-    """Sub-blocks ``(n, d1, d2)`` of blocks ``q`` of ``matrix`` (zeros where ``q < 0``)."""
-    q = np.asarray(q, dtype=np.int64)
-    out = np.zeros((len(q), d1, d2))
-    ok = q >= 0
-    if ok.any():
-        qq = q[ok]
-        nc = matrix.norb_per_atom[matrix.j[qq]]
-        idx = (matrix.offsets[qq][:, None, None] + (row0 + np.arange(d1))[None, :, None] * nc[:, None, None]
-               + (col0 + np.arange(d2))[None, None, :])
-        out[ok] = matrix.data[idx]
-    return out
 
 
 @dataclass(frozen=True)
@@ -92,6 +70,10 @@ class Pattern:
     offsets: np.ndarray
     bonds: object
     pairs: object
+
+    def find(self, i, j, shift) -> np.ndarray:
+        """Block index of each ``(i, j, shift)`` in this pattern, -1 where absent; shape (n,)."""
+        return lookup(self.i, self.j, self.shift, i, j, shift)
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,11 +119,7 @@ class MatrixModel:
         return max(f.reach for f in self.families)
 
     def _bond_cutoff(self, zi, zj) -> float:
-        a, b = sorted((int(zi), int(zj)))
-        for f in self.offsite:
-            if (f.zi, f.zj) == (a, b):
-                return f.config.r_cut
-        return 0.0
+        return max(f.bond_cutoff(zi, zj) for f in self.families)
 
     def pattern(self, atoms, pairs=None) -> Pattern:
         """The block pattern this model predicts for ``atoms``."""
@@ -183,83 +161,54 @@ class MatrixModel:
         max_particles : int
             Particles per feature-evaluation chunk (bounds memory).
         bond_chunk : int
-            Bonds whose environments are built at a time (bounds memory; results do not depend on it).
+            Centres (atoms or bonds) whose environments are built at a time (bounds memory; results do
+            not depend on it).
 
         Returns
         -------
         RealSpaceMatrix
             eV for H, dimensionless for S.
         """
-        numbers = np.asarray(atoms.numbers, dtype=np.int64)
         pat = self.pattern(atoms, pairs)
         data = np.zeros(int(pat.offsets[-1]))
         so = shell_offsets(self.orbital_basis)
-        for fam in self.onsite:
-            idx = fam.select(atoms)
-            if len(idx) == 0:
-                continue
-            env = fam.environments(atoms, idx, pairs=pat.pairs)
-            feats = fam.features(env)
-            for bt in fam.block_types(self.orbital_basis):
-                X = self._blocks(fam, bt, fam.design(feats, bt, len(idx)))
-                scatter_blocks(data, pat.offsets[idx], pat.norb[idx], so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b], X)
-                if bt.shell_a != bt.shell_b:
-                    scatter_blocks(data, pat.offsets[idx], pat.norb[idx], so[bt.species_j][bt.shell_b], so[bt.species_i][bt.shell_a],
-                                   X.transpose(0, 2, 1))
-        bonds = pat.bonds
-        nat = len(numbers)
-        rev_all = reverse_index(bonds.i, bonds.j, bonds.shift) if len(bonds) else np.zeros(0, np.int64)
-        for fam in self.offsite:
-            sel = fam.select(numbers, bonds) if len(bonds) else np.zeros(0, np.int64)
+        for fam in self.families:
+            sel = fam.select(atoms, pat.pairs)
             if len(sel) == 0:
                 continue
-            if np.any(rev_all[sel] < 0):
-                raise RuntimeError("bond list is not closed under reversal")  # pragma: no cover
-            sub = bonds.select(sel)
-            prep = fam.sorted_neighbours(atoms, pat.pairs)
+            ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
+            blk, rblk = pat.find(ci, cj, cs), pat.find(cj, ci, -cs)
+            if np.any(blk < 0) or np.any(rblk < 0):
+                raise RuntimeError(f"{fam.name}: block pattern is not closed under reversal")  # pragma: no cover
             bts = fam.block_types(self.orbital_basis)
+            rev = reverse_index(ci, cj, cs) if any(fam.symmetrised(bt) for bt in bts) else None
+            prep = fam.prepare(atoms, pat.pairs)
             raw = {bt.key: {L: np.zeros((len(sel), 2 * L + 1)) for L in bt.L_values()} for bt in bts}
-            # stream: environments, features and their contraction chunk by chunk of bonds, so the
-            # working set is bounded (the environments of all bonds are never held at once)
+            # stream: environments, features and their contraction chunk by chunk of centres, so the
+            # working set is bounded (the environments of all centres are never held at once)
             for b0 in range(0, len(sel), bond_chunk):
-                env = fam.environments(atoms, sub.select(slice(b0, b0 + bond_chunk)), pairs=pat.pairs, sorted_nl=prep)
-                for s0, s1, chunk in env.chunks(max_particles):
-                    feats = fam.evaluate(chunk)
-                    for bt in bts:
-                        for L in bt.L_values():
-                            f = feats.get((L, bt.parity))
-                            if f is not None and f.shape[1]:
-                                raw[bt.key][L][b0 + s0:b0 + s1] = np.einsum("nfM,f->nM", f, self.coefficient(bt, L, f.shape[1]))
-                    del feats
-            blk = nat + sel
+                env = fam.environments(atoms, pat.pairs, sel[b0:b0 + bond_chunk], prepared=prep)
+                self._contract(fam, bts, env, max_particles, raw, b0)
             off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
-            if fam.zi == fam.zj:
-                pos = np.full(len(bonds), -1, np.int64)
-                pos[sel] = np.arange(len(sel))
-                rev = pos[rev_all[sel]]
-                for bt in bts:
-                    parts = raw[bt.key]
-                    if bt.symmetric:
-                        parts = {L: 0.5 * (h + transpose_sign(L) * h[rev]) for L, h in parts.items()}
-                    X = assemble(parts, bt.l1, bt.l2, len(sel))
-                    ra, cb = so[fam.zi][bt.shell_a], so[fam.zj][bt.shell_b]
-                    scatter_blocks(data, off, nc, ra, cb, X)
-                    if bt.shell_a != bt.shell_b:
-                        scatter_blocks(data, off, nc, cb, ra, X[rev].transpose(0, 2, 1))
-            else:
-                rblk = nat + rev_all[sel]
-                roff, rnc = pat.offsets[rblk], pat.norb[pat.j[rblk]]
-                for bt in bts:
-                    X = assemble(raw[bt.key], bt.l1, bt.l2, len(sel))
-                    ra, cb = so[fam.zi][bt.shell_a], so[fam.zj][bt.shell_b]
-                    scatter_blocks(data, off, nc, ra, cb, X)
+            roff, rnc = pat.offsets[rblk], pat.norb[pat.j[rblk]]
+            for bt in bts:
+                X = assemble(symmetrise(fam, bt, raw[bt.key], rev), bt.l1, bt.l2, len(sel))
+                ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
+                scatter_blocks(data, off, nc, ra, cb, X)
+                if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
                     scatter_blocks(data, roff, rnc, cb, ra, X.transpose(0, 2, 1))
         return RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, data)
 
-    def _blocks(self, fam, bt, design: dict) -> np.ndarray:
-        n = next(iter(design.values())).shape[0] if design else 0
-        parts = {L: np.einsum("nfM,f->nM", D, self.coefficient(bt, L, D.shape[1])) for L, D in design.items() if D.shape[1]}
-        return assemble(parts, bt.l1, bt.l2, n)
+    def _contract(self, fam, bts, env, max_particles: int, raw: dict, start: int) -> None:
+        """Fill ``raw[bt.key][L][start:start + n]`` with the irreducible parts of the centres of ``env``,
+        features evaluated ``max_particles`` at a time (``raw`` is this call's own buffer)."""
+        for s0, s1, chunk in env.chunks(max_particles):
+            feats = fam.features(chunk)
+            for bt in bts:
+                for L, D in fam.design(feats, bt, s1 - s0).items():
+                    if D.shape[1]:
+                        raw[bt.key][L][start + s0:start + s1] = np.einsum("nfM,f->nM", D, self.coefficient(bt, L, D.shape[1]))
+            del feats
 
 
 @dataclass(frozen=True)
@@ -420,7 +369,7 @@ class HamiltonianModel:
         :func:`~acehamil.models.hamiltonian.uncertainty.extrapolation_score`).
 
         When ``check_overlap``, the smallest eigenvalue of ``S(k)`` over the k-points of
-        :func:`overlap_check_kpts` (Gamma and a grid for periodic cells) is stored in
+        :func:`acehamil.tb.overlap.overlap_check_kpts` (Gamma and a grid for periodic cells) is stored in
         ``info["overlap_min_eigenvalue"]``, with ``info["overlap_kpoints_checked"]`` (their
         number), ``info["overlap_min_kpoint"]`` (fractional) and
         ``info["overlap_positive_definite"]``.  A non-positive-definite S raises no error
@@ -473,64 +422,6 @@ class OverlapWarning(UserWarning):
     """A predicted overlap matrix S(k) is not positive definite."""
 
 
-def overlap_check_kpts(atoms, norb: int) -> np.ndarray:
-    """k-points at which a predicted S(k) is checked, shape (nk, 3), fractional.
-
-    Gamma for clusters; for periodic cells a Gamma-centred grid along the periodic axes with
-    4 points per axis (2 above 300 orbitals, Gamma and the zone boundary only above 2000),
-    which contains Gamma, the zone-boundary points 1/2 and the points in between.
-    """
-    if not np.any(atoms.pbc):
-        return np.zeros((1, 3))
-    n = 4 if norb <= 300 else 2 if norb <= 2000 else 1
-    axes = [np.arange(n) / n if p else np.zeros(1) for p in atoms.pbc]
-    k = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    if n == 1:
-        k = np.vstack([k, [[0.5 * p for p in atoms.pbc]]])
-    return k
-
-
-@with_inner_threads
-def overlap_check(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000) -> tuple:
-    """Smallest eigenvalue of ``S(k)`` over ``kpts`` (default :func:`overlap_check_kpts`).
-
-    Returns
-    -------
-    (float, list of float, int)
-        Smallest eigenvalue (dimensionless), its fractional k-point, number of k-points checked.
-        Above ``dense_limit`` orbitals: a sparse Lanczos estimate at Gamma only (1 k-point).
-    """
-    periodic = bool(np.any(atoms.pbc))
-    kpts = overlap_check_kpts(atoms, S.norb) if kpts is None else np.asarray(kpts, dtype=float).reshape(-1, 3)
-    if not periodic:
-        kpts = np.zeros((1, 3))
-    if S.norb <= dense_limit:
-        from ...tb.bloch import BlochAssembler
-
-        # one assembler (the sparse grouping of S is built once), k-points in chunks, stacked eigvalsh
-        asm = BlochAssembler(S)
-        chunk = max(1, 2**26 // max(1, 16 * S.norb * S.norb))
-        smallest = []
-        for k0 in range(0, len(kpts), chunk):
-            Sk = asm.dense(kpts[k0:k0 + chunk])
-            Sk = 0.5 * (Sk + Sk.conj().transpose(0, 2, 1))
-            smallest.extend(np.linalg.eigvalsh(Sk)[:, 0].tolist())
-        q = int(np.argmin(smallest))
-        return smallest[q], [float(x) for x in kpts[q]], len(kpts)
-    import scipy.sparse as sps
-    import scipy.sparse.linalg as spl
-
-    rows, cols, vals, _ = S.coo()
-    M = sps.csr_matrix((vals, (rows, cols)), shape=(S.norb, S.norb))
-    M = 0.5 * (M + M.T)
-    return float(spl.eigsh(M, k=1, which="SA", tol=1e-6, maxiter=5000, return_eigenvectors=False)[0]), [0.0, 0.0, 0.0], 1
-
-
-def overlap_min_eigenvalue(S: RealSpaceMatrix, atoms, kpts=None, dense_limit: int = 4000) -> float:
-    """Smallest eigenvalue of ``S(k)`` over the checked k-points (see :func:`overlap_check`)."""
-    return overlap_check(S, atoms, kpts, dense_limit)[0]
-
-
 def random_coefficients(mm: MatrixModel, rng: np.random.Generator, scale: float = 1.0) -> dict:
     """Random coefficients of the right shapes for every block type of ``mm`` (tests, benchmarks).
 
@@ -540,9 +431,7 @@ def random_coefficients(mm: MatrixModel, rng: np.random.Generator, scale: float 
     """
     out = {}
     for fam, bt in mm.block_types():
-        nf = fam.basis.n_features if fam.basis is not None else {}
-        for L in bt.L_values():
-            n = nf.get((L, bt.parity), 0) + (1 if (fam.kind == "onsite" and L == 0) else 0)
+        for L, n in fam.n_coefficients(bt).items():
             if n:
                 out.setdefault(bt.key, {})[L] = scale * rng.normal(size=n)
     return out

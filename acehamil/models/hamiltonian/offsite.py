@@ -15,6 +15,8 @@ Bond reversal, exactly by construction
     * ``zi < zj``: ``H_ij^{ab} = F^{ab}(r_ij, env)`` for ``Z_i = zi``, and
       ``H_ji^{ba} = (H_ij^{ab})^T``.
     No direction is ever chosen by atom index.
+
+Implements :class:`acehamil.models.hamiltonian.family.BlockFamily`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from functools import cached_property
 
 import numpy as np
 
-from ...environments import BOND, Environments, bond_environments
-from .blocks import OFFSITE, BlockType, block_types, transpose_sign
+from ...environments import BOND, Environments, axial_semi_axis, bond_environments, bond_reach
+from .blocks import BlockType, offsite_block_types
 from .config import FeatureConfig
 from .onsite import feature_degrees
 
@@ -51,8 +53,6 @@ class OffsiteFamily:
     species: tuple
     lmax: int
 
-    kind = OFFSITE
-
     def __post_init__(self):
         if self.zi > self.zj:
             raise ValueError(f"off-site family needs zi <= zj, got {self.zi}, {self.zj}")
@@ -72,7 +72,7 @@ class OffsiteFamily:
 
         c = self.config
         cats = (BOND,) + (tuple(self.species) if self.has_environment else ())
-        cutoffs = ((self.zi, BOND, c.r_cut),) + tuple((self.zi, s, c.r_cut / 2 + c.r_env) for s in cats[1:])
+        cutoffs = ((self.zi, BOND, c.r_cut),) + tuple((self.zi, s, axial_semi_axis(c.r_cut, c.r_env)) for s in cats[1:])
         return BasisSpec(
             categories=cats,
             radial=RadialSpec(n_max=c.n_max, r_cut=c.r_cut, cutoffs=cutoffs),
@@ -91,7 +91,7 @@ class OffsiteFamily:
         return ACEBasis(self.basis_spec())
 
     def block_types(self, orbital_basis) -> list:
-        return block_types(orbital_basis, OFFSITE, species_pairs=[(self.zi, self.zj)])
+        return offsite_block_types(orbital_basis, species_pairs=[(self.zi, self.zj)])
 
     @property
     def reach(self) -> float:
@@ -100,28 +100,38 @@ class OffsiteFamily:
         if not self.has_environment:
             return c.r_cut
         longest_with_env = min(c.r_cut, c.env_bond_cut) if c.env_bond_cut > 0 else c.r_cut
-        return max(c.r_cut, longest_with_env + c.r_env)
+        return max(c.r_cut, bond_reach(longest_with_env, c.r_env))
 
-    def select(self, numbers, bonds) -> np.ndarray:
-        """Indices of the directed bonds this family computes.
+    def bond_cutoff(self, zi: int, zj: int) -> float:
+        """``r_cut`` for bonds between species ``zi`` and ``zj`` (either order) of this family, else 0, Å."""
+        return self.config.r_cut if tuple(sorted((int(zi), int(zj)))) == (self.zi, self.zj) else 0.0
+
+    def select(self, atoms, pairs) -> np.ndarray:
+        """Positions in ``pairs`` of the directed bonds this family computes.
 
         ``zi == zj``: every bond between two ``zi`` atoms (both directions);
         ``zi < zj``: bonds with ``Z_i = zi``, ``Z_j = zj``.  Only ``|r| < r_cut``.
         """
-        numbers = np.asarray(numbers)
-        return np.nonzero((numbers[bonds.i] == self.zi) & (numbers[bonds.j] == self.zj) & (bonds.dist < self.config.r_cut))[0]
+        if not len(pairs):
+            return np.zeros(0, np.int64)
+        numbers = np.asarray(atoms.numbers)
+        return np.nonzero((numbers[pairs.i] == self.zi) & (numbers[pairs.j] == self.zj) & (pairs.dist < self.config.r_cut))[0]
 
-    def environments(self, atoms, bonds, pairs=None, sorted_nl=None) -> Environments:
-        return bond_environments(atoms, bonds, self.config.r_env if self.has_environment else 0.0, pairs=pairs,
-                                 env_bond_cut=self.config.env_bond_cut, sorted_nl=sorted_nl)
+    def centre_blocks(self, atoms, pairs, sel) -> tuple:
+        """Blocks ``(i, j, shift)`` of the bonds ``sel`` of ``pairs``."""
+        return pairs.i[sel], pairs.j[sel], pairs.shift[sel]
 
-    def sorted_neighbours(self, atoms, pairs=None):
-        """Neighbours prepared once for chunked :meth:`environments` calls (None without environment)."""
+    def prepare(self, atoms, pairs=None):
+        """Neighbours sorted once for chunked :meth:`environments` calls (None without environment)."""
         if not self.has_environment:
             return None
         from ...environments import sorted_neighbours
 
         return sorted_neighbours(atoms, self.reach, pairs)
+
+    def environments(self, atoms, pairs, sel, prepared=None) -> Environments:
+        return bond_environments(atoms, pairs.select(sel), self.config.r_env if self.has_environment else 0.0, pairs=pairs,
+                                 env_bond_cut=self.config.env_bond_cut, sorted_nl=prepared)
 
     @cached_property
     def bond_only_basis(self):
@@ -186,26 +196,23 @@ class OffsiteFamily:
         """True when the model is ``1/2 [F(r) + F(-r)^T]`` (same species and shell)."""
         return bt.symmetric
 
-    def design(self, feats: dict, bt: BlockType, n: int, rev=None) -> dict:
-        """Design tensors per ``L``: ``{L: (n, n_F, 2L+1)}``.
-
-        Parameters
-        ----------
-        rev : ndarray of int, shape (n,)
-            Position of each bond's reverse among the same centres; needed (all
-            ``>= 0``) for symmetrised block types.
-        """
+    def design(self, feats: dict, bt: BlockType, n: int) -> dict:
+        """Design tensors per ``L``: ``{L: (n, n_F, 2L+1)}`` (the features; symmetrised types are
+        completed by :func:`acehamil.models.hamiltonian.family.symmetrise`)."""
         out = {}
         for L in bt.L_values():
             f = feats.get((L, bt.parity))
-            f = np.zeros((n, 0, 2 * L + 1)) if f is None else f
-            if self.symmetrised(bt):
-                if rev is None or np.any(rev < 0):
-                    raise ValueError(f"{bt.key}: symmetrised off-site blocks need every reversed bond")
-                f = 0.5 * (f + transpose_sign(L) * f[rev])
-            out[L] = f
+            out[L] = np.zeros((n, 0, 2 * L + 1)) if f is None else f
         return out
 
     def degrees(self, bt: BlockType, nfeat: dict) -> dict:
         """Feature degrees per ``L`` matching :meth:`design`."""
         return {L: feature_degrees(self.basis, (L, bt.parity), nfeat[L]) if nfeat[L] else np.zeros(0) for L in bt.L_values()}
+
+    def prior_mask(self, bt: BlockType, L: int, n: int) -> np.ndarray:
+        """All columns carry the full prior."""
+        return np.ones(n)
+
+    def n_coefficients(self, bt: BlockType) -> dict:
+        nf = self.basis.n_features
+        return {L: nf.get((L, bt.parity), 0) for L in bt.L_values()}

@@ -1,9 +1,13 @@
 """On-site block family: all on-site blocks ``H_ii^{ab}`` of one species.
 
 Features are the ACE features of atom ``i``'s environment (cutoff ``r_cut``),
-plus a constant (``nu = 0``) feature in the ``L = 0`` channel.  A same-shell
-block (``a == b``) keeps only even ``L`` (it is exactly symmetric); for
-``a < b`` all ``L`` are fitted and ``H_ii^{ba} = (H_ii^{ab})^T`` is derived.
+plus a constant (``nu = 0``) feature in the ``L = 0`` channel: the first design
+column of ``L = 0``, degree 0, prior precision ``CONSTANT_PRIOR_FACTOR`` relative
+to the others (it carries the mean level, e.g. a core energy; this rule lives
+in :meth:`OnsiteFamily.n_constant` and nowhere else).  A same-shell block
+(``a == b``) keeps only even ``L`` (it is exactly symmetric); for ``a < b`` all
+``L`` are fitted and ``H_ii^{ba} = (H_ii^{ab})^T`` is derived.
+Implements :class:`acehamil.models.hamiltonian.family.BlockFamily`.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from functools import cached_property
 import numpy as np
 
 from ...environments import Environments, site_environments
-from .blocks import ONSITE, BlockType, block_types
+from .blocks import BlockType, onsite_block_types
 from .config import FeatureConfig
+
+#: Relative prior precision of the on-site constant (it carries the mean level, e.g. a core energy).
+CONSTANT_PRIOR_FACTOR = 1e-8
 
 
 def feature_degrees(basis, key, n: int) -> np.ndarray:
@@ -65,8 +72,6 @@ class OnsiteFamily:
     species: tuple
     lmax: int
 
-    kind = ONSITE
-
     @property
     def name(self) -> str:
         return f"onsite/{self.z}"
@@ -99,26 +104,48 @@ class OnsiteFamily:
         return ACEBasis(spec)
 
     def block_types(self, orbital_basis) -> list:
-        return [t for t in block_types(orbital_basis, ONSITE) if t.species_i == self.z]
+        return onsite_block_types(orbital_basis, species=(self.z,))
 
     @property
     def reach(self) -> float:
         """Neighbour-list cutoff this family needs, Å."""
         return self.config.r_cut
 
-    def select(self, atoms, bonds_species=None) -> np.ndarray:
+    def bond_cutoff(self, zi: int, zj: int) -> float:
+        """No bonds: 0."""
+        return 0.0
+
+    def select(self, atoms, pairs=None) -> np.ndarray:
         """Atoms this family predicts (all atoms of species ``z``), shape (n,) int."""
         return np.nonzero(np.asarray(atoms.numbers) == self.z)[0]
 
-    def environments(self, atoms, centres, pairs=None) -> Environments:
-        return site_environments(atoms, self.config.r_cut, centres=centres, pairs=pairs)
+    def centre_blocks(self, atoms, pairs, sel) -> tuple:
+        """Blocks ``(i, i, 0)`` of the atoms ``sel``."""
+        sel = np.asarray(sel, dtype=np.int64)
+        return sel, sel, np.zeros((len(sel), 3), np.int64)
+
+    def prepare(self, atoms, pairs=None):
+        """Nothing to prepare (site environments are cheap): None."""
+        return None
+
+    def environments(self, atoms, pairs, sel, prepared=None) -> Environments:
+        return site_environments(atoms, self.config.r_cut, centres=sel, pairs=pairs)
 
     def features(self, env: Environments) -> dict:
         if self.basis is None:
             return {}
         return evaluate_features(self.basis, env)
 
-    def design(self, feats: dict, bt: BlockType, n: int, rev=None) -> dict:
+    def symmetrised(self, bt: BlockType) -> bool:
+        """Never: a same-shell on-site block is symmetric by its even-``L`` parts alone."""
+        return False
+
+    @staticmethod
+    def n_constant(L: int) -> int:
+        """Constant design columns of ``L`` (first columns): one for ``L = 0``."""
+        return 1 if L == 0 else 0
+
+    def design(self, feats: dict, bt: BlockType, n: int) -> dict:
         """Design tensors per ``L``: ``{L: (n, n_F, 2L+1)}``; ``x_L = design_L @ c_L``.
 
         The constant feature is the first column of ``L = 0``.
@@ -128,7 +155,7 @@ class OnsiteFamily:
         for L in bt.L_values():
             f = feats.get((L, parity))
             f = np.zeros((n, 0, 2 * L + 1)) if f is None else f
-            if L == 0:
+            if self.n_constant(L):
                 f = np.concatenate([np.ones((n, 1, 1)), f], axis=1)
             out[L] = f
         return out
@@ -140,7 +167,18 @@ class OnsiteFamily:
         """
         out = {}
         for L in bt.L_values():
-            n_basis = nfeat[L] - (1 if L == 0 else 0)
+            k = self.n_constant(L)
+            n_basis = nfeat[L] - k
             d = feature_degrees(self.basis, (L, bt.parity), n_basis) if n_basis else np.zeros(0)
-            out[L] = np.concatenate([[0.0], d]) if L == 0 else d
+            out[L] = np.concatenate([np.zeros(k), d]) if k else d
         return out
+
+    def prior_mask(self, bt: BlockType, L: int, n: int) -> np.ndarray:
+        """1 per column, :data:`CONSTANT_PRIOR_FACTOR` for the constant: it is (almost) unpenalised."""
+        free = np.ones(n)
+        free[: self.n_constant(L)] = CONSTANT_PRIOR_FACTOR
+        return free
+
+    def n_coefficients(self, bt: BlockType) -> dict:
+        nf = self.basis.n_features if self.basis is not None else {}
+        return {L: nf.get((L, bt.parity), 0) + self.n_constant(L) for L in bt.L_values()}

@@ -17,7 +17,10 @@ validation MAE), force/stress rows as per-fold normal equations.
 
 The prior acts on coefficients of features scaled to unit root-mean-square
 weighted design column (per configuration), with strength
-``lam * (1 + degree)^power``; the E0 columns get a negligible prior.
+``lam * data_scale * (1 + degree)^power``; the E0 columns get a negligible prior.
+``lam`` has the one meaning of :mod:`acehamil.fitting.conditioning` (``data_scale``,
+the mean diagonal of the scaled normal matrix, is the number of training
+configurations).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...fitting import NormalEquations, blr_normal, ridge_normal
+from ...fitting import NormalEquations, blr_normal, ridge_normal, ridge_path
+from ...fitting.conditioning import column_scale, data_scale, scale_columns
 from .model import VOIGT, ACEPotential, cell_volume, design_rows, feature_degrees, feature_orders, repulsion_terms
 from .data import Config, summarise_errors
 from .repulsion import RepulsionSpec
@@ -45,7 +49,7 @@ class FitSettings:
     solver : {"ridge", "blr"}
         Tikhonov with CV-chosen strength, or Bayesian linear regression (evidence-chosen strength). ["ridge"]
     lam : tuple of float
-        Ridge strengths tried by CV (relative to the scaled data). [1e-9 .. 1e-3]
+        Ridge strengths tried by CV, dimensionless (:mod:`acehamil.fitting.conditioning`). [1e-9 .. 1e-3]
     power : tuple of float
         Smoothness-prior exponents tried by CV. [(0, 2)]
     degree_shifts : tuple of int
@@ -235,11 +239,11 @@ def _system(acc: Accumulated, settings: FitSettings, train: np.ndarray, cols: np
     return ne.select(cols)
 
 
-def _scaled(ne: NormalEquations, d) -> NormalEquations:
-    out = ne.copy()
-    out.AtA = ne.AtA / d[:, None] / d[None, :]
-    out.Aty = ne.Aty / d
-    return out
+def _scaled_system(acc: Accumulated, settings: FitSettings, train: np.ndarray, cols, e_factor: float) -> tuple:
+    """:func:`_system` with every column scaled to unit RMS per training configuration; returns (ne, scale)."""
+    ne = _system(acc, settings, train, cols, e_factor)
+    d = column_scale(ne, train.sum())
+    return scale_columns(ne, d), d
 
 
 def _prior(degs, power, n_e0) -> np.ndarray:
@@ -251,13 +255,10 @@ def _prior(degs, power, n_e0) -> np.ndarray:
 def solve(acc: Accumulated, settings: FitSettings, cols, degs, n_species, power, lam=None, train=None, e_factor=1.0):
     """Solve on the training mask with given hyperparameters; returns (theta_full, info dict)."""
     train = np.ones(len(acc.folds), bool) if train is None else train
-    ne = _system(acc, settings, train, cols, e_factor)
-    d = np.sqrt(np.diag(ne.AtA) / max(train.sum(), 1))
-    d = np.where(d > 1e-300, d, 1.0)
-    nes = _scaled(ne, d)
+    nes, d = _scaled_system(acc, settings, train, cols, e_factor)
     P = _prior(degs, power, n_species)
     if settings.solver == "ridge":
-        z, res = ridge_normal(nes, lam * train.sum() * P, condition=True)
+        z, res = ridge_normal(nes, lam * data_scale(nes) * P, condition=True)
         info = {"condition_number": res.condition_number, "jitter": res.jitter, "method": res.method}
     else:
         z, post = blr_normal(nes, prior_diag=P)
@@ -281,6 +282,34 @@ def _fold_scores(acc, settings, theta, f) -> tuple[float, float, float]:
     return e_mae, e_rmse, f_rmse
 
 
+def cv_fold_solutions(acc: Accumulated, settings: FitSettings, cols, degs, n_species: int, power: float, e_factor: float,
+                      fold: int) -> dict:
+    """Parameter vectors fitted without ``fold``, for every ``lam`` of the grid (the fast CV path).
+
+    The normal equations of the other folds are summed once per fold and every ``lam`` is solved
+    from them (:func:`~acehamil.fitting.ridge_path`); equals :func:`solve` with
+    ``train=acc.folds != fold``.  BLR: one solve, keyed ``None``.
+
+    Returns
+    -------
+    dict {lam: ndarray (n_cols,)}
+    """
+    nes, d = _scaled_system(acc, settings, acc.folds != fold, cols, e_factor)
+    P = _prior(degs, power, n_species)
+    if settings.solver == "ridge":
+        scale = data_scale(nes)
+        path = ridge_path(nes, P, [lam * scale for lam in settings.lam])
+        zs = {lam: path[lam * scale] for lam in settings.lam}
+    else:
+        zs = {None: blr_normal(nes, prior_diag=P)[0]}
+    out = {}
+    for lam, z in zs.items():
+        theta = np.zeros(acc.n_cols)
+        theta[cols] = z / d
+        out[lam] = theta
+    return out
+
+
 def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, progress: bool = False) -> list[dict]:
     """k-fold CV over (degree shift, energy factor, power, lam) on the training set; rows sorted best first.
 
@@ -295,26 +324,8 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
             lams = settings.lam if settings.solver == "ridge" else (None,)
             scores = {lam: [] for lam in lams}
             for f in range(nf):
-                train = acc.folds != f
-                ne = _system(acc, settings, train, cols, ef)
-                d = np.sqrt(np.diag(ne.AtA) / max(train.sum(), 1))
-                d = np.where(d > 1e-300, d, 1.0)
-                nes = _scaled(ne, d)
-                P = _prior(degs, power, len(species))
-                if settings.solver == "ridge":
-                    q = 1.0 / np.sqrt(P)
-                    s, V = np.linalg.eigh(nes.AtA * q[:, None] * q[None, :])
-                    proj = V.T @ (nes.Aty * q)
-                    for lam in lams:
-                        z = q * (V @ (proj / (np.clip(s, 0, None) + lam * train.sum())))
-                        theta = np.zeros(acc.n_cols)
-                        theta[cols] = z / d
-                        scores[lam].append(_fold_scores(acc, settings, theta, f))
-                else:
-                    z, post = blr_normal(nes, prior_diag=P)
-                    theta = np.zeros(acc.n_cols)
-                    theta[cols] = z / d
-                    scores[None].append(_fold_scores(acc, settings, theta, f))
+                for lam, theta in cv_fold_solutions(acc, settings, cols, degs, len(species), power, ef, f).items():
+                    scores[lam].append(_fold_scores(acc, settings, theta, f))
             for lam, sc in scores.items():
                 sc = np.array(sc)
                 e_mae, e_rmse, f_rmse = sc.mean(axis=0)

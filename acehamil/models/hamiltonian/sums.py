@@ -1,0 +1,240 @@
+"""Partial normal equations of the H/S fit: one structure's contribution, and how they add.
+
+The fit is a sum over structures.  :func:`structure_sums` maps one training
+structure to a :class:`FitSums` (its normal equations per ``(block type, L)``,
+its block counts and, for the energy-zero fit, its overlap terms); ``+`` adds
+two of them (a monoid with :meth:`FitSums.empty` as zero), so the sums of any
+partition of the training set, added in any grouping, give the same problem
+(up to rounding).  This is the map-reduce seam: a parallel engine maps
+:func:`structure_sums` over structures (or batches) and reduces with ``+``;
+:func:`acehamil.models.hamiltonian.fit.fit` is the serial loop.
+
+Sampling is per structure and seeded: :class:`Sampling` gives structure ``k``
+its own generator, the fit's generator advanced past the draws of structures
+``0..k-1`` (known from a counting pass), so each structure's sample depends
+only on ``(seed, pass, k)`` — the same numbers a serial loop over one shared
+generator draws, whatever the order in which structures are visited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...fitting import NormalEquations
+from ...structure.blocks import gather_blocks
+from ...structure.neighbours import neighbour_pairs
+from ...structure.pair_index import reverse_index
+from .blocks import project
+from .family import sampling_leaders, symmetrise
+from .model import shell_offsets
+
+
+@dataclass(frozen=True, eq=False)
+class FitSums:
+    """Sums over some training structures (never modified after construction).
+
+    Attributes
+    ----------
+    normal : dict {(bt.key, L): NormalEquations}
+        Weighted normal equations of the irreducible parts ``x_L``.
+    counts : dict {bt.key: int}
+        Blocks (centres) used per block type.
+    gauge : dict {(bt.key, L): {structure: (ndarray (n_F,), float, float)}}
+        Per training structure ``s``: ``A_s^T W s_s``, ``y_s^T W s_s``, ``s_s^T W s_s`` with
+        ``s_s`` the overlap parts of the same blocks (energy-zero fit only; else empty).
+    """
+
+    normal: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    gauge: dict = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> "FitSums":
+        """The zero: ``FitSums.empty() + s`` equals ``s``."""
+        return cls()
+
+    def __add__(self, other: "FitSums") -> "FitSums":
+        if not isinstance(other, FitSums):
+            return NotImplemented
+        return FitSums.total([self, other])
+
+    @staticmethod
+    def total(parts) -> "FitSums":
+        """Sum of ``parts`` in order, ``((p0 + p1) + p2) + ...``, without copying the total per part.
+
+        Examples
+        --------
+        >>> a = FitSums({("k", 0): NormalEquations(1).add([[1.0]], [2.0])}, {"k": 1})
+        >>> s = FitSums.total([a, a, FitSums.empty()])
+        >>> s.normal[("k", 0)].AtA.tolist(), s.counts, a.normal[("k", 0)].AtA.tolist()
+        ([[2.0]], {'k': 2}, [[1.0]])
+        """
+        normal, counts, gauge = {}, {}, {}
+        for p in parts:
+            for key, ne in p.normal.items():
+                mine = normal.get(key)
+                if mine is None:
+                    normal[key] = ne.copy()
+                else:
+                    if mine.n != ne.n:
+                        raise ValueError(f"{key}: cannot add normal equations with {mine.n} and {ne.n} unknowns")
+                    mine.AtA += ne.AtA
+                    mine.Aty += ne.Aty
+                    mine.yty += ne.yty
+                    mine.count += ne.count
+                    mine.weight_sum += ne.weight_sum
+            for key, n in p.counts.items():
+                counts[key] = counts.get(key, 0) + n
+            for key, g in p.gauge.items():
+                dup = set(g) & set(gauge.get(key, {}))
+                if dup:
+                    raise ValueError(f"{key}: structures {sorted(dup)} are in both sums")
+                gauge.setdefault(key, {}).update(g)
+        return FitSums(normal, counts, gauge)
+
+
+@dataclass(frozen=True, eq=False)
+class Sampling:
+    """Which centres the structures of one pass contribute.
+
+    Attributes
+    ----------
+    rates : dict {family.name: float}
+        Keep probability of a centre, ``min(1, max_blocks_per_type / count)``.
+    state : dict
+        State of the fit's PCG64 generator at the start of the pass.
+    offsets : ndarray of int, shape (n_structures + 1,)
+        Draws (64-bit steps) before each structure; ``offsets[-1]`` is the pass total.
+    """
+
+    rates: dict
+    state: dict
+    offsets: np.ndarray
+
+    @classmethod
+    def plan(cls, counts: list, cap: int, rng: np.random.Generator) -> "Sampling":
+        """Rates from the per-structure centre counts and the generator position of each structure.
+
+        Advances ``rng`` past the pass's draws (the next pass starts there).
+
+        Parameters
+        ----------
+        counts : list of dict {family.name: int}
+            Centres of each family in each structure (:func:`centre_counts`).
+        cap : int
+            ``max_blocks_per_type``.
+        rng : numpy.random.Generator
+            PCG64-backed (``numpy.random.default_rng``).
+        """
+        if not isinstance(rng.bit_generator, np.random.PCG64):
+            raise TypeError("per-structure sampling needs a PCG64 generator (numpy.random.default_rng)")
+        totals = {}
+        for c in counts:
+            for name, n in c.items():
+                totals[name] = totals.get(name, 0) + n
+        rates = {k: min(1.0, cap / v) if v else 1.0 for k, v in totals.items()}
+        draws = [sum(n for name, n in c.items() if rates[name] < 1.0) for c in counts]
+        offsets = np.concatenate([[0], np.cumsum(draws)]).astype(np.int64)
+        state = rng.bit_generator.state
+        rng.bit_generator.advance(int(offsets[-1]))
+        return cls(rates, state, offsets)
+
+    def rng(self, k: int) -> np.random.Generator:
+        """The generator of structure ``k`` of the pass."""
+        bg = np.random.PCG64()
+        bg.state = self.state
+        bg.advance(int(self.offsets[k]))
+        return np.random.Generator(bg)
+
+
+def centre_counts(model, atoms, pairs=None) -> dict:
+    """Centres of each family of ``model`` (a MatrixModel) in one structure, ``{family.name: int}``."""
+    nl = pairs if pairs is not None else neighbour_pairs(atoms, model.reach)
+    return {fam.name: len(fam.select(atoms, nl)) for fam in model.families}
+
+
+def family_centres(fam, atoms, nl, rate: float, rng) -> tuple:
+    """Sampled centres of one family in one structure.
+
+    Each centre is kept with probability ``rate`` (one uniform draw per centre, in
+    order, only when ``rate < 1``); a centre and its partner in the family are
+    kept or dropped together (:func:`sampling_leaders`).
+
+    Returns
+    -------
+    env : Environments or None
+        None when no centre is left.
+    rev : ndarray of int or None
+        Position of each centre's partner among the kept centres, -1 where it is
+        not a centre of this family (None when no centre is left).
+    """
+    sel = fam.select(atoms, nl)
+    if rate < 1.0 and len(sel):
+        u = rng.random(len(sel))
+        sel = sel[u[sampling_leaders(reverse_index(*fam.centre_blocks(atoms, nl, sel)))] < rate]
+    if len(sel) == 0:
+        return None, None
+    return fam.environments(atoms, nl, sel), reverse_index(*fam.centre_blocks(atoms, nl, sel))
+
+
+def targets(bt, env, matrix, so) -> np.ndarray:
+    """The reference sub-blocks ``(n, 2l1+1, 2l2+1)`` of block type ``bt`` at the centres of ``env``."""
+    q = matrix.lookup(env.i, env.j, env.shift)
+    return gather_blocks(matrix, q, so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b], 2 * bt.l1 + 1, 2 * bt.l2 + 1)
+
+
+def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index: int = 0, gauge: bool = False) -> FitSums:
+    """The normal-equation sums of one training structure (the map step of the fit).
+
+    Parameters
+    ----------
+    model : MatrixModel
+        Supplies the families and block types (its coefficients are not used).
+    sd : StructureData
+    matrix_of : callable StructureData -> RealSpaceMatrix
+        Picks H (spin 0) or S.
+    rates : dict {family.name: float}
+        Sampling rates (:attr:`Sampling.rates`); missing = 1.
+    weight : float
+        Weight of every row of this structure.
+    rng : numpy.random.Generator
+        This structure's generator (:meth:`Sampling.rng`); drawn from only where a rate is < 1.
+    index : int
+        Position of the structure in the training set (keys :attr:`FitSums.gauge`).
+    gauge : bool
+        Also collect the energy-zero terms.
+
+    Returns
+    -------
+    FitSums
+    """
+    so = shell_offsets(model.orbital_basis)
+    matrix = matrix_of(sd)
+    atoms = sd.atoms
+    nl = neighbour_pairs(atoms, model.reach)
+    normal, counts, terms = {}, {}, {}
+    w = float(weight)
+    for fam in model.families:
+        env, rev = family_centres(fam, atoms, nl, rates.get(fam.name, 1.0), rng)
+        if env is None:
+            continue
+        feats = fam.features(env)
+        n = env.n_centres
+        for bt in fam.block_types(model.orbital_basis):
+            design = symmetrise(fam, bt, fam.design(feats, bt, n), rev)
+            target = targets(bt, env, matrix, so)
+            overlap = targets(bt, env, sd.S, so) if gauge else None
+            counts[bt.key] = counts.get(bt.key, 0) + n
+            for L, D in design.items():
+                if D.shape[1] == 0:
+                    continue
+                A = D.transpose(0, 2, 1).reshape(n * (2 * L + 1), D.shape[1])
+                y = project(target, bt.l1, bt.l2, L).reshape(-1)
+                normal[(bt.key, L)] = NormalEquations(D.shape[1]).add(A, y, np.full(len(y), w))
+                if gauge:
+                    s_L = project(overlap, bt.l1, bt.l2, L).reshape(-1)
+                    sv = w * s_L
+                    terms[(bt.key, L)] = {index: (A.T @ sv, float(y @ sv), float(sv @ s_L))}
+    return FitSums(normal, counts, terms)

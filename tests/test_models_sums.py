@@ -1,0 +1,117 @@
+"""The block-family seam and the fit's partial sums: every family implements the protocol;
+per-structure sums form a monoid (any grouping gives the same normal equations) and the
+per-structure sampling streams equal one shared serial stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from acehamil.models.hamiltonian.config import ModelConfig
+from acehamil.models.hamiltonian.family import BlockFamily
+from acehamil.models.hamiltonian.model import HamiltonianModel
+from acehamil.models.hamiltonian.sums import FitSums, Sampling, centre_counts, structure_sums
+from acehamil.structure import OrbitalBasis, StructureData
+from acehamil.tb.toy import slater_koster
+
+CFG = {
+    "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [4], "n_max": 3},
+    "h_offsite": {"r_cut": 4.0, "r_env": 1.5, "max_nu": 2, "max_degree": [6, 3], "n_max": 5},
+    "s_offsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)], 6: [(2, 0), (2, 1)]})
+    out = []
+    for k in range(4):
+        at = bulk("Si", "diamond", a=5.43 * (1 + 0.01 * k)) * (2, 1, 1)
+        at.numbers[::3] = 6
+        at.rattle(0.1, rng=rng)
+        H, S = slater_koster(at, basis, cutoff=4.0)
+        out.append(StructureData(at, basis, H=(H,), S=S))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return HamiltonianModel.build(ModelConfig.from_dict(CFG), data[0].basis).H
+
+
+def _sums(model, data, sampling, rngs, gauge=False):
+    return [structure_sums(model, sd, lambda s: s.H[0], sampling.rates, 1.0 + k, rngs(k), index=k, gauge=gauge)
+            for k, sd in enumerate(data)]
+
+
+def _plan(model, data, cap=30, seed=3):
+    return Sampling.plan([centre_counts(model, sd.atoms) for sd in data], cap, np.random.default_rng(seed))
+
+
+def test_every_family_implements_the_protocol(model):
+    assert model.families
+    for fam in model.families:
+        assert isinstance(fam, BlockFamily), fam.name
+        for bt in fam.block_types(model.orbital_basis):
+            n = fam.n_coefficients(bt)
+            assert set(n) == set(bt.L_values())
+            for L, k in n.items():
+                assert fam.prior_mask(bt, L, k).shape == (k,)
+
+
+def test_partial_sums_form_a_monoid(model, data):
+    sampling = _plan(model, data)
+    assert min(sampling.rates.values()) < 1.0  # the test exercises sampling
+    parts = _sums(model, data, sampling, sampling.rng, gauge=True)
+    serial = FitSums.total(parts)
+    tree = (parts[0] + parts[1]) + (FitSums.empty() + (parts[3] + parts[2]))
+    assert serial.counts == tree.counts
+    assert serial.normal.keys() == tree.normal.keys()
+    for key, ne in serial.normal.items():
+        other = tree.normal[key]
+        np.testing.assert_allclose(other.AtA, ne.AtA, rtol=1e-12, atol=1e-12 * np.abs(ne.AtA).max())
+        np.testing.assert_allclose(other.Aty, ne.Aty, rtol=1e-12, atol=1e-12 * np.abs(ne.Aty).max())
+        assert other.count == ne.count
+    assert serial.gauge.keys() == tree.gauge.keys()
+    assert all(set(g) == set(range(len(data))) for g in serial.gauge.values())
+    # adding never changes an operand
+    key = next(iter(parts[0].normal))
+    before = parts[0].normal[key].AtA.copy()
+    _ = parts[0] + parts[1]
+    np.testing.assert_array_equal(parts[0].normal[key].AtA, before)
+    with pytest.raises(ValueError, match="both sums"):
+        _ = parts[0] + parts[0]
+
+
+def test_per_structure_streams_equal_one_shared_stream(model, data):
+    """Structure k's generator is the shared serial stream advanced past structures 0..k-1, so
+    visiting the structures in any order (as a map-reduce does) gives the serial loop's sample."""
+    sampling = _plan(model, data)
+    shared = np.random.default_rng()
+    shared.bit_generator.state = sampling.state
+    serial = _sums(model, data, sampling, lambda k: shared)  # one generator, structures in order
+    order = [3, 1, 0, 2]
+    mapped = {k: structure_sums(model, data[k], lambda s: s.H[0], sampling.rates, 1.0 + k, sampling.rng(k), index=k)
+              for k in order}
+    for k, part in enumerate(serial):
+        assert part.counts == mapped[k].counts
+        for key, ne in part.normal.items():
+            np.testing.assert_array_equal(ne.AtA, mapped[k].normal[key].AtA)
+            np.testing.assert_array_equal(ne.Aty, mapped[k].normal[key].Aty)
+
+
+def test_sampling_keeps_bond_pairs_together(model, data):
+    """Same-species bonds are kept with their reverse (the symmetrised blocks need both)."""
+    from acehamil.models.hamiltonian.sums import family_centres
+    from acehamil.structure.neighbours import neighbour_pairs
+
+    sampling = _plan(model, data, cap=10)
+    sd = data[0]
+    nl = neighbour_pairs(sd.atoms, model.reach)
+    for fam in model.families:
+        env, rev = family_centres(fam, sd.atoms, nl, sampling.rates[fam.name], sampling.rng(0))
+        if env is None or not any(fam.symmetrised(bt) for bt in fam.block_types(model.orbital_basis)):
+            continue
+        assert np.all(rev >= 0) and np.array_equal(rev[rev], np.arange(len(rev)))
