@@ -176,6 +176,56 @@ def orbital_table(code: str, l: int) -> tuple[np.ndarray, np.ndarray]:
     return _TABLES[code](int(l))
 
 
+def orbital_permutation(code: str, shells) -> tuple[np.ndarray, np.ndarray]:
+    """Permutation and signs taking a code's orbitals (of a whole structure) to ours.
+
+    The one helper every reader uses: our orbital ``k`` equals
+    ``sign[k] * code_orbital[perm[k]]``.
+
+    Parameters
+    ----------
+    code : str
+        Key of :func:`orbital_table` (``CODE_CONVENTIONS[...].orbital_table``).
+    shells : iterable of (int, array_like of int)
+        In our orbital order, each shell's ``l`` and the code's indices of its
+        ``2l+1`` functions in the code's own order (e.g. ``start + arange(2l+1)``).
+
+    Returns
+    -------
+    perm : ndarray of int64, shape (norb,)
+    sign : ndarray of float64, shape (norb,)
+
+    Examples
+    --------
+    >>> perm, sign = orbital_permutation("pyscf", [(0, [0]), (1, [1, 2, 3])])
+    >>> perm.tolist(), sign.tolist()
+    ([0, 2, 3, 1], [1.0, 1.0, 1.0, 1.0])
+    """
+    perm, sign = [], []
+    for l, functions in shells:
+        functions = np.asarray(functions, dtype=np.int64)
+        if functions.shape != (2 * int(l) + 1,):
+            raise ValueError(f"a shell with l={l} needs {2 * int(l) + 1} function indices, got {functions.shape}")
+        p, sg = orbital_table(code, l)
+        perm.append(functions[p])
+        sign.append(sg)
+    if not perm:
+        return np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(perm).astype(np.int64), np.concatenate(sign).astype(float)
+
+
+def to_our_orbitals(matrix, perm, sign) -> np.ndarray:
+    """A code's matrices ``(..., norb, norb)`` in our orbital order and signs (see :func:`orbital_permutation`).
+
+    Returns
+    -------
+    ndarray, shape (..., norb, norb)
+        ``sign_a sign_b M[..., perm_a, perm_b]``.
+    """
+    m = np.asarray(matrix)[..., perm, :][..., :, perm]
+    return m * sign[:, None] * sign[None, :]
+
+
 @dataclass(frozen=True)
 class CodeConvention:
     """How one DFT code (or file layout) writes its matrices, relative to acehamil.

@@ -49,7 +49,8 @@ def test_molecule_blocks_rotate_with_wigner_d(rng, improper):
 @pytest.mark.parametrize("improper", [False, True])
 def test_f_shell_overlaps_rotate(rng, improper):
     pyscf = pytest.importorskip("pyscf")
-    from acehamil.io.pyscf_gen import _to_ours, basis_map
+    from acehamil.conventions import to_our_orbitals
+    from acehamil.io.pyscf_gen import basis_map
 
     Q = random_rotation(rng, improper=improper)
     mols = [pyscf.gto.M(atom=[(s, p) for s, p in zip("OHH", pos)], basis="cc-pvtz", unit="Angstrom", verbose=0)
@@ -58,7 +59,7 @@ def test_f_shell_overlaps_rotate(rng, improper):
     assert 3 in b.lvalues(8)
     from acehamil.structure import RealSpaceMatrix
 
-    S = [RealSpaceMatrix.from_dense(npa, [[0, 0, 0]], [_to_ours(m.intor("int1e_ovlp"), perm, sign)]) for m in mols]
+    S = [RealSpaceMatrix.from_dense(npa, [[0, 0, 0]], [to_our_orbitals(m.intor("int1e_ovlp"), perm, sign)]) for m in mols]
     expect = _rotate_blocks(S[0], b.layout([8, 1, 1]), Q)
     assert max(np.abs(S[1].block(p) - e).max() for p, e in enumerate(expect)) < 1e-10
 
@@ -66,7 +67,8 @@ def test_f_shell_overlaps_rotate(rng, improper):
 def test_crystal_overlap_bloch_convention_and_rotation(rng):
     """Exact S(T) equals the Fourier transform of PySCF's S(k) (lattice gauge, + sign), and rotates with D."""
     pytest.importorskip("pyscf")
-    from acehamil.io.pyscf_gen import CrystalSettings, _exact_overlap, _to_ours, basis_map, fourier_mesh, make_cell
+    from acehamil.conventions import to_our_orbitals
+    from acehamil.io.pyscf_gen import CrystalSettings, _exact_overlap, basis_map, fourier_mesh, make_cell
 
     atoms = bulk("Si", "diamond", a=5.43)
     atoms.positions += rng.normal(size=(2, 3)) * 0.05
@@ -94,7 +96,7 @@ def test_crystal_overlap_bloch_convention_and_rotation(rng):
         D = np.zeros((4, 4))
         D[0, 0], D[1:, 1:] = 1.0, wigner_d_real(1, Q)
         Dfull = np.kron(np.eye(2), D)
-        a, c = _to_ours(exact, perm, sign), _to_ours(ex_rot, perm, sign)
+        a, c = to_our_orbitals(exact, perm, sign), to_our_orbitals(ex_rot, perm, sign)
         assert np.abs(c - Dfull @ a @ Dfull.T).max() < 1e-10
 
 

@@ -25,22 +25,23 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from ..conventions import HARTREE_TO_EV, orbital_table
+from ..conventions import CODE_CONVENTIONS, orbital_permutation, to_our_orbitals
 from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
 from .hdf5 import open_h5
 
+#: Units, orbital order/signs and cell-index sign of ACEhamiltonians files.
+CONVENTION = CODE_CONVENTIONS["acehamiltonians"]
 #: Sign applied to the stored translations to get our cell shift T.
-TRANSLATION_SIGN = -1
+TRANSLATION_SIGN = CONVENTION.cell_index_sign
 
 
-def _perm_sign(shells) -> tuple:
-    perm, sign, start = [], [], 0
-    for s in shells:
-        p, sg = orbital_table("fhi-aims", s.l)
-        perm.extend((start + p).tolist())
-        sign.extend(sg.tolist())
-        start += s.size
-    return np.array(perm, np.int64), np.array(sign)
+def _shells(basis, numbers, layout):
+    """``(l, file indices)`` of every shell, atom by atom (shells are contiguous in the file)."""
+    for a, z in enumerate(numbers):
+        start = int(layout.atom_offsets[a])
+        for s in basis.shells_of(z):
+            yield s.l, start + np.arange(2 * s.l + 1)
+            start += 2 * s.l + 1
 
 
 def read_acehamiltonians(path, group: str | None = None, drop_tol: float = 0.0) -> StructureData | list:
@@ -106,11 +107,9 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
             f"{path}:/{name}: H {H.shape}, S {S.shape}, {len(T)} translations, basis gives {norb} orbitals (basis mismatch)"
         )
     # FHI-aims -> our orbital order and signs, per atom
-    perm = np.concatenate([layout.atom_offsets[a] + _perm_sign(basis.shells_of(z))[0] for a, z in enumerate(numbers)])
-    sign = np.concatenate([_perm_sign(basis.shells_of(z))[1] for z in numbers])
-    factor = HARTREE_TO_EV["fhi-aims"]
-    H = H[:, perm][:, :, perm] * np.outer(sign, sign) * factor
-    S = S[:, perm][:, :, perm] * np.outer(sign, sign)
+    perm, sign = orbital_permutation(CONVENTION.orbital_table, _shells(basis, numbers, layout))
+    H = to_our_orbitals(H, perm, sign) * CONVENTION.hartree_to_ev
+    S = to_our_orbitals(S, perm, sign)
     # keep only blocks that carry something
     ii, jj, cc = [], [], []
     off = layout.atom_offsets
@@ -124,7 +123,7 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
     npa = layout.norb_per_atom
     Hm = RealSpaceMatrix.from_blocks(npa, ii, jj, T[cc].reshape(-1, 3), blocks(H))
     Sm = RealSpaceMatrix.from_blocks(npa, ii, jj, T[cc].reshape(-1, 3), blocks(S))
-    info = {"source": "acehamiltonians", "file": str(path), "group": name, "name": name, "hartree_to_ev": factor}
+    info = {"source": "acehamiltonians", "file": str(path), "group": name, "name": name, "hartree_to_ev": CONVENTION.hartree_to_ev}
     if "Data/DoS" in g and "Info/k-points" in g:
         kw = np.asarray(g["Info/k-points"][()], float)
         info["dos"] = {

@@ -35,10 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conventions import HARTREE_TO_EV, orbital_table
+from ..conventions import CODE_CONVENTIONS, orbital_permutation, to_our_orbitals
 from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
 
 REQUIRED = ("geometry.in", "basis-indices.out", "rs_indices.out")
+#: Units, orbital order and signs of FHI-aims files.
+AIMS = CODE_CONVENTIONS["fhi-aims"]
 
 
 def _need(folder: Path, name: str) -> Path:
@@ -72,8 +74,7 @@ class AimsBasisMap:
 
     def to_acehamil(self, dense: np.ndarray) -> np.ndarray:
         """Reorder a dense (..., norb, norb) matrix from FHI-aims' order to ours."""
-        d = np.asarray(dense)[..., self.perm, :][..., :, self.perm]
-        return d * self.sign[:, None] * self.sign[None, :]
+        return to_our_orbitals(dense, self.perm, self.sign)
 
 
 def read_basis_indices(path, numbers) -> AimsBasisMap:
@@ -122,13 +123,8 @@ def read_basis_indices(path, numbers) -> AimsBasisMap:
         if species_shells.setdefault(z, sh) != sh:
             raise ValueError(f"{path}: atoms of species Z={z} carry different shells (basis mismatch)")
     basis = OrbitalBasis.from_dict(species_shells)
-    perm, sign = [], []
-    for at in range(natoms):
-        for shell, fns in shells_of_atom[at]:
-            p, s = orbital_table("fhi-aims", shell.l)
-            perm.extend(np.asarray(fns)[p].tolist())
-            sign.extend(s.tolist())
-    return AimsBasisMap(basis, np.array(perm, np.int64), np.array(sign), fn_atom)
+    perm, sign = orbital_permutation(AIMS.orbital_table, [(shell.l, fns) for at in range(natoms) for shell, fns in shells_of_atom[at]])
+    return AimsBasisMap(basis, perm, sign, fn_atom)
 
 
 # ----------------------------------------------------------------------------- sparse layout
@@ -271,7 +267,7 @@ def read_aims_out(path) -> dict:
     Missing quantities are ``None`` (the Hartree factor defaults to FHI-aims' 27.2113845).
     """
     text = Path(path).read_text(errors="replace")
-    out = {"hartree": HARTREE_TO_EV["fhi-aims"], "chemical_potential": None, "energy": None, "n_electrons": None}
+    out = {"hartree": AIMS.hartree_to_ev, "chemical_potential": None, "energy": None, "n_electrons": None}
     m = re.findall(r"value of 1 Hartree used in FHI-aims is\s*:\s*([-+.\dEe]+)", text)
     if m:
         out["hartree"] = float(m[-1])
@@ -414,4 +410,4 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
 
 def read_aims_out_defaults() -> dict:
     """What :func:`read_aims_out` gives without an ``aims.out``."""
-    return {"hartree": HARTREE_TO_EV["fhi-aims"], "chemical_potential": None, "energy": None, "n_electrons": None}
+    return {"hartree": AIMS.hartree_to_ev, "chemical_potential": None, "energy": None, "n_electrons": None}

@@ -36,11 +36,12 @@ from typing import Callable
 import numpy as np
 from ase import Atoms
 
-from ..conventions import HARTREE_TO_EV, orbital_table
+from ..conventions import BOHR_TO_ANGSTROM, CODE_CONVENTIONS, orbital_permutation, to_our_orbitals
 from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
 
-HA = HARTREE_TO_EV["pyscf"]
-BOHR = 0.529177210903  # Å, pyscf.lib.param.BOHR (CODATA 2018)
+PYSCF = CODE_CONVENTIONS["pyscf"]
+HA = PYSCF.hartree_to_ev
+BOHR = BOHR_TO_ANGSTROM  # Å, = pyscf.lib.param.BOHR (CODATA 2018)
 
 #: Off-mesh k-points (fractional) at which PySCF's own bands are stored (none lies on an n <= 12 mesh).
 REFERENCE_KPTS = np.array([[0.13, 0.27, 0.41], [0.37, 0.05, 0.21], [0.45, 0.43, 0.11], [0.0, 0.0, 0.17]])
@@ -77,7 +78,7 @@ def basis_map(mol) -> tuple:
 
     numbers = [atomic_numbers[mol.atom_pure_symbol(a)] for a in range(mol.natm)]
     labels = mol.ao_labels(fmt=False)
-    species_shells, perm, sign = {}, [], []
+    species_shells = {}
     ao = 0
     per_atom = np.zeros(mol.natm, np.int64)
     shells_of_atom = [[] for _ in range(mol.natm)]
@@ -92,17 +93,10 @@ def basis_map(mol) -> tuple:
         sh = tuple(s for s, _ in shells_of_atom[at])
         if species_shells.setdefault(numbers[at], sh) != sh:
             raise ValueError(f"atoms of species Z={numbers[at]} carry different basis sets (basis mismatch)")
-        for s, start in shells_of_atom[at]:
-            p, sg = orbital_table("pyscf", s.l)
-            perm.extend((start + p).tolist())
-            sign.extend(sg.tolist())
-            per_atom[at] += s.size
-    return OrbitalBasis.from_dict(species_shells), np.array(perm, np.int64), np.array(sign), per_atom
-
-
-def _to_ours(mat: np.ndarray, perm: np.ndarray, sign: np.ndarray) -> np.ndarray:
-    m = np.asarray(mat)[..., perm, :][..., :, perm]
-    return m * sign[:, None] * sign[None, :]
+        per_atom[at] = sum(s.size for s, _ in shells_of_atom[at])
+    perm, sign = orbital_permutation(PYSCF.orbital_table, [(s.l, start + np.arange(2 * s.l + 1))
+                                                            for shells in shells_of_atom for s, start in shells])
+    return OrbitalBasis.from_dict(species_shells), perm, sign, per_atom
 
 
 def _midgap(eps: np.ndarray, nocc: int) -> float:
@@ -145,8 +139,8 @@ def run_molecule(atoms: Atoms, basis: str = "def2-svp", xc: str = "pbe", conv_to
     if not mf.converged:
         raise RuntimeError("PySCF SCF did not converge")
     b, perm, sign, npa = basis_map(mol)
-    H = _to_ours(mf.get_fock(), perm, sign) * HA
-    S = _to_ours(mf.get_ovlp(), perm, sign)
+    H = to_our_orbitals(mf.get_fock(), perm, sign) * HA
+    S = to_our_orbitals(mf.get_ovlp(), perm, sign)
     f = None
     if forces:
         f = -np.asarray(mf.nuc_grad_method().kernel()) * HA / BOHR
@@ -501,7 +495,7 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     hk = np.where(conj[:, None, None], hk_rep[rep_of].conj(), hk_rep[rep_of])
     log(f"fock on {len(reps)} k {time.perf_counter() - t0:.1f}s")
     b, perm, sign, npa = basis_map(cell)
-    hk = _to_ours(hk, perm, sign)
+    hk = to_our_orbitals(hk, perm, sign)
     # H on the supercell residues T0 = 0..n-1, then Wigner-Seitz images
     res = np.stack(np.meshgrid(*[np.arange(x) for x in n], indexing="ij"), -1).reshape(-1, 3)
     phase = np.exp(-2j * np.pi * res @ frac.T) / len(frac)  # (nres, nk)
@@ -516,7 +510,7 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     off = np.concatenate([[0], np.cumsum(npa)])
     shifts = np.array([blk[3] for blk in blocks]).reshape(-1, 3)
     ushift, inv = np.unique(shifts, axis=0, return_inverse=True)
-    Sx = _to_ours(_exact_overlap(cell, ushift), perm, sign)
+    Sx = to_our_orbitals(_exact_overlap(cell, ushift), perm, sign)
     Hb, Sb = [], []
     for (a, bb, r, T, w), c in zip(blocks, inv.reshape(-1)):
         Hb.append(w * HT[r, off[a] : off[a + 1], off[bb] : off[bb + 1]])
@@ -557,13 +551,7 @@ def hermitise(m: RealSpaceMatrix) -> RealSpaceMatrix:
     ValueError
         A block has no partner ``(j, i, -T)``.
     """
-    blocks = []
-    for p in range(m.nblocks):
-        q = m.find(m.j[p], m.i[p], -m.shift[p])
-        if q < 0:
-            raise ValueError(f"block ({m.i[p]}, {m.j[p]}, {m.shift[p].tolist()}) has no Hermitian partner")
-        blocks.append(0.5 * (m.block(p) + m.block(q).T))
-    return RealSpaceMatrix.from_blocks(m.norb_per_atom, m.i, m.j, m.shift, blocks)
+    return m.with_data(0.5 * (m.data + m.partner_transpose()))
 
 
 def band_error(data: StructureData) -> float:
