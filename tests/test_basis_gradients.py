@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from acehamil.basis import BOND, ACEBasis, BasisSpec, Centres, RadialSpec
+from acehamil.testing import assert_fd_converges, fd_errors, random_centres
 
 SPECS = {
     "site": BasisSpec(
@@ -18,44 +19,31 @@ SPECS = {
         singleton_categories=(BOND,),
     ),
 }
-STEPS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
 
 
 def make_centres(rng, spec, n_centres=2, per_centre=5, weights=False):
-    cats = [c for c in spec.categories if c not in spec.singleton_categories]
-    pc, vec, cat = [], [], []
-    for c in range(n_centres):
-        for s in spec.singleton_categories:
-            pc.append(c), vec.append(rng.normal(size=3)), cat.append(s)
-        for _ in range(per_centre):
-            pc.append(c), vec.append(rng.uniform(-2.2, 2.2, size=3)), cat.append(rng.choice(cats))
-    order = rng.permutation(len(pc))  # particles need not be grouped by centre
-    w = rng.uniform(0.5, 1.0, size=len(pc)) if weights else None
-    return Centres(np.full(n_centres, 14), np.array(pc)[order], np.array(vec)[order], np.array(cat)[order], w)
+    return random_centres(rng, spec, n_centres=n_centres, per_centre=per_centre, weights=weights)
 
 
-def displaced(c, p, x, h):
-    vec = c.particle_vec.copy()
-    vec[p, x] += h
-    return Centres(c.centre_species, c.particle_centre, vec, c.particle_category, c.particle_weight)
+def particle_fd_errors(f, analytic, centres, particles):
+    """Central-difference errors per step of ``f`` (of the particle vectors) against
+    ``analytic[p][..., x]``, which only moves the row of particle ``p``'s centre."""
+    c = centres
 
+    def of(vec):
+        return f(Centres(c.centre_species, c.particle_centre, vec, c.particle_category, c.particle_weight))
 
-def fd_errors(f, analytic, centres, particles):
-    """Max error of central differences per step (over the given particles, all axes)."""
-    errs = []
-    for h in STEPS:
-        e = 0.0
-        for p in particles:
-            for x in range(3):
-                num = (f(displaced(centres, p, x, h)) - f(displaced(centres, p, x, -h))) / (2 * h)
-                e = max(e, np.abs(num[centres.particle_centre[p]] - analytic[p][..., x]).max())
-        errs.append(e)
-    return np.array(errs)
-
-
-def check_convergence(errs, scale):
-    assert errs[2] < errs[0] / 50 or errs[2] < 1e-10 * scale, f"FD error does not fall with h: {errs}"
-    assert errs.min() < 1e-7 * scale, f"FD error too large at best step: {errs}"
+    shape = np.shape(of(c.particle_vec))
+    directions, expected = [], []
+    for p in particles:
+        for x in range(3):
+            u = np.zeros_like(c.particle_vec)
+            u[p, x] = 1.0
+            directions.append(u)
+            e = np.zeros(shape)
+            e[c.particle_centre[p]] = analytic[p][..., x]
+            expected.append(e)
+    return fd_errors(of, np.array(expected), c.particle_vec, directions)
 
 
 @pytest.mark.parametrize("name", list(SPECS))
@@ -69,8 +57,8 @@ def test_full_gradients_by_central_differences(name, weights, rng):
         assert grads[key].shape == (centres.n_particles,) + vals[key].shape[1:] + (3,)
     flat = lambda c: np.concatenate([v.reshape(len(v), -1) for v in basis.evaluate(c).values()], axis=1)  # noqa: E731
     ana = np.concatenate([g.reshape(len(g), -1, 3) for g in grads.values()], axis=1)
-    errs = fd_errors(flat, ana, centres, particles)
-    check_convergence(errs, max(1.0, np.abs(ana).max()))
+    errs = particle_fd_errors(flat, ana, centres, particles)
+    assert_fd_converges(errs, max(1.0, np.abs(ana).max()))
 
 
 @pytest.mark.parametrize("name", ["site", "bond"])
@@ -95,8 +83,8 @@ def test_evaluate_linear_by_central_differences(rng):
     centres = make_centres(rng, basis.spec, n_centres=2)
     coeffs = {14: rng.normal(size=basis.n_features[(0, 1)])}
     E, g = basis.evaluate_linear(centres, coeffs)
-    errs = fd_errors(lambda c: basis.evaluate_linear(c, coeffs)[0], g, centres, range(4))
-    check_convergence(errs, max(1.0, np.abs(g).max()))
+    errs = particle_fd_errors(lambda c: basis.evaluate_linear(c, coeffs)[0], g, centres, range(4))
+    assert_fd_converges(errs, max(1.0, np.abs(g).max()))
 
 
 def test_evaluate_linear_species_selection(rng):
