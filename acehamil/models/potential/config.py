@@ -65,6 +65,8 @@ from .repulsion import RepulsionSpec
 BASIS_DEFAULTS = {"r_cut": 5.0, "n_max": 8, "max_nu": 3, "max_degree": [16, 12, 8], "weight_n": 1.0, "weight_l": 1.0,
                   "envelope_power": 2}
 REPULSION_DEFAULTS = {"enabled": True, "fraction": 0.8, "strength": 10.0}
+#: ``[model] kind`` -> whether the model has embeddings (an ``EmbeddingSettings``).
+MODEL_KINDS = {"linear": False, "embedded": True}
 _FIT_KEYS = set(FitSettings.__dataclass_fields__)
 _MODEL_KEYS = {"kind"} | set(EmbeddingSettings.__dataclass_fields__)
 
@@ -213,14 +215,15 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
     mcfg = dict(cfg.get("model", {}))
     _check_keys(mcfg, _MODEL_KEYS, "model")
     kind = mcfg.pop("kind", "linear")
-    if kind not in ("linear", "embedded"):
+    if kind not in MODEL_KINDS:
         raise ValueError(f"model.kind must be 'linear' or 'embedded', got {kind!r}")
-    if kind == "linear" and mcfg:
+    embedded = MODEL_KINDS[kind]
+    if not embedded and mcfg:
         raise ValueError(f"[model] keys {sorted(mcfg)} need kind = 'embedded'")
     for k in ("embeddings", "density_max_degree", "lam"):
         if k in mcfg:
             mcfg[k] = tuple(mcfg[k]) if np.ndim(mcfg[k]) else (mcfg[k],)
-    embedding = EmbeddingSettings(**mcfg) if kind == "embedded" else None
+    embedding = EmbeddingSettings(**mcfg) if embedded else None
     return PotentialJob(train, test, species, basis, settings, repulsion, embedding)
 
 
