@@ -573,7 +573,7 @@ def test_min_eig_is_the_minimum_over_the_k_points_checked(ws):
     from ase.io import read
 
     from acehamil.io.models import load_model
-    from acehamil.models.hamiltonian.model import overlap_check, overlap_check_kpts
+    from acehamil.tb.overlap import overlap_check, overlap_check_kpts
 
     model = load_model(ws / "m.h5")
     atoms = read(ws / "close.xyz")
