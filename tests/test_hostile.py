@@ -366,7 +366,7 @@ def test_non_hermitian_fhi_aims_like_input_is_refused_by_convert(w, capsys, monk
         pass
     import acehamil.cli.convert as conv
 
-    monkeypatch.setattr(conv, "read_source", lambda src, text=False: [sd])
+    monkeypatch.setattr(conv, "read_source", lambda src, text=False, fmt=None: [sd])
     with unchanged(w, new_ok=()):
         rc, _, err = _run(["convert", "bad_acehamiltonians.h5", "-o", "out.h5"], capsys)
     assert rc == 2 and "H (spin 0) is not Hermitian" in err

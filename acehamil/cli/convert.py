@@ -4,7 +4,8 @@ SOURCE is an FHI-aims output folder (``output_rs_matrices``; with its ``band1NNN
 and ``control.in`` path when present), a DeepH folder (``hamiltonians.h5``/``overlaps.h5``,
 ``lat.dat``, ...) or a folder of DeepH folders (a DeepH dataset; every structure is converted),
 an ACEhamiltonians HDF5 file (every structure group is converted) or an acehamil dataset (its
-structures are copied, e.g. to merge datasets).  Several sources may be given.  An existing output is
+structures are copied, e.g. to merge datasets); the format is detected from the content
+(:mod:`acehamil.io.readers`), ``--format`` forces one.  Several sources may be given.  An existing output is
 refused unless ``--append`` (add the structures; names must be new) or ``--overwrite``
 (replace it) is given.  Every structure is validated (atoms, species, Hermiticity) before
 anything is written.
@@ -12,8 +13,7 @@ anything is written.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from ..io.readers import READERS
 from ._outputs import add_overwrite_arg, check_outputs
 
 
@@ -26,35 +26,17 @@ def register(sub) -> None:
     mode.add_argument("--append", action="store_true", help="append to an existing dataset (names must be new)")
     add_overwrite_arg(mode)
     p.add_argument("--text", action="store_true", help="FHI-aims: read rs_*.out even when rs_*.h5 exist")
+    p.add_argument("--format", choices=sorted(READERS), help="read every source with this reader instead of "
+                                                           "detecting the format from its content")
     p.set_defaults(func=run)
 
 
-def read_source(source, text: bool = False) -> list:
-    """StructureData list from one source path (folder: DeepH or FHI-aims; file: ACEhamiltonians)."""
-    src = Path(source)
-    if src.is_dir():
-        from ..io.deeph import deeph_folders, read_deeph
+def read_source(source, text: bool = False, fmt: str | None = None) -> list:
+    """StructureData list from one source path, read by the format its content shows
+    (:func:`acehamil.io.readers.detect_format`) or by ``fmt``."""
+    from ..io.readers import read_structures
 
-        folders = deeph_folders(src)
-        if folders:
-            return [read_deeph(f) for f in folders]
-        from ..io.fhi_aims import read_fhi_aims
-
-        return [read_fhi_aims(src, prefer_hdf5=False if text else None)]
-    if src.is_file():
-        import h5py
-
-        if h5py.is_hdf5(src):
-            with h5py.File(src, "r") as f:
-                kind = f.attrs.get("acehamil_kind")
-            if kind is not None and (kind.decode() if isinstance(kind, bytes) else str(kind)) == "dataset":
-                from ..io.dataset import read_dataset
-
-                return list(read_dataset(src))  # an acehamil dataset: copy/merge its structures
-        from ..io.acehamiltonians import read_acehamiltonians
-
-        return read_acehamiltonians(src)
-    raise FileNotFoundError(f"no such source: {src} (give an FHI-aims output folder or an ACEhamiltonians .h5 file)")
+    return read_structures(source, format=fmt, text=text)
 
 
 def run(args) -> int:
@@ -65,7 +47,7 @@ def run(args) -> int:
                   overwrite=args.overwrite, may_exist={"-o"} if args.append else ())
     structures = []
     for src in args.sources:
-        for n, sd in enumerate(read_source(src, args.text)):
+        for n, sd in enumerate(read_source(src, args.text, fmt=args.format)):
             validate_structure(sd, f"{src} (structure {n}, {sd.info.get('name', '?')!r})")
             structures.append(sd)
     (append_dataset if args.append else write_dataset)(args.output, structures)
