@@ -193,7 +193,7 @@ def test_slater_koster_spd_recovered_by_two_centre_model(rng):
 def test_streamed_prediction_does_not_depend_on_the_chunk(rng, config):
     """Bond environments built chunk by chunk (bounded memory) give the same matrices as one pass."""
     model = _random_model(rng, BASES["SiC-multi"], config)
-    atoms = _cluster(rng, [6, 14], 12, periodic=True)
+    atoms = random_cluster(rng, [6, 14], 12, periodic=True)
     ref = model.H.predict(atoms, bond_chunk=10**9)
     for chunk in (1, 7):
         m = model.H.predict(atoms, bond_chunk=chunk)

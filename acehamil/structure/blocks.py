@@ -140,6 +140,26 @@ class RealSpaceMatrix:
         """Indices of blocks ``(i[n], j[n], shift[n])``, -1 where absent; shape (n,) int (vectorised :meth:`find`)."""
         return lookup(self.i, self.j, self.shift, i, j, shift)
 
+    def on_pattern(self, pattern: "RealSpaceMatrix") -> tuple:
+        """This matrix's values on the blocks of ``pattern`` (same atoms and orbitals).
+
+        Returns
+        -------
+        values : ndarray, shape (pattern.data.size,), float64
+            Laid out like ``pattern.data``; 0 in blocks this matrix does not have.
+        used : ndarray of bool, shape (nblocks,)
+            Which of this matrix's blocks ``pattern`` has.
+        """
+        q = self.lookup(pattern.i, pattern.j, pattern.shift)
+        bidx = np.repeat(np.arange(pattern.nblocks), np.diff(pattern.offsets))
+        qe = q[bidx]
+        ok = qe >= 0
+        values = np.zeros(pattern.data.size)
+        values[ok] = self.data[self.offsets[qe[ok]] + (np.arange(pattern.data.size) - pattern.offsets[bidx])[ok]]
+        used = np.zeros(self.nblocks, dtype=bool)
+        used[q[q >= 0]] = True
+        return values, used
+
     @cached_property
     def partner(self) -> np.ndarray:
         """Index of the Hermitian partner ``(j, i, -T)`` of every block, -1 where absent; shape (P,) int."""

@@ -49,14 +49,7 @@ def matrix_residuals(pred, ref) -> tuple:
     resid : ndarray, shape (pred.data.size,)
     unmodelled_max_abs : float
     """
-    q = ref.lookup(pred.i, pred.j, pred.shift)
-    bidx = np.repeat(np.arange(pred.nblocks), np.diff(pred.offsets))
-    qe = q[bidx]
-    ok = qe >= 0
-    ref_vals = np.zeros(pred.data.size)
-    ref_vals[ok] = ref.data[ref.offsets[qe[ok]] + (np.arange(pred.data.size) - pred.offsets[bidx])[ok]]
-    used = np.zeros(ref.nblocks, dtype=bool)
-    used[q[q >= 0]] = True
+    ref_vals, used = ref.on_pattern(pred)
     unused = ~used[np.repeat(np.arange(ref.nblocks), np.diff(ref.offsets))]
     un = float(np.abs(ref.data[unused]).max(initial=0.0))
     return pred.data - ref_vals, un

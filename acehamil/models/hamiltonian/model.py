@@ -279,12 +279,7 @@ def add_overlap(H: RealSpaceMatrix, S: RealSpaceMatrix, V: float) -> RealSpaceMa
         return H
     if H.same_pattern(S):
         return H.with_data(H.data + V * S.data)
-    data = H.data.copy()
-    for p in range(H.nblocks):
-        q = S.find(H.i[p], H.j[p], H.shift[p])
-        if q >= 0:
-            data[H.offsets[p]:H.offsets[p + 1]] += V * S.data[S.offsets[q]:S.offsets[q + 1]]
-    return H.with_data(data)
+    return H.with_data(H.data + V * S.on_pattern(H)[0])
 
 
 @dataclass(frozen=True, eq=False)
