@@ -25,12 +25,12 @@ def descriptor(model, atoms) -> np.ndarray:
     """Mean invariant on-site features of a structure (per species concatenated), shape (n_desc,)."""
     parts = []
     for fam in model.H.onsite:
-        idx = fam.select(atoms)
+        idx = fam.select(atoms, None)
         nf = fam.basis.n_features.get((0, 1), 0) if fam.basis is not None else 0
         if len(idx) == 0 or nf == 0:
             parts.append(np.zeros(nf))
             continue
-        f = fam.features(fam.environments(atoms, idx))
+        f = fam.features(fam.environments(atoms, None, idx))
         parts.append(f[(0, 1)][:, :, 0].mean(axis=0))
     return np.concatenate(parts) if parts else np.zeros(0)
 

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...environments import reverse_index
 from ...so3 import cg_real
+from ...structure.blocks import scatter_blocks
+from ...structure.pair_index import reverse_index
 from .blocks import assemble, transpose_sign
-from .model import scatter_blocks, shell_offsets
+from .family import symmetrise
+from .model import shell_offsets
 
 
 class NoPosteriorError(ValueError):
@@ -115,7 +117,6 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
     if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0):
         raise ValueError(f"scales must be finite and >= 0, got {scales}")
     K = int(n_samples)
-    numbers = np.asarray(atoms.numbers, dtype=np.int64)
     pat = mm.pattern(atoms, pairs)
     nd = int(pat.offsets[-1])
     # row 0: mean; rows 1..K: coefficient draws; rows K+1..2K: noise draws
@@ -159,61 +160,29 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
                + (c0 + np.arange(d2))[None, None, :])
         out[:, idx] = X
 
-    for fam in mm.onsite:
-        idx = fam.select(atoms)
-        if len(idx) == 0:
-            continue
-        env = fam.environments(atoms, idx, pairs=pat.pairs)
-        feats = fam.features(env)
-        n = len(idx)
-        for bt in fam.block_types(mm.orbital_basis):
-            design = fam.design(feats, bt, n)
-            X = blocks({L: with_noise(parts_of(D, bt, L, n), bt, L, n) for L, D in design.items()}, bt, n)
-            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
-            scatter(pat.offsets[idx], pat.norb[idx], ra, cb, X)
-            if bt.shell_a != bt.shell_b:
-                scatter(pat.offsets[idx], pat.norb[idx], cb, ra, X.transpose(0, 1, 3, 2))
-    bonds = pat.bonds
-    nat = len(numbers)
-    rev_all = reverse_index(bonds.i, bonds.j, bonds.shift) if len(bonds) else np.zeros(0, np.int64)
-    for fam in mm.offsite:
-        sel = fam.select(numbers, bonds) if len(bonds) else np.zeros(0, np.int64)
-        if len(sel) == 0:
-            continue
-        sub = bonds.select(sel)
-        env = fam.environments(atoms, sub, pairs=pat.pairs)
+    for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
         bts = fam.block_types(mm.orbital_basis)
+        env = fam.environments(atoms, pat.pairs, sel)
         n = len(sel)
         raw = {bt.key: {L: np.zeros((K + 1, n, 2 * L + 1)) for L in bt.L_values()} for bt in bts}
         for s0, s1, chunk in env.chunks(max_particles):
-            feats = fam.evaluate(chunk)
+            feats = fam.features(chunk)
             for bt in bts:
-                for L in bt.L_values():
-                    f = feats.get((L, bt.parity))
-                    if f is not None and f.shape[1]:
-                        raw[bt.key][L][:, s0:s1] = parts_of(f, bt, L, s1 - s0)
-        blk = nat + sel
+                for L, D in fam.design(feats, bt, s1 - s0).items():
+                    if D.shape[1]:
+                        raw[bt.key][L][:, s0:s1] = parts_of(D, bt, L, s1 - s0)
         off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
-        rev = None
-        if fam.zi == fam.zj:
-            pos = np.full(len(bonds), -1, np.int64)
-            pos[sel] = np.arange(n)
-            rev = pos[rev_all[sel]]
         for bt in bts:
-            sym = fam.zi == fam.zj and bt.symmetric
+            sym = fam.symmetrised(bt)
             parts = {}
             for L, h in raw[bt.key].items():
                 if sym:
                     h = 0.5 * (h + transpose_sign(L) * h[:, rev])
                 parts[L] = with_noise(h, bt, L, n, rev if sym else None)
             X = blocks(parts, bt, n)
-            ra, cb = so[fam.zi][bt.shell_a], so[fam.zj][bt.shell_b]
+            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
             scatter(off, nc, ra, cb, X)
-            if fam.zi == fam.zj:
-                if bt.shell_a != bt.shell_b:
-                    scatter(off, nc, cb, ra, X[:, rev].transpose(0, 1, 3, 2))
-            else:
-                rblk = nat + rev_all[sel]
+            if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
                 scatter(pat.offsets[rblk], pat.norb[pat.j[rblk]], cb, ra, X.transpose(0, 1, 3, 2))
     from ...structure import RealSpaceMatrix
 
@@ -221,6 +190,16 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
     if split:
         return mean, out[1:K + 1], out[K + 1:]
     return mean, a * out[1:K + 1] + b * out[K + 1:]
+
+
+def _family_centres(mm, atoms, pat):
+    """Per family with centres: ``(family, centres, their blocks, partner blocks, partner positions)``."""
+    for fam in mm.families:
+        sel = fam.select(atoms, pat.pairs)
+        if len(sel) == 0:
+            continue
+        ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
+        yield fam, sel, pat.find(ci, cj, cs), pat.find(cj, ci, -cs), reverse_index(ci, cj, cs)
 
 
 def _entry_variance(cov: dict, noise_var: dict, l1: int, l2: int) -> np.ndarray:
@@ -252,7 +231,6 @@ def block_variance(mm, atoms, pairs=None, noise: bool = True, scale: float = 1.0
     """
     from ...structure import RealSpaceMatrix
 
-    numbers = np.asarray(atoms.numbers, dtype=np.int64)
     pat = mm.pattern(atoms, pairs)
     var = np.zeros(int(pat.offsets[-1]))
     so = shell_offsets(mm.orbital_basis)
@@ -270,47 +248,17 @@ def block_variance(mm, atoms, pairs=None, noise: bool = True, scale: float = 1.0
             nv[L] = (1.0 / post.beta) if noise else 0.0
         return cov, nv
 
-    for fam in mm.onsite:
-        idx = fam.select(atoms)
-        if len(idx) == 0:
-            continue
-        feats = fam.features(fam.environments(atoms, idx, pairs=pat.pairs))
+    for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
+        feats = fam.features(fam.environments(atoms, pat.pairs, sel))
+        off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
         for bt in fam.block_types(mm.orbital_basis):
-            cov, nv = cov_parts(fam.design(feats, bt, len(idx)), bt)
+            cov, nv = cov_parts(symmetrise(fam, bt, fam.design(feats, bt, len(sel)), rev), bt)
             if not cov:
                 continue
             V = scale**2 * _entry_variance(cov, nv, bt.l1, bt.l2)
             ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
-            scatter_blocks(var, pat.offsets[idx], pat.norb[idx], ra, cb, V)
-            if bt.shell_a != bt.shell_b:
-                scatter_blocks(var, pat.offsets[idx], pat.norb[idx], cb, ra, V.transpose(0, 2, 1))
-    bonds = pat.bonds
-    nat = len(numbers)
-    rev_all = reverse_index(bonds.i, bonds.j, bonds.shift) if len(bonds) else np.zeros(0, np.int64)
-    for fam in mm.offsite:
-        sel = fam.select(numbers, bonds) if len(bonds) else np.zeros(0, np.int64)
-        if len(sel) == 0:
-            continue
-        feats = fam.features(fam.environments(atoms, bonds.select(sel), pairs=pat.pairs))
-        rev = None
-        if fam.zi == fam.zj:
-            pos = np.full(len(bonds), -1, np.int64)
-            pos[sel] = np.arange(len(sel))
-            rev = pos[rev_all[sel]]
-        blk = nat + sel
-        off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
-        for bt in fam.block_types(mm.orbital_basis):
-            cov, nv = cov_parts(fam.design(feats, bt, len(sel), rev=rev), bt)
-            if not cov:
-                continue
-            V = scale**2 * _entry_variance(cov, nv, bt.l1, bt.l2)
-            ra, cb = so[fam.zi][bt.shell_a], so[fam.zj][bt.shell_b]
             scatter_blocks(var, off, nc, ra, cb, V)
-            if fam.zi == fam.zj:
-                if bt.shell_a != bt.shell_b:
-                    scatter_blocks(var, off, nc, cb, ra, V[rev].transpose(0, 2, 1))
-            else:
-                rblk = nat + rev_all[sel]
+            if not bt.symmetric:
                 scatter_blocks(var, pat.offsets[rblk], pat.norb[pat.j[rblk]], cb, ra, V.transpose(0, 2, 1))
     return RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, var)
 
@@ -320,10 +268,10 @@ def _onsite_leverage(mm, atoms, pairs=None) -> dict:
     out = {}
     nat = len(atoms)
     for fam in mm.onsite:
-        idx = fam.select(atoms)
+        idx = fam.select(atoms, pairs)
         if len(idx) == 0:
             continue
-        feats = fam.features(fam.environments(atoms, idx, pairs=pairs))
+        feats = fam.features(fam.environments(atoms, pairs, idx))
         for bt in fam.block_types(mm.orbital_basis):
             for L, D in fam.design(feats, bt, len(idx)).items():
                 post = mm.posteriors.get(bt.key, {}).get(L)
