@@ -127,7 +127,7 @@ def test_first_order_eigenvalue_variance_matches_sampling(model, data, rng):
 
 
 def test_evaluate_coverage_equals_direct_count(model, data):
-    from acehamil.models.hamiltonian.calibrate import Z90, combine, eigen_parts, reference_errors
+    from acehamil.models.hamiltonian.calibrate import Z90, eigen_parts, reference_errors
     from acehamil.models.hamiltonian.evaluate import evaluate
     from acehamil.tb.dos import monkhorst_pack
 
@@ -137,9 +137,9 @@ def test_evaluate_coverage_equals_direct_count(model, data):
     inside = inside68 = total = 0
     for sd in data[3:]:
         kp, wk = monkhorst_pack((3, 3, 3), sd.atoms.pbc)
-        parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 8, rng)
+        parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 8, rng, split=False)
         err, mask = reference_errors(sd, parts["eps"], parts["fermi_level"], kp, wk, 3.0)
-        sig = combine(model, parts["sigma_epi"], parts["sigma_noise"])[:, :err.shape[1]]
+        sig = parts["sigma"][:, :err.shape[1]]
         inside += int(np.count_nonzero(np.abs(err[mask]) <= Z90 * sig[mask]))
         inside68 += int(np.count_nonzero(np.abs(err[mask]) <= sig[mask]))
         total += int(mask.sum())
@@ -172,3 +172,17 @@ def test_bad_arguments(model, data, rng):
         sample_matrix(model.H, data[0].atoms, 0, rng)
     with pytest.raises(ValueError, match="scales"):
         sample_matrix(model.H, data[0].atoms, 2, rng, scales=(-1.0, 1.0))
+
+
+def test_combined_draws_match_the_split_parts(model, data):
+    """sigma of the calibrated sum of draws ~ sqrt((a s_epi)^2 + (b s_noise)^2) of the split parts."""
+    from acehamil.models.hamiltonian.calibrate import combine, eigen_parts
+    from acehamil.tb.dos import monkhorst_pack
+
+    sd = data[4]
+    kp, wk = monkhorst_pack((2, 2, 2), sd.atoms.pbc)
+    split = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 400, np.random.default_rng(1))
+    joint = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 400, np.random.default_rng(2), split=False)
+    expect = combine(model, split["sigma_epi"], split["sigma_noise"])
+    big = expect > 0.2 * expect.max()
+    assert np.all(np.abs(joint["sigma"][big] / expect[big] - 1) < 0.25)

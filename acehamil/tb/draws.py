@@ -57,7 +57,9 @@ def bloch_perturbations(H, delta: np.ndarray, kpts) -> np.ndarray:
         d1 = min(K, d0 + step)
         V = np.zeros((d1 - d0, len(pos), len(cells)))
         V[:, pos_e, cell_e] = delta[d0:d1]
-        vals = V.reshape(-1, len(cells)) @ ph.T  # (Kc*npos, nk)
+        Vr = V.reshape(-1, len(cells))
+        # two real products instead of one real-by-complex (which numpy would do in complex)
+        vals = (Vr @ np.ascontiguousarray(ph.real.T)) + 1j * (Vr @ np.ascontiguousarray(ph.imag.T))  # (Kc*npos, nk)
         out[d0:d1, :, pos] = vals.reshape(d1 - d0, len(pos), len(k)).transpose(0, 2, 1)
     return out.reshape(K, len(k), n, n)
 

@@ -162,7 +162,7 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     from ...tb.eigen import solve
     from ...tb.smearing import fermi_level
 
-    from .calibrate import combine, default_samples, eigen_parts, interval_metrics
+    from .calibrate import default_samples, eigen_parts, interval_metrics
     from .uncertainty import has_posterior
 
     if uncertainty is None:
@@ -175,9 +175,9 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
         sigma = None
         if uncertainty and sd.n_electrons is not None:
-            parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, n_samples or default_samples(model), rng)
-            H, S, e_mod = parts["H"], parts["S"], parts["eps"]
-            sigma = combine(model, parts["sigma_epi"], parts["sigma_noise"])
+            parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, n_samples or default_samples(model), rng,
+                                split=False)
+            H, S, e_mod, sigma = parts["H"], parts["S"], parts["eps"], parts["sigma"]
         else:
             H, S = model.predict(sd.atoms)
             e_mod = solve(H, S, kp)

@@ -261,7 +261,8 @@ def solve(acc: Accumulated, settings: FitSettings, cols, degs, n_species, power,
         z, res = ridge_normal(nes, lam * data_scale(nes) * P, condition=True)
         info = {"condition_number": res.condition_number, "jitter": res.jitter, "method": res.method}
     else:
-        z, post = blr_normal(nes, prior_diag=P)
+        # alpha/beta floored at the smallest ridge strength: nearly interpolated data otherwise send alpha -> 0
+        z, post = blr_normal(nes, prior_diag=P, min_ratio=min(settings.lam) * data_scale(nes))
         info = {"alpha": post.alpha, "beta": post.beta, "gamma": post.gamma, "log_evidence": post.log_evidence,
                 "converged": post.converged, "posterior": post, "column_scale": d}
     theta = np.zeros(acc.n_cols)
@@ -301,7 +302,7 @@ def cv_fold_solutions(acc: Accumulated, settings: FitSettings, cols, degs, n_spe
         path = ridge_path(nes, P, [lam * scale for lam in settings.lam])
         zs = {lam: path[lam * scale] for lam in settings.lam}
     else:
-        zs = {None: blr_normal(nes, prior_diag=P)[0]}
+        zs = {None: blr_normal(nes, prior_diag=P, min_ratio=min(settings.lam) * data_scale(nes))[0]}
     out = {}
     for lam, z in zs.items():
         theta = np.zeros(acc.n_cols)
