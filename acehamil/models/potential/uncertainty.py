@@ -95,7 +95,8 @@ def calibrate(result, settings, accumulated) -> PotentialPosterior:
             continue
         rss += ne.residual_sum_of_squares(theta)
         A = ne.AtA[np.ix_(cols, cols)]
-        var += float(np.einsum("ij,ik,jk->", A, p.factor, p.factor)) + ne.weight_sum * (p.force_noise / settings.force_sigma) ** 2
+        # a weighted row's residual has variance 1/beta (the noise model of the weighted fit)
+        var += float(np.einsum("ij,ik,jk->", A, p.factor, p.factor)) + ne.count / info["posterior"].beta
     if var <= 0:
         return base
     return replace(base, scale=float(np.sqrt(rss / var)))
