@@ -179,3 +179,21 @@ def test_several_files_read_as_one_in_order(tmp_path, rng):
         ds[5]
     with pytest.raises(ValueError, match="no dataset files"):
         read_dataset([])
+
+
+def test_float32_storage_rounds_values_only(tmp_path, rng):
+    """precision="float32" stores each H/S value rounded to float32, read back as float64; the rest is exact."""
+    structures = [_random_structure(rng, natoms=n, name=f"s{n}") for n in (2, 3)]
+    write_dataset(tmp_path / "d64.h5", structures)
+    write_dataset(tmp_path / "d32.h5", structures, precision="float32")
+    ds = read_dataset(tmp_path / "d32.h5")
+    for a, b in zip(structures, ds):
+        for m, n in zip((*a.H, a.S), (*b.H, b.S)):
+            assert m.same_pattern(n) and n.data.dtype == np.float64
+            np.testing.assert_array_equal(n.data, m.data.astype(np.float32).astype(np.float64))
+            assert n.hermiticity_error() == 0.0
+        assert np.array_equal(a.atoms.positions, b.atoms.positions) and a.info == b.info
+    with h5py.File(tmp_path / "d32.h5") as f:
+        assert f["structures/000000/H/0/data"].dtype == np.float32
+    with pytest.raises(ValueError, match="precision"):
+        write_dataset(tmp_path / "x.h5", structures, precision="float16")

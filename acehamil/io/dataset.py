@@ -9,7 +9,7 @@ Layout (format version 1; full description in ``docs/data-format.md``)::
                checksum ("sha256:<hex>" of the group's content; files before it have none)
         numbers (N,) int64, positions (N,3) Å, cell (3,3) Å (rows are vectors), pbc (3,) bool
         basis/<Z>  (nshell, 2) int64 rows (n, l), attr labels (JSON list of str)
-        H/<spin>/{i, j (P,) int64, shift (P,3) int64, data (sum of block sizes,) float64 eV}
+        H/<spin>/{i, j (P,) int64, shift (P,3) int64, data (sum of block sizes,) float64 (or float32) eV}
         S/{i, j, shift, data}   dimensionless
         forces (N,3) eV/Å, reference_bands/{kpts (nk,3) fractional, eps (nk,nb) eV}   optional
         H_draws (K, size of H/0/data) float32 eV   optional: posterior draws of a prediction minus
@@ -57,6 +57,8 @@ from .safe_write import atomic_path, check_free_space, file_lock
 KIND = "dataset"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+#: Stored precision of matrix values (``write_dataset(precision=...)``); always read as float64.
+_PRECISIONS = {"float64": np.float64, "float32": np.float32}
 _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
@@ -80,7 +82,8 @@ def _hermitian_partners(m: RealSpaceMatrix):
     return partner, canonical
 
 
-def _write_matrix(g: h5py.Group, m: RealSpaceMatrix) -> None:
+def _write_matrix(g: h5py.Group, m: RealSpaceMatrix, precision: str = "float64") -> None:
+    dtype = _PRECISIONS[precision]
     big = _COMPRESS if m.nblocks > 64 else {}
     g.create_dataset("i", data=m.i, **big)
     g.create_dataset("j", data=m.j, **big)
@@ -88,16 +91,16 @@ def _write_matrix(g: h5py.Group, m: RealSpaceMatrix) -> None:
     herm = _hermitian_partners(m)
     if herm is None:
         g.attrs["storage"] = "full"
-        g.create_dataset("data", data=m.data, **(_COMPRESS if m.data.size > 1024 else {}))
+        g.create_dataset("data", data=m.data.astype(dtype), **(_COMPRESS if m.data.size > 1024 else {}))
         return
     # exactly Hermitian: store the canonical half, the rest are transposes (bit-identical on read)
     partner, canonical = herm
     g.attrs["storage"] = "hermitian-half"
     data = np.concatenate([m.block(p).ravel() for p in np.nonzero(canonical)[0]]) if canonical.any() else np.zeros(0)
-    g.create_dataset("data", data=data, **(_COMPRESS if data.size > 1024 else {}))
+    g.create_dataset("data", data=data.astype(dtype), **(_COMPRESS if data.size > 1024 else {}))
 
 
-def _write_structure(g: h5py.Group, sd: StructureData, name: str) -> None:
+def _write_structure(g: h5py.Group, sd: StructureData, name: str, precision: str = "float64") -> None:
     if not isinstance(sd, StructureData):
         raise TypeError(f"expected StructureData, got {type(sd).__name__}")
     at = sd.atoms
@@ -113,9 +116,9 @@ def _write_structure(g: h5py.Group, sd: StructureData, name: str) -> None:
         d.attrs["labels"] = json.dumps([s.label for s in shells])
     gh = g.create_group("H")
     for spin, h in enumerate(sd.H):
-        _write_matrix(gh.create_group(str(spin)), h)
+        _write_matrix(gh.create_group(str(spin)), h, precision)
     if sd.S is not None:
-        _write_matrix(g.create_group("S"), sd.S)
+        _write_matrix(g.create_group("S"), sd.S, precision)
     for key in ("fermi_level", "energy", "n_electrons"):
         val = getattr(sd, key)
         if val is not None:
@@ -180,7 +183,7 @@ def _named(structures, start: int) -> list:
     return [(_structure_name(sd, start + n), sd) for n, sd in enumerate(structures)]
 
 
-def _write_all(root: h5py.Group, named, start: int, names_present) -> list:
+def _write_all(root: h5py.Group, named, start: int, names_present, precision: str = "float64") -> list:
     """Write ``(name, sd)`` pairs as groups ``start, start+1, ...``; refuse a repeated name. Returns names."""
     seen = set(names_present)
     written = []
@@ -192,7 +195,7 @@ def _write_all(root: h5py.Group, named, start: int, names_present) -> list:
         key = f"{start + n:06d}"
         try:
             g = root.create_group(key)
-            _write_structure(g, sd, name)
+            _write_structure(g, sd, name, precision)
             g.attrs["checksum"] = structure_checksum(g)
         except BaseException:
             if key in root:  # no half-written structure stays in the file
@@ -212,7 +215,7 @@ def _estimate_bytes(structures) -> int:
     return total
 
 
-def write_dataset(path, structures: Iterable[StructureData]) -> None:
+def write_dataset(path, structures: Iterable[StructureData], precision: str = "float64") -> None:
     """Write structures to a dataset file (atomically; an existing file is replaced).
 
     Whether replacing an existing file is wanted is the caller's decision (the command
@@ -223,19 +226,26 @@ def write_dataset(path, structures: Iterable[StructureData]) -> None:
     path : str or Path
     structures : iterable of StructureData
         Each stored under its ``info["name"]`` (default ``"structure-<index>"``).
+    precision : {"float64", "float32"}
+        Stored precision of the H and S values (read back as float64).  float32 halves the
+        file; for the shipped Si data it changes bands by < 0.01 meV (``data/README.md``).
 
     Raises
     ------
     UserError
         Two structures with one name; not enough disk space (estimated before writing).
+    ValueError
+        An unknown precision.
     """
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
     structures = list(structures)
     path = Path(path)
     if path.parent.is_dir():
         check_free_space(path.parent, _estimate_bytes(structures), f"writing {path}")
     with atomic_h5(path) as f:
         write_header(f, KIND, FORMAT_VERSION)
-        _write_all(f.create_group("structures"), _named(structures, 0), 0, ())
+        _write_all(f.create_group("structures"), _named(structures, 0), 0, (), precision)
 
 
 class StreamingWriter:
@@ -383,7 +393,7 @@ def _read_matrix(g: h5py.Group, norb_per_atom: np.ndarray, where: str) -> RealSp
         if key not in g:
             raise ValueError(f"{where}: missing dataset {key!r} (truncated or foreign file?)")
     try:
-        i, j, shift, data = g["i"][()], g["j"][()], g["shift"][()], g["data"][()]
+        i, j, shift, data = g["i"][()], g["j"][()], g["shift"][()], np.asarray(g["data"][()], dtype=np.float64)
         storage = g.attrs.get("storage", "full")
         storage = storage.decode() if isinstance(storage, bytes) else str(storage)
         if storage == "hermitian-half":
