@@ -66,6 +66,10 @@ def main(argv=None) -> int:
     from acehamil.models.hamiltonian.fit import fit
 
     cfg = read_model_config(args.config)
+    if getattr(getattr(cfg, "uncertainty", None), "calibrate", False):  # error-bar calibration leaves the mean model as is
+        from dataclasses import replace
+
+        cfg = replace(cfg, uncertainty=replace(cfg.uncertainty, calibrate=False))
     ds = read_dataset(cfg.data.train)
     pool = cfg.data.training_indices(len(ds))
     test_in = [ds[i] for i in cfg.data.test_indices(len(ds))]
@@ -85,10 +89,10 @@ def main(argv=None) -> int:
         mae_out, h_out = mean_eigenvalue_mae(model, test_out) if test_out else (float("nan"), float("nan"))
         rows.append({"n": n, "mae_in": mae_in, "mae_out": mae_out, "h_in": h_in, "h_out": h_out, "wall": wall, "cpu": cpu,
                      "natoms": int(sum(len(sd.atoms) for sd in train))})
-        if not args.json:
-            print(f"n = {n:3d} ({rows[-1]['natoms']} atoms): eigenvalue MAE in {mae_in:7.2f} meV, out {mae_out:7.2f} meV; "
-                  f"H RMSE aligned in {h_in:.3f}, out {h_out:.3f} meV; fit {wall:.1f} s wall, {cpu:.1f} s CPU, "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+        # with --json the lines go to stderr, so a long run shows its figures as they come
+        print(f"n = {n:3d} ({rows[-1]['natoms']} atoms): eigenvalue MAE in {mae_in:7.2f} meV, out {mae_out:7.2f} meV; "
+              f"H RMSE aligned in {h_in:.3f}, out {h_out:.3f} meV; fit {wall:.1f} s wall, {cpu:.1f} s CPU, "
+              f"load {os.getloadavg()[0]:.1f}", flush=True, file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps({
             "n_train": [r["n"] for r in rows],
