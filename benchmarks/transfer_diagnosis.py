@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         line = (f"{label:30s} {len(sd.atoms):3d} atoms  V {V * 1e3:7.1f} meV  on-site s rms {np.sqrt(np.mean(e[:, 0] ** 2)):6.1f} "
                 f"(mean {e[:, 0].mean():6.1f}, std {e[:, 0].std():5.1f})  p rms {np.sqrt(np.mean(e[:, 1] ** 2)):6.1f}")
         if args.eig:
-            r = evaluate(model, [sd], kmesh=kmesh_for(sd.atoms))
+            r = evaluate(model, [sd], kmesh=kmesh_for(sd.atoms), uncertainty=False)
             line += (f" | H {r['H']['rmse_meV_aligned']:.2f} aligned, {r['H']['rmse_meV']:.2f} absolute; eig MAE "
                      f"{r['eigenvalues']['mae_meV']:.1f} (max {r['eigenvalues']['max_meV']:.0f}, absolute {r['eigenvalues']['mae_meV_absolute']:.0f})")
         if args.oracle:

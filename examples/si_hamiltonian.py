@@ -101,7 +101,7 @@ def score_by_kind(model, ds, title: str) -> dict:
 
     rows = {}
     for sd in ds:
-        r = evaluate(model, [sd], kmesh=kmesh_for(sd.atoms), window_eV=2.0)
+        r = evaluate(model, [sd], kmesh=kmesh_for(sd.atoms), window_eV=2.0, uncertainty=False)
         onsite = [v for k, v in r["H"]["per_block"].items() if k.startswith("onsite/")]
         n_on = sum(v["n"] for v in onsite)
         row = rows.setdefault(sd.info.get("kind", "si8-rattle0.05-0.15"), [])
