@@ -150,7 +150,7 @@ class MatrixModel:
             )
         return c
 
-    def predict(self, atoms, pairs=None, max_particles: int = 200_000, bond_chunk: int = 8192) -> RealSpaceMatrix:
+    def predict(self, atoms, pairs=None, max_particles: int = 200_000, bond_chunk: int = 8192, rows=None) -> RealSpaceMatrix:
         """Predicted real-space matrix of ``atoms`` (any ``ase.Atoms``, periodic or not).
 
         Parameters
@@ -163,6 +163,11 @@ class MatrixModel:
         bond_chunk : int
             Centres (atoms or bonds) whose environments are built at a time (bounds memory; results do
             not depend on it).
+        rows : array of int, optional
+            Only the blocks ``(i, j, T)`` with ``i`` in ``rows`` are computed (the others stay zero;
+            the pattern is the full one): the unit of work of a distributed prediction
+            (:mod:`acehamil.distributed`).  Bonds with ``j`` in ``rows`` are evaluated too, as the
+            reversal symmetry needs both directions.
 
         Returns
         -------
@@ -172,8 +177,15 @@ class MatrixModel:
         pat = self.pattern(atoms, pairs)
         data = np.zeros(int(pat.offsets[-1]))
         so = shell_offsets(self.orbital_basis)
+        row_mask = None
+        if rows is not None:
+            row_mask = np.zeros(len(atoms), dtype=bool)
+            row_mask[np.asarray(rows, dtype=np.int64)] = True
         for fam in self.families:
             sel = fam.select(atoms, pat.pairs)
+            if len(sel) and row_mask is not None:  # closed under reversal: a bond and its reverse are both in or out
+                ci, cj, _ = fam.centre_blocks(atoms, pat.pairs, sel)
+                sel = sel[row_mask[ci] | row_mask[cj]]
             if len(sel) == 0:
                 continue
             ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)

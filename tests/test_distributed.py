@@ -1,0 +1,51 @@
+"""Dask scale-out: predictions in atom chunks on a 2-worker LocalCluster equal the serial ones."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[dask]')")
+
+from ase.build import bulk  # noqa: E402
+
+from acehamil.distributed import atom_chunks, predict  # noqa: E402
+from acehamil.models.hamiltonian.config import ModelConfig  # noqa: E402
+from acehamil.models.hamiltonian.model import HamiltonianModel, random_coefficients  # noqa: E402
+from acehamil.structure import OrbitalBasis  # noqa: E402
+
+CFG = {
+    "h_onsite": {"r_cut": 4.0, "max_nu": 2, "max_degree": [4, 3], "n_max": 3},
+    "h_offsite": {"r_cut": 4.5, "r_env": 2.0, "max_nu": 2, "max_degree": [6, 4], "n_max": 4, "env_bond_cut": 4.0},
+    "s_offsite": {"r_cut": 4.5, "max_nu": 1, "max_degree": [6], "n_max": 6},
+}
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+def test_distributed_predict_equals_serial(client, rng):
+    basis = OrbitalBasis.from_dict({6: [(2, 0), (2, 1)], 14: [(3, 0), (3, 1)]})
+    cfg = ModelConfig.from_dict(CFG)
+    t = HamiltonianModel.build(cfg, basis)
+    model = HamiltonianModel.build(cfg, basis, random_coefficients(t.H, rng), random_coefficients(t.S, rng))
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 1, 1)
+    atoms.numbers[rng.choice(len(atoms), 5, replace=False)] = 6
+    atoms.rattle(0.05, rng=rng)
+    H, S = model.predict(atoms)
+    Hd, Sd = predict(model, atoms, client, n_chunks=3)
+    for a, b in ((H, Hd), (S, Sd)):
+        assert a.same_pattern(b)
+        np.testing.assert_allclose(b.data, a.data, rtol=0, atol=1e-12)
+        assert np.abs(a.data).max() > 0.1
+
+
+def test_atom_chunks_cover_all_atoms():
+    c = atom_chunks(7, 3)
+    assert np.array_equal(np.concatenate(c), np.arange(7))
+    with pytest.raises(ValueError):
+        atom_chunks(7, 0)
