@@ -160,3 +160,14 @@ def test_kpm_bad_input():
         kpm.fermi_from_idos(E, np.ones(11), np.zeros(11), np.linspace(0, 4, 11), np.zeros(11), 10.0)
     with pytest.raises(ValueError, match="n must be"):
         eigs_near(H, None, 0.5, n=10)
+
+
+def test_lanczos_bounds_enclose_the_spectrum_and_narrow_bounds_are_refused(big):
+    sd, eps, _ = big
+    Hk, Sk = bloch_csr(sd.H[0], sd.S)
+    lo, hi = kpm.spectral_bounds(Hk, Sk)
+    w = eps[0]
+    assert lo <= w[0] + 1e-6 and hi >= w[-1] - 1e-6
+    assert lo > w[0] - 0.05 * (w[-1] - w[0]) and hi < w[-1] + 0.05 * (w[-1] - w[0])
+    with pytest.raises(ValueError, match="diverge"):
+        kpm.kpm_moments(Hk, Sk, 256, 2, (w[0] + 1.0, w[-1]), np.random.default_rng(0))
