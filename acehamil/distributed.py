@@ -88,4 +88,9 @@ def predict(model, atoms, client, n_chunks: int | None = None) -> tuple:
             idx = np.repeat(off[blocks], sizes) + (np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes))
             data[which][idx] = vals
         fut.release()
-    return tuple(RealSpaceMatrix(p.norb, p.i, p.j, p.shift, d) for p, d in zip(pats, data))
+    H, S = (RealSpaceMatrix(p.norb, p.i, p.j, p.shift, d) for p, d in zip(pats, data))
+    if model.energy_zero is not None:  # the cell's energy zero, as in HamiltonianModel.predict
+        from .models.hamiltonian.model import add_overlap
+
+        H = add_overlap(H, S, model.energy_zero.value(atoms))
+    return H, S

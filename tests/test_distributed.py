@@ -9,7 +9,7 @@ from ase.build import bulk  # noqa: E402
 
 from acehamil.distributed import atom_chunks, predict  # noqa: E402
 from acehamil.models.hamiltonian.config import ModelConfig  # noqa: E402
-from acehamil.models.hamiltonian.model import HamiltonianModel, random_coefficients  # noqa: E402
+from acehamil.models.hamiltonian.model import EnergyZero, HamiltonianModel, random_coefficients  # noqa: E402
 from acehamil.structure import OrbitalBasis  # noqa: E402
 
 CFG = {
@@ -28,11 +28,13 @@ def client():
         yield c
 
 
-def test_distributed_predict_equals_serial(client, rng):
+@pytest.mark.parametrize("energy_zero", [None, EnergyZero(v0=-0.7, beta=((14, 30.0), (6, -12.0)))])
+def test_distributed_predict_equals_serial(client, rng, energy_zero):
     basis = OrbitalBasis.from_dict({6: [(2, 0), (2, 1)], 14: [(3, 0), (3, 1)]})
     cfg = ModelConfig.from_dict(CFG)
     t = HamiltonianModel.build(cfg, basis)
-    model = HamiltonianModel.build(cfg, basis, random_coefficients(t.H, rng), random_coefficients(t.S, rng))
+    model = HamiltonianModel.build(cfg, basis, random_coefficients(t.H, rng), random_coefficients(t.S, rng),
+                                   energy_zero=energy_zero)
     atoms = bulk("Si", "diamond", a=5.43, cubic=True) * (2, 1, 1)
     atoms.numbers[rng.choice(len(atoms), 5, replace=False)] = 6
     atoms.rattle(0.05, rng=rng)
