@@ -89,8 +89,4 @@ def predict(model, atoms, client, n_chunks: int | None = None) -> tuple:
             data[which][idx] = vals
         fut.release()
     H, S = (RealSpaceMatrix(p.norb, p.i, p.j, p.shift, d) for p, d in zip(pats, data))
-    if model.energy_zero is not None:  # the cell's energy zero, as in HamiltonianModel.predict
-        from .models.hamiltonian.model import add_overlap
-
-        H = add_overlap(H, S, model.energy_zero.value(atoms))
-    return H, S
+    return model.with_energy_zero(H, S, atoms), S  # the cell's energy zero V S, as every prediction path

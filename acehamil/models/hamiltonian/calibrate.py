@@ -66,17 +66,10 @@ def eigen_parts(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
         ``H``, ``S`` (the prediction), and with ``kpath``: ``path_eps``, ``path_sigma_epi``,
         ``path_sigma_noise``; ``delta_epi``, ``delta_noise`` (K, ndata) the real-space draws.
     """
-    from ...structure.neighbours import neighbour_pairs
     from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
-    from .uncertainty import sample_matrix
 
-    nl = neighbour_pairs(atoms, model.reach)
-    H, de, dn = sample_matrix(model.H, atoms, n_samples, rng, pairs=nl, split=True)
-    S = model.S.predict(atoms, pairs=nl)
-    if getattr(model, "energy_zero", None) is not None:  # the predicted energy zero V S (a rigid shift)
-        from .model import add_overlap
-
-        H = add_overlap(H, S, model.energy_zero.value(atoms))
+    m = model.matrices(atoms, n_samples=n_samples, rng=rng, split=True)
+    H, S, (de, dn) = m.H, m.S, m.draws
     K = de.shape[0]
     if not split:
         a, b = scales_of(model)

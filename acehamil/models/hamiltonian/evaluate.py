@@ -18,9 +18,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import add_overlap
-
 EV_TO_MEV = 1000.0
+
+
+def as_matrices(prediction):
+    """A :class:`~acehamil.models.hamiltonian.model.ModelMatrices` from a prediction: itself, or a
+    predicted :class:`~acehamil.structure.StructureData` (``H[0]``, ``S``, ``H_draws`` as the draws)."""
+    from .model import ModelMatrices
+
+    if isinstance(prediction, ModelMatrices):
+        return prediction
+    if not getattr(prediction, "H", None) or getattr(prediction, "S", None) is None:
+        raise TypeError(f"a prediction must be ModelMatrices or a StructureData with H and S, got {type(prediction).__name__}")
+    draws = () if prediction.H_draws is None else (prediction.H_draws,)
+    return ModelMatrices(prediction.H[0], prediction.S, draws)
+
+
+def _predictions(model, structures, predictions, n_samples: int = 0, rng=None) -> list:
+    """One prediction per structure: the given ones, else :meth:`HamiltonianModel.matrices` (with
+    ``n_samples`` calibrated draws)."""
+    if predictions is None:
+        return [model.matrices(sd.atoms, n_samples=n_samples, rng=rng) for sd in structures]
+    predictions = [as_matrices(p) for p in predictions]
+    if len(predictions) != len(structures):
+        raise ValueError(f"{len(predictions)} predictions for {len(structures)} structures")
+    for k, (p, sd) in enumerate(zip(predictions, structures)):
+        if p.S.natoms != len(sd.atoms):
+            raise ValueError(f"prediction {k} has {p.S.natoms} atoms, structure {k} has {len(sd.atoms)}")
+    return predictions
 
 
 def _entry_keys(matrix, numbers, basis) -> tuple:
@@ -55,7 +80,7 @@ def matrix_residuals(pred, ref) -> tuple:
     return pred.data - ref_vals, un
 
 
-def block_errors(model, structures, which: str = "H") -> dict:
+def block_errors(model, structures, which: str = "H", predictions=None) -> dict:
     """Per block type RMSE and MAE of H (meV) or S (dimensionless).
 
     For H, ``*_aligned`` errors are taken after removing the best constant
@@ -68,29 +93,32 @@ def block_errors(model, structures, which: str = "H") -> dict:
     model : HamiltonianModel
     structures : sequence of StructureData
     which : {"H", "S"}
+    predictions : sequence, optional
+        The model's prediction of each structure (:class:`~acehamil.models.hamiltonian.model.ModelMatrices`
+        or predicted StructureData); default: predicted here (:meth:`HamiltonianModel.matrices`).
 
     Returns
     -------
     dict
         ``{"rmse", "mae", "rmse_aligned", "mae_aligned", "energy_zero_eV", "n_entries", "unmodelled_max_abs",
-        "per_block": {key: {"rmse", "mae", "rmse_aligned", "mae_aligned", "n"}}}``; meV for H.
+        "per_block": {key: {"rmse", "mae", "rmse_aligned", "mae_aligned", "n"}},
+        "per_structure": [{"rmse", "rmse_aligned", "onsite_rmse_aligned", "n"}, ...]}``; meV for H.
     """
     if which not in ("H", "S"):
         raise ValueError(f"which must be 'H' or 'S', got {which!r}")
-    mm = model.H if which == "H" else model.S
+    predictions = _predictions(model, structures, predictions)
     unit = EV_TO_MEV if which == "H" else 1.0
     acc = {"raw": ({}, {}, {}), "aligned": ({}, {}, {})}
     tot = {"raw": [0.0, 0.0], "aligned": [0.0, 0.0]}
     tot_n = 0
     unmod = 0.0
     zeros = []
-    for sd in structures:
+    per_structure = []
+    for sd, pm in zip(structures, predictions):
         ref = sd.H[0] if which == "H" else sd.S
         if ref is None:
             raise ValueError(f"reference structure has no {which}")
-        pred = mm.predict(sd.atoms)
-        if which == "H" and getattr(model, "energy_zero", None) is not None:  # the cell's energy zero V S
-            pred = add_overlap(pred, model.S.predict(sd.atoms), model.energy_zero.value(sd.atoms))
+        pred = pm.H if which == "H" else pm.S  # H with the cell's energy zero V S (HamiltonianModel.matrices)
         res, un = matrix_residuals(pred, ref)
         unmod = max(unmod, un)
         keys, kidx, _ = _entry_keys(pred, sd.atoms.numbers, sd.basis)
@@ -112,6 +140,12 @@ def block_errors(model, structures, which: str = "H") -> dict:
             tot[name][0] += float(r @ r)
             tot[name][1] += float(np.abs(r).sum())
         tot_n += res.size
+        ra = variants["aligned"]
+        on = np.isin(kidx, [k for k, key in enumerate(keys) if key.startswith("onsite/")])
+        per_structure.append({"rmse": float(np.sqrt(np.mean(variants["raw"] ** 2))) if res.size else 0.0,
+                              "rmse_aligned": float(np.sqrt(np.mean(ra ** 2))) if res.size else 0.0,
+                              "onsite_rmse_aligned": float(np.sqrt(np.mean(ra[on] ** 2))) if on.any() else 0.0,
+                              "n": int(res.size)})
     sq, ab, cnt = acc["raw"]
     sqa, aba, _ = acc["aligned"]
     per = {k: {"rmse": float(np.sqrt(sq[k] / cnt[k])), "mae": float(ab[k] / cnt[k]), "n": cnt[k],
@@ -126,11 +160,13 @@ def block_errors(model, structures, which: str = "H") -> dict:
         "n_entries": int(tot_n),
         "unmodelled_max_abs": unmod * unit,
         "per_block": per,
+        "per_structure": per_structure,
     }
 
 
 def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, path_points: int = 60,
-                      uncertainty: bool | None = None, n_samples: int | None = None, seed: int = 0) -> dict:
+                      uncertainty: bool | None = None, n_samples: int | None = None, seed: int = 0,
+                      predictions=None) -> dict:
     """Eigenvalue errors (meV) within ``E_F +- window_eV`` on a k-grid and along the band path.
 
     Absolute eigenvalues of a periodic DFT calculation carry an arbitrary,
@@ -151,35 +187,47 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     "n", "mae_meV", "mean_sigma_meV"}, ...]}`` over the same grid eigenvalues (unweighted
     counts; coverage_90: ``|err| <= 1.645 sigma``, coverage_68: ``|err| <= sigma``).
 
+    ``predictions`` (one per structure, as :func:`block_errors`) are used instead of predicting
+    again; with ``uncertainty`` their draws (calibrated, ``ModelMatrices.draws == (delta,)`` or a
+    StructureData's ``H_draws``) give the spreads, and a prediction without draws gets none.
+
     Returns
     -------
     dict
         ``{"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV", "kmesh",
-        "band_path_mae_meV", "n"}`` (+ ``"uncertainty"``).
+        "band_path_mae_meV", "n", "per_structure": [{"mae_meV", "max_meV", "mae_meV_absolute",
+        "band_path_mae_meV"}, ...]}`` (+ ``"uncertainty"``).
     """
     from ...tb.bands import band_path
     from ...tb.dos import monkhorst_pack
     from ...tb.eigen import solve
     from ...tb.smearing import fermi_level
 
-    from .calibrate import default_samples, eigen_parts, interval_metrics
+    from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
+    from .calibrate import default_samples, interval_metrics
     from .uncertainty import has_posterior
 
     if uncertainty is None:
         uncertainty = has_posterior(model.H)
     rng = np.random.default_rng(seed)
+    if predictions is None:  # draws only where they are used (structures with an electron count)
+        K = (n_samples or default_samples(model)) if uncertainty else 0
+        predictions = [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng)
+                       for sd in structures]
+    predictions = _predictions(model, structures, predictions)
     acc = {"grid": [], "grid_abs": [], "path": [], "w": [], "wp": []}
     unc = {"err": [], "sigma": [], "per": []}
     shifts = []
-    for sd in structures:
+    per_structure = []
+    for sd, pm in zip(structures, predictions):
         kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
         sigma = None
-        if uncertainty and sd.n_electrons is not None:
-            parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, n_samples or default_samples(model), rng,
-                                split=False)
-            H, S, e_mod, sigma = parts["H"], parts["S"], parts["eps"], parts["sigma"]
+        H, S = pm.H, pm.S
+        if uncertainty and sd.n_electrons is not None and len(pm.draws) == 1:
+            e_mod, draws = eigenvalue_draws(H, S, pm.draws[0], kp)
+            ef_d, efd = fermi_levels(e_mod, draws, wk, sd.n_electrons)
+            sigma = relative_sigma(e_mod, draws, ef_d, efd)
         else:
-            H, S = model.predict(sd.atoms)
             e_mod = solve(H, S, kp)
         e_ref = solve(sd.H[0], sd.S, kp)
         nb = min(e_ref.shape[1], e_mod.shape[1])
@@ -210,8 +258,14 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         p_ref, p_mod = solve(sd.H[0], sd.S, kpath), solve(H, S, kpath)
         nb = min(p_ref.shape[1], p_mod.shape[1])
         p_ref, p_mod = p_ref[:, :nb], p_mod[:, :nb]
-        pm = np.abs(p_ref - ef_ref) <= window_eV
-        acc["path"].append(np.abs((p_mod - ef_mod) - (p_ref - ef_ref))[pm])
+        on_path = np.abs(p_ref - ef_ref) <= window_eV
+        acc["path"].append(np.abs((p_mod - ef_mod) - (p_ref - ef_ref))[on_path])
+        g1, w1 = acc["grid"][-1], acc["w"][-1]
+        nan = float("nan")
+        per_structure.append({"mae_meV": float((w1 * g1).sum() / w1.sum() * EV_TO_MEV) if g1.size else nan,
+                              "max_meV": float(g1.max() * EV_TO_MEV) if g1.size else nan,
+                              "mae_meV_absolute": float((w1 * acc["grid_abs"][-1]).sum() / w1.sum() * EV_TO_MEV) if g1.size else nan,
+                              "band_path_mae_meV": float(acc["path"][-1].mean() * EV_TO_MEV) if acc["path"][-1].size else nan})
     g = np.concatenate(acc["grid"]) if acc["grid"] else np.zeros(0)
     ga = np.concatenate(acc["grid_abs"]) if acc["grid_abs"] else np.zeros(0)
     w = np.concatenate(acc["w"]) if acc["w"] else np.zeros(0)
@@ -233,12 +287,18 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         "kmesh": list(kmesh),
         "band_path_mae_meV": float(p.mean() * EV_TO_MEV) if p.size else nan,
         "n": int(g.size),
+        "per_structure": per_structure,
     }
 
 
 def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncertainty: bool | None = None,
-             n_samples: int | None = None) -> dict:
+             n_samples: int | None = None, predictions=None, seed: int = 0) -> dict:
     """The ``acehamil evaluate --json`` contract.
+
+    Each structure is predicted once (:meth:`HamiltonianModel.matrices`, with ``n_samples``
+    calibrated posterior draws when ``uncertainty``), or ``predictions`` (one per structure:
+    ModelMatrices or predicted StructureData, e.g. from :meth:`HamiltonianModel.predict_structure`)
+    are used as given; H/S errors, eigenvalue errors and spreads all come from that one prediction.
 
     Returns
     -------
@@ -248,19 +308,40 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
         "S": {"rmse", "mae", "unmodelled_max_abs", "per_block": {...}},
         "eigenvalues": {"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV", "kmesh",
         "band_path_mae_meV", "n", "uncertainty": {...}},
+        "per_structure": [{"name", "kind", "H_rmse_meV", "H_rmse_meV_aligned", "onsite_rmse_meV_aligned",
+        "S_rmse", "eig_mae_meV", "eig_max_meV", "eig_mae_meV_absolute", "band_path_mae_meV"}, ...],
         "n_structures"}``; ``"uncertainty"`` (see :func:`eigenvalue_errors`) when the model
-        carries posteriors and ``uncertainty`` is not False.
+        carries posteriors and ``uncertainty`` is not False (with ``predictions``: when they
+        carry draws).  ``kind`` is the structure's ``info["kind"]`` (None when absent).
     """
     from ...errors import UserError
     from ...structure.validate import check_same_basis
+    from .calibrate import default_samples
+    from .uncertainty import has_posterior
 
     structures = list(structures)
     if not structures:
         raise UserError("no structures to evaluate")
     for k, sd in enumerate(structures):
         check_same_basis(model.orbital_basis, sd.basis, sd.atoms.numbers, f"structure {k} ({sd.info.get('name', '?')!r})")
-    h = block_errors(model, structures, "H")
-    s = block_errors(model, structures, "S")
+    if uncertainty is None:
+        uncertainty = has_posterior(model.H)
+    if predictions is None:
+        rng = np.random.default_rng(seed)
+        K = (n_samples or default_samples(model)) if uncertainty else 0
+        predictions = [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng)
+                       for sd in structures]
+    predictions = _predictions(model, structures, predictions)
+    h = block_errors(model, structures, "H", predictions)
+    s = block_errors(model, structures, "S", predictions)
+    e = eigenvalue_errors(model, structures, kmesh=kmesh, window_eV=window_eV, uncertainty=uncertainty,
+                          predictions=predictions)
+    per = [{"name": sd.info.get("name"), "kind": sd.info.get("kind"),
+            "H_rmse_meV": hk["rmse"], "H_rmse_meV_aligned": hk["rmse_aligned"],
+            "onsite_rmse_meV_aligned": hk["onsite_rmse_aligned"], "S_rmse": sk["rmse"],
+            "eig_mae_meV": ek["mae_meV"], "eig_max_meV": ek["max_meV"], "eig_mae_meV_absolute": ek["mae_meV_absolute"],
+            "band_path_mae_meV": ek["band_path_mae_meV"]}
+           for sd, hk, sk, ek in zip(structures, h["per_structure"], s["per_structure"], e.pop("per_structure"))]
     return {
         "H": {
             "rmse_meV": h["rmse"], "mae_meV": h["mae"], "rmse_meV_aligned": h["rmse_aligned"], "mae_meV_aligned": h["mae_aligned"],
@@ -269,7 +350,46 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
                               "mae_meV_aligned": v["mae_aligned"], "n": v["n"]} for k, v in h["per_block"].items()},
         },
         "S": {"rmse": s["rmse"], "mae": s["mae"], "unmodelled_max_abs": s["unmodelled_max_abs"], "per_block": s["per_block"]},
-        "eigenvalues": eigenvalue_errors(model, structures, kmesh=kmesh, window_eV=window_eV, uncertainty=uncertainty,
-                                         n_samples=n_samples),
+        "eigenvalues": e,
+        "per_structure": per,
         "n_structures": len(structures),
     }
+
+
+def by_kind(per_structure, default_kind: str = "unlabelled") -> dict:
+    """Mean errors per structure kind from :func:`evaluate`'s ``per_structure`` records.
+
+    Parameters
+    ----------
+    per_structure : list of dict
+    default_kind : str
+        Kind of records whose ``kind`` is None.
+
+    Returns
+    -------
+    dict {kind: {"n", "H_rmse_meV_aligned", "H_rmse_meV", "onsite_rmse_meV_aligned", "eig_mae_meV",
+    "eig_max_meV", "eig_mae_meV_absolute"}}
+        Means over the kind's structures (``eig_max_meV``: the largest), in order of first appearance.
+
+    Examples
+    --------
+    >>> recs = [{"kind": "a", "H_rmse_meV_aligned": 1.0, "H_rmse_meV": 2.0, "onsite_rmse_meV_aligned": 0.5,
+    ...          "eig_mae_meV": 10.0, "eig_max_meV": 30.0, "eig_mae_meV_absolute": 12.0},
+    ...         {"kind": "a", "H_rmse_meV_aligned": 3.0, "H_rmse_meV": 4.0, "onsite_rmse_meV_aligned": 1.5,
+    ...          "eig_mae_meV": 20.0, "eig_max_meV": 50.0, "eig_mae_meV_absolute": 22.0}]
+    >>> t = by_kind(recs)["a"]
+    >>> t["n"], t["eig_mae_meV"], t["eig_max_meV"]
+    (2, 15.0, 50.0)
+    """
+    keys = ("H_rmse_meV_aligned", "H_rmse_meV", "onsite_rmse_meV_aligned", "eig_mae_meV", "eig_max_meV",
+            "eig_mae_meV_absolute")
+    groups = {}
+    for r in per_structure:
+        groups.setdefault(r.get("kind") or default_kind, []).append(r)
+    out = {}
+    for kind, rs in groups.items():
+        t = {k: float(np.mean([x[k] for x in rs])) for k in keys}
+        t["eig_max_meV"] = float(max(x["eig_max_meV"] for x in rs))
+        t["n"] = len(rs)
+        out[kind] = t
+    return out

@@ -353,17 +353,73 @@ class HamiltonianModel:
     def reach(self) -> float:
         return max(self.H.reach, self.S.reach)
 
+    def energy_zero_of(self, atoms) -> float:
+        """The cell's energy zero ``V`` in eV (0 without an :class:`EnergyZero`)."""
+        return 0.0 if self.energy_zero is None else self.energy_zero.value(atoms)
+
+    def with_energy_zero(self, H_local: RealSpaceMatrix, S: RealSpaceMatrix, atoms) -> RealSpaceMatrix:
+        """Model H of ``atoms`` from the local part ``H_local`` (``self.H``'s blocks): ``H_local + V S``.
+
+        The one place where the cell's energy zero (:class:`EnergyZero`) enters a predicted H.
+        Every path that assembles H from ``self.H`` itself (row chunks on workers, posterior
+        draws) goes through here or through :meth:`matrices`; draws are differences from the
+        prediction, so the rigid ``V S`` cancels in them.
+        """
+        return add_overlap(H_local, S, self.energy_zero_of(atoms))
+
     @with_inner_threads
-    def predict(self, atoms) -> tuple:
+    def matrices(self, atoms, pairs=None, n_samples: int = 0, rng=None, split: bool = False,
+                 scales=None) -> "ModelMatrices":
+        """Predicted H (with the energy zero), S and, when ``n_samples > 0``, posterior draws of H.
+
+        The entry point of every prediction (:meth:`predict`, :meth:`predict_structure`,
+        evaluation, calibration, selection): features are evaluated once per structure for
+        the prediction and its draws together.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        pairs : NeighbourPairs, optional
+            Neighbour list with cutoff ``>= self.reach`` (built when omitted).
+        n_samples : int
+            Posterior draws ``K`` of H (0: none; needs posteriors).
+        rng : numpy.random.Generator, optional
+            Of the draws (default ``default_rng(0)``).
+        split : bool
+            Draws of the epistemic and noise parts separately, unscaled (what the
+            calibration needs); else one calibrated set ``a epi + b noise``.
+        scales : (float, float), optional
+            ``(a, b)``; default the model's calibration (:func:`.calibrate.scales_of`).
+
+        Returns
+        -------
+        ModelMatrices
+        """
+        nl = pairs if pairs is not None else neighbour_pairs(atoms, self.reach)
+        S = self.S.predict(atoms, pairs=nl)
+        draws = ()
+        if n_samples:
+            from .calibrate import scales_of
+            from .uncertainty import sample_matrix
+
+            rng = rng if rng is not None else np.random.default_rng(0)
+            ab = scales_of(self) if scales is None else scales
+            H_local, *draws = sample_matrix(self.H, atoms, int(n_samples), rng, pairs=nl, scales=ab, split=split)
+        else:
+            H_local = self.H.predict(atoms, pairs=nl)
+        return ModelMatrices(self.with_energy_zero(H_local, S, atoms), S, tuple(draws), self.energy_zero_of(atoms), nl)
+
+    def predict(self, atoms, check_overlap: bool = True) -> tuple:
         """``(H, S)`` real-space matrices of ``atoms`` (eV, dimensionless).
 
         H includes the cell's energy zero ``V S`` when the model has one (:class:`EnergyZero`).
+        With ``check_overlap`` (as :meth:`predict_structure`) a predicted S(k) that is not
+        positive definite emits an :class:`OverlapWarning` (:func:`acehamil.tb.overlap.overlap_check`).
         """
-        nl = neighbour_pairs(atoms, self.reach)
-        H, S = self.H.predict(atoms, pairs=nl), self.S.predict(atoms, pairs=nl)
-        if self.energy_zero is not None:
-            H = add_overlap(H, S, self.energy_zero.value(atoms))
-        return H, S
+        m = self.matrices(atoms)
+        if check_overlap:
+            warn_if_not_positive_definite(overlap_check(m.S, atoms), "the structure")
+        return m.H, m.S
 
     def predict_structure(self, atoms, check_overlap: bool = True, info=None, charge: float = 0.0, n_samples: int = 0,
                           rng=None) -> StructureData:
@@ -393,32 +449,23 @@ class HamiltonianModel:
         draws = None
         if n_samples:
             from .calibrate import scales_of
-            from .uncertainty import extrapolation_score, sample_matrix
+            from .uncertainty import extrapolation_score
 
-            nl = neighbour_pairs(atoms, self.reach)
             a, b = scales_of(self)
-            rng = rng if rng is not None else np.random.default_rng(0)
-            H, draws = sample_matrix(self.H, atoms, int(n_samples), rng, pairs=nl, scales=(a, b))
-            S = self.S.predict(atoms, pairs=nl)
-            if self.energy_zero is not None:
-                H = add_overlap(H, S, self.energy_zero.value(atoms))
-            score = extrapolation_score(self, atoms, pairs=nl)
+            m = self.matrices(atoms, n_samples=int(n_samples), rng=rng, scales=(a, b))
+            draws = m.draws[0]
+            score = extrapolation_score(self, atoms, pairs=m.pairs)
             meta["uncertainty"] = {"n_samples": int(n_samples), "scale_epistemic": a, "scale_noise": b,
                                    "extrapolation_max": float(np.nanmax(score)) if np.any(np.isfinite(score)) else None,
                                    "extrapolation_per_atom": [None if not np.isfinite(x) else float(x) for x in score]}
         else:
-            H, S = self.predict(atoms)
+            m = self.matrices(atoms)
+        H, S = m.H, m.S
         if check_overlap:
             smin, kmin, nk = overlap_check(S, atoms)
             meta.update(overlap_min_eigenvalue=smin, overlap_min_kpoint=kmin, overlap_kpoints_checked=nk,
                         overlap_positive_definite=bool(smin > 0))
-            if not smin > 0:
-                import warnings
-
-                warnings.warn(f"predicted S of {meta.get('name', 'the structure')} is not positive definite: smallest "
-                              f"eigenvalue of S(k) {smin:.4g} at k = {kmin} (over {nk} k-points checked); atoms too "
-                              f"close or outside the training data? bands/DOS will refuse it", OverlapWarning,
-                              stacklevel=2)
+            warn_if_not_positive_definite((smin, kmin, nk), meta.get("name", "the structure"))
         if charge:
             meta["charge"] = float(charge)
         return StructureData(atoms=atoms.copy(), basis=self.orbital_basis, H=(H,), S=S, n_electrons=n_el, info=meta,
@@ -427,6 +474,44 @@ class HamiltonianModel:
 
 class OverlapWarning(UserWarning):
     """A predicted overlap matrix S(k) is not positive definite."""
+
+
+def warn_if_not_positive_definite(check: tuple, name: str) -> None:
+    """Emit an :class:`OverlapWarning` unless the smallest eigenvalue of ``check`` (the result of
+    :func:`acehamil.tb.overlap.overlap_check`) is > 0."""
+    smin, kmin, nk = check
+    if not smin > 0:
+        import warnings
+
+        warnings.warn(f"predicted S of {name} is not positive definite: smallest eigenvalue of S(k) {smin:.4g} at "
+                      f"k = {kmin} (over {nk} k-points checked); atoms too close or outside the training data? "
+                      f"bands/DOS will refuse it", OverlapWarning, stacklevel=3)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelMatrices:
+    """What :meth:`HamiltonianModel.matrices` predicts for one structure.
+
+    Attributes
+    ----------
+    H : RealSpaceMatrix
+        eV, including the cell's energy zero ``V S``.
+    S : RealSpaceMatrix
+        Dimensionless.
+    draws : tuple of ndarray
+        Posterior draws of H minus ``H`` (layout of ``H.data``), each (K, H.data.size), eV:
+        ``()`` without draws, ``(delta,)`` calibrated, ``(epistemic, noise)`` with ``split``.
+    energy_zero : float
+        ``V`` (eV) included in H.
+    pairs : NeighbourPairs
+        The neighbour list used (reusable for more work on the same structure).
+    """
+
+    H: RealSpaceMatrix
+    S: RealSpaceMatrix
+    draws: tuple = ()
+    energy_zero: float = 0.0
+    pairs: object = None
 
 
 def random_coefficients(mm: MatrixModel, rng: np.random.Generator, scale: float = 1.0) -> dict:

@@ -39,16 +39,13 @@ def band_score(model, atoms, n_electrons=None, kmesh=(2, 2, 2), n_samples: int =
                rng=None) -> float:
     """Mean epistemic spread (eV) of the eigenvalues within ``E_F +- window_eV`` (all bands
     without ``n_electrons``), calibrated by the model's epistemic factor."""
-    from ...structure.neighbours import neighbour_pairs
     from ...tb.dos import monkhorst_pack
     from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
     from .calibrate import scales_of
-    from .uncertainty import sample_matrix
 
     rng = rng if rng is not None else np.random.default_rng(0)
-    nl = neighbour_pairs(atoms, model.reach)
-    H, de, _ = sample_matrix(model.H, atoms, n_samples, rng, pairs=nl, split=True)
-    S = model.S.predict(atoms, pairs=nl)
+    m = model.matrices(atoms, n_samples=n_samples, rng=rng, split=True)
+    H, S, de = m.H, m.S, m.draws[0]
     kp, wk = monkhorst_pack(kmesh, atoms.pbc)
     eps, draws = eigenvalue_draws(H, S, de, kp)
     a = scales_of(model)[0]
