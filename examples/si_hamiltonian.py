@@ -1,16 +1,21 @@
 """Learn H and S of silicon, predict held-out structures, plot bands and DOS (model vs DFT).
 
-Steps: read the shipped PySCF datasets, fit equivariant ACE models of H and S
-on the training structures (``[data]`` in the TOML), save the model, predict
-the held-out structures (never used in fitting) into a dataset file, report
-H/S/eigenvalue errors, score the out-of-distribution test-only set
-(``data/si_test_ood.h5``: strained, strongly rattled, vacancy and 64-atom cells; never
-fitted, never used to choose settings) per structure kind, and write a band-structure
-plot and a DOS plot.
+Steps (the README's main job): read the shipped PySCF datasets, fit equivariant ACE
+models of H and S on the training structures (``[data]`` in the TOML) with calibrated
+error bars, save the model, predict the held-out structures (never used in fitting) into a
+dataset file, report their H/S/eigenvalue errors per structure kind (``evaluation.json``),
+and plot the bands (with the model's 90 % error band) and DOS of one of them.  Each
+held-out structure is predicted once; its H/S and eigenvalue errors all come from that
+prediction.
+
+``--full`` adds what takes several times longer: the eigenvalue error bars of every
+held-out structure against their errors (coverage), and the per-kind scores of the
+out-of-distribution test-only set ``data/si_test_ood.h5`` (strained, strongly rattled,
+vacancy and 64-atom cells; never fitted, never used to choose settings).
 
 Usage::
 
-    python examples/si_hamiltonian.py [--config examples/si_hamiltonian.toml] [--out si_hamiltonian_out]
+    python examples/si_hamiltonian.py [--config examples/si_hamiltonian.toml] [--out si_hamiltonian_out] [--full]
 
 Then, e.g., ``acehamil bands si_hamiltonian_out/predicted.h5``.
 """
@@ -33,17 +38,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(HERE / "si_hamiltonian.toml"))
     p.add_argument("--out", default="si_hamiltonian_out")
+    p.add_argument("--full", action="store_true",
+                   help="also score the error bars of every held-out structure and the out-of-distribution set")
     p.add_argument("--ood", default=str(HERE.parent / "data" / "si_test_ood.h5"),
-                   help="out-of-distribution test-only dataset ('' to skip)")
+                   help="out-of-distribution test-only dataset scored with --full ('' to skip)")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
 
     from acehamil.io.config import read_model_config
     from acehamil.io.dataset import read_dataset, write_dataset
     from acehamil.io.models import load_model, save_model
-    from acehamil.models.hamiltonian.evaluate import evaluate
+    from acehamil.models.hamiltonian.evaluate import by_kind, evaluate
     from acehamil.models.hamiltonian.fit import fit, format_report
 
+    t_start, c_start = time.perf_counter(), time.process_time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = read_model_config(args.config)
@@ -56,32 +64,53 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     model = fit([ds[i] for i in train_idx], cfg, progress=not args.quiet)
-    print(f"fit: {time.perf_counter() - t0:.1f} s")
+    unc = model.report.get("uncertainty", {})
+    print(f"fit: {time.perf_counter() - t0:.1f} s" + (f" (of which error-bar calibration {unc['seconds']:.1f} s)"
+                                                       if "seconds" in unc else ""))
     if not args.quiet:
         print(format_report(model.report))
     save_model(model, out / "model.h5")
     model = load_model(out / "model.h5")  # what a user gets back from the file
 
     test = [ds[i] for i in test_idx]
+    n_draws = model.config.uncertainty.n_samples if unc else 0
     predicted = []
-    for i, sd in zip(test_idx, test):
-        pred = model.predict_structure(sd.atoms, info={"name": f"predicted {ds.names[i]}"})
+    for k, (i, sd) in enumerate(zip(test_idx, test)):
+        # draws (the error bars) for the plotted structure always, for every one with --full
+        pred = model.predict_structure(sd.atoms, info={"name": f"predicted {ds.names[i]}"},
+                                       n_samples=n_draws if (k == 0 or args.full) else 0,
+                                       rng=np.random.default_rng(k))
         predicted.append(replace(pred, n_electrons=sd.n_electrons))
         print(f"held-out {ds.names[i]}: smallest eigenvalue of predicted S(k) = {pred.info['overlap_min_eigenvalue']:.4f}")
-    write_dataset(out / "predicted.h5", predicted)
+    write_dataset(out / "predicted.h5", [replace(x, H_draws=None) for x in predicted])
 
-    res = evaluate(model, test, kmesh=(6, 6, 6), window_eV=2.0)
+    # every error below from the one prediction per structure above
+    res = evaluate(model, test, kmesh=(6, 6, 6), window_eV=2.0, uncertainty=args.full, predictions=predicted)
     print(f"held-out H RMSE {res['H']['rmse_meV_aligned']:.3f} meV modulo the energy zero V*S "
           f"({res['H']['rmse_meV']:.3f} meV absolute), S RMSE {res['S']['rmse']:.2e}, "
           f"eigenvalue MAE within E_F +- 2 eV {res['eigenvalues']['mae_meV']:.3f} meV "
           f"(band path {res['eigenvalues']['band_path_mae_meV']:.3f} meV)")
-    res["held_out_by_kind"] = score_by_kind(model, test, "held-out structures (never fitted), by kind:")
-    if args.ood and Path(args.ood).exists():
-        res["out_of_distribution"] = score_by_kind(model, read_dataset(args.ood), "out-of-distribution test set (never fitted):")
+    if "uncertainty" in res["eigenvalues"]:
+        u = res["eigenvalues"]["uncertainty"]
+        print(f"held-out error bars: {u['coverage_90']:.2f} of the eigenvalue errors within the 90 % interval, "
+              f"{u['coverage_68']:.2f} within 68 %")
+    res["held_out_by_kind"] = print_kinds(by_kind(res["per_structure"], UNLABELLED),
+                                          "held-out structures (never fitted), by kind:")
+    if args.full and args.ood and Path(args.ood).exists():
+        res["out_of_distribution"] = print_kinds(score_ood(model, read_dataset(args.ood)),
+                                                 "out-of-distribution test set (never fitted):")
+    elif not args.full:
+        print("(out-of-distribution test set and held-out error-bar coverage: rerun with --full)")
+    res["seconds"] = {"wall": time.perf_counter() - t_start, "cpu": time.process_time() - c_start}
     (out / "evaluation.json").write_text(json.dumps(res, indent=1, default=float))
     plot(test[0], predicted[0], out)
-    print(f"wrote {out}/model.h5, predicted.h5, evaluation.json, bands.png, dos.png")
+    print(f"wrote {out}/model.h5, predicted.h5, evaluation.json, bands.png, dos.png "
+          f"({time.perf_counter() - t_start:.0f} s wall, {time.process_time() - c_start:.0f} s CPU)")
     return 0
+
+
+#: Kind of the shipped structures that carry no ``info["kind"]`` (data/si8_szv.h5).
+UNLABELLED = "si8-rattle0.05-0.15"
 
 
 def kmesh_for(atoms) -> tuple:
@@ -89,36 +118,23 @@ def kmesh_for(atoms) -> tuple:
     return tuple(int(max(1, round(6 * 5.43 / x))) for x in np.linalg.norm(np.asarray(atoms.cell.array), axis=1))
 
 
-def score_by_kind(model, ds, title: str) -> dict:
-    """Errors per structure kind (``info["kind"]``; unlabelled: "si8-rattle0.05-0.15") of test structures; prints a table.
+def score_ood(model, ds) -> dict:
+    """Errors per structure kind of a test set, each structure predicted once on its own k-mesh."""
+    from acehamil.models.hamiltonian.evaluate import by_kind, evaluate
 
-    Returns
-    -------
-    dict {kind: {"n", "H_rmse_meV_aligned", "H_rmse_meV", "eig_mae_meV", "eig_max_meV",
-    "eig_mae_meV_absolute", "onsite_rmse_meV"}}
-    """
-    from acehamil.models.hamiltonian.evaluate import evaluate
-
-    rows = {}
+    per = []
     for sd in ds:
-        r = evaluate(model, [sd], kmesh=kmesh_for(sd.atoms), window_eV=2.0, uncertainty=False)
-        onsite = [v for k, v in r["H"]["per_block"].items() if k.startswith("onsite/")]
-        n_on = sum(v["n"] for v in onsite)
-        row = rows.setdefault(sd.info.get("kind", "si8-rattle0.05-0.15"), [])
-        row.append({"H_rmse_meV_aligned": r["H"]["rmse_meV_aligned"], "H_rmse_meV": r["H"]["rmse_meV"],
-                    "eig_mae_meV": r["eigenvalues"]["mae_meV"], "eig_max_meV": r["eigenvalues"]["max_meV"],
-                    "eig_mae_meV_absolute": r["eigenvalues"]["mae_meV_absolute"],
-                    "onsite_rmse_meV": float(np.sqrt(sum(v["rmse_meV_aligned"] ** 2 * v["n"] for v in onsite) / max(n_on, 1)))})
-    table = {}
+        per += evaluate(model, [sd], kmesh=kmesh_for(sd.atoms), window_eV=2.0, uncertainty=False)["per_structure"]
+    return by_kind(per, UNLABELLED)
+
+
+def print_kinds(table: dict, title: str) -> dict:
+    """Print a per-kind table of :func:`acehamil.models.hamiltonian.evaluate.by_kind`; returns it."""
     print(title)
     print(f"  {'kind':<30}{'n':>3}{'H rmse aligned':>16}{'absolute':>10}{'eig MAE':>9}{'max':>7}{'absolute':>10}{'on-site':>9}  meV")
-    for kind, rs in rows.items():
-        t = {k: float(np.mean([x[k] for x in rs])) for k in rs[0]}
-        t["eig_max_meV"] = float(max(x["eig_max_meV"] for x in rs))
-        t["n"] = len(rs)
-        table[kind] = t
-        print(f"  {kind:<30}{len(rs):>3}{t['H_rmse_meV_aligned']:>16.2f}{t['H_rmse_meV']:>10.2f}{t['eig_mae_meV']:>9.1f}"
-              f"{t['eig_max_meV']:>7.0f}{t['eig_mae_meV_absolute']:>10.1f}{t['onsite_rmse_meV']:>9.1f}")
+    for kind, t in table.items():
+        print(f"  {kind:<30}{t['n']:>3}{t['H_rmse_meV_aligned']:>16.2f}{t['H_rmse_meV']:>10.2f}{t['eig_mae_meV']:>9.1f}"
+              f"{t['eig_max_meV']:>7.0f}{t['eig_mae_meV_absolute']:>10.1f}{t['onsite_rmse_meV_aligned']:>9.1f}")
     return table
 
 
@@ -139,14 +155,25 @@ def plot(ref, pred, out: Path) -> None:
     ef, ef_mod = b_ref.fermi_level, b_mod.fermi_level
     kax = b_ref.axis  # path length, labels (Γ), breaks: no line is drawn across a jump of the path
     x, xt, labels = kax.x, kax.ticks, kax.labels
+    sigma = None
+    if pred.H_draws is not None:  # the model's calibrated error bars (posterior draws, docs/uncertainty.md)
+        from acehamil.tb.draws import band_uncertainty
+
+        sigma = band_uncertainty(pred, b_ref.path.kpts)[1]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for sl in kax.segments():
+        if sigma is not None:
+            e = b_mod.energies[0, sl] - ef_mod
+            for n in range(e.shape[1]):
+                ax.fill_between(x[sl], e[:, n] - 1.645 * sigma[sl, n], e[:, n] + 1.645 * sigma[sl, n],
+                                color="tab:red", alpha=0.25, lw=0)
         ax.plot(x[sl], b_ref.energies[0, sl] - ef, color="k", lw=1.6)
         ax.plot(x[sl], b_mod.energies[0, sl] - ef_mod, color="tab:red", lw=1.0, ls="--")
     for q in kax.breaks:
         ax.axvline(x[q], color="0.3", lw=1.0)
     ax.plot([], [], color="k", label="DFT (PySCF)")
-    ax.plot([], [], color="tab:red", ls="--", label="ACE model")
+    ax.plot([], [], color="tab:red", ls="--", label="ACE model" + (f" (90 % band: median +-{1645 * float(np.median(sigma)):.0f} meV)"
+                                                                     if sigma is not None else ""))
     ax.set_xticks(xt, labels)
     ax.set_xlim(x[0], x[-1])
     ax.set_ylim(-13, 8)
