@@ -24,7 +24,8 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 class ACECalculator(Calculator):
     """ASE calculator wrapping an :class:`~acehamil.models.potential.ACEPotential` or
-    :class:`~acehamil.models.potential.embedded.EmbeddedACEPotential`.
+    :class:`~acehamil.models.potential.embedded.EmbeddedACEPotential` or
+    :class:`~acehamil.models.potential.multilayer.MultilayerACEPotential`.
 
     Properties: ``energy``, ``free_energy`` (eV, equal: no electronic entropy),
     ``energies`` (natoms,) eV, ``forces`` (natoms, 3) eV/Å and ``stress`` (6,) eV/Å^3
@@ -38,7 +39,7 @@ class ACECalculator(Calculator):
 
     Parameters
     ----------
-    potential : ACEPotential or EmbeddedACEPotential
+    potential : ACEPotential, EmbeddedACEPotential or MultilayerACEPotential
     chunk_atoms : int
         Centres per basis call (memory bound for large systems).
     posterior : PotentialPosterior, optional
@@ -49,9 +50,10 @@ class ACECalculator(Calculator):
     def __init__(self, potential, chunk_atoms: int = 256, posterior=None, **kwargs):
         from .models.potential.embedded import EmbeddedACEPotential
         from .models.potential.model import ACEPotential
+        from .models.potential.multilayer import MultilayerACEPotential
 
-        if not isinstance(potential, (ACEPotential, EmbeddedACEPotential)):
-            raise TypeError(f"expected an ACEPotential or EmbeddedACEPotential, got {type(potential).__name__}")
+        if not isinstance(potential, (ACEPotential, EmbeddedACEPotential, MultilayerACEPotential)):
+            raise TypeError(f"expected an ACEPotential, EmbeddedACEPotential or MultilayerACEPotential, got {type(potential).__name__}")
         super().__init__(**kwargs)
         self.potential = potential
         self.chunk_atoms = int(chunk_atoms)

@@ -10,7 +10,10 @@ Models (``--models``): ``linear`` (the default ACE potential) and ``embedded``
 (linear part + Finnis-Sinclair-like embedded densities,
 :mod:`acehamil.models.potential.embedded`), fitted at the cutoff and with the
 linear hyperparameters the linear CV chose; its density ridge is chosen by the
-same 5-fold training CV.
+same 5-fold training CV; ``multilayer`` (linear first layer + a second, message-passing
+layer with invariant and L = 1 messages, :mod:`acehamil.models.potential.multilayer`),
+linear in its parameters and fitted jointly with the linear fit's CV grids (one
+feature pass serves the linear and the multilayer fit).
 
 Usage::
 
@@ -41,6 +44,8 @@ PUBLISHED = {
 CUTOFFS = {"Si": (5.0,), "Ge": (5.0, 6.0), "Li": (5.0,), "Mo": (5.0, 6.0)}
 BASIS = {"n_max": 10, "max_nu": 4, "max_degree": (18, 14, 10, 8)}
 #: Embedded-model settings (EmbeddingSettings keywords).
+#: Multilayer settings (MessageSpec keywords; cutoffs default to the basis cutoff).
+MULTILAYER = {"n_message": 6, "n_pass": 6, "embeddings": ("identity", "fs")}
 EMBEDDED = {"embeddings": ("fs", "fs"), "density_max_degree": (9, 6, 4, 3), "lam": (1e-3, 1e-1), "maxiter": 300, "init_scale": 1.0}
 
 
@@ -62,6 +67,30 @@ def _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion
     with open(path, "wb") as fh:
         pickle.dump(acc, fh)
     return acc
+
+
+def _cached_multilayer(cache_dir, el, basis, species, train, settings, mspec, repulsion, progress):
+    """Message layer and joint design data (linear + second layer), cached like :func:`_cached_accumulate`."""
+    from acehamil.models.potential.multilayer_fit import accumulate_multilayer, multilayer_layer
+
+    def build():
+        layer = multilayer_layer(mspec, species, train)
+        return layer, accumulate_multilayer(basis, species, train, settings, layer, repulsion, progress)
+
+    if cache_dir is None:
+        return build()
+    key = json.dumps(["multilayer", el, basis.spec.to_dict(), mspec.to_dict(), settings.energy_sigma, settings.force_sigma,
+                      settings.stress_sigma, settings.config_type_weights, settings.n_folds, settings.seed,
+                      repulsion.to_dict() if repulsion else None], sort_keys=True, default=str)
+    path = Path(cache_dir) / f"{el}_ml_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+    if path.is_file():
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    out = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump(out, fh, protocol=4)
+    return out
 
 
 def _cached_embedding_data(cache_dir, el, basis, species, train, settings, emb, repulsion, progress):
@@ -103,7 +132,7 @@ def _row(el, model, rc, res, potential, test, train, train_metrics, fit_seconds,
 
 
 def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
-                cache_dir=None, train_metrics=False, models=("linear",), emb=None) -> list:
+                cache_dir=None, train_metrics=False, models=("linear",), emb=None, ml=None) -> list:
     from acehamil.models.potential.config import core_repulsion, make_basis
     from acehamil.io.labelled import read_configs
     from acehamil.models.potential.fit import FitSettings, fit_potential
@@ -116,6 +145,10 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     settings = FitSettings(solver=solver, lam=(1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), power=(0.0, 1.0, 2.0),
                            degree_shifts=(0, 2, 4), energy_factors=(0.3, 1.0, 3.0, 10.0, 30.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5)
     repulsion = core_repulsion(train, species)
+    ml = dict(MULTILAYER if ml is None else ml)
+    if "multilayer" in models and "embedded" not in models:
+        return _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, basis_kw, ml, progress, save_dir,
+                               cache_dir, train_metrics, models)
     best = None
     t0 = time.perf_counter()
     for rc in cutoffs:
@@ -157,6 +190,52 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     return rows
 
 
+def _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, basis_kw, ml, progress, save_dir, cache_dir,
+                    train_metrics, models) -> list:
+    """Linear and multilayer fits from one joint feature pass per cutoff; each model's cutoff by its own CV score."""
+    from acehamil.io.labelled import read_configs
+    from acehamil.models.potential.config import make_basis
+    from acehamil.models.potential.multilayer import MessageSpec
+    from acehamil.models.potential.multilayer_fit import fit_multilayer, linear_from_accumulated
+
+    best = {}
+    for rc in cutoffs:
+        t0 = time.perf_counter()
+        basis = make_basis(species, r_cut=rc, **basis_kw)
+        mspec = MessageSpec(n_message=ml["n_message"], r_message=ml.get("r_message") or rc, n_pass=ml["n_pass"],
+                            r_pass=ml.get("r_pass") or rc, embeddings=tuple(ml["embeddings"]))
+        if progress:
+            print(f"{el}: r_cut={rc} {basis}; {mspec}", file=sys.stderr, flush=True)
+        layer, acc = _cached_multilayer(cache_dir, el, basis, species, train, settings, mspec, repulsion, progress)
+        t1 = time.perf_counter()
+        fits = {}
+        if "linear" in models:
+            fits["linear"] = linear_from_accumulated(acc, basis, species, settings, repulsion, progress)
+        fits["multilayer"] = fit_multilayer(train, basis, species, settings, repulsion=repulsion, progress=progress,
+                                            accumulated=acc, layer=layer)
+        for name, res in fits.items():
+            score = res.cv[0]["score"] if res.cv else 0.0
+            secs = (t1 - t0) + res.seconds["cv"] + res.seconds["solve"]
+            if name not in best or score < best[name][0]:
+                best[name] = (score, rc, res, secs, {**res.seconds, "features": acc.seconds})
+            if progress:
+                print(f"  {name} r_cut={rc}: CV score {score:.3f}", file=sys.stderr, flush=True)
+    test = read_configs(data_dir / f"{el}_test.xyz")  # read only now: evaluation, never tuning
+    rows = []
+    for name, (score, rc, res, secs, detail) in best.items():
+        row = _row(el, name, rc, res, res.potential, test, train, train_metrics, secs, detail)
+        if name == "multilayer":
+            row["message_spec"] = res.potential.layer.spec.to_dict()
+            row["n_layer2_features"] = int(res.potential.weights.size)
+        rows.append(row)
+        if save_dir is not None:
+            from acehamil.io.potential_file import save_potential
+
+            Path(save_dir).mkdir(parents=True, exist_ok=True)
+            save_potential(Path(save_dir) / (f"{el}.h5" if name == "linear" else f"{el}_{name}.h5"), res.potential)
+    return rows
+
+
 def table(rows) -> str:
     out = [f"{'El':<4}{'model':<10}{'E MAE':>8}{'F MAE':>8}   {'GAP E|F':>12}   {'MTP E|F':>12}   {'E<=min?':>8}{'F<=1.2min?':>11}  {'fit s':>7}",
            f"{'':<14}{'meV/at':>8}{'eV/A':>8}"]
@@ -181,7 +260,13 @@ def main(argv=None) -> int:
     p.add_argument("--save-dir", type=Path, help="write <El>.h5 potentials here")
     p.add_argument("--cache-dir", type=Path, help="cache training design data here (re-runs skip the features)")
     p.add_argument("--train-metrics", action="store_true", help="also evaluate the training-set errors (slow)")
-    p.add_argument("--models", nargs="+", default=["linear", "embedded"], choices=("linear", "embedded"))
+    p.add_argument("--models", nargs="+", default=["linear", "embedded"], choices=("linear", "embedded", "multilayer"))
+    p.add_argument("--n-message", type=int, default=MULTILAYER["n_message"], help="multilayer: radial functions of the messages")
+    p.add_argument("--n-pass", type=int, default=MULTILAYER["n_pass"], help="multilayer: radial functions of the second layer")
+    p.add_argument("--r-message", type=float, help="multilayer: message cutoff, Å (default: the basis cutoff)")
+    p.add_argument("--r-pass", type=float, help="multilayer: second-layer cutoff, Å (default: the basis cutoff)")
+    p.add_argument("--message-embeddings", nargs="+", default=list(MULTILAYER["embeddings"]),
+                   help="multilayer: embeddings of the invariant messages")
     p.add_argument("--embeddings", nargs="+", default=list(EMBEDDED["embeddings"]), help="embedded: one embedding per density")
     p.add_argument("--density-max-degree", type=float, nargs="+", default=list(EMBEDDED["density_max_degree"]),
                    help="embedded: per nu, largest degree of the density features")
@@ -202,16 +287,18 @@ def main(argv=None) -> int:
     emb = EmbeddingSettings(embeddings=tuple(args.embeddings), density_max_degree=tuple(args.density_max_degree),
                             lam=tuple(args.lam_density), maxiter=args.maxiter, init_scale=args.init_scale,
                             cv=not args.no_density_cv)
+    ml = {"n_message": args.n_message, "n_pass": args.n_pass, "r_message": args.r_message, "r_pass": args.r_pass,
+          "embeddings": tuple(args.message_embeddings)}
     rows = []
     for el in args.elements:
         cut = tuple(args.r_cut) if args.r_cut else CUTOFFS[el]
         new = run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
-                          args.train_metrics, tuple(args.models), emb)
+                          args.train_metrics, tuple(args.models), emb, ml)
         rows += new
         if not args.quiet:
             print(table(new), file=sys.stderr, flush=True)
     if args.json:
-        print(json.dumps({"basis": basis_kw, "embedding": emb.to_dict(), "models": args.models, "results": rows}, indent=2,
+        print(json.dumps({"basis": basis_kw, "embedding": emb.to_dict(), "multilayer": ml, "models": args.models, "results": rows}, indent=2,
                          default=float))
     else:
         print(table(rows))

@@ -63,18 +63,28 @@ def run(args) -> int:
     progress = not args.quiet
     if progress:
         print(f"training: {len(job.train)} configs {summarise(job.train)}; species {list(job.species)}", file=sys.stderr)
-    if job.embedding is None:
+    if job.multilayer is not None:
+        from ..models.potential.multilayer_fit import fit_multilayer
+
+        result = fit_multilayer(job.train, job.basis, job.species, job.settings, job.multilayer, job.repulsion, progress=progress)
+        kind = "multilayer"
+    elif job.embedding is None:
         result = fit_potential(job.train, job.basis, job.species, job.settings, job.repulsion, progress=progress)
+        kind = "linear"
     else:
         result = fit_embedded(job.train, job.basis, job.species, job.settings, job.embedding, job.repulsion, progress=progress)
+        kind = "embedded"
     save_potential(args.output, result.potential)
-    report = {"model": "linear" if job.embedding is None else "embedded", "chosen": result.chosen, "seconds": result.seconds,
+    report = {"model": kind, "chosen": result.chosen, "seconds": result.seconds,
               "n_features": result.potential.n_features, "cv": result.cv, "cv_by_type": result.cv_by_type,
               "train": error_metrics(result.potential, job.train),
               "test": {name: error_metrics(result.potential, cfgs) for name, cfgs in job.test.items()}}
     if job.embedding is not None:
         report["linear_cv"] = result.linear.cv[:20]
         report["optimiser"] = result.info
+    if job.multilayer is not None:
+        report["message_spec"] = job.multilayer.to_dict()
+        report["n_layer2_features"] = int(result.potential.weights.size)
     print(f"chosen hyperparameters: {result.chosen}; features per species: {result.potential.n_features}")
     if result.cv_by_type:
         print(format_cv(result.cv_by_type))

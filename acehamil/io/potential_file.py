@@ -18,6 +18,16 @@ are written as format version 2: the same layout plus the attribute ``model =
 
     /densities        (n_species, n_densities, n_B) float64
 
+all covered by the checksum.  Multilayer potentials
+(:class:`~acehamil.models.potential.multilayer.MultilayerACEPotential`) are format
+version 3: the linear layout plus the attributes ``model = "multilayer"`` and
+``message_spec`` (JSON of :class:`~acehamil.models.potential.multilayer.MessageSpec`)
+and the datasets
+
+    /message_shift    (n_species * n_message,) float64, message normalisation
+    /message_scale    (n_species * n_message,) float64
+    /layer_weights    (n_species, n_layer_features) float64, eV per feature unit
+
 all covered by the checksum.  Linear potentials are still written as version 1,
 and version-1 files load as before.
 
@@ -41,18 +51,25 @@ KIND = "ace_potential"
 FORMAT_VERSION = 1
 #: Format of embedded potentials (version 1 plus densities).
 EMBEDDED_FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+#: Format of multilayer potentials (version 1 plus the second layer).
+MULTILAYER_FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 
-def _checksum(species, e0, coef, degrees, densities=None, embeddings=None) -> str:
+def _checksum(species, e0, coef, degrees, densities=None, embeddings=None, layer=None) -> str:
+    """sha256 of the arrays; ``layer`` = (message_spec JSON, shift, scale, weights) of a multilayer model."""
     h = hashlib.sha256()
     arrays = [np.asarray(species, np.int64), np.asarray(e0, np.float64), np.asarray(coef, np.float64), np.asarray(degrees, np.float64)]
     if densities is not None:
         arrays.append(np.asarray(densities, np.float64))
+    if layer is not None:
+        arrays += [np.asarray(a, np.float64) for a in layer[1:]]
     for arr in arrays:
         h.update(np.ascontiguousarray(arr).tobytes())
     if embeddings is not None:
         h.update(json.dumps(list(embeddings)).encode())
+    if layer is not None:
+        h.update(str(layer[0]).encode())
     return h.hexdigest()
 
 
@@ -98,10 +115,12 @@ def save_potential(path, potential) -> None:
     """
     from ..models.potential.embedded import EmbeddedACEPotential
     from ..models.potential.model import ACEPotential, feature_degrees
+    from ..models.potential.multilayer import MultilayerACEPotential
 
-    if not isinstance(potential, (ACEPotential, EmbeddedACEPotential)):
-        raise TypeError(f"expected an ACEPotential or EmbeddedACEPotential, got {type(potential).__name__}")
+    if not isinstance(potential, (ACEPotential, EmbeddedACEPotential, MultilayerACEPotential)):
+        raise TypeError(f"expected an ACEPotential, EmbeddedACEPotential or MultilayerACEPotential, got {type(potential).__name__}")
     embedded = isinstance(potential, EmbeddedACEPotential)
+    multilayer = isinstance(potential, MultilayerACEPotential)
 
     spec = potential.basis.spec
     if not hasattr(spec, "to_dict"):
@@ -109,7 +128,7 @@ def save_potential(path, potential) -> None:
     degrees = feature_degrees(potential.basis)
     species = np.asarray(potential.species, dtype=np.int64)
     with atomic_h5(path) as f:
-        write_header(f, KIND, EMBEDDED_FORMAT_VERSION if embedded else FORMAT_VERSION)
+        write_header(f, KIND, EMBEDDED_FORMAT_VERSION if embedded else MULTILAYER_FORMAT_VERSION if multilayer else FORMAT_VERSION)
         f.attrs["basis_spec"] = json.dumps(spec.to_dict(), sort_keys=True)
         f.attrs["repulsion"] = json.dumps(potential.repulsion.to_dict()) if potential.repulsion is not None else ""
         f.attrs["metadata"] = json.dumps(potential.metadata, default=_json_default, sort_keys=True)
@@ -120,6 +139,16 @@ def save_potential(path, potential) -> None:
             f.attrs["embeddings"] = json.dumps(list(potential.embeddings))
             f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees, potential.densities, potential.embeddings)
             f.create_dataset("densities", data=np.asarray(potential.densities, dtype=np.float64))
+        elif multilayer:
+            lay = potential.layer
+            mjson = json.dumps(lay.spec.to_dict(), sort_keys=True)
+            f.attrs["model"] = "multilayer"
+            f.attrs["message_spec"] = mjson
+            f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees,
+                                            layer=(mjson, lay.shift, lay.scale, potential.weights))
+            f.create_dataset("message_shift", data=np.asarray(lay.shift, dtype=np.float64))
+            f.create_dataset("message_scale", data=np.asarray(lay.scale, dtype=np.float64))
+            f.create_dataset("layer_weights", data=np.asarray(potential.weights, dtype=np.float64))
         else:
             f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees)
         f.create_dataset("species", data=species)
@@ -159,7 +188,7 @@ def load_potential(path, basis_factory=None):
     from ..models.potential.model import ACEPotential, feature_degrees
     from ..models.potential.repulsion import RepulsionSpec
 
-    densities = embeddings = None
+    densities = embeddings = layer = None
     with open_h5(path) as f:
         check_header(f, KIND, SUPPORTED_VERSIONS)
         try:
@@ -168,8 +197,13 @@ def load_potential(path, basis_factory=None):
             if model == "embedded":
                 embeddings = json.loads(f.attrs["embeddings"])
                 densities = np.asarray(f["densities"][()], dtype=np.float64)
+            elif model == "multilayer":
+                mjson = f.attrs["message_spec"]
+                mjson = mjson.decode() if isinstance(mjson, bytes) else str(mjson)
+                layer = (mjson, np.asarray(f["message_shift"][()], dtype=np.float64),
+                         np.asarray(f["message_scale"][()], dtype=np.float64), np.asarray(f["layer_weights"][()], dtype=np.float64))
             elif model != "linear":
-                raise ValueError(f"{path}: unknown potential model {model!r} (this acehamil reads 'linear' and 'embedded')")
+                raise ValueError(f"{path}: unknown potential model {model!r} (this acehamil reads 'linear', 'embedded' and 'multilayer')")
             spec_dict = json.loads(f.attrs["basis_spec"])
             rep_json = f.attrs["repulsion"]
             metadata = json.loads(f.attrs["metadata"])
@@ -182,7 +216,7 @@ def load_potential(path, basis_factory=None):
         except (KeyError, json.JSONDecodeError, OSError) as err:
             raise ValueError(f"{path}: incomplete or corrupted potential file ({err})") from None
     checksum = checksum.decode() if isinstance(checksum, bytes) else str(checksum)
-    if _checksum(species, e0, coef, degrees, densities, embeddings) != checksum:
+    if _checksum(species, e0, coef, degrees, densities, embeddings, layer) != checksum:
         raise ValueError(f"{path}: checksum mismatch - the stored coefficients are corrupted")
     basis = (basis_factory or _default_basis_factory)(spec_dict)
     rebuilt = feature_degrees(basis)
@@ -199,6 +233,16 @@ def load_potential(path, basis_factory=None):
         )
     rep_json = rep_json.decode() if isinstance(rep_json, bytes) else str(rep_json)
     repulsion = RepulsionSpec.from_dict(json.loads(rep_json)) if rep_json else None
+    if layer is not None:
+        from ..models.potential.multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
+
+        try:
+            spec = MessageSpec.from_dict(json.loads(layer[0]))
+        except (json.JSONDecodeError, TypeError, KeyError) as err:
+            raise ValueError(f"{path}: unreadable message_spec ({err})") from None
+        species_t = tuple(int(z) for z in species)
+        lay = MessageLayer(spec, species_t, layer[1], layer[2])
+        return MultilayerACEPotential(basis, species_t, e0, coef, lay, layer[3], repulsion, metadata)
     if densities is not None:
         return EmbeddedACEPotential(basis, tuple(int(z) for z in species), e0, coef, densities, tuple(embeddings), repulsion, metadata)
     return ACEPotential(basis, tuple(int(z) for z in species), e0, coef, repulsion, metadata)

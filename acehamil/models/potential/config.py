@@ -41,13 +41,22 @@ and in ``docs/potentials.md``::
     Elastic = 1.0
 
     [model]                          # optional; default the linear model
-    kind = "linear"                  # or "embedded" (see EmbeddingSettings)
+    kind = "linear"                  # or "embedded" (see EmbeddingSettings) or "multilayer" (MessageSpec)
     embeddings = ["fs", "fs"]        # embedded only: one embedding per density
     density_max_degree = [9, 6, 4, 3]
     lam = [1e-3, 1e-1]               # density ridge strengths tried by CV
     maxiter = 300
     init_scale = 1.0
     seed = 0
+
+    [model]                          # the multilayer (message-passing) model instead
+    kind = "multilayer"
+    n_message = 6                    # radial functions of the first-layer messages
+    r_message = 5.0                  # Å (default: basis.r_cut)
+    n_pass = 6                       # radial functions of the second layer
+    r_pass = 5.0                     # Å (default: basis.r_cut)
+    embeddings = ["identity", "fs"]  # embeddings of the invariant messages
+    envelope_power = 2
 """
 
 from __future__ import annotations
@@ -60,15 +69,17 @@ import numpy as np
 from .data import Config
 from .embedded_fit import EmbeddingSettings
 from .fit import FitSettings
+from .multilayer import MessageSpec
 from .repulsion import RepulsionSpec
 
 BASIS_DEFAULTS = {"r_cut": 5.0, "n_max": 8, "max_nu": 3, "max_degree": [16, 12, 8], "weight_n": 1.0, "weight_l": 1.0,
                   "envelope_power": 2}
 REPULSION_DEFAULTS = {"enabled": True, "fraction": 0.8, "strength": 10.0}
 #: ``[model] kind`` -> whether the model has embeddings (an ``EmbeddingSettings``).
-MODEL_KINDS = {"linear": False, "embedded": True}
+MODEL_KINDS = {"linear": False, "embedded": True, "multilayer": False}
 _FIT_KEYS = set(FitSettings.__dataclass_fields__)
 _MODEL_KEYS = {"kind"} | set(EmbeddingSettings.__dataclass_fields__)
+_MULTILAYER_KEYS = {"kind"} | set(MessageSpec.__dataclass_fields__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +93,7 @@ class PotentialJob:
     settings: FitSettings
     repulsion: RepulsionSpec | None
     embedding: EmbeddingSettings | None = None
+    multilayer: MessageSpec | None = None
 
 
 def _check_keys(section: dict, allowed, name: str) -> None:
@@ -213,10 +225,19 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
             fcfg[k] = tuple(fcfg[k]) if np.ndim(fcfg[k]) else (fcfg[k],)
     settings = FitSettings(**fcfg)
     mcfg = dict(cfg.get("model", {}))
-    _check_keys(mcfg, _MODEL_KEYS, "model")
-    kind = mcfg.pop("kind", "linear")
+    kind = mcfg.get("kind", "linear")
     if kind not in MODEL_KINDS:
-        raise ValueError(f"model.kind must be 'linear' or 'embedded', got {kind!r}")
+        raise ValueError(f"model.kind must be 'linear', 'embedded' or 'multilayer', got {kind!r}")
+    if kind == "multilayer":
+        _check_keys(mcfg, _MULTILAYER_KEYS, "model")
+        mcfg.pop("kind")
+        mcfg.setdefault("r_message", float(bcfg["r_cut"]))
+        mcfg.setdefault("r_pass", float(bcfg["r_cut"]))
+        if "embeddings" in mcfg:
+            mcfg["embeddings"] = tuple(mcfg["embeddings"]) if np.ndim(mcfg["embeddings"]) else (mcfg["embeddings"],)
+        return PotentialJob(train, test, species, basis, settings, repulsion, None, MessageSpec(**mcfg))
+    _check_keys(mcfg, _MODEL_KEYS, "model")
+    mcfg.pop("kind", None)
     embedded = MODEL_KINDS[kind]
     if not embedded and mcfg:
         raise ValueError(f"[model] keys {sorted(mcfg)} need kind = 'embedded'")

@@ -144,7 +144,8 @@ class Accumulated:
     config_types: list = field(default_factory=list)
 
 
-def accumulate(basis, species, configs, settings: FitSettings, repulsion: RepulsionSpec | None = None, progress: bool = False) -> Accumulated:
+def accumulate(basis, species, configs, settings: FitSettings, repulsion: RepulsionSpec | None = None, progress: bool = False,
+               rows_fn=None, n_extra: int = 0) -> Accumulated:
     """Evaluate design rows of every configuration once and accumulate them.
 
     Parameters
@@ -157,6 +158,11 @@ def accumulate(basis, species, configs, settings: FitSettings, repulsion: Repuls
         Its energy/forces/stress are subtracted from the targets.
     progress : bool
         Print progress to stderr.
+    rows_fn : callable, optional
+        ``atoms, gradients -> DesignRows`` with ``n_extra`` columns appended to the
+        linear layout (e.g. a second layer's features); default :func:`design_rows`.
+    n_extra : int
+        Extra columns ``rows_fn`` appends.
     """
     if not configs:
         raise ValueError("no training configurations")
@@ -164,7 +170,10 @@ def accumulate(basis, species, configs, settings: FitSettings, repulsion: Repuls
 
     t0 = time.perf_counter()
     ns = len(species)
-    n_cols = ns * (1 + len(feature_degrees(basis)))
+    n_cols = ns * (1 + len(feature_degrees(basis))) + int(n_extra)
+    if rows_fn is None:
+        def rows_fn(atoms, gradients):
+            return design_rows(basis, species, atoms, gradients=gradients)
     nf = int(settings.n_folds)
     folds = np.random.default_rng(settings.seed).permutation(len(configs)) % nf
     E_rows = np.zeros((len(configs), n_cols))
@@ -181,7 +190,7 @@ def accumulate(basis, species, configs, settings: FitSettings, repulsion: Repuls
         w = c.weight * settings.config_factor(c.config_type)
         weights[k] = w
         need_grad = c.forces is not None or c.stress is not None
-        rows = design_rows(basis, species, c.atoms, gradients=need_grad)
+        rows = rows_fn(c.atoms, need_grad)
         if repulsion is not None and repulsion.r_core:
             e_rep, _, dEdr_rep, dEde_rep = repulsion_terms(repulsion, c.atoms, neighbour_pairs(c.atoms, repulsion.max_radius))
         else:
@@ -213,8 +222,12 @@ def accumulate(basis, species, configs, settings: FitSettings, repulsion: Repuls
                        [c.config_type for c in configs])
 
 
-def _columns(basis, species, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices kept for a degree cut-back, and their prior degrees (E0 columns: degree 0)."""
+def _columns(basis, species, shift: int, extra_degs=None) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices kept for a degree cut-back, and their prior degrees (E0 columns: degree 0).
+
+    ``extra_degs`` (n_extra,): prior degrees of columns appended after the linear layout
+    (always kept).
+    """
     deg = feature_degrees(basis)
     nu = feature_orders(basis)
     limits = getattr(getattr(basis, "spec", None), "max_degree", None)
@@ -227,7 +240,11 @@ def _columns(basis, species, shift: int) -> tuple[np.ndarray, np.ndarray]:
     for s in range(ns):
         cols += list(ns + s * nB + np.nonzero(keep)[0])
         degs += list(deg[keep])
-    return np.array(cols), np.array(degs)
+    if extra_degs is not None and len(extra_degs):
+        n_lin = ns * (1 + nB)
+        cols += list(range(n_lin, n_lin + len(extra_degs)))
+        degs += list(np.asarray(extra_degs, dtype=float))
+    return np.array(cols), np.array(degs, dtype=float)
 
 
 def _system(acc: Accumulated, settings: FitSettings, train: np.ndarray, cols: np.ndarray, e_factor: float = 1.0) -> NormalEquations:
@@ -311,7 +328,7 @@ def cv_fold_solutions(acc: Accumulated, settings: FitSettings, cols, degs, n_spe
     return out
 
 
-def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, progress: bool = False) -> list[dict]:
+def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, progress: bool = False, extra_degs=None) -> list[dict]:
     """k-fold CV over (degree shift, energy factor, power, lam) on the training set; rows sorted best first.
 
     Each row: ``shift, energy_factor, power, lam, score, energy_mae_meV_per_atom, energy_rmse_meV_per_atom,
@@ -320,7 +337,7 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
     nf = int(settings.n_folds)
     grid = []
     for shift in settings.degree_shifts:
-        cols, degs = _columns(basis, species, int(shift))
+        cols, degs = _columns(basis, species, int(shift), extra_degs)
         for ef, power in [(ef, pw) for ef in settings.energy_factors for pw in settings.power]:
             lams = settings.lam if settings.solver == "ridge" else (None,)
             scores = {lam: [] for lam in lams}
@@ -341,7 +358,7 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
     return sorted(grid, key=lambda g: g["score"])
 
 
-def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, chosen: dict) -> np.ndarray:
+def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, chosen: dict, extra_degs=None) -> np.ndarray:
     """Held-out energy error of every training configuration under k-fold CV.
 
     Configuration ``k`` is predicted by the model fitted, with the hyperparameters
@@ -362,7 +379,7 @@ def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, ch
     ndarray, shape (n_configs,), eV/atom
         Prediction minus target (repulsion included on both sides).
     """
-    cols, degs = _columns(basis, species, int(chosen["shift"]))
+    cols, degs = _columns(basis, species, int(chosen["shift"]), extra_degs)
     err = np.zeros(len(acc.folds))
     for f in np.unique(acc.folds):
         held = acc.folds == f
@@ -431,14 +448,30 @@ def fit_potential(configs, basis, species, settings: FitSettings | None = None, 
             raise ValueError("accumulated design data do not match these configurations/basis")
     else:
         acc = accumulate(basis, species, configs, settings, repulsion, progress)
+    theta, cv, chosen, info, cv_by_type, (t1, t2, t3), cols = select_and_solve(acc, basis, species, settings, progress)
+    meta = {"settings": settings.to_dict(), "chosen": chosen, "n_configs": len(configs), "n_atoms": acc.n_atoms,
+            "n_active_columns": int(len(cols)),
+            "solver_info": {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}}
+    pot = ACEPotential.from_parameter_vector(basis, species, theta, repulsion, meta)
+    return FitResult(pot, cv, chosen, info, {"features": acc.seconds, "cv": t2 - t1, "solve": t3 - t2}, cv_by_type)
+
+
+def select_and_solve(acc: Accumulated, basis, species, settings: FitSettings, progress: bool = False, extra_degs=None):
+    """Hyperparameters by k-fold CV (when ``settings.n_folds > 1``), then the final solve on all of ``acc``.
+
+    Returns
+    -------
+    theta, cv, chosen, info, cv_by_type, (t1, t2, t3) wall-clock marks, cols (active columns)
+    """
+    n_configs = len(acc.folds)
     t1 = time.perf_counter()
-    if settings.n_folds > 1 and len(configs) >= settings.n_folds:
-        cv = cross_validate(acc, basis, species, settings, progress)
+    if settings.n_folds > 1 and n_configs >= settings.n_folds:
+        cv = cross_validate(acc, basis, species, settings, progress, extra_degs)
         best = cv[0]
         chosen = {"shift": best["shift"], "energy_factor": best["energy_factor"], "power": best["power"], "lam": best["lam"]}
         # design data cached before config types were stored carry none: one group
-        types = acc.config_types if len(acc.config_types) == len(acc.folds) else ["default"] * len(acc.folds)
-        errors = cv_energy_errors(acc, basis, species, settings, chosen)
+        types = acc.config_types if len(acc.config_types) == n_configs else ["default"] * n_configs
+        errors = cv_energy_errors(acc, basis, species, settings, chosen, extra_degs)
         cv_by_type = summarise_errors([(t, e, None, None) for t, e in zip(types, errors, strict=True)])
     else:
         cv_by_type = {}
@@ -447,11 +480,7 @@ def fit_potential(configs, basis, species, settings: FitSettings | None = None, 
                   "power": float(settings.power[0]),
                   "lam": settings.lam[0] if settings.solver == "ridge" else None}
     t2 = time.perf_counter()
-    cols, degs = _columns(basis, species, chosen["shift"])
+    cols, degs = _columns(basis, species, chosen["shift"], extra_degs)
     theta, info = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], e_factor=chosen["energy_factor"])
     t3 = time.perf_counter()
-    meta = {"settings": settings.to_dict(), "chosen": chosen, "n_configs": len(configs), "n_atoms": acc.n_atoms,
-            "n_active_columns": int(len(cols)),
-            "solver_info": {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}}
-    pot = ACEPotential.from_parameter_vector(basis, species, theta, repulsion, meta)
-    return FitResult(pot, cv, chosen, info, {"features": acc.seconds, "cv": t2 - t1, "solve": t3 - t2}, cv_by_type)
+    return theta, cv, chosen, info, cv_by_type, (t1, t2, t3), cols
