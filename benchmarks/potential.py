@@ -9,7 +9,9 @@ Usage::
 Without ``--potential`` the benchmark basis of benchmarks/mlearn.py is used with
 random coefficients (the cost does not depend on their values); ``--model
 embedded`` adds random densities on the benchmark's density features
-(benchmarks/mlearn.py ``EMBEDDED``).
+(benchmarks/mlearn.py ``EMBEDDED``), ``--model multilayer`` a second layer with
+benchmarks/mlearn.py's ``MULTILAYER`` settings (cutoffs = ``--r-cut``) and random
+weights.  One thread: run with ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def benchmark_model(args):
     from acehamil.models.potential.model import ACEPotential, feature_degrees
     from acehamil.models.potential.config import make_basis
     from acehamil.models.potential.repulsion import RepulsionSpec
-    from mlearn import BASIS, EMBEDDED
+    from mlearn import BASIS, EMBEDDED, MULTILAYER
 
     if args.potential:
         return load_potential(args.potential)
@@ -41,6 +43,13 @@ def benchmark_model(args):
     rep = RepulsionSpec((((14, 14), 1.9),), 10.0)
     if args.model == "linear":
         return ACEPotential(basis, (14,), [-5.0], coef, rep)
+    if args.model == "multilayer":
+        from acehamil.models.potential.multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
+
+        spec = MessageSpec(n_message=MULTILAYER["n_message"], r_message=args.r_cut, n_pass=MULTILAYER["n_pass"], r_pass=args.r_cut,
+                           embeddings=MULTILAYER["embeddings"])
+        layer = MessageLayer(spec, (14,), shift=np.full(spec.n_message, 1.0), scale=np.full(spec.n_message, 2.0))
+        return MultilayerACEPotential(basis, (14,), [-5.0], coef, layer, 1e-3 * rng.normal(size=(1, layer.n_features)), rep)
     from acehamil.models.potential.embedded import EmbeddedACEPotential
     from acehamil.models.potential.embedded_fit import density_columns
 
@@ -55,7 +64,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--potential", help="potential file (default: benchmark basis, random coefficients)")
-    p.add_argument("--model", default="linear", choices=("linear", "embedded"), help="random model kind without --potential")
+    p.add_argument("--model", default="linear", choices=("linear", "embedded", "multilayer"), help="random model kind without --potential")
     p.add_argument("--r-cut", type=float, default=5.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--mlearn-json", type=Path, help="report of benchmarks/mlearn.py --json (fit times)")

@@ -356,19 +356,25 @@ class ACEPotential:
         return eps, g
 
 
-def evaluate_sites(model, atoms, forces: bool = True, stress: bool = True, chunk_atoms: int = 256) -> dict:
+def evaluate_sites(model, atoms, forces: bool = True, stress: bool = True, chunk_atoms: int = 256, pairs=None) -> dict:
     """Energy, per-atom energies, forces and stress of a site-energy model (see :meth:`ACEPotential.compute`).
 
     ``model`` provides ``species``, ``e0``, ``basis``, ``repulsion``, ``cutoff`` and
     ``site_terms(numbers, a, b, pairs_of_a_to_b, grad) -> (eps, g)``; this function
     does the chunking over centres, the pair scatter, the virial and the repulsion.
+    ``pairs`` (optional): a neighbour list of ``atoms`` within at least ``model.cutoff``,
+    sorted by ``i`` (reused instead of building one).
     """
     numbers = np.asarray(atoms.numbers, dtype=np.int64)
     natoms = len(numbers)
     sidx = _species_index(model.species, numbers)
-    pairs_all = neighbour_pairs(atoms, model.cutoff)
     rc = basis_cutoff(model.basis)
-    pairs = pairs_all if model.cutoff <= rc else pairs_all.select(pairs_all.dist < rc)
+    if pairs is None:
+        pairs_all = neighbour_pairs(atoms, model.cutoff)
+        pairs = pairs_all if model.cutoff <= rc else pairs_all.select(pairs_all.dist < rc)
+    else:
+        pairs_all = pairs
+        pairs = pairs_all.select(pairs_all.dist < rc)
     grad = forces or stress
     energies = model.e0[sidx].copy()
     dEdr = np.zeros((natoms, 3))

@@ -226,10 +226,14 @@ class MessageLayer:
         R1, dR1 = self._r1.evaluate(p1.dist, np.full(len(p1.dist), self.spec.r_message), gradients=True)
         rhat1 = p1.vec / p1.dist[:, None]
         chan1 = sidx[p1.j][:, None] * n1 + np.arange(n1)[None, :]  # (P1, n1)
-        flat = (p1.i[:, None] * ks + chan1).ravel()
-        rho = np.bincount(flat, weights=R1.ravel(), minlength=natoms * ks).reshape(natoms, ks)
-        V = np.stack([np.bincount(flat, weights=(R1 * rhat1[:, x : x + 1]).ravel(), minlength=natoms * ks) for x in range(3)],
-                     axis=-1).reshape(natoms, ks, 3)
+        # one sparse scatter of [R, R rhat] per pair to (centre, neighbour species)
+        ns, P1 = len(self.species), len(p1.dist)
+        G = scipy.sparse.csr_matrix((np.ones(P1), (p1.i * ns + sidx[p1.j], np.arange(P1))), shape=(natoms * ns, P1))
+        RX = np.empty((P1, n1, 4))
+        RX[:, :, 0] = R1
+        RX[:, :, 1:] = R1[:, :, None] * rhat1[:, None, :]
+        out = np.asarray(G @ RX.reshape(P1, -1)).reshape(natoms, ks, 4)
+        rho, V = np.ascontiguousarray(out[:, :, 0]), np.ascontiguousarray(out[:, :, 1:])
         return sidx, p1, R1, dR1, rhat1, chan1, rho, V
 
     def densities(self, numbers, pairs) -> np.ndarray:
@@ -348,6 +352,88 @@ class MessageLayer:
         g1 += (np.einsum("cpax,pa->cpx", lV, R1) - np.einsum("cpa,pa->cp", pr, R1)[:, :, None] * rhat1[None]) / p1.dist[None, :, None]
         return g1, g2
 
+    def energy(self, numbers, pairs, weights: np.ndarray, gradients: bool = True):
+        """Second-layer site energies ``w_{Z_i} . Phi_i`` and their gradients, without forming ``Phi``.
+
+        Equal to ``einsum("if,if->i", phi, weights[sidx])`` of :meth:`forward` and to
+        :meth:`backward` with ``lam = weights[sidx][None]`` (tests), but computed pair by
+        pair as ``sum_n R_n(r_ij) X_ij[n]`` with ``X = M_j wS^T + (rhat . V_j) wP^T +
+        (V_i . V_j) wQ^T``: dense products per (centre species, neighbour species), which
+        is what prediction needs.
+
+        Parameters
+        ----------
+        numbers : ndarray of int, shape (natoms,)
+        pairs : NeighbourPairs
+            All pairs within at least :attr:`cutoff`, sorted by ``i``.
+        weights : ndarray, shape (n_species, n_features)
+        gradients : bool
+
+        Returns
+        -------
+        e : ndarray, shape (natoms,), eV
+        dEdr : ndarray, shape (natoms, 3) or None
+        dEde : ndarray, shape (3, 3) or None
+            ``dE/d strain``.
+        """
+        numbers = np.asarray(numbers, dtype=np.int64)
+        natoms = len(numbers)
+        spec, ns, ks, nm = self.spec, len(self.species), self.n_channels, self.n_messages
+        n2 = spec.n_pass
+        weights = np.asarray(weights, dtype=float)
+        if weights.shape != (ns, self.n_features):
+            raise ValueError(f"weights must have shape ({ns}, {self.n_features}), got {weights.shape}")
+        sidx, p1, R1, dR1, rhat1, chan1, rho, V = self._first_layer(numbers, pairs)
+        p2 = pairs.select(pairs.dist < spec.r_pass)
+        x = (rho - self.shift) / self.scale
+        M = np.empty((natoms, len(spec.embeddings), ks))
+        dsd = np.empty_like(M)
+        for e, name in enumerate(spec.embeddings):
+            F, dF, _ = MESSAGE_EMBEDDINGS[name](x)
+            M[:, e], dsd[:, e] = F, dF / self.scale
+        M = M.reshape(natoms, nm)
+        R2, dR2 = self._r2.evaluate(p2.dist, np.full(len(p2.dist), spec.r_pass), gradients=True)
+        rhat2 = p2.vec / p2.dist[:, None]
+        Vj, Vi = V[p2.j], V[p2.i]
+        proj = np.einsum("qbx,qx->qb", Vj, rhat2)
+        VV = np.einsum("qbx,qbx->qb", Vi, Vj)
+        Mj = M[p2.j]
+        W = weights.reshape(ns, ns, n2, self.block)
+        X = np.empty((len(p2.dist), n2))
+        groups = [(s, t, (sidx[p2.i] == s) & (sidx[p2.j] == t)) for s in range(ns) for t in range(ns)] if ns > 1 else [(0, 0, slice(None))]
+        for s, t, m in groups:
+            w = W[s, t]
+            X[m] = Mj[m] @ w[:, :nm].T + proj[m] @ w[:, nm : nm + ks].T + VV[m] @ w[:, nm + ks :].T
+        e = np.bincount(p2.i, weights=np.einsum("qn,qn->q", R2, X), minlength=natoms)
+        if not gradients:
+            return e, None, None
+        g2 = np.einsum("qn,qn->q", dR2, X)[:, None] * rhat2
+        a = np.empty((len(p2.dist), nm))
+        aP = np.empty((len(p2.dist), ks))
+        aQ = np.empty((len(p2.dist), ks))
+        for s, t, m in groups:
+            w = W[s, t]
+            a[m], aP[m], aQ[m] = R2[m] @ w[:, :nm], R2[m] @ w[:, nm : nm + ks], R2[m] @ w[:, nm + ks :]
+        perp = (Vj - proj[:, :, None] * rhat2[:, None, :]) / p2.dist[:, None, None]
+        g2 += np.einsum("qb,qbx->qx", aP, perp)
+        P2 = len(p2.dist)
+        to_j = scipy.sparse.csr_matrix((np.ones(P2), (p2.j, np.arange(P2))), shape=(natoms, P2))
+        to_i = scipy.sparse.csr_matrix((np.ones(P2), (p2.i, np.arange(P2))), shape=(natoms, P2))
+        dM = np.asarray(to_j @ a)
+        dVq_j = aP[:, :, None] * rhat2[:, None, :] + aQ[:, :, None] * Vi
+        dV = np.asarray(to_j @ dVq_j.reshape(P2, -1) + to_i @ (aQ[:, :, None] * Vj).reshape(P2, -1)).reshape(natoms, ks, 3)
+        drho = np.einsum("nek,nek->nk", dM.reshape(natoms, -1, ks), dsd)
+        t1 = sidx[p1.j]
+        lr = drho.reshape(natoms, ns, -1)[p1.i, t1]  # (P1, n1)
+        lV = dV.reshape(natoms, ns, -1, 3)[p1.i, t1]  # (P1, n1, 3)
+        u = np.matmul(R1[:, None, :], lV)[:, 0]  # sum_a R_a lV_a, (P1, 3)
+        du = np.matmul(dR1[:, None, :], lV)[:, 0]  # sum_a R_a' lV_a
+        radial = np.einsum("pa,pa->p", lr, dR1) + np.einsum("px,px->p", du, rhat1) - np.einsum("px,px->p", u, rhat1) / p1.dist
+        g1 = radial[:, None] * rhat1 + u / p1.dist[:, None]
+        dEdr = scatter_pair_gradients(natoms, p1.i, p1.j, g1) + scatter_pair_gradients(natoms, p2.i, p2.j, g2)
+        dEde = g1.T @ p1.vec + g2.T @ p2.vec
+        return e, dEdr, dEde
+
     def gradients(self, state: LayerState, lam: np.ndarray):
         """``d/dr`` (C, natoms, 3) and ``d/d strain`` (C, 3, 3) of ``sum_i lam[c, i] . Phi_i``."""
         g1, g2 = self.backward(state, lam)
@@ -455,20 +541,16 @@ class MultilayerACEPotential:
 
     def compute(self, atoms, forces: bool = True, stress: bool = True, chunk_atoms: int = 256) -> dict:
         """Energy, per-atom energies, forces and stress; as :meth:`ACEPotential.compute`."""
-        out = evaluate_sites(self._linear, atoms, forces, stress, chunk_atoms)
-        numbers = np.asarray(atoms.numbers, dtype=np.int64)
-        pairs = neighbour_pairs(atoms, self.layer.cutoff)
-        phi, state = self.layer.forward(numbers, pairs)
-        wi = self.weights[state.sidx]
-        e2 = np.einsum("if,if->i", phi, wi)
+        pairs = neighbour_pairs(atoms, self.cutoff)  # one neighbour list for both layers
+        out = evaluate_sites(self._linear, atoms, forces, stress, chunk_atoms, pairs=pairs)
+        e2, dEdr, dEde = self.layer.energy(atoms.numbers, pairs, self.weights, gradients=forces or stress)
         energies = out["energies"] + e2
         out["energies"] = energies
         out["energy"] = out["free_energy"] = float(energies.sum())
         if forces or stress:
-            dEdr, dEde = self.layer.gradients(state, wi[None])
             if forces:
-                out["forces"] = out["forces"] - dEdr[0]
-            out["virial_strain"] = out["virial_strain"] + dEde[0]
+                out["forces"] = out["forces"] - dEdr
+            out["virial_strain"] = out["virial_strain"] + dEde
             vol = cell_volume(atoms)
             if stress and vol is not None:
                 sig = out["virial_strain"] / vol
