@@ -71,10 +71,21 @@ def _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion
 
 def _cached_multilayer(cache_dir, el, basis, species, train, settings, mspec, repulsion, progress):
     """Message layer and joint design data (linear + second layer), cached like :func:`_cached_accumulate`."""
-    from acehamil.models.potential.multilayer_fit import accumulate_multilayer, multilayer_layer
+    from acehamil.models.potential.embedded_fit import density_columns
+    from acehamil.models.potential.multilayer_fit import accumulate_multilayer, accumulate_multilayer_from_linear, multilayer_layer
 
     def build():
         layer = multilayer_layer(mspec, species, train)
+        emb_path = None
+        if cache_dir is not None:  # the embedded fit's cached linear rows (same basis, weights, folds, repulsion)
+            emb_path = _embedded_cache_path(cache_dir, el, basis, settings, density_columns(basis, EMBEDDED["density_max_degree"]),
+                                            repulsion)
+        if emb_path is not None and emb_path.is_file():
+            if progress:
+                print(f"  linear rows from {emb_path}", file=sys.stderr, flush=True)
+            with open(emb_path, "rb") as fh:
+                data = pickle.load(fh)
+            return layer, accumulate_multilayer_from_linear(data, train, settings, layer, progress)
         return layer, accumulate_multilayer(basis, species, train, settings, layer, repulsion, progress)
 
     if cache_dir is None:
@@ -93,6 +104,13 @@ def _cached_multilayer(cache_dir, el, basis, species, train, settings, mspec, re
     return out
 
 
+def _embedded_cache_path(cache_dir, el, basis, settings, cols, repulsion) -> Path:
+    key = json.dumps(["embedded", el, basis.spec.to_dict(), settings.energy_sigma, settings.force_sigma, settings.stress_sigma,
+                      settings.config_type_weights, settings.n_folds, settings.seed, cols.tolist(),
+                      repulsion.to_dict() if repulsion else None], sort_keys=True, default=str)
+    return Path(cache_dir) / f"{el}_emb_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+
+
 def _cached_embedding_data(cache_dir, el, basis, species, train, settings, emb, repulsion, progress):
     """Design data of the embedded fit, cached like :func:`_cached_accumulate` (plus the density features)."""
     from acehamil.models.potential.embedded_fit import density_columns, embedding_data
@@ -100,10 +118,7 @@ def _cached_embedding_data(cache_dir, el, basis, species, train, settings, emb, 
     cols = density_columns(basis, emb.density_max_degree)
     if cache_dir is None:
         return embedding_data(basis, species, train, settings, cols, repulsion, progress)
-    key = json.dumps(["embedded", el, basis.spec.to_dict(), settings.energy_sigma, settings.force_sigma, settings.stress_sigma,
-                      settings.config_type_weights, settings.n_folds, settings.seed, cols.tolist(),
-                      repulsion.to_dict() if repulsion else None], sort_keys=True, default=str)
-    path = Path(cache_dir) / f"{el}_emb_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+    path = _embedded_cache_path(cache_dir, el, basis, settings, cols, repulsion)
     if path.is_file():
         with open(path, "rb") as fh:
             return pickle.load(fh)

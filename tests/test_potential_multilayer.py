@@ -245,6 +245,29 @@ def test_fit_recovers_a_multilayer_potential_better_than_linear(rng):
         fit_multilayer(configs, basis, (14,), settings, accumulated=acc)
 
 
+def test_joint_rows_from_cached_linear_rows_equal_the_direct_accumulation(rng):
+    from acehamil.models.potential.embedded_fit import density_columns, embedding_data
+    from acehamil.models.potential.multilayer_fit import accumulate_multilayer_from_linear
+
+    basis = _basis()
+    truth = _truth(rng, basis)
+    configs = _labelled(truth, rng, 4, "md") + _labelled(truth, rng, 2, "strain", stress=True)
+    settings = FitSettings(n_folds=2)
+    rep = RepulsionSpec((((14, 14), 2.0),), 5.0)
+    data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2)), rep)
+    a = accumulate_multilayer_from_linear(data, configs, settings, truth.layer)
+    b = accumulate_multilayer(basis, (14,), configs, settings, truth.layer, rep)
+    np.testing.assert_allclose(a.energy_rows, b.energy_rows, atol=1e-12)
+    np.testing.assert_allclose(a.energy_targets, b.energy_targets, atol=1e-12)
+    for f in range(2):
+        for x, y in ((a.forces[f], b.forces[f]), (a.stress[f], b.stress[f])):
+            np.testing.assert_allclose(x.AtA, y.AtA, rtol=1e-10, atol=1e-8)
+            np.testing.assert_allclose(x.Aty, y.Aty, rtol=1e-10, atol=1e-8)
+    assert a.stress[0].count + a.stress[1].count > 0
+    with pytest.raises(ValueError, match="fold"):
+        accumulate_multilayer_from_linear(data, configs, FitSettings(n_folds=3), truth.layer)
+
+
 def test_message_normalisation_is_mean_and_std(rng):
     basis = _basis()
     configs = _labelled(_truth(rng, basis), rng, 3, "md")
@@ -324,3 +347,27 @@ def test_cli_fits_and_evaluates_a_multilayer_model(tmp_path, rng, capsys):
     cfg.write_text(cfg.read_text().replace("n_pass = 3", "n_pass = 3\ndensity_max_degree = [4]"))
     assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "x.h5"), "-q"]) != 0
     assert "density_max_degree" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_nve_energy_is_conserved_with_a_fitted_multilayer_model(shared_data):
+    """64-atom Si from 1000 K, velocity Verlet at 1 fs (a shorter run than benchmarks/nve_drift.py's 2 ps):
+    with exact forces the total energy drifts far below 1 meV/atom."""
+    import sys
+    from pathlib import Path
+
+    from acehamil.io.labelled import read_configs
+    from acehamil.models.potential.config import core_repulsion, make_basis
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from nve_drift import run_nve
+
+    train = read_configs(shared_data / "mlearn" / "Si_training.xyz", index="::10")
+    basis = make_basis((14,), r_cut=4.5, n_max=5, max_nu=2, max_degree=(6, 6))
+    res = fit_multilayer(train, basis, (14,), FitSettings(lam=(1e-6,), power=(0.0,), n_folds=1),
+                         MessageSpec(n_message=4, r_message=4.5, n_pass=4, r_pass=4.5), core_repulsion(train, (14,)))
+    t, etot, epot, temp = run_nve(res.potential, steps=400, every=10)
+    drift = np.polyfit(np.asarray(t), np.asarray(etot), 1)[0] * (t[-1] - t[0]) * 1e3
+    assert abs(drift) < 1.0 and np.ptp(etot) * 1e3 < 5.0, (drift, np.ptp(etot))
+    assert np.ptp(epot) * 1e3 > 10.0  # the atoms really moved

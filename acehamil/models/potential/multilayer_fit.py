@@ -15,11 +15,15 @@ mean and standard deviation over the training atoms, fixed before any fit.
 
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
 
+from ...fitting import NormalEquations
 from ...structure.neighbours import neighbour_pairs
 from .fit import Accumulated, FitResult, FitSettings, accumulate, select_and_solve
-from .model import ACEPotential, DesignRows, design_rows, feature_degrees
+from .model import VOIGT, ACEPotential, DesignRows, cell_volume, design_rows, feature_degrees
 from .multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
 
 
@@ -72,6 +76,63 @@ def accumulate_multilayer(basis, species, configs, settings: FitSettings, layer:
     return accumulate(basis, species, configs, settings, repulsion, progress,
                       rows_fn=lambda atoms, grad: multilayer_rows(basis, species, layer, atoms, grad),
                       n_extra=len(species) * layer.n_features)
+
+
+def accumulate_multilayer_from_linear(data, configs, settings: FitSettings, layer: MessageLayer,
+                                      progress: bool = False) -> Accumulated:
+    """:func:`accumulate_multilayer` reusing the linear rows already evaluated for the embedded fit.
+
+    The linear part of the design (the expensive full feature Jacobians) is taken from
+    ``data`` (:class:`~.embedded_fit.EmbeddingData` of the same configurations, basis,
+    weights, folds and repulsion); only the second layer's rows are computed here.
+
+    Parameters
+    ----------
+    data : EmbeddingData
+    configs : list of Config
+        The configurations ``data`` was built from, in the same order.
+    settings : FitSettings
+        The force and stress sigmas ``data``'s rows are to be weighted with.
+    layer : MessageLayer
+    progress : bool
+    """
+    t0 = time.perf_counter()
+    n = len(configs)
+    if len(data.folds) != n or not np.array_equal(data.natoms, [c.natoms for c in configs]):
+        raise ValueError("the linear design data were built for other configurations")
+    folds = np.random.default_rng(settings.seed).permutation(n) % int(settings.n_folds)
+    if not np.array_equal(folds, data.folds):
+        raise ValueError("the linear design data use another fold assignment (n_folds / seed)")
+    species = layer.species
+    n_lin, n_extra = data.n_cols, len(species) * layer.n_features
+    n_cols = n_lin + n_extra
+    nf = int(settings.n_folds)
+    E_rows = np.zeros((n, n_cols))
+    E_rows[:, :n_lin] = data.energy_rows
+    F = [NormalEquations(n_cols) for _ in range(nf)]
+    S = [NormalEquations(n_cols) for _ in range(nf)]
+    fcount, fwsum = np.zeros(nf), np.zeros(nf)
+    starts = np.concatenate([[0], np.cumsum(data.natoms)])
+    for k, c in enumerate(configs):
+        f, w = data.folds[k], data.config_weights[k]
+        e2, dEdr2, dEde2 = layer.design(c.atoms.numbers, neighbour_pairs(c.atoms, layer.cutoff),
+                                        gradients=bool(data.has_forces[k] or data.has_stress[k]))
+        E_rows[k, n_lin:] = e2 / c.natoms
+        if data.has_forces[k]:
+            sl = slice(3 * starts[k], 3 * starts[k + 1])
+            A = np.hstack([data.force_rows[sl], -dEdr2.reshape(-1, n_extra)])
+            wf = w / settings.force_sigma**2
+            F[f].add(A, data.force_targets[sl], np.full(A.shape[0], wf))
+            fcount[f] += A.shape[0]
+            fwsum[f] += wf * A.shape[0]
+        if data.has_stress[k]:
+            vol = cell_volume(c.atoms)
+            A = np.hstack([data.stress_rows[k], np.array([dEde2[a, b] for a, b in VOIGT]) / vol])
+            S[f].add(A, data.stress_targets[k], np.full(6, w / settings.stress_sigma**2))
+        if progress and (k + 1) % max(1, n // 10) == 0:
+            print(f"  second-layer features: {k + 1}/{n} configs, {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return Accumulated(E_rows, data.energy_targets, data.config_weights, data.folds, F, S, fcount, fwsum, n_cols,
+                       data.seconds + time.perf_counter() - t0, int(data.natoms.sum()), int(fcount.sum()), list(data.config_types))
 
 
 def _extra_degrees(layer: MessageLayer, n_species: int) -> np.ndarray:
