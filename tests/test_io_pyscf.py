@@ -330,3 +330,39 @@ def test_cli_structure_kinds(tmp_path, kind):
         vols = [at.get_volume() for _, at in plan]
         base = 2 * 5.43**3
         np.testing.assert_allclose(vols, [base * 0.96**3, base, base * 1.04**3], rtol=1e-12)
+
+
+@pytest.mark.parametrize("improper", [False, True])
+def test_d_shell_crystal_overlaps_rotate(rng, improper):
+    """gth-dzvp-molopt-sr (the issue-12 d-shell basis: 2s 2p 1d, 13 orbitals per Si): every shell's block of
+    the exact two-centre S(T) rotates with its own real Wigner-D, so the PySCF -> our table is right for d
+    and for repeated shells of one l."""
+    pytest.importorskip("pyscf")
+    from acehamil.conventions import to_our_orbitals
+    from acehamil.io.pyscf_gen import CrystalSettings, _exact_overlap, basis_map, make_cell
+
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.positions += rng.normal(size=(2, 3)) * 0.05
+    st = CrystalSettings(basis="gth-dzvp-molopt-sr", ke_cutoff=20.0)
+    cell = make_cell(atoms, st)
+    b, perm, sign, npa = basis_map(cell)
+    assert [s.l for s in b.shells_of(14)] == [0, 0, 1, 1, 2] and list(npa) == [13, 13]
+    Q = random_rotation(rng, improper=improper)
+    rot = atoms.copy()
+    rot.set_cell(atoms.cell.array @ Q.T)
+    rot.positions = atoms.positions @ Q.T
+    shifts = np.array([[0, 0, 0], [1, 0, 0], [0, -1, 1]])
+    a = to_our_orbitals(_exact_overlap(cell, shifts), perm, sign)
+    c = to_our_orbitals(_exact_overlap(make_cell(rot, st), shifts), perm, sign)
+    D = np.zeros((13, 13))
+    k = 0
+    for s in b.shells_of(14):
+        D[k : k + s.size, k : k + s.size] = wigner_d_real(s.l, Q)
+        k += s.size
+    Dfull = np.kron(np.eye(2), D)
+    assert a.shape == (3, 26, 26)
+    assert np.abs(c - Dfull @ a @ Dfull.T).max() < 1e-10
+    # a wrong table (two d functions of each atom swapped) is caught
+    P = np.arange(26)
+    P[[8, 9, 21, 22]] = [9, 8, 22, 21]
+    assert np.abs(c[:, P][:, :, P] - Dfull @ a[:, P][:, :, P] @ Dfull.T).max() > 1e-3
