@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from acehamil.io.kmesh import check_fourier_kmesh, fourier_kmesh_for, max_r_cut, scf_kmesh_for, shortest_vector
+from acehamil.io.kmesh import (check_fourier_kmesh, check_vacuum, fourier_kmesh_for, max_r_cut, scf_kmesh_for,
+                              shortest_vector, vacuum_gaps)
 from acehamil.io.pyscf_gen import _wigner_seitz_blocks
 
 
@@ -94,3 +95,63 @@ def test_scf_mesh_keeps_k_density_for_supercells(reps):
 def test_bad_mesh_rejected(bad):
     with pytest.raises(ValueError, match="k-mesh"):
         check_fourier_kmesh(np.eye(3) * 5.0, bad, 4.0)
+
+
+def _random_slab(rng, r_cut):
+    """A random skewed 2D lattice (2.5-7 Å) and a third axis shorter than 2 r_cut (where a 3D mesh needs 2)."""
+    while True:
+        a = _random_cell(rng)
+        normal = np.cross(a[0], a[1])
+        normal /= np.linalg.norm(normal)
+        c = normal * rng.uniform(r_cut + 2.0, 2 * r_cut - 0.5) + rng.uniform(-0.2, 0.2) * (a[0] + a[1])  # tilted c
+        cell = np.vstack([a[:2], c])
+        if abs(np.linalg.det(cell)) > 0.3 * np.prod(np.linalg.norm(cell, axis=1)):
+            return cell
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_slab_meshes_are_2d_and_keep_every_bond_unique(rng, trial):
+    pbc = (True, True, False)
+    r_cut = rng.uniform(4.0, 9.0)
+    cell = _random_slab(rng, r_cut)
+    n = np.array(fourier_kmesh_for(cell, r_cut, pbc=pbc))
+    assert n[2] == 1 and scf_kmesh_for(cell, pbc=pbc)[2] == 1
+    assert fourier_kmesh_for(cell, r_cut)[2] >= 2  # what a 3D-periodic cell of this shape would need
+    assert tuple(n[:2]) != (1, 1) or max_r_cut(cell, n, pbc) > r_cut
+    # atoms within a slab of thickness t; vacuum > r_cut: no bond through the vacuum, in-plane images unique
+    h = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[0], cell[1]))
+    t = h - r_cut - 0.3
+    assert t > 0.5
+    frac = np.column_stack([rng.uniform(size=(30, 2)), rng.uniform(0, t / h, size=30)])
+    pos = frac @ cell
+    gaps = vacuum_gaps(cell, pos, pbc)
+    assert set(gaps) == {2} and gaps[2] > r_cut
+    check_vacuum(cell, pos, pbc, r_cut)  # accepted
+    sup = n[:, None] * cell
+    for a in range(len(pos)):
+        for b in range(len(pos)):
+            d = pos[b] - pos[a]
+            d = d - np.round(np.linalg.solve(sup.T, d))[:2] @ sup[:2]  # shortest in-plane image, roughly
+            if np.linalg.norm(d) <= r_cut:
+                assert _images_within(d, sup, r_cut) == 1
+    # one fewer in-plane layer is too coarse
+    for i in range(2):
+        m = n.copy()
+        m[i] -= 1
+        if m[i]:
+            with pytest.raises(ValueError, match="too coarse"):
+                check_fourier_kmesh(cell, m, r_cut, pbc=pbc)
+
+
+def test_vacuum_gap_straddling_the_cell_and_thin_vacuum_refused():
+    from ase.build import diamond100
+
+    slab = diamond100("Si", size=(1, 1, 4), a=5.43, vacuum=5.0)  # 10 Å gap
+    assert vacuum_gaps(slab.cell, slab.positions, slab.pbc)[2] == pytest.approx(10.0)
+    shifted = slab.positions + [0, 0, 0.5 * slab.cell[2, 2]]  # slab across the boundary: same gap
+    assert vacuum_gaps(slab.cell, shifted, slab.pbc)[2] == pytest.approx(10.0)
+    check_vacuum(slab.cell, shifted, slab.pbc, 9.9)
+    with pytest.raises(ValueError, match=r"vacuum along non-periodic axis 3 is 10.00 Å, not longer than r_cut 12"):
+        check_vacuum(slab.cell, slab.positions, slab.pbc, 12.0)
+    with pytest.raises(ValueError, match="at least one periodic axis"):
+        scf_kmesh_for(slab.cell, pbc=(False, False, False))

@@ -16,9 +16,21 @@ from __future__ import annotations
 
 import argparse
 
+def _slab(kind: str):
+    """Si slabs, bulk-terminated (unreconstructed: metallic surface states, use --smearing), pbc (T, T, F),
+    14 Å of vacuum (> the default r_cut 12 Å, so no kept bond crosses it)."""
+    from ase.build import diamond100, diamond111
+
+    if kind == "001":
+        return diamond100("Si", size=(1, 1, 8), a=5.43, vacuum=7.0)  # 8 layers, 1x1, 3.84 Å in-plane
+    return diamond111("Si", size=(1, 1, 6), a=5.43, vacuum=7.0)  # 6 layers (3 bilayers), 1x1 hexagonal
+
+
 BASES = {
     "si8": lambda: __import__("ase.build", fromlist=["bulk"]).bulk("Si", "diamond", a=5.43, cubic=True),
     "si2": lambda: __import__("ase.build", fromlist=["bulk"]).bulk("Si", "diamond", a=5.43),
+    "si001": lambda: _slab("001"),
+    "si111": lambda: _slab("111"),
 }
 
 
@@ -52,7 +64,10 @@ def register(sub) -> None:
     p.add_argument("code", choices=["pyscf"], help="DFT code")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--structures", help="ASE-readable structure file (every frame is computed, named <stem>-NNNN)")
-    src.add_argument("--base", choices=sorted(BASES), help="built-in base structure to perturb")
+    src.add_argument("--base", choices=sorted(BASES),
+                     help="built-in base structure to perturb: si8 (cubic diamond cell), si2 (primitive), si001 / si111 "
+                          "(8- and 6-layer 1x1 slabs with 14 Å vacuum, pbc along x, y only: 2D k-meshes; "
+                          "unreconstructed, so metallic: add --smearing)")
     src.add_argument("--base-file", help="perturb the first frame of this file (structures named <stem>-NNNN)")
     p.add_argument("--kind", choices=["perturb", "vacancy", "interstitial", "strain", "rattle"], default="perturb",
                    help="what to make from the base (acehamil.io.plans): perturb (default: displacements + random strain), "
@@ -83,6 +98,9 @@ def register(sub) -> None:
                         "noise in H(k) is below 1e-5 Ha for the structure's elements (Si: 20, C: 60)")
     p.add_argument("--r-cut", type=float, default=12.0, help="keep blocks with bond length <= r_cut Å (default 12)")
     p.add_argument("--conv-tol", type=float, default=1e-8, help="SCF tolerance, Hartree")
+    p.add_argument("--smearing", type=float, default=0.0,
+                   help="Fermi-Dirac smearing of the SCF occupations, Hartree (default 0: none); metals and "
+                        "unreconstructed surfaces need it to converge (e.g. 0.005)")
     p.add_argument("--band-tol", type=float, default=BAND_TOL,
                    help=f"largest accepted band error against PySCF's own bands (occupied and E_F +- 2 eV bands), "
                         f"meV (default {BAND_TOL:g}: a fraction of the 5-10 meV model targets)")
@@ -109,6 +127,8 @@ def settings_of(args) -> dict:
     for k in keys:
         v = getattr(args, k, None)
         out[k] = list(v) if isinstance(v, (tuple, list)) else v
+    if getattr(args, "smearing", 0.0):  # only when set: files made before the option compare equal
+        out["smearing"] = args.smearing
     return out
 
 
@@ -140,7 +160,7 @@ def crystal_settings(args):
     return CrystalSettings(
         basis=args.basis or "gth-szv", pseudo=args.pseudo, xc=args.xc or "lda,vwn",
         scf_kmesh=_mesh_arg(args.scf_kmesh, "--scf-kmesh"), fourier_kmesh=_mesh_arg(args.fourier_kmesh, "--fourier-kmesh"),
-        ke_cutoff=args.ke_cutoff, conv_tol=args.conv_tol, r_cut=args.r_cut,
+        ke_cutoff=args.ke_cutoff, conv_tol=args.conv_tol, r_cut=args.r_cut, smearing=args.smearing,
     )
 
 

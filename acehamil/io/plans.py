@@ -65,6 +65,8 @@ def _strain(at: Atoms, base_cell: np.ndarray, e: np.ndarray) -> None:
 def largest_voids(atoms: Atoms, count: int = 1, grid: int = 12) -> np.ndarray:
     """Cartesian points (Å) farthest from every atom (periodic images included), one after another.
 
+    For a slab (some ``pbc`` False) only between its outermost atoms along the vacuum axes.
+
     Each chosen point counts as an atom for the next, so several interstitials spread out.  Searched on a
     ``grid^3`` fractional grid, then refined by a local grid of half the spacing.
 
@@ -74,8 +76,13 @@ def largest_voids(atoms: Atoms, count: int = 1, grid: int = 12) -> np.ndarray:
     """
     cell = atoms.cell.array
     pos = atoms.positions.copy()
-    M = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    pbc = np.asarray(atoms.pbc, bool)
+    M = np.stack(np.meshgrid(*[np.arange(-1, 2) if p else np.zeros(1, int) for p in pbc], indexing="ij"), -1).reshape(-1, 3)
     g = (np.stack(np.meshgrid(*[np.arange(grid)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) / grid
+    if not pbc.all():  # a slab: search between its outermost atoms, not in the vacuum
+        frac = np.linalg.solve(cell.T, pos.T).T
+        lo, hi = frac.min(axis=0), frac.max(axis=0)
+        g[:, ~pbc] = lo[~pbc] + g[:, ~pbc] * (hi - lo)[~pbc]
 
     def nearest(frac):
         pts = frac @ cell
@@ -86,7 +93,8 @@ def largest_voids(atoms: Atoms, count: int = 1, grid: int = 12) -> np.ndarray:
     for _ in range(count):
         best = g[np.argmax(nearest(g))]
         fine = best + (np.stack(np.meshgrid(*[np.linspace(-0.5, 0.5, 5)] * 3, indexing="ij"), -1).reshape(-1, 3) / grid)
-        best = fine[np.argmax(nearest(fine))] % 1.0
+        best = fine[np.argmax(nearest(fine))]
+        best[pbc] %= 1.0
         out.append(best @ cell)
         pos = np.vstack([pos, out[-1]])
     return np.array(out)

@@ -58,6 +58,7 @@ def _import_pyscf():
     import pyscf.scf  # noqa: F401
     import pyscf.pbc.dft  # noqa: F401
     import pyscf.pbc.gto  # noqa: F401
+    import pyscf.pbc.scf.addons  # noqa: F401
 
     return pyscf
 
@@ -195,6 +196,10 @@ class CrystalSettings:
         SCF energy tolerance, Hartree.
     r_cut : float
         Blocks with bond length > r_cut (Å) are left out.
+    smearing : float
+        Fermi-Dirac smearing width of the SCF occupations, Hartree (0: none, integer occupations).  Metals
+        and unreconstructed surfaces need it to converge; H(k) is then the Fock matrix of the smeared
+        density and the stored ``fermi_level`` is the chemical potential.
     """
 
     basis: str = "gth-szv"
@@ -205,6 +210,7 @@ class CrystalSettings:
     ke_cutoff: float | str | None = "auto"
     conv_tol: float = 1e-8
     r_cut: float = 12.0
+    smearing: float = 0.0
 
     def __post_init__(self):
         for name in ("scf_kmesh", "fourier_kmesh"):
@@ -222,9 +228,15 @@ class CrystalSettings:
             raise ValueError(f"ke_cutoff must be a positive number (Hartree), 'auto' or None, got {ke!r}")
         if not self.r_cut > 0:
             raise ValueError(f"r_cut must be positive (Å), got {self.r_cut}")
+        if not self.smearing >= 0:
+            raise ValueError(f"smearing must be >= 0 (Hartree), got {self.smearing}")
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        """JSON-able; ``smearing`` only when set, so the settings of data made without it read back equal."""
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        if not self.smearing:
+            d.pop("smearing")
+        return d
 
 
 def make_cell(atoms: Atoms, settings: CrystalSettings, ke_cutoff: float | None = None):
@@ -400,17 +412,19 @@ def resolved_settings(atoms: Atoms, settings: CrystalSettings) -> tuple:
     Raises
     ------
     ValueError
-        A given Fourier mesh is too coarse for ``r_cut`` (the message names the mesh that is needed).
+        A given Fourier mesh is too coarse for ``r_cut`` (the message names the mesh that is needed); a
+        slab's vacuum is not longer than ``r_cut``.
     """
-    from .kmesh import check_fourier_kmesh, fourier_kmesh_for, scf_kmesh_for
+    from .kmesh import check_fourier_kmesh, check_vacuum, fourier_kmesh_for, scf_kmesh_for
 
-    cellv = atoms.cell.array
-    scf = scf_kmesh_for(cellv) if settings.scf_kmesh == "auto" else tuple(settings.scf_kmesh)
+    cellv, pbc = atoms.cell.array, np.asarray(atoms.pbc, bool)
+    check_vacuum(cellv, atoms.positions, pbc, settings.r_cut)
+    scf = scf_kmesh_for(cellv, pbc=pbc) if settings.scf_kmesh == "auto" else tuple(settings.scf_kmesh)
     if settings.fourier_kmesh == "auto":
-        four = fourier_kmesh_for(cellv, settings.r_cut)
+        four = fourier_kmesh_for(cellv, settings.r_cut, pbc=pbc)
     else:
         four = tuple(settings.fourier_kmesh)
-        check_fourier_kmesh(cellv, four, settings.r_cut)
+        check_fourier_kmesh(cellv, four, settings.r_cut, pbc=pbc)
     return scf, four
 
 
@@ -421,7 +435,9 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     Parameters
     ----------
     atoms : ase.Atoms
-        Periodic in all three directions, Å.
+        Å.  Periodic in all three directions, or a slab (wire): an axis with ``pbc`` False holds vacuum
+        longer than ``r_cut``; PySCF still sees a 3D-periodic box, the meshes are 1 along that axis,
+        ``reference_bands`` lie in the plane ``k`` = 0 along it, and the stored structure keeps its ``pbc``.
     settings : CrystalSettings
     dm0 : dict or ndarray, optional
         A previous call's returned state (dict), or density matrices (nk, nao, nao) in PySCF's AO order.
@@ -453,8 +469,9 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     from .kmesh import max_r_cut
 
     pyscf = _import_pyscf()
-    if not np.all(atoms.pbc):
-        raise ValueError("run_crystal needs a structure periodic in all three directions (use run_molecule for molecules)")
+    pbc = np.asarray(atoms.pbc, bool)
+    if not pbc.any():
+        raise ValueError("run_crystal needs a structure periodic along at least one axis (use run_molecule for molecules)")
     log = log or (lambda msg: None)
     t0 = time.perf_counter()
     scf_k, n = resolved_settings(atoms, settings)
@@ -465,16 +482,21 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     guess = prev.get("dm") if prev.get("key") == key and _same_geometry(prev.get("atoms"), atoms) else None
     if isinstance(dm0, np.ndarray) and dm0.shape == (len(kscf), cell.nao, cell.nao):
         guess = dm0
-    mf = pyscf.pbc.dft.KRKS(cell, kscf)
-    mf.xc, mf.conv_tol = settings.xc, settings.conv_tol
+    def new_mf():
+        m = pyscf.pbc.dft.KRKS(cell, kscf)
+        m.xc, m.conv_tol = settings.xc, settings.conv_tol
+        if settings.smearing:
+            m = pyscf.pbc.scf.addons.smearing_(m, sigma=settings.smearing, method="fermi")
+        return m
+
+    mf = new_mf()
     mf.kernel(guess) if guess is not None else mf.kernel()
     retried = False
     if not mf.converged:  # e.g. a vacancy's near-degenerate levels at E_F make plain DIIS oscillate
         log(f"scf not converged after {mf.max_cycle} cycles: retrying with damping {SCF_RETRY['damp']}, "
             f"level shift {SCF_RETRY['level_shift']} Ha, {SCF_RETRY['max_cycle']} cycles")
         last = mf.make_rdm1() if getattr(mf, "mo_coeff", None) is not None else guess
-        mf = pyscf.pbc.dft.KRKS(cell, kscf)
-        mf.xc, mf.conv_tol = settings.xc, settings.conv_tol
+        mf = new_mf()
         mf.damp, mf.level_shift, mf.max_cycle = SCF_RETRY["damp"], SCF_RETRY["level_shift"], SCF_RETRY["max_cycle"]
         mf.kernel(last) if last is not None else mf.kernel()
         retried = True
@@ -520,21 +542,25 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     Hm = hermitise(RealSpaceMatrix.from_blocks(npa, ii, jj, shifts, Hb))
     Sm = hermitise(RealSpaceMatrix.from_blocks(npa, ii, jj, shifts, Sb))
     # PySCF's own bands at off-mesh k-points, and the Fermi level (midgap on the SCF mesh)
-    eref = np.asarray(mf.get_bands(cell.get_abs_kpts(REFERENCE_KPTS))[0]) * HA
+    kref = REFERENCE_KPTS * pbc  # a slab's bands at k = 0 along the vacuum (PySCF's box is 3D-periodic)
+    eref = np.asarray(mf.get_bands(cell.get_abs_kpts(kref))[0]) * HA
     nocc = cell.nelectron // 2
     mo = np.asarray(mf.mo_energy) * HA
-    fermi = 0.5 * (mo[:, nocc - 1].max() + mo[:, nocc].min())
+    if settings.smearing and getattr(mf, "mu", None) is not None:
+        fermi = float(np.asarray(mf.mu).max()) * HA  # chemical potential of the smeared occupations
+    else:
+        fermi = 0.5 * (mo[:, nocc - 1].max() + mo[:, nocc].min())
     resolved = {"scf_kmesh": list(scf_k), "fourier_kmesh": [int(x) for x in n], "ke_cutoff": ke,
                 "fft_grid": [int(x) for x in cell.mesh], "fft_residual_Ha": fft_res, "scf_retried": retried, "imag_HT_Ha": im,
-                "r_cut_max": max_r_cut(atoms.cell.array, n)}
+                "r_cut_max": max_r_cut(atoms.cell.array, n, pbc)}
     data = StructureData(
-        atoms=Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=True),
+        atoms=Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=pbc),
         basis=b,
         H=(Hm,),
         S=Sm,
         fermi_level=float(fermi),
         energy=float(mf.e_tot * HA),
-        reference_bands=(REFERENCE_KPTS.copy(), eref),
+        reference_bands=(kref, eref),
         n_electrons=float(cell.nelectron),
         info={"source": "pyscf", "method": f"KRKS/{settings.xc}", "settings": settings.to_dict(), "resolved": resolved},
     )
