@@ -406,28 +406,47 @@ def _read_matrix(g: h5py.Group, norb_per_atom: np.ndarray, where: str) -> RealSp
 
 
 def _unfold_hermitian(norb, i, j, shift, half, where) -> np.ndarray:
-    """Full block data from the canonical half (see :func:`_hermitian_partners`)."""
+    """Full block data from the canonical half (see :func:`_hermitian_partners`).
+
+    Vectorised: canonical blocks are scattered into place, every other block is the transpose
+    of its partner ``(j, i, -T)`` (found for all blocks at once, :func:`acehamil.structure.pair_index.lookup`);
+    values are copied, so the result is bit-identical to what was written.
+    """
+    from ..structure.pair_index import lookup
+
     norb = np.asarray(norb, np.int64)
+    i, j, t = np.asarray(i, np.int64), np.asarray(j, np.int64), np.asarray(shift, np.int64).reshape(-1, 3)
     if len(i) and (max(i.max(), j.max()) >= len(norb) or min(i.min(), j.min()) < 0):
         raise ValueError("atom index out of range")
-    t = shift
     tpos = (t[:, 0] > 0) | ((t[:, 0] == 0) & ((t[:, 1] > 0) | ((t[:, 1] == 0) & (t[:, 2] >= 0))))
     canonical = (i < j) | ((i == j) & tpos)
     sizes = norb[i] * norb[j]
     if int(sizes[canonical].sum()) != half.size:
         raise ValueError(f"{half.size} stored values, the canonical blocks need {int(sizes[canonical].sum())}")
-    index = {(int(a), int(b), tuple(int(x) for x in s)): p for p, (a, b, s) in enumerate(zip(i, j, t))}
-    starts = np.concatenate([[0], np.cumsum(np.where(canonical, sizes, 0))])
-    blocks = []
-    for p in range(len(i)):
-        if canonical[p]:
-            blocks.append(half[starts[p] : starts[p + 1]])
-        else:
-            q = index.get((int(j[p]), int(i[p]), tuple(-int(x) for x in t[p])), -1)
-            if q < 0 or not canonical[q]:
-                raise ValueError(f"block ({i[p]}, {j[p]}, {t[p].tolist()}) has no stored Hermitian partner")
-            blocks.append(half[starts[q] : starts[q + 1]].reshape(norb[i[q]], norb[j[q]]).T.ravel())
-    return np.concatenate(blocks) if blocks else np.zeros(0)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    full = np.empty(int(offsets[-1]))
+
+    def entries(blocks):
+        """Block (repeated), and position inside it, of every value of ``blocks`` in order."""
+        n = sizes[blocks]
+        rep = np.repeat(blocks, n)
+        return rep, np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+
+    p, local = entries(np.nonzero(canonical)[0])
+    full[offsets[p] + local] = half
+    rest = np.nonzero(~canonical)[0]
+    if len(rest):
+        q = lookup(i, j, t, j[rest], i[rest], -t[rest])
+        ok = q >= 0
+        ok[ok] = canonical[q[ok]]
+        if not ok.all():
+            b = int(rest[np.argmin(ok)])
+            raise ValueError(f"block ({i[b]}, {j[b]}, {t[b].tolist()}) has no stored Hermitian partner")
+        p, local = entries(rest)
+        qq = np.repeat(q, sizes[rest])
+        r, c = local // norb[j[p]], local % norb[j[p]]
+        full[offsets[p] + local] = full[offsets[qq] + c * norb[j[qq]] + r]
+    return full
 
 
 def _field(g: h5py.Group, key: str, where: str, shape, kind: str) -> np.ndarray:

@@ -45,18 +45,7 @@ HERMITIAN_RTOL = 1e-8
 
 def _partners(m: RealSpaceMatrix):
     """Index of the partner ``(j, i, -T)`` of every block (-1 where absent), shape (P,)."""
-    a = np.column_stack([m.i, m.j, m.shift]).astype(np.int64)
-    b = np.column_stack([m.j, m.i, -m.shift]).astype(np.int64)
-    order = np.lexsort(a.T[::-1])
-    sa = a[order]
-    # binary search of each b row in the sorted a rows, via a structured (void) view
-    dt = np.dtype([(f"f{c}", np.int64) for c in range(5)])
-    sav = np.ascontiguousarray(sa).view(dt).ravel()
-    bv = np.ascontiguousarray(b).view(dt).ravel()
-    pos = np.searchsorted(sav, bv)
-    pos_c = np.minimum(pos, len(sav) - 1)
-    found = (pos < len(sav)) & (sav[pos_c] == bv)
-    return np.where(found, order[pos_c], -1)
+    return m.partner
 
 
 def hermiticity_error(m: RealSpaceMatrix) -> tuple:
@@ -79,7 +68,7 @@ def hermiticity_error(m: RealSpaceMatrix) -> tuple:
         if (mags > 0).any():
             return float("inf"), int(np.nonzero(missing)[0][np.argmax(mags > 0)])
     err = np.zeros(m.nblocks)
-    for shape in {(int(x), int(y)) for x, y in zip(ni, nj)}:
+    for shape in set(zip(ni.tolist(), nj.tolist())):
         sel = np.nonzero((ni == shape[0]) & (nj == shape[1]) & ~missing)[0]
         if not len(sel):
             continue

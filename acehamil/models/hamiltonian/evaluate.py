@@ -60,9 +60,18 @@ def _entry_keys(matrix, numbers, basis) -> tuple:
     swap = (zi > zj) | ((zi == zj) & (sa > sb))
     z1, z2 = np.where(swap, zj, zi), np.where(swap, zi, zj)
     s1, s2 = np.where(swap, sb, sa), np.where(swap, sa, sb)
-    code = np.column_stack([onsite.astype(np.int64), z1, z2, s1, s2])
-    uniq, inv = np.unique(code, axis=0, return_inverse=True)
-    keys = [f"{'onsite' if o else 'offsite'}/{a}-{b}/{c}-{d}" for o, a, b, c, d in uniq.tolist()]
+    # one int64 per entry (mixed radix: species < 119, shell < ns), sorted like the rows (o, z1, z2, s1, s2)
+    ns = int(max(s1.max(initial=0), s2.max(initial=0))) + 1
+    code = (((onsite.astype(np.int64) * 119 + z1) * 119 + z2) * ns + s1) * ns + s2
+    uniq, inv = np.unique(code, return_inverse=True)
+    rows = []
+    for c in uniq.tolist():
+        c, d = divmod(c, ns)
+        c, cc = divmod(c, ns)
+        c, b = divmod(c, 119)
+        o, a = divmod(c, 119)
+        rows.append((o, a, b, cc, d))
+    keys = [f"{'onsite' if o else 'offsite'}/{a}-{b}/{c}-{d}" for o, a, b, c, d in rows]
     return keys, np.asarray(inv).reshape(-1), vals
 
 
