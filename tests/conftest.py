@@ -12,6 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ACEHAMIL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _numpy_print_options():
+    """Restore numpy's print options after each test: importing ``pyscf.pbc`` sets precision 6
+    process-wide, which changed the output of the package's doctests run after the tests."""
+    saved = np.get_printoptions()
+    yield
+    np.set_printoptions(**saved)
+
+
 @pytest.fixture
 def rng(request) -> np.random.Generator:
     """A generator seeded from the test's node id: reproducible, different per test."""
