@@ -65,3 +65,15 @@ def test_on_pattern_matches_block_by_block_copy(rng):
     assert used.tolist() == keep.tolist()
     vals2, used2 = sub.on_pattern(m)  # the other way: blocks sub lacks are zero
     assert used2.all() and np.count_nonzero(vals2) <= sub.data.size
+
+
+@pytest.mark.parametrize("scale", [1, 2**40])
+def test_lookup_with_duplicates_and_huge_ranges_matches_brute_force(rng, scale):
+    """Duplicated keys give their last position; index ranges too wide for the int64 code
+    (scale 2**40) take the row-wise fallback and give the same answers."""
+    keys = rng.integers(-2, 3, size=(80, 5)) * scale
+    keys[40:60] = keys[:20]  # duplicates
+    q = np.concatenate([keys[rng.permutation(80)[:30]], rng.integers(-3, 4, size=(30, 5)) * scale])
+    got = lookup(keys[:, 0], keys[:, 1], keys[:, 2:], q[:, 0], q[:, 1], q[:, 2:])
+    brute = [max([p for p, k in enumerate(keys.tolist()) if k == row], default=-1) for row in q.tolist()]
+    assert got.tolist() == brute

@@ -318,6 +318,39 @@ class ACEBasis:
         vals = self._split(flat, sel)
         return (vals, self._split(gflat, sel)) if gradients else vals
 
+    def evaluate_mapped(self, centres: Centres, W: np.ndarray) -> np.ndarray:
+        """Features mapped linearly, ``flat(B) @ W``, without forming the features.
+
+        ``flat(B)`` is the ``(n_centres, n_out)`` row of every feature in the flat order of the
+        tables (key by key as in :attr:`feature_keys`, then feature, then ``M``; see
+        :attr:`ProductTables.out_slices`).  Since ``flat(B) = AA @ C``, the map is pushed through
+        the coupling matrix once, ``AA @ (C @ W)``: the cost per centre is that of the products and
+        of ``n_y`` outputs, not of the ``n_out`` features (prediction: ``W`` holds the fitted
+        coefficients of every block type and ``L``).
+
+        Parameters
+        ----------
+        centres : Centres
+        W : array_like, shape (n_out, n_y)
+            float64.
+
+        Returns
+        -------
+        ndarray, shape (n_centres, n_y), float64
+        """
+        if not isinstance(centres, Centres):
+            raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
+        t = self.tables
+        W = np.asarray(W, dtype=float)
+        if W.ndim != 2 or W.shape[0] != t.n_out:
+            raise ValueError(f"W must have shape ({t.n_out}, n_y), got {W.shape}")
+        CW = np.asarray(t.C @ W)  # (n_AA, n_y), dense
+        out = np.empty((centres.n_centres, W.shape[1]))
+        prep = self._prepare(centres)
+        for c0, c1, p0, p1, A, *_ in self._batches(prep, t.n_AA, False):
+            np.matmul(self._products(A), CW, out=out[c0:c1])
+        return out
+
     def iter_evaluate(self, centres: Centres, gradients: bool = False, max_centres: int | None = None, keys=None):
         """Evaluate batch by batch (bounded memory).
 

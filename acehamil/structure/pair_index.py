@@ -21,6 +21,23 @@ def _keys(i, j, shift) -> np.ndarray:
     return np.column_stack([i, j, shift])
 
 
+def _encode(keys: np.ndarray, queries: np.ndarray):
+    """One int64 code per ``(i, j, shift)`` row of ``keys`` and of ``queries`` (equal rows, equal
+    codes: a mixed-radix number over the ranges both sets span), or None when it would overflow."""
+    both_min = np.minimum(keys.min(axis=0), queries.min(axis=0))
+    span = np.maximum(keys.max(axis=0), queries.max(axis=0)) - both_min + 1
+    if float(np.prod(span.astype(float))) >= 2.0**62:
+        return None
+    codes = []
+    for x in (keys, queries):
+        c = np.zeros(len(x), dtype=np.int64)
+        for col in range(x.shape[1]):
+            c *= span[col]
+            c += x[:, col] - both_min[col]
+        codes.append(c)
+    return codes
+
+
 def lookup(i, j, shift, qi, qj, qshift) -> np.ndarray:
     """Position of each query ``(qi, qj, qshift)`` among the keys ``(i, j, shift)``, -1 if absent.
 
@@ -38,6 +55,12 @@ def lookup(i, j, shift, qi, qj, qshift) -> np.ndarray:
     ndarray of int64, shape (m,)
         For a key present more than once, its last position.
 
+    Notes
+    -----
+    Each row is coded as one int64 (mixed radix over the index ranges), the key codes are
+    sorted once (stable) and the queries found by binary search: ``O((n + m) log n)``.  Rows whose
+    ranges would overflow int64 fall back to a row-wise :func:`numpy.unique`.
+
     Examples
     --------
     >>> lookup([0, 1], [1, 0], [[0, 0, 0], [0, 0, 1]], [1, 1, 0], [0, 0, 1], [[0, 0, 1], [0, 0, 0], [0, 0, 0]]).tolist()
@@ -48,6 +71,20 @@ def lookup(i, j, shift, qi, qj, qshift) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     if len(keys) == 0:
         return np.full(len(queries), -1, dtype=np.int64)
+    codes = _encode(keys, queries)
+    if codes is None:
+        return _lookup_unique(keys, queries)
+    kc, qc = codes
+    order = np.argsort(kc, kind="stable")
+    sk = kc[order]
+    pos = np.searchsorted(sk, qc, side="right") - 1  # the last of equal keys (stable order)
+    hit = pos >= 0
+    hit[hit] = sk[pos[hit]] == qc[hit]
+    return np.where(hit, order[np.maximum(pos, 0)], -1).astype(np.int64)
+
+
+def _lookup_unique(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """:func:`lookup` by a row-wise unique (any index range)."""
     uniq, inv = np.unique(np.concatenate([keys, queries]), axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     slot = np.full(len(uniq), -1, dtype=np.int64)

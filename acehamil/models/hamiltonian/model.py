@@ -150,7 +150,7 @@ class MatrixModel:
             )
         return c
 
-    def predict(self, atoms, pairs=None, max_particles: int = 200_000, bond_chunk: int = 8192, rows=None) -> RealSpaceMatrix:
+    def predict(self, atoms, pairs=None, bond_chunk: int = 2048, rows=None) -> RealSpaceMatrix:
         """Predicted real-space matrix of ``atoms`` (any ``ase.Atoms``, periodic or not).
 
         Parameters
@@ -158,8 +158,6 @@ class MatrixModel:
         atoms : ase.Atoms
         pairs : NeighbourPairs, optional
             Neighbour list with cutoff ``>= self.reach`` to reuse.
-        max_particles : int
-            Particles per feature-evaluation chunk (bounds memory).
         bond_chunk : int
             Centres (atoms or bonds) whose environments are built at a time (bounds memory; results do
             not depend on it).
@@ -195,32 +193,58 @@ class MatrixModel:
             bts = fam.block_types(self.orbital_basis)
             rev = reverse_index(ci, cj, cs) if any(fam.symmetrised(bt) for bt in bts) else None
             prep = fam.prepare(atoms, pat.pairs)
-            raw = {bt.key: {L: np.zeros((len(sel), 2 * L + 1)) for L in bt.L_values()} for bt in bts}
-            # stream: environments, features and their contraction chunk by chunk of centres, so the
-            # working set is bounded (the environments of all centres are never held at once)
+            W, const, slots = self.output_map(fam, bts)
+            y = np.empty((len(sel), W.shape[1]))
+            # stream: environments and their mapped features chunk by chunk of centres, so the working
+            # set is bounded (neither the environments nor the features of all centres are held at once)
             for b0 in range(0, len(sel), bond_chunk):
                 env = fam.environments(atoms, pat.pairs, sel[b0:b0 + bond_chunk], prepared=prep)
-                self._contract(fam, bts, env, max_particles, raw, b0)
+                y[b0:b0 + env.n_centres] = fam.evaluate_mapped(env, W)
+                del env
+            y += const
             off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
             roff, rnc = pat.offsets[rblk], pat.norb[pat.j[rblk]]
             for bt in bts:
-                X = assemble(symmetrise(fam, bt, raw[bt.key], rev), bt.l1, bt.l2, len(sel))
+                raw = {L: y[:, slots[bt.key, L]] for L in bt.L_values()}
+                X = assemble(symmetrise(fam, bt, raw, rev), bt.l1, bt.l2, len(sel))
                 ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
                 scatter_blocks(data, off, nc, ra, cb, X)
                 if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
                     scatter_blocks(data, roff, rnc, cb, ra, X.transpose(0, 2, 1))
         return RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, data)
 
-    def _contract(self, fam, bts, env, max_particles: int, raw: dict, start: int) -> None:
-        """Fill ``raw[bt.key][L][start:start + n]`` with the irreducible parts of the centres of ``env``,
-        features evaluated ``max_particles`` at a time (``raw`` is this call's own buffer)."""
-        for s0, s1, chunk in env.chunks(max_particles):
-            feats = fam.features(chunk)
-            for bt in bts:
-                for L, D in fam.design(feats, bt, s1 - s0).items():
-                    if D.shape[1]:
-                        raw[bt.key][L][start + s0:start + s1] = np.einsum("nfM,f->nM", D, self.coefficient(bt, L, D.shape[1]))
-            del feats
+    def output_map(self, fam, bts) -> tuple:
+        """The fitted coefficients of a family as one linear map on its flat features.
+
+        Every block type ``bt`` and ``L`` of ``bts`` owns the columns ``slots[bt.key, L]`` (2L+1 of
+        them) of ``y = flat(features) @ W + const``, which are its irreducible parts ``x_L`` (before
+        :func:`symmetrise`).
+
+        Returns
+        -------
+        W : ndarray, shape (n_out, n_y)
+            ``n_out`` flat features of ``fam.basis`` (0 without a basis).
+        const : ndarray, shape (n_y,)
+        slots : dict {(bt.key, L): slice}
+        """
+        n_out = fam.basis.tables.n_out if fam.basis is not None else 0
+        slots, y = {}, 0
+        for bt in bts:
+            for L in bt.L_values():
+                slots[bt.key, L] = slice(y, y + 2 * L + 1)
+                y += 2 * L + 1
+        W, const = np.zeros((n_out, y)), np.zeros(y)
+        for bt in bts:
+            ncoef = fam.n_coefficients(bt)
+            for L in bt.L_values():
+                key, w, c0 = fam.linear_map(bt, L, self.coefficient(bt, L, ncoef[L]))
+                cols = np.arange(slots[bt.key, L].start, slots[bt.key, L].stop)
+                const[cols[0]] += c0
+                if key is not None and len(w):
+                    m = len(cols)
+                    rows = fam.basis.tables.out_slices[key].start + np.arange(len(w))[:, None] * m + np.arange(m)
+                    W[rows, cols[None, :]] = w[:, None]
+        return W, const, slots
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,39 @@ class OffsiteFamily:
             return parts[0]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+    def linear_map(self, bt: BlockType, L: int, c: np.ndarray) -> tuple:
+        """The design of ``bt``, ``L`` contracted with ``c``: ``x_L = feats[(L, parity)] . c``
+        (see :meth:`OnsiteFamily.linear_map`); returns ``(key or None, w (n_B,), 0.0)``."""
+        key = (L, bt.parity)
+        return (key if key in self.basis.feature_keys else None), np.asarray(c, dtype=float), 0.0
+
+    def evaluate_mapped(self, env: Environments, W: np.ndarray) -> np.ndarray:
+        """``flat(features) @ W`` of bond environments, shape (n, n_y), as :meth:`evaluate` computes the
+        features (bonds beyond ``env_bond_cut`` through :attr:`bond_only_basis`)."""
+        cut = self.config.env_bond_cut
+        if not (self.has_environment and cut > 0):
+            return self.basis.evaluate_mapped(env.to_centres(), W)
+        blen = np.linalg.norm(env.vec, axis=1)
+        short, long = np.nonzero(blen < cut)[0], np.nonzero(blen >= cut)[0]
+        if len(long) == 0:
+            return self.basis.evaluate_mapped(env.to_centres(), W)
+        out = np.empty((env.n_centres, W.shape[1]))
+        if len(short):
+            out[short] = self.basis.evaluate_mapped(env.take(short).to_centres(), W)
+        out[long] = self.bond_only_basis.evaluate_mapped(env.take(long).to_centres(), self._two_centre_rows(W))
+        return out
+
+    def _two_centre_rows(self, W: np.ndarray) -> np.ndarray:
+        """Rows of ``W`` (flat features of :attr:`basis`) moved to the flat features of
+        :attr:`bond_only_basis` (its ``nu = 1`` features; the others vanish without environment)."""
+        full, two = self.basis.tables, self.bond_only_basis.tables
+        out = np.zeros((two.n_out, W.shape[1]))
+        for key, (cols, src) in self._nu1_map.items():
+            m = np.arange(2 * key[0] + 1)
+            rows = (full.out_slices[key].start + cols[:, None] * len(m) + m).ravel()
+            out[(two.out_slices[key].start + src[:, None] * len(m) + m).ravel()] = W[rows]
+        return out
+
     def symmetrised(self, bt: BlockType) -> bool:
         """True when the model is ``1/2 [F(r) + F(-r)^T]`` (same species and shell)."""
         return bt.symmetric

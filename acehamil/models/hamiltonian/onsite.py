@@ -136,6 +136,29 @@ class OnsiteFamily:
             return {}
         return evaluate_features(self.basis, env)
 
+    def linear_map(self, bt: BlockType, L: int, c: np.ndarray) -> tuple:
+        """The design of ``bt``, ``L`` contracted with coefficients ``c`` (n_F,), as a map on the features:
+        ``x_L = feats[key] . w + const`` (:meth:`design` then ``@ c``).
+
+        Returns
+        -------
+        key : (L, parity) or None
+            Feature key (None: no basis features).
+        w : ndarray, shape (n_B,)
+        const : float
+            The constant column's contribution (``L = 0``), else 0.
+        """
+        k = self.n_constant(L)
+        key = (L, bt.parity)
+        has = self.basis is not None and key in self.basis.feature_keys
+        return (key if has else None), np.asarray(c[k:], dtype=float), (float(c[0]) if k else 0.0)
+
+    def evaluate_mapped(self, env: Environments, W: np.ndarray) -> np.ndarray:
+        """``flat(features) @ W`` of environments, shape (n, n_y) (:meth:`ACEBasis.evaluate_mapped`)."""
+        if self.basis is None:
+            return np.zeros((env.n_centres, W.shape[1]))
+        return self.basis.evaluate_mapped(env.to_centres(), W)
+
     def symmetrised(self, bt: BlockType) -> bool:
         """Never: a same-shell on-site block is symmetric by its even-``L`` parts alone."""
         return False
