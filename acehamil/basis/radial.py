@@ -22,18 +22,22 @@ import numpy as np
 from .spec import RadialSpec
 
 
-def _legendre(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Legendre ``P_k(x)`` and ``P_k'(x)``, k = 0..n-1; shapes (len(x), n)."""
-    P = np.zeros((len(x), n))
-    dP = np.zeros((len(x), n))
-    P[:, 0] = 1.0
+def _legendre(x: np.ndarray, n: int, derivative: bool = True) -> tuple:
+    """Legendre ``P_k(x)`` and ``P_k'(x)``, k = 0..n-1; shapes (len(x), n) (views of (n, len(x))
+    arrays: each recursion step runs over one contiguous row).  ``P'`` is None unless ``derivative``."""
+    x = np.asarray(x, dtype=float)
+    P = np.empty((n, len(x)))
+    dP = np.zeros((n, len(x))) if derivative else None
+    P[0] = 1.0
     if n > 1:
-        P[:, 1] = x
-        dP[:, 1] = 1.0
+        P[1] = x
+        if derivative:
+            dP[1] = 1.0
     for k in range(1, n - 1):
-        P[:, k + 1] = ((2 * k + 1) * x * P[:, k] - k * P[:, k - 1]) / (k + 1)
-        dP[:, k + 1] = dP[:, k - 1] + (2 * k + 1) * P[:, k]
-    return P, dP
+        P[k + 1] = ((2 * k + 1) * x * P[k] - k * P[k - 1]) / (k + 1)
+        if derivative:
+            dP[k + 1] = dP[k - 1] + (2 * k + 1) * P[k]
+    return P.T, (dP.T if derivative else None)
 
 
 class RadialBasis:
@@ -83,7 +87,7 @@ class RadialBasis:
         u = r / r_cut
         inside = u < 1.0
         uc = np.where(inside, u, 1.0)
-        P, dP = _legendre(2.0 * uc - 1.0, self.n_max)
+        P, dP = _legendre(2.0 * uc - 1.0, self.n_max, derivative=gradients)
         p = self.spec.envelope_power
         one_m = np.where(inside, 1.0 - uc, 0.0)
         env = one_m**p
