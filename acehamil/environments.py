@@ -125,6 +125,44 @@ class Environments:
             new_centre, self.particle_vec[pidx], self.particle_category[pidx], self.particle_weight[pidx],
         )
 
+    def in_bond_frame(self) -> tuple:
+        """Every bond centre rotated so that its bond lies along +z.
+
+        ``Q_c`` is a proper rotation with ``Q_c r_c / |r_c| = z``; each particle ``p`` of centre ``c``
+        becomes ``Q_c p``, and the bond particle (category :data:`BOND`) exactly ``(0, 0, |r_c|)``
+        (so its harmonics with ``m != 0`` are exactly zero).  Equivariant features transform back
+        as ``B_L(env) = D^L(Q_c)^T B_L(Q_c env)``.
+
+        Returns
+        -------
+        Environments
+            Same centres and particles, rotated.
+        Q : ndarray, shape (n_centres, 3, 3)
+
+        Raises
+        ------
+        ValueError
+            A centre with a zero bond vector (a site).
+        """
+        d = np.linalg.norm(self.vec, axis=1)
+        if len(d) and d.min() < 1e-8:
+            raise ValueError("the bond frame needs non-zero bond vectors (site centres have none)")
+        ez = self.vec / d[:, None]
+        helper = np.zeros_like(ez)
+        along_x = np.abs(ez[:, 0]) < 0.9  # any axis not (nearly) parallel to the bond
+        helper[along_x, 0] = 1.0
+        helper[~along_x, 1] = 1.0
+        ex = helper - np.einsum("ni,ni->n", helper, ez)[:, None] * ez
+        ex /= np.linalg.norm(ex, axis=1)[:, None]
+        Q = np.stack([ex, np.cross(ez, ex), ez], axis=1)  # rows: Q ez = z, det +1
+        pv = np.einsum("pij,pj->pi", Q[self.particle_centre], self.particle_vec)
+        bond = self.particle_category == BOND
+        pv[bond] = 0.0
+        pv[bond, 2] = d[self.particle_centre[bond]]
+        rotated = Environments(self.centre_species, self.i, self.j, self.shift, np.c_[np.zeros((len(d), 2)), d],
+                               self.particle_centre, pv, self.particle_category, self.particle_weight)
+        return rotated, Q
+
     def chunks(self, max_particles: int = 200_000):
         """Yield ``(start, stop, sub)`` covering all centres, each with at most
         ``max_particles`` particles (at least one centre per chunk)."""
@@ -297,14 +335,11 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
     """
     numbers = np.asarray(atoms.numbers, dtype=np.int64)
     nb = len(bonds)
-    if nb and np.linalg.norm(bonds.vec, axis=1).min() < 1e-8:
+    bvec = np.asarray(bonds.vec, dtype=float)
+    blen = np.linalg.norm(bvec, axis=1) if nb else np.zeros(0)
+    if nb and blen.min() < 1e-8:
         raise ValueError("bond environments need non-zero bond vectors (an on-site pair was passed)")
-    centre_species = numbers[bonds.i]
-    pc = [np.arange(nb)]
-    pv = [np.asarray(bonds.vec, dtype=float)]
-    pcat = [np.full(nb, BOND, dtype=np.int64)]
-    pw = [np.ones(nb)]
-    blen = np.linalg.norm(bonds.vec, axis=1) if nb else np.zeros(0)
+    ec, ev, ecat, ew = [], [], [], []  # environment particles, in centre order
     with_env = np.nonzero(blen < env_bond_cut)[0] if env_bond_cut > 0 else np.arange(nb)
     if r_env > 0 and len(with_env):
         # neighbours of each atom sorted by distance: a particle of the ellipsoid of bond r has
@@ -314,25 +349,49 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
             sorted_nl = sorted_neighbours(atoms, reach, pairs)
         nl, starts, key = sorted_nl.pairs, sorted_nl.starts, sorted_nl.key
         span = sorted_nl.reach + 1.0
+        u_all = bvec / np.where(blen > 0, blen, 1.0)[:, None]
+        if env_bond_cut > 0:
+            x2 = (blen / env_bond_cut) ** 2
+            taper = np.where(x2 < 1.0, (1.0 - x2) ** 2, 0.0)
         for b0 in range(0, len(with_env), chunk):
             b = with_env[b0:b0 + chunk]
             # bond_reach(|r|, r_env) past atom i's key offset, summed left to right as in the key
             n = np.searchsorted(key, bonds.i[b] * span + blen[b] + r_env, side="right") - starts[bonds.i[b]]
             bb = np.repeat(b, n)
             q = starts[bonds.i[bb]] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
-            r = bonds.vec[bb]
-            p = nl.vec[q] - 0.5 * r
-            w = ellipsoid_weight(p, r, r_env)
+            # ellipsoid test on every candidate from x = r_ik alone: axial z = x.u - |r|/2 (from the
+            # midpoint), transverse rho^2 = |x|^2 - (x.u)^2; only the kept particles are formed
+            x = nl.vec[q]
+            xu = np.einsum("ni,ni->n", x, u_all[bb])
+            z = xu - 0.5 * blen[bb]
+            s2 = (z / axial_semi_axis(blen[bb], r_env)) ** 2 + np.maximum(nl.dist[q] ** 2 - xu * xu, 0.0) / r_env**2
+            inside = np.nonzero(s2 < 1.0)[0]
+            bb, q, s2 = bb[inside], q[inside], s2[inside]
+            p = x[inside] - 0.5 * bvec[bb]
+            w = (1.0 - s2) ** 2
             if env_bond_cut > 0:
-                x2 = (blen[bb] / env_bond_cut) ** 2
-                w = w * np.where(x2 < 1.0, (1.0 - x2) ** 2, 0.0)
+                w = w * taper[bb]
             is_j = (nl.j[q] == bonds.j[bb]) & np.all(nl.shift[q] == bonds.shift[bb], axis=1)
             # an atom exactly at the midpoint (the middle image of a bond i -> i(2T)) has no direction: left out
             keep = (w > 0) & ~is_j & (np.einsum("ni,ni->n", p, p) > MIN_MIDPOINT_DISTANCE**2)
-            pc.append(bb[keep]), pv.append(p[keep]), pcat.append(numbers[nl.j[q][keep]]), pw.append(w[keep])
-    c = np.concatenate(pc)
-    order = np.argsort(c, kind="stable")
+            ec.append(bb[keep]), ev.append(p[keep]), ecat.append(numbers[nl.j[q[keep]]]), ew.append(w[keep])
+    # particle 0 of each centre is the bond itself, then its environment particles
+    env_c = np.concatenate(ec) if ec else np.zeros(0, np.int64)
+    counts = 1 + np.bincount(env_c, minlength=nb)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    total = nb + len(env_c)
+    is_env = np.ones(total, dtype=bool)
+    is_env[first] = False
+    pc = np.repeat(np.arange(nb), counts)
+    pv = np.empty((total, 3))
+    pv[first] = bvec
+    pcat = np.full(total, BOND, dtype=np.int64)
+    pw = np.ones(total)
+    if len(env_c):
+        pv[is_env] = np.concatenate(ev)
+        pcat[is_env] = np.concatenate(ecat)
+        pw[is_env] = np.concatenate(ew)
     return Environments(
-        centre_species, np.asarray(bonds.i, np.int64), np.asarray(bonds.j, np.int64), np.asarray(bonds.shift, np.int64),
-        np.asarray(bonds.vec, float), c[order], np.concatenate(pv)[order], np.concatenate(pcat)[order], np.concatenate(pw)[order],
+        numbers[bonds.i], np.asarray(bonds.i, np.int64), np.asarray(bonds.j, np.int64), np.asarray(bonds.shift, np.int64),
+        bvec, pc, pv, pcat, pw,
     )

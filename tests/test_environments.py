@@ -119,3 +119,29 @@ def test_environment_fades_with_bond_length(si):
     wt = tapered.particle_weight[tapered.particle_centre == short][1:]
     x2 = (nl.dist[short] / cut) ** 2
     np.testing.assert_allclose(np.sort(wt), np.sort(wf) * (1 - x2) ** 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("env_bond_cut", [0.0, 3.6])
+def test_bond_environments_match_brute_force(si, env_bond_cut):
+    """Every bond's particles and weights equal a scan of all neighbours of atom i with the documented
+    weight (:func:`ellipsoid_weight` and the bond-length taper), in the neighbour-list order."""
+    r_env = 2.0
+    nl = neighbour_pairs(si, 4.0)
+    big = neighbour_pairs(si, 4.0 + r_env + 0.5)
+    env = bond_environments(si, nl, r_env, env_bond_cut=env_bond_cut)
+    counts = np.bincount(env.particle_centre, minlength=env.n_centres)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for b in range(len(nl)):
+        cand = np.nonzero(big.i == nl.i[b])[0]
+        cand = cand[~((big.j[cand] == nl.j[b]) & np.all(big.shift[cand] == nl.shift[b], axis=1))]
+        p = big.vec[cand] - 0.5 * nl.vec[b]
+        w = ellipsoid_weight(p, np.repeat(nl.vec[b][None], len(cand), axis=0), r_env)
+        if env_bond_cut > 0:
+            w = w * max(0.0, 1.0 - (nl.dist[b] / env_bond_cut) ** 2) ** 2
+        keep = (w > 0) & (np.einsum("ni,ni->n", p, p) > 1e-12)
+        ref = np.c_[p[keep], w[keep], si.numbers[big.j[cand[keep]]]]
+        mine = np.c_[env.particle_vec[starts[b] + 1:starts[b + 1]], env.particle_weight[starts[b] + 1:starts[b + 1]],
+                     env.particle_category[starts[b] + 1:starts[b + 1]]]
+        order = lambda x: x[np.lexsort(np.round(x.T, 9))]  # noqa: E731
+        assert mine.shape == ref.shape, b
+        np.testing.assert_allclose(order(mine), order(ref), rtol=0, atol=1e-12)

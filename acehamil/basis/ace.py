@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from .angular import AngularBasis
 from .atomic import atomic_base, fold_categories, pad, padding
 from .linear import LinearContraction, pull_back
+from .mapped import ProductMap
 from .product import ProductTables
 from .radial import RadialBasis
 from .spec import BasisSpec, RadialSpec  # noqa: F401  (RadialSpec for the doctest namespace)
@@ -242,18 +243,23 @@ class ACEBasis:
                 A = atomic_base(Rc, Y, local, slot, c1 - c0, p_max, self._a_k, self.tables.a_lm)
                 yield c0, c1, p0, p1, A, Rc, Y, d, local, slot, p_max
 
-    def _products(self, A: np.ndarray) -> np.ndarray:
-        """AA (nb, n_AA) from A (nb, n_A); column 0 is the constant 1.
+    def _products(self, A: np.ndarray, upto: int | None = None) -> np.ndarray:
+        """AA (nb, n_AA) from A (nb, n_A); column 0 is the constant 1.  With ``upto`` (a level
+        boundary), only the columns ``:upto`` (the levels below it).
 
         One centre at a time: its AA row (n_AA,) stays in cache while each level
         gathers prefix and last factor (faster than batched gathers).
         """
         t = self.tables
         nb = len(A)
-        AA = np.empty((nb, t.n_AA))
+        upto = t.n_AA if upto is None else int(upto)
+        AA = np.empty((nb, upto))
         AA[:, 0] = 1.0
         AA[:, 1 : 1 + t.n_A] = A
-        levels = [(t.level_offsets[i + 2], t.level_offsets[i + 3], pre, 1 + last) for i, (pre, last) in enumerate(zip(t.prefix, t.last))]
+        levels = [(t.level_offsets[i + 2], t.level_offsets[i + 3], pre, 1 + last) for i, (pre, last) in enumerate(zip(t.prefix, t.last))
+                  if t.level_offsets[i + 3] <= upto]
+        if not levels:
+            return AA
         for row in AA:
             for o0, o1, pre, last in levels:
                 np.multiply(row[pre], row[last], out=row[o0:o1])
@@ -318,21 +324,40 @@ class ACEBasis:
         vals = self._split(flat, sel)
         return (vals, self._split(gflat, sel)) if gradients else vals
 
-    def evaluate_mapped(self, centres: Centres, W: np.ndarray) -> np.ndarray:
+    def mapping(self, W: np.ndarray, vanishing=None) -> ProductMap:
+        """A linear map ``W (n_out, n_y)`` on the flat features pushed through the coupling matrix, for
+        repeated :meth:`evaluate_mapped` calls (:class:`~acehamil.basis.mapped.ProductMap`).
+
+        ``vanishing`` (bool, shape (n_A,)) marks one-particle sums known to be zero for every centre
+        (e.g. the ``m != 0`` harmonics of a bond along ``z``; see :meth:`vanishing_on_z`)."""
+        t = self.tables
+        W = np.asarray(W, dtype=float)
+        if W.ndim != 2 or W.shape[0] != t.n_out:
+            raise ValueError(f"W must have shape ({t.n_out}, n_y), got {W.shape}")
+        return ProductMap(t, np.asarray(t.C @ W), vanishing)
+
+    def vanishing_on_z(self, category) -> np.ndarray:
+        """One-particle sums ``A_a`` of ``category`` with ``m != 0``, bool shape (n_A,): zero when the only
+        particle of that category lies on the z axis (a singleton category, e.g. the bond, in the bond frame)."""
+        t = self.tables
+        l = np.floor(np.sqrt(t.a_lm)).astype(np.int64)
+        return (t.a_cat == category) & (t.a_lm != l * l + l)
+
+    def evaluate_mapped(self, centres: Centres, W) -> np.ndarray:
         """Features mapped linearly, ``flat(B) @ W``, without forming the features.
 
         ``flat(B)`` is the ``(n_centres, n_out)`` row of every feature in the flat order of the
         tables (key by key as in :attr:`feature_keys`, then feature, then ``M``; see
         :attr:`ProductTables.out_slices`).  Since ``flat(B) = AA @ C``, the map is pushed through
-        the coupling matrix once, ``AA @ (C @ W)``: the cost per centre is that of the products and
-        of ``n_y`` outputs, not of the ``n_out`` features (prediction: ``W`` holds the fitted
-        coefficients of every block type and ``L``).
+        the coupling matrix once, ``AA @ (C @ W)``, and only the top-level products it uses are formed
+        (:mod:`.mapped`): the cost per centre is that of ``n_y`` outputs, not of the ``n_out``
+        features (prediction: ``W`` holds the fitted coefficients of every block type and ``L``).
 
         Parameters
         ----------
         centres : Centres
-        W : array_like, shape (n_out, n_y)
-            float64.
+        W : array_like, shape (n_out, n_y), or ProductMap
+            float64; or its :meth:`mapping` (reused across calls).
 
         Returns
         -------
@@ -340,15 +365,13 @@ class ACEBasis:
         """
         if not isinstance(centres, Centres):
             raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
-        t = self.tables
-        W = np.asarray(W, dtype=float)
-        if W.ndim != 2 or W.shape[0] != t.n_out:
-            raise ValueError(f"W must have shape ({t.n_out}, n_y), got {W.shape}")
-        CW = np.asarray(t.C @ W)  # (n_AA, n_y), dense
-        out = np.empty((centres.n_centres, W.shape[1]))
+        pm = W if isinstance(W, ProductMap) else self.mapping(W)
+        if pm.n_AA != self.tables.n_AA or pm.CW_low.shape[0] != min(pm.n_low, self.tables.n_AA):
+            raise ValueError("the ProductMap was built for a different basis")
+        out = np.empty((centres.n_centres, pm.n_y))
         prep = self._prepare(centres)
-        for c0, c1, p0, p1, A, *_ in self._batches(prep, t.n_AA, False):
-            np.matmul(self._products(A), CW, out=out[c0:c1])
+        for c0, c1, p0, p1, A, *_ in self._batches(prep, max(pm.n_low, pm.n_top), False):
+            out[c0:c1] = pm.evaluate(self._products(A, upto=pm.n_low), A)
         return out
 
     def iter_evaluate(self, centres: Centres, gradients: bool = False, max_centres: int | None = None, keys=None):

@@ -198,21 +198,52 @@ class OffsiteFamily:
         key = (L, bt.parity)
         return (key if key in self.basis.feature_keys else None), np.asarray(c, dtype=float), 0.0
 
-    def evaluate_mapped(self, env: Environments, W: np.ndarray) -> np.ndarray:
-        """``flat(features) @ W`` of bond environments, shape (n, n_y), as :meth:`evaluate` computes the
-        features (bonds beyond ``env_bond_cut`` through :attr:`bond_only_basis`)."""
-        cut = self.config.env_bond_cut
-        if not (self.has_environment and cut > 0):
-            return self.basis.evaluate_mapped(env.to_centres(), W)
+    def mapping(self, W: np.ndarray, parts) -> tuple:
+        """``W (n_out, n_y)`` on the flat features, prepared for :meth:`evaluate_mapped`.
+
+        ``parts`` lists ``(L, first column)`` of every ``2L+1``-column group of outputs (the irreducible
+        parts, rotated back from the bond frame).  Bonds with an environment are evaluated in their bond
+        frame (:meth:`acehamil.environments.Environments.in_bond_frame`), where the bond's harmonics
+        with ``m != 0`` vanish and so do most products (:class:`acehamil.basis.mapped.ProductMap`);
+        bonds beyond ``env_bond_cut`` (with one) go through :attr:`bond_only_basis`.
+        """
+        frame = self.basis.spec.max_nu >= 2
+        full = self.basis.mapping(W, vanishing=self.basis.vanishing_on_z(BOND) if frame else None)
+        tapered = self.has_environment and self.config.env_bond_cut > 0
+        two = self.bond_only_basis.mapping(self._two_centre_rows(W)) if tapered else None
+        groups = {}
+        for L, c0 in parts:
+            groups.setdefault(int(L), []).append(int(c0))
+        groups = {L: np.array(c)[:, None] + np.arange(2 * L + 1) for L, c in groups.items() if L > 0}
+        return full, two, (groups if frame else None)
+
+    def evaluate_mapped(self, env: Environments, mapping) -> np.ndarray:
+        """``flat(features) @ W`` of bond environments, shape (n, n_y), with ``mapping`` from :meth:`mapping`,
+        as :meth:`evaluate` computes the features (bonds beyond ``env_bond_cut`` through :attr:`bond_only_basis`)."""
+        full, two, groups = mapping
+        if two is None:
+            return self._with_environment(env, full, groups)
         blen = np.linalg.norm(env.vec, axis=1)
-        short, long = np.nonzero(blen < cut)[0], np.nonzero(blen >= cut)[0]
+        short, long = np.nonzero(blen < self.config.env_bond_cut)[0], np.nonzero(blen >= self.config.env_bond_cut)[0]
         if len(long) == 0:
-            return self.basis.evaluate_mapped(env.to_centres(), W)
-        out = np.empty((env.n_centres, W.shape[1]))
+            return self._with_environment(env, full, groups)
+        out = np.empty((env.n_centres, full.n_y))
         if len(short):
-            out[short] = self.basis.evaluate_mapped(env.take(short).to_centres(), W)
-        out[long] = self.bond_only_basis.evaluate_mapped(env.take(long).to_centres(), self._two_centre_rows(W))
+            out[short] = self._with_environment(env.take(short), full, groups)
+        out[long] = self.bond_only_basis.evaluate_mapped(env.take(long).to_centres(), two)
         return out
+
+    def _with_environment(self, env: Environments, full, groups) -> np.ndarray:
+        """Mapped features of :attr:`basis`, in the bond frame when ``groups`` is given."""
+        if groups is None:
+            return self.basis.evaluate_mapped(env.to_centres(), full)
+        from ...so3 import wigner_d_real
+
+        rotated, Q = env.in_bond_frame()
+        y = self.basis.evaluate_mapped(rotated.to_centres(), full)
+        for L, cols in groups.items():  # x_L = D^L(Q)^T x_L(frame)
+            y[:, cols] = np.einsum("nMK,nsM->nsK", wigner_d_real(L, Q), y[:, cols])
+        return y
 
     def _two_centre_rows(self, W: np.ndarray) -> np.ndarray:
         """Rows of ``W`` (flat features of :attr:`basis`) moved to the flat features of

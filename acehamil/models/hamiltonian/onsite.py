@@ -153,11 +153,18 @@ class OnsiteFamily:
         has = self.basis is not None and key in self.basis.feature_keys
         return (key if has else None), np.asarray(c[k:], dtype=float), (float(c[0]) if k else 0.0)
 
-    def evaluate_mapped(self, env: Environments, W: np.ndarray) -> np.ndarray:
-        """``flat(features) @ W`` of environments, shape (n, n_y) (:meth:`ACEBasis.evaluate_mapped`)."""
-        if self.basis is None:
-            return np.zeros((env.n_centres, W.shape[1]))
-        return self.basis.evaluate_mapped(env.to_centres(), W)
+    def mapping(self, W: np.ndarray, parts=()):
+        """``W (n_out, n_y)`` on the flat features, prepared for :meth:`evaluate_mapped` (``parts``,
+        the ``(L, first column)`` of each output group, is not needed on-site)."""
+        return (self.basis.mapping(W) if self.basis is not None else None), W.shape[1]
+
+    def evaluate_mapped(self, env: Environments, mapping) -> np.ndarray:
+        """``flat(features) @ W`` of environments, shape (n, n_y), with ``mapping`` from :meth:`mapping`
+        (:meth:`ACEBasis.evaluate_mapped`)."""
+        pm, n_y = mapping
+        if pm is None:
+            return np.zeros((env.n_centres, n_y))
+        return self.basis.evaluate_mapped(env.to_centres(), pm)
 
     def symmetrised(self, bt: BlockType) -> bool:
         """Never: a same-shell on-site block is symmetric by its even-``L`` parts alone."""
