@@ -306,7 +306,7 @@ def sorted_neighbours(atoms, reach: float, pairs: NeighbourPairs | None = None) 
 
 
 def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: NeighbourPairs | None = None,
-                      chunk: int = 20_000, env_bond_cut: float = 0.0, sorted_nl: SortedNeighbours | None = None) -> Environments:
+                      env_bond_cut: float = 0.0, sorted_nl: SortedNeighbours | None = None) -> Environments:
     """Bond-centred environments of directed bonds (see the module docstring).
 
     Parameters
@@ -318,8 +318,6 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
         Å, > 0 for an environment; 0 gives the bond particle only.
     pairs : NeighbourPairs, optional
         Neighbour list with cutoff ``>= max|r| + r_env`` to reuse.
-    chunk : int
-        Bonds processed at a time (bounds temporary memory).
     env_bond_cut : float
         Å; if > 0, environment weights are multiplied by the bond-length taper
         ``(1 - (|r| / env_bond_cut)^2)^2`` and bonds with ``|r| >= env_bond_cut``
@@ -353,30 +351,37 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
         if env_bond_cut > 0:
             x2 = (blen / env_bond_cut) ** 2
             taper = np.where(x2 < 1.0, (1.0 - x2) ** 2, 0.0)
-        for b0 in range(0, len(with_env), chunk):
-            b = with_env[b0:b0 + chunk]
+        # bonds grouped by atom i: every bond of atom i against the prefix of i's neighbour list its
+        # longest bond needs, as one dense (bonds x neighbours) test (a matrix product, no gathers)
+        grp = with_env[np.argsort(bonds.i[with_env], kind="stable")]
+        gi = bonds.i[grp]
+        cuts = np.concatenate([[0], np.nonzero(np.diff(gi))[0] + 1, [len(grp)]])
+        for g0, g1 in zip(cuts[:-1], cuts[1:]):
+            b, atom = grp[g0:g1], int(gi[g0])
+            s0 = int(starts[atom])
             # bond_reach(|r|, r_env) past atom i's key offset, summed left to right as in the key
-            n = np.searchsorted(key, bonds.i[b] * span + blen[b] + r_env, side="right") - starts[bonds.i[b]]
-            bb = np.repeat(b, n)
-            q = starts[bonds.i[bb]] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
-            # ellipsoid test on every candidate from x = r_ik alone: axial z = x.u - |r|/2 (from the
-            # midpoint), transverse rho^2 = |x|^2 - (x.u)^2; only the kept particles are formed
-            x = nl.vec[q]
-            xu = np.einsum("ni,ni->n", x, u_all[bb])
-            z = xu - 0.5 * blen[bb]
-            s2 = (z / axial_semi_axis(blen[bb], r_env)) ** 2 + np.maximum(nl.dist[q] ** 2 - xu * xu, 0.0) / r_env**2
-            inside = np.nonzero(s2 < 1.0)[0]
-            bb, q, s2 = bb[inside], q[inside], s2[inside]
-            p = x[inside] - 0.5 * bvec[bb]
-            w = (1.0 - s2) ** 2
+            s1 = int(np.searchsorted(key, atom * span + float(blen[b].max()) + r_env, side="right"))
+            x = nl.vec[s0:s1]
+            # ellipsoid test from x = r_ik alone: axial z = x.u - |r|/2 (from the midpoint),
+            # transverse rho^2 = |x|^2 - (x.u)^2
+            xu = u_all[b] @ x.T
+            s2 = ((xu - 0.5 * blen[b][:, None]) / axial_semi_axis(blen[b], r_env)[:, None]) ** 2
+            s2 += np.maximum(nl.dist[s0:s1] ** 2 - xu * xu, 0.0) / r_env**2
+            bl, k = np.nonzero(s2 < 1.0)
+            bb, q = b[bl], s0 + k
+            w = (1.0 - s2[bl, k]) ** 2
             if env_bond_cut > 0:
                 w = w * taper[bb]
+            p = x[k] - 0.5 * bvec[bb]
             is_j = (nl.j[q] == bonds.j[bb]) & np.all(nl.shift[q] == bonds.shift[bb], axis=1)
             # an atom exactly at the midpoint (the middle image of a bond i -> i(2T)) has no direction: left out
             keep = (w > 0) & ~is_j & (np.einsum("ni,ni->n", p, p) > MIN_MIDPOINT_DISTANCE**2)
             ec.append(bb[keep]), ev.append(p[keep]), ecat.append(numbers[nl.j[q[keep]]]), ew.append(w[keep])
     # particle 0 of each centre is the bond itself, then its environment particles
     env_c = np.concatenate(ec) if ec else np.zeros(0, np.int64)
+    if len(env_c) and np.any(np.diff(env_c) < 0):  # bonds not grouped by atom: put the particles in bond order
+        order = np.argsort(env_c, kind="stable")
+        env_c, ev, ecat, ew = env_c[order], [np.concatenate(ev)[order]], [np.concatenate(ecat)[order]], [np.concatenate(ew)[order]]
     counts = 1 + np.bincount(env_c, minlength=nb)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     total = nb + len(env_c)
