@@ -276,33 +276,32 @@ def ellipsoid_weight(p: np.ndarray, r: np.ndarray, r_env: float) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class SortedNeighbours:
-    """A neighbour list sorted by atom, then distance, for repeated bond-environment builds.
+    """A neighbour list grouped by atom ``i``, for repeated bond-environment builds.
 
     Attributes
     ----------
     pairs : NeighbourPairs
-        Pairs with ``dist < reach``, sorted by ``(i, dist)``.
+        Pairs sorted by ``i`` (the caller's list itself when it already is: no copy).
     starts : ndarray of int, shape (natoms + 1,)
         First pair of each atom.
-    key : ndarray of float, shape (P,)
-        ``i * (reach + 1) + dist`` (non-decreasing), for prefix searches.
     reach : float
-        Å.
+        Å, the cutoff of ``pairs``.
     """
 
     pairs: NeighbourPairs
     starts: np.ndarray
-    key: np.ndarray
     reach: float
 
 
 def sorted_neighbours(atoms, reach: float, pairs: NeighbourPairs | None = None) -> SortedNeighbours:
-    """:class:`SortedNeighbours` within ``reach`` (Å), from ``pairs`` (cutoff ``>= reach``) when given."""
-    nl = neighbour_pairs(atoms, reach) if pairs is None else pairs.select(pairs.dist < reach)
-    nl = nl.select(np.lexsort((nl.dist, nl.i)))
+    """:class:`SortedNeighbours` within ``reach`` (Å), from ``pairs`` (cutoff ``>= reach``) when given
+    (used as they are when grouped by ``i``, as :func:`neighbour_pairs` returns them)."""
+    nl = neighbour_pairs(atoms, reach) if pairs is None else pairs
+    if len(nl) and np.any(np.diff(nl.i) < 0):
+        nl = nl.select(np.argsort(nl.i, kind="stable"))
     counts = np.bincount(nl.i, minlength=len(atoms))
     starts = np.concatenate([[0], np.cumsum(counts)])
-    return SortedNeighbours(nl, starts, nl.i * (reach + 1.0) + nl.dist, float(reach))
+    return SortedNeighbours(nl, starts, float(reach))
 
 
 def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: NeighbourPairs | None = None,
@@ -340,27 +339,24 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
     ec, ev, ecat, ew = [], [], [], []  # environment particles, in centre order
     with_env = np.nonzero(blen < env_bond_cut)[0] if env_bond_cut > 0 else np.arange(nb)
     if r_env > 0 and len(with_env):
-        # neighbours of each atom sorted by distance: a particle of the ellipsoid of bond r has
-        # |r_ik| <= |p| + |r|/2 <= |r| + r_env, so each bond scans only a prefix of its atom's list
+        # a particle of the ellipsoid of bond r has |r_ik| <= |p| + |r|/2 <= |r| + r_env: the
+        # neighbours of atom i within that reach are the candidates
         reach = bond_reach(float(blen[with_env].max()), r_env)
         if sorted_nl is None or sorted_nl.reach < reach:
             sorted_nl = sorted_neighbours(atoms, reach, pairs)
-        nl, starts, key = sorted_nl.pairs, sorted_nl.starts, sorted_nl.key
-        span = sorted_nl.reach + 1.0
+        nl, starts = sorted_nl.pairs, sorted_nl.starts
         u_all = bvec / np.where(blen > 0, blen, 1.0)[:, None]
         if env_bond_cut > 0:
             x2 = (blen / env_bond_cut) ** 2
             taper = np.where(x2 < 1.0, (1.0 - x2) ** 2, 0.0)
-        # bonds grouped by atom i: every bond of atom i against the prefix of i's neighbour list its
-        # longest bond needs, as one dense (bonds x neighbours) test (a matrix product, no gathers)
+        # bonds grouped by atom i: every bond of atom i against all of i's neighbours as one dense
+        # (bonds x neighbours) test (a matrix product on a contiguous slice, no gathers)
         grp = with_env[np.argsort(bonds.i[with_env], kind="stable")]
         gi = bonds.i[grp]
         cuts = np.concatenate([[0], np.nonzero(np.diff(gi))[0] + 1, [len(grp)]])
         for g0, g1 in zip(cuts[:-1], cuts[1:]):
             b, atom = grp[g0:g1], int(gi[g0])
-            s0 = int(starts[atom])
-            # bond_reach(|r|, r_env) past atom i's key offset, summed left to right as in the key
-            s1 = int(np.searchsorted(key, atom * span + float(blen[b].max()) + r_env, side="right"))
+            s0, s1 = int(starts[atom]), int(starts[atom + 1])
             x = nl.vec[s0:s1]
             # ellipsoid test from x = r_ik alone: axial z = x.u - |r|/2 (from the midpoint),
             # transverse rho^2 = |x|^2 - (x.u)^2
