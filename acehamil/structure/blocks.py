@@ -51,11 +51,25 @@ class RealSpaceMatrix:
 
     def __post_init__(self):
         # own copies, made read-only: the caller's arrays are never frozen or aliased
-        norb = np.array(self.norb_per_atom, dtype=np.int64).reshape(-1)
-        i = np.array(self.i, dtype=np.int64).reshape(-1)
-        j = np.array(self.j, dtype=np.int64).reshape(-1)
-        shift = np.array(self.shift, dtype=np.int64).reshape(-1, 3)
-        data = np.array(self.data, dtype=np.float64).reshape(-1)
+        self._freeze(np.array)
+
+    @classmethod
+    def adopt(cls, norb_per_atom, i, j, shift, data) -> "RealSpaceMatrix":
+        """Like the constructor, but takes ownership of the arrays instead of copying them (they are made
+        read-only; the caller must not keep writable references).  For freshly built matrices (prediction),
+        where a copy would double the peak memory; H and S may share their ``i, j, shift``."""
+        m = cls.__new__(cls)
+        for name, arr in (("norb_per_atom", norb_per_atom), ("i", i), ("j", j), ("shift", shift), ("data", data)):
+            object.__setattr__(m, name, arr)
+        m._freeze(np.asarray)
+        return m
+
+    def _freeze(self, take) -> None:
+        norb = take(self.norb_per_atom, dtype=np.int64).reshape(-1)
+        i = take(self.i, dtype=np.int64).reshape(-1)
+        j = take(self.j, dtype=np.int64).reshape(-1)
+        shift = take(self.shift, dtype=np.int64).reshape(-1, 3)
+        data = take(self.data, dtype=np.float64).reshape(-1)
         if not (len(i) == len(j) == len(shift)):
             raise ValueError(f"i, j, shift lengths differ: {len(i)}, {len(j)}, {len(shift)}")
         natoms = len(norb)

@@ -57,8 +57,8 @@ class Pattern:
     i, j : ndarray of int, shape (nblocks,)
     shift : ndarray of int, shape (nblocks, 3)
     offsets : ndarray of int, shape (nblocks + 1,)
-    bonds : NeighbourPairs
-        The bonds (blocks ``natoms:``).
+    bonds : ndarray of int, shape (nblocks - natoms,)
+        Positions in ``pairs`` of the bonds (blocks ``natoms:``).
     pairs : NeighbourPairs
         The neighbour list the bonds were selected from (reused for environments).
     """
@@ -121,6 +121,10 @@ class MatrixModel:
     def _bond_cutoff(self, zi, zj) -> float:
         return max(f.bond_cutoff(zi, zj) for f in self.families)
 
+    def same_pattern_as(self, other: "MatrixModel", species) -> bool:
+        """True when both models predict the same blocks for structures of ``species`` (same bond cutoffs)."""
+        return all(self._bond_cutoff(a, b) == other._bond_cutoff(a, b) for a in species for b in species)
+
     def pattern(self, atoms, pairs=None) -> Pattern:
         """The block pattern this model predicts for ``atoms``."""
         numbers = np.asarray(atoms.numbers, dtype=np.int64)
@@ -131,11 +135,11 @@ class MatrixModel:
         for a in species:
             for b in species:
                 cut[a, b] = self._bond_cutoff(a, b)
-        bonds = nl.select(nl.dist < cut[numbers[nl.i], numbers[nl.j]]) if len(nl) else nl
+        bonds = np.nonzero(nl.dist < cut[numbers[nl.i], numbers[nl.j]])[0] if len(nl) else np.zeros(0, np.int64)
         nat = len(numbers)
-        i = np.concatenate([np.arange(nat), bonds.i]).astype(np.int64)
-        j = np.concatenate([np.arange(nat), bonds.j]).astype(np.int64)
-        shift = np.concatenate([np.zeros((nat, 3), np.int64), bonds.shift]).astype(np.int64)
+        i = np.concatenate([np.arange(nat), nl.i[bonds]]).astype(np.int64)
+        j = np.concatenate([np.arange(nat), nl.j[bonds]]).astype(np.int64)
+        shift = np.concatenate([np.zeros((nat, 3), np.int64), nl.shift[bonds].reshape(-1, 3)]).astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(norb[i] * norb[j])]).astype(np.int64)
         return Pattern(norb, i, j, shift, offsets, bonds, nl)
 
@@ -150,7 +154,7 @@ class MatrixModel:
             )
         return c
 
-    def predict(self, atoms, pairs=None, bond_chunk: int = 2048, rows=None) -> RealSpaceMatrix:
+    def predict(self, atoms, pairs=None, bond_chunk: int = 2048, rows=None, pattern=None) -> RealSpaceMatrix:
         """Predicted real-space matrix of ``atoms`` (any ``ase.Atoms``, periodic or not).
 
         Parameters
@@ -161,6 +165,8 @@ class MatrixModel:
         bond_chunk : int
             Centres (atoms or bonds) whose environments are built at a time (bounds memory; results do
             not depend on it).
+        pattern : Pattern, optional
+            :meth:`pattern` of ``atoms`` (e.g. shared with the other matrix of a model).
         rows : array of int, optional
             Only the blocks ``(i, j, T)`` with ``i`` in ``rows`` are computed (the others stay zero;
             the pattern is the full one): the unit of work of a distributed prediction
@@ -172,7 +178,11 @@ class MatrixModel:
         RealSpaceMatrix
             eV for H, dimensionless for S.
         """
-        pat = self.pattern(atoms, pairs)
+        pat = self.pattern(atoms, pairs) if pattern is None else pattern
+        return RealSpaceMatrix.adopt(pat.norb, pat.i, pat.j, pat.shift, self.predict_data(atoms, pat, bond_chunk, rows))
+
+    def predict_data(self, atoms, pat: Pattern, bond_chunk: int = 2048, rows=None) -> np.ndarray:
+        """The flat block data of :meth:`predict` on the pattern ``pat`` (a new writable array, float64)."""
         data = np.zeros(int(pat.offsets[-1]))
         so = shell_offsets(self.orbital_basis)
         row_mask = None
@@ -212,7 +222,7 @@ class MatrixModel:
                 scatter_blocks(data, off, nc, ra, cb, X)
                 if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
                     scatter_blocks(data, roff, rnc, cb, ra, X.transpose(0, 2, 1))
-        return RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, data)
+        return data
 
     def output_map(self, fam, bts) -> tuple:
         """The fitted coefficients of a family as one linear map on its flat features.
@@ -314,9 +324,13 @@ def add_overlap(H: RealSpaceMatrix, S: RealSpaceMatrix, V: float) -> RealSpaceMa
     """
     if V == 0.0:
         return H
+    # a new data array on H's (read-only, shared) index arrays: one matrix-sized temporary, not three
     if H.same_pattern(S):
-        return H.with_data(H.data + V * S.data)
-    return H.with_data(H.data + V * S.on_pattern(H)[0])
+        data = V * S.data
+    else:
+        data = V * S.on_pattern(H)[0]
+    data += H.data
+    return RealSpaceMatrix.adopt(H.norb_per_atom, H.i, H.j, H.shift, data)
 
 
 @dataclass(frozen=True, eq=False)
@@ -421,7 +435,10 @@ class HamiltonianModel:
         ModelMatrices
         """
         nl = pairs if pairs is not None else neighbour_pairs(atoms, self.reach)
-        S = self.S.predict(atoms, pairs=nl)
+        species = sorted(set(np.asarray(atoms.numbers).tolist()))
+        # one block pattern (and one set of index arrays) for H and S when their bond cutoffs agree
+        pat = self.S.pattern(atoms, nl) if self.H.same_pattern_as(self.S, species) else None
+        S = self.S.predict(atoms, pairs=nl, pattern=pat)
         draws = ()
         if n_samples:
             from .calibrate import scales_of
@@ -431,7 +448,7 @@ class HamiltonianModel:
             ab = scales_of(self) if scales is None else scales
             H_local, *draws = sample_matrix(self.H, atoms, int(n_samples), rng, pairs=nl, scales=ab, split=split)
         else:
-            H_local = self.H.predict(atoms, pairs=nl)
+            H_local = self.H.predict(atoms, pairs=nl, pattern=pat)
         return ModelMatrices(self.with_energy_zero(H_local, S, atoms), S, tuple(draws), self.energy_zero_of(atoms), nl)
 
     def predict(self, atoms, check_overlap: bool = True) -> tuple:
