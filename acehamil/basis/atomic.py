@@ -82,7 +82,7 @@ def atomic_base(Rc, Y, local, slot, n_centres, p_max, a_k, a_lm) -> np.ndarray:
         Category-folded radial values (:func:`fold_categories`).
     Y : ndarray, shape (P, n_lm)
     local, slot : ndarray of int, shape (P,)
-        Centre and slot of each particle (:func:`padding`).
+        Centre (non-decreasing) and slot of each particle (:func:`padding`).
     n_centres, p_max : int
     a_k, a_lm : ndarray of int, shape (n_A,)
         Folded radial index and flat ``l*l+l+m`` of each A.
@@ -93,7 +93,10 @@ def atomic_base(Rc, Y, local, slot, n_centres, p_max, a_k, a_lm) -> np.ndarray:
     """
     if len(Rc) == 0:
         return np.zeros((n_centres, len(a_k)))
-    Rp = pad(Rc, local, slot, n_centres, p_max)
-    Yp = pad(Y, local, slot, n_centres, p_max)
-    full = np.matmul(Rp.transpose(0, 2, 1), Yp)  # (n_centres, K, n_lm)
-    return full[:, a_k, a_lm]
+    # particles are grouped by centre: one small product per centre on its contiguous rows
+    # (measured faster than padding every centre to the largest one and one batched product)
+    starts = np.searchsorted(local, np.arange(n_centres + 1))
+    full = np.empty((n_centres, Rc.shape[1], Y.shape[1]))
+    for c in range(n_centres):
+        np.matmul(Rc[starts[c]:starts[c + 1]].T, Y[starts[c]:starts[c + 1]], out=full[c])
+    return full.reshape(n_centres, -1)[:, a_k * Y.shape[1] + a_lm]
