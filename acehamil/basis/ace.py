@@ -343,7 +343,7 @@ class ACEBasis:
         l = np.floor(np.sqrt(t.a_lm)).astype(np.int64)
         return (t.a_cat == category) & (t.a_lm != l * l + l)
 
-    def evaluate_mapped(self, centres: Centres, W) -> np.ndarray:
+    def evaluate_mapped(self, centres: Centres, W, mirror=None):
         """Features mapped linearly, ``flat(B) @ W``, without forming the features.
 
         ``flat(B)`` is the ``(n_centres, n_out)`` row of every feature in the flat order of the
@@ -358,10 +358,15 @@ class ACEBasis:
         centres : Centres
         W : array_like, shape (n_out, n_y), or ProductMap
             float64; or its :meth:`mapping` (reused across calls).
+        mirror : array of float, shape (n_A,), optional
+            Signs ``s_a``: also return the map of the centres with ``A_a -> s_a A_a`` (e.g. a bond
+            environment seen from the other end, whose harmonics only change sign; see
+            :meth:`acehamil.models.hamiltonian.offsite.OffsiteFamily.mapped_outputs`).
 
         Returns
         -------
         ndarray, shape (n_centres, n_y), float64
+            With ``mirror``: a pair of them (the centres, their mirror images).
         """
         if not isinstance(centres, Centres):
             raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
@@ -369,10 +374,15 @@ class ACEBasis:
         if pm.n_AA != self.tables.n_AA or pm.CW_low.shape[0] != min(pm.n_low, self.tables.n_AA):
             raise ValueError("the ProductMap was built for a different basis")
         out = np.empty((centres.n_centres, pm.n_y))
+        out_m = None if mirror is None else np.empty_like(out)
+        sign = None if mirror is None else np.asarray(mirror, dtype=float).reshape(self.tables.n_A)
         prep = self._prepare(centres)
         for c0, c1, p0, p1, A, *_ in self._batches(prep, max(pm.n_low, pm.n_top), False):
             out[c0:c1] = pm.evaluate(self._products(A, upto=pm.n_low), A)
-        return out
+            if sign is not None:
+                A *= sign
+                out_m[c0:c1] = pm.evaluate(self._products(A, upto=pm.n_low), A)
+        return out if mirror is None else (out, out_m)
 
     def iter_evaluate(self, centres: Centres, gradients: bool = False, max_centres: int | None = None, keys=None):
         """Evaluate batch by batch (bounded memory).

@@ -205,13 +205,9 @@ class MatrixModel:
             prep = fam.prepare(atoms, pat.pairs)
             W, const, slots = self.output_map(fam, bts)
             mapping = fam.mapping(W, [(L, sl.start) for (_, L), sl in slots.items()])
-            y = np.empty((len(sel), W.shape[1]))
-            # stream: environments and their mapped features chunk by chunk of centres, so the working
+            # streamed: environments and their mapped features chunk by chunk of centres, so the working
             # set is bounded (neither the environments nor the features of all centres are held at once)
-            for b0 in range(0, len(sel), bond_chunk):
-                env = fam.environments(atoms, pat.pairs, sel[b0:b0 + bond_chunk], prepared=prep)
-                y[b0:b0 + env.n_centres] = fam.evaluate_mapped(env, mapping)
-                del env
+            y = fam.mapped_outputs(atoms, pat.pairs, sel, mapping, prepared=prep, chunk=bond_chunk)
             y += const
             off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
             roff, rnc = pat.offsets[rblk], pat.norb[pat.j[rblk]]

@@ -233,17 +233,72 @@ class OffsiteFamily:
         out[long] = self.bond_only_basis.evaluate_mapped(env.take(long).to_centres(), two)
         return out
 
+    def mapped_outputs(self, atoms, pairs, sel, mapping, prepared=None, chunk: int = 2048) -> np.ndarray:
+        """``flat(features) @ W`` of the bonds ``sel`` of ``pairs`` (:meth:`evaluate_mapped`), shape (n, n_y),
+        environments built ``chunk`` bonds at a time.
+
+        In the bond frame a bond and its reverse ``(j, i, -T)`` share one environment: seen from the
+        reversed bond (frame ``Q' = diag(1, -1, -1) Q``, the rotation by pi about x) the environment
+        particles are mirrored as ``(x, y, z) -> (x, -y, -z)``, under which every real harmonic only
+        changes sign, while the bond particle stays on +z.  So the environment, radial functions,
+        harmonics and one-particle sums of each pair are computed once (for the first of the two
+        among ``sel``) and the partner's outputs come from the sign-flipped sums.
+        """
+        full, two, groups = mapping
+        sel = np.asarray(sel, dtype=np.int64)
+        n = len(sel)
+        y = np.empty((n, full.n_y))
+        if groups is None:  # no bond frame: plain chunks
+            for b0 in range(0, n, chunk):
+                y[b0:b0 + chunk] = self.evaluate_mapped(self.environments(atoms, pairs, sel[b0:b0 + chunk], prepared), mapping)
+            return y
+        from ...structure.pair_index import reverse_index
+
+        rev = reverse_index(pairs.i[sel], pairs.j[sel], pairs.shift[sel])
+        blen = pairs.dist[sel]
+        long = blen >= self.config.env_bond_cut if two is not None else np.zeros(n, dtype=bool)
+        lead = np.nonzero(((rev < 0) | (np.arange(n) < rev)) & ~long)[0]
+        sign = self._mirror_signs
+        for b0 in range(0, len(lead), chunk):
+            c = lead[b0:b0 + chunk]
+            rotated, Q = self.environments(atoms, pairs, sel[c], prepared).in_bond_frame()
+            ya, yb = self.basis.evaluate_mapped(rotated.to_centres(), full, mirror=sign)
+            y[c] = self._rotate_back(ya, Q, groups)
+            has = rev[c] >= 0
+            y[rev[c[has]]] = self._rotate_back(yb[has], Q[has] * np.array([1.0, -1.0, -1.0])[:, None], groups)
+        far = np.nonzero(long)[0]
+        for b0 in range(0, len(far), chunk):
+            env = self.environments(atoms, pairs, sel[far[b0:b0 + chunk]], prepared)
+            y[far[b0:b0 + chunk]] = self.bond_only_basis.evaluate_mapped(env.to_centres(), two)
+        return y
+
+    @cached_property
+    def _mirror_signs(self) -> np.ndarray:
+        """Sign of each one-particle sum of :attr:`basis` under ``(x, y, z) -> (x, -y, -z)`` of the
+        environment particles (the bond particle, on the z axis, is unchanged), shape (n_A,)."""
+        from ...so3 import wigner_d_real
+
+        t = self.basis.tables
+        flip = np.diag([1.0, -1.0, -1.0])
+        signs = np.concatenate([np.diag(wigner_d_real(l, flip)) for l in range(t.l_max + 1)])
+        return np.where(t.a_cat == BOND, 1.0, signs[t.a_lm])
+
+    @staticmethod
+    def _rotate_back(y: np.ndarray, Q: np.ndarray, groups: dict) -> np.ndarray:
+        """Outputs of frame-rotated environments back in the lab frame: ``x_L = D^L(Q)^T x_L(frame)``."""
+        from ...so3 import wigner_d_real
+
+        y = y.copy()
+        for L, cols in groups.items():
+            y[:, cols] = np.einsum("nMK,nsM->nsK", wigner_d_real(L, Q), y[:, cols])
+        return y
+
     def _with_environment(self, env: Environments, full, groups) -> np.ndarray:
         """Mapped features of :attr:`basis`, in the bond frame when ``groups`` is given."""
         if groups is None:
             return self.basis.evaluate_mapped(env.to_centres(), full)
-        from ...so3 import wigner_d_real
-
         rotated, Q = env.in_bond_frame()
-        y = self.basis.evaluate_mapped(rotated.to_centres(), full)
-        for L, cols in groups.items():  # x_L = D^L(Q)^T x_L(frame)
-            y[:, cols] = np.einsum("nMK,nsM->nsK", wigner_d_real(L, Q), y[:, cols])
-        return y
+        return self._rotate_back(self.basis.evaluate_mapped(rotated.to_centres(), full), Q, groups)
 
     def _two_centre_rows(self, W: np.ndarray) -> np.ndarray:
         """Rows of ``W`` (flat features of :attr:`basis`) moved to the flat features of
