@@ -25,11 +25,14 @@ from ...structure.neighbours import neighbour_pairs
 from ...structure.pair_index import lookup, reverse_index
 from ...tb.overlap import overlap_check
 from ...threads import with_inner_threads
-from .blocks import assemble
+from .blocks import assemble, transpose_sign
 from .config import FeatureConfig, ModelConfig
-from .family import symmetrise
 from .offsite import OffsiteFamily
 from .onsite import OnsiteFamily
+
+
+#: Centres whose blocks are assembled and written at a time (bounds the temporaries of prediction).
+_ASSEMBLE_CHUNK = 65536
 
 
 def make_families(orbital_basis: OrbitalBasis, onsite: FeatureConfig, offsite: FeatureConfig) -> tuple:
@@ -209,15 +212,26 @@ class MatrixModel:
             # set is bounded (neither the environments nor the features of all centres are held at once)
             y = fam.mapped_outputs(atoms, pat.pairs, sel, mapping, prepared=prep, chunk=bond_chunk)
             y += const
-            off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
-            roff, rnc = pat.offsets[rblk], pat.norb[pat.j[rblk]]
-            for bt in bts:
-                raw = {L: y[:, slots[bt.key, L]] for L in bt.L_values()}
-                X = assemble(symmetrise(fam, bt, raw, rev), bt.l1, bt.l2, len(sel))
-                ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
-                scatter_blocks(data, off, nc, ra, cb, X)
-                if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
-                    scatter_blocks(data, roff, rnc, cb, ra, X.transpose(0, 2, 1))
+            if any(fam.symmetrised(bt) for bt in bts) and np.any(rev < 0):
+                raise ValueError(f"{fam.name}: symmetrised blocks need every reversed centre")
+            # blocks assembled and written a slice of centres at a time (bounded temporaries); the
+            # symmetrised parts 1/2 [x_L + (-1)^L x_L[rev]] read the partners from all of y
+            for a in range(0, len(sel), _ASSEMBLE_CHUNK):
+                part = slice(a, a + _ASSEMBLE_CHUNK)
+                b = blk[part]
+                off, nc = pat.offsets[b], pat.norb[pat.j[b]]
+                for bt in bts:
+                    if fam.symmetrised(bt):  # as family.symmetrise, on this slice
+                        raw = {L: 0.5 * (y[part, slots[bt.key, L]] + transpose_sign(L) * y[rev[part], slots[bt.key, L]])
+                               for L in bt.L_values()}
+                    else:
+                        raw = {L: y[part, slots[bt.key, L]] for L in bt.L_values()}
+                    X = assemble(raw, bt.l1, bt.l2, len(b))
+                    ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
+                    scatter_blocks(data, off, nc, ra, cb, X)
+                    if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
+                        rb = rblk[part]
+                        scatter_blocks(data, pat.offsets[rb], pat.norb[pat.j[rb]], cb, ra, X.transpose(0, 2, 1))
         return data
 
     def output_map(self, fam, bts) -> tuple:
@@ -225,7 +239,7 @@ class MatrixModel:
 
         Every block type ``bt`` and ``L`` of ``bts`` owns the columns ``slots[bt.key, L]`` (2L+1 of
         them) of ``y = flat(features) @ W + const``, which are its irreducible parts ``x_L`` (before
-        :func:`symmetrise`).
+        :func:`~acehamil.models.hamiltonian.family.symmetrise`).
 
         Returns
         -------
