@@ -93,8 +93,13 @@ def atomic_base(Rc, Y, local, slot, n_centres, p_max, a_k, a_lm) -> np.ndarray:
     """
     if len(Rc) == 0:
         return np.zeros((n_centres, len(a_k)))
-    # particles are grouped by centre: one small product per centre on its contiguous rows
-    # (measured faster than padding every centre to the largest one and one batched product)
+    if p_max == 1 and len(Rc) == n_centres:  # one particle per centre (e.g. two-centre bonds): no sum
+        return Rc[:, a_k] * Y[:, a_lm]
+    if len(Rc) < 8 * n_centres:  # few particles per centre: padded, one batched product
+        full = np.matmul(pad(Rc, local, slot, n_centres, p_max).transpose(0, 2, 1), pad(Y, local, slot, n_centres, p_max))
+        return full[:, a_k, a_lm]
+    # many particles per centre, grouped by centre: one small product per centre on its contiguous
+    # rows (measured faster than padding every centre to the largest one and one batched product)
     starts = np.searchsorted(local, np.arange(n_centres + 1))
     full = np.empty((n_centres, Rc.shape[1], Y.shape[1]))
     for c in range(n_centres):
