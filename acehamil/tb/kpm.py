@@ -260,7 +260,7 @@ def kpm_moments(Hk, Sk, n_moments: int, n_vectors: int, bounds: tuple, rng, grou
         raise ValueError(f"spectral bounds must satisfy emin < emax, got {bounds}")
     a, b = (hi - lo) / 2.0, (hi + lo) / 2.0
     inv = s_inverse if s_inverse is not None else SInverse(Sk, "lu")
-    complex_ = np.iscomplexobj(Hk.data) or (Sk is not None and np.iscomplexobj(Sk.data))
+    complex_ = np.dtype(Hk.dtype).kind == "c" or (Sk is not None and np.dtype(Sk.dtype).kind == "c")
     r = _random_vectors(n, int(n_vectors), complex_, rng)
     rc = np.conj(r)
     P = None

@@ -75,7 +75,7 @@ def _check(data):
 def dos(data: StructureData, method: str = "auto", kmesh=None, *, width: float = 0.05, smearing: str = "gaussian",
         energies=None, npoints=None, pdos=None, fermi_level=None, n_moments: int = 1024, n_vectors: int = 16,
         kernel: str = "jackson", seed: int = 0, s_method: str = "auto", bounds=None, drop_tol: float = 0.0,
-        gamma_centred: bool = False, progress=None, **dense_kw):
+        gamma_centred: bool = False, progress=None, supercell=None, **dense_kw):
     """Density of states by the method the size calls for (or ``method``).
 
     Parameters
@@ -95,12 +95,28 @@ def dos(data: StructureData, method: str = "auto", kmesh=None, *, width: float =
         How KPM applies ``S^-1``.
     drop_tol : float
         KPM: drop real-space entries with ``|value| <= drop_tol`` (see :func:`acehamil.tb.sparse.bloch_csr`).
+    supercell : 3 ints, optional
+        The DOS of ``data`` tiled ``supercell`` times (states/eV per supercell; ``kmesh`` then
+        samples the supercell's zone), by KPM on :class:`acehamil.tb.tiled.TiledOperator`, built
+        from the cell's blocks only (no supercell matrix; no PDOS).
 
     Returns
     -------
     acehamil.tb.dos.DOSResult (dense) or acehamil.tb.kpm.KPMResult (KPM)
     """
     _check(data)
+    if supercell is not None:
+        from ..structure.supercell import check_reps
+
+        check_reps(supercell, data.atoms.pbc)
+        if method == "dense":
+            raise ValueError("the dense DOS of a tiled cell is the cell's DOS on a k-mesh multiplied by the tiling: "
+                             "use method='dense' on the cell with that kmesh")
+        if pdos is not None:
+            raise ValueError("no PDOS for a tiled supercell (its operator is L^-1 H L^-H, not S^-1 H); "
+                             "compute the PDOS of the cell")
+        return _kpm_dos(data, (1, 1, 1) if kmesh is None else kmesh, energies, npoints, None, fermi_level, n_moments,
+                        n_vectors, kernel, seed, s_method, bounds, drop_tol, gamma_centred, progress, supercell)
     which = choose_dos_method(data.H[0].norb, method)
     if which == "dense":
         from .dos import density_of_states
@@ -113,7 +129,7 @@ def dos(data: StructureData, method: str = "auto", kmesh=None, *, width: float =
 
 
 def _kpm_dos(data, kmesh, energies, npoints, pdos, fermi_level, n_moments, n_vectors, kernel, seed, s_method, bounds, drop_tol,
-             gamma_centred, progress):
+             gamma_centred, progress, supercell=None):
     from .dos import monkhorst_pack, orbital_groups
     from .kpm import BOUNDS_MARGIN, SInverse, assemble_result, kpm_moments, spectral_bounds
     from .sparse import bloch_csr
@@ -131,8 +147,14 @@ def _kpm_dos(data, kmesh, energies, npoints, pdos, fermi_level, n_moments, n_vec
     # pass 1: matrices and spectral bounds (one interval for all k and spins: one energy grid)
     for h in data.H:
         for q, k in enumerate(kpts):
-            Hk, Sk = bloch_csr(h, data.S, k, drop_tol)
-            inv = SInverse(Sk, sm, atom_offsets=data.S.atom_offsets if data.S is not None else None)
+            if supercell is not None:
+                from .tiled import TiledOperator
+
+                Hk, Sk = TiledOperator(h, data.S, supercell, k), None
+                inv = SInverse(None)
+            else:
+                Hk, Sk = bloch_csr(h, data.S, k, drop_tol)
+                inv = SInverse(Sk, sm, atom_offsets=data.S.atom_offsets if data.S is not None else None)
             if bounds is None:
                 e0, e1 = spectral_bounds(Hk, Sk, inv)
                 lo, hi = min(lo, e0), max(hi, e1)
@@ -148,6 +170,8 @@ def _kpm_dos(data, kmesh, energies, npoints, pdos, fermi_level, n_moments, n_vec
     if energies is None:
         energies = np.linspace(bounds[0], bounds[1], int(npoints or 4001))
     n_el = None if fermi_level is not None else data.n_electrons
+    if n_el is not None and supercell is not None:
+        n_el = n_el * int(np.prod(supercell))
     res = assemble_result(moments, np.array(wts), kpts, energies, kernel, g_s, n_el, None if groups is None else list(groups),
                           bounds, time.perf_counter() - t0)
     if fermi_level is not None or (n_el is None and data.fermi_level is not None):
@@ -175,7 +199,7 @@ def resolve_energy(data: StructureData, near, **kpm_kw) -> float:
 
 
 def eigenpairs(data: StructureData, near="fermi", n: int = 20, kpt=(0.0, 0.0, 0.0), method: str = "auto",
-               eigenvectors: bool = False, tol: float = 1e-12, spin: int = 0, drop_tol: float = 0.0):
+               eigenvectors: bool = False, tol: float = 1e-12, spin: int = 0, drop_tol: float = 0.0, supercell=None):
     """The ``n`` generalized eigenpairs nearest an energy at one k-point.
 
     Parameters
@@ -192,6 +216,11 @@ def eigenpairs(data: StructureData, near="fermi", n: int = 20, kpt=(0.0, 0.0, 0.
         Shift-invert relative accuracy.
     spin : int
         Spin channel.
+    supercell : 3 ints, optional
+        Eigenpairs of ``data`` tiled ``supercell`` times at supercell k-point ``kpt``, exactly
+        from the cell's blocks (:func:`acehamil.tb.tiled.tiled_eigs`, method "tiled-bloch");
+        ``near="fermi"`` without a stored Fermi level uses the supercell's mid-gap level from the
+        electron count (one spin channel).
 
     Returns
     -------
@@ -200,6 +229,20 @@ def eigenpairs(data: StructureData, near="fermi", n: int = 20, kpt=(0.0, 0.0, 0.
     _check(data)
     if not 0 <= spin < len(data.H):
         raise ValueError(f"spin channel {spin} out of range (structure has {len(data.H)})")
+    if supercell is not None:
+        from ..structure.supercell import check_reps
+        from .tiled import tiled_eigs
+
+        reps = check_reps(supercell, data.atoms.pbc)
+        if method == "shift-invert":
+            raise ValueError("a tiled supercell is solved exactly per tile wave vector (method 'auto' or 'dense')")
+        if near == "fermi" and data.fermi_level is None:
+            if data.n_electrons is None or len(data.H) != 1:
+                raise ValueError("no Fermi level: give an energy (near) or a structure with one spin channel and n_electrons")
+            near = None
+        sigma = resolve_energy(data, near) if near is not None else None
+        n_el = None if sigma is not None else data.n_electrons * int(np.prod(reps))
+        return tiled_eigs(data.H[spin], data.S, reps, sigma, n, kpt, eigenvectors, n_electrons=n_el)
     sigma = resolve_energy(data, near)
     k = as_kpts(kpt)[0]
     if not data.periodic and np.any(k):
