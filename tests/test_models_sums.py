@@ -115,3 +115,23 @@ def test_sampling_keeps_bond_pairs_together(model, data):
         if env is None or not any(fam.symmetrised(bt) for bt in fam.block_types(model.orbital_basis)):
             continue
         assert np.all(rev >= 0) and np.array_equal(rev[rev], np.arange(len(rev)))
+
+
+def _reversed_engine(fn, common, tasks):
+    """Another engine: runs the batches last to first, yields the results in task order."""
+    tasks = list(tasks)
+    yield from [fn(*common, *t) for t in reversed(tasks)][::-1]
+
+
+def test_fit_does_not_depend_on_the_engine_and_refuses_lost_batches(data):
+    from acehamil.models.hamiltonian.fit import fit
+
+    data = [StructureData(sd.atoms, sd.basis, H=sd.H, S=sd.S, n_electrons=4.0 * len(sd.atoms)) for sd in data]
+    cfg = ModelConfig.from_dict({**CFG, "fit": {"batch_structures": 3, "max_blocks_per_type": 30}})
+    serial = fit(data, cfg, progress=False)
+    other = fit(data, cfg, progress=False, mapper=_reversed_engine)
+    H0, _ = serial.predict(data[1].atoms)
+    H1, _ = other.predict(data[1].atoms)
+    assert np.array_equal(H0.data, H1.data)  # same batches, same order of addition: bit for bit
+    with pytest.raises(RuntimeError, match="one result per task"):
+        fit(data, cfg, progress=False, mapper=lambda fn, common, tasks: iter([fn(*common, *next(iter(tasks)))]))

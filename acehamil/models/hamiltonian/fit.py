@@ -32,7 +32,7 @@ from ...progress import Progress
 from ...threads import with_inner_threads
 from .config import ModelConfig
 from .model import HamiltonianModel, MatrixModel, electrons_per_species
-from .sums import FitSums, Sampling, centre_counts, structure_sums
+from .sums import FitSums, Sampling, batch_sums, centre_counts, pick_h, pick_s, serial_map
 
 EV_TO_MEV = 1000.0
 
@@ -211,7 +211,7 @@ def fit_density_energy_zero(cells, V, species) -> tuple:
 
 
 @with_inner_threads
-def fit(structures, config: ModelConfig | None = None, progress: bool = True, weights=None) -> HamiltonianModel:
+def fit(structures, config: ModelConfig | None = None, progress: bool = True, weights=None, mapper=None) -> HamiltonianModel:
     """Fit H and S models.
 
     Parameters
@@ -227,6 +227,12 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         Progress bar on stderr.
     weights : sequence of float, optional
         One per structure (overrides ``config.fit.structure_weights``).
+    mapper : callable ``(fn, common, tasks) -> iterable``, optional
+        The engine of the normal-equation sums: must yield ``fn(*common, *task)`` for each
+        task, in task order (:func:`~acehamil.models.hamiltonian.sums.serial_map`, the
+        default; :func:`acehamil.distributed.dask_mapper` runs the batches on Dask workers).
+        A task is one batch of ``config.fit.batch_structures`` structures; the result does not
+        depend on the engine.
 
     Returns
     -------
@@ -257,7 +263,8 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     checked = set()  # structures validated so far (each once per fit)
     electrons = []
     energy_zero = None
-    for name, mm, pick in (("H", template.H, lambda sd: sd.H[0]), ("S", template.S, lambda sd: sd.S)):
+    run = serial_map if mapper is None else mapper
+    for name, mm, pick in (("H", template.H, pick_h), ("S", template.S, pick_s)):
         train = _Subset(structures, train_idx, orbital_basis, checked)
         counts = []
         for k in range(len(train)):  # counting pass: centres per family (sampling plan), electrons
@@ -272,13 +279,25 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
 
         cells = []
 
+        starts = range(0, len(train), config.fit.batch_structures)
+        ranges = [range(b0, min(len(train), b0 + config.fit.batch_structures)) for b0 in starts]
+
+        def tasks():
+            for ks in ranges:
+                batch = [train[k] for k in ks]
+                cells.extend(sd.atoms for sd in batch)
+                yield batch, [float(w_all[train_idx[k]]) for k in ks], [sampling.rng(k) for k in ks], list(ks)
+
         def parts():
-            for b0 in range(0, len(train), config.fit.batch_structures):
-                batch = [train[k] for k in range(b0, min(len(train), b0 + config.fit.batch_structures))]
-                for k, sd in enumerate(batch, start=b0):
-                    cells.append(sd.atoms)
-                    yield structure_sums(mm, sd, pick, rates, w_all[train_idx[k]], sampling.rng(k), index=k, gauge=gauge)
+            results = iter(run(batch_sums, (mm, pick, rates, gauge), tasks()))
+            for ks in ranges:
+                part = next(results, None)
+                if not isinstance(part, FitSums):
+                    raise RuntimeError(f"the fit's mapper returned {type(part).__name__} for a batch, not FitSums "
+                                       f"(one result per task, in task order)")
+                for _ in ks:
                     bar.step()
+                yield part
 
         sums = FitSums.total(parts())
         normal, counts = sums.normal, sums.counts

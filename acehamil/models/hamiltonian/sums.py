@@ -238,3 +238,43 @@ def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index:
                     sv = w * s_L
                     terms[(bt.key, L)] = {index: (A.T @ sv, float(y @ sv), float(sv @ s_L))}
     return FitSums(normal, counts, terms)
+
+
+def pick_h(sd):
+    """``sd.H[0]``: the matrix the H fit targets (a named function, so tasks pickle)."""
+    return sd.H[0]
+
+
+def pick_s(sd):
+    """``sd.S``: the matrix the S fit targets."""
+    return sd.S
+
+
+def batch_sums(model, matrix_of, rates: dict, gauge: bool, structures, weights, rngs, indices) -> FitSums:
+    """The sums of one batch of structures, added in order: the task a worker runs.
+
+    The fit adds the batch sums in batch order, and the batches are fixed by
+    ``batch_structures`` (not by the engine), so a serial loop, any number of workers and
+    any completion order give the same numbers bit for bit.
+
+    Parameters
+    ----------
+    model, matrix_of, rates, gauge
+        As :func:`structure_sums` (shared by every batch of a pass).
+    structures : list of StructureData
+    weights : list of float
+    rngs : list of numpy.random.Generator
+        Each structure's generator (:meth:`Sampling.rng`).
+    indices : list of int
+        Positions in the training set.
+    """
+    if not len(structures) == len(weights) == len(rngs) == len(indices):
+        raise ValueError("structures, weights, rngs and indices must have the same length")
+    return FitSums.total(structure_sums(model, sd, matrix_of, rates, w, g, index=k, gauge=gauge)
+                         for sd, w, g, k in zip(structures, weights, rngs, indices))
+
+
+def serial_map(fn, common: tuple, tasks):
+    """The default engine of the fit: ``fn(*common, *task)`` for each task, in order (lazily)."""
+    for task in tasks:
+        yield fn(*common, *task)
