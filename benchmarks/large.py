@@ -10,12 +10,17 @@ Stages, each in a fresh child process (so its peak resident memory, ``ru_maxrss`
 
 ``predict``  H and S of a rattled (0.05 Å) ``reps`` supercell of the 8-atom cubic Si cell with
              the example model; wall and CPU time, peak memory.
-``kpm``      A predicted ``cell-reps`` cell is tiled ``kpm-tile`` times (exactly the supercell's
-             matrices, :mod:`acehamil.structure.supercell`) and its DOS computed at Gamma by KPM;
-             the Fermi level is compared with the exact one of the tiled system = dense levels of
-             the cell on the commensurate k-grid (``fermi_error_meV``).
-``eigs``     The ``n`` eigenpairs nearest E_F of the ``eigs-tile`` tiled cell by shift-invert; the
-             eigenvalues are checked against the cell's dense levels on the commensurate k-grid.
+``kpm``      A predicted ``cell-reps`` cell is tiled ``kpm-tile`` times and the DOS of the tiled
+             system computed at Gamma by KPM: ``--kpm-operator tiled`` (default) on
+             :class:`acehamil.tb.tiled.TiledOperator` (FFT over the tiles, built from the cell's
+             blocks; no supercell matrix), ``sparse`` on the explicitly tiled sparse matrices
+             (:mod:`acehamil.structure.supercell`, S^-1 by LU or CG).  The Fermi level is compared
+             with the exact one of the tiled system = dense levels of the cell on the
+             commensurate k-grid (``fermi_error_meV``; computed after the timing).
+``eigs``     The ``n`` eigenpairs nearest E_F of the ``eigs-tile`` tiled cell: ``--eigs-method
+             tiled`` (default; exact, one dense cell solve per tile wave vector) or
+             ``shift-invert`` (sparse LU of the explicit supercell); shift-invert eigenvalues are
+             checked against the cell's dense levels on the commensurate k-grid.
 
 Every figure carries wall time, CPU time (user + system of the child) and the 1-minute load
 average before and after, because the development machine is shared (2 cores).
@@ -95,24 +100,33 @@ def _dense_levels(sd, tile):
     return np.sort(solve(sd.H[0], sd.S, k).ravel())
 
 
-def _kpm_child(model_path, cell_reps, tile, drop_tol, moments, vectors, s_method, queue):
+def _kpm_child(model_path, cell_reps, tile, drop_tol, moments, vectors, s_method, operator, queue):
     import numpy as np
 
     from acehamil.structure.supercell import tile_structure
     from acehamil.tb import solvers
 
     sd, bound = _cell(model_path, cell_reps, drop_tol)
-    big = tile_structure(sd, tile)
+    ntiles = int(np.prod(tile))
     load0 = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), _cpu()
-    res = solvers.dos(big, "kpm", n_moments=moments, n_vectors=vectors, s_method=s_method)
+    if operator == "tiled":
+        res = solvers.dos(sd, "kpm", n_moments=moments, n_vectors=vectors, supercell=tile)
+    else:
+        res = solvers.dos(tile_structure(sd, tile), "kpm", n_moments=moments, n_vectors=vectors, s_method=s_method)
     seconds, cpu = time.perf_counter() - t0, _cpu() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     load1 = os.getloadavg()[0]
+    t1 = time.perf_counter()
     eps = _dense_levels(sd, tile)
-    nv = int(round(big.n_electrons / 2))
+    nv = int(round(sd.n_electrons * ntiles / 2))
     ef_exact = 0.5 * (eps[nv - 1] + eps[nv])
-    queue.put({"norb_kpm": int(big.H[0].norb), "natoms_kpm": len(big.atoms), "seconds_kpm_dos": seconds,
+    exact, _ = _exact_kpm(eps, res)
+    queue.put({"norb_kpm": int(sd.H[0].norb) * ntiles, "natoms_kpm": len(sd.atoms) * ntiles, "seconds_kpm_dos": seconds,
+               "kpm_operator": operator, "seconds_dense_reference": time.perf_counter() - t1,
+               "kpm_dos_max_z": float(np.max(np.abs(res.dos - exact) / (res.dos_error + 1e-8 * exact.max()))),
+               "kpm_dos_frac_within_3sigma": float(np.mean(np.abs(res.dos - exact) <= 3 * res.dos_error + 1e-8 * exact.max())),
+               "kpm_dos_max_rel_error": float(np.abs(res.dos - exact).max() / exact.max()),
                "cpu_seconds_kpm_dos": cpu, "peak_memory_GB_kpm": peak, "load_kpm": [load0, load1],
                "kpm_moments": moments, "kpm_vectors": vectors, "kpm_resolution_meV": 1000 * res.resolution,
                "fermi_level_kpm": res.fermi_level, "fermi_level_exact": float(ef_exact),
@@ -120,26 +134,43 @@ def _kpm_child(model_path, cell_reps, tile, drop_tol, moments, vectors, s_method
                "drop_tol": drop_tol, "dropped_norm_bound_eV": bound})
 
 
-def _eigs_child(model_path, cell_reps, tile, n, drop_tol, queue):
+def _eigs_child(model_path, cell_reps, tile, n, drop_tol, method, queue):
     import numpy as np
 
     from acehamil.structure.supercell import tile_structure
     from acehamil.tb import solvers
 
     sd, _ = _cell(model_path, cell_reps, drop_tol)
-    big = tile_structure(sd, tile)
-    eps = _dense_levels(sd, tile)
-    nv = int(round(big.n_electrons / 2))
-    ef = 0.5 * (eps[nv - 1] + eps[nv])
+    ntiles = int(np.prod(tile))
     load0 = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), _cpu()
-    res = solvers.eigenpairs(big, near=ef, n=n, method="shift-invert", tol=1e-10)
+    if method == "tiled":  # E_F from the electron count inside (exact levels)
+        res = solvers.eigenpairs(sd, near="fermi", n=n, supercell=tile, eigenvectors=True)
+        ef = res.sigma
+    else:
+        big = tile_structure(sd, tile)
+        eps = _dense_levels(sd, tile)
+        nv = int(round(big.n_electrons / 2))
+        ef = 0.5 * (eps[nv - 1] + eps[nv])
+        t0, c0 = time.perf_counter(), _cpu()
+        res = solvers.eigenpairs(big, near=ef, n=n, method="shift-invert", tol=1e-10)
     seconds, cpu = time.perf_counter() - t0, _cpu() - c0
+    if method == "tiled":
+        eps = _dense_levels(sd, tile)
     ref = np.sort(eps[np.argsort(np.abs(eps - ef), kind="stable")[:n]])
-    queue.put({"norb_eigs": int(big.H[0].norb), "seconds_eigs": seconds, "cpu_seconds_eigs": cpu,
+    queue.put({"norb_eigs": int(sd.H[0].norb) * ntiles, "eigs_method": method, "seconds_eigs": seconds, "cpu_seconds_eigs": cpu,
                "peak_memory_GB_eigs": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                "load_eigs": [load0, os.getloadavg()[0]], "eigs_n": n,
                "eigs_max_error_eV": float(np.abs(res.energies - ref).max()), "eigs_residual_eV": res.residual})
+
+
+def _exact_kpm(eps, res):
+    """The same kernel and bounds applied to the exact levels (the dense reference of a KPM DOS)."""
+    import numpy as np
+
+    from acehamil.tb.kpm import kpm_dos_from_levels
+
+    return kpm_dos_from_levels(eps[None, :], np.ones(1), res.energies, res.bounds, res.n_moments)
 
 
 def _run(target, *args):
@@ -157,17 +188,21 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="model file (default: fit examples/si_hamiltonian.toml first)")
     p.add_argument("--predict-reps", type=int, nargs=3, default=[11, 11, 11], help="cubic 8-atom cells (11^3: 10648 atoms)")
     p.add_argument("--cell-reps", type=int, nargs=3, default=[2, 2, 2], help="predicted cell tiled for kpm/eigs")
-    p.add_argument("--kpm-tile", type=int, nargs=3, default=[8, 8, 8])
-    p.add_argument("--kpm-moments", type=int, default=512)
+    p.add_argument("--kpm-tile", type=int, nargs=3, default=[16, 16, 16], help="16^3 x 256 orbitals = 1,048,576")
+    p.add_argument("--kpm-moments", type=int, default=1024)
     p.add_argument("--kpm-vectors", type=int, default=4)
-    p.add_argument("--s-solver", default="auto", choices=["auto", "lu", "cg"])
-    p.add_argument("--eigs-tile", type=int, nargs=3, default=[3, 3, 3])
+    p.add_argument("--s-solver", default="auto", choices=["auto", "lu", "cg"], help="sparse KPM only")
+    p.add_argument("--kpm-operator", default="tiled", choices=["tiled", "sparse"])
+    p.add_argument("--eigs-method", default="tiled", choices=["tiled", "shift-invert"])
+    p.add_argument("--eigs-tile", type=int, nargs=3, default=[7, 7, 8], help="392 x 256 orbitals = 100,352")
     p.add_argument("--eigs-n", type=int, default=20)
     p.add_argument("--drop-tol", type=float, default=0.0, help="drop |entries| <= this before kpm/eigs (0: none)")
     p.add_argument("--skip", nargs="*", default=[], choices=["predict", "kpm", "eigs"])
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    result = {"threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()}
+    result = {"threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count(), "natoms": None, "norb": None,
+              "seconds_predict": None, "peak_memory_GB": None, "seconds_kpm_dos": None, "seconds_eigs": None,
+              "fermi_error_meV": None}
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
@@ -180,9 +215,10 @@ def main(argv=None) -> int:
             result.update(_run(_predict_child, model, args.predict_reps))
         if "kpm" not in args.skip:
             result.update(_run(_kpm_child, model, args.cell_reps, args.kpm_tile, args.drop_tol, args.kpm_moments,
-                               args.kpm_vectors, args.s_solver))
+                               args.kpm_vectors, args.s_solver, args.kpm_operator))
         if "eigs" not in args.skip:
-            result.update(_run(_eigs_child, model, args.cell_reps, args.eigs_tile, args.eigs_n, args.drop_tol))
+            result.update(_run(_eigs_child, model, args.cell_reps, args.eigs_tile, args.eigs_n, args.drop_tol,
+                               args.eigs_method))
     if args.json:
         print(json.dumps(result))
     else:

@@ -77,3 +77,24 @@ def test_tiled_cell_spectrum_is_the_cells_k_grid(rng):
         tile_structure(StructureData(at2, BASIS, H=(H,), S=S), (1, 1, 2))
     with pytest.raises(ValueError, match="3 integers"):
         tile_matrix(H, (2, 0, 1))
+
+
+def test_dos_and_eigs_of_a_tiled_supercell_cli(data_file, tmp_path):
+    out = tmp_path / "tiled.json"
+    assert main(["dos", str(data_file), "--supercell", "2", "1", "1", "--moments", "128", "--vectors", "4",
+                 "--json", str(out), "-q"]) == 0
+    res = json.loads(out.read_text())
+    assert res["method"] == "kpm" and res["idos"][-1] == pytest.approx(2 * 512, rel=1e-9)
+    ej = tmp_path / "eigs.json"
+    assert main(["eigs", str(data_file), "--supercell", "2", "1", "1", "-n", "6", "--near", "0.5", "--json", str(ej),
+                 "-q"]) == 0
+    e = json.loads(ej.read_text())
+    from acehamil.io.dataset import read_dataset
+
+    sd = read_dataset(data_file)[0]
+    w = solve(sd.H[0], sd.S, [[0, 0, 0], [0.5, 0, 0]]).ravel()
+    ref = np.sort(w[np.argsort(np.abs(w - 0.5), kind="stable")[:6]])
+    np.testing.assert_allclose(e["energies"], ref, atol=1e-8)
+    assert e["method"] == "tiled-bloch" and e["norb"] == 512
+    assert main(["dos", str(data_file), "--supercell", "2", "1", "1", "--pdos", "-q"]) == 2
+    assert main(["eigs", str(data_file), "--supercell", "0", "1", "1", "-q"]) == 2

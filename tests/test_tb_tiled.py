@@ -146,3 +146,20 @@ def test_tiled_kpm_general_k_and_refusals():
         solvers.dos(sd, "kpm", pdos="l", supercell=(2, 1, 1))
     with pytest.raises(ValueError, match="dense DOS of a tiled cell"):
         solvers.dos(sd, "dense", supercell=(2, 1, 1))
+
+
+@pytest.mark.parametrize("M", [7, 64])
+def test_moment_doubling_of_a_hermitian_operator_equals_the_plain_recursion(rng, M):
+    """Two moments per product (no S, no PDOS) = the plain recursion (run here through a PDOS group)."""
+    import scipy.sparse as sp
+
+    n = 300
+    A = sp.random(n, n, density=0.05, random_state=np.random.RandomState(1))
+    H = sp.csr_matrix(A + A.T)
+    lo, hi = kpm.spectral_bounds(H, None)
+    pad = 0.05 * (hi - lo)
+    b = (lo - pad, hi + pad)
+    fast = kpm.kpm_moments(H, None, M, 3, b, np.random.default_rng(4))
+    plain = kpm.kpm_moments(H, None, M, 3, b, np.random.default_rng(4), groups=[np.arange(n)])
+    np.testing.assert_allclose(fast.mu, plain.mu, rtol=1e-9, atol=1e-9 * n)
+    np.testing.assert_allclose(plain.mu_groups[0], plain.mu, rtol=1e-12, atol=1e-12 * n)

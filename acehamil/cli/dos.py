@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="KPM: seed of the random vectors")
     p.add_argument("--s-solver", choices=["auto", "lu", "cg"], default="auto",
                    help="KPM: how S^-1 is applied (sparse LU up to 20000 orbitals, else conjugate gradients)")
+    p.add_argument("--supercell", type=int, nargs=3, default=None, metavar=("N1", "N2", "N3"),
+                   help="KPM DOS of the structure tiled N1 x N2 x N3 times, from the cell's blocks only (FFT over the "
+                        "tiles; no supercell matrix; states/eV per supercell; --kmesh samples the supercell's zone)")
     p.add_argument("--gamma-centred", action="store_true",
                    help="shift even grid axes to contain Gamma (as FHI-aims' k_grid); odd axes always do")
     p.add_argument("--width", type=float, default=0.05, help="smearing width in eV (default 0.05)")
@@ -68,8 +71,19 @@ def run(args) -> int:
         raise UserError(f"--moments must be >= 2 and --vectors >= 1, got {args.moments}, {args.vectors}")
     check_tb_outputs(args)
     sd = load_structure(args.data, args.structure, args.orthonormal)
-    method = choose_dos_method(sd.H[0].norb, args.method)
     energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints or 2001)
+    if args.supercell is not None:
+        from ..structure.supercell import check_reps
+
+        if args.method == "dense" or args.pdos or args.uncertainty:
+            raise UserError("--supercell is a KPM DOS (no --method dense, --pdos or --uncertainty): for a dense DOS "
+                            "use the cell with a k-mesh multiplied by the tiling")
+        try:
+            check_reps(args.supercell, sd.atoms.pbc)
+        except ValueError as err:
+            raise UserError(f"--supercell: {err}") from None
+        return _run_kpm(args, sd, energies)
+    method = choose_dos_method(sd.H[0].norb, args.method)
     if method == "kpm":
         return _run_kpm(args, sd, energies)
     args.kmesh = args.kmesh or [12, 12, 12]
@@ -120,7 +134,8 @@ def _run_kpm(args, sd, energies) -> int:
     progress = None if args.quiet else _progress_callback("KPM moments")
     res = dos(sd, "kpm", kmesh=args.kmesh, energies=energies, npoints=args.npoints, pdos=args.pdos,
               fermi_level=args.fermi_level, n_moments=args.moments, n_vectors=args.vectors, kernel=args.kernel,
-              seed=args.seed, s_method=args.s_solver, gamma_centred=args.gamma_centred, progress=progress)
+              seed=args.seed, s_method=args.s_solver, gamma_centred=args.gamma_centred, progress=progress,
+              supercell=args.supercell)
     if args.json:
         write_json(args.json, res.to_json())
     if args.output:

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                    help="fractional k-point (default Gamma, where the matrices are real)")
     p.add_argument("--method", choices=["auto", "dense", "shift-invert"], default="auto",
                    help="auto: dense up to 3000 orbitals, else shift-invert")
+    p.add_argument("--supercell", type=int, nargs=3, default=None, metavar=("N1", "N2", "N3"),
+                   help="eigenpairs of the structure tiled N1 x N2 x N3 times (--kpt in the supercell's zone), exactly "
+                        "from the cell's blocks: one dense cell solve per tile wave vector")
     p.add_argument("--spin", type=int, default=0, help="spin channel (default 0)")
     p.add_argument("--orthonormal", action="store_true", help="accept a structure without S (S = 1)")
     p.add_argument("--json", default=None, help="write the eigenvalues as JSON")
@@ -50,16 +53,26 @@ def run(args) -> int:
             raise UserError(f"--near must be an energy in eV or 'fermi', got {args.near!r}") from None
     check_outputs({"DATA": args.data}, {"--json": args.json}, overwrite=args.overwrite)
     sd = load_structure(args.data, args.structure, args.orthonormal)
-    if args.n >= sd.H[0].norb:
-        raise UserError(f"-n {args.n} must be smaller than the number of orbitals ({sd.H[0].norb})")
+    norb = sd.H[0].norb
+    if args.supercell is not None:
+        from ..structure.supercell import check_reps
+
+        if args.method == "shift-invert":
+            raise UserError("--supercell is solved exactly per tile wave vector: use --method auto or dense")
+        try:
+            norb *= int(check_reps(args.supercell, sd.atoms.pbc).prod())
+        except ValueError as err:
+            raise UserError(f"--supercell: {err}") from None
+    if args.n >= norb:
+        raise UserError(f"-n {args.n} must be smaller than the number of orbitals ({norb})")
     t0 = time.perf_counter()
-    res = eigenpairs(sd, near=near, n=args.n, kpt=args.kpt, method=args.method, spin=args.spin)
+    res = eigenpairs(sd, near=near, n=args.n, kpt=args.kpt, method=args.method, spin=args.spin, supercell=args.supercell)
     seconds = time.perf_counter() - t0
     if args.json:
-        write_json(args.json, {**res.to_json(), "seconds": seconds, "norb": int(sd.H[0].norb)})
+        write_json(args.json, {**res.to_json(), "seconds": seconds, "norb": int(norb)})
     if not args.quiet:
         print(f"{len(res.energies)} eigenvalues nearest {res.sigma:.6f} eV at k = {res.kpt.tolist()} "
-              f"({res.method}, {sd.H[0].norb} orbitals, {seconds:.2f} s, residual {res.residual:.2e} eV):")
+              f"({res.method}, {norb} orbitals, {seconds:.2f} s, residual {res.residual:.2e} eV):")
         for e in res.energies:
             print(f"{e:16.9f}  {e - res.sigma:+12.6f}")
     return 0

@@ -12,7 +12,9 @@ so one Chebyshev recursion ``t_{n+1} = 2 A~ t_n - t_{n-1}`` on ``A~ = (A - b) / 
 ``r`` with ``E[r r^H] = 1`` (Rademacher at real k, random phases at complex k)
 ``mu_n = mean_r sum_mu conj(r_mu) (T_n(A~) r)_mu``.  Each step costs one product with ``H`` and
 one solve with ``S`` (sparse LU of ``S``, or block-Jacobi preconditioned conjugate gradients for
-systems whose LU fills in too much).  The truncated series is damped by the Jackson kernel
+systems whose LU fills in too much).  A Hermitian operator (no ``S``: an orthonormal basis, or
+:class:`acehamil.tb.tiled.TiledOperator`) gets two moments per product from
+``T_{2n} = 2 T_n^2 - 1``, ``T_{2n+1} = 2 T_{n+1} T_n - T_1`` (total DOS only).  The truncated series is damped by the Jackson kernel
 (resolution ``~ pi a / M`` near the band centre, no negative DOS) or the Lorentz kernel.
 
 Outputs come with an error bar: the standard error of the mean over the ``R`` vectors (the
@@ -284,12 +286,31 @@ def kpm_moments(Hk, Sk, n_moments: int, n_vectors: int, bounds: tuple, rng, grou
     record(0, t_prev)
     t_cur = apply(r)
     record(1, t_cur)
-    for k in range(2, M):
-        t_next = 2.0 * apply(t_cur) - t_prev
-        t_prev, t_cur = t_cur, t_next
-        record(k, t_cur)
-        if progress is not None and (k % 32 == 0 or k == M - 1):
-            progress(k + 1, M)
+    if inv.S is None and P is None and M > 2:
+        # Hermitian operator (orthonormal basis, or the tiled L^-1 H L^-H): T_{2n} = 2 T_n^2 - 1 and
+        # T_{2n+1} = 2 T_{n+1} T_n - T_1 give two moments per product (Weisse et al., RMP 78, 275)
+        def dot(u, v):
+            return np.real(np.sum(np.conj(u) * v, axis=0))
+
+        mu0, mu1 = mu[0].copy(), mu[1].copy()
+        j = 1
+        while 2 * j < M:
+            mu[2 * j] = 2.0 * dot(t_cur, t_cur) - mu0
+            if 2 * j + 1 >= M:
+                break
+            t_next = 2.0 * apply(t_cur) - t_prev
+            mu[2 * j + 1] = 2.0 * dot(t_next, t_cur) - mu1
+            t_prev, t_cur = t_cur, t_next
+            j += 1
+            if progress is not None and (j % 16 == 0 or 2 * j >= M):
+                progress(min(2 * j + 1, M), M)
+    else:
+        for k in range(2, M):
+            t_next = 2.0 * apply(t_cur) - t_prev
+            t_prev, t_cur = t_cur, t_next
+            record(k, t_cur)
+            if progress is not None and (k % 32 == 0 or k == M - 1):
+                progress(k + 1, M)
     # |T_n(x)| <= 1 on [-1, 1]: moments growing beyond the norm of the vectors mean the spectrum
     # leaks out of the bounds (T_n grows exponentially there) - never return such a DOS silently
     if not np.all(np.isfinite(mu)) or np.abs(mu).max() > 10.0 * n:
