@@ -9,6 +9,9 @@ sparse methods (KPM, shift-invert) for large ones, chosen by size or forced.
 * :func:`eigenpairs` - the ``n`` eigenpairs nearest an energy at one k: ``"dense"`` (all
   eigenvalues, then the nearest) or ``"shift-invert"`` (:func:`acehamil.tb.sparse.eigs_near`);
   ``"auto"``: dense up to :data:`DENSE_MAX_NORB` orbitals.
+* ``supercell=(N1, N2, N3)`` (both): the structure tiled ``N1 x N2 x N3`` times, from the cell's
+  blocks only (:mod:`acehamil.tb.tiled`: KPM on the FFT operator; exact eigenpairs per tile wave
+  vector), for cells too large to hold as matrices.
 
 Examples
 --------
