@@ -60,11 +60,14 @@ def _setup(kind, rng):
     if kind == "cluster":
         pot = _potential(rng, repulsion=RepulsionSpec((((14, 14), 2.0),), 5.0))
         return pot, Atoms(numbers=[14] * 7, positions=rng.normal(size=(7, 3)) * 1.6)
+    if kind == "shared-pairs":  # both layers on the same pairs and radial functions (the prediction path shares them)
+        spec = MessageSpec(n_message=3, r_message=4.0, n_pass=3, r_pass=4.0, embeddings=("fs",))
+        return _potential(rng, species=(6, 14), spec=spec), _rattled_si(rng, numbers=[6, 14] * 4)
     return _potential(rng), _rattled_si(rng)
 
 
 # ---------------------------------------------------------------- physics
-@pytest.mark.parametrize("kind", ["bulk", "cluster", "binary"])
+@pytest.mark.parametrize("kind", ["bulk", "cluster", "binary", "shared-pairs"])
 def test_forces_are_minus_gradient_with_shrinking_error(kind, rng):
     pot, atoms = _setup(kind, rng)
     F = pot.compute(atoms)["forces"]
@@ -81,7 +84,7 @@ def test_forces_are_minus_gradient_with_shrinking_error(kind, rng):
     assert_fd_converges(errs, scale=np.abs(F).max(), best=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["bulk", "binary"])
+@pytest.mark.parametrize("kind", ["bulk", "binary", "shared-pairs"])
 def test_stress_matches_strain_finite_difference(kind, rng):
     pot, atoms = _setup(kind, rng)
     stress = pot.compute(atoms)["stress"]
@@ -152,9 +155,11 @@ def test_second_layer_is_semi_local_and_reduces_to_linear(rng):
     np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-12)
 
 
-def test_design_rows_reproduce_the_model(rng):
-    """Energy, force and strain rows of the joint layout times [E0, c, w] are the model's (without repulsion)."""
-    pot, atoms = _setup("binary", rng)
+@pytest.mark.parametrize("kind", ["binary", "shared-pairs"])
+def test_design_rows_reproduce_the_model(kind, rng):
+    """Energy, force and strain rows of the joint layout times [E0, c, w] (the general adjoint pass)
+    are the model's (its prediction path), without repulsion."""
+    pot, atoms = _setup(kind, rng)
     pot = MultilayerACEPotential(pot.basis, pot.species, pot.e0, pot.coef, pot.layer, pot.weights)
     rows = multilayer_rows(pot.basis, pot.species, pot.layer, atoms)
     theta = pot.parameter_vector()

@@ -392,8 +392,12 @@ class MessageLayer:
             F, dF, _ = MESSAGE_EMBEDDINGS[name](x)
             M[:, e], dsd[:, e] = F, dF / self.scale
         M = M.reshape(natoms, nm)
-        R2, dR2 = self._r2.evaluate(p2.dist, np.full(len(p2.dist), spec.r_pass), gradients=True)
-        rhat2 = p2.vec / p2.dist[:, None]
+        same = (spec.r_pass, spec.n_pass) == (spec.r_message, spec.n_message)  # both layers on the same pairs and radials
+        if same:
+            R2, dR2, rhat2 = R1, dR1, rhat1
+        else:
+            R2, dR2 = self._r2.evaluate(p2.dist, np.full(len(p2.dist), spec.r_pass), gradients=True)
+            rhat2 = p2.vec / p2.dist[:, None]
         Vj, Vi = V[p2.j], V[p2.i]
         proj = np.einsum("qbx,qx->qb", Vj, rhat2)
         VV = np.einsum("qbx,qbx->qb", Vi, Vj)
@@ -414,8 +418,8 @@ class MessageLayer:
         for s, t, m in groups:
             w = W[s, t]
             a[m], aP[m], aQ[m] = R2[m] @ w[:, :nm], R2[m] @ w[:, nm : nm + ks], R2[m] @ w[:, nm + ks :]
-        perp = (Vj - proj[:, :, None] * rhat2[:, None, :]) / p2.dist[:, None, None]
-        g2 += np.einsum("qb,qbx->qx", aP, perp)
+        # transverse part of the bond messages: sum_b aP_b (V_j^b - rhat (rhat . V_j^b)) / r
+        g2 += (np.matmul(aP[:, None, :], Vj)[:, 0] - np.einsum("qb,qb->q", aP, proj)[:, None] * rhat2) / p2.dist[:, None]
         P2 = len(p2.dist)
         to_j = scipy.sparse.csr_matrix((np.ones(P2), (p2.j, np.arange(P2))), shape=(natoms, P2))
         to_i = scipy.sparse.csr_matrix((np.ones(P2), (p2.i, np.arange(P2))), shape=(natoms, P2))
@@ -430,7 +434,12 @@ class MessageLayer:
         du = np.matmul(dR1[:, None, :], lV)[:, 0]  # sum_a R_a' lV_a
         radial = np.einsum("pa,pa->p", lr, dR1) + np.einsum("px,px->p", du, rhat1) - np.einsum("px,px->p", u, rhat1) / p1.dist
         g1 = radial[:, None] * rhat1 + u / p1.dist[:, None]
-        dEdr = scatter_pair_gradients(natoms, p1.i, p1.j, g1) + scatter_pair_gradients(natoms, p2.i, p2.j, g2)
+        if same:
+            g1 = g1 + g2
+            dEdr = np.stack([np.bincount(p1.j, g1[:, x], natoms) - np.bincount(p1.i, g1[:, x], natoms) for x in range(3)], axis=1)
+            return e, dEdr, g1.T @ p1.vec
+        dEdr = np.stack([np.bincount(p1.j, g1[:, x], natoms) - np.bincount(p1.i, g1[:, x], natoms)
+                         + np.bincount(p2.j, g2[:, x], natoms) - np.bincount(p2.i, g2[:, x], natoms) for x in range(3)], axis=1)
         dEde = g1.T @ p1.vec + g2.T @ p2.vec
         return e, dEdr, dEde
 
