@@ -147,7 +147,7 @@ def _row(el, model, rc, res, potential, test, train, train_metrics, fit_seconds,
 
 
 def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
-                cache_dir=None, train_metrics=False, models=("linear",), emb=None, ml=None) -> list:
+                cache_dir=None, train_metrics=False, models=("linear",), emb=None, ml=None, degree_shifts=(0, 2, 4)) -> list:
     from acehamil.models.potential.config import core_repulsion, make_basis
     from acehamil.io.labelled import read_configs
     from acehamil.models.potential.fit import FitSettings, fit_potential
@@ -158,7 +158,7 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     train = read_configs(data_dir / f"{el}_training.xyz")
     species = tuple(sorted({int(z) for c in train for z in c.atoms.numbers}))
     settings = FitSettings(solver=solver, lam=(1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), power=(0.0, 1.0, 2.0),
-                           degree_shifts=(0, 2, 4), energy_factors=(0.3, 1.0, 3.0, 10.0, 30.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5)
+                           degree_shifts=tuple(degree_shifts), energy_factors=(0.3, 1.0, 3.0, 10.0, 30.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5)
     repulsion = core_repulsion(train, species)
     ml = dict(MULTILAYER if ml is None else ml)
     if "multilayer" in models and "embedded" not in models:
@@ -290,6 +290,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-density-cv", action="store_true",
                    help="embedded: no CV of the densities (first --lam-density used, fixed a priori; saves 5 fits)")
     p.add_argument("--init-scale", type=float, default=EMBEDDED["init_scale"], help="embedded: initial density spread")
+    p.add_argument("--degree-shifts", type=int, nargs="+", default=[0, 2, 4],
+                   help="CV grid of degree cut-backs (every linear fit of the benchmark chose 0)")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -308,7 +310,7 @@ def main(argv=None) -> int:
     for el in args.elements:
         cut = tuple(args.r_cut) if args.r_cut else CUTOFFS[el]
         new = run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
-                          args.train_metrics, tuple(args.models), emb, ml)
+                          args.train_metrics, tuple(args.models), emb, ml, args.degree_shifts)
         rows += new
         if not args.quiet:
             print(table(new), file=sys.stderr, flush=True)
