@@ -182,3 +182,28 @@ def test_predict_supercell_equals_predicting_the_supercell(workdir, tmp_path):
             assert abs(a - b).max() < 1e-10
     assert main(["predict", str(d / "model.h5"), str(d / "train.h5"), "--index", "3", "--supercell", "1", "0", "2",
                  "-o", str(tmp_path / "bad.h5"), "-q"]) == 2
+
+
+def test_evaluate_table_shows_means_per_kind(workdir, tmp_path, capsys):
+    """Structures that carry info['kind'] get a per-kind table, equal to the JSON per-structure errors."""
+    import dataclasses
+
+    d = workdir
+    if not (d / "model.h5").exists():
+        pytest.skip("needs the model of test_fit_predict_evaluate")
+    ds = read_dataset(d / "train.h5")
+    kinds = ["strained", "rattled", "rattled"]
+    write_dataset(tmp_path / "kinds.h5", [dataclasses.replace(ds[k], info={**ds[k].info, "kind": kinds[k]})
+                                          for k in range(3)])
+    args = ["evaluate", str(d / "model.h5"), str(tmp_path / "kinds.h5"), "--kmesh", "2", "2", "2", "--window", "8",
+            "--no-uncertainty"]
+    capsys.readouterr()
+    assert main(args + ["--json"]) == 0
+    per = json.loads(capsys.readouterr().out)["per_structure"]
+    assert [r["kind"] for r in per] == kinds
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "per kind" in out
+    rattled = [line for line in out.splitlines() if " rattled " in line][0].split()
+    assert rattled[1] == "2"
+    assert float(rattled[3]) == pytest.approx((per[1]["eig_mae_meV"] + per[2]["eig_mae_meV"]) / 2, abs=0.06)

@@ -9,6 +9,8 @@ JSON contract (``--json``)::
                      "band_path_mae_meV", "n",
                      "uncertainty": {"coverage_90", "coverage_68", "spearman_sigma_error", "n", "mean_sigma_meV",
                                      "per_structure": [...]}},
+     "per_structure": [{"name", "kind", "H_rmse_meV", "H_rmse_meV_aligned", "onsite_rmse_meV_aligned", "S_rmse",
+                        "eig_mae_meV", "eig_max_meV", "eig_mae_meV_absolute", "band_path_mae_meV"}, ...],
      "n_structures"}
 
 ``eigenvalues.uncertainty`` (models with a posterior, see ``docs/uncertainty.md``): the
@@ -20,7 +22,9 @@ Matrix errors are over the blocks the model predicts (``*_aligned``: modulo the
 best constant ``V S`` per structure, the arbitrary energy zero of periodic DFT);
 eigenvalue errors over the reference eigenvalues within ``E_F +- window`` on a
 Monkhorst-Pack grid, relative to each one's own Fermi level, and along the
-standard band path (``band_path_mae_meV``).  See ``docs/models.md``.
+standard band path (``band_path_mae_meV``).  ``per_structure`` gives the same errors per
+structure (``kind``: the structure's ``info["kind"]``, e.g. from ``acehamil generate``); the
+table output adds means per kind when the structures carry kinds.  See ``docs/models.md``.
 """
 
 from __future__ import annotations
@@ -70,6 +74,13 @@ def run(args) -> int:
     e = res["eigenvalues"]
     print(f"eigenvalues within E_F +- {e['window_eV']} eV: MAE {e['mae_meV']:.3f} meV (max {e['max_meV']:.3f}) on a "
           f"{'x'.join(map(str, e['kmesh']))} grid; band path MAE {e['band_path_mae_meV']:.3f} meV")
+    kinds = [r["kind"] for r in res["per_structure"] if r["kind"]]
+    if kinds:
+        from ..models.hamiltonian.evaluate import by_kind
+
+        print(f"per kind (means over structures; meV): {'kind':<28}{'n':>3}{'H rmse aligned':>16}{'eig MAE':>9}{'max':>7}")
+        for kind, t in by_kind(res["per_structure"]).items():
+            print(f"{'':<40}{kind:<28}{t['n']:>3}{t['H_rmse_meV_aligned']:>16.2f}{t['eig_mae_meV']:>9.1f}{t['eig_max_meV']:>7.0f}")
     u = e.get("uncertainty")
     if u:
         print(f"uncertainty: coverage of 90 % intervals {u['coverage_90']:.3f}, of 68 % intervals {u['coverage_68']:.3f}, "
