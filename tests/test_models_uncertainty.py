@@ -150,7 +150,7 @@ def test_evaluate_coverage_equals_direct_count(model, data):
 
 
 def test_calibration_fits_scales_on_training_structures(data):
-    cfg = ModelConfig.from_dict({**CFG, "uncertainty": {"calibrate": True, "calibration_fraction": 0.25, "n_samples": 8,
+    cfg = ModelConfig.from_dict({**CFG, "uncertainty": {"calibrate": True, "calibration_fraction": 0.25, "calibration_folds": 1, "n_samples": 8,
                                                         "kmesh": [3, 3, 3], "window_eV": 3.0}})
     m = fit(data[:4], cfg, progress=False)
     u = m.report["uncertainty"]
@@ -183,6 +183,79 @@ def test_combined_draws_match_the_split_parts(model, data):
     kp, wk = monkhorst_pack((2, 2, 2), sd.atoms.pbc)
     split = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 400, np.random.default_rng(1))
     joint = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 400, np.random.default_rng(2), split=False)
-    expect = combine(model, split["sigma_epi"], split["sigma_noise"])
+    expect = combine(model, split["sigma_epi"], split["sigma_noise"], split["sigma_shared"])
     big = expect > 0.2 * expect.max()
     assert np.all(np.abs(joint["sigma"][big] / expect[big] - 1) < 0.25)
+
+
+def test_fold_model_from_sums_equals_a_fresh_fit(data):
+    """A calibration fold refitted from the per-structure sums (no features) is the fit without the fold."""
+    from acehamil.models.hamiltonian.calibrate import fold_model
+    from acehamil.models.hamiltonian.sums import structure_sums
+
+    cfg = ModelConfig.from_dict({**CFG, "fit": {"fit_energy_zero": True, "energy_zero_model": "density"}})
+    full = fit(data[:4], cfg, progress=False)
+    parts = [structure_sums(full.H, sd, lambda s: s.H[0], {}, 1.0, np.random.default_rng(0), index=k, gauge=True)
+             for k, sd in enumerate(data[:4])]
+    keep = [0, 2, 3]
+    sub = fold_model(full, parts, keep, [sd.atoms for sd in data[:4]])
+    fresh = fit([data[k] for k in keep], cfg, progress=False)
+    for key, byL in fresh.H.coefficients.items():
+        for L, c in byL.items():
+            np.testing.assert_allclose(sub.H.coefficients[key][L], c, rtol=1e-6, atol=1e-9 * np.abs(c).max())
+            p, q = sub.H.posteriors[key][L], fresh.H.posteriors[key][L]
+            assert np.isclose(p.alpha, q.alpha, rtol=1e-6) and np.isclose(p.beta, q.beta, rtol=1e-6)
+    assert np.isclose(sub.energy_zero.v0, fresh.energy_zero.v0, rtol=1e-6, atol=1e-9)
+    # and it differs from the full model: the left-out structure mattered
+    key, L = next((k, L) for k, b in full.H.coefficients.items() for L in b)
+    assert not np.allclose(sub.H.coefficients[key][L], full.H.coefficients[key][L])
+
+
+def test_calibration_folds_cover_every_training_structure(data):
+    cfg = ModelConfig.from_dict({**CFG, "uncertainty": {"calibrate": True, "calibration_folds": 2, "n_samples": 8,
+                                                        "kmesh": [2, 2, 2], "window_eV": 3.0}})
+    m = fit(data[:4], cfg, progress=False)
+    cal = m.report["uncertainty"]["calibration"]
+    assert cal["structures"] == [0, 1, 2, 3] and cal["folds"] == 2
+    assert 0.85 <= cal["coverage_90"] <= 0.95
+
+
+def test_shared_noise_moves_every_block_of_a_type_together(model, data, rng):
+    atoms = data[4].atoms
+    mean, delta = sample_matrix(model.H, atoms, 2000, rng, scales=(0.0, 0.0, 1.5))
+    noise = block_variance(model.H, atoms, noise=True).data - block_variance(model.H, atoms, noise=False).data
+    emp = delta.var(axis=0)
+    onsite = np.arange(mean.data.size) < mean.offsets[len(atoms)]  # on-site blocks: the independent part's variance
+    big = onsite & (noise > 1e-3 * noise.max())
+    assert np.all(np.abs(emp[big] / (2.25 * noise[big]) - 1) < 0.2)
+    # the s-s on-site level of every atom (first entry of the on-site blocks, which come first) in one draw
+    first = delta[:, mean.offsets[:len(atoms)]]
+    assert np.ptp(first, axis=1).max() < 1e-12 * np.abs(first).max() and np.abs(first).max() > 0
+    for k in range(3):
+        assert mean.with_data(delta[k]).hermiticity_error() < 1e-12
+
+
+def test_information_gain_is_the_log_det_of_the_posterior_update(model, data):
+    """Greedy batch selection: each gain is 1/2 log det(P + beta G) - 1/2 log det(P), P the precision after the picks."""
+    from acehamil.models.hamiltonian.select import gram, information_select
+
+    grams = [gram(model, sd.atoms) for sd in (data[4], data[4], data[0], data[2])]
+
+    def gain(added, G):
+        total = 0.0
+        for key, byL in model.H.posteriors.items():
+            for L, post in byL.items():
+                Q = post.eigvecs * np.sqrt(post.prior_diag)[:, None]
+                P = (Q * (post.beta * post.eigvals + post.alpha)) @ Q.T + sum(post.beta * g[(key, L)] for g in added)
+                total += 0.5 * (np.linalg.slogdet(P + post.beta * G[(key, L)])[1] - np.linalg.slogdet(P)[1])
+        return total
+
+    picked, gains = information_select(model.H, grams, 2)
+    np.testing.assert_allclose(gains, [gain([], g) for g in grams], rtol=1e-5)
+    assert picked[0] == int(np.argmax(gains))
+    second = [gain([grams[picked[0]]], g) if j != picked[0] else -np.inf for j, g in enumerate(grams)]
+    assert picked[1] == int(np.argmax(second))
+    assert gains[1] == pytest.approx(gains[0], rel=1e-9)  # two copies of one structure: equal gain alone ...
+    if picked[0] in (0, 1):  # ... but the copy of a picked structure gains less afterwards
+        other = 1 - picked[0]
+        assert second[other] < gains[other]

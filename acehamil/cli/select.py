@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("candidates", help="acehamil dataset file or any ASE-readable structure file")
     p.add_argument("-n", type=int, required=True, dest="k", help="number of structures to pick")
     p.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
-    p.add_argument("--criterion", choices=["band", "extrapolation"], default="band")
+    p.add_argument("--criterion", choices=["band", "extrapolation", "information"], default="band")
     p.add_argument("--kmesh", type=int, nargs=3, default=(2, 2, 2), help="k-grid of the band criterion")
     p.add_argument("--samples", type=int, default=12, help="posterior draws of the band criterion")
     p.add_argument("--index", default=":", help="ASE-style selection of candidates (default all)")

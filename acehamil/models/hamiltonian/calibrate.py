@@ -1,19 +1,22 @@
 """Eigenvalue uncertainties of a Hamiltonian model, and their calibration on training data.
 
-The spread of an eigenvalue (relative to the Fermi level) has two parts, propagated by
+The spread of an eigenvalue (relative to the Fermi level) has three parts, propagated by
 posterior draws (:func:`acehamil.models.hamiltonian.uncertainty.sample_matrix`,
 :mod:`acehamil.tb.draws`):
 
 * ``sigma_epi``: coefficient (epistemic) uncertainty, ``D Sigma D^T`` pushed through the
   feature map: correlated over all blocks, grows where the features leave the training data;
-* ``sigma_noise``: the fitted noise ``1/beta`` of every block component, independent.
+* ``sigma_noise``: the fitted noise ``1/beta`` of every block component, independent;
+* ``sigma_shared``: a random smooth function of the environment of the noise's size (the
+  systematic part of the model's error, which does not average out in large cells).
 
-The reported spread is ``sigma^2 = (a sigma_epi)^2 + (b sigma_noise)^2``.  The BLR evidence
-treats the block errors as independent, but a linear model's errors are systematic (the
-same environment gives the same error on many blocks), so ``a = b = 1`` is not calibrated.
-:func:`calibrate` refits the model on part of the training structures, draws the
-eigenvalues of the held-out rest, and fits ``a, b`` by maximum likelihood of the held-out
-errors, then one common factor so that 90 % of them lie within ``1.645 sigma``.  Only
+The reported spread is ``sigma^2 = (a sigma_epi)^2 + (b sigma_noise)^2 + (c sigma_shared)^2``.
+The BLR evidence treats the block errors as independent, but a linear model's errors are
+systematic (the same environment gives the same error on many blocks), so ``a = b = 1, c = 0``
+is not calibrated.  :func:`calibrate` cross-validates over the training structures (each
+fold's model refitted from the per-structure normal-equation sums, :func:`fold_model`), draws
+the eigenvalues of the held-out structures, and fits ``a, b, c`` by maximum likelihood of
+their errors, then one common factor so that 90 % of them lie within ``1.645 sigma``.  Only
 training structures are used.
 """
 
@@ -28,9 +31,11 @@ Z90, Z68 = 1.6448536269514722, 1.0
 
 
 def scales_of(model) -> tuple:
-    """``(a, b)``: factors of the epistemic and noise parts (``(1, 1)`` when uncalibrated)."""
+    """``(a, b, c)``: factors of the epistemic, noise and shared-noise parts (``(1, 1, 0)`` when
+    uncalibrated; models calibrated before the shared-noise part existed have ``c = 0``)."""
     u = getattr(model, "report", {}).get("uncertainty", {}) or {}
-    return float(u.get("scale_epistemic", 1.0)), float(u.get("scale_noise", 1.0))
+    return (float(u.get("scale_epistemic", 1.0)), float(u.get("scale_noise", 1.0)),
+            float(u.get("scale_shared", 0.0)))
 
 
 def default_samples(model) -> int:
@@ -38,7 +43,7 @@ def default_samples(model) -> int:
 
 
 def eigen_parts(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, kpath=None, split: bool = True) -> dict:
-    """Eigenvalues of the prediction and the two parts of their spread (uncalibrated).
+    """Eigenvalues of the prediction and the parts of their spread (uncalibrated).
 
     Parameters
     ----------
@@ -55,61 +60,66 @@ def eigen_parts(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
         More k-points (a band path): eigenvalues and spreads there too, relative to the
         same per-draw Fermi levels.
     split : bool
-        Propagate the two parts separately (2K draws; what the calibration needs).  False:
-        K draws of the calibrated sum ``a epi + b noise``; the result then holds ``sigma``
-        (calibrated) instead of ``sigma_epi``/``sigma_noise``, at half the cost.
+        Propagate the three parts separately (3K draws; what the calibration needs).  False:
+        K draws of the calibrated sum ``a epi + b noise + c shared``; the result then holds
+        ``sigma`` (calibrated) instead of the parts, at a third of the cost.
 
     Returns
     -------
     dict
-        ``eps (nk, nb)``, ``fermi_level`` (float), ``sigma_epi``, ``sigma_noise`` (nk, nb), eV,
-        ``H``, ``S`` (the prediction), and with ``kpath``: ``path_eps``, ``path_sigma_epi``,
-        ``path_sigma_noise``; ``delta_epi``, ``delta_noise`` (K, ndata) the real-space draws.
+        ``eps (nk, nb)``, ``fermi_level`` (float), ``sigma_epi``, ``sigma_noise``, ``sigma_shared``
+        (nk, nb), eV, ``H``, ``S`` (the prediction), and with ``kpath``: ``path_eps`` and
+        ``path_sigma_*``; ``delta_epi``, ``delta_noise``, ``delta_shared`` (K, ndata) the
+        real-space draws.  Without ``split``: ``sigma``, ``path_sigma``, ``delta``.
     """
     from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
 
-    m = model.matrices(atoms, n_samples=n_samples, rng=rng, split=True)
-    H, S, (de, dn) = m.H, m.S, m.draws
-    K = de.shape[0]
-    if not split:
-        a, b = scales_of(model)
-        delta = a * de + b * dn
-        eps, draws = eigenvalue_draws(H, S, delta, kpts)
-        ef, efd = fermi_levels(eps, draws, weights, n_electrons)
-        out = {"eps": eps, "fermi_level": ef, "H": H, "S": S, "delta": delta, "sigma": relative_sigma(eps, draws, ef, efd)}
-        if kpath is not None:
-            pe, pd = eigenvalue_draws(H, S, delta, kpath)
-            out.update(path_eps=pe, path_sigma=relative_sigma(pe, pd, ef, efd))
-        return out
-    eps, draws = eigenvalue_draws(H, S, np.concatenate([de, dn]), kpts)
+    m = model.matrices(atoms, n_samples=n_samples, rng=rng, split=split)
+    H, S, deltas = m.H, m.S, list(m.draws)
+    names = PARTS if split else ("",)
+    K = deltas[0].shape[0]
+    delta = np.concatenate(deltas)
+    eps, draws = eigenvalue_draws(H, S, delta, kpts)
     ef, efd = fermi_levels(eps, draws, weights, n_electrons)
-    out = {"eps": eps, "fermi_level": ef, "H": H, "S": S, "delta_epi": de, "delta_noise": dn,
-           "sigma_epi": relative_sigma(eps, draws[:K], ef, efd[:K]),
-           "sigma_noise": relative_sigma(eps, draws[K:], ef, efd[K:])}
-    if kpath is not None:
-        pe, pd = eigenvalue_draws(H, S, np.concatenate([de, dn]), kpath)
-        out.update(path_eps=pe, path_sigma_epi=relative_sigma(pe, pd[:K], ef, efd[:K]),
-                   path_sigma_noise=relative_sigma(pe, pd[K:], ef, efd[K:]))
+    out = {"eps": eps, "fermi_level": ef, "H": H, "S": S}
+    path = eigenvalue_draws(H, S, delta, kpath) if kpath is not None else None
+    if path is not None:
+        out["path_eps"] = path[0]
+    for p, name in enumerate(names):
+        suffix = f"_{name}" if name else ""
+        sl = slice(p * K, (p + 1) * K)
+        out["delta" + suffix] = deltas[p]
+        out["sigma" + suffix] = relative_sigma(eps, draws[sl], ef, efd[sl])
+        if path is not None:
+            out["path_sigma" + suffix] = relative_sigma(path[0], path[1][sl], ef, efd[sl])
     return out
 
 
-def combine(model, sigma_epi, sigma_noise) -> np.ndarray:
-    """Calibrated spread ``sqrt((a sigma_epi)^2 + (b sigma_noise)^2)``, eV."""
-    a, b = scales_of(model)
-    return np.sqrt((a * np.asarray(sigma_epi)) ** 2 + (b * np.asarray(sigma_noise)) ** 2)
+#: The parts of the spread, in the order of :func:`scales_of` and ``sample_matrix(split=True)``.
+PARTS = ("epi", "noise", "shared")
 
 
-def fit_scales(err, sigma_epi, sigma_noise) -> tuple:
-    """Maximum-likelihood ``a, b`` of ``err ~ N(0, (a s_e)^2 + (b s_n)^2)``, then one common
+def combine(model, sigma_epi, sigma_noise, sigma_shared=0.0) -> np.ndarray:
+    """Calibrated spread ``sqrt((a sigma_epi)^2 + (b sigma_noise)^2 + (c sigma_shared)^2)``, eV."""
+    a, b, c = scales_of(model)
+    return np.sqrt((a * np.asarray(sigma_epi)) ** 2 + (b * np.asarray(sigma_noise)) ** 2
+                   + (c * np.asarray(sigma_shared)) ** 2)
+
+
+def fit_scales(err, *sigmas) -> tuple:
+    """Maximum-likelihood factors of ``err ~ N(0, sum_p (f_p sigma_p)^2)``, then one common
     factor so that the 90 % quantile of ``|err| / sigma`` is 1.645.
 
     Parameters
     ----------
-    err, sigma_epi, sigma_noise : array, shape (n,), eV
+    err : array, shape (n,), eV
+    *sigmas : arrays, shape (n,), eV
+        The parts of the spread (e.g. epistemic, noise, shared noise).
 
     Returns
     -------
-    (a, b) : floats
+    tuple of float
+        One factor per part (a part that does not help the likelihood gets a factor near 0).
 
     Examples
     --------
@@ -123,21 +133,27 @@ def fit_scales(err, sigma_epi, sigma_noise) -> tuple:
     from scipy.optimize import minimize
 
     e = np.abs(np.asarray(err, dtype=float))
-    se, sn = np.asarray(sigma_epi, dtype=float), np.asarray(sigma_noise, dtype=float)
-    if not (e.shape == se.shape == sn.shape) or e.size < 2:
-        raise ValueError("err, sigma_epi and sigma_noise must have one equal shape with >= 2 values")
+    S = [np.asarray(x, dtype=float) for x in sigmas]
+    if not S or any(x.shape != e.shape for x in S) or e.size < 2:
+        raise ValueError("err and every sigma must have one equal shape with >= 2 values")
+    S2 = np.array([x**2 for x in S])
     tiny = 1e-30
 
     def nll(p):
-        v = np.exp(p[0]) * se**2 + np.exp(p[1]) * sn**2 + tiny
+        v = np.exp(p) @ S2 + tiny
         return 0.5 * float(np.sum(np.log(v) + e**2 / v))
 
-    x0 = np.log(max(float(np.mean(e**2)) / max(float(np.mean(se**2 + sn**2)), tiny), tiny))
-    res = minimize(nll, [x0, x0], method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-8, "maxiter": 2000})
-    a, b = np.sqrt(np.exp(res.x))
-    s = np.sqrt((a * se) ** 2 + (b * sn) ** 2) + tiny
+    x0 = np.log(max(float(np.mean(e**2)) / max(float(np.mean(S2.sum(axis=0))), tiny), tiny))
+    best = None
+    for start in ([x0] * len(S), *([x0 + (8.0 if q == p else -8.0) for q in range(len(S))] for p in range(len(S)))):
+        res = minimize(nll, start, method="Nelder-Mead",
+                       options={"xatol": 1e-4, "fatol": 1e-8, "maxiter": 4000, "maxfev": 8000})
+        if best is None or res.fun < best.fun:
+            best = res
+    f = np.sqrt(np.exp(best.x))
+    s = np.sqrt(np.exp(best.x) @ S2) + tiny
     g = float(np.quantile(e / s, 0.9)) / Z90
-    return float(a * g), float(b * g)
+    return tuple(float(x * g) for x in f)
 
 
 def interval_metrics(err, sigma) -> dict:
@@ -192,62 +208,128 @@ def reference_errors(sd, eps, ef, kpts, weights, window_eV) -> tuple:
     return err, np.abs(e_ref[:, :nb] - ef_ref) <= window_eV
 
 
-def calibrate(structures, config, progress: bool = False) -> dict:
-    """Fit the spread factors ``a, b`` on a validation split of the training structures.
+def fold_splits(n: int, folds: int, fraction: float, seed: int) -> list:
+    """Held-out index sets of the calibration: ``folds`` > 1 disjoint folds covering ``0..n-1``,
+    or one split of ``round(fraction n)`` structures (seeded permutation)."""
+    if n < 2:
+        raise ValueError("calibration needs at least 2 training structures")
+    order = np.random.default_rng(seed).permutation(n)
+    if folds > 1:
+        return [np.sort(order[f::folds]) for f in range(min(folds, n))]
+    return [np.sort(order[:min(max(int(round(fraction * n)), 1), n - 1)])]
+
+
+def fold_model(model, parts, keep, cells):
+    """``model`` with its H coefficients refitted without the structures not in ``keep``.
+
+    Parameters
+    ----------
+    model : HamiltonianModel
+        Fitted on all ``len(parts)`` structures.
+    parts : sequence of FitSums
+        Per-structure H sums of that fit (:func:`acehamil.models.hamiltonian.sums.structure_sums`).
+    keep : sequence of int
+        Structures of the fold's fit.
+    cells : sequence of ase.Atoms
+        All training structures (the density energy zero of the fold).
+
+    Returns
+    -------
+    HamiltonianModel
+        H refitted from the summed normal equations (a subtraction and a solve: no features
+        are evaluated); S is the full model's (its errors, ~1e-6, do not matter here).
+    """
+    from .fit import solve_sums
+    from .sums import FitSums
+
+    keep = [int(k) for k in keep]
+    sums = FitSums.subset(parts, keep)
+    coefs, posts, _, _, ez, _ = solve_sums(model.H, sums, model.config, [cells[k] for k in keep],
+                                           model.orbital_basis.species)
+    H = dataclasses.replace(model.H, coefficients=coefs, posteriors=posts)
+    return dataclasses.replace(model, H=H, energy_zero=ez, report={})
+
+
+def cross_validated_errors(structures, model, parts, progress: bool = False) -> dict:
+    """Eigenvalue errors and uncalibrated spreads of every training structure, predicted by a
+    model fitted without it (the calibration folds of ``model.config.uncertainty``).
+
+    Returns
+    -------
+    dict of 1-D arrays over the eigenvalues within ``E_F +- window_eV`` of every structure
+        ``err``, ``sigma_epi``, ``sigma_noise`` (eV), ``structure`` (index into ``structures``),
+        ``score`` (the structure's largest extrapolation score against the fold's training
+        structures); and ``folds`` (list of index arrays).
+    """
+    from ...progress import Progress
+    from ...tb.dos import monkhorst_pack
+    from .uncertainty import onsite_designs, onsite_leverage, reference_of, score_of
+
+    config = model.config
+    uc = config.uncertainty
+    n = len(structures)
+    if len(parts) != n:
+        raise ValueError(f"need one FitSums per structure ({n}), got {len(parts)}")
+    folds = fold_splits(n, uc.calibration_folds, uc.calibration_fraction, config.fit.seed + 7919)
+    rng = np.random.default_rng(config.fit.seed + 7919)
+    cells = [sd.atoms for sd in structures]
+    designs = [onsite_designs(model.H, at) for at in cells]
+    cols = {k: [] for k in ("err", "structure", "score", *(f"sigma_{q}" for q in PARTS))}
+    bar = Progress(sum(len(v) for v in folds), "calibrate", progress)
+    for val in folds:
+        keep = np.setdiff1d(np.arange(n), val)
+        sub = fold_model(model, parts, keep, cells)
+        ref = reference_of(onsite_leverage(sub.H, designs[k], len(cells[k])) for k in keep)
+        for i in val:
+            sd = structures[int(i)]
+            bar.step()
+            if sd.n_electrons is None:
+                continue
+            kp, wk = monkhorst_pack(uc.kmesh, sd.atoms.pbc)
+            p = eigen_parts(sub, sd.atoms, kp, wk, sd.n_electrons, uc.n_samples, rng)
+            err, mask = reference_errors(sd, p["eps"], p["fermi_level"], kp, wk, uc.window_eV)
+            nb = err.shape[1]
+            score = score_of(onsite_leverage(sub.H, designs[int(i)], len(cells[int(i)])), ref, len(cells[int(i)]))
+            m = int(mask.sum())
+            cols["err"].append(err[mask])
+            for q in PARTS:
+                cols[f"sigma_{q}"].append(p[f"sigma_{q}"][:, :nb][mask])
+            cols["structure"].append(np.full(m, int(i)))
+            cols["score"].append(np.full(m, float(np.nanmax(score)) if np.any(np.isfinite(score)) else np.nan))
+    if not cols["err"]:
+        raise ValueError("calibration needs training structures with n_electrons")
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    out["folds"] = folds
+    return out
+
+
+def calibrate(structures, model, parts, progress: bool = False) -> dict:
+    """Fit the spread factors ``a, b`` on held-out folds of the training structures.
 
     Parameters
     ----------
     structures : sequence of StructureData
         The training structures only (with H, S and ``n_electrons``).
-    config : ModelConfig
-        Of the model being fitted; ``config.uncertainty`` sets the split (one held-out share,
-        or ``calibration_folds`` > 1 folds each held out once), draws and grid.
+    model : HamiltonianModel
+        Fitted on all ``structures``; ``model.config.uncertainty`` sets the folds (one held-out
+        share, or ``calibration_folds`` > 1 folds each held out once), draws and grid.
+    parts : sequence of FitSums
+        The per-structure H sums of that fit: each fold model is refitted from them (a
+        subtraction and a solve, :func:`fold_model`), no features are evaluated again.
 
     Returns
     -------
     dict
         ``{"scale_epistemic", "scale_noise", "calibration": {"structures": [...], "n",
-        "coverage_90", "coverage_68", "spearman_sigma_error", "uncalibrated_coverage_90"}}``
-        (indices into ``structures``).
+        "coverage_90", "coverage_68", "spearman_sigma_error", "uncalibrated_coverage_90", "folds"}}``
+        (indices into ``structures``; figures over the held-out eigenvalues of the folds).
     """
-    from ...tb.dos import monkhorst_pack
-    from .fit import fit
-
-    uc = config.uncertainty
-    n = len(structures)
-    if n < 2:
-        raise ValueError("calibration needs at least 2 training structures")
-    rng = np.random.default_rng(config.fit.seed + 7919)
-    order = rng.permutation(n)
-    if uc.calibration_folds > 1:
-        splits = [np.sort(order[f::uc.calibration_folds]) for f in range(min(uc.calibration_folds, n))]
-    else:
-        splits = [np.sort(order[:min(max(int(round(uc.calibration_fraction * n)), 1), n - 1)])]
-    sub_cfg = dataclasses.replace(config, fit=dataclasses.replace(config.fit, validation_fraction=0.0,
-                                                                  structure_weights=()),
-                                  uncertainty=dataclasses.replace(uc, calibrate=False))
-    errs, ses, sns = [], [], []
-    for val in splits:
-        train = np.setdiff1d(np.arange(n), val)
-        weights = np.asarray(config.fit.structure_weights, dtype=float)[train] if config.fit.structure_weights else None
-        sub = fit([structures[int(i)] for i in train], sub_cfg, progress=progress, weights=weights)
-        for i in val:
-            sd = structures[int(i)]
-            if sd.n_electrons is None:
-                continue
-            kp, wk = monkhorst_pack(uc.kmesh, sd.atoms.pbc)
-            parts = eigen_parts(sub, sd.atoms, kp, wk, sd.n_electrons, uc.n_samples, rng)
-            err, mask = reference_errors(sd, parts["eps"], parts["fermi_level"], kp, wk, uc.window_eV)
-            nb = err.shape[1]
-            errs.append(err[mask])
-            ses.append(parts["sigma_epi"][:, :nb][mask])
-            sns.append(parts["sigma_noise"][:, :nb][mask])
-    val = np.sort(np.concatenate(splits))
-    if not errs:
-        raise ValueError("calibration needs training structures with n_electrons")
-    e, se, sn = np.concatenate(errs), np.concatenate(ses), np.concatenate(sns)
-    a, b = fit_scales(e, se, sn)
-    m = interval_metrics(e, np.sqrt((a * se) ** 2 + (b * sn) ** 2))
+    cv = cross_validated_errors(structures, model, parts, progress=progress)
+    e, parts_ = cv["err"], [cv[f"sigma_{p}"] for p in PARTS]
+    a, b, c = fit_scales(e, *parts_)
+    se, sn, ss = parts_
+    m = interval_metrics(e, np.sqrt((a * se) ** 2 + (b * sn) ** 2 + (c * ss) ** 2))
     m["uncalibrated_coverage_90"] = interval_metrics(e, np.sqrt(se**2 + sn**2))["coverage_90"]
-    m["structures"] = [int(i) for i in val]
-    return {"scale_epistemic": a, "scale_noise": b, "calibration": m}
+    m["structures"] = [int(i) for i in np.sort(np.concatenate(cv["folds"]))]
+    m["folds"] = len(cv["folds"])
+    return {"scale_epistemic": a, "scale_noise": b, "scale_shared": c, "calibration": m}

@@ -46,9 +46,9 @@ TOML layout (all tables optional)::
     energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s
 
     [uncertainty]                     # error bars (docs/uncertainty.md)
-    calibrate = false                 # calibrate the posterior spread on a validation split of the training set
-    calibration_fraction = 0.25       # share of the training structures held out for it (>= 1 structure)
-    calibration_folds = 1             # > 1: k folds, each held out once (k extra fits)
+    calibrate = false                 # calibrate the posterior spread by cross-validation over the training set
+    calibration_folds = 5             # k folds, each held out once (refits from the summed normal equations)
+    calibration_fraction = 0.25       # with calibration_folds = 1: one held-out share (>= 1 structure)
     n_samples = 24                    # posterior draws for eigenvalue/band/DOS uncertainties
     kmesh = [4, 4, 4]                 # k-grid of the calibration (eigenvalues within E_F +- window_eV)
     window_eV = 2.0
@@ -206,15 +206,17 @@ class UncertaintyConfig:
     Attributes
     ----------
     calibrate : bool
-        After the fit, refit on ``1 - calibration_fraction`` of the training structures, draw
-        eigenvalues of the held-out rest, and fit the factors of the coefficient (epistemic)
-        and noise parts of the spread by maximum likelihood (stored in
-        ``model.report["uncertainty"]``).  Never uses test structures.
+        After the fit, cross-validate over the training structures: each fold's model is the
+        fit without it (from the per-structure normal-equation sums: a subtraction and a
+        solve), the eigenvalues of the held-out structures are drawn, and the factors of the
+        epistemic, noise and shared-noise parts of the spread are fitted by maximum
+        likelihood of the held-out errors (stored in ``model.report["uncertainty"]``).  Never
+        uses test structures.
     calibration_fraction : float
-        Share of the training structures held out for the calibration, in (0, 1).
+        With ``calibration_folds = 1``: share of the training structures held out, in (0, 1).
     calibration_folds : int
-        1: one split (``calibration_fraction`` held out); ``k > 1``: k folds, each held out once
-        (k extra fits; steadier factors).
+        ``k > 1``: k folds, every training structure held out once (default 5);
+        1: one split (``calibration_fraction`` held out).
     n_samples : int
         Posterior draws used for eigenvalue/band/DOS uncertainties (>= 2).
     kmesh : tuple of int
@@ -225,7 +227,7 @@ class UncertaintyConfig:
 
     calibrate: bool = False
     calibration_fraction: float = 0.25
-    calibration_folds: int = 1
+    calibration_folds: int = 5
     n_samples: int = 24
     kmesh: tuple = (4, 4, 4)
     window_eV: float = 2.0

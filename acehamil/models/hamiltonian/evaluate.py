@@ -175,7 +175,7 @@ def block_errors(model, structures, which: str = "H", predictions=None) -> dict:
 
 def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, path_points: int = 60,
                       uncertainty: bool | None = None, n_samples: int | None = None, seed: int = 0,
-                      predictions=None) -> dict:
+                      predictions=None, return_values: bool = False) -> dict:
     """Eigenvalue errors (meV) within ``E_F +- window_eV`` on a k-grid and along the band path.
 
     Absolute eigenvalues of a periodic DFT calculation carry an arbitrary,
@@ -194,7 +194,9 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     ``"uncertainty": {"coverage_90", "coverage_68", "spearman_sigma_error", "n",
     "mean_sigma_meV", "per_structure": [{"coverage_90", "coverage_68", "spearman_sigma_error",
     "n", "mae_meV", "mean_sigma_meV"}, ...]}`` over the same grid eigenvalues (unweighted
-    counts; coverage_90: ``|err| <= 1.645 sigma``, coverage_68: ``|err| <= sigma``).
+    counts; coverage_90: ``|err| <= 1.645 sigma``, coverage_68: ``|err| <= sigma``).  With
+    ``return_values`` it also holds ``"values": {"err", "sigma"}`` (arrays, eV, the pooled
+    eigenvalues; not JSON-able), for pooling over calls.
 
     ``predictions`` (one per structure, as :func:`block_errors`) are used instead of predicting
     again; with ``uncertainty`` their draws (calibrated, ``ModelMatrices.draws == (delta,)`` or a
@@ -286,6 +288,8 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         extra["uncertainty"] = {**interval_metrics(e_all, s_all),
                                 "mean_sigma_meV": float(s_all.mean() * EV_TO_MEV) if s_all.size else nan,
                                 "per_structure": unc["per"]}
+        if return_values:
+            extra["uncertainty"]["values"] = {"err": e_all, "sigma": s_all}
     return {
         **extra,
         "mae_meV": float((w * g).sum() / w.sum() * EV_TO_MEV) if g.size else nan,

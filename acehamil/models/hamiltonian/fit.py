@@ -210,6 +210,41 @@ def fit_density_energy_zero(cells, V, species) -> tuple:
     return ez, summary
 
 
+def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, species) -> tuple:
+    """Coefficients (and posteriors) of ``mm`` from the summed normal equations of its training structures.
+
+    Parameters
+    ----------
+    mm : MatrixModel
+        Supplies families and block types.
+    sums : FitSums
+        Sums over the training structures; ``sums.gauge`` keyed ``0..len(cells)-1`` for the
+        energy-zero fit (empty: no energy-zero fit).
+    config : ModelConfig
+    cells : sequence of ase.Atoms
+        The training structures, in the order of the gauge keys (the density energy zero).
+    species : sequence of int
+
+    Returns
+    -------
+    coefficients, posteriors, diagnostics
+        As :func:`solve_all`.
+    V : ndarray, shape (len(cells),), or None
+        Fitted energy zero of each training structure, eV (energy-zero fit only).
+    energy_zero : EnergyZero or None
+        The density energy-zero model (``fit.energy_zero_model = "density"`` only).
+    energy_zero_summary : dict or None
+    """
+    if not sums.gauge:
+        coefs, posts, diag = solve_all(mm, sums.normal, config.solver)
+        return coefs, posts, diag, None, None, None
+    coefs, posts, diag, V = fit_energy_zero(mm, sums.normal, sums.gauge, config.solver, len(cells))
+    ez = summary = None
+    if config.fit.energy_zero_model == "density":
+        ez, summary = fit_density_energy_zero(cells, V, species)
+    return coefs, posts, diag, V, ez, summary
+
+
 @with_inner_threads
 def fit(structures, config: ModelConfig | None = None, progress: bool = True, weights=None, mapper=None) -> HamiltonianModel:
     """Fit H and S models.
@@ -281,16 +316,20 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
 
         starts = range(0, len(train), config.fit.batch_structures)
         ranges = [range(b0, min(len(train), b0 + config.fit.batch_structures)) for b0 in starts]
+        # the calibration's folds refit from each structure's own sums: then one task per structure,
+        # added per batch as batch_sums does (the same numbers as without calibration)
+        keep_parts = name == "H" and config.uncertainty.calibrate
+        task_ranges = [range(k, k + 1) for k in range(len(train))] if keep_parts else ranges
 
         def tasks():
-            for ks in ranges:
+            for ks in task_ranges:
                 batch = [train[k] for k in ks]
                 cells.extend(sd.atoms for sd in batch)
                 yield batch, [float(w_all[train_idx[k]]) for k in ks], [sampling.rng(k) for k in ks], list(ks)
 
         def parts():
             results = iter(run(batch_sums, (mm, pick, rates, gauge), tasks()))
-            for ks in ranges:
+            for ks in task_ranges:
                 part = next(results, None)
                 if not isinstance(part, FitSums):
                     raise RuntimeError(f"the fit's mapper returned {type(part).__name__} for a batch, not FitSums "
@@ -299,15 +338,17 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
                     bar.step()
                 yield part
 
-        sums = FitSums.total(parts())
-        normal, counts = sums.normal, sums.counts
-        if gauge:
-            coefs, posts, diag, V = fit_energy_zero(mm, normal, sums.gauge, config.solver, len(train))
-            report["energy_zero_eV"] = {int(train_idx[k]): float(v) for k, v in enumerate(V)}
-            if config.fit.energy_zero_model == "density":
-                energy_zero, report["energy_zero_model"] = fit_density_energy_zero(cells, V, orbital_basis.species)
+        if keep_parts:
+            h_parts = list(parts())
+            sums = FitSums.total(FitSums.total(h_parts[k] for k in ks) for ks in ranges)
         else:
-            coefs, posts, diag = solve_all(mm, normal, config.solver)
+            sums = FitSums.total(parts())
+        counts = sums.counts
+        coefs, posts, diag, V, ez, ez_summary = solve_sums(mm, sums, config, cells, orbital_basis.species)
+        if V is not None:
+            report["energy_zero_eV"] = {int(train_idx[k]): float(v) for k, v in enumerate(V)}
+        if ez is not None:
+            energy_zero, report["energy_zero_model"] = ez, ez_summary
         unit = EV_TO_MEV if name == "H" else 1.0
         rep = {}
         for fam, bt in mm.block_types():
@@ -348,7 +389,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
 
         t1 = time.perf_counter()
         train = _Subset(structures, train_idx, orbital_basis, checked)
-        report["uncertainty"] = calibrate([train[k] for k in range(len(train))], config, progress=progress)
+        report["uncertainty"] = calibrate([train[k] for k in range(len(train))], model, h_parts, progress=progress)
         report["uncertainty"]["seconds"] = time.perf_counter() - t1
     return dataclasses.replace(model, report=report, valence_electrons=valence)
 

@@ -435,10 +435,10 @@ class HamiltonianModel:
         rng : numpy.random.Generator, optional
             Of the draws (default ``default_rng(0)``).
         split : bool
-            Draws of the epistemic and noise parts separately, unscaled (what the
-            calibration needs); else one calibrated set ``a epi + b noise``.
-        scales : (float, float), optional
-            ``(a, b)``; default the model's calibration (:func:`.calibrate.scales_of`).
+            Draws of the epistemic, noise and shared-noise parts separately, unscaled (what
+            the calibration needs); else one calibrated set ``a epi + b noise + c shared``.
+        scales : (float, float, float), optional
+            ``(a, b, c)``; default the model's calibration (:func:`.calibrate.scales_of`).
 
         Returns
         -------
@@ -479,7 +479,7 @@ class HamiltonianModel:
 
         With ``n_samples > 0`` (a model with posteriors) the result carries ``H_draws``
         (calibrated posterior draws minus the prediction, :mod:`.uncertainty`) and
-        ``info["uncertainty"]`` = ``{"n_samples", "scale_epistemic", "scale_noise",
+        ``info["uncertainty"]`` = ``{"n_samples", "scale_epistemic", "scale_noise", "scale_shared",
         "extrapolation_max", "extrapolation_per_atom"}`` (see
         :func:`~acehamil.models.hamiltonian.uncertainty.extrapolation_score`).
 
@@ -503,11 +503,11 @@ class HamiltonianModel:
             from .calibrate import scales_of
             from .uncertainty import extrapolation_score
 
-            a, b = scales_of(self)
-            m = self.matrices(atoms, n_samples=int(n_samples), rng=rng, scales=(a, b))
+            a, b, c = scales_of(self)
+            m = self.matrices(atoms, n_samples=int(n_samples), rng=rng, scales=(a, b, c))
             draws = m.draws[0]
             score = extrapolation_score(self, atoms, pairs=m.pairs)
-            meta["uncertainty"] = {"n_samples": int(n_samples), "scale_epistemic": a, "scale_noise": b,
+            meta["uncertainty"] = {"n_samples": int(n_samples), "scale_epistemic": a, "scale_noise": b, "scale_shared": c,
                                    "extrapolation_max": float(np.nanmax(score)) if np.any(np.isfinite(score)) else None,
                                    "extrapolation_per_atom": [None if not np.isfinite(x) else float(x) for x in score]}
         else:
@@ -552,7 +552,7 @@ class ModelMatrices:
         Dimensionless.
     draws : tuple of ndarray
         Posterior draws of H minus ``H`` (layout of ``H.data``), each (K, H.data.size), eV:
-        ``()`` without draws, ``(delta,)`` calibrated, ``(epistemic, noise)`` with ``split``.
+        ``()`` without draws, ``(delta,)`` calibrated, ``(epistemic, noise, shared)`` with ``split``.
     energy_zero : float
         ``V`` (eV) included in H.
     pairs : NeighbourPairs

@@ -6,7 +6,12 @@ Each candidate gets a score from the model's posterior:
   ``E_F +- window`` on a small k-grid (posterior draws of the coefficients only: the noise
   part cannot be reduced by more data, the coefficient part can);
 * ``"extrapolation"``: the largest per-atom extrapolation score
-  (:func:`~acehamil.models.hamiltonian.uncertainty.extrapolation_score`), much cheaper.
+  (:func:`~acehamil.models.hamiltonian.uncertainty.extrapolation_score`), much cheaper;
+* ``"information"``: the expected information a candidate's DFT blocks would add to the
+  posterior of the H coefficients (:func:`information_select`): sequential Bayesian design, a
+  batch is chosen greedily with the posterior updated after each pick as if that candidate
+  had been computed (a linear model's posterior covariance does not depend on the DFT values),
+  so a second copy of a picked environment gains little: diversity without a descriptor.
 
 Picking greedily by score alone tends to take near-duplicates (a trajectory's neighbouring
 frames score alike), so the greedy rule weighs each score by the candidate's distance to the
@@ -94,6 +99,98 @@ def greedy_diverse(scores, descriptors, k: int) -> list:
     return picked
 
 
+def gram(model, atoms, pairs=None) -> dict:
+    """``{(bt.key, L): A^T A}`` of the H design rows of one structure: what its DFT blocks would add
+    to the normal equations (features only; no DFT needed).
+
+    Returns
+    -------
+    dict of ndarray, shape (n_F, n_F) per fitted ``(block type, L)``
+    """
+    from ...structure.neighbours import neighbour_pairs
+    from ...structure.pair_index import reverse_index
+    from .family import symmetrise
+
+    mm = model.H
+    nl = pairs if pairs is not None else neighbour_pairs(atoms, mm.reach)
+    out = {}
+    for fam in mm.families:
+        sel = fam.select(atoms, nl)
+        if len(sel) == 0:
+            continue
+        env = fam.environments(atoms, nl, sel)
+        rev = reverse_index(*fam.centre_blocks(atoms, nl, sel))
+        feats = fam.features(env)
+        for bt in fam.block_types(mm.orbital_basis):
+            for L, D in symmetrise(fam, bt, fam.design(feats, bt, len(sel)), rev).items():
+                if D.shape[1]:
+                    A = D.transpose(0, 2, 1).reshape(-1, D.shape[1])
+                    out[(bt.key, L)] = A.T @ A
+    return out
+
+
+def information_select(mm, grams, k: int) -> tuple:
+    """Greedy batch of ``k`` candidates by expected information gain on the H coefficients.
+
+    For every ``(block type, L)`` with posterior precision ``P`` (noise precision ``beta``) a
+    candidate with design Gram matrix ``G`` adds ``beta G``; its gain is
+    ``sum_{bt, L} 1/2 log det(1 + beta Sigma G)`` nats (``Sigma = P^-1``), computed from the
+    eigenvalues of ``beta L^-1 G L^-T`` (``P = L L^T``).  After each pick ``P += beta G``: the
+    posterior of the data being computed, so near-copies of a picked candidate gain little.
+
+    Parameters
+    ----------
+    mm : MatrixModel
+        With posteriors.
+    grams : sequence of dict
+        :func:`gram` of each candidate (or the ``AtA`` of its fit sums).
+    k : int
+
+    Returns
+    -------
+    picked : list of int
+    gains : ndarray, shape (n,)
+        Gain (nats) of each candidate before the first pick.
+    """
+    import scipy.linalg
+
+    if not (isinstance(k, (int, np.integer)) and 1 <= k <= len(grams)):
+        raise ValueError(f"k must be between 1 and the number of candidates ({len(grams)}), got {k}")
+    prec = {}
+    for key, byL in mm.posteriors.items():
+        for L, post in byL.items():
+            Q = post.eigvecs * np.sqrt(post.prior_diag)[:, None]  # P^1/2 V
+            prec[(key, L)] = ((Q * (post.beta * post.eigvals + post.alpha)) @ Q.T, post.beta)
+
+    def gains_now(cands):
+        g = np.zeros(len(grams))
+        for key, (P, beta) in prec.items():
+            Lc = scipy.linalg.cholesky(P + 1e-12 * np.trace(P) / len(P) * np.eye(len(P)), lower=True)
+            for j in cands:
+                G = grams[j].get(key)
+                if G is None or G.shape != P.shape:
+                    continue
+                X = scipy.linalg.solve_triangular(Lc, G, lower=True)
+                M = scipy.linalg.solve_triangular(Lc, X.T, lower=True)
+                ev = np.linalg.eigvalsh(beta * 0.5 * (M + M.T))
+                g[j] += 0.5 * float(np.sum(np.log1p(np.clip(ev, 0.0, None))))
+        return g
+
+    first = gains_now(range(len(grams)))
+    picked = [int(np.argmax(first))]
+    while len(picked) < k:
+        j = picked[-1]
+        for key, (P, beta) in list(prec.items()):
+            G = grams[j].get(key)
+            if G is not None and G.shape == P.shape:
+                prec[key] = (P + beta * G, beta)
+        rest = [i for i in range(len(grams)) if i not in picked]
+        g = gains_now(rest)
+        g[picked] = -np.inf
+        picked.append(int(np.argmax(g)))
+    return picked, first
+
+
 def select(model, candidates, k: int, criterion: str = "band", kmesh=(2, 2, 2), n_samples: int = 12,
            seed: int = 0, progress=None) -> tuple:
     """Pick ``k`` diverse, uncertain candidates.
@@ -104,21 +201,29 @@ def select(model, candidates, k: int, criterion: str = "band", kmesh=(2, 2, 2), 
         With posteriors.
     candidates : sequence of (ase.Atoms, n_electrons or None)
     k : int
-    criterion : {"band", "extrapolation"}
+    criterion : {"band", "extrapolation", "information"}
 
     Returns
     -------
     picked : list of int
         Candidate indices, in the order picked.
     scores : ndarray, shape (n,)
-        eV (``band``) or dimensionless (``extrapolation``).
+        eV (``band``), dimensionless (``extrapolation``) or nats (``information``, the gain
+        before any pick).
     """
     from .uncertainty import extrapolation_score, has_posterior
 
-    if criterion not in ("band", "extrapolation"):
-        raise ValueError(f"criterion must be 'band' or 'extrapolation', got {criterion!r}")
+    if criterion not in ("band", "extrapolation", "information"):
+        raise ValueError(f"criterion must be 'band', 'extrapolation' or 'information', got {criterion!r}")
     if not has_posterior(model.H):
         raise ValueError("the model has no posterior: refit it (solver.method = 'blr' or 'ridge') to select with it")
+    if criterion == "information":
+        grams = []
+        for atoms, _ in candidates:
+            grams.append(gram(model, atoms))
+            if progress is not None:
+                progress.step()
+        return information_select(model.H, grams, k)
     rng = np.random.default_rng(seed)
     scores, desc = [], []
     for n, (atoms, n_el) in enumerate(candidates):

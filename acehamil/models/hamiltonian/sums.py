@@ -94,6 +94,37 @@ class FitSums:
                 gauge.setdefault(key, {}).update(g)
         return FitSums(normal, counts, gauge)
 
+    @staticmethod
+    def subset(parts, keep) -> "FitSums":
+        """Sum of ``parts[k]`` for ``k`` in ``keep``, energy-zero terms re-keyed ``0..len(keep)-1``.
+
+        The sums of a fit without some structures (a cross-validation fold): no feature is
+        evaluated again.  ``parts[k]`` must key its energy-zero terms by ``k`` (as
+        :func:`structure_sums` with ``index=k``).
+
+        Examples
+        --------
+        >>> p = [FitSums({("k", 0): NormalEquations(1).add([[float(v)]], [1.0])}, {"k": 1},
+        ...              {("k", 0): {i: (np.ones(1), 0.0, 1.0)}}) for i, v in enumerate((1, 2, 3))]
+        >>> s = FitSums.subset(p, [0, 2])
+        >>> s.normal[("k", 0)].AtA.tolist(), sorted(s.gauge[("k", 0)])
+        ([[10.0]], [0, 1])
+        """
+        keep = [int(k) for k in keep]
+        if len(set(keep)) != len(keep) or any(not 0 <= k < len(parts) for k in keep):
+            raise ValueError(f"keep must be distinct indices into {len(parts)} parts, got {keep}")
+        pos = {k: p for p, k in enumerate(keep)}
+        chosen = []
+        for k in keep:
+            part = parts[k]
+            gauge = {}
+            for key, g in part.gauge.items():
+                if set(g) - {k}:
+                    raise ValueError(f"part {k} holds energy-zero terms of structures {sorted(set(g) - {k})}")
+                gauge[key] = {pos[k]: v for v in g.values()}
+            chosen.append(FitSums(part.normal, part.counts, gauge))
+        return FitSums.total(chosen)
+
 
 @dataclass(frozen=True, eq=False)
 class Sampling:

@@ -83,9 +83,19 @@ def _noise(post, shape, rng) -> np.ndarray:
     return rng.standard_normal(shape) / np.sqrt(post.beta)
 
 
-def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=None, scales=(1.0, 1.0),
+def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=None, scales=(1.0, 1.0, 0.0),
                   split: bool = False, max_particles: int = 200_000) -> tuple:
     """Posterior predictive draws of a matrix model's prediction.
+
+    Three zero-mean parts, each with ``K`` draws:
+
+    * epistemic: coefficient draws ``c_k - mean`` from the posterior, pushed through the features;
+    * noise: an independent draw per block component, variance ``1/beta_L``;
+    * shared noise: one draw per ``(block type, L, M)``, variance ``1/beta_L``, shared by
+      every block of that type in the structure (with the bond-reversal symmetry of the
+      type): the correlated part of the model's error, which does not average out over the
+      atoms of a large cell as independent noise does.  An isotropic Gaussian, so its
+      distribution does not depend on the orientation of the structure.
 
     Parameters
     ----------
@@ -97,30 +107,33 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
     rng : numpy.random.Generator
     pairs : NeighbourPairs, optional
         Neighbour list with cutoff ``>= mm.reach``.
-    scales : (float, float)
-        Factors of the coefficient (epistemic) part and of the noise part (the
-        calibration, ``model.report["uncertainty"]``); ``(1, 0)`` drops the noise.
+    scales : (float, float[, float])
+        Factors ``(a, b, c)`` of the epistemic, noise and shared-noise parts (the calibration,
+        ``model.report["uncertainty"]``); a missing ``c`` is 0.  Ignored with ``split``.
     split : bool
-        Return the two parts separately (unscaled).
+        Return the three parts separately (unscaled).
 
     Returns
     -------
     mean : RealSpaceMatrix
         The prediction (posterior mean), eV for H; equal to ``mm.predict``.
     delta : ndarray, float64, shape (K, mean.data.size)
-        ``scales[0] * epistemic + scales[1] * noise`` draws minus the mean, same layout
-        as ``mean.data``.  With ``split``: ``(epistemic, noise)``, each (K, n).
+        ``a epistemic + b noise + c shared`` draws (one draw of each part per row), same
+        layout as ``mean.data``.  With ``split``: ``(epistemic, noise, shared)``, each (K, n).
     """
     if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 1):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    a, b = (float(x) for x in scales)
-    if not (np.isfinite(a) and np.isfinite(b) and a >= 0 and b >= 0):
-        raise ValueError(f"scales must be finite and >= 0, got {scales}")
+    sc = tuple(float(x) for x in scales)
+    if len(sc) not in (2, 3) or not all(np.isfinite(x) and x >= 0 for x in sc):
+        raise ValueError(f"scales must be 2 or 3 finite numbers >= 0, got {scales}")
+    a, b, c = (sc + (0.0,))[:3]
     K = int(n_samples)
     pat = mm.pattern(atoms, pairs)
     nd = int(pat.offsets[-1])
-    # row 0: mean; rows 1..K: coefficient draws; rows K+1..2K: noise draws
-    out = np.zeros((2 * K + 1, nd))
+    # rows: the mean, then K draws (combined) or 3K (epistemic, noise, shared)
+    n_rows = 1 + (3 * K if split else K)
+    n_coef = K  # coefficient-draw columns
+    out = np.zeros((n_rows, nd))
     so = shell_offsets(mm.orbital_basis)
     dC = {}
     for fam, bt in mm.block_types():
@@ -128,31 +141,38 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
             if bt.key in mm.coefficients and L in mm.coefficients[bt.key]:
                 post = posterior(mm, bt, L)
                 if post is not None:
-                    dC[(bt.key, L)] = (np.concatenate([post.mean[:, None], _perturbations(post, K, rng)], axis=1), post)
+                    de = _perturbations(post, K, rng) * (1.0 if split else a)
+                    dC[(bt.key, L)] = (np.concatenate([post.mean[:, None], de], axis=1), post)
 
     def parts_of(f, bt, L, n):
-        """(K+1, n, 2L+1): mean and coefficient-draw parts from features (n, n_F, 2L+1)."""
+        """(1 + n_coef, n, 2L+1): mean and coefficient-draw parts from features (n, n_F, 2L+1)."""
         if (bt.key, L) not in dC or f.shape[1] == 0:
-            return np.zeros((K + 1, n, 2 * L + 1))
+            return np.zeros((1 + n_coef, n, 2 * L + 1))
         C, _ = dC[(bt.key, L)]
         if C.shape[0] != f.shape[1]:
             raise ValueError(f"{bt.key} L={L}: {C.shape[0]} coefficients, {f.shape[1]} features")
         return np.einsum("nfM,fk->knM", f, C, optimize=True)
 
     def with_noise(p, bt, L, n, rev=None):
-        """Append K noise draws (zero mean part) to the (K+1, n, 2L+1) parts."""
-        z = np.zeros((K, n, 2 * L + 1))
+        """Add the noise parts to the (K+1, n, 2L+1) mean/epistemic parts; flat (n_rows * n, 2L+1)."""
+        shape = (K, n, 2 * L + 1)
+        z = zs = np.zeros(shape)
         if (bt.key, L) in dC:
-            z = _noise(dC[(bt.key, L)][1], (K, n, 2 * L + 1), rng)
-            if rev is not None:  # symmetrised type: keep H_ji(-T) = H_ij(T)^T, same variance
+            post = dC[(bt.key, L)][1]
+            z = _noise(post, shape, rng)
+            zs = np.broadcast_to(_noise(post, (K, 1, 2 * L + 1), rng), shape)
+            if rev is not None:  # symmetrised type: keep H_ji(-T) = H_ij(T)^T, same variance as unsymmetrised
                 z = (z + transpose_sign(L) * z[:, rev]) / np.sqrt(2.0)
-        return np.concatenate([p, z]).reshape((2 * K + 1) * n, 2 * L + 1)
+                own = (np.asarray(rev) == np.arange(n))[None, :, None]  # a centre that is its own partner
+                zs = (1 + transpose_sign(L)) * zs * np.where(own, 1 / np.sqrt(2.0), 0.5)
+        rows = np.concatenate([p, z, zs]) if split else np.concatenate([p[:1], p[1:] + b * z + c * zs])
+        return rows.reshape(n_rows * n, 2 * L + 1)
 
     def blocks(parts, bt, n):
-        return assemble(parts, bt.l1, bt.l2, (2 * K + 1) * n).reshape(2 * K + 1, n, 2 * bt.l1 + 1, 2 * bt.l2 + 1)
+        return assemble(parts, bt.l1, bt.l2, n_rows * n).reshape(n_rows, n, 2 * bt.l1 + 1, 2 * bt.l2 + 1)
 
     def scatter(offsets, ncols, r0, c0, X):
-        """X (2K+1, n, d1, d2) into ``out`` at the blocks' positions (one index array for all draws)."""
+        """X (rows, n, d1, d2) into ``out`` at the blocks' positions (one index array for all draws)."""
         n, d1, d2 = X.shape[1:]
         if n == 0:
             return
@@ -164,7 +184,7 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
         bts = fam.block_types(mm.orbital_basis)
         env = fam.environments(atoms, pat.pairs, sel)
         n = len(sel)
-        raw = {bt.key: {L: np.zeros((K + 1, n, 2 * L + 1)) for L in bt.L_values()} for bt in bts}
+        raw = {bt.key: {L: np.zeros((1 + n_coef, n, 2 * L + 1)) for L in bt.L_values()} for bt in bts}
         for s0, s1, chunk in env.chunks(max_particles):
             feats = fam.features(chunk)
             for bt in bts:
@@ -188,8 +208,8 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
 
     mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
     if split:
-        return mean, out[1:K + 1], out[K + 1:]
-    return mean, a * out[1:K + 1] + b * out[K + 1:]
+        return mean, out[1:K + 1], out[K + 1:2 * K + 1], out[2 * K + 1:]
+    return mean, out[1:]
 
 
 def _family_centres(mm, atoms, pat):
@@ -263,10 +283,13 @@ def block_variance(mm, atoms, pairs=None, noise: bool = True, scale: float = 1.0
     return RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, var)
 
 
-def _onsite_leverage(mm, atoms, pairs=None) -> dict:
-    """``{(bt.key, L): (natoms,)}`` on-site leverage ``beta * mean_M d_M Sigma d_M^T`` (NaN for other species)."""
+def onsite_designs(mm, atoms, pairs=None) -> dict:
+    """On-site design tensors of ``atoms``: ``{(bt.key, L): (atom indices (n,), D (n, n_F, 2L+1))}``.
+
+    What the leverage (:func:`onsite_leverage`) of any posterior of ``mm`` needs; cached by the
+    cross-validated calibration so that fold posteriors need no new features.
+    """
     out = {}
-    nat = len(atoms)
     for fam in mm.onsite:
         idx = fam.select(atoms, pairs)
         if len(idx) == 0:
@@ -274,15 +297,63 @@ def _onsite_leverage(mm, atoms, pairs=None) -> dict:
         feats = fam.features(fam.environments(atoms, pairs, idx))
         for bt in fam.block_types(mm.orbital_basis):
             for L, D in fam.design(feats, bt, len(idx)).items():
-                post = mm.posteriors.get(bt.key, {}).get(L)
-                if post is None or D.shape[1] != post.mean.size:
-                    continue
-                Q = post.eigvecs / np.sqrt(post.prior_diag)[:, None] / np.sqrt(post.beta * post.eigvals + post.alpha)
-                g = np.einsum("nfM,fg->ngM", D, Q, optimize=True)
-                h = np.full(nat, np.nan)
-                h[idx] = post.beta * np.einsum("ngM,ngM->n", g, g) / (2 * L + 1)
-                out[(bt.key, L)] = h
+                out[(bt.key, L)] = (np.asarray(idx), D)
     return out
+
+
+def onsite_leverage(mm, designs: dict, natoms: int) -> dict:
+    """``{(bt.key, L): (natoms,)}`` on-site leverage ``beta * mean_M d_M Sigma d_M^T`` (NaN for other species).
+
+    Parameters
+    ----------
+    mm : MatrixModel
+        Supplies the posteriors.
+    designs : dict
+        :func:`onsite_designs` of the structure.
+    natoms : int
+    """
+    out = {}
+    for (key, L), (idx, D) in designs.items():
+        post = mm.posteriors.get(key, {}).get(L)
+        if post is None or D.shape[1] != post.mean.size:
+            continue
+        Q = post.eigvecs / np.sqrt(post.prior_diag)[:, None] / np.sqrt(post.beta * post.eigvals + post.alpha)
+        g = np.einsum("nfM,fg->ngM", D, Q, optimize=True)
+        h = np.full(natoms, np.nan)
+        h[idx] = post.beta * np.einsum("ngM,ngM->n", g, g) / (2 * L + 1)
+        out[(key, L)] = h
+    return out
+
+
+def _onsite_leverage(mm, atoms, pairs=None) -> dict:
+    return onsite_leverage(mm, onsite_designs(mm, atoms, pairs), len(atoms))
+
+
+def reference_of(leverages) -> dict:
+    """Largest leverage per ``(block type, L)`` over structures, ``{"<key>/L<L>": float}``.
+
+    Parameters
+    ----------
+    leverages : iterable of dict
+        :func:`onsite_leverage` of each training structure.
+    """
+    ref = {}
+    for lev in leverages:
+        for (key, L), h in lev.items():
+            name = f"{key}/L{L}"
+            ref[name] = max(ref.get(name, 0.0), float(np.nanmax(h)))
+    return ref
+
+
+def score_of(leverage: dict, reference: dict, natoms: int) -> np.ndarray:
+    """Per-atom extrapolation score from one structure's leverages and a reference (:func:`reference_of`)."""
+    score = np.full(natoms, np.nan)
+    for (key, L), h in leverage.items():
+        r = reference.get(f"{key}/L{L}")
+        if not r:
+            continue
+        score = np.fmax(score, h / r)
+    return score
 
 
 def extrapolation_reference(model, structures) -> dict:
@@ -290,12 +361,7 @@ def extrapolation_reference(model, structures) -> dict:
 
     Stored in ``model.report["extrapolation_reference"]`` as ``{"<key>/L<L>": float}``.
     """
-    ref = {}
-    for sd in structures:
-        for (key, L), h in _onsite_leverage(model.H, sd.atoms).items():
-            name = f"{key}/L{L}"
-            ref[name] = max(ref.get(name, 0.0), float(np.nanmax(h)))
-    return ref
+    return reference_of(_onsite_leverage(model.H, sd.atoms) for sd in structures)
 
 
 def extrapolation_score(model, atoms, pairs=None) -> np.ndarray:
@@ -316,11 +382,4 @@ def extrapolation_score(model, atoms, pairs=None) -> np.ndarray:
         NaN for a model fitted without posterior or reference (refit with this version).
     """
     ref = model.report.get("extrapolation_reference") or {}
-    lev = _onsite_leverage(model.H, atoms, pairs)
-    score = np.full(len(atoms), np.nan)
-    for (key, L), h in lev.items():
-        r = ref.get(f"{key}/L{L}")
-        if not r:
-            continue
-        score = np.fmax(score, h / r)
-    return score
+    return score_of(_onsite_leverage(model.H, atoms, pairs), ref, len(atoms))
