@@ -135,7 +135,7 @@ def information_select(mm, grams, k: int) -> tuple:
     For every ``(block type, L)`` with posterior precision ``P`` (noise precision ``beta``) a
     candidate with design Gram matrix ``G`` adds ``beta G``; its gain is
     ``sum_{bt, L} 1/2 log det(1 + beta Sigma G)`` nats (``Sigma = P^-1``), computed from the
-    eigenvalues of ``beta L^-1 G L^-T`` (``P = L L^T``).  After each pick ``P += beta G``: the
+    Cholesky factor of ``1 + beta L^-1 G L^-T`` (``P = L L^T``).  After each pick ``P += beta G``: the
     posterior of the data being computed, so near-copies of a picked candidate gain little.
 
     Parameters
@@ -172,8 +172,8 @@ def information_select(mm, grams, k: int) -> tuple:
                     continue
                 X = scipy.linalg.solve_triangular(Lc, G, lower=True)
                 M = scipy.linalg.solve_triangular(Lc, X.T, lower=True)
-                ev = np.linalg.eigvalsh(beta * 0.5 * (M + M.T))
-                g[j] += 0.5 * float(np.sum(np.log1p(np.clip(ev, 0.0, None))))
+                C = scipy.linalg.cholesky(np.eye(len(M)) + beta * 0.5 * (M + M.T), lower=True)
+                g[j] += float(np.sum(np.log(np.diag(C))))  # 1/2 log det(1 + beta L^-1 G L^-T)
         return g
 
     first = gains_now(range(len(grams)))
