@@ -171,3 +171,27 @@ def test_lanczos_bounds_enclose_the_spectrum_and_narrow_bounds_are_refused(big):
     assert lo > w[0] - 0.05 * (w[-1] - w[0]) and hi < w[-1] + 0.05 * (w[-1] - w[0])
     with pytest.raises(ValueError, match="diverge"):
         kpm.kpm_moments(Hk, Sk, 256, 2, (w[0] + 1.0, w[-1]), np.random.default_rng(0))
+
+
+def test_shift_invert_with_pardiso_equals_dense(big):
+    """The optional PARDISO factorisation gives the dense eigenpairs (skipped without pypardiso)."""
+    from acehamil.tb.pardiso import available
+
+    if not available():
+        pytest.skip("pypardiso (MKL PARDISO) not installed: optional, pip install pypardiso")
+    sd, eps, ef = big
+    res = solvers.eigenpairs(sd, near=ef, n=12, method="shift-invert", eigenvectors=True, factorization="pardiso")
+    ref = eps[0][np.sort(np.argsort(np.abs(eps[0] - ef))[:12])]
+    np.testing.assert_allclose(res.energies, ref, atol=1e-8, rtol=0)
+    assert res.residual < 1e-8 and res.method == "shift-invert (pardiso)"
+    small = _si((2, 1, 1), cutoff=4.0)
+    Hk, Sk = bloch_csr(small.H[0], small.S, [0.1, 0.2, 0.3])
+    with pytest.raises(TypeError, match="real matrices only"):
+        eigs_near(Hk, Sk, 0.0, n=4, factorization="pardiso")
+
+
+def test_shift_invert_factorization_name_is_checked():
+    sd = _si((1, 1, 1), cutoff=4.0)
+    Hk, Sk = bloch_csr(sd.H[0], sd.S)
+    with pytest.raises(ValueError, match="factorization must be"):
+        eigs_near(Hk, Sk, 0.0, n=4, factorization="mumps")

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--supercell", type=int, nargs=3, default=None, metavar=("N1", "N2", "N3"),
                    help="eigenpairs of the structure tiled N1 x N2 x N3 times (--kpt in the supercell's zone), exactly "
                         "from the cell's blocks: one dense cell solve per tile wave vector")
+    p.add_argument("--factorization", choices=["superlu", "pardiso"], default="superlu",
+                   help="shift-invert: SuperLU (default) or MKL PARDISO LDL^T (pip install pypardiso; real k only; "
+                        "4.5x less CPU at 6912 orbitals, docs/tb.md)")
     p.add_argument("--spin", type=int, default=0, help="spin channel (default 0)")
     p.add_argument("--orthonormal", action="store_true", help="accept a structure without S (S = 1)")
     p.add_argument("--json", default=None, help="write the eigenvalues as JSON")
@@ -66,7 +69,13 @@ def run(args) -> int:
     if args.n >= norb:
         raise UserError(f"-n {args.n} must be smaller than the number of orbitals ({norb})")
     t0 = time.perf_counter()
-    res = eigenpairs(sd, near=near, n=args.n, kpt=args.kpt, method=args.method, spin=args.spin, supercell=args.supercell)
+    if args.factorization == "pardiso":
+        from ..tb.pardiso import available
+
+        if not available():
+            raise UserError("--factorization pardiso needs the optional package pypardiso (pip install pypardiso)")
+    res = eigenpairs(sd, near=near, n=args.n, kpt=args.kpt, method=args.method, spin=args.spin, supercell=args.supercell,
+                     factorization=args.factorization)
     seconds = time.perf_counter() - t0
     if args.json:
         write_json(args.json, {**res.to_json(), "seconds": seconds, "norb": int(norb)})

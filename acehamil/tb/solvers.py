@@ -202,7 +202,8 @@ def resolve_energy(data: StructureData, near, **kpm_kw) -> float:
 
 
 def eigenpairs(data: StructureData, near="fermi", n: int = 20, kpt=(0.0, 0.0, 0.0), method: str = "auto",
-               eigenvectors: bool = False, tol: float = 1e-12, spin: int = 0, drop_tol: float = 0.0, supercell=None):
+               eigenvectors: bool = False, tol: float = 1e-12, spin: int = 0, drop_tol: float = 0.0, supercell=None,
+               factorization: str = "superlu"):
     """The ``n`` generalized eigenpairs nearest an energy at one k-point.
 
     Parameters
@@ -219,6 +220,8 @@ def eigenpairs(data: StructureData, near="fermi", n: int = 20, kpt=(0.0, 0.0, 0.
         Shift-invert relative accuracy.
     spin : int
         Spin channel.
+    factorization : {"superlu", "pardiso"}
+        Shift-invert only: see :func:`acehamil.tb.sparse.eigs_near`.
     supercell : 3 ints, optional
         Eigenpairs of ``data`` tiled ``supercell`` times at supercell k-point ``kpt``, exactly
         from the cell's blocks (:func:`acehamil.tb.tiled.tiled_eigs`, method "tiled-bloch");
@@ -270,4 +273,4 @@ def eigenpairs(data: StructureData, near="fermi", n: int = 20, kpt=(0.0, 0.0, 0.
         res = _residual(Hk, Sk, w, v)
         return EigsResult(w, v if eigenvectors else None, sigma, k, res, "dense")
     Hk, Sk = bloch_csr(H, data.S, k, drop_tol)
-    return eigs_near(Hk, Sk, sigma, n, eigenvectors, tol, k)
+    return eigs_near(Hk, Sk, sigma, n, eigenvectors, tol, k, factorization)

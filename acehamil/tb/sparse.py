@@ -174,7 +174,7 @@ def _residual(Hk, Sk, w, v) -> float:
 
 
 def eigs_near(Hk, Sk, sigma: float, n: int = 20, eigenvectors: bool = False, tol: float = 1e-12,
-              kpt=(0.0, 0.0, 0.0)) -> EigsResult:
+              kpt=(0.0, 0.0, 0.0), factorization: str = "superlu") -> EigsResult:
     """The ``n`` eigenpairs of ``H c = eps S c`` closest to ``sigma`` (shift-invert Lanczos).
 
     Parameters
@@ -187,6 +187,9 @@ def eigs_near(Hk, Sk, sigma: float, n: int = 20, eigenvectors: bool = False, tol
     eigenvectors : bool
     tol : float
         Relative accuracy of the Ritz values (ARPACK ``tol``).
+    factorization : {"superlu", "pardiso"}
+        How ``H - sigma S`` is factorised: SuperLU (scipy, the reference) or MKL PARDISO's
+        ``L D L^T`` (optional ``pypardiso``; real matrices only; :mod:`acehamil.tb.pardiso`).
 
     Returns
     -------
@@ -199,9 +202,18 @@ def eigs_near(Hk, Sk, sigma: float, n: int = 20, eigenvectors: bool = False, tol
         raise ValueError(f"n must be between 1 and norb - 1 = {norb - 1}, got {n}")
     if not np.isfinite(sigma):
         raise ValueError(f"sigma must be a finite energy in eV, got {sigma}")
+    if factorization not in ("superlu", "pardiso"):
+        raise ValueError(f"factorization must be 'superlu' or 'pardiso', got {factorization!r}")
+    opinv = None
+    if factorization == "pardiso":
+        from .pardiso import pardiso_inverse
+
+        opinv = pardiso_inverse(Hk - float(sigma) * (sp.identity(norb, format="csr") if Sk is None else Sk))
     ncv = min(norb, max(2 * int(n) + 1, int(n) + 20))
-    w, v = spl.eigsh(Hk, k=int(n), M=Sk, sigma=float(sigma), which="LM", tol=tol, ncv=ncv, return_eigenvectors=True)
+    w, v = spl.eigsh(Hk, k=int(n), M=Sk, sigma=float(sigma), which="LM", tol=tol, ncv=ncv, return_eigenvectors=True,
+                     OPinv=opinv)
     order = np.argsort(w)
     w, v = w[order], v[:, order]
     res = _residual(Hk, Sk, w, v)
-    return EigsResult(w, v if eigenvectors else None, float(sigma), as_kpts(kpt)[0], res, "shift-invert")
+    return EigsResult(w, v if eigenvectors else None, float(sigma), as_kpts(kpt)[0], res,
+                      "shift-invert" if factorization == "superlu" else "shift-invert (pardiso)")
