@@ -308,7 +308,7 @@ class MessageLayer:
             ``d/d vec_q`` for the second-layer pairs ``state.p2``.
         """
         spec, ns, ks, nm = self.spec, len(self.species), self.n_channels, self.n_messages
-        n1, n2 = spec.n_message, spec.n_pass
+        n2 = spec.n_pass
         natoms = state.natoms
         lam = np.asarray(lam, dtype=float)
         if lam.ndim != 3 or lam.shape[1:] != (natoms, self.n_features):
