@@ -379,7 +379,7 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
         order = np.argsort(env_c, kind="stable")
         env_c, ev, ecat, ew = env_c[order], [np.concatenate(ev)[order]], [np.concatenate(ecat)[order]], [np.concatenate(ew)[order]]
     counts = 1 + np.bincount(env_c, minlength=nb)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    first = (np.cumsum(counts) - counts).astype(np.int64)
     total = nb + len(env_c)
     is_env = np.ones(total, dtype=bool)
     is_env[first] = False

@@ -66,8 +66,7 @@ def _reference(mm, atoms) -> dict:
 
 @pytest.mark.parametrize("periodic", [False, True], ids=["cluster", "periodic"])
 @pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_prediction_equals_the_straightforward_path(rng, periodic, config, monkeypatch):
-    monkeypatch.setattr("acehamil.models.hamiltonian.model._ASSEMBLE_CHUNK", 5)  # blocks written in several slices
+def test_prediction_equals_the_straightforward_path(rng, periodic, config):
     cfg = ModelConfig.from_dict(CONFIGS[config])
     template = HamiltonianModel.build(cfg, BASIS)
     model = HamiltonianModel.build(cfg, BASIS, random_coefficients(template.H, rng), random_coefficients(template.S, rng))

@@ -361,7 +361,7 @@ class ACEBasis:
         mirror : array of float, shape (n_A,), optional
             Signs ``s_a``: also return the map of the centres with ``A_a -> s_a A_a`` (e.g. a bond
             environment seen from the other end, whose harmonics only change sign; see
-            :meth:`acehamil.models.hamiltonian.offsite.OffsiteFamily.mapped_outputs`).
+            :meth:`acehamil.models.hamiltonian.offsite.OffsiteFamily.mapped_chunks`).
 
         Returns
         -------

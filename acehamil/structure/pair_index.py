@@ -12,28 +12,30 @@ from __future__ import annotations
 import numpy as np
 
 
-def _keys(i, j, shift) -> np.ndarray:
+def _columns(i, j, shift, sign: int = 1) -> list:
+    """The five int64 key columns ``i, j, sign * shift[:, 0..2]`` (views where possible)."""
     i = np.asarray(i, dtype=np.int64).reshape(-1)
     j = np.asarray(j, dtype=np.int64).reshape(-1)
     shift = np.asarray(shift, dtype=np.int64).reshape(-1, 3)
     if not (len(i) == len(j) == len(shift)):
         raise ValueError(f"i, j, shift lengths differ: {len(i)}, {len(j)}, {len(shift)}")
-    return np.column_stack([i, j, shift])
+    return [i, j] + [shift[:, c] if sign > 0 else -shift[:, c] for c in range(3)]
 
 
-def _encode(keys: np.ndarray, queries: np.ndarray):
-    """One int64 code per ``(i, j, shift)`` row of ``keys`` and of ``queries`` (equal rows, equal
+def _encode(keys: list, queries: list):
+    """One int64 code per row of the key columns and of the query columns (equal rows, equal
     codes: a mixed-radix number over the ranges both sets span), or None when it would overflow."""
-    both_min = np.minimum(keys.min(axis=0), queries.min(axis=0))
-    span = np.maximum(keys.max(axis=0), queries.max(axis=0)) - both_min + 1
-    if float(np.prod(span.astype(float))) >= 2.0**62:
+    lo = [min(int(k.min()), int(q.min())) for k, q in zip(keys, queries)]
+    span = [max(int(k.max()), int(q.max())) - m + 1 for k, q, m in zip(keys, queries, lo)]
+    if float(np.prod(np.array(span, dtype=float))) >= 2.0**62:
         return None
     codes = []
-    for x in (keys, queries):
-        c = np.zeros(len(x), dtype=np.int64)
-        for col in range(x.shape[1]):
-            c *= span[col]
-            c += x[:, col] - both_min[col]
+    for cols in (keys, queries):
+        c = np.zeros(len(cols[0]), dtype=np.int64)
+        for x, m, n in zip(cols, lo, span):
+            c *= n
+            c += x
+            c -= m
         codes.append(c)
     return codes
 
@@ -66,17 +68,22 @@ def lookup(i, j, shift, qi, qj, qshift) -> np.ndarray:
     >>> lookup([0, 1], [1, 0], [[0, 0, 0], [0, 0, 1]], [1, 1, 0], [0, 0, 1], [[0, 0, 1], [0, 0, 0], [0, 0, 0]]).tolist()
     [1, -1, 0]
     """
-    keys, queries = _keys(i, j, shift), _keys(qi, qj, qshift)
-    if len(queries) == 0:
+    return _lookup(_columns(i, j, shift), _columns(qi, qj, qshift))
+
+
+def _lookup(keys: list, queries: list) -> np.ndarray:
+    """:func:`lookup` on key and query columns."""
+    if len(queries[0]) == 0:
         return np.zeros(0, dtype=np.int64)
-    if len(keys) == 0:
-        return np.full(len(queries), -1, dtype=np.int64)
+    if len(keys[0]) == 0:
+        return np.full(len(queries[0]), -1, dtype=np.int64)
     codes = _encode(keys, queries)
     if codes is None:
-        return _lookup_unique(keys, queries)
+        return _lookup_unique(np.column_stack(keys), np.column_stack(queries))
     kc, qc = codes
     order = np.argsort(kc, kind="stable")
     sk = kc[order]
+    del kc
     pos = np.searchsorted(sk, qc, side="right") - 1  # the last of equal keys (stable order)
     hit = pos >= 0
     hit[hit] = sk[pos[hit]] == qc[hit]
@@ -109,5 +116,5 @@ def reverse_index(i, j, shift) -> np.ndarray:
     >>> reverse_index([0, 1, 0], [1, 0, 0], [[0, 0, 1], [0, 0, -1], [1, 0, 0]]).tolist()
     [1, 0, -1]
     """
-    keys = _keys(i, j, shift)
-    return lookup(keys[:, 0], keys[:, 1], keys[:, 2:], keys[:, 1], keys[:, 0], -keys[:, 2:])
+    keys = _columns(i, j, shift)
+    return _lookup(keys, [keys[1], keys[0]] + [-x for x in keys[2:]])

@@ -31,10 +31,6 @@ from .offsite import OffsiteFamily
 from .onsite import OnsiteFamily
 
 
-#: Centres whose blocks are assembled and written at a time (bounds the temporaries of prediction).
-_ASSEMBLE_CHUNK = 65536
-
-
 def make_families(orbital_basis: OrbitalBasis, onsite: FeatureConfig, offsite: FeatureConfig) -> tuple:
     """On-site families (one per species) and off-site families (one per species pair ``zi <= zj``)."""
     species = orbital_basis.species
@@ -204,34 +200,41 @@ class MatrixModel:
             if np.any(blk < 0) or np.any(rblk < 0):
                 raise RuntimeError(f"{fam.name}: block pattern is not closed under reversal")  # pragma: no cover
             bts = fam.block_types(self.orbital_basis)
-            rev = reverse_index(ci, cj, cs) if any(fam.symmetrised(bt) for bt in bts) else None
+            sym = any(fam.symmetrised(bt) for bt in bts)
+            rev = reverse_index(ci, cj, cs) if sym else None
+            del ci, cj, cs
+            if sym and np.any(rev < 0):
+                raise ValueError(f"{fam.name}: symmetrised blocks need every reversed centre")
             prep = fam.prepare(atoms, pat.pairs)
             W, const, slots = self.output_map(fam, bts)
             mapping = fam.mapping(W, [(L, sl.start) for (_, L), sl in slots.items()])
-            # streamed: environments and their mapped features chunk by chunk of centres, so the working
-            # set is bounded (neither the environments nor the features of all centres are held at once)
-            y = fam.mapped_outputs(atoms, pat.pairs, sel, mapping, prepared=prep, chunk=bond_chunk)
-            y += const
-            if any(fam.symmetrised(bt) for bt in bts) and np.any(rev < 0):
-                raise ValueError(f"{fam.name}: symmetrised blocks need every reversed centre")
-            # blocks assembled and written a slice of centres at a time (bounded temporaries); the
-            # symmetrised parts 1/2 [x_L + (-1)^L x_L[rev]] read the partners from all of y
-            for a in range(0, len(sel), _ASSEMBLE_CHUNK):
-                part = slice(a, a + _ASSEMBLE_CHUNK)
-                b = blk[part]
+            row_of = np.full(len(sel), -1, dtype=np.int64) if sym else None
+            # streamed: environments, their mapped features and the blocks chunk by chunk of centres
+            # (each chunk holds the partners of its centres), so the working set is bounded: neither
+            # the environments nor the outputs of all centres are held at once
+            for idx, y in fam.mapped_chunks(atoms, pat.pairs, sel, mapping, prepared=prep, chunk=bond_chunk, rev=rev):
+                y += const
+                b = blk[idx]
                 off, nc = pat.offsets[b], pat.norb[pat.j[b]]
+                if sym:
+                    row_of[idx] = np.arange(len(idx))
+                    partner = row_of[rev[idx]]
+                    if np.any(partner < 0):  # pragma: no cover
+                        raise RuntimeError(f"{fam.name}: a chunk without the partners of its centres")
                 for bt in bts:
-                    if fam.symmetrised(bt):  # as family.symmetrise, on this slice
-                        raw = {L: 0.5 * (y[part, slots[bt.key, L]] + transpose_sign(L) * y[rev[part], slots[bt.key, L]])
+                    if fam.symmetrised(bt):  # family.symmetrise, within the chunk
+                        raw = {L: 0.5 * (y[:, slots[bt.key, L]] + transpose_sign(L) * y[partner, slots[bt.key, L]])
                                for L in bt.L_values()}
                     else:
-                        raw = {L: y[part, slots[bt.key, L]] for L in bt.L_values()}
+                        raw = {L: y[:, slots[bt.key, L]] for L in bt.L_values()}
                     X = assemble(raw, bt.l1, bt.l2, len(b))
                     ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
                     scatter_blocks(data, off, nc, ra, cb, X)
                     if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
-                        rb = rblk[part]
+                        rb = rblk[idx]
                         scatter_blocks(data, pat.offsets[rb], pat.norb[pat.j[rb]], cb, ra, X.transpose(0, 2, 1))
+                if sym:
+                    row_of[idx] = -1
         return data
 
     def output_map(self, fam, bts) -> tuple:

@@ -233,9 +233,11 @@ class OffsiteFamily:
         out[long] = self.bond_only_basis.evaluate_mapped(env.take(long).to_centres(), two)
         return out
 
-    def mapped_outputs(self, atoms, pairs, sel, mapping, prepared=None, chunk: int = 2048) -> np.ndarray:
-        """``flat(features) @ W`` of the bonds ``sel`` of ``pairs`` (:meth:`evaluate_mapped`), shape (n, n_y),
-        environments built ``chunk`` bonds at a time.
+    def mapped_chunks(self, atoms, pairs, sel, mapping, prepared=None, chunk: int = 2048, rev=None):
+        """Yield ``(positions in sel (m,), flat(features) @ W (m, n_y))`` of the bonds ``sel`` of ``pairs``
+        (:meth:`evaluate_mapped`), about ``chunk`` bond pairs at a time; every chunk holds the reversed
+        bond of each of its bonds that has one among ``sel`` (``rev``: their positions, -1 for none;
+        found when not given).
 
         In the bond frame a bond and its reverse ``(j, i, -T)`` share one environment: seen from the
         reversed bond (frame ``Q' = diag(1, -1, -1) Q``, the rotation by pi about x) the environment
@@ -244,33 +246,32 @@ class OffsiteFamily:
         harmonics and one-particle sums of each pair are computed once (for the first of the two
         among ``sel``) and the partner's outputs come from the sign-flipped sums.
         """
+        from ...structure.pair_index import reverse_index
+
         full, two, groups = mapping
         sel = np.asarray(sel, dtype=np.int64)
         n = len(sel)
-        y = np.empty((n, full.n_y))
-        if groups is None:  # no bond frame: plain chunks
-            for b0 in range(0, n, chunk):
-                y[b0:b0 + chunk] = self.evaluate_mapped(self.environments(atoms, pairs, sel[b0:b0 + chunk], prepared), mapping)
-            return y
-        from ...structure.pair_index import reverse_index
-
-        rev = reverse_index(pairs.i[sel], pairs.j[sel], pairs.shift[sel])
-        blen = pairs.dist[sel]
-        long = blen >= self.config.env_bond_cut if two is not None else np.zeros(n, dtype=bool)
-        lead = np.nonzero(((rev < 0) | (np.arange(n) < rev)) & ~long)[0]
-        sign = self._mirror_signs
-        for b0 in range(0, len(lead), chunk):
-            c = lead[b0:b0 + chunk]
-            rotated, Q = self.environments(atoms, pairs, sel[c], prepared).in_bond_frame()
-            ya, yb = self.basis.evaluate_mapped(rotated.to_centres(), full, mirror=sign)
-            y[c] = self._rotate_back(ya, Q, groups)
+        if rev is None:
+            rev = reverse_index(pairs.i[sel], pairs.j[sel], pairs.shift[sel])
+        long = pairs.dist[sel] >= self.config.env_bond_cut if two is not None else np.zeros(n, dtype=bool)
+        lead = ((rev < 0) | (np.arange(n) < rev))
+        near, far = np.nonzero(lead & ~long)[0], np.nonzero(lead & long)[0]
+        for b0 in range(0, len(near), chunk):
+            c = near[b0:b0 + chunk]
             has = rev[c] >= 0
-            y[rev[c[has]]] = self._rotate_back(yb[has], Q[has] * np.array([1.0, -1.0, -1.0])[:, None], groups)
-        far = np.nonzero(long)[0]
+            idx = np.concatenate([c, rev[c[has]]])
+            if groups is None:  # no bond frame: the partners on their own
+                yield idx, self.evaluate_mapped(self.environments(atoms, pairs, sel[idx], prepared), mapping)
+                continue
+            rotated, Q = self.environments(atoms, pairs, sel[c], prepared).in_bond_frame()
+            ya, yb = self.basis.evaluate_mapped(rotated.to_centres(), full, mirror=self._mirror_signs)
+            yield idx, np.concatenate([self._rotate_back(ya, Q, groups),
+                                       self._rotate_back(yb[has], Q[has] * np.array([1.0, -1.0, -1.0])[:, None], groups)])
         for b0 in range(0, len(far), chunk):
-            env = self.environments(atoms, pairs, sel[far[b0:b0 + chunk]], prepared)
-            y[far[b0:b0 + chunk]] = self.bond_only_basis.evaluate_mapped(env.to_centres(), two)
-        return y
+            c = far[b0:b0 + chunk]
+            idx = np.concatenate([c, rev[c[rev[c] >= 0]]])
+            env = self.environments(atoms, pairs, sel[idx], prepared)
+            yield idx, self.bond_only_basis.evaluate_mapped(env.to_centres(), two)
 
     @cached_property
     def _mirror_signs(self) -> np.ndarray:

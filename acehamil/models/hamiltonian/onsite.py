@@ -166,13 +166,12 @@ class OnsiteFamily:
             return np.zeros((env.n_centres, n_y))
         return self.basis.evaluate_mapped(env.to_centres(), pm)
 
-    def mapped_outputs(self, atoms, pairs, sel, mapping, prepared=None, chunk: int = 2048) -> np.ndarray:
-        """``flat(features) @ W`` of the atoms ``sel`` (:meth:`evaluate_mapped`), shape (n, n_y),
-        environments built ``chunk`` atoms at a time."""
-        y = np.empty((len(sel), mapping[1]))
+    def mapped_chunks(self, atoms, pairs, sel, mapping, prepared=None, chunk: int = 2048, rev=None):
+        """Yield ``(positions in sel (m,), flat(features) @ W (m, n_y))`` of the atoms ``sel``
+        (:meth:`evaluate_mapped`), ``chunk`` atoms at a time (``rev`` is not needed on-site)."""
         for b0 in range(0, len(sel), chunk):
-            y[b0:b0 + chunk] = self.evaluate_mapped(self.environments(atoms, pairs, sel[b0:b0 + chunk], prepared), mapping)
-        return y
+            idx = np.arange(b0, min(len(sel), b0 + chunk))
+            yield idx, self.evaluate_mapped(self.environments(atoms, pairs, sel[idx], prepared), mapping)
 
     def symmetrised(self, bt: BlockType) -> bool:
         """Never: a same-shell on-site block is symmetric by its even-``L`` parts alone."""
