@@ -163,3 +163,17 @@ def test_moment_doubling_of_a_hermitian_operator_equals_the_plain_recursion(rng,
     plain = kpm.kpm_moments(H, None, M, 3, b, np.random.default_rng(4), groups=[np.arange(n)])
     np.testing.assert_allclose(fast.mu, plain.mu, rtol=1e-9, atol=1e-9 * n)
     np.testing.assert_allclose(plain.mu_groups[0], plain.mu, rtol=1e-12, atol=1e-12 * n)
+
+
+def test_single_precision_blocks_halve_memory_and_barely_move_the_moments():
+    sd = _cell(seed=5)
+    ops = {p: TiledOperator(sd.H[0], sd.S, (2, 2, 2), precision=p) for p in ("double", "single")}
+    assert ops["single"].nbytes * 2 == ops["double"].nbytes
+    n = ops["double"].shape[0]
+    lo, hi = kpm.spectral_bounds(ops["double"], None)
+    b = (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    m = {p: kpm.kpm_moments(op, None, 256, 4, b, np.random.default_rng(2)) for p, op in ops.items()}
+    diff = np.abs(m["single"].mu - m["double"].mu).max() / n
+    assert 0 < diff < 1e-5  # measured ~1e-6 at 1024 moments on the example model's 64-atom cell
+    with pytest.raises(ValueError, match="precision"):
+        TiledOperator(sd.H[0], sd.S, (1, 1, 1), precision="half")

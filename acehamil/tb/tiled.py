@@ -104,6 +104,11 @@ class TiledOperator:
         vectors (real FFT).
     progress : callable(done, total), optional
         Called while the per-``kappa`` matrices are built.
+    precision : {"double", "single"}
+        Storage and products of the per-``kappa`` blocks: complex128, or complex64 (half the
+        memory; the FFTs stay in double precision).  Measured on the example model's 64-atom
+        cell: KPM moments (1024, 4 vectors) change by 8e-7 x N, the DOS by 6e-6 of its peak;
+        the CPU per product did not drop (0.064 vs 0.068 s at 131,072 orbitals, 4 vectors).
 
     Attributes
     ----------
@@ -120,8 +125,11 @@ class TiledOperator:
     naming ``k``.
     """
 
-    def __init__(self, H: RealSpaceMatrix, S: RealSpaceMatrix | None, reps, kpt=(0.0, 0.0, 0.0), progress=None):
+    def __init__(self, H: RealSpaceMatrix, S: RealSpaceMatrix | None, reps, kpt=(0.0, 0.0, 0.0), progress=None,
+                 precision: str = "double"):
         _check(H, S)
+        if precision not in ("double", "single"):
+            raise ValueError(f"precision must be 'double' or 'single', got {precision!r}")
         self.reps = check_reps(reps)
         self.kpt = as_kpts(kpt)[0]
         self.real = not np.any(self.kpt)
@@ -134,7 +142,7 @@ class TiledOperator:
         nk = len(k)
         ah = BlochAssembler(H)
         as_ = None if S is None else BlochAssembler(S)
-        B = np.empty((nk, self.nc, self.nc), np.complex128)
+        B = np.empty((nk, self.nc, self.nc), np.complex128 if precision == "double" else np.complex64)
         chunk = max(1, _CHUNK_BYTES // (16 * self.nc * self.nc))
         for s in range(0, nk, chunk):
             kc = k[s:s + chunk]
@@ -180,14 +188,14 @@ class TiledOperator:
                 return y[:, 0] if one else y
             F = np.fft.rfftn(x, axes=(0, 1, 2))
             shp = F.shape
-            Y = np.matmul(self._B, F.reshape(-1, self.nc, R)).reshape(shp)
-            y = np.fft.irfftn(Y, s=(r0, r1, r2), axes=(0, 1, 2))
+            Y = np.matmul(self._B, F.reshape(-1, self.nc, R).astype(self._B.dtype, copy=False)).reshape(shp)
+            y = np.fft.irfftn(Y.astype(np.complex128, copy=False), s=(r0, r1, r2), axes=(0, 1, 2))
         else:
             tw = self._twist.reshape(r0, r1, r2, 1, 1)
             F = np.fft.fftn(x * np.conj(tw), axes=(0, 1, 2))
             shp = F.shape
-            Y = np.matmul(self._B, F.reshape(-1, self.nc, R)).reshape(shp)
-            y = np.fft.ifftn(Y, axes=(0, 1, 2)) * tw
+            Y = np.matmul(self._B, F.reshape(-1, self.nc, R).astype(self._B.dtype, copy=False)).reshape(shp)
+            y = np.fft.ifftn(Y.astype(np.complex128, copy=False), axes=(0, 1, 2)) * tw
         y = y.reshape(-1, R)
         return y[:, 0] if one else y
 
