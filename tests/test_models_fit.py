@@ -200,3 +200,39 @@ def test_density_energy_zero_fit_lowers_the_absolute_error(data):
         ModelConfig.from_dict({"fit": {"energy_zero_model": "density"}})
     with pytest.raises(ValueError, match="'none' or 'density'"):
         ModelConfig.from_dict({"fit": {"fit_energy_zero": True, "energy_zero_model": "volume"}})
+
+
+def test_kind_weights_equal_the_matching_structure_weights(data):
+    """``kind_weights`` weight every structure of a kind (info["kind"]) as the same per-structure weights do,
+    multiply ``structure_weights``, and change the fit."""
+    from dataclasses import replace
+
+    labelled = [replace(sd, info={**sd.info, "kind": "hot" if k % 2 else "cold"}) for k, sd in enumerate(data)]
+    by_kind = fit(labelled, ModelConfig.from_dict({**CFG, "fit": {"kind_weights": {"hot": 0.25}}}), progress=False)
+    by_structure = fit(labelled, ModelConfig.from_dict({**CFG, "fit": {"structure_weights": [1, 0.25, 1, 0.25]}}), progress=False)
+    both = fit(labelled, ModelConfig.from_dict({**CFG, "fit": {"structure_weights": [1, 2, 1, 2], "kind_weights": {"hot": 0.125}}}),
+               progress=False)
+    plain = fit(labelled, ModelConfig.from_dict(CFG), progress=False)
+    a, b, c, p = _coefs(by_kind), _coefs(by_structure), _coefs(both), _coefs(plain)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(c[key], b[key], rtol=1e-9, atol=1e-12)
+    assert max(np.abs(a[k] - p[k]).max() for k in a) > 1e-8
+    cfg = ModelConfig.from_dict({**CFG, "fit": {"kind_weights": {"b": 2, "a": 0.5}}})
+    assert cfg.fit.kind_weights == (("a", 0.5), ("b", 2.0))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg  # model files store the config as JSON
+    with pytest.raises(ValueError, match="kind_weights"):
+        ModelConfig.from_dict({**CFG, "fit": {"kind_weights": {"a": -1.0}}})
+    with pytest.raises(ValueError, match="kind_weights"):  # a UserError naming the key
+        ModelConfig.from_dict({**CFG, "fit": {"kind_weights": {"a": "heavy"}}})
+
+
+def test_kind_weights_read_from_a_toml_inline_table(tmp_path):
+    from acehamil.io.config import read_model_config
+
+    path = tmp_path / "w.toml"
+    path.write_text('[fit]\nkind_weights = { "si15-vacancy" = 0.5, "si8" = 2 }\n')
+    assert read_model_config(path).fit.kind_weights == (("si15-vacancy", 0.5), ("si8", 2.0))
+    path.write_text('[fit]\nkind_weights = { "si8" = -2 }\n')
+    with pytest.raises(ValueError, match="w.toml.*kind_weights"):
+        read_model_config(path)

@@ -42,6 +42,7 @@ TOML layout (all tables optional)::
     batch_structures = 8              # structures per normal-equation batch
     seed = 0                          # sampling and split
     structure_weights = []            # one weight per training structure ([] = all 1)
+    kind_weights = {}                 # weight per structure kind (info["kind"]), e.g. { "si15-vacancy" = 0.5 }; others 1
     fit_energy_zero = false           # fit H modulo one V_s * S per structure (periodic DFT energy zero)
     energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s
 
@@ -170,6 +171,12 @@ class FitConfig:
     seed : int
     structure_weights : tuple of float
         Per training structure; empty = all 1.
+    kind_weights : tuple of (str, float)
+        Weight of every training structure whose ``info["kind"]`` is the given kind
+        (multiplies ``structure_weights``); kinds not listed and unlabelled
+        structures keep 1.  Given as a dict (TOML inline table) or pairs; stored as
+        sorted pairs.  Rows of a weighted structure count ``weight`` times in the
+        least squares (and in the BLR likelihood).
     fit_energy_zero : bool
         Fit H modulo one constant ``V_s S`` per structure (the arbitrary,
         volume-dependent energy zero of periodic DFT), jointly with the model.
@@ -184,11 +191,20 @@ class FitConfig:
     batch_structures: int = 8
     seed: int = 0
     structure_weights: tuple = ()
+    kind_weights: tuple = ()
     fit_energy_zero: bool = False
     energy_zero_model: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "structure_weights", tuple(float(w) for w in self.structure_weights))
+        kw = self.kind_weights
+        pairs = list(kw.items()) if isinstance(kw, dict) else [tuple(p) for p in kw]
+        if not all(len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], (int, float)) and not isinstance(p[1], bool)
+                   for p in pairs):
+            raise TypeError(f"kind_weights must map structure kinds (strings) to numbers, got {kw!r}")
+        if any(not (float(w) >= 0 and float(w) < float("inf")) for _, w in pairs):
+            raise ValueError(f"kind_weights must be finite and >= 0, got {kw!r}")
+        object.__setattr__(self, "kind_weights", tuple(sorted((k, float(w)) for k, w in pairs)))
         if self.energy_zero_model not in ("none", "density"):
             raise ValueError(f"energy_zero_model must be 'none' or 'density', got {self.energy_zero_model!r}")
         if self.energy_zero_model != "none" and not self.fit_energy_zero:
@@ -368,6 +384,8 @@ class ModelConfig:
                 if (key, k) == ("data", "train") and isinstance(v, (list, tuple)):
                     for n, item in enumerate(v):  # a list of dataset files
                         check_type(f"[data] train[{n}]", item, "", source)
+                    continue
+                if (key, k) == ("fit", "kind_weights"):  # a table {kind: weight} (or pairs, from a model file): checked by FitConfig
                     continue
                 check_type(f"[{key}] {k}", v, getattr(default, k), source)
             try:

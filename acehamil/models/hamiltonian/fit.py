@@ -246,6 +246,22 @@ def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, speci
 
 
 @with_inner_threads
+def kind_factors(structures, kind_weights) -> np.ndarray:
+    """Weight factor of each structure from its ``info["kind"]``, shape (n,); all 1 without ``kind_weights``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> kind_factors([NS(info={"kind": "a"}), NS(info={}), NS(info={"kind": "b"})], (("a", 0.5),)).tolist()
+    [0.5, 1.0, 1.0]
+    """
+    n = len(structures)
+    if not kind_weights:
+        return np.ones(n)
+    table = dict(kind_weights)
+    return np.array([table.get(structures[k].info.get("kind"), 1.0) for k in range(n)], dtype=float)
+
+
 def fit(structures, config: ModelConfig | None = None, progress: bool = True, weights=None, mapper=None) -> HamiltonianModel:
     """Fit H and S models.
 
@@ -261,7 +277,8 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     progress : bool
         Progress bar on stderr.
     weights : sequence of float, optional
-        One per structure (overrides ``config.fit.structure_weights``).
+        One per structure (overrides ``config.fit.structure_weights``); the factors of
+        ``config.fit.kind_weights`` multiply either.
     mapper : callable ``(fn, common, tasks) -> iterable``, optional
         The engine of the normal-equation sums: must yield ``fn(*common, *task)`` for each
         task, in task order (:func:`~acehamil.models.hamiltonian.sums.serial_map`, the
@@ -285,6 +302,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     w_all = np.asarray(weights if weights is not None else (config.fit.structure_weights or np.ones(n)), dtype=float)
     if w_all.shape != (n,):
         raise ValueError(f"need one weight per structure ({n}), got {w_all.shape}")
+    w_all = w_all * kind_factors(structures, config.fit.kind_weights)
     rng = np.random.default_rng(config.fit.seed)
     order = rng.permutation(n)
     n_val = int(round(config.fit.validation_fraction * n))
