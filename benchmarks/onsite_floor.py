@@ -16,8 +16,8 @@ one optional extra feature set:
   ``p_j = sum_k w(r_jk) r_jk / r_jk`` -- long-range, linear, invariant features;
 * ``mulliken``: the same kernel on the DFT reference's own Mulliken charges (an ORACLE:
   unknown at prediction; it asks whether point-charge electrostatics explains the floor);
-* ``inner``: the L = 0 features of a short-range (first-shell) basis of higher correlation
-  order (``h_onsite.inner_*``, docs/models.md).
+* ``inner``: the L = 0 features of a second, short-range (first-shell, r_cut 3 Å) ACE basis of
+  higher correlation order than the main one (docs/models.md).
 
 Prints per structure kind the rms s error (meV, each structure's residual mean removed, as
 the aligned error) for the training and the held-out structures, the correlation of the s
@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-INNER = {"inner_r_cut": 3.0, "inner_max_nu": 3, "inner_max_degree": (8, 6, 4), "inner_n_max": 6}
+#: the short-range (first-shell) basis of the ``inner`` feature set
+INNER = {"r_cut": 3.0, "max_nu": 3, "max_degree": (8, 6, 4), "n_max": 6}
 
 
 def invariant_features(fam, atoms) -> np.ndarray:
@@ -153,9 +154,8 @@ def main(argv=None) -> int:
     test = set(cfg.data.test_indices(len(ds)))
     z = int(ds[0].atoms.numbers[0])
     lmax = max(ds[0].basis.lvalues(z))
-    fam = OnsiteFamily(z, replace(cfg.h_onsite, inner_max_nu=0), (z,), lmax)
-    inner = OnsiteFamily(z, replace(cfg.h_onsite, max_nu=INNER["inner_max_nu"], r_cut=INNER["inner_r_cut"],
-                                    max_degree=INNER["inner_max_degree"], n_max=INNER["inner_n_max"], inner_max_nu=0), (z,), lmax)
+    fam = OnsiteFamily(z, cfg.h_onsite, (z,), lmax)
+    inner = OnsiteFamily(z, replace(cfg.h_onsite, **INNER), (z,), lmax)
     rows = []
     for s in range(len(ds)):
         sd = ds[s]
