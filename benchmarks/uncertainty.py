@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--ood", nargs="*", default=[str(ROOT / "data" / "si_test_ood.h5")],
                    help="out-of-distribution test files (evaluation only)")
     p.add_argument("--no-cost", action="store_true")
+    p.add_argument("--save", default=None, help="write the fitted model here")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -114,6 +115,10 @@ def main(argv=None) -> int:
     else:
         model = fit([ds[i] for i in cfg.data.training_indices(len(ds))], cfg, progress=False)
     t_fit, c_fit = time.perf_counter() - t0, time.process_time() - c0
+    if args.save:
+        from acehamil.io.models import save_model
+
+        save_model(model, args.save)
     held = [ds[i] for i in cfg.data.test_indices(len(ds))]
     sets = {"held-out": held}
     for f in args.ood:

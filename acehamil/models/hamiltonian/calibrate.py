@@ -60,7 +60,8 @@ def eigen_parts(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
         More k-points (a band path): eigenvalues and spreads there too, relative to the
         same per-draw Fermi levels.
     split : bool
-        Propagate the three parts separately (3K draws; what the calibration needs).  False:
+        Propagate the three parts separately (3K draws, each part at ``SPLIT_AMPLITUDE`` of its size
+        and its spread divided by it: the linear regime; what the calibration needs).  False:
         K draws of the calibrated sum ``a epi + b noise + c shared``; the result then holds
         ``sigma`` (calibrated) instead of the parts, at a third of the cost.
 
@@ -77,8 +78,13 @@ def eigen_parts(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
     m = model.matrices(atoms, n_samples=n_samples, rng=rng, split=split)
     H, S, deltas = m.H, m.S, list(m.draws)
     names = PARTS if split else ("",)
+    # the unscaled parts are propagated at SPLIT_AMPLITUDE of their size and their spreads divided by
+    # it: the linear regime, where the spread of a sum of parts is the root-sum-square of theirs (what
+    # the calibration assumes); at full size a part can close gaps and move E_F, a spread that does
+    # not scale with its factor
+    amp = SPLIT_AMPLITUDE if split else 1.0
     K = deltas[0].shape[0]
-    delta = np.concatenate(deltas)
+    delta = amp * np.concatenate(deltas)
     eps, draws = eigenvalue_draws(H, S, delta, kpts)
     ef, efd = fermi_levels(eps, draws, weights, n_electrons)
     out = {"eps": eps, "fermi_level": ef, "H": H, "S": S}
@@ -89,11 +95,14 @@ def eigen_parts(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
         suffix = f"_{name}" if name else ""
         sl = slice(p * K, (p + 1) * K)
         out["delta" + suffix] = deltas[p]
-        out["sigma" + suffix] = relative_sigma(eps, draws[sl], ef, efd[sl])
+        out["sigma" + suffix] = relative_sigma(eps, draws[sl], ef, efd[sl]) / amp
         if path is not None:
-            out["path_sigma" + suffix] = relative_sigma(path[0], path[1][sl], ef, efd[sl])
+            out["path_sigma" + suffix] = relative_sigma(path[0], path[1][sl], ef, efd[sl]) / amp
     return out
 
+
+#: Size at which the separate parts are propagated (``eigen_parts(split=True)``), relative to unscaled.
+SPLIT_AMPLITUDE = 0.1
 
 #: The parts of the spread, in the order of :func:`scales_of` and ``sample_matrix(split=True)``.
 PARTS = ("epi", "noise", "shared")
