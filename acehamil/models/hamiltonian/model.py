@@ -182,12 +182,14 @@ class MatrixModel:
 
     def predict_data(self, atoms, pat: Pattern, bond_chunk: int = 2048, rows=None) -> np.ndarray:
         """The flat block data of :meth:`predict` on the pattern ``pat`` (a new writable array, float64)."""
-        data = np.zeros(int(pat.offsets[-1]))
         so = shell_offsets(self.orbital_basis)
         row_mask = None
         if rows is not None:
             row_mask = np.zeros(len(atoms), dtype=bool)
             row_mask[np.asarray(rows, dtype=np.int64)] = True
+        # first every family's centres, blocks and partners (the look-ups' temporaries are freed
+        # before the output is allocated: they do not add to the peak)
+        work = []
         for fam in self.families:
             sel = fam.select(atoms, pat.pairs)
             if len(sel) and row_mask is not None:  # closed under reversal: a bond and its reverse are both in or out
@@ -205,6 +207,9 @@ class MatrixModel:
             del ci, cj, cs
             if sym and np.any(rev < 0):
                 raise ValueError(f"{fam.name}: symmetrised blocks need every reversed centre")
+            work.append((fam, sel, blk, rblk, bts, sym, rev))
+        data = np.zeros(int(pat.offsets[-1]))
+        for fam, sel, blk, rblk, bts, sym, rev in work:
             prep = fam.prepare(atoms, pat.pairs)
             W, const, slots = self.output_map(fam, bts)
             mapping = fam.mapping(W, [(L, sl.start) for (_, L), sl in slots.items()])
@@ -409,15 +414,28 @@ class HamiltonianModel:
         """The cell's energy zero ``V`` in eV (0 without an :class:`EnergyZero`)."""
         return 0.0 if self.energy_zero is None else self.energy_zero.value(atoms)
 
-    def with_energy_zero(self, H_local: RealSpaceMatrix, S: RealSpaceMatrix, atoms) -> RealSpaceMatrix:
+    def with_energy_zero(self, H_local, S: RealSpaceMatrix, atoms) -> RealSpaceMatrix:
         """Model H of ``atoms`` from the local part ``H_local`` (``self.H``'s blocks): ``H_local + V S``.
 
         The one place where the cell's energy zero (:class:`EnergyZero`) enters a predicted H.
         Every path that assembles H from ``self.H`` itself (row chunks on workers, posterior
         draws) goes through here or through :meth:`matrices`; draws are differences from the
         prediction, so the rigid ``V S`` cancels in them.
+
+        ``H_local`` is a :class:`RealSpaceMatrix`, or the flat data of one on ``S``'s pattern handed
+        over by the caller (a fresh writable array, :meth:`MatrixModel.predict_data`): then ``V S`` is
+        added in place, in slices, and no matrix-sized temporary is made.
         """
-        return add_overlap(H_local, S, self.energy_zero_of(atoms))
+        V = self.energy_zero_of(atoms)
+        if isinstance(H_local, RealSpaceMatrix):
+            return add_overlap(H_local, S, V)
+        h = np.asarray(H_local)
+        if h.shape != S.data.shape or h.dtype != np.float64 or not h.flags.writeable:
+            raise ValueError("H_local data must be a writable float64 array on the pattern of S")
+        if V != 0.0:
+            for a in range(0, len(h), 1 << 20):
+                h[a:a + (1 << 20)] += V * S.data[a:a + (1 << 20)]
+        return RealSpaceMatrix.adopt(S.norb_per_atom, S.i, S.j, S.shift, h)
 
     @with_inner_threads
     def matrices(self, atoms, pairs=None, n_samples: int = 0, rng=None, split: bool = False,
@@ -461,7 +479,8 @@ class HamiltonianModel:
             ab = scales_of(self) if scales is None else scales
             H_local, *draws = sample_matrix(self.H, atoms, int(n_samples), rng, pairs=nl, scales=ab, split=split)
         else:
-            H_local = self.H.predict(atoms, pairs=nl, pattern=pat)
+            # on the shared pattern, H's fresh data is handed to with_energy_zero (V S added in place)
+            H_local = self.H.predict_data(atoms, pat) if pat is not None else self.H.predict(atoms, pairs=nl)
         return ModelMatrices(self.with_energy_zero(H_local, S, atoms), S, tuple(draws), self.energy_zero_of(atoms), nl)
 
     def predict(self, atoms, check_overlap: bool = True) -> tuple:
