@@ -121,6 +121,8 @@ def float32_cost(structures: list) -> dict:
     from acehamil.io.band_check import band_errors
     from acehamil.io.dataset import read_dataset, write_dataset
 
+    structures = [replace(sd, info={**sd.info, "name": f"{k:03d}-{sd.info.get('name', '')}"})  # unique across files
+                  for k, sd in enumerate(structures)]
     out = {"checked_max_meV_f64": [], "checked_max_meV_f32": [], "all_max_meV_f64": [], "all_max_meV_f32": []}
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
