@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from ..structure import RealSpaceMatrix
 
-__all__ = ["BlochAssembler", "bloch_sum", "bloch_sum_sparse", "phase_factors", "as_kpts"]
+__all__ = ["BlochAssembler", "bloch_sum", "bloch_sum_sparse", "phase_factors", "as_kpts", "check_pair"]
 
 _GAUGES = ("lattice", "atomic")
 _DENSE_FILL = 0.25  # use a dense (n_pos, ncells) value table above this fill ...
@@ -55,6 +55,24 @@ def as_kpts(kpts) -> np.ndarray:
     if not np.all(np.isfinite(k)):
         raise ValueError("k-points contain NaN or inf")
     return k
+
+
+def check_pair(H, S) -> None:
+    """Refuse an H that is not a :class:`RealSpaceMatrix`, or an S (None allowed: orthonormal
+    basis) that is not one or has other orbitals per atom than H.
+
+    Raises
+    ------
+    TypeError, ValueError
+    """
+    if not isinstance(H, RealSpaceMatrix):
+        raise TypeError(f"H must be a RealSpaceMatrix, got {type(H).__name__}")
+    if S is not None:
+        if not isinstance(S, RealSpaceMatrix):
+            raise TypeError(f"S must be a RealSpaceMatrix or None, got {type(S).__name__}")
+        if not np.array_equal(S.norb_per_atom, H.norb_per_atom):
+            raise ValueError(f"H and S have different orbitals per atom: {H.norb_per_atom.tolist()[:8]} vs "
+                             f"{S.norb_per_atom.tolist()[:8]}")
 
 
 def phase_factors(kpts, shifts) -> np.ndarray:

@@ -37,7 +37,7 @@ from scipy.linalg import lapack
 
 from ..structure import RealSpaceMatrix
 from ..threads import with_inner_threads
-from .bloch import BlochAssembler, as_kpts
+from .bloch import BlochAssembler, as_kpts, check_pair
 
 __all__ = ["OverlapError", "solve", "solve_k", "overlap_report"]
 
@@ -281,14 +281,7 @@ def solve(H: RealSpaceMatrix, S: RealSpaceMatrix | None, kpts, *, eigenvectors=F
     >>> np.round(solve(H, S, [[0, 0, 0], [0.5, 0, 0]])[:, 0], 12).tolist()
     [-1.666666666667, 2.5]
     """
-    if not isinstance(H, RealSpaceMatrix):
-        raise TypeError(f"H must be a RealSpaceMatrix, got {type(H).__name__}")
-    if S is not None:
-        if not isinstance(S, RealSpaceMatrix):
-            raise TypeError(f"S must be a RealSpaceMatrix or None, got {type(S).__name__}")
-        if not np.array_equal(S.norb_per_atom, H.norb_per_atom):
-            raise ValueError(f"H and S have different orbitals per atom: {H.norb_per_atom.tolist()[:8]} vs "
-                             f"{S.norb_per_atom.tolist()[:8]}")
+    check_pair(H, S)
     kpts = as_kpts(kpts)
     ah = BlochAssembler(H, gauge, frac_positions)
     as_ = None if S is None else BlochAssembler(S, gauge, frac_positions)

@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..structure import RealSpaceMatrix
-from .bloch import as_kpts
+from .bloch import as_kpts, check_pair
 
 __all__ = ["bloch_csr", "real_at", "dropped_norm_bound", "EigsResult", "eigs_near"]
 
@@ -106,10 +106,7 @@ def bloch_csr(H: RealSpaceMatrix, S: RealSpaceMatrix | None, kpt=(0.0, 0.0, 0.0)
     Hk, Sk : scipy.sparse.csr_matrix, shape (norb, norb)
         float64 when :func:`real_at` holds for both, else complex128; Hermitian.
     """
-    if not isinstance(H, RealSpaceMatrix):
-        raise TypeError(f"H must be a RealSpaceMatrix, got {type(H).__name__}")
-    if S is not None and not np.array_equal(S.norb_per_atom, H.norb_per_atom):
-        raise ValueError("H and S have different orbitals per atom")
+    check_pair(H, S)
     if not (np.isfinite(drop_tol) and drop_tol >= 0):
         raise ValueError(f"drop_tol must be >= 0, got {drop_tol}")
     real = real_at(H, kpt) and (S is None or real_at(S, kpt))

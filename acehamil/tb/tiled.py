@@ -43,7 +43,7 @@ import numpy as np
 
 from ..structure import RealSpaceMatrix
 from ..structure.supercell import check_reps
-from .bloch import BlochAssembler, as_kpts
+from .bloch import BlochAssembler, as_kpts, check_pair
 
 __all__ = ["TiledOperator", "tiled_eigs", "tile_kpoints"]
 
@@ -75,16 +75,6 @@ def tile_kpoints(reps, kpt=(0.0, 0.0, 0.0), half: bool = False) -> tuple:
     last = r[2] // 2 + 1 if half else r[2]
     kappa = np.stack(np.meshgrid(np.arange(r[0]), np.arange(r[1]), np.arange(last), indexing="ij"), -1).reshape(-1, 3)
     return kappa, (kappa + K[None, :]) / r[None, :]
-
-
-def _check(H, S):
-    if not isinstance(H, RealSpaceMatrix):
-        raise TypeError(f"H must be a RealSpaceMatrix, got {type(H).__name__}")
-    if S is not None:
-        if not isinstance(S, RealSpaceMatrix):
-            raise TypeError(f"S must be a RealSpaceMatrix or None, got {type(S).__name__}")
-        if not np.array_equal(S.norb_per_atom, H.norb_per_atom):
-            raise ValueError("H and S have different orbitals per atom")
 
 
 class TiledOperator:
@@ -127,7 +117,7 @@ class TiledOperator:
 
     def __init__(self, H: RealSpaceMatrix, S: RealSpaceMatrix | None, reps, kpt=(0.0, 0.0, 0.0), progress=None,
                  precision: str = "double"):
-        _check(H, S)
+        check_pair(H, S)
         if precision not in ("double", "single"):
             raise ValueError(f"precision must be 'double' or 'single', got {precision!r}")
         self.reps = check_reps(reps)
@@ -228,7 +218,7 @@ def tiled_eigs(H: RealSpaceMatrix, S: RealSpaceMatrix | None, reps, sigma: float
     from .eigen import solve, solve_k
     from .sparse import EigsResult
 
-    _check(H, S)
+    check_pair(H, S)
     r = check_reps(reps)
     N = H.norb * int(np.prod(r))
     if not 1 <= int(n) < N:
