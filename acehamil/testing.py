@@ -9,7 +9,10 @@ the package's own tests:
   rotate as ``H_ij(Q R) = D^{l1}(Q) H_ij(R) D^{l2}(Q)^T`` for proper *and* improper
   ``Q`` (then a block gains ``(-1)^(l1+l2)``);
 * :func:`rotated`, :func:`random_cluster`, :func:`random_centres`: random
-  structures and environments (seeded by the caller's generator).
+  structures and environments (seeded by the caller's generator);
+* :func:`assert_site_energy_invariant` / :func:`assert_stress_matches_strain`: a site-energy
+  potential's ``compute`` (energy, per-atom energies, forces, stress) under rotations,
+  permutations, translations and strain.
 
 Every helper takes a ``numpy.random.Generator``; none keeps state.  Failing
 checks raise ``AssertionError`` with the measured numbers.
@@ -99,6 +102,74 @@ def rotated(atoms, Q):
     if np.any(atoms.pbc):
         out.cell = atoms.cell.array @ np.asarray(Q).T
     return out
+
+
+def assert_site_energy_invariant(compute, atoms, rng, improper: bool = False) -> None:
+    """``compute(atoms)`` of a site-energy potential is unchanged by a random (proper or improper)
+    rotation, permutation and translation: energy to 1e-9 relative, per-atom energies permuted
+    to 1e-9 eV, forces permuted and rotated to 1e-8 eV/Å.
+
+    Parameters
+    ----------
+    compute : callable
+        ``compute(atoms) -> dict`` with ``energy`` (eV), ``energies`` (natoms,) eV and
+        ``forces`` (natoms, 3) eV/Å.
+    atoms : ase.Atoms
+    rng : numpy.random.Generator
+    improper : bool
+        Use a rotation with determinant -1.
+    """
+    from ase import Atoms
+
+    from .so3 import random_rotation
+
+    ref = compute(atoms)
+    Q = random_rotation(rng, improper=improper)
+    perm = rng.permutation(len(atoms))
+    moved = Atoms(numbers=atoms.numbers[perm], positions=atoms.positions[perm] @ Q.T + rng.normal(size=3) * 3.0,
+                  cell=atoms.cell.array @ Q.T, pbc=atoms.pbc)
+    res = compute(moved)
+    if not abs(res["energy"] - ref["energy"]) <= 1e-9 * max(1.0, abs(ref["energy"])):
+        raise AssertionError(f"energy changed: {res['energy']!r} vs {ref['energy']!r}")
+    np.testing.assert_allclose(res["energies"], ref["energies"][perm], atol=1e-9)
+    np.testing.assert_allclose(res["forces"], ref["forces"][perm] @ Q.T, atol=1e-8)
+
+
+#: Voigt order of the stress components (xx, yy, zz, yz, xz, xy).
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def assert_stress_matches_strain(compute, energy, atoms, steps=(1e-3, 1e-4)) -> None:
+    """The stress of ``compute(atoms)`` equals the central difference of the energy under
+    symmetric strain, with the error falling >= 20x from the first to the last step (or below 1e-9).
+
+    Parameters
+    ----------
+    compute : callable
+        ``compute(atoms) -> dict`` with ``stress`` (6,) eV/Å^3 in :data:`VOIGT` order.
+    energy : callable
+        ``energy(atoms) -> float`` (eV); may skip forces and stress.
+    atoms : ase.Atoms
+        Periodic.
+    steps : tuple of float
+        Strain steps, largest first.
+    """
+    stress = compute(atoms)["stress"]
+    vol = atoms.get_volume()
+    for v, (a, b) in enumerate(VOIGT):
+        errs = []
+        for h in steps:
+            e = []
+            for sgn in (1, -1):
+                eps = np.zeros((3, 3))
+                eps[a, b] += sgn * h / 2
+                eps[b, a] += sgn * h / 2
+                strained = atoms.copy()
+                strained.set_cell(atoms.cell.array @ (np.eye(3) + eps).T, scale_atoms=True)
+                e.append(energy(strained))
+            errs.append(abs((e[0] - e[1]) / (2 * h) / vol - stress[v]))
+        if not errs[-1] < max(errs[0] / 20, 1e-9):
+            raise AssertionError(f"stress component {v}: FD errors {errs} do not fall")
 
 
 def orbital_rotation(orbital_basis, z: int, Q) -> np.ndarray:
