@@ -46,6 +46,8 @@ BASIS = {"n_max": 10, "max_nu": 4, "max_degree": (18, 14, 10, 8)}
 #: Embedded-model settings (EmbeddingSettings keywords).
 #: Multilayer settings (MessageSpec keywords; cutoffs default to the basis cutoff).
 MULTILAYER = {"n_message": 6, "n_pass": 6, "embeddings": ("identity", "fs")}
+#: CV grid of the second layer's prior relative to the first (FitSettings.layer_prior_factors), fixed a priori.
+LAYER_PRIOR_FACTORS = (0.1, 1.0, 10.0, 100.0)
 EMBEDDED = {"embeddings": ("fs", "fs"), "density_max_degree": (9, 6, 4, 3), "lam": (1e-3, 1e-1), "maxiter": 300, "init_scale": 1.0}
 
 
@@ -147,7 +149,8 @@ def _row(el, model, rc, res, potential, test, train, train_metrics, fit_seconds,
 
 
 def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
-                cache_dir=None, train_metrics=False, models=("linear",), emb=None, ml=None, degree_shifts=(0, 2, 4)) -> list:
+                cache_dir=None, train_metrics=False, models=("linear",), emb=None, ml=None, degree_shifts=(0, 2, 4),
+                layer_prior_factors=LAYER_PRIOR_FACTORS) -> list:
     from acehamil.models.potential.config import core_repulsion, make_basis
     from acehamil.io.labelled import read_configs
     from acehamil.models.potential.fit import FitSettings, fit_potential
@@ -158,7 +161,8 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     train = read_configs(data_dir / f"{el}_training.xyz")
     species = tuple(sorted({int(z) for c in train for z in c.atoms.numbers}))
     settings = FitSettings(solver=solver, lam=(1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), power=(0.0, 1.0, 2.0),
-                           degree_shifts=tuple(degree_shifts), energy_factors=(0.3, 1.0, 3.0, 10.0, 30.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5)
+                           degree_shifts=tuple(degree_shifts), energy_factors=(0.3, 1.0, 3.0, 10.0, 30.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5,
+                           layer_prior_factors=tuple(layer_prior_factors))
     repulsion = core_repulsion(train, species)
     ml = dict(MULTILAYER if ml is None else ml)
     if "multilayer" in models and "embedded" not in models:
@@ -292,6 +296,8 @@ def main(argv=None) -> int:
     p.add_argument("--init-scale", type=float, default=EMBEDDED["init_scale"], help="embedded: initial density spread")
     p.add_argument("--degree-shifts", type=int, nargs="+", default=[0, 2, 4],
                    help="CV grid of degree cut-backs (every linear fit of the benchmark chose 0)")
+    p.add_argument("--layer-prior-factors", type=float, nargs="+", default=list(LAYER_PRIOR_FACTORS),
+                   help="multilayer: CV grid of the second layer's ridge prior relative to the first's")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -310,12 +316,14 @@ def main(argv=None) -> int:
     for el in args.elements:
         cut = tuple(args.r_cut) if args.r_cut else CUTOFFS[el]
         new = run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
-                          args.train_metrics, tuple(args.models), emb, ml, args.degree_shifts)
+                          args.train_metrics, tuple(args.models), emb, ml, args.degree_shifts,
+                          args.layer_prior_factors)
         rows += new
         if not args.quiet:
             print(table(new), file=sys.stderr, flush=True)
     if args.json:
-        print(json.dumps({"basis": basis_kw, "embedding": emb.to_dict(), "multilayer": ml, "models": args.models, "results": rows}, indent=2,
+        print(json.dumps({"basis": basis_kw, "embedding": emb.to_dict(), "multilayer": ml, "models": args.models,
+                          "layer_prior_factors": args.layer_prior_factors, "results": rows}, indent=2,
                          default=float))
     else:
         print(table(rows))

@@ -227,6 +227,33 @@ def test_fit_recovers_a_multilayer_potential_better_than_linear(rng):
         fit_multilayer(configs, basis, (14,), settings, accumulated=acc)
 
 
+def test_layer_prior_factor_is_chosen_by_cv_and_shrinks_the_second_layer(rng):
+    """``layer_prior_factors`` is a CV axis of the multilayer fit only: a huge factor drives the second
+    layer's weights to zero (the fit becomes the linear one), the CV table carries the factor, and
+    on data from a true multilayer model CV prefers the weak prior."""
+    basis = _basis()
+    truth = _truth(rng, basis)
+    configs = _labelled(truth, rng, 9, "md")
+    layer = truth.layer
+    base = FitSettings(lam=(1e-10,), power=(0.0,), n_folds=3, force_sigma=1e-2)
+    acc = accumulate_multilayer(basis, (14,), configs, base, layer)
+    lin = linear_from_accumulated(acc, basis, (14,), base).potential
+    strong = fit_multilayer(configs, basis, (14,), FitSettings(**{**base.__dict__, "layer_prior_factors": (1e20,)}),
+                            accumulated=acc, layer=layer).potential
+    weak = fit_multilayer(configs, basis, (14,), base, accumulated=acc, layer=layer).potential
+    assert np.abs(strong.weights).max() < 1e-6 * np.abs(weak.weights).max()
+    np.testing.assert_allclose(strong.coef, lin.coef, rtol=1e-4, atol=1e-6 * np.abs(lin.coef).max())
+    res = fit_multilayer(configs, basis, (14,), FitSettings(**{**base.__dict__, "layer_prior_factors": (1.0, 1e20)}),
+                         accumulated=acc, layer=layer)
+    assert {row["layer_prior"] for row in res.cv} == {1.0, 1e20}
+    assert res.chosen["layer_prior"] == 1.0 == res.cv[0]["layer_prior"]
+    assert res.potential.metadata["chosen"]["layer_prior"] == 1.0
+    # the linear fit has no appended columns: no layer_prior axis
+    assert "layer_prior" not in linear_from_accumulated(acc, basis, (14,), base).chosen
+    with pytest.raises(ValueError, match="layer_prior_factors"):
+        FitSettings(layer_prior_factors=(0.0,))
+
+
 def test_joint_rows_from_cached_linear_rows_equal_the_direct_accumulation(rng):
     from acehamil.models.potential.embedded_fit import density_columns, embedding_data
     from acehamil.models.potential.multilayer_fit import accumulate_multilayer_from_linear

@@ -30,6 +30,7 @@ and in ``docs/potentials.md``::
     power = [0.0, 2.0]
     degree_shifts = [0]
     energy_factors = [1.0]
+    layer_prior_factors = [1.0]      # multilayer only: CV multipliers of the second layer's prior
     energy_sigma = 0.001             # eV/atom
     force_sigma = 0.05               # eV/Å
     stress_sigma = 0.001             # eV/Å^3
@@ -220,7 +221,7 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
     repulsion = core_repulsion(train, species, rcfg["fraction"], rcfg["strength"]) if rcfg["enabled"] else None
     fcfg = dict(cfg.get("fit", {}))
     _check_keys(fcfg, _FIT_KEYS, "fit")
-    for k in ("lam", "power", "degree_shifts", "energy_factors"):
+    for k in ("lam", "power", "degree_shifts", "energy_factors", "layer_prior_factors"):
         if k in fcfg:
             fcfg[k] = tuple(fcfg[k]) if np.ndim(fcfg[k]) else (fcfg[k],)
     settings = FitSettings(**fcfg)

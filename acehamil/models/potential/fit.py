@@ -56,6 +56,10 @@ class FitSettings:
         Degree cut-backs tried by CV. [(0,)]
     energy_factors : tuple of float
         Multipliers of the energy-row weights tried by CV (energy/force balance). [(1.0,)]
+    layer_prior_factors : tuple of float
+        Multipliers of the ridge prior on columns appended after the linear layout (the
+        multilayer model's second layer) tried by CV: > 1 regularises the second layer
+        more than the first. Ignored by fits without appended columns. [(1.0,)]
     energy_sigma, force_sigma, stress_sigma : float
         Expected errors (eV/atom, eV/Å, eV/Å^3) giving row weights ``1/sigma^2``. [1e-3, 0.05, 1e-3]
     config_type_weights : tuple of (str, float)
@@ -73,6 +77,7 @@ class FitSettings:
     power: tuple = (0.0, 2.0)
     degree_shifts: tuple = (0,)
     energy_factors: tuple = (1.0,)
+    layer_prior_factors: tuple = (1.0,)
     energy_sigma: float = 1e-3
     force_sigma: float = 0.05
     stress_sigma: float = 1e-3
@@ -85,13 +90,15 @@ class FitSettings:
     def __post_init__(self):
         if self.solver not in ("ridge", "blr"):
             raise ValueError(f"solver must be 'ridge' or 'blr', got {self.solver!r}")
-        for name in ("lam", "power", "degree_shifts", "energy_factors"):
+        for name in ("lam", "power", "degree_shifts", "energy_factors", "layer_prior_factors"):
             vals = tuple(getattr(self, name)) if np.ndim(getattr(self, name)) else (getattr(self, name),)
             if not vals:
                 raise ValueError(f"{name} needs at least one value")
             object.__setattr__(self, name, vals)
         if any(v <= 0 for v in self.energy_factors):
             raise ValueError(f"energy_factors must be > 0, got {self.energy_factors}")
+        if any(not (np.isfinite(v) and v > 0) for v in self.layer_prior_factors):
+            raise ValueError(f"layer_prior_factors must be finite and > 0, got {self.layer_prior_factors}")
         if any(v < 0 for v in self.lam + self.power) or any(int(s) != s or s < 0 for s in self.degree_shifts):
             raise ValueError("lam and power must be >= 0, degree_shifts non-negative integers")
         for name in ("energy_sigma", "force_sigma", "stress_sigma", "cv_energy_scale", "cv_force_scale"):
@@ -263,17 +270,24 @@ def _scaled_system(acc: Accumulated, settings: FitSettings, train: np.ndarray, c
     return scale_columns(ne, d), d
 
 
-def _prior(degs, power, n_e0) -> np.ndarray:
+def _prior(degs, power, n_e0, n_extra: int = 0, extra_factor: float = 1.0) -> np.ndarray:
+    """Prior diagonal ``(1 + degree)^power`` (E0 columns: ``E0_PRIOR``); the last ``n_extra``
+    (appended, e.g. second-layer) columns times ``extra_factor``."""
     P = (1.0 + np.asarray(degs, dtype=float)) ** power
     P[:n_e0] = E0_PRIOR
+    if n_extra:
+        P[len(P) - n_extra :] *= extra_factor
     return P
 
 
-def solve(acc: Accumulated, settings: FitSettings, cols, degs, n_species, power, lam=None, train=None, e_factor=1.0):
-    """Solve on the training mask with given hyperparameters; returns (theta_full, info dict)."""
+def solve(acc: Accumulated, settings: FitSettings, cols, degs, n_species, power, lam=None, train=None, e_factor=1.0,
+          n_extra: int = 0, extra_factor: float = 1.0):
+    """Solve on the training mask with given hyperparameters; returns (theta_full, info dict).
+
+    ``n_extra``, ``extra_factor``: the last ``n_extra`` columns' prior is multiplied by ``extra_factor``."""
     train = np.ones(len(acc.folds), bool) if train is None else train
     nes, d = _scaled_system(acc, settings, train, cols, e_factor)
-    P = _prior(degs, power, n_species)
+    P = _prior(degs, power, n_species, n_extra, extra_factor)
     if settings.solver == "ridge":
         z, res = ridge_normal(nes, lam * data_scale(nes) * P, condition=True)
         info = {"condition_number": res.condition_number, "jitter": res.jitter, "method": res.method}
@@ -301,7 +315,7 @@ def _fold_scores(acc, settings, theta, f) -> tuple[float, float, float]:
 
 
 def cv_fold_solutions(acc: Accumulated, settings: FitSettings, cols, degs, n_species: int, power: float, e_factor: float,
-                      fold: int) -> dict:
+                      fold: int, n_extra: int = 0, extra_factor: float = 1.0) -> dict:
     """Parameter vectors fitted without ``fold``, for every ``lam`` of the grid (the fast CV path).
 
     The normal equations of the other folds are summed once per fold and every ``lam`` is solved
@@ -313,7 +327,7 @@ def cv_fold_solutions(acc: Accumulated, settings: FitSettings, cols, degs, n_spe
     dict {lam: ndarray (n_cols,)}
     """
     nes, d = _scaled_system(acc, settings, acc.folds != fold, cols, e_factor)
-    P = _prior(degs, power, n_species)
+    P = _prior(degs, power, n_species, n_extra, extra_factor)
     if settings.solver == "ridge":
         scale = data_scale(nes)
         path = ridge_path(nes, P, [lam * scale for lam in settings.lam])
@@ -331,18 +345,24 @@ def cv_fold_solutions(acc: Accumulated, settings: FitSettings, cols, degs, n_spe
 def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, progress: bool = False, extra_degs=None) -> list[dict]:
     """k-fold CV over (degree shift, energy factor, power, lam) on the training set; rows sorted best first.
 
+    With appended columns (``extra_degs``, the multilayer model's second layer) the grid also
+    runs over ``settings.layer_prior_factors`` (key ``layer_prior``).
+
     Each row: ``shift, energy_factor, power, lam, score, energy_mae_meV_per_atom, energy_rmse_meV_per_atom,
-    force_rmse_eV_per_A`` (fold means).
+    force_rmse_eV_per_A`` (fold means), and ``layer_prior`` with appended columns.
     """
     nf = int(settings.n_folds)
+    n_extra = 0 if extra_degs is None else len(extra_degs)
+    factors = settings.layer_prior_factors if n_extra else (None,)
     grid = []
     for shift in settings.degree_shifts:
         cols, degs = _columns(basis, species, int(shift), extra_degs)
-        for ef, power in [(ef, pw) for ef in settings.energy_factors for pw in settings.power]:
+        for ef, power, xf in [(ef, pw, xf) for ef in settings.energy_factors for pw in settings.power for xf in factors]:
             lams = settings.lam if settings.solver == "ridge" else (None,)
             scores = {lam: [] for lam in lams}
             for f in range(nf):
-                for lam, theta in cv_fold_solutions(acc, settings, cols, degs, len(species), power, ef, f).items():
+                sols = cv_fold_solutions(acc, settings, cols, degs, len(species), power, ef, f, n_extra, 1.0 if xf is None else xf)
+                for lam, theta in sols.items():
                     scores[lam].append(_fold_scores(acc, settings, theta, f))
             for lam, sc in scores.items():
                 sc = np.array(sc)
@@ -351,9 +371,12 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
                 grid.append({"shift": int(shift), "energy_factor": float(ef), "power": float(power), "lam": lam, "score": float(score),
                              "n_features": int(len(cols)), "energy_mae_meV_per_atom": e_mae * 1e3,
                              "energy_rmse_meV_per_atom": e_rmse * 1e3, "force_rmse_eV_per_A": f_rmse})
+                if xf is not None:
+                    grid[-1]["layer_prior"] = float(xf)
                 if progress:
                     g = grid[-1]
-                    print(f"  cv shift={shift} efac={ef} power={power} lam={lam}: E_mae={g['energy_mae_meV_per_atom']:.2f} meV/atom "
+                    lp = "" if xf is None else f" layer_prior={xf}"
+                    print(f"  cv shift={shift} efac={ef} power={power}{lp} lam={lam}: E_mae={g['energy_mae_meV_per_atom']:.2f} meV/atom "
                           f"F_rmse={f_rmse:.4f} eV/A score={score:.3f}", file=sys.stderr, flush=True)
     return sorted(grid, key=lambda g: g["score"])
 
@@ -372,7 +395,7 @@ def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, ch
     species : sequence of int
     settings : FitSettings
     chosen : dict
-        ``shift``, ``energy_factor``, ``power``, ``lam``.
+        ``shift``, ``energy_factor``, ``power``, ``lam`` (and ``layer_prior`` with appended columns).
 
     Returns
     -------
@@ -380,11 +403,12 @@ def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, ch
         Prediction minus target (repulsion included on both sides).
     """
     cols, degs = _columns(basis, species, int(chosen["shift"]), extra_degs)
+    n_extra = 0 if extra_degs is None else len(extra_degs)
     err = np.zeros(len(acc.folds))
     for f in np.unique(acc.folds):
         held = acc.folds == f
         theta, _ = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], train=~held,
-                         e_factor=chosen["energy_factor"])
+                         e_factor=chosen["energy_factor"], n_extra=n_extra, extra_factor=chosen.get("layer_prior", 1.0))
         err[held] = acc.energy_rows[held] @ theta - acc.energy_targets[held]
     return err
 
@@ -469,6 +493,8 @@ def select_and_solve(acc: Accumulated, basis, species, settings: FitSettings, pr
         cv = cross_validate(acc, basis, species, settings, progress, extra_degs)
         best = cv[0]
         chosen = {"shift": best["shift"], "energy_factor": best["energy_factor"], "power": best["power"], "lam": best["lam"]}
+        if "layer_prior" in best:
+            chosen["layer_prior"] = best["layer_prior"]
         # design data cached before config types were stored carry none: one group
         types = acc.config_types if len(acc.config_types) == n_configs else ["default"] * n_configs
         errors = cv_energy_errors(acc, basis, species, settings, chosen, extra_degs)
@@ -479,8 +505,12 @@ def select_and_solve(acc: Accumulated, basis, species, settings: FitSettings, pr
         chosen = {"shift": int(settings.degree_shifts[0]), "energy_factor": float(settings.energy_factors[0]),
                   "power": float(settings.power[0]),
                   "lam": settings.lam[0] if settings.solver == "ridge" else None}
+        if extra_degs is not None and len(extra_degs):
+            chosen["layer_prior"] = float(settings.layer_prior_factors[0])
     t2 = time.perf_counter()
     cols, degs = _columns(basis, species, chosen["shift"], extra_degs)
-    theta, info = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], e_factor=chosen["energy_factor"])
+    n_extra = 0 if extra_degs is None else len(extra_degs)
+    theta, info = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], e_factor=chosen["energy_factor"],
+                        n_extra=n_extra, extra_factor=chosen.get("layer_prior", 1.0))
     t3 = time.perf_counter()
     return theta, cv, chosen, info, cv_by_type, (t1, t2, t3), cols
