@@ -26,6 +26,21 @@ def test_wigner_homomorphism(l, improper, rng):
     np.testing.assert_allclose(wigner_d_real(l, -Q1), (-1) ** l * D, atol=1e-12)
 
 
+@pytest.mark.parametrize("l", [0, 1, 2, 5, 8])
+def test_wigner_of_a_batch_equals_one_by_one_and_rotates_harmonics(l, rng):
+    """The batched call (prediction: one D per bond) gives each matrix as a single call does, and
+    each satisfies Y(Q r) = D Y(r) (also beyond the l of the other tests: the coupling recursion)."""
+    Q = np.stack([random_rotation(rng, improper=bool(k % 2)) for k in range(6)]).reshape(2, 3, 3, 3)
+    D = wigner_d_real(l, Q)
+    assert D.shape == (2, 3, 2 * l + 1, 2 * l + 1)
+    r = rng.normal(size=(3 * (2 * l + 1), 3))
+    Y = real_sph_harm(r, l)[:, l * l:]
+    for a in range(2):
+        for b in range(3):
+            np.testing.assert_allclose(D[a, b], wigner_d_real(l, Q[a, b]), atol=1e-14)
+            np.testing.assert_allclose(real_sph_harm(r @ Q[a, b].T, l)[:, l * l:], Y @ D[a, b].T, atol=1e-12)
+
+
 @pytest.mark.parametrize("improper", [False, True])
 def test_d1_is_permuted_rotation(improper, rng):
     Q = random_rotation(rng, improper=improper)

@@ -373,16 +373,80 @@ class ACEBasis:
         pm = W if isinstance(W, ProductMap) else self.mapping(W)
         if pm.n_AA != self.tables.n_AA or pm.CW_low.shape[0] != min(pm.n_low, self.tables.n_AA):
             raise ValueError("the ProductMap was built for a different basis")
+        if mirror is not None:  # both at once: every product formed once (ProductMap.with_mirror)
+            pm = pm.with_mirror(mirror)
         out = np.empty((centres.n_centres, pm.n_y))
-        out_m = None if mirror is None else np.empty_like(out)
-        sign = None if mirror is None else np.asarray(mirror, dtype=float).reshape(self.tables.n_A)
         prep = self._prepare(centres)
         for c0, c1, p0, p1, A, *_ in self._batches(prep, max(pm.n_low, pm.n_top), False):
             out[c0:c1] = pm.evaluate(self._products(A, upto=pm.n_low), A)
-            if sign is not None:
-                A *= sign
-                out_m[c0:c1] = pm.evaluate(self._products(A, upto=pm.n_low), A)
-        return out if mirror is None else (out, out_m)
+        if mirror is None:
+            return out
+        h = pm.n_y // 2
+        return out[:, :h], out[:, h:]
+
+    def evaluate_mapped_one_particle(self, vec, centre_species, category, W, mirror: bool = False):
+        """:meth:`evaluate_mapped` of centres with exactly one particle each (weight 1), straight from
+        the particle vectors: two-centre bonds (the bond particle only), without building
+        :class:`Centres` or sorting particles.  The values are those of :meth:`evaluate_mapped` on
+        the equivalent centres.
+
+        Parameters
+        ----------
+        vec : ndarray, shape (n, 3), Å
+            The particle of each centre (non-zero).
+        centre_species : ndarray of int, shape (n,)
+            Selects the per-(centre species, category) cutoff.
+        category : int
+            The particles' category (one of ``spec.categories``).
+        W : array_like, shape (n_out, n_y), or ProductMap
+        mirror : bool
+            Also return the map of the reversed particles ``-vec`` (``Y_lm(-x) = (-1)^l Y_lm(x)``;
+            formed with the same products, :meth:`ProductMap.with_mirror`).
+
+        Returns
+        -------
+        ndarray, shape (n, n_y), float64
+            With ``mirror``: a pair (the centres, the reversed ones).
+        """
+        pm = W if isinstance(W, ProductMap) else self.mapping(W)
+        if pm.n_AA != self.tables.n_AA or pm.CW_low.shape[0] != min(pm.n_low, self.tables.n_AA):
+            raise ValueError("the ProductMap was built for a different basis")
+        spec, t = self.spec, self.tables
+        if category not in spec.categories:
+            raise ValueError(f"unknown particle category {category}; the basis has {list(spec.categories)}")
+        vec = np.ascontiguousarray(vec, dtype=float).reshape(-1, 3)
+        species = np.asarray(centre_species, dtype=np.int64).reshape(-1)
+        if len(species) != len(vec):
+            raise ValueError(f"{len(vec)} particle vectors but {len(species)} centre species")
+        if not np.all(np.isfinite(vec)):
+            raise ValueError("particle_vec contains NaN or inf")
+        r = np.linalg.norm(vec, axis=1)
+        if len(r) and r.min() < MIN_LENGTH:
+            raise ValueError(f"particle {int(np.argmin(r))} has a zero-length vector (|x| = {r.min():.3g} Å)")
+        if mirror:
+            pm = pm.with_mirror((-1.0) ** np.floor(np.sqrt(t.a_lm)))
+        out = np.empty((len(vec), pm.n_y))
+        if len(vec):
+            rc = np.full(len(vec), spec.radial.r_cut)
+            for z, c, cut in spec.radial.cutoffs:
+                if c == category:
+                    rc[species == z] = cut
+            # only this category's one-particle sums are non-zero (the others have no particle)
+            mine = np.nonzero(t.a_cat == category)[0]
+            a_n, a_lm = t.a_n[mine], t.a_lm[mine]
+            R = self.radial.evaluate(r, rc)
+            Y = self.angular.evaluate(vec)
+            nb = max(1, int(_BUDGET // max(pm.n_low, pm.n_top, 1)))
+            A = np.zeros((min(nb, len(vec)), t.n_A))
+            for c0 in range(0, len(vec), nb):
+                c1 = min(len(vec), c0 + nb)
+                a = A[: c1 - c0]
+                a[:, mine] = R[c0:c1, a_n] * Y[c0:c1, a_lm]
+                out[c0:c1] = pm.evaluate(self._products(a, upto=pm.n_low), a)
+        if not mirror:
+            return out
+        h = pm.n_y // 2
+        return out[:, :h], out[:, h:]
 
     def iter_evaluate(self, centres: Centres, gradients: bool = False, max_centres: int | None = None, keys=None):
         """Evaluate batch by batch (bounded memory).

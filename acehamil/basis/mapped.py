@@ -40,6 +40,7 @@ class ProductMap:
 
     def __init__(self, tables, CW: np.ndarray, vanishing=None):
         t = tables
+        self._tables = t
         CW = np.asarray(CW, dtype=float)
         self.n_y = CW.shape[1]
         self.n_AA = t.n_AA
@@ -60,6 +61,40 @@ class ProductMap:
         k = np.nonzero(keep)[0]
         self.pre, self.last = t.prefix[top - 2][k], t.last[top - 2][k]
         self.CW_top = np.ascontiguousarray(CW[o0 + k])
+
+    def with_mirror(self, sign) -> "ProductMap":
+        """The map of the centres and of their mirror images at once: ``n_y`` doubled.
+
+        The mirror image of a centre has one-particle sums ``s_a A_a`` (signs ``s_a = +-1``), so each
+        product ``AA_k`` only changes by the product of its factors' signs: the mirrored outputs are the
+        same products times sign-scaled rows of ``CW`` (exact: only signs), and every product, gather and
+        matrix product is done once for both.
+
+        Parameters
+        ----------
+        sign : array of float, shape (n_A,)
+            ``+1`` or ``-1`` per one-particle sum.
+
+        Returns
+        -------
+        ProductMap
+            ``evaluate`` gives ``(nb, 2 n_y)``: the outputs, then those of the mirror images.
+        """
+        t = self._tables
+        sign = np.asarray(sign, dtype=float).reshape(-1)
+        if sign.shape != (t.n_A,) or not np.all(np.abs(sign) == 1.0):
+            raise ValueError(f"mirror signs must be +-1 with shape ({t.n_A},)")
+        aa = np.ones(t.n_AA)
+        for nu in range(1, t.spec.max_nu + 1):
+            o0, o1 = t.level_offsets[nu], t.level_offsets[nu + 1]
+            aa[o0:o1] = np.prod(sign[t.level_tuples(nu)], axis=1)
+        out = object.__new__(ProductMap)
+        out.__dict__.update(self.__dict__)
+        out.n_y = 2 * self.n_y
+        out.CW_low = np.ascontiguousarray(np.hstack([self.CW_low, aa[:self.n_low, None] * self.CW_low]))
+        sigma = aa[self.pre] * sign[self.last]
+        out.CW_top = np.ascontiguousarray(np.hstack([self.CW_top, sigma[:, None] * self.CW_top]))
+        return out
 
     @property
     def n_top(self) -> int:

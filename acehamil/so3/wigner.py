@@ -5,8 +5,10 @@
 see :mod:`acehamil.conventions`).  This holds for proper and improper
 orthogonal ``Q``; for an improper ``Q = -P``, ``D^l(Q) = (-1)^l D^l(P)``.
 
-The matrix is obtained by solving ``Y(Q R) = D Y(R)`` on a fixed, well-spread
-set of unit vectors ``R`` (an exact linear problem, conditioned to ~1e-15).
+``D^1(Q)`` is ``Q`` in the harmonics' order (y, z, x); higher ``l`` follow by coupling,
+``D^l = C^T (D^(l-1) (x) D^1) C`` with the orthonormal real Clebsch-Gordan matrix
+``C = cg_real(l-1, 1, l)`` (a few small products per matrix, vectorised over any
+batch of rotations: prediction needs one per bond).
 """
 
 from __future__ import annotations
@@ -15,13 +17,6 @@ from functools import lru_cache
 
 import numpy as np
 import sphericart
-
-
-def _fibonacci_sphere(n: int) -> np.ndarray:
-    i = np.arange(n) + 0.5
-    phi = np.arccos(1.0 - 2.0 * i / n)
-    theta = np.pi * (1.0 + 5.0**0.5) * i
-    return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
 def real_sph_harm(points: np.ndarray, lmax: int) -> np.ndarray:
@@ -41,16 +36,6 @@ def real_sph_harm(points: np.ndarray, lmax: int) -> np.ndarray:
     p = np.asarray(points, dtype=float)
     p = p / np.linalg.norm(p, axis=-1, keepdims=True)
     return sphericart.SphericalHarmonics(lmax).compute(np.ascontiguousarray(p))
-
-
-@lru_cache(maxsize=None)
-def _sample(l: int) -> tuple[np.ndarray, np.ndarray]:
-    pts = _fibonacci_sphere(4 * (2 * l + 1))
-    y = real_sph_harm(pts, l)[:, l * l : (l + 1) ** 2]
-    pinv = np.linalg.pinv(y.T)  # (npts, 2l+1): D = Y(QR)^T-stack @ pinv
-    pinv.setflags(write=False)
-    pts.setflags(write=False)
-    return pts, pinv
 
 
 def _check_orthogonal(Q: np.ndarray) -> np.ndarray:
@@ -93,12 +78,27 @@ def wigner_d_real(l: int, Q: np.ndarray) -> np.ndarray:
     Q = _check_orthogonal(Q)
     if l == 0:
         return np.ones(Q.shape[:-2] + (1, 1))
-    pts, pinv = _sample(l)
-    rotated = np.einsum("...ij,nj->...ni", Q, pts)
-    flat = rotated.reshape(-1, 3)
-    y = real_sph_harm(flat, l)[:, l * l :].reshape(rotated.shape[:-1] + (2 * l + 1,))
-    # y[..., n, :] = D @ Y(pts[n])  =>  D = y^T @ pinv
-    return np.einsum("...nm,nk->...mk", y, pinv)
+    perm = cartesian_to_sh_permutation()
+    D1 = Q[..., perm[:, None], perm[None, :]]
+    D = D1
+    for k in range(2, l + 1):
+        # (D^(k-1) (x) D^1) C = C D^k for proper rotations; an improper Q = -P gives
+        # (-1)^(k-1) (-1) = (-1)^k on both sides, so the same formula holds
+        n1 = 2 * k - 1
+        kron = (D[..., :, None, :, None] * D1[..., None, :, None, :]).reshape(Q.shape[:-2] + (3 * n1, 3 * n1))
+        C = _coupling(k)
+        D = np.matmul(np.matmul(C.T, kron), C)
+    return np.ascontiguousarray(D)
+
+
+@lru_cache(maxsize=None)
+def _coupling(l: int) -> np.ndarray:
+    """``cg_real(l-1, 1, l)`` as a ``(3 (2l-1), 2l+1)`` matrix (orthonormal columns)."""
+    from .clebsch_gordan import cg_real
+
+    C = np.ascontiguousarray(cg_real(l - 1, 1, l).reshape(3 * (2 * l - 1), 2 * l + 1))
+    C.setflags(write=False)
+    return C
 
 
 def cartesian_to_sh_permutation() -> np.ndarray:

@@ -256,12 +256,13 @@ class OffsiteFamily:
         long = pairs.dist[sel] >= self.config.env_bond_cut if two is not None else np.zeros(n, dtype=bool)
         lead = ((rev < 0) | (np.arange(n) < rev))
         near, far = np.nonzero(lead & ~long)[0], np.nonzero(lead & long)[0]
+        numbers = np.asarray(atoms.numbers, dtype=np.int64)
         for b0 in range(0, len(near), chunk):
             c = near[b0:b0 + chunk]
             has = rev[c] >= 0
             idx = np.concatenate([c, rev[c[has]]])
-            if groups is None:  # no bond frame: the partners on their own
-                yield idx, self.evaluate_mapped(self.environments(atoms, pairs, sel[idx], prepared), mapping)
+            if groups is None:  # two-centre (no environment): from the bond vectors, the reversed bond mirrored
+                yield idx, self._two_centre(self.basis, full, pairs, sel[c], numbers, has)
                 continue
             rotated, Q = self.environments(atoms, pairs, sel[c], prepared).in_bond_frame()
             ya, yb = self.basis.evaluate_mapped(rotated.to_centres(), full, mirror=self._mirror_signs)
@@ -269,9 +270,17 @@ class OffsiteFamily:
                                        self._rotate_back(yb[has], Q[has] * np.array([1.0, -1.0, -1.0])[:, None], groups)])
         for b0 in range(0, len(far), chunk):
             c = far[b0:b0 + chunk]
-            idx = np.concatenate([c, rev[c[rev[c] >= 0]]])
-            env = self.environments(atoms, pairs, sel[idx], prepared)
-            yield idx, self.bond_only_basis.evaluate_mapped(env.to_centres(), two)
+            has = rev[c] >= 0
+            idx = np.concatenate([c, rev[c[has]]])
+            yield idx, self._two_centre(self.bond_only_basis, two, pairs, sel[c], numbers, has)
+
+    @staticmethod
+    def _two_centre(basis, pm, pairs, bonds, numbers, has) -> np.ndarray:
+        """Mapped two-centre features of the bonds ``bonds`` (positions in ``pairs``), then of the reversed
+        bonds of those with ``has``: the bond particle alone, ``Y_lm(-r) = (-1)^l Y_lm(r)``
+        (:meth:`acehamil.basis.ACEBasis.evaluate_mapped_one_particle`); shape (len(bonds) + has.sum(), n_y)."""
+        ya, yb = basis.evaluate_mapped_one_particle(pairs.vec[bonds], numbers[pairs.i[bonds]], BOND, pm, mirror=True)
+        return np.concatenate([ya, yb[has]])
 
     @cached_property
     def _mirror_signs(self) -> np.ndarray:
@@ -282,7 +291,7 @@ class OffsiteFamily:
         t = self.basis.tables
         flip = np.diag([1.0, -1.0, -1.0])
         signs = np.concatenate([np.diag(wigner_d_real(l, flip)) for l in range(t.l_max + 1)])
-        return np.where(t.a_cat == BOND, 1.0, signs[t.a_lm])
+        return np.where(t.a_cat == BOND, 1.0, np.rint(signs[t.a_lm]))  # exactly +-1 (the D's diagonal, rounded)
 
     @staticmethod
     def _rotate_back(y: np.ndarray, Q: np.ndarray, groups: dict) -> np.ndarray:

@@ -1,0 +1,87 @@
+"""Mapped features ``flat(B) @ W`` (the prediction kernel) against the features themselves: the product
+map, its mirrored form (the reversed bond from the same products) and the one-particle path of
+two-centre bonds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acehamil.basis import BOND, ACEBasis, BasisSpec, Centres, RadialSpec
+from acehamil.so3 import wigner_d_real
+
+ENV_SPEC = BasisSpec(
+    categories=(BOND, 6, 14),
+    radial=RadialSpec(n_max=3, r_cut=4.0, cutoffs=((14, 6, 3.5),)),
+    max_nu=3,
+    max_degree=(4, 4, 3),
+    L_max=3,
+    singleton_categories=(BOND,),
+)
+PAIR_SPEC = BasisSpec(
+    categories=(BOND,),
+    radial=RadialSpec(n_max=5, r_cut=5.0, cutoffs=((6, BOND, 4.0),)),
+    max_nu=1,
+    max_degree=(7,),
+    L_max=4,
+    singleton_categories=(BOND,),
+)
+
+
+def _flat(basis, centres):
+    vals = basis.evaluate(centres)
+    return np.concatenate([vals[k].reshape(len(vals[k]), -1) for k in basis.feature_keys], axis=1)
+
+
+def _centres(rng, n=7):
+    counts = rng.integers(0, 6, size=n)
+    pc = np.concatenate([[c] + [c] * k for c, k in enumerate(counts)])  # each centre: its bond, then k atoms
+    cat = np.concatenate([[BOND] + list(rng.choice([6, 14], size=k)) for k in counts])
+    vec = rng.normal(size=(len(pc), 3))
+    vec *= (rng.uniform(0.8, 3.2, size=len(pc)) / np.linalg.norm(vec, axis=1))[:, None]
+    return Centres(rng.choice([6, 14], size=n), pc, vec, cat, particle_weight=rng.uniform(0.2, 1.0, size=len(pc)))
+
+
+def test_mapped_features_and_their_mirror_images(rng):
+    basis = ACEBasis(ENV_SPEC)
+    centres = _centres(rng)
+    W = rng.normal(size=(basis.tables.n_out, 5))
+    expect = _flat(basis, centres) @ W
+    flip = np.diag([1.0, -1.0, -1.0])  # rotation by pi about x: every real harmonic only changes sign
+    t = basis.tables
+    signs = np.rint(np.concatenate([np.diag(wigner_d_real(l, flip)) for l in range(t.l_max + 1)]))[t.a_lm]
+    got, mirrored = basis.evaluate_mapped(centres, W, mirror=signs)
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-12 * np.abs(expect).max())
+    flipped = Centres(centres.centre_species, centres.particle_centre, centres.particle_vec @ flip.T,
+                      centres.particle_category, particle_weight=centres.particle_weight)
+    other = _flat(basis, flipped) @ W
+    np.testing.assert_allclose(mirrored, other, rtol=0, atol=1e-12 * np.abs(other).max())
+    assert np.abs(mirrored - got).max() > 1e-3 * np.abs(got).max()  # the mirror is a different environment
+
+
+def test_mirror_signs_must_be_signs(rng):
+    basis = ACEBasis(ENV_SPEC)
+    pm = basis.mapping(rng.normal(size=(basis.tables.n_out, 2)))
+    with pytest.raises(ValueError, match="mirror signs"):
+        pm.with_mirror(np.full(basis.tables.n_A, 0.5))
+
+
+@pytest.mark.parametrize("basis_spec", [PAIR_SPEC, ENV_SPEC], ids=["two-centre", "with-environment"])
+def test_one_particle_path_equals_the_centres_path(rng, basis_spec):
+    basis = ACEBasis(basis_spec)
+    n = 9
+    vec = rng.normal(size=(n, 3)) * 1.5
+    species = rng.choice([6, 14], size=n)
+    W = rng.normal(size=(basis.tables.n_out, 4))
+    pm = basis.mapping(W)
+    one = Centres(species, np.arange(n), vec, np.full(n, BOND))
+    rev = Centres(species, np.arange(n), -vec, np.full(n, BOND))
+    got, got_rev = basis.evaluate_mapped_one_particle(vec, species, BOND, pm, mirror=True)
+    np.testing.assert_allclose(basis.evaluate_mapped_one_particle(vec, species, BOND, pm), got, rtol=0, atol=1e-13 * np.abs(got).max())
+    for g, c in ((got, one), (got_rev, rev)):
+        expect = _flat(basis, c) @ W
+        np.testing.assert_allclose(g, expect, rtol=0, atol=1e-12 * np.abs(expect).max())
+    with pytest.raises(ValueError, match="zero-length"):
+        basis.evaluate_mapped_one_particle(np.zeros((1, 3)), [6], BOND, pm)
+    with pytest.raises(ValueError, match="category"):
+        basis.evaluate_mapped_one_particle(vec, species, 99, pm)
