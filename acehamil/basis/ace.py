@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .angular import AngularBasis
-from .atomic import atomic_base, fold_categories, pad, padding
+from .atomic import atomic_base, atomic_base_by_category, fold_categories, pad, padding
 from .linear import LinearContraction, pull_back
 from .mapped import ProductMap
 from .product import ProductTables
@@ -150,7 +150,9 @@ class ACEBasis:
         self.angular = AngularBasis(self.tables.l_max)
         self._selections = {}
         t = self.tables
-        self._a_k = np.searchsorted(np.array(spec.categories), t.a_cat) * spec.radial.n_max + t.a_n
+        a_ci = np.searchsorted(np.array(spec.categories), t.a_cat)
+        self._a_k = a_ci * spec.radial.n_max + t.a_n
+        self._a_groups = tuple((ci, c, t.a_n[c], t.a_lm[c]) for ci in np.unique(a_ci) for c in [np.nonzero(a_ci == ci)[0]])
 
     def __reduce__(self):
         # rebuilt from the spec (the sphericart calculator holds C pointers)
@@ -195,22 +197,24 @@ class ACEBasis:
             raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
         spec = self.spec
         cats = np.array(spec.categories)
-        bad = ~np.isin(centres.particle_category, cats)
+        cat_index = np.searchsorted(cats, centres.particle_category)
+        bad = cats[np.minimum(cat_index, len(cats) - 1)] != centres.particle_category
         if bad.any():
             raise ValueError(
                 f"unknown particle categories {sorted(set(centres.particle_category[bad].tolist()))}; the basis has {list(spec.categories)}"
             )
-        order = np.argsort(centres.particle_centre, kind="stable")
+        # by centre, then category: each category's particles of a centre are contiguous (atomic_base_by_category)
+        order = np.argsort(centres.particle_centre * len(cats) + cat_index, kind="stable")
         pc = centres.particle_centre[order]
         vec = centres.particle_vec[order]
         cat = centres.particle_category[order]
+        cat_index = cat_index[order]
         w = np.ones(len(order)) if centres.particle_weight is None else centres.particle_weight[order]
         species = centres.centre_species[pc]
         rc = np.full(len(order), spec.radial.r_cut)
         for s, c, r in spec.radial.cutoffs:
             rc[(species == s) & (cat == c)] = r
         r = np.linalg.norm(vec, axis=1)
-        cat_index = np.searchsorted(cats, cat)
         return order, pc, vec, cat_index, w, rc, r, centres.n_centres
 
     def _batches(self, prep, per_centre, gradients, max_centres=None, xyz_first=False):
@@ -239,6 +243,10 @@ class ACEBasis:
                 Rc, Y = Rc_all[q0:q1], Y_all[q0:q1]
                 d = tuple(x[q0:q1] for x in d_all) if gradients else None
                 local = pc[p0:p1] - c0
+                if not gradients:  # Rc: weighted, not folded (the gradients' tables need the folded ones)
+                    A = atomic_base_by_category(Rc, Y, cat_index[p0:p1], local, c1 - c0, self._a_groups, self.tables.n_A)
+                    yield c0, c1, p0, p1, A, None, Y, None, local, None, None
+                    continue
                 slot, p_max = padding(local, c1 - c0)
                 A = atomic_base(Rc, Y, local, slot, c1 - c0, p_max, self._a_k, self.tables.a_lm)
                 yield c0, c1, p0, p1, A, Rc, Y, d, local, slot, p_max
@@ -268,9 +276,10 @@ class ACEBasis:
     def _particles(self, vec, cat_index, w, rc, r, gradients, xyz_first=False):
         """Category-folded radial values and harmonics (and derivatives) of a batch."""
         ncat = len(self.spec.categories)
-        if not gradients:
+        if not gradients:  # weighted radial values, categories kept apart (atomic_base_by_category)
             R = self.radial.evaluate(r, rc)
-            return fold_categories(R, cat_index, ncat, w), self.angular.evaluate(vec), None
+            R *= w[:, None]
+            return R, self.angular.evaluate(vec), None
         R, dR = self.radial.evaluate(r, rc, gradients=True)
         Y, dY = self.angular.evaluate(vec, gradients=True, xyz_first=xyz_first)
         d = (fold_categories(dR, cat_index, ncat, w), dY, vec / r[:, None])

@@ -105,3 +105,63 @@ def atomic_base(Rc, Y, local, slot, n_centres, p_max, a_k, a_lm) -> np.ndarray:
     for c in range(n_centres):
         np.matmul(Rc[starts[c]:starts[c + 1]].T, Y[starts[c]:starts[c + 1]], out=full[c])
     return full.reshape(n_centres, -1)[:, a_k * Y.shape[1] + a_lm]
+
+
+def atomic_base_by_category(R, Y, cat_index, local, n_centres, groups, n_A) -> np.ndarray:
+    """:func:`atomic_base` without folding the categories into the radial index: each category's
+    particles of each centre are summed on their own (a bond's single bond particle by a plain
+    product, the environment atoms by one small matrix product per centre on contiguous rows), so no
+    zero radial values are stored or multiplied.  Same values as :func:`atomic_base` of the folded
+    radial values (up to the order of the sums).
+
+    Parameters
+    ----------
+    R : ndarray, shape (P, n_max)
+        Weighted radial values ``w_p R_n(r_p)``.
+    Y : ndarray, shape (P, n_lm)
+    cat_index : ndarray of int, shape (P,)
+        Position of each particle's category in ``spec.categories``.
+    local : ndarray of int, shape (P,)
+        Centre of each particle; the particles sorted by ``(local, cat_index)``.
+    n_centres : int
+    groups : sequence of (category index, columns (n_c,), a_n (n_c,), a_lm (n_c,))
+        The one-particle sums of each category: their columns in ``A``, radial and flat ``lm`` index.
+    n_A : int
+
+    Returns
+    -------
+    A : ndarray, shape (n_centres, n_A)
+
+    Examples
+    --------
+    >>> R, Y = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 0.5], [2.0, 1.0]])
+    >>> groups = [(0, np.array([0, 1]), np.array([0, 1]), np.array([0, 1])), (1, np.array([2]), np.array([1]), np.array([0]))]
+    >>> atomic_base_by_category(R, Y, np.array([0, 1]), np.array([0, 0]), 1, groups, 3).tolist()
+    [[1.0, 1.0, 8.0]]
+    """
+    A = np.zeros((n_centres, n_A))
+    if len(R) == 0:
+        return A
+    ncat = 1 + max(int(cat_index.max()), max(g[0] for g in groups))
+    keys = local * ncat + cat_index
+    if np.any(keys[1:] < keys[:-1]):
+        raise ValueError("particles must be sorted by centre and category")
+    base = np.arange(n_centres) * ncat
+    for ci, cols, a_n, a_lm in groups:
+        start = np.searchsorted(keys, base + ci)
+        count = np.searchsorted(keys, base + ci + 1) - start
+        top = int(count.max(initial=0))
+        if top == 0:
+            continue
+        if top == 1:  # at most one particle of this category per centre (e.g. the bond): no sum
+            c = np.nonzero(count)[0]
+            rows = start[c]
+            A[c[:, None], cols[None, :]] = R[rows][:, a_n] * Y[rows][:, a_lm]
+            continue
+        full = np.zeros((n_centres, R.shape[1], Y.shape[1]))
+        RT, mm = R.T, np.matmul
+        for c, s0, s1 in zip(range(n_centres), start.tolist(), (start + count).tolist()):  # plain ints: less overhead per centre
+            if s1 > s0:
+                mm(RT[:, s0:s1], Y[s0:s1], out=full[c])
+        A[:, cols] = full.reshape(n_centres, -1)[:, a_n * Y.shape[1] + a_lm]
+    return A
