@@ -155,7 +155,9 @@ class Environments:
         ex = helper - np.einsum("ni,ni->n", helper, ez)[:, None] * ez
         ex /= np.linalg.norm(ex, axis=1)[:, None]
         Q = np.stack([ex, np.cross(ez, ex), ez], axis=1)  # rows: Q ez = z, det +1
-        pv = np.einsum("pij,pj->pi", Q[self.particle_centre], self.particle_vec)
+        # particles are grouped by centre: each Q repeated over its particles (a block copy, not a gather)
+        per = np.bincount(self.particle_centre, minlength=len(d))
+        pv = np.einsum("pij,pj->pi", np.repeat(Q, per, axis=0), self.particle_vec)
         bond = self.particle_category == BOND
         pv[bond] = 0.0
         pv[bond, 2] = d[self.particle_centre[bond]]
@@ -354,25 +356,38 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
         grp = with_env[np.argsort(bonds.i[with_env], kind="stable")]
         gi = bonds.i[grp]
         cuts = np.concatenate([[0], np.nonzero(np.diff(gi))[0] + 1, [len(grp)]])
-        for g0, g1 in zip(cuts[:-1], cuts[1:]):
+        half, semi, d2, hvec = 0.5 * blen, axial_semi_axis(blen, r_env), nl.dist**2, 0.5 * bvec
+        bj, bshift, nj, nshift = np.asarray(bonds.j), np.asarray(bonds.shift), nl.j, nl.shift
+        for g0, g1 in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
             b, atom = grp[g0:g1], int(gi[g0])
             s0, s1 = int(starts[atom]), int(starts[atom + 1])
             x = nl.vec[s0:s1]
             # ellipsoid test from x = r_ik alone: axial z = x.u - |r|/2 (from the midpoint),
-            # transverse rho^2 = |x|^2 - (x.u)^2
+            # transverse rho^2 = |x|^2 - (x.u)^2 (in place: two (bonds x neighbours) arrays)
             xu = u_all[b] @ x.T
-            s2 = ((xu - 0.5 * blen[b][:, None]) / axial_semi_axis(blen[b], r_env)[:, None]) ** 2
-            s2 += np.maximum(nl.dist[s0:s1] ** 2 - xu * xu, 0.0) / r_env**2
-            bl, k = np.nonzero(s2 < 1.0)
-            bb, q = b[bl], s0 + k
+            s2 = xu - half[b][:, None]
+            s2 /= semi[b][:, None]
+            np.square(s2, out=s2)
+            np.multiply(xu, xu, out=xu)
+            np.subtract(d2[s0:s1], xu, out=xu)
+            np.maximum(xu, 0.0, out=xu)
+            xu /= r_env**2
+            s2 += xu
+            inside = s2 < 1.0
+            bl, k = np.nonzero(inside)
+            hits = np.count_nonzero(inside, axis=1)  # bl is non-decreasing: per-bond values by np.repeat
+            bb, q = np.repeat(b, hits), s0 + k
             w = (1.0 - s2[bl, k]) ** 2
             if env_bond_cut > 0:
-                w = w * taper[bb]
-            p = x[k] - 0.5 * bvec[bb]
-            is_j = (nl.j[q] == bonds.j[bb]) & np.all(nl.shift[q] == bonds.shift[bb], axis=1)
+                w = w * np.repeat(taper[b], hits)
+            p = x[k] - np.repeat(hvec[b], hits, axis=0)
+            # atom j(T) itself is no environment particle: same j first (rare), then the shift
+            is_j = nj[q] == bj[bb]
+            maybe = np.nonzero(is_j)[0]
+            is_j[maybe] = np.all(nshift[q[maybe]] == bshift[bb[maybe]], axis=1)
             # an atom exactly at the midpoint (the middle image of a bond i -> i(2T)) has no direction: left out
             keep = (w > 0) & ~is_j & (np.einsum("ni,ni->n", p, p) > MIN_MIDPOINT_DISTANCE**2)
-            ec.append(bb[keep]), ev.append(p[keep]), ecat.append(numbers[nl.j[q[keep]]]), ew.append(w[keep])
+            ec.append(bb[keep]), ev.append(p[keep]), ecat.append(numbers[nj[q[keep]]]), ew.append(w[keep])
     # particle 0 of each centre is the bond itself, then its environment particles
     env_c = np.concatenate(ec) if ec else np.zeros(0, np.int64)
     if len(env_c) and np.any(np.diff(env_c) < 0):  # bonds not grouped by atom: put the particles in bond order
@@ -381,17 +396,16 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
     counts = 1 + np.bincount(env_c, minlength=nb)
     first = (np.cumsum(counts) - counts).astype(np.int64)
     total = nb + len(env_c)
-    is_env = np.ones(total, dtype=bool)
-    is_env[first] = False
     pc = np.repeat(np.arange(nb), counts)
     pv = np.empty((total, 3))
     pv[first] = bvec
     pcat = np.full(total, BOND, dtype=np.int64)
     pw = np.ones(total)
     if len(env_c):
-        pv[is_env] = np.concatenate(ev)
-        pcat[is_env] = np.concatenate(ecat)
-        pw[is_env] = np.concatenate(ew)
+        at = env_c + np.arange(1, len(env_c) + 1)  # environment particle e of bond c sits after c + 1 bond particles
+        pv[at] = np.concatenate(ev)
+        pcat[at] = np.concatenate(ecat)
+        pw[at] = np.concatenate(ew)
     return Environments(
         numbers[bonds.i], np.asarray(bonds.i, np.int64), np.asarray(bonds.j, np.int64), np.asarray(bonds.shift, np.int64),
         bvec, pc, pv, pcat, pw,
