@@ -1,4 +1,4 @@
-"""Energy and force standard deviations of a linear ACE potential from its BLR posterior.
+"""Energy and force standard deviations of a linear or multilayer ACE potential from its BLR posterior.
 
 A fit with ``FitSettings(solver="blr")`` yields a Gaussian posterior of the fitted columns
 of the parameter vector, ``theta ~ N(mean, Sigma)``, and a noise precision ``beta`` of the
@@ -12,7 +12,10 @@ energy_sigma^2 / (beta * energy_factor)`` (per atom).  All spreads are multiplie
 calibration factor found by cross-validation on the training folds (:func:`calibrate`):
 refit without a fold, compare the fold's summed squared force residuals with its summed
 predicted variances (both from the accumulated normal equations, no extra feature
-evaluation).  Test data are never used.
+evaluation).  Test data are never used.  The multilayer potential
+(:mod:`.multilayer`) is linear in its parameters too: the same formulas with its joint
+design rows (:func:`~.multilayer_fit.multilayer_rows`) and its columns (the linear layout,
+then the second layer's).
 """
 
 from __future__ import annotations
@@ -47,15 +50,27 @@ class PotentialPosterior:
     scale: float = 1.0
 
 
-def posterior_from_fit(result, settings) -> PotentialPosterior:
-    """The posterior of a BLR potential fit (:func:`~.fit.fit_potential` with ``solver="blr"``)."""
+def _fit_columns(result):
+    """Fitted columns, their prior degrees and the number of appended (second-layer) columns."""
     from .fit import _columns
+    from .multilayer import MultilayerACEPotential
 
+    pot = result.potential
+    extra = None
+    if isinstance(pot, MultilayerACEPotential):
+        extra = np.tile(pot.layer.feature_degrees(), len(pot.species))
+    cols, degs = _columns(pot.basis, pot.species, result.chosen["shift"], extra)
+    return cols, degs, 0 if extra is None else len(extra)
+
+
+def posterior_from_fit(result, settings) -> PotentialPosterior:
+    """The posterior of a BLR potential fit (:func:`~.fit.fit_potential` or
+    :func:`~.multilayer_fit.fit_multilayer` with ``solver="blr"``)."""
     info = result.info
     post = info.get("posterior")
     if post is None:
         raise ValueError("the fit has no posterior: use FitSettings(solver='blr')")
-    cols, _ = _columns(result.potential.basis, result.potential.species, result.chosen["shift"])
+    cols, _, _ = _fit_columns(result)
     return _posterior(post, info["column_scale"], cols, settings, result.chosen.get("energy_factor", 1.0))
 
 
@@ -75,12 +90,12 @@ def calibrate(result, settings, accumulated) -> PotentialPosterior:
     of fold ``f`` and ``V_f`` their summed predicted variances (coefficient part
     ``tr(Sigma A_f^T W A_f)`` plus noise), both from the accumulated normal equations.
     """
-    from .fit import _columns, solve
+    from .fit import solve
 
     acc = accumulated
     base = posterior_from_fit(result, settings)
     ch = result.chosen
-    cols, degs = _columns(result.potential.basis, result.potential.species, ch["shift"])
+    cols, degs, n_extra = _fit_columns(result)
     folds = np.unique(acc.folds)
     if len(folds) < 2:
         return base
@@ -88,7 +103,8 @@ def calibrate(result, settings, accumulated) -> PotentialPosterior:
     for f in folds:
         train = acc.folds != f
         theta, info = solve(acc, settings, cols, degs, len(result.potential.species), ch["power"], ch.get("lam"),
-                            train=train, e_factor=ch.get("energy_factor", 1.0))
+                            train=train, e_factor=ch.get("energy_factor", 1.0), n_extra=n_extra,
+                            extra_factor=ch.get("layer_prior", 1.0))
         p = _posterior(info["posterior"], info["column_scale"], cols, settings, ch.get("energy_factor", 1.0))
         ne = acc.forces[f]
         if ne.count == 0:
@@ -111,10 +127,17 @@ def predict_sigma(potential, posterior: PotentialPosterior, atoms) -> dict:
         ``energy_sigma`` (eV, total energy), ``forces_sigma`` (natoms, 3) eV/Å.
     """
     from .model import ACEPotential, design_rows
+    from .multilayer import MultilayerACEPotential
+    from .multilayer_fit import multilayer_rows
 
-    if not isinstance(potential, ACEPotential):
-        raise TypeError(f"error bars need a linear ACEPotential (BLR posterior), got {type(potential).__name__}")
-    rows = design_rows(potential.basis, potential.species, atoms, gradients=True)
+    if isinstance(potential, ACEPotential):
+        rows = design_rows(potential.basis, potential.species, atoms, gradients=True)
+    elif isinstance(potential, MultilayerACEPotential):
+        rows = multilayer_rows(potential.basis, potential.species, potential.layer, atoms, gradients=True)
+    else:
+        raise TypeError(f"error bars need a linear or multilayer ACE potential (BLR posterior), got {type(potential).__name__}")
+    if posterior.cols.size and posterior.cols.max() >= rows.energy.shape[0]:
+        raise ValueError("the posterior's columns do not fit this potential (a posterior of another model?)")
     F = posterior.factor
     c = posterior.cols
     s2 = posterior.scale**2
