@@ -12,12 +12,15 @@ embedded`` adds random densities on the benchmark's density features
 (benchmarks/mlearn.py ``EMBEDDED``), ``--model multilayer`` a second layer with
 benchmarks/mlearn.py's ``MULTILAYER`` settings (cutoffs = ``--r-cut``) and random
 weights.  One thread: run with ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``.
+``--alternate linear multilayer`` times random models call by call in turn in one
+process and prints CPU µs/atom and ratios (the same load for each).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,6 +62,38 @@ def benchmark_model(args):
     return EmbeddedACEPotential(basis, (14,), [-5.0], coef, dens, EMBEDDED["embeddings"], rep)
 
 
+def alternate(args) -> int:
+    """CPU µs/atom of several random models, timed call by call in turn (same load for each)."""
+    from ase.build import bulk
+
+    pots = {m: benchmark_model(argparse.Namespace(**{**vars(args), "model": m, "potential": None})) for m in args.alternate}
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((5, 5, 5))
+    atoms.positions += np.random.default_rng(1).normal(scale=0.05, size=atoms.positions.shape)
+    for pot in pots.values():
+        pot.compute(atoms)  # warm-up
+    cpu = {m: [] for m in pots}
+    load0 = os.getloadavg()[0]
+    for _ in range(max(1, args.repeat)):
+        for m, pot in pots.items():
+            c0 = time.process_time()
+            pot.compute(atoms, forces=True, stress=True)
+            cpu[m].append(time.process_time() - c0)
+    load = (load0, os.getloadavg()[0])
+    first = args.alternate[0]
+    out = {"natoms": len(atoms), "load_1min": load,
+           "cpu_us_per_atom": {m: min(v) / len(atoms) * 1e6 for m, v in cpu.items()},
+           "cpu_us_per_atom_median": {m: float(np.median(v)) / len(atoms) * 1e6 for m, v in cpu.items()},
+           "ratio_to_" + first: {m: min(v) / min(cpu[first]) for m, v in cpu.items()}}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for m in pots:
+            print(f"{m:<11} {out['cpu_us_per_atom'][m]:7.1f} us/atom CPU (best of {len(cpu[m])}; median "
+                  f"{out['cpu_us_per_atom_median'][m]:.1f}), {out['ratio_to_' + first][m]:.2f} x {first}")
+        print(f"load (1 min) {load[0]:.1f} -> {load[1]:.1f}")
+    return 0
+
+
 def main(argv=None) -> int:
     from ase.build import bulk
 
@@ -68,8 +103,12 @@ def main(argv=None) -> int:
     p.add_argument("--r-cut", type=float, default=5.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--mlearn-json", type=Path, help="report of benchmarks/mlearn.py --json (fit times)")
+    p.add_argument("--alternate", nargs="+", choices=("linear", "embedded", "multilayer"),
+                   help="time these random models alternately in one process (robust ratios on a loaded machine)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.alternate:
+        return alternate(args)
 
     pot = benchmark_model(args)
     atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((5, 5, 5))
