@@ -85,3 +85,34 @@ def test_one_particle_path_equals_the_centres_path(rng, basis_spec):
         basis.evaluate_mapped_one_particle(np.zeros((1, 3)), [6], BOND, pm)
     with pytest.raises(ValueError, match="category"):
         basis.evaluate_mapped_one_particle(vec, species, 99, pm)
+
+
+def _equivariant_map(basis, rng):
+    """``W`` of the form a model's output map has: each key's features, each ``M``, to the same ``M`` of
+    one ``(2L+1)``-column group per key (columns mix no ``M``)."""
+    t = basis.tables
+    keys = basis.feature_keys
+    starts = np.cumsum([0] + [2 * L + 1 for L, _ in keys])
+    W = np.zeros((t.n_out, int(starts[-1])))
+    for g, key in enumerate(keys):
+        m = 2 * key[0] + 1
+        for f in range(basis.n_features[key]):
+            W[t.out_slices[key].start + f * m + np.arange(m), starts[g] + np.arange(m)] = rng.normal()
+    return W
+
+
+def test_two_centre_map_is_factorised_and_equal(rng):
+    from acehamil.basis.mapped import OneParticleMap
+
+    basis = ACEBasis(PAIR_SPEC)
+    W = _equivariant_map(basis, rng)
+    pm = basis.mapping(W)
+    assert OneParticleMap.build(pm, BOND) is not None  # the fast form applies to a model's map
+    n = 11
+    vec = rng.normal(size=(n, 3)) * 1.7
+    species = rng.choice([6, 14], size=n)
+    got, got_rev = basis.evaluate_mapped_one_particle(vec, species, BOND, pm, mirror=True)
+    for g, v in ((got, vec), (got_rev, -vec)):
+        expect = _flat(basis, Centres(species, np.arange(n), v, np.full(n, BOND))) @ W
+        np.testing.assert_allclose(g, expect, rtol=0, atol=1e-12 * np.abs(expect).max())
+    assert OneParticleMap.build(basis.mapping(rng.normal(size=W.shape)), BOND) is None  # mixed columns: generic path

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from .angular import AngularBasis
 from .atomic import atomic_base, atomic_base_by_category, fold_categories, pad, padding
 from .linear import LinearContraction, pull_back
-from .mapped import ProductMap
+from .mapped import OneParticleMap, ProductMap
 from .product import ProductTables
 from .radial import RadialBasis
 from .spec import BasisSpec, RadialSpec  # noqa: F401  (RadialSpec for the doctest namespace)
@@ -432,14 +432,21 @@ class ACEBasis:
         r = np.linalg.norm(vec, axis=1)
         if len(r) and r.min() < MIN_LENGTH:
             raise ValueError(f"particle {int(np.argmin(r))} has a zero-length vector (|x| = {r.min():.3g} Å)")
+        one = pm.__dict__.setdefault("_one_particle", {})
+        if category not in one:
+            one[category] = OneParticleMap.build(pm, category)
+        fact = one[category]
+        rc = np.full(len(vec), spec.radial.r_cut)
+        for z, c, cut in spec.radial.cutoffs:
+            if c == category:
+                rc[species == z] = cut
+        if fact is not None:  # factorised: one radial product and one harmonic per output
+            out = fact.evaluate(self.radial.evaluate(r, rc), self.angular.evaluate(vec), mirror=mirror)
+            return (out[:, :fact.n_y], out[:, fact.n_y:]) if mirror else out
         if mirror:
             pm = pm.with_mirror((-1.0) ** np.floor(np.sqrt(t.a_lm)))
         out = np.empty((len(vec), pm.n_y))
         if len(vec):
-            rc = np.full(len(vec), spec.radial.r_cut)
-            for z, c, cut in spec.radial.cutoffs:
-                if c == category:
-                    rc[species == z] = cut
             # only this category's one-particle sums are non-zero (the others have no particle)
             mine = np.nonzero(t.a_cat == category)[0]
             a_n, a_lm = t.a_n[mine], t.a_lm[mine]

@@ -114,3 +114,66 @@ class ProductMap:
             top *= A[:, self.last]
             out += top @ self.CW_top
         return out
+
+
+class OneParticleMap:
+    """``AA @ CW`` of centres with a single particle (of one category), factorised:
+    ``y[:, j] = Y_{lm_j} (R @ M)[:, j] + c_j``.
+
+    With one particle, ``A_a = R_{n_a} Y_{lm_a}`` and every product has one factor, and a
+    rotation-equivariant map sends each output component ``(L, M)`` to harmonics of that
+    ``(L, M)`` only: each column of ``CW`` uses one ``lm``.  Then the map is one small product with
+    the radial values and one harmonic per output, instead of forming every ``A_a``.  Built by
+    :meth:`build`, which returns None when ``CW`` does not have that form (then the products are
+    formed as usual).
+
+    Attributes
+    ----------
+    M : ndarray, shape (n_max, n_y)
+    lm : ndarray of int, shape (n_y,)
+        Flat harmonic index of each output column.
+    const : ndarray, shape (n_y,)
+    parity : ndarray, shape (n_y,)
+        ``(-1)^l`` of each column: the map of the reversed particle ``-x``.
+    """
+
+    def __init__(self, M, lm, const):
+        self.M, self.lm, self.const = M, lm, const
+        self.parity = (-1.0) ** np.floor(np.sqrt(lm))
+        self.n_y = M.shape[1]
+
+    @classmethod
+    def build(cls, pm: ProductMap, category) -> "OneParticleMap | None":
+        t = pm._tables
+        if pm.n_top or pm.n_low != t.n_AA:
+            return None
+        CW = pm.CW_low
+        mine = np.nonzero(t.a_cat == category)[0]
+        sub = CW[1 + mine]  # rows of this category's one-particle sums (the others are zero for its particles)
+        lm = np.zeros(pm.n_y, dtype=np.int64)
+        for j in range(pm.n_y):
+            used = np.unique(t.a_lm[mine[sub[:, j] != 0]])
+            if len(used) > 1:
+                return None
+            lm[j] = used[0] if len(used) else 0
+        if len(np.unique(t.a_n[mine] * (t.a_lm.max() + 1) + t.a_lm[mine])) != len(mine):
+            return None  # one sum per (n, lm) of the category, as the factorisation assumes
+        M = np.zeros((t.spec.radial.n_max, pm.n_y))
+        for j in range(pm.n_y):
+            rows = np.nonzero((sub[:, j] != 0) & (t.a_lm[mine] == lm[j]))[0]
+            M[t.a_n[mine[rows]], j] = sub[rows, j]
+        return cls(M, lm, CW[0].copy())
+
+    def evaluate(self, R: np.ndarray, Y: np.ndarray, mirror: bool = False) -> np.ndarray:
+        """Outputs ``(n, n_y)`` from radial values ``R (n, n_max)`` and harmonics ``Y (n, n_lm)``; with
+        ``mirror`` also those of the reversed particles: ``(n, 2 n_y)``."""
+        core = R @ self.M
+        core *= Y[:, self.lm]
+        if not mirror:
+            core += self.const
+            return core
+        out = np.empty((len(R), 2 * self.n_y))
+        np.add(core, self.const, out=out[:, :self.n_y])
+        np.multiply(core, self.parity, out=out[:, self.n_y:])
+        out[:, self.n_y:] += self.const
+        return out
