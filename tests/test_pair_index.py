@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from acehamil.structure import RealSpaceMatrix
-from acehamil.structure.pair_index import lookup, reverse_index
+from acehamil.structure.pair_index import KeyIndex, lookup, reverse_index
 
 
 def _random_matrix(rng, natoms=5, nblocks=40, hermitian=True) -> RealSpaceMatrix:
@@ -77,3 +77,7 @@ def test_lookup_with_duplicates_and_huge_ranges_matches_brute_force(rng, scale):
     got = lookup(keys[:, 0], keys[:, 1], keys[:, 2:], q[:, 0], q[:, 1], q[:, 2:])
     brute = [max([p for p, k in enumerate(keys.tolist()) if k == row], default=-1) for row in q.tolist()]
     assert got.tolist() == brute
+    # the same keys sorted once (KeyIndex) answer the same, also for queries outside the keys' ranges
+    ix = KeyIndex(keys[:, 0], keys[:, 1], keys[:, 2:])
+    assert ix.find(q[:, 0], q[:, 1], q[:, 2:]).tolist() == brute
+    assert ix.find(q[:5, 0], q[:5, 1], q[:5, 2:]).tolist() == brute[:5]

@@ -99,6 +99,57 @@ def _lookup_unique(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return slot[inv[len(keys):]]
 
 
+class KeyIndex:
+    """Keys ``(i, j, shift)`` sorted once for many :func:`lookup` calls against them (e.g. the block
+    pattern of a prediction, searched by every block family, forward and reversed).
+
+    Examples
+    --------
+    >>> ix = KeyIndex([0, 1], [1, 0], [[0, 0, 0], [0, 0, 1]])
+    >>> ix.find([1, 1, 0, 5], [0, 0, 1, 0], [[0, 0, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0]]).tolist()
+    [1, -1, 0, -1]
+    """
+
+    def __init__(self, i, j, shift):
+        self._keys = _columns(i, j, shift)
+        n = len(self._keys[0])
+        self._lo = [int(k.min()) if n else 0 for k in self._keys]
+        self._span = [int(k.max()) - m + 1 if n else 1 for k, m in zip(self._keys, self._lo)]
+        self._coded = n > 0 and float(np.prod(np.array(self._span, dtype=float))) < 2.0**62
+        if self._coded:
+            codes = self._code(self._keys)
+            self._order = np.argsort(codes, kind="stable")
+            self._sorted = codes[self._order]
+
+    def _code(self, cols) -> np.ndarray:
+        c = np.zeros(len(cols[0]), dtype=np.int64)
+        for x, m, n in zip(cols, self._lo, self._span):
+            c *= n
+            c += x
+            c -= m
+        return c
+
+    def find(self, qi, qj, qshift) -> np.ndarray:
+        """Position of each query among the keys, -1 if absent (as :func:`lookup`); shape (m,)."""
+        queries = _columns(qi, qj, qshift)
+        if not self._coded:
+            return _lookup(self._keys, queries)
+        m = len(queries[0])
+        inside = np.ones(m, dtype=bool)
+        for x, lo, n in zip(queries, self._lo, self._span):
+            inside &= (x >= lo) & (x < lo + n)
+        out = np.full(m, -1, dtype=np.int64)
+        q = np.nonzero(inside)[0]
+        if len(q) == 0:
+            return out
+        qc = self._code([x[q] for x in queries])
+        pos = np.searchsorted(self._sorted, qc, side="right") - 1  # the last of equal keys (stable order)
+        hit = pos >= 0
+        hit[hit] = self._sorted[pos[hit]] == qc[hit]
+        out[q[hit]] = self._order[pos[hit]]
+        return out
+
+
 def reverse_index(i, j, shift) -> np.ndarray:
     """Position of the reversed pair ``(j, i, -shift)`` of every pair, -1 if absent.
 

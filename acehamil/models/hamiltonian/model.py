@@ -16,13 +16,14 @@ with ``|r_ij| < r_cut`` of its species pair.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from ...structure import OrbitalBasis, RealSpaceMatrix, StructureData
 from ...structure.blocks import scatter_blocks
 from ...structure.neighbours import neighbour_pairs
-from ...structure.pair_index import lookup, reverse_index
+from ...structure.pair_index import KeyIndex
 from ...tb.overlap import overlap_check
 from ...threads import with_inner_threads
 from .blocks import assemble, transpose_sign
@@ -72,7 +73,12 @@ class Pattern:
 
     def find(self, i, j, shift) -> np.ndarray:
         """Block index of each ``(i, j, shift)`` in this pattern, -1 where absent; shape (n,)."""
-        return lookup(self.i, self.j, self.shift, i, j, shift)
+        return self._index.find(i, j, shift)
+
+    @cached_property
+    def _index(self) -> KeyIndex:
+        """The blocks' keys sorted once for every :meth:`find`."""
+        return KeyIndex(self.i, self.j, self.shift)
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,7 +209,11 @@ class MatrixModel:
                 raise RuntimeError(f"{fam.name}: block pattern is not closed under reversal")  # pragma: no cover
             bts = fam.block_types(self.orbital_basis)
             sym = any(fam.symmetrised(bt) for bt in bts)
-            rev = reverse_index(ci, cj, cs) if sym else None
+            rev = None
+            if sym:  # each centre's partner among the centres, from the blocks (one block per key)
+                at = np.full(len(pat.i), -1, dtype=np.int64)
+                at[blk] = np.arange(len(blk))
+                rev = at[rblk]
             del ci, cj, cs
             if sym and np.any(rev < 0):
                 raise ValueError(f"{fam.name}: symmetrised blocks need every reversed centre")
