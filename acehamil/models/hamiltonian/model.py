@@ -21,12 +21,11 @@ from functools import cached_property
 import numpy as np
 
 from ...structure import OrbitalBasis, RealSpaceMatrix, StructureData
-from ...structure.blocks import scatter_blocks
 from ...structure.neighbours import neighbour_pairs
 from ...structure.pair_index import KeyIndex
 from ...tb.overlap import overlap_check
 from ...threads import with_inner_threads
-from .blocks import assemble, transpose_sign
+from .blocks import transpose_sign
 from .config import FeatureConfig, ModelConfig
 from .offsite import OffsiteFamily
 from .onsite import OnsiteFamily
@@ -223,34 +222,76 @@ class MatrixModel:
             prep = fam.prepare(atoms, pat.pairs)
             W, const, slots = self.output_map(fam, bts)
             mapping = fam.mapping(W, [(L, sl.start) for (_, L), sl in slots.items()])
+            G, sym_cols, sym_sign, fwd, back = self._block_map(fam, bts, slots, so)
             row_of = np.full(len(sel), -1, dtype=np.int64) if sym else None
             # streamed: environments, their mapped features and the blocks chunk by chunk of centres
             # (each chunk holds the partners of its centres), so the working set is bounded: neither
             # the environments nor the outputs of all centres are held at once
             for idx, y in fam.mapped_chunks(atoms, pat.pairs, sel, mapping, prepared=prep, chunk=bond_chunk, rev=rev):
                 y += const
-                b = blk[idx]
-                off, nc = pat.offsets[b], pat.norb[pat.j[b]]
-                if sym:
+                if sym:  # family.symmetrise, within the chunk: 1/2 [x_L + (-1)^L x_L(partner)]
                     row_of[idx] = np.arange(len(idx))
                     partner = row_of[rev[idx]]
                     if np.any(partner < 0):  # pragma: no cover
                         raise RuntimeError(f"{fam.name}: a chunk without the partners of its centres")
-                for bt in bts:
-                    if fam.symmetrised(bt):  # family.symmetrise, within the chunk
-                        raw = {L: 0.5 * (y[:, slots[bt.key, L]] + transpose_sign(L) * y[partner, slots[bt.key, L]])
-                               for L in bt.L_values()}
-                    else:
-                        raw = {L: y[:, slots[bt.key, L]] for L in bt.L_values()}
-                    X = assemble(raw, bt.l1, bt.l2, len(b))
-                    ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
-                    scatter_blocks(data, off, nc, ra, cb, X)
-                    if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
-                        rb = rblk[idx]
-                        scatter_blocks(data, pat.offsets[rb], pat.norb[pat.j[rb]], cb, ra, X.transpose(0, 2, 1))
-                if sym:
+                    y[:, sym_cols] = 0.5 * (y[:, sym_cols] + sym_sign * y[partner][:, sym_cols])
                     row_of[idx] = -1
+                # every block type's entries at once (sum_L C^L x_L as one product), scattered into
+                # the blocks and, for non-symmetric types, transposed into the partner blocks (j, i, -T)
+                X = y @ G
+                b = blk[idx]
+                rows, cols = fwd
+                data[pat.offsets[b][:, None] + rows * pat.norb[pat.j[b]][:, None] + cols] = X
+                if back is not None:
+                    which, rows, cols = back
+                    rb = rblk[idx]
+                    data[pat.offsets[rb][:, None] + rows * pat.norb[pat.j[rb]][:, None] + cols] = X[:, which]
         return data
+
+    @staticmethod
+    def _block_map(fam, bts, slots, so) -> tuple:
+        """The family's irreducible parts ``y (n, n_y)`` to the entries of all its blocks.
+
+        Returns
+        -------
+        G : ndarray, shape (n_y, E)
+            ``X = y @ G``: entry ``e`` of the family's ``E`` block entries (``sum_L C^L x_L`` of each type).
+        sym_cols : ndarray of int
+            Columns of ``y`` of symmetrised block types; ``sym_sign`` their ``(-1)^L``.
+        fwd : (rows (E,), cols (E,))
+            Row and column of each entry inside its block ``(i, j, T)``.
+        back : (entries, rows, cols) or None
+            For the non-symmetric types: their entries and where each lands, transposed, in the
+            partner block ``(j, i, -T)``.
+        """
+        from ...so3 import cg_real
+
+        n_y = max((sl.stop for sl in slots.values()), default=0)
+        blocks, rows, cols, brows, bcols, bwhich, sym_cols, sym_sign = [], [], [], [], [], [], [], []
+        e = 0
+        for bt in bts:
+            d1, d2 = 2 * bt.l1 + 1, 2 * bt.l2 + 1
+            g = np.zeros((n_y, d1 * d2))
+            for L in bt.L_values():
+                sl = slots[bt.key, L]
+                g[sl] = cg_real(bt.l1, bt.l2, L).reshape(d1 * d2, 2 * L + 1).T
+                if fam.symmetrised(bt):
+                    sym_cols.append(np.arange(sl.start, sl.stop))
+                    sym_sign.append(np.full(sl.stop - sl.start, transpose_sign(L), dtype=float))
+            blocks.append(g)
+            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
+            a, c = np.divmod(np.arange(d1 * d2), d2)
+            rows.append(ra + a)
+            cols.append(cb + c)
+            if not bt.symmetric:
+                bwhich.append(e + np.arange(d1 * d2))
+                brows.append(cb + c)
+                bcols.append(ra + a)
+            e += d1 * d2
+        cat = (lambda xs, dt=np.int64: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+        G = np.concatenate(blocks, axis=1) if blocks else np.zeros((n_y, 0))
+        back = (cat(bwhich), cat(brows), cat(bcols)) if bwhich else None
+        return G, cat(sym_cols), cat(sym_sign, float), (cat(rows), cat(cols)), back
 
     def output_map(self, fam, bts) -> tuple:
         """The fitted coefficients of a family as one linear map on its flat features.
