@@ -61,3 +61,16 @@ def test_bad_cutoff_and_cell():
         neighbour_pairs(bulk("Si", "diamond", a=5.43), -1.0)
     with pytest.raises(ValueError, match="degenerate"):
         neighbour_pairs(Atoms("Si", positions=[[0, 0, 0]], cell=np.zeros((3, 3)), pbc=True), 3.0)
+
+
+@pytest.mark.parametrize("natoms", [7, 2**21])
+def test_pair_order_is_the_lexicographic_order(rng, natoms):
+    """The one-key sort of the pairs (and its lexsort fallback for huge index ranges) orders by i, j, shift."""
+    from acehamil.structure.neighbours import _pair_order
+
+    keys = {(int(a), int(b)) + tuple(int(x) for x in rng.integers(-3, 4, size=3)) for a, b in rng.integers(0, 7, size=(300, 2))}
+    arr = np.array(sorted(keys, key=lambda k: rng.random()))
+    i, j, S = arr[:, 0] * (natoms // 7), arr[:, 1] * (natoms // 7), arr[:, 2:] * (1 if natoms < 100 else 2**20)
+    order = _pair_order(i, j, S, natoms)
+    expect = np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, i))
+    assert order.tolist() == expect.tolist()

@@ -84,12 +84,19 @@ class ProductMap:
         sign = np.asarray(sign, dtype=float).reshape(-1)
         if sign.shape != (t.n_A,) or not np.all(np.abs(sign) == 1.0):
             raise ValueError(f"mirror signs must be +-1 with shape ({t.n_A},)")
+        cache = self.__dict__.setdefault("_mirrors", {})  # one per sign pattern (called per chunk)
+        if sign.tobytes() not in cache:
+            cache[sign.tobytes()] = self._mirrored(sign)
+        return cache[sign.tobytes()]
+
+    def _mirrored(self, sign) -> "ProductMap":
+        t = self._tables
         aa = np.ones(t.n_AA)
         for nu in range(1, t.spec.max_nu + 1):
             o0, o1 = t.level_offsets[nu], t.level_offsets[nu + 1]
             aa[o0:o1] = np.prod(sign[t.level_tuples(nu)], axis=1)
         out = object.__new__(ProductMap)
-        out.__dict__.update(self.__dict__)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_mirrors", "_buffers", "_one_particle")})
         out.n_y = 2 * self.n_y
         out.CW_low = np.ascontiguousarray(np.hstack([self.CW_low, aa[:self.n_low, None] * self.CW_low]))
         sigma = aa[self.pre] * sign[self.last]
@@ -110,8 +117,15 @@ class ProductMap:
         """
         out = AA_low @ self.CW_low
         if self.n_top:
-            top = AA_low[:, self.pre]
-            top *= A[:, self.last]
+            nb = len(A)
+            buf = self.__dict__.get("_buffers")
+            if buf is None or buf[0].shape[0] < nb:  # reused across batches: no fresh pages per batch
+                buf = (np.empty((nb, self.n_top)), np.empty((nb, self.n_top)))
+                self.__dict__["_buffers"] = buf
+            top, last = buf[0][:nb], buf[1][:nb]
+            np.take(AA_low, self.pre, axis=1, out=top)
+            np.take(A, self.last, axis=1, out=last)
+            top *= last
             out += top @ self.CW_top
         return out
 

@@ -33,8 +33,14 @@ def _legendre(x: np.ndarray, n: int, derivative: bool = True) -> tuple:
         P[1] = x
         if derivative:
             dP[1] = 1.0
+    tmp = np.empty(len(x)) if n > 2 else None
     for k in range(1, n - 1):
-        P[k + 1] = ((2 * k + 1) * x * P[k] - k * P[k - 1]) / (k + 1)
+        # P[k+1] = ((2k+1) x P[k] - k P[k-1]) / (k+1), in place (the same operations, no temporaries)
+        np.multiply(x, 2 * k + 1, out=P[k + 1])
+        P[k + 1] *= P[k]
+        np.multiply(P[k - 1], k, out=tmp)
+        P[k + 1] -= tmp
+        P[k + 1] /= k + 1
         if derivative:
             dP[k + 1] = dP[k - 1] + (2 * k + 1) * P[k]
     return P.T, (dP.T if derivative else None)

@@ -128,8 +128,22 @@ def neighbour_pairs(atoms: Atoms, cutoff: float, self_interaction: bool = False)
         S = np.concatenate([S, np.zeros((natoms, 3), np.int64)])
         vec = np.concatenate([vec, np.zeros((natoms, 3))])
         dist = np.concatenate([dist, np.zeros(natoms)])
-    order = np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, i))
+    order = _pair_order(i, j, S, natoms)
     return NeighbourPairs(i[order], j[order], S[order], vec[order], dist[order])
+
+
+def _pair_order(i, j, S, natoms) -> np.ndarray:
+    """The order sorting pairs by ``i``, ``j``, then shift: one int64 key (pairs are unique) when it
+    fits, else a lexicographic sort."""
+    if len(i) == 0:
+        return np.zeros(0, np.int64)
+    lo, span = S.min(axis=0), S.max(axis=0) - S.min(axis=0) + 1
+    if float(natoms) ** 2 * float(np.prod(span.astype(float))) < 2.0**62:
+        key = i * natoms + j
+        for c in range(3):
+            key = key * int(span[c]) + (S[:, c] - lo[c])
+        return np.argsort(key)
+    return np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, i))
 
 
 def _complete_box(cell: np.ndarray, pbc: np.ndarray, span: float) -> np.ndarray:

@@ -239,13 +239,9 @@ class MatrixModel:
                 # every block type's entries at once (sum_L C^L x_L as one product), scattered into
                 # the blocks and, for non-symmetric types, transposed into the partner blocks (j, i, -T)
                 X = y @ G
-                b = blk[idx]
-                rows, cols = fwd
-                data[pat.offsets[b][:, None] + rows * pat.norb[pat.j[b]][:, None] + cols] = X
+                data[_entries(pat, blk[idx], *fwd)] = X
                 if back is not None:
-                    which, rows, cols = back
-                    rb = rblk[idx]
-                    data[pat.offsets[rb][:, None] + rows * pat.norb[pat.j[rb]][:, None] + cols] = X[:, which]
+                    data[_entries(pat, rblk[idx], *back[1:])] = X[:, back[0]]
         return data
 
     @staticmethod
@@ -325,6 +321,14 @@ class MatrixModel:
                     rows = fam.basis.tables.out_slices[key].start + np.arange(len(w))[:, None] * m + np.arange(m)
                     W[rows, cols[None, :]] = w[:, None]
         return W, const, slots
+
+
+def _entries(pat: Pattern, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Flat data positions ``(n, E)`` of entries ``(rows, cols)`` of blocks ``b`` of ``pat`` (row-major blocks)."""
+    nc = pat.norb[pat.j[b]]
+    if len(nc) and np.all(nc == nc[0]):  # one column count (a family's blocks): one offset per entry
+        return pat.offsets[b][:, None] + (rows * int(nc[0]) + cols)
+    return pat.offsets[b][:, None] + rows * nc[:, None] + cols
 
 
 @dataclass(frozen=True)
