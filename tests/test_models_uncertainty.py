@@ -259,3 +259,83 @@ def test_information_gain_is_the_log_det_of_the_posterior_update(model, data):
     if picked[0] in (0, 1):  # ... but the copy of a picked structure gains less afterwards
         other = 1 - picked[0]
         assert second[other] < gains[other]
+
+
+def _states(model, atoms, kpts):
+    """Eigenvectors and k of every state of the local prediction (no energy zero) at ``kpts``."""
+    from acehamil.tb.eigen import solve
+
+    H, S = model.H.predict(atoms), model.S.predict(atoms)
+    eps, C = solve(H, S, kpts, eigenvectors=True)
+    nk, nb = eps.shape
+    vecs = C.transpose(0, 2, 1).reshape(nk * nb, -1)
+    return H, S, eps.reshape(-1), vecs, np.repeat(np.asarray(kpts, float), nb, axis=0)
+
+
+def test_linear_response_sensitivity_is_the_brute_force_gradient(model, data, rng):
+    """J = dw.H/dc by the brute-force linear map; J.c and the prediction reproduce the eigenvalues."""
+    from acehamil.models.hamiltonian.linear_response import sensitivities
+
+    atoms = data[4].atoms.copy()
+    atoms.rattle(0.05, rng=rng)
+    k = np.array([[0.13, 0.27, 0.41], [0.5, 0.0, 0.25]])
+    H, S, eps, vecs, ks = _states(model, atoms, k)
+    ref = (vecs[[3, 9]], ks[[3, 9]], np.array([0.3, 0.7]))  # subtracted from every state
+    A = np.eye(len(eps))
+    A[:, [3, 9]] -= ref[2]
+    sens = sensitivities(model.H, atoms, vecs, ks, ref)
+    np.testing.assert_allclose(sens["data"], H.data, rtol=1e-12, atol=1e-12)
+    rows, cols, _, bidx = H.coo()
+    ph = np.exp(2j * np.pi * (H.shift[bidx] @ ks.T))  # (n_entries, ns)
+    w = (vecs[:, rows].conj().T * vecs[:, cols].T * ph).real @ A.T  # (n_entries, nr)
+    total = np.zeros(len(A))
+    for (key, L), Jb in _linear_map(model.H, atoms).items():
+        np.testing.assert_allclose(sens["J"][(key, L)], w.T @ Jb, rtol=1e-9, atol=1e-10 * np.abs(w.T @ Jb).max())
+        total += sens["J"][(key, L)] @ model.H.coefficients[key][L]
+    np.testing.assert_allclose(total, A @ eps, rtol=1e-9, atol=1e-9)
+
+
+def test_linear_response_variances_match_draws(model, data, rng):
+    """First-order variances of the three parts = the variance of the first-order shifts of many draws."""
+    from acehamil.models.hamiltonian.linear_response import sensitivities, variances
+
+    atoms = data[4].atoms
+    k = np.array([[0.13, 0.27, 0.41], [0.0, 0.0, 0.0]])
+    H, S, eps, vecs, ks = _states(model, atoms, k)
+    phi = np.zeros(len(eps))
+    phi[[3, 12]] = 0.5  # a Fermi-level-like combination (band 3 at k0, band 4 at k1)
+    A = np.eye(len(eps)) - phi
+    sens = sensitivities(model.H, atoms, vecs, ks, (vecs[[3, 12]], ks[[3, 12]], phi[[3, 12]]))
+    exact = variances(model.H, sens)
+    rows, cols, _, bidx = H.coo()
+    ph = np.exp(2j * np.pi * (H.shift[bidx] @ ks.T))
+    w = (vecs[:, rows].conj().T * vecs[:, cols].T * ph).real @ A.T
+    K = 4000
+    _, *parts = sample_matrix(model.H, atoms, K, rng, split=True)
+    for p, (delta, v) in enumerate(zip(parts, exact)):
+        emp = (delta @ w).var(axis=0)
+        big = v > 1e-3 * v.max()
+        assert big.sum() >= 3
+        # K draws: relative sd of a variance sqrt(2/K) = 2.2 %
+        assert np.all(np.abs(emp[big] / v[big] - 1) < 0.12), (p, emp[big] / v[big])
+    # the epistemic part exactly: w^T J Sigma J^T w with the brute-force linear map
+    ve = sum(np.einsum("er,ef,fg,hg,hr->r", w, Jb, model.H.posteriors[kk][L].covariance(), Jb, w, optimize=True)
+             for (kk, L), Jb in _linear_map(model.H, atoms).items())
+    np.testing.assert_allclose(exact[0], ve, rtol=1e-8, atol=1e-12 * ve.max())
+
+
+def test_fermi_weights_are_the_response_of_the_fermi_level():
+    from acehamil.models.hamiltonian.linear_response import fermi_weights
+    from acehamil.tb.smearing import fermi_level
+
+    rng = np.random.default_rng(3)
+    eps = np.sort(rng.uniform(-3, 3, size=(4, 12)), axis=1)
+    wk = np.full(4, 0.25)
+    n_el, width = 10.0, 0.3
+    ef = fermi_level(eps[None], wk, n_el, width, "fermi-dirac", 2)
+    phi = fermi_weights(eps, wk, ef, width)
+    d = rng.normal(size=eps.shape)
+    h = 1e-5
+    fd = (fermi_level((eps + h * d)[None], wk, n_el, width, "fermi-dirac", 2)
+          - fermi_level((eps - h * d)[None], wk, n_el, width, "fermi-dirac", 2)) / (2 * h)
+    assert np.isclose(np.sum(phi * d), fd, rtol=1e-4, atol=1e-8)

@@ -14,10 +14,12 @@ The reported spread is ``sigma^2 = (a sigma_epi)^2 + (b sigma_noise)^2 + (c sigm
 The BLR evidence treats the block errors as independent, but a linear model's errors are
 systematic (the same environment gives the same error on many blocks), so ``a = b = 1, c = 0``
 is not calibrated.  :func:`calibrate` cross-validates over the training structures (each
-fold's model refitted from the per-structure normal-equation sums, :func:`fold_model`), draws
-the eigenvalues of the held-out structures, and fits ``a, b, c`` by maximum likelihood of
-their errors, then one common factor so that 90 % of them lie within ``1.645 sigma``.  Only
-training structures are used.
+fold's model refitted from the per-structure normal-equation sums, :func:`fold_model`),
+predicts each held-out structure once and takes the first-order variances of the three parts
+of its eigenvalues (:mod:`.linear_response`: exact linear response, no draws, so no Monte-Carlo
+noise in the calibration; the draws of :func:`eigen_parts` are their finite-size version), and
+fits ``a, b, c`` by maximum likelihood of the errors, then one common factor so that 90 % of
+them lie within ``1.645 sigma``.  Only training structures are used.
 """
 
 from __future__ import annotations
@@ -259,19 +261,83 @@ def fold_model(model, parts, keep, cells):
     return dataclasses.replace(model, H=H, energy_zero=ez, report={})
 
 
+def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: int = 0, rng=None) -> dict | None:
+    """Eigenvalue errors of ``model`` on one reference structure and the first-order parts of their
+    spread (:mod:`.linear_response`: no draws, no Monte-Carlo noise).
+
+    The sensitivities are taken in the eigenbasis of the reference (its eigenvectors, Fermi
+    level and window), the error is exact: the model's prediction (from the same features) is
+    solved with the reference overlap on the same k-points (S errors, ~1e-6, do not matter here).
+    Each eigenvalue is relative to its own Fermi level; the spread includes the linear response
+    of the Fermi level (:func:`.linear_response.fermi_weights`).
+
+    Parameters
+    ----------
+    model : HamiltonianModel
+        With posteriors.
+    sd : StructureData
+        With H, S and ``n_electrons``.
+    kmesh : 3 ints
+        Monkhorst-Pack grid (time-reversal reduced).
+    window_eV : float
+        Eigenvalues within ``E_F +- window_eV`` of the reference.
+    max_states : int
+        At most this many of them (a random choice with ``rng``; 0 = all).
+    rng : numpy.random.Generator, optional
+
+    Returns
+    -------
+    dict or None
+        ``err``, ``sigma_epi``, ``sigma_noise``, ``sigma_shared`` (m,), eV, over the ``m`` chosen
+        reference eigenvalues within the window (k-major order); None without ``n_electrons``.
+    """
+    from ...structure import RealSpaceMatrix
+    from ...tb.dos import monkhorst_pack
+    from ...tb.eigen import solve
+    from ...tb.smearing import fermi_level
+    from .linear_response import fermi_weights, sensitivities, variances
+
+    if sd.n_electrons is None:
+        return None
+    kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
+    e_ref, C = solve(sd.H[0], sd.S, kp, eigenvectors=True)
+    ef_ref = fermi_level(e_ref[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
+    mask = np.abs(e_ref - ef_ref) <= window_eV
+    phi = fermi_weights(e_ref, wk, ef_ref, 0.01).reshape(-1)
+    win = np.flatnonzero(mask.reshape(-1))
+    if len(win) == 0:
+        return None
+    if max_states and len(win) > max_states:
+        win = np.sort((rng if rng is not None else np.random.default_rng(0)).choice(win, int(max_states), replace=False))
+    fermi = np.flatnonzero(phi > 1e-9)  # the states that move E_F (a few, at small smearing)
+    nb = e_ref.shape[1]
+    reference = (C[fermi // nb, :, fermi % nb], kp[fermi // nb], phi[fermi] / phi[fermi].sum())
+    sens = sensitivities(model.H, sd.atoms, C[win // nb, :, win % nb], kp[win // nb], reference, pairs=pairs)
+    pat = sens["pattern"]
+    H = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, sens["data"])
+    eps = solve(H, sd.S, kp)
+    ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
+    err = ((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win]
+    ve, vn, vs = variances(model.H, sens)
+    return {"err": err, "sigma_epi": np.sqrt(ve), "sigma_noise": np.sqrt(vn), "sigma_shared": np.sqrt(vs)}
+
+
 def cross_validated_errors(structures, model, parts, progress: bool = False) -> dict:
     """Eigenvalue errors and uncalibrated spreads of every training structure, predicted by a
     model fitted without it (the calibration folds of ``model.config.uncertainty``).
 
+    Each fold's model is refitted from the summed normal equations (:func:`fold_model`); each
+    held-out structure is featurised once, for its prediction and the first-order spreads of its
+    eigenvalues (:func:`held_out_parts`).
+
     Returns
     -------
     dict of 1-D arrays over the eigenvalues within ``E_F +- window_eV`` of every structure
-        ``err``, ``sigma_epi``, ``sigma_noise`` (eV), ``structure`` (index into ``structures``),
-        ``score`` (the structure's largest extrapolation score against the fold's training
-        structures); and ``folds`` (list of index arrays).
+        ``err``, ``sigma_epi``, ``sigma_noise``, ``sigma_shared`` (eV), ``structure`` (index into
+        ``structures``), ``score`` (the structure's largest extrapolation score against the
+        fold's training structures); and ``folds`` (list of index arrays).
     """
     from ...progress import Progress
-    from ...tb.dos import monkhorst_pack
     from .uncertainty import onsite_designs, onsite_leverage, reference_of, score_of
 
     config = model.config
@@ -290,20 +356,16 @@ def cross_validated_errors(structures, model, parts, progress: bool = False) -> 
         sub = fold_model(model, parts, keep, cells)
         ref = reference_of(onsite_leverage(sub.H, designs[k], len(cells[k])) for k in keep)
         for i in val:
-            sd = structures[int(i)]
+            i = int(i)
             bar.step()
-            if sd.n_electrons is None:
+            p = held_out_parts(sub, structures[i], uc.kmesh, uc.window_eV, max_states=uc.calibration_states, rng=rng)
+            if p is None:
                 continue
-            kp, wk = monkhorst_pack(uc.kmesh, sd.atoms.pbc)
-            p = eigen_parts(sub, sd.atoms, kp, wk, sd.n_electrons, uc.n_samples, rng)
-            err, mask = reference_errors(sd, p["eps"], p["fermi_level"], kp, wk, uc.window_eV)
-            nb = err.shape[1]
-            score = score_of(onsite_leverage(sub.H, designs[int(i)], len(cells[int(i)])), ref, len(cells[int(i)]))
-            m = int(mask.sum())
-            cols["err"].append(err[mask])
-            for q in PARTS:
-                cols[f"sigma_{q}"].append(p[f"sigma_{q}"][:, :nb][mask])
-            cols["structure"].append(np.full(m, int(i)))
+            score = score_of(onsite_leverage(sub.H, designs[i], len(cells[i])), ref, len(cells[i]))
+            m = len(p["err"])
+            for key in ("err", *(f"sigma_{q}" for q in PARTS)):
+                cols[key].append(p[key])
+            cols["structure"].append(np.full(m, i))
             cols["score"].append(np.full(m, float(np.nanmax(score)) if np.any(np.isfinite(score)) else np.nan))
     if not cols["err"]:
         raise ValueError("calibration needs training structures with n_electrons")

@@ -53,6 +53,7 @@ TOML layout (all tables optional)::
     n_samples = 24                    # posterior draws for eigenvalue/band/DOS uncertainties
     kmesh = [4, 4, 4]                 # k-grid of the calibration (eigenvalues within E_F +- window_eV)
     window_eV = 2.0
+    calibration_states = 48           # at most this many window eigenvalues per held-out structure (0 = all)
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ class UncertaintyConfig:
     calibrate : bool
         After the fit, cross-validate over the training structures: each fold's model is the
         fit without it (from the per-structure normal-equation sums: a subtraction and a
-        solve), the eigenvalues of the held-out structures are drawn, and the factors of the
+        solve), the first-order spreads of the held-out structures' eigenvalues are computed
+        (:mod:`acehamil.models.hamiltonian.linear_response`), and the factors of the
         epistemic, noise and shared-noise parts of the spread are fitted by maximum
         likelihood of the held-out errors (stored in ``model.report["uncertainty"]``).  Never
         uses test structures.
@@ -239,6 +241,11 @@ class UncertaintyConfig:
         Monkhorst-Pack grid of the calibration.
     window_eV : float
         Eigenvalues within ``E_F +- window_eV`` enter the calibration.
+    calibration_states : int
+        At most this many of those eigenvalues per held-out structure (a seeded random choice
+        among the window eigenvalues of the ``kmesh`` grid; 0 = all): every structure weighs
+        about the same in the fit of the factors, whatever its size, and the cost of the
+        first-order spreads is bounded.
     """
 
     calibrate: bool = False
@@ -247,6 +254,7 @@ class UncertaintyConfig:
     n_samples: int = 24
     kmesh: tuple = (4, 4, 4)
     window_eV: float = 2.0
+    calibration_states: int = 48
 
     def __post_init__(self):
         object.__setattr__(self, "kmesh", tuple(int(k) for k in self.kmesh))
@@ -260,6 +268,8 @@ class UncertaintyConfig:
             raise ValueError(f"kmesh must be 3 positive integers, got {self.kmesh}")
         if not self.window_eV > 0:
             raise ValueError(f"window_eV must be > 0, got {self.window_eV}")
+        if int(self.calibration_states) != self.calibration_states or self.calibration_states < 0:
+            raise ValueError(f"calibration_states must be an integer >= 0, got {self.calibration_states}")
 
 
 @dataclass(frozen=True)

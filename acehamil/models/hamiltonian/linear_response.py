@@ -1,0 +1,213 @@
+"""First-order (linear-response) eigenvalue variances of a Hamiltonian model, without draws.
+
+For a state ``n`` at ``k`` with S-orthonormal eigenvector ``c`` (S fixed), a change ``dH`` of
+the real-space blocks moves the eigenvalue by ``d eps = sum_e w_e dH_e`` with, for the entry
+``e = (i a, j b, T)``, ``w_e = Re[conj(c_ia) c_jb exp(2 pi i k.T)]`` (the Bloch convention of
+:mod:`acehamil.tb.bloch`).  Every ``(block type, L)`` model is linear in its coefficients,
+``x_L = D_L c_L`` per centre, so the sensitivity of a state to the coefficients is
+
+``J_L = sum_centres g_n^T D_L,n``  (shape ``(n_F,)`` per state),
+
+with ``g_n`` the weights of the centre's block projected onto its irreducible parts (the
+adjoint of :func:`acehamil.models.hamiltonian.blocks.assemble`, and of the symmetrisation and
+partner transposition of the prediction).  The three parts of the spread of
+:mod:`acehamil.models.hamiltonian.uncertainty` then have exact first-order variances:
+
+* epistemic: ``J Sigma J^T`` (``Sigma`` the coefficient posterior);
+* noise: ``(1/beta) sum_n |T_n^T g_n|^2`` (``T`` the symmetrised noise map of ``sample_matrix``);
+* shared noise: ``(1/beta) |sum_n kappa_n g_n|^2``.
+
+Rows may be linear combinations of states (``A``): the eigenvalue relative to the Fermi
+level is ``eps_n - sum_m phi_m eps_m`` with ``phi`` the normalised ``-df/deps`` weights
+(the linear response of ``E_F`` at fixed electron count), so its variance is that of the
+row ``A = e_n - phi``.  No Monte-Carlo noise, and one feature evaluation gives the
+prediction (for any coefficients) and all sensitivities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...so3 import cg_real
+from ...structure.blocks import scatter_blocks
+from .blocks import assemble, transpose_sign
+from .model import shell_offsets
+
+
+def fermi_weights(eps, weights, fermi_level: float, width: float = 0.01) -> np.ndarray:
+    """``phi_kn = w_k f'(eps_kn) / sum w f'``: how ``E_F`` (fixed electron count, Fermi-Dirac
+    smearing ``width``) moves with each eigenvalue, ``d E_F = sum phi d eps``.
+
+    Parameters
+    ----------
+    eps : ndarray, shape (nk, nb), eV
+    weights : ndarray, shape (nk,)
+    fermi_level : float, eV
+    width : float, eV
+
+    Returns
+    -------
+    ndarray, shape (nk, nb), sums to 1
+
+    Examples
+    --------
+    >>> phi = fermi_weights(np.array([[-1.0, 0.2, 0.4]]), np.ones(1), 0.3, 0.01)
+    >>> np.round(phi, 6).tolist()
+    [[0.0, 0.5, 0.5]]
+    """
+    x = np.abs((np.asarray(eps, dtype=float) - float(fermi_level)) / float(width))
+    # log of f' = e^-|x| / (1 + e^-|x|)^2, shifted by its maximum (no underflow in a gap)
+    lg = -x - 2 * np.log1p(np.exp(-x)) + np.log(np.asarray(weights, dtype=float))[:, None]
+    p = np.exp(lg - lg.max())
+    return p / p.sum()
+
+
+def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, pairs=None,
+                  max_particles: int = 200_000) -> dict:
+    """The prediction of ``mm`` and the first-order sensitivities of some state combinations.
+
+    Parameters
+    ----------
+    mm : MatrixModel
+        Supplies families, block types and posteriors.
+    atoms : ase.Atoms
+    vecs : ndarray, complex, shape (nr, norb)
+        S-orthonormal eigenvectors of the ``nr`` states of the rows (lattice gauge,
+        :func:`acehamil.tb.eigen.solve`).
+    kstates : ndarray, shape (nr, 3)
+        Fractional k-point of each state.
+    reference : (vecs (nf, norb), kpts (nf, 3), weights (nf,)), optional
+        A combination of states subtracted from every row: the rows are then ``eps_n - sum_f
+        weights_f eps_f`` (e.g. relative to the Fermi level, :func:`fermi_weights`).
+    coefficients : dict {bt.key: {L: ndarray}}, optional
+        Of the prediction (default ``mm.coefficients``).
+    pairs : NeighbourPairs, optional
+
+    Returns
+    -------
+    dict
+        ``data`` (ndarray, the predicted block data on ``pattern``, eV; without any energy zero),
+        ``pattern``; ``J``, ``noise``, ``shared``: dicts keyed ``(bt.key, L)`` of ``(nr, n_F)``,
+        ``(nr,)`` and ``(nr,)``: the rows' sensitivity to the coefficients, and their
+        first-order noise and shared-noise variances in units of ``1/beta``.
+    """
+    from .uncertainty import _family_centres
+
+    coefficients = mm.coefficients if coefficients is None else coefficients
+    vecs = np.asarray(vecs)
+    kstates = np.asarray(kstates, dtype=float)
+    if vecs.ndim != 2 or kstates.shape != (vecs.shape[0], 3):
+        raise ValueError(f"vecs (nr, norb) and kstates (nr, 3) disagree: {vecs.shape}, {kstates.shape}")
+    if reference is not None:
+        rv, rk, rw = (np.asarray(x) for x in reference)
+        if rv.ndim != 2 or rv.shape[1] != vecs.shape[1] or rk.shape != (len(rv), 3) or rw.shape != (len(rv),):
+            raise ValueError("reference must be (vecs (nf, norb), kpts (nf, 3), weights (nf,))")
+    pat = mm.pattern(atoms, pairs)
+    orb0 = np.concatenate([[0], np.cumsum(pat.norb)]).astype(np.int64)
+    if vecs.shape[1] != orb0[-1]:
+        raise ValueError(f"eigenvectors have {vecs.shape[1]} orbitals, the structure {orb0[-1]}")
+    so = shell_offsets(mm.orbital_basis)
+    data = np.zeros(int(pat.offsets[-1]))
+    nr = len(vecs)
+    J, noise, shared = {}, {}, {}
+    for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
+        bts = fam.block_types(mm.orbital_basis)
+        n = len(sel)
+        # the features of every centre, once: the prediction and the sensitivities
+        designs = {}
+        env = fam.environments(atoms, pat.pairs, sel)
+        for s0, s1, chunk in env.chunks(max_particles):
+            feats = fam.features(chunk)
+            for bt in bts:
+                for L, D in fam.design(feats, bt, s1 - s0).items():
+                    c = coefficients.get(bt.key, {}).get(L)
+                    if c is None or D.shape[1] == 0:
+                        continue
+                    if c.shape != (D.shape[1],):
+                        raise ValueError(f"{bt.key} L={L}: {c.shape[0]} coefficients, {D.shape[1]} features")
+                    designs.setdefault((bt.key, L), []).append(D)
+        designs = {k: (v[0] if len(v) == 1 else np.concatenate(v)) for k, v in designs.items()}
+        off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
+        for bt in bts:
+            sym = fam.symmetrised(bt)
+            raw = {L: np.einsum("nfM,f->nM", designs[(bt.key, L)], coefficients[bt.key][L])
+                   for L in bt.L_values() if (bt.key, L) in designs}
+            parts = {L: (0.5 * (h + transpose_sign(L) * h[rev]) if sym else h) for L, h in raw.items()}
+            X = assemble(parts, bt.l1, bt.l2, n)
+            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
+            scatter_blocks(data, off, nc, ra, cb, X)
+            if not bt.symmetric:
+                scatter_blocks(data, pat.offsets[rblk], pat.norb[pat.j[rblk]], cb, ra, X.transpose(0, 2, 1))
+        ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
+        shifts = np.asarray(cs, dtype=float).T
+        own = np.asarray(rev) == np.arange(n)
+        sym_of = {bt.key: fam.symmetrised(bt) for bt in bts}
+        plan = []  # per block type: orbitals of its blocks, projections onto its L, the reference's part
+        for bt in bts:
+            Ls = [L for L in bt.L_values() if (bt.key, L) in designs]
+            if not Ls:
+                continue
+            d1, d2 = 2 * bt.l1 + 1, 2 * bt.l2 + 1
+            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
+            rows, cols = orb0[ci][:, None] + ra + np.arange(d1), orb0[cj][:, None] + cb + np.arange(d2)
+            # the projections onto every L at once; the partner block (j, i, -T) of a type that is not its own
+            # transpose holds X^T, with the same weights: factor 2
+            P = np.concatenate([cg_real(bt.l1, bt.l2, L).reshape(d1 * d2, 2 * L + 1) for L in Ls], axis=1)
+            P = P * (1.0 if bt.symmetric else 2.0)
+            cuts = np.cumsum([0] + [2 * L + 1 for L in Ls])
+            g_ref = None
+            if reference is not None:
+                w_ref = _block_weights(rv, rk, np.exp(2j * np.pi * (rk @ shifts)), rows, cols)
+                g_ref = np.tensordot(rw, w_ref, axes=(0, 0)).reshape(n, -1) @ P
+            plan.append((bt, Ls, rows, cols, P, cuts, g_ref))
+            for L in Ls:
+                J[(bt.key, L)] = np.zeros((nr, designs[(bt.key, L)].shape[1]))
+                noise[(bt.key, L)] = np.zeros(nr)
+                shared[(bt.key, L)] = np.zeros(nr)
+        step = max(1, int(2**22 // max(1, 9 * n)))  # rows per chunk: ~32 MB of weights per block type
+        for r0 in range(0, nr, step):
+            r1 = min(nr, r0 + step)
+            phase = np.exp(2j * np.pi * (kstates[r0:r1] @ shifts))  # (R, n)
+            for bt, Ls, rows, cols, P, cuts, g_ref in plan:
+                gall = _block_weights(vecs[r0:r1], kstates[r0:r1], phase, rows, cols).reshape((r1 - r0) * n, -1) @ P
+                gall = gall.reshape(r1 - r0, n, -1)
+                if g_ref is not None:
+                    gall -= g_ref[None]
+                sym = sym_of[bt.key]
+                for q, L in enumerate(Ls):
+                    key = (bt.key, L)
+                    g = gall[:, :, cuts[q]:cuts[q + 1]]
+                    sg = transpose_sign(L)
+                    gh = 0.5 * (g + sg * g[:, rev]) if sym else g  # adjoint of family.symmetrise
+                    J[key][r0:r1] = np.tensordot(gh, designs[key], axes=([1, 2], [0, 2]))
+                    # the noise maps of uncertainty.sample_matrix: zeta = (z + s z[rev]) / sqrt 2 (symmetrised),
+                    # shared: kappa zs with kappa = (1 + s) (1/sqrt 2 own partner, 1/2 else), 1 unsymmetrised
+                    noise[key][r0:r1] = (2.0 if sym else 1.0) * np.einsum("rnM,rnM->r", gh, gh)
+                    kappa = (1 + sg) * np.where(own, 1 / np.sqrt(2.0), 0.5) if sym else np.ones(n)
+                    shared[key][r0:r1] = np.sum(np.einsum("n,rnM->rM", kappa, g) ** 2, axis=1)
+    return {"data": data, "pattern": pat, "J": J, "noise": noise, "shared": shared}
+
+
+def _block_weights(vecs, kpts, phase, rows, cols) -> np.ndarray:
+    """``Re[conj(c_row) c_col exp(2 pi i k.T)]`` of each state at the blocks, shape (ns, n, d1, d2).
+
+    ``phase`` (ns, n) the blocks' ``exp(2 pi i k.T)``, ``rows`` (n, d1) / ``cols`` (n, d2) their orbitals."""
+    U = vecs[:, rows]  # (ns, n, d1)
+    V = vecs[:, cols] * phase[:, :, None]  # (ns, n, d2)
+    return U.real[..., :, None] * V.real[..., None, :] + U.imag[..., :, None] * V.imag[..., None, :]
+
+
+def variances(mm, sens: dict) -> tuple:
+    """First-order ``(var_epistemic, var_noise, var_shared)`` of the rows of :func:`sensitivities`
+    under the posteriors of ``mm`` (unscaled), each ``(nr,)``, eV^2."""
+    nr = next(iter(sens["J"].values())).shape[0] if sens["J"] else 0
+    ve, vn, vs = np.zeros(nr), np.zeros(nr), np.zeros(nr)
+    for (key, L), Jl in sens["J"].items():
+        post = mm.posteriors.get(key, {}).get(L)
+        if post is None:
+            continue
+        F = post.eigvecs / np.sqrt(post.prior_diag)[:, None] / np.sqrt(post.beta * post.eigvals + post.alpha)
+        ve += np.sum((Jl @ F) ** 2, axis=1)
+        vn += sens["noise"].get((key, L), 0.0) / post.beta
+        vs += sens["shared"].get((key, L), 0.0) / post.beta
+    return ve, vn, vs
