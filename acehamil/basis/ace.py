@@ -204,12 +204,18 @@ class ACEBasis:
                 f"unknown particle categories {sorted(set(centres.particle_category[bad].tolist()))}; the basis has {list(spec.categories)}"
             )
         # by centre, then category: each category's particles of a centre are contiguous (atomic_base_by_category)
-        order = np.argsort(centres.particle_centre * len(cats) + cat_index, kind="stable")
-        pc = centres.particle_centre[order]
-        vec = centres.particle_vec[order]
-        cat = centres.particle_category[order]
-        cat_index = cat_index[order]
-        w = np.ones(len(order)) if centres.particle_weight is None else centres.particle_weight[order]
+        keys = centres.particle_centre * len(cats) + cat_index
+        if np.all(keys[1:] >= keys[:-1]):  # already in that order (e.g. bond environments): no copies
+            order = np.arange(len(keys))
+            pc, vec, cat = centres.particle_centre, centres.particle_vec, centres.particle_category
+            w = np.ones(len(order)) if centres.particle_weight is None else centres.particle_weight
+        else:
+            order = np.argsort(keys, kind="stable")
+            pc = centres.particle_centre[order]
+            vec = centres.particle_vec[order]
+            cat = centres.particle_category[order]
+            cat_index = cat_index[order]
+            w = np.ones(len(order)) if centres.particle_weight is None else centres.particle_weight[order]
         species = centres.centre_species[pc]
         rc = np.full(len(order), spec.radial.r_cut)
         for s, c, r in spec.radial.cutoffs:

@@ -153,10 +153,15 @@ def atomic_base_by_category(R, Y, cat_index, local, n_centres, groups, n_A) -> n
         top = int(count.max(initial=0))
         if top == 0:
             continue
+        if len(cols) and cols[-1] - cols[0] == len(cols) - 1:  # the category's columns are one range: a slice
+            cols = slice(int(cols[0]), int(cols[-1]) + 1)
         if top == 1:  # at most one particle of this category per centre (e.g. the bond): no sum
             c = np.nonzero(count)[0]
             rows = start[c]
-            A[c[:, None], cols[None, :]] = R[rows][:, a_n] * Y[rows][:, a_lm]
+            if len(c) == n_centres:  # every centre has one: rows of A in order
+                A[:, cols] = R[rows][:, a_n] * Y[rows][:, a_lm]
+            else:
+                A[c[:, None], np.arange(n_A)[cols][None, :]] = R[rows][:, a_n] * Y[rows][:, a_lm]
             continue
         full = np.zeros((n_centres, R.shape[1], Y.shape[1]))
         RT, mm = R.T, np.matmul

@@ -97,9 +97,11 @@ class RadialBasis:
         p = self.spec.envelope_power
         one_m = np.where(inside, 1.0 - uc, 0.0)
         env = one_m**p
+        if not gradients:  # the envelope applied in place on P's contiguous rows (P is their transposed view)
+            rows = P.T
+            rows *= env
+            return rows.T @ self._T
         R = (P * env[:, None]) @ self._T
-        if not gradients:
-            return R
         denv = -p * one_m ** (p - 1)
         dfdu = 2.0 * dP * env[:, None] + P * denv[:, None]
         dR = (dfdu @ self._T) / r_cut[:, None]
