@@ -30,7 +30,8 @@ import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["limit_threads", "inner_threads", "with_inner_threads", "requested_threads", "threads_from_env", "blas_threads"]
+__all__ = ["limit_threads", "inner_threads", "with_inner_threads", "requested_threads", "threads_from_env", "blas_threads",
+           "thread_mapper", "usable_cores"]
 
 #: Number of threads chosen by the innermost enclosing :func:`limit_threads` (None: not chosen).
 _REQUESTED: ContextVar = ContextVar("acehamil_threads", default=None)
@@ -127,3 +128,58 @@ def with_inner_threads(func):
             return func(*args, **kwargs)
 
     return wrapper
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one), >= 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_mapper(n_threads: int, in_flight: int | None = None):
+    """A ``mapper`` for :func:`acehamil.models.hamiltonian.fit.fit` running the tasks on threads of this process.
+
+    ``mapper(fn, common, tasks)`` yields ``fn(*common, *task)`` for each task, in task order,
+    computed by ``n_threads`` threads with BLAS limited to one thread each (the tasks are many
+    medium-size numpy and BLAS calls, most of which release the GIL).  The fit adds the results
+    in task order, so the model equals the serial fit's bit for bit.  At most ``in_flight``
+    tasks (default ``2 * n_threads``) are submitted ahead of the one being consumed.
+
+    Parameters
+    ----------
+    n_threads : int >= 1
+    in_flight : int, optional
+
+    Examples
+    --------
+    >>> run = thread_mapper(2)
+    >>> list(run(pow, (2,), [(k,) for k in range(5)]))
+    [1, 2, 4, 8, 16]
+    """
+    n_threads = _check(n_threads)
+    if n_threads is None:
+        raise TypeError("n_threads must be an int >= 1, not None")
+    window = 2 * n_threads if in_flight is None else _check(in_flight)
+
+    def run(fn, common, tasks):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as ex:
+            pending = deque()
+            try:
+                for task in tasks:
+                    pending.append(ex.submit(fn, *common, *task))
+                    while len(pending) >= window:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    return run

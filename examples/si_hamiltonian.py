@@ -26,6 +26,10 @@ import argparse
 import json
 import sys
 import time
+
+_T0 = time.perf_counter()  # start of the script (before numpy's import)
+
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,50 +46,67 @@ def main(argv=None) -> int:
                    help="also score the error bars of every held-out structure and the out-of-distribution set")
     p.add_argument("--ood", default=str(HERE.parent / "data" / "si_test_ood.h5"),
                    help="out-of-distribution test-only dataset scored with --full ('' to skip)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for the per-structure work (default: $ACEHAMIL_THREADS, else the usable cores, at most 4)")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
 
-    from acehamil.io.config import read_model_config
-    from acehamil.io.dataset import read_dataset, write_dataset
-    from acehamil.io.models import load_model, save_model
-    from acehamil.models.hamiltonian.evaluate import by_kind, evaluate
-    from acehamil.models.hamiltonian.fit import fit, format_report
+    clock = Phases()
+    with clock("imports"):
+        from acehamil.io.config import read_model_config
+        from acehamil.io.dataset import read_dataset, write_dataset
+        from acehamil.io.models import load_model, save_model
+        from acehamil.models.hamiltonian.evaluate import by_kind, evaluate
+        from acehamil.models.hamiltonian.fit import fit, format_report
+        from acehamil.threads import thread_mapper, threads_from_env, usable_cores
 
-    t_start, c_start = time.perf_counter(), time.process_time()
+    # the per-structure work (normal-equation sums, predictions, eigenvalue errors, plots) runs on
+    # n threads, BLAS at one thread each (results do not depend on n)
+    n_threads = args.threads or threads_from_env() or min(4, usable_cores())
+    if n_threads < 1:
+        p.error(f"--threads must be >= 1, got {n_threads}")
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = read_model_config(args.config)
-    ds = read_dataset(cfg.data.train)
-    train_idx = cfg.data.training_indices(len(ds))
-    test_idx = cfg.data.test_indices(len(ds))
+    with clock("read"):
+        cfg = read_model_config(args.config)
+        ds = read_dataset(cfg.data.train)
+        train_idx = cfg.data.training_indices(len(ds))
+        test_idx = cfg.data.test_indices(len(ds))
+        train = [ds[i] for i in train_idx]
+        test = [ds[i] for i in test_idx]
     files = [cfg.data.train] if isinstance(cfg.data.train, str) else list(cfg.data.train)
     print(f"datasets {', '.join(Path(f).name for f in files)}: {len(ds)} structures; fitting on {len(train_idx)}, "
           f"holding out {test_idx}")
 
-    t0 = time.perf_counter()
-    model = fit([ds[i] for i in train_idx], cfg, progress=not args.quiet)
+    with clock("fit"):
+        model = fit(train, cfg, progress=not args.quiet, mapper=thread_mapper(n_threads) if n_threads > 1 else None)
     unc = model.report.get("uncertainty", {})
-    print(f"fit: {time.perf_counter() - t0:.1f} s" + (f" (of which error-bar calibration {unc['seconds']:.1f} s)"
-                                                       if "seconds" in unc else ""))
+    if "seconds" in unc:
+        clock.split("fit", "calibration", unc["seconds"], unc.get("seconds_cpu"))
+    print(f"fit: {clock.wall['fit'] + clock.wall.get('calibration', 0.0):.1f} s" +
+          (f" (of which error-bar calibration {unc['seconds']:.1f} s)" if "seconds" in unc else ""))
     if not args.quiet:
         print(format_report(model.report))
-    save_model(model, out / "model.h5")
-    model = load_model(out / "model.h5")  # what a user gets back from the file
+    with clock("save/load"):
+        save_model(model, out / "model.h5")
+        model = load_model(out / "model.h5")  # what a user gets back from the file
 
-    test = [ds[i] for i in test_idx]
     n_draws = model.config.uncertainty.n_samples if unc else 0
     predicted = []
-    for k, (i, sd) in enumerate(zip(test_idx, test)):
-        # draws (the error bars) for the plotted structure always, for every one with --full
-        pred = model.predict_structure(sd.atoms, info={"name": f"predicted {ds.names[i]}"},
-                                       n_samples=n_draws if (k == 0 or args.full) else 0,
-                                       rng=np.random.default_rng(k))
-        predicted.append(replace(pred, n_electrons=sd.n_electrons))
-        print(f"held-out {ds.names[i]}: smallest eigenvalue of predicted S(k) = {pred.info['overlap_min_eigenvalue']:.4f}")
-    write_dataset(out / "predicted.h5", [replace(x, H_draws=None) for x in predicted])
+    with clock("predict"):
+        for k, (i, sd) in enumerate(zip(test_idx, test)):
+            # draws (the error bars) for the plotted structure always, for every one with --full
+            pred = model.predict_structure(sd.atoms, info={"name": f"predicted {ds.names[i]}"},
+                                           n_samples=n_draws if (k == 0 or args.full) else 0,
+                                           rng=np.random.default_rng(k))
+            predicted.append(replace(pred, n_electrons=sd.n_electrons))
+            print(f"held-out {ds.names[i]}: smallest eigenvalue of predicted S(k) = {pred.info['overlap_min_eigenvalue']:.4f}")
+        write_dataset(out / "predicted.h5", [replace(x, H_draws=None) for x in predicted])
 
     # every error below from the one prediction per structure above
-    res = evaluate(model, test, kmesh=(6, 6, 6), window_eV=2.0, uncertainty=args.full, predictions=predicted)
+    with clock("evaluate"):
+        res = evaluate(model, test, kmesh=(6, 6, 6), window_eV=2.0, uncertainty=args.full, predictions=predicted)
     print(f"held-out H RMSE {res['H']['rmse_meV_aligned']:.3f} meV modulo the energy zero V*S "
           f"({res['H']['rmse_meV']:.3f} meV absolute), S RMSE {res['S']['rmse']:.2e}, "
           f"eigenvalue MAE within E_F +- 2 eV {res['eigenvalues']['mae_meV']:.3f} meV "
@@ -97,16 +118,54 @@ def main(argv=None) -> int:
     res["held_out_by_kind"] = print_kinds(by_kind(res["per_structure"], UNLABELLED),
                                           "held-out structures (never fitted), by kind:")
     if args.full and args.ood and Path(args.ood).exists():
-        res["out_of_distribution"] = print_kinds(score_ood(model, read_dataset(args.ood)),
-                                                 "out-of-distribution test set (never fitted):")
+        with clock("out-of-distribution"):
+            res["out_of_distribution"] = print_kinds(score_ood(model, read_dataset(args.ood)),
+                                                     "out-of-distribution test set (never fitted):")
     elif not args.full:
         print("(out-of-distribution test set and held-out error-bar coverage: rerun with --full)")
-    res["seconds"] = {"wall": time.perf_counter() - t_start, "cpu": time.process_time() - c_start}
+    with clock("plots"):
+        plot(test[0], predicted[0], out)
+    res["seconds"] = clock.summary()
     (out / "evaluation.json").write_text(json.dumps(res, indent=1, default=float))
-    plot(test[0], predicted[0], out)
     print(f"wrote {out}/model.h5, predicted.h5, evaluation.json, bands.png, dos.png "
-          f"({time.perf_counter() - t_start:.0f} s wall, {time.process_time() - c_start:.0f} s CPU)")
+          f"({res['seconds']['wall']:.0f} s wall, {res['seconds']['cpu']:.0f} s CPU since start; {clock.line()})")
     return 0
+
+
+class Phases:
+    """Wall and CPU seconds of each step of the job (``evaluation.json["seconds"]``).
+
+    CPU time is the process's (all threads); the totals count from the start of the script (wall)
+    and of the process (CPU), numpy's import included.
+    """
+
+    def __init__(self):
+        self.wall, self.cpu = {}, {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - t
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - c
+
+    def split(self, name: str, part: str, wall: float, cpu: float | None = None) -> None:
+        """Move ``wall`` (and ``cpu``; default: in proportion) seconds of phase ``name`` into phase ``part``."""
+        f = min(1.0, wall / self.wall[name]) if self.wall[name] > 0 else 0.0
+        self.wall[part] = f * self.wall[name]
+        self.cpu[part] = f * self.cpu[name] if cpu is None else min(cpu, self.cpu[name])
+        self.wall[name] -= self.wall[part]
+        self.cpu[name] -= self.cpu[part]
+
+    def summary(self) -> dict:
+        """``{"wall", "cpu", "phases": {name: {"wall", "cpu"}}}``."""
+        return {"wall": time.perf_counter() - _T0, "cpu": time.process_time(),
+                "phases": {k: {"wall": self.wall[k], "cpu": self.cpu[k]} for k in self.wall}}
+
+    def line(self) -> str:
+        return ", ".join(f"{k} {self.wall[k]:.1f}/{self.cpu[k]:.1f}" for k in self.wall) + " s wall/CPU"
 
 
 #: Kind of the shipped structures that carry no ``info["kind"]`` (data/si8_szv.h5).

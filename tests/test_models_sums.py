@@ -4,6 +4,8 @@ per-structure sampling streams equal one shared serial stream."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -135,3 +137,43 @@ def test_fit_does_not_depend_on_the_engine_and_refuses_lost_batches(data):
     assert np.array_equal(H0.data, H1.data)  # same batches, same order of addition: bit for bit
     with pytest.raises(RuntimeError, match="one result per task"):
         fit(data, cfg, progress=False, mapper=lambda fn, common, tasks: iter([fn(*common, *next(iter(tasks)))]))
+
+
+def _one_too_many(fn, common, tasks):
+    results = [fn(*common, *t) for t in tasks]
+    yield from results + results[:1]
+
+
+@pytest.mark.parametrize("calibrate", [False, True])
+def test_fit_on_threads_equals_the_serial_fit_and_releases_blas(data, calibrate):
+    """thread_mapper: the same model bit for bit (with and without the calibration's per-structure
+    parts), and the BLAS limit it sets while mapping is lifted when the fit goes on."""
+    from acehamil.models.hamiltonian.fit import fit
+    from threadpoolctl import threadpool_limits
+
+    from acehamil.threads import blas_threads, thread_mapper
+
+    data = [StructureData(sd.atoms, sd.basis, H=sd.H, S=sd.S, n_electrons=4.0 * len(sd.atoms)) for sd in data]
+    cfg = ModelConfig.from_dict({**CFG, "fit": {"batch_structures": 2, "max_blocks_per_type": 30}})
+    if calibrate:
+        cfg = dataclasses.replace(cfg, uncertainty=dataclasses.replace(
+            cfg.uncertainty, calibrate=True, calibration_folds=2, n_samples=4, kmesh=(2, 2, 2), window_eV=50.0))
+    serial = fit(data, cfg, progress=False)
+    seen = []
+
+    def spy(fn, common, tasks):  # records the BLAS threads the fit goes on with after the last result
+        yield from thread_mapper(2)(fn, common, tasks)
+        seen.append(blas_threads())
+
+    with threadpool_limits(limits=2, user_api="blas"):  # not 1, so that a limit left behind shows
+        before = blas_threads()
+        threaded = fit(data, cfg, progress=False, mapper=spy)
+        assert seen == [before, before] and blas_threads() == before  # after the H and the S sums
+    for name in ("H", "S"):
+        a, b = getattr(serial, name).coefficients, getattr(threaded, name).coefficients
+        assert a.keys() == b.keys()
+        for key in a:
+            for L in a[key]:
+                assert np.array_equal(a[key][L], b[key][L]), (name, key, L)
+    with pytest.raises(RuntimeError, match="more results than tasks"):
+        fit(data, cfg, progress=False, mapper=_one_too_many)

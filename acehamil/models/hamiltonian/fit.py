@@ -362,6 +362,9 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
                 for _ in ks:
                     bar.step()
                 yield part
+            # run the mapper to its end, so that what it holds (a thread pool, a BLAS limit) is released now
+            if next(results, None) is not None:
+                raise RuntimeError("the fit's mapper returned more results than tasks")
 
         if keep_parts:
             h_parts = list(parts())
