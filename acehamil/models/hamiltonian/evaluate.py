@@ -175,7 +175,7 @@ def block_errors(model, structures, which: str = "H", predictions=None) -> dict:
 
 def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, path_points: int = 60,
                       uncertainty: bool | None = None, n_samples: int | None = None, seed: int = 0,
-                      predictions=None, return_values: bool = False) -> dict:
+                      predictions=None, return_values: bool = False, mapper=None) -> dict:
     """Eigenvalue errors (meV) within ``E_F +- window_eV`` on a k-grid and along the band path.
 
     Absolute eigenvalues of a periodic DFT calculation carry an arbitrary,
@@ -202,6 +202,10 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     again; with ``uncertainty`` their draws (calibrated, ``ModelMatrices.draws == (delta,)`` or a
     StructureData's ``H_draws``) give the spreads, and a prediction without draws gets none.
 
+    ``mapper`` (``(fn, common, tasks) -> iterable`` in task order, as for
+    :func:`~acehamil.models.hamiltonian.fit.fit`, e.g. :func:`acehamil.threads.thread_mapper`)
+    runs the per-structure eigen-solves; the results do not depend on it.
+
     Returns
     -------
     dict
@@ -209,13 +213,8 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         "band_path_mae_meV", "n", "per_structure": [{"mae_meV", "max_meV", "mae_meV_absolute",
         "band_path_mae_meV"}, ...]}`` (+ ``"uncertainty"``).
     """
-    from ...tb.bands import band_path
-    from ...tb.dos import monkhorst_pack
-    from ...tb.eigen import solve
-    from ...tb.smearing import fermi_level
-
-    from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
     from .calibrate import default_samples, interval_metrics
+    from .sums import serial_map
     from .uncertainty import has_posterior
 
     if uncertainty is None:
@@ -226,57 +225,30 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         predictions = [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng)
                        for sd in structures]
     predictions = _predictions(model, structures, predictions)
-    acc = {"grid": [], "grid_abs": [], "path": [], "w": [], "wp": []}
+    run = serial_map if mapper is None else mapper
+    tasks = [(sd, pm) for sd, pm in zip(structures, predictions)]
+    acc = {"grid": [], "grid_abs": [], "path": [], "w": []}
     unc = {"err": [], "sigma": [], "per": []}
     shifts = []
     per_structure = []
-    for sd, pm in zip(structures, predictions):
-        kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
-        sigma = None
-        H, S = pm.H, pm.S
-        if uncertainty and sd.n_electrons is not None and len(pm.draws) == 1:
-            e_mod, draws = eigenvalue_draws(H, S, pm.draws[0], kp)
-            ef_d, efd = fermi_levels(e_mod, draws, wk, sd.n_electrons)
-            sigma = relative_sigma(e_mod, draws, ef_d, efd)
-        else:
-            e_mod = solve(H, S, kp)
-        e_ref = solve(sd.H[0], sd.S, kp)
-        nb = min(e_ref.shape[1], e_mod.shape[1])
-        e_ref, e_mod = e_ref[:, :nb], e_mod[:, :nb]
-        if sd.n_electrons is not None:
-            ef_ref = fermi_level(e_ref[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
-            ef_mod = fermi_level(e_mod[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
-        elif sd.fermi_level is not None:
-            ef_ref = ef_mod = float(sd.fermi_level)
-        else:
-            raise ValueError("reference structure has neither fermi_level nor n_electrons: no eigenvalue window")
-        shifts.append(ef_mod - ef_ref)
-        mask = np.abs(e_ref - ef_ref) <= window_eV
-        wgt = np.broadcast_to(wk[:, None], e_ref.shape)[mask]
-        acc["grid"].append(np.abs((e_mod - ef_mod) - (e_ref - ef_ref))[mask])
-        acc["grid_abs"].append(np.abs(e_mod - e_ref)[mask])
-        acc["w"].append(wgt)
-        if sigma is not None:
-            err = ((e_mod - ef_mod) - (e_ref - ef_ref))[mask]
-            sig = sigma[:, :nb][mask]
+    for r in run(_structure_eigen_errors, (tuple(kmesh), float(window_eV), int(path_points), bool(uncertainty)), tasks):
+        shifts.append(r["shift"])
+        for key in acc:
+            acc[key].append(r[key])
+        if r["err"] is not None:
+            err, sig = r["err"], r["sigma"]
             unc["err"].append(err)
             unc["sigma"].append(sig)
             per = interval_metrics(err, sig)
             per.update(mae_meV=float(np.abs(err).mean() * EV_TO_MEV) if err.size else float("nan"),
                        mean_sigma_meV=float(sig.mean() * EV_TO_MEV) if sig.size else float("nan"))
             unc["per"].append(per)
-        kpath = band_path(sd.atoms, npoints=path_points).kpts
-        p_ref, p_mod = solve(sd.H[0], sd.S, kpath), solve(H, S, kpath)
-        nb = min(p_ref.shape[1], p_mod.shape[1])
-        p_ref, p_mod = p_ref[:, :nb], p_mod[:, :nb]
-        on_path = np.abs(p_ref - ef_ref) <= window_eV
-        acc["path"].append(np.abs((p_mod - ef_mod) - (p_ref - ef_ref))[on_path])
-        g1, w1 = acc["grid"][-1], acc["w"][-1]
+        g1, w1 = r["grid"], r["w"]
         nan = float("nan")
         per_structure.append({"mae_meV": float((w1 * g1).sum() / w1.sum() * EV_TO_MEV) if g1.size else nan,
                               "max_meV": float(g1.max() * EV_TO_MEV) if g1.size else nan,
-                              "mae_meV_absolute": float((w1 * acc["grid_abs"][-1]).sum() / w1.sum() * EV_TO_MEV) if g1.size else nan,
-                              "band_path_mae_meV": float(acc["path"][-1].mean() * EV_TO_MEV) if acc["path"][-1].size else nan})
+                              "mae_meV_absolute": float((w1 * r["grid_abs"]).sum() / w1.sum() * EV_TO_MEV) if g1.size else nan,
+                              "band_path_mae_meV": float(r["path"].mean() * EV_TO_MEV) if r["path"].size else nan})
     g = np.concatenate(acc["grid"]) if acc["grid"] else np.zeros(0)
     ga = np.concatenate(acc["grid_abs"]) if acc["grid_abs"] else np.zeros(0)
     w = np.concatenate(acc["w"]) if acc["w"] else np.zeros(0)
@@ -304,14 +276,69 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     }
 
 
+def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertainty: bool, sd, pm) -> dict:
+    """The eigenvalue errors of one structure (the task :func:`eigenvalue_errors` maps).
+
+    Returns
+    -------
+    dict
+        ``grid``, ``grid_abs``, ``w`` (the k-weights), ``path``: absolute errors (eV) of the reference
+        eigenvalues in the window, Fermi-aligned and not, on the grid and along the band path;
+        ``shift``: model - reference Fermi level (eV); ``err``, ``sigma``: signed errors and spreads
+        on the grid (eV; None without draws).
+    """
+    from ...tb.bands import band_path
+    from ...tb.dos import monkhorst_pack
+    from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
+    from ...tb.eigen import solve
+    from ...tb.smearing import fermi_level
+
+    kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
+    sigma = None
+    H, S = pm.H, pm.S
+    if uncertainty and sd.n_electrons is not None and len(pm.draws) == 1:
+        e_mod, draws = eigenvalue_draws(H, S, pm.draws[0], kp)
+        ef_d, efd = fermi_levels(e_mod, draws, wk, sd.n_electrons)
+        sigma = relative_sigma(e_mod, draws, ef_d, efd)
+    else:
+        e_mod = solve(H, S, kp)
+    e_ref = solve(sd.H[0], sd.S, kp)
+    nb = min(e_ref.shape[1], e_mod.shape[1])
+    e_ref, e_mod = e_ref[:, :nb], e_mod[:, :nb]
+    if sd.n_electrons is not None:
+        ef_ref = fermi_level(e_ref[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
+        ef_mod = fermi_level(e_mod[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
+    elif sd.fermi_level is not None:
+        ef_ref = ef_mod = float(sd.fermi_level)
+    else:
+        raise ValueError("reference structure has neither fermi_level nor n_electrons: no eigenvalue window")
+    mask = np.abs(e_ref - ef_ref) <= window_eV
+    out = {"shift": ef_mod - ef_ref,
+           "grid": np.abs((e_mod - ef_mod) - (e_ref - ef_ref))[mask],
+           "grid_abs": np.abs(e_mod - e_ref)[mask],
+           "w": np.broadcast_to(wk[:, None], e_ref.shape)[mask],
+           "err": None, "sigma": None}
+    if sigma is not None:
+        out["err"] = ((e_mod - ef_mod) - (e_ref - ef_ref))[mask]
+        out["sigma"] = sigma[:, :nb][mask]
+    kpath = band_path(sd.atoms, npoints=path_points).kpts
+    p_ref, p_mod = solve(sd.H[0], sd.S, kpath), solve(H, S, kpath)
+    nb = min(p_ref.shape[1], p_mod.shape[1])
+    p_ref, p_mod = p_ref[:, :nb], p_mod[:, :nb]
+    on_path = np.abs(p_ref - ef_ref) <= window_eV
+    out["path"] = np.abs((p_mod - ef_mod) - (p_ref - ef_ref))[on_path]
+    return out
+
+
 def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncertainty: bool | None = None,
-             n_samples: int | None = None, predictions=None, seed: int = 0) -> dict:
+             n_samples: int | None = None, predictions=None, seed: int = 0, mapper=None) -> dict:
     """The ``acehamil evaluate --json`` contract.
 
     Each structure is predicted once (:meth:`HamiltonianModel.matrices`, with ``n_samples``
     calibrated posterior draws when ``uncertainty``), or ``predictions`` (one per structure:
     ModelMatrices or predicted StructureData, e.g. from :meth:`HamiltonianModel.predict_structure`)
     are used as given; H/S errors, eigenvalue errors and spreads all come from that one prediction.
+    ``mapper`` runs the per-structure eigen-solves (see :func:`eigenvalue_errors`).
 
     Returns
     -------
@@ -348,7 +375,7 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
     h = block_errors(model, structures, "H", predictions)
     s = block_errors(model, structures, "S", predictions)
     e = eigenvalue_errors(model, structures, kmesh=kmesh, window_eV=window_eV, uncertainty=uncertainty,
-                          predictions=predictions)
+                          predictions=predictions, mapper=mapper)
     per = [{"name": sd.info.get("name"), "kind": sd.info.get("kind"),
             "H_rmse_meV": hk["rmse"], "H_rmse_meV_aligned": hk["rmse_aligned"],
             "onsite_rmse_meV_aligned": hk["onsite_rmse_aligned"], "S_rmse": sk["rmse"],
