@@ -74,3 +74,22 @@ def test_pair_order_is_the_lexicographic_order(rng, natoms):
     order = _pair_order(i, j, S, natoms)
     expect = np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, i))
     assert order.tolist() == expect.tolist()
+
+
+@pytest.mark.parametrize("name", ["bulk_si", "small_cell", "triclinic", "slab", "cluster"])
+@pytest.mark.parametrize("distance", [0.1, 0.6, 1.3])
+def test_pairs_closer_than_matches_ase(name, distance, rng):
+    """The close-pair search of check_atoms (a 1 Å cell list, filtered) finds exactly ASE's pairs,
+    periodic images included, with two atoms moved close to others."""
+    from acehamil.structure.neighbours import pairs_closer_than
+
+    atoms, _ = structures(rng)[name]
+    atoms = atoms * (2, 2, 2) if len(atoms) < 4 else atoms.copy()
+    atoms.positions[1] = atoms.positions[0] + rng.normal(size=3) * 0.3 * distance / np.sqrt(3)
+    atoms.positions[-1] = atoms.positions[-2] + np.array([0.0, 0.0, 0.9 * distance])
+    i, j, d = pairs_closer_than(atoms, distance)
+    ia, ja, da = neighbor_list("ijd", atoms, distance, self_interaction=False)
+    assert len(i) >= 4
+    assert sorted(zip(i.tolist(), j.tolist(), np.round(d, 10).tolist())) == \
+        sorted(zip(ia.tolist(), ja.tolist(), np.round(da, 10).tolist()))
+    assert d.max() < distance

@@ -116,10 +116,10 @@ def check_atoms(atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
                         f"'X' or a typo in the element symbol?)")
     if len(pos) < 1:
         return
-    from ase.neighborlist import neighbor_list
+    from .neighbours import pairs_closer_than
 
     try:
-        i, j, d = neighbor_list("ijd", atoms, min_distance, self_interaction=False)
+        i, j, d = pairs_closer_than(atoms, min_distance)
     except Exception:  # noqa: BLE001 - degenerate cells: fall back to a direct check in the home cell
         diff = pos[:, None] - pos[None]
         dd = np.linalg.norm(diff, axis=-1) + np.eye(len(pos)) * 1e9
