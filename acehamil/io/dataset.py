@@ -39,7 +39,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -47,135 +46,24 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from ase import Atoms
 
 from ..errors import UserError
-from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
+from ..structure import StructureData
 from .hdf5 import atomic_h5, check_header, open_h5, write_header
 from .safe_write import atomic_path, check_free_space, file_lock
+from .structure_group import PRECISIONS as _PRECISIONS
+from .structure_group import read_structure, structure_checksum, write_structure
+
+__all__ = ["write_dataset", "append_dataset", "read_dataset", "read_settings", "check_settings", "Dataset",
+           "DatasetGroup", "StreamingWriter", "structure_checksum"]
 
 KIND = "dataset"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
-#: Stored precision of matrix values (``write_dataset(precision=...)``); always read as float64.
-_PRECISIONS = {"float64": np.float64, "float32": np.float32}
-_COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-
-
-# ---------------------------------------------------------------------------- write
-def _hermitian_partners(m: RealSpaceMatrix):
-    """Partner block of each block when ``m`` is exactly Hermitian (bitwise), else None.
-
-    Returns
-    -------
-    partner : ndarray of int, shape (P,)
-        Index of block ``(j, i, -T)``.
-    canonical : ndarray of bool, shape (P,)
-        The half that is stored: ``i < j``, or ``i == j`` and ``T >= 0`` lexicographically.
-    """
-    partner = m.partner
-    if m.nblocks == 0 or (partner < 0).any() or not np.array_equal(m.partner_transpose(), m.data):
-        return None
-    t = m.shift
-    tpos = (t[:, 0] > 0) | ((t[:, 0] == 0) & ((t[:, 1] > 0) | ((t[:, 1] == 0) & (t[:, 2] >= 0))))
-    canonical = (m.i < m.j) | ((m.i == m.j) & tpos)
-    return partner, canonical
-
-
-def _write_matrix(g: h5py.Group, m: RealSpaceMatrix, precision: str = "float64") -> None:
-    dtype = _PRECISIONS[precision]
-    big = _COMPRESS if m.nblocks > 64 else {}
-    g.create_dataset("i", data=m.i, **big)
-    g.create_dataset("j", data=m.j, **big)
-    g.create_dataset("shift", data=m.shift, **big)
-    herm = _hermitian_partners(m)
-    if herm is None:
-        g.attrs["storage"] = "full"
-        g.create_dataset("data", data=m.data.astype(dtype), **(_COMPRESS if m.data.size > 1024 else {}))
-        return
-    # exactly Hermitian: store the canonical half, the rest are transposes (bit-identical on read)
-    partner, canonical = herm
-    g.attrs["storage"] = "hermitian-half"
-    data = np.concatenate([m.block(p).ravel() for p in np.nonzero(canonical)[0]]) if canonical.any() else np.zeros(0)
-    g.create_dataset("data", data=data.astype(dtype), **(_COMPRESS if data.size > 1024 else {}))
-
-
-def _write_structure(g: h5py.Group, sd: StructureData, name: str, precision: str = "float64") -> None:
-    if not isinstance(sd, StructureData):
-        raise TypeError(f"expected StructureData, got {type(sd).__name__}")
-    at = sd.atoms
-    g.attrs["name"] = name
-    g.attrs["info"] = json.dumps(sd.info, default=_json_default, sort_keys=True)
-    g.create_dataset("numbers", data=np.asarray(at.numbers, np.int64))
-    g.create_dataset("positions", data=np.asarray(at.positions, np.float64))
-    g.create_dataset("cell", data=np.asarray(at.cell.array, np.float64))
-    g.create_dataset("pbc", data=np.asarray(at.pbc, bool))
-    gb = g.create_group("basis")
-    for z, shells in sd.basis.shells:
-        d = gb.create_dataset(str(z), data=np.array([[s.n, s.l] for s in shells], np.int64).reshape(-1, 2))
-        d.attrs["labels"] = json.dumps([s.label for s in shells])
-    gh = g.create_group("H")
-    for spin, h in enumerate(sd.H):
-        _write_matrix(gh.create_group(str(spin)), h, precision)
-    if sd.S is not None:
-        _write_matrix(g.create_group("S"), sd.S, precision)
-    for key in ("fermi_level", "energy", "n_electrons"):
-        val = getattr(sd, key)
-        if val is not None:
-            g.attrs[key] = float(val)
-    if sd.forces is not None:
-        g.create_dataset("forces", data=np.asarray(sd.forces, np.float64).reshape(len(at), 3))
-    if sd.reference_bands is not None:
-        kpts, eps = sd.reference_bands
-        gr = g.create_group("reference_bands")
-        gr.create_dataset("kpts", data=np.asarray(kpts, np.float64).reshape(-1, 3))
-        gr.create_dataset("eps", data=np.asarray(eps, np.float64).reshape(len(np.asarray(kpts).reshape(-1, 3)), -1))
-    if sd.H_draws is not None:
-        g.create_dataset("H_draws", data=np.asarray(sd.H_draws, np.float32), **_COMPRESS)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"info value of type {type(obj).__name__} cannot be stored (use numbers, strings, lists, dicts)")
 
 
 def _structure_name(sd: StructureData, index: int) -> str:
     return str(sd.info.get("name", f"structure-{index}"))
-
-
-def structure_checksum(g: h5py.Group) -> str:
-    """``"sha256:<hex>"`` of a structure group's datasets (name, dtype, shape, bytes) and attributes
-    (all but ``checksum``), walked in sorted order."""
-    h = hashlib.sha256()
-
-    def attrs(obj, prefix):
-        for k in sorted(obj.attrs):
-            if k == "checksum" and prefix == "":
-                continue
-            v = obj.attrs[k]
-            h.update(f"@{prefix}{k}=".encode())
-            h.update(v.encode() if isinstance(v, str) else v if isinstance(v, bytes) else np.asarray(v).tobytes())
-
-    def walk(grp, prefix):
-        attrs(grp, prefix)
-        for k in sorted(grp):
-            obj = grp[k]
-            if isinstance(obj, h5py.Group):
-                walk(obj, f"{prefix}{k}/")
-            else:
-                arr = obj[()]
-                a = np.asarray(arr)
-                h.update(f"{prefix}{k}|{a.dtype.str}|{a.shape}".encode())
-                h.update(np.ascontiguousarray(a).tobytes())
-                attrs(obj, f"{prefix}{k}:")
-
-    walk(g, "")
-    return "sha256:" + h.hexdigest()
 
 
 def _named(structures, start: int) -> list:
@@ -195,7 +83,7 @@ def _write_all(root: h5py.Group, named, start: int, names_present, precision: st
         key = f"{start + n:06d}"
         try:
             g = root.create_group(key)
-            _write_structure(g, sd, name, precision)
+            write_structure(g, sd, name, precision)
             g.attrs["checksum"] = structure_checksum(g)
         except BaseException:
             if key in root:  # no half-written structure stays in the file
@@ -387,145 +275,6 @@ def read_settings(path, settings_key: str = "generation_settings") -> dict | Non
     return None if v is None else json.loads(v)
 
 
-# ---------------------------------------------------------------------------- read
-def _read_matrix(g: h5py.Group, norb_per_atom: np.ndarray, where: str) -> RealSpaceMatrix:
-    for key in ("i", "j", "shift", "data"):
-        if key not in g:
-            raise ValueError(f"{where}: missing dataset {key!r} (truncated or foreign file?)")
-    try:
-        i, j, shift, data = g["i"][()], g["j"][()], g["shift"][()], np.asarray(g["data"][()], dtype=np.float64)
-        storage = g.attrs.get("storage", "full")
-        storage = storage.decode() if isinstance(storage, bytes) else str(storage)
-        if storage == "hermitian-half":
-            data = _unfold_hermitian(norb_per_atom, i, j, shift, data, where)
-        elif storage != "full":
-            raise ValueError(f"unknown matrix storage {storage!r}")
-        return RealSpaceMatrix(norb_per_atom, i, j, shift, data)
-    except ValueError as err:
-        raise UserError(f"{where}: {err} (basis mismatch?)") from None
-
-
-def _unfold_hermitian(norb, i, j, shift, half, where) -> np.ndarray:
-    """Full block data from the canonical half (see :func:`_hermitian_partners`).
-
-    Vectorised: canonical blocks are scattered into place, every other block is the transpose
-    of its partner ``(j, i, -T)`` (found for all blocks at once, :func:`acehamil.structure.pair_index.lookup`);
-    values are copied, so the result is bit-identical to what was written.
-    """
-    from ..structure.pair_index import lookup
-
-    norb = np.asarray(norb, np.int64)
-    i, j, t = np.asarray(i, np.int64), np.asarray(j, np.int64), np.asarray(shift, np.int64).reshape(-1, 3)
-    if len(i) and (max(i.max(), j.max()) >= len(norb) or min(i.min(), j.min()) < 0):
-        raise ValueError("atom index out of range")
-    tpos = (t[:, 0] > 0) | ((t[:, 0] == 0) & ((t[:, 1] > 0) | ((t[:, 1] == 0) & (t[:, 2] >= 0))))
-    canonical = (i < j) | ((i == j) & tpos)
-    sizes = norb[i] * norb[j]
-    if int(sizes[canonical].sum()) != half.size:
-        raise ValueError(f"{half.size} stored values, the canonical blocks need {int(sizes[canonical].sum())}")
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    full = np.empty(int(offsets[-1]))
-
-    def entries(blocks):
-        """Block (repeated), and position inside it, of every value of ``blocks`` in order."""
-        n = sizes[blocks]
-        rep = np.repeat(blocks, n)
-        return rep, np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-
-    p, local = entries(np.nonzero(canonical)[0])
-    full[offsets[p] + local] = half
-    rest = np.nonzero(~canonical)[0]
-    if len(rest):
-        q = lookup(i, j, t, j[rest], i[rest], -t[rest])
-        ok = q >= 0
-        ok[ok] = canonical[q[ok]]
-        if not ok.all():
-            b = int(rest[np.argmin(ok)])
-            raise ValueError(f"block ({i[b]}, {j[b]}, {t[b].tolist()}) has no stored Hermitian partner")
-        p, local = entries(rest)
-        qq = np.repeat(q, sizes[rest])
-        r, c = local // norb[j[p]], local % norb[j[p]]
-        full[offsets[p] + local] = full[offsets[qq] + c * norb[j[qq]] + r]
-    return full
-
-
-def _field(g: h5py.Group, key: str, where: str, shape, kind: str) -> np.ndarray:
-    """Dataset ``key`` of ``g`` checked for shape (None = any length) and dtype kind ('i', 'f', 'b')."""
-    a = g[key][()]
-    a = np.asarray(a)
-    ok_kind = a.dtype.kind in {"i": "iu", "f": "fiu", "b": "b?iu"}[kind]
-    ok_shape = a.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, a.shape))
-    if not (ok_kind and ok_shape):
-        want = "x".join("N" if s is None else str(s) for s in shape)
-        raise UserError(f"{where}/{key}: expected shape ({want}) of {dict(i='integers', f='floats', b='booleans')[kind]}, "
-                        f"got shape {a.shape} dtype {a.dtype}")
-    return a
-
-
-def _read_structure(g: h5py.Group, where: str, validate: bool = True) -> StructureData:
-    for key in ("numbers", "positions", "cell", "pbc", "basis", "H"):
-        if key not in g:
-            raise ValueError(f"{where}: missing {key!r} (truncated or foreign file?)")
-    stored = g.attrs.get("checksum")
-    if stored is not None:
-        stored = stored.decode() if isinstance(stored, bytes) else str(stored)
-        if structure_checksum(g) != stored:
-            name = g.attrs.get("name", "?")
-            raise UserError(f"{where} (structure {str(name)!r}): checksum mismatch - the stored data were changed "
-                            f"or corrupted after writing; do not use this structure")
-    numbers = _field(g, "numbers", where, (None,), "i")
-    n = len(numbers)
-    positions = _field(g, "positions", where, (n, 3), "f")
-    cell = _field(g, "cell", where, (3, 3), "f")
-    pbc = _field(g, "pbc", where, (3,), "b")
-    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc.astype(bool))
-    if validate:
-        from ..structure.validate import check_atoms, check_hermitian
-
-        check_atoms(atoms, where)
-    shells = {}
-    for z, d in g["basis"].items():
-        labels = json.loads(d.attrs.get("labels", "[]")) or [""] * len(d)
-        shells[int(z)] = [Shell(l=int(l), n=int(n), label=lab) for (n, l), lab in zip(d[()], labels)]
-    basis = OrbitalBasis.from_dict(shells)
-    try:
-        norb = basis.layout(atoms.numbers).norb_per_atom  # raises for a species without a basis
-    except ValueError as err:
-        raise UserError(f"{where}/basis: {err}") from None
-    H = tuple(_read_matrix(g["H"][s], norb, f"{where}/H/{s}") for s in sorted(g["H"], key=int))
-    S = _read_matrix(g["S"], norb, f"{where}/S") if "S" in g else None
-    if validate:
-        # "hermitian-half" storage is Hermitian by construction; check what was stored in full
-        for s, h in zip(sorted(g["H"], key=int), H):
-            if _storage(g["H"][s]) == "full":
-                check_hermitian(h, f"H (spin {s})", where)
-        if S is not None and _storage(g["S"]) == "full":
-            check_hermitian(S, "S", where)
-    attrs = g.attrs
-    ref = None
-    if "reference_bands" in g:
-        kp = _field(g["reference_bands"], "kpts", f"{where}/reference_bands", (None, 3), "f")
-        ref = (kp, _field(g["reference_bands"], "eps", f"{where}/reference_bands", (len(kp), None), "f"))
-    return StructureData(
-        atoms=atoms,
-        basis=basis,
-        H=H,
-        S=S,
-        fermi_level=float(attrs["fermi_level"]) if "fermi_level" in attrs else None,
-        energy=float(attrs["energy"]) if "energy" in attrs else None,
-        forces=_field(g, "forces", where, (n, 3), "f") if "forces" in g else None,
-        reference_bands=ref,
-        n_electrons=float(attrs["n_electrons"]) if "n_electrons" in attrs else None,
-        info=json.loads(attrs.get("info", "{}")),
-        H_draws=_field(g, "H_draws", where, (None, H[0].data.size if H else 0), "f") if "H_draws" in g else None,
-    )
-
-
-def _storage(g) -> str:
-    st = g.attrs.get("storage", "full")
-    return st.decode() if isinstance(st, bytes) else str(st)
-
-
 class Dataset(Sequence):
     """Lazy view of a dataset file: ``len``, indexing and iteration read one structure at a time.
 
@@ -561,7 +310,7 @@ class Dataset(Sequence):
         key = self._keys[n % len(self)]
         with open_h5(self.path) as f:
             try:
-                return _read_structure(f["structures"][key], f"{self.path}:/structures/{key}", self.validate)
+                return read_structure(f["structures"][key], f"{self.path}:/structures/{key}", self.validate)
             except (KeyError, OSError) as err:
                 raise ValueError(f"{self.path}:/structures/{key} cannot be read (truncated file?): {err}") from None
 
