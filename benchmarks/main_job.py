@@ -1,0 +1,114 @@
+"""The README main job (``examples/si_hamiltonian.py``): wall and CPU time, phase by phase, with the load.
+
+Runs the job as the README does, in a child process, and prints its wall time, its CPU time (all
+threads), its peak memory, the machine's load average before and after, and the wall/CPU split of
+its phases (imports, reading, fit, error-bar calibration, save/load, predictions, evaluation,
+figures; from ``evaluation.json["seconds"]``).  The project's target is <= 30 s wall after install
+on the 2-core development machine, idle.
+
+``--fresh`` measures what a new user meets: ``git clone`` of this repository's committed state into
+a temporary folder, ``python3 -m venv``, ``pip install -e .`` (timed separately), then the job.
+
+Usage::
+
+    python benchmarks/main_job.py [--fresh] [--repeat N] [--json] [-- extra arguments of the example]
+
+Examples
+--------
+>>> phase_table({"phases": {"fit": {"wall": 2.0, "cpu": 3.0}}})
+['  fit                                2.0 s wall     3.0 s CPU']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_job(python: str, repo: Path, out: Path, extra: list) -> dict:
+    """Run the example once in a child process; its wall, CPU (children's user + system) and peak RSS."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load0 = os.getloadavg()
+    t = time.perf_counter()
+    proc = subprocess.run([python, str(repo / "examples" / "si_hamiltonian.py"), "--out", str(out), "-q", *extra],
+                          cwd=repo, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the main job failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    ev = json.loads((out / "evaluation.json").read_text())
+    return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "peak_rss_GB": after.ru_maxrss / 2**20, "load_before": list(load0), "load_after": list(os.getloadavg()),
+            "seconds": ev.get("seconds", {}), "eig_mae_meV": ev["eigenvalues"]["mae_meV"],
+            "last_line": proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""}
+
+
+def fresh_install(work: Path) -> tuple:
+    """Clone the committed state of this repository into ``work`` and install it in a new venv.
+
+    Returns
+    -------
+    python : str
+        The new environment's interpreter.
+    repo : Path
+    install : dict
+        Wall and CPU seconds of clone + venv + ``pip install -e .``.
+    """
+    repo = work / "acehamil"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(repo / ".venv")], check=True)
+    python = str(repo / ".venv" / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "-e", str(repo)], check=True, cwd=repo)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return python, repo, {"wall_s": time.perf_counter() - t, "cpu_s": cpu}
+
+
+def phase_table(seconds: dict) -> list:
+    """Lines ``name  wall  CPU`` of ``evaluation.json["seconds"]["phases"]``."""
+    return [f"  {name:<30}{t['wall']:>8.1f} s wall {t['cpu']:>7.1f} s CPU" for name, t in seconds.get("phases", {}).items()]
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--fresh", action="store_true", help="clone + new venv + pip install -e . first (timed apart)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of the job (each reported)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    report = {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), "runs": []}
+    with tempfile.TemporaryDirectory(prefix="acehamil_main_job_") as tmp:
+        python, repo = sys.executable, ROOT
+        if args.fresh:
+            python, repo, report["install"] = fresh_install(Path(tmp))
+        for r in range(args.repeat):
+            report["runs"].append(run_job(python, repo, Path(tmp) / f"out{r}", extra))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    if "install" in report:
+        print(f"fresh clone + venv + pip install -e .: {report['install']['wall_s']:.0f} s wall, "
+              f"{report['install']['cpu_s']:.0f} s CPU")
+    for r, run in enumerate(report["runs"]):
+        print(f"run {r}: {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU, peak {run['peak_rss_GB']:.2f} GB, "
+              f"load {run['load_before'][0]:.1f} -> {run['load_after'][0]:.1f} ({report['cores']} cores); "
+              f"held-out eigenvalue MAE {run['eig_mae_meV']:.2f} meV")
+        print("\n".join(phase_table(run["seconds"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
