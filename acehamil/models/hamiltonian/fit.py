@@ -326,12 +326,20 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     run = serial_map if mapper is None else mapper
     for name, mm, pick in (("H", template.H, pick_h), ("S", template.S, pick_s)):
         train = _Subset(structures, train_idx, orbital_basis, checked)
-        counts = []
-        for k in range(len(train)):  # counting pass: centres per family (sampling plan), electrons
-            sd = train[k]
-            if name == "H":
-                electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
-            counts.append(centre_counts(mm, sd.atoms))
+
+        def count_tasks():  # counting pass: centres per family (the sampling plan), electrons
+            for k in range(len(train)):
+                sd = train[k]
+                if name == "H":
+                    electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
+                yield (sd.atoms,)
+
+        counts = list(run(centre_counts, (mm,), count_tasks()))  # on the fit's engine, as the sums
+        if len(counts) > len(train):
+            raise RuntimeError("the fit's mapper returned more results than tasks")
+        if len(counts) < len(train) or not all(isinstance(c, dict) for c in counts):
+            raise RuntimeError(f"the fit's mapper returned {len(counts)} centre counts for {len(train)} structures "
+                               f"(one result per task, in task order)")
         sampling = Sampling.plan(counts, config.fit.max_blocks_per_type, rng)
         rates = sampling.rates
         gauge = name == "H" and config.fit.fit_energy_zero
