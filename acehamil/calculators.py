@@ -60,10 +60,20 @@ class ACECalculator(Calculator):
         self.posterior = posterior
 
     @classmethod
-    def from_file(cls, path, **kwargs) -> "ACECalculator":
-        """Load a potential file written by :func:`acehamil.io.potential_file.save_potential`."""
-        from .io.potential_file import load_potential
+    def from_file(cls, path, uncertainty: bool = False, **kwargs) -> "ACECalculator":
+        """Load a potential file written by :func:`acehamil.io.potential_file.save_potential`.
 
+        With ``uncertainty=True`` the posterior stored in the file is used (``energy_sigma``,
+        ``forces_sigma`` in the results); a file without one raises ``ValueError``.
+        """
+        from .io.potential_file import load_posterior, load_potential
+
+        if uncertainty:
+            if kwargs.get("posterior") is not None:
+                raise ValueError("pass either uncertainty=True or a posterior, not both")
+            kwargs["posterior"] = load_posterior(path)
+            if kwargs["posterior"] is None:
+                raise ValueError(f"{path} stores no posterior: fit with solver = \"blr\" (linear or multilayer model)")
         return cls(load_potential(path), **kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

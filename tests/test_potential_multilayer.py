@@ -358,6 +358,69 @@ def test_cli_fits_and_evaluates_a_multilayer_model(tmp_path, rng, capsys):
     assert "density_max_degree" in capsys.readouterr().err
 
 
+def test_blr_fit_stores_its_posterior_and_the_calculator_reads_it(tmp_path, rng):
+    """fit-potential with solver = "blr" writes the calibrated posterior into the model file; it reloads
+    bit for bit, the calculator reports sigma from it, and a damaged or foreign posterior is refused."""
+    import ase.io
+    import h5py
+
+    from acehamil.calculators import ACECalculator
+    from acehamil.cli import main
+    from acehamil.io.potential_file import load_posterior, load_potential, save_potential
+    from acehamil.models.potential.uncertainty import predict_sigma
+
+    truth = _truth(rng, _basis())
+    frames = []
+    for c in _labelled(truth, rng, 6, "md"):
+        a = c.atoms.copy()
+        a.calc = SinglePointCalculator(a, energy=c.energy, forces=c.forces + 0.01 * rng.normal(size=c.forces.shape))
+        a.info["config_type"] = c.config_type
+        frames.append(a)
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text(
+        '[data]\ntrain = "train.xyz"\n[basis]\nr_cut = 4.0\nn_max = 3\nmax_nu = 2\nmax_degree = [4, 3]\n'
+        '[fit]\nsolver = "blr"\npower = [0.0]\nn_folds = 2\nlayer_prior_factors = [1.0, 10.0]\n'
+        '[model]\nkind = "multilayer"\nn_message = 3\nn_pass = 3\nembeddings = ["identity"]\n'
+    )
+    out = tmp_path / "pot.h5"
+    assert main(["fit-potential", str(cfg), "-o", str(out), "-q"]) == 0
+    pot, post = load_potential(out), load_posterior(out)
+    assert isinstance(pot, MultilayerACEPotential) and post is not None
+    assert post.cols.max() == pot.parameter_vector().size - 1 and post.scale > 0
+    atoms = _rattled_si(rng, amp=0.1)
+    atoms.calc = ACECalculator.from_file(out, uncertainty=True)
+    atoms.get_forces()
+    ref = predict_sigma(pot, post, atoms)
+    np.testing.assert_array_equal(atoms.calc.results["forces_sigma"], ref["forces_sigma"])
+    assert np.all(ref["forces_sigma"] > 0) and ref["energy_sigma"] > 0
+    # a file without a posterior: None, and the calculator asks for a BLR fit
+    plain = tmp_path / "plain.h5"
+    save_potential(plain, pot)
+    assert load_posterior(plain) is None
+    with pytest.raises(ValueError, match="no posterior"):
+        ACECalculator.from_file(plain, uncertainty=True)
+    with pytest.raises(ValueError, match="does not fit"):
+        save_potential(tmp_path / "bad.h5", pot.linear, posterior=post)
+    # damaged factor, or the posterior moved onto another model: refused
+    with h5py.File(out, "r+") as f:
+        f["posterior/factor"][0, 0] += 1e-9
+    with pytest.raises(ValueError, match="posterior checksum"):
+        load_posterior(out)
+    save_potential(out, pot, posterior=post)
+    other = MultilayerACEPotential(pot.basis, pot.species, pot.e0, pot.coef, pot.layer, 2 * pot.weights, pot.repulsion)
+    save_potential(tmp_path / "other.h5", other)
+    with h5py.File(out, "r") as src, h5py.File(tmp_path / "other.h5", "r+") as dst:
+        src.copy("posterior", dst)
+    with pytest.raises(ValueError, match="another model"):
+        load_posterior(tmp_path / "other.h5")
+    # the linear model's BLR fit stores its posterior too
+    cfg.write_text(cfg.read_text().split("[model]")[0])
+    assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "lin.h5"), "-q"]) == 0
+    lin, lpost = load_potential(tmp_path / "lin.h5"), load_posterior(tmp_path / "lin.h5")
+    assert isinstance(lin, ACEPotential) and lpost.cols.max() == lin.parameter_vector().size - 1
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_nve_energy_is_conserved_with_a_fitted_multilayer_model(shared_data):

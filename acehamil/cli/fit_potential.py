@@ -63,18 +63,31 @@ def run(args) -> int:
     progress = not args.quiet
     if progress:
         print(f"training: {len(job.train)} configs {summarise(job.train)}; species {list(job.species)}", file=sys.stderr)
+    blr = job.settings.solver == "blr"
+    acc = None
     if job.multilayer is not None:
-        from ..models.potential.multilayer_fit import fit_multilayer
+        from ..models.potential.multilayer_fit import accumulate_multilayer, fit_multilayer, multilayer_layer
 
-        result = fit_multilayer(job.train, job.basis, job.species, job.settings, job.multilayer, job.repulsion, progress=progress)
+        layer = multilayer_layer(job.multilayer, job.species, job.train)
+        acc = accumulate_multilayer(job.basis, job.species, job.train, job.settings, layer, job.repulsion, progress)
+        result = fit_multilayer(job.train, job.basis, job.species, job.settings, repulsion=job.repulsion, progress=progress,
+                                accumulated=acc, layer=layer)
         kind = "multilayer"
     elif job.embedding is None:
-        result = fit_potential(job.train, job.basis, job.species, job.settings, job.repulsion, progress=progress)
+        from ..models.potential.fit import accumulate
+
+        acc = accumulate(job.basis, job.species, job.train, job.settings, job.repulsion, progress) if blr else None
+        result = fit_potential(job.train, job.basis, job.species, job.settings, job.repulsion, progress=progress, accumulated=acc)
         kind = "linear"
     else:
         result = fit_embedded(job.train, job.basis, job.species, job.settings, job.embedding, job.repulsion, progress=progress)
         kind = "embedded"
-    save_potential(args.output, result.potential)
+    posterior = None
+    if blr and kind != "embedded":  # BLR: the calibrated posterior goes into the file (error bars)
+        from ..models.potential.uncertainty import calibrate
+
+        posterior = calibrate(result, job.settings, acc)
+    save_potential(args.output, result.potential, posterior=posterior)
     report = {"model": kind, "chosen": result.chosen, "seconds": result.seconds,
               "n_features": result.potential.n_features, "cv": result.cv, "cv_by_type": result.cv_by_type,
               "train": error_metrics(result.potential, job.train),
@@ -82,6 +95,9 @@ def run(args) -> int:
     if job.embedding is not None:
         report["linear_cv"] = result.linear.cv[:20]
         report["optimiser"] = result.info
+    if posterior is not None:
+        report["posterior"] = {"n_columns": int(posterior.cols.size), "scale": posterior.scale,
+                               "force_noise_eV_per_A": posterior.force_noise, "energy_noise_eV_per_atom": posterior.energy_noise}
     if job.multilayer is not None:
         report["message_spec"] = job.multilayer.to_dict()
         report["n_layer2_features"] = int(result.potential.weights.size)

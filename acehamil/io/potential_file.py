@@ -31,6 +31,13 @@ and the datasets
 all covered by the checksum.  Linear potentials are still written as version 1,
 and version-1 files load as before.
 
+A linear or multilayer potential fitted with BLR may carry its calibrated posterior
+(:class:`~acehamil.models.potential.uncertainty.PotentialPosterior`, optional, any
+version) in the group ``/posterior``: datasets ``cols`` (k,) int64 and ``factor``
+(k, k) float64, attributes ``force_noise`` (eV/Å), ``energy_noise`` (eV/atom),
+``scale`` and ``checksum`` (sha256 of these and of the model's checksum, so a
+posterior cannot be moved to another model).  :func:`load_posterior` reads it.
+
 Arrays are stored as float64, so a reload reproduces predictions bit for bit.
 On load the basis is rebuilt from its spec and checked against the stored
 fingerprint; a mismatch (e.g. a different basis-engine version ordering its
@@ -104,14 +111,41 @@ def _json_default(obj):
     return str(obj)
 
 
-def save_potential(path, potential) -> None:
-    """Write an :class:`~acehamil.models.potential.ACEPotential` or an
-    :class:`~acehamil.models.potential.embedded.EmbeddedACEPotential` atomically.
+def _posterior_checksum(model_checksum: str, cols, factor, force_noise, energy_noise, scale) -> str:
+    h = hashlib.sha256(str(model_checksum).encode())
+    for arr in (np.asarray(cols, np.int64), np.asarray(factor, np.float64),
+                np.asarray([force_noise, energy_noise, scale], np.float64)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _check_posterior(potential, posterior) -> None:
+    from ..models.potential.model import ACEPotential
+    from ..models.potential.multilayer import MultilayerACEPotential
+    from ..models.potential.uncertainty import PotentialPosterior
+
+    if not isinstance(posterior, PotentialPosterior):
+        raise TypeError(f"posterior must be a PotentialPosterior, got {type(posterior).__name__}")
+    if not isinstance(potential, (ACEPotential, MultilayerACEPotential)):
+        raise TypeError(f"only linear and multilayer potentials carry a posterior, got {type(potential).__name__}")
+    n = potential.parameter_vector().size
+    cols = np.asarray(posterior.cols)
+    factor = np.asarray(posterior.factor)
+    if cols.ndim != 1 or factor.ndim != 2 or factor.shape[0] != cols.size or (cols.size and (cols.min() < 0 or cols.max() >= n)):
+        raise ValueError(f"the posterior (columns {cols.shape}, factor {factor.shape}) does not fit this potential's {n} parameters")
+
+
+def save_potential(path, potential, posterior=None) -> None:
+    """Write an :class:`~acehamil.models.potential.ACEPotential`, an
+    :class:`~acehamil.models.potential.embedded.EmbeddedACEPotential` or a
+    :class:`~acehamil.models.potential.multilayer.MultilayerACEPotential` atomically.
 
     Parameters
     ----------
     path : str or Path
-    potential : ACEPotential or EmbeddedACEPotential
+    potential : ACEPotential, EmbeddedACEPotential or MultilayerACEPotential
+    posterior : PotentialPosterior, optional
+        Its (calibrated) BLR posterior, stored in ``/posterior`` (linear and multilayer only).
     """
     from ..models.potential.embedded import EmbeddedACEPotential
     from ..models.potential.model import ACEPotential, feature_degrees
@@ -121,6 +155,8 @@ def save_potential(path, potential) -> None:
         raise TypeError(f"expected an ACEPotential, EmbeddedACEPotential or MultilayerACEPotential, got {type(potential).__name__}")
     embedded = isinstance(potential, EmbeddedACEPotential)
     multilayer = isinstance(potential, MultilayerACEPotential)
+    if posterior is not None:
+        _check_posterior(potential, posterior)
 
     spec = potential.basis.spec
     if not hasattr(spec, "to_dict"):
@@ -156,6 +192,49 @@ def save_potential(path, potential) -> None:
         f.create_dataset("coef", data=np.asarray(potential.coef, dtype=np.float64))
         f.create_dataset("feature_degrees", data=np.asarray(degrees, dtype=np.float64))
         f.create_dataset("canary_features", data=canary_features(potential.basis, species))
+        if posterior is not None:
+            g = f.create_group("posterior")
+            cols = np.asarray(posterior.cols, dtype=np.int64)
+            factor = np.asarray(posterior.factor, dtype=np.float64)
+            g.create_dataset("cols", data=cols)
+            g.create_dataset("factor", data=factor)
+            noise = (float(posterior.force_noise), float(posterior.energy_noise), float(posterior.scale))
+            g.attrs["force_noise"], g.attrs["energy_noise"], g.attrs["scale"] = noise
+            g.attrs["checksum"] = _posterior_checksum(f.attrs["checksum"], cols, factor, *noise)
+
+
+def load_posterior(path):
+    """The posterior stored with a potential by ``save_potential(..., posterior=...)``, or None.
+
+    Returns
+    -------
+    PotentialPosterior or None
+
+    Raises
+    ------
+    ValueError
+        A damaged posterior, or one whose checksum does not belong to this file's model.
+    """
+    from ..models.potential.uncertainty import PotentialPosterior
+
+    with open_h5(path) as f:
+        check_header(f, KIND, SUPPORTED_VERSIONS)
+        if "posterior" not in f:
+            return None
+        try:
+            g = f["posterior"]
+            cols = np.asarray(g["cols"][()], dtype=np.int64)
+            factor = np.asarray(g["factor"][()], dtype=np.float64)
+            noise = tuple(float(g.attrs[k]) for k in ("force_noise", "energy_noise", "scale"))
+            stored = g.attrs["checksum"]
+            model_checksum = f.attrs["checksum"]
+        except (KeyError, OSError) as err:
+            raise ValueError(f"{path}: incomplete or corrupted posterior ({err})") from None
+    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+    model_checksum = model_checksum.decode() if isinstance(model_checksum, bytes) else str(model_checksum)
+    if _posterior_checksum(model_checksum, cols, factor, *noise) != stored:
+        raise ValueError(f"{path}: posterior checksum mismatch - damaged, or written for another model")
+    return PotentialPosterior(cols, factor, noise[0], noise[1], noise[2])
 
 
 def _default_basis_factory(spec_dict: dict):
