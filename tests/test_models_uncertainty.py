@@ -272,10 +272,19 @@ def _states(model, atoms, kpts):
     return H, S, eps.reshape(-1), vecs, np.repeat(np.asarray(kpts, float), nb, axis=0)
 
 
-def test_linear_response_sensitivity_is_the_brute_force_gradient(model, data, rng):
+@pytest.fixture(scope="module")
+def tapered_model(data):
+    """Bonds beyond env_bond_cut = 3 Å are two-centre (their own, compact feature path)."""
+    cfg = {**CFG, "h_offsite": {**CFG["h_offsite"], "env_bond_cut": 3.0}}
+    return fit(data[:4], ModelConfig.from_dict(cfg), progress=False)
+
+
+@pytest.mark.parametrize("which", ["model", "tapered_model"])
+def test_linear_response_sensitivity_is_the_brute_force_gradient(which, data, rng, request):
     """J = dw.H/dc by the brute-force linear map; J.c and the prediction reproduce the eigenvalues."""
     from acehamil.models.hamiltonian.linear_response import sensitivities
 
+    model = request.getfixturevalue(which)
     atoms = data[4].atoms.copy()
     atoms.rattle(0.05, rng=rng)
     k = np.array([[0.13, 0.27, 0.41], [0.5, 0.0, 0.25]])

@@ -113,25 +113,33 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
     for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
         bts = fam.block_types(mm.orbital_basis)
         n = len(sel)
-        # the features of every centre, once: the prediction and the sensitivities
-        designs = {}
+        # the features of every centre, once: the prediction and the sensitivities.  Each design part is
+        # (centres, D (m, n_cols, 2L+1), feature columns or None): two-centre bonds carry only their nonzero columns
+        designs, n_coef = {}, {}
         env = fam.environments(atoms, pat.pairs, sel)
         for s0, s1, chunk in env.chunks(max_particles):
-            feats = fam.features(chunk)
-            for bt in bts:
-                for L, D in fam.design(feats, bt, s1 - s0).items():
-                    c = coefficients.get(bt.key, {}).get(L)
-                    if c is None or D.shape[1] == 0:
-                        continue
-                    if c.shape != (D.shape[1],):
-                        raise ValueError(f"{bt.key} L={L}: {c.shape[0]} coefficients, {D.shape[1]} features")
-                    designs.setdefault((bt.key, L), []).append(D)
-        designs = {k: (v[0] if len(v) == 1 else np.concatenate(v)) for k, v in designs.items()}
+            parts_of = fam.feature_parts(chunk) if hasattr(fam, "feature_parts") else [
+                (np.arange(s1 - s0), fam.features(chunk), None)]
+            for idx, feats, colmap in parts_of:
+                for bt in bts:
+                    for L, D in fam.design(feats, bt, len(idx)).items():
+                        c = coefficients.get(bt.key, {}).get(L)
+                        if c is None or D.shape[1] == 0:
+                            continue
+                        fcols = None if colmap is None else colmap[(L, bt.parity)]
+                        if fcols is None and c.shape != (D.shape[1],):
+                            raise ValueError(f"{bt.key} L={L}: {c.shape[0]} coefficients, {D.shape[1]} features")
+                        n_coef[(bt.key, L)] = c.size
+                        designs.setdefault((bt.key, L), []).append((s0 + idx, D, fcols))
         off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
         for bt in bts:
             sym = fam.symmetrised(bt)
-            raw = {L: np.einsum("nfM,f->nM", designs[(bt.key, L)], coefficients[bt.key][L])
-                   for L in bt.L_values() if (bt.key, L) in designs}
+            raw = {}
+            for L in bt.L_values():
+                for idx, D, fcols in designs.get((bt.key, L), ()):
+                    c = coefficients[bt.key][L]
+                    h = raw.setdefault(L, np.zeros((n, 2 * L + 1)))
+                    h[idx] += np.einsum("nfM,f->nM", D, c if fcols is None else c[fcols])
             parts = {L: (0.5 * (h + transpose_sign(L) * h[rev]) if sym else h) for L, h in raw.items()}
             X = assemble(parts, bt.l1, bt.l2, n)
             ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
@@ -161,7 +169,7 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                 g_ref = np.tensordot(rw, w_ref, axes=(0, 0)).reshape(n, -1) @ P
             plan.append((bt, Ls, rows, cols, P, cuts, g_ref))
             for L in Ls:
-                J[(bt.key, L)] = np.zeros((nr, designs[(bt.key, L)].shape[1]))
+                J[(bt.key, L)] = np.zeros((nr, n_coef[(bt.key, L)]))
                 noise[(bt.key, L)] = np.zeros(nr)
                 shared[(bt.key, L)] = np.zeros(nr)
         step = max(1, int(2**22 // max(1, 9 * n)))  # rows per chunk: ~32 MB of weights per block type
@@ -179,7 +187,12 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                     g = gall[:, :, cuts[q]:cuts[q + 1]]
                     sg = transpose_sign(L)
                     gh = 0.5 * (g + sg * g[:, rev]) if sym else g  # adjoint of family.symmetrise
-                    J[key][r0:r1] = np.tensordot(gh, designs[key], axes=([1, 2], [0, 2]))
+                    for idx, D, fcols in designs[key]:
+                        Jp = np.tensordot(gh[:, idx], D, axes=([1, 2], [0, 2]))
+                        if fcols is None:
+                            J[key][r0:r1] += Jp
+                        else:
+                            J[key][r0:r1, fcols] += Jp
                     # the noise maps of uncertainty.sample_matrix: zeta = (z + s z[rev]) / sqrt 2 (symmetrised),
                     # shared: kappa zs with kappa = (1 + s) (1/sqrt 2 own partner, 1/2 else), 1 unsymmetrised
                     noise[key][r0:r1] = (2.0 if sym else 1.0) * np.einsum("rnM,rnM->r", gh, gh)

@@ -186,6 +186,27 @@ class OffsiteFamily:
             out[key][long[:, None], cols[None, :]] = part[key][:, src]
         return out
 
+    def feature_parts(self, env: Environments) -> list:
+        """The features of :meth:`evaluate` without the zeros of two-centre bonds: ``[(positions (m,),
+        {key: (m, n_cols, 2L+1)}, columns)]`` where ``columns`` is None (all features of ``basis``) or
+        ``{key: column indices}`` (bonds beyond ``env_bond_cut``: their ``nu = 1`` features only, every
+        other column is zero).  For sums over bonds (:mod:`.linear_response`) that need not touch the zeros."""
+        n = env.n_centres
+        cut = self.config.env_bond_cut
+        if not (self.has_environment and cut > 0):
+            return [(np.arange(n), self.basis.evaluate(env.to_centres()), None)]
+        blen = np.linalg.norm(env.vec, axis=1)
+        short, long = np.nonzero(blen < cut)[0], np.nonzero(blen >= cut)[0]
+        out = []
+        if len(short):
+            out.append((short, self.basis.evaluate(env.take(short).to_centres()), None))
+        if len(long):
+            part = self.bond_only_basis.evaluate(env.take(long).to_centres())
+            nu1 = self._nu1_map
+            out.append((long, {key: part[key][:, src] for key, (cols, src) in nu1.items()},
+                        {key: cols for key, (cols, src) in nu1.items()}))
+        return out
+
     def features(self, env: Environments) -> dict:
         parts = [self.evaluate(sub) for _, _, sub in env.chunks()]
         if len(parts) == 1:
