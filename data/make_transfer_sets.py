@@ -10,6 +10,10 @@ Usage::
     python data/make_transfer_sets.py --plans DIR  # write the structure plans (xyz)
     # ... run the generator on each plan (commands in README.md) ...
     python data/make_transfer_sets.py GENDIR      # write data/si_train_mixed.h5 and data/si_test_ood.h5
+    python data/make_transfer_sets.py --slabs GENDIR   # write data/si_train_slabs.h5 (the two surface slabs)
+
+The slabs come from the generator's built-in bases (``acehamil generate pyscf --base si001|si111
+--count 1 --smearing 0.005``, commands in ``README.md``), not from a plan.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 TRAIN = [("train_si8", "si8-rattle0.1-0.3-strain5", None), ("train_si16", "si16-rattle0.05-0.3-strain4", None),
          ("train_si15", "si15-vacancy", None), ("train_si64", "si64-rattle0.05-0.3-strain4", None),
          ("train_si63", "si63-vacancy", None)]
+SLABS = [("si001_slab", "si001-slab", None), ("si111_slab", "si111-slab", None)]
 TEST = [("test_si8", "si8-strain+-3-4%", [0, 1, 2, 3]), ("test_si8", "si8-rattle0.2", [4, 5, 6]),
         ("test_si15", "si15-vacancy", None), ("test_si64", "si64-rattle0.05-0.15", None)]
 
@@ -92,6 +97,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("gendir", nargs="?", help="folder with the generator outputs (train_si8.h5, ...)")
     p.add_argument("--plans", help="write the structure plans (xyz) to this folder and stop")
+    p.add_argument("--slabs", action="store_true", help="write only si_train_slabs.h5 (from si001_slab.h5, si111_slab.h5)")
     p.add_argument("--out", default=str(HERE))
     args = p.parse_args(argv)
     if args.plans:
@@ -102,6 +108,9 @@ def main(argv=None) -> int:
     from acehamil.io.dataset import write_dataset
 
     gendir, out = Path(args.gendir), Path(args.out)
+    if args.slabs:
+        write_dataset(out / "si_train_slabs.h5", collect(gendir, SLABS), precision="float32")
+        return 0
     write_dataset(out / "si_train_mixed.h5", collect(gendir, TRAIN), precision="float32")
     write_dataset(out / "si_test_ood.h5", collect(gendir, TEST), precision="float32")
     return 0
