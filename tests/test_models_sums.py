@@ -177,3 +177,29 @@ def test_fit_on_threads_equals_the_serial_fit_and_releases_blas(data, calibrate)
                 assert np.array_equal(a[key][L], b[key][L]), (name, key, L)
     with pytest.raises(RuntimeError, match="more results than tasks"):
         fit(data, cfg, progress=False, mapper=_one_too_many)
+
+
+
+def test_extrapolation_reference_runs_at_one_blas_thread_unless_threads_were_requested(data, monkeypatch):
+    """Per-structure on-site features and small products: the fit computes the extrapolation
+    reference at one BLAS thread, or at the number chosen with limit_threads."""
+    import acehamil.models.hamiltonian.uncertainty as uncertainty_module
+    from threadpoolctl import threadpool_limits
+
+    from acehamil.models.hamiltonian.fit import fit
+    from acehamil.threads import blas_threads, limit_threads
+
+    seen = []
+
+    def spy(model, structures):
+        seen.append(blas_threads())
+        return {}
+
+    monkeypatch.setattr(uncertainty_module, "extrapolation_reference", spy)
+    cfg = ModelConfig.from_dict({**CFG, "fit": {"max_blocks_per_type": 30}, "solver": {"method": "blr"}})
+    with threadpool_limits(limits=2, user_api="blas"):
+        outer = blas_threads()
+        fit(data, cfg, progress=False)
+        with limit_threads(2):
+            fit(data, cfg, progress=False)
+    assert seen == [[1] * len(outer), outer]

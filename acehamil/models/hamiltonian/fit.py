@@ -29,7 +29,7 @@ import numpy as np
 from ...fitting import blr_normal, ridge_normal, ridge_posterior, smoothness_prior
 from ...fitting.conditioning import condition_number, data_scale, equilibrate
 from ...progress import Progress
-from ...threads import with_inner_threads
+from ...threads import inner_threads, with_inner_threads
 from .config import ModelConfig
 from .model import HamiltonianModel, MatrixModel, electrons_per_species
 from .sums import FitSums, Sampling, batch_sums, centre_counts, pick_h, pick_s, serial_map
@@ -419,7 +419,8 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         from .uncertainty import extrapolation_reference
 
         train = _Subset(structures, train_idx, orbital_basis, checked)
-        report["extrapolation_reference"] = extrapolation_reference(model, [train[k] for k in range(len(train))])
+        with inner_threads():  # per-structure features and small products: one BLAS thread unless requested
+            report["extrapolation_reference"] = extrapolation_reference(model, [train[k] for k in range(len(train))])
     if config.uncertainty.calibrate:
         from .calibrate import calibrate
 
