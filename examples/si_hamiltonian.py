@@ -13,9 +13,15 @@ held-out structure against their errors (coverage), and the per-kind scores of t
 out-of-distribution test-only set ``data/si_test_ood.h5`` (strained, strongly rattled,
 vacancy and 64-atom cells; never fitted, never used to choose settings).
 
+The per-structure work (the fit's normal-equation sums, the predictions, the eigenvalue errors, the
+figures beside them) runs on ``--threads`` threads (default: the usable cores, at most 4), BLAS at
+one thread each; the results do not depend on the number.  ``evaluation.json["seconds"]`` holds the
+wall and CPU seconds of every phase (``benchmarks/main_job.py`` times the whole job).
+
 Usage::
 
     python examples/si_hamiltonian.py [--config examples/si_hamiltonian.toml] [--out si_hamiltonian_out] [--full]
+                                      [--threads N]
 
 Then, e.g., ``acehamil bands si_hamiltonian_out/predicted.h5``.
 """
