@@ -83,3 +83,23 @@ def test_prediction_equals_the_straightforward_path(rng, periodic, config):
         assert worst <= 1e-12 * scale, (mm.name, worst / scale)
         assert np.abs(got.data).max() > 0.1 * scale  # not a vacuous comparison
 
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["cluster", "periodic"])
+def test_row_chunks_equal_the_whole_prediction(rng, periodic):
+    """Predicting the blocks of a few rows at a time (the unit of a distributed prediction) gives the
+    whole prediction's blocks: the partners of symmetrised bonds are found within each row chunk."""
+    cfg = ModelConfig.from_dict(CONFIGS["tapered-nu3"])
+    template = HamiltonianModel.build(cfg, BASIS)
+    model = HamiltonianModel.build(cfg, BASIS, random_coefficients(template.H, rng), random_coefficients(template.S, rng))
+    atoms = random_cluster(rng, [6, 14], 10, periodic=periodic)
+    for mm in (model.H, model.S):
+        whole = mm.predict(atoms)
+        got = np.zeros_like(whole.data)
+        for rows in np.array_split(rng.permutation(len(atoms)), 3):
+            part = mm.predict(atoms, rows=rows, bond_chunk=4)
+            mine = np.isin(part.i, rows)
+            for b in np.nonzero(mine)[0]:
+                got[part.offsets[b]:part.offsets[b + 1]] = part.data[part.offsets[b]:part.offsets[b + 1]]
+        assert np.abs(got - whole.data).max() <= 1e-12 * np.abs(whole.data).max()
+        assert np.abs(whole.data).max() > 0
