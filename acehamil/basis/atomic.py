@@ -158,15 +158,18 @@ def atomic_base_by_category(R, Y, cat_index, local, n_centres, groups, n_A) -> n
         if top == 1:  # at most one particle of this category per centre (e.g. the bond): no sum
             c = np.nonzero(count)[0]
             rows = start[c]
+            # column gathers by np.take(mode="clip"): several times faster than fancy indexing on axis 1
+            vals = np.take(R[rows], a_n, axis=1, mode="clip")
+            vals *= np.take(Y[rows], a_lm, axis=1, mode="clip")
             if len(c) == n_centres:  # every centre has one: rows of A in order
-                A[:, cols] = R[rows][:, a_n] * Y[rows][:, a_lm]
+                A[:, cols] = vals
             else:
-                A[c[:, None], np.arange(n_A)[cols][None, :]] = R[rows][:, a_n] * Y[rows][:, a_lm]
+                A[c[:, None], np.arange(n_A)[cols][None, :]] = vals
             continue
         full = np.zeros((n_centres, R.shape[1], Y.shape[1]))
         RT, mm = R.T, np.matmul
         for c, s0, s1 in zip(range(n_centres), start.tolist(), (start + count).tolist()):  # plain ints: less overhead per centre
             if s1 > s0:
                 mm(RT[:, s0:s1], Y[s0:s1], out=full[c])
-        A[:, cols] = full.reshape(n_centres, -1)[:, a_n * Y.shape[1] + a_lm]
+        A[:, cols] = np.take(full.reshape(n_centres, -1), a_n * Y.shape[1] + a_lm, axis=1, mode="clip")
     return A

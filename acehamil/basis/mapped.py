@@ -123,8 +123,9 @@ class ProductMap:
                 buf = (np.empty((nb, self.n_top)), np.empty((nb, self.n_top)))
                 self.__dict__["_buffers"] = buf
             top, last = buf[0][:nb], buf[1][:nb]
-            np.take(AA_low, self.pre, axis=1, out=top)
-            np.take(A, self.last, axis=1, out=last)
+            # mode="clip" (the indices are valid): "raise" buffers the output, measured 2x slower
+            np.take(AA_low, self.pre, axis=1, out=top, mode="clip")
+            np.take(A, self.last, axis=1, out=last, mode="clip")
             top *= last
             out += top @ self.CW_top
         return out
@@ -182,7 +183,7 @@ class OneParticleMap:
         """Outputs ``(n, n_y)`` from radial values ``R (n, n_max)`` and harmonics ``Y (n, n_lm)``; with
         ``mirror`` also those of the reversed particles: ``(n, 2 n_y)``."""
         core = R @ self.M
-        core *= Y[:, self.lm]
+        core *= np.take(Y, self.lm, axis=1, mode="clip")
         if not mirror:
             core += self.const
             return core
