@@ -374,13 +374,14 @@ def bond_environments(atoms, bonds: NeighbourPairs, r_env: float, pairs: Neighbo
             xu /= r_env**2
             s2 += xu
             inside = s2 < 1.0
-            bl, k = np.nonzero(inside)
-            hits = np.count_nonzero(inside, axis=1)  # bl is non-decreasing: per-bond values by np.repeat
+            flat = np.flatnonzero(inside)
+            k = flat % (s1 - s0)
+            hits = np.count_nonzero(inside, axis=1)  # hits in row order: per-bond values by np.repeat
             bb, q = np.repeat(b, hits), s0 + k
-            w = (1.0 - s2[bl, k]) ** 2
+            w = (1.0 - np.take(s2, flat, mode="clip")) ** 2  # (take: no bounds-check buffering)
             if env_bond_cut > 0:
                 w = w * np.repeat(taper[b], hits)
-            p = x[k] - np.repeat(hvec[b], hits, axis=0)
+            p = np.take(x, k, axis=0, mode="clip") - np.repeat(hvec[b], hits, axis=0)
             # atom j(T) itself is no environment particle: same j first (rare), then the shift
             is_j = nj[q] == bj[bb]
             maybe = np.nonzero(is_j)[0]
