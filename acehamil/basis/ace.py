@@ -103,6 +103,8 @@ class Centres:
         for name, val in (("centre_species", cs), ("particle_centre", pc), ("particle_category", cat), ("particle_vec", vec)):
             object.__setattr__(self, name, _readonly(val))
         object.__setattr__(self, "particle_weight", w)
+        r.setflags(write=False)
+        object.__setattr__(self, "_length", r)  # |particle_vec| (Å), computed once: reused by the basis
 
     @property
     def n_centres(self) -> int:
@@ -209,6 +211,7 @@ class ACEBasis:
             order = np.arange(len(keys))
             pc, vec, cat = centres.particle_centre, centres.particle_vec, centres.particle_category
             w = np.ones(len(order)) if centres.particle_weight is None else centres.particle_weight
+            r = centres._length
         else:
             order = np.argsort(keys, kind="stable")
             pc = centres.particle_centre[order]
@@ -216,11 +219,11 @@ class ACEBasis:
             cat = centres.particle_category[order]
             cat_index = cat_index[order]
             w = np.ones(len(order)) if centres.particle_weight is None else centres.particle_weight[order]
+            r = centres._length[order]
         species = centres.centre_species[pc]
         rc = np.full(len(order), spec.radial.r_cut)
-        for s, c, r in spec.radial.cutoffs:
-            rc[(species == s) & (cat == c)] = r
-        r = np.linalg.norm(vec, axis=1)
+        for s, c, cut in spec.radial.cutoffs:
+            rc[(species == s) & (cat == c)] = cut
         return order, pc, vec, cat_index, w, rc, r, centres.n_centres
 
     def _batches(self, prep, per_centre, gradients, max_centres=None, xyz_first=False):
