@@ -40,8 +40,10 @@ MIN_LENGTH = 1e-8
 #: and the full Jacobian of one batch (both small enough to stay in cache: measured faster).
 _BUDGET = 300_000
 _GRAD_BUDGET = 1_500_000
-#: Particle functions (harmonics and derivatives) computed per chunk (float64 entries).
-_CHUNK = 8_000_000
+#: Particle functions (harmonics and derivatives) computed per chunk (float64 entries): 20 MB, under
+#: glibc's 32 MB ceiling for memory-mapped allocations, so the chunk arrays are recycled instead of
+#: mapped and faulted in afresh each time (measured: half the page faults, ~4 % less CPU at 1728 atoms).
+_CHUNK = 2_500_000
 #: Largest centre batch of :meth:`ACEBasis.evaluate_linear` (its sparse products are
 #: vectorised over the batch; measured flat from ~40 to 64 on the Si benchmark).
 _LINEAR_BATCH = 64
