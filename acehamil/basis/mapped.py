@@ -18,6 +18,10 @@ import numpy as np
 class ProductMap:
     """``AA @ CW`` of a basis' product tables from the lower levels and the kept top products.
 
+    A map keeps scratch buffers (and its mirrored and factorised forms) between calls: use one per
+    thread (:meth:`MatrixModel.predict_data <acehamil.models.hamiltonian.model.MatrixModel.predict_data>`
+    builds one per call).
+
     Parameters
     ----------
     tables : acehamil.basis.product.ProductTables
