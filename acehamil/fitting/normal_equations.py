@@ -79,7 +79,12 @@ class NormalEquations:
         if not (np.all(np.isfinite(A)) and np.all(np.isfinite(y))):
             raise ValueError("design batch or targets contain NaN or inf")
         Aw = A * w[:, None]
-        self.AtA += Aw.T @ A
+        if len(w) and np.all(w == w[0]):
+            # one weight for the batch (a structure's rows): w A^T A by BLAS syrk (numpy picks it for
+            # A.T @ A), half the flops of the general product; equal to it up to rounding (~1e-16 relative)
+            self.AtA += (A.T @ A) * w[0] if w[0] != 1.0 else A.T @ A
+        else:
+            self.AtA += Aw.T @ A
         self.Aty += Aw.T @ y
         self.yty += float(np.dot(w * y, y))
         self.count += int(A.shape[0])
