@@ -4,12 +4,15 @@ Usage::
 
     python benchmarks/large.py --model model.h5 --json                 # defaults below
     python benchmarks/large.py --model model.h5 --predict-reps 11 11 11 --skip kpm eigs
+    python benchmarks/large.py --model model.h5 --predict-reps 23 23 24 --stream /tmp --skip kpm eigs --json
     python benchmarks/large.py --model model.h5 --cell-reps 3 3 3 --kpm-tile 4 4 4 --eigs-tile 2 2 2
 
 Stages, each in a fresh child process (so its peak resident memory, ``ru_maxrss``, is its own):
 
-``predict``  H and S of a rattled (0.05 Å) ``reps`` supercell of the 8-atom cubic Si cell with
-             the example model; wall and CPU time, peak memory.
+``predict``  H and S of a rattled (0.05 Å, so not a tiling) ``reps`` supercell of the 8-atom cubic
+             Si cell with the example model; wall and CPU time, peak memory; with ``--stream DIR``
+             predicted in chunks of atoms straight into a dataset file (``acehamil.io.stream``;
+             memory independent of the size), whose size is reported.
 ``kpm``      A predicted ``cell-reps`` cell is tiled ``kpm-tile`` times and the DOS of the tiled
              system computed at Gamma by KPM: ``--kpm-operator tiled`` (default) on
              :class:`acehamil.tb.tiled.TiledOperator` (FFT over the tiles, built from the cell's
@@ -56,18 +59,40 @@ def _cpu():
     return r.ru_utime + r.ru_stime
 
 
-def _predict_child(model_path, reps, queue):
+def _predict_child(model_path, reps, stream, queue):
     from acehamil.io.models import load_model
 
     model = load_model(model_path)
     atoms = _si(reps)
+    base = {"natoms": len(atoms), "norb": int(model.orbital_basis.layout(atoms.numbers).norb), "predict_mode": "memory"}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     load0 = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), _cpu()
-    H, S = model.predict(atoms, check_overlap=False)  # times the prediction only, as before predict checked S
-    queue.put({"natoms": len(atoms), "norb": int(H.norb), "nblocks": int(H.nblocks),
-               "seconds_predict": time.perf_counter() - t0, "cpu_seconds_predict": _cpu() - c0,
-               "peak_memory_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-               "load_predict": [load0, os.getloadavg()[0]]})
+    if stream is None:
+        H, S = model.predict(atoms, check_overlap=False)  # times the prediction only, as before predict checked S
+        base["nblocks"] = int(H.nblocks)
+    else:
+        from acehamil.io.stream import predict_to_file
+
+        out_dir, chunk_atoms, precision = stream
+        path = Path(out_dir) / f"large_predict_{len(atoms)}.h5"
+        summary = predict_to_file(model, atoms, path, name=f"si-{len(atoms)}", chunk_atoms=chunk_atoms,
+                                  precision=precision, progress=True)
+        base.update(predict_mode="stream", nblocks=summary["nblocks"], chunk_atoms=chunk_atoms, precision=precision,
+                    file_GB=path.stat().st_size / 1024**3, matrices_GB_uncompressed=summary["stored_bytes"] / 1024**3)
+    base.update(seconds_predict=time.perf_counter() - t0, cpu_seconds_predict=_cpu() - c0,
+                peak_memory_GB=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+                peak_memory_GB_before_predict=before, load_predict=[load0, os.getloadavg()[0]])
+    if stream is not None:
+        # the streamed file is a dataset: its summary reads no matrix values
+        from acehamil.io.dataset import read_dataset
+
+        t1 = time.perf_counter()
+        row = read_dataset(path).summary()[0]
+        base.update(seconds_file_summary=time.perf_counter() - t1, file_nblocks_H=row["nblocks_H"])
+        if not stream[3]:
+            path.unlink()
+    queue.put(base)
 
 
 def _cell(model_path, cell_reps, drop_tol):
@@ -186,7 +211,14 @@ def _run(target, *args):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="model file (default: fit examples/si_hamiltonian.toml first)")
-    p.add_argument("--predict-reps", type=int, nargs=3, default=[11, 11, 11], help="cubic 8-atom cells (11^3: 10648 atoms)")
+    p.add_argument("--predict-reps", type=int, nargs=3, default=[11, 11, 11],
+                   help="cubic 8-atom cells (11^3: 10648 atoms; 23 23 24: 101,568 atoms)")
+    p.add_argument("--stream", metavar="DIR", default=None,
+                   help="predict in atom chunks straight into DIR/large_predict_N.h5 (acehamil.io.stream), deleted after "
+                        "measuring unless --keep")
+    p.add_argument("--chunk-atoms", type=int, default=None, help="atoms per chunk with --stream")
+    p.add_argument("--precision", default="float64", choices=["float64", "float32"], help="stored values with --stream")
+    p.add_argument("--keep", action="store_true", help="keep the streamed file")
     p.add_argument("--cell-reps", type=int, nargs=3, default=[2, 2, 2], help="predicted cell tiled for kpm/eigs")
     p.add_argument("--kpm-tile", type=int, nargs=3, default=[16, 16, 16], help="16^3 x 256 orbitals = 1,048,576")
     p.add_argument("--kpm-moments", type=int, default=1024)
@@ -212,7 +244,10 @@ def main(argv=None) -> int:
             model = str(Path(tmp) / "model.h5")
             fit_shipped(ROOT / "examples" / "si_hamiltonian.toml", Path(model))
         if "predict" not in args.skip:
-            result.update(_run(_predict_child, model, args.predict_reps))
+            from acehamil.models.hamiltonian.chunked import CHUNK_ATOMS
+
+            stream = None if args.stream is None else (args.stream, args.chunk_atoms or CHUNK_ATOMS, args.precision, args.keep)
+            result.update(_run(_predict_child, model, args.predict_reps, stream))
         if "kpm" not in args.skip:
             result.update(_run(_kpm_child, model, args.cell_reps, args.kpm_tile, args.drop_tol, args.kpm_moments,
                                args.kpm_vectors, args.s_solver, args.kpm_operator))

@@ -40,9 +40,29 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=None,
                    help="posterior draws of H stored with each prediction (default: the model's n_samples; "
                         "0 = none); bands/dos --uncertainty use them")
+    p.add_argument("--stream", action="store_true",
+                   help="predict every structure in chunks of atoms straight into the output file (peak memory: "
+                        "the model plus one chunk, whatever the size); automatic from %d atoms. Streamed structures "
+                        "get no S(k) check and no posterior draws" % _stream_min_atoms())
+    p.add_argument("--chunk-atoms", type=int, default=None, metavar="N",
+                   help="atoms per chunk of a streamed prediction (default %d)" % _chunk_atoms())
+    p.add_argument("--precision", choices=["double", "single"], default="double",
+                   help="stored precision of H and S (single halves the file; read back as double)")
     add_overwrite_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no per-structure lines (warnings still go to stderr)")
     p.set_defaults(func=run)
+
+
+def _stream_min_atoms() -> int:
+    from ..io.stream import STREAM_MIN_ATOMS
+
+    return STREAM_MIN_ATOMS
+
+
+def _chunk_atoms() -> int:
+    from ..models.hamiltonian.chunked import CHUNK_ATOMS
+
+    return CHUNK_ATOMS
 
 
 def read_structures(path, index: str = ":") -> list:
@@ -140,11 +160,26 @@ def run(args) -> int:
         n_samples = 0
     import numpy as np
 
+    if args.chunk_atoms is not None and args.chunk_atoms < 1:
+        raise UserError(f"--chunk-atoms must be >= 1, got {args.chunk_atoms}")
+    streamed = [args.stream or len(atoms) >= _stream_min_atoms() for atoms, _, _ in items]
+    if args.supercell is not None and any(streamed):
+        raise UserError("--supercell tiles a predicted cell in memory; it cannot be combined with a streamed "
+                        "prediction (--stream, or structures of >= %d atoms)" % _stream_min_atoms())
+    precision = {"double": "float64", "single": "float32"}[args.precision]
     rng = np.random.default_rng(0)
     bad_s = 0
-    with StreamingWriter(args.output, keep_on_error=True) as out:
+    with StreamingWriter(args.output, keep_on_error=True, precision=precision) as out:
         for k, (atoms, n_el, name) in enumerate(items):
             t0 = time.perf_counter()
+            if streamed[k]:
+                try:
+                    _predict_streamed(model, atoms, n_el, name, args, out, n_samples)
+                except Exception:
+                    print(f"acehamil predict: frame {k} ({name}) failed; the {out.count} structure(s) before it "
+                          f"were written to {args.output}", file=sys.stderr)
+                    raise
+                continue
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", OverlapWarning)  # reported below, once per frame
@@ -183,3 +218,36 @@ def run(args) -> int:
         print(f"WARNING: {bad_s} of {len(items)} predicted structures have a non-positive-definite S "
               f"(bands/dos will refuse them)", file=sys.stderr)
     return 0
+
+
+def _predict_streamed(model, atoms, n_el, name, args, out, n_samples) -> None:
+    """One structure predicted chunk by chunk into the open output (no S check, no draws)."""
+    from ..errors import UserError
+    from ..io.stream import progress_printer
+    from ..models.hamiltonian.chunked import CHUNK_ATOMS, predict_chunks
+
+    t0 = time.perf_counter()
+    charge = 0.0 if model.valence_electrons is None else (args.charge or 0.0)
+    n_model = model.n_electrons(atoms, charge)
+    if args.charge is not None and model.valence_electrons is None:
+        if n_el is None:
+            raise UserError(f"--charge: the model {args.model} stores no electron counts per species (fitted before "
+                            f"they were recorded) and {name} carries no electron count")
+        n_el = n_el - args.charge
+    n_el = n_el if n_el is not None and (args.charge is None or model.valence_electrons is None) else n_model
+    info = {"source": "acehamil prediction", "name": name, "model": str(args.model), "streamed": True,
+            "overlap_check": "not done: a streamed prediction never holds S (acehamil dos/eigs check S(k) when they "
+                             "factorise it)"}
+    if charge:
+        info["charge"] = float(charge)
+    if n_samples:
+        print(f"{name}: streamed prediction: no posterior draws stored (--samples applies to in-memory predictions)",
+              file=sys.stderr)
+    chunk = args.chunk_atoms or CHUNK_ATOMS
+    if not args.quiet:
+        print(f"{name}: {len(atoms)} atoms, streamed to {args.output} in chunks of {chunk} atoms", file=sys.stderr)
+    summary = out.add_chunked(atoms, model.orbital_basis, predict_chunks(model, atoms, chunk), name=name, info=info,
+                              n_electrons=n_el, progress=None if args.quiet else progress_printer(f"  {name}"))
+    if not args.quiet:
+        print(f"{name}: {summary['natoms']} atoms, {summary['nblocks']} blocks, {time.perf_counter() - t0:.2f} s, "
+              f"S(k) not checked (streamed)", file=sys.stderr)

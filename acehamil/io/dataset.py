@@ -144,9 +144,12 @@ class StreamingWriter:
     failure are kept), else removes the temporary.  Either way no temporary is left.
     """
 
-    def __init__(self, path, keep_on_error: bool = True):
+    def __init__(self, path, keep_on_error: bool = True, precision: str = "float64"):
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         self.path = Path(path)
         self.keep_on_error = keep_on_error
+        self.precision = precision
         self.count = 0
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
@@ -160,9 +163,33 @@ class StreamingWriter:
         self._names = set()
 
     def add(self, sd: StructureData) -> None:
-        self._names.update(_write_all(self._root, _named([sd], self.count), self.count, self._names))
+        self._names.update(_write_all(self._root, _named([sd], self.count), self.count, self._names, self.precision))
         self._f.flush()
         self.count += 1
+
+    def add_chunked(self, atoms, basis, chunks, *, name: str, info: dict | None = None,
+                    n_electrons: float | None = None, progress=None) -> dict:
+        """Add one structure whose H and S arrive in chunks of atoms, never held whole
+        (:func:`acehamil.io.stream.write_chunked_structure`; returns its summary).  A failure
+        removes the structure's partial group."""
+        from .stream import write_chunked_structure
+
+        if name in self._names:
+            raise UserError(f"structure name {name!r} is already in the dataset (names must be unique)")
+        key = f"{self.count:06d}"
+        try:
+            g = self._root.create_group(key)
+            summary = write_chunked_structure(g, atoms, basis, chunks, name=name, info=info, n_electrons=n_electrons,
+                                              precision=self.precision, progress=progress)
+            g.attrs["checksum"] = structure_checksum(g)
+        except BaseException:
+            if key in self._root:
+                del self._root[key]
+            raise
+        self._f.flush()
+        self._names.add(name)
+        self.count += 1
+        return summary
 
     def close(self, error: BaseException | None = None) -> None:
         try:

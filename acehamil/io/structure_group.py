@@ -23,6 +23,7 @@ from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
 #: Stored precision of matrix values (``write_dataset(precision=...)``); always read as float64.
 PRECISIONS = {"float64": np.float64, "float32": np.float32}
 _COMPRESS = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+_HASH_SLICE_BYTES = 1 << 26  # structure_checksum reads bigger datasets in slices of this size
 
 
 # ---------------------------------------------------------------------------- write
@@ -110,8 +111,42 @@ def _json_default(obj):
 
 def structure_checksum(g: h5py.Group) -> str:
     """``"sha256:<hex>"`` of a structure group's datasets (name, dtype, shape, bytes) and attributes
-    (all but ``checksum``), walked in sorted order."""
-    return _digest(_Loaded(g))
+    (all but ``checksum``), walked in sorted order.
+
+    Datasets above 64 MB are read in slices along their first axis (the same bytes in the same
+    order, so the same digest as :func:`_digest` of the loaded group): a structure streamed to the
+    file (:mod:`acehamil.io.stream`) is never loaded whole to be checksummed.
+    """
+    h = hashlib.sha256()
+
+    def attrs(obj, prefix):
+        for k in sorted(obj.attrs):
+            if k == "checksum" and prefix == "":
+                continue
+            v = obj.attrs[k]
+            h.update(f"@{prefix}{k}=".encode())
+            h.update(v.encode() if isinstance(v, str) else v if isinstance(v, bytes) else np.asarray(v).tobytes())
+
+    def walk(grp, prefix):
+        attrs(grp, prefix)
+        for k in sorted(grp):
+            obj = grp[k]
+            if isinstance(obj, h5py.Group):
+                walk(obj, f"{prefix}{k}/")
+                continue
+            if obj.shape == () or obj.size * obj.dtype.itemsize <= _HASH_SLICE_BYTES:
+                a = np.asarray(obj[()])
+                h.update(f"{prefix}{k}|{a.dtype.str}|{a.shape}".encode())
+                h.update(np.ascontiguousarray(a).tobytes())
+            else:
+                h.update(f"{prefix}{k}|{obj.dtype.str}|{obj.shape}".encode())
+                step = max(1, _HASH_SLICE_BYTES // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:]))))
+                for a0 in range(0, obj.shape[0], step):
+                    h.update(np.ascontiguousarray(obj[a0:a0 + step]).tobytes())
+            attrs(obj, f"{prefix}{k}:")
+
+    walk(g, "")
+    return "sha256:" + h.hexdigest()
 
 
 class _Loaded:
