@@ -74,7 +74,7 @@ def _predict_child(model_path, reps, stream, queue):
     else:
         from acehamil.io.stream import predict_to_file
 
-        out_dir, chunk_atoms, precision = stream
+        out_dir, chunk_atoms, precision, _ = stream
         path = Path(out_dir) / f"large_predict_{len(atoms)}.h5"
         summary = predict_to_file(model, atoms, path, name=f"si-{len(atoms)}", chunk_atoms=chunk_atoms,
                                   precision=precision, progress=True)
@@ -203,7 +203,13 @@ def _run(target, *args):
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
     p.start()
-    out = q.get()
+    while True:  # a child that dies never answers: do not wait for it forever
+        try:
+            out = q.get(timeout=5)
+            break
+        except Exception:  # noqa: BLE001 - queue.Empty
+            if not p.is_alive():
+                raise RuntimeError(f"stage {target.__name__} failed (exit code {p.exitcode}); see its traceback above")
     p.join()
     return out
 

@@ -12,6 +12,10 @@ non-positive-definite S is reported on stderr even with ``-q``.  A model with a
 posterior stores ``--samples`` calibrated draws of H with each prediction (``H_draws``,
 used by ``bands``/``dos --uncertainty``) and the per-atom extrapolation score in
 ``info["uncertainty"]`` (docs/uncertainty.md).
+
+Structures of ``--stream`` (or of >= 20000 atoms) are predicted chunk by chunk of atoms straight
+into the output (:mod:`acehamil.io.stream`): peak memory is the model plus one chunk, whatever the
+size, with a progress line per chunk; they get no S(k) check and no draws (docs/tb.md).
 """
 
 from __future__ import annotations
