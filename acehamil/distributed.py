@@ -120,7 +120,9 @@ def dask_mapper(client, in_flight: int | None = None):
         window = int(in_flight or 2 * nworkers)
         if window < 1:
             raise ValueError(f"in_flight must be >= 1, got {in_flight}")
-        shared = (client.scatter(common[0], broadcast=True),) + tuple(common[1:]) if common else ()
+        # hash=False: a fresh key per run (a content-hashed key scattered again while the previous run
+        # releases it is lost: "lost dependencies")
+        shared = (client.scatter(common[0], broadcast=True, hash=False),) + tuple(common[1:]) if common else ()
         pending = deque()
         for task in tasks:
             pending.append(client.submit(fn, *shared, *task, pure=False))
