@@ -109,6 +109,20 @@ def _json_default(obj):
     raise TypeError(f"info value of type {type(obj).__name__} cannot be stored (use numbers, strings, lists, dicts)")
 
 
+def _hash_attrs(h, obj, prefix: str) -> None:
+    """Feed ``obj``'s attributes (all but the group's own ``checksum``) into the hash ``h``, sorted by name.
+
+    Shared by :func:`structure_checksum` (h5py objects) and :func:`_digest` (loaded groups), so both
+    give the same digest for the same group.
+    """
+    for k in sorted(obj.attrs):
+        if k == "checksum" and prefix == "":
+            continue
+        v = obj.attrs[k]
+        h.update(f"@{prefix}{k}=".encode())
+        h.update(v.encode() if isinstance(v, str) else v if isinstance(v, bytes) else np.asarray(v).tobytes())
+
+
 def structure_checksum(g: h5py.Group) -> str:
     """``"sha256:<hex>"`` of a structure group's datasets (name, dtype, shape, bytes) and attributes
     (all but ``checksum``), walked in sorted order.
@@ -119,16 +133,8 @@ def structure_checksum(g: h5py.Group) -> str:
     """
     h = hashlib.sha256()
 
-    def attrs(obj, prefix):
-        for k in sorted(obj.attrs):
-            if k == "checksum" and prefix == "":
-                continue
-            v = obj.attrs[k]
-            h.update(f"@{prefix}{k}=".encode())
-            h.update(v.encode() if isinstance(v, str) else v if isinstance(v, bytes) else np.asarray(v).tobytes())
-
     def walk(grp, prefix):
-        attrs(grp, prefix)
+        _hash_attrs(h, grp, prefix)
         for k in sorted(grp):
             obj = grp[k]
             if isinstance(obj, h5py.Group):
@@ -143,7 +149,7 @@ def structure_checksum(g: h5py.Group) -> str:
                 step = max(1, _HASH_SLICE_BYTES // max(1, obj.dtype.itemsize * int(np.prod(obj.shape[1:]))))
                 for a0 in range(0, obj.shape[0], step):
                     h.update(np.ascontiguousarray(obj[a0:a0 + step]).tobytes())
-            attrs(obj, f"{prefix}{k}:")
+            _hash_attrs(h, obj, f"{prefix}{k}:")
 
     walk(g, "")
     return "sha256:" + h.hexdigest()
@@ -190,16 +196,8 @@ def _digest(node: _Loaded) -> str:
     """``"sha256:<hex>"`` of a loaded structure group (see :func:`structure_checksum`)."""
     h = hashlib.sha256()
 
-    def attrs(obj, prefix):
-        for k in sorted(obj.attrs):
-            if k == "checksum" and prefix == "":
-                continue
-            v = obj.attrs[k]
-            h.update(f"@{prefix}{k}=".encode())
-            h.update(v.encode() if isinstance(v, str) else v if isinstance(v, bytes) else np.asarray(v).tobytes())
-
     def walk(grp, prefix):
-        attrs(grp, prefix)
+        _hash_attrs(h, grp, prefix)
         for k in sorted(grp.children):
             obj = grp.children[k]
             if obj.children is not None:
@@ -208,7 +206,7 @@ def _digest(node: _Loaded) -> str:
                 a = np.asarray(obj.value)
                 h.update(f"{prefix}{k}|{a.dtype.str}|{a.shape}".encode())
                 h.update(np.ascontiguousarray(a).tobytes())
-                attrs(obj, f"{prefix}{k}:")
+                _hash_attrs(h, obj, f"{prefix}{k}:")
 
     walk(node, "")
     return "sha256:" + h.hexdigest()
