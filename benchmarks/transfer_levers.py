@@ -54,16 +54,10 @@ def apply(cfg, variant: dict):
 
 
 def structures(spec: str) -> list:
-    """StructureData of ``FILE[:i-j]`` (inclusive index range)."""
-    from acehamil.io.dataset import read_dataset
+    """StructureData of ``FILE[:i-j]`` (inclusive index range), parsed as ``transfer_diagnosis.py`` does."""
+    from transfer_diagnosis import structures as labelled  # this folder is on sys.path when run as a script
 
-    path, _, rng = spec.partition(":")
-    ds = read_dataset(path)
-    idx = range(len(ds))
-    if rng:
-        a, _, b = rng.partition("-")
-        idx = range(int(a), min(len(ds), int(b or a) + 1))
-    return [ds[i] for i in idx]
+    return [sd for _, sd in labelled(spec)]
 
 
 def on_pattern(ref, pattern):
