@@ -191,6 +191,21 @@ def _truth(rng, basis):
                                   2e-3 * rng.normal(size=(ns, layer.n_features)))
 
 
+def _write_train_xyz(path, configs, rng=None, force_noise=0.0):
+    """Write labelled configs as extended XYZ (energy, forces, config_type), forces plus
+    ``force_noise`` eV/Å of Gaussian noise from ``rng`` when given (drawn config by config)."""
+    import ase.io
+
+    frames = []
+    for c in configs:
+        a = c.atoms.copy()
+        forces = c.forces + force_noise * rng.normal(size=c.forces.shape) if force_noise else c.forces
+        a.calc = SinglePointCalculator(a, energy=c.energy, forces=forces)
+        a.info["config_type"] = c.config_type
+        frames.append(a)
+    ase.io.write(path, frames, format="extxyz")
+
+
 def _labelled(pot, rng, n, kind, stress=False):
     out = []
     for _ in range(n):
@@ -325,19 +340,11 @@ def test_file_round_trip_calculator_and_damage(tmp_path, rng):
 def test_cli_fits_and_evaluates_a_multilayer_model(tmp_path, rng, capsys):
     import json
 
-    import ase.io
-
     from acehamil.cli import main
     from acehamil.io.potential_file import load_potential
 
     truth = _truth(rng, _basis())
-    frames = []
-    for c in _labelled(truth, rng, 6, "md"):
-        a = c.atoms.copy()
-        a.calc = SinglePointCalculator(a, energy=c.energy, forces=c.forces)
-        a.info["config_type"] = c.config_type
-        frames.append(a)
-    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    _write_train_xyz(tmp_path / "train.xyz", _labelled(truth, rng, 6, "md"))
     cfg = tmp_path / "fit.toml"
     cfg.write_text(
         '[data]\ntrain = "train.xyz"\n[basis]\nr_cut = 4.0\nn_max = 3\nmax_nu = 2\nmax_degree = [4, 3]\n'
@@ -361,7 +368,6 @@ def test_cli_fits_and_evaluates_a_multilayer_model(tmp_path, rng, capsys):
 def test_blr_fit_stores_its_posterior_and_the_calculator_reads_it(tmp_path, rng):
     """fit-potential with solver = "blr" writes the calibrated posterior into the model file; it reloads
     bit for bit, the calculator reports sigma from it, and a damaged or foreign posterior is refused."""
-    import ase.io
     import h5py
 
     from acehamil.calculators import ACECalculator
@@ -370,13 +376,7 @@ def test_blr_fit_stores_its_posterior_and_the_calculator_reads_it(tmp_path, rng)
     from acehamil.models.potential.uncertainty import predict_sigma
 
     truth = _truth(rng, _basis())
-    frames = []
-    for c in _labelled(truth, rng, 6, "md"):
-        a = c.atoms.copy()
-        a.calc = SinglePointCalculator(a, energy=c.energy, forces=c.forces + 0.01 * rng.normal(size=c.forces.shape))
-        a.info["config_type"] = c.config_type
-        frames.append(a)
-    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    _write_train_xyz(tmp_path / "train.xyz", _labelled(truth, rng, 6, "md"), rng=rng, force_noise=0.01)
     cfg = tmp_path / "fit.toml"
     cfg.write_text(
         '[data]\ntrain = "train.xyz"\n[basis]\nr_cut = 4.0\nn_max = 3\nmax_nu = 2\nmax_degree = [4, 3]\n'
