@@ -134,13 +134,16 @@ def check_frames(model, items) -> None:
 def run(args) -> int:
     import warnings
 
-    from ..errors import UserError
+    import numpy as np
 
+    from ..errors import UserError
     from ..io.dataset import StreamingWriter
     from ..io.models import load_model
     from ..models.hamiltonian.model import OverlapWarning
 
     check_outputs({"MODEL": args.model, "STRUCTURES": args.structures}, {"-o": args.output}, overwrite=args.overwrite)
+    if args.charge is not None and not np.isfinite(args.charge):
+        raise UserError(f"--charge must be a finite number of electrons, got {args.charge}")
     model = load_model(args.model)
     items = read_structures(args.structures, args.index)
     check_frames(model, items)
@@ -162,8 +165,6 @@ def run(args) -> int:
         raise UserError(f"--samples must be >= 0, got {n_samples}")
     if not has_posterior(model.H) or args.supercell is not None:  # draws are per predicted cell
         n_samples = 0
-    import numpy as np
-
     if args.chunk_atoms is not None and args.chunk_atoms < 1:
         raise UserError(f"--chunk-atoms must be >= 1, got {args.chunk_atoms}")
     streamed = [args.stream or len(atoms) >= _stream_min_atoms() for atoms, _, _ in items]
@@ -179,10 +180,8 @@ def run(args) -> int:
             if streamed[k]:
                 try:
                     _predict_streamed(model, atoms, n_el, name, args, out, n_samples)
-                except Exception:
-                    print(f"acehamil predict: frame {k} ({name}) failed; the {out.count} structure(s) before it "
-                          f"were written to {args.output}", file=sys.stderr)
-                    raise
+                except Exception as err:
+                    _frame_failed(err, k, name, out.count, args.output)
                 continue
             try:
                 with warnings.catch_warnings():
@@ -204,10 +203,8 @@ def run(args) -> int:
 
                     sd = tile_structure(sd, args.supercell)
                 out.add(sd)
-            except Exception:
-                print(f"acehamil predict: frame {k} ({name}) failed; the {out.count} structure(s) before it were "
-                      f"written to {args.output}", file=sys.stderr)
-                raise
+            except Exception as err:
+                _frame_failed(err, k, name, out.count, args.output)
             smin, nk = sd.info["overlap_min_eigenvalue"], sd.info["overlap_kpoints_checked"]
             if not smin > 0:
                 bad_s += 1
@@ -222,6 +219,22 @@ def run(args) -> int:
         print(f"WARNING: {bad_s} of {len(items)} predicted structures have a non-positive-definite S "
               f"(bands/dos will refuse them)", file=sys.stderr)
     return 0
+
+
+def _frame_failed(err: Exception, k: int, name: str, done: int, output) -> None:
+    """Re-raise the failure of frame ``k``: a user error as one line naming the frame (and what was
+    written before it), anything else (a bug) unchanged after a line saying which frame it was.
+    With no frame done, the output is not written at all (:class:`StreamingWriter` keeps only
+    structures that exist)."""
+    from ..errors import UserError
+    from . import is_user_error
+
+    kept = f"the {done} structure(s) before it were written to {output}" if done else f"nothing was written to {output}"
+    if isinstance(err, ValueError) and is_user_error(err):
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"frame {k} ({name}) failed: {msg}; {kept}") from err
+    print(f"acehamil predict: frame {k} ({name}) failed; {kept}", file=sys.stderr)
+    raise err
 
 
 def _predict_streamed(model, atoms, n_el, name, args, out, n_samples) -> None:

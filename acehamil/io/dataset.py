@@ -140,8 +140,8 @@ class StreamingWriter:
     """Write a dataset one structure at a time (``add``); the file appears at ``path`` on ``close()``.
 
     Use as a context manager: a clean exit publishes the structures written so far; an
-    exception publishes them too when ``keep_on_error`` (the structures computed before a
-    failure are kept), else removes the temporary.  Either way no temporary is left.
+    exception publishes them too when ``keep_on_error`` and there are any (the structures computed
+    before a failure are kept), else removes the temporary.  Either way no temporary is left.
     """
 
     def __init__(self, path, keep_on_error: bool = True, precision: str = "float64"):
@@ -197,7 +197,7 @@ class StreamingWriter:
         except Exception as err:  # noqa: BLE001 - a failed flush: never publish that file
             error = error or err
             self.keep_on_error = False
-        if error is None or self.keep_on_error:
+        if error is None or (self.keep_on_error and self.count > 0):  # never publish an empty file after a failure
             self._ctx.__exit__(None, None, None)
         else:
             self._ctx.__exit__(type(error), error, error.__traceback__)

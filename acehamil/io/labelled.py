@@ -23,6 +23,14 @@ def read_configs(path, index: str = ":") -> list[Config]:
     Returns
     -------
     list of Config
+
+    Raises
+    ------
+    UserError
+        A missing, empty or unreadable file; a frame without labels or with non-finite ones
+        (:func:`~acehamil.models.potential.data.config_from_atoms`); a frame with non-finite
+        positions or cell, unknown species or atoms on top of each other (the message names
+        the file and frame).
     """
     import os
 
@@ -42,11 +50,14 @@ def read_configs(path, index: str = ":") -> list[Config]:
     if not isinstance(frames, list):
         frames = [frames]
     if not frames:
-        raise ValueError(f"{path} holds no structures")
+        raise UserError(f"{path} holds no structures")
+    from ..structure.validate import check_atoms
+
     out = []
     for k, atoms in enumerate(frames):
         try:
             out.append(config_from_atoms(atoms))
         except ValueError as err:
-            raise ValueError(f"{path}, frame {k}: {err}") from None
+            raise UserError(f"{path}, frame {k}: {err}") from None
+        check_atoms(atoms, f"{path}, frame {k}")  # finite, known species, no atoms on top of each other
     return out

@@ -4,8 +4,9 @@ Each check raises :class:`acehamil.errors.UserError` (a ``ValueError``) whose me
 where the data came from (``where``: a file, a structure) and what is wrong, instead of
 letting impossible data give silent garbage downstream.
 
-* :func:`check_atoms`: finite positions and cell, known chemical species (1..118), no two
-  atoms closer than :data:`MIN_DISTANCE` Å (periodic images included).
+* :func:`check_atoms`: at least one atom, finite positions and cell, a non-degenerate cell when
+  periodic, known chemical species (1..118), no two atoms closer than :data:`MIN_DISTANCE` Å
+  (periodic images included).
 * :func:`check_hermitian`: every block has its partner and ``X_ji(-T) = X_ij(T)^T`` to
   ``atol + rtol * max|X|`` (:data:`HERMITIAN_ATOL`, :data:`HERMITIAN_RTOL`); the message
   names the worst block.
@@ -98,7 +99,8 @@ def check_hermitian(m: RealSpaceMatrix, name: str, where: str, atol: float = HER
 
 
 def check_atoms(atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
-    """Raise UserError for non-finite positions/cell, unknown species or atoms on top of each other."""
+    """Raise UserError for no atoms, non-finite positions/cell, a degenerate periodic cell, unknown
+    species or atoms on top of each other."""
     pos = np.asarray(atoms.positions, dtype=float)
     if pos.ndim != 2 or pos.shape[1] != 3:
         raise UserError(f"{where}: positions must have shape (natoms, 3), got {pos.shape}")
@@ -108,6 +110,14 @@ def check_atoms(atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
     cell = np.asarray(atoms.cell.array, dtype=float)
     if not np.isfinite(cell).all():
         raise UserError(f"{where}: the cell contains NaN or inf")
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        vol = abs(float(np.linalg.det(cell)))
+        if vol < 1e-6:  # the rule of the neighbour search (structure.neighbours), said before any work
+            axes = "".join("xyz"[a] for a in np.nonzero(pbc)[0])
+            raise UserError(f"{where}: periodic along {axes} but the cell is degenerate (volume {vol:.3g} Å^3, "
+                            f"vectors {np.round(cell, 4).tolist()} Å); give three independent cell vectors (a "
+                            f"non-periodic axis needs one too, e.g. the vacuum length)")
     z = np.asarray(atoms.numbers)
     unknown = (z < 1) | (z > 118)
     if unknown.any():
@@ -115,7 +125,7 @@ def check_atoms(atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
         raise UserError(f"{where}: atom {k} has unknown chemical species (atomic number {int(z[k])}; "
                         f"'X' or a typo in the element symbol?)")
     if len(pos) < 1:
-        return
+        raise UserError(f"{where}: the structure has no atoms")
     from .neighbours import pairs_closer_than
 
     try:

@@ -443,6 +443,8 @@ class HamiltonianModel:
         ValueError
             A species without a stored count, or a charge that leaves a negative count.
         """
+        if not np.isfinite(float(charge)):
+            raise ValueError(f"charge must be a finite number of electrons, got {charge}")
         if self.valence_electrons is None:
             return None
         missing = sorted({int(z) for z in atoms.numbers} - set(self.valence_electrons))
@@ -520,6 +522,7 @@ class HamiltonianModel:
         -------
         ModelMatrices
         """
+        _check_atoms_arg(atoms)
         nl = pairs if pairs is not None else neighbour_pairs(atoms, self.reach)
         species = sorted(set(np.asarray(atoms.numbers).tolist()))
         # one block pattern (and one set of index arrays) for H and S when their bond cutoffs agree
@@ -570,6 +573,7 @@ class HamiltonianModel:
         ``n_electrons`` is set from :attr:`valence_electrons` minus ``charge`` (None when the model
         stores no counts; then ``charge`` must be 0).
         """
+        _check_atoms_arg(atoms)
         n_el = self.n_electrons(atoms, charge)
         if n_el is None and charge:
             raise ValueError("the model stores no electron counts per species (fitted before they were recorded, "
@@ -599,6 +603,14 @@ class HamiltonianModel:
             meta["charge"] = float(charge)
         return StructureData(atoms=atoms.copy(), basis=self.orbital_basis, H=(H,), S=S, n_electrons=n_el, info=meta,
                              H_draws=draws)
+
+
+def _check_atoms_arg(atoms) -> None:
+    """TypeError unless ``atoms`` is an ase.Atoms-like object; ValueError when it has no atoms."""
+    if not hasattr(atoms, "numbers") or not hasattr(atoms, "positions"):
+        raise TypeError(f"expected an ase.Atoms, got {type(atoms).__name__}")
+    if len(atoms) == 0:
+        raise ValueError("the structure has no atoms: nothing to predict")
 
 
 class OverlapWarning(UserWarning):

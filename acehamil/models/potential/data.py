@@ -47,12 +47,34 @@ class Config:
 
 
 def config_from_atoms(atoms, config_type_key: str = "config_type") -> Config:
-    """Extract the labels of one ``ase.Atoms`` (calculator results or info/arrays)."""
+    """Extract the labels of one ``ase.Atoms`` (calculator results or info/arrays).
+
+    Raises
+    ------
+    ValueError
+        No atoms; no energy; a non-finite energy, force or stress; forces not of shape
+        ``(natoms, 3)``; a ``config_weight`` that is not a finite number >= 0.
+    """
+    if len(atoms) == 0:
+        raise ValueError("the structure has no atoms")
     results = dict(atoms.calc.results) if atoms.calc is not None else {}
     energy = results.get("energy", results.get("free_energy", atoms.info.get("energy")))
     if energy is None:
         raise ValueError("structure has no energy (neither calculator results nor info['energy'])")
+    try:
+        energy = float(energy)
+    except (TypeError, ValueError):
+        raise ValueError(f"energy must be a number (eV), got {energy!r}") from None
+    if not np.isfinite(energy):
+        raise ValueError(f"energy is not finite ({energy})")
     forces = results.get("forces", atoms.arrays.get("forces"))
+    if forces is not None:
+        forces = np.array(forces, dtype=float)
+        if forces.shape != (len(atoms), 3):
+            raise ValueError(f"forces must have shape ({len(atoms)}, 3), got {forces.shape}")
+        bad = ~np.isfinite(forces).all(axis=1)
+        if bad.any():
+            raise ValueError(f"force on atom {int(np.argmax(bad))} is not finite ({forces[np.argmax(bad)].tolist()})")
     stress = results.get("stress", atoms.info.get("stress"))
     if stress is not None:
         stress = np.asarray(stress, dtype=float)
@@ -60,15 +82,20 @@ def config_from_atoms(atoms, config_type_key: str = "config_type") -> Config:
             stress = np.array([stress[a, b] for a, b in VOIGT])
         if stress.shape != (6,):
             raise ValueError(f"stress must have 6 (Voigt) or 3x3 components, got shape {stress.shape}")
+        if not np.isfinite(stress).all():
+            raise ValueError(f"stress is not finite ({stress.tolist()})")
+    weight = atoms.info.get("config_weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not (np.isfinite(weight) and weight >= 0):
+        raise ValueError(f"config_weight must be a finite number >= 0, got {weight!r}")
     clean = atoms.copy()
     clean.calc = None
     return Config(
         atoms=clean,
-        energy=float(energy),
-        forces=None if forces is None else np.array(forces, dtype=float),
+        energy=energy,
+        forces=forces,
         stress=stress,
         config_type=str(atoms.info.get(config_type_key, "default")),
-        weight=float(atoms.info.get("config_weight", 1.0)),
+        weight=float(weight),
     )
 
 
