@@ -132,6 +132,35 @@ def test_second_layer_is_semi_local_and_reduces_to_linear(rng):
     np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["bulk", "binary", "shared-pairs", "cluster"])
+def test_prediction_path_equals_the_general_adjoint_for_any_block_size(kind, rng):
+    """MessageLayer.energy (pair-minor blocks of chunk_pairs pairs) against forward/backward:
+    site energies, forces and strain derivative, for blocks of 1, 7 and all pairs; an atom
+    without neighbours gets zero."""
+    pot, atoms = _setup(kind, rng)
+    if kind == "cluster":
+        atoms = atoms + Atoms("Si", positions=[[40.0, 0.0, 0.0]])  # isolated: no pairs
+    layer, w = pot.layer, pot.weights
+    pairs = neighbour_pairs(atoms, layer.cutoff)
+    phi, state = layer.forward(atoms.numbers, pairs)
+    lam = w[state.sidx][None]
+    dEdr_ref, dEde_ref = layer.gradients(state, lam)
+    e_ref = np.einsum("if,if->i", phi, w[state.sidx])
+    for chunk in (1, 7, 10**9):
+        e, dEdr, dEde = layer.energy(atoms.numbers, pairs, w, chunk_pairs=chunk)
+        np.testing.assert_allclose(e, e_ref, atol=1e-12)
+        np.testing.assert_allclose(dEdr, dEdr_ref[0], atol=1e-11)
+        np.testing.assert_allclose(dEde, dEde_ref[0], atol=1e-10)
+    assert np.abs(dEdr_ref).max() > 1e-3
+    if kind == "cluster":
+        assert e[-1] == 0.0 and np.all(dEdr[-1] == 0.0)
+    e2, none_r, none_e = layer.energy(atoms.numbers, pairs, w, gradients=False)
+    np.testing.assert_allclose(e2, e_ref, atol=1e-12)
+    assert none_r is None and none_e is None
+    with pytest.raises(ValueError, match="chunk_pairs"):
+        layer.energy(atoms.numbers, pairs, w, chunk_pairs=0)
+
+
 @pytest.mark.parametrize("kind", ["binary", "shared-pairs"])
 def test_design_rows_reproduce_the_model(kind, rng):
     """Energy, force and strain rows of the joint layout times [E0, c, w] (the general adjoint pass)

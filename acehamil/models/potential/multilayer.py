@@ -52,42 +52,9 @@ import scipy.sparse
 from ...basis.radial import RadialBasis
 from ...basis.spec import RadialSpec
 from ...structure.neighbours import neighbour_pairs
-from .embedded import EMBEDDINGS
+from .message_energy import CHUNK_PAIRS, MESSAGE_EMBEDDINGS, message_energy
 from .model import VOIGT, ACEPotential, _species_index, cell_volume, evaluate_sites, scatter_pair_gradients
 from .repulsion import RepulsionSpec
-
-
-def _identity(x):
-    return x, np.ones_like(x), np.zeros_like(x)
-
-
-#: Embeddings of the invariant messages: name -> ``x -> (F, F', F'')``.
-MESSAGE_EMBEDDINGS = {"identity": _identity, **EMBEDDINGS}
-
-
-def _radial(rb: RadialBasis, r: np.ndarray, r_cut: float):
-    """``RadialBasis.evaluate(r, r_cut, gradients=True)`` for distances all below one cutoff ``r_cut``.
-
-    The same orthonormal polynomials times envelope, with the Legendre recursion run over
-    contiguous rows; shapes (P, n_max) for ``R`` and ``dR/dr``.
-    """
-    n, pw = rb.n_max, rb.spec.envelope_power
-    u = r * (1.0 / r_cut)
-    x = 2.0 * u - 1.0
-    L = np.empty((n, len(r)))
-    dL = np.empty((n, len(r)))
-    L[0], dL[0] = 1.0, 0.0
-    if n > 1:
-        L[1], dL[1] = x, 1.0
-    for k in range(1, n - 1):
-        L[k + 1] = ((2 * k + 1) / (k + 1)) * x * L[k] - (k / (k + 1)) * L[k - 1]
-        dL[k + 1] = dL[k - 1] + (2 * k + 1) * L[k]
-    om = 1.0 - u
-    env = om**pw
-    denv = (-pw / r_cut) * om ** (pw - 1)
-    R = (L * env).T @ rb._T
-    dR = (dL * ((2.0 / r_cut) * env) + L * denv).T @ rb._T
-    return R, dR
 
 
 @dataclass(frozen=True)
@@ -377,17 +344,18 @@ class MessageLayer:
         g1 += (np.einsum("cpax,pa->cpx", lV, R1) - np.einsum("cpa,pa->cp", pr, R1)[:, :, None] * rhat1[None]) / p1.dist[None, :, None]
         return g1, g2
 
-    def energy(self, numbers, pairs, weights: np.ndarray, gradients: bool = True):
+    def energy(self, numbers, pairs, weights: np.ndarray, gradients: bool = True, chunk_pairs: int = CHUNK_PAIRS):
         """Second-layer site energies ``w_{Z_i} . Phi_i`` and their gradients, without forming ``Phi``.
 
         Equal to ``einsum("if,if->i", phi, weights[sidx])`` of :meth:`forward` and to
         :meth:`backward` with ``lam = weights[sidx][None]`` (tests), but computed pair by
         pair as ``sum_n R_n(r_ij) X_ij[n]`` with ``X = wS M_j + wP (rhat . V_j) + wQ (V_i . V_j)``,
         the weights contracted with the per-atom messages before they are gathered to the
-        pairs, which is what prediction needs.  The message adjoints of the neighbours
-        (``sum_{q: j_q = j}``) are taken over the reversed pairs (``sum_{q: i_q = j}``, ``rhat ->
-        -rhat``), so ``pairs`` must be a full list (both directions of every pair), as
-        :func:`~acehamil.structure.neighbours.neighbour_pairs` gives.
+        pairs, which is what prediction needs (:func:`.message_energy.message_energy`:
+        pair-minor arrays, segment sums, blocks of ``chunk_pairs`` pairs).  The message
+        adjoints of the neighbours (``sum_{q: j_q = j}``) are taken over the reversed pairs
+        (``sum_{q: i_q = j}``, ``rhat -> -rhat``), so ``pairs`` must be a full list (both
+        directions of every pair), as :func:`~acehamil.structure.neighbours.neighbour_pairs` gives.
 
         Parameters
         ----------
@@ -396,6 +364,8 @@ class MessageLayer:
             All pairs within at least :attr:`cutoff`, both directions, sorted by ``i``.
         weights : ndarray, shape (n_species, n_features)
         gradients : bool
+        chunk_pairs : int
+            Pairs per block of the pair loops (memory and speed only).
 
         Returns
         -------
@@ -404,113 +374,7 @@ class MessageLayer:
         dEde : ndarray, shape (3, 3) or None
             ``dE/d strain``.
         """
-        numbers = np.asarray(numbers, dtype=np.int64)
-        natoms = len(numbers)
-        spec, ns, ks, nm = self.spec, len(self.species), self.n_channels, self.n_messages
-        n1, n2 = spec.n_message, spec.n_pass
-        weights = np.asarray(weights, dtype=float)
-        if weights.shape != (ns, self.n_features):
-            raise ValueError(f"weights must have shape ({ns}, {self.n_features}), got {weights.shape}")
-        sidx = _species_index(self.species, numbers)
-        dmax = float(pairs.dist.max()) if len(pairs.dist) else 0.0
-        p1 = pairs if dmax < spec.r_message else pairs.select(pairs.dist < spec.r_message)
-        if np.any(p1.dist <= 0):
-            raise ValueError("two atoms sit at the same position")
-        R1, dR1 = _radial(self._r1, p1.dist, spec.r_message)
-        rhat1 = p1.vec / p1.dist[:, None]
-        # first layer: rho[i, t, a] = sum R_a, V[i, t, a, :] = sum R_a rhat over neighbours of species t
-        key1 = p1.i * ns + sidx[p1.j]
-        P1 = len(p1.dist)
-        G1 = scipy.sparse.csr_matrix((np.ones(P1), (key1, np.arange(P1))), shape=(natoms * ns, P1))
-        rhat4 = np.empty((P1, 4))  # [1, rhat]
-        rhat4[:, 0] = 1.0
-        rhat4[:, 1:] = rhat1
-        RX = R1[:, :, None] * rhat4[:, None, :]  # (P1, n1, 4): [R_a, R_a rhat]
-        out = np.asarray(G1 @ RX.reshape(P1, n1 * 4)).reshape(natoms, ks, 4)
-        rho, V = out[:, :, 0], np.ascontiguousarray(out[:, :, 1:])  # (natoms, ks), (natoms, ks, 3)
-        x = (rho - self.shift) / self.scale
-        M = np.empty((natoms, len(spec.embeddings), ks))
-        dsd = np.empty_like(M)
-        for e, name in enumerate(spec.embeddings):
-            F, dF, _ = MESSAGE_EMBEDDINGS[name](x)
-            M[:, e], dsd[:, e] = F, dF / self.scale
-        M = M.reshape(natoms, nm)
-        same = (spec.r_pass, spec.n_pass) == (spec.r_message, spec.n_message)  # both layers on the same pairs and radials
-        if same:
-            p2, R2, dR2, rhat2 = p1, R1, dR1, rhat1
-        else:
-            p2 = pairs if dmax < spec.r_pass else pairs.select(pairs.dist < spec.r_pass)
-            R2, dR2 = _radial(self._r2, p2.dist, spec.r_pass)
-            rhat2 = p2.vec / p2.dist[:, None]
-        P2 = len(p2.dist)
-        si, tj = sidx[p2.i], sidx[p2.j]
-        W = weights.reshape(ns, ns, n2, self.block)
-        wS, wP, wQ = W[..., :nm], W[..., nm : nm + ks], W[..., nm + ks :]
-        # weights contracted with each atom's own messages: mS[j, s] = wS[s, t_j] M_j, U[j, s] = wP[s, t_j] V_j
-        mS = np.empty((natoms, ns, n2))
-        U = np.empty((natoms, ns, n2, 3))
-        by_species = [np.flatnonzero(sidx == t) for t in range(ns)] if ns > 1 else [slice(None)]
-        for t, at in enumerate(by_species):
-            for s in range(ns):
-                mS[at, s] = M[at] @ wS[s, t].T
-                U[at, s] = np.matmul(wP[s, t], V[at])
-        pair_species = si * ns + tj if ns > 1 else None
-        js = p2.j * ns + si if ns > 1 else p2.j
-        Uq = np.take(U.reshape(natoms * ns, n2, 3), js, axis=0)  # (P2, n2, 3)
-        X = np.take(mS.reshape(natoms * ns, n2), js, axis=0) + np.einsum("qnx,qx->qn", Uq, rhat2)
-        Vj = np.take(V, p2.j, axis=0)
-        Vi = np.repeat(V, np.bincount(p2.i, minlength=natoms), axis=0)  # pairs are sorted by i
-        VV = np.einsum("qbx,qbx->qb", Vi, Vj)
-        groups = [(s, t, np.flatnonzero(pair_species == s * ns + t)) for s in range(ns) for t in range(ns)] if ns > 1 else [(0, 0, slice(None))]
-        for s, t, m in groups:
-            X[m] += VV[m] @ wQ[s, t].T
-        e = np.bincount(p2.i, weights=np.einsum("qn,qn->q", R2, X), minlength=natoms)
-        if not gradients:
-            return e, None, None
-        # pair gradients of the second layer: radial part and the bond direction of the P messages
-        uP = np.einsum("qn,qnx->qx", R2, Uq)
-        along = np.einsum("qn,qn->q", dR2, X) - np.einsum("qx,qx->q", uP, rhat2) / p2.dist
-        g2 = along[:, None] * rhat2 + uP / p2.dist[:, None]
-        # message adjoints; rhoP / VP: the pass radials summed over each atom's own pairs, per neighbour species
-        if same:
-            rhoP, VP = rho.reshape(natoms, ns, n1), V.reshape(natoms, ns, n1, 3)
-        else:
-            G2 = scipy.sparse.csr_matrix((np.ones(P2), (p2.i * ns + tj, np.arange(P2))), shape=(natoms * ns, P2))
-            RX2 = np.empty((P2, n2, 4))
-            RX2[:, :, 0] = R2
-            np.multiply(R2[:, :, None], rhat2[:, None, :], out=RX2[:, :, 1:])
-            out2 = np.asarray(G2 @ RX2.reshape(P2, n2 * 4)).reshape(natoms, ns, n2, 4)
-            rhoP, VP = out2[..., 0], out2[..., 1:]
-        # dM[j] = sum_{q: j_q = j} R2_q wS[s_i, t_j];  dV[j] (P part) = sum_{q: j_q = j} (R2_q wP[s_i, t_j]) rhat_q
-        dM = np.zeros((natoms, nm))
-        dV = np.zeros((natoms, ks, 3))
-        for t, at in enumerate(by_species):
-            for s in range(ns):
-                dM[at] += rhoP[at, s] @ wS[s, t]
-                dV[at] -= np.einsum("nb,jnx->jbx", wP[s, t], VP[at, s])
-        # Q part: both ends of each pair; over the reversed pairs the weights are wQ[t, s]
-        aQ = np.empty((P2, ks))
-        for s, t, m in groups:
-            aQ[m] = R2[m] @ (wQ[s, t] + wQ[t, s])
-        Gi = scipy.sparse.csr_matrix((np.ones(P2), (p2.i, np.arange(P2))), shape=(natoms, P2))
-        dV += np.asarray(Gi @ (aQ[:, :, None] * Vj).reshape(P2, ks * 3)).reshape(natoms, ks, 3)
-        # first layer pull-back: rho_i[t, a] += R_a(r), V_i[t, a] += R_a(r) rhat; adjoints [drho, dV] per channel
-        dX = np.empty((natoms, ks, 4))
-        dX[:, :, 0] = np.einsum("nek,nek->nk", dM.reshape(natoms, -1, ks), dsd)
-        dX[:, :, 1:] = dV
-        lX = np.take(dX.reshape(natoms * ns, n1, 4), key1, axis=0)  # (P1, n1, 4)
-        u = np.einsum("pa,pay->py", R1, lX)[:, 1:]  # sum_a R_a dV_a
-        du = np.einsum("pa,pay->py", dR1, lX)  # [sum_a R_a' drho_a, sum_a R_a' dV_a]
-        radial = du[:, 0] + np.einsum("px,px->p", du[:, 1:] - u / p1.dist[:, None], rhat1)
-        g1 = radial[:, None] * rhat1 + u / p1.dist[:, None]
-        if same:
-            g1 += g2
-            dEdr = np.stack([np.bincount(p1.j, g1[:, x], natoms) - np.bincount(p1.i, g1[:, x], natoms) for x in range(3)], axis=1)
-            return e, dEdr, g1.T @ p1.vec
-        dEdr = np.stack([np.bincount(p1.j, g1[:, x], natoms) - np.bincount(p1.i, g1[:, x], natoms)
-                         + np.bincount(p2.j, g2[:, x], natoms) - np.bincount(p2.i, g2[:, x], natoms) for x in range(3)], axis=1)
-        dEde = g1.T @ p1.vec + g2.T @ p2.vec
-        return e, dEdr, dEde
+        return message_energy(self, numbers, pairs, weights, gradients, chunk_pairs)
 
     def gradients(self, state: LayerState, lam: np.ndarray):
         """``d/dr`` (C, natoms, 3) and ``d/d strain`` (C, 3, 3) of ``sum_i lam[c, i] . Phi_i``."""
