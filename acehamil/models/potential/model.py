@@ -374,7 +374,8 @@ def evaluate_sites(model, atoms, forces: bool = True, stress: bool = True, chunk
         pairs = pairs_all if model.cutoff <= rc else pairs_all.select(pairs_all.dist < rc)
     else:
         pairs_all = pairs
-        pairs = pairs_all.select(pairs_all.dist < rc)
+        if len(pairs.dist) and pairs.dist.max() >= rc:  # (a list within rc is used as it is, not copied)
+            pairs = pairs_all.select(pairs_all.dist < rc)
     grad = forces or stress
     energies = model.e0[sidx].copy()
     dEdr = np.zeros((natoms, 3))
