@@ -54,6 +54,8 @@ class ACECalculator(Calculator):
 
         if not isinstance(potential, (ACEPotential, EmbeddedACEPotential, MultilayerACEPotential)):
             raise TypeError(f"expected an ACEPotential, EmbeddedACEPotential or MultilayerACEPotential, got {type(potential).__name__}")
+        if isinstance(chunk_atoms, bool) or int(chunk_atoms) != chunk_atoms or chunk_atoms < 1:
+            raise ValueError(f"chunk_atoms must be an integer >= 1, got {chunk_atoms!r}")
         super().__init__(**kwargs)
         self.potential = potential
         self.chunk_atoms = int(chunk_atoms)

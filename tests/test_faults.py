@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 from ase import Atoms
@@ -155,6 +156,45 @@ def _flat_cell(at):
     at.cell[2] = at.cell[0] + at.cell[1]
 
 
+def _h5(name, edit):
+    def setup(d):
+        with h5py.File(d / name, "r+") as f:
+            edit(f)
+    return setup
+
+
+def _del(key):
+    def edit(f):
+        del f[key]
+    return edit
+
+
+def _attr(key, value):
+    def edit(f):
+        f.attrs[key] = value
+    return edit
+
+
+def _text(name, content):
+    def setup(d):
+        (d / name).write_text(content)
+    return setup
+
+
+def _toml(extra="", replace=("", "")):
+    return _text("b.toml", FIT_TOML.replace(*replace) + extra)
+
+
+def _pot_toml(old, new):
+    return _text("p.toml", POT_TOML.replace(old, new))
+
+
+FIT = ["fit", "b.toml", "-o", "o.h5", "-q"]
+FITPOT = ["fit-potential", "p.toml", "-o", "o.h5", "-q"]
+BANDS = ["bands", "train.h5", "--npoints", "5", "-o", "b.png"]
+DOS = ["dos", "train.h5", "--kmesh", "2", "2", "2", "--json", "d.json"]
+EIGS = ["eigs", "train.h5", "-n", "4"]
+
 # id, setup (callable on the folder or None), argv, expected part of the one-line message
 CLI_FAULTS = [
     # structures the model is asked to predict
@@ -181,6 +221,51 @@ CLI_FAULTS = [
      ["evaluate-potential", "pot.h5", "s.xyz"], "s.xyz, frame 0: force on atom 0 is not finite"),
     ("evaluate-potential-empty-structure", _xyz(_labelled(atoms=Atoms(cell=[5, 5, 5], pbc=True))),
      ["evaluate-potential", "pot.h5", "s.xyz"], "s.xyz, frame 0: the structure has no atoms"),
+    # files: damaged, foreign, edited, given in the wrong place
+    ("info-dataset-group-without-basis", _h5("train.h5", _del("structures/000001/basis")), ["info", "train.h5"],
+     "train.h5:/structures/000001 ('si-1'): missing or malformed data"),
+    ("info-dataset-group-without-cell", _h5("train.h5", _del("structures/000002/cell")), ["info", "train.h5"],
+     "/structures/000002 ('si-2'): missing or malformed data (KeyError: \"no 'cell'\""),
+    ("fit-config-is-an-hdf5-file", None, ["fit", "m.h5", "-o", "o.h5"], "m.h5: not a TOML text file"),
+    ("fit-potential-config-is-an-hdf5-file", None, ["fit-potential", "pot.h5", "-o", "o.h5"], "pot.h5: not a TOML text file"),
+    ("model-in-hartree", _h5("m.h5", _attr("energy_unit", "Hartree")), ["predict", "m.h5", "one.xyz", "-o", "p.h5"],
+     "m.h5: energy_unit is 'Hartree', acehamil files use 'eV'"),
+    ("model-format-version-not-an-integer", _h5("m.h5", _attr("format_version", "abc")),
+     ["predict", "m.h5", "one.xyz", "-o", "p.h5"], "m.h5: format_version 'abc' is not an integer"),
+    ("model-valence-electrons-malformed", _h5("m.h5", _attr("valence_electrons", '{"14": "x"}')),
+     ["predict", "m.h5", "one.xyz", "-o", "p.h5"], "m.h5: corrupt or incomplete model file"),
+    ("dataset-in-bohr", _h5("train.h5", _attr("length_unit", "Bohr")), BANDS,
+     "train.h5: length_unit is 'Bohr', acehamil files use 'Angstrom'"),
+    ("potential-with-other-bloch-sign", _h5("pot.h5", _attr("bloch_sign", -1)), ["evaluate-potential", "pot.h5", "lab.xyz"],
+     "pot.h5: bloch_sign is"),
+    ("convert-format-deeph-of-a-dataset", None, ["convert", "train.h5", "--format", "deeph", "-o", "o.h5"],
+     "train.h5: no DeepH folder"),
+    ("bands-of-a-folder", lambda d: (d / "run").mkdir(), ["bands", "run"], "run is a folder, not an HDF5 file"),
+    ("export-deeph-into-a-missing-folder", None, ["export", "train.h5", "--format", "deeph", "-o", "nodir/out"],
+     "folder 'nodir' does not exist"),
+    # options
+    ("bands-emin-nan", None, BANDS + ["--emin", "nan"], "--emin must be a finite energy in eV"),
+    ("bands-emin-above-emax", None, BANDS + ["--emin", "5", "--emax", "-5"], "--emin 5.0 must be below --emax -5.0"),
+    ("bands-fermi-level-inf", None, BANDS + ["--fermi-level", "inf"], "--fermi-level must be a finite energy"),
+    ("dos-fermi-level-nan", None, DOS + ["--fermi-level", "nan"], "--fermi-level must be a finite energy"),
+    ("dos-erange-inf", None, DOS + ["--erange", "-5", "inf"], "--erange EMIN EMAX needs finite EMIN < EMAX"),
+    ("dos-kpm-seed-negative", None, ["dos", "train.h5", "--method", "kpm", "--seed", "-1"], "--seed must be >= 0"),
+    ("eigs-near-nan", None, EIGS + ["--near", "nan"], "--near must be a finite energy"),
+    ("eigs-near-inf", None, EIGS + ["--near", "inf"], "--near must be a finite energy"),
+    ("evaluate-one-sample", None, ["evaluate", "m.h5", "train.h5", "--samples", "1"], "--samples must be >= 2"),
+    # TOML configurations
+    ("fit-weights-all-zero", _toml("\n[fit]\nstructure_weights = [0.0, 0.0, 0.0]\n"), FIT,
+     "b.toml: [fit]: structure_weights are all zero"),
+    ("fit-seed-negative", _toml("\n[fit]\nseed = -1\n"), FIT, "b.toml: [fit]: seed must be an integer >= 0, got -1"),
+    ("fit-seed-float", _toml("\n[fit]\nseed = 1.5\n"), FIT, "seed must be an integer >= 0, got 1.5"),
+    ("fit-test-index-float", _toml(replace=("test = [-1]", "test = [1.5]")), FIT,
+     "b.toml: [data]: test must be a list of integer structure indices"),
+    ("fit-potential-lam-string", _pot_toml("lam = [1e-8]", 'lam = ["a"]'), FITPOT, "lam must be a list of finite numbers"),
+    ("fit-potential-lam-nan", _pot_toml("lam = [1e-8]", "lam = [nan]"), FITPOT, "lam must be a list of finite numbers"),
+    ("fit-potential-unknown-species", _pot_toml("[basis]", '[basis]\nspecies = ["Xx"]'), FITPOT,
+     "[basis] species entries must be atomic numbers (1..118) or chemical symbols, got 'Xx'"),
+    ("fit-potential-seed-negative", _pot_toml("n_folds = 2", "n_folds = 2\nseed = -3"), FITPOT, "seed must be an integer >= 0"),
+    # labelled data of potentials
     ("evaluate-potential-atoms-on-top", _xyz(_labelled(atoms=Atoms("Si2", positions=[[0, 0, 0], [0, 0, 0.01]]))),
      ["evaluate-potential", "pot.h5", "s.xyz"], "s.xyz, frame 0: atoms 0 and 1 are"),
 ]
@@ -213,7 +298,59 @@ API_FAULTS = [
     ("predict-structure-not-atoms", lambda ws: _model(ws).predict_structure("Si8"), TypeError, "expected an ase.Atoms"),
     ("predict-structure-charge-nan", lambda ws: _model(ws).predict_structure(_si(), charge=float("nan")),
      ValueError, "charge must be a finite number"),
+    ("dataset-float-index", lambda ws: _dataset(ws)[1.5], TypeError, "a structure index must be an integer"),
+    ("tb-calculator-zero-width", lambda ws: _tb(ws, width=0.0), ValueError, "smearing width must be a positive number"),
+    ("tb-calculator-nan-width", lambda ws: _tb(ws, width=float("nan")), ValueError, "smearing width must be a positive"),
+    ("tb-calculator-unknown-smearing", lambda ws: _tb(ws, smearing="cold"), ValueError, "smearing must be one of"),
+    ("dos-fermi-level-nan", lambda ws: _dos(ws, fermi_level=float("nan")), ValueError, "fermi_level must be a finite"),
+    ("bands-fermi-level-inf", lambda ws: _bands(ws, fermi_level=float("inf")), ValueError, "fermi_level must be a finite"),
+    ("ase-calculator-zero-chunk", lambda ws: _ace_calc(ws, chunk_atoms=0), ValueError, "chunk_atoms must be an integer >= 1"),
+    ("potential-fit-settings-lam-string", lambda ws: _fit_settings(lam=("a",)), ValueError, "lam must be a list of finite"),
+    ("model-fit-config-negative-seed", lambda ws: _fit_config(seed=-1), ValueError, "seed must be an integer >= 0"),
 ]
+
+
+def _dataset(ws):
+    from acehamil.io.dataset import read_dataset
+
+    return read_dataset(ws / "train.h5")
+
+
+def _tb(ws, **kw):
+    from acehamil.tb.calculator import TBCalculator
+
+    return TBCalculator(_dataset(ws)[0], kmesh=(1, 1, 1), **kw)
+
+
+def _dos(ws, **kw):
+    from acehamil.tb.dos import density_of_states
+
+    return density_of_states(_dataset(ws)[0], kmesh=(1, 1, 1), **kw)
+
+
+def _bands(ws, **kw):
+    from acehamil.tb.bands import band_structure
+
+    return band_structure(_dataset(ws)[0], npoints=3, **kw)
+
+
+def _ace_calc(ws, **kw):
+    from acehamil.calculators import ACECalculator
+    from acehamil.io.potential_file import load_potential
+
+    return ACECalculator(load_potential(ws / "pot.h5"), **kw)
+
+
+def _fit_settings(**kw):
+    from acehamil.models.potential.fit import FitSettings
+
+    return FitSettings(**kw)
+
+
+def _fit_config(**kw):
+    from acehamil.models.hamiltonian.config import FitConfig
+
+    return FitConfig(**kw)
 
 
 @pytest.mark.parametrize("call, exc, message", [c[1:] for c in API_FAULTS], ids=[c[0] for c in API_FAULTS])
@@ -237,3 +374,48 @@ def test_a_failing_first_frame_leaves_no_output_and_a_later_one_keeps_the_earlie
     assert rc == 2 and len(err) == 1
     assert "frame 1 (rev.xyz:1) failed" in err[0] and "the 1 structure(s) before it were written to p.h5" in err[0]
     assert read_dataset(w / "p.h5").names == ("rev.xyz:0",)
+
+
+def test_export_without_sisl_is_a_user_error(w, capsys, monkeypatch):
+    """A missing optional dependency is the user's to install: one line naming it, not a traceback."""
+    import acehamil.io.sisl_interop as si
+
+    def missing():
+        raise ImportError('sisl export needs the optional dependency sisl: pip install -e ".[sisl]"')
+
+    monkeypatch.setattr(si, "require_sisl", missing)
+    before = _digest(w)
+    rc = main(["export", "train.h5", "--format", "tshs", "-o", "x.TSHS"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pip install" in err[0] and _digest(w) == before
+
+
+def _aims_copy(src, dst, edit):
+    shutil.copytree(src, dst)
+    for p in dst.rglob("*"):
+        p.chmod(0o644)
+    g = dst / "geometry.in"
+    g.write_text(edit(g.read_text()))
+
+
+def _first_lattice_line(text, new):
+    lines = text.splitlines()
+    k = next(n for n, ln in enumerate(lines) if ln.strip().startswith("lattice_vector"))
+    return "\n".join(lines[:k] + ([new] if new is not None else []) + lines[k + 1:]) + "\n"
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("folder, edit, message", [
+    ("water-dimer", lambda t: t.replace(" O\n", " Qq\n", 1), "unknown chemical species 'Qq'"),
+    ("water-dimer", lambda t: t.replace("atom 0.0000000000000000", "atom abc", 1), "could not convert string to float"),
+    ("water-dimer", lambda t: "", "geometry.in: the structure has no atoms"),
+    ("bilayer-graphene", lambda t: _first_lattice_line(t, None), "not a readable FHI-aims geometry"),
+    ("bilayer-graphene", lambda t: _first_lattice_line(t, "lattice_vector 0.0 0.0 0.0"), "the cell is degenerate"),
+], ids=["unknown-species", "garbage-number", "empty", "two-lattice-vectors", "zero-lattice-vector"])
+def test_impossible_fhi_aims_geometry_is_one_line(shared_data, tmp_path, capsys, folder, edit, message):
+    _aims_copy(shared_data / "fhi-aims" / folder, tmp_path / "run", edit)
+    rc = main(["convert", str(tmp_path / "run"), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert "geometry.in" in err[0] and message in err[0], err[0]
+    assert not (tmp_path / "o.h5").exists()

@@ -70,8 +70,22 @@ def check_output(path) -> None:
         raise UserError(f"cannot write {p}: folder {str(p.parent)!r} does not exist")
 
 
+def check_energy_options(args) -> None:
+    """``--emin``/``--emax``/``--fermi-level`` finite (eV) and ``--emin < --emax``, before any work."""
+    import math
+
+    for opt in ("emin", "emax", "fermi_level"):
+        v = getattr(args, opt, None)
+        if v is not None and not math.isfinite(v):
+            raise UserError(f"--{opt.replace('_', '-')} must be a finite energy in eV, got {v}")
+    if args.emin is not None and args.emax is not None and not args.emin < args.emax:
+        raise UserError(f"--emin {args.emin} must be below --emax {args.emax} (eV relative to E_F)")
+
+
 def check_tb_outputs(args, **extra_inputs) -> None:
-    """Write rules of bands/dos (``docs/files-and-safety.md``), checked before any work."""
+    """Write rules of bands/dos (``docs/files-and-safety.md``) and their energy options, checked
+    before any work."""
+    check_energy_options(args)
     check_output(args.output)
     inputs = {"DATA": args.data, **{k: v for k, v in extra_inputs.items() if v is not None}}
     check_outputs(inputs, {"-o": args.output, "--json": args.json}, overwrite=args.overwrite)

@@ -63,12 +63,14 @@ def run(args) -> int:
         raise UserError(f"--npoints must be >= 2, got {args.npoints}")
     if args.kmesh is not None and min(args.kmesh) < 1:
         raise UserError(f"k-mesh entries must be >= 1, got --kmesh {args.kmesh}")
-    if args.erange is not None and not args.erange[0] < args.erange[1]:
-        raise UserError(f"--erange EMIN EMAX needs EMIN < EMAX, got {args.erange[0]} {args.erange[1]}")
+    if args.erange is not None and not (np.isfinite(args.erange).all() and args.erange[0] < args.erange[1]):
+        raise UserError(f"--erange EMIN EMAX needs finite EMIN < EMAX, got {args.erange[0]} {args.erange[1]}")
     if not args.width > 0:
         raise UserError(f"--width must be > 0 eV, got {args.width}")
     if args.moments < 2 or args.vectors < 1:
         raise UserError(f"--moments must be >= 2 and --vectors >= 1, got {args.moments}, {args.vectors}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
     check_tb_outputs(args)
     sd = load_structure(args.data, args.structure, args.orthonormal)
     energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints or 2001)

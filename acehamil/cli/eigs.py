@@ -54,6 +54,8 @@ def run(args) -> int:
             near = float(near)
         except ValueError:
             raise UserError(f"--near must be an energy in eV or 'fermi', got {args.near!r}") from None
+        if not abs(near) < float("inf"):
+            raise UserError(f"--near must be a finite energy in eV (or 'fermi'), got {args.near!r}")
     check_outputs({"DATA": args.data}, {"--json": args.json}, overwrite=args.overwrite)
     sd = load_structure(args.data, args.structure, args.orthonormal)
     norb = sd.H[0].norb

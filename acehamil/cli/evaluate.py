@@ -56,6 +56,8 @@ def run(args) -> int:
         raise UserError(f"--window must be > 0 eV, got {args.window}")
     if min(args.kmesh) < 1:
         raise UserError(f"--kmesh entries must be >= 1, got {list(args.kmesh)}")
+    if args.samples is not None and args.samples < 2:
+        raise UserError(f"--samples must be >= 2 (a spread needs two draws; --no-uncertainty skips them), got {args.samples}")
     model = load_model(args.model)
     ds = read_dataset(args.test)
     idx = select_indices(args.index, len(ds), "--index", str(args.test))

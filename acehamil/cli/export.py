@@ -38,7 +38,11 @@ def run(args) -> int:
     from ..io.dataset import read_dataset
 
     out = Path(args.output)
+    if not out.absolute().parent.is_dir():
+        raise UserError(f"cannot write output -o ({out}): folder {str(out.parent)!r} does not exist")
     if args.format == "deeph":
+        if out.exists() and not out.is_dir():
+            raise UserError(f"output -o ({out}) is a file; --format deeph writes a folder")
         if out.exists() and any(out.iterdir()) and not args.overwrite:
             raise UserError(f"output folder {out} exists and is not empty; pass --overwrite to write into it "
                             "(existing DeepH subfolders are still refused)")
@@ -48,6 +52,12 @@ def run(args) -> int:
         if out.suffix.upper() != suffix.upper():
             raise UserError(f"--format {args.format} writes a {suffix} file; -o {out} does not end in {suffix}")
         check_outputs({"DATA": args.data}, {"-o": out}, overwrite=args.overwrite)
+        from ..io.sisl_interop import require_sisl
+
+        try:
+            require_sisl()
+        except ImportError as err:
+            raise UserError(str(err)) from None
     if not Path(args.data).is_file():
         raise FileNotFoundError(f"no such dataset file: {args.data}")
     ds = read_dataset(args.data)
@@ -57,7 +67,9 @@ def run(args) -> int:
         from ..io.deeph import write_deeph
 
         idx = range(len(ds)) if args.structure is None else [args.structure % len(ds)]
-        out.mkdir(parents=True, exist_ok=True)
+        for i in idx:  # every structure read and checked before the first folder is made
+            ds[i]
+        out.mkdir(exist_ok=True)
         for i in idx:
             write_deeph(out / str(i), ds[i])
         if not args.quiet:

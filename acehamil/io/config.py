@@ -34,6 +34,9 @@ def read_toml(path) -> dict:
             return tomllib.load(fh)
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"{path}: invalid TOML: {err}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a TOML text file (not UTF-8; a binary or HDF5 file given as the "
+                             f"configuration?)") from None
 
 
 def read_model_config(path):

@@ -331,7 +331,7 @@ class Dataset(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[n] for n in range(*index.indices(len(self)))]
-        n = int(index)
+        n = _as_index(index)
         if not -len(self) <= n < len(self):
             raise IndexError(f"structure {index} out of range for a dataset of {len(self)}")
         key = self._keys[n % len(self)]
@@ -357,27 +357,49 @@ class Dataset(Sequence):
         out = []
         with open_h5(self.path) as f:
             for key, name in zip(self._keys, self.names):
-                g = f["structures"][key]
-                numbers = g["numbers"][()]
-                norb_z = {int(z): int(sum(2 * l + 1 for _, l in d[()])) for z, d in g["basis"].items()}
-                h = g["H"]
-                ref = g["reference_bands/eps"].shape if "reference_bands" in g else None
-                basis = {chemical_symbols[int(z)]: [f"{n}{'spdfghi'[l]}" for n, l in d[()]] for z, d in g["basis"].items()}
-                out.append(
-                    {
-                        "name": name,
-                        "natoms": int(len(numbers)),
-                        "norb": int(sum(norb_z.get(int(z), 0) for z in numbers)),
-                        "species": sorted({chemical_symbols[int(z)] for z in numbers}),
-                        "nblocks_H": int(h["0"]["i"].shape[0]) if "0" in h else 0,
-                        "periodic": bool(np.any(g["pbc"][()])),
-                        "n_electrons": float(g.attrs["n_electrons"]) if "n_electrons" in g.attrs else None,
-                        "fermi_level": float(g.attrs["fermi_level"]) if "fermi_level" in g.attrs else None,
-                        "basis": basis,
-                        "reference_bands": None if ref is None else [int(x) for x in ref],
-                    }
-                )
+                try:
+                    out.append(_summary_row(f["structures"][key], name, chemical_symbols))
+                except (KeyError, OSError, TypeError, ValueError, IndexError) as err:
+                    raise UserError(f"{self.path}:/structures/{key} ({name!r}): missing or malformed data "
+                                    f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
+                                    f"truncated or foreign file?)") from None
         return out
+
+
+def _as_index(index) -> int:
+    """``index`` as an int; TypeError for a float, string, bool, ... (``ds[1.5]`` is not structure 1)."""
+    import operator
+
+    if isinstance(index, bool):
+        raise TypeError(f"a structure index must be an integer, got {index!r}")
+    try:
+        return operator.index(index)
+    except TypeError:
+        raise TypeError(f"a structure index must be an integer (or a slice), got {index!r}") from None
+
+
+def _summary_row(g, name, chemical_symbols) -> dict:
+    """One row of :meth:`Dataset.summary` (raises KeyError etc. on a malformed group)."""
+    for key in ("positions", "cell", "pbc", "basis"):  # present, even if not read here
+        if key not in g:
+            raise KeyError(f"no '{key}'")
+    numbers = g["numbers"][()]
+    norb_z = {int(z): int(sum(2 * l + 1 for _, l in d[()])) for z, d in g["basis"].items()}
+    h = g["H"] if "H" in g else {}  # an S-only dataset has no H
+    ref = g["reference_bands/eps"].shape if "reference_bands" in g else None
+    basis = {chemical_symbols[int(z)]: [f"{n}{'spdfghi'[l]}" for n, l in d[()]] for z, d in g["basis"].items()}
+    return {
+        "name": name,
+        "natoms": int(len(numbers)),
+        "norb": int(sum(norb_z.get(int(z), 0) for z in numbers)),
+        "species": sorted({chemical_symbols[int(z)] for z in numbers}),
+        "nblocks_H": int(h["0"]["i"].shape[0]) if "0" in h else 0,
+        "periodic": bool(np.any(g["pbc"][()])),
+        "n_electrons": float(g.attrs["n_electrons"]) if "n_electrons" in g.attrs else None,
+        "fermi_level": float(g.attrs["fermi_level"]) if "fermi_level" in g.attrs else None,
+        "basis": basis,
+        "reference_bands": None if ref is None else [int(x) for x in ref],
+    }
 
 
 class DatasetGroup(Sequence):
@@ -421,7 +443,7 @@ class DatasetGroup(Sequence):
 
     def file_of(self, index: int) -> tuple:
         """``(file number, index within that file)`` of structure ``index``."""
-        n = int(index)
+        n = _as_index(index)
         if not -len(self) <= n < len(self):
             raise IndexError(f"structure {index} out of range for {len(self)} structures in {len(self.datasets)} files")
         n %= len(self)

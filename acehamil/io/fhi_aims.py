@@ -366,7 +366,17 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
         _need(folder, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # ASE's note about its aims plugin
-        atoms = read(folder / "geometry.in", format="aims")
+        try:
+            atoms = read(folder / "geometry.in", format="aims")
+        except Exception as err:  # noqa: BLE001 - ASE's parser raises anything on a malformed file
+            from ..errors import UserError
+
+            msg = str(err).splitlines()[0] if str(err) else ""
+            if isinstance(err, KeyError):
+                msg = f"unknown chemical species {msg}"
+            raise UserError(f"{folder / 'geometry.in'}: not a readable FHI-aims geometry ({type(err).__name__}: "
+                            f"{msg}; a malformed 'atom'/'lattice_vector' line, an unknown species or not "
+                            f"exactly 0 or 3 lattice vectors?)") from None
     natoms = len(atoms)
     from ..structure.validate import check_atoms
 

@@ -110,7 +110,11 @@ def check_header(f: h5py.File, kind: str, supported_versions) -> int:
     got = got.decode() if isinstance(got, bytes) else str(got)
     if got != kind:
         raise ValueError(f"{name} holds an acehamil {got!r}, expected {kind!r}")
-    version = int(f.attrs.get("format_version", -1))
+    raw = f.attrs.get("format_version", -1)
+    try:
+        version = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: format_version {raw!r} is not an integer (file edited or damaged)") from None
     if version not in tuple(supported_versions):
         raise ValueError(
             f"{name} has {kind} format version {version}; this acehamil ({__version__}) reads versions "
@@ -119,7 +123,22 @@ def check_header(f: h5py.File, kind: str, supported_versions) -> int:
     conv = int(f.attrs.get("conventions_version", -1))
     if conv != conventions_metadata()["conventions_version"]:
         raise ValueError(f"{name} was written with conventions version {conv}, this acehamil uses {conventions_metadata()['conventions_version']}")
+    for key in ("energy_unit", "length_unit", "bloch_sign", "shift_sign"):  # files carry their units: check them
+        if key not in f.attrs:
+            continue
+        got, want = f.attrs[key], conventions_metadata()[key]
+        got = got.decode() if isinstance(got, bytes) else got
+        if (str(got) if isinstance(want, str) else _as_int(got)) != want:
+            raise ValueError(f"{name}: {key} is {got!r}, acehamil files use {want!r} (units are converted only when "
+                             f"a DFT code's output is read; file edited or written by another program?)")
     return version
+
+
+def _as_int(x):
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
 
 
 def open_h5(path) -> h5py.File:
@@ -127,6 +146,8 @@ def open_h5(path) -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an HDF5 file (a DFT output folder? `acehamil convert` it first)")
     try:
         return h5py.File(path, "r")
     except OSError as err:

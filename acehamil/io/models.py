@@ -141,7 +141,7 @@ def load_model(path):
             coefs = {n: _read_coefficients(f[n]["coefficients"]) for n in ("H", "S")}
             posts = {n: _read_posteriors(f[n]["posteriors"]) for n in ("H", "S")}
             energy_zero = EnergyZero.from_dict(json.loads(f.attrs["energy_zero"])) if "energy_zero" in f.attrs else None
-        except (KeyError, OSError, json.JSONDecodeError, TypeError) as err:
+        except (KeyError, OSError, TypeError, ValueError) as err:  # ValueError includes JSONDecodeError
             raise ValueError(f"{path}: corrupt or incomplete model file ({type(err).__name__}: {err})") from None
     model = HamiltonianModel.build(config, ob, coefs["H"], coefs["S"], report, posts["H"], posts["S"], energy_zero)
     if valence is not None:

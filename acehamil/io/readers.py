@@ -82,9 +82,13 @@ def _is_deeph(path: Path) -> bool:
 
 
 def _read_deeph(path: Path, **_) -> list:
+    from ..errors import UserError
     from .deeph import deeph_folders, read_deeph
 
-    return [read_deeph(f) for f in deeph_folders(path)]
+    folders = deeph_folders(path)
+    if not folders:
+        raise UserError(f"{path}: no DeepH folder (element.dat, orbital_types.dat, lat.dat, overlaps.h5) found")
+    return [read_deeph(f) for f in folders]
 
 
 def _read_acehamiltonians(path: Path, **_) -> list:

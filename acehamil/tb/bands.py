@@ -260,6 +260,8 @@ def band_structure(data: StructureData, path: str | None = None, npoints: int = 
         proj = np.stack([r[1][:, :, :nb] for r in res])  # (nspin, nk, nlabels, nb)
         weights = {lab: proj[:, :, q, :] for q, lab in enumerate(groups)}
     ef = float(fermi_level) if fermi_level is not None else structure_fermi_level(data, kmesh, **solver_kw)
+    if fermi_level is not None and not np.isfinite(ef):
+        raise ValueError(f"fermi_level must be a finite energy in eV, got {fermi_level}")
     n_el = data.n_electrons if data.n_electrons is not None else None
     gap = band_gap(eps, ef, n_el)
     ref = None

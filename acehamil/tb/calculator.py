@@ -57,7 +57,9 @@ class TBCalculator:
         elif atoms is not None:
             raise TypeError("give atoms only with a model (a StructureData carries its own)")
         from .kpath import kmesh_for
+        from .smearing import _check
 
+        _check(float(width), smearing, 1)  # refused now, not only when a metal needs the smearing
         self.data = data
         self.atoms = data.atoms
         self.kmesh = tuple(kmesh_for(data.atoms) if kmesh is None else (int(n) for n in kmesh))

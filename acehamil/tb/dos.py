@@ -392,6 +392,8 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
     g = 2 if len(data.H) == 1 else 1
     if fermi_level is not None:
         ef = float(fermi_level)
+        if not np.isfinite(ef):
+            raise ValueError(f"fermi_level must be a finite energy in eV, got {fermi_level}")
     elif data.n_electrons is not None:
         ef = _fermi_level(eps, weights, data.n_electrons, width, smearing, g, order)
     else:

@@ -58,6 +58,7 @@ TOML layout (all tables optional)::
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -214,6 +215,10 @@ class FitConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.max_blocks_per_type < 1 or self.batch_structures < 1:
             raise ValueError("max_blocks_per_type and batch_structures must be >= 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.structure_weights and not sum(self.structure_weights) > 0:
+            raise ValueError(f"structure_weights are all zero: nothing to fit, got {list(self.structure_weights)}")
 
 
 @dataclass(frozen=True)
@@ -298,8 +303,12 @@ class DataConfig:
             object.__setattr__(self, "train", tuple(self.train) if len(self.train) != 1 else self.train[0])
         elif not isinstance(self.train, str):
             raise TypeError(f"[data] train must be a path or a list of paths, got {self.train!r}")
-        object.__setattr__(self, "structures", tuple(int(i) for i in self.structures))
-        object.__setattr__(self, "test", tuple(int(i) for i in self.test))
+        for key in ("structures", "test"):
+            vals = tuple(getattr(self, key))
+            bad = [i for i in vals if isinstance(i, bool) or not float(i).is_integer()]
+            if bad:
+                raise TypeError(f"{key} must be a list of integer structure indices, got {list(vals)!r}")
+            object.__setattr__(self, key, tuple(int(i) for i in vals))
         if set(self.structures) & set(self.test):
             raise ValueError(f"structures {sorted(set(self.structures) & set(self.test))} are in both train and test")
 

@@ -222,6 +222,9 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     rng = np.random.default_rng(seed)
     if predictions is None:  # draws only where they are used (structures with an electron count)
         K = (n_samples or default_samples(model)) if uncertainty else 0
+        if K == 1:
+            raise ValueError("n_samples must be >= 2: one posterior draw has no spread (coverage and sigma would be "
+                             "meaningless)")
         predictions = [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng)
                        for sd in structures]
     predictions = _predictions(model, structures, predictions)
@@ -369,6 +372,9 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
     if predictions is None:
         rng = np.random.default_rng(seed)
         K = (n_samples or default_samples(model)) if uncertainty else 0
+        if K == 1:
+            raise ValueError("n_samples must be >= 2: one posterior draw has no spread (coverage and sigma would be "
+                             "meaningless)")
         predictions = [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng)
                        for sd in structures]
     predictions = _predictions(model, structures, predictions)

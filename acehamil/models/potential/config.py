@@ -172,6 +172,17 @@ def core_repulsion(configs, species, fraction=0.8, strength=10.0) -> RepulsionSp
     return RepulsionSpec(r_core=tuple(radii), strength=float(strength))
 
 
+def _atomic_number(z) -> int:
+    """An atomic number 1..118 from an int or a chemical symbol ('Si'); ValueError naming a bad entry."""
+    from ase.data import atomic_numbers
+
+    if isinstance(z, str) and z in atomic_numbers and atomic_numbers[z] > 0:
+        return int(atomic_numbers[z])
+    if isinstance(z, (int, np.integer)) and not isinstance(z, bool) and 1 <= int(z) <= 118:
+        return int(z)
+    raise ValueError(f"[basis] species entries must be atomic numbers (1..118) or chemical symbols, got {z!r}")
+
+
 def check_tables(cfg: dict) -> None:
     """Refuse unknown tables and a ``[data]`` table without ``train``."""
     _check_keys(cfg, {"data", "basis", "repulsion", "fit", "model"}, "top level")
@@ -211,7 +222,7 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
     for k, v in bcfg.items():
         check_type(f"[basis] {k}", v, BASIS_DEFAULTS.get(k), cfg.get("_source", ""))
     present = sorted({int(z) for c in train for z in c.atoms.numbers})
-    species = tuple(sorted(int(z) for z in bcfg.pop("species", present)))
+    species = tuple(sorted(_atomic_number(z) for z in bcfg.pop("species", present)))
     missing = set(present) - set(species)
     if missing:
         raise ValueError(f"training data contain elements {sorted(missing)} not in basis.species {list(species)}")

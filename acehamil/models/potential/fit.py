@@ -94,6 +94,8 @@ class FitSettings:
             vals = tuple(getattr(self, name)) if np.ndim(getattr(self, name)) else (getattr(self, name),)
             if not vals:
                 raise ValueError(f"{name} needs at least one value")
+            if not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and np.isfinite(v) for v in vals):
+                raise ValueError(f"{name} must be a list of finite numbers, got {list(vals)!r}")
             object.__setattr__(self, name, vals)
         if any(v <= 0 for v in self.energy_factors):
             raise ValueError(f"energy_factors must be > 0, got {self.energy_factors}")
@@ -104,6 +106,8 @@ class FitSettings:
         for name in ("energy_sigma", "force_sigma", "stress_sigma", "cv_energy_scale", "cv_force_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if int(self.n_folds) != self.n_folds or self.n_folds < 1:
             raise ValueError(f"n_folds must be a positive integer, got {self.n_folds}")
         ctw = self.config_type_weights.items() if isinstance(self.config_type_weights, dict) else self.config_type_weights
