@@ -8,8 +8,8 @@ cluster.scale(jobs=N); client = Client(cluster)``).
 
 :func:`dask_mapper` is the fit's engine on Dask: ``fit(structures, config, mapper=dask_mapper(client))``
 sends each batch of ``batch_structures`` training structures to a worker, which returns the
-batch's partial normal equations (:func:`acehamil.models.hamiltonian.sums.batch_sums`); the
-client adds them in batch order.  Sampling is seeded per structure and the batches are fixed by
+batch's partial normal equations and its on-site designs
+(:func:`acehamil.models.hamiltonian.sums.batch_parts`); the client adds the sums in batch order.  Sampling is seeded per structure and the batches are fixed by
 the configuration, so the fit equals the serial one bit for bit, for any number of workers and
 any completion order (tested on a 2-worker ``LocalCluster``).
 

@@ -168,7 +168,7 @@ def test_fit_on_threads_equals_the_serial_fit_and_releases_blas(data, calibrate)
     with threadpool_limits(limits=2, user_api="blas"):  # not 1, so that a limit left behind shows
         before = blas_threads()
         threaded = fit(data, cfg, progress=False, mapper=spy)
-        assert seen == [before] * 4 and blas_threads() == before  # after the counting and the sums of H and S
+        assert seen == [before] * 3 and blas_threads() == before  # after the counting (H and S) and the sums of H and S
     for name in ("H", "S"):
         a, b = getattr(serial, name).coefficients, getattr(threaded, name).coefficients
         assert a.keys() == b.keys()
@@ -191,7 +191,7 @@ def test_extrapolation_reference_runs_at_one_blas_thread_unless_threads_were_req
 
     seen = []
 
-    def spy(model, structures):
+    def spy(model, structures, designs=None):
         seen.append(blas_threads())
         return {}
 
@@ -203,3 +203,92 @@ def test_extrapolation_reference_runs_at_one_blas_thread_unless_threads_were_req
         with limit_threads(2):
             fit(data, cfg, progress=False)
     assert seen == [[1] * len(outer), outer]
+
+
+def test_counts_and_pairs_builds_one_list_that_counts_as_each_models_own(data):
+    """The fit's counting pass: one neighbour list at the longest reach gives every model's own centre
+    counts; a reach shorter than a model's is refused."""
+    from acehamil.models.hamiltonian.sums import counts_and_pairs
+    from acehamil.structure.neighbours import neighbour_pairs
+
+    full = HamiltonianModel.build(ModelConfig.from_dict({**CFG, "h_offsite": {**CFG["h_offsite"], "r_cut": 5.0}}),
+                                  data[0].basis)
+    assert full.H.reach > full.S.reach  # so that S's counts come from a longer list than its own
+    for sd in data:
+        (ch, cs), nl = counts_and_pairs((full.H, full.S), full.reach, sd.atoms)
+        assert ch == centre_counts(full.H, sd.atoms) and cs == centre_counts(full.S, sd.atoms)
+        ref = neighbour_pairs(sd.atoms, full.reach)
+        assert np.array_equal(nl.i, ref.i) and np.array_equal(nl.shift, ref.shift)
+    with pytest.raises(ValueError, match="shorter than a model"):
+        counts_and_pairs((full.H, full.S), full.S.reach, data[0].atoms)
+
+
+@pytest.mark.parametrize("cap", [10_000, 5])
+def test_sums_hand_over_the_onsite_designs_of_every_atom(model, data, cap):
+    """structure_sums_and_designs: the same sums as structure_sums and, when no on-site centre was
+    sampled away, on-site designs equal (bit for bit) to uncertainty.onsite_designs; None when sampled."""
+    from acehamil.models.hamiltonian.sums import structure_sums_and_designs
+    from acehamil.models.hamiltonian.uncertainty import onsite_designs
+
+    sampling = _plan(model, data, cap=cap)
+    sampled = any(sampling.rates.get(f.name, 1.0) < 1.0 for f in model.onsite)
+    assert sampled == (cap == 5)
+    for k, sd in enumerate(data):
+        sums, got = structure_sums_and_designs(model, sd, lambda s: s.H[0], sampling.rates, 1.0, sampling.rng(k), index=k)
+        plain = structure_sums(model, sd, lambda s: s.H[0], sampling.rates, 1.0, sampling.rng(k), index=k)
+        assert sums.normal.keys() == plain.normal.keys()
+        for key in sums.normal:
+            assert np.array_equal(sums.normal[key].AtA, plain.normal[key].AtA)
+        if sampled:
+            assert got is None
+            continue
+        ref = onsite_designs(model, sd.atoms)
+        assert got.keys() == ref.keys() and ref
+        for key in ref:
+            assert np.array_equal(got[key][0], ref[key][0]) and np.array_equal(got[key][1], ref[key][1]), key
+
+
+def test_fit_hands_its_designs_to_the_extrapolation_reference_and_the_calibration(data, monkeypatch):
+    """The fit builds one neighbour list per structure and no on-site design after the sums: the
+    extrapolation reference and the calibration get them (StructureDesigns) and give the same numbers
+    as computing them afresh."""
+    import acehamil.models.hamiltonian.calibrate as calibrate_module
+    import acehamil.structure.neighbours as neighbours_module
+    import acehamil.models.hamiltonian.sums as sums_module
+    import acehamil.models.hamiltonian.uncertainty as uncertainty_module
+    from acehamil.models.hamiltonian.fit import fit
+    from acehamil.models.hamiltonian.uncertainty import extrapolation_reference
+
+    data = [StructureData(sd.atoms, sd.basis, H=sd.H, S=sd.S, n_electrons=4.0 * len(sd.atoms)) for sd in data]
+    cfg = ModelConfig.from_dict({**CFG, "fit": {"batch_structures": 2}, "solver": {"method": "blr"}})
+    cfg = dataclasses.replace(cfg, uncertainty=dataclasses.replace(
+        cfg.uncertainty, calibrate=True, calibration_folds=2, n_samples=4, kmesh=(2, 2, 2), window_eV=50.0))
+    calls = {"pairs": 0, "onsite": 0}
+    real_pairs, real_onsite = neighbours_module.neighbour_pairs, uncertainty_module.onsite_designs
+    real_calibrate, handed = calibrate_module.calibrate, []
+
+    def count_pairs(*a, **k):
+        calls["pairs"] += 1
+        return real_pairs(*a, **k)
+
+    def count_onsite(*a, **k):
+        calls["onsite"] += 1
+        return real_onsite(*a, **k)
+
+    def keep_calibrate(structures, model, parts, **kw):
+        handed.append((structures, model, parts, kw))
+        return real_calibrate(structures, model, parts, **kw)
+
+    monkeypatch.setattr(sums_module, "neighbour_pairs", count_pairs)
+    monkeypatch.setattr(uncertainty_module, "onsite_designs", count_onsite)
+    monkeypatch.setattr(calibrate_module, "calibrate", keep_calibrate)
+    got = fit(data, cfg, progress=False)
+    assert calls == {"pairs": len(data), "onsite": 0}
+    monkeypatch.undo()
+    # the same numbers from designs computed afresh
+    assert got.report["extrapolation_reference"] == extrapolation_reference(got, data)
+    (structures, model, parts, kw), = handed
+    assert len(kw["designs"]) == len(data)
+    afresh = real_calibrate(structures, model, parts)
+    for key in ("scale_epistemic", "scale_noise", "scale_shared"):
+        assert got.report["uncertainty"][key] == afresh[key], key

@@ -324,7 +324,7 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
     return {"err": err, "sigma_epi": np.sqrt(ve), "sigma_noise": np.sqrt(vn), "sigma_shared": np.sqrt(vs)}
 
 
-def cross_validated_errors(structures, model, parts, progress: bool = False) -> dict:
+def cross_validated_errors(structures, model, parts, progress: bool = False, designs=None) -> dict:
     """Eigenvalue errors and uncalibrated spreads of every training structure, predicted by a
     model fitted without it (the calibration folds of ``model.config.uncertainty``).
 
@@ -340,7 +340,7 @@ def cross_validated_errors(structures, model, parts, progress: bool = False) -> 
         fold's training structures); and ``folds`` (list of index arrays).
     """
     from ...progress import Progress
-    from .uncertainty import onsite_designs, onsite_leverage, reference_of, score_of
+    from .uncertainty import designs_of, onsite_leverage, reference_of, score_of
 
     config = model.config
     uc = config.uncertainty
@@ -350,20 +350,22 @@ def cross_validated_errors(structures, model, parts, progress: bool = False) -> 
     folds = fold_splits(n, uc.calibration_folds, uc.calibration_fraction, config.fit.seed + 7919)
     rng = np.random.default_rng(config.fit.seed + 7919)
     cells = [sd.atoms for sd in structures]
-    designs = [onsite_designs(model.H, at) for at in cells]
+    pairs = [None] * n if designs is None else [d.pairs for d in designs]
+    onsite = [designs_of(model.H, at, designs, k) for k, at in enumerate(cells)]
     cols = {k: [] for k in ("err", "structure", "score", *(f"sigma_{q}" for q in PARTS))}
     bar = Progress(sum(len(v) for v in folds), "calibrate", progress)
     for val in folds:
         keep = np.setdiff1d(np.arange(n), val)
         sub = fold_model(model, parts, keep, cells)
-        ref = reference_of(onsite_leverage(sub.H, designs[k], len(cells[k])) for k in keep)
+        ref = reference_of(onsite_leverage(sub.H, onsite[k], len(cells[k])) for k in keep)
         for i in val:
             i = int(i)
             bar.step()
-            p = held_out_parts(sub, structures[i], uc.kmesh, uc.window_eV, max_states=uc.calibration_states, rng=rng)
+            p = held_out_parts(sub, structures[i], uc.kmesh, uc.window_eV, pairs=pairs[i], max_states=uc.calibration_states,
+                               rng=rng)
             if p is None:
                 continue
-            score = score_of(onsite_leverage(sub.H, designs[i], len(cells[i])), ref, len(cells[i]))
+            score = score_of(onsite_leverage(sub.H, onsite[i], len(cells[i])), ref, len(cells[i]))
             m = len(p["err"])
             for key in ("err", *(f"sigma_{q}" for q in PARTS)):
                 cols[key].append(p[key])
@@ -377,7 +379,7 @@ def cross_validated_errors(structures, model, parts, progress: bool = False) -> 
 
 
 @with_inner_threads
-def calibrate(structures, model, parts, progress: bool = False) -> dict:
+def calibrate(structures, model, parts, progress: bool = False, designs=None) -> dict:
     """Fit the spread factors ``a, b`` on held-out folds of the training structures.
 
     Parameters
@@ -390,6 +392,9 @@ def calibrate(structures, model, parts, progress: bool = False) -> dict:
     parts : sequence of FitSums
         The per-structure H sums of that fit: each fold model is refitted from them (a
         subtraction and a solve, :func:`fold_model`), no features are evaluated again.
+    designs : sequence of StructureDesigns, optional
+        One per structure, from the fit (:class:`acehamil.models.hamiltonian.sums.StructureDesigns`):
+        its neighbour list and on-site designs are reused (none are built again).
 
     Returns
     -------
@@ -402,7 +407,7 @@ def calibrate(structures, model, parts, progress: bool = False) -> dict:
     ``limit_threads`` chose more): its dense products are small, and on the 2-core machine
     BLAS' default threading took the README job's calibration from ~33 s to 78 s CPU.
     """
-    cv = cross_validated_errors(structures, model, parts, progress=progress)
+    cv = cross_validated_errors(structures, model, parts, progress=progress, designs=designs)
     e, parts_ = cv["err"], [cv[f"sigma_{p}"] for p in PARTS]
     a, b, c = fit_scales(e, *parts_)
     se, sn, ss = parts_

@@ -32,7 +32,7 @@ from ...progress import Progress
 from ...threads import inner_threads, with_inner_threads
 from .config import ModelConfig
 from .model import HamiltonianModel, MatrixModel, electrons_per_species
-from .sums import FitSums, Sampling, batch_sums, centre_counts, pick_h, pick_s, serial_map
+from .sums import FitSums, Sampling, StructureDesigns, batch_parts, counts_and_pairs, pick_h, pick_s, serial_map
 
 EV_TO_MEV = 1000.0
 
@@ -324,23 +324,28 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     electrons = []
     energy_zero = None
     run = serial_map if mapper is None else mapper
+    train = _Subset(structures, train_idx, orbital_basis, checked)
+
+    def count_tasks():  # counting pass: centres per family of H and S (the sampling plans), electrons
+        for k in range(len(train)):
+            sd = train[k]
+            electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
+            yield (sd.atoms,)
+
+    # one neighbour list per structure for the whole fit (H and S sums, extrapolation reference, calibration)
+    counted = list(run(counts_and_pairs, ((template.H, template.S), template.reach), count_tasks()))  # on the fit's engine
+    if len(counted) > len(train):
+        raise RuntimeError("the fit's mapper returned more results than tasks")
+    if len(counted) < len(train) or not all(isinstance(c, tuple) and len(c) == 2 for c in counted):
+        raise RuntimeError(f"the fit's mapper returned {len(counted)} centre counts for {len(train)} structures "
+                           f"(one result per task, in task order)")
+    pairs = [c[1] for c in counted]
+    # the plans in the order H, S: each advances the fit's generator past its pass (as one plan per pass did)
+    plans = {name: Sampling.plan([c[0][m] for c in counted], config.fit.max_blocks_per_type, rng)
+             for m, name in enumerate(("H", "S"))}
+    onsite = [None] * len(train)
     for name, mm, pick in (("H", template.H, pick_h), ("S", template.S, pick_s)):
-        train = _Subset(structures, train_idx, orbital_basis, checked)
-
-        def count_tasks():  # counting pass: centres per family (the sampling plan), electrons
-            for k in range(len(train)):
-                sd = train[k]
-                if name == "H":
-                    electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
-                yield (sd.atoms,)
-
-        counts = list(run(centre_counts, (mm,), count_tasks()))  # on the fit's engine, as the sums
-        if len(counts) > len(train):
-            raise RuntimeError("the fit's mapper returned more results than tasks")
-        if len(counts) < len(train) or not all(isinstance(c, dict) for c in counts):
-            raise RuntimeError(f"the fit's mapper returned {len(counts)} centre counts for {len(train)} structures "
-                               f"(one result per task, in task order)")
-        sampling = Sampling.plan(counts, config.fit.max_blocks_per_type, rng)
+        sampling = plans[name]
         rates = sampling.rates
         gauge = name == "H" and config.fit.fit_energy_zero
         bar = Progress(len(train), f"fit {name}", progress)
@@ -358,18 +363,21 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
             for ks in task_ranges:
                 batch = [train[k] for k in ks]
                 cells.extend(sd.atoms for sd in batch)
-                yield batch, [float(w_all[train_idx[k]]) for k in ks], [sampling.rng(k) for k in ks], list(ks)
+                yield (batch, [float(w_all[train_idx[k]]) for k in ks], [sampling.rng(k) for k in ks], list(ks),
+                       [pairs[k] for k in ks])
 
         def parts():
-            results = iter(run(batch_sums, (mm, pick, rates, gauge), tasks()))
+            results = iter(run(batch_parts, (mm, pick, rates, gauge), tasks()))
             for ks in task_ranges:
                 part = next(results, None)
-                if not isinstance(part, FitSums):
-                    raise RuntimeError(f"the fit's mapper returned {type(part).__name__} for a batch, not FitSums "
-                                       f"(one result per task, in task order)")
-                for _ in ks:
+                if not (isinstance(part, tuple) and len(part) == 2 and isinstance(part[0], FitSums)):
+                    raise RuntimeError(f"the fit's mapper returned {type(part).__name__} for a batch, not batch_parts' "
+                                       f"(FitSums, designs) (one result per task, in task order)")
+                for k, d in zip(ks, part[1]):
+                    if name == "H":
+                        onsite[k] = d
                     bar.step()
-                yield part
+                yield part[0]
             # run the mapper to its end, so that what it holds (a thread pool, a BLAS limit) is released now
             if next(results, None) is not None:
                 raise RuntimeError("the fit's mapper returned more results than tasks")
@@ -399,6 +407,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         report[name] = rep
         report[f"{name}_sampling_rates"] = rates
         fitted[name] = (coefs, posts)
+    designs = [StructureDesigns(pairs[k], onsite[k]) for k in range(len(train))]
     model = HamiltonianModel.build(config, orbital_basis, fitted["H"][0], fitted["S"][0], report,
                                    fitted["H"][1], fitted["S"][1], energy_zero)
     report["seconds_fit"] = time.perf_counter() - t0
@@ -418,15 +427,15 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     if model.H.posteriors:
         from .uncertainty import extrapolation_reference
 
-        train = _Subset(structures, train_idx, orbital_basis, checked)
         with inner_threads():  # per-structure features and small products: one BLAS thread unless requested
-            report["extrapolation_reference"] = extrapolation_reference(model, [train[k] for k in range(len(train))])
+            report["extrapolation_reference"] = extrapolation_reference(model, [train[k] for k in range(len(train))],
+                                                                        designs=designs)
     if config.uncertainty.calibrate:
         from .calibrate import calibrate
 
         t1, c1 = time.perf_counter(), time.process_time()
-        train = _Subset(structures, train_idx, orbital_basis, checked)
-        report["uncertainty"] = calibrate([train[k] for k in range(len(train))], model, h_parts, progress=progress)
+        report["uncertainty"] = calibrate([train[k] for k in range(len(train))], model, h_parts, progress=progress,
+                                          designs=designs)
         report["uncertainty"]["seconds"] = time.perf_counter() - t1
         report["uncertainty"]["seconds_cpu"] = time.process_time() - c1  # this process (BLAS threads included)
     return dataclasses.replace(model, report=report, valence_electrons=valence)

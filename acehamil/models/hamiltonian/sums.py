@@ -186,6 +186,32 @@ def centre_counts(model, atoms, pairs=None) -> dict:
     return {fam.name: len(fam.select(atoms, nl)) for fam in model.families}
 
 
+def counts_and_pairs(models, reach: float, atoms) -> tuple:
+    """The fit's counting pass for one structure: its neighbour list, built once, and the centre
+    counts of every model on it.
+
+    Parameters
+    ----------
+    models : sequence of MatrixModel
+        E.g. ``(H, S)`` of a HamiltonianModel.
+    reach : float
+        Cutoff of the list, Å, at least every model's ``reach`` (each family keeps its own bonds).
+    atoms : ase.Atoms
+
+    Returns
+    -------
+    counts : list of dict {family.name: int}
+        One per model (:func:`centre_counts`).
+    pairs : NeighbourPairs
+        Handed to the sums (:func:`batch_parts`) and, through :class:`StructureDesigns`, to the
+        extrapolation reference and the calibration: one list per structure for the whole fit.
+    """
+    if any(mm.reach > reach for mm in models):
+        raise ValueError(f"reach {reach} Å is shorter than a model's ({max(mm.reach for mm in models)} Å)")
+    nl = neighbour_pairs(atoms, reach)
+    return [centre_counts(mm, atoms, nl) for mm in models], nl
+
+
 def family_centres(fam, atoms, nl, rate: float, rng) -> tuple:
     """Sampled centres of one family in one structure.
 
@@ -216,7 +242,8 @@ def targets(bt, env, matrix, so) -> np.ndarray:
     return gather_blocks(matrix, q, so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b], 2 * bt.l1 + 1, 2 * bt.l2 + 1)
 
 
-def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index: int = 0, gauge: bool = False) -> FitSums:
+def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index: int = 0, gauge: bool = False,
+                   pairs=None) -> FitSums:
     """The normal-equation sums of one training structure (the map step of the fit).
 
     Parameters
@@ -236,16 +263,36 @@ def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index:
         Position of the structure in the training set (keys :attr:`FitSums.gauge`).
     gauge : bool
         Also collect the energy-zero terms.
+    pairs : NeighbourPairs, optional
+        Neighbour list of ``sd.atoms`` with cutoff ``>= model.reach`` (built when omitted).
 
     Returns
     -------
     FitSums
     """
+    return structure_sums_and_designs(model, sd, matrix_of, rates, weight, rng, index, gauge, pairs)[0]
+
+
+def structure_sums_and_designs(model, sd, matrix_of, rates: dict, weight: float, rng, index: int = 0,
+                               gauge: bool = False, pairs=None) -> tuple:
+    """:func:`structure_sums` and, from the same features, the structure's on-site design tensors.
+
+    Returns
+    -------
+    sums : FitSums
+    onsite : dict or None
+        ``{(bt.key, L): (atom indices (n,), D (n, n_F, 2L+1))}``, the unsymmetrised on-site designs of
+        every atom of each on-site family (the format of
+        :func:`acehamil.models.hamiltonian.uncertainty.onsite_designs`, equal to it); None when an
+        on-site family was sampled (rate < 1: not every atom has its rows).
+    """
     so = shell_offsets(model.orbital_basis)
     matrix = matrix_of(sd)
     atoms = sd.atoms
-    nl = neighbour_pairs(atoms, model.reach)
+    nl = pairs if pairs is not None else neighbour_pairs(atoms, model.reach)
     normal, counts, terms = {}, {}, {}
+    onsite_families = {id(f) for f in model.onsite}
+    onsite = {} if all(rates.get(f.name, 1.0) >= 1.0 for f in model.onsite) else None
     w = float(weight)
     for fam in model.families:
         env, rev = family_centres(fam, atoms, nl, rates.get(fam.name, 1.0), rng)
@@ -253,8 +300,13 @@ def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index:
             continue
         feats = fam.features(env)
         n = env.n_centres
+        keep = onsite is not None and id(fam) in onsite_families
         for bt in fam.block_types(model.orbital_basis):
-            design = symmetrise(fam, bt, fam.design(feats, bt, n), rev)
+            raw = fam.design(feats, bt, n)
+            if keep:
+                centres = np.asarray(env.i)
+                onsite.update({(bt.key, L): (centres, D) for L, D in raw.items()})
+            design = symmetrise(fam, bt, raw, rev)
             target = targets(bt, env, matrix, so)
             overlap = targets(bt, env, sd.S, so) if gauge else None
             counts[bt.key] = counts.get(bt.key, 0) + n
@@ -268,7 +320,27 @@ def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index:
                     s_L = project(overlap, bt.l1, bt.l2, L).reshape(-1)
                     sv = w * s_L
                     terms[(bt.key, L)] = {index: (A.T @ sv, float(y @ sv), float(sv @ s_L))}
-    return FitSums(normal, counts, terms)
+    return FitSums(normal, counts, terms), onsite
+
+
+@dataclass(frozen=True, eq=False)
+class StructureDesigns:
+    """What the fit computed for one training structure that the steps after the solve reuse
+    (the extrapolation reference, the calibration), so that they evaluate no features and build
+    no neighbour list again.
+
+    Attributes
+    ----------
+    pairs : NeighbourPairs
+        Neighbour list of the structure with cutoff ``HamiltonianModel.reach`` (H and S), Å.
+    onsite : dict or None
+        H on-site design tensors ``{(bt.key, L): (atom indices (n,), D (n, n_F, 2L+1))}`` of every
+        atom (as :func:`acehamil.models.hamiltonian.uncertainty.onsite_designs`); None when the
+        fit sampled on-site centres (then compute them with ``onsite_designs(mm, atoms, pairs)``).
+    """
+
+    pairs: object
+    onsite: dict | None = None
 
 
 def pick_h(sd):
@@ -281,7 +353,7 @@ def pick_s(sd):
     return sd.S
 
 
-def batch_sums(model, matrix_of, rates: dict, gauge: bool, structures, weights, rngs, indices) -> FitSums:
+def batch_sums(model, matrix_of, rates: dict, gauge: bool, structures, weights, rngs, indices, pairs=None) -> FitSums:
     """The sums of one batch of structures, added in order: the task a worker runs.
 
     The fit adds the batch sums in batch order, and the batches are fixed by
@@ -298,11 +370,29 @@ def batch_sums(model, matrix_of, rates: dict, gauge: bool, structures, weights, 
         Each structure's generator (:meth:`Sampling.rng`).
     indices : list of int
         Positions in the training set.
+    pairs : list of NeighbourPairs, optional
+        Each structure's neighbour list (cutoff ``>= model.reach``; built when omitted).
+    """
+    return batch_parts(model, matrix_of, rates, gauge, structures, weights, rngs, indices, pairs)[0]
+
+
+def batch_parts(model, matrix_of, rates: dict, gauge: bool, structures, weights, rngs, indices, pairs=None) -> tuple:
+    """:func:`batch_sums` and each structure's on-site designs (:func:`structure_sums_and_designs`).
+
+    Returns
+    -------
+    sums : FitSums
+    onsite : list of (dict or None)
+        One per structure of the batch.
     """
     if not len(structures) == len(weights) == len(rngs) == len(indices):
         raise ValueError("structures, weights, rngs and indices must have the same length")
-    return FitSums.total(structure_sums(model, sd, matrix_of, rates, w, g, index=k, gauge=gauge)
-                         for sd, w, g, k in zip(structures, weights, rngs, indices))
+    pairs = [None] * len(structures) if pairs is None else list(pairs)
+    if len(pairs) != len(structures):
+        raise ValueError(f"need one neighbour list per structure ({len(structures)}), got {len(pairs)}")
+    done = [structure_sums_and_designs(model, sd, matrix_of, rates, w, g, index=k, gauge=gauge, pairs=nl)
+            for sd, w, g, k, nl in zip(structures, weights, rngs, indices, pairs)]
+    return FitSums.total(d[0] for d in done), [d[1] for d in done]
 
 
 def serial_map(fn, common: tuple, tasks):

@@ -356,12 +356,32 @@ def score_of(leverage: dict, reference: dict, natoms: int) -> np.ndarray:
     return score
 
 
-def extrapolation_reference(model, structures) -> dict:
+def extrapolation_reference(model, structures, designs=None) -> dict:
     """Largest on-site leverage over the training structures, per ``(block type, L)``.
 
     Stored in ``model.report["extrapolation_reference"]`` as ``{"<key>/L<L>": float}``.
+
+    Parameters
+    ----------
+    model : HamiltonianModel
+    structures : sequence of StructureData
+    designs : sequence of StructureDesigns, optional
+        One per structure, from the fit (:class:`acehamil.models.hamiltonian.sums.StructureDesigns`):
+        their on-site designs and neighbour lists are used instead of evaluating them again.
     """
-    return reference_of(_onsite_leverage(model.H, sd.atoms) for sd in structures)
+    return reference_of(onsite_leverage(model.H, designs_of(model.H, sd.atoms, designs, k), len(sd.atoms))
+                        for k, sd in enumerate(structures))
+
+
+def designs_of(mm, atoms, designs, k: int) -> dict:
+    """On-site designs of structure ``k`` (:func:`onsite_designs`): ``designs[k].onsite`` from the fit
+    when there, else evaluated (on ``designs[k].pairs`` when given)."""
+    if designs is None:
+        return onsite_designs(mm, atoms)
+    if len(designs) <= k:
+        raise ValueError(f"need one StructureDesigns per structure, got {len(designs)} for structure {k}")
+    d = designs[k]
+    return d.onsite if d.onsite is not None else onsite_designs(mm, atoms, d.pairs)
 
 
 def extrapolation_score(model, atoms, pairs=None) -> np.ndarray:
