@@ -419,3 +419,147 @@ def test_impossible_fhi_aims_geometry_is_one_line(shared_data, tmp_path, capsys,
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
     assert "geometry.in" in err[0] and message in err[0], err[0]
     assert not (tmp_path / "o.h5").exists()
+
+
+def _deeph_edit(kind):
+    """An edit of one exported DeepH folder (path -> None)."""
+    import json
+
+    def write(name, text):
+        return lambda p: (p / name).write_text(text)
+
+    def info(fn):
+        def edit(p):
+            d = json.loads((p / "info.json").read_text())
+            fn(d)
+            (p / "info.json").write_text(json.dumps(d))
+        return edit
+
+    return {
+        "element-not-a-number": write("element.dat", "14\nabc\n14\n14\n"),
+        "element-zero": write("element.dat", "14\n0\n14\n14\n"),
+        "element-200": write("element.dat", "14\n200\n14\n14\n"),
+        "lattice-not-numbers": write("lat.dat", "a b c\n"),
+        "orbital-types-not-numbers": write("orbital_types.dat", "a b\n0 1\n0 1\n0 1\n"),
+        "orbital-types-l-9": write("orbital_types.dat", "0 9\n0 9\n0 9\n0 9\n"),
+        "info-not-json": write("info.json", "{bad"),
+        "info-negative-electrons": info(lambda d: d["acehamil"].__setitem__("n_electrons", -5)),
+        "info-one-pbc-flag": info(lambda d: d["acehamil"].__setitem__("pbc", [True])),
+        "hamiltonians-zero-bytes": write("hamiltonians.h5", ""),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("element-not-a-number", "element.dat: unreadable numbers"),
+    ("element-zero", "element.dat: atomic numbers must be integers 1..118"),
+    ("element-200", "element.dat: atomic numbers must be integers 1..118"),
+    ("lattice-not-numbers", "lat.dat: unreadable numbers"),
+    ("orbital-types-not-numbers", "orbital_types.dat: expected integer l values"),
+    ("orbital-types-l-9", "orbital_types.dat: l must be 0..3"),
+    ("info-not-json", "info.json: not valid JSON"),
+    ("info-negative-electrons", "info.json: n_electrons must be a finite number >= 0"),
+    ("info-one-pbc-flag", "info.json: acehamil pbc must be"),
+    ("hamiltonians-zero-bytes", "hamiltonians.h5 is not a readable HDF5 file"),
+])
+def test_damaged_deeph_folder_is_one_line(w, capsys, kind, message):
+    assert main(["export", "train.h5", "--format", "deeph", "-o", "dd", "--structure", "0", "-q"]) == 0
+    _deeph_edit(kind)(w / "dd" / "0")
+    capsys.readouterr()
+    rc = main(["convert", "dd", "-o", "o.h5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert message in err[0], err[0]
+    assert not (w / "o.h5").exists()
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("path, edit, message", [
+    ("Data/H", lambda g: _set(g, "Data/H", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 5, np.nan, a)),
+     "System_1/Data/H: contains NaN or inf (first at cell 0, row 0, column 5)"),
+    ("Data/H", lambda g: g["Data/H"].attrs.__setitem__("unit", "kcal"), "System_1/Data/H: unit 'kcal'"),
+    ("positions", lambda g: g["Structure/positions"].attrs.__setitem__("unit", "Bohr"), "positions: unit 'Bohr'"),
+    ("positions", lambda g: _set(g, "Structure/positions", lambda a: a[:1]), "positions (1, 3), lattice (3, 3)"),
+    ("pbc", lambda g: _set(g, "Structure/pbc", lambda a: np.array([1, 0])), "pbc (2,) do not fit"),
+    ("fermi_level", lambda g: _set(g, "Data/fermi_level", lambda a: np.array(np.nan)), "Data/fermi_level: not finite"),
+], ids=["H-nan", "H-in-kcal", "positions-in-bohr", "positions-shape", "pbc-shape", "fermi-level-nan"])
+def test_damaged_acehamiltonians_file_is_one_line(shared_data, tmp_path, capsys, path, edit, message):
+    src = tmp_path / "a.h5"
+    shutil.copy(shared_data / "acehamiltonians-si" / "contrived_Si_symmetry_testing_systems.h5", src)
+    src.chmod(0o644)
+    with h5py.File(src, "r+") as f:
+        edit(f["System_1"])
+    rc = main(["convert", str(src), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o.h5").exists()
+
+
+def _set(g, key, fn):
+    attrs = dict(g[key].attrs)
+    data = fn(np.array(g[key][()]))
+    del g[key]
+    g[key] = data
+    g[key].attrs.update(attrs)
+
+
+@pytest.fixture
+def no_dft(monkeypatch):
+    """PySCF runs replaced by a failure: a refusal must come before any structure is computed."""
+    import acehamil.io.pyscf_gen as pg
+
+    def boom(*a, **k):
+        raise RuntimeError("a DFT run was started")
+
+    monkeypatch.setattr(pg, "run_crystal", boom)
+    monkeypatch.setattr(pg, "run_molecule", boom)
+
+
+GEN = ["generate", "pyscf", "--base", "si2", "-o", "g.h5", "--quiet"]
+
+
+@pytest.mark.parametrize("setup, argv, message", [
+    (None, GEN + ["--count", "0"], "--count must be >= 1"),
+    (None, GEN + ["--count", "1", "--strain", "nan"], "--strain (largest |strain| entry) must be in [0, 0.5)"),
+    (None, GEN + ["--count", "1", "--strain", "5"], "--strain (largest |strain| entry) must be in [0, 0.5)"),
+    (None, GEN + ["--count", "1", "--conv-tol", "0"], "--conv-tol must be a positive number"),
+    (None, GEN + ["--count", "1", "--band-tol", "-1"], "--band-tol must be a positive number"),
+    (_text("g.xyz", "garbage\n"), ["generate", "pyscf", "--structures", "g.xyz", "-o", "g.h5"],
+     "g.xyz: ASE cannot read structures from it"),
+    (_xyz(_edit(lambda at: at.positions.__setitem__((1, 0), np.nan)), "g.xyz"),
+     ["generate", "pyscf", "--structures", "g.xyz", "-o", "g.h5"], "g.xyz, frame 0: position of atom 1 is not finite"),
+], ids=["count-0", "strain-nan", "strain-5", "conv-tol-0", "band-tol-negative", "structures-garbage", "structures-nan"])
+def test_generate_refuses_before_any_dft_run(w, capsys, no_dft, setup, argv, message):
+    if setup is not None:
+        setup(w)
+    before = _digest(w)
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert _digest(w) == before
+
+
+@pytest.mark.parametrize("option, message", [("--basis", "PySCF has no such basis for Si"),
+                                             ("--xc", "not a functional libxc knows")])
+def test_generate_refuses_unknown_pyscf_names_before_any_dft_run(w, capsys, no_dft, option, message):
+    pytest.importorskip("pyscf", reason="PySCF is an optional extra (pip install -e '.[pyscf]')")
+    rc = main(GEN + ["--count", "1", option, "bogus-name"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (w / "g.h5").exists()
+
+
+def test_generate_overwrite_keeps_the_old_file_when_nothing_new_was_computed(w, capsys, monkeypatch):
+    """--overwrite moved the old output away first and deleted it: a failing first DFT run lost it."""
+    import acehamil.io.pyscf_gen as pg
+    from acehamil.errors import UserError
+
+    def fails(*a, **k):
+        raise UserError("SCF did not converge")
+
+    monkeypatch.setattr(pg, "run_crystal", fails)
+    shutil.copy(w / "train.h5", w / "g.h5")
+    before = _digest(w)
+    rc = main(GEN + ["--count", "1", "--overwrite"])
+    assert rc == 2 and "SCF did not converge" in capsys.readouterr().err
+    assert _digest(w) == before
+    assert not [p for p in w.iterdir() if p.name.startswith(".g.h5")]

@@ -15,6 +15,8 @@ with ``--on-band-error flag``, stores the structure flagged).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 def _slab(kind: str):
     """Si slabs, bulk-terminated (unreconstructed: metallic surface states, use --smearing), pbc (T, T, F),
@@ -164,6 +166,78 @@ def crystal_settings(args):
     )
 
 
+def _check_numbers(args) -> None:
+    """Settings no DFT run should start with (refused before the first structure is computed)."""
+    import math
+
+    from ..errors import UserError
+
+    if not args.structures and args.count < 1:
+        raise UserError(f"--count must be >= 1, got {args.count}")
+    if not (math.isfinite(args.strain) and 0 <= args.strain < 0.5):
+        raise UserError(f"--strain (largest |strain| entry) must be in [0, 0.5), got {args.strain}")
+    for opt in ("conv_tol", "band_tol"):
+        v = getattr(args, opt)
+        if not (math.isfinite(v) and v > 0):
+            raise UserError(f"--{opt.replace('_', '-')} must be a positive number, got {v}")
+
+
+def _check_pyscf_names(basis: str, xc: str, plan) -> None:
+    """A basis set PySCF cannot load for a species of the plan, or a functional libxc does not know, is
+    refused before the first (expensive) structure instead of failing inside PySCF."""
+    from ase.data import chemical_symbols
+
+    from ..errors import UserError
+
+    try:
+        from pyscf import gto
+        from pyscf.dft import libxc
+    except ImportError:
+        return  # the computation itself says how to install PySCF
+    import warnings
+
+    for z in sorted({int(n) for _, at in plan for n in at.numbers}):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # PySCF's hint to install basis-set-exchange
+                gto.basis.load(basis, chemical_symbols[z])
+        except Exception as err:  # noqa: BLE001 - PySCF raises several kinds for an unknown name
+            raise UserError(f"--basis {basis!r}: PySCF has no such basis for {chemical_symbols[z]} "
+                            f"({type(err).__name__})") from None
+    try:
+        libxc.parse_xc(xc)
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"--xc {xc!r}: not a functional libxc knows ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+
+
+@contextlib.contextmanager
+def _replacing(output, overwrite: bool):
+    """``--overwrite``: the old output is moved aside (a hidden file in its folder) while the new one is
+    computed, put back when the run fails before storing any structure, and removed otherwise."""
+    import os
+    import secrets
+
+    path = os.fspath(output)
+    if not (overwrite and os.path.exists(path)):
+        yield
+        return
+    head, tail = os.path.split(path)
+    aside = os.path.join(head, f".{tail}.{secrets.token_hex(4)}.replaced")
+    os.replace(path, aside)
+    try:
+        yield
+    except BaseException:
+        if not os.path.exists(path):
+            os.replace(aside, path)  # nothing new landed: the old file is back, unchanged
+        else:
+            print(f"acehamil generate: the structures computed so far are in {path}; the file it replaced was "
+                  f"removed", file=sys.stderr)
+        raise
+    finally:
+        if os.path.exists(aside):
+            os.unlink(aside)
+
+
 def run(args) -> int:
     import os
 
@@ -172,9 +246,8 @@ def run(args) -> int:
 
     check_outputs({"--structures": args.structures, "--base-file": args.base_file}, {"-o": args.output},
                   overwrite=args.overwrite, may_exist={"-o"} if args.resume else ())
+    _check_numbers(args)
     plan = plan_of(args)
-    if args.overwrite and os.path.exists(args.output):
-        os.unlink(args.output)
     if args.molecule:
         from ..io.pyscf_gen import run_molecule
 
@@ -192,7 +265,9 @@ def run(args) -> int:
             data, state = run_crystal(atoms, settings, dm0=state)
             return check_band_tolerance(data, args.band_tol, args.on_band_error), state
 
-    res = generator.generate(plan, args.output, compute, progress=not args.quiet, settings=settings_of(args))
+    _check_pyscf_names(basis if args.molecule else settings.basis, xc if args.molecule else settings.xc, plan)
+    with _replacing(args.output, args.overwrite):
+        res = generator.generate(plan, args.output, compute, progress=not args.quiet, settings=settings_of(args))
     line = f"{args.output}: computed {res['done']}, already present {res['skipped']}, {res['seconds']:.0f} s"
     if res.get("band_error_max_meV") is not None:
         line += (f"; band error vs PySCF (occupied and E_F +- 2 eV bands) max {res['band_error_max_meV']:.2f} meV, "

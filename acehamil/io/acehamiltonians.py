@@ -27,6 +27,7 @@ from ase import Atoms
 
 from ..conventions import CODE_CONVENTIONS, orbital_permutation, to_our_orbitals
 from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
+from ..errors import UserError
 from .hdf5 import open_h5
 
 #: Units, orbital order/signs and cell-index sign of ACEhamiltonians files.
@@ -80,6 +81,12 @@ def read_acehamiltonians(path, group: str | None = None, drop_tol: float = 0.0) 
         return _read_group(f, group, path, drop_tol)
 
 
+#: Unit labels the layout uses (first: the one it documents); a dataset labelled otherwise is refused.
+_UNITS = {"Data/H": ("Ha", "Hartree", "hartree"), "Structure/positions": ("Angstrom", "Å", "angstrom", "Ang"),
+          "Structure/lattice": ("Angstrom", "Å", "angstrom", "Ang"), "Data/fermi_level": ("eV",),
+          "Data/total_energy": ("eV",), "Data/forces": ("eV/Angstrom", "eV/Å", "eV/Ang")}
+
+
 def _get(g, key, path, name):
     if key not in g:
         raise ValueError(f"{path}:/{name}/{key} missing (not an ACEhamiltonians file, or truncated)")
@@ -92,6 +99,17 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
     positions = np.asarray(_get(g, "Structure/positions", path, name), float)
     lattice = np.asarray(_get(g, "Structure/lattice", path, name), float)
     pbc = np.asarray(g["Structure/pbc"][()], bool) if "Structure/pbc" in g else np.ones(3, bool)
+    where = f"{path}:/{name}"
+    if positions.shape != (len(numbers), 3) or lattice.shape != (3, 3) or pbc.shape not in ((), (3,)):
+        raise UserError(f"{where}/Structure: positions {positions.shape}, lattice {lattice.shape}, pbc {pbc.shape} do not "
+                        f"fit {len(numbers)} atoms (expected ({len(numbers)}, 3), (3, 3), (3,))")
+    for key, want in _UNITS.items():  # the file's own unit labels, where it has them
+        if key in g and "unit" in g[key].attrs:
+            unit = g[key].attrs["unit"]
+            unit = unit.decode() if isinstance(unit, bytes) else str(unit)
+            if unit not in want:
+                raise UserError(f"{where}/{key}: unit {unit!r}, the ACEhamiltonians layout stores {want[0]!r} "
+                                f"(a file in other units would be read wrongly)")
     atoms = Atoms(numbers=numbers, positions=positions, cell=lattice, pbc=pbc)
     if "Info/Basis" not in g:
         raise ValueError(f"{path}:/{name}/Info/Basis missing (not an ACEhamiltonians file, or truncated)")
@@ -102,6 +120,10 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
     S = np.asarray(_get(g, "Data/S", path, name), float)
     T = TRANSLATION_SIGN * np.asarray(_get(g, "Info/Translations", path, name), np.int64).reshape(-1, 3)
     norb = layout.norb
+    for key, M in (("Data/H", H), ("Data/S", S)):
+        if not np.isfinite(M).all():
+            c, r, q = np.argwhere(~np.isfinite(M))[0] if M.ndim == 3 else (0, 0, 0)
+            raise UserError(f"{where}/{key}: contains NaN or inf (first at cell {c}, row {r}, column {q})")
     if H.shape != S.shape or H.shape[1:] != (norb, norb) or len(T) != len(H):
         raise ValueError(
             f"{path}:/{name}: H {H.shape}, S {S.shape}, {len(T)} translations, basis gives {norb} orbitals (basis mismatch)"
@@ -134,6 +156,9 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
             "weights": kw[:, 3].tolist(),
         }
     data = g["Data"]
+    for key in ("fermi_level", "total_energy", "forces"):
+        if key in data and not np.isfinite(np.asarray(data[key][()], float)).all():
+            raise UserError(f"{where}/Data/{key}: not finite")
     sd = StructureData(
         atoms=atoms,
         basis=basis,

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conventions import orbital_table
+from ..errors import UserError
 from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
 
 __all__ = ["write_deeph", "read_deeph", "is_deeph_folder", "deeph_folders"]
@@ -134,7 +135,11 @@ def _read_blocks(path, norb, maps, where) -> RealSpaceMatrix:
     import h5py
 
     i_, j_, t_, blocks = [], [], [], []
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise UserError(f"{where} is not a readable HDF5 file (truncated or foreign?): {err}") from None
+    with f:
         for key in f:
             m = _KEY.match(key)
             if not m:
@@ -159,6 +164,14 @@ def _read_blocks(path, norb, maps, where) -> RealSpaceMatrix:
     return RealSpaceMatrix.from_blocks(norb, np.array(i_)[order], np.array(j_)[order], t[order], [blocks[q] for q in order])
 
 
+def _numbers(path, ndmin: int) -> np.ndarray:
+    """``np.loadtxt`` of a DeepH text file, a malformed one named in a UserError."""
+    try:
+        return np.loadtxt(path, ndmin=ndmin)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: unreadable numbers ({str(err).splitlines()[0] if str(err) else err!r})") from None
+
+
 def read_deeph(folder) -> StructureData:
     """Read one DeepH folder into acehamil conventions (eV, Å, our orbital order).
 
@@ -176,17 +189,31 @@ def read_deeph(folder) -> StructureData:
     for f in FILES:
         if not (folder / f).is_file():
             raise FileNotFoundError(f"DeepH folder {folder} lacks {f}")
-    info = json.loads((folder / "info.json").read_text())
+    try:
+        info = json.loads((folder / "info.json").read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{folder / 'info.json'}: not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{folder / 'info.json'}: expected a JSON object, got {type(info).__name__}")
     if info.get("isspinful"):
         raise ValueError(f"{folder}: spinful DeepH data (isspinful=true) are not supported")
-    cell = np.loadtxt(folder / "lat.dat", ndmin=2).T
-    pos = np.loadtxt(folder / "site_positions.dat", ndmin=2)
-    numbers = np.loadtxt(folder / "element.dat", ndmin=1).astype(np.int64)
+    cell = _numbers(folder / "lat.dat", 2).T
+    pos = _numbers(folder / "site_positions.dat", 2)
+    numbers = _numbers(folder / "element.dat", 1)
+    if not (np.all(numbers == np.round(numbers)) and np.all((numbers >= 1) & (numbers <= 118))):
+        raise UserError(f"{folder / 'element.dat'}: atomic numbers must be integers 1..118, got {numbers.tolist()}")
+    numbers = numbers.astype(np.int64)
     pos = pos.T if pos.shape[0] == 3 and pos.shape[1] == len(numbers) else pos
     if cell.shape != (3, 3) or pos.shape != (len(numbers), 3):
         raise ValueError(f"{folder}: lat.dat {cell.shape} / site_positions.dat {pos.shape} do not match "
                          f"{len(numbers)} atoms")
-    ls = [[int(x) for x in line.split()] for line in (folder / "orbital_types.dat").read_text().splitlines() if line.strip()]
+    try:
+        ls = [[int(x) for x in line.split()] for line in (folder / "orbital_types.dat").read_text().splitlines()
+              if line.strip()]
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{folder / 'orbital_types.dat'}: expected integer l values, one line per atom ({err})") from None
+    if any(l < 0 or l > 3 for lz in ls for l in lz):
+        raise UserError(f"{folder / 'orbital_types.dat'}: l must be 0..3 (s, p, d, f), got {sorted({l for lz in ls for l in lz})}")
     if len(ls) != len(numbers):
         raise ValueError(f"{folder}: orbital_types.dat has {len(ls)} lines for {len(numbers)} atoms")
     extra = info.get("acehamil") or {}
@@ -202,12 +229,23 @@ def read_deeph(folder) -> StructureData:
                 shells.append(Shell(l=l, n=l + count[l]))
             spec.setdefault(int(z), shells)
     for z, lz in zip(numbers, ls):
+        if int(z) not in spec:
+            raise UserError(f"{folder / 'info.json'}: acehamil shells name no shells for Z={int(z)}")
         if [s.l for s in spec[int(z)]] != lz:
             raise ValueError(f"{folder}: atoms of Z={int(z)} carry different shells in orbital_types.dat")
     basis = OrbitalBasis.from_dict(spec)
     norb = basis.layout(numbers).norb_per_atom
     maps = _permutation(basis, numbers)
-    atoms = Atoms(numbers=numbers, positions=pos, cell=cell, pbc=extra.get("pbc", True))
+    pbc = extra.get("pbc", True)
+    if not (isinstance(pbc, bool) or (isinstance(pbc, list) and len(pbc) == 3 and all(isinstance(x, bool) for x in pbc))):
+        raise UserError(f"{folder / 'info.json'}: acehamil pbc must be true/false or 3 of them, got {pbc!r}")
+    for key, val in (("fermi_level", info.get("fermi_level")), ("energy", extra.get("energy")),
+                     ("n_electrons", extra.get("n_electrons"))):
+        if val is not None and (isinstance(val, bool) or not isinstance(val, (int, float)) or not np.isfinite(val)
+                                or (key == "n_electrons" and val < 0)):
+            raise UserError(f"{folder / 'info.json'}: {key} must be a finite number{' >= 0' if key == 'n_electrons' else ''}"
+                            f" or null, got {val!r}")
+    atoms = Atoms(numbers=numbers, positions=pos, cell=cell, pbc=pbc)
     H = ()
     if (folder / "hamiltonians.h5").is_file():
         H = (_read_blocks(folder / "hamiltonians.h5", norb, maps, f"{folder}/hamiltonians.h5"),)

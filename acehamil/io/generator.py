@@ -25,6 +25,7 @@ from ase import Atoms
 
 from ..progress import Progress
 from ..errors import UserError
+from ..structure.validate import check_atoms
 from .dataset import append_dataset, check_settings, read_dataset, read_settings
 
 
@@ -88,9 +89,27 @@ def structures_from_file(path, prefix: str | None = None) -> list:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such structure file: {path}")
-    frames = read(path, index=":")
+    frames = _read_frames(path, ":")
+    if not frames:
+        raise UserError(f"{path} holds no structures")
     stem = prefix or path.stem
+    for n, at in enumerate(frames):  # before any DFT work
+        check_atoms(at, f"{path}, frame {n}")
     return [(f"{stem}-{n:04d}", at) for n, at in enumerate(frames)]
+
+
+def _read_frames(path: Path, index):
+    """``ase.io.read`` with a foreign or malformed file named in a UserError."""
+    from ase.io import read
+
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty: no structures")
+    try:
+        frames = read(path, index=index)
+    except Exception as err:  # noqa: BLE001 - ASE's parsers raise anything on foreign input
+        msg = str(err).splitlines()[0] if str(err) else ""
+        raise UserError(f"{path}: ASE cannot read structures from it ({type(err).__name__}: {msg})") from None
+    return frames if isinstance(frames, list) else [frames]
 
 
 def first_frame(path) -> Atoms:
@@ -100,7 +119,9 @@ def first_frame(path) -> Atoms:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such structure file: {path}")
-    return read(path, index=0)
+    at = _read_frames(path, 0)[0]
+    check_atoms(at, f"{path}, frame 0")
+    return at
 
 
 def _band_note(info: dict) -> str:
