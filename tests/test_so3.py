@@ -107,3 +107,22 @@ def test_cg_rejects_bad_input():
     with pytest.raises(ValueError):
         wigner_d_real(1, np.ones((3, 3)))
     assert np.all(cg_real(1, 1, 3) == 0)
+
+
+def test_float_clebsch_gordan_is_the_exact_value_rounded_bit_for_bit():
+    """cg_complex's integer Racah sum gives the float of the exact Fraction result, for every
+    coefficient up to l = 8 (and zeros off the selection rules)."""
+    from math import sqrt
+
+    from acehamil.so3.clebsch_gordan import _cg_float, cg_complex_exact_squared
+
+    n = 0
+    for l1 in range(9):
+        for l2 in range(9):
+            for L in range(abs(l1 - l2) - 1, l1 + l2 + 2):
+                for m1 in range(-l1, l1 + 1):
+                    for m2 in range(-l2, l2 + 1):
+                        s, v = cg_complex_exact_squared(l1, m1, l2, m2, L, m1 + m2)
+                        assert _cg_float(l1, m1, l2, m2, L, m1 + m2) == s * sqrt(v), (l1, m1, l2, m2, L)
+                        n += 1
+    assert n > 50_000

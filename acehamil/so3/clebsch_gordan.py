@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from functools import lru_cache
-from math import factorial, sqrt
+from math import factorial, lcm, sqrt
 
 import numpy as np
 
@@ -60,6 +60,40 @@ def cg_complex_exact_squared(l1: int, m1: int, l2: int, m2: int, L: int, M: int)
     return sign, pref * total * total
 
 
+def _cg_float(l1: int, m1: int, l2: int, m2: int, L: int, M: int) -> float:
+    """``<l1 m1 l2 m2 | L M>`` as the float nearest ``sign * sqrt(value)`` of
+    :func:`cg_complex_exact_squared`, bit for bit, from the same Racah sum in integers.
+
+    The sum over ``k`` is taken over one common denominator (``lcm`` of its terms') and the
+    square is divided once (Python's int/int division rounds correctly whatever the
+    representation of the rational), instead of normalising a ``Fraction`` at every step:
+    about 10x faster, which matters because every ACE basis couples thousands of them.
+
+    Examples
+    --------
+    >>> s, v = cg_complex_exact_squared(3, -1, 2, 2, 4, 1)
+    >>> _cg_float(3, -1, 2, 2, 4, 1) == s * sqrt(v)
+    True
+    """
+    if m1 + m2 != M or not _triangle(l1, l2, L) or abs(m1) > l1 or abs(m2) > l2 or abs(M) > L:
+        return 0.0
+    kmin = max(0, l2 - L - m1, l1 - L + m2)
+    kmax = min(l1 + l2 - L, l1 - m1, l2 + m2)
+    dens = [factorial(k) * factorial(l1 + l2 - L - k) * factorial(l1 - m1 - k) * factorial(l2 + m2 - k)
+            * factorial(L - l2 + m1 + k) * factorial(L - l1 - m2 + k) for k in range(kmin, kmax + 1)]
+    if not dens:
+        return 0.0
+    common = lcm(*dens)
+    total = sum((-1) ** k * (common // d) for k, d in zip(range(kmin, kmax + 1), dens))
+    if total == 0:
+        return 0.0
+    num = ((2 * L + 1) * factorial(L + l1 - l2) * factorial(L - l1 + l2) * factorial(l1 + l2 - L)
+           * factorial(L + M) * factorial(L - M) * factorial(l1 - m1) * factorial(l1 + m1) * factorial(l2 - m2)
+           * factorial(l2 + m2) * total * total)
+    value = num / (factorial(l1 + l2 + L + 1) * common * common)  # correctly rounded, as float(Fraction)
+    return sqrt(value) if total > 0 else -sqrt(value)
+
+
 @lru_cache(maxsize=None)
 def cg_complex(l1: int, l2: int, L: int) -> np.ndarray:
     """Complex-basis Clebsch-Gordan coefficients ``<l1 m1 l2 m2 | L M>``.
@@ -75,8 +109,7 @@ def cg_complex(l1: int, l2: int, L: int) -> np.ndarray:
             for m2 in range(-l2, l2 + 1):
                 M = m1 + m2
                 if abs(M) <= L:
-                    s, v = cg_complex_exact_squared(l1, m1, l2, m2, L, M)
-                    out[l1 + m1, l2 + m2, L + M] = s * sqrt(v)
+                    out[l1 + m1, l2 + m2, L + M] = _cg_float(l1, m1, l2, m2, L, M)
     out.setflags(write=False)
     return out
 
