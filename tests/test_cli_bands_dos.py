@@ -90,6 +90,35 @@ def test_dos_plot(datasets, tmp_path):
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("reps, mesh", [((1, 1, 1), (8, 8, 8)), ((2, 1, 1), (4, 8, 8)), ((3, 3, 3), (3, 3, 3))])
+def test_dos_default_kmesh_scales_with_the_cell(tmp_path, capsys, reps, mesh):
+    """No --kmesh: n_i = ceil(40 Å |b_i|) (the cubic 8-atom cell 8x8x8, a 216-atom 3x3x3 supercell 3x3x3,
+    not a fixed 12x12x12), printed; the DOS holds every state of the cell on that grid."""
+    from acehamil.tb.dos import monkhorst_pack
+
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * reps
+    H, S = slater_koster(atoms, SP, cutoff=2.6)
+    write_dataset(tmp_path / "c.h5", [StructureData(atoms, SP, H=(H,), S=S, n_electrons=4 * len(atoms))])
+    js = tmp_path / "d.json"
+    assert main(["dos", str(tmp_path / "c.h5"), "--width", "0.3", "--window", "all", "--json", str(js)]) == 0
+    assert f"k-mesh {'x'.join(map(str, mesh))} (default" in capsys.readouterr().err
+    out = json.loads(js.read_text())
+    assert out["nkpts"] == len(monkhorst_pack(mesh, (True,) * 3)[0])
+    assert np.trapezoid(out["dos"], out["energies"]) == pytest.approx(8.0 * len(atoms), rel=1e-4)
+
+
+def test_dos_kmesh_is_gamma_for_molecules_and_large_cells():
+    from acehamil.tb.kpath import dos_kmesh
+
+    mol = bulk("Si", "diamond", a=5.43, cubic=True)
+    mol.pbc = False
+    assert dos_kmesh(mol) == (1, 1, 1)
+    assert dos_kmesh(bulk("Si", "diamond", a=5.43, cubic=True) * (8, 8, 8)) == (1, 1, 1)
+    slab = bulk("Si", "diamond", a=5.43, cubic=True) * (1, 1, 2)
+    slab.center(vacuum=10.0, axis=2)
+    assert dos_kmesh(slab) == (8, 8, 1)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

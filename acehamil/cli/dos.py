@@ -25,7 +25,9 @@ def register(subparsers) -> None:
                    help="dense diagonalisation, or the kernel polynomial method for large systems (O(N), with "
                         "error bars); auto: dense up to 3000 orbitals (see docs/tb.md)")
     p.add_argument("--kmesh", type=int, nargs=3, default=None, metavar=("N1", "N2", "N3"),
-                   help="Monkhorst-Pack grid (default 12 12 12 dense, 1 1 1 = Gamma for KPM; 1 along non-periodic axes)")
+                   help="Monkhorst-Pack grid (default, dense: scaled with the cell, n_i = ceil(40 Å |b_i|) (8 8 8 for "
+                        "the 8-atom Si cell, 3 3 3 for a 216-atom supercell, Gamma only beyond 40 Å and for molecules); "
+                        "KPM: 1 1 1 = Gamma; 1 along non-periodic axes)")
     p.add_argument("--moments", type=int, default=1024, help="KPM: Chebyshev moments (resolution ~ pi * bandwidth / 2 / moments)")
     p.add_argument("--vectors", type=int, default=16, help="KPM: random vectors of the stochastic trace")
     p.add_argument("--kernel", choices=["jackson", "lorentz"], default="jackson", help="KPM damping kernel")
@@ -88,7 +90,17 @@ def run(args) -> int:
     method = choose_dos_method(sd.H[0].norb, args.method)
     if method == "kpm":
         return _run_kpm(args, sd, energies)
-    args.kmesh = args.kmesh or [12, 12, 12]
+    chosen = args.kmesh is None
+    if chosen:
+        from ..tb.kpath import DOS_K_DENSITY, dos_kmesh, effective_pbc
+
+        args.kmesh = list(dos_kmesh(sd.atoms))
+        if not args.quiet:
+            import sys
+
+            mesh = "x".join(map(str, args.kmesh)) if effective_pbc(sd.atoms).any() else "Γ only (molecule/cluster)"
+            print(f"dos: k-mesh {mesh} (default: n_i = ceil({DOS_K_DENSITY:g} Å x |b_i|), scaled with the cell; "
+                  f"--kmesh N1 N2 N3 to choose)", file=sys.stderr, flush=True)
     estimate_size(args.kmesh, sd, quiet=args.quiet)
     from ..tb.dos import density_of_states
 

@@ -32,7 +32,7 @@ from ..conventions import ANGULAR_LETTERS
 from ..structure import OrbitalLayout, RealSpaceMatrix, StructureData
 from .bloch import BlochAssembler
 from .eigen import MAX_CONDITION, S_THRESHOLD, solve_k
-from .kpath import effective_pbc
+from .kpath import dos_kmesh, effective_pbc
 from .smearing import SMEARINGS, delta
 from .smearing import fermi_level as _fermi_level
 
@@ -336,7 +336,7 @@ def _levels_and_projections(H: RealSpaceMatrix, S, kpts, groups, solver_kw):
     return e, (None if groups is None else np.concatenate([p[:, :, :nb] for p in proj]))
 
 
-def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.05, smearing: str = "gaussian",
+def density_of_states(data: StructureData, kmesh=None, width: float = 0.05, smearing: str = "gaussian",
                       energies=None, npoints: int | None = None, pdos: str | None = None, fermi_level: float | None = None,
                       order: int = 1, max_condition: float = MAX_CONDITION, remedy=None,
                       s_threshold: float = S_THRESHOLD, gamma_centred: bool = False, window: str = "valence") -> DOSResult:
@@ -346,8 +346,9 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
     ----------
     data : StructureData
         Needs ``H`` (1 or 2 spin channels); ``S`` optional (orthonormal basis if None).
-    kmesh : 3 ints
-        Grid; non-periodic axes use 1 (a cluster is Gamma only).
+    kmesh : 3 ints, optional
+        Grid; non-periodic axes use 1 (a cluster is Gamma only).  Default: scaled with the cell,
+        :func:`acehamil.tb.kpath.dos_kmesh` (8x8x8 for the 8-atom Si cell, Gamma only beyond 40 Å).
     gamma_centred : bool
         Shift even grid axes to contain Gamma (odd axes always do), as FHI-aims' ``k_grid``.
     width : float, eV
@@ -382,6 +383,7 @@ def density_of_states(data: StructureData, kmesh=(12, 12, 12), width: float = 0.
         raise ValueError(f"smearing width must be a positive number of eV, got {width}")
     if window not in ("valence", "all"):
         raise ValueError(f"window must be 'valence' or 'all', got {window!r}")
+    kmesh = dos_kmesh(data.atoms) if kmesh is None else kmesh
     kpts, weights = monkhorst_pack(kmesh, effective_pbc(data.atoms), gamma_centred=gamma_centred)
     groups = None if pdos is None else orbital_groups(data.layout, pdos)
     kw = dict(max_condition=max_condition, remedy=remedy, s_threshold=s_threshold)

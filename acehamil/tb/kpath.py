@@ -33,7 +33,7 @@ from ase.dft.kpoints import BandPath
 
 from .bloch import as_kpts
 
-__all__ = ["VACUUM", "LATTICE_TOLERANCE", "effective_pbc", "kmesh_for", "band_path", "path_from_kpts", "KAxis",
+__all__ = ["VACUUM", "LATTICE_TOLERANCE", "DOS_K_DENSITY", "effective_pbc", "kmesh_for", "dos_kmesh", "band_path", "path_from_kpts", "KAxis",
            "linear_axis", "lattice_name"]
 
 #: A vacuum gap (Å) at least this wide makes an axis non-periodic for paths and meshes.
@@ -83,6 +83,27 @@ def kmesh_for(atoms, density: float = 25.0, vacuum: float = VACUUM) -> tuple:
         raise ValueError(f"k-point density must be > 0 Å, got {density}")
     b = np.linalg.norm(_cell(atoms).reciprocal(), axis=1)
     return tuple(int(max(1, np.ceil(density * bi))) if p else 1 for bi, p in zip(b, effective_pbc(atoms, vacuum)))
+
+
+#: k-point density of the default DOS grid (Å): ``n_i = ceil(DOS_K_DENSITY |b_i|)`` gives 8x8x8 for the
+#: 8-atom 5.43 Å Si cell (the README's DOS), 4x4x4 for its 64-atom 2x2x2 supercell, 3x3x3 for a 3x3x3
+#: supercell (216 atoms, was a fixed 12x12x12: 864 k-points, 6 min) and Gamma only beyond 40 Å and for
+#: molecules: the same sampling of the Brillouin zone per volume, whatever the cell.
+DOS_K_DENSITY = 40.0
+
+
+def dos_kmesh(atoms, density: float = DOS_K_DENSITY, vacuum: float = VACUUM) -> tuple:
+    """Default Monkhorst-Pack grid of a density of states: :func:`kmesh_for` at ``density`` Å
+    (:data:`DOS_K_DENSITY`), i.e. about ``density / |a_i|`` k-points along a cubic cell's axis.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> si8 = bulk("Si", "diamond", a=5.43, cubic=True)
+    >>> dos_kmesh(si8), dos_kmesh(si8 * (2, 2, 2)), dos_kmesh(si8 * (3, 3, 3)), dos_kmesh(si8 * (8, 8, 8))
+    ((8, 8, 8), (4, 4, 4), (3, 3, 3), (1, 1, 1))
+    """
+    return kmesh_for(atoms, density, vacuum)
 
 
 def lattice_name(atoms, eps: float = LATTICE_TOLERANCE, vacuum: float = VACUUM) -> str | None:

@@ -86,7 +86,8 @@ def dos(data: StructureData, method: str = "auto", kmesh=None, *, width: float =
     data : StructureData
     method : {"auto", "dense", "kpm"}
     kmesh : 3 ints, optional
-        Monkhorst-Pack grid; default (12, 12, 12) for dense, (1, 1, 1) (Gamma) for KPM.
+        Monkhorst-Pack grid; default :func:`acehamil.tb.kpath.dos_kmesh` (scaled with the cell) for dense,
+        (1, 1, 1) (Gamma) for KPM.
     width, smearing, npoints, fermi_level, gamma_centred, **dense_kw
         Dense method, see :func:`acehamil.tb.dos.density_of_states`.
     energies : array (ne,), eV, optional
@@ -124,7 +125,7 @@ def dos(data: StructureData, method: str = "auto", kmesh=None, *, width: float =
     if which == "dense":
         from .dos import density_of_states
 
-        return density_of_states(data, kmesh=(12, 12, 12) if kmesh is None else kmesh, width=width, smearing=smearing,
+        return density_of_states(data, kmesh=kmesh, width=width, smearing=smearing,
                                  energies=energies, npoints=npoints, pdos=pdos, fermi_level=fermi_level,
                                  gamma_centred=gamma_centred, **dense_kw)
     return _kpm_dos(data, (1, 1, 1) if kmesh is None else kmesh, energies, npoints, pdos, fermi_level, n_moments, n_vectors,
