@@ -107,6 +107,19 @@ def test_dos_default_kmesh_scales_with_the_cell(tmp_path, capsys, reps, mesh):
     assert np.trapezoid(out["dos"], out["energies"]) == pytest.approx(8.0 * len(atoms), rel=1e-4)
 
 
+@pytest.mark.parametrize("reps, npoints", [((1, 1, 1), 199), ((3, 3, 3), 67)])
+def test_bands_default_points_scale_with_the_path(tmp_path, capsys, reps, npoints):
+    """No --npoints: the same k-resolution along the path (285 per 1/Å), so a 216-atom supercell's
+    (folded) bands get a third of the 8-atom cell's points; printed."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True) * reps
+    H, S = slater_koster(atoms, SP, cutoff=2.6)
+    write_dataset(tmp_path / "c.h5", [StructureData(atoms, SP, H=(H,), S=S, n_electrons=4 * len(atoms))])
+    js = tmp_path / "b.json"
+    assert main(["bands", str(tmp_path / "c.h5"), "--json", str(js)]) == 0
+    assert f"bands: {npoints} k-points along the path (default" in capsys.readouterr().err
+    assert len(json.loads(js.read_text())["kpts"]) == npoints
+
+
 def test_dos_kmesh_is_gamma_for_molecules_and_large_cells():
     from acehamil.tb.kpath import dos_kmesh
 

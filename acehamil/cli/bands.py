@@ -28,7 +28,9 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     add_structure_args(p)
     p.add_argument("--path", default=None, help="k-path string, e.g. GXWKGL or 'GMK,GA' (default: standard path)")
-    p.add_argument("--npoints", type=int, default=200, help="k-points along the path (default 200)")
+    p.add_argument("--npoints", type=int, default=None,
+                   help="k-points along the path (default: 285 per 1/Å of path, 40..200: 199 for the 8-atom Si cell, "
+                        "67 for a 216-atom supercell)")
     p.add_argument("--kpts", default=None, metavar="FILE", help="file with one fractional k-point (3 numbers) per line")
     p.add_argument("--reference", default=None, metavar="OTHER",
                    help="dataset whose structure of the same name is overlaid as reference")
@@ -80,7 +82,7 @@ def paired_reference(data_path, index: int, ref_path, orthonormal: bool = False)
 def run(args) -> int:
     from ..tb.bands import band_structure, eigenvalues
 
-    if args.npoints < 2:
+    if args.npoints is not None and args.npoints < 2:
         raise UserError(f"--npoints must be >= 2, got {args.npoints}")
     check_tb_outputs(args, REFERENCE=args.reference, KPTS=args.kpts)
     sd = load_structure(args.data, args.structure, args.orthonormal)
@@ -95,7 +97,23 @@ def run(args) -> int:
         labels, breaks = bp.get("labels"), bp.get("breaks")
         if "reference_bands_spin1" in sd.info and sd.nspin == 2:
             reference = np.stack([reference, np.asarray(sd.info["reference_bands_spin1"], dtype=float)])
-    res = band_structure(sd, path=args.path, npoints=args.npoints, kpts=kpts, fermi_level=args.fermi_level,
+    npoints = args.npoints
+    if npoints is None:
+        npoints = 200
+        if kpts is None:
+            from ..tb.kpath import path_npoints
+
+            try:
+                npoints = path_npoints(sd.atoms, args.path, args.lattice_tolerance)
+            except ValueError:
+                pass  # a path band_structure refuses itself, with its own message
+            else:
+                if not args.quiet:
+                    import sys
+
+                    print(f"bands: {npoints} k-points along the path (default: 285 per 1/Å of path, 40..200; "
+                          f"--npoints N to choose)", file=sys.stderr, flush=True)
+    res = band_structure(sd, path=args.path, npoints=npoints, kpts=kpts, fermi_level=args.fermi_level,
                          reference=reference, labels=labels, breaks=breaks, lattice_tolerance=args.lattice_tolerance,
                          projections=args.fat, **kw)
     alignment = "absolute energies"

@@ -33,7 +33,7 @@ from ase.dft.kpoints import BandPath
 
 from .bloch import as_kpts
 
-__all__ = ["VACUUM", "LATTICE_TOLERANCE", "DOS_K_DENSITY", "effective_pbc", "kmesh_for", "dos_kmesh", "band_path", "path_from_kpts", "KAxis",
+__all__ = ["VACUUM", "LATTICE_TOLERANCE", "DOS_K_DENSITY", "BANDS_K_DENSITY", "effective_pbc", "kmesh_for", "dos_kmesh", "path_npoints", "band_path", "path_from_kpts", "KAxis",
            "linear_axis", "lattice_name"]
 
 #: A vacuum gap (Å) at least this wide makes an axis non-periodic for paths and meshes.
@@ -104,6 +104,34 @@ def dos_kmesh(atoms, density: float = DOS_K_DENSITY, vacuum: float = VACUUM) -> 
     ((8, 8, 8), (4, 4, 4), (3, 3, 3), (1, 1, 1))
     """
     return kmesh_for(atoms, density, vacuum)
+
+
+#: Default k-points per reciprocal length (Å, no 2 pi) along a band path: 199 points on the 8-atom
+#: Si cell's Γ-X-M-Γ-R-X|M-R, 100 on its 64-atom supercell, 67 on a 216-atom one (folded bands, the same
+#: resolution in k; each point costs ~norb^3), within [BANDS_MIN_POINTS, BANDS_MAX_POINTS].
+BANDS_K_DENSITY = 285.0
+BANDS_MIN_POINTS, BANDS_MAX_POINTS = 40, 200
+
+
+def path_npoints(atoms, path: str | None = None, eps: float = LATTICE_TOLERANCE, vacuum: float = VACUUM,
+                 density: float = BANDS_K_DENSITY) -> int:
+    """Default number of k-points of a band path: ``ceil(density * length)`` (length of the path's
+    continuous pieces in 1/Å, no 2 pi), within ``[BANDS_MIN_POINTS, BANDS_MAX_POINTS]``;
+    ``BANDS_MAX_POINTS`` without a periodic axis.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> si8 = bulk("Si", "diamond", a=5.43, cubic=True)
+    >>> path_npoints(si8), path_npoints(si8 * (2, 2, 2)), path_npoints(si8 * (3, 3, 3)), path_npoints(si8 * (6, 6, 6))
+    (199, 100, 67, 40)
+    """
+    if not density > 0:
+        raise ValueError(f"k-point density must be > 0 Å, got {density}")
+    if not effective_pbc(atoms, vacuum).any():
+        return BANDS_MAX_POINTS
+    length = float(linear_axis(band_path(atoms, path, BANDS_MAX_POINTS, eps, vacuum)).x[-1])
+    return int(np.clip(np.ceil(density * length), BANDS_MIN_POINTS, BANDS_MAX_POINTS))
 
 
 def lattice_name(atoms, eps: float = LATTICE_TOLERANCE, vacuum: float = VACUUM) -> str | None:
