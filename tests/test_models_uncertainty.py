@@ -126,11 +126,18 @@ def test_first_order_eigenvalue_variance_matches_sampling(model, data, rng):
     assert np.all(np.abs(var_sampled / var_first - 1) < 0.15), (var_sampled, var_first)
 
 
-def test_evaluate_coverage_equals_direct_count(model, data):
+def _with_extrapolation_part(model, d_eV):
+    report = {**model.report, "uncertainty": {**(model.report.get("uncertainty") or {}), "extrapolation_sigma_eV": d_eV}}
+    return dataclasses.replace(model, report=report)
+
+
+@pytest.mark.parametrize("d_eV", [0.0, 0.05])
+def test_evaluate_coverage_equals_direct_count(model, data, d_eV):
     from acehamil.models.hamiltonian.calibrate import Z90, eigen_parts, reference_errors
     from acehamil.models.hamiltonian.evaluate import evaluate
     from acehamil.tb.dos import monkhorst_pack
 
+    model = _with_extrapolation_part(model, d_eV)
     res = evaluate(model, data[3:], kmesh=(3, 3, 3), window_eV=3.0, n_samples=8)
     u = res["eigenvalues"]["uncertainty"]
     rng = np.random.default_rng(0)  # evaluate's default seed, structures in order
@@ -139,7 +146,9 @@ def test_evaluate_coverage_equals_direct_count(model, data):
         kp, wk = monkhorst_pack((3, 3, 3), sd.atoms.pbc)
         parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 8, rng, split=False)
         err, mask = reference_errors(sd, parts["eps"], parts["fermi_level"], kp, wk, 3.0)
-        sig = parts["sigma"][:, :err.shape[1]]
+        x = model.extrapolation(sd.atoms)[1]  # the per-structure part, in quadrature
+        assert (x > 0) == (d_eV > 0)
+        sig = np.sqrt(parts["sigma"][:, :err.shape[1]] ** 2 + x**2)
         inside += int(np.count_nonzero(np.abs(err[mask]) <= Z90 * sig[mask]))
         inside68 += int(np.count_nonzero(np.abs(err[mask]) <= sig[mask]))
         total += int(mask.sum())
@@ -154,9 +163,51 @@ def test_calibration_fits_scales_on_training_structures(data):
                                                         "kmesh": [3, 3, 3], "window_eV": 3.0}})
     m = fit(data[:4], cfg, progress=False)
     u = m.report["uncertainty"]
-    assert u["scale_epistemic"] > 0 and u["scale_noise"] > 0
+    assert u["scale_epistemic"] > 0 and u["scale_noise"] > 0 and u["extrapolation_sigma_eV"] >= 0
     assert set(u["calibration"]["structures"]) <= set(range(4)) and len(u["calibration"]["structures"]) == 1
     assert 0.85 <= u["calibration"]["coverage_90"] <= 0.95
+
+
+def test_extrapolation_part_grows_with_the_score(model, data, rng):
+    """The per-structure part d sqrt(score): larger for a structure outside the training data, the same
+    for every eigenvalue, in predictions (info), bands and evaluate; 0 for uncalibrated models."""
+    from acehamil.models.hamiltonian.calibrate import extrapolation_sigma
+    from acehamil.tb.draws import band_uncertainty, extrapolation_sigma_of
+
+    assert model.extrapolation(data[4].atoms)[1] == 0.0  # no calibrated d: no extra spread
+    m = _with_extrapolation_part(model, 0.05)
+    inside = data[1].atoms
+    squeezed = bulk("Si", "diamond", a=5.43 * 0.93)
+    squeezed.rattle(0.05, rng=rng)
+    (s_in, x_in), (s_out, x_out) = m.extrapolation(inside), m.extrapolation(squeezed)
+    assert np.nanmax(s_in) < np.nanmax(s_out)
+    assert 0 < x_in < x_out
+    assert np.isclose(x_out, 0.05 * np.sqrt(np.nanmax(s_out)))
+    assert extrapolation_sigma(m, s_out) == x_out
+    p_in, p_out = (m.predict_structure(at, n_samples=4, rng=np.random.default_rng(0)) for at in (inside, squeezed))
+    assert extrapolation_sigma_of(p_in) == x_in and extrapolation_sigma_of(p_out) == x_out
+    kp = np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0]])
+    plain = dataclasses.replace(p_out, info={k: v for k, v in p_out.info.items() if k != "uncertainty"})
+    _, sig = band_uncertainty(p_out, kp, kmesh=(2, 2, 2))
+    _, sig0 = band_uncertainty(plain, kp, kmesh=(2, 2, 2))
+    np.testing.assert_allclose(sig**2, sig0**2 + x_out**2, rtol=1e-10)
+    bad = dataclasses.replace(p_out, info={**p_out.info, "uncertainty": {"sigma_extrapolation_eV": -1.0}})
+    with pytest.raises(ValueError, match="sigma_extrapolation_eV"):
+        band_uncertainty(bad, kp, kmesh=(2, 2, 2))
+
+
+def test_fit_scales_finds_a_per_structure_part():
+    """Errors with a per-structure spread d sqrt(score) on top of a per-eigenvalue part: the likelihood
+    gives the score part its size (and none to a part that is absent)."""
+    from acehamil.models.hamiltonian.calibrate import fit_scales
+
+    r = np.random.default_rng(3)
+    score = np.repeat(r.uniform(0, 4, 300), 20)  # 300 structures of 20 eigenvalues
+    se = r.uniform(0.002, 0.02, score.size)
+    sn = np.full(score.size, 0.01)
+    err = r.normal(size=score.size) * np.sqrt((2 * se) ** 2 + (0.03 * np.sqrt(score)) ** 2)
+    a, b, d = fit_scales(err, se, sn, 0.01 * np.sqrt(score))
+    assert 1.6 < a < 2.4 and b < 0.5 and 2.4 < d < 3.6
 
 
 def test_ridge_models_carry_the_ridge_posterior(data):
@@ -218,6 +269,26 @@ def test_calibration_folds_cover_every_training_structure(data):
     cal = m.report["uncertainty"]["calibration"]
     assert cal["structures"] == [0, 1, 2, 3] and cal["folds"] == 2
     assert 0.85 <= cal["coverage_90"] <= 0.95
+
+
+def test_calibration_folds_give_the_same_rows_on_any_engine(data):
+    """The held-out structures are independent tasks with their own seeded state choice: two threads give
+    the serial rows bit for bit."""
+    from acehamil.models.hamiltonian.calibrate import cross_validated_errors
+    from acehamil.models.hamiltonian.sums import structure_sums
+    from acehamil.threads import thread_mapper
+
+    cfg = ModelConfig.from_dict({**CFG, "uncertainty": {"calibration_folds": 2, "kmesh": [2, 2, 2], "window_eV": 3.0,
+                                                        "calibration_states": 5}})
+    full = fit(data[:4], cfg, progress=False)
+    parts = [structure_sums(full.H, sd, lambda s: s.H[0], {}, 1.0, np.random.default_rng(0), index=k)
+             for k, sd in enumerate(data[:4])]
+    serial = cross_validated_errors(data[:4], full, parts)
+    threaded = cross_validated_errors(data[:4], full, parts, mapper=thread_mapper(2))
+    assert sorted(set(serial["structure"].tolist())) == [0, 1, 2, 3]
+    assert np.bincount(serial["structure"]).max() <= 5
+    for key in ("err", "sigma_epi", "sigma_noise", "sigma_shared", "structure", "score"):
+        np.testing.assert_array_equal(serial[key], threaded[key])
 
 
 def test_shared_noise_moves_every_block_of_a_type_together(model, data, rng):

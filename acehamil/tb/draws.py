@@ -151,6 +151,21 @@ def relative_sigma(eps, draws, ef, ef_draws) -> np.ndarray:
     return np.sqrt(np.mean((rel - (eps - ef)[None]) ** 2, axis=0))
 
 
+def extrapolation_sigma_of(data) -> float:
+    """The extrapolation part of the eigenvalue spread stored with a prediction (eV;
+    ``info["uncertainty"]["sigma_extrapolation_eV"]``, 0 when absent): added in quadrature to the
+    draws' spread of every eigenvalue (:func:`acehamil.models.hamiltonian.calibrate.extrapolation_sigma`)."""
+    u = (getattr(data, "info", None) or {}).get("uncertainty") or {}
+    x = u.get("sigma_extrapolation_eV", 0.0) if isinstance(u, dict) else 0.0
+    try:
+        x = float(x if x is not None else 0.0)
+    except (TypeError, ValueError):
+        raise ValueError(f"info['uncertainty']['sigma_extrapolation_eV'] must be a number, got {x!r}") from None
+    if not (np.isfinite(x) and x >= 0):
+        raise ValueError(f"info['uncertainty']['sigma_extrapolation_eV'] must be finite and >= 0, got {x}")
+    return x
+
+
 def _draws_of(data) -> np.ndarray:
     if getattr(data, "H_draws", None) is None:
         raise ValueError("the structure carries no H draws: predict it with a model that has a posterior "
@@ -176,19 +191,21 @@ def band_uncertainty(data, kpts, kmesh=None, solver_kw=None) -> tuple:
     eps : ndarray, shape (nk, nb), eV
         Bands of the prediction.
     sigma : ndarray, shape (nk, nb), eV
+        Including the extrapolation part stored with the prediction (:func:`extrapolation_sigma_of`).
     """
     from .bands import kmesh_for
     from .dos import monkhorst_pack
 
     delta = _draws_of(data)
+    x2 = extrapolation_sigma_of(data) ** 2
     H = data.H[0]
     eps, draws = eigenvalue_draws(H, data.S, delta, kpts, solver_kw=solver_kw)
     if data.n_electrons is None:
-        return eps, np.sqrt(np.mean((draws - eps[None]) ** 2, axis=0))
+        return eps, np.sqrt(np.mean((draws - eps[None]) ** 2, axis=0) + x2)
     kg, wg = monkhorst_pack(kmesh or kmesh_for(data.atoms), data.atoms.pbc)
     eg, dg = eigenvalue_draws(H, data.S, delta, kg, solver_kw=solver_kw)
     ef, efd = fermi_levels(eg, dg, wg, data.n_electrons)
-    return eps, relative_sigma(eps, draws, ef, efd)
+    return eps, np.sqrt(relative_sigma(eps, draws, ef, efd) ** 2 + x2)
 
 
 def dos_spread(data, result, solver_kw=None) -> np.ndarray:
@@ -196,7 +213,8 @@ def dos_spread(data, result, solver_kw=None) -> np.ndarray:
 
     Every draw's DOS is computed on ``result``'s k-grid, smearing and energies, shifted so
     that its Fermi level sits at ``result.fermi_level`` (when known): the spread of the
-    DOS relative to E_F.
+    DOS relative to E_F.  The extrapolation part (:func:`extrapolation_sigma_of`) enters as an
+    independent shift of every level of every draw.
 
     Parameters
     ----------
@@ -217,6 +235,9 @@ def dos_spread(data, result, solver_kw=None) -> np.ndarray:
     if data.n_electrons is not None and result.fermi_level is not None:
         ef, efd = fermi_levels(eps, draws, result.weights, data.n_electrons)
         shifts = efd - ef
+    x = extrapolation_sigma_of(data)
+    if x > 0:  # the extrapolation part: an independent shift of every level of every draw (seeded: reproducible)
+        draws = draws + x * np.random.default_rng(0).standard_normal(draws.shape)
     curves = np.array([dos_from_levels(d[None] - s, result.weights, result.energies, result.width, result.smearing,
                                        result.spin_degeneracy)[0] for d, s in zip(draws, shifts)])
     return np.sqrt(np.mean((curves - result.dos[None]) ** 2, axis=0))

@@ -7,10 +7,15 @@ posterior draws (:func:`acehamil.models.hamiltonian.uncertainty.sample_matrix`,
 * ``sigma_epi``: coefficient (epistemic) uncertainty, ``D Sigma D^T`` pushed through the
   feature map: correlated over all blocks, grows where the features leave the training data;
 * ``sigma_noise``: the fitted noise ``1/beta`` of every block component, independent;
-* ``sigma_shared``: a random smooth function of the environment of the noise's size (the
-  systematic part of the model's error, which does not average out in large cells).
+* ``sigma_shared``: one noise draw per ``(block type, L, M)`` shared by every block of that
+  type (the systematic part of the model's error, which does not average out in large cells);
+* ``sigma_extrapolation``: one spread per structure, ``d sqrt(score)`` with ``score`` the
+  structure's extrapolation score (:func:`~acehamil.models.hamiltonian.uncertainty.extrapolation_score`):
+  the model error that the posterior does not see (a structure unlike the training data is
+  predicted with a bias that more data of its kind would remove, not with a larger variance).
+  It is the same for every eigenvalue of the structure and does not shrink with its size.
 
-The reported spread is ``sigma^2 = (a sigma_epi)^2 + (b sigma_noise)^2 + (c sigma_shared)^2``.
+The reported spread is ``sigma^2 = (a sigma_epi)^2 + (b sigma_noise)^2 + (c sigma_shared)^2 + (d sqrt(score))^2``.
 The BLR evidence treats the block errors as independent, but a linear model's errors are
 systematic (the same environment gives the same error on many blocks), so ``a = b = 1, c = 0``
 is not calibrated.  :func:`calibrate` cross-validates over the training structures (each
@@ -18,8 +23,9 @@ fold's model refitted from the per-structure normal-equation sums, :func:`fold_m
 predicts each held-out structure once and takes the first-order variances of the three parts
 of its eigenvalues (:mod:`.linear_response`: exact linear response, no draws, so no Monte-Carlo
 noise in the calibration; the draws of :func:`eigen_parts` are their finite-size version), and
-fits ``a, b, c`` by maximum likelihood of the errors, then one common factor so that 90 % of
-them lie within ``1.645 sigma``.  Only training structures are used.
+fits ``a, b, c, d`` by maximum likelihood of the errors (each structure's score taken against
+its fold's training structures), then one common factor so that 90 % of them lie within
+``1.645 sigma``.  Only training structures are used.
 """
 
 from __future__ import annotations
@@ -40,6 +46,30 @@ def scales_of(model) -> tuple:
     u = getattr(model, "report", {}).get("uncertainty", {}) or {}
     return (float(u.get("scale_epistemic", 1.0)), float(u.get("scale_noise", 1.0)),
             float(u.get("scale_shared", 0.0)))
+
+
+#: Unit of the extrapolation part in the fit of the factors (eV at score 1; only the conditioning).
+EXTRAPOLATION_UNIT = 0.01
+
+
+def extrapolation_sigma(model, score) -> float:
+    """The extrapolation part of the spread of every eigenvalue of a structure, eV.
+
+    ``d sqrt(score)`` with ``d = model.report["uncertainty"]["extrapolation_sigma_eV"]`` (0 for
+    uncalibrated models and models calibrated before this part existed) and ``score`` the
+    structure's largest per-atom extrapolation score (NaN, no score: 0).  Grows with the score:
+    0 for an environment seen in training, ``d`` at the training data's largest leverage, more beyond.
+
+    Examples
+    --------
+    >>> class M: report = {"uncertainty": {"extrapolation_sigma_eV": 0.02}}
+    >>> [round(extrapolation_sigma(M, s), 4) for s in (0.0, 0.25, 1.0, 4.0, float("nan"))]
+    [0.0, 0.01, 0.02, 0.04, 0.0]
+    """
+    u = getattr(model, "report", {}).get("uncertainty", {}) or {}
+    d = float(u.get("extrapolation_sigma_eV", 0.0))
+    s = float(np.nanmax(score)) if np.size(score) and np.any(np.isfinite(score)) else float("nan")
+    return d * float(np.sqrt(s)) if d > 0 and np.isfinite(s) and s > 0 else 0.0
 
 
 def default_samples(model) -> int:
@@ -112,11 +142,14 @@ SPLIT_AMPLITUDE = 0.1
 PARTS = ("epi", "noise", "shared")
 
 
-def combine(model, sigma_epi, sigma_noise, sigma_shared=0.0) -> np.ndarray:
-    """Calibrated spread ``sqrt((a sigma_epi)^2 + (b sigma_noise)^2 + (c sigma_shared)^2)``, eV."""
+def combine(model, sigma_epi, sigma_noise, sigma_shared=0.0, score=float("nan")) -> np.ndarray:
+    """Calibrated spread ``sqrt((a sigma_epi)^2 + (b sigma_noise)^2 + (c sigma_shared)^2 + x^2)``, eV,
+    with ``x`` the extrapolation part of a structure of extrapolation score ``score``
+    (:func:`extrapolation_sigma`)."""
     a, b, c = scales_of(model)
+    x = extrapolation_sigma(model, score)
     return np.sqrt((a * np.asarray(sigma_epi)) ** 2 + (b * np.asarray(sigma_noise)) ** 2
-                   + (c * np.asarray(sigma_shared)) ** 2)
+                   + (c * np.asarray(sigma_shared)) ** 2 + x**2)
 
 
 def fit_scales(err, *sigmas) -> tuple:
@@ -324,13 +357,16 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
     return {"err": err, "sigma_epi": np.sqrt(ve), "sigma_noise": np.sqrt(vn), "sigma_shared": np.sqrt(vs)}
 
 
-def cross_validated_errors(structures, model, parts, progress: bool = False, designs=None) -> dict:
+def cross_validated_errors(structures, model, parts, progress: bool = False, designs=None, mapper=None) -> dict:
     """Eigenvalue errors and uncalibrated spreads of every training structure, predicted by a
     model fitted without it (the calibration folds of ``model.config.uncertainty``).
 
     Each fold's model is refitted from the summed normal equations (:func:`fold_model`); each
     held-out structure is featurised once, for its prediction and the first-order spreads of its
-    eigenvalues (:func:`held_out_parts`).
+    eigenvalues (:func:`held_out_parts`).  The held-out structures are independent tasks, run by
+    ``mapper`` (the fit's engine, e.g. :func:`acehamil.threads.thread_mapper`; default serial):
+    each draws its window eigenvalues from its own seeded generator, so the result does not depend
+    on the engine.
 
     Returns
     -------
@@ -340,37 +376,42 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
         fold's training structures); and ``folds`` (list of index arrays).
     """
     from ...progress import Progress
-    from .uncertainty import designs_of, onsite_leverage, reference_of, score_of
+    from .sums import serial_map
+    from .uncertainty import designs_of, onsite_leverage, reference_of
 
     config = model.config
     uc = config.uncertainty
     n = len(structures)
     if len(parts) != n:
         raise ValueError(f"need one FitSums per structure ({n}), got {len(parts)}")
-    folds = fold_splits(n, uc.calibration_folds, uc.calibration_fraction, config.fit.seed + 7919)
-    rng = np.random.default_rng(config.fit.seed + 7919)
+    seed = config.fit.seed + 7919
+    folds = fold_splits(n, uc.calibration_folds, uc.calibration_fraction, seed)
     cells = [sd.atoms for sd in structures]
     pairs = [None] * n if designs is None else [d.pairs for d in designs]
     onsite = [designs_of(model.H, at, designs, k) for k, at in enumerate(cells)]
+    run = serial_map if mapper is None else mapper
+
+    def tasks():
+        for val in folds:
+            keep = np.setdiff1d(np.arange(n), val)
+            sub = fold_model(model, parts, keep, cells)
+            ref = reference_of(onsite_leverage(sub.H, onsite[k], len(cells[k])) for k in keep)
+            for i in val:
+                i = int(i)
+                yield sub, ref, structures[i], onsite[i], pairs[i], i
+
     cols = {k: [] for k in ("err", "structure", "score", *(f"sigma_{q}" for q in PARTS))}
     bar = Progress(sum(len(v) for v in folds), "calibrate", progress)
-    for val in folds:
-        keep = np.setdiff1d(np.arange(n), val)
-        sub = fold_model(model, parts, keep, cells)
-        ref = reference_of(onsite_leverage(sub.H, onsite[k], len(cells[k])) for k in keep)
-        for i in val:
-            i = int(i)
-            bar.step()
-            p = held_out_parts(sub, structures[i], uc.kmesh, uc.window_eV, pairs=pairs[i], max_states=uc.calibration_states,
-                               rng=rng)
-            if p is None:
-                continue
-            score = score_of(onsite_leverage(sub.H, onsite[i], len(cells[i])), ref, len(cells[i]))
-            m = len(p["err"])
-            for key in ("err", *(f"sigma_{q}" for q in PARTS)):
-                cols[key].append(p[key])
-            cols["structure"].append(np.full(m, i))
-            cols["score"].append(np.full(m, float(np.nanmax(score)) if np.any(np.isfinite(score)) else np.nan))
+    for r in run(held_out_task, (tuple(uc.kmesh), float(uc.window_eV), int(uc.calibration_states), seed), tasks()):
+        bar.step()
+        if r is None:
+            continue
+        p, i, score = r
+        m = len(p["err"])
+        for key in ("err", *(f"sigma_{q}" for q in PARTS)):
+            cols[key].append(p[key])
+        cols["structure"].append(np.full(m, i))
+        cols["score"].append(np.full(m, score))
     if not cols["err"]:
         raise ValueError("calibration needs training structures with n_electrons")
     out = {k: np.concatenate(v) for k, v in cols.items()}
@@ -378,9 +419,32 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     return out
 
 
+def held_out_task(kmesh, window_eV: float, max_states: int, seed: int, model, reference: dict, sd, designs: dict,
+                  pairs, index: int):
+    """One held-out structure of the calibration (the task :func:`cross_validated_errors` maps):
+    ``designs`` its on-site designs, ``pairs`` its neighbour list (None: built).
+
+    Returns
+    -------
+    tuple or None
+        ``(held_out_parts(...), index, score)``, ``score`` the structure's largest extrapolation
+        score against ``reference`` (NaN without one); None without ``n_electrons``.
+    """
+    from .uncertainty import onsite_leverage, score_of
+
+    p = held_out_parts(model, sd, kmesh, window_eV, pairs=pairs, max_states=max_states,
+                       rng=np.random.default_rng([seed, index]))
+    if p is None:
+        return None
+    natoms = len(sd.atoms)
+    score = score_of(onsite_leverage(model.H, designs, natoms), reference, natoms)
+    return p, index, float(np.nanmax(score)) if np.any(np.isfinite(score)) else float("nan")
+
+
 @with_inner_threads
-def calibrate(structures, model, parts, progress: bool = False, designs=None) -> dict:
-    """Fit the spread factors ``a, b`` on held-out folds of the training structures.
+def calibrate(structures, model, parts, progress: bool = False, designs=None, mapper=None) -> dict:
+    """Fit the spread factors ``a, b, c`` and the extrapolation part ``d`` on held-out folds of the
+    training structures.
 
     Parameters
     ----------
@@ -395,11 +459,14 @@ def calibrate(structures, model, parts, progress: bool = False, designs=None) ->
     designs : sequence of StructureDesigns, optional
         One per structure, from the fit (:class:`acehamil.models.hamiltonian.sums.StructureDesigns`):
         its neighbour list and on-site designs are reused (none are built again).
+    mapper : callable ``(fn, common, tasks) -> iterable``, optional
+        Runs the held-out structures (the fit's engine; default serial); same result for any.
 
     Returns
     -------
     dict
-        ``{"scale_epistemic", "scale_noise", "calibration": {"structures": [...], "n",
+        ``{"scale_epistemic", "scale_noise", "scale_shared", "extrapolation_sigma_eV" (d, eV: the
+        extrapolation part at score 1, :func:`extrapolation_sigma`), "calibration": {"structures": [...], "n",
         "coverage_90", "coverage_68", "spearman_sigma_error", "uncalibrated_coverage_90", "folds"}}``
         (indices into ``structures``; figures over the held-out eigenvalues of the folds).
 
@@ -407,12 +474,15 @@ def calibrate(structures, model, parts, progress: bool = False, designs=None) ->
     ``limit_threads`` chose more): its dense products are small, and on the 2-core machine
     BLAS' default threading took the README job's calibration from ~33 s to 78 s CPU.
     """
-    cv = cross_validated_errors(structures, model, parts, progress=progress, designs=designs)
+    cv = cross_validated_errors(structures, model, parts, progress=progress, designs=designs, mapper=mapper)
     e, parts_ = cv["err"], [cv[f"sigma_{p}"] for p in PARTS]
-    a, b, c = fit_scales(e, *parts_)
+    # the extrapolation part: d sqrt(score) per structure, the score against the fold's own training structures
+    sx = EXTRAPOLATION_UNIT * np.sqrt(np.where(np.isfinite(cv["score"]), np.maximum(cv["score"], 0.0), 0.0))
+    a, b, c, d = fit_scales(e, *parts_, sx)
     se, sn, ss = parts_
-    m = interval_metrics(e, np.sqrt((a * se) ** 2 + (b * sn) ** 2 + (c * ss) ** 2))
+    m = interval_metrics(e, np.sqrt((a * se) ** 2 + (b * sn) ** 2 + (c * ss) ** 2 + (d * sx) ** 2))
     m["uncalibrated_coverage_90"] = interval_metrics(e, np.sqrt(se**2 + sn**2))["coverage_90"]
     m["structures"] = [int(i) for i in np.sort(np.concatenate(cv["folds"]))]
     m["folds"] = len(cv["folds"])
-    return {"scale_epistemic": a, "scale_noise": b, "scale_shared": c, "calibration": m}
+    return {"scale_epistemic": a, "scale_noise": b, "scale_shared": c, "extrapolation_sigma_eV": d * EXTRAPOLATION_UNIT,
+            "calibration": m}

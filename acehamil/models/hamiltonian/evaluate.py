@@ -30,8 +30,10 @@ def as_matrices(prediction):
         return prediction
     if not getattr(prediction, "H", None) or getattr(prediction, "S", None) is None:
         raise TypeError(f"a prediction must be ModelMatrices or a StructureData with H and S, got {type(prediction).__name__}")
+    from ...tb.draws import extrapolation_sigma_of
+
     draws = () if prediction.H_draws is None else (prediction.H_draws,)
-    return ModelMatrices(prediction.H[0], prediction.S, draws)
+    return ModelMatrices(prediction.H[0], prediction.S, draws, sigma_extrapolation=extrapolation_sigma_of(prediction))
 
 
 def _predictions(model, structures, predictions, n_samples: int = 0, rng=None) -> list:
@@ -302,7 +304,8 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
     if uncertainty and sd.n_electrons is not None and len(pm.draws) == 1:
         e_mod, draws = eigenvalue_draws(H, S, pm.draws[0], kp)
         ef_d, efd = fermi_levels(e_mod, draws, wk, sd.n_electrons)
-        sigma = relative_sigma(e_mod, draws, ef_d, efd)
+        # the extrapolation part (one spread per structure, calibrate.extrapolation_sigma) in quadrature
+        sigma = np.sqrt(relative_sigma(e_mod, draws, ef_d, efd) ** 2 + float(getattr(pm, "sigma_extrapolation", 0.0)) ** 2)
     else:
         e_mod = solve(H, S, kp)
     e_ref = solve(sd.H[0], sd.S, kp)

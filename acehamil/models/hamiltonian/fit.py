@@ -435,7 +435,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
 
         t1, c1 = time.perf_counter(), time.process_time()
         report["uncertainty"] = calibrate([train[k] for k in range(len(train))], model, h_parts, progress=progress,
-                                          designs=designs)
+                                          designs=designs, mapper=mapper)
         report["uncertainty"]["seconds"] = time.perf_counter() - t1
         report["uncertainty"]["seconds_cpu"] = time.process_time() - c1  # this process (BLAS threads included)
     return dataclasses.replace(model, report=report, valence_electrons=valence)

@@ -528,7 +528,7 @@ class HamiltonianModel:
         # one block pattern (and one set of index arrays) for H and S when their bond cutoffs agree
         pat = self.S.pattern(atoms, nl) if self.H.same_pattern_as(self.S, species) else None
         S = self.S.predict(atoms, pairs=nl, pattern=pat)
-        draws = ()
+        draws, score, sx = (), None, 0.0
         if n_samples:
             from .calibrate import scales_of
             from .uncertainty import sample_matrix
@@ -536,10 +536,22 @@ class HamiltonianModel:
             rng = rng if rng is not None else np.random.default_rng(0)
             ab = scales_of(self) if scales is None else scales
             H_local, *draws = sample_matrix(self.H, atoms, int(n_samples), rng, pairs=nl, scales=ab, split=split)
+            if not split:
+                score, sx = self.extrapolation(atoms, nl)
         else:
             # on the shared pattern, H's fresh data is handed to with_energy_zero (V S added in place)
             H_local = self.H.predict_data(atoms, pat) if pat is not None else self.H.predict(atoms, pairs=nl)
-        return ModelMatrices(self.with_energy_zero(H_local, S, atoms), S, tuple(draws), self.energy_zero_of(atoms), nl)
+        return ModelMatrices(self.with_energy_zero(H_local, S, atoms), S, tuple(draws), self.energy_zero_of(atoms), nl,
+                             sx, score)
+
+    def extrapolation(self, atoms, pairs=None) -> tuple:
+        """``(score, sigma)``: per-atom extrapolation score (natoms,) and the extrapolation part of
+        the eigenvalue spread (eV, :func:`.calibrate.extrapolation_sigma`; 0 when uncalibrated)."""
+        from .calibrate import extrapolation_sigma
+        from .uncertainty import extrapolation_score
+
+        score = extrapolation_score(self, atoms, pairs=pairs)
+        return score, extrapolation_sigma(self, score)
 
     def predict(self, atoms, check_overlap: bool = True) -> tuple:
         """``(H, S)`` real-space matrices of ``atoms`` (eV, dimensionless).
@@ -560,7 +572,7 @@ class HamiltonianModel:
         With ``n_samples > 0`` (a model with posteriors) the result carries ``H_draws``
         (calibrated posterior draws minus the prediction, :mod:`.uncertainty`) and
         ``info["uncertainty"]`` = ``{"n_samples", "scale_epistemic", "scale_noise", "scale_shared",
-        "extrapolation_max", "extrapolation_per_atom"}`` (see
+        "sigma_extrapolation_eV", "extrapolation_max", "extrapolation_per_atom"}`` (see
         :func:`~acehamil.models.hamiltonian.uncertainty.extrapolation_score`).
 
         When ``check_overlap``, the smallest eigenvalue of ``S(k)`` over the k-points of
@@ -582,13 +594,13 @@ class HamiltonianModel:
         draws = None
         if n_samples:
             from .calibrate import scales_of
-            from .uncertainty import extrapolation_score
 
             a, b, c = scales_of(self)
             m = self.matrices(atoms, n_samples=int(n_samples), rng=rng, scales=(a, b, c))
             draws = m.draws[0]
-            score = extrapolation_score(self, atoms, pairs=m.pairs)
+            score = m.extrapolation_score
             meta["uncertainty"] = {"n_samples": int(n_samples), "scale_epistemic": a, "scale_noise": b, "scale_shared": c,
+                                   "sigma_extrapolation_eV": float(m.sigma_extrapolation),
                                    "extrapolation_max": float(np.nanmax(score)) if np.any(np.isfinite(score)) else None,
                                    "extrapolation_per_atom": [None if not np.isfinite(x) else float(x) for x in score]}
         else:
@@ -646,6 +658,11 @@ class ModelMatrices:
         ``V`` (eV) included in H.
     pairs : NeighbourPairs
         The neighbour list used (reusable for more work on the same structure).
+    sigma_extrapolation : float
+        With calibrated draws: the extrapolation part of the spread of every eigenvalue (eV,
+        :func:`.calibrate.extrapolation_sigma`), added in quadrature to the draws' spread.
+    extrapolation_score : ndarray, shape (natoms,), optional
+        With calibrated draws: the per-atom extrapolation score it came from.
     """
 
     H: RealSpaceMatrix
@@ -653,6 +670,8 @@ class ModelMatrices:
     draws: tuple = ()
     energy_zero: float = 0.0
     pairs: object = None
+    sigma_extrapolation: float = 0.0
+    extrapolation_score: object = None
 
 
 def random_coefficients(mm: MatrixModel, rng: np.random.Generator, scale: float = 1.0) -> dict:
