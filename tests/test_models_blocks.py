@@ -35,12 +35,13 @@ BASES = {
 
 
 TAPERED = {**SMALL, "h_offsite": {**SMALL["h_offsite"], "env_bond_cut": 3.2}}
+DECAYED = {**SMALL, "h_offsite": {**SMALL["h_offsite"], "env_bond_cut": 3.2, "bond_decay": 1.3}}
 
 
 @pytest.mark.parametrize("basis_name", sorted(BASES))
 @pytest.mark.parametrize("improper", [False, True])
 @pytest.mark.parametrize("periodic", [False, True])
-@pytest.mark.parametrize("config", [SMALL, TAPERED], ids=["env", "env-tapered"])
+@pytest.mark.parametrize("config", [SMALL, TAPERED, DECAYED], ids=["env", "env-tapered", "env-tapered-decay"])
 def test_predicted_blocks_equivariant_and_hermitian(rng, basis_name, improper, periodic, config):
     basis = BASES[basis_name]
     atoms = random_cluster(rng, list(basis.species), 8, periodic=periodic)
@@ -189,7 +190,7 @@ def test_slater_koster_spd_recovered_by_two_centre_model(rng):
     assert set(err["per_block"]) == {t.key for t in block_types(basis, "onsite") + block_types(basis, "offsite")}
 
 
-@pytest.mark.parametrize("config", [SMALL, TAPERED], ids=["env", "env-tapered"])
+@pytest.mark.parametrize("config", [SMALL, TAPERED, DECAYED], ids=["env", "env-tapered", "env-tapered-decay"])
 def test_streamed_prediction_does_not_depend_on_the_chunk(rng, config):
     """Bond environments built chunk by chunk (bounded memory) give the same matrices as one pass."""
     model = _random_model(rng, BASES["SiC-multi"], config)
@@ -199,3 +200,31 @@ def test_streamed_prediction_does_not_depend_on_the_chunk(rng, config):
         m = model.H.predict(atoms, bond_chunk=chunk)
         assert m.same_pattern(ref)
         np.testing.assert_allclose(m.data, ref.data, rtol=0, atol=1e-12)  # batch sizes change only rounding
+
+
+@pytest.mark.parametrize("config", [SMALL, TAPERED], ids=["env", "env-tapered"])
+@pytest.mark.parametrize("decay", [0.7, 2.5])
+def test_bond_decay_multiplies_every_offsite_block_by_the_decay(rng, config, decay):
+    """Every off-site feature carries the bond particle's radial function once, so with the same
+    coefficients ``bond_decay`` multiplies each off-site block by ``exp(-|r|/bond_decay)`` (the
+    environment and the bond-only path beyond ``env_bond_cut`` alike) and leaves on-site blocks."""
+    basis = BASES["SiC-multi"]
+    plain = _random_model(rng, basis, config)
+    cfg = ModelConfig.from_dict({**config, "h_offsite": {**config["h_offsite"], "bond_decay": decay}})
+    decayed = HamiltonianModel.build(cfg, basis, plain.H.coefficients, plain.S.coefficients)
+    atoms = random_cluster(rng, [6, 14], 10, periodic=True)
+    a, b = plain.H.predict(atoms), decayed.H.predict(atoms)
+    assert a.same_pattern(b)
+    cell = np.asarray(atoms.cell.array)
+    dist = np.linalg.norm(atoms.positions[a.j] - atoms.positions[a.i] + a.shift @ cell, axis=1)
+    factor = np.where(dist > 0, np.exp(-dist / decay), 1.0)
+    expected = a.data * np.repeat(factor, np.diff(a.offsets))
+    assert np.abs(a.data[np.repeat(dist > 0, np.diff(a.offsets))]).max() > 1e-3
+    np.testing.assert_allclose(b.data, expected, rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(decayed.S.predict(atoms).data, plain.S.predict(atoms).data)  # S has no decay
+
+
+def test_bond_decay_bad_values():
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(Exception, match="bond_decay"):
+            ModelConfig.from_dict({"h_offsite": {"bond_decay": bad}})

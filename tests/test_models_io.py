@@ -60,6 +60,20 @@ def test_save_load_predict_bit_identical(fitted):
     np.testing.assert_array_equal(loaded.H.posteriors[key][L].covariance(), model.H.posteriors[key][L].covariance())
 
 
+def test_bond_decay_model_round_trip(fitted, tmp_path):
+    """A model whose bond radial functions decay (``h_offsite.bond_decay``) saves, loads and predicts
+    bit for bit; the decay is part of the stored basis spec."""
+    _, _, data = fitted
+    cfg = ModelConfig.from_dict({**TINY, "h_offsite": {**TINY["h_offsite"], "bond_decay": 1.2}})
+    model = fit(data, cfg, progress=False)
+    save_model(model, tmp_path / "decay.h5")
+    loaded = load_model(tmp_path / "decay.h5")
+    assert loaded.config.h_offsite.bond_decay == 1.2
+    assert loaded.H.offsite[0].basis.spec.radial.decays == ((14, -1, 1.2),)
+    for a, b in zip(model.predict(data[1].atoms), loaded.predict(data[1].atoms)):
+        assert np.array_equal(a.data, b.data)
+
+
 def test_fit_report_has_per_block_statistics(fitted):
     model, _, _ = fitted
     rep = model.report

@@ -226,7 +226,8 @@ class ACEBasis:
         rc = np.full(len(order), spec.radial.r_cut)
         for s, c, cut in spec.radial.cutoffs:
             rc[(species == s) & (cat == c)] = cut
-        return order, pc, vec, cat_index, w, rc, r, centres.n_centres
+        decay = spec.radial.decay_lengths(species, cat)
+        return order, pc, vec, cat_index, w, rc, r, centres.n_centres, decay
 
     def _batches(self, prep, per_centre, gradients, max_centres=None, xyz_first=False):
         """Small centre batches (products stay in cache) inside large particle chunks
@@ -235,7 +236,7 @@ class ACEBasis:
         Yields ``(c0, c1, p0, p1, A, Rc, Y, d, local, slot, p_max)`` with particle
         rows ``p0:p1`` of the sorted order.
         """
-        order, pc, vec, cat_index, w, rc, r, n_centres = prep
+        order, pc, vec, cat_index, w, rc, r, n_centres, decay = prep
         P = len(order)
         nb = max(1, int(_BUDGET // max(per_centre, 1)))
         if max_centres is not None:
@@ -246,7 +247,8 @@ class ACEBasis:
         for C0 in range(0, n_centres, outer):
             C1 = min(n_centres, C0 + outer)
             P0, P1 = np.searchsorted(pc, [C0, C1])
-            Rc_all, Y_all, d_all = self._particles(vec[P0:P1], cat_index[P0:P1], w[P0:P1], rc[P0:P1], r[P0:P1], gradients, xyz_first)
+            Rc_all, Y_all, d_all = self._particles(vec[P0:P1], cat_index[P0:P1], w[P0:P1], rc[P0:P1], r[P0:P1], gradients, xyz_first,
+                                                   None if decay is None else decay[P0:P1])
             for c0 in range(C0, C1, nb):
                 c1 = min(C1, c0 + nb)
                 p0, p1 = np.searchsorted(pc, [c0, c1])
@@ -284,14 +286,14 @@ class ACEBasis:
                 np.multiply(row[pre], row[last], out=row[o0:o1])
         return AA
 
-    def _particles(self, vec, cat_index, w, rc, r, gradients, xyz_first=False):
+    def _particles(self, vec, cat_index, w, rc, r, gradients, xyz_first=False, decay=None):
         """Category-folded radial values and harmonics (and derivatives) of a batch."""
         ncat = len(self.spec.categories)
         if not gradients:  # weighted radial values, categories kept apart (atomic_base_by_category)
-            R = self.radial.evaluate(r, rc)
+            R = self.radial.evaluate(r, rc, decay=decay)
             R *= w[:, None]
             return R, self.angular.evaluate(vec), None
-        R, dR = self.radial.evaluate(r, rc, gradients=True)
+        R, dR = self.radial.evaluate(r, rc, gradients=True, decay=decay)
         Y, dY = self.angular.evaluate(vec, gradients=True, xyz_first=xyz_first)
         d = (fold_categories(dR, cat_index, ncat, w), dY, vec / r[:, None])
         return fold_categories(R, cat_index, ncat, w), Y, d
@@ -451,8 +453,9 @@ class ACEBasis:
         for z, c, cut in spec.radial.cutoffs:
             if c == category:
                 rc[species == z] = cut
+        decay = spec.radial.decay_lengths(species, np.full(len(vec), category))
         if fact is not None:  # factorised: one radial product and one harmonic per output
-            out = fact.evaluate(self.radial.evaluate(r, rc), self.angular.evaluate(vec), mirror=mirror)
+            out = fact.evaluate(self.radial.evaluate(r, rc, decay=decay), self.angular.evaluate(vec), mirror=mirror)
             return (out[:, :fact.n_y], out[:, fact.n_y:]) if mirror else out
         if mirror:
             pm = pm.with_mirror((-1.0) ** np.floor(np.sqrt(t.a_lm)))
@@ -461,7 +464,7 @@ class ACEBasis:
             # only this category's one-particle sums are non-zero (the others have no particle)
             mine = np.nonzero(t.a_cat == category)[0]
             a_n, a_lm = t.a_n[mine], t.a_lm[mine]
-            R = self.radial.evaluate(r, rc)
+            R = self.radial.evaluate(r, rc, decay=decay)
             Y = self.angular.evaluate(vec)
             nb = max(1, int(_BUDGET // max(pm.n_low, pm.n_top, 1)))
             A = np.zeros((min(nb, len(vec)), t.n_A))

@@ -5,7 +5,9 @@ with ``P_k`` Legendre polynomials, ``p = RadialSpec.envelope_power >= 2`` (so
 value and first derivative vanish at the cutoff) and ``T`` chosen (Cholesky of
 a QR factorisation on a Gauss-Legendre grid) so that
 ``int_0^1 R_n R_n' du = delta_nn'``.  The cutoff may differ per particle (per
-centre-species / category pair, see :class:`RadialSpec`).
+centre-species / category pair, see :class:`RadialSpec`), and so may a decay
+``exp(-r / length)`` that multiplies every ``R_n`` of a particle
+(``RadialSpec.decays``; passed per particle as ``decay``).
 
 Examples
 --------
@@ -72,7 +74,7 @@ class RadialBasis:
     def n_max(self) -> int:
         return self.spec.n_max
 
-    def evaluate(self, r: np.ndarray, r_cut: np.ndarray, gradients: bool = False):
+    def evaluate(self, r: np.ndarray, r_cut: np.ndarray, gradients: bool = False, decay=None):
         """Radial functions of distances.
 
         Parameters
@@ -81,6 +83,9 @@ class RadialBasis:
         r_cut : ndarray, shape (P,), Å
             Cutoff of each particle.
         gradients : bool
+        decay : ndarray, shape (P,), Å, optional
+            Decay length of each particle (:meth:`RadialSpec.decay_lengths`): its ``R_n`` are
+            multiplied by ``exp(-r / decay)``; 0 = none.  None = no particle decays.
 
         Returns
         -------
@@ -97,12 +102,26 @@ class RadialBasis:
         p = self.spec.envelope_power
         one_m = np.where(inside, 1.0 - uc, 0.0)
         env = one_m**p
+        g = dg = None
+        if decay is not None:
+            decay = np.asarray(decay, dtype=float)
+            if decay.shape != r.shape:
+                raise ValueError(f"decay must have shape {r.shape}, got {decay.shape}")
+            if np.any(decay < 0) or not np.all(np.isfinite(decay)):
+                raise ValueError("decay lengths must be finite and >= 0 Å")
+            has = decay > 0
+            rate = np.divide(1.0, decay, out=np.zeros_like(decay), where=has)
+            g = np.exp(-r * rate)
+            dg = -rate * g
         if not gradients:  # the envelope applied in place on P's contiguous rows (P is their transposed view)
             rows = P.T
-            rows *= env
+            rows *= env if g is None else env * g
             return rows.T @ self._T
         R = (P * env[:, None]) @ self._T
         denv = -p * one_m ** (p - 1)
         dfdu = 2.0 * dP * env[:, None] + P * denv[:, None]
         dR = (dfdu @ self._T) / r_cut[:, None]
+        if g is not None:
+            dR = dR * g[:, None] + R * dg[:, None]
+            R = R * g[:, None]
         return R, dR

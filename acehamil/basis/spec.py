@@ -50,12 +50,20 @@ class RadialSpec:
     envelope_power : int
         The envelope is ``(1 - r/r_cut)**envelope_power``; ``>= 2`` so value and
         first derivative vanish at the cutoff.
+    decays : tuple of (centre_species, category, length)
+        Decay length (Å, > 0) of particles of ``category`` around a centre of
+        ``centre_species``: their radial functions are multiplied by ``exp(-r/length)``
+        (e.g. the bond particle of an off-site H model, whose blocks fall off
+        exponentially with the bond length: the polynomials then fit the slowly
+        varying prefactor, with the same relative accuracy at every length).  Pairs
+        not listed have no decay.
     """
 
     n_max: int
     r_cut: float
     cutoffs: tuple = ()
     envelope_power: int = 2
+    decays: tuple = ()
 
     def __post_init__(self):
         if int(self.n_max) != self.n_max or self.n_max < 1:
@@ -79,6 +87,18 @@ class RadialSpec:
         object.__setattr__(self, "r_cut", float(self.r_cut))
         object.__setattr__(self, "envelope_power", int(self.envelope_power))
         object.__setattr__(self, "cutoffs", tuple(sorted(cut)))
+        dec = []
+        for entry in self.decays:
+            if len(entry) != 3:
+                raise ValueError(f"decays entries are (centre_species, category, length), got {entry!r}")
+            s, c, r = int(entry[0]), int(entry[1]), float(entry[2])
+            if not (np.isfinite(r) and r > 0):
+                raise ValueError(f"decay length must be finite and > 0 Å, got {entry!r}")
+            dec.append((s, c, r))
+        keys = [(s, c) for s, c, _ in dec]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate (centre_species, category) in decays: {self.decays!r}")
+        object.__setattr__(self, "decays", tuple(sorted(dec)))
 
     def cutoff(self, centre_species: int, category: int) -> float:
         """Cutoff in Å for ``category`` particles around a ``centre_species`` centre."""
@@ -86,6 +106,21 @@ class RadialSpec:
             if s == centre_species and c == category:
                 return r
         return self.r_cut
+
+    def decay_lengths(self, centre_species, category) -> np.ndarray | None:
+        """Decay length (Å) of each particle, 0 where none; None when the spec has no decays.
+
+        Parameters
+        ----------
+        centre_species, category : array_like of int, shape (P,)
+        """
+        if not self.decays:
+            return None
+        species, cat = np.asarray(centre_species), np.asarray(category)
+        out = np.zeros(np.broadcast(species, cat).shape)
+        for s, c, r in self.decays:
+            out[(species == s) & (cat == c)] = r
+        return out
 
     @property
     def max_cutoff(self) -> float:
@@ -99,6 +134,7 @@ class RadialSpec:
             "r_cut": self.r_cut,
             "cutoffs": [list(c) for c in self.cutoffs],
             "envelope_power": self.envelope_power,
+            **({"decays": [list(d) for d in self.decays]} if self.decays else {}),
         }
 
     @classmethod
@@ -109,6 +145,7 @@ class RadialSpec:
             r_cut=d["r_cut"],
             cutoffs=tuple(tuple(c) for c in d.get("cutoffs", ())),
             envelope_power=d.get("envelope_power", 2),
+            decays=tuple(tuple(c) for c in d.get("decays", ())),
         )
 
 

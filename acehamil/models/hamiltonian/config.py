@@ -26,6 +26,7 @@ TOML layout (all tables optional)::
     n_max = 8
     weight_l = 1.0
     env_bond_cut = 0.0                # Å; > 0: environment fades with bond length, longer bonds two-centre
+    bond_decay = 0.0                  # Å; > 0: the bond particle's radial functions carry exp(-|r|/bond_decay)
 
     [s_onsite]                        # on-site S: fitted (default: constant, max_nu = 0)
     [s_offsite]                       # off-site S: two-centre model of the bond vector
@@ -87,6 +88,12 @@ class FeatureConfig:
         Å. Off-site only: environment weights fade with the bond length as
         ``(1 - (|r|/env_bond_cut)^2)^2``, bonds longer than this are two-centre
         (cheaper for long cutoffs); 0 = no fading.
+    bond_decay : float
+        Å. Off-site only: the radial functions of the bond particle are multiplied by
+        ``exp(-|r| / bond_decay)`` (:class:`acehamil.basis.RadialSpec` ``decays``), so a
+        block that falls off exponentially with the bond length is a slowly varying
+        polynomial times the decay, fitted to similar relative accuracy at every length;
+        0 = none.
     """
 
     r_cut: float = 5.0
@@ -96,6 +103,7 @@ class FeatureConfig:
     n_max: int = 6
     weight_l: float = 1.0
     env_bond_cut: float = 0.0
+    bond_decay: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "max_degree", tuple(int(d) if float(d).is_integer() else float(d) for d in self.max_degree))
@@ -109,6 +117,8 @@ class FeatureConfig:
             raise ValueError(f"max_degree needs one entry per nu = 1..{self.max_nu}, got {list(self.max_degree)}")
         if self.env_bond_cut < 0:
             raise ValueError(f"env_bond_cut must be >= 0 Å, got {self.env_bond_cut}")
+        if not (self.bond_decay >= 0 and self.bond_decay < float("inf")):
+            raise ValueError(f"bond_decay must be finite and >= 0 Å, got {self.bond_decay}")
         if int(self.n_max) != self.n_max or self.n_max < 1:
             raise ValueError(f"n_max must be a positive integer, got {self.n_max}")
 

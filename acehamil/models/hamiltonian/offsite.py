@@ -73,9 +73,10 @@ class OffsiteFamily:
         c = self.config
         cats = (BOND,) + (tuple(self.species) if self.has_environment else ())
         cutoffs = ((self.zi, BOND, c.r_cut),) + tuple((self.zi, s, axial_semi_axis(c.r_cut, c.r_env)) for s in cats[1:])
+        decays = ((self.zi, BOND, c.bond_decay),) if c.bond_decay > 0 else ()
         return BasisSpec(
             categories=cats,
-            radial=RadialSpec(n_max=c.n_max, r_cut=c.r_cut, cutoffs=cutoffs),
+            radial=RadialSpec(n_max=c.n_max, r_cut=c.r_cut, cutoffs=cutoffs, decays=decays),
             max_nu=c.max_nu if self.has_environment else 1,
             max_degree=tuple(c.max_degree[: (c.max_nu if self.has_environment else 1)]),
             weight_n=1.0,
@@ -143,7 +144,7 @@ class OffsiteFamily:
         return ACEBasis(BasisSpec(
             categories=(BOND,),
             radial=RadialSpec(n_max=s.radial.n_max, r_cut=s.radial.r_cut, cutoffs=tuple(c for c in s.radial.cutoffs if c[1] == BOND),
-                              envelope_power=s.radial.envelope_power),
+                              envelope_power=s.radial.envelope_power, decays=tuple(d for d in s.radial.decays if d[1] == BOND)),
             max_nu=1, max_degree=(s.max_degree[0],), weight_n=s.weight_n, weight_l=s.weight_l, L_max=s.L_max,
             singleton_categories=(BOND,), l_max=s.l_max,
         ))
