@@ -22,7 +22,8 @@ see:
 ``--variant JSON ...`` are overrides of the configuration's tables (as ``transfer_levers.py``), one
 featurisation each; ``--weights JSON ...`` are ``fit.kind_weights`` tables tried on each variant (a
 weight scales the structure's sums, so no features are computed again; ``'null'`` = the
-configuration's own).  The off-site S model is fitted once per variant on all structures (the
+configuration's own; a kind at weight 0 is not fitted at all but still scored when its group is held
+out, so "with kind X at weight w" and "without X" are scored on the same structures).  The off-site S model is fitted once per variant on all structures (the
 fold models keep it: S is exact to ~1e-6, ``docs/models.md``).  Sampling rates
 (``max_blocks_per_type``) are those of the full set in every fold.  Wall and CPU seconds and the
 load are printed beside every figure; ``--json`` prints one record per (variant, weights).
@@ -76,7 +77,54 @@ def scaled_sums(part, factor: float):
     return FitSums(normal, dict(part.counts), gauge)
 
 
-def featurise(structures, cfg):
+def bond_weighted_sums(model, sd, matrix_of, rates, weight, rng, index=0, gauge=False, bond_weight=None):
+    """:func:`acehamil.models.hamiltonian.sums.structure_sums` with a heteroscedastic noise model of the
+    off-site rows (a prototype, not a package option): a bond of length ``r`` gets the row weight
+    ``clip(exp(2 (r - r_from) / xi), 1, w_max)`` (noise ~ the block's size, which falls off as
+    ``exp(-r/xi)``, but no bond weighted above ``w_max`` times the short ones); ``bond_weight =
+    (xi, r_from, w_max)``; None = the package's sums."""
+    from acehamil.fitting import NormalEquations
+    from acehamil.models.hamiltonian.blocks import project
+    from acehamil.models.hamiltonian.family import symmetrise
+    from acehamil.models.hamiltonian.model import shell_offsets
+    from acehamil.models.hamiltonian.sums import FitSums, family_centres, structure_sums, targets
+    from acehamil.structure.neighbours import neighbour_pairs
+
+    if bond_weight is None:
+        return structure_sums(model, sd, matrix_of, rates, weight, rng, index=index, gauge=gauge)
+    xi, r_from, w_max = bond_weight
+    so = shell_offsets(model.orbital_basis)
+    matrix, atoms = matrix_of(sd), sd.atoms
+    nl = neighbour_pairs(atoms, model.reach)
+    normal, counts, terms = {}, {}, {}
+    for fam in model.families:
+        env, rev = family_centres(fam, atoms, nl, rates.get(fam.name, 1.0), rng)
+        if env is None:
+            continue
+        n = env.n_centres
+        r = np.linalg.norm(np.asarray(env.vec, dtype=float).reshape(n, -1), axis=1) if fam.name.startswith("offsite") else np.zeros(n)
+        wc = weight * (np.clip(np.exp(2.0 * (r - r_from) / xi), 1.0, w_max) if fam.name.startswith("offsite") else np.ones(n))
+        feats = fam.features(env)
+        for bt in fam.block_types(model.orbital_basis):
+            design = symmetrise(fam, bt, fam.design(feats, bt, n), rev)
+            target = targets(bt, env, matrix, so)
+            overlap = targets(bt, env, sd.S, so) if gauge else None
+            counts[bt.key] = counts.get(bt.key, 0) + n
+            for L, D in design.items():
+                if D.shape[1] == 0:
+                    continue
+                A = D.transpose(0, 2, 1).reshape(n * (2 * L + 1), D.shape[1])
+                y = project(target, bt.l1, bt.l2, L).reshape(-1)
+                w = np.repeat(wc, 2 * L + 1)
+                normal[(bt.key, L)] = NormalEquations(D.shape[1]).add(A, y, w)
+                if gauge:
+                    s_L = project(overlap, bt.l1, bt.l2, L).reshape(-1)
+                    sv = w * s_L
+                    terms[(bt.key, L)] = {index: (A.T @ sv, float(y @ sv), float(sv @ s_L))}
+    return FitSums(normal, counts, terms)
+
+
+def featurise(structures, cfg, bond_weight=None):
     """Per-structure H sums at weight 1 (energy-zero terms keyed by position) and a model whose S is fitted
     on all ``structures`` (H coefficients: the weight-1 fit of all).  Returns ``(model, parts)``."""
     from acehamil.models.hamiltonian.fit import solve_all, solve_sums
@@ -91,7 +139,8 @@ def featurise(structures, cfg):
         counts = [centre_counts(mm, sd.atoms) for sd in structures]
         sampling = Sampling.plan(counts, cfg.fit.max_blocks_per_type, rng)
         gauge = name == "H" and cfg.fit.fit_energy_zero
-        out[name] = [structure_sums(mm, sd, pick, sampling.rates, 1.0, sampling.rng(k), index=k, gauge=gauge)
+        out[name] = [bond_weighted_sums(mm, sd, pick, sampling.rates, 1.0, sampling.rng(k), index=k, gauge=gauge,
+                                        bond_weight=bond_weight if name == "H" else None)
                      for k, sd in enumerate(structures)]
     s_coefs, s_posts, _ = solve_all(template.S, FitSums.total(out["S"]).normal, cfg.solver)
     cells = [sd.atoms for sd in structures]
@@ -110,8 +159,9 @@ def cross_validate(model, parts, structures, groups, factors) -> list:
     cells = [sd.atoms for sd in structures]
     n = len(structures)
     per = [None] * n
+    fitted = np.nonzero(np.asarray(factors) > 0)[0]  # weight 0: not in any fold's training set (scored when held out)
     for g in groups:
-        keep = np.setdiff1d(np.arange(n), g)
+        keep = np.setdiff1d(fitted, g)
         sub = fold_model(model, weighted, keep, cells)
         for i in g:
             sd = structures[int(i)]
@@ -136,7 +186,10 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(ROOT / "examples" / "si_hamiltonian.toml"))
     p.add_argument("--variant", nargs="+", default=["{}"], help="JSON overrides of the configuration, one featurisation each")
     p.add_argument("--weights", nargs="+", default=["null"], help="JSON kind_weights tables ('null': the configuration's)")
-    p.add_argument("--extra", nargs="*", default=[], help="FILE[:i-j] ... more TRAINING structures (never a test-only set)")
+    p.add_argument("--extra", nargs="*", default=[], help="FILE[:i-j][@kind] ... more TRAINING structures (never a test-only set); "
+                   "unlabelled ones get the kind after '@' (default: the file's stem)")
+    p.add_argument("--bond-weight", nargs="+", default=["none"],
+                   help="XI,R_FROM,W_MAX ... heteroscedastic off-site H rows (prototype; 'none' = plain), one featurisation each")
     p.add_argument("--max-group", type=int, default=8)
     p.add_argument("--exclude", default="slab", help="kinds containing this string are left out of the means ('' = none)")
     p.add_argument("--seed", type=int, default=0)
@@ -151,16 +204,23 @@ def main(argv=None) -> int:
     base = read_model_config(args.config)
     base = replace(base, uncertainty=replace(base.uncertainty, calibrate=False))
     ds = read_dataset(base.data.train)
-    data = [ds[i] for i in range(len(ds))] + [sd for spec in args.extra for sd in read_spec(spec)]
+    data = [ds[i] for i in range(len(ds))]
+    for spec in args.extra:  # FILE[:i-j][@kind]: unlabelled structures get the kind after '@', else the file's stem
+        spec, _, label = spec.partition("@")
+        label = label or Path(spec.partition(":")[0]).stem
+        data += [sd if sd.info.get("kind") else replace(sd, info={**sd.info, "kind": label}) for sd in read_spec(spec)]
     groups = groups_of(data, args.max_group, args.seed)
     say = sys.stderr if args.json else sys.stdout
     print(f"{len(data)} structures, {len(groups)} groups: " + ", ".join(f"{kind_of(data[int(g[0])])} {len(g)}" for g in groups),
           file=say, flush=True)
     records = []
-    for text in args.variant:
+    for text, bw in [(t, b) for t in args.variant for b in args.bond_weight]:
         cfg = apply(base, json.loads(text))
+        bond_weight = None if bw == "none" else tuple(float(x) for x in bw.split(","))
+        if bond_weight is not None:
+            text = f"{text} bond_weight {bw}"
         t0, c0 = time.perf_counter(), time.process_time()
-        model, parts = featurise(data, cfg)
+        model, parts = featurise(data, cfg, bond_weight)
         fw, fc = time.perf_counter() - t0, time.process_time() - c0
         print(f"{text}: features and sums {fw:.1f} s wall, {fc:.1f} s CPU, load {os.getloadavg()[0]:.1f}", file=say, flush=True)
         for wtext in args.weights:
@@ -169,7 +229,7 @@ def main(argv=None) -> int:
             factors = kind_factors(data, kw)
             t1, c1 = time.perf_counter(), time.process_time()
             per = cross_validate(model, parts, data, groups, factors)
-            rec = {"variant": json.loads(text), "kind_weights": dict(kw), "n": len(data), **summarise(per, args.exclude),
+            rec = {"variant": text, "bond_weight": bond_weight, "kind_weights": dict(kw), "n": len(data), **summarise(per, args.exclude),
                    "features_wall_s": fw, "features_cpu_s": fc, "cv_wall_s": time.perf_counter() - t1,
                    "cv_cpu_s": time.process_time() - c1, "load": os.getloadavg()[0], "per_structure": per}
             records.append(rec)
