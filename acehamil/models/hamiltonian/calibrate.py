@@ -214,8 +214,6 @@ def interval_metrics(err, sigma) -> dict:
     >>> m["coverage_90"], m["coverage_68"], m["n"]
     (0.75, 0.75, 4)
     """
-    from scipy.stats import spearmanr
-
     e = np.abs(np.asarray(err, dtype=float)).reshape(-1)
     s = np.asarray(sigma, dtype=float).reshape(-1)
     if e.shape != s.shape:
@@ -225,9 +223,40 @@ def interval_metrics(err, sigma) -> dict:
         return {"coverage_90": nan, "coverage_68": nan, "spearman_sigma_error": nan, "n": 0}
     rho = nan
     if e.size > 2 and np.ptp(s) > 0 and np.ptp(e) > 0:
-        rho = float(spearmanr(s, e)[0])
+        rho = spearman(s, e)
     return {"coverage_90": float(np.mean(e <= Z90 * s)), "coverage_68": float(np.mean(e <= Z68 * s)),
             "spearman_sigma_error": rho, "n": int(e.size)}
+
+
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..n of ``x`` (1-D), ties sharing their average rank (scipy.stats.rankdata's "average").
+
+    Examples
+    --------
+    >>> average_ranks([3.0, 1.0, 3.0, 2.0]).tolist()
+    [3.5, 1.0, 3.5, 2.0]
+    """
+    x = np.asarray(x, dtype=float).reshape(-1)
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.flatnonzero(np.concatenate([[True], xs[1:] != xs[:-1]]))  # first position of each tie group
+    ends = np.concatenate([starts[1:], [len(x)]])
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(0.5 * (starts + 1 + ends), ends - starts)
+    return ranks
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation of two 1-D arrays: Pearson's of their :func:`average_ranks`
+    (the value of ``scipy.stats.spearmanr``, without importing scipy.stats: ~1 s at the start of
+    every job that scores error bars).
+
+    Examples
+    --------
+    >>> round(spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 20.0, 40.0]), 6)
+    0.948683
+    """
+    return float(np.corrcoef(average_ranks(a), average_ranks(b))[0, 1])
 
 
 def reference_errors(sd, eps, ef, kpts, weights, window_eV) -> tuple:
