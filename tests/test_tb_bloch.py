@@ -143,3 +143,24 @@ def test_sparse_bloch_sums_feed_a_sparse_solver(rng):
     vals = np.sort(spla.eigsh(hk, k=6, M=sk, sigma=target, which="LM", return_eigenvectors=False))
     expected = dense[np.argsort(np.abs(dense - target))[:6]]
     np.testing.assert_allclose(vals, np.sort(expected), atol=1e-8)
+
+
+@pytest.mark.parametrize("n, span", [(0, 3), (1, 3), (7, 3), (5000, 3), (5000, 40), (300, 10**6)])
+def test_pattern_uniques_equal_numpys(rng, n, span):
+    """The Bloch pattern's linear-time uniques give np.unique's arrays (cells in lexicographic order)."""
+    from acehamil.tb.bloch import _unique_ints, _unique_rows
+
+    s = rng.integers(-span, span + 1, size=(n, 3))
+    cells, inv = _unique_rows(s)
+    if n:
+        ref_cells, ref_inv = np.unique(s, axis=0, return_inverse=True)
+        np.testing.assert_array_equal(cells, ref_cells)
+        np.testing.assert_array_equal(inv, np.asarray(ref_inv).reshape(-1))
+    else:
+        assert cells.shape == (0, 3) and inv.shape == (0,)
+    x = rng.integers(0, 3 * n + 5, size=n)
+    for bound in (3 * n + 5, 10**9):  # flag table / sort
+        u, j = _unique_ints(x, bound)
+        ref_u, ref_j = np.unique(x, return_inverse=True)
+        np.testing.assert_array_equal(u, ref_u)
+        np.testing.assert_array_equal(j, ref_j)

@@ -142,15 +142,19 @@ class BlochAssembler:
     def _pattern(self):
         m = self.matrix
         rows, cols, vals, bidx = m.coo()
-        cells, block_cell = (np.unique(m.shift, axis=0, return_inverse=True) if m.nblocks
-                             else (np.zeros((0, 3), np.int64), np.zeros(0, np.int64)))
-        block_cell = np.asarray(block_cell).reshape(-1)
+        cells, block_cell = _unique_rows(m.shift)
         lin = rows * m.norb + cols
-        pos, pos_index = np.unique(lin, return_inverse=True)
+        pos, pos_index = _unique_ints(lin, m.norb * m.norb)
         # V[p, c]: value at orbital position p in cell c (duplicates summed)
-        v = sp.csr_matrix((vals, (pos_index, block_cell[bidx])), shape=(len(pos), len(cells)))
-        if v.nnz > _DENSE_FILL * len(pos) * len(cells) and len(pos) * len(cells) <= _DENSE_MAX:
-            v = v.toarray()  # nearly full (small cell, many shifts): BLAS beats sparse products
+        size = len(pos) * len(cells)
+        v = None
+        if size <= _DENSE_MAX:
+            key = pos_index * len(cells) + block_cell[bidx]
+            if np.count_nonzero(np.bincount(key, minlength=size)) > _DENSE_FILL * size:
+                # nearly full (small cell, many shifts): a dense table, as BLAS beats sparse products
+                v = np.bincount(key, weights=vals, minlength=size).reshape(len(pos), len(cells))
+        if v is None:
+            v = sp.csr_matrix((vals, (pos_index, block_cell[bidx])), shape=(len(pos), len(cells)))
         # CSR structure of the k-space matrix: pos is sorted by (row, col) already
         prow, pcol = np.divmod(pos, m.norb)
         indptr = np.searchsorted(prow, np.arange(m.norb + 1)).astype(np.int64)
@@ -203,6 +207,47 @@ class BlochAssembler:
         vals = self._values(k)
         n = self.norb
         return [sp.csr_matrix((vals[:, q].copy(), pcol, indptr), shape=(n, n)) for q in range(len(k))]
+
+
+def _unique_ints(x, bound: int) -> tuple:
+    """``np.unique(x, return_inverse=True)`` for ints in ``[0, bound)``: by a table of ``bound`` flags
+    (linear time) when that is not much larger than ``x``, else by sorting.  Same arrays either way.
+
+    Examples
+    --------
+    >>> u, inv = _unique_ints(np.array([5, 1, 5, 3]), 8)
+    >>> u.tolist(), inv.tolist()
+    ([1, 3, 5], [2, 0, 2, 1])
+    """
+    x = np.asarray(x, dtype=np.int64).reshape(-1)
+    if bound > max(4 * len(x), 1 << 16):
+        u, inv = np.unique(x, return_inverse=True)
+        return u, np.asarray(inv).reshape(-1)
+    seen = np.zeros(bound, dtype=bool)
+    seen[x] = True
+    u = np.flatnonzero(seen)
+    slot = np.cumsum(seen) - 1  # position of each present value in u
+    return u, slot[x]
+
+
+def _unique_rows(shift) -> tuple:
+    """``np.unique(shift, axis=0, return_inverse=True)`` of integer cell shifts ``(n, 3)``, through one
+    integer key per row (lexicographic order kept): the same ``(cells, inverse)``, without a sort of
+    structured rows."""
+    shift = np.asarray(shift, dtype=np.int64).reshape(-1, 3)
+    if not len(shift):
+        return np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
+    lo = shift.min(axis=0)
+    span = shift.max(axis=0) - lo + 1
+    if float(np.prod(span.astype(float))) >= 2.0**62:  # keys would overflow: sort the rows themselves
+        cells, inv = np.unique(shift, axis=0, return_inverse=True)
+        return cells, np.asarray(inv).reshape(-1)
+    key = ((shift[:, 0] - lo[0]) * span[1] + (shift[:, 1] - lo[1])) * span[2] + (shift[:, 2] - lo[2])
+    ukey, inv = _unique_ints(key, int(np.prod(span)))
+    c2 = ukey % span[2]
+    c1 = (ukey // span[2]) % span[1]
+    c0 = ukey // (span[1] * span[2])
+    return np.stack([c0 + lo[0], c1 + lo[1], c2 + lo[2]], axis=1), inv
 
 
 def bloch_sum(matrix: RealSpaceMatrix, kpts, *, gauge: str = "lattice", frac_positions=None) -> np.ndarray:
