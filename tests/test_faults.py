@@ -195,6 +195,25 @@ BANDS = ["bands", "train.h5", "--npoints", "5", "-o", "b.png"]
 DOS = ["dos", "train.h5", "--kmesh", "2", "2", "2", "--json", "d.json"]
 EIGS = ["eigs", "train.h5", "-n", "4"]
 
+def _bad_overlap_data(d):
+    """bad.h5: the training set with structure 0's off-site overlaps scaled x5 (S(Gamma) not positive definite,
+    still Hermitian), and bad.toml fitting on it."""
+    from dataclasses import replace
+
+    from acehamil.io.dataset import read_dataset
+
+    ds = read_dataset(d / "train.h5")
+    sds = [ds[k] for k in range(len(ds))]
+    m = sds[0].S
+    data = m.data.copy()
+    for p in range(m.nblocks):
+        if m.i[p] != m.j[p] or m.shift[p].any():
+            data[m.offsets[p]:m.offsets[p + 1]] *= 5.0
+    sds[0] = replace(sds[0], S=m.with_data(data), info={"name": "badS"})
+    write_dataset(d / "bad.h5", sds)
+    (d / "bad.toml").write_text(FIT_TOML.replace("train.h5", "bad.h5"))
+
+
 # id, setup (callable on the folder or None), argv, expected part of the one-line message
 CLI_FAULTS = [
     # structures the model is asked to predict
@@ -265,6 +284,8 @@ CLI_FAULTS = [
     ("fit-potential-unknown-species", _pot_toml("[basis]", '[basis]\nspecies = ["Xx"]'), FITPOT,
      "[basis] species entries must be atomic numbers (1..118) or chemical symbols, got 'Xx'"),
     ("fit-potential-seed-negative", _pot_toml("n_folds = 2", "n_folds = 2\nseed = -3"), FITPOT, "seed must be an integer >= 0"),
+    ("fit-reference-overlap-not-positive-definite", lambda d: _bad_overlap_data(d), ["fit", "bad.toml", "-o", "o.h5", "-q"],
+     "training structure 0 ('badS'): the reference overlap S(Gamma) is not positive definite"),
     # labelled data of potentials
     ("evaluate-potential-atoms-on-top", _xyz(_labelled(atoms=Atoms("Si2", positions=[[0, 0, 0], [0, 0, 0.01]]))),
      ["evaluate-potential", "pot.h5", "s.xyz"], "s.xyz, frame 0: atoms 0 and 1 are"),

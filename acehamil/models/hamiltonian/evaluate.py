@@ -36,6 +36,18 @@ def as_matrices(prediction):
     return ModelMatrices(prediction.H[0], prediction.S, draws, sigma_extrapolation=extrapolation_sigma_of(prediction))
 
 
+def _predict_with_draws(model, structures, uncertainty: bool, n_samples, rng) -> list:
+    """Each structure predicted once, with ``n_samples`` (default the model's) posterior draws of H where
+    they are used (``uncertainty`` and an electron count)."""
+    from .calibrate import default_samples
+
+    K = (n_samples or default_samples(model)) if uncertainty else 0
+    if K == 1:
+        raise ValueError("n_samples must be >= 2: one posterior draw has no spread (coverage and sigma would be "
+                         "meaningless)")
+    return [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng) for sd in structures]
+
+
 def _predictions(model, structures, predictions, n_samples: int = 0, rng=None) -> list:
     """One prediction per structure: the given ones, else :meth:`HamiltonianModel.matrices` (with
     ``n_samples`` calibrated draws)."""
@@ -215,7 +227,7 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         "band_path_mae_meV", "n", "per_structure": [{"mae_meV", "max_meV", "mae_meV_absolute",
         "band_path_mae_meV"}, ...]}`` (+ ``"uncertainty"``).
     """
-    from .calibrate import default_samples, interval_metrics
+    from .calibrate import interval_metrics
     from .sums import serial_map
     from .uncertainty import has_posterior
 
@@ -223,12 +235,7 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         uncertainty = has_posterior(model.H)
     rng = np.random.default_rng(seed)
     if predictions is None:  # draws only where they are used (structures with an electron count)
-        K = (n_samples or default_samples(model)) if uncertainty else 0
-        if K == 1:
-            raise ValueError("n_samples must be >= 2: one posterior draw has no spread (coverage and sigma would be "
-                             "meaningless)")
-        predictions = [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng)
-                       for sd in structures]
+        predictions = _predict_with_draws(model, structures, uncertainty, n_samples, rng)
     predictions = _predictions(model, structures, predictions)
     run = serial_map if mapper is None else mapper
     tasks = [(sd, pm) for sd, pm in zip(structures, predictions)]
@@ -362,7 +369,6 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
     """
     from ...errors import UserError
     from ...structure.validate import check_same_basis
-    from .calibrate import default_samples
     from .uncertainty import has_posterior
 
     structures = list(structures)
@@ -373,13 +379,7 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
     if uncertainty is None:
         uncertainty = has_posterior(model.H)
     if predictions is None:
-        rng = np.random.default_rng(seed)
-        K = (n_samples or default_samples(model)) if uncertainty else 0
-        if K == 1:
-            raise ValueError("n_samples must be >= 2: one posterior draw has no spread (coverage and sigma would be "
-                             "meaningless)")
-        predictions = [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng)
-                       for sd in structures]
+        predictions = _predict_with_draws(model, structures, uncertainty, n_samples, np.random.default_rng(seed))
     predictions = _predictions(model, structures, predictions)
     h = block_errors(model, structures, "H", predictions)
     s = block_errors(model, structures, "S", predictions)

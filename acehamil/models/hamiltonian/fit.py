@@ -471,9 +471,35 @@ class _Subset:
         if i not in self.checked:
             from ...structure.validate import validate_structure
 
-            validate_structure(sd, f"training structure {i} ({sd.info.get('name', '?')!r})")
+            where = f"training structure {i} ({sd.info.get('name', '?')!r})"
+            validate_structure(sd, where)
+            _check_reference_overlap(sd, where)
             self.checked.add(i)
         return sd
+
+
+#: Training structures up to this many orbitals get the S(Gamma) check (a dense eigenvalue solve).
+S_CHECK_MAX_ORBITALS = 1000
+
+
+def _check_reference_overlap(sd, where: str) -> None:
+    """UserError unless the reference S(Gamma) is positive definite: a DFT overlap always is, so one that
+    is not is damaged data (or data in another orbital convention), not something to fit."""
+    if sd.S.norb > S_CHECK_MAX_ORBITALS:
+        return
+    from ...errors import UserError
+
+    rows, cols, vals, _ = sd.S.coo()
+    S0 = np.zeros((sd.S.norb, sd.S.norb))
+    np.add.at(S0, (rows, cols), vals)  # S(Gamma): every cell shift with phase 1
+    try:
+        np.linalg.cholesky(0.5 * (S0 + S0.T))  # cheaper than eigenvalues; they are computed only for the message
+        return
+    except np.linalg.LinAlgError:
+        smin = float(np.linalg.eigvalsh(0.5 * (S0 + S0.T))[0])
+    if not smin > 0:
+        raise UserError(f"{where}: the reference overlap S(Gamma) is not positive definite (smallest eigenvalue "
+                        f"{smin:.3g}); an overlap from DFT always is: damaged data or another orbital convention?")
 
 
 def format_report(report: dict) -> str:
