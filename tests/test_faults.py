@@ -265,6 +265,7 @@ CLI_FAULTS = [
     # options
     ("bands-emin-nan", None, BANDS + ["--emin", "nan"], "--emin must be a finite energy in eV"),
     ("bands-emin-above-emax", None, BANDS + ["--emin", "5", "--emax", "-5"], "--emin 5.0 must be below --emax -5.0"),
+    ("bands-empty-path", None, BANDS + ["--path", ""], "the k-path '' names no special points"),
     ("bands-fermi-level-inf", None, BANDS + ["--fermi-level", "inf"], "--fermi-level must be a finite energy"),
     ("dos-fermi-level-nan", None, DOS + ["--fermi-level", "nan"], "--fermi-level must be a finite energy"),
     ("dos-erange-inf", None, DOS + ["--erange", "-5", "inf"], "--erange EMIN EMAX needs finite EMIN < EMAX"),
@@ -584,3 +585,19 @@ def test_generate_overwrite_keeps_the_old_file_when_nothing_new_was_computed(w, 
     assert rc == 2 and "SCF did not converge" in capsys.readouterr().err
     assert _digest(w) == before
     assert not [p for p in w.iterdir() if p.name.startswith(".g.h5")]
+
+
+@pytest.mark.shared_data
+def test_truncated_fhi_aims_band_file_is_refused(shared_data, tmp_path, capsys):
+    """A band file with fewer k-points than control.in asks put the segment's end label on the wrong k."""
+    run = tmp_path / "run"
+    shutil.copytree(shared_data / "fhi-aims" / "bilayer-graphene", run)
+    for p in run.rglob("*"):
+        p.chmod(0o644)
+    lines = (run / "band1001.out").read_text().splitlines(True)
+    (run / "band1001.out").write_text("".join(lines[:5]))
+    rc = main(["convert", str(run), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "output band line 1 asks 11 k-points but band file 1 holds 5" in err[0]
+    assert not (tmp_path / "o.h5").exists()

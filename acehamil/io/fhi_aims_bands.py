@@ -186,6 +186,10 @@ def path_labels(segments, lengths) -> list:
     """
     if len(segments) != len(lengths):
         raise ValueError(f"control.in has {len(segments)} 'output band' lines but there are {len(lengths)} band files")
+    for q, (seg, n) in enumerate(zip(segments, lengths)):
+        if n != seg.npoints:  # FHI-aims prints exactly npoints: labels would land on the wrong k-points
+            raise ValueError(f"control.in's output band line {q + 1} asks {seg.npoints} k-points but band file "
+                             f"{q + 1} holds {n} (a truncated band file?)")
     out, start = [], 0
     for seg, n in zip(segments, lengths):
         a, b = seg.labels
@@ -243,7 +247,10 @@ def band_extras(folder, chemical_potential: float | None, periodic: bool) -> dic
         if control is not None and len(control.segments) == len(lengths):
             starts = np.cumsum([0, *lengths[:-1]])
             breaks = [int(s) for s in starts[1:] if np.abs(kpts[s] - kpts[s - 1]).sum() > 1e-6]
-            labels = path_labels(control.segments, lengths)
+            try:
+                labels = path_labels(control.segments, lengths)
+            except ValueError as err:
+                raise ValueError(f"{folder}: {err}") from None
             info["band_path"] = {"labels": labels, "breaks": breaks, "source": "control.in"}
     elif not periodic and (folder / "eigenvalues.out").is_file():
         out["reference_bands"] = (np.zeros((1, 3)), read_eigenvalues_out(folder / "eigenvalues.out")[None])

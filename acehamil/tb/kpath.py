@@ -167,6 +167,8 @@ def band_path(atoms, path: str | None = None, npoints: int = 200, eps: float = L
         raise ValueError(f"npoints must be >= 1, got {npoints}")
     if not eps > 0:
         raise ValueError(f"lattice tolerance must be > 0 Å, got {eps}")
+    if path is not None and not str(path).replace(",", "").strip():
+        raise ValueError(f"the k-path {path!r} names no special points (e.g. 'GXWKGL', or 'GMK,GA')")
     pbc = effective_pbc(atoms, vacuum)
     if not np.any(pbc):
         return BandPath(_cell(atoms), kpts=np.zeros((1, 3)), special_points={"G": np.zeros(3)}, path="G")
