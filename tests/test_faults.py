@@ -601,3 +601,19 @@ def test_truncated_fhi_aims_band_file_is_refused(shared_data, tmp_path, capsys):
     assert rc == 2 and len(err) == 1, err
     assert "output band line 1 asks 11 k-points but band file 1 holds 5" in err[0]
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_too_many_posterior_draws_are_refused_with_their_size(w, capsys, monkeypatch):
+    """predict --samples 10**6 would have been killed for memory (K x matrix entries x 8 bytes)."""
+    import acehamil.models.hamiltonian.uncertainty as unc
+    from acehamil.io.models import load_model
+
+    model = load_model(w / "m.h5")
+    if not unc.has_posterior(model.H):
+        pytest.skip("the fixture's model has no posterior")
+    monkeypatch.setattr(unc, "MAX_DRAW_BYTES", 10_000)
+    before = _digest(w)
+    rc = main(["predict", "m.h5", "one.xyz", "-o", "p.h5", "--samples", "50"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "50 posterior draws of this structure's" in err[0] and "GiB" in err[0], err
+    assert _digest(w) == before

@@ -83,6 +83,10 @@ def _noise(post, shape, rng) -> np.ndarray:
     return rng.standard_normal(shape) / np.sqrt(post.beta)
 
 
+#: Largest array of draws :func:`sample_matrix` builds (bytes): above it the request is refused with its size.
+MAX_DRAW_BYTES = 4 * 2**30
+
+
 def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=None, scales=(1.0, 1.0, 0.0),
                   split: bool = False, max_particles: int = 200_000) -> tuple:
     """Posterior predictive draws of a matrix model's prediction.
@@ -133,6 +137,10 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
     # rows: the mean, then K draws (combined) or 3K (epistemic, noise, shared)
     n_rows = 1 + (3 * K if split else K)
     n_coef = K  # coefficient-draw columns
+    if n_rows * nd * 8 > MAX_DRAW_BYTES:  # refused with the size, instead of the process being killed for memory
+        raise ValueError(f"{K} posterior draws of this structure's {nd} matrix entries would need "
+                         f"~{n_rows * nd * 8 / 2**30:.3g} GiB (limit {MAX_DRAW_BYTES / 2**30:.3g} GiB): ask for fewer "
+                         f"draws (--samples), or none")
     out = np.zeros((n_rows, nd))
     so = shell_offsets(mm.orbital_basis)
     dC = {}
