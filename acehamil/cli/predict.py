@@ -211,8 +211,10 @@ def run(args) -> int:
                 print(f"WARNING: {name}: predicted S is not positive definite: smallest eigenvalue of S(k) "
                       f"{smin:.4g} at k = {sd.info['overlap_min_kpoint']} (over {nk} k-points checked)", file=sys.stderr)
             elif not args.quiet:
-                ext = sd.info.get("uncertainty", {}).get("extrapolation_max")
-                ext = "" if ext is None else f", extrapolation score {ext:.3g}" + (" (OUTSIDE the training data)" if ext > 1 else "")
+                unc = sd.info.get("uncertainty", {})
+                ext, sx = unc.get("extrapolation_max"), unc.get("sigma_extrapolation_eV") or 0.0
+                ext = "" if ext is None else (f", extrapolation score {ext:.3g}" + (" (OUTSIDE the training data)" if ext > 1 else "")
+                                              + (f", sigma >= {sx * 1e3:.0f} meV on every eigenvalue" if sx > 0 else ""))
                 print(f"{name}: {len(sd.atoms)} atoms, {sd.H[0].nblocks} blocks, {time.perf_counter() - t0:.2f} s, "
                       f"min eig S(k) = {smin:.4g} over {nk} k-points{ext}", file=sys.stderr)
     if bad_s:
