@@ -77,6 +77,30 @@ def test_fit_predict_evaluate(workdir, capsys):
     assert np.isfinite(res["eigenvalues"]["mae_meV"]) and res["eigenvalues"]["mae_meV"] < 20.0
 
 
+def test_evaluate_default_grid_is_per_structure_and_scaled_with_the_cell(workdir, capsys):
+    """No --kmesh: each structure on eval_kmesh(atoms) (n_i = ceil(32.5 Å |b_i|)), reported per structure,
+    the same numbers as that grid given explicitly."""
+    from acehamil.models.hamiltonian.evaluate import eval_kmesh
+
+    d = workdir
+    if not (d / "model.h5").exists():
+        assert main(["fit", str(d / "fit.toml"), "-o", str(d / "model.h5"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(d / "model.h5"), str(d / "train.h5"), "--index", "3", "--window", "8", "--json",
+                 "--no-uncertainty"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    auto = out["eigenvalues"]
+    mesh = list(eval_kmesh(read_dataset(d / "train.h5")[3].atoms))
+    assert auto["kmesh"] == "per structure" and out["per_structure"][0]["kmesh"] == mesh
+    assert main(["evaluate", str(d / "model.h5"), str(d / "train.h5"), "--index", "3", "--window", "8", "--json",
+                 "--no-uncertainty", "--kmesh", *map(str, mesh)]) == 0
+    given = json.loads(capsys.readouterr().out)["eigenvalues"]
+    assert given["kmesh"] == mesh and given["mae_meV"] == auto["mae_meV"]
+    assert main(["evaluate", str(d / "model.h5"), str(d / "train.h5"), "--index", "3", "--window", "8",
+                 "--no-uncertainty"]) == 0
+    assert f"per-structure grids ({'x'.join(map(str, mesh))}; scaled with each cell)" in capsys.readouterr().out
+
+
 def test_predict_from_ase_file(workdir, tmp_path):
     import ase.io
 

@@ -5,12 +5,12 @@ JSON contract (``--json``)::
     {"H": {"rmse_meV", "mae_meV", "rmse_meV_aligned", "mae_meV_aligned", "energy_zero_eV", "unmodelled_max_abs_meV",
            "per_block": {key: {"rmse_meV", "mae_meV", "rmse_meV_aligned", "mae_meV_aligned", "n"}}},
      "S": {"rmse", "mae", "unmodelled_max_abs", "per_block": {key: {"rmse", "mae", "n"}}},
-     "eigenvalues": {"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV": 2.0, "kmesh",
+     "eigenvalues": {"mae_meV", "max_meV", "mae_meV_absolute", "fermi_shift_meV", "window_eV": 2.0, "kmesh" ([n1, n2, n3] or "per structure"),
                      "band_path_mae_meV", "n",
                      "uncertainty": {"coverage_90", "coverage_68", "spearman_sigma_error", "n", "mean_sigma_meV",
                                      "per_structure": [...]}},
      "per_structure": [{"name", "kind", "H_rmse_meV", "H_rmse_meV_aligned", "onsite_rmse_meV_aligned", "S_rmse",
-                        "eig_mae_meV", "eig_max_meV", "eig_mae_meV_absolute", "band_path_mae_meV"}, ...],
+                        "eig_mae_meV", "eig_max_meV", "eig_mae_meV_absolute", "band_path_mae_meV", "kmesh"}, ...],
      "n_structures"}
 
 ``eigenvalues.uncertainty`` (models with a posterior, see ``docs/uncertainty.md``): the
@@ -37,7 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("model", help="model file (acehamil fit)")
     p.add_argument("test", help="dataset file with reference H and S")
     p.add_argument("--index", default=":", help="structures to use (ASE-style, default all)")
-    p.add_argument("--kmesh", type=int, nargs=3, default=(6, 6, 6), help="Monkhorst-Pack grid for eigenvalues")
+    p.add_argument("--kmesh", type=int, nargs=3, default=None, metavar=("N1", "N2", "N3"),
+                   help="Monkhorst-Pack grid for eigenvalues, the same for every structure (default: per structure, "
+                        "scaled with its cell: n_i = ceil(32.5 Å |b_i|), 6 6 6 for the 8-atom Si cell, 3 3 3 for 64 atoms)")
     p.add_argument("--window", type=float, default=2.0, help="eV around E_F for eigenvalue errors")
     p.add_argument("--json", action="store_true", help="print the JSON contract instead of a table")
     p.add_argument("--no-uncertainty", action="store_true", help="skip the eigenvalue uncertainty (posterior draws)")
@@ -54,14 +56,14 @@ def run(args) -> int:
 
     if not args.window > 0:
         raise UserError(f"--window must be > 0 eV, got {args.window}")
-    if min(args.kmesh) < 1:
+    if args.kmesh is not None and min(args.kmesh) < 1:
         raise UserError(f"--kmesh entries must be >= 1, got {list(args.kmesh)}")
     if args.samples is not None and args.samples < 2:
         raise UserError(f"--samples must be >= 2 (a spread needs two draws; --no-uncertainty skips them), got {args.samples}")
     model = load_model(args.model)
     ds = read_dataset(args.test)
     idx = select_indices(args.index, len(ds), "--index", str(args.test))
-    res = evaluate(model, [ds[i] for i in idx], kmesh=tuple(args.kmesh), window_eV=args.window,
+    res = evaluate(model, [ds[i] for i in idx], kmesh=None if args.kmesh is None else tuple(args.kmesh), window_eV=args.window,
                    uncertainty=False if args.no_uncertainty else None, n_samples=args.samples)
     if args.json:
         print(dumps_strict(res))
@@ -75,7 +77,7 @@ def run(args) -> int:
     print(f"S: RMSE {res['S']['rmse']:.3e}, MAE {res['S']['mae']:.3e}")
     e = res["eigenvalues"]
     print(f"eigenvalues within E_F +- {e['window_eV']} eV: MAE {e['mae_meV']:.3f} meV (max {e['max_meV']:.3f}) on a "
-          f"{'x'.join(map(str, e['kmesh']))} grid; band path MAE {e['band_path_mae_meV']:.3f} meV")
+          f"{_grids(e, res['per_structure'])}; band path MAE {e['band_path_mae_meV']:.3f} meV")
     kinds = [r["kind"] for r in res["per_structure"] if r["kind"]]
     if kinds:
         from ..models.hamiltonian.evaluate import by_kind
@@ -88,3 +90,11 @@ def run(args) -> int:
         print(f"uncertainty: coverage of 90 % intervals {u['coverage_90']:.3f}, of 68 % intervals {u['coverage_68']:.3f}, "
               f"Spearman(sigma, |error|) {u['spearman_sigma_error']:.3f}, mean sigma {u['mean_sigma_meV']:.2f} meV (n {u['n']})")
     return 0
+
+
+def _grids(e: dict, per_structure: list) -> str:
+    """"a 6x6x6 grid", or the per-structure grids (each distinct one once) of an evaluation."""
+    if isinstance(e["kmesh"], list):
+        return f"a {'x'.join(map(str, e['kmesh']))} grid"
+    seen = list(dict.fromkeys("x".join(map(str, r["kmesh"])) for r in per_structure))
+    return f"per-structure grids ({', '.join(seen)}; scaled with each cell)"

@@ -201,6 +201,9 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     ``fermi_shift_meV`` (model - reference, mean over structures).  Without
     ``n_electrons`` both use the reference ``fermi_level`` (no alignment).
     Errors are band by band, k-weighted, over the reference eigenvalues in the window.
+    ``kmesh`` is one Monkhorst-Pack grid for every structure, or None: each structure on its
+    own grid scaled with its cell (:func:`eval_kmesh`; 6x6x6 for the 8-atom Si cell, 3x3x3
+    for 64 atoms); the grid of each is in ``per_structure[i]["kmesh"]``.
 
     With ``uncertainty`` (default: when the model carries posteriors) the model's
     eigenvalues come with calibrated spreads (:mod:`acehamil.models.hamiltonian.calibrate`,
@@ -243,7 +246,8 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     unc = {"err": [], "sigma": [], "per": []}
     shifts = []
     per_structure = []
-    for r in run(_structure_eigen_errors, (tuple(kmesh), float(window_eV), int(path_points), bool(uncertainty)), tasks):
+    for r in run(_structure_eigen_errors, (None if kmesh is None else tuple(kmesh), float(window_eV), int(path_points),
+                                           bool(uncertainty)), tasks):
         shifts.append(r["shift"])
         for key in acc:
             acc[key].append(r[key])
@@ -257,7 +261,8 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
             unc["per"].append(per)
         g1, w1 = r["grid"], r["w"]
         nan = float("nan")
-        per_structure.append({"mae_meV": float((w1 * g1).sum() / w1.sum() * EV_TO_MEV) if g1.size else nan,
+        per_structure.append({"kmesh": r["kmesh"],
+                              "mae_meV": float((w1 * g1).sum() / w1.sum() * EV_TO_MEV) if g1.size else nan,
                               "max_meV": float(g1.max() * EV_TO_MEV) if g1.size else nan,
                               "mae_meV_absolute": float((w1 * r["grid_abs"]).sum() / w1.sum() * EV_TO_MEV) if g1.size else nan,
                               "band_path_mae_meV": float(r["path"].mean() * EV_TO_MEV) if r["path"].size else nan})
@@ -281,11 +286,33 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         "mae_meV_absolute": float((w * ga).sum() / w.sum() * EV_TO_MEV) if ga.size else nan,
         "fermi_shift_meV": float(np.mean(shifts) * EV_TO_MEV) if shifts else nan,
         "window_eV": float(window_eV),
-        "kmesh": list(kmesh),
+        "kmesh": "per structure" if kmesh is None else list(kmesh),
         "band_path_mae_meV": float(p.mean() * EV_TO_MEV) if p.size else nan,
         "n": int(g.size),
         "per_structure": per_structure,
     }
+
+
+#: k-point density of the per-structure grids of :func:`eigenvalue_errors` with ``kmesh=None`` (Å):
+#: ``n_i = ceil(EVAL_K_DENSITY |b_i|)``, 6x6x6 for the 8-atom 5.43 Å Si cell (the grid of every
+#: figure in docs/models.md), 6x6x3 for its 1x1x2 supercells, 3x3x3 for 64 atoms.
+EVAL_K_DENSITY = 32.5
+
+
+def eval_kmesh(atoms) -> tuple:
+    """Per-structure grid of :func:`eigenvalue_errors` (``kmesh=None``): :func:`acehamil.tb.kpath.kmesh_for`
+    at :data:`EVAL_K_DENSITY`.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> si8 = bulk("Si", "diamond", a=5.43, cubic=True)
+    >>> eval_kmesh(si8), eval_kmesh(si8 * (1, 1, 2)), eval_kmesh(si8 * (2, 2, 2))
+    ((6, 6, 6), (6, 6, 3), (3, 3, 3))
+    """
+    from ...tb.kpath import kmesh_for
+
+    return kmesh_for(atoms, EVAL_K_DENSITY)
 
 
 def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertainty: bool, sd, pm) -> dict:
@@ -305,6 +332,8 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
     from ...tb.eigen import solve
     from ...tb.smearing import fermi_level
 
+    if kmesh is None:
+        kmesh = eval_kmesh(sd.atoms)
     kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
     sigma = None
     H, S = pm.H, pm.S
@@ -330,7 +359,7 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
            "grid": np.abs((e_mod - ef_mod) - (e_ref - ef_ref))[mask],
            "grid_abs": np.abs(e_mod - e_ref)[mask],
            "w": np.broadcast_to(wk[:, None], e_ref.shape)[mask],
-           "err": None, "sigma": None}
+           "err": None, "sigma": None, "kmesh": [int(n) for n in kmesh]}
     if sigma is not None:
         out["err"] = ((e_mod - ef_mod) - (e_ref - ef_ref))[mask]
         out["sigma"] = sigma[:, :nb][mask]
@@ -389,7 +418,7 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
             "H_rmse_meV": hk["rmse"], "H_rmse_meV_aligned": hk["rmse_aligned"],
             "onsite_rmse_meV_aligned": hk["onsite_rmse_aligned"], "S_rmse": sk["rmse"],
             "eig_mae_meV": ek["mae_meV"], "eig_max_meV": ek["max_meV"], "eig_mae_meV_absolute": ek["mae_meV_absolute"],
-            "band_path_mae_meV": ek["band_path_mae_meV"]}
+            "band_path_mae_meV": ek["band_path_mae_meV"], "kmesh": ek["kmesh"]}
            for sd, hk, sk, ek in zip(structures, h["per_structure"], s["per_structure"], e.pop("per_structure"))]
     return {
         "H": {
