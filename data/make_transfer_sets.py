@@ -11,6 +11,8 @@ Usage::
     # ... run the generator on each plan (commands in README.md) ...
     python data/make_transfer_sets.py GENDIR      # write data/si_train_mixed.h5 and data/si_test_ood.h5
     python data/make_transfer_sets.py --slabs GENDIR   # write data/si_train_slabs.h5 (the two surface slabs)
+    python data/make_transfer_sets.py --plans-more DIR  # the second batch's plans (seeds 201-206, see MORE)
+    python data/make_transfer_sets.py --more GENDIR2 --si64-dir GENDIR   # write data/si_train_more.h5
 
 The slabs come from the generator's built-in bases (``acehamil generate pyscf --base si001|si111
 --count 1 --smearing 0.005``, commands in ``README.md``), not from a plan.
@@ -75,6 +77,100 @@ def make_plans(out: Path) -> None:
     write(out / "train_si63.xyz", vacancies(si64, 3, 105, (0.05, 0.25), 0.03))
 
 
+#: the second batch of training plans (issue 12, item 2): generator file stem -> (kind label, seed, planned count)
+#: Seeds 201-206 differ from every other set (0, 31, 33, 101-105; the test set's 9001-9004).
+MORE = {
+    "si8_iso6": ("si8-iso6-shear1-d0.05-0.2", 201, 12),
+    "si15_vac": ("si15-vacancy-strain3-d0.05-0.2", 202, 8),
+    "si17_int": ("si17-interstitial-T-H-strain2", 203, 4),
+    "si8_md": ("si8-md600-1000K-strain2", 204, 8),
+    "si32_dis": ("si32-strain3-d0.05-0.25", 205, 4),
+    "si31_vac": ("si31-vacancy-strain3-d0.05-0.2", 206, 2),
+}
+
+
+def _cell_strain(at, e):
+    """``at`` (a copy) with its cell deformed by ``1 + e`` (atoms follow)."""
+    import numpy as np
+
+    at = at.copy()
+    at.set_cell(at.cell.array @ (np.eye(3) + e), scale_atoms=True)
+    return at
+
+
+def more_plans() -> dict:
+    """The second batch of training plans, ``{stem: [ase.Atoms, ...]}`` (deterministic; seeds in :data:`MORE`).
+
+    - ``si8_iso6``: 8-atom cell, isotropic strain uniform in +-6 % plus a random symmetric tensor with
+      entries uniform in +-1 % (shear and anisotropy), every atom displaced by 0.05-0.2 Å in a random direction;
+    - ``si15_vac``: 16-atom 2x1x1 cell, strain tensor entries +-3 %, 0.05-0.2 Å, one random atom removed
+      (``acehamil.io.plans.make_plan(..., "vacancy")``);
+    - ``si17_int``: 2x1x1 cell, strain +-2 %, 0.05-0.15 Å, one atom inserted, alternately at the tetrahedral
+      site (the largest void, ``plans.largest_voids``) and at a hexagonal site (fractional (5/8, 5/8, 5/8) of a
+      cubic cell: the centre of a six-ring, six neighbours at 2.25 Å);
+    - ``si8_md``: 8-atom cell, strain tensor entries +-2 %, every Cartesian component displaced by a Gaussian
+      with sigma uniform in 0.07-0.11 Å per structure: Si at 600-1000 K in the classical Debye model,
+      ``sigma^2 = 3 hbar^2 T / (m k_B Theta_D^2)`` with Theta_D = 645 K gives 0.086 Å at 600 K and 0.11 Å at 1000 K;
+    - ``si32_dis``: 32-atom 2x2x1 cell, strain +-3 %, 0.05-0.25 Å;
+    - ``si31_vac``: the 2x2x1 cell with one atom removed, strain +-3 %, 0.05-0.2 Å.
+    """
+    import numpy as np
+    from ase import Atoms
+    from ase.build import bulk
+
+    from acehamil.io.generator import perturbed_structures
+    from acehamil.io.plans import largest_voids, make_plan
+
+    si8 = bulk("Si", "diamond", a=5.43, cubic=True)
+    si16, si32 = si8.repeat((2, 1, 1)), si8.repeat((2, 2, 1))
+    out = {}
+
+    rng = np.random.default_rng(MORE["si8_iso6"][1])
+    frames = []
+    for _ in range(MORE["si8_iso6"][2]):
+        e = rng.uniform(-0.01, 0.01, size=(3, 3))
+        e = rng.uniform(-0.06, 0.06) * np.eye(3) + 0.5 * (e + e.T)
+        frames.append(perturbed_structures(_cell_strain(si8, e), 1, (0.05, 0.2), 0.0, int(rng.integers(2**31)))[0][1])
+    out["si8_iso6"] = frames
+
+    out["si15_vac"] = [at for _, at in make_plan(si16, "vacancy", MORE["si15_vac"][2], (0.05, 0.2), 0.03, MORE["si15_vac"][1])]
+
+    frames = []
+    hexa = np.array([5 / 16, 5 / 8, 5 / 8])  # (5/8, 5/8, 5/8) of the first cubic cell, in 2x1x1 fractions
+    for n, (_, at) in enumerate(perturbed_structures(si16, MORE["si17_int"][2], (0.05, 0.15), 0.02, MORE["si17_int"][1])):
+        site = largest_voids(at, 1)[0] if n % 2 == 0 else hexa @ at.cell.array
+        frames.append(at + Atoms("Si", positions=[site]))
+    out["si17_int"] = frames
+
+    rng = np.random.default_rng(MORE["si8_md"][1])
+    frames = []
+    for _ in range(MORE["si8_md"][2]):
+        e = rng.uniform(-0.02, 0.02, size=(3, 3))
+        at = _cell_strain(si8, 0.5 * (e + e.T))
+        at.positions = at.positions + rng.normal(scale=rng.uniform(0.07, 0.11), size=(len(at), 3))
+        frames.append(at)
+    out["si8_md"] = frames
+
+    out["si32_dis"] = [at for _, at in perturbed_structures(si32, MORE["si32_dis"][2], (0.05, 0.25), 0.03, MORE["si32_dis"][1])]
+    out["si31_vac"] = [at for _, at in make_plan(si32, "vacancy", MORE["si31_vac"][2], (0.05, 0.2), 0.03, MORE["si31_vac"][1])]
+    return out
+
+
+def write_more_plans(out: Path, counts: dict | None = None) -> None:
+    """Write :func:`more_plans` as ``out/<stem>.xyz``, the first ``counts[stem]`` frames of each (all by default).
+
+    Every plan is made in full and then cut, so a shorter plan is a prefix of the longer one and the
+    generator's ``--resume`` extends it (structures are named ``<stem>-NNNN`` by position).
+    """
+    from ase.io import write
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stem, frames in more_plans().items():
+        n = len(frames) if counts is None else min(int(counts.get(stem, len(frames))), len(frames))
+        if n > 0:
+            write(out / f"{stem}.xyz", frames[:n])
+
+
 def collect(gendir: Path, spec) -> list:
     """Structures of ``spec`` from the generator files, each with ``info["kind"]``."""
     from acehamil.io.dataset import read_dataset
@@ -93,15 +189,68 @@ def collect(gendir: Path, spec) -> list:
     return out
 
 
+#: the older generator's 64-atom cell shipped with the second batch when its band error is within tolerance
+SI64 = ("train_si64", "si64-rattle0.05-0.3-strain4-fourier2x2x2")
+
+
+def collect_more(gendir: Path, si64_dir: Path | None, band_tol: float = 5.0) -> list:
+    """The finished structures of :data:`MORE` in ``gendir`` (plus :data:`SI64` from ``si64_dir`` when its
+    band error is <= ``band_tol`` meV), each with ``info["kind"]``, ``info["seed"]`` and ``info["band_error"]``
+    (:func:`acehamil.io.band_check.band_errors` of the float64 data; measured here for files that lack it)."""
+    from acehamil.io.band_check import band_errors
+    from acehamil.io.dataset import read_dataset
+
+    out = []
+    spec = [(stem, kind, seed) for stem, (kind, seed, _) in MORE.items()]
+    if si64_dir is not None:
+        spec.append((SI64[0], SI64[1], 104))
+    for stem, kind, seed in spec:
+        path = (si64_dir if stem == SI64[0] else gendir) / f"{stem}.h5"
+        if not path.exists():
+            print(f"  {path}: absent, skipped", file=sys.stderr)
+            continue
+        ds = read_dataset(path)
+        for sd in ds:
+            be = sd.info.get("band_error") if isinstance(sd.info.get("band_error"), dict) else band_errors(sd)
+            if be["checked_max_meV"] is None or be["checked_max_meV"] > band_tol:
+                print(f"  {sd.info.get('name')}: band error {be['checked_max_meV']} meV above {band_tol} meV, left out",
+                      file=sys.stderr)
+                continue
+            out.append(replace(sd, info={**sd.info, "kind": kind, "seed": seed, "band_error": be,
+                                         "generator_file": path.name}))
+        print(f"  {path.name}: {kind}: {len(ds)} structures", file=sys.stderr)
+    return out
+
+
+def precision_check(structures: list, stored) -> list:
+    """Per structure: (name, band error of the float64 data, of the stored (float32) data, largest change), meV
+    (occupied and E_F +- 2 eV bands against PySCF's own bands)."""
+    from acehamil.io.band_check import band_errors
+
+    rows = []
+    for a, b in zip(structures, stored):
+        e64, e32 = a.info["band_error"]["checked_max_meV"], band_errors(b)["checked_max_meV"]
+        rows.append((a.info.get("name"), e64, e32, abs(e32 - e64)))
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("gendir", nargs="?", help="folder with the generator outputs (train_si8.h5, ...)")
     p.add_argument("--plans", help="write the structure plans (xyz) to this folder and stop")
     p.add_argument("--slabs", action="store_true", help="write only si_train_slabs.h5 (from si001_slab.h5, si111_slab.h5)")
+    p.add_argument("--more", action="store_true",
+                   help="write only si_train_more.h5 from the finished second-batch files in GENDIR (see MORE)")
+    p.add_argument("--si64-dir", help="with --more: folder of the older generator's train_si64.h5, added when its band "
+                                      "error is within the generator's 5 meV tolerance")
+    p.add_argument("--plans-more", help="write the second batch's structure plans (xyz) to this folder and stop")
     p.add_argument("--out", default=str(HERE))
     args = p.parse_args(argv)
     if args.plans:
         make_plans(Path(args.plans))
+        return 0
+    if args.plans_more:
+        write_more_plans(Path(args.plans_more))
         return 0
     if not args.gendir:
         p.error("give the generator folder (or --plans DIR)")
@@ -110,6 +259,18 @@ def main(argv=None) -> int:
     gendir, out = Path(args.gendir), Path(args.out)
     if args.slabs:
         write_dataset(out / "si_train_slabs.h5", collect(gendir, SLABS), precision="float32")
+        return 0
+    if args.more:
+        from acehamil.io.dataset import read_dataset
+
+        structs = collect_more(gendir, Path(args.si64_dir) if args.si64_dir else None)
+        target = out / "si_train_more.h5"
+        write_dataset(target, structs, precision="float32")
+        rows = precision_check(structs, read_dataset(target))
+        for name, e64, e32, d in rows:
+            print(f"  {name:28s} band error float64 {e64:.3f} meV, float32 {e32:.3f} meV (change {d * 1e3:.1f} ueV)")
+        print(f"{target}: {len(structs)} structures, {target.stat().st_size / 1e6:.2f} MB; float32 changes the band "
+              f"error by at most {max((r[3] for r in rows), default=0) * 1e3:.1f} ueV")
         return 0
     write_dataset(out / "si_train_mixed.h5", collect(gendir, TRAIN), precision="float32")
     write_dataset(out / "si_test_ood.h5", collect(gendir, TEST), precision="float32")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -202,6 +203,7 @@ def test_mixed_cell_sizes_and_band_error_stored(tmp_path, capsys):
         assert sd.info["settings"]["fourier_kmesh"] == "auto" and sd.info["settings"]["ke_cutoff"] == 15.0
         n = sd.info["resolved"]["fourier_kmesh"]
         assert sd.info["resolved"]["r_cut_max"] > 5.5
+        assert 0 < sd.info["cpu_seconds"] <= 1.5 * sd.info["seconds"] * os.cpu_count() and sd.info["load_1min"] >= 0
         meshes.append(tuple(n))
     assert meshes[0] != meshes[1]  # each cell got its own Fourier mesh
 
@@ -278,6 +280,35 @@ def test_scf_failure_is_a_clear_message_naming_the_structure(tmp_path, monkeypat
     with pytest.raises(generator.GenerationError, match=r"structure 'bad-0000' \(Si2, 2 atoms\): PySCF's SCF did not converge"):
         generator.generate(plan, tmp_path / "b.h5", lambda at, s: run_crystal(at, st, dm0=s), progress=False)
     assert not (tmp_path / "b.h5").exists()
+
+
+def test_scf_retry_converges_and_the_command_line_says_so(tmp_path, monkeypatch, capsys):
+    """An SCF that does not converge plainly is retried from scratch, damped and level-shifted; the progress
+    says so as it happens (an interstitial cell's SCF ran 25 min unconverged without a word, issue 12)."""
+    pyscf = pytest.importorskip("pyscf")
+    import pyscf.pbc.dft  # noqa: F401
+
+    from pyscf.pbc.dft.krks import KRKS
+
+    calls = []
+
+    class FirstFails(KRKS):
+        def kernel(self, *args, **kwargs):
+            calls.append((self.damp, self.level_shift))
+            if len(calls) == 1:
+                self.converged, self.e_tot = False, -7.5
+                return self.e_tot
+            return super().kernel(*args, **kwargs)
+
+    monkeypatch.setattr(pyscf.pbc.dft, "KRKS", lambda *a, **k: FirstFails(*a, **k))
+    out = tmp_path / "r.h5"
+    rc, _, err = _cli(["generate", "pyscf", "--base", "si2", "--count", "1", "-o", out, *TINY], capsys)
+    assert rc == 0, err
+    assert "scf not converged after" in err and "retrying with damping 0.5" in err and "band error" in err
+    assert calls[1] == (0.5, 0.1)
+    assert read_dataset(out)[0].info["resolved"]["scf_retried"] is True
+    rc, _, err = _cli(["generate", "pyscf", "--base", "si2", "--count", "2", "-o", out, "--resume", "--quiet", *TINY], capsys)
+    assert rc == 0 and "retrying" not in err  # --quiet: no progress, no SCF notes
 
 
 def test_density_guess_only_reused_for_the_same_atoms_and_mesh():

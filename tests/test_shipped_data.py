@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from acehamil.io.config import read_model_config
@@ -51,3 +52,68 @@ def test_example_never_fits_the_test_only_file_and_holds_out_every_kind_of_sever
     assert held <= fitted and several <= held  # every kind of more than one structure has held-out ones
     assert fitted - several <= {"si001-slab", "si111-slab"}  # the one-structure kinds: the two surface slabs
     assert not set(read_dataset(TEST).names) & set(read_dataset(train_files).names)
+
+
+MORE = ROOT / "data" / "si_train_more.h5"
+TEST_SEEDS = {9001, 9002, 9003, 9004}
+
+
+def _transfer_sets():
+    """``data/make_transfer_sets.py`` as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_transfer_sets", ROOT / "data" / "make_transfer_sets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_second_batch_plans_are_reproducible_new_and_what_they_say():
+    m = _transfer_sets()
+    plans, again = m.more_plans(), m.more_plans()
+    seeds = [seed for _, seed, _ in m.MORE.values()]
+    assert len(set(seeds)) == len(seeds) and not set(seeds) & (TEST_SEEDS | {0, 31, 33, 101, 102, 103, 104, 105})
+    size = {"si8_iso6": 8, "si15_vac": 15, "si17_int": 17, "si8_md": 8, "si32_dis": 32, "si31_vac": 31}
+    for stem, frames in plans.items():
+        assert len(frames) == m.MORE[stem][2] and {len(at) for at in frames} == {size[stem]}, stem
+        for a, b in zip(frames, again[stem]):
+            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.cell.array, b.cell.array)
+        dmin = min(at.get_all_distances(mic=True)[np.triu_indices(len(at), 1)].min() for at in frames)
+        assert dmin > 1.9, stem  # no two atoms on top of each other (Si-Si bond 2.35 Å)
+    # isotropic strain beyond the older sets' +-5 % tensor entries: linear strain up to 6 % (+1 % shear)
+    lin = [(at.get_volume() / 160.103007) ** (1 / 3) - 1 for at in plans["si8_iso6"]]  # 5.43^3 Å^3
+    assert max(np.abs(lin)) <= 0.071 and max(np.abs(lin)) > 0.04
+    # interstitials in turn tetrahedral (4 neighbours at 2.35 Å, 6 more at 2.72) and hexagonal (6 at 2.25, then 3.53)
+    from ase.neighborlist import neighbor_list
+
+    for n, at in enumerate(plans["si17_int"]):
+        i, d = neighbor_list("id", at, 3.1)  # every periodic image: a 5.43 Å cell holds one atom's two images
+        d = np.sort(d[i == len(at) - 1])
+        assert len(d) == (10 if n % 2 == 0 else 6) and d[0] > 2.1, (n, d)
+    # MD-like: Gaussian components, so the rms displacement from the strained lattice is sigma in 0.07-0.11 Å
+    assert all(0.04 < np.std(at.positions - _lattice(at)) < 0.15 for at in plans["si8_md"])
+
+
+def _lattice(at):
+    """The ideal diamond site nearest to each atom of ``at`` (an 8-atom cubic cell, strained with it), Å."""
+    from ase.build import bulk
+
+    ideal = bulk("Si", "diamond", a=5.43, cubic=True).get_scaled_positions()
+    frac = at.get_scaled_positions(wrap=False) - ideal
+    return (ideal + frac.round()) @ at.cell.array
+
+
+def test_second_batch_file_is_labelled_accurate_and_kept_apart_from_the_test_set():
+    if not MORE.exists():
+        pytest.skip("data/si_train_more.h5 not shipped")
+    labels = kinds(MORE)
+    assert all(labels)
+    with h5py.File(MORE, "r") as f:
+        infos = [json.loads(f["structures"][k].attrs["info"]) for k in sorted(f["structures"])]
+    assert all(i["band_error"]["checked_max_meV"] <= 5.0 and i["seed"] not in TEST_SEEDS for i in infos)
+    ds = read_dataset(MORE)
+    for kind in dict.fromkeys(labels):  # float32 storage and the 12 Å cutoff keep PySCF's own bands
+        sd = ds[labels.index(kind)]
+        assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
+    others = [TRAIN, SLABS, TEST, ROOT / "data" / "si8_szv.h5"]
+    assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)

@@ -261,8 +261,11 @@ def run(args) -> int:
 
         settings = crystal_settings(args)
 
+        def log(msg):  # a structure can take many minutes (an SCF retried): say where it is
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
         def compute(atoms, state):
-            data, state = run_crystal(atoms, settings, dm0=state)
+            data, state = run_crystal(atoms, settings, dm0=state, log=None if args.quiet else log)
             return check_band_tolerance(data, args.band_tol, args.on_band_error), state
 
     _check_pyscf_names(basis if args.molecule else settings.basis, xc if args.molecule else settings.xc, plan)

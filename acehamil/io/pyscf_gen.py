@@ -29,6 +29,7 @@ PySCF's own factor, Bohr -> Å.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -455,7 +456,8 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
         H (eV), S, energy (eV), midgap ``fermi_level`` (eV), ``n_electrons`` (valence),
         ``reference_bands`` = (:data:`REFERENCE_KPTS`, PySCF's eigenvalues there, eV).  ``info`` holds
         ``settings`` (as requested), ``resolved`` (the meshes and cutoff used, FFT residual) and
-        ``band_error`` (:func:`acehamil.io.band_check.band_errors`, meV).
+        ``band_error`` (:func:`acehamil.io.band_check.band_errors`, meV), ``seconds`` (wall), ``cpu_seconds`` (this
+        process) and ``load_1min`` (the machine's load average when it finished).
     state : dict
         ``{"key", "dm", "ke_cutoff", "atoms"}``: pass it as ``dm0`` to the next call.
 
@@ -473,7 +475,7 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     if not pbc.any():
         raise ValueError("run_crystal needs a structure periodic along at least one axis (use run_molecule for molecules)")
     log = log or (lambda msg: None)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     scf_k, n = resolved_settings(atoms, settings)
     prev = dm0 if isinstance(dm0, dict) else {}
     ke, fft_res, cell = choose_ke_cutoff(atoms, settings, start=prev.get("ke_cutoff"))
@@ -564,7 +566,8 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
         n_electrons=float(cell.nelectron),
         info={"source": "pyscf", "method": f"KRKS/{settings.xc}", "settings": settings.to_dict(), "resolved": resolved},
     )
-    data = replace(data, info={**data.info, "band_error": band_errors(data, band_window), "seconds": time.perf_counter() - t0})
+    data = replace(data, info={**data.info, "band_error": band_errors(data, band_window), "seconds": time.perf_counter() - t0,
+                                  "cpu_seconds": time.process_time() - c0, "load_1min": os.getloadavg()[0]})
     log(f"done {time.perf_counter() - t0:.1f}s, band error {data.info['band_error']['checked_max_meV']:.2f} meV")
     return data, {"key": key, "dm": dm, "ke_cutoff": ke, "atoms": atoms.copy()}
 
