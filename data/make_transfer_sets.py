@@ -266,6 +266,8 @@ def main(argv=None) -> int:
         write_dataset(out / "si_train_slabs.h5", collect(gendir, SLABS), precision="float32")
         return 0
     if args.more:
+        import numpy as np
+
         from acehamil.io.dataset import read_dataset
 
         structs = collect_more(gendir, Path(args.si64_dir) if args.si64_dir else None)
@@ -274,6 +276,13 @@ def main(argv=None) -> int:
         rows = precision_check(structs, read_dataset(target))
         for name, e64, e32, d in rows:
             print(f"  {name:28s} band error float64 {e64:.3f} meV, float32 {e32:.3f} meV; eigenvalues moved by <= {d * 1e3:.2f} ueV")
+        for kind in dict.fromkeys(sd.info["kind"] for sd in structs):  # the README's table rows
+            group = [sd.info for sd in structs if sd.info["kind"] == kind]
+            be = sorted(i["band_error"]["checked_max_meV"] for i in group)
+            al = max(i["band_error"]["all"]["max_meV"] for i in group)
+            wall = ", ".join(f"{i['seconds']:.0f}" for i in group)
+            cpus = ", ".join(f"{i['cpu_seconds']:.0f}" for i in group if i.get("cpu_seconds") is not None) or "-"
+            print(f"| `{kind}` | {len(group)} | {be[-1]:.2f} / {float(np.median(be)):.2f} | {al:.2f} | {wall} | {cpus} |")
         print(f"{target}: {len(structs)} structures, {target.stat().st_size / 1e6:.2f} MB; float32 storage moves eigenvalues "
               f"(all bands, reference k-points) by at most {max((r[3] for r in rows), default=0) * 1e3:.2f} ueV")
         return 0
