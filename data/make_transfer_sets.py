@@ -88,6 +88,17 @@ MORE = {
     "si31_vac": ("si31-vacancy-strain3-d0.05-0.2", 206, 2),
 }
 
+#: what each kind's cells are (the README table)
+CELLS = {
+    "si8-iso6-shear1-d0.05-0.2": "8-atom cubic, isotropic strain uniform in ±6 % + symmetric tensor entries ±1 %, displacements 0.05-0.2 Å (seed 201)",
+    "si15-vacancy-strain3-d0.05-0.2": "16-atom 2x1x1 minus one atom, strain entries ±3 %, 0.05-0.2 Å (seed 202)",
+    "si17-interstitial-T-H-strain2": "2x1x1 plus one atom, alternately at the tetrahedral and a hexagonal site, strain ±2 %, 0.05-0.15 Å, smearing 0.005 Ha (seed 203)",
+    "si8-md600-1000K-strain2": "8-atom, strain ±2 %, Gaussian displacements, sigma 0.07-0.11 Å per component (600-1000 K) (seed 204)",
+    "si32-strain3-d0.05-0.25": "32-atom 2x2x1, strain ±3 %, 0.05-0.25 Å (seed 205)",
+    "si31-vacancy-strain3-d0.05-0.2": "2x2x1 minus one atom, strain ±3 %, 0.05-0.2 Å (seed 206)",
+    "si64-rattle0.05-0.3-strain4-fourier2x2x2": "64-atom 2x2x2, strain ±4 %, 0.05-0.3 Å, older generator, Fourier 2x2x2 (seed 104)",
+}
+
 
 def _cell_strain(at, e):
     """``at`` (a copy) with its cell deformed by ``1 + e`` (atoms follow)."""
@@ -282,7 +293,7 @@ def main(argv=None) -> int:
             al = max(i["band_error"]["all"]["max_meV"] for i in group)
             wall = ", ".join(f"{i['seconds']:.0f}" for i in group)
             cpus = ", ".join(f"{i['cpu_seconds']:.0f}" for i in group if i.get("cpu_seconds") is not None) or "-"
-            print(f"| `{kind}` | {len(group)} | {be[-1]:.2f} / {float(np.median(be)):.2f} | {al:.2f} | {wall} | {cpus} |")
+            print(f"| `{kind}` | {len(group)} | {CELLS.get(kind, '')} | {be[-1]:.2f} / {float(np.median(be)):.2f} | {al:.2f} | {wall} | {cpus} |")
         print(f"{target}: {len(structs)} structures, {target.stat().st_size / 1e6:.2f} MB; float32 storage moves eigenvalues "
               f"(all bands, reference k-points) by at most {max((r[3] for r in rows), default=0) * 1e3:.2f} ueV")
         return 0
