@@ -266,6 +266,8 @@ CLI_FAULTS = [
     ("bands-emin-nan", None, BANDS + ["--emin", "nan"], "--emin must be a finite energy in eV"),
     ("bands-emin-above-emax", None, BANDS + ["--emin", "5", "--emax", "-5"], "--emin 5.0 must be below --emax -5.0"),
     ("bands-empty-path", None, BANDS + ["--path", ""], "the k-path '' names no special points"),
+    ("bands-runaway-npoints", None, BANDS + ["--npoints", "100000000"], "--npoints 100000000: 100000000 k-points x 16 bands"),
+    ("dos-runaway-energy-grid", None, DOS + ["--npoints", "1000000000"], "more than 1000000 energies"),
     ("bands-fermi-level-inf", None, BANDS + ["--fermi-level", "inf"], "--fermi-level must be a finite energy"),
     ("dos-fermi-level-nan", None, DOS + ["--fermi-level", "nan"], "--fermi-level must be a finite energy"),
     ("dos-erange-inf", None, DOS + ["--erange", "-5", "inf"], "--erange EMIN EMAX needs finite EMIN < EMAX"),
@@ -616,4 +618,16 @@ def test_too_many_posterior_draws_are_refused_with_their_size(w, capsys, monkeyp
     rc = main(["predict", "m.h5", "one.xyz", "-o", "p.h5", "--samples", "50"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "50 posterior draws of this structure's" in err[0] and "GiB" in err[0], err
+    assert _digest(w) == before
+
+
+def test_a_kpts_file_too_large_for_memory_is_refused_before_solving(w, capsys, monkeypatch):
+    import acehamil.cli._tbcommon as tbc
+
+    monkeypatch.setattr(tbc, "MAX_LEVELS", 100)  # 7 k-points x 16 bands > 100
+    np.savetxt(w / "k.txt", np.zeros((7, 3)))
+    before = _digest(w)
+    rc = main(["bands", "train.h5", "--kpts", "k.txt", "-o", "b.png"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--kpts k.txt (7 k-points): 7 k-points x 16 bands" in err[0], err
     assert _digest(w) == before

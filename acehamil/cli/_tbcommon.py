@@ -70,6 +70,21 @@ def check_output(path) -> None:
         raise UserError(f"cannot write {p}: folder {str(p.parent)!r} does not exist")
 
 
+#: Largest k-points x bands (x spin channels) a band structure or DOS holds: 2e8 levels are 1.5 GiB of eigenvalues.
+MAX_LEVELS = 2e8
+#: Largest energy grid of a DOS (points): far beyond any plot's resolution.
+MAX_ENERGY_POINTS = 10**6
+
+
+def check_levels_size(nk: int, sd, option: str) -> None:
+    """UserError, before any work, when ``nk`` k-points of ``sd`` need more than :data:`MAX_LEVELS` eigenvalues."""
+    norb = sd.S.norb if sd.S is not None else sd.H[0].norb
+    levels = float(nk) * norb * max(1, len(sd.H))
+    if levels > MAX_LEVELS:
+        raise UserError(f"{option}: {nk} k-points x {norb} bands would need ~{levels * 8 / 2**30:.3g} GiB of "
+                        f"eigenvalues and ~{nk * norb**3 * 1e-9:.3g} Gflop of eigen-solves; use fewer k-points")
+
+
 def check_energy_options(args) -> None:
     """``--emin``/``--emax``/``--fermi-level`` finite (eV) and ``--emin < --emax``, before any work."""
     import math
@@ -78,6 +93,10 @@ def check_energy_options(args) -> None:
         v = getattr(args, opt, None)
         if v is not None and not math.isfinite(v):
             raise UserError(f"--{opt.replace('_', '-')} must be a finite energy in eV, got {v}")
+    npoints = getattr(args, "npoints", None)
+    if getattr(args, "command", "") == "dos" and npoints is not None and npoints > MAX_ENERGY_POINTS:
+        raise UserError(f"--npoints {npoints}: more than {MAX_ENERGY_POINTS} energies (far beyond any plot's "
+                        f"resolution; each costs a pass over every level)")
     if args.emin is not None and args.emax is not None and not args.emin < args.emax:
         raise UserError(f"--emin {args.emin} must be below --emax {args.emax} (eV relative to E_F)")
 

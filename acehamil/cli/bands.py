@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..tb.kpath import LATTICE_TOLERANCE
-from ._tbcommon import add_structure_args, check_tb_outputs, load_structure, save_figure_safely, solver_kw, write_json
+from ._tbcommon import add_structure_args, check_levels_size, check_tb_outputs, load_structure, save_figure_safely, solver_kw, write_json
 
 
 def register(subparsers) -> None:
@@ -86,10 +86,13 @@ def run(args) -> int:
         raise UserError(f"--npoints must be >= 2, got {args.npoints}")
     check_tb_outputs(args, REFERENCE=args.reference, KPTS=args.kpts)
     sd = load_structure(args.data, args.structure, args.orthonormal)
+    if args.npoints is not None:
+        check_levels_size(args.npoints, sd, f"--npoints {args.npoints}")
     kw = solver_kw(args)
     kpts, reference, ref_label, labels, breaks = None, None, "reference", None, None
     if args.kpts is not None:
         kpts = read_kpts(args.kpts)
+        check_levels_size(len(kpts), sd, f"--kpts {args.kpts} ({len(kpts)} k-points)")
     elif args.path is None and args.reference is None and sd.reference_bands is not None:
         kpts, reference = (np.asarray(a, dtype=float) for a in sd.reference_bands)
         ref_label = str(sd.info.get("source", sd.info.get("code", "DFT")))
