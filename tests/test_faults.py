@@ -631,3 +631,30 @@ def test_a_kpts_file_too_large_for_memory_is_refused_before_solving(w, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--kpts k.txt (7 k-points): 7 k-points x 16 bands" in err[0], err
     assert _digest(w) == before
+
+
+def test_non_finite_model_coefficients_are_refused_on_save_and_on_load(w, capsys, monkeypatch):
+    """A model with a NaN coefficient was saved, loaded and predicted from without a word."""
+    import dataclasses
+
+    import acehamil.io.models as models
+
+    m = models.load_model(w / "m.h5")
+    key = sorted(m.H.coefficients)[0]
+    L = sorted(m.H.coefficients[key])[0]
+    bad = np.array(m.H.coefficients[key][L], dtype=float)
+    bad.flat[0] = np.nan
+    coefs = {k: dict(v) for k, v in m.H.coefficients.items()}
+    coefs[key][L] = bad
+    poisoned = dataclasses.replace(m, H=dataclasses.replace(m.H, coefficients=coefs))
+    with pytest.raises(ValueError, match=rf"the H coefficients of {key} \(L={L}\) contain NaN or inf"):
+        models.save_model(poisoned, w / "n.h5")
+    assert not (w / "n.h5").exists()
+    with monkeypatch.context() as mp:  # a file written by an older acehamil, without the check
+        mp.setattr(models, "_check_finite", lambda *a: None)
+        models.save_model(poisoned, w / "n.h5")
+    before = _digest(w)
+    rc = main(["predict", "n.h5", "one.xyz", "-o", "p.h5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "n.h5: the H coefficients of" in err[0], err
+    assert _digest(w) == before

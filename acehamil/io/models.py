@@ -51,8 +51,19 @@ def _checksum(model) -> str:
     return h.hexdigest()
 
 
+def _check_finite(model, where: str) -> None:
+    """ValueError naming the first block type whose coefficients are NaN or inf (they predict NaN H or S)."""
+    for name, mm in (("H", model.H), ("S", model.S)):
+        for key in sorted(mm.coefficients):
+            for L in sorted(mm.coefficients[key]):
+                if not np.isfinite(np.asarray(mm.coefficients[key][L], dtype=float)).all():
+                    raise ValueError(f"{where}: the {name} coefficients of {key} (L={L}) contain NaN or inf")
+
+
 def save_model(model, path) -> None:
-    """Write ``model`` (a :class:`~acehamil.models.hamiltonian.HamiltonianModel`) to ``path`` atomically."""
+    """Write ``model`` (a :class:`~acehamil.models.hamiltonian.HamiltonianModel`) to ``path`` atomically
+    (refused, with no file written, when a coefficient is NaN or inf)."""
+    _check_finite(model, f"model for {path}")
     with atomic_h5(path) as f:
         write_header(f, KIND, FORMAT_VERSION)
         f.attrs["config"] = json.dumps(model.config.to_dict())
@@ -150,6 +161,7 @@ def load_model(path):
         model = dataclasses.replace(model, valence_electrons=valence)
     if _checksum(model) != checksum:
         raise ValueError(f"{path}: coefficient checksum mismatch (file corrupted or edited)")
+    _check_finite(model, str(path))
     rebuilt = {"H": _basis_specs(model.H), "S": _basis_specs(model.S)}
     if json.loads(json.dumps(rebuilt)) != stored_specs:
         raise ValueError(f"{path}: the ACE basis specs rebuilt by this acehamil differ from those stored in the file "
