@@ -505,7 +505,8 @@ def test_damaged_deeph_folder_is_one_line(w, capsys, kind, message):
     ("positions", lambda g: _set(g, "Structure/positions", lambda a: a[:1]), "positions (1, 3), lattice (3, 3)"),
     ("pbc", lambda g: _set(g, "Structure/pbc", lambda a: np.array([1, 0])), "pbc (2,) do not fit"),
     ("fermi_level", lambda g: _set(g, "Data/fermi_level", lambda a: np.array(np.nan)), "Data/fermi_level: not finite"),
-], ids=["H-nan", "H-in-kcal", "positions-in-bohr", "positions-shape", "pbc-shape", "fermi-level-nan"])
+    ("Data", lambda g: g.__delitem__("Data"), "System_1 has Structure/ but no Data/ (truncated or damaged file?)"),
+], ids=["H-nan", "H-in-kcal", "positions-in-bohr", "positions-shape", "pbc-shape", "fermi-level-nan", "group-without-Data"])
 def test_damaged_acehamiltonians_file_is_one_line(shared_data, tmp_path, capsys, path, edit, message):
     src = tmp_path / "a.h5"
     shutil.copy(shared_data / "acehamiltonians-si" / "contrived_Si_symmetry_testing_systems.h5", src)

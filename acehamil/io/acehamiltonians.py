@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 from ase import Atoms
 
@@ -72,9 +73,13 @@ def read_acehamiltonians(path, group: str | None = None, drop_tol: float = 0.0) 
     path = Path(path)
     with open_h5(path) as f:
         if group is None:
-            names = [k for k in f if "Structure" in f[k] and "Data" in f[k]]
+            names = [k for k in f if isinstance(f[k], h5py.Group) and "Structure" in f[k] and "Data" in f[k]]
             if not names:
                 raise ValueError(f"{path}: no ACEhamiltonians structure groups (with Structure/ and Data/) found")
+            half = [k for k in f if isinstance(f[k], h5py.Group) and ("Structure" in f[k]) != ("Data" in f[k])]
+            if half:  # a structure group that lost a part: never skipped silently
+                raise UserError(f"{path}:/{half[0]} has {'Structure/ but no Data/' if 'Structure' in f[half[0]] else 'Data/ but no Structure/'} "
+                                f"(truncated or damaged file?); {len(names)} complete group(s) besides")
             return [_read_group(f, k, path, drop_tol) for k in names]
         if group not in f:
             raise ValueError(f"{path}: no group {group!r}; groups: {', '.join(f)}")
