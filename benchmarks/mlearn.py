@@ -49,6 +49,10 @@ MULTILAYER = {"n_message": 6, "n_pass": 6, "embeddings": ("identity", "fs")}
 #: CV grid of the second layer's prior relative to the first (FitSettings.layer_prior_factors); first (0.1, 1, 10, 100),
 #: widened to 0.01 after Ge's training-CV optimum sat on its lower edge (0.1).
 LAYER_PRIOR_FACTORS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+#: Candidate cutoffs (Å) of the second layer's messages (r_message = r_pass) per element; the training CV score
+#: picks one. None: the basis cutoff; the other value lies between the second and third neighbour shells of the
+#: element's crystal (diamond Si 3.84 / 4.50, Ge 4.00 / 4.69; bcc Li 3.44 / 4.87, Mo 3.16 / 4.47), fixed before any fit.
+LAYER_CUTOFFS = {"Si": (None, 4.2), "Ge": (None, 4.5), "Li": (None, 4.2), "Mo": (None, 4.0)}
 EMBEDDED = {"embeddings": ("fs", "fs"), "density_max_degree": (9, 6, 4, 3), "lam": (1e-3, 1e-1), "maxiter": 300, "init_scale": 1.0}
 
 
@@ -218,33 +222,39 @@ def _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, 
     from acehamil.models.potential.multilayer import MessageSpec
     from acehamil.models.potential.multilayer_fit import fit_multilayer, linear_from_accumulated
 
-    best = {}
+    best, cv_layer = {}, []
+    layer_cutoffs = ml.get("layer_cutoffs") or (None,)
     for rc in cutoffs:
-        t0 = time.perf_counter()
         basis = make_basis(species, r_cut=rc, **basis_kw)
-        mspec = MessageSpec(n_message=ml["n_message"], r_message=ml.get("r_message") or rc, n_pass=ml["n_pass"],
-                            r_pass=ml.get("r_pass") or rc, embeddings=tuple(ml["embeddings"]))
-        if progress:
-            print(f"{el}: r_cut={rc} {basis}; {mspec}", file=sys.stderr, flush=True)
-        layer, acc = _cached_multilayer(cache_dir, el, basis, species, train, settings, mspec, repulsion, progress)
-        t1 = time.perf_counter()
-        fits = {}
-        if "linear" in models:
-            fits["linear"] = linear_from_accumulated(acc, basis, species, settings, repulsion, progress)
-        fits["multilayer"] = fit_multilayer(train, basis, species, settings, repulsion=repulsion, progress=progress,
-                                            accumulated=acc, layer=layer)
-        for name, res in fits.items():
-            score = res.cv[0]["score"] if res.cv else 0.0
-            secs = (t1 - t0) + res.seconds["cv"] + res.seconds["solve"]
-            if name not in best or score < best[name][0]:
-                best[name] = (score, rc, res, secs, {**res.seconds, "features": acc.seconds})
+        for k, lc in enumerate(layer_cutoffs):  # candidate second-layer cutoffs (r_message = r_pass), CV picks
+            t0 = time.perf_counter()
+            mspec = MessageSpec(n_message=ml["n_message"], r_message=lc or ml.get("r_message") or rc, n_pass=ml["n_pass"],
+                                r_pass=lc or ml.get("r_pass") or rc, embeddings=tuple(ml["embeddings"]))
             if progress:
-                print(f"  {name} r_cut={rc}: CV score {score:.3f}", file=sys.stderr, flush=True)
+                print(f"{el}: r_cut={rc} {basis}; {mspec}", file=sys.stderr, flush=True)
+            layer, acc = _cached_multilayer(cache_dir, el, basis, species, train, settings, mspec, repulsion, progress)
+            t1 = time.perf_counter()
+            fits = {}
+            if "linear" in models and k == 0:  # the linear fit does not depend on the second layer
+                fits["linear"] = linear_from_accumulated(acc, basis, species, settings, repulsion, progress)
+            fits["multilayer"] = fit_multilayer(train, basis, species, settings, repulsion=repulsion, progress=progress,
+                                                accumulated=acc, layer=layer)
+            for name, res in fits.items():
+                score = res.cv[0]["score"] if res.cv else 0.0
+                secs = (t1 - t0) + res.seconds["cv"] + res.seconds["solve"]
+                if name not in best or score < best[name][0]:
+                    best[name] = (score, rc, res, secs, {**res.seconds, "features": acc.seconds})
+                if progress:
+                    print(f"  {name} r_cut={rc} layer cutoffs={mspec.r_message}/{mspec.r_pass}: CV score {score:.3f}",
+                          file=sys.stderr, flush=True)
+                if name == "multilayer":
+                    cv_layer.append({"r_cut": rc, "r_message": mspec.r_message, "r_pass": mspec.r_pass, "cv_score": score})
     test = read_configs(data_dir / f"{el}_test.xyz")  # read only now: evaluation, never tuning
     rows = []
     for name, (score, rc, res, secs, detail) in best.items():
         row = _row(el, name, rc, res, res.potential, test, train, train_metrics, secs, detail)
         if name == "multilayer":
+            row["layer_cutoff_cv"] = cv_layer
             row["message_spec"] = res.potential.layer.spec.to_dict()
             row["n_layer2_features"] = int(res.potential.weights.size)
         rows.append(row)
@@ -285,6 +295,11 @@ def main(argv=None) -> int:
     p.add_argument("--n-pass", type=int, default=MULTILAYER["n_pass"], help="multilayer: radial functions of the second layer")
     p.add_argument("--r-message", type=float, help="multilayer: message cutoff, Å (default: the basis cutoff)")
     p.add_argument("--r-pass", type=float, help="multilayer: second-layer cutoff, Å (default: the basis cutoff)")
+    p.add_argument("--layer-cutoffs", type=float, nargs="+",
+                   help="multilayer: candidate cutoffs (Å) of both layers of messages (r_message = r_pass), chosen by the "
+                        "training CV score; 'rc' in LAYER_CUTOFFS means the basis cutoff (default: LAYER_CUTOFFS[element])")
+    p.add_argument("--no-layer-cutoff-cv", action="store_true",
+                   help="multilayer: no CV over LAYER_CUTOFFS (r_message/r_pass from --r-message/--r-pass or the basis cutoff)")
     p.add_argument("--message-embeddings", nargs="+", default=list(MULTILAYER["embeddings"]),
                    help="multilayer: embeddings of the invariant messages")
     p.add_argument("--embeddings", nargs="+", default=list(EMBEDDED["embeddings"]), help="embedded: one embedding per density")
@@ -311,13 +326,21 @@ def main(argv=None) -> int:
     emb = EmbeddingSettings(embeddings=tuple(args.embeddings), density_max_degree=tuple(args.density_max_degree),
                             lam=tuple(args.lam_density), maxiter=args.maxiter, init_scale=args.init_scale,
                             cv=not args.no_density_cv)
+    if args.layer_cutoffs and (args.r_message or args.r_pass or args.no_layer_cutoff_cv):
+        p.error("--layer-cutoffs excludes --r-message, --r-pass and --no-layer-cutoff-cv")
     ml = {"n_message": args.n_message, "n_pass": args.n_pass, "r_message": args.r_message, "r_pass": args.r_pass,
           "embeddings": tuple(args.message_embeddings)}
     rows = []
     for el in args.elements:
         cut = tuple(args.r_cut) if args.r_cut else CUTOFFS[el]
+        if args.layer_cutoffs:
+            layer_cutoffs = tuple(args.layer_cutoffs)
+        elif args.no_layer_cutoff_cv or args.r_message or args.r_pass:
+            layer_cutoffs = None
+        else:
+            layer_cutoffs = LAYER_CUTOFFS[el]
         new = run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
-                          args.train_metrics, tuple(args.models), emb, ml, args.degree_shifts,
+                          args.train_metrics, tuple(args.models), emb, {**ml, "layer_cutoffs": layer_cutoffs}, args.degree_shifts,
                           args.layer_prior_factors)
         rows += new
         if not args.quiet:
