@@ -10,7 +10,7 @@ Without ``--potential`` the benchmark basis of benchmarks/mlearn.py is used with
 random coefficients (the cost does not depend on their values); ``--model
 embedded`` adds random densities on the benchmark's density features
 (benchmarks/mlearn.py ``EMBEDDED``), ``--model multilayer`` a second layer with
-benchmarks/mlearn.py's ``MULTILAYER`` settings (cutoffs = ``--r-cut``) and random
+benchmarks/mlearn.py's ``MULTILAYER`` settings (cutoffs = ``--layer-cutoff``, default ``--r-cut``) and random
 weights.  One thread: run with ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``.
 ``--alternate linear multilayer`` times random models call by call in turn in one
 process and prints CPU µs/atom and ratios (the same load for each).
@@ -49,7 +49,8 @@ def benchmark_model(args):
     if args.model == "multilayer":
         from acehamil.models.potential.multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
 
-        spec = MessageSpec(n_message=MULTILAYER["n_message"], r_message=args.r_cut, n_pass=MULTILAYER["n_pass"], r_pass=args.r_cut,
+        r2 = getattr(args, "layer_cutoff", None) or args.r_cut
+        spec = MessageSpec(n_message=MULTILAYER["n_message"], r_message=r2, n_pass=MULTILAYER["n_pass"], r_pass=r2,
                            embeddings=MULTILAYER["embeddings"])
         layer = MessageLayer(spec, (14,), shift=np.full(spec.n_message, 1.0), scale=np.full(spec.n_message, 2.0))
         return MultilayerACEPotential(basis, (14,), [-5.0], coef, layer, 1e-3 * rng.normal(size=(1, layer.n_features)), rep)
@@ -101,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--potential", help="potential file (default: benchmark basis, random coefficients)")
     p.add_argument("--model", default="linear", choices=("linear", "embedded", "multilayer"), help="random model kind without --potential")
     p.add_argument("--r-cut", type=float, default=5.0)
+    p.add_argument("--layer-cutoff", type=float, help="multilayer: r_message = r_pass, Å (default: --r-cut)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--mlearn-json", type=Path, help="report of benchmarks/mlearn.py --json (fit times)")
     p.add_argument("--alternate", nargs="+", choices=("linear", "embedded", "multilayer"),
