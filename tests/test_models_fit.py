@@ -56,6 +56,26 @@ def test_zero_weight_equals_leaving_the_structure_out(data):
         fit(data, ModelConfig.from_dict(CFG), progress=False, weights=[1.0])
 
 
+def test_kind_weight_zero_leaves_the_kind_out_of_a_blr_fit(data):
+    """A kind at weight 0 is not fitted at all: with BLR (whose noise estimate counts data rows) and the
+    energy-zero fit (one unknown per structure) the model equals the fit without those structures."""
+    from dataclasses import replace
+
+    labelled = [replace(sd, info={**sd.info, "kind": "skip" if k == 1 else "keep"}) for k, sd in enumerate(data)]
+    cfg = {**CFG, "solver": {"method": "blr", "lam": 1e-10}, "fit": {"fit_energy_zero": True}}
+    a = fit(labelled, ModelConfig.from_dict({**cfg, "fit": {**cfg["fit"], "kind_weights": {"skip": 0.0}}}), progress=False)
+    b = fit([labelled[k] for k in (0, 2, 3)], ModelConfig.from_dict(cfg), progress=False)
+    assert a.report["train_structures"] == [0, 2, 3]
+    ca, cb = _coefs(a), _coefs(b)
+    for k in ca:
+        np.testing.assert_allclose(ca[k], cb[k], rtol=1e-7, atol=1e-9)
+    for key, byL in a.H.posteriors.items():
+        for L, post in byL.items():
+            assert post.beta == pytest.approx(b.H.posteriors[key][L].beta, rel=1e-7)
+    with pytest.raises(ValueError, match="weight 0"):
+        fit(labelled, ModelConfig.from_dict({**CFG, "fit": {"kind_weights": {"skip": 0.0, "keep": 0.0}}}), progress=False)
+
+
 @pytest.mark.parametrize("cap", [40, 100])
 def test_sampling_cap_per_block_type(data, cap):
     model = fit(data, ModelConfig.from_dict({**CFG, "fit": {"max_blocks_per_type": cap, "seed": 3}}), progress=False)

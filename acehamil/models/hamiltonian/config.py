@@ -43,7 +43,7 @@ TOML layout (all tables optional)::
     batch_structures = 8              # structures per normal-equation batch
     seed = 0                          # sampling and split
     structure_weights = []            # one weight per training structure ([] = all 1)
-    kind_weights = {}                 # weight per structure kind (info["kind"]), e.g. { "si15-vacancy" = 0.5 }; others 1
+    kind_weights = {}                 # weight per structure kind (info["kind"]), e.g. { "si15-vacancy" = 0.5 }; others 1; 0 = not fitted
     fit_energy_zero = false           # fit H modulo one V_s * S per structure (periodic DFT energy zero)
     energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s
 

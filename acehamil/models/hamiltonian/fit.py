@@ -285,7 +285,8 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         Progress bar on stderr.
     weights : sequence of float, optional
         One per structure (overrides ``config.fit.structure_weights``); the factors of
-        ``config.fit.kind_weights`` multiply either.
+        ``config.fit.kind_weights`` multiply either.  Structures whose weight is 0 are not
+        fitted at all (not in ``report["train_structures"]``).
     mapper : callable ``(fn, common, tasks) -> iterable``, optional
         The engine of the normal-equation sums: must yield ``fn(*common, *task)`` for each
         task, in task order (:func:`~acehamil.models.hamiltonian.sums.serial_map`, the
@@ -310,11 +311,17 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     if w_all.shape != (n,):
         raise ValueError(f"need one weight per structure ({n}), got {w_all.shape}")
     w_all = w_all * kind_factors(structures, config.fit.kind_weights)
+    # a structure of weight 0 adds nothing to the sums but its rows would still count as data for BLR's noise
+    # estimate (and its energy zero would be a free unknown): it is left out altogether, before the seeded
+    # split and sampling, so the fit equals the fit of the other structures alone
+    used = np.nonzero(w_all > 0)[0]
+    if len(used) == 0:
+        raise ValueError("every training structure has weight 0 (structure_weights x kind_weights): nothing to fit")
     rng = np.random.default_rng(config.fit.seed)
-    order = rng.permutation(n)
-    n_val = int(round(config.fit.validation_fraction * n))
-    if config.fit.validation_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
+    order = used[rng.permutation(len(used))]
+    n_val = int(round(config.fit.validation_fraction * len(used)))
+    if config.fit.validation_fraction > 0 and len(used) >= 2:
+        n_val = min(max(n_val, 1), len(used) - 1)
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     t0 = time.perf_counter()
     template = HamiltonianModel.build(config, orbital_basis)
