@@ -2,7 +2,7 @@
 
 Fits the H/S model of a configuration (default ``examples/si_hamiltonian.toml``) on the first
 ``n`` structures of a seeded random order of its training pool (the ``[data]`` structures not
-held out), for ``n = 1, 2, 5, 10, 20, 40, ...`` (capped at the pool), and measures on
+held out, less the kinds at ``kind_weights`` 0), for ``n = 1, 2, 5, 10, 20, 40, ...`` (capped at the pool), and measures on
 
 * the in-distribution test set: the configuration's held-out ``[data] test`` structures;
 * the out-of-distribution test set: ``--ood`` dataset files (default: the shipped test-only
@@ -71,7 +71,11 @@ def main(argv=None) -> int:
 
         cfg = replace(cfg, uncertainty=replace(cfg.uncertainty, calibrate=False))
     ds = read_dataset(cfg.data.train)
+    from acehamil.models.hamiltonian.fit import kind_factors
+
     pool = cfg.data.training_indices(len(ds))
+    # kinds at weight 0 are not fitted by the configuration: they are not part of its training pool either
+    pool = [i for i, f in zip(pool, kind_factors([ds[i] for i in pool], cfg.fit.kind_weights)) if f > 0]
     test_in = [ds[i] for i in cfg.data.test_indices(len(ds))]
     ood_files = args.ood if args.ood is not None else sorted(glob.glob(str(ROOT / "data" / "si_test_*.h5")))
     test_out = [sd for f in ood_files for sd in read_dataset(f)]
