@@ -95,7 +95,7 @@ CELLS = {
     "si17-interstitial-T-H-strain2": "2x1x1 plus one atom, alternately at the tetrahedral and a hexagonal site, strain ±2 %, 0.05-0.15 Å, smearing 0.005 Ha (seed 203)",
     "si8-md600-1000K-strain2": "8-atom, strain ±2 %, Gaussian displacements, sigma 0.07-0.11 Å per component (600-1000 K) (seed 204)",
     "si32-strain3-d0.05-0.25": "32-atom 2x2x1, strain ±3 %, 0.05-0.25 Å (seed 205)",
-    "si31-vacancy-strain3-d0.05-0.2": "2x2x1 minus one atom, strain ±3 %, 0.05-0.2 Å (seed 206)",
+    "si31-vacancy-strain3-d0.05-0.2": "2x2x1 minus one atom, strain ±3 %, 0.05-0.2 Å, smearing 0.005 Ha (seed 206)",
     "si64-rattle0.05-0.3-strain4-fourier2x2x2": "64-atom 2x2x2, strain ±4 %, 0.05-0.3 Å, older generator, Fourier 2x2x2 (seed 104)",
 }
 
