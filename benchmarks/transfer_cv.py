@@ -83,45 +83,21 @@ def bond_weighted_sums(model, sd, matrix_of, rates, weight, rng, index=0, gauge=
     ``clip(exp(2 (r - r_from) / xi), 1, w_max)`` (noise ~ the block's size, which falls off as
     ``exp(-r/xi)``, but no bond weighted above ``w_max`` times the short ones); ``bond_weight =
     (xi, r_from, w_max)``; None = the package's sums."""
-    from acehamil.fitting import NormalEquations
-    from acehamil.models.hamiltonian.blocks import project
-    from acehamil.models.hamiltonian.family import symmetrise
-    from acehamil.models.hamiltonian.model import shell_offsets
-    from acehamil.models.hamiltonian.sums import FitSums, family_centres, structure_sums, targets
-    from acehamil.structure.neighbours import neighbour_pairs
+    from acehamil.models.hamiltonian.sums import structure_sums
 
     if bond_weight is None:
         return structure_sums(model, sd, matrix_of, rates, weight, rng, index=index, gauge=gauge)
     xi, r_from, w_max = bond_weight
-    so = shell_offsets(model.orbital_basis)
-    matrix, atoms = matrix_of(sd), sd.atoms
-    nl = neighbour_pairs(atoms, model.reach)
-    normal, counts, terms = {}, {}, {}
-    for fam in model.families:
-        env, rev = family_centres(fam, atoms, nl, rates.get(fam.name, 1.0), rng)
-        if env is None:
-            continue
+
+    def centre_weights(fam, env):
         n = env.n_centres
-        r = np.linalg.norm(np.asarray(env.vec, dtype=float).reshape(n, -1), axis=1) if fam.name.startswith("offsite") else np.zeros(n)
-        wc = weight * (np.clip(np.exp(2.0 * (r - r_from) / xi), 1.0, w_max) if fam.name.startswith("offsite") else np.ones(n))
-        feats = fam.features(env)
-        for bt in fam.block_types(model.orbital_basis):
-            design = symmetrise(fam, bt, fam.design(feats, bt, n), rev)
-            target = targets(bt, env, matrix, so)
-            overlap = targets(bt, env, sd.S, so) if gauge else None
-            counts[bt.key] = counts.get(bt.key, 0) + n
-            for L, D in design.items():
-                if D.shape[1] == 0:
-                    continue
-                A = D.transpose(0, 2, 1).reshape(n * (2 * L + 1), D.shape[1])
-                y = project(target, bt.l1, bt.l2, L).reshape(-1)
-                w = np.repeat(wc, 2 * L + 1)
-                normal[(bt.key, L)] = NormalEquations(D.shape[1]).add(A, y, w)
-                if gauge:
-                    s_L = project(overlap, bt.l1, bt.l2, L).reshape(-1)
-                    sv = w * s_L
-                    terms[(bt.key, L)] = {index: (A.T @ sv, float(y @ sv), float(sv @ s_L))}
-    return FitSums(normal, counts, terms)
+        if not fam.name.startswith("offsite"):
+            return np.ones(n)
+        r = np.linalg.norm(np.asarray(env.vec, dtype=float).reshape(n, -1), axis=1)
+        return np.clip(np.exp(2.0 * (r - r_from) / xi), 1.0, w_max)
+
+    return structure_sums(model, sd, matrix_of, rates, weight, rng, index=index, gauge=gauge,
+                          centre_weights=centre_weights)
 
 
 def featurise(structures, cfg, bond_weight=None):

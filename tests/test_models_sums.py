@@ -297,3 +297,31 @@ def test_fit_hands_its_designs_to_the_extrapolation_reference_and_the_calibratio
     afresh = real_calibrate(structures, model, parts)
     for key in ("scale_epistemic", "scale_noise", "scale_shared"):
         assert got.report["uncertainty"][key] == afresh[key], key
+
+
+def test_centre_weights_multiply_the_row_weights_per_centre(model, data):
+    """A per-centre weight c is the structure weight times c for its rows: a constant c equals weight * c
+    (normal equations and energy-zero terms), and c = 0 on the off-site families empties their sums."""
+    sampling = _plan(model, data)
+    sd = data[0]
+    plain = structure_sums(model, sd, lambda s: s.H[0], sampling.rates, 2.5, sampling.rng(0), gauge=True)
+    const = structure_sums(model, sd, lambda s: s.H[0], sampling.rates, 1.0, sampling.rng(0), gauge=True,
+                           centre_weights=lambda fam, env: np.full(env.n_centres, 2.5))
+    assert plain.counts == const.counts
+    for key, ne in plain.normal.items():
+        np.testing.assert_allclose(const.normal[key].AtA, ne.AtA, rtol=1e-13, atol=1e-13 * np.abs(ne.AtA).max())
+        np.testing.assert_allclose(const.normal[key].Aty, ne.Aty, rtol=1e-13, atol=1e-13 * np.abs(ne.Aty).max())
+    for key, g in plain.gauge.items():
+        for a, b in zip(g[0], const.gauge[key][0]):
+            np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13 * np.abs(a).max())
+    onsite_only = structure_sums(model, sd, lambda s: s.H[0], sampling.rates, 1.0, sampling.rng(0),
+                                 centre_weights=lambda fam, env: np.zeros(env.n_centres)
+                                 if fam.name.startswith("offsite") else np.ones(env.n_centres))
+    ref = structure_sums(model, sd, lambda s: s.H[0], sampling.rates, 1.0, sampling.rng(0))
+    offsite_keys = [k for k in ref.normal if str(k[0]).startswith("offsite") or "offsite" in repr(k[0])]
+    for key, ne in onsite_only.normal.items():
+        if key in offsite_keys:
+            assert not ne.AtA.any() and not ne.Aty.any()
+        else:
+            np.testing.assert_array_equal(ne.AtA, ref.normal[key].AtA)
+    assert offsite_keys

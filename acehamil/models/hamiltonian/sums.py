@@ -243,7 +243,7 @@ def targets(bt, env, matrix, so) -> np.ndarray:
 
 
 def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index: int = 0, gauge: bool = False,
-                   pairs=None) -> FitSums:
+                   pairs=None, centre_weights=None) -> FitSums:
     """The normal-equation sums of one training structure (the map step of the fit).
 
     Parameters
@@ -265,16 +265,21 @@ def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index:
         Also collect the energy-zero terms.
     pairs : NeighbourPairs, optional
         Neighbour list of ``sd.atoms`` with cutoff ``>= model.reach`` (built when omitted).
+    centre_weights : callable, optional
+        ``centre_weights(family, env) -> (n_centres,) float array``: an extra row weight per centre of each
+        family's environments, multiplied into ``weight`` (e.g. a bond-length-dependent noise model);
+        None = ``weight`` for every row.
 
     Returns
     -------
     FitSums
     """
-    return structure_sums_and_designs(model, sd, matrix_of, rates, weight, rng, index, gauge, pairs)[0]
+    return structure_sums_and_designs(model, sd, matrix_of, rates, weight, rng, index, gauge, pairs,
+                                      centre_weights)[0]
 
 
 def structure_sums_and_designs(model, sd, matrix_of, rates: dict, weight: float, rng, index: int = 0,
-                               gauge: bool = False, pairs=None) -> tuple:
+                               gauge: bool = False, pairs=None, centre_weights=None) -> tuple:
     """:func:`structure_sums` and, from the same features, the structure's on-site design tensors.
 
     Returns
@@ -300,6 +305,7 @@ def structure_sums_and_designs(model, sd, matrix_of, rates: dict, weight: float,
             continue
         feats = fam.features(env)
         n = env.n_centres
+        wc = None if centre_weights is None else w * np.asarray(centre_weights(fam, env), dtype=float)
         keep = onsite is not None and id(fam) in onsite_families
         for bt in fam.block_types(model.orbital_basis):
             raw = fam.design(feats, bt, n)
@@ -315,10 +321,11 @@ def structure_sums_and_designs(model, sd, matrix_of, rates: dict, weight: float,
                     continue
                 A = D.transpose(0, 2, 1).reshape(n * (2 * L + 1), D.shape[1])
                 y = project(target, bt.l1, bt.l2, L).reshape(-1)
-                normal[(bt.key, L)] = NormalEquations(D.shape[1]).add(A, y, np.full(len(y), w))
+                rows = np.full(len(y), w) if wc is None else np.repeat(wc, 2 * L + 1)
+                normal[(bt.key, L)] = NormalEquations(D.shape[1]).add(A, y, rows)
                 if gauge:
                     s_L = project(overlap, bt.l1, bt.l2, L).reshape(-1)
-                    sv = w * s_L
+                    sv = rows * s_L
                     terms[(bt.key, L)] = {index: (A.T @ sv, float(y @ sv), float(sv @ s_L))}
     return FitSums(normal, counts, terms), onsite
 
