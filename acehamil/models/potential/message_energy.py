@@ -73,6 +73,32 @@ def _segment_sum(Y: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
+def _radial_moments(R: np.ndarray, rhat: np.ndarray, key: np.ndarray, n_segments: int) -> np.ndarray:
+    """Per segment, the sums over its pairs of ``R`` and of ``R * rhat_x``.
+
+    Parameters
+    ----------
+    R : ndarray, shape (n, P)
+        Radial functions of the P pairs.
+    rhat : ndarray, shape (3, P)
+        Unit bond vectors.
+    key : ndarray of int, shape (P,)
+        Segment of each pair, non-decreasing (pairs sorted by segment).
+    n_segments : int
+
+    Returns
+    -------
+    ndarray, shape (4, n, n_segments)
+        ``[sum R, sum R rhat_x, sum R rhat_y, sum R rhat_z]``.
+    """
+    n, P = R.shape
+    Y = np.empty((4, n, P))
+    Y[0] = R
+    for x in range(3):
+        np.multiply(R, rhat[x], out=Y[1 + x])
+    return _segment_sum(Y.reshape(4 * n, P), np.bincount(key, minlength=n_segments)).reshape(4, n, n_segments)
+
+
 def _blocks(i: np.ndarray, natoms: int, chunk_pairs: int) -> list:
     """Pair slices ``[p0, p1)`` covering consecutive centres, about ``chunk_pairs`` pairs each, with their atoms ``(a, b)``."""
     P = len(i)
@@ -132,12 +158,7 @@ def message_energy(layer, numbers, pairs, weights: np.ndarray, gradients: bool =
     R1, dR1 = radial_t(layer._r1, p1.dist, spec.r_message)
     rhat1 = p1.vec.T / p1.dist  # (3, P1)
     key1 = p1.i * ns + sidx[p1.j] if ns > 1 else p1.i
-    Y = np.empty((4, n1, P1))
-    Y[0] = R1
-    for x in range(3):
-        np.multiply(R1, rhat1[x], out=Y[1 + x])
-    S1 = _segment_sum(Y.reshape(4 * n1, P1), np.bincount(key1, minlength=natoms * ns)).reshape(4, n1, natoms, ns)
-    del Y
+    S1 = _radial_moments(R1, rhat1, key1, natoms * ns).reshape(4, n1, natoms, ns)
     # per atom, channel-major k = t * n1 + a
     rho = S1[0].transpose(1, 2, 0).reshape(natoms, ks)
     V = S1[1:].transpose(2, 3, 1, 0).reshape(natoms, ks, 3)
@@ -225,12 +246,7 @@ def message_energy(layer, numbers, pairs, weights: np.ndarray, gradients: bool =
         rhoP, VP = rho.reshape(natoms, ns, n1), V.reshape(natoms, ns, n1, 3)
     else:
         key2 = p2.i * ns + sidx[p2.j] if ns > 1 else p2.i
-        Y2 = np.empty((4, n2, P2))
-        Y2[0] = R2
-        for x in range(3):
-            np.multiply(R2, rhat2[x], out=Y2[1 + x])
-        S2 = _segment_sum(Y2.reshape(4 * n2, P2), np.bincount(key2, minlength=natoms * ns)).reshape(4, n2, natoms, ns)
-        del Y2
+        S2 = _radial_moments(R2, rhat2, key2, natoms * ns).reshape(4, n2, natoms, ns)
         rhoP, VP = S2[0].transpose(1, 2, 0), S2[1:].transpose(2, 3, 1, 0)
     dM = np.zeros((natoms, nm))
     dV = dVq.reshape(3, ks, natoms).transpose(2, 1, 0).copy()  # (natoms, ks, 3)
