@@ -13,7 +13,10 @@ linear hyperparameters the linear CV chose; its density ridge is chosen by the
 same 5-fold training CV; ``multilayer`` (linear first layer + a second, message-passing
 layer with invariant and L = 1 messages, :mod:`acehamil.models.potential.multilayer`),
 linear in its parameters and fitted jointly with the linear fit's CV grids (one
-feature pass serves the linear and the multilayer fit).
+feature pass serves the linear and the multilayer fit); ``embedded_multilayer``
+(the CV-chosen multilayer fit plus embedded densities in its first layer, fitted
+like the embedded model with the multilayer fit's hyperparameters,
+:mod:`acehamil.models.potential.embedded_multilayer_fit`).
 
 Usage::
 
@@ -53,6 +56,9 @@ LAYER_PRIOR_FACTORS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 #: picks one. None: the basis cutoff; the other value lies between the second and third neighbour shells of the
 #: element's crystal (diamond Si 3.84 / 4.50, Ge 4.00 / 4.69; bcc Li 3.44 / 4.87, Mo 3.16 / 4.47), fixed before any fit.
 LAYER_CUTOFFS = {"Si": (None, 4.2), "Ge": (None, 4.5), "Li": (None, 4.2), "Mo": (None, 4.0)}
+#: Training-CV grids of the linear and multilayer fits (``--lam``, ``--power``, ``--energy-factors`` replace them).
+GRIDS = {"lam": (1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), "power": (0.0, 1.0, 2.0),
+         "energy_factors": (0.3, 1.0, 3.0, 10.0, 30.0)}
 EMBEDDED = {"embeddings": ("fs", "fs"), "density_max_degree": (9, 6, 4, 3), "lam": (1e-3, 1e-1), "maxiter": 300, "init_scale": 1.0}
 
 
@@ -155,7 +161,7 @@ def _row(el, model, rc, res, potential, test, train, train_metrics, fit_seconds,
 
 def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
                 cache_dir=None, train_metrics=False, models=("linear",), emb=None, ml=None, degree_shifts=(0, 2, 4),
-                layer_prior_factors=LAYER_PRIOR_FACTORS) -> list:
+                layer_prior_factors=LAYER_PRIOR_FACTORS, grids=None) -> list:
     from acehamil.models.potential.config import core_repulsion, make_basis
     from acehamil.io.labelled import read_configs
     from acehamil.models.potential.fit import FitSettings, fit_potential
@@ -165,14 +171,15 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     emb = emb or EmbeddingSettings()
     train = read_configs(data_dir / f"{el}_training.xyz")
     species = tuple(sorted({int(z) for c in train for z in c.atoms.numbers}))
-    settings = FitSettings(solver=solver, lam=(1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4), power=(0.0, 1.0, 2.0),
-                           degree_shifts=tuple(degree_shifts), energy_factors=(0.3, 1.0, 3.0, 10.0, 30.0), energy_sigma=1e-3, force_sigma=0.05, n_folds=5,
-                           layer_prior_factors=tuple(layer_prior_factors))
+    grids = {**GRIDS, **(grids or {})}
+    settings = FitSettings(solver=solver, lam=tuple(grids["lam"]), power=tuple(grids["power"]),
+                           degree_shifts=tuple(degree_shifts), energy_factors=tuple(grids["energy_factors"]), energy_sigma=1e-3,
+                           force_sigma=0.05, n_folds=5, layer_prior_factors=tuple(layer_prior_factors))
     repulsion = core_repulsion(train, species)
     ml = dict(MULTILAYER if ml is None else ml)
-    if "multilayer" in models and "embedded" not in models:
+    if ("multilayer" in models or "embedded_multilayer" in models) and "embedded" not in models:
         return _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, basis_kw, ml, progress, save_dir,
-                               cache_dir, train_metrics, models)
+                               cache_dir, train_metrics, models, emb)
     best = None
     t0 = time.perf_counter()
     for rc in cutoffs:
@@ -215,8 +222,12 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
 
 
 def _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, basis_kw, ml, progress, save_dir, cache_dir,
-                    train_metrics, models) -> list:
-    """Linear and multilayer fits from one joint feature pass per cutoff; each model's cutoff by its own CV score."""
+                    train_metrics, models, emb=None) -> list:
+    """Linear and multilayer fits from one joint feature pass per cutoff; each model's cutoff by its own CV score.
+
+    ``embedded_multilayer``: the CV-chosen multilayer fit (cutoffs, layer and hyperparameters) plus embedded
+    densities in its first layer (:func:`~acehamil.models.potential.embedded_multilayer_fit.fit_embedded_multilayer`,
+    density settings ``emb``)."""
     from acehamil.io.labelled import read_configs
     from acehamil.models.potential.config import make_basis
     from acehamil.models.potential.multilayer import MessageSpec
@@ -249,10 +260,29 @@ def _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, 
                           file=sys.stderr, flush=True)
                 if name == "multilayer":
                     cv_layer.append({"r_cut": rc, "r_message": mspec.r_message, "r_pass": mspec.r_pass, "cv_score": score})
+    if "embedded_multilayer" in models:  # densities on top of the CV-chosen multilayer fit (same cutoffs, layer, hyperparameters)
+        from acehamil.models.potential.embedded_multilayer_fit import fit_embedded_multilayer
+
+        score, rc, res, secs, detail = best["multilayer"]
+        basis = make_basis(species, r_cut=rc, **basis_kw)
+        t0 = time.perf_counter()
+        data = _cached_embedding_data(cache_dir, el, basis, species, train, settings, emb, repulsion, progress)
+        t1 = time.perf_counter()
+        eres = fit_embedded_multilayer(train, basis, species, settings, emb=emb, repulsion=repulsion, progress=progress,
+                                       data=data, multilayer=res)
+        del data
+        best["embedded_multilayer"] = (score, rc, eres, secs + time.perf_counter() - t0,
+                                       {**eres.seconds, "embedding_data_load": t1 - t0})
     test = read_configs(data_dir / f"{el}_test.xyz")  # read only now: evaluation, never tuning
     rows = []
     for name, (score, rc, res, secs, detail) in best.items():
+        if name not in models:
+            continue
         row = _row(el, name, rc, res, res.potential, test, train, train_metrics, secs, detail)
+        if name == "embedded_multilayer":
+            row["message_spec"] = res.potential.layer.spec.to_dict()
+            row["n_layer2_features"] = int(res.potential.weights.size)
+            row["optimiser"] = res.info
         if name == "multilayer":
             row["layer_cutoff_cv"] = cv_layer
             row["message_spec"] = res.potential.layer.spec.to_dict()
@@ -290,7 +320,7 @@ def main(argv=None) -> int:
     p.add_argument("--save-dir", type=Path, help="write <El>.h5 potentials here")
     p.add_argument("--cache-dir", type=Path, help="cache training design data here (re-runs skip the features)")
     p.add_argument("--train-metrics", action="store_true", help="also evaluate the training-set errors (slow)")
-    p.add_argument("--models", nargs="+", default=["linear", "embedded"], choices=("linear", "embedded", "multilayer"))
+    p.add_argument("--models", nargs="+", default=["linear", "embedded"], choices=("linear", "embedded", "multilayer", "embedded_multilayer"))
     p.add_argument("--n-message", type=int, default=MULTILAYER["n_message"], help="multilayer: radial functions of the messages")
     p.add_argument("--n-pass", type=int, default=MULTILAYER["n_pass"], help="multilayer: radial functions of the second layer")
     p.add_argument("--r-message", type=float, help="multilayer: message cutoff, Å (default: the basis cutoff)")
@@ -314,6 +344,10 @@ def main(argv=None) -> int:
                    help="CV grid of degree cut-backs (every linear fit of the benchmark chose 0)")
     p.add_argument("--layer-prior-factors", type=float, nargs="+", default=list(LAYER_PRIOR_FACTORS),
                    help="multilayer: CV grid of the second layer's ridge prior relative to the first's")
+    p.add_argument("--lam", type=float, nargs="+", default=list(GRIDS["lam"]), help="CV grid of the ridge strength")
+    p.add_argument("--power", type=float, nargs="+", default=list(GRIDS["power"]), help="CV grid of the prior exponent")
+    p.add_argument("--energy-factors", type=float, nargs="+", default=list(GRIDS["energy_factors"]),
+                   help="CV grid of the energy-row weight factor")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -341,13 +375,14 @@ def main(argv=None) -> int:
             layer_cutoffs = LAYER_CUTOFFS[el]
         new = run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
                           args.train_metrics, tuple(args.models), emb, {**ml, "layer_cutoffs": layer_cutoffs}, args.degree_shifts,
-                          args.layer_prior_factors)
+                          args.layer_prior_factors, {"lam": args.lam, "power": args.power, "energy_factors": args.energy_factors})
         rows += new
         if not args.quiet:
             print(table(new), file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps({"basis": basis_kw, "embedding": emb.to_dict(), "multilayer": ml, "models": args.models,
-                          "layer_prior_factors": args.layer_prior_factors, "results": rows}, indent=2,
+                          "layer_prior_factors": args.layer_prior_factors, "lam": args.lam, "power": args.power,
+                          "energy_factors": args.energy_factors, "results": rows}, indent=2,
                          default=float))
     else:
         print(table(rows))

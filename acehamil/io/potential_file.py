@@ -28,7 +28,11 @@ and the datasets
     /message_scale    (n_species * n_message,) float64
     /layer_weights    (n_species, n_layer_features) float64, eV per feature unit
 
-all covered by the checksum.  Linear potentials are still written as version 1,
+all covered by the checksum.  A multilayer potential whose first layer has embedded
+densities is format version 4 (``model = "embedded_multilayer"``): version 3 plus
+``embeddings`` and ``/densities`` as for embedded potentials, under the checksum (a
+new version, so readers of version 3 refuse it instead of dropping the densities).
+Linear potentials are still written as version 1,
 and version-1 files load as before.
 
 A linear or multilayer potential fitted with BLR may carry its calibrated posterior
@@ -60,7 +64,10 @@ FORMAT_VERSION = 1
 EMBEDDED_FORMAT_VERSION = 2
 #: Format of multilayer potentials (version 1 plus the second layer).
 MULTILAYER_FORMAT_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+#: Format of multilayer potentials whose first layer has embedded densities (version 3 plus densities;
+#: a new number so that readers of version 3, which would ignore the densities, refuse these files).
+EMBEDDED_MULTILAYER_FORMAT_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 
 
 def _checksum(species, e0, coef, degrees, densities=None, embeddings=None, layer=None) -> str:
@@ -128,6 +135,8 @@ def _check_posterior(potential, posterior) -> None:
         raise TypeError(f"posterior must be a PotentialPosterior, got {type(posterior).__name__}")
     if not isinstance(potential, (ACEPotential, MultilayerACEPotential)):
         raise TypeError(f"only linear and multilayer potentials carry a posterior, got {type(potential).__name__}")
+    if getattr(potential, "n_densities", 0):
+        raise TypeError("an embedded multilayer potential is nonlinear in its densities and carries no posterior")
     n = potential.parameter_vector().size
     cols = np.asarray(posterior.cols)
     factor = np.asarray(posterior.factor)
@@ -164,7 +173,9 @@ def save_potential(path, potential, posterior=None) -> None:
     degrees = feature_degrees(potential.basis)
     species = np.asarray(potential.species, dtype=np.int64)
     with atomic_h5(path) as f:
-        write_header(f, KIND, EMBEDDED_FORMAT_VERSION if embedded else MULTILAYER_FORMAT_VERSION if multilayer else FORMAT_VERSION)
+        emb_ml = multilayer and potential.n_densities > 0
+        write_header(f, KIND, EMBEDDED_FORMAT_VERSION if embedded else EMBEDDED_MULTILAYER_FORMAT_VERSION if emb_ml
+                     else MULTILAYER_FORMAT_VERSION if multilayer else FORMAT_VERSION)
         f.attrs["basis_spec"] = json.dumps(spec.to_dict(), sort_keys=True)
         f.attrs["repulsion"] = json.dumps(potential.repulsion.to_dict()) if potential.repulsion is not None else ""
         f.attrs["metadata"] = json.dumps(potential.metadata, default=_json_default, sort_keys=True)
@@ -178,10 +189,14 @@ def save_potential(path, potential, posterior=None) -> None:
         elif multilayer:
             lay = potential.layer
             mjson = json.dumps(lay.spec.to_dict(), sort_keys=True)
-            f.attrs["model"] = "multilayer"
+            f.attrs["model"] = "embedded_multilayer" if emb_ml else "multilayer"
             f.attrs["message_spec"] = mjson
-            f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees,
+            dens, embs = (potential.densities, potential.embeddings) if emb_ml else (None, None)
+            f.attrs["checksum"] = _checksum(species, potential.e0, potential.coef, degrees, dens, embs,
                                             layer=(mjson, lay.shift, lay.scale, potential.weights))
+            if emb_ml:
+                f.attrs["embeddings"] = json.dumps(list(embs))
+                f.create_dataset("densities", data=np.asarray(dens, dtype=np.float64))
             f.create_dataset("message_shift", data=np.asarray(lay.shift, dtype=np.float64))
             f.create_dataset("message_scale", data=np.asarray(lay.scale, dtype=np.float64))
             f.create_dataset("layer_weights", data=np.asarray(potential.weights, dtype=np.float64))
@@ -276,13 +291,17 @@ def load_potential(path, basis_factory=None):
             if model == "embedded":
                 embeddings = json.loads(f.attrs["embeddings"])
                 densities = np.asarray(f["densities"][()], dtype=np.float64)
-            elif model == "multilayer":
+            elif model in ("multilayer", "embedded_multilayer"):
+                if model == "embedded_multilayer":
+                    embeddings = json.loads(f.attrs["embeddings"])
+                    densities = np.asarray(f["densities"][()], dtype=np.float64)
                 mjson = f.attrs["message_spec"]
                 mjson = mjson.decode() if isinstance(mjson, bytes) else str(mjson)
                 layer = (mjson, np.asarray(f["message_shift"][()], dtype=np.float64),
                          np.asarray(f["message_scale"][()], dtype=np.float64), np.asarray(f["layer_weights"][()], dtype=np.float64))
             elif model != "linear":
-                raise ValueError(f"{path}: unknown potential model {model!r} (this acehamil reads 'linear', 'embedded' and 'multilayer')")
+                raise ValueError(f"{path}: unknown potential model {model!r} (this acehamil reads 'linear', 'embedded', 'multilayer' and "
+                                 "'embedded_multilayer')")
             spec_dict = json.loads(f.attrs["basis_spec"])
             rep_json = f.attrs["repulsion"]
             metadata = json.loads(f.attrs["metadata"])
@@ -321,7 +340,8 @@ def load_potential(path, basis_factory=None):
             raise ValueError(f"{path}: unreadable message_spec ({err})") from None
         species_t = tuple(int(z) for z in species)
         lay = MessageLayer(spec, species_t, layer[1], layer[2])
-        return MultilayerACEPotential(basis, species_t, e0, coef, lay, layer[3], repulsion, metadata)
+        return MultilayerACEPotential(basis, species_t, e0, coef, lay, layer[3], repulsion, metadata, densities,
+                                      tuple(embeddings) if embeddings is not None else ())
     if densities is not None:
         return EmbeddedACEPotential(basis, tuple(int(z) for z in species), e0, coef, densities, tuple(embeddings), repulsion, metadata)
     return ACEPotential(basis, tuple(int(z) for z in species), e0, coef, repulsion, metadata)

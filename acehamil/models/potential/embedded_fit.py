@@ -291,9 +291,13 @@ class ProjectedLoss:
     embeddings : tuple of str
     lam_density : float
     train : ndarray of bool, shape (n_configs,)
+    n_extra, extra_factor : int, float
+        The last ``n_extra`` of ``cols`` (appended columns, e.g. a second layer's) have their
+        prior multiplied by ``extra_factor`` (as :func:`~.fit.solve`).
     """
 
-    def __init__(self, data: EmbeddingData, settings: FitSettings, cols, degs, power, lam, e_factor, embeddings, lam_density, train):
+    def __init__(self, data: EmbeddingData, settings: FitSettings, cols, degs, power, lam, e_factor, embeddings, lam_density, train,
+                 n_extra: int = 0, extra_factor: float = 1.0):
         self.data, self.embeddings = data, tuple(embeddings)
         self.cols = np.asarray(cols)
         train = np.asarray(train, bool)
@@ -312,7 +316,7 @@ class ProjectedLoss:
             AtA += self.AS.T @ (self.wS.ravel()[:, None] * self.AS)
         d = np.sqrt(np.diag(AtA) / n_train)
         self.d = np.where(d > 1e-300, d, 1.0)
-        self.prior = lam * n_train * _prior(degs, power, data.n_species)
+        self.prior = lam * n_train * _prior(degs, power, data.n_species, n_extra, extra_factor)
         H = AtA / self.d[:, None] / self.d[None, :] + np.diag(self.prior)
         self.chol = scipy.linalg.cho_factor(H, lower=True)
         sites = train[data.atom_config]
@@ -523,21 +527,72 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
         linear = fit_potential(configs, basis, species, settings, repulsion, progress=progress, accumulated=data.accumulated(settings))
     ch = linear.chosen
     cols, degs = _columns(basis, species, int(ch["shift"]))
-    lam_lin = ch["lam"] if ch["lam"] is not None else settings.lam[0]
-    args = (data, settings, cols, degs, ch["power"], lam_lin, ch["energy_factor"], emb.embeddings)
     t1 = time.perf_counter()
+    theta, a, loss, res, cv, lam_d, cv_by_type, (t2, t3) = fit_densities(data, settings, emb, cols, degs, ch, linear.cv, progress)
+    ns, nB = len(species), len(feature_degrees(basis))
+    full = np.zeros(data.n_cols)
+    full[cols] = a
+    dens = densities_from_theta(data, loss, theta, nB)
+    chosen = {**ch, "lam_density": lam_d}
+    info = {"iterations": int(res.nit), "loss": float(res.fun), "converged": bool(res.success), "message": str(res.message),
+            "n_density_features": int(len(data.density_cols))}
+    meta = {"settings": settings.to_dict(), "embedding_settings": emb.to_dict(), "chosen": chosen, "n_configs": len(configs),
+            "n_atoms": int(data.natoms.sum()), "n_active_columns": int(len(cols)), "solver_info": info}
+    pot = EmbeddedACEPotential(basis, species, full[:ns], full[ns:].reshape(ns, nB), dens, emb.embeddings, repulsion, meta)
+    return EmbeddedFitResult(pot, linear, cv, chosen, info,
+                             {"features": data.seconds, "linear": t1 - t0, "cv": t2 - t1, "solve": t3 - t2}, cv_by_type)
+
+
+def densities_from_theta(data: EmbeddingData, loss: ProjectedLoss, theta, n_features: int) -> np.ndarray:
+    """Density coefficients over all ``n_features`` invariant features, shape (n_species, K, n_features)."""
+    dens = np.zeros((data.n_species, loss.K, n_features))
+    dens[:, :, data.density_cols] = np.asarray(theta).reshape(loss.shape) / loss.dm
+    return dens
+
+
+def fit_densities(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSettings, cols, degs, chosen: dict, linear_cv=None,
+                  progress: bool = False, n_extra: int = 0):
+    """CV of ``lam_density`` (if ``emb.cv``) and the final L-BFGS fit, the linear hyperparameters fixed.
+
+    Parameters
+    ----------
+    data : EmbeddingData
+    settings : FitSettings
+    emb : EmbeddingSettings
+    cols, degs : ndarray
+        Linear columns in use and their prior degrees (:func:`~.fit._columns`).
+    chosen : dict
+        The linear (or multilayer) CV's choice: ``power``, ``lam``, ``energy_factor`` (and
+        ``layer_prior`` for the last ``n_extra`` columns).
+    linear_cv : list of dict, optional
+        That CV's table; its best row is listed in the density CV table (``lam_density = None``).
+    progress : bool
+    n_extra : int
+        Appended (second-layer) columns at the end of ``cols``.
+
+    Returns
+    -------
+    theta, a, loss, res, cv, lam_density, cv_by_type, (t_cv_end, t_solve_end)
+        Scaled density coefficients, linear coefficients over ``cols``, the final
+        :class:`ProjectedLoss`, scipy's result, the CV table, the chosen ``lam_density``,
+        held-out energy errors per config type, and two ``perf_counter`` stamps.
+    """
+    lam_lin = chosen["lam"] if chosen["lam"] is not None else settings.lam[0]
+    args = (data, settings, cols, degs, chosen["power"], lam_lin, chosen["energy_factor"], emb.embeddings)
+    extra = {"n_extra": int(n_extra), "extra_factor": float(chosen.get("layer_prior", 1.0)) if n_extra else 1.0}
+    n = len(data.folds)
     nf = int(settings.n_folds)
     cv, cv_errors = [], {}
-    if emb.cv and nf > 1 and len(configs) >= nf:
-        if linear.cv:
-            best = linear.cv[0]
+    if emb.cv and nf > 1 and n >= nf:
+        if linear_cv:
+            best = linear_cv[0]
             cv.append({"lam_density": None, "score": best["score"], "energy_mae_meV_per_atom": best["energy_mae_meV_per_atom"],
                        "energy_rmse_meV_per_atom": best["energy_rmse_meV_per_atom"], "force_rmse_eV_per_A": best["force_rmse_eV_per_A"]})
         for lam_d in emb.lam:
-            errs, sc = np.zeros(len(configs)), []
+            errs, sc = np.zeros(n), []
             for f in range(nf):
                 held = data.folds == f
-                loss = ProjectedLoss(*args, lam_d, ~held)
+                loss = ProjectedLoss(*args, lam_d, ~held, **extra)
                 theta, _ = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter)
                 de, f_rmse = _held_out(data, loss, theta, held)
                 errs[held] = de
@@ -552,28 +607,15 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
                       f"score={score:.3f}", file=sys.stderr, flush=True)
         cv = sorted(cv, key=lambda r: r["score"])
         lam_d = next(r["lam_density"] for r in cv if r["lam_density"] is not None)
-        types = data.config_types if len(data.config_types) == len(configs) else ["default"] * len(configs)
+        types = data.config_types if len(data.config_types) == n else ["default"] * n
         cv_by_type = summarise_errors([(t, e, None, None) for t, e in zip(types, cv_errors[lam_d], strict=True)])
     else:
         lam_d, cv_by_type = emb.lam[0], {}
     t2 = time.perf_counter()
-    loss = ProjectedLoss(*args, lam_d, np.ones(len(configs), bool))
+    loss = ProjectedLoss(*args, lam_d, np.ones(n, bool), **extra)
     if progress:
         print(f"  embedded final fit: lam_density={lam_d}, linear part at theta=0: loss {loss(0 * loss.initial(1.0, 0))[0]:.6g}",
               file=sys.stderr, flush=True)
     theta, res = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter, progress)
     a = loss.linear_part(theta)
-    t3 = time.perf_counter()
-    ns, nB = len(species), len(feature_degrees(basis))
-    full = np.zeros(data.n_cols)
-    full[cols] = a
-    dens = np.zeros((ns, len(emb.embeddings), nB))
-    dens[:, :, data.density_cols] = theta.reshape(loss.shape) / loss.dm
-    chosen = {**ch, "lam_density": lam_d}
-    info = {"iterations": int(res.nit), "loss": float(res.fun), "converged": bool(res.success), "message": str(res.message),
-            "n_density_features": int(len(data.density_cols))}
-    meta = {"settings": settings.to_dict(), "embedding_settings": emb.to_dict(), "chosen": chosen, "n_configs": len(configs),
-            "n_atoms": int(data.natoms.sum()), "n_active_columns": int(len(cols)), "solver_info": info}
-    pot = EmbeddedACEPotential(basis, species, full[:ns], full[ns:].reshape(ns, nB), dens, emb.embeddings, repulsion, meta)
-    return EmbeddedFitResult(pot, linear, cv, chosen, info,
-                             {"features": data.seconds, "linear": t1 - t0, "cv": t2 - t1, "solve": t3 - t2}, cv_by_type)
+    return theta, a, loss, res, cv, lam_d, cv_by_type, (t2, time.perf_counter())

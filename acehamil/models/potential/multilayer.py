@@ -4,7 +4,9 @@ The model::
 
     E = sum_i [ E0(Z_i) + c_{Z_i} . B(R_i) + w_{Z_i} . Phi_i ] + E_rep
 
-``c . B`` is the linear ACE site energy (:mod:`.model`).  ``Phi_i`` are the
+``c . B`` is the linear ACE site energy (:mod:`.model`); optionally the first layer
+also carries embedded densities, ``+ sum_k F_k(d_k . B)`` (:mod:`.embedded`; the
+"embedded multilayer" model, fitted by :func:`~.embedded_fit.fit_embedded_multilayer`).  ``Phi_i`` are the
 invariant features of a second layer (as in multilayer / graph ACE, Bochkarev et
 al.): its particles are the neighbours ``j`` of ``i`` within ``r_pass``, and each
 carries the per-atom outputs of the first layer (messages) as features:
@@ -432,6 +434,12 @@ class MultilayerACEPotential:
         Second-layer coefficients, eV per feature unit.
     repulsion : RepulsionSpec or None
     metadata : dict
+    densities : ndarray, float64, shape (n_species, n_densities, n_B), optional
+        Embedded densities of the first layer (then its site energy is
+        ``c . B + sum_k F_k(d_k . B)``, :class:`~.embedded.EmbeddedACEPotential`);
+        None: the linear first layer.
+    embeddings : tuple of str
+        One embedding (:data:`~.embedded.EMBEDDINGS`) per density; empty without densities.
     """
 
     basis: object
@@ -442,6 +450,8 @@ class MultilayerACEPotential:
     weights: np.ndarray
     repulsion: RepulsionSpec | None = None
     metadata: dict = field(default_factory=dict)
+    densities: np.ndarray | None = None
+    embeddings: tuple = ()
 
     def __post_init__(self):
         species = tuple(int(z) for z in self.species)
@@ -455,7 +465,19 @@ class MultilayerACEPotential:
         if not np.all(np.isfinite(w)):
             raise ValueError("weights must be finite")
         w.flags.writeable = False
-        linear = ACEPotential(self.basis, species, self.e0, self.coef, self.repulsion, {})
+        if isinstance(self.embeddings, str):
+            raise TypeError("embeddings must be a sequence of names, not one string")
+        if self.densities is None:
+            if len(self.embeddings):
+                raise ValueError("embeddings given without densities")
+            linear = ACEPotential(self.basis, species, self.e0, self.coef, self.repulsion, {})
+        else:
+            from .embedded import EmbeddedACEPotential
+
+            linear = EmbeddedACEPotential(self.basis, species, self.e0, self.coef, self.densities, tuple(self.embeddings),
+                                          self.repulsion, {})
+            object.__setattr__(self, "densities", linear.densities)
+        object.__setattr__(self, "embeddings", tuple(getattr(linear, "embeddings", ())))
         object.__setattr__(self, "species", species)
         object.__setattr__(self, "e0", linear.e0)
         object.__setattr__(self, "coef", linear.coef)
@@ -464,9 +486,14 @@ class MultilayerACEPotential:
         object.__setattr__(self, "_linear", linear)
 
     @property
-    def linear(self) -> ACEPotential:
-        """The first layer alone (same basis, E0, coefficients, repulsion)."""
+    def linear(self):
+        """The first layer alone (same basis, E0, coefficients, repulsion; with its densities, if any)."""
         return self._linear
+
+    @property
+    def n_densities(self) -> int:
+        """Embedded densities of the first layer (0: linear first layer)."""
+        return len(self.embeddings)
 
     @property
     def n_features(self) -> int:
@@ -478,7 +505,8 @@ class MultilayerACEPotential:
         return max(self._linear.cutoff, self.layer.cutoff)
 
     def parameter_vector(self) -> np.ndarray:
-        """``[E0, coef (species-major), weights (species-major)]``: the fit's column layout."""
+        """``[E0, coef (species-major), weights (species-major)]``: the fit's column layout (the
+        densities, if any, are not part of it: the model is then nonlinear in them)."""
         return np.concatenate([self.e0, self.coef.ravel(), self.weights.ravel()])
 
     def compute(self, atoms, forces: bool = True, stress: bool = True, chunk_atoms: int = 256) -> dict:

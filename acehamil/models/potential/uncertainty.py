@@ -58,6 +58,8 @@ def _fit_columns(result):
     pot = result.potential
     extra = None
     if isinstance(pot, MultilayerACEPotential):
+        if pot.n_densities:
+            raise ValueError("an embedded multilayer potential is nonlinear in its densities: it has no linear posterior")
         extra = np.tile(pot.layer.feature_degrees(), len(pot.species))
     cols, degs = _columns(pot.basis, pot.species, result.chosen["shift"], extra)
     return cols, degs, 0 if extra is None else len(extra)
@@ -132,7 +134,7 @@ def predict_sigma(potential, posterior: PotentialPosterior, atoms) -> dict:
 
     if isinstance(potential, ACEPotential):
         rows = design_rows(potential.basis, potential.species, atoms, gradients=True)
-    elif isinstance(potential, MultilayerACEPotential):
+    elif isinstance(potential, MultilayerACEPotential) and not potential.n_densities:
         rows = multilayer_rows(potential.basis, potential.species, potential.layer, atoms, gradients=True)
     else:
         raise TypeError(f"error bars need a linear or multilayer ACE potential (BLR posterior), got {type(potential).__name__}")
