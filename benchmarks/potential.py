@@ -11,7 +11,7 @@ random coefficients (the cost does not depend on their values); ``--model
 embedded`` adds random densities on the benchmark's density features
 (benchmarks/mlearn.py ``EMBEDDED``), ``--model multilayer`` a second layer with
 benchmarks/mlearn.py's ``MULTILAYER`` settings (cutoffs = ``--layer-cutoff``, default ``--r-cut``) and random
-weights.  One thread: run with ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``.
+weights, ``--model embedded_multilayer`` both (the densities in the multilayer model's first layer).  One thread: run with ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``.
 ``--alternate linear multilayer`` times random models call by call in turn in one
 process and prints CPU µs/atom and ratios (the same load for each).
 """
@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+#: Random model kinds (``--model``, ``--alternate``).
+MODELS = ("linear", "embedded", "multilayer", "embedded_multilayer")
 
 
 def benchmark_model(args):
@@ -46,20 +49,23 @@ def benchmark_model(args):
     rep = RepulsionSpec((((14, 14), 1.9),), 10.0)
     if args.model == "linear":
         return ACEPotential(basis, (14,), [-5.0], coef, rep)
-    if args.model == "multilayer":
-        from acehamil.models.potential.multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
-
-        r2 = getattr(args, "layer_cutoff", None) or args.r_cut
-        spec = MessageSpec(n_message=MULTILAYER["n_message"], r_message=r2, n_pass=MULTILAYER["n_pass"], r_pass=r2,
-                           embeddings=MULTILAYER["embeddings"])
-        layer = MessageLayer(spec, (14,), shift=np.full(spec.n_message, 1.0), scale=np.full(spec.n_message, 2.0))
-        return MultilayerACEPotential(basis, (14,), [-5.0], coef, layer, 1e-3 * rng.normal(size=(1, layer.n_features)), rep)
     from acehamil.models.potential.embedded import EmbeddedACEPotential
     from acehamil.models.potential.embedded_fit import density_columns
 
     cols = density_columns(basis, EMBEDDED["density_max_degree"])
     dens = np.zeros((1, len(EMBEDDED["embeddings"]), nB))
     dens[:, :, cols] = 1e-2 * rng.normal(size=(1, len(EMBEDDED["embeddings"]), len(cols)))
+    if args.model in ("multilayer", "embedded_multilayer"):
+        from acehamil.models.potential.multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
+
+        r2 = getattr(args, "layer_cutoff", None) or args.r_cut
+        spec = MessageSpec(n_message=MULTILAYER["n_message"], r_message=r2, n_pass=MULTILAYER["n_pass"], r_pass=r2,
+                           embeddings=MULTILAYER["embeddings"])
+        layer = MessageLayer(spec, (14,), shift=np.full(spec.n_message, 1.0), scale=np.full(spec.n_message, 2.0))
+        w = 1e-3 * rng.normal(size=(1, layer.n_features))
+        if args.model == "multilayer":
+            return MultilayerACEPotential(basis, (14,), [-5.0], coef, layer, w, rep)
+        return MultilayerACEPotential(basis, (14,), [-5.0], coef, layer, w, rep, {}, dens, EMBEDDED["embeddings"])
     return EmbeddedACEPotential(basis, (14,), [-5.0], coef, dens, EMBEDDED["embeddings"], rep)
 
 
@@ -100,12 +106,12 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--potential", help="potential file (default: benchmark basis, random coefficients)")
-    p.add_argument("--model", default="linear", choices=("linear", "embedded", "multilayer"), help="random model kind without --potential")
+    p.add_argument("--model", default="linear", choices=MODELS, help="random model kind without --potential")
     p.add_argument("--r-cut", type=float, default=5.0)
     p.add_argument("--layer-cutoff", type=float, help="multilayer: r_message = r_pass, Å (default: --r-cut)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--mlearn-json", type=Path, help="report of benchmarks/mlearn.py --json (fit times)")
-    p.add_argument("--alternate", nargs="+", choices=("linear", "embedded", "multilayer"),
+    p.add_argument("--alternate", nargs="+", choices=MODELS,
                    help="time these random models alternately in one process (robust ratios on a loaded machine)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

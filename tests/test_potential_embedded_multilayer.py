@@ -280,3 +280,39 @@ def test_nve_energy_is_conserved_with_a_fitted_embedded_multilayer_model(shared_
     drift = np.polyfit(np.asarray(t), np.asarray(etot), 1)[0] * (t[-1] - t[0]) * 1e3
     assert abs(drift) < 1.0 and np.ptp(etot) * 1e3 < 5.0, (drift, np.ptp(etot))
     assert np.ptp(epot) * 1e3 > 10.0
+
+
+def test_cli_fits_and_evaluates_an_embedded_multilayer_model(tmp_path, rng, capsys):
+    import json
+
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from acehamil.cli import main
+    from acehamil.io.potential_file import load_potential
+
+    frames = []
+    for c in _labelled(_truth(rng, _basis(), density_scale=1.0), rng, 6, "md"):
+        a = c.atoms.copy()
+        a.calc = SinglePointCalculator(a, energy=c.energy, forces=c.forces)
+        frames.append(a)
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text(
+        '[data]\ntrain = "train.xyz"\n[basis]\nr_cut = 4.0\nn_max = 3\nmax_nu = 2\nmax_degree = [4, 3]\n'
+        "[fit]\nlam = [1e-10]\npower = [0.0]\nn_folds = 2\n"
+        '[model]\nkind = "embedded_multilayer"\nn_message = 3\nn_pass = 3\n'
+        '[model.densities]\nembeddings = ["fs"]\ndensity_max_degree = [4, 2]\nlam = [1e-6]\nmaxiter = 30\ncv = false\n'
+    )
+    out = tmp_path / "pot.h5"
+    assert main(["fit-potential", str(cfg), "-o", str(out), "-q", "--report", str(tmp_path / "rep.json")]) == 0
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["model"] == "embedded_multilayer" and rep["optimiser"]["iterations"] > 0 and rep["linear_cv"]
+    pot = load_potential(out)
+    assert isinstance(pot, MultilayerACEPotential) and pot.n_densities == 1 and np.abs(pot.densities).max() > 0
+    capsys.readouterr()
+    assert main(["evaluate-potential", str(out), str(tmp_path / "train.xyz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["force_mae_eV_per_A"] < 1e-2
+    cfg.write_text(cfg.read_text().replace("cv = false", "cv = false\nbogus = 1"))
+    assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "x.h5"), "-q"]) != 0
+    assert "model.densities" in capsys.readouterr().err

@@ -65,7 +65,13 @@ def run(args) -> int:
         print(f"training: {len(job.train)} configs {summarise(job.train)}; species {list(job.species)}", file=sys.stderr)
     blr = job.settings.solver == "blr"
     acc = None
-    if job.multilayer is not None:
+    if job.multilayer is not None and job.embedding is not None:
+        from ..models.potential.embedded_multilayer_fit import fit_embedded_multilayer
+
+        result = fit_embedded_multilayer(job.train, job.basis, job.species, job.settings, job.multilayer, job.embedding,
+                                         job.repulsion, progress=progress)
+        kind = "embedded_multilayer"
+    elif job.multilayer is not None:
         from ..models.potential.multilayer_fit import accumulate_multilayer, fit_multilayer, multilayer_layer
 
         layer = multilayer_layer(job.multilayer, job.species, job.train)
@@ -83,7 +89,7 @@ def run(args) -> int:
         result = fit_embedded(job.train, job.basis, job.species, job.settings, job.embedding, job.repulsion, progress=progress)
         kind = "embedded"
     posterior = None
-    if blr and kind != "embedded":  # BLR: the calibrated posterior goes into the file (error bars)
+    if blr and kind not in ("embedded", "embedded_multilayer"):  # BLR: the calibrated posterior goes into the file (error bars)
         from ..models.potential.uncertainty import calibrate
 
         posterior = calibrate(result, job.settings, acc)
@@ -92,7 +98,7 @@ def run(args) -> int:
               "n_features": result.potential.n_features, "cv": result.cv, "cv_by_type": result.cv_by_type,
               "train": error_metrics(result.potential, job.train),
               "test": {name: error_metrics(result.potential, cfgs) for name, cfgs in job.test.items()}}
-    if job.embedding is not None:
+    if job.embedding is not None:  # (embedded multilayer: the multilayer fit's CV)
         report["linear_cv"] = result.linear.cv[:20]
         report["optimiser"] = result.info
     if posterior is not None:

@@ -58,6 +58,12 @@ and in ``docs/potentials.md``::
     r_pass = 5.0                     # Å (default: basis.r_cut)
     embeddings = ["identity", "fs"]  # embeddings of the invariant messages
     envelope_power = 2
+
+    [model]                          # the multilayer model with embedded densities in its first layer
+    kind = "embedded_multilayer"     # the [model] keys of "multilayer", and:
+    [model.densities]                # EmbeddingSettings keys, as for kind = "embedded"
+    embeddings = ["fs", "fs"]
+    lam = [1e-3]
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ BASIS_DEFAULTS = {"r_cut": 5.0, "n_max": 8, "max_nu": 3, "max_degree": [16, 12, 
                   "envelope_power": 2}
 REPULSION_DEFAULTS = {"enabled": True, "fraction": 0.8, "strength": 10.0}
 #: ``[model] kind`` -> whether the model has embeddings (an ``EmbeddingSettings``).
-MODEL_KINDS = {"linear": False, "embedded": True, "multilayer": False}
+MODEL_KINDS = {"linear": False, "embedded": True, "multilayer": False, "embedded_multilayer": True}
 _FIT_KEYS = set(FitSettings.__dataclass_fields__)
 _MODEL_KEYS = {"kind"} | set(EmbeddingSettings.__dataclass_fields__)
 _MULTILAYER_KEYS = {"kind"} | set(MessageSpec.__dataclass_fields__)
@@ -239,15 +245,23 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
     mcfg = dict(cfg.get("model", {}))
     kind = mcfg.get("kind", "linear")
     if kind not in MODEL_KINDS:
-        raise ValueError(f"model.kind must be 'linear', 'embedded' or 'multilayer', got {kind!r}")
-    if kind == "multilayer":
+        raise ValueError(f"model.kind must be 'linear', 'embedded', 'multilayer' or 'embedded_multilayer', got {kind!r}")
+    if kind in ("multilayer", "embedded_multilayer"):
+        embedding = None
+        if kind == "embedded_multilayer":  # density settings in [model.densities] (EmbeddingSettings keys)
+            dcfg = dict(mcfg.pop("densities", {}))
+            _check_keys(dcfg, set(EmbeddingSettings.__dataclass_fields__), "model.densities")
+            for k in ("embeddings", "density_max_degree", "lam"):
+                if k in dcfg:
+                    dcfg[k] = tuple(dcfg[k]) if np.ndim(dcfg[k]) else (dcfg[k],)
+            embedding = EmbeddingSettings(**dcfg)
         _check_keys(mcfg, _MULTILAYER_KEYS, "model")
         mcfg.pop("kind")
         mcfg.setdefault("r_message", float(bcfg["r_cut"]))
         mcfg.setdefault("r_pass", float(bcfg["r_cut"]))
         if "embeddings" in mcfg:
             mcfg["embeddings"] = tuple(mcfg["embeddings"]) if np.ndim(mcfg["embeddings"]) else (mcfg["embeddings"],)
-        return PotentialJob(train, test, species, basis, settings, repulsion, None, MessageSpec(**mcfg))
+        return PotentialJob(train, test, species, basis, settings, repulsion, embedding, MessageSpec(**mcfg))
     _check_keys(mcfg, _MODEL_KEYS, "model")
     mcfg.pop("kind", None)
     embedded = MODEL_KINDS[kind]
