@@ -43,15 +43,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .embedded_fit import (
-    EmbeddedFitResult,
-    EmbeddingData,
-    EmbeddingSettings,
-    density_columns,
-    densities_from_theta,
-    embedding_data,
-    fit_densities,
-)
+from .embedded_data import EmbeddingData, density_columns, embedding_data
+from .embedded_fit import EmbeddedFitResult, EmbeddingSettings, densities_from_theta, fit_densities
 from .fit import FitResult, FitSettings, _columns
 from .model import VOIGT, cell_volume, feature_degrees
 from .multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
