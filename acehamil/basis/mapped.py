@@ -19,7 +19,7 @@ class ProductMap:
     """``AA @ CW`` of a basis' product tables from the lower levels and the kept top products.
 
     A map keeps scratch buffers (and its mirrored and factorised forms) between calls: use one per
-    thread (:meth:`MatrixModel.predict_data <acehamil.models.hamiltonian.model.MatrixModel.predict_data>`
+    thread (:meth:`MatrixModel.predict_data <acehamil.models.hamiltonian.matrix_model.MatrixModel.predict_data>`
     builds one per call).
 
     Parameters

@@ -26,7 +26,7 @@ import numpy as np
 from ...structure import RealSpaceMatrix
 from ...structure.neighbours import CentreNeighbours, NeighbourPairs
 from ...threads import inner_threads
-from .model import Pattern
+from .matrix_model import Pattern
 
 #: Default atoms per chunk.  Measured with the example model (Si, 12 Å bonds): 4096 -> 2.0 GB peak at
 #: 10,648 atoms, 8192 -> 4.4 GB peak at 101,568 atoms (docs/tb.md); memory grows with the chunk, not the structure.

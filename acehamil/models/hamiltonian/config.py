@@ -195,7 +195,7 @@ class FitConfig:
     energy_zero_model : {"none", "density"}
         What predictions carry as energy zero: ``"none"``, the training average;
         ``"density"``, ``V = v0 + sum_Z beta_Z N_Z / Omega`` fitted to the ``V_s``
-        (:class:`acehamil.models.hamiltonian.model.EnergyZero`; needs ``fit_energy_zero``).
+        (:class:`acehamil.models.hamiltonian.energy_zero.EnergyZero`; needs ``fit_energy_zero``).
     """
 
     validation_fraction: float = 0.0

@@ -4,7 +4,7 @@ A *block family* owns the blocks of one kind of centre (on-site: atoms of one
 species; off-site: directed bonds of one species pair) and, for each of its
 block types (shell pairs) and coupled ``L``, one independent linear model
 ``x_L = D_L c_L``.  Prediction (:meth:`MatrixModel.predict
-<acehamil.models.hamiltonian.model.MatrixModel.predict>`), fitting
+<acehamil.models.hamiltonian.matrix_model.MatrixModel.predict>`), fitting
 (:mod:`acehamil.models.hamiltonian.fit`) and the model files only talk to
 families through :class:`BlockFamily`, so a new family (dipoles, spin
 channels, ...) is one new module implementing it.

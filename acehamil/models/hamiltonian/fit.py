@@ -31,7 +31,8 @@ from ...fitting.conditioning import condition_number, data_scale, equilibrate
 from ...progress import Progress
 from ...threads import inner_threads, with_inner_threads
 from .config import ModelConfig
-from .model import HamiltonianModel, MatrixModel, electrons_per_species
+from .matrix_model import MatrixModel
+from .model import HamiltonianModel, electrons_per_species
 from .sums import FitSums, Sampling, StructureDesigns, batch_parts, counts_and_pairs, pick_h, pick_s, serial_map
 
 EV_TO_MEV = 1000.0
@@ -191,7 +192,7 @@ def fit_density_energy_zero(cells, V, species) -> tuple:
     >>> round(ez.v0, 6), round(ez.beta[0][1], 6)
     (0.5, 20.0)
     """
-    from .model import EnergyZero
+    from .energy_zero import EnergyZero
 
     V = np.asarray(V, dtype=float)
     species = [int(z) for z in species]

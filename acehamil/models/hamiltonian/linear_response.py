@@ -31,7 +31,7 @@ import numpy as np
 from ...so3 import cg_real
 from ...structure.blocks import scatter_blocks
 from .blocks import assemble, transpose_sign
-from .model import shell_offsets
+from .matrix_model import shell_offsets
 
 
 def fermi_weights(eps, weights, fermi_level: float, width: float = 0.01) -> np.ndarray:

@@ -28,7 +28,7 @@ from ...structure.neighbours import neighbour_pairs
 from ...structure.pair_index import reverse_index
 from .blocks import project
 from .family import sampling_leaders, symmetrise
-from .model import shell_offsets
+from .matrix_model import shell_offsets
 
 
 @dataclass(frozen=True, eq=False)

@@ -37,7 +37,7 @@ from ...structure.blocks import scatter_blocks
 from ...structure.pair_index import reverse_index
 from .blocks import assemble, transpose_sign
 from .family import symmetrise
-from .model import shell_offsets
+from .matrix_model import shell_offsets
 
 
 class NoPosteriorError(ValueError):
