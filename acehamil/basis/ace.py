@@ -21,21 +21,22 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 
 from .angular import AngularBasis
 from .atomic import atomic_base, atomic_base_by_category, fold_categories, pad, padding
-from .linear import LinearContraction, pull_back
+from .centres import MIN_LENGTH, Centres
+from .linear import LinearContraction
+from .linear import evaluate_composed as _evaluate_composed
+from .linear import evaluate_linear as _evaluate_linear
 from .mapped import OneParticleMap, ProductMap
 from .product import ProductTables
 from .radial import RadialBasis
 from .spec import BasisSpec, RadialSpec  # noqa: F401  (RadialSpec for the doctest namespace)
 
-#: Particles closer to their centre than this (Å) are rejected.
-MIN_LENGTH = 1e-8
+__all__ = ["ACEBasis", "Centres", "MIN_LENGTH"]  # Centres, MIN_LENGTH: re-exported from .centres
+
 #: Soft memory budgets (float64 entries) for the per-batch work arrays: products AA
 #: and the full Jacobian of one batch (both small enough to stay in cache: measured faster).
 _BUDGET = 300_000
@@ -44,97 +45,6 @@ _GRAD_BUDGET = 1_500_000
 #: glibc's 32 MB ceiling for memory-mapped allocations, so the chunk arrays are recycled instead of
 #: mapped and faulted in afresh each time (measured: half the page faults, ~4 % less CPU at 1728 atoms).
 _CHUNK = 2_500_000
-#: Largest centre batch of :meth:`ACEBasis.evaluate_linear` (its sparse products are
-#: vectorised over the batch; measured flat from ~40 to 64 on the Si benchmark).
-_LINEAR_BATCH = 64
-
-
-@dataclass(frozen=True, eq=False)
-class Centres:
-    """Centres (sites or bonds) and the particles around them.
-
-    Parameters
-    ----------
-    centre_species : array of int, shape (n_centres,)
-        Selects the per-(centre species, category) cutoff.
-    particle_centre : array of int, shape (P,)
-        Index of the centre each particle belongs to.
-    particle_vec : array of float, shape (P, 3), Å
-        Particle position relative to its centre (non-zero).
-    particle_category : array of int, shape (P,)
-        Category (atomic number, or BOND = -1) of each particle.
-    particle_weight : array of float, shape (P,), optional
-        Multiplies the particle's radial basis (no gradient through it).
-    """
-
-    centre_species: np.ndarray
-    particle_centre: np.ndarray
-    particle_vec: np.ndarray
-    particle_category: np.ndarray
-    particle_weight: np.ndarray | None = None
-
-    def __post_init__(self):
-        cs = _int_array(self.centre_species, "centre_species", 1)
-        pc = _int_array(self.particle_centre, "particle_centre", 1)
-        cat = _int_array(self.particle_category, "particle_category", 1)
-        vec = np.asarray(self.particle_vec, dtype=float)
-        if vec.size == 0:
-            vec = vec.reshape(0, 3)
-        if vec.ndim != 2 or vec.shape[1] != 3:
-            raise ValueError(f"particle_vec must have shape (P, 3), got {vec.shape}")
-        P = len(vec)
-        if len(pc) != P or len(cat) != P:
-            raise ValueError(
-                f"particle arrays disagree in length: particle_vec {P}, particle_centre {len(pc)}, particle_category {len(cat)}"
-            )
-        if P and (pc.min() < 0 or pc.max() >= len(cs)):
-            raise ValueError(f"particle_centre must lie in 0..{len(cs) - 1}, got range {pc.min()}..{pc.max()}")
-        if not np.all(np.isfinite(vec)):
-            raise ValueError("particle_vec contains NaN or inf")
-        r = np.linalg.norm(vec, axis=1)
-        if P and r.min() < MIN_LENGTH:
-            raise ValueError(f"particle {int(np.argmin(r))} has a zero-length vector (|x| = {r.min():.3g} Å)")
-        w = self.particle_weight
-        if w is not None:
-            w = np.asarray(w, dtype=float)
-            if w.shape != (P,):
-                raise ValueError(f"particle_weight must have shape ({P},), got {w.shape}")
-            if not np.all(np.isfinite(w)):
-                raise ValueError("particle_weight contains NaN or inf")
-            w = _readonly(w)
-        for name, val in (("centre_species", cs), ("particle_centre", pc), ("particle_category", cat), ("particle_vec", vec)):
-            object.__setattr__(self, name, _readonly(val))
-        object.__setattr__(self, "particle_weight", w)
-        r.setflags(write=False)
-        object.__setattr__(self, "_length", r)  # |particle_vec| (Å), computed once: reused by the basis
-
-    @property
-    def n_centres(self) -> int:
-        return len(self.centre_species)
-
-    @property
-    def n_particles(self) -> int:
-        return len(self.particle_vec)
-
-
-def _int_array(x, name, ndim):
-    a = np.asarray(x)
-    if a.size == 0:
-        return np.zeros(0, np.int64)
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.integer):
-        if np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a)):
-            a = a.astype(np.int64)
-        else:
-            raise TypeError(f"{name} must be integers, got dtype {a.dtype}")
-    return a.astype(np.int64)
-
-
-def _readonly(a):
-    a = np.array(a, copy=True)
-    a.setflags(write=False)
-    return a
 
 
 class ACEBasis:
@@ -618,35 +528,7 @@ class ACEBasis:
         grads : ndarray, shape (P, 3) or (P, 2L+1, 3)
             ``d values[particle_centre[p]] / d particle_vec[p]``, input particle order.
         """
-        t = self.tables
-        if isinstance(coeffs, LinearContraction):
-            lc = coeffs
-            if (lc.n_AA, lc.n_A) != (t.n_AA, t.n_A):
-                raise ValueError("the LinearContraction was built for a different basis")
-            if key is not None and tuple(key) != lc.key:
-                raise ValueError(f"key {tuple(key)} differs from the contraction's key {lc.key}")
-        else:
-            lc = self.contraction(coeffs, (0, 1) if key is None else key)
-        L = lc.key[0]
-        ncomp = lc.n_components
-        prep = self._prepare(centres)
-        order = prep[0]
-        nc, P = centres.n_centres, len(order)
-        E = np.zeros((nc, ncomp))
-        g = np.zeros((P, ncomp, 3))
-        species = centres.centre_species
-        K = len(self.spec.categories) * self.spec.radial.n_max
-        n_lm = (t.l_max + 1) ** 2
-        for c0, c1, p0, p1, A, Rc, Y, (dRc, dY, rhat), local, slot, p_max in self._batches(
-            prep, lc.n_z, True, max_centres=_LINEAR_BATCH, xyz_first=True
-        ):
-            E[c0:c1], dEdA = lc.evaluate(A, species[c0:c1])
-            rows = order[p0:p1]
-            for M in range(ncomp):
-                g[rows, M] = pull_back(dEdA[M], Rc, dRc, Y, dY, rhat, local, slot, p_max, self._a_k, t.a_lm, K, n_lm)
-        if L == 0:
-            return E[:, 0], g[:, 0, :]
-        return E, g
+        return _evaluate_linear(self, centres, coeffs, key)
 
     def evaluate_composed(self, centres: Centres, contractions, outer):
         """Site values ``eps_c = outer(rho_c)`` of several contracted invariants, and their gradients.
@@ -673,33 +555,4 @@ class ACEBasis:
         rho : ndarray, shape (n_centres, n_k)
             The contracted invariants.
         """
-        t = self.tables
-        contractions = list(contractions)
-        if not contractions:
-            raise ValueError("evaluate_composed needs at least one contraction")
-        for lc in contractions:
-            if not isinstance(lc, LinearContraction) or (lc.n_AA, lc.n_A) != (t.n_AA, t.n_A):
-                raise ValueError("every contraction must be a LinearContraction built for this basis")
-            if lc.key != (0, 1):
-                raise ValueError(f"evaluate_composed contracts invariants (0, 1), got key {lc.key}")
-        prep = self._prepare(centres)
-        order = prep[0]
-        nc, P = centres.n_centres, len(order)
-        nk = len(contractions)
-        E = np.zeros(nc)
-        rho = np.zeros((nc, nk))
-        g = np.zeros((P, 3))
-        species = centres.centre_species
-        K = len(self.spec.categories) * self.spec.radial.n_max
-        n_lm = (t.l_max + 1) ** 2
-        n_z = max(lc.n_z for lc in contractions)
-        for c0, c1, p0, p1, A, Rc, Y, (dRc, dY, rhat), local, slot, p_max in self._batches(
-            prep, n_z, True, max_centres=_LINEAR_BATCH, xyz_first=True
-        ):
-            parts = [lc.evaluate(A, species[c0:c1]) for lc in contractions]
-            r = np.stack([v[:, 0] for v, _ in parts], axis=1)
-            eps, deps = outer(r, species[c0:c1])
-            dEdA = sum(deps[None, :, k] * d[0] for k, (_, d) in enumerate(parts))
-            rho[c0:c1], E[c0:c1] = r, eps
-            g[order[p0:p1]] = pull_back(dEdA, Rc, dRc, Y, dY, rhat, local, slot, p_max, self._a_k, t.a_lm, K, n_lm)
-        return E, g, rho
+        return _evaluate_composed(self, centres, contractions, outer)
