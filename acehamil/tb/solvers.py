@@ -135,7 +135,8 @@ def dos(data: StructureData, method: str = "auto", kmesh=None, *, width: float =
 def _kpm_dos(data, kmesh, energies, npoints, pdos, fermi_level, n_moments, n_vectors, kernel, seed, s_method, bounds, drop_tol,
              gamma_centred, progress, supercell=None):
     from .dos import monkhorst_pack, orbital_groups
-    from .kpm import BOUNDS_MARGIN, SInverse, assemble_result, kpm_moments, spectral_bounds
+    from .kpm import BOUNDS_MARGIN, assemble_result, kpm_moments
+    from .kpm_operator import SInverse, spectral_bounds
     from .sparse import bloch_csr
 
     t0 = time.perf_counter()
