@@ -375,6 +375,92 @@ def test_linear_response_sensitivity_is_the_brute_force_gradient(which, data, rn
     np.testing.assert_allclose(total, A @ eps, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("cut", [3.0, 3.9])
+def test_linear_response_epistemic_cut_sums_over_the_short_bonds_only(cut, model, data, rng):
+    """epistemic_cut: J is the brute-force gradient restricted to the on-site blocks and the bonds
+    shorter than the cut; the prediction and the noise parts are those of every block."""
+    from acehamil.models.hamiltonian.linear_response import sensitivities
+
+    atoms = data[4].atoms.copy()
+    atoms.rattle(0.05, rng=rng)
+    k = np.array([[0.13, 0.27, 0.41], [0.5, 0.0, 0.25]])
+    H, S, eps, vecs, ks = _states(model, atoms, k)
+    ref = (vecs[[3, 9]], ks[[3, 9]], np.array([0.3, 0.7]))
+    A = np.eye(len(eps))
+    A[:, [3, 9]] -= ref[2]
+    full = sensitivities(model.H, atoms, vecs, ks, ref)
+    short = sensitivities(model.H, atoms, vecs, ks, ref, epistemic_cut=cut)
+    np.testing.assert_allclose(short["data"], H.data, rtol=1e-12, atol=1e-12)
+    for part in ("noise", "shared"):
+        for key, v in full[part].items():
+            np.testing.assert_allclose(short[part][key], v, rtol=1e-12, atol=1e-14 * max(np.abs(v).max(), 1e-300))
+    rows, cols, _, bidx = H.coo()
+    pos, cell = atoms.get_positions(), atoms.cell.array
+    length = np.linalg.norm(pos[H.j[bidx]] - pos[H.i[bidx]] + H.shift[bidx] @ cell, axis=1)
+    inside = length < cut  # on-site entries have length 0
+    assert inside.any() and not inside.all()
+    ph = np.exp(2j * np.pi * (H.shift[bidx] @ ks.T))
+    w = (vecs[:, rows].conj().T * vecs[:, cols].T * ph).real @ A.T
+    differs = False
+    for (key, L), Jb in _linear_map(model.H, atoms).items():
+        want = w[inside].T @ Jb[inside]
+        np.testing.assert_allclose(short["J"][(key, L)], want, rtol=1e-9, atol=1e-10 * max(np.abs(want).max(), 1e-300))
+        differs |= not np.allclose(full["J"][(key, L)], want)
+    assert differs  # the longer bonds did contribute to the full J
+    with pytest.raises(ValueError, match="epistemic_cut"):
+        sensitivities(model.H, atoms, vecs, ks, ref, epistemic_cut=-1.0)
+
+
+def test_held_out_subset_weights_estimate_the_total(rng):
+    from acehamil.models.hamiltonian.calibrate import held_out_subset
+
+    kinds = ["a"] * 7 + [None] * 5 + ["b"] * 2
+    w = held_out_subset(kinds, 3, 11)
+    np.testing.assert_array_equal(w, held_out_subset(kinds, 3, 11))  # seeded
+    for lo, hi in ((0, 7), (7, 12), (12, 14)):
+        assert w[lo:hi].sum() == pytest.approx(hi - lo)  # each kind weighs its number of structures
+        assert np.count_nonzero(w[lo:hi]) == min(3, hi - lo)
+    assert np.all(held_out_subset(kinds, 0, 11) == 1.0)
+    # a weighted mean over the chosen structures estimates the mean over all without bias
+    x = rng.normal(size=14) + np.array([3.0] * 7 + [0.0] * 5 + [-2.0] * 2)
+    est = np.mean([np.sum(held_out_subset(kinds, 3, s) * x) / 14 for s in range(3000)])
+    assert est == pytest.approx(x.mean(), abs=0.03)
+
+
+def test_weighted_fit_scales_equals_repeated_values(rng):
+    """Integer weights = the values repeated that many times (likelihood and 90 % quantile)."""
+    from acehamil.models.hamiltonian.calibrate import fit_scales
+
+    se, sn = rng.uniform(0.1, 2, 300), rng.uniform(0.2, 0.6, 300)
+    err = rng.normal(size=300) * np.sqrt((2 * se) ** 2 + (0.5 * sn) ** 2)
+    reps = rng.integers(1, 4, 300)
+    weighted = fit_scales(err, se, sn, weights=reps.astype(float))
+    repeated = fit_scales(np.repeat(err, reps), np.repeat(se, reps), np.repeat(sn, reps))
+    np.testing.assert_allclose(weighted, repeated, rtol=2e-3)
+    with pytest.raises(ValueError, match="weights"):
+        fit_scales(err, se, sn, weights=np.zeros(300))
+
+
+def test_calibration_per_kind_predicts_a_subset_with_weights(data):
+    from acehamil.models.hamiltonian.calibrate import cross_validated_errors
+    from acehamil.models.hamiltonian.sums import structure_sums
+
+    kinded = [dataclasses.replace(sd, info={**sd.info, "kind": "x"}) for sd in data[:4]]
+    cfg = ModelConfig.from_dict({**CFG, "uncertainty": {"calibration_folds": 2, "kmesh": [2, 2, 2], "window_eV": 3.0,
+                                                        "calibration_states": 5, "calibration_per_kind": 2,
+                                                        "epistemic_bond_cut": 3.0}})
+    full = fit(kinded, cfg, progress=False)
+    parts = [structure_sums(full.H, sd, lambda s: s.H[0], {}, 1.0, np.random.default_rng(0), index=k)
+             for k, sd in enumerate(kinded)]
+    cv = cross_validated_errors(kinded, full, parts)
+    assert len(set(cv["structure"].tolist())) == 2
+    assert np.all(cv["weight"] == 2.0)
+    with pytest.raises(ValueError, match="calibration_per_kind"):
+        ModelConfig.from_dict({**CFG, "uncertainty": {"calibration_per_kind": -1}})
+    with pytest.raises(ValueError, match="epistemic_bond_cut"):
+        ModelConfig.from_dict({**CFG, "uncertainty": {"epistemic_bond_cut": -0.5}})
+
+
 def test_linear_response_variances_match_draws(model, data, rng):
     """First-order variances of the three parts = the variance of the first-order shifts of many draws."""
     from acehamil.models.hamiltonian.linear_response import sensitivities, variances

@@ -152,7 +152,7 @@ def combine(model, sigma_epi, sigma_noise, sigma_shared=0.0, score=float("nan"))
                    + (c * np.asarray(sigma_shared)) ** 2 + x**2)
 
 
-def fit_scales(err, *sigmas) -> tuple:
+def fit_scales(err, *sigmas, weights=None) -> tuple:
     """Maximum-likelihood factors of ``err ~ N(0, sum_p (f_p sigma_p)^2)``, then one common
     factor so that the 90 % quantile of ``|err| / sigma`` is 1.645.
 
@@ -161,6 +161,9 @@ def fit_scales(err, *sigmas) -> tuple:
     err : array, shape (n,), eV
     *sigmas : arrays, shape (n,), eV
         The parts of the spread (e.g. epistemic, noise, shared noise).
+    weights : array, shape (n,), optional
+        Weight of each value in the likelihood and the quantile (e.g. ``1 / p`` for values drawn
+        with probability ``p``: an unbiased estimate of the objective of all values); default 1.
 
     Returns
     -------
@@ -184,10 +187,14 @@ def fit_scales(err, *sigmas) -> tuple:
         raise ValueError("err and every sigma must have one equal shape with >= 2 values")
     S2 = np.array([x**2 for x in S])
     tiny = 1e-30
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    if w is not None and (w.shape != e.shape or not np.all(w > 0) or not np.all(np.isfinite(w))):
+        raise ValueError("weights must be finite, > 0 and of the shape of err")
+    wn = np.ones_like(e) if w is None else w * (len(w) / w.sum())  # mean 1: the same scale of the objective
 
     def nll(p):
         v = np.exp(p) @ S2 + tiny
-        return 0.5 * float(np.sum(np.log(v) + e**2 / v))
+        return 0.5 * float(np.sum(wn * (np.log(v) + e**2 / v)))
 
     x0 = np.log(max(float(np.mean(e**2)) / max(float(np.mean(S2.sum(axis=0))), tiny), tiny))
     best = None
@@ -198,8 +205,26 @@ def fit_scales(err, *sigmas) -> tuple:
             best = res
     f = np.sqrt(np.exp(best.x))
     s = np.sqrt(np.exp(best.x) @ S2) + tiny
-    g = float(np.quantile(e / s, 0.9)) / Z90
+    g = (float(np.quantile(e / s, 0.9)) if w is None else weighted_quantile(e / s, w, 0.9)) / Z90
     return tuple(float(x * g) for x in f)
+
+
+def weighted_quantile(x, w, q: float) -> float:
+    """The smallest ``x_i`` whose cumulative weight (``x`` ascending) reaches ``q`` of the total.
+
+    Examples
+    --------
+    >>> weighted_quantile([3.0, 1.0, 2.0], [1.0, 1.0, 2.0], 0.5)
+    2.0
+    >>> weighted_quantile([3.0, 1.0, 2.0], [1.0, 3.0, 1.0], 0.5)
+    1.0
+    """
+    x, w = np.asarray(x, dtype=float).reshape(-1), np.asarray(w, dtype=float).reshape(-1)
+    if x.shape != w.shape or x.size == 0 or not 0 <= q <= 1:
+        raise ValueError("x and w need one equal non-empty shape, q in [0, 1]")
+    order = np.argsort(x, kind="mergesort")
+    c = np.cumsum(w[order])
+    return float(x[order][min(int(np.searchsorted(c, q * c[-1])), len(x) - 1)])
 
 
 def interval_metrics(err, sigma) -> dict:
@@ -294,6 +319,32 @@ def fold_splits(n: int, folds: int, fraction: float, seed: int) -> list:
     return [np.sort(order[:min(max(int(round(fraction * n)), 1), n - 1)])]
 
 
+def held_out_subset(kinds, per_kind: int, seed: int) -> np.ndarray:
+    """Weight of each training structure as a held-out structure of the calibration: 0 (not
+    predicted) or ``n_kind / per_kind`` for the ``per_kind`` structures drawn at random (seeded)
+    among the ``n_kind`` of their kind (``info["kind"]``; None is a kind), 1 for every structure of
+    a kind with at most ``per_kind`` (``per_kind = 0``: all, weight 1).  The weighted likelihood of
+    the chosen structures is an unbiased estimate of that of all of them.
+
+    Examples
+    --------
+    >>> w = held_out_subset(["a", "a", "a", "a", None, "b"], 2, 0)
+    >>> sorted(w.tolist()), float(w[:4].sum())
+    ([0.0, 0.0, 1.0, 1.0, 2.0, 2.0], 4.0)
+    """
+    kinds = ["\0none" if k is None else str(k) for k in kinds]
+    w = np.ones(len(kinds))
+    if int(per_kind) <= 0:
+        return w
+    rng = np.random.default_rng([int(seed), 104729])
+    for kind in sorted(set(kinds)):
+        members = np.array([i for i, k in enumerate(kinds) if k == kind])
+        if len(members) > per_kind:
+            w[members] = 0.0
+            w[rng.choice(members, int(per_kind), replace=False)] = len(members) / per_kind
+    return w
+
+
 def fold_model(model, parts, keep, cells):
     """``model`` with its H coefficients refitted without the structures not in ``keep``.
 
@@ -325,7 +376,8 @@ def fold_model(model, parts, keep, cells):
     return dataclasses.replace(model, H=H, energy_zero=ez, report={})
 
 
-def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: int = 0, rng=None) -> dict | None:
+def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: int = 0, rng=None,
+                   epistemic_cut: float = 0.0) -> dict | None:
     """Eigenvalue errors of ``model`` on one reference structure and the first-order parts of their
     spread (:mod:`.linear_response`: no draws, no Monte-Carlo noise).
 
@@ -348,6 +400,9 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
     max_states : int
         At most this many of them (a random choice with ``rng``; 0 = all).
     rng : numpy.random.Generator, optional
+    epistemic_cut : float, Å
+        > 0: ``sigma_epi`` from the on-site blocks and the bonds shorter than this
+        (:func:`.linear_response.sensitivities`); 0: all blocks.
 
     Returns
     -------
@@ -357,14 +412,13 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
     """
     from ...structure import RealSpaceMatrix
     from ...tb.dos import monkhorst_pack
-    from ...tb.eigen import solve
     from ...tb.smearing import fermi_level
     from .linear_response import fermi_weights, sensitivities, variances
 
     if sd.n_electrons is None:
         return None
     kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
-    e_ref, C = solve(sd.H[0], sd.S, kp, eigenvectors=True)
+    e_ref, C, reduce_ = _reference_solve(sd.H[0], sd.S, kp)
     ef_ref = fermi_level(e_ref[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
     mask = np.abs(e_ref - ef_ref) <= window_eV
     phi = fermi_weights(e_ref, wk, ef_ref, 0.01).reshape(-1)
@@ -376,14 +430,41 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
     fermi = np.flatnonzero(phi > 1e-9)  # the states that move E_F (a few, at small smearing)
     nb = e_ref.shape[1]
     reference = (C[fermi // nb, :, fermi % nb], kp[fermi // nb], phi[fermi] / phi[fermi].sum())
-    sens = sensitivities(model.H, sd.atoms, C[win // nb, :, win % nb], kp[win // nb], reference, pairs=pairs)
+    sens = sensitivities(model.H, sd.atoms, C[win // nb, :, win % nb], kp[win // nb], reference, pairs=pairs,
+                         epistemic_cut=epistemic_cut)
     pat = sens["pattern"]
     H = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, sens["data"])
-    eps = solve(H, sd.S, kp)
+    eps = reduce_(H)
     ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
     err = ((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win]
     ve, vn, vs = variances(model.H, sens)
     return {"err": err, "sigma_epi": np.sqrt(ve), "sigma_noise": np.sqrt(vn), "sigma_shared": np.sqrt(vs)}
+
+
+def _reference_solve(H, S, kpts) -> tuple:
+    """Eigenvalues and S-orthonormal eigenvectors of the reference ``H, S`` on ``kpts``, and a
+    function giving the eigenvalues of another ``H`` (same orbitals) with the same overlap: S(k)
+    is assembled and factorised once per k (the reference's S is a validated training overlap;
+    a Cholesky failure raises ``numpy.linalg.LinAlgError``).
+
+    Returns
+    -------
+    eps : ndarray, shape (nk, norb), eV
+    vecs : ndarray, shape (nk, norb, norb), complex (``vecs[k][:, n]``, ``C^H S C = 1``)
+    eigenvalues : callable ``RealSpaceMatrix -> ndarray (nk, norb)``
+    """
+    from ...tb.bloch import BlochAssembler
+
+    Sk = BlochAssembler(S).dense(kpts)
+    X = np.linalg.inv(np.linalg.cholesky(Sk))  # L^-1 per k
+    Xh = np.conj(np.swapaxes(X, 1, 2))
+
+    def reduced(h):
+        a = X @ BlochAssembler(h).dense(kpts) @ Xh
+        return 0.5 * (a + np.conj(np.swapaxes(a, 1, 2)))
+
+    eps, Y = np.linalg.eigh(reduced(H))
+    return eps, Xh @ Y, lambda h: np.linalg.eigvalsh(reduced(h))
 
 
 def cross_validated_errors(structures, model, parts, progress: bool = False, designs=None, mapper=None) -> dict:
@@ -399,10 +480,11 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
 
     Returns
     -------
-    dict of 1-D arrays over the eigenvalues within ``E_F +- window_eV`` of every structure
+    dict of 1-D arrays over the eigenvalues within ``E_F +- window_eV`` of every held-out structure
         ``err``, ``sigma_epi``, ``sigma_noise``, ``sigma_shared`` (eV), ``structure`` (index into
         ``structures``), ``score`` (the structure's largest extrapolation score against the
-        fold's training structures); and ``folds`` (list of index arrays).
+        fold's training structures), ``weight`` (:func:`held_out_subset`: 1 unless
+        ``calibration_per_kind`` leaves structures out); and ``folds`` (list of index arrays).
     """
     from ...progress import Progress
     from .sums import serial_map
@@ -418,6 +500,7 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     cells = [sd.atoms for sd in structures]
     pairs = [None] * n if designs is None else [d.pairs for d in designs]
     onsite = [designs_of(model.H, at, designs, k) for k, at in enumerate(cells)]
+    weight = held_out_subset([sd.info.get("kind") for sd in structures], int(uc.calibration_per_kind), seed)
     run = serial_map if mapper is None else mapper
 
     def tasks():
@@ -427,11 +510,13 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
             ref = reference_of(onsite_leverage(sub.H, onsite[k], len(cells[k])) for k in keep)
             for i in val:
                 i = int(i)
-                yield sub, ref, structures[i], onsite[i], pairs[i], i
+                if weight[i] > 0:
+                    yield sub, ref, structures[i], onsite[i], pairs[i], i
 
-    cols = {k: [] for k in ("err", "structure", "score", *(f"sigma_{q}" for q in PARTS))}
-    bar = Progress(sum(len(v) for v in folds), "calibrate", progress)
-    for r in run(held_out_task, (tuple(uc.kmesh), float(uc.window_eV), int(uc.calibration_states), seed), tasks()):
+    cols = {k: [] for k in ("err", "structure", "score", "weight", *(f"sigma_{q}" for q in PARTS))}
+    bar = Progress(int(np.count_nonzero(weight > 0)), "calibrate", progress)
+    common = (tuple(uc.kmesh), float(uc.window_eV), int(uc.calibration_states), seed, float(uc.epistemic_bond_cut))
+    for r in run(held_out_task, common, tasks()):
         bar.step()
         if r is None:
             continue
@@ -441,6 +526,7 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
             cols[key].append(p[key])
         cols["structure"].append(np.full(m, i))
         cols["score"].append(np.full(m, score))
+        cols["weight"].append(np.full(m, weight[i]))
     if not cols["err"]:
         raise ValueError("calibration needs training structures with n_electrons")
     out = {k: np.concatenate(v) for k, v in cols.items()}
@@ -448,8 +534,8 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     return out
 
 
-def held_out_task(kmesh, window_eV: float, max_states: int, seed: int, model, reference: dict, sd, designs: dict,
-                  pairs, index: int):
+def held_out_task(kmesh, window_eV: float, max_states: int, seed: int, epistemic_cut: float, model, reference: dict,
+                  sd, designs: dict, pairs, index: int):
     """One held-out structure of the calibration (the task :func:`cross_validated_errors` maps):
     ``designs`` its on-site designs, ``pairs`` its neighbour list (None: built).
 
@@ -462,7 +548,7 @@ def held_out_task(kmesh, window_eV: float, max_states: int, seed: int, model, re
     from .uncertainty import onsite_leverage, score_of
 
     p = held_out_parts(model, sd, kmesh, window_eV, pairs=pairs, max_states=max_states,
-                       rng=np.random.default_rng([seed, index]))
+                       rng=np.random.default_rng([seed, index]), epistemic_cut=epistemic_cut)
     if p is None:
         return None
     natoms = len(sd.atoms)
@@ -507,11 +593,19 @@ def calibrate(structures, model, parts, progress: bool = False, designs=None, ma
     e, parts_ = cv["err"], [cv[f"sigma_{p}"] for p in PARTS]
     # the extrapolation part: d sqrt(score) per structure, the score against the fold's own training structures
     sx = EXTRAPOLATION_UNIT * np.sqrt(np.where(np.isfinite(cv["score"]), np.maximum(cv["score"], 0.0), 0.0))
-    a, b, c, d = fit_scales(e, *parts_, sx)
+    w = cv["weight"]
+    uniform = bool(np.all(w == w[0]))
+    a, b, c, d = fit_scales(e, *parts_, sx, weights=None if uniform else w)
     se, sn, ss = parts_
-    m = interval_metrics(e, np.sqrt((a * se) ** 2 + (b * sn) ** 2 + (c * ss) ** 2 + (d * sx) ** 2))
+    sig = np.sqrt((a * se) ** 2 + (b * sn) ** 2 + (c * ss) ** 2 + (d * sx) ** 2)
+    m = interval_metrics(e, sig)
     m["uncalibrated_coverage_90"] = interval_metrics(e, np.sqrt(se**2 + sn**2))["coverage_90"]
-    m["structures"] = [int(i) for i in np.sort(np.concatenate(cv["folds"]))]
+    if not uniform:  # the coverages as estimates over all training structures
+        e_abs = np.abs(e)
+        m["coverage_90"] = float(np.sum(w * (e_abs <= Z90 * sig)) / w.sum())
+        m["coverage_68"] = float(np.sum(w * (e_abs <= Z68 * sig)) / w.sum())
+        m["uncalibrated_coverage_90"] = float(np.sum(w * (e_abs <= Z90 * np.sqrt(se**2 + sn**2))) / w.sum())
+    m["structures"] = [int(i) for i in np.unique(cv["structure"])]
     m["folds"] = len(cv["folds"])
     return {"scale_epistemic": a, "scale_noise": b, "scale_shared": c, "extrapolation_sigma_eV": d * EXTRAPOLATION_UNIT,
             "calibration": m}

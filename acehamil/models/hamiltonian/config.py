@@ -55,6 +55,8 @@ TOML layout (all tables optional)::
     kmesh = [4, 4, 4]                 # k-grid of the calibration (eigenvalues within E_F +- window_eV)
     window_eV = 2.0
     calibration_states = 48           # at most this many window eigenvalues per held-out structure (0 = all)
+    calibration_per_kind = 0          # > 0: at most this many held-out structures per kind (weighted n_kind / this)
+    epistemic_bond_cut = 0.0          # > 0: the calibration's epistemic sensitivities from bonds shorter than this (Å)
 """
 
 from __future__ import annotations
@@ -261,6 +263,16 @@ class UncertaintyConfig:
         among the window eigenvalues of the ``kmesh`` grid; 0 = all): every structure weighs
         about the same in the fit of the factors, whatever its size, and the cost of the
         first-order spreads is bounded.
+    calibration_per_kind : int
+        > 0: at most this many held-out structures per structure kind (``info["kind"]``) are
+        predicted, a seeded random choice, each weighing ``n_kind / calibration_per_kind`` in the
+        fit of the factors (an unbiased estimate of the objective over all of them; every
+        structure is still in the folds' fits); 0: all.
+    epistemic_bond_cut : float, Å
+        > 0: the calibration's epistemic sensitivities sum over the on-site blocks and the bonds
+        shorter than this (the features of longer bonds, most of the calibration's cost, are not
+        evaluated; errors and noise parts still use every block); 0: every bond
+        (:func:`acehamil.models.hamiltonian.linear_response.sensitivities`).
     """
 
     calibrate: bool = False
@@ -270,6 +282,8 @@ class UncertaintyConfig:
     kmesh: tuple = (4, 4, 4)
     window_eV: float = 2.0
     calibration_states: int = 48
+    calibration_per_kind: int = 0
+    epistemic_bond_cut: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "kmesh", tuple(int(k) for k in self.kmesh))
@@ -285,6 +299,10 @@ class UncertaintyConfig:
             raise ValueError(f"window_eV must be > 0, got {self.window_eV}")
         if int(self.calibration_states) != self.calibration_states or self.calibration_states < 0:
             raise ValueError(f"calibration_states must be an integer >= 0, got {self.calibration_states}")
+        if int(self.calibration_per_kind) != self.calibration_per_kind or self.calibration_per_kind < 0:
+            raise ValueError(f"calibration_per_kind must be an integer >= 0, got {self.calibration_per_kind}")
+        if isinstance(self.epistemic_bond_cut, bool) or not self.epistemic_bond_cut >= 0:
+            raise ValueError(f"epistemic_bond_cut must be >= 0 Å, got {self.epistemic_bond_cut!r}")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ prediction (for any coefficients) and all sensitivities.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ...so3 import cg_real
@@ -63,7 +65,7 @@ def fermi_weights(eps, weights, fermi_level: float, width: float = 0.01) -> np.n
 
 
 def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, pairs=None,
-                  max_particles: int = 200_000) -> dict:
+                  max_particles: int = 200_000, epistemic_cut: float = 0.0) -> dict:
     """The prediction of ``mm`` and the first-order sensitivities of some state combinations.
 
     Parameters
@@ -82,6 +84,11 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
     coefficients : dict {bt.key: {L: ndarray}}, optional
         Of the prediction (default ``mm.coefficients``).
     pairs : NeighbourPairs, optional
+    epistemic_cut : float, Å
+        > 0: ``J`` sums over the on-site blocks and the bonds shorter than this only (the features
+        of longer bonds, most of the cost, are not evaluated; the prediction ``data`` then comes
+        from :meth:`MatrixModel.predict_data`, all blocks, and the noise parts still sum over every
+        block).  0: all blocks, exact.
 
     Returns
     -------
@@ -107,17 +114,34 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
     if vecs.shape[1] != orb0[-1]:
         raise ValueError(f"eigenvectors have {vecs.shape[1]} orbitals, the structure {orb0[-1]}")
     so = shell_offsets(mm.orbital_basis)
-    data = np.zeros(int(pat.offsets[-1]))
+    cut = float(epistemic_cut)
+    if not cut >= 0:
+        raise ValueError(f"epistemic_cut must be >= 0 Å, got {epistemic_cut}")
+    if cut > 0:  # the prediction by the fast (mapped) path; features only for the short bonds' sensitivities
+        data = dataclasses.replace(mm, coefficients=coefficients).predict_data(atoms, pat)
+    else:
+        data = np.zeros(int(pat.offsets[-1]))
+    pos, cell = np.asarray(atoms.get_positions(), dtype=float), np.asarray(atoms.cell.array, dtype=float)
     nr = len(vecs)
     J, noise, shared = {}, {}, {}
     for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
         bts = fam.block_types(mm.orbital_basis)
         n = len(sel)
-        # the features of every centre, once: the prediction and the sensitivities.  Each design part is
+        ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
+        # centres whose features enter J: all, or the on-site blocks and the bonds shorter than the cut
+        use = np.arange(n)
+        if cut > 0:
+            use = np.flatnonzero(np.linalg.norm(pos[cj] - pos[ci] + np.asarray(cs, dtype=float) @ cell, axis=1) < cut)
+        # the features of those centres, once: the prediction and the sensitivities.  Each design part is
         # (centres, D (m, n_cols, 2L+1), feature columns or None): two-centre bonds carry only their nonzero columns
         designs, n_coef = {}, {}
-        env = fam.environments(atoms, pat.pairs, sel)
-        for s0, s1, chunk in env.chunks(max_particles):
+        for bt in bts:
+            for L in bt.L_values():
+                c = coefficients.get(bt.key, {}).get(L)
+                if c is not None and c.size:
+                    n_coef[(bt.key, L)] = c.size
+        env = fam.environments(atoms, pat.pairs, sel[use]) if len(use) else None
+        for s0, s1, chunk in (env.chunks(max_particles) if env is not None else ()):
             parts_of = fam.feature_parts(chunk) if hasattr(fam, "feature_parts") else [
                 (np.arange(s1 - s0), fam.features(chunk), None)]
             for idx, feats, colmap in parts_of:
@@ -129,10 +153,9 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                         fcols = None if colmap is None else colmap[(L, bt.parity)]
                         if fcols is None and c.shape != (D.shape[1],):
                             raise ValueError(f"{bt.key} L={L}: {c.shape[0]} coefficients, {D.shape[1]} features")
-                        n_coef[(bt.key, L)] = c.size
-                        designs.setdefault((bt.key, L), []).append((s0 + idx, D, fcols))
+                        designs.setdefault((bt.key, L), []).append((use[s0 + idx], D, fcols))
         off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
-        for bt in bts:
+        for bt in (bts if cut == 0 else ()):
             sym = fam.symmetrised(bt)
             raw = {}
             for L in bt.L_values():
@@ -146,13 +169,16 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
             scatter_blocks(data, off, nc, ra, cb, X)
             if not bt.symmetric:
                 scatter_blocks(data, pat.offsets[rblk], pat.norb[pat.j[rblk]], cb, ra, X.transpose(0, 2, 1))
-        ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
         shifts = np.asarray(cs, dtype=float).T
         own = np.asarray(rev) == np.arange(n)
         sym_of = {bt.key: fam.symmetrised(bt) for bt in bts}
+        # the designs as (centres * (2L+1), features) matrices, once: J of a chunk of rows is one product each
+        flat = {key: [(idx, np.ascontiguousarray(D.transpose(0, 2, 1)).reshape(-1, D.shape[1]), fcols)
+                      for idx, D, fcols in parts] for key, parts in designs.items()}
+        del designs
         plan = []  # per block type: orbitals of its blocks, projections onto its L, the reference's part
         for bt in bts:
-            Ls = [L for L in bt.L_values() if (bt.key, L) in designs]
+            Ls = [L for L in bt.L_values() if (bt.key, L) in n_coef]
             if not Ls:
                 continue
             d1, d2 = 2 * bt.l1 + 1, 2 * bt.l2 + 1
@@ -172,7 +198,9 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                 J[(bt.key, L)] = np.zeros((nr, n_coef[(bt.key, L)]))
                 noise[(bt.key, L)] = np.zeros(nr)
                 shared[(bt.key, L)] = np.zeros(nr)
-        step = max(1, int(2**22 // max(1, 9 * n)))  # rows per chunk: ~32 MB of weights per block type
+        # rows per chunk: ~1 MB of weights per block type (small temporaries stay in cache and are reused;
+        # 32 MB ones cost more in page faults than in arithmetic)
+        step = max(1, int(2**17 // max(1, 9 * n)))
         for r0 in range(0, nr, step):
             r1 = min(nr, r0 + step)
             phase = np.exp(2j * np.pi * (kstates[r0:r1] @ shifts))  # (R, n)
@@ -187,8 +215,8 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                     g = gall[:, :, cuts[q]:cuts[q + 1]]
                     sg = transpose_sign(L)
                     gh = 0.5 * (g + sg * g[:, rev]) if sym else g  # adjoint of family.symmetrise
-                    for idx, D, fcols in designs[key]:
-                        Jp = np.tensordot(gh[:, idx], D, axes=([1, 2], [0, 2]))
+                    for idx, D2, fcols in flat.get(key, ()):
+                        Jp = gh[:, idx].reshape(len(gh), -1) @ D2
                         if fcols is None:
                             J[key][r0:r1] += Jp
                         else:
