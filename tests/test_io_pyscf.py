@@ -428,3 +428,76 @@ def test_slab_blocks_reproduce_pyscf_bands_on_a_2d_mesh():
     be = data.info["band_error"]
     assert be["checked_max_meV"] < 2.0 and be["all"]["max_meV"] < 5.0  # measured (4 layers): 0.26 / 0.72 meV
     assert data.info["settings"]["smearing"] == 0.01
+
+
+def _sc_si_mf(kmesh, width=0.0):
+    """A PySCF KRKS factory for simple-cubic Si (a = 2.55 Å, one atom): a metal, cheap (gth-szv, 20 Ha)."""
+    import pyscf.pbc.dft
+
+    from acehamil.io.pyscf_gen import CrystalSettings, make_cell
+
+    at = Atoms("Si", positions=[[0, 0, 0]], cell=np.eye(3) * 2.55, pbc=True)
+    cell = make_cell(at, CrystalSettings(ke_cutoff=20.0), 20.0)
+
+    def new_mf(w=width):
+        m = pyscf.pbc.dft.KRKS(cell, cell.make_kpts(list(kmesh)))
+        m.xc, m.conv_tol = "lda,vwn", 1e-8
+        return pyscf.pbc.scf.addons.smearing_(m, sigma=w, method="fermi") if w else m
+
+    return new_mf, cell
+
+
+def test_smearing_auto_stops_a_metals_integer_scf_early_and_smears():
+    """Fault: a structure that needs smearing (a metal, a defect's partly filled level) got none unless asked; its
+    integer-occupation SCF ran all its cycles (a 31-atom vacancy: 50 cycles, ~700 s CPU) and then the damped retry.
+    ``smearing="auto"`` watches the aufbau filling: uneven over k-points for UNEVEN_CYCLES cycles -> smeared."""
+    pytest.importorskip("pyscf")
+    from acehamil.io.pyscf_gen import AUTO_SMEARING, UNEVEN_CYCLES, CrystalSettings, _converge, uneven_filling
+
+    new_mf, cell = _sc_si_mf((3, 3, 3))
+    plain = new_mf()
+    plain.max_cycle, seen = 2 * UNEVEN_CYCLES, []
+    plain.callback = lambda envs: seen.append(uneven_filling(envs["mo_occ"], 2))
+    plain.kernel()
+    assert not plain.converged and all(seen)  # integer occupations of a metal: uneven in every cycle, no convergence
+    notes = []
+    mf, retried, width, why = _converge(new_mf, None, CrystalSettings(smearing="auto"), cell.nelectron, (3, 3, 3), 1,
+                                        notes.append)
+    assert mf.converged and not retried and width == AUTO_SMEARING
+    assert f"{UNEVEN_CYCLES} consecutive cycles (to cycle {UNEVEN_CYCLES})" in why and "smearing 0.005" in notes[0]
+    assert getattr(mf, "sigma", None) == AUTO_SMEARING  # the converged SCF is the smeared one
+
+
+def test_smearing_auto_leaves_an_insulator_and_odd_electron_cells_are_smeared(tmp_path, capsys):
+    """An insulator under ``--smearing auto`` is computed with integer occupations (even filling), the settings
+    keep "auto" (compared on --resume) and the structure records the width it got; odd electron counts per cell
+    cannot be a closed-shell insulator and are smeared from the start."""
+    pytest.importorskip("pyscf")
+    from acehamil.io.pyscf_gen import AUTO_SMEARING, CrystalSettings, _converge
+
+    out = tmp_path / "a.h5"
+    rc, _, err = _cli(["generate", "pyscf", "--base", "si2", "--count", "1", "--smearing", "auto", "-o", out, *TINY], capsys)
+    assert rc == 0, err
+    sd = read_dataset(out)[0]
+    assert sd.info["settings"]["smearing"] == "auto"
+    assert sd.info["resolved"]["smearing"] == 0.0 and sd.info["resolved"]["smearing_reason"] is None
+    rc, _, err = _cli(["generate", "pyscf", "--base", "si2", "--count", "1", "--smearing", "0.005", "-o", out, "--resume",
+                       *TINY], capsys)
+    assert rc != 0 and "smearing" in err  # other settings than the file's: refused
+    calls = []
+
+    class FakeMF:  # records how it was run: no SCF needed to check the odd-electron branch
+        converged = True
+
+        def __init__(self, w):
+            self.w = w
+
+        def kernel(self, *a):
+            calls.append(self.w)
+
+    mf, retried, width, why = _converge(FakeMF, None, CrystalSettings(smearing="auto"), 5.0, (1, 1, 1), 1, lambda m: None)
+    assert calls == [AUTO_SMEARING] and width == AUTO_SMEARING and "odd" in why
+    with pytest.raises(ValueError, match="smearing"):
+        CrystalSettings(smearing="sometimes")
+    with pytest.raises(ValueError, match="smearing"):
+        CrystalSettings(smearing=-0.01)

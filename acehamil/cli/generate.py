@@ -58,6 +58,15 @@ def _ke_arg(value: str):
         raise argparse.ArgumentTypeError(f"expected a number (Hartree) or 'auto', got {value!r}") from None
 
 
+def _smearing_arg(value: str):
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a width (Hartree) or 'auto', got {value!r}") from None
+
+
 def register(sub) -> None:
     from ..io.band_check import BAND_TOL
     from ..io.kmesh import SCF_LENGTH
@@ -100,9 +109,11 @@ def register(sub) -> None:
                         "noise in H(k) is below 1e-5 Ha for the structure's elements (Si: 20, C: 60)")
     p.add_argument("--r-cut", type=float, default=12.0, help="keep blocks with bond length <= r_cut Å (default 12)")
     p.add_argument("--conv-tol", type=float, default=1e-8, help="SCF tolerance, Hartree")
-    p.add_argument("--smearing", type=float, default=0.0,
+    p.add_argument("--smearing", type=_smearing_arg, default=0.0,
                    help="Fermi-Dirac smearing of the SCF occupations, Hartree (default 0: none); metals and "
-                        "unreconstructed surfaces need it to converge (e.g. 0.005)")
+                        "unreconstructed surfaces need it to converge (e.g. 0.005); 'auto': none, unless a structure's "
+                        "aufbau filling stays uneven over k-points or its SCF does not converge, then 0.005 "
+                        "(per structure, recorded in info resolved.smearing)")
     p.add_argument("--band-tol", type=float, default=BAND_TOL,
                    help=f"largest accepted band error against PySCF's own bands (occupied and E_F +- 2 eV bands), "
                         f"meV (default {BAND_TOL:g}: a fraction of the 5-10 meV model targets)")

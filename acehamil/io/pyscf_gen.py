@@ -197,10 +197,13 @@ class CrystalSettings:
         SCF energy tolerance, Hartree.
     r_cut : float
         Blocks with bond length > r_cut (Å) are left out.
-    smearing : float
+    smearing : float or "auto"
         Fermi-Dirac smearing width of the SCF occupations, Hartree (0: none, integer occupations).  Metals
         and unreconstructed surfaces need it to converge; H(k) is then the Fock matrix of the smeared
-        density and the stored ``fermi_level`` is the chemical potential.
+        density and the stored ``fermi_level`` is the chemical potential.  "auto": integer occupations,
+        unless the structure turns out to need smearing (:func:`run_crystal`: the aufbau filling stays
+        uneven over k-points, or the SCF does not converge), then :data:`AUTO_SMEARING`; each structure
+        records what it got in ``info["resolved"]["smearing"]``.
     """
 
     basis: str = "gth-szv"
@@ -211,7 +214,7 @@ class CrystalSettings:
     ke_cutoff: float | str | None = "auto"
     conv_tol: float = 1e-8
     r_cut: float = 12.0
-    smearing: float = 0.0
+    smearing: float | str = 0.0
 
     def __post_init__(self):
         for name in ("scf_kmesh", "fourier_kmesh"):
@@ -229,8 +232,9 @@ class CrystalSettings:
             raise ValueError(f"ke_cutoff must be a positive number (Hartree), 'auto' or None, got {ke!r}")
         if not self.r_cut > 0:
             raise ValueError(f"r_cut must be positive (Å), got {self.r_cut}")
-        if not self.smearing >= 0:
-            raise ValueError(f"smearing must be >= 0 (Hartree), got {self.smearing}")
+        sm = self.smearing
+        if isinstance(sm, str) and sm != "auto" or not isinstance(sm, str) and not (sm >= 0 and np.isfinite(sm)):
+            raise ValueError(f"smearing must be a finite width >= 0 (Hartree) or 'auto', got {sm!r}")
 
     def to_dict(self) -> dict:
         """JSON-able; ``smearing`` only when set, so the settings of data made without it read back equal."""
@@ -379,6 +383,65 @@ def _exact_overlap(cell, shifts: np.ndarray) -> np.ndarray:
 SCF_RETRY = {"damp": 0.5, "level_shift": 0.1, "max_cycle": 150}
 
 
+#: Fermi-Dirac width (Hartree, 0.14 eV) that ``smearing="auto"`` falls back to: with it, the defect cells whose
+#: integer-occupation SCF did not converge (a 17-atom interstitial, a 31-atom vacancy) converged plainly.
+AUTO_SMEARING = 0.005
+
+#: ``smearing="auto"`` gives up integer occupations once the aufbau filling has been uneven over the SCF
+#: k-points (:func:`uneven_filling`) in this many consecutive SCF cycles (a transient of the initial guess
+#: lasts one or two).
+UNEVEN_CYCLES = 4
+
+
+def uneven_filling(mo_occ, n_per_k: int) -> bool:
+    """Whether aufbau occupations put other than ``n_per_k`` occupied orbitals at some k-point.
+
+    PySCF fills the lowest orbitals over all k-points together, so an insulator gets the same number at
+    every k, while a metal (or a partly filled defect level dispersing across k) gets more at some k than at
+    others: the Fermi level lies inside a band, and integer occupations make the SCF jump between fillings.
+
+    Parameters
+    ----------
+    mo_occ : sequence of ndarray, shape (nk,) of (nmo,)
+        Occupation numbers per k-point.
+    n_per_k : int
+        Occupied orbitals per k-point of an insulator (valence electrons // 2).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> uneven_filling([np.array([2, 2, 0]), np.array([2, 2, 0])], 2)
+    False
+    >>> uneven_filling([np.array([2, 2, 2]), np.array([2, 0, 0])], 2)
+    True
+    """
+    return any(int(np.count_nonzero(np.asarray(o) > 0)) != n_per_k for o in mo_occ)
+
+
+class _MetallicFilling(Exception):
+    """Stops an integer-occupation SCF from inside PySCF's loop (its callback); carries the last density."""
+
+    def __init__(self, dm, cycle: int):
+        super().__init__(f"uneven filling over k-points in {UNEVEN_CYCLES} consecutive cycles (to cycle {cycle + 1})")
+        self.dm, self.cycle = dm, cycle
+
+
+def _uneven_watch(n_per_k: int):
+    """A PySCF SCF callback raising :class:`_MetallicFilling` after :data:`UNEVEN_CYCLES` uneven cycles in a row."""
+    run = [0]
+
+    def callback(envs):
+        run[0] = run[0] + 1 if uneven_filling(envs["mo_occ"], n_per_k) else 0
+        if run[0] >= UNEVEN_CYCLES and not envs.get("scf_conv"):
+            raise _MetallicFilling(envs["dm"], int(envs["cycle"]))
+
+    return callback
+
+
 class SCFNotConverged(ValueError):
     """PySCF's SCF did not reach ``conv_tol`` (a property of the structure and settings, not a bug)."""
 
@@ -484,30 +547,14 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     guess = prev.get("dm") if prev.get("key") == key and _same_geometry(prev.get("atoms"), atoms) else None
     if isinstance(dm0, np.ndarray) and dm0.shape == (len(kscf), cell.nao, cell.nao):
         guess = dm0
-    def new_mf():
+    def new_mf(width):
         m = pyscf.pbc.dft.KRKS(cell, kscf)
         m.xc, m.conv_tol = settings.xc, settings.conv_tol
-        if settings.smearing:
-            m = pyscf.pbc.scf.addons.smearing_(m, sigma=settings.smearing, method="fermi")
+        if width:
+            m = pyscf.pbc.scf.addons.smearing_(m, sigma=width, method="fermi")
         return m
 
-    mf = new_mf()
-    mf.kernel(guess) if guess is not None else mf.kernel()
-    retried = False
-    if not mf.converged:  # e.g. a vacancy's near-degenerate levels at E_F make plain DIIS oscillate
-        log(f"scf not converged after {mf.max_cycle} cycles: retrying with damping {SCF_RETRY['damp']}, "
-            f"level shift {SCF_RETRY['level_shift']} Ha, {SCF_RETRY['max_cycle']} cycles")
-        last = mf.make_rdm1() if getattr(mf, "mo_coeff", None) is not None else guess
-        mf = new_mf()
-        mf.damp, mf.level_shift, mf.max_cycle = SCF_RETRY["damp"], SCF_RETRY["level_shift"], SCF_RETRY["max_cycle"]
-        mf.kernel(last) if last is not None else mf.kernel()
-        retried = True
-    if not mf.converged:
-        raise SCFNotConverged(
-            f"PySCF's SCF did not converge (neither plainly nor damped and level-shifted, {mf.max_cycle} cycles) "
-            f"to conv_tol {settings.conv_tol:g} Ha "
-            f"(last energy {float(mf.e_tot):.8f} Ha; {len(atoms)} atoms, SCF k-mesh {'x'.join(map(str, scf_k))}); "
-            "a metal or a very distorted structure may need a denser --scf-kmesh or a looser --conv-tol")
+    mf, retried, width, why = _converge(new_mf, guess, settings, cell.nelectron, scf_k, len(atoms), log)
     log(f"scf {time.perf_counter() - t0:.1f}s")
     dm = mf.make_rdm1()
     # Fock on the Fourier mesh from the converged density (time reversal: half the k-points)
@@ -548,12 +595,13 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
     eref = np.asarray(mf.get_bands(cell.get_abs_kpts(kref))[0]) * HA
     nocc = cell.nelectron // 2
     mo = np.asarray(mf.mo_energy) * HA
-    if settings.smearing and getattr(mf, "mu", None) is not None:
+    if width and getattr(mf, "mu", None) is not None:
         fermi = float(np.asarray(mf.mu).max()) * HA  # chemical potential of the smeared occupations
     else:
         fermi = 0.5 * (mo[:, nocc - 1].max() + mo[:, nocc].min())
     resolved = {"scf_kmesh": list(scf_k), "fourier_kmesh": [int(x) for x in n], "ke_cutoff": ke,
-                "fft_grid": [int(x) for x in cell.mesh], "fft_residual_Ha": fft_res, "scf_retried": retried, "imag_HT_Ha": im,
+                "fft_grid": [int(x) for x in cell.mesh], "fft_residual_Ha": fft_res, "scf_retried": retried, "smearing": width,
+                "smearing_reason": why, "imag_HT_Ha": im,
                 "r_cut_max": max_r_cut(atoms.cell.array, n, pbc)}
     data = StructureData(
         atoms=Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=pbc),
@@ -570,6 +618,62 @@ def run_crystal(atoms: Atoms, settings: CrystalSettings = CrystalSettings(), dm0
                                   "cpu_seconds": time.process_time() - c0, "load_1min": os.getloadavg()[0]})
     log(f"done {time.perf_counter() - t0:.1f}s, band error {data.info['band_error']['checked_max_meV']:.2f} meV")
     return data, {"key": key, "dm": dm, "ke_cutoff": ke, "atoms": atoms.copy()}
+
+
+def _converge(new_mf: Callable, guess, settings: CrystalSettings, nelectron: float, scf_k, natoms: int, log: Callable):
+    """A converged PySCF SCF: ``(mf, retried, smearing width used (Ha), why smearing was added or None)``.
+
+    Plain first (integer occupations unless ``settings.smearing`` is a width).  ``smearing="auto"``: an
+    integer-occupation SCF whose filling stays uneven over k-points (:data:`UNEVEN_CYCLES` cycles) is stopped
+    early, and one that does not converge is given up; both continue from their last density with
+    :data:`AUTO_SMEARING`.  Last, a damped and level-shifted retry (:data:`SCF_RETRY`) at the width reached.
+
+    Raises
+    ------
+    SCFNotConverged
+    """
+    auto = settings.smearing == "auto"
+    width = 0.0 if auto else float(settings.smearing)
+    why = None
+    mf = new_mf(width)
+    n_per_k = int(round(nelectron)) // 2
+    if auto and (int(round(nelectron)) % 2 or not float(nelectron).is_integer()):
+        why = f"{nelectron:g} valence electrons per cell: odd, so no closed-shell insulator"
+    else:
+        if auto:
+            mf.callback = _uneven_watch(n_per_k)
+        try:
+            mf.kernel(guess) if guess is not None else mf.kernel()
+        except _MetallicFilling as stop:
+            why, guess = f"integer occupations: {stop}", stop.dm
+        else:
+            if mf.converged:
+                return mf, False, width, None
+            guess = mf.make_rdm1() if getattr(mf, "mo_coeff", None) is not None else guess
+            why = f"integer occupations: not converged after {mf.max_cycle} cycles"
+    if auto:
+        width = AUTO_SMEARING
+        log(f"{why}: Fermi-Dirac smearing {AUTO_SMEARING} Ha (--smearing auto)")
+        mf = new_mf(width)
+        mf.kernel(guess) if guess is not None else mf.kernel()
+        if mf.converged:
+            return mf, False, width, why
+        guess = mf.make_rdm1() if getattr(mf, "mo_coeff", None) is not None else guess
+    # e.g. a vacancy's near-degenerate levels at E_F make plain DIIS oscillate
+    log(f"scf not converged after {mf.max_cycle} cycles: retrying with damping {SCF_RETRY['damp']}, "
+        f"level shift {SCF_RETRY['level_shift']} Ha, {SCF_RETRY['max_cycle']} cycles")
+    mf = new_mf(width)
+    mf.damp, mf.level_shift, mf.max_cycle = SCF_RETRY["damp"], SCF_RETRY["level_shift"], SCF_RETRY["max_cycle"]
+    mf.kernel(guess) if guess is not None else mf.kernel()
+    if not mf.converged:
+        raise SCFNotConverged(
+            f"PySCF's SCF did not converge (neither plainly nor damped and level-shifted, {mf.max_cycle} cycles) "
+            f"to conv_tol {settings.conv_tol:g} Ha "
+            f"(last energy {float(mf.e_tot):.8f} Ha; {natoms} atoms, SCF k-mesh {'x'.join(map(str, scf_k))}"
+            f"{f', smearing {width:g} Ha' if width else ''}); "
+            "a metal or a very distorted structure may need a denser --scf-kmesh or a looser --conv-tol"
+            f"{'' if width or auto else ', a defect or metal --smearing auto (or a width)'}")
+    return mf, True, width, why
 
 
 def hermitise(m: RealSpaceMatrix) -> RealSpaceMatrix:
