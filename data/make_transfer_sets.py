@@ -13,6 +13,8 @@ Usage::
     python data/make_transfer_sets.py --slabs GENDIR   # write data/si_train_slabs.h5 (the two surface slabs)
     python data/make_transfer_sets.py --plans-more DIR  # the second batch's plans (seeds 201-206, see MORE)
     python data/make_transfer_sets.py --more GENDIR2 --si64-dir GENDIR   # write data/si_train_more.h5
+    python data/make_transfer_sets.py --plans-defects DIR  # the third batch's plans (seeds 301-304, see DEFECTS)
+    python data/make_transfer_sets.py --defects GENDIR3 --more-dir GENDIR2   # write data/si_train_defects.h5
 
 The slabs come from the generator's built-in bases (``acehamil generate pyscf --base si001|si111
 --count 1 --smearing 0.005``, commands in ``README.md``), not from a plan.
@@ -21,6 +23,7 @@ The slabs come from the generator's built-in bases (``acehamil generate pyscf --
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -286,6 +289,60 @@ def collect_more(gendir: Path, si64_dir: Path | None, band_tol: float = 5.0) -> 
     return out
 
 
+def collect_defects(gendir: Path, more_dir: Path | None, band_tol: float = 5.0) -> list:
+    """The finished structures of :data:`DEFECTS` in ``gendir``, labelled as :func:`collect_more` labels its own,
+    plus the second batch's 31-atom vacancy (``si31_vac.h5`` of ``more_dir``, same kind label) when at least one
+    new 31-atom vacancy is there, so that kind never has one structure only."""
+    from acehamil.io.band_check import band_errors
+    from acehamil.io.dataset import read_dataset
+
+    out = []
+    spec = [(gendir / f"{stem}.h5", kind, seed) for stem, (kind, seed, _) in DEFECTS.items()]
+    if more_dir is not None and (gendir / "si31_vac3.h5").exists():
+        kind, seed, _ = MORE["si31_vac"]
+        spec.append((more_dir / "si31_vac.h5", kind, seed))
+    for path, kind, seed in spec:
+        if not path.exists():
+            print(f"  {path}: absent, skipped", file=sys.stderr)
+            continue
+        ds = read_dataset(path)
+        for sd in ds:
+            be = sd.info.get("band_error") if isinstance(sd.info.get("band_error"), dict) else band_errors(sd)
+            if be["checked_max_meV"] is None or be["checked_max_meV"] > band_tol:
+                print(f"  {sd.info.get('name')}: band error {be['checked_max_meV']} meV above {band_tol} meV, left out",
+                      file=sys.stderr)
+                continue
+            out.append(replace(sd, info={**sd.info, "kind": kind, "seed": seed, "band_error": be,
+                                         "generator_file": path.name}))
+        print(f"  {path.name}: {kind}: {len(ds)} structures", file=sys.stderr)
+    return out
+
+
+def ship(structs: list, target: Path) -> None:
+    """Write ``structs`` to ``target`` in float32, re-solve both to check the precision, and print the README's
+    table rows (kind, n, cells, band error max / median of the checked bands, all bands max, wall and CPU seconds)."""
+    import numpy as np
+
+    from acehamil.io.dataset import read_dataset, write_dataset
+
+    write_dataset(target, structs, precision="float32")
+    rows = precision_check(structs, read_dataset(target))
+    for name, e64, e32, d in rows:
+        print(f"  {name:28s} band error float64 {e64:.3f} meV, float32 {e32:.3f} meV; eigenvalues moved by <= {d * 1e3:.2f} ueV")
+    for kind in dict.fromkeys(sd.info["kind"] for sd in structs):  # the README's table rows
+        group = [sd.info for sd in structs if sd.info["kind"] == kind]
+        be = sorted(i["band_error"]["checked_max_meV"] for i in group)
+        al = max(i["band_error"]["all"]["max_meV"] for i in group)
+        wall = ", ".join(f"{i['seconds']:.0f}" for i in group)
+        cpus = ", ".join(f"{i['cpu_seconds']:.0f}" for i in group if i.get("cpu_seconds") is not None) or "-"
+        seeds = ", ".join(str(x) for x in sorted({i["seed"] for i in group if i.get("seed") is not None}))
+        cells = re.sub(r" \(seed \d+\)", "", CELLS.get(kind, "")) + (f" (seed {seeds})" if seeds else "")
+        print(f"| `{kind}` | {len(group)} | {cells} | {be[-1]:.2f} / {float(np.median(be)):.2f} | {al:.2f} | {wall} | {cpus} |")
+    print(f"{target}: {len(structs)} structures, {target.stat().st_size / 1e6:.2f} MB; float32 storage moves eigenvalues "
+          f"(all bands, reference k-points) by at most {max((r[3] for r in rows), default=0) * 1e3:.2f} ueV; band error "
+          f"(max over structures) float64 {max((r[1] for r in rows), default=0):.3f}, stored {max((r[2] for r in rows), default=0):.3f} meV")
+
+
 def precision_check(structures: list, stored) -> list:
     """Per structure: (name, band error of the float64 data, band error of the stored data, largest eigenvalue
     change float64 -> stored at the reference k-points, all bands), meV.  Band errors: occupied and E_F +- 2 eV
@@ -313,6 +370,11 @@ def main(argv=None) -> int:
     p.add_argument("--si64-dir", help="with --more: folder of the older generator's train_si64.h5, added when its band "
                                       "error is within the generator's 5 meV tolerance")
     p.add_argument("--plans-more", help="write the second batch's structure plans (xyz) to this folder and stop")
+    p.add_argument("--plans-defects", help="write the third batch's structure plans (xyz) to this folder and stop")
+    p.add_argument("--defects", action="store_true",
+                   help="write only si_train_defects.h5 from the finished third-batch files in GENDIR (see DEFECTS)")
+    p.add_argument("--more-dir", help="with --defects: the second batch's folder, whose 31-atom vacancy (si31_vac.h5) "
+                                      "joins the new ones under the same kind label")
     p.add_argument("--out", default=str(HERE))
     args = p.parse_args(argv)
     if args.plans:
@@ -320,6 +382,9 @@ def main(argv=None) -> int:
         return 0
     if args.plans_more:
         write_more_plans(Path(args.plans_more))
+        return 0
+    if args.plans_defects:
+        write_more_plans(Path(args.plans_defects), plans=defect_plans)
         return 0
     if not args.gendir:
         p.error("give the generator folder (or --plans DIR)")
@@ -330,25 +395,12 @@ def main(argv=None) -> int:
         write_dataset(out / "si_train_slabs.h5", collect(gendir, SLABS), precision="float32")
         return 0
     if args.more:
-        import numpy as np
-
-        from acehamil.io.dataset import read_dataset
-
-        structs = collect_more(gendir, Path(args.si64_dir) if args.si64_dir else None)
-        target = out / "si_train_more.h5"
-        write_dataset(target, structs, precision="float32")
-        rows = precision_check(structs, read_dataset(target))
-        for name, e64, e32, d in rows:
-            print(f"  {name:28s} band error float64 {e64:.3f} meV, float32 {e32:.3f} meV; eigenvalues moved by <= {d * 1e3:.2f} ueV")
-        for kind in dict.fromkeys(sd.info["kind"] for sd in structs):  # the README's table rows
-            group = [sd.info for sd in structs if sd.info["kind"] == kind]
-            be = sorted(i["band_error"]["checked_max_meV"] for i in group)
-            al = max(i["band_error"]["all"]["max_meV"] for i in group)
-            wall = ", ".join(f"{i['seconds']:.0f}" for i in group)
-            cpus = ", ".join(f"{i['cpu_seconds']:.0f}" for i in group if i.get("cpu_seconds") is not None) or "-"
-            print(f"| `{kind}` | {len(group)} | {CELLS.get(kind, '')} | {be[-1]:.2f} / {float(np.median(be)):.2f} | {al:.2f} | {wall} | {cpus} |")
-        print(f"{target}: {len(structs)} structures, {target.stat().st_size / 1e6:.2f} MB; float32 storage moves eigenvalues "
-              f"(all bands, reference k-points) by at most {max((r[3] for r in rows), default=0) * 1e3:.2f} ueV")
+        ship(collect_more(gendir, Path(args.si64_dir) if args.si64_dir else None), out / "si_train_more.h5")
+        return 0
+    if args.defects:
+        if not list(gendir.glob("*.h5")):
+            p.error(f"no generator outputs (.h5) in {gendir}")
+        ship(collect_defects(gendir, Path(args.more_dir) if args.more_dir else None), out / "si_train_defects.h5")
         return 0
     write_dataset(out / "si_train_mixed.h5", collect(gendir, TRAIN), precision="float32")
     write_dataset(out / "si_test_ood.h5", collect(gendir, TEST), precision="float32")

@@ -118,3 +118,54 @@ def test_second_batch_file_is_labelled_accurate_and_kept_apart_from_the_test_set
         assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
     others = [TRAIN, SLABS, TEST, ROOT / "data" / "si8_szv.h5"]
     assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)
+
+
+DEFECTS = ROOT / "data" / "si_train_defects.h5"
+
+
+def test_third_batch_plans_are_reproducible_new_and_what_they_say():
+    """The defect batch (seeds 301-304): new seeds, the sizes and displacements the plans name, and structure
+    names that differ from the second batch's (the generator names structures <stem>-NNNN)."""
+    from ase.build import bulk
+
+    m = _transfer_sets()
+    plans, again = m.defect_plans(), m.defect_plans()
+    seeds = [seed for _, seed, _ in m.DEFECTS.values()]
+    older = {seed for _, seed, _ in m.MORE.values()} | {0, 31, 33, 101, 102, 103, 104, 105}
+    assert len(set(seeds)) == len(seeds) and not set(seeds) & (TEST_SEEDS | older)
+    assert not set(m.DEFECTS) & set(m.MORE)  # stems, hence structure names, differ
+    size = {"si15_vac3": 15, "si17_int3": 17, "si16_big3": 16, "si31_vac3": 31}
+    for stem, frames in plans.items():
+        assert len(frames) == m.DEFECTS[stem][2] and {len(at) for at in frames} == {size[stem]}, stem
+        for a, b in zip(frames, again[stem]):
+            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.cell.array, b.cell.array)
+        dmin = min(at.get_all_distances(mic=True)[np.triu_indices(len(at), 1)].min() for at in frames)
+        assert dmin > 1.9, stem
+    si16 = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
+    for at in plans["si16_big3"]:  # every atom 0.15-0.25 Å from its (strained) lattice site
+        frac = (at.get_scaled_positions() - si16.get_scaled_positions() + 0.5) % 1 - 0.5
+        d = np.linalg.norm(frac @ at.cell.array, axis=1)
+        assert 0.149 < d.min() and d.max() < 0.251
+    removed = set()
+    for at in plans["si15_vac3"]:  # one site empty: the lattice site farthest from every atom
+        frac = (si16.get_scaled_positions()[:, None] - at.get_scaled_positions()[None] + 0.5) % 1 - 0.5
+        far = np.linalg.norm(frac @ at.cell.array, axis=2).min(axis=1)
+        assert np.sort(far)[-1] > 2.0 > np.sort(far)[-2]
+        removed.add(int(far.argmax()))
+    assert len(removed) >= 4  # vacancies at different sites
+
+
+def test_defect_file_is_labelled_accurate_and_kept_apart_from_the_test_set():
+    if not DEFECTS.exists():
+        pytest.skip("data/si_train_defects.h5 not shipped")
+    labels = kinds(DEFECTS)
+    assert all(labels) and all(labels.count(k) > 1 for k in labels)  # no kind of one structure
+    with h5py.File(DEFECTS, "r") as f:
+        infos = [json.loads(f["structures"][k].attrs["info"]) for k in sorted(f["structures"])]
+    assert all(i["band_error"]["checked_max_meV"] <= 5.0 and i["seed"] not in TEST_SEEDS for i in infos)
+    ds = read_dataset(DEFECTS)
+    for kind in dict.fromkeys(labels):  # float32 storage and the 12 Å cutoff keep PySCF's own bands
+        sd = ds[labels.index(kind)]
+        assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
+    others = [TRAIN, SLABS, TEST, MORE, ROOT / "data" / "si8_szv.h5"]
+    assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)
