@@ -501,3 +501,56 @@ def test_smearing_auto_leaves_an_insulator_and_odd_electron_cells_are_smeared(tm
         CrystalSettings(smearing="sometimes")
     with pytest.raises(ValueError, match="smearing"):
         CrystalSettings(smearing=-0.01)
+
+
+def test_resume_after_a_kill_mid_structure(tmp_path):
+    """A generator process killed (SIGKILL: no cleanup runs) while computing a structure leaves the file with the
+    structures finished before, readable and unlocked, and ``--resume`` computes the rest, each exactly once."""
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    script = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        from ase.build import bulk
+        from acehamil.io import generator
+        from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
+        plan = generator.perturbed_structures(bulk("Si", "diamond", a=5.43, cubic=True), 4, seed=3)
+        def compute(atoms, state):
+            if state == 1:  # the second structure: say so, then hang until killed
+                open({str(tmp_path / "busy")!r}, "w").close()
+                time.sleep(600)
+            basis = OrbitalBasis.from_dict({{14: [(3, 0)]}})
+            S = RealSpaceMatrix.from_dense([1] * len(atoms), [[0, 0, 0]], [np.eye(len(atoms))])
+            return StructureData(atoms, basis, H=(S,), S=S), (state or 0) + 1
+        generator.generate(plan, sys.argv[1], compute, progress=False, settings={{"x": 1}})
+    """)
+    out = tmp_path / "k.h5"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)])
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "busy").exists():
+            assert proc.poll() is None and time.monotonic() - t0 < 120, "the child did not reach its second structure"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert read_dataset(out).names == ("s-0000",)
+    plan = generator.perturbed_structures(bulk("Si", "diamond", a=5.43, cubic=True), 4, seed=3)
+    from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
+
+    def compute(atoms, state):
+        basis = OrbitalBasis.from_dict({14: [(3, 0)]})
+        S = RealSpaceMatrix.from_dense([1] * len(atoms), [[0, 0, 0]], [np.eye(len(atoms))])
+        return StructureData(atoms, basis, H=(S,), S=S), None
+
+    res = generator.generate(plan, out, compute, progress=False, settings={"x": 1})
+    assert res["done"] == 3 and res["skipped"] == 1
+    ds = read_dataset(out)
+    assert ds.names == tuple(n for n, _ in plan)
+    np.testing.assert_allclose(ds[1].atoms.positions, plan[1][1].positions)
+    with pytest.raises(Exception, match="settings"):  # the kill did not lose the stored settings either
+        generator.generate(plan, out, compute, progress=False, settings={"x": 2})
