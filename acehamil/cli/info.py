@@ -22,6 +22,9 @@ def register(sub) -> None:
     p = sub.add_parser("info", help="summarise an acehamil dataset or model file")
     p.add_argument("path", help="dataset or H/S model .h5 file")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="datasets: list the structures without reading and checking each one (checksums, atoms, "
+                        "matrices); faster for large files, and for inspecting a damaged one")
     p.add_argument("--band-error", action="store_true",
                    help="measure each structure's band error against its stored reference bands (meV)")
     p.set_defaults(func=run)
@@ -34,8 +37,12 @@ def _kind(path) -> str:
         return str(f.attrs.get("acehamil_kind", "dataset"))
 
 
-def summary(path) -> dict:
-    """The JSON contract of ``acehamil info --json`` as a dict."""
+def summary(path, verify: bool = True) -> dict:
+    """The JSON contract of ``acehamil info --json`` as a dict.
+
+    With ``verify`` every structure of a dataset is read and checked as :func:`acehamil.io.dataset.read_dataset`
+    checks it for the other commands (checksum, atoms, finite and Hermitian matrices); the first bad one raises.
+    """
     from ..io.hdf5 import open_h5
 
     if _kind(path) == "hamiltonian_model":
@@ -46,18 +53,25 @@ def summary(path) -> dict:
     with open_h5(path) as f:
         fmt, conv = int(f.attrs["format_version"]), int(f.attrs["conventions_version"])
     rows = ds.summary()
+    if verify:
+        for n in range(len(ds)):  # every structure as the other commands read it: checksum, atoms, matrices
+            ds[n]
     return {"kind": "dataset", "nstructures": len(ds), "format_version": fmt, "conventions_version": conv,
             "structures": rows}
 
 
 def model_summary(path) -> dict:
-    """Basis, electrons per species and fit facts of an H/S model file (no basis is rebuilt)."""
+    """Basis, electrons per species and fit facts of an H/S model file, after loading it with every check of
+    :func:`acehamil.io.models.load_model` (header, checksum, finite coefficients and posteriors, feature counts):
+    ``info`` never summarises a file that ``predict`` would refuse."""
     import json
 
     from ase.data import chemical_symbols
 
     from ..io.hdf5 import open_h5
+    from ..io.models import load_model
 
+    load_model(path)
     with open_h5(path) as f:
         cfg = json.loads(f.attrs["config"])
         basis = json.loads(f.attrs["orbital_basis"])
@@ -87,7 +101,7 @@ def _shells(basis: dict) -> str:
 
 
 def run(args) -> int:
-    s = summary(args.path)
+    s = summary(args.path, verify=getattr(args, "verify", True))
     if getattr(args, "band_error", False):
         from ..io.band_check import dataset_band_errors
 

@@ -162,12 +162,46 @@ def load_model(path):
     if _checksum(model) != checksum:
         raise ValueError(f"{path}: coefficient checksum mismatch (file corrupted or edited)")
     _check_finite(model, str(path))
+    if valence is not None:
+        bad = {z: v for z, v in valence.items() if not (np.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"{path}: valence_electrons must be finite counts >= 0 per species, got {bad} (file edited?)")
     rebuilt = {"H": _basis_specs(model.H), "S": _basis_specs(model.S)}
     if json.loads(json.dumps(rebuilt)) != stored_specs:
         raise ValueError(f"{path}: the ACE basis specs rebuilt by this acehamil differ from those stored in the file "
                          "(model written by an incompatible version)")
     _check_feature_counts(model, path)
+    _check_posteriors(model, path)
     return model
+
+
+def _check_posteriors(model, path) -> None:
+    """ValueError unless every stored BLR posterior belongs to a coefficient set of the same length ``n`` and
+    holds finite arrays of the shapes of :class:`~acehamil.fitting.BLRPosterior` (eigvecs (n, n), the others (n,)),
+    ``prior_diag > 0``, ``eigvals >= 0`` and finite ``alpha, beta > 0``: posteriors are outside the checksum, and a
+    damaged one gave NaN error bars or draws far from the fitted model's."""
+    for mm in (model.H, model.S):
+        for key in sorted(mm.posteriors):
+            for L in sorted(mm.posteriors[key]):
+                post = mm.posteriors[key][L]
+                where = f"{path}: the {mm.name} posterior of {key} (L={L})"
+                coef = mm.coefficients.get(key, {}).get(L)
+                if coef is None:
+                    raise ValueError(f"{where} has no coefficients beside it (file edited or damaged)")
+                n = len(coef)
+                shapes = {"mean": (n,), "eigvals": (n,), "eigvecs": (n, n), "prior_diag": (n,), "proj": (n,)}
+                for arr, shape in shapes.items():
+                    a = np.asarray(getattr(post, arr))
+                    if a.shape != shape:
+                        raise ValueError(f"{where}: {arr} has shape {a.shape}, expected {shape} for {n} coefficients "
+                                         "(file edited or damaged)")
+                    if not np.isfinite(a).all():
+                        raise ValueError(f"{where}: {arr} contains NaN or inf (file edited or damaged)")
+                ok = (np.all(post.prior_diag > 0) and np.all(post.eigvals >= 0) and np.isfinite(post.alpha)
+                      and np.isfinite(post.beta) and post.alpha > 0 and post.beta > 0)
+                if not ok:
+                    raise ValueError(f"{where}: needs prior_diag > 0, eigvals >= 0 and finite alpha, beta > 0 "
+                                     f"(got alpha={post.alpha:g}, beta={post.beta:g}; file edited or damaged)")
 
 
 def _check_feature_counts(model, path) -> None:
@@ -176,6 +210,9 @@ def _check_feature_counts(model, path) -> None:
             n_coef = fam.n_coefficients(bt)
             for L, c in mm.coefficients.get(bt.key, {}).items():
                 expect = n_coef.get(L, 0)
+                if c.ndim != 1:
+                    raise ValueError(f"{path}: {mm.name} {bt.key} L={L} stores coefficients of shape {c.shape}, expected "
+                                     f"({expect},) (file edited or damaged)")
                 if c.shape != (expect,):
                     raise ValueError(f"{path}: {mm.name} {bt.key} L={L} stores {c.size} coefficients, the rebuilt basis "
                                      f"has {expect} features (incompatible acehamil/basis version)")

@@ -287,6 +287,14 @@ def _field(g, key: str, where: str, shape, kind: str) -> np.ndarray:
     return a
 
 
+def _scalar(value, where: str, key: str) -> float:
+    """``value`` (an HDF5 attribute) as a float; UserError naming ``key`` for a string, array or other non-number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {key} is {value!r}, not a number (file edited or written by another program?)") from None
+
+
 def read_structure(group: h5py.Group, where: str, validate: bool = True) -> StructureData:
     """The StructureData stored in ``group``, its checksum verified (when it has one) and, with
     ``validate``, its atoms and the Hermiticity of every matrix stored in full checked."""
@@ -330,6 +338,12 @@ def read_structure(group: h5py.Group, where: str, validate: bool = True) -> Stru
         if S is not None and _storage(g["S"]) == "full":
             check_hermitian(S, "S", where)
     attrs = g.attrs
+    for key in ("fermi_level", "energy", "n_electrons"):  # NaN here gave NaN occupations or a silent fallback
+        if key in attrs and not np.isfinite(_scalar(attrs[key], where, key)):
+            raise UserError(f"{where}: {key} is {float(attrs[key])}, not a finite number (file edited or written by "
+                            "another program?)")
+    if "n_electrons" in attrs and float(attrs["n_electrons"]) < 0:
+        raise UserError(f"{where}: n_electrons is {float(attrs['n_electrons']):g}, a count must be >= 0")
     ref = None
     if "reference_bands" in g:
         kp = _field(g["reference_bands"], "kpts", f"{where}/reference_bands", (None, 3), "f")
