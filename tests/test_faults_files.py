@@ -215,3 +215,46 @@ def test_info_reads_good_files_and_no_verify_lists_a_damaged_dataset(w, capsys):
     capsys.readouterr()
     assert main(["info", "train.h5", "--no-verify"]) == 0  # to inspect a damaged file
     assert "si-0" in capsys.readouterr().out
+
+
+def _swap(a, b):
+    def edit(folder):
+        tmp = folder / "swap.tmp"
+        (folder / a).rename(tmp)
+        (folder / b).rename(folder / a)
+        tmp.rename(folder / b)
+    return edit
+
+
+def _copy(src, dst):
+    return lambda folder: shutil.copyfile(folder / src, folder / dst)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("folder, edit, message", [
+    ("water-dimer", _swap("rs_hamiltonian.out", "rs_overlap.out"),
+     "the on-site diagonal of S runs -18.79..1.728, not 1 as for FHI-aims' normalised basis functions; rs_hamiltonian "
+     "and rs_overlap look swapped"),
+    ("bilayer-graphene", _swap("rs_hamiltonian.h5", "rs_overlap.h5"), "rs_hamiltonian and rs_overlap look swapped"),
+    ("water-dimer", _copy("rs_overlap.out", "rs_hamiltonian.out"), "rs_hamiltonian holds the overlap matrix again"),
+], ids=["swapped-text", "swapped-hdf5", "overlap-copied-onto-hamiltonian"])
+def test_swapped_fhi_aims_matrices_are_one_line(shared_data, tmp_path, capsys, folder, edit, message):
+    """A swapped rs_hamiltonian/rs_overlap pair was read as a valid structure (H and S both Hermitian; the
+    eigen-solvers refused S(k) at best, naming no file); S of normalised orbitals has a unit on-site diagonal."""
+    run = tmp_path / "run"
+    shutil.copytree(shared_data / "fhi-aims" / folder, run)
+    edit(run)
+    rc = main(["convert", str(run), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith("acehamil convert: error: ") and message in err[0], err[0]
+    assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("folder", ["water-dimer", "bilayer-graphene"])
+def test_genuine_fhi_aims_overlaps_have_a_unit_diagonal(shared_data, folder):
+    from acehamil.io.fhi_aims import OVERLAP_DIAGONAL_TOL, _onsite_diagonal, read_fhi_aims
+
+    d = _onsite_diagonal(read_fhi_aims(shared_data / "fhi-aims" / folder).S)
+    assert len(d) and np.abs(d - 1.0).max() < OVERLAP_DIAGONAL_TOL / 10  # the tolerance leaves a margin of 10x

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conventions import CODE_CONVENTIONS, orbital_permutation, to_our_orbitals
+from ..errors import UserError
 from ..structure import OrbitalBasis, RealSpaceMatrix, Shell, StructureData
 
 REQUIRED = ("geometry.in", "basis-indices.out", "rs_indices.out")
@@ -398,6 +399,7 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
     sv = _read_values(folder, "overlap", idx.size, prefer_hdf5)
     H = tuple(_assemble(idx, h, bmap, wrap, natoms, aims["hartree"]) for h in hv)
     S = _assemble(idx, sv[0], bmap, wrap, natoms, 1.0)
+    _check_overlap_file(H, S, folder, aims["hartree"])
     from ..structure.validate import validate_structure
     from .fhi_aims_bands import band_extras
 
@@ -416,6 +418,39 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
     )
     validate_structure(sd, str(folder))
     return sd
+
+
+#: FHI-aims' basis functions are normalised: the on-site diagonal of S is 1 to ~1e-3 (measured on the
+#: shared bilayer-graphene and water-dimer outputs); a diagonal further than this from 1 is not an overlap.
+OVERLAP_DIAGONAL_TOL = 0.05
+
+
+def _onsite_diagonal(M: RealSpaceMatrix) -> np.ndarray:
+    """The diagonal entries of the on-site blocks ``(i, i, 0)`` of ``M``, concatenated."""
+    out = []
+    for p in np.nonzero((M.i == M.j) & ~M.shift.any(axis=1))[0]:
+        b = M.data[M.offsets[p]:M.offsets[p + 1]]
+        m = int(round(np.sqrt(b.size)))
+        out.append(np.diag(b.reshape(m, m)))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _check_overlap_file(H: tuple, S: RealSpaceMatrix, folder: Path, hartree: float) -> None:
+    """UserError unless ``S`` looks like the overlap of normalised orbitals (on-site diagonal 1 within
+    :data:`OVERLAP_DIAGONAL_TOL`) and H is not the overlap again: a swapped or copied
+    ``rs_hamiltonian``/``rs_overlap`` pair was read as a valid structure with meaningless bands."""
+    d = _onsite_diagonal(S)
+    if len(d) and np.all(np.isfinite(d)) and np.abs(d - 1.0).max() > OVERLAP_DIAGONAL_TOL:
+        hd = _onsite_diagonal(H[0]) / hartree
+        swapped = len(hd) == len(d) and np.abs(hd - 1.0).max() <= OVERLAP_DIAGONAL_TOL
+        raise UserError(f"{folder}: rs_overlap does not hold an overlap matrix: the on-site diagonal of S runs "
+                        f"{d.min():.4g}..{d.max():.4g}, not 1 as for FHI-aims' normalised basis functions"
+                        + ("; rs_hamiltonian and rs_overlap look swapped (H's diagonal is 1 in Hartree)" if swapped else
+                           " (a foreign or damaged file?)"))
+    for s, h in enumerate(H):
+        if h.same_pattern(S) and np.allclose(h.data, hartree * S.data, rtol=1e-9, atol=0.0):
+            raise UserError(f"{folder}: rs_hamiltonian{'' if len(H) == 1 else f' (spin {s})'} holds the overlap matrix "
+                            "again (H = S in Hartree): a copied rs_overlap file?")
 
 
 def read_aims_out_defaults() -> dict:
