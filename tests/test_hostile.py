@@ -740,7 +740,7 @@ def test_bugs_show_a_traceback_and_ask_for_a_report(w, capsys, monkeypatch):
     monkeypatch.chdir(w)
     import acehamil.cli.info as info
 
-    def broken(path):
+    def broken(path, **kw):
         return [][1]  # an internal bug: IndexError
 
     monkeypatch.setattr(info, "summary", broken)
