@@ -179,3 +179,31 @@ def test_solve_type_checks(si_model):
     other = RealSpaceMatrix.from_blocks([4], [0], [0], [[0, 0, 0]], [np.eye(4)])
     with pytest.raises(ValueError, match="orbitals per atom"):
         solve(H, other, [[0, 0, 0]])
+
+
+@pytest.mark.parametrize("n", [3, 12])
+def test_overlap_check_follows_the_exact_condition_number(rng, n, solver_path):
+    """S(k) of known spectrum (random unitary U, eigenvalues from 1 down to s_min): accepted iff
+    s_max / s_min <= max_condition, whatever shortcut the solver takes (the batched path bounds the
+    condition number from its Cholesky factor, loosely by up to n^2, and falls back to the exact
+    spectrum in between); the refused k-point is the first bad one; eigenvalues match scipy."""
+    limit = 1e6
+
+    def overlap(cond):
+        q, _ = np.linalg.qr(rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+        s = np.geomspace(1.0, 1.0 / cond, n)
+        return (q * s) @ q.conj().T
+
+    conds = [2.0, limit / 3, limit * 0.999, limit * 1.001, limit * 50]  # in the loose zone, both sides
+    sk = np.array([overlap(c) for c in conds])
+    a = rng.normal(size=(len(conds), n, n)) + 1j * rng.normal(size=(len(conds), n, n))
+    hk = a + a.conj().transpose(0, 2, 1)
+    ok = [0, 1, 2] if solver_path == "batched" else [0, 1]  # per k: a 1-norm estimate (pocon), >= cond_2
+    eps = solve_k(hk[ok], sk[ok], max_condition=limit)
+    for q in ok:
+        np.testing.assert_allclose(eps[q], sla.eigh(hk[q], sk[q], eigvals_only=True), atol=1e-7 * np.abs(eps[q]).max())
+    if solver_path == "batched":  # the per-k path estimates a 1-norm condition number (pocon) instead
+        for bad in (3, 4):
+            with pytest.raises(OverlapError, match="ill-conditioned") as exc:
+                solve_k(hk[[0, 1, bad, 2]], sk[[0, 1, bad, 2]], max_condition=limit)
+            assert exc.value.index == 2
