@@ -258,3 +258,38 @@ def test_genuine_fhi_aims_overlaps_have_a_unit_diagonal(shared_data, folder):
 
     d = _onsite_diagonal(read_fhi_aims(shared_data / "fhi-aims" / folder).S)
     assert len(d) and np.abs(d - 1.0).max() < OVERLAP_DIAGONAL_TOL / 10  # the tolerance leaves a margin of 10x
+
+
+# ----------------------------------------------------------------------------- TOML settings fitted silently before
+def _fit_toml(d, edit):
+    text = (d / "fit.toml").read_text()
+    (d / "b.toml").write_text(edit(text))
+
+
+FIT_B = ["fit", "b.toml", "-o", "o.h5", "-q"]
+
+CONFIG_FAULTS = [
+    ("structure-listed-twice", lambda t: t.replace("test = [-1]", "test = [-1]\nstructures = [0, 0, 1]"),
+     "[data] structures name structure(s) [0] more than once"),
+    ("structure-listed-twice-negative", lambda t: t.replace("test = [-1]", "test = [-1]\nstructures = [0, -4, 1]"),
+     "[data] structures name structure(s) [0] more than once"),
+    ("test-listed-twice", lambda t: t.replace("test = [-1]", "test = [-1, 3]"), "[data] test name structure(s) [3] more than once"),
+    ("negative-structure-weight", lambda t: t + "\n[fit]\nstructure_weights = [1.0, -1.0, 1.0]\n",
+     "b.toml: [fit]: structure_weights must be finite and >= 0, got [1.0, -1.0, 1.0]"),
+    ("nan-structure-weight", lambda t: t + "\n[fit]\nstructure_weights = [1.0, nan, 1.0]\n",
+     "structure_weights must be finite and >= 0, got [1.0, nan, 1.0]"),
+    ("inf-structure-weight", lambda t: t + "\n[fit]\nstructure_weights = [1.0, inf, 1.0]\n",
+     "structure_weights must be finite and >= 0"),
+]
+
+
+@pytest.mark.parametrize("edit, message", [c[1:] for c in CONFIG_FAULTS], ids=[c[0] for c in CONFIG_FAULTS])
+def test_fit_config_fault_is_one_clear_line(w, capsys, edit, message):
+    _fit_toml(w, edit)
+    before = _digest(w)
+    rc = main(FIT_B)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("acehamil fit: error: ") and message in lines[0], lines[0]
+    assert _digest(w) == before

@@ -229,6 +229,8 @@ class FitConfig:
             raise ValueError("max_blocks_per_type and batch_structures must be >= 1")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not all(w >= 0 and w < float("inf") for w in self.structure_weights):
+            raise ValueError(f"structure_weights must be finite and >= 0, got {list(self.structure_weights)}")
         if self.structure_weights and not sum(self.structure_weights) > 0:
             raise ValueError(f"structure_weights are all zero: nothing to fit, got {list(self.structure_weights)}")
 
@@ -348,7 +350,7 @@ class DataConfig:
         >>> DataConfig(test=(-1,)).test_indices(5)
         [4]
         """
-        return resolve_indices(self.test, n)
+        return resolve_indices(self.test, n, "[data] test")
 
     def training_indices(self, n: int) -> list:
         """Dataset indices to fit on: ``structures``, or every index not in ``test``.
@@ -364,7 +366,7 @@ class DataConfig:
         [0, 1, 2]
         """
         test = set(self.test_indices(n))
-        idx = resolve_indices(self.structures, n) or [i for i in range(n) if i not in test]
+        idx = resolve_indices(self.structures, n, "[data] structures") or [i for i in range(n) if i not in test]
         if set(idx) & test:
             raise ValueError(f"structures {sorted(set(idx) & test)} are in both train and test")
         if not idx:
@@ -372,18 +374,24 @@ class DataConfig:
         return idx
 
 
-def resolve_indices(indices, n: int) -> list:
+def resolve_indices(indices, n: int, name: str = "structure indices") -> list:
     """Dataset indices, negative ones counted from the end (Python style).
 
     Raises
     ------
     ValueError
-        An index is outside ``[-n, n)``.
+        An index is outside ``[-n, n)``, or two entries name the same structure (a repeated
+        training structure was fitted twice, silently doubling its weight).
     """
     bad = [i for i in indices if not -n <= i < n]
     if bad:
         raise ValueError(f"structure indices {bad} out of range for a dataset of {n}")
-    return [i % n for i in indices]
+    out = [i % n for i in indices]
+    twice = sorted({i for i in out if out.count(i) > 1})
+    if twice:
+        raise ValueError(f"{name} name structure(s) {twice} more than once (negative indices count from the "
+                         f"end of the {n}); list each once ([fit] structure_weights weighs one more)")
+    return out
 
 
 @dataclass(frozen=True)
