@@ -293,3 +293,13 @@ def test_fit_config_fault_is_one_clear_line(w, capsys, edit, message):
     assert rc == 2 and "Traceback" not in err and len(lines) == 1, err
     assert lines[0].startswith("acehamil fit: error: ") and message in lines[0], lines[0]
     assert _digest(w) == before
+
+
+def test_predict_structure_names_a_species_outside_the_basis(files):
+    """It said 'the model stores no electron count for species Z=[32]', which sent the user after charges."""
+    from acehamil.io.models import load_model
+
+    at = _si()
+    at.numbers[0] = 32
+    with pytest.raises(ValueError, match=r"species Ge \(Z=32\) has no orbital basis; basis covers Si"):
+        load_model(files / "m.h5").predict_structure(at)

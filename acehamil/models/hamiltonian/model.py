@@ -208,6 +208,7 @@ class HamiltonianModel:
         stores no counts; then ``charge`` must be 0).
         """
         _check_atoms_arg(atoms)
+        self.orbital_basis.layout(np.asarray(atoms.numbers))  # a species outside the basis, named as such first
         n_el = self.n_electrons(atoms, charge)
         if n_el is None and charge:
             raise ValueError("the model stores no electron counts per species (fitted before they were recorded, "
