@@ -283,6 +283,7 @@ def _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, 
             row["message_spec"] = res.potential.layer.spec.to_dict()
             row["n_layer2_features"] = int(res.potential.weights.size)
             row["optimiser"] = res.info
+            row["density_cv"] = res.cv  # with the multilayer fit's own CV row (lam_density None)
         if name == "multilayer":
             row["layer_cutoff_cv"] = cv_layer
             row["message_spec"] = res.potential.layer.spec.to_dict()
@@ -339,6 +340,8 @@ def main(argv=None) -> int:
     p.add_argument("--maxiter", type=int, default=EMBEDDED["maxiter"], help="embedded: L-BFGS iterations per fit")
     p.add_argument("--no-density-cv", action="store_true",
                    help="embedded: no CV of the densities (first --lam-density used, fixed a priori; saves 5 fits)")
+    p.add_argument("--keep-base", action="store_true",
+                   help="embedded_multilayer: the density CV may keep the multilayer fit without densities (its CV row scores best)")
     p.add_argument("--init-scale", type=float, default=EMBEDDED["init_scale"], help="embedded: initial density spread")
     p.add_argument("--degree-shifts", type=int, nargs="+", default=[0, 2, 4],
                    help="CV grid of degree cut-backs (every linear fit of the benchmark chose 0)")
@@ -359,7 +362,7 @@ def main(argv=None) -> int:
 
     emb = EmbeddingSettings(embeddings=tuple(args.embeddings), density_max_degree=tuple(args.density_max_degree),
                             lam=tuple(args.lam_density), maxiter=args.maxiter, init_scale=args.init_scale,
-                            cv=not args.no_density_cv)
+                            cv=not args.no_density_cv, keep_base=args.keep_base)
     if args.layer_cutoffs and (args.r_message or args.r_pass or args.no_layer_cutoff_cv):
         p.error("--layer-cutoffs excludes --r-message, --r-pass and --no-layer-cutoff-cv")
     ml = {"n_message": args.n_message, "n_pass": args.n_pass, "r_message": args.r_message, "r_pass": args.r_pass,

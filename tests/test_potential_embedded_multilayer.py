@@ -316,3 +316,30 @@ def test_cli_fits_and_evaluates_an_embedded_multilayer_model(tmp_path, rng, caps
     cfg.write_text(cfg.read_text().replace("cv = false", "cv = false\nbogus = 1"))
     assert main(["fit-potential", str(cfg), "-o", str(tmp_path / "x.h5"), "-q"]) != 0
     assert "model.densities" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("base_score", [-1.0, 1e9])
+def test_keep_base_lets_the_cv_choose_no_densities(base_score, rng):
+    """With ``keep_base`` the starting multilayer fit competes in the density CV by its own CV score."""
+    from dataclasses import replace
+
+    from acehamil.models.potential.embedded_fit import fit_embedded
+
+    basis = _basis()
+    truth = _truth(rng, basis, density_scale=1.0)
+    configs = _labelled(truth, rng, 6, "md")
+    settings = FitSettings(lam=(1e-8,), power=(0.0,), n_folds=2, force_sigma=1e-2)
+    data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2, 0)))
+    ml = fit_multilayer(configs, basis, (14,), settings, accumulated=accumulate_multilayer_from_linear(data, configs, settings, truth.layer),
+                        layer=truth.layer)
+    ml = replace(ml, cv=[{**ml.cv[0], "score": base_score}])
+    emb = EmbeddingSettings(embeddings=("fs",), density_max_degree=(4, 2, 0), lam=(1e-6,), maxiter=20, keep_base=True)
+    res = fit_embedded_multilayer(configs, basis, (14,), settings, emb=emb, data=data, multilayer=ml)
+    assert [r["lam_density"] for r in res.cv][0] == (None if base_score < 0 else 1e-6)
+    if base_score < 0:
+        assert res.chosen["lam_density"] is None and res.potential.n_densities == 0
+        np.testing.assert_array_equal(res.potential.parameter_vector(), ml.potential.parameter_vector())
+    else:
+        assert res.chosen["lam_density"] == 1e-6 and res.potential.n_densities == 1
+    with pytest.raises(ValueError, match="keep_base"):
+        fit_embedded(configs, basis, (14,), settings, emb, data=data)

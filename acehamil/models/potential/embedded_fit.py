@@ -64,6 +64,10 @@ class EmbeddingSettings:
     cv : bool
         Run the k-fold CV of the densities (needed to choose among several ``lam``;
         without it the first ``lam`` is used and no held-out errors are reported). [True]
+    keep_base : bool
+        Let the CV choose "no densities": when the starting fit (its own CV row) scores better
+        than every ``lam``, the result is that fit.  Only :func:`~.embedded_multilayer_fit.fit_embedded_multilayer`,
+        whose starting fit has the same model class, supports it. [False]
     """
 
     embeddings: tuple = ("fs", "fs")
@@ -73,6 +77,7 @@ class EmbeddingSettings:
     init_scale: float = 1.0
     seed: int = 0
     cv: bool = True
+    keep_base: bool = False
 
     def __post_init__(self):
         emb = (self.embeddings,) if isinstance(self.embeddings, str) else tuple(self.embeddings)
@@ -341,6 +346,8 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
     """
     settings = settings or FitSettings()
     emb = emb or EmbeddingSettings()
+    if emb.keep_base:
+        raise ValueError("keep_base needs a starting fit of the same model class (fit_embedded_multilayer), not the linear one")
     species = tuple(int(z) for z in species)
     if data is None:
         data = embedding_data(basis, species, configs, settings, density_columns(basis, emb.density_max_degree), repulsion, progress)
@@ -375,7 +382,7 @@ def densities_from_theta(data: EmbeddingData, loss: ProjectedLoss, theta, n_feat
 
 
 def fit_densities(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSettings, cols, degs, chosen: dict, linear_cv=None,
-                  progress: bool = False, n_extra: int = 0):
+                  progress: bool = False, n_extra: int = 0, keep_base: bool = False):
     """CV of ``lam_density`` (if ``emb.cv``) and the final L-BFGS fit, the linear hyperparameters fixed.
 
     Parameters
@@ -393,6 +400,9 @@ def fit_densities(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSett
     progress : bool
     n_extra : int
         Appended (second-layer) columns at the end of ``cols``.
+    keep_base : bool
+        If the starting fit's CV row (``linear_cv[0]``) scores best, skip the final fit and return
+        ``theta = a = loss = res = lam_density = None`` (the starting fit is the result).
 
     Returns
     -------
@@ -430,12 +440,15 @@ def fit_densities(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSett
                 print(f"  embedded cv lam_density={lam_d}: E_mae={e_mae * 1e3:.2f} meV/atom F_rmse={f_rmse:.4f} eV/A "
                       f"score={score:.3f}", file=sys.stderr, flush=True)
         cv = sorted(cv, key=lambda r: r["score"])
-        lam_d = next(r["lam_density"] for r in cv if r["lam_density"] is not None)
+        lam_d = cv[0]["lam_density"] if keep_base else next(r["lam_density"] for r in cv if r["lam_density"] is not None)
         types = data.config_types if len(data.config_types) == n else ["default"] * n
-        cv_by_type = summarise_errors([(t, e, None, None) for t, e in zip(types, cv_errors[lam_d], strict=True)])
+        cv_by_type = ({} if lam_d is None  # (the starting fit's own table applies)
+                      else summarise_errors([(t, e, None, None) for t, e in zip(types, cv_errors[lam_d], strict=True)]))
     else:
         lam_d, cv_by_type = emb.lam[0], {}
     t2 = time.perf_counter()
+    if lam_d is None:  # keep_base: the CV prefers the starting fit (no densities)
+        return None, None, None, None, cv, None, cv_by_type, (t2, t2)
     loss = ProjectedLoss(*args, lam_d, np.ones(n, bool), **extra)
     if progress:
         print(f"  embedded final fit: lam_density={lam_d}, linear part at theta=0: loss {loss(0 * loss.initial(1.0, 0))[0]:.6g}",

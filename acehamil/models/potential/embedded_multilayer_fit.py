@@ -112,7 +112,8 @@ def fit_embedded_multilayer(configs, basis, species, settings: FitSettings | Non
     spec : MessageSpec, optional
         Second layer (ignored when ``multilayer`` is given: its layer is used).
     emb : EmbeddingSettings, optional
-        Densities (``lam`` by CV when ``emb.cv`` and several folds).
+        Densities (``lam`` by CV when ``emb.cv`` and several folds; with ``emb.keep_base`` the CV may
+        also choose no densities, i.e. the multilayer fit itself, ``chosen["lam_density"] = None``).
     repulsion : RepulsionSpec, optional
     progress : bool
     data : EmbeddingData, optional
@@ -153,7 +154,14 @@ def fit_embedded_multilayer(configs, basis, species, settings: FitSettings | Non
     cols, degs = _columns(basis, species, int(ch["shift"]), extra)
     t1 = time.perf_counter()
     theta, a, loss, res, cv, lam_d, cv_by_type, (t2, t3) = fit_densities(full_data, settings, emb, cols, degs, ch, multilayer.cv,
-                                                                          progress, n_extra=len(extra))
+                                                                          progress, n_extra=len(extra), keep_base=emb.keep_base)
+    seconds = {"features": full_data.seconds, "multilayer": t1 - t0, "cv": t2 - t1, "solve": t3 - t2}
+    if lam_d is None:  # keep_base: the training CV prefers the multilayer fit without densities
+        info = {"iterations": 0, "densities": "none: the training CV scored the multilayer fit best",
+                "n_density_features": int(len(data.density_cols))}
+        meta = {**pot0.metadata, "embedding_settings": emb.to_dict(), "chosen": {**ch, "lam_density": None}, "solver_info": info}
+        pot = MultilayerACEPotential(basis, species, pot0.e0, pot0.coef, layer, pot0.weights, repulsion, meta)
+        return EmbeddedFitResult(pot, multilayer, cv, {**ch, "lam_density": None}, info, seconds, multilayer.cv_by_type)
     ns, n_lin = len(species), len(species) * (1 + nB)
     full = np.zeros(full_data.n_cols)
     full[cols] = a
@@ -166,5 +174,4 @@ def fit_embedded_multilayer(configs, basis, species, settings: FitSettings | Non
             "solver_info": info}
     pot = MultilayerACEPotential(basis, species, full[:ns], full[ns:n_lin].reshape(ns, nB), layer,
                                  full[n_lin:].reshape(ns, layer.n_features), repulsion, meta, dens, emb.embeddings)
-    return EmbeddedFitResult(pot, multilayer, cv, chosen, info,
-                             {"features": full_data.seconds, "multilayer": t1 - t0, "cv": t2 - t1, "solve": t3 - t2}, cv_by_type)
+    return EmbeddedFitResult(pot, multilayer, cv, chosen, info, seconds, cv_by_type)
