@@ -303,3 +303,15 @@ def test_predict_structure_names_a_species_outside_the_basis(files):
     at.numbers[0] = 32
     with pytest.raises(ValueError, match=r"species Ge \(Z=32\) has no orbital basis; basis covers Si"):
         load_model(files / "m.h5").predict_structure(at)
+
+
+def test_eigs_on_a_bad_overlap_names_no_python_call(w, capsys):
+    """eigs has no --remedy: its message named solve(..., remedy='project'), a Python call, to a CLI user."""
+    from test_faults import _bad_overlap_data
+
+    _bad_overlap_data(w)
+    rc = main(["eigs", "bad.h5", "-n", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert "overlap S(k) is not positive definite" in err[0] and "solve(" not in err[0], err[0]
+    assert "--remedy project" in err[0], err[0]

@@ -102,6 +102,8 @@ def _user_message(err: BaseException, args) -> str:
     if isinstance(err, OverlapError) and hasattr(args, "remedy"):
         msg = msg.replace("solve(..., remedy='project', s_threshold=...)", "rerun with --remedy project [--s-threshold T]")
         msg = msg.replace("or raise max_condition", "or raise --max-condition")
+    elif isinstance(err, OverlapError) and " Remedy: solve(" in msg:  # no such options here: no Python call either
+        msg = msg.split(" Remedy: solve(")[0] + " (`acehamil bands`/`dos` can project it out: --remedy project)"
     return msg.splitlines()[0] if msg else msg
 
 
