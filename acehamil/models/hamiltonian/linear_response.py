@@ -177,6 +177,8 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                       for idx, D, fcols in parts] for key, parts in designs.items()}
         del designs
         plan = []  # per block type: orbitals of its blocks, projections onto its L, the reference's part
+        col_signs = {}
+        kappa_plus = np.where(own, np.sqrt(2.0), 1.0)  # kappa of an L with (-1)^L = +1 (symmetrised types)
         for bt in bts:
             Ls = [L for L in bt.L_values() if (bt.key, L) in n_coef]
             if not Ls:
@@ -194,6 +196,7 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                 w_ref = _block_weights(rv, rk, np.exp(2j * np.pi * (rk @ shifts)), rows, cols)
                 g_ref = np.tensordot(rw, w_ref, axes=(0, 0)).reshape(n, -1) @ P
             plan.append((bt, Ls, rows, cols, P, cuts, g_ref))
+            col_signs[bt.key] = np.concatenate([np.full(2 * L + 1, float(transpose_sign(L))) for L in Ls])
             for L in Ls:
                 J[(bt.key, L)] = np.zeros((nr, n_coef[(bt.key, L)]))
                 noise[(bt.key, L)] = np.zeros(nr)
@@ -205,27 +208,33 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
             r1 = min(nr, r0 + step)
             phase = np.exp(2j * np.pi * (kstates[r0:r1] @ shifts))  # (R, n)
             for bt, Ls, rows, cols, P, cuts, g_ref in plan:
-                gall = _block_weights(vecs[r0:r1], kstates[r0:r1], phase, rows, cols).reshape((r1 - r0) * n, -1) @ P
-                gall = gall.reshape(r1 - r0, n, -1)
+                R = r1 - r0
+                gall = (_block_weights(vecs[r0:r1], kstates[r0:r1], phase, rows, cols).reshape(R * n, -1) @ P)
+                gall = gall.reshape(R, n, -1)
                 if g_ref is not None:
                     gall -= g_ref[None]
                 sym = sym_of[bt.key]
+                # every L at once: the adjoint of family.symmetrise (column signs (-1)^L), the noise maps of
+                # uncertainty.sample_matrix: zeta = (z + s z[rev]) / sqrt 2 (symmetrised), and the shared part
+                # kappa zs, kappa = (1 + s) (1/sqrt 2 own partner, 1/2 else) symmetrised (0 for s = -1), 1 else
+                if sym:
+                    sgn = col_signs[bt.key]
+                    gh = 0.5 * (gall + sgn * gall[:, rev])
+                    t = np.einsum("n,rnq->rq", kappa_plus, gall)
+                else:
+                    gh, t = gall, gall.sum(axis=1)
+                sq = np.einsum("rnq,rnq->rq", gh, gh)
                 for q, L in enumerate(Ls):
-                    key = (bt.key, L)
-                    g = gall[:, :, cuts[q]:cuts[q + 1]]
-                    sg = transpose_sign(L)
-                    gh = 0.5 * (g + sg * g[:, rev]) if sym else g  # adjoint of family.symmetrise
+                    key, sl = (bt.key, L), slice(cuts[q], cuts[q + 1])
                     for idx, D2, fcols in flat.get(key, ()):
-                        Jp = gh[:, idx].reshape(len(gh), -1) @ D2
+                        Jp = gh[:, idx, sl].reshape(R, -1) @ D2
                         if fcols is None:
                             J[key][r0:r1] += Jp
                         else:
                             J[key][r0:r1, fcols] += Jp
-                    # the noise maps of uncertainty.sample_matrix: zeta = (z + s z[rev]) / sqrt 2 (symmetrised),
-                    # shared: kappa zs with kappa = (1 + s) (1/sqrt 2 own partner, 1/2 else), 1 unsymmetrised
-                    noise[key][r0:r1] = (2.0 if sym else 1.0) * np.einsum("rnM,rnM->r", gh, gh)
-                    kappa = (1 + sg) * np.where(own, 1 / np.sqrt(2.0), 0.5) if sym else np.ones(n)
-                    shared[key][r0:r1] = np.sum(np.einsum("n,rnM->rM", kappa, g) ** 2, axis=1)
+                    noise[key][r0:r1] = (2.0 if sym else 1.0) * sq[:, sl].sum(axis=1)
+                    if not (sym and transpose_sign(L) < 0):
+                        shared[key][r0:r1] = np.sum(t[:, sl] ** 2, axis=1)
     return {"data": data, "pattern": pat, "J": J, "noise": noise, "shared": shared}
 
 
