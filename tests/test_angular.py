@@ -71,3 +71,32 @@ def test_bad_shape():
         AngularBasis(2).evaluate(np.zeros((3, 2)))
     with pytest.raises(ValueError):
         AngularBasis(-1)
+
+
+def test_threads_share_one_angular_basis(rng):
+    """Several threads evaluating one AngularBasis at once get the serial values bit for bit
+    (the fit, calibration and prediction run structures on threads over one model; a shared
+    sphericart calculator returned wrong l >= 7 harmonics under concurrent calls)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ang = AngularBasis(8)
+    vecs = [rng.normal(size=(int(n), 3)) for n in rng.integers(500, 3000, 24)]
+    ref = [ang.evaluate(v) for v in vecs]
+    ref_g = [ang.evaluate(v, gradients=True)[1] for v in vecs]
+
+    def one(k):
+        y = ang.evaluate(vecs[k])
+        dy = ang.evaluate(vecs[k], gradients=True)[1]
+        return np.array_equal(y, ref[k]) and np.array_equal(dy, ref_g[k])
+
+    with ThreadPoolExecutor(4) as pool:
+        same = list(pool.map(one, list(range(len(vecs))) * 8))
+    assert all(same), f"{same.count(False)} of {len(same)} concurrent evaluations differ from the serial ones"
+
+
+def test_angular_basis_pickles():
+    import pickle
+
+    ang = AngularBasis(3)
+    v = np.array([[0.3, -1.0, 2.0]])
+    assert np.array_equal(pickle.loads(pickle.dumps(ang)).evaluate(v), ang.evaluate(v))

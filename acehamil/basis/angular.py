@@ -14,12 +14,18 @@ array([[1.        , 0.        , 1.73205081, 0.        ]])
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import sphericart
 
 
 class AngularBasis:
     """Real harmonics ``Y_lm(r / |r|)`` for ``l = 0..l_max``.
+
+    Safe to call from several threads at once: each thread computes with its own sphericart
+    calculator (one calculator shared by two threads returned wrong values for ``l >= 7``,
+    measured with sphericart's CPU calculator: its scratch space lives in the calculator).
 
     Parameters
     ----------
@@ -30,7 +36,19 @@ class AngularBasis:
         if int(l_max) != l_max or l_max < 0:
             raise ValueError(f"l_max must be a non-negative integer, got {l_max}")
         self.l_max = int(l_max)
-        self._sh = sphericart.SphericalHarmonics(self.l_max)
+        self._local = threading.local()
+
+    def __reduce__(self):
+        # rebuilt from l_max (calculators hold C pointers and are per thread)
+        return (AngularBasis, (self.l_max,))
+
+    @property
+    def _sh(self):
+        """This thread's sphericart calculator (made on its first use in the thread)."""
+        sh = getattr(self._local, "sh", None)
+        if sh is None:
+            sh = self._local.sh = sphericart.SphericalHarmonics(self.l_max)
+        return sh
 
     def evaluate(self, vec: np.ndarray, gradients: bool = False, xyz_first: bool = False):
         """Harmonics of directions.
