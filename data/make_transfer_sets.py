@@ -264,43 +264,31 @@ def collect_more(gendir: Path, si64_dir: Path | None, band_tol: float = 5.0) -> 
     """The finished structures of :data:`MORE` in ``gendir`` (plus :data:`SI64` from ``si64_dir`` when its
     band error is <= ``band_tol`` meV), each with ``info["kind"]``, ``info["seed"]`` and ``info["band_error"]``
     (:func:`acehamil.io.band_check.band_errors` of the float64 data; measured here for files that lack it)."""
-    from acehamil.io.band_check import band_errors
-    from acehamil.io.dataset import read_dataset
-
-    out = []
-    spec = [(stem, kind, seed) for stem, (kind, seed, _) in MORE.items()]
+    spec = [(gendir / f"{stem}.h5", kind, seed) for stem, (kind, seed, _) in MORE.items()]
     if si64_dir is not None:
-        spec.append((SI64[0], SI64[1], 104))
-    for stem, kind, seed in spec:
-        path = (si64_dir if stem == SI64[0] else gendir) / f"{stem}.h5"
-        if not path.exists():
-            print(f"  {path}: absent, skipped", file=sys.stderr)
-            continue
-        ds = read_dataset(path)
-        for sd in ds:
-            be = sd.info.get("band_error") if isinstance(sd.info.get("band_error"), dict) else band_errors(sd)
-            if be["checked_max_meV"] is None or be["checked_max_meV"] > band_tol:
-                print(f"  {sd.info.get('name')}: band error {be['checked_max_meV']} meV above {band_tol} meV, left out",
-                      file=sys.stderr)
-                continue
-            out.append(replace(sd, info={**sd.info, "kind": kind, "seed": seed, "band_error": be,
-                                         "generator_file": path.name}))
-        print(f"  {path.name}: {kind}: {len(ds)} structures", file=sys.stderr)
-    return out
+        spec.append((si64_dir / f"{SI64[0]}.h5", SI64[1], 104))
+    return _labelled(spec, band_tol)
 
 
 def collect_defects(gendir: Path, more_dir: Path | None, band_tol: float = 5.0) -> list:
     """The finished structures of :data:`DEFECTS` in ``gendir``, labelled as :func:`collect_more` labels its own,
     plus the second batch's 31-atom vacancy (``si31_vac.h5`` of ``more_dir``, same kind label) when at least one
     new 31-atom vacancy is there, so that kind never has one structure only."""
-    from acehamil.io.band_check import band_errors
-    from acehamil.io.dataset import read_dataset
-
-    out = []
     spec = [(gendir / f"{stem}.h5", kind, seed) for stem, (kind, seed, _) in DEFECTS.items()]
     if more_dir is not None and (gendir / "si31_vac3.h5").exists():
         kind, seed, _ = MORE["si31_vac"]
         spec.append((more_dir / "si31_vac.h5", kind, seed))
+    return _labelled(spec, band_tol)
+
+
+def _labelled(spec: list, band_tol: float) -> list:
+    """The structures of each ``(path, kind, seed)`` of ``spec`` (absent files skipped), each with ``info["kind"]``,
+    ``info["seed"]``, ``info["generator_file"]`` and ``info["band_error"]`` (:func:`acehamil.io.band_check.band_errors`
+    of the float64 data; measured here for files that lack it); those above ``band_tol`` meV are left out."""
+    from acehamil.io.band_check import band_errors
+    from acehamil.io.dataset import read_dataset
+
+    out = []
     for path, kind, seed in spec:
         if not path.exists():
             print(f"  {path}: absent, skipped", file=sys.stderr)
