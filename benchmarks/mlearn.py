@@ -142,6 +142,20 @@ def _cached_embedding_data(cache_dir, el, basis, species, train, settings, emb, 
     return data
 
 
+def _pick(tables, settings) -> int:
+    """Index of the winning CV table among candidates (cutoffs, layer cutoffs) by ``settings.cv_criterion``.
+
+    Each table's own best row competes; with ``"energy_mae"`` the force budget is set by the smallest
+    held-out force RMSE over all the tables, so every candidate is judged by the same budget."""
+    from acehamil.models.potential.cv_criterion import rank_cv
+
+    if not all(tables):
+        return 0
+    ref = min(r["force_rmse_eV_per_A"] for t in tables for r in t)
+    heads = [dict(t[0], _k=k) for k, t in enumerate(tables)]
+    return rank_cv(heads, settings, force_reference=ref)[0]["_k"]
+
+
 def _row(el, model, rc, res, potential, test, train, train_metrics, fit_seconds, seconds) -> dict:
     from acehamil.models.potential.data import error_metrics
 
@@ -161,7 +175,7 @@ def _row(el, model, rc, res, potential, test, train, train_metrics, fit_seconds,
 
 def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, progress: bool, save_dir=None,
                 cache_dir=None, train_metrics=False, models=("linear",), emb=None, ml=None, degree_shifts=(0, 2, 4),
-                layer_prior_factors=LAYER_PRIOR_FACTORS, grids=None) -> list:
+                layer_prior_factors=LAYER_PRIOR_FACTORS, grids=None, cv_criterion="combined", cv_force_tolerance=0.005) -> list:
     from acehamil.models.potential.config import core_repulsion, make_basis
     from acehamil.io.labelled import read_configs
     from acehamil.models.potential.fit import FitSettings, fit_potential
@@ -174,13 +188,14 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     grids = {**GRIDS, **(grids or {})}
     settings = FitSettings(solver=solver, lam=tuple(grids["lam"]), power=tuple(grids["power"]),
                            degree_shifts=tuple(degree_shifts), energy_factors=tuple(grids["energy_factors"]), energy_sigma=1e-3,
-                           force_sigma=0.05, n_folds=5, layer_prior_factors=tuple(layer_prior_factors))
+                           force_sigma=0.05, n_folds=5, layer_prior_factors=tuple(layer_prior_factors),
+                           cv_criterion=cv_criterion, cv_force_tolerance=cv_force_tolerance)
     repulsion = core_repulsion(train, species)
     ml = dict(MULTILAYER if ml is None else ml)
     if ("multilayer" in models or "embedded_multilayer" in models) and "embedded" not in models:
         return _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, basis_kw, ml, progress, save_dir,
                                cache_dir, train_metrics, models, emb)
-    best = None
+    cands, kept = [], (None, None)
     t0 = time.perf_counter()
     for rc in cutoffs:
         basis = make_basis(species, r_cut=rc, **basis_kw)
@@ -193,12 +208,16 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
         else:
             acc = _cached_accumulate(cache_dir, el, basis, species, train, settings, repulsion, progress)
         res = fit_potential(train, basis, species, settings, repulsion, progress=progress, accumulated=acc)
-        score = res.cv[0]["score"] if res.cv else 0.0
-        if best is None or score < best[0]:
-            best = (score, rc, res, basis, data, acc.seconds)
-        del data
+        cands.append((rc, res, basis, acc.seconds))
+        k = _pick([c[1].cv for c in cands], settings)
+        if k == len(cands) - 1:  # keep the current winner's design data only
+            kept = (k, data)
+        del data, acc
     fit_seconds = time.perf_counter() - t0
-    score, rc, res, basis, data, feature_seconds = best
+    rc, res, basis, feature_seconds = cands[k]
+    data = kept[1] if kept[0] == k else None
+    if "embedded" in models and data is None:  # an earlier candidate won with the last one's force budget: its data again
+        data = _cached_embedding_data(cache_dir, el, basis, species, train, settings, emb, repulsion, progress)
     fits = {}
     if "linear" in models:
         fits["linear"] = (res, res.potential, fit_seconds, {**res.seconds, "features": feature_seconds})
@@ -233,7 +252,7 @@ def _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, 
     from acehamil.models.potential.multilayer import MessageSpec
     from acehamil.models.potential.multilayer_fit import fit_multilayer, linear_from_accumulated
 
-    best, cv_layer = {}, []
+    best, cands, cv_layer = {}, {}, []
     layer_cutoffs = ml.get("layer_cutoffs") or (None,)
     for rc in cutoffs:
         basis = make_basis(species, r_cut=rc, **basis_kw)
@@ -253,13 +272,14 @@ def _run_multilayer(el, data_dir, train, species, settings, repulsion, cutoffs, 
             for name, res in fits.items():
                 score = res.cv[0]["score"] if res.cv else 0.0
                 secs = (t1 - t0) + res.seconds["cv"] + res.seconds["solve"]
-                if name not in best or score < best[name][0]:
-                    best[name] = (score, rc, res, secs, {**res.seconds, "features": acc.seconds})
+                cands.setdefault(name, []).append((score, rc, res, secs, {**res.seconds, "features": acc.seconds}))
+                best[name] = cands[name][_pick([c[2].cv for c in cands[name]], settings)]
                 if progress:
                     print(f"  {name} r_cut={rc} layer cutoffs={mspec.r_message}/{mspec.r_pass}: CV score {score:.3f}",
                           file=sys.stderr, flush=True)
                 if name == "multilayer":
-                    cv_layer.append({"r_cut": rc, "r_message": mspec.r_message, "r_pass": mspec.r_pass, "cv_score": score})
+                    cv_layer.append({"r_cut": rc, "r_message": mspec.r_message, "r_pass": mspec.r_pass, "cv_score": score,
+                                     "cv_best": res.cv[0] if res.cv else None})
     if "embedded_multilayer" in models:  # densities on top of the CV-chosen multilayer fit (same cutoffs, layer, hyperparameters)
         from acehamil.models.potential.embedded_multilayer_fit import fit_embedded_multilayer
 
@@ -351,6 +371,10 @@ def main(argv=None) -> int:
     p.add_argument("--power", type=float, nargs="+", default=list(GRIDS["power"]), help="CV grid of the prior exponent")
     p.add_argument("--energy-factors", type=float, nargs="+", default=list(GRIDS["energy_factors"]),
                    help="CV grid of the energy-row weight factor")
+    p.add_argument("--cv-criterion", default="combined", choices=("combined", "energy_mae"),
+                   help="what the training CV minimises: E_rmse/1 meV + F_rmse/0.05 eV/A, or the held-out energy MAE per "
+                        "atom among settings whose held-out force RMSE is within --cv-force-tolerance of the best")
+    p.add_argument("--cv-force-tolerance", type=float, default=0.005, help="force budget of --cv-criterion energy_mae, eV/A")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -378,14 +402,16 @@ def main(argv=None) -> int:
             layer_cutoffs = LAYER_CUTOFFS[el]
         new = run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
                           args.train_metrics, tuple(args.models), emb, {**ml, "layer_cutoffs": layer_cutoffs}, args.degree_shifts,
-                          args.layer_prior_factors, {"lam": args.lam, "power": args.power, "energy_factors": args.energy_factors})
+                          args.layer_prior_factors, {"lam": args.lam, "power": args.power, "energy_factors": args.energy_factors},
+                          args.cv_criterion, args.cv_force_tolerance)
         rows += new
         if not args.quiet:
             print(table(new), file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps({"basis": basis_kw, "embedding": emb.to_dict(), "multilayer": ml, "models": args.models,
                           "layer_prior_factors": args.layer_prior_factors, "lam": args.lam, "power": args.power,
-                          "energy_factors": args.energy_factors, "results": rows}, indent=2,
+                          "energy_factors": args.energy_factors, "cv_criterion": args.cv_criterion,
+                          "cv_force_tolerance": args.cv_force_tolerance, "results": rows}, indent=2,
                          default=float))
     else:
         print(table(rows))

@@ -318,9 +318,11 @@ def test_cli_fits_and_evaluates_an_embedded_multilayer_model(tmp_path, rng, caps
     assert "model.densities" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("criterion", ["combined", "energy_mae"])
 @pytest.mark.parametrize("base_score", [-1.0, 1e9])
-def test_keep_base_lets_the_cv_choose_no_densities(base_score, rng):
-    """With ``keep_base`` the starting multilayer fit competes in the density CV by its own CV score."""
+def test_keep_base_lets_the_cv_choose_no_densities(base_score, criterion, rng):
+    """With ``keep_base`` the starting multilayer fit competes in the density CV by its own CV row, scored by the
+    settings' criterion (its held-out errors set to 0, or huge, decide)."""
     from dataclasses import replace
 
     from acehamil.models.potential.embedded_fit import fit_embedded
@@ -328,11 +330,13 @@ def test_keep_base_lets_the_cv_choose_no_densities(base_score, rng):
     basis = _basis()
     truth = _truth(rng, basis, density_scale=1.0)
     configs = _labelled(truth, rng, 6, "md")
-    settings = FitSettings(lam=(1e-8,), power=(0.0,), n_folds=2, force_sigma=1e-2)
+    settings = FitSettings(lam=(1e-8,), power=(0.0,), n_folds=2, force_sigma=1e-2, cv_criterion=criterion)
     data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2, 0)))
     ml = fit_multilayer(configs, basis, (14,), settings, accumulated=accumulate_multilayer_from_linear(data, configs, settings, truth.layer),
                         layer=truth.layer)
-    ml = replace(ml, cv=[{**ml.cv[0], "score": base_score}])
+    err = 0.0 if base_score < 0 else base_score
+    ml = replace(ml, cv=[{**ml.cv[0], "energy_mae_meV_per_atom": err, "energy_rmse_meV_per_atom": err,
+                          "force_rmse_eV_per_A": 0.0 if base_score < 0 else ml.cv[0]["force_rmse_eV_per_A"]}])
     emb = EmbeddingSettings(embeddings=("fs",), density_max_degree=(4, 2, 0), lam=(1e-6,), maxiter=20, keep_base=True)
     res = fit_embedded_multilayer(configs, basis, (14,), settings, emb=emb, data=data, multilayer=ml)
     assert [r["lam_density"] for r in res.cv][0] == (None if base_score < 0 else 1e-6)

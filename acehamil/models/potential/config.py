@@ -38,6 +38,8 @@ and in ``docs/potentials.md``::
     seed = 0
     cv_energy_scale = 0.001
     cv_force_scale = 0.05
+    cv_criterion = "combined"        # or "energy_mae": held-out energy MAE, forces within
+    cv_force_tolerance = 0.005       #   this many eV/Å of the best held-out force RMSE
     [fit.config_type_weights]
     Elastic = 1.0
 

@@ -37,6 +37,7 @@ import scipy.linalg
 import scipy.optimize
 
 from .model import VOIGT, feature_degrees
+from .cv_criterion import rank_cv, row_score
 from .data import summarise_errors
 from .embedded import EmbeddedACEPotential, embed
 from .embedded_data import EmbeddingData, density_columns, embedding_data  # noqa: F401  (public here as before)
@@ -432,14 +433,16 @@ def fit_densities(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSett
                 errs[held] = de
                 sc.append((np.mean(np.abs(de)), np.sqrt(np.mean(de**2)), f_rmse))
             e_mae, e_rmse, f_rmse = np.mean(sc, axis=0)
-            score = e_rmse / settings.cv_energy_scale + f_rmse / settings.cv_force_scale
-            cv.append({"lam_density": lam_d, "score": float(score), "energy_mae_meV_per_atom": e_mae * 1e3,
+            cv.append({"lam_density": lam_d, "energy_mae_meV_per_atom": e_mae * 1e3,
                        "energy_rmse_meV_per_atom": e_rmse * 1e3, "force_rmse_eV_per_A": float(f_rmse)})
+            score = cv[-1]["score"] = row_score(cv[-1], settings)
             cv_errors[lam_d] = errs
             if progress:
                 print(f"  embedded cv lam_density={lam_d}: E_mae={e_mae * 1e3:.2f} meV/atom F_rmse={f_rmse:.4f} eV/A "
                       f"score={score:.3f}", file=sys.stderr, flush=True)
-        cv = sorted(cv, key=lambda r: r["score"])
+        # the starting fit's whole table sets the force budget of "energy_mae" (its best row is in ``cv``)
+        ref = min(r["force_rmse_eV_per_A"] for r in linear_cv) if linear_cv else None
+        cv = rank_cv(cv, settings, force_reference=ref)
         lam_d = cv[0]["lam_density"] if keep_base else next(r["lam_density"] for r in cv if r["lam_density"] is not None)
         types = data.config_types if len(data.config_types) == n else ["default"] * n
         cv_by_type = ({} if lam_d is None  # (the starting fit's own table applies)

@@ -34,6 +34,7 @@ import numpy as np
 from ...fitting import NormalEquations, blr_normal, ridge_normal, ridge_path
 from ...fitting.conditioning import column_scale, data_scale, scale_columns
 from .model import VOIGT, ACEPotential, cell_volume, design_rows, feature_degrees, feature_orders, repulsion_terms
+from .cv_criterion import CRITERIA, rank_cv, row_score
 from .data import Config, summarise_errors
 from .repulsion import RepulsionSpec
 
@@ -69,7 +70,14 @@ class FitSettings:
     seed : int
         Fold assignment seed. [0]
     cv_energy_scale, cv_force_scale : float
-        CV score = E_rmse / cv_energy_scale + F_rmse / cv_force_scale (eV/atom, eV/Å). [1e-3, 0.05]
+        ``cv_criterion = "combined"``: CV score = E_rmse / cv_energy_scale + F_rmse / cv_force_scale
+        (eV/atom, eV/Å). [1e-3, 0.05]
+    cv_criterion : {"combined", "energy_mae"}
+        What the CV minimises (:mod:`.cv_criterion`): the combined score above, or the held-out
+        energy MAE per atom among settings whose held-out force RMSE is within
+        ``cv_force_tolerance`` of the best in the table. ["combined"]
+    cv_force_tolerance : float
+        Force budget of ``"energy_mae"``, eV/Å. [0.005]
     """
 
     solver: str = "ridge"
@@ -86,8 +94,15 @@ class FitSettings:
     seed: int = 0
     cv_energy_scale: float = 1e-3
     cv_force_scale: float = 0.05
+    cv_criterion: str = "combined"
+    cv_force_tolerance: float = 0.005
 
     def __post_init__(self):
+        if self.cv_criterion not in CRITERIA:
+            raise ValueError(f"cv_criterion must be one of {CRITERIA}, got {self.cv_criterion!r}")
+        if not (isinstance(self.cv_force_tolerance, (int, float, np.number)) and not isinstance(self.cv_force_tolerance, bool)
+                and np.isfinite(self.cv_force_tolerance) and self.cv_force_tolerance >= 0):
+            raise ValueError(f"cv_force_tolerance must be a finite number >= 0 (eV/Å), got {self.cv_force_tolerance!r}")
         if self.solver not in ("ridge", "blr"):
             raise ValueError(f"solver must be 'ridge' or 'blr', got {self.solver!r}")
         for name in ("lam", "power", "degree_shifts", "energy_factors", "layer_prior_factors"):
@@ -347,13 +362,15 @@ def cv_fold_solutions(acc: Accumulated, settings: FitSettings, cols, degs, n_spe
 
 
 def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, progress: bool = False, extra_degs=None) -> list[dict]:
-    """k-fold CV over (degree shift, energy factor, power, lam) on the training set; rows sorted best first.
+    """k-fold CV over (degree shift, energy factor, power, lam) on the training set; rows sorted best first
+    by ``settings.cv_criterion`` (:func:`~.cv_criterion.rank_cv`).
 
     With appended columns (``extra_degs``, the multilayer model's second layer) the grid also
     runs over ``settings.layer_prior_factors`` (key ``layer_prior``).
 
     Each row: ``shift, energy_factor, power, lam, score, energy_mae_meV_per_atom, energy_rmse_meV_per_atom,
-    force_rmse_eV_per_A`` (fold means), and ``layer_prior`` with appended columns.
+    force_rmse_eV_per_A`` (fold means), ``eligible`` (within the force budget of ``"energy_mae"``; always true for
+    ``"combined"``), and ``layer_prior`` with appended columns.
     """
     nf = int(settings.n_folds)
     n_extra = 0 if extra_degs is None else len(extra_degs)
@@ -371,10 +388,10 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
             for lam, sc in scores.items():
                 sc = np.array(sc)
                 e_mae, e_rmse, f_rmse = sc.mean(axis=0)
-                score = e_rmse / settings.cv_energy_scale + f_rmse / settings.cv_force_scale
-                grid.append({"shift": int(shift), "energy_factor": float(ef), "power": float(power), "lam": lam, "score": float(score),
+                grid.append({"shift": int(shift), "energy_factor": float(ef), "power": float(power), "lam": lam,
                              "n_features": int(len(cols)), "energy_mae_meV_per_atom": e_mae * 1e3,
                              "energy_rmse_meV_per_atom": e_rmse * 1e3, "force_rmse_eV_per_A": f_rmse})
+                score = grid[-1]["score"] = row_score(grid[-1], settings)
                 if xf is not None:
                     grid[-1]["layer_prior"] = float(xf)
                 if progress:
@@ -382,7 +399,7 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
                     lp = "" if xf is None else f" layer_prior={xf}"
                     print(f"  cv shift={shift} efac={ef} power={power}{lp} lam={lam}: E_mae={g['energy_mae_meV_per_atom']:.2f} meV/atom "
                           f"F_rmse={f_rmse:.4f} eV/A score={score:.3f}", file=sys.stderr, flush=True)
-    return sorted(grid, key=lambda g: g["score"])
+    return rank_cv(grid, settings)
 
 
 def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, chosen: dict, extra_degs=None) -> np.ndarray:
