@@ -28,7 +28,7 @@ DATA = Path(os.environ.get("ACEHAMIL_SHARED_DATA", ROOT.parent / "shared" / "dat
 
 def run_element(el, data_dir, basis_kw, r_cut, progress=False) -> dict:
     from acehamil.io.labelled import read_configs
-    from acehamil.models.hamiltonian.calibrate import interval_metrics
+    from acehamil.models.hamiltonian.intervals import interval_metrics
     from acehamil.models.potential.config import core_repulsion, make_basis
     from acehamil.models.potential.fit import FitSettings, accumulate, fit_potential
     from acehamil.models.potential.uncertainty import calibrate, predict_sigma

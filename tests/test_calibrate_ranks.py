@@ -1,11 +1,11 @@
-"""The rank correlation of the error-bar scores (calibrate.spearman) against scipy's."""
+"""The rank correlation of the error-bar scores (intervals.spearman) against scipy's."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from acehamil.models.hamiltonian.calibrate import average_ranks, interval_metrics, spearman
+from acehamil.models.hamiltonian.intervals import average_ranks, interval_metrics, spearman
 
 
 @pytest.mark.parametrize("n", [3, 17, 2000])

@@ -199,7 +199,7 @@ def test_extrapolation_part_grows_with_the_score(model, data, rng):
 def test_fit_scales_finds_a_per_structure_part():
     """Errors with a per-structure spread d sqrt(score) on top of a per-eigenvalue part: the likelihood
     gives the score part its size (and none to a part that is absent)."""
-    from acehamil.models.hamiltonian.calibrate import fit_scales
+    from acehamil.models.hamiltonian.intervals import fit_scales
 
     r = np.random.default_rng(3)
     score = np.repeat(r.uniform(0, 4, 300), 20)  # 300 structures of 20 eigenvalues
@@ -429,7 +429,7 @@ def test_held_out_subset_weights_estimate_the_total(rng):
 
 def test_weighted_fit_scales_equals_repeated_values(rng):
     """Integer weights = the values repeated that many times (likelihood and 90 % quantile)."""
-    from acehamil.models.hamiltonian.calibrate import fit_scales
+    from acehamil.models.hamiltonian.intervals import fit_scales
 
     se, sn = rng.uniform(0.1, 2, 300), rng.uniform(0.2, 0.6, 300)
     err = rng.normal(size=300) * np.sqrt((2 * se) ** 2 + (0.5 * sn) ** 2)

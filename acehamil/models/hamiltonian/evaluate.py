@@ -230,7 +230,7 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
         "band_path_mae_meV", "n", "per_structure": [{"mae_meV", "max_meV", "mae_meV_absolute",
         "band_path_mae_meV"}, ...]}`` (+ ``"uncertainty"``).
     """
-    from .calibrate import interval_metrics
+    from .intervals import interval_metrics
     from .sums import serial_map
     from .uncertainty import has_posterior
 
