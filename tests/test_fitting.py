@@ -63,6 +63,38 @@ def test_bad_weights_rejected(rng, bad):
         NormalEquations(2).add(A, y, w)
 
 
+@pytest.mark.parametrize("uniform", [True, False])
+def test_rows_given_by_their_nonzero_columns_add_what_the_full_rows_add(rng, uniform):
+    """Rows that are zero outside some columns, added through ``columns``, give the sums of the full
+    rows (mixed with full rows, in any split), and touch nothing else."""
+    n = 9
+    A, y, _ = _synthetic(rng, N=60, n=n)
+    cols = np.sort(rng.choice(n, 4, replace=False))
+    A[30:] = 0.0
+    A[30:, cols] = rng.normal(size=(30, 4))
+    w = np.full(60, 0.7) if uniform else rng.uniform(0.1, 2.0, size=60)
+    full = NormalEquations(n).add(A, y, w)
+    split = NormalEquations(n).add(A[:30], y[:30], w[:30]).add(A[30:, cols], y[30:], w[30:], columns=cols)
+    np.testing.assert_allclose(split.AtA, full.AtA, rtol=1e-12, atol=1e-12 * np.abs(full.AtA).max())
+    np.testing.assert_allclose(split.Aty, full.Aty, rtol=1e-12, atol=1e-12 * np.abs(full.Aty).max())
+    assert split.yty == pytest.approx(full.yty, rel=1e-12)
+    assert split.count == full.count and split.weight_sum == pytest.approx(full.weight_sum, rel=1e-12)
+    only = NormalEquations(n).add(A[30:, cols], y[30:], w[30:], columns=cols)
+    rest = np.setdiff1d(np.arange(n), cols)
+    assert not only.AtA[rest].any() and not only.AtA[:, rest].any() and not only.Aty[rest].any()
+    none = NormalEquations(n).add(np.zeros((5, 0)), y[:5], w[:5], columns=np.zeros(0, np.int64))
+    assert not none.AtA.any() and none.count == 5 and none.yty == pytest.approx(float(np.sum(w[:5] * y[:5] ** 2)))
+
+
+@pytest.mark.parametrize("cols, err", [([0, 0], ValueError), ([0, 3], ValueError), ([-1, 1], ValueError),
+                                       ([0.0, 1.0], TypeError), ([[0, 1]], TypeError)])
+def test_bad_columns_rejected(rng, cols, err):
+    with pytest.raises(err, match="columns"):
+        NormalEquations(3).add(rng.normal(size=(4, 2)), np.ones(4), columns=np.array(cols))
+    with pytest.raises(ValueError, match="shape"):
+        NormalEquations(3).add(rng.normal(size=(4, 3)), np.ones(4), columns=np.array([0, 1]))
+
+
 def test_shape_errors(rng):
     with pytest.raises(ValueError, match="shape"):
         NormalEquations(3).add(np.ones((4, 2)), np.ones(4))

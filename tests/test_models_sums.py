@@ -13,7 +13,8 @@ from ase.build import bulk
 from acehamil.models.hamiltonian.config import ModelConfig
 from acehamil.models.hamiltonian.family import BlockFamily
 from acehamil.models.hamiltonian.model import HamiltonianModel
-from acehamil.models.hamiltonian.sums import FitSums, Sampling, centre_counts, structure_sums
+from acehamil.models.hamiltonian import sums as sums_module
+from acehamil.models.hamiltonian.sums import FitSums, Sampling, centre_counts, feature_groups, structure_sums
 from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.toy import slater_koster
 
@@ -325,3 +326,74 @@ def test_centre_weights_multiply_the_row_weights_per_centre(model, data):
         else:
             np.testing.assert_array_equal(ne.AtA, ref.normal[key].AtA)
     assert offsite_keys
+
+
+def _full_rows(fam, env, rev=None):
+    """feature_groups with every centre's full feature row (the zeros of two-centre bonds included)."""
+    return [(np.arange(env.n_centres), fam.features(env), None)]
+
+
+@pytest.mark.parametrize("cap", [10_000, 30])
+def test_two_centre_bonds_by_their_nonzero_columns_give_the_full_design_sums(data, cap, monkeypatch):
+    """Bonds beyond env_bond_cut add their few nonzero feature columns only: the normal equations,
+    counts and energy-zero terms equal those of the full design rows (up to rounding), with sampling
+    and per-centre weights; the features of both groups are the family's own."""
+    cfg = {**CFG, "h_offsite": {**CFG["h_offsite"], "env_bond_cut": 3.0}}
+    mm = HamiltonianModel.build(ModelConfig.from_dict(cfg), data[0].basis).H
+    sampling = _plan(mm, data, cap=cap)
+    from acehamil.structure.neighbours import neighbour_pairs
+    from acehamil.structure.pair_index import reverse_index
+
+    fam = next(f for f in mm.families if f.name.startswith("offsite") and f.has_environment)
+    nl = neighbour_pairs(data[1].atoms, mm.reach)
+    sel = fam.select(data[1].atoms, nl)
+    env = fam.environments(data[1].atoms, nl, sel)
+    groups = feature_groups(fam, env, reverse_index(*fam.centre_blocks(data[1].atoms, nl, sel)))
+    assert len(groups) == 2 and groups[1][2] is not None  # the test exercises the split
+    whole = fam.features(env)
+    for pos, feats, cols in groups:
+        for key, x in feats.items():
+            np.testing.assert_array_equal(x, whole[key][pos] if cols is None else whole[key][pos][:, cols[key]])
+        if cols is not None:
+            for key, c in cols.items():
+                rest = np.setdiff1d(np.arange(whole[key].shape[1]), c)
+                assert not whole[key][pos][:, rest].any()
+
+    def sums(k):
+        return structure_sums(mm, data[k], lambda s: s.H[0], sampling.rates, 1.5, sampling.rng(k), index=k, gauge=True,
+                              centre_weights=lambda f, e: 1.0 + np.arange(e.n_centres) % 3)
+
+    grouped = [sums(k) for k in range(len(data))]
+    monkeypatch.setattr(sums_module, "feature_groups", _full_rows)
+    full = [sums(k) for k in range(len(data))]
+    for a, b in zip(grouped, full):
+        assert a.counts == b.counts and a.normal.keys() == b.normal.keys()
+        for key, ne in b.normal.items():
+            np.testing.assert_allclose(a.normal[key].AtA, ne.AtA, rtol=1e-12, atol=1e-12 * np.abs(ne.AtA).max())
+            np.testing.assert_allclose(a.normal[key].Aty, ne.Aty, rtol=1e-12, atol=1e-12 * np.abs(ne.Aty).max())
+            assert a.normal[key].yty == pytest.approx(ne.yty, rel=1e-12)
+            assert a.normal[key].count == ne.count
+        for key, g in b.gauge.items():
+            for u, v in zip(a.gauge[key][next(iter(g))], next(iter(g.values()))):
+                np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12 * max(np.abs(v).max(), 1e-300))
+
+
+def test_feature_groups_keep_a_bond_and_its_reverse_together(data):
+    """A centre whose partner is on the other side (two-centre vs with environment) puts every centre
+    back into one group of full rows, equal to the family's features."""
+    cfg = {**CFG, "h_offsite": {**CFG["h_offsite"], "env_bond_cut": 3.0}}
+    mm = HamiltonianModel.build(ModelConfig.from_dict(cfg), data[0].basis).H
+    from acehamil.structure.neighbours import neighbour_pairs
+
+    fam = next(f for f in mm.families if f.name.startswith("offsite") and f.has_environment)
+    nl = neighbour_pairs(data[0].atoms, mm.reach)
+    env = fam.environments(data[0].atoms, nl, fam.select(data[0].atoms, nl))
+    short, long = (np.flatnonzero(np.linalg.norm(env.vec, axis=1) < 3.0), np.flatnonzero(np.linalg.norm(env.vec, axis=1) >= 3.0))
+    rev = np.arange(env.n_centres)
+    rev[short[0]], rev[long[0]] = long[0], short[0]  # a made-up partner across the sides
+    (one,) = feature_groups(fam, env, rev)
+    assert one[2] is None
+    np.testing.assert_array_equal(one[0], np.arange(env.n_centres))
+    whole = fam.features(env)
+    for key, x in whole.items():
+        np.testing.assert_array_equal(one[1][key], x)

@@ -52,18 +52,48 @@ class NormalEquations:
         self.count = 0
         self.weight_sum = 0.0
 
-    def add(self, A, y, weights=None) -> "NormalEquations":
+    def add(self, A, y, weights=None, columns=None) -> "NormalEquations":
         """Add a batch of rows in place and return ``self`` (for chaining).
 
         Parameters
         ----------
-        A : array_like, float, shape (m, n)
+        A : array_like, float, shape (m, n) or (m, k)
         y : array_like, float, shape (m,)
         weights : array_like, float, shape (m,), optional
             Non-negative row weights (default 1).  Not modified.
+        columns : array_like of int, shape (k,), optional
+            Rows that are zero outside these distinct unknowns, given by those ``k`` columns only
+            (``A`` of shape (m, k)): the products cost ``k^2``, not ``n^2``, per row, and every other
+            entry of the sums is unchanged (it would add zeros).
+
+        Examples
+        --------
+        >>> A = np.array([[0.0, 2.0, 0.0, 1.0], [0.0, -1.0, 0.0, 3.0]])
+        >>> a = NormalEquations(4).add(A, [1.0, 2.0])
+        >>> b = NormalEquations(4).add(A[:, [1, 3]], [1.0, 2.0], columns=[1, 3])
+        >>> bool(np.array_equal(a.AtA, b.AtA) and np.array_equal(a.Aty, b.Aty)), b.count
+        (True, 2)
         """
         A = np.asarray(A, dtype=float)
         y = np.asarray(y, dtype=float)
+        if columns is not None:
+            cols = np.asarray(columns)
+            if cols.ndim != 1 or cols.dtype.kind not in "iu":
+                raise TypeError(f"columns must be a 1-D array of integers, got {cols.dtype} shape {cols.shape}")
+            if len(cols) and (cols.min() < 0 or cols.max() >= self.n or len(np.unique(cols)) != len(cols)):
+                raise ValueError(f"columns must be distinct indices in 0..{self.n - 1}")
+            if A.ndim != 2 or A.shape[1] != len(cols):
+                raise ValueError(f"design batch must have shape (m, {len(cols)}) for {len(cols)} columns, got {A.shape}")
+            if len(cols):
+                sub = NormalEquations(len(cols)).add(A, y, weights)
+                self.AtA[np.ix_(cols, cols)] += sub.AtA
+                self.Aty[cols] += sub.Aty
+            else:  # no unknown touched: only the targets and the row count
+                sub = NormalEquations(1).add(np.zeros((A.shape[0], 1)), y, weights)
+            self.yty += sub.yty
+            self.count += sub.count
+            self.weight_sum += sub.weight_sum
+            return self
         if A.ndim != 2 or A.shape[1] != self.n:
             raise ValueError(f"design batch must have shape (m, {self.n}), got {A.shape}")
         if y.shape != (A.shape[0],):

@@ -303,9 +303,14 @@ def structure_sums_and_designs(model, sd, matrix_of, rates: dict, weight: float,
         env, rev = family_centres(fam, atoms, nl, rates.get(fam.name, 1.0), rng)
         if env is None:
             continue
-        feats = fam.features(env)
         n = env.n_centres
         wc = None if centre_weights is None else w * np.asarray(centre_weights(fam, env), dtype=float)
+        groups = feature_groups(fam, env, rev)
+        if len(groups) > 1 or groups[0][2] is not None:  # two-centre bonds: their few nonzero columns only
+            _add_grouped(normal, counts, terms, fam, model.orbital_basis, groups, n, env, matrix, sd.S if gauge else None,
+                         so, w, wc, rev, index)
+            continue
+        feats = groups[0][1]
         keep = onsite is not None and id(fam) in onsite_families
         for bt in fam.block_types(model.orbital_basis):
             raw = fam.design(feats, bt, n)
@@ -328,6 +333,102 @@ def structure_sums_and_designs(model, sd, matrix_of, rates: dict, weight: float,
                     sv = rows * s_L
                     terms[(bt.key, L)] = {index: (A.T @ sv, float(y @ sv), float(sv @ s_L))}
     return FitSums(normal, counts, terms), onsite
+
+
+def feature_groups(fam, env, rev=None) -> list:
+    """The features of the centres of ``env``: ``[(positions (m,), {key: (m, n_cols, 2L+1)}, columns)]``.
+
+    One group with every feature column (``columns`` None) and, for a family whose
+    ``feature_parts`` splits off centres with few nonzero columns (bonds beyond ``env_bond_cut``:
+    their ``nu = 1`` features), a group of those with ``columns`` ``{key: column indices}`` (every
+    other column is zero for them).  The values are those of ``fam.features(env)`` (same chunks).
+    With ``rev`` (each centre's partner, :func:`~acehamil.structure.pair_index.reverse_index`), a
+    centre whose partner falls in the other group puts both groups back together (every column).
+    """
+    if not hasattr(fam, "feature_parts"):
+        return [(np.arange(env.n_centres), fam.features(env), None)]
+    full, compact = [], []
+    for s0, _, chunk in env.chunks():
+        for idx, feats, cols in fam.feature_parts(chunk):
+            (full if cols is None else compact).append((s0 + idx, feats, cols))
+    groups = []
+    for parts in (full, compact):
+        if parts:
+            feats = parts[0][1] if len(parts) == 1 else {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+            groups.append((np.concatenate([p[0] for p in parts]), feats, parts[0][2]))
+    if len(groups) == 2 and rev is not None:
+        rev = np.asarray(rev)
+        side = np.zeros(env.n_centres, dtype=bool)
+        side[groups[1][0]] = True
+        has = rev >= 0
+        if np.any(side[has] != side[rev[has]]):  # a bond and its reverse on different sides: one group
+            return [(np.arange(env.n_centres), _merged(groups, env.n_centres), None)]
+    if len(groups) == 1 and groups[0][2] is None:
+        pos, feats, _ = groups[0]
+        if not np.array_equal(pos, np.arange(env.n_centres)):
+            return [(np.arange(env.n_centres), _merged(groups, env.n_centres), None)]
+    return groups
+
+
+def _merged(groups, n) -> dict:
+    """Every column of every centre from :func:`feature_groups`' groups (zeros outside ``columns``)."""
+    keys = next(g[1] for g in groups if g[2] is None).keys() if any(g[2] is None for g in groups) else None
+    if keys is None:
+        raise ValueError("no group holds every feature column")
+    out = {}
+    for key in keys:
+        full = next(g[1][key] for g in groups if g[2] is None)
+        x = np.zeros((n,) + full.shape[1:])
+        for pos, feats, cols in groups:
+            if cols is None:
+                x[pos] = feats[key]
+            elif key in cols:
+                x[pos[:, None], cols[key][None, :]] = feats[key]
+        out[key] = x
+    return out
+
+
+def _add_grouped(normal, counts, terms, fam, orbital_basis, groups, n, env, matrix, overlap_matrix, so, w, wc, rev,
+                 index) -> None:
+    """The normal equations (and energy-zero terms) of one family from :func:`feature_groups`' groups:
+    the rows of each group with its columns only (:meth:`NormalEquations.add`, ``columns``); the same
+    sums as the full design rows, added in another order (equal up to rounding)."""
+    where = np.full(n, -1, dtype=np.int64)
+    for pos, _, _ in groups:
+        where[pos] = np.arange(len(pos))
+    for bt in fam.block_types(orbital_basis):
+        target = targets(bt, env, matrix, so)
+        overlap = targets(bt, env, overlap_matrix, so) if overlap_matrix is not None else None
+        counts[bt.key] = counts.get(bt.key, 0) + n
+        parts = []
+        for pos, feats, cols in groups:
+            rg = None if rev is None else np.where(np.asarray(rev)[pos] >= 0, where[np.asarray(rev)[pos]], -1)
+            parts.append((pos, symmetrise(fam, bt, fam.design(feats, bt, len(pos)), rg), cols))
+        for L, n_f in fam.n_coefficients(bt).items():
+            if n_f == 0:
+                continue
+            ne = NormalEquations(n_f)
+            gA, gy, gs = (np.zeros(n_f), 0.0, 0.0) if overlap is not None else (None, 0.0, 0.0)
+            for pos, design, cols in parts:
+                D = design[L]
+                c = None if cols is None else np.asarray(cols.get((L, bt.parity), np.zeros(0, np.int64)))
+                m = len(pos)
+                A = D.transpose(0, 2, 1).reshape(m * (2 * L + 1), D.shape[1])
+                y = project(target[pos], bt.l1, bt.l2, L).reshape(-1)
+                rows = np.full(len(y), w) if wc is None else np.repeat(wc[pos], 2 * L + 1)
+                ne.add(A, y, rows, columns=c)
+                if overlap is not None:
+                    s_L = project(overlap[pos], bt.l1, bt.l2, L).reshape(-1)
+                    sv = rows * s_L
+                    if c is None:
+                        gA += A.T @ sv
+                    else:
+                        gA[c] += A.T @ sv
+                    gy += float(y @ sv)
+                    gs += float(sv @ s_L)
+            normal[(bt.key, L)] = ne
+            if overlap is not None:
+                terms[(bt.key, L)] = {index: (gA, gy, gs)}
 
 
 @dataclass(frozen=True, eq=False)
