@@ -189,7 +189,8 @@ def run_element(el: str, data_dir: Path, cutoffs, basis_kw: dict, solver: str, p
     settings = FitSettings(solver=solver, lam=tuple(grids["lam"]), power=tuple(grids["power"]),
                            degree_shifts=tuple(degree_shifts), energy_factors=tuple(grids["energy_factors"]), energy_sigma=1e-3,
                            force_sigma=0.05, n_folds=5, layer_prior_factors=tuple(layer_prior_factors),
-                           cv_criterion=cv_criterion, cv_force_tolerance=cv_force_tolerance)
+                           cv_criterion=cv_criterion, cv_force_tolerance=cv_force_tolerance,
+                           type_balance=tuple(grids.get("type_balance", (0.0,))))
     repulsion = core_repulsion(train, species)
     ml = dict(MULTILAYER if ml is None else ml)
     if ("multilayer" in models or "embedded_multilayer" in models) and "embedded" not in models:
@@ -375,6 +376,8 @@ def main(argv=None) -> int:
                    help="what the training CV minimises: E_rmse/1 meV + F_rmse/0.05 eV/A, or the held-out energy MAE per "
                         "atom among settings whose held-out force RMSE is within --cv-force-tolerance of the best")
     p.add_argument("--cv-force-tolerance", type=float, default=0.005, help="force budget of --cv-criterion energy_mae, eV/A")
+    p.add_argument("--type-balance", type=float, nargs="+", default=[0.0],
+                   help="CV grid of the config-type balance exponent of the energy weights (FitSettings.type_balance)")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -402,7 +405,8 @@ def main(argv=None) -> int:
             layer_cutoffs = LAYER_CUTOFFS[el]
         new = run_element(el, args.data, cut, basis_kw, args.solver, not args.quiet, args.save_dir, args.cache_dir,
                           args.train_metrics, tuple(args.models), emb, {**ml, "layer_cutoffs": layer_cutoffs}, args.degree_shifts,
-                          args.layer_prior_factors, {"lam": args.lam, "power": args.power, "energy_factors": args.energy_factors},
+                          args.layer_prior_factors, {"lam": args.lam, "power": args.power, "energy_factors": args.energy_factors,
+                                                  "type_balance": args.type_balance},
                           args.cv_criterion, args.cv_force_tolerance)
         rows += new
         if not args.quiet:
@@ -411,7 +415,7 @@ def main(argv=None) -> int:
         print(json.dumps({"basis": basis_kw, "embedding": emb.to_dict(), "multilayer": ml, "models": args.models,
                           "layer_prior_factors": args.layer_prior_factors, "lam": args.lam, "power": args.power,
                           "energy_factors": args.energy_factors, "cv_criterion": args.cv_criterion,
-                          "cv_force_tolerance": args.cv_force_tolerance, "results": rows}, indent=2,
+                          "cv_force_tolerance": args.cv_force_tolerance, "type_balance": args.type_balance, "results": rows}, indent=2,
                          default=float))
     else:
         print(table(rows))

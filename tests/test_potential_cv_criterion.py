@@ -3,11 +3,14 @@ score and the target-aligned energy-MAE criterion with a force budget, on random
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from acehamil.models.potential.cv_criterion import rank_cv, row_score
-from acehamil.models.potential.fit import FitSettings, accumulate, cross_validate
+from acehamil.models.potential.fit import (FitSettings, _columns, accumulate, chosen_energy_factor, cross_validate, cv_fold_solutions,
+                                          fit_potential, solve, type_balance_factors)
 
 from test_potential_cv import problem  # noqa: F401  (module fixture: 8 noisy Si configurations of a known truth)
 
@@ -88,3 +91,73 @@ def test_cross_validate_ranks_by_the_criterion(problem):  # noqa: F811
     key = lambda r: (r["shift"], r["energy_factor"], r["power"], r["lam"])  # noqa: E731
     assert sorted(map(key, table)) == sorted(map(key, ranked))
     assert table[0]["score"] == min(row_score(r, comb) for r in table)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+def test_type_balance_factors(gamma, rng):
+    types = list(rng.choice(["AIMD", "Surface", "Vacancy"], size=30, p=[0.7, 0.1, 0.2]))
+    b = type_balance_factors(types, gamma)
+    assert b.shape == (30,) and np.isclose(b.mean(), 1.0) and np.all(b > 0)
+    totals = {t: b[np.array(types) == t].sum() for t in set(types)}
+    if gamma == 0:
+        np.testing.assert_array_equal(b, 1.0)
+    elif gamma == 1:  # every type the same total energy weight
+        np.testing.assert_allclose(list(totals.values()), 30 / len(totals), rtol=1e-12)
+    else:  # rarer types weigh more per configuration
+        per = {t: b[np.array(types) == t][0] for t in set(types)}
+        counts = {t: types.count(t) for t in set(types)}
+        assert sorted(per, key=per.get) == sorted(counts, key=counts.get, reverse=True)
+    np.testing.assert_array_equal(type_balance_factors(["x"] * 5, gamma), 1.0)  # one type: nothing to balance
+
+
+def test_type_balance_in_the_cv_and_the_final_solve(problem):  # noqa: F811
+    basis, species, configs = problem
+    configs = [replace(c, config_type="rare" if k < 2 else "common") for k, c in enumerate(configs)]
+    s = FitSettings(lam=(1e-9, 1e-3), power=(0.0,), n_folds=4, type_balance=(0.0, 1.0))
+    acc = accumulate(basis, species, configs, s)
+    table = cross_validate(acc, basis, species, s)
+    assert sorted({r.get("type_balance", 0.0) for r in table}) == [0.0, 1.0] and len(table) == 4
+    # a balanced row is the plain solver with per-configuration energy factors
+    cols, degs = _columns(basis, species, 0)
+    b = type_balance_factors([c.config_type for c in configs], 1.0)
+    np.testing.assert_allclose(b[:2], 3 * b[2:].mean(), rtol=1e-12)  # 2 rare vs 6 common configurations: 3x per configuration
+    efv = chosen_energy_factor(acc, {"energy_factor": 2.0, "type_balance": 1.0})
+    np.testing.assert_allclose(efv, 2.0 * b)
+    fast = cv_fold_solutions(acc, s, cols, degs, len(species), 0.0, efv, 1)[1e-9]
+    plain, _ = solve(acc, s, cols, degs, len(species), 0.0, 1e-9, train=acc.folds != 1, e_factor=efv)
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-10 * np.abs(plain).max())
+    unbalanced, _ = solve(acc, s, cols, degs, len(species), 0.0, 1e-9, train=acc.folds != 1, e_factor=2.0)
+    assert np.abs(plain - unbalanced).max() > 1e-6 * np.abs(plain).max()  # the balance changes the fit
+    # the fit records the CV's choice and refits with it
+    res = fit_potential(configs, basis, species, FitSettings(lam=(1e-9,), power=(0.0,), n_folds=1, type_balance=(1.0,)),
+                        accumulated=acc)
+    assert res.chosen["type_balance"] == 1.0
+    theta, _ = solve(acc, s, cols, degs, len(species), 0.0, 1e-9, e_factor=b)
+    np.testing.assert_allclose(res.potential.parameter_vector(), theta, rtol=0, atol=1e-10 * np.abs(theta).max())
+
+
+@pytest.mark.parametrize("bad", [{"type_balance": (-1.0,)}, {"type_balance": (1.0,), "solver": "blr"}])
+def test_bad_type_balance_is_refused(bad):
+    with pytest.raises(ValueError, match="type_balance"):
+        FitSettings(**bad)
+
+
+def test_type_balance_reaches_the_embedded_fit(problem):  # noqa: F811
+    """The density fit's variable projection uses the same balanced energy weights: at zero densities its
+    linear part is the balanced linear solve."""
+    from acehamil.models.potential.embedded_fit import ProjectedLoss, density_columns, embedding_data
+
+    basis, species, configs = problem
+    configs = [replace(c, config_type="rare" if k < 2 else "common") for k, c in enumerate(configs)]
+    s = FitSettings(lam=(1e-9,), power=(0.0,), n_folds=1, type_balance=(1.0,))
+    data = embedding_data(basis, species, configs, s, density_columns(basis, (4, 2, 0)))
+    acc = data.accumulated(s)
+    cols, degs = _columns(basis, species, 0)
+    chosen = {"energy_factor": 3.0, "type_balance": 1.0}
+    efv = chosen_energy_factor(data, chosen)
+    np.testing.assert_allclose(efv, chosen_energy_factor(acc, chosen))
+    loss = ProjectedLoss(data, s, cols, degs, 0.0, 1e-9, efv, ("fs",), 1e-3, np.ones(len(configs), bool))
+    a = loss.linear_part(np.zeros(loss.shape).ravel())
+    theta, _ = solve(acc, s, cols, degs, len(species), 0.0, 1e-9, e_factor=efv)
+    e_loss, e_solve = acc.energy_rows[:, cols] @ a, acc.energy_rows @ theta
+    np.testing.assert_allclose(e_loss, e_solve, rtol=0, atol=1e-7)

@@ -41,7 +41,7 @@ from .cv_criterion import rank_cv, row_score
 from .data import summarise_errors
 from .embedded import EmbeddedACEPotential, embed
 from .embedded_data import EmbeddingData, density_columns, embedding_data  # noqa: F401  (public here as before)
-from .fit import FitResult, FitSettings, _columns, _prior, fit_potential
+from .fit import FitResult, FitSettings, _columns, _prior, chosen_energy_factor, fit_potential
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,10 @@ class ProjectedLoss:
     settings : FitSettings
     cols : ndarray of int
         Linear columns in use (degree cut-back); ``degs`` their prior degrees.
-    power, lam, e_factor : float
-        Linear hyperparameters (as chosen by the linear CV).
+    power, lam : float
+    e_factor : float or ndarray, shape (n_configs,)
+        Linear hyperparameters (as chosen by the linear CV; ``e_factor`` per configuration with a
+        config-type balance, :func:`~.fit.chosen_energy_factor`).
     embeddings : tuple of str
     lam_density : float
     train : ndarray of bool, shape (n_configs,)
@@ -413,7 +415,7 @@ def fit_densities(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSett
         held-out energy errors per config type, and two ``perf_counter`` stamps.
     """
     lam_lin = chosen["lam"] if chosen["lam"] is not None else settings.lam[0]
-    args = (data, settings, cols, degs, chosen["power"], lam_lin, chosen["energy_factor"], emb.embeddings)
+    args = (data, settings, cols, degs, chosen["power"], lam_lin, chosen_energy_factor(data, chosen), emb.embeddings)
     extra = {"n_extra": int(n_extra), "extra_factor": float(chosen.get("layer_prior", 1.0)) if n_extra else 1.0}
     n = len(data.folds)
     nf = int(settings.n_folds)

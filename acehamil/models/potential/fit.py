@@ -78,6 +78,12 @@ class FitSettings:
         ``cv_force_tolerance`` of the best in the table. ["combined"]
     cv_force_tolerance : float
         Force budget of ``"energy_mae"``, eV/Å. [0.005]
+    type_balance : tuple of float
+        Exponents ``gamma`` tried by CV of the config-type balance of the energy weights: the energy
+        row of configuration ``c`` is weighted by ``(n / (T n_t(c)))^gamma`` (normalised to mean 1;
+        ``n`` configurations, ``T`` types, ``n_t`` of type ``t``), so ``gamma = 1`` gives every
+        config type the same total energy weight and ``0`` (the default) weights configurations
+        alike (:func:`type_balance_factors`). Ridge only. [(0.0,)]
     """
 
     solver: str = "ridge"
@@ -96,6 +102,7 @@ class FitSettings:
     cv_force_scale: float = 0.05
     cv_criterion: str = "combined"
     cv_force_tolerance: float = 0.005
+    type_balance: tuple = (0.0,)
 
     def __post_init__(self):
         if self.cv_criterion not in CRITERIA:
@@ -105,7 +112,7 @@ class FitSettings:
             raise ValueError(f"cv_force_tolerance must be a finite number >= 0 (eV/Å), got {self.cv_force_tolerance!r}")
         if self.solver not in ("ridge", "blr"):
             raise ValueError(f"solver must be 'ridge' or 'blr', got {self.solver!r}")
-        for name in ("lam", "power", "degree_shifts", "energy_factors", "layer_prior_factors"):
+        for name in ("lam", "power", "degree_shifts", "energy_factors", "layer_prior_factors", "type_balance"):
             vals = tuple(getattr(self, name)) if np.ndim(getattr(self, name)) else (getattr(self, name),)
             if not vals:
                 raise ValueError(f"{name} needs at least one value")
@@ -116,6 +123,10 @@ class FitSettings:
             raise ValueError(f"energy_factors must be > 0, got {self.energy_factors}")
         if any(not (np.isfinite(v) and v > 0) for v in self.layer_prior_factors):
             raise ValueError(f"layer_prior_factors must be finite and > 0, got {self.layer_prior_factors}")
+        if any(v < 0 for v in self.type_balance):
+            raise ValueError(f"type_balance exponents must be >= 0, got {self.type_balance}")
+        if self.solver == "blr" and any(v != 0 for v in self.type_balance):
+            raise ValueError("type_balance needs solver = 'ridge' (the BLR posterior has one energy noise level)")
         if any(v < 0 for v in self.lam + self.power) or any(int(s) != s or s < 0 for s in self.degree_shifts):
             raise ValueError("lam and power must be >= 0, degree_shifts non-negative integers")
         for name in ("energy_sigma", "force_sigma", "stress_sigma", "cv_energy_scale", "cv_force_scale"):
@@ -273,8 +284,45 @@ def _columns(basis, species, shift: int, extra_degs=None) -> tuple[np.ndarray, n
     return np.array(cols), np.array(degs, dtype=float)
 
 
-def _system(acc: Accumulated, settings: FitSettings, train: np.ndarray, cols: np.ndarray, e_factor: float = 1.0) -> NormalEquations:
-    """Weighted normal equations of the training configurations (boolean mask), restricted to cols."""
+def type_balance_factors(config_types, gamma: float) -> np.ndarray:
+    """Energy-weight factors balancing config types: ``b_c = (n / (T n_t(c)))^gamma``, normalised to mean 1.
+
+    Parameters
+    ----------
+    config_types : sequence of str, length n
+    gamma : float
+        0: all 1; 1: every type gets the same total weight.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+
+    >>> type_balance_factors(["a", "a", "a", "b"], 1.0).round(3).tolist()
+    [0.667, 0.667, 0.667, 2.0]
+    """
+    types = np.asarray(list(config_types), dtype=object)
+    if gamma == 0 or len(types) == 0:
+        return np.ones(len(types))
+    _, inv, counts = np.unique(types.astype(str), return_inverse=True, return_counts=True)
+    b = (len(types) / (len(counts) * counts[inv].astype(float))) ** float(gamma)
+    return b / b.mean()
+
+
+def chosen_energy_factor(acc, chosen: dict):
+    """The energy-weight factor of a CV choice: the scalar ``energy_factor``, or per configuration
+    ``energy_factor * type_balance_factors(...)`` when ``chosen`` has a non-zero ``type_balance``."""
+    gamma = float(chosen.get("type_balance", 0.0))
+    if gamma == 0:
+        return chosen["energy_factor"]
+    n = len(acc.folds)
+    types = acc.config_types if len(acc.config_types) == n else ["default"] * n
+    return chosen["energy_factor"] * type_balance_factors(types, gamma)
+
+
+def _system(acc: Accumulated, settings: FitSettings, train: np.ndarray, cols: np.ndarray, e_factor=1.0) -> NormalEquations:
+    """Weighted normal equations of the training configurations (boolean mask), restricted to cols.
+    ``e_factor``: scalar or per configuration (n_configs,)."""
+    e_factor = np.asarray(e_factor)[train] if np.ndim(e_factor) else e_factor
     w = e_factor * acc.config_weights[train] / settings.energy_sigma**2
     ne = NormalEquations(acc.n_cols).add(acc.energy_rows[train], acc.energy_targets[train], w)
     for f in np.unique(acc.folds[train]):
@@ -378,11 +426,13 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
     grid = []
     for shift in settings.degree_shifts:
         cols, degs = _columns(basis, species, int(shift), extra_degs)
-        for ef, power, xf in [(ef, pw, xf) for ef in settings.energy_factors for pw in settings.power for xf in factors]:
+        for ef, power, xf, bal in [(ef, pw, xf, bal) for ef in settings.energy_factors for pw in settings.power for xf in factors
+                                   for bal in settings.type_balance]:
             lams = settings.lam if settings.solver == "ridge" else (None,)
             scores = {lam: [] for lam in lams}
+            efv = chosen_energy_factor(acc, {"energy_factor": ef, "type_balance": bal})
             for f in range(nf):
-                sols = cv_fold_solutions(acc, settings, cols, degs, len(species), power, ef, f, n_extra, 1.0 if xf is None else xf)
+                sols = cv_fold_solutions(acc, settings, cols, degs, len(species), power, efv, f, n_extra, 1.0 if xf is None else xf)
                 for lam, theta in sols.items():
                     scores[lam].append(_fold_scores(acc, settings, theta, f))
             for lam, sc in scores.items():
@@ -394,9 +444,11 @@ def cross_validate(acc: Accumulated, basis, species, settings: FitSettings, prog
                 score = grid[-1]["score"] = row_score(grid[-1], settings)
                 if xf is not None:
                     grid[-1]["layer_prior"] = float(xf)
+                if bal != 0:
+                    grid[-1]["type_balance"] = float(bal)
                 if progress:
                     g = grid[-1]
-                    lp = "" if xf is None else f" layer_prior={xf}"
+                    lp = ("" if xf is None else f" layer_prior={xf}") + ("" if bal == 0 else f" type_balance={bal}")
                     print(f"  cv shift={shift} efac={ef} power={power}{lp} lam={lam}: E_mae={g['energy_mae_meV_per_atom']:.2f} meV/atom "
                           f"F_rmse={f_rmse:.4f} eV/A score={score:.3f}", file=sys.stderr, flush=True)
     return rank_cv(grid, settings)
@@ -429,7 +481,7 @@ def cv_energy_errors(acc: Accumulated, basis, species, settings: FitSettings, ch
     for f in np.unique(acc.folds):
         held = acc.folds == f
         theta, _ = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], train=~held,
-                         e_factor=chosen["energy_factor"], n_extra=n_extra, extra_factor=chosen.get("layer_prior", 1.0))
+                         e_factor=chosen_energy_factor(acc, chosen), n_extra=n_extra, extra_factor=chosen.get("layer_prior", 1.0))
         err[held] = acc.energy_rows[held] @ theta - acc.energy_targets[held]
     return err
 
@@ -516,6 +568,8 @@ def select_and_solve(acc: Accumulated, basis, species, settings: FitSettings, pr
         chosen = {"shift": best["shift"], "energy_factor": best["energy_factor"], "power": best["power"], "lam": best["lam"]}
         if "layer_prior" in best:
             chosen["layer_prior"] = best["layer_prior"]
+        if best.get("type_balance", 0.0) != 0:
+            chosen["type_balance"] = best["type_balance"]
         # design data cached before config types were stored carry none: one group
         types = acc.config_types if len(acc.config_types) == n_configs else ["default"] * n_configs
         errors = cv_energy_errors(acc, basis, species, settings, chosen, extra_degs)
@@ -528,10 +582,12 @@ def select_and_solve(acc: Accumulated, basis, species, settings: FitSettings, pr
                   "lam": settings.lam[0] if settings.solver == "ridge" else None}
         if extra_degs is not None and len(extra_degs):
             chosen["layer_prior"] = float(settings.layer_prior_factors[0])
+        if settings.type_balance[0] != 0:
+            chosen["type_balance"] = float(settings.type_balance[0])
     t2 = time.perf_counter()
     cols, degs = _columns(basis, species, chosen["shift"], extra_degs)
     n_extra = 0 if extra_degs is None else len(extra_degs)
-    theta, info = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], e_factor=chosen["energy_factor"],
+    theta, info = solve(acc, settings, cols, degs, len(species), chosen["power"], chosen["lam"], e_factor=chosen_energy_factor(acc, chosen),
                         n_extra=n_extra, extra_factor=chosen.get("layer_prior", 1.0))
     t3 = time.perf_counter()
     return theta, cv, chosen, info, cv_by_type, (t1, t2, t3), cols
