@@ -12,12 +12,15 @@ and Spearman(sigma, |error|) on
 
 k-grids: about 6 k-points per 5.43 Å of each cell vector (6x6x6 for the 8-atom cell, as the
 example).  Cost: CPU time of prediction + eigen-solve on the 6x6x6 grid without and with the
-uncertainty for the first held-out structure, for the posterior draws (Rayleigh-Ritz in the
-eigenbasis of the prediction, the method used) and their first-order limit.
+uncertainty for the first held-out structure: the method used (first order, analytic noise parts,
+epistemic draws inside the calibrated bond cut, :mod:`acehamil.models.hamiltonian.propagation`;
+for the bands within the window and for every band) and, for comparison, the posterior draws
+(Rayleigh-Ritz in the eigenbasis of the prediction) and their first-order shifts.  ``--draws`` also
+scores the draws' spreads.
 
 Usage::
 
-    python benchmarks/uncertainty.py [--model model.h5] [--ood FILE ...] [--json]
+    python benchmarks/uncertainty.py [--model model.h5] [--ood FILE ...] [--draws] [--json]
 """
 
 from __future__ import annotations
@@ -40,16 +43,28 @@ def kmesh_for(atoms) -> tuple:
 
 
 def cost_ratio(model, sd, kmesh=(6, 6, 6), repeats: int = 3) -> dict:
-    """CPU seconds of prediction + solve, and of the same with eigenvalue spreads (best of ``repeats``)."""
+    """CPU seconds of prediction + solve, and of the same with eigenvalue spreads (best of ``repeats``):
+    the posterior draws (Rayleigh-Ritz, and their first-order shifts), and the method used,
+    :func:`acehamil.models.hamiltonian.propagation.eigen_sigma` (analytic noise parts, epistemic draws
+    inside the calibrated bond cut), for every band and for the bands within the window."""
     from acehamil.models.hamiltonian.calibrate import eigen_parts
+    from acehamil.models.hamiltonian.propagation import eigen_sigma
     from acehamil.tb import draws
     from acehamil.tb.dos import monkhorst_pack
     from acehamil.tb.eigen import solve
 
     kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
     K = model.config.uncertainty.n_samples
-    times = {"plain": [], "draws": [], "first_order": []}
+    window = model.config.uncertainty.window_eV
+    times = {"plain": [], "draws": [], "first_order": [], "analytic": [], "analytic_window": []}
     for _ in range(repeats):
+        t0 = time.process_time()
+        eigen_sigma(model, sd.atoms, kp, wk, sd.n_electrons, K, np.random.default_rng(0))
+        t1 = time.process_time()
+        eigen_sigma(model, sd.atoms, kp, wk, sd.n_electrons, K, np.random.default_rng(0), window_eV=window)
+        t2 = time.process_time()
+        times["analytic"].append(t1 - t0)
+        times["analytic_window"].append(t2 - t1)
         t0 = time.process_time()
         H, S = model.predict(sd.atoms)
         solve(H, S, kp)
@@ -67,21 +82,30 @@ def cost_ratio(model, sd, kmesh=(6, 6, 6), repeats: int = 3) -> dict:
         times["draws"].append(t2 - t1)
         times["first_order"].append(t3 - t2)
     best = {k: min(v) for k, v in times.items()}
-    return {"plain_cpu_s": best["plain"], "with_uncertainty_cpu_s": best["draws"],
-            "ratio": best["draws"] / best["plain"], "first_order_cpu_s": best["first_order"],
-            "first_order_ratio": best["first_order"] / best["plain"], "n_samples": K, "kmesh": list(kmesh),
-            "natoms": len(sd.atoms)}
+    return {"plain_cpu_s": best["plain"], "with_uncertainty_cpu_s": best["analytic_window"],
+            "ratio": best["analytic_window"] / best["plain"],
+            "all_bands_cpu_s": best["analytic"], "all_bands_ratio": best["analytic"] / best["plain"],
+            "draws_cpu_s": best["draws"], "draws_ratio": best["draws"] / best["plain"],
+            "draws_first_order_cpu_s": best["first_order"], "draws_first_order_ratio": best["first_order"] / best["plain"],
+            "n_samples": K, "kmesh": list(kmesh), "natoms": len(sd.atoms), "window_eV": window,
+            "load_average": list(os.getloadavg())}
 
 
-def score(model, structs) -> dict:
-    """Pooled and per-structure eigenvalue errors with uncertainty (each structure on its own k-grid)."""
-    from acehamil.models.hamiltonian.calibrate import interval_metrics
+def score(model, structs, draws: bool = False) -> dict:
+    """Pooled and per-structure eigenvalue errors with uncertainty (each structure on its own k-grid):
+    the first-order spreads ``acehamil evaluate`` reports, or (``draws``) the Rayleigh-Ritz spreads
+    of the model's posterior draws (the method before; ``acehamil bands/dos --uncertainty`` of stored
+    predictions)."""
+    from acehamil.models.hamiltonian.calibrate import default_samples
+    from acehamil.models.hamiltonian.intervals import interval_metrics
     from acehamil.models.hamiltonian.evaluate import eigenvalue_errors
 
     per, maes = [], []
+    rng = np.random.default_rng(0)
     for sd in structs:
+        pred = [model.matrices(sd.atoms, n_samples=default_samples(model), rng=rng)] if draws else None
         r = eigenvalue_errors(model, [sd], kmesh=kmesh_for(sd.atoms), window_eV=2.0, path_points=2,
-                              return_values=True)
+                              return_values=True, predictions=pred)
         per.append(r["uncertainty"]["values"])
         maes.append((r["mae_meV"], r["n"]))
     err = np.concatenate([p["err"] for p in per])
@@ -98,6 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--ood", nargs="*", default=[str(ROOT / "data" / "si_test_ood.h5")],
                    help="out-of-distribution test files (evaluation only)")
     p.add_argument("--no-cost", action="store_true")
+    p.add_argument("--draws", action="store_true", help="also score the posterior draws' spreads (the method before)")
     p.add_argument("--save", default=None, help="write the fitted model here")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -132,18 +157,21 @@ def main(argv=None) -> int:
             groups = {"all": structs}
         rows[name] = {}
         for kind, ss in groups.items():
-            r = score(model, ss)
-            rows[name][kind] = r
-            print(f"{name:<12} {kind:<30} n {len(ss):3d}  MAE {r['mae_meV']:6.1f} meV  sigma {r['mean_sigma_meV']:6.1f} meV  "
-                  f"cov90 {r['coverage_90']:.3f}  cov68 {r['coverage_68']:.3f}  spearman {r['spearman_sigma_error']:.2f}",
-                  file=sys.stderr, flush=True)
+            for method in (("first_order", "draws") if args.draws else ("first_order",)):
+                r = score(model, ss, draws=method == "draws")
+                rows[name][kind if method == "first_order" else f"{kind} (draws)"] = r
+                print(f"{name:<12} {kind:<30} {method:<11} n {len(ss):3d}  MAE {r['mae_meV']:6.1f} meV  sigma "
+                      f"{r['mean_sigma_meV']:6.1f} meV  cov90 {r['coverage_90']:.3f}  cov68 {r['coverage_68']:.3f}  "
+                      f"spearman {r['spearman_sigma_error']:.2f}", file=sys.stderr, flush=True)
     out = {"sets": rows, "calibration": model.report.get("uncertainty"), "fit_wall_s": t_fit, "fit_cpu_s": c_fit,
            "load_average": list(os.getloadavg())}
     if not args.no_cost:
         out["cost"] = cost_ratio(model, held[0])
         c = out["cost"]
-        print(f"cost (CPU): plain {c['plain_cpu_s']:.2f} s, with uncertainty {c['with_uncertainty_cpu_s']:.2f} s "
-              f"(ratio {c['ratio']:.2f}); first order {c['first_order_cpu_s']:.2f} s (ratio {c['first_order_ratio']:.2f})",
+        print(f"cost (CPU, load {c['load_average'][0]:.1f}): plain {c['plain_cpu_s']:.3f} s; with uncertainty "
+              f"{c['with_uncertainty_cpu_s']:.3f} s (ratio {c['ratio']:.2f}; every band {c['all_bands_cpu_s']:.3f} s, "
+              f"ratio {c['all_bands_ratio']:.2f}); before: draws {c['draws_cpu_s']:.3f} s (ratio {c['draws_ratio']:.2f}), "
+              f"their first-order shifts {c['draws_first_order_cpu_s']:.3f} s (ratio {c['draws_first_order_ratio']:.2f})",
               file=sys.stderr)
     if args.json:
         print(json.dumps(out, default=float))

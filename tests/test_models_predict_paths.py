@@ -108,14 +108,25 @@ def test_evaluate_with_given_predictions_equals_evaluate_predicting_itself(model
 
 
 def test_evaluate_with_drawn_predictions_reports_their_spread(model, data):
-    """Draws that come with the predictions (predict_structure n_samples) give the same coverage as evaluate's own."""
+    """Draws that come with the predictions (predict_structure n_samples) give their own spread (the draws'
+    eigenvalues, Rayleigh-Ritz); evaluate's own is the first-order spread of the same posterior: equal
+    within the draws' Monte-Carlo noise."""
     from acehamil.models.hamiltonian.evaluate import evaluate
+    from acehamil.tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
+    from acehamil.tb.dos import monkhorst_pack
 
     test = data[3:]
-    own = evaluate(model, test, kmesh=(2, 2, 2), window_eV=50.0, uncertainty=True, n_samples=6, seed=4)
-    preds = [model.predict_structure(sd.atoms, n_samples=6, rng=np.random.default_rng(4)) for sd in test]
+    own = evaluate(model, test, kmesh=(2, 2, 2), window_eV=50.0, uncertainty=True, n_samples=400, seed=4)
+    preds = [model.predict_structure(sd.atoms, n_samples=400, rng=np.random.default_rng(4)) for sd in test]
     given = evaluate(model, test, kmesh=(2, 2, 2), window_eV=50.0, uncertainty=True, predictions=preds)
-    assert given["eigenvalues"]["uncertainty"] == own["eigenvalues"]["uncertainty"]
+    kp, wk = monkhorst_pack((2, 2, 2), test[0].atoms.pbc)
+    direct = []
+    for p in preds:
+        eps, dr = eigenvalue_draws(p.H[0], p.S, np.asarray(p.H_draws, dtype=float), kp)
+        direct.append(relative_sigma(eps, dr, *fermi_levels(eps, dr, wk, p.n_electrons)).mean())
+    u, v = given["eigenvalues"]["uncertainty"], own["eigenvalues"]["uncertainty"]
+    assert u["mean_sigma_meV"] == pytest.approx(1000 * np.mean(direct), rel=1e-9)  # window 50 eV: every eigenvalue
+    assert v["n"] == u["n"] and v["mean_sigma_meV"] == pytest.approx(u["mean_sigma_meV"], rel=0.1)
     assert "uncertainty" not in evaluate(model, test, kmesh=(2, 2, 2), window_eV=50.0, uncertainty=True,
                                          predictions=[model.matrices(sd.atoms) for sd in test])["eigenvalues"]
 

@@ -126,6 +126,103 @@ def test_first_order_eigenvalue_variance_matches_sampling(model, data, rng):
     assert np.all(np.abs(var_sampled / var_first - 1) < 0.15), (var_sampled, var_first)
 
 
+def _with_scales(model, a, b, c, cut=0.0):
+    report = {**model.report, "uncertainty": {**(model.report.get("uncertainty") or {}), "scale_epistemic": a,
+                                              "scale_noise": b, "scale_shared": c, "extrapolation_sigma_eV": 0.0}}
+    cfg = dataclasses.replace(model.config, uncertainty=dataclasses.replace(model.config.uncertainty,
+                                                                            epistemic_bond_cut=cut))
+    return dataclasses.replace(model, report=report, config=cfg)
+
+
+@pytest.mark.parametrize("with_fermi", [False, True])
+def test_pair_sum_noise_variances_equal_the_block_sum(model, data, rng, with_fermi):
+    """The noise and shared-noise variances summed per atom pair (Bloch sums of constants) equal the
+    brute-force sum over every block of linear_response.sensitivities, with and without a Fermi reference."""
+    from acehamil.models.hamiltonian.linear_response import sensitivities, variances
+    from acehamil.models.hamiltonian.propagation import noise_variances
+    from acehamil.tb.eigen import solve
+
+    atoms = data[4].atoms.repeat((2, 1, 1))  # two atoms of a pair type per cell, bonds to own images
+    mm = model.H
+    H, S = mm.predict(atoms), model.S.predict(atoms)
+    kp = rng.random((3, 3))
+    eps, C = solve(H, S, kp, eigenvectors=True)
+    nk, nb = eps.shape
+    fermi = (C[[0, 1], :, [3, 4]], kp[[0, 1]], np.array([0.3, 0.7])) if with_fermi else None
+    vn, vs = noise_variances(mm, atoms, mm.pattern(atoms), C, kp, fermi)
+    sens = sensitivities(mm, atoms, C.transpose(0, 2, 1).reshape(nk * nb, -1), np.repeat(kp, nb, axis=0), fermi)
+    _, vn_ref, vs_ref = variances(mm, sens)
+    np.testing.assert_allclose(vn.reshape(-1), vn_ref, rtol=1e-10, atol=1e-14 * vn_ref.max())
+    np.testing.assert_allclose(vs.reshape(-1), vs_ref, rtol=1e-10, atol=1e-14 * vs_ref.max())
+    assert vn_ref.max() > 0 and vs_ref.max() > 0
+
+
+def test_epistemic_draws_inside_a_bond_cut(model, data):
+    """sample_matrix(epistemic_cut): the epistemic part equals the uncut one on the on-site blocks and the
+    bonds inside the cut and is 0 outside; noise parts and mean unchanged; the shifts of epistemic_shifts
+    equal first_order_shifts of the Bloch sums."""
+    from acehamil.models.hamiltonian.propagation import epistemic_shifts
+    from acehamil.tb.draws import bloch_perturbations, first_order_shifts
+    from acehamil.tb.eigen import solve
+
+    atoms = data[4].atoms
+    mean0, e0, n0, s0 = sample_matrix(model.H, atoms, 5, np.random.default_rng(3), split=True)
+    mean1, e1, n1, s1 = sample_matrix(model.H, atoms, 5, np.random.default_rng(3), split=True, epistemic_cut=3.0)
+    np.testing.assert_allclose(mean1.data, mean0.data, atol=1e-12 * np.abs(mean0.data).max())
+    np.testing.assert_array_equal(n1, n0)
+    np.testing.assert_array_equal(s1, s0)
+    _, _, _, bidx = mean0.coo()
+    pos = atoms.get_positions()
+    length = np.linalg.norm(pos[mean0.j] - pos[mean0.i] + mean0.shift @ atoms.cell.array, axis=1)[bidx]
+    inside = length < 3.0
+    assert inside.any() and (~inside).any() and np.abs(e0[:, ~inside]).max() > 0
+    np.testing.assert_allclose(e1[:, inside], e0[:, inside], atol=1e-12 * np.abs(e0).max())
+    assert np.all(e1[:, ~inside] == 0)
+    _, e_only = sample_matrix(model.H, atoms, 5, np.random.default_rng(3), scales=(1.0, 1.0, 1.0), epistemic_cut=3.0,
+                              noise=False)
+    np.testing.assert_allclose(e_only, e1, atol=1e-12 * np.abs(e1).max())
+    kp = np.array([[0.1, 0.2, 0.3], [0.0, 0.0, 0.0], [0.5, 0.25, 0.0]])
+    _, C = solve(mean1, model.S.predict(atoms), kp, eigenvectors=True)
+    Cw = C[:, :, 2:6]
+    np.testing.assert_allclose(epistemic_shifts(mean1, e1, Cw, kp), first_order_shifts(Cw, bloch_perturbations(mean1, e1, kp)),
+                               atol=1e-12 * np.abs(e1).max())
+
+
+def test_first_order_sigma_equals_the_linear_response(model, data):
+    """eigen_sigma: without the epistemic part it equals the exact first-order noise and shared variances
+    relative to the linear Fermi-level response (linear_response); the epistemic part from many draws
+    matches J Sigma J^T; a window leaves the bands inside it unchanged."""
+    from acehamil.models.hamiltonian.linear_response import fermi_weights, sensitivities, variances
+    from acehamil.models.hamiltonian.propagation import eigen_sigma
+    from acehamil.tb.dos import monkhorst_pack
+
+    sd = data[4]
+    kp, wk = monkhorst_pack((2, 2, 2), sd.atoms.pbc)
+    noisy = _with_scales(model, 0.0, 0.7, 0.4)
+    r = eigen_sigma(noisy, sd.atoms, kp, wk, sd.n_electrons, 4, np.random.default_rng(0))
+    nk, nb = r["eps"].shape
+    phi = fermi_weights(r["eps"], wk, r["fermi_level"], 0.01).reshape(-1)
+    from acehamil.tb.eigen import solve
+
+    eps, C = solve(r["H"], r["S"], kp, eigenvectors=True)
+    f = np.flatnonzero(phi > 1e-9)
+    ref = (C[f // nb, :, f % nb], kp[f // nb], phi[f] / phi[f].sum())
+    sens = sensitivities(model.H, sd.atoms, C.transpose(0, 2, 1).reshape(nk * nb, -1), np.repeat(kp, nb, axis=0), ref)
+    ve, vn, vs = variances(model.H, sens)
+    np.testing.assert_allclose(r["sigma"].reshape(-1), np.sqrt(0.49 * vn + 0.16 * vs), rtol=1e-8)
+    epi = _with_scales(model, 1.0, 0.0, 0.0)
+    r = eigen_sigma(epi, sd.atoms, kp, wk, sd.n_electrons, 3000, np.random.default_rng(1))
+    big = ve > 1e-3 * ve.max()
+    assert np.all(np.abs(r["sigma"].reshape(-1)[big] ** 2 / ve[big] - 1) < 0.15)
+    full = eigen_sigma(epi, sd.atoms, kp, wk, sd.n_electrons, 50, np.random.default_rng(1))
+    near = np.abs(full["eps"] - full["fermi_level"]).min(axis=0)  # each band's closest approach to E_F
+    window = float(np.sort(near)[nb // 2]) + 1e-6
+    w = eigen_sigma(epi, sd.atoms, kp, wk, sd.n_electrons, 50, np.random.default_rng(1), window_eV=window)
+    bands = np.isfinite(w["sigma"]).all(axis=0)
+    assert 0 < bands.sum() < nb and np.all(near[bands] <= window) and np.all(np.isnan(w["sigma"][:, ~bands]))
+    np.testing.assert_allclose(w["sigma"][:, bands], full["sigma"][:, bands], rtol=1e-10)
+
+
 def _with_extrapolation_part(model, d_eV):
     report = {**model.report, "uncertainty": {**(model.report.get("uncertainty") or {}), "extrapolation_sigma_eV": d_eV}}
     return dataclasses.replace(model, report=report)
@@ -133,22 +230,25 @@ def _with_extrapolation_part(model, d_eV):
 
 @pytest.mark.parametrize("d_eV", [0.0, 0.05])
 def test_evaluate_coverage_equals_direct_count(model, data, d_eV):
-    from acehamil.models.hamiltonian.calibrate import Z90, eigen_parts, reference_errors
+    from acehamil.models.hamiltonian.calibrate import reference_errors
+    from acehamil.models.hamiltonian.intervals import Z90
     from acehamil.models.hamiltonian.evaluate import evaluate
+    from acehamil.models.hamiltonian.propagation import eigen_sigma
     from acehamil.tb.dos import monkhorst_pack
 
     model = _with_extrapolation_part(model, d_eV)
     res = evaluate(model, data[3:], kmesh=(3, 3, 3), window_eV=3.0, n_samples=8)
     u = res["eigenvalues"]["uncertainty"]
-    rng = np.random.default_rng(0)  # evaluate's default seed, structures in order
     inside = inside68 = total = 0
-    for sd in data[3:]:
+    for k, sd in enumerate(data[3:]):
         kp, wk = monkhorst_pack((3, 3, 3), sd.atoms.pbc)
-        parts = eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, 8, rng, split=False)
+        # evaluate's default seed 0 and the structure's index; every band's spread
+        parts = eigen_sigma(model, sd.atoms, kp, wk, sd.n_electrons, 8, np.random.default_rng((0, k)))
         err, mask = reference_errors(sd, parts["eps"], parts["fermi_level"], kp, wk, 3.0)
-        x = model.extrapolation(sd.atoms)[1]  # the per-structure part, in quadrature
-        assert (x > 0) == (d_eV > 0)
-        sig = np.sqrt(parts["sigma"][:, :err.shape[1]] ** 2 + x**2)
+        x = model.extrapolation(sd.atoms)[1]  # the per-structure part, in quadrature (in eigen_sigma's sigma)
+        assert (x > 0) == (d_eV > 0) and parts["sigma_extrapolation"] == pytest.approx(x)
+        assert np.all(parts["sigma"] >= x)
+        sig = parts["sigma"][:, :err.shape[1]]
         inside += int(np.count_nonzero(np.abs(err[mask]) <= Z90 * sig[mask]))
         inside68 += int(np.count_nonzero(np.abs(err[mask]) <= sig[mask]))
         total += int(mask.sum())
@@ -330,6 +430,45 @@ def test_information_gain_is_the_log_det_of_the_posterior_update(model, data):
     if picked[0] in (0, 1):  # ... but the copy of a picked structure gains less afterwards
         other = 1 - picked[0]
         assert second[other] < gains[other]
+
+
+def test_variance_selection_is_the_trace_reduction_over_the_target(model, data):
+    """V-optimal batch: each gain is tr(T Sigma) - tr(T (P + beta w G)^-1), brute force, with the posterior
+    updated after each pick; weight 0 gains nothing; a target unlike a candidate makes it worthless."""
+    from acehamil.models.hamiltonian.select import gram, pool_target, variance_select
+
+    cands = [data[4], data[4], data[0], data[2]]
+    grams = [gram(model, sd.atoms) for sd in cands]
+    target = pool_target(grams, [len(sd.atoms) for sd in cands])
+    weights = np.array([1.0, 0.5, 1.0, 0.0])
+
+    def reduction(added, G, w):
+        total = 0.0
+        for key, byL in model.H.posteriors.items():
+            for L, post in byL.items():
+                Q = post.eigvecs * np.sqrt(post.prior_diag)[:, None]
+                P = (Q * (post.beta * post.eigvals + post.alpha)) @ Q.T + sum(post.beta * wa * g[(key, L)]
+                                                                              for g, wa in added)
+                T = target[(key, L)]
+                total += np.trace(T @ np.linalg.inv(P)) - np.trace(T @ np.linalg.inv(P + post.beta * w * G[(key, L)]))
+        return total
+
+    picked, gains = variance_select(model.H, grams, 2, target, weights=weights)
+    expect = [reduction([], g, w) for g, w in zip(grams, weights)]
+    np.testing.assert_allclose(gains, expect, rtol=1e-4, atol=1e-12 * max(expect))
+    assert gains[3] == 0.0 and gains[0] > gains[1] > 0  # weight 0: nothing; half the weight: less
+    assert picked[0] == int(np.argmax(gains))
+    after = [reduction([(grams[picked[0]], weights[picked[0]])], g, w) if j != picked[0] else -np.inf
+             for j, (g, w) in enumerate(zip(grams, weights))]
+    assert picked[1] == int(np.argmax(after))
+    # only the target's directions count: a target without on-site parts makes the gains smaller
+    offsite = {k: v for k, v in target.items() if k[0].startswith("offsite")}
+    _, part = variance_select(model.H, grams, 1, offsite, weights=weights)
+    assert np.all(part[:3] < gains[:3]) and np.all(part[:3] > 0)
+    with pytest.raises(ValueError, match="weights"):
+        variance_select(model.H, grams, 1, target, weights=[1.0, -1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="k must"):
+        variance_select(model.H, grams, 5, target)
 
 
 def _states(model, atoms, kpts):

@@ -42,8 +42,8 @@ def register(subparsers) -> None:
                         "scaled with its cell: n_i = ceil(32.5 Å |b_i|), 6 6 6 for the 8-atom Si cell, 3 3 3 for 64 atoms)")
     p.add_argument("--window", type=float, default=2.0, help="eV around E_F for eigenvalue errors")
     p.add_argument("--json", action="store_true", help="print the JSON contract instead of a table")
-    p.add_argument("--no-uncertainty", action="store_true", help="skip the eigenvalue uncertainty (posterior draws)")
-    p.add_argument("--samples", type=int, default=None, help="posterior draws (default: the model's n_samples)")
+    p.add_argument("--no-uncertainty", action="store_true", help="skip the eigenvalue uncertainty (first-order spreads)")
+    p.add_argument("--samples", type=int, default=None, help="epistemic posterior draws of the first-order spreads (default: the model's n_samples)")
     p.set_defaults(func=run)
 
 

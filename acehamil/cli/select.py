@@ -24,7 +24,10 @@ def register(subparsers) -> None:
     p.add_argument("candidates", help="acehamil dataset file or any ASE-readable structure file")
     p.add_argument("-n", type=int, required=True, dest="k", help="number of structures to pick")
     p.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
-    p.add_argument("--criterion", choices=["band", "extrapolation", "information"], default="band")
+    p.add_argument("--criterion", choices=["band", "extrapolation", "information", "variance"], default="band",
+                   help="band: predicted band spread; extrapolation: the on-site score; information: expected "
+                        "information gain on the coefficients; variance: expected reduction of the predictive "
+                        "variance over the candidates (V-optimal); docs/uncertainty.md says which pays")
     p.add_argument("--kmesh", type=int, nargs=3, default=(2, 2, 2), help="k-grid of the band criterion")
     p.add_argument("--samples", type=int, default=12, help="posterior draws of the band criterion")
     p.add_argument("--index", default=":", help="ASE-style selection of candidates (default all)")
@@ -67,7 +70,7 @@ def run(args) -> int:
         at.info["select_source"] = str(name)
         frames.append(at)
         if not args.quiet:
-            val = scores[j] * (1000.0 if args.criterion == "band" else 1.0)
+            val = scores[j] * (1000.0 if args.criterion == "band" else 1.0)  # band in meV; others as returned
             print(f"picked {name}: {args.criterion} score {val:.4g} {unit}".rstrip(), file=sys.stderr)
     from pathlib import Path
 

@@ -44,8 +44,13 @@ def bloch_perturbations(H, delta: np.ndarray, kpts) -> np.ndarray:
         raise ValueError(f"delta must have shape (K, {H.data.size}), got {delta.shape}")
     k = as_kpts(kpts)
     rows, cols, _, bidx = H.coo()
-    cells, block_cell = np.unique(H.shift, axis=0, return_inverse=True)
-    cell_e = np.asarray(block_cell).reshape(-1)[bidx]
+    nz = np.any(delta != 0, axis=0)  # entries no draw touches (e.g. outside an epistemic bond cut) are skipped
+    if not nz.all():
+        delta, rows, cols, bidx = delta[:, nz], rows[nz], cols[nz], bidx[nz]
+    cells, block_cell = np.unique(H.shift[np.unique(bidx)], axis=0, return_inverse=True)
+    cell_of_block = np.full(len(H.shift), -1, dtype=np.int64)
+    cell_of_block[np.unique(bidx)] = np.asarray(block_cell).reshape(-1)
+    cell_e = cell_of_block[bidx]
     n = H.norb
     pos, pos_e = np.unique(rows * n + cols, return_inverse=True)
     ph = phase_factors(k, cells)  # (nk, ncells)

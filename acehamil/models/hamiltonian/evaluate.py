@@ -36,18 +36,6 @@ def as_matrices(prediction):
     return ModelMatrices(prediction.H[0], prediction.S, draws, sigma_extrapolation=extrapolation_sigma_of(prediction))
 
 
-def _predict_with_draws(model, structures, uncertainty: bool, n_samples, rng) -> list:
-    """Each structure predicted once, with ``n_samples`` (default the model's) posterior draws of H where
-    they are used (``uncertainty`` and an electron count)."""
-    from .calibrate import default_samples
-
-    K = (n_samples or default_samples(model)) if uncertainty else 0
-    if K == 1:
-        raise ValueError("n_samples must be >= 2: one posterior draw has no spread (coverage and sigma would be "
-                         "meaningless)")
-    return [model.matrices(sd.atoms, n_samples=K if sd.n_electrons is not None else 0, rng=rng) for sd in structures]
-
-
 def _predictions(model, structures, predictions, n_samples: int = 0, rng=None) -> list:
     """One prediction per structure: the given ones, else :meth:`HamiltonianModel.matrices` (with
     ``n_samples`` calibrated draws)."""
@@ -206,8 +194,9 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     for 64 atoms); the grid of each is in ``per_structure[i]["kmesh"]``.
 
     With ``uncertainty`` (default: when the model carries posteriors) the model's
-    eigenvalues come with calibrated spreads (:mod:`acehamil.models.hamiltonian.calibrate`,
-    ``n_samples`` posterior draws, seeded by ``seed``) and the result gains
+    eigenvalues come with calibrated spreads (first order, as the calibration:
+    :func:`.propagation.eigen_sigma`, ``n_samples`` epistemic draws seeded by ``seed`` and the
+    structure's index) and the result gains
     ``"uncertainty": {"coverage_90", "coverage_68", "spearman_sigma_error", "n",
     "mean_sigma_meV", "per_structure": [{"coverage_90", "coverage_68", "spearman_sigma_error",
     "n", "mae_meV", "mean_sigma_meV"}, ...]}`` over the same grid eigenvalues (unweighted
@@ -236,12 +225,22 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
 
     if uncertainty is None:
         uncertainty = has_posterior(model.H)
-    rng = np.random.default_rng(seed)
-    if predictions is None:  # draws only where they are used (structures with an electron count)
-        predictions = _predict_with_draws(model, structures, uncertainty, n_samples, rng)
-    predictions = _predictions(model, structures, predictions)
     run = serial_map if mapper is None else mapper
-    tasks = [(sd, pm) for sd, pm in zip(structures, predictions)]
+    if predictions is None and uncertainty:
+        # predicted here: the first-order spreads of propagation.eigen_sigma, as calibrated (each structure's
+        # epistemic draws from its own seeded generator: the same for any mapper)
+        from .calibrate import default_samples
+
+        K = n_samples or default_samples(model)
+        if K < 2:
+            raise ValueError("n_samples must be >= 2: one posterior draw has no spread (coverage and sigma would be "
+                             "meaningless)")
+        tasks = [(sd, None, model, (int(seed), k), int(K)) for k, sd in enumerate(structures)]
+    else:
+        if predictions is None:
+            predictions = [model.matrices(sd.atoms) for sd in structures]
+        predictions = _predictions(model, structures, predictions)
+        tasks = [(sd, pm) for sd, pm in zip(structures, predictions)]
     acc = {"grid": [], "grid_abs": [], "path": [], "w": []}
     unc = {"err": [], "sigma": [], "per": []}
     shifts = []
@@ -315,8 +314,13 @@ def eval_kmesh(atoms) -> tuple:
     return kmesh_for(atoms, EVAL_K_DENSITY)
 
 
-def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertainty: bool, sd, pm) -> dict:
+def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertainty: bool, sd, pm, model=None,
+                            seed=None, n_samples: int = 0) -> dict:
     """The eigenvalue errors of one structure (the task :func:`eigenvalue_errors` maps).
+
+    ``pm`` the prediction (its draws give the spreads), or None: ``model`` predicts, with the
+    first-order spreads of :func:`.propagation.eigen_sigma` (``n_samples`` epistemic draws seeded by
+    ``seed``) when ``uncertainty`` and the structure has an electron count.
 
     Returns
     -------
@@ -336,13 +340,24 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
         kmesh = eval_kmesh(sd.atoms)
     kp, wk = monkhorst_pack(kmesh, sd.atoms.pbc)
     sigma = None
-    H, S = pm.H, pm.S
-    if uncertainty and sd.n_electrons is not None and len(pm.draws) == 1:
+    if pm is None and uncertainty and sd.n_electrons is not None:
+        from .propagation import eigen_sigma
+
+        # the spreads of the bands that come within the window (+1 eV: the reference's window
+        # eigenvalues may belong to a model band just outside it); all bands if that misses any
+        r = eigen_sigma(model, sd.atoms, kp, wk, sd.n_electrons, n_samples, np.random.default_rng(seed),
+                        window_eV=window_eV + 1.0)
+        H, S, e_mod, sigma = r["H"], r["S"], r["eps"], r["sigma"]
+    elif pm is None:
+        pm = model.matrices(sd.atoms)
+    if pm is not None:
+        H, S = pm.H, pm.S
+    if pm is not None and uncertainty and sd.n_electrons is not None and len(pm.draws) == 1:
         e_mod, draws = eigenvalue_draws(H, S, pm.draws[0], kp)
         ef_d, efd = fermi_levels(e_mod, draws, wk, sd.n_electrons)
         # the extrapolation part (one spread per structure, calibrate.extrapolation_sigma) in quadrature
         sigma = np.sqrt(relative_sigma(e_mod, draws, ef_d, efd) ** 2 + float(getattr(pm, "sigma_extrapolation", 0.0)) ** 2)
-    else:
+    elif sigma is None:
         e_mod = solve(H, S, kp)
     e_ref = solve(sd.H[0], sd.S, kp)
     nb = min(e_ref.shape[1], e_mod.shape[1])
@@ -363,6 +378,9 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
     if sigma is not None:
         out["err"] = ((e_mod - ef_mod) - (e_ref - ef_ref))[mask]
         out["sigma"] = sigma[:, :nb][mask]
+        if np.any(np.isnan(out["sigma"])):  # a window eigenvalue on a band without spread: all bands
+            r = eigen_sigma(model, sd.atoms, kp, wk, sd.n_electrons, n_samples, np.random.default_rng(seed))
+            out["sigma"] = r["sigma"][:, :nb][mask]
     kpath = band_path(sd.atoms, npoints=path_points).kpts
     p_ref, p_mod = solve(sd.H[0], sd.S, kpath), solve(H, S, kpath)
     nb = min(p_ref.shape[1], p_mod.shape[1])
@@ -376,10 +394,11 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
              n_samples: int | None = None, predictions=None, seed: int = 0, mapper=None) -> dict:
     """The ``acehamil evaluate --json`` contract.
 
-    Each structure is predicted once (:meth:`HamiltonianModel.matrices`, with ``n_samples``
-    calibrated posterior draws when ``uncertainty``), or ``predictions`` (one per structure:
+    Each structure is predicted by the model (:meth:`HamiltonianModel.matrices`; with ``uncertainty``
+    the eigenvalues' spreads are first order, :func:`.propagation.eigen_sigma`, ``n_samples`` epistemic
+    draws seeded by ``seed`` and the structure's index), or ``predictions`` (one per structure:
     ModelMatrices or predicted StructureData, e.g. from :meth:`HamiltonianModel.predict_structure`)
-    are used as given; H/S errors, eigenvalue errors and spreads all come from that one prediction.
+    are used as given, their draws giving the spreads.
     ``mapper`` runs the per-structure eigen-solves (see :func:`eigenvalue_errors`).
 
     Returns
@@ -407,13 +426,15 @@ def evaluate(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0, uncerta
         check_same_basis(model.orbital_basis, sd.basis, sd.atoms.numbers, f"structure {k} ({sd.info.get('name', '?')!r})")
     if uncertainty is None:
         uncertainty = has_posterior(model.H)
-    if predictions is None:
-        predictions = _predict_with_draws(model, structures, uncertainty, n_samples, np.random.default_rng(seed))
+    given = predictions is not None
+    if not given:  # the block errors from the plain prediction; the eigenvalues' spreads first order (as calibrated)
+        predictions = [model.matrices(sd.atoms) for sd in structures]
     predictions = _predictions(model, structures, predictions)
     h = block_errors(model, structures, "H", predictions)
     s = block_errors(model, structures, "S", predictions)
     e = eigenvalue_errors(model, structures, kmesh=kmesh, window_eV=window_eV, uncertainty=uncertainty,
-                          predictions=predictions, mapper=mapper)
+                          predictions=predictions if (given or not uncertainty) else None, mapper=mapper,
+                          n_samples=n_samples, seed=seed)
     per = [{"name": sd.info.get("name"), "kind": sd.info.get("kind"),
             "H_rmse_meV": hk["rmse"], "H_rmse_meV_aligned": hk["rmse_aligned"],
             "onsite_rmse_meV_aligned": hk["onsite_rmse_aligned"], "S_rmse": sk["rmse"],

@@ -118,7 +118,7 @@ class HamiltonianModel:
 
     @with_inner_threads
     def matrices(self, atoms, pairs=None, n_samples: int = 0, rng=None, split: bool = False,
-                 scales=None) -> "ModelMatrices":
+                 scales=None, noise: bool = True) -> "ModelMatrices":
         """Predicted H (with the energy zero), S and, when ``n_samples > 0``, posterior draws of H.
 
         The entry point of every prediction (:meth:`predict`, :meth:`predict_structure`,
@@ -131,7 +131,9 @@ class HamiltonianModel:
         pairs : NeighbourPairs, optional
             Neighbour list with cutoff ``>= self.reach`` (built when omitted).
         n_samples : int
-            Posterior draws ``K`` of H (0: none; needs posteriors).
+            Posterior draws ``K`` of H (0: none; needs posteriors).  Their epistemic part covers the
+            on-site blocks and the bonds shorter than ``config.uncertainty.epistemic_bond_cut`` when
+            that is > 0 (the blocks its factor was calibrated on), every block otherwise.
         rng : numpy.random.Generator, optional
             Of the draws (default ``default_rng(0)``).
         split : bool
@@ -139,6 +141,8 @@ class HamiltonianModel:
             the calibration needs); else one calibrated set ``a epi + b noise + c shared``.
         scales : (float, float, float), optional
             ``(a, b, c)``; default the model's calibration (:func:`.calibrate.scales_of`).
+        noise : bool
+            False: draws without the noise parts (see :func:`.uncertainty.sample_matrix`).
 
         Returns
         -------
@@ -157,7 +161,9 @@ class HamiltonianModel:
 
             rng = rng if rng is not None else np.random.default_rng(0)
             ab = scales_of(self) if scales is None else scales
-            H_local, *draws = sample_matrix(self.H, atoms, int(n_samples), rng, pairs=nl, scales=ab, split=split)
+            # the epistemic part over the blocks its factor was calibrated on ([uncertainty] epistemic_bond_cut)
+            H_local, *draws = sample_matrix(self.H, atoms, int(n_samples), rng, pairs=nl, scales=ab, split=split,
+                                            epistemic_cut=self.config.uncertainty.epistemic_bond_cut, noise=noise)
             if not split:
                 score, sx = self.extrapolation(atoms, nl)
         else:

@@ -156,11 +156,7 @@ def information_select(mm, grams, k: int) -> tuple:
 
     if not (isinstance(k, (int, np.integer)) and 1 <= k <= len(grams)):
         raise ValueError(f"k must be between 1 and the number of candidates ({len(grams)}), got {k}")
-    prec = {}
-    for key, byL in mm.posteriors.items():
-        for L, post in byL.items():
-            Q = post.eigvecs * np.sqrt(post.prior_diag)[:, None]  # P^1/2 V
-            prec[(key, L)] = ((Q * (post.beta * post.eigvals + post.alpha)) @ Q.T, post.beta)
+    prec = _precisions(mm)
 
     def gains_now(cands):
         g = np.zeros(len(grams))
@@ -191,6 +187,126 @@ def information_select(mm, grams, k: int) -> tuple:
     return picked, first
 
 
+def _precisions(mm) -> dict:
+    """``{(bt.key, L): (P, beta)}``: posterior precision of the coefficients and noise precision."""
+    prec = {}
+    for key, byL in mm.posteriors.items():
+        for L, post in byL.items():
+            Q = post.eigvecs * np.sqrt(post.prior_diag)[:, None]  # P^1/2 V
+            prec[(key, L)] = ((Q * (post.beta * post.eigvals + post.alpha)) @ Q.T, post.beta)
+    return prec
+
+
+def pool_target(grams, sizes) -> dict:
+    """Target of :func:`variance_select`: ``{(bt.key, L): mean_c G_c / n_c}``, the per-atom design Gram
+    matrix of the structures one will predict (each structure weighs the same).
+
+    Parameters
+    ----------
+    grams : sequence of dict
+        :func:`gram` of each structure.
+    sizes : sequence of int
+        Atoms of each structure (> 0).
+    """
+    if len(grams) != len(sizes) or len(grams) == 0:
+        raise ValueError(f"need one size per Gram matrix and at least one, got {len(grams)} and {len(sizes)}")
+    out = {}
+    for G, n in zip(grams, sizes):
+        if not n > 0:
+            raise ValueError(f"sizes must be > 0, got {n}")
+        for key, g in G.items():
+            out[key] = out.get(key, 0.0) + np.asarray(g, dtype=float) / (float(n) * len(grams))
+    return out
+
+
+def variance_select(mm, grams, k: int, target: dict, weights=None) -> tuple:
+    """Greedy batch of ``k`` candidates by expected reduction of the predictive variance over a target.
+
+    V-optimal ("integrated") design: the target Gram matrix ``T`` (:func:`pool_target`: the
+    structures one will predict, e.g. the candidate pool itself) gives the summed epistemic variance
+    of its predicted blocks, ``sum_{bt, L} tr(T Sigma)`` (eV^2 for H), and a candidate with design
+    Gram ``G`` fitted at weight ``w`` would lower it to ``sum tr(T (P + beta w G)^-1)``.  The batch is
+    picked greedily, with ``P += beta w G`` after each pick (the posterior covariance of a linear model
+    does not depend on the DFT values): a near-copy of a picked candidate then gains little, and a
+    candidate unlike anything one will predict (a surface slab among bulk cells) gains little too,
+    unlike the information gain on the coefficients, which rewards any new direction.
+
+    Parameters
+    ----------
+    mm : MatrixModel
+        With posteriors.
+    grams : sequence of dict
+        :func:`gram` of each candidate (or the unweighted ``AtA`` of its fit sums).
+    k : int
+    target : dict
+        ``{(bt.key, L): (n_F, n_F)}``, symmetric positive semi-definite (:func:`pool_target`).
+    weights : array, shape (n,), optional
+        Fit weight of each candidate (e.g. its kind weight); 0 = would not be fitted (gains nothing).
+
+    Returns
+    -------
+    picked : list of int
+    gains : ndarray, shape (n,)
+        Variance reduction (eV^2 per atom of the target) of each candidate before the first pick.
+    """
+    import scipy.linalg
+
+    n = len(grams)
+    if not (isinstance(k, (int, np.integer)) and 1 <= k <= n):
+        raise ValueError(f"k must be between 1 and the number of candidates ({n}), got {k}")
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (n,) or not np.all(np.isfinite(w) & (w >= 0)):
+        raise ValueError(f"weights must be {n} finite numbers >= 0")
+    prec = _precisions(mm)
+    roots = {}
+    for key, T in target.items():
+        if key not in prec:
+            continue
+        if T.shape != prec[key][0].shape:
+            raise ValueError(f"target {key}: shape {T.shape}, posterior {prec[key][0].shape}")
+        lam, U = np.linalg.eigh(0.5 * (T + T.T))
+        if lam.min(initial=0.0) < -1e-8 * max(lam.max(initial=0.0), 1e-300):
+            raise ValueError(f"target {key} is not positive semi-definite")
+        keep = lam > 1e-12 * lam.max(initial=0.0)  # T = R R^T on its range
+        roots[key] = U[:, keep] * np.sqrt(lam[keep])
+
+    def trace_inv(P, R):
+        """tr(R^T P^-1 R) with P symmetric positive definite (the jitter of :func:`information_select`)."""
+        c = scipy.linalg.cho_factor(P + 1e-12 * np.trace(P) / len(P) * np.eye(len(P)), lower=True, check_finite=False)
+        X = scipy.linalg.solve_triangular(c[0], R, lower=True, check_finite=False)
+        return float(np.sum(X * X))
+
+    def gains_now(cands):
+        g = np.zeros(n)
+        for key, R in roots.items():
+            P, beta = prec[key]
+            base = trace_inv(P, R)
+            for j in cands:
+                G = grams[j].get(key)
+                if G is None or w[j] == 0 or G.shape != P.shape:
+                    continue
+                g[j] += base - trace_inv(P + beta * w[j] * G, R)
+        return g
+
+    first = gains_now(range(n))
+    picked = [int(np.argmax(first))]
+    while len(picked) < k:
+        j = picked[-1]
+        for key, (P, beta) in list(prec.items()):
+            G = grams[j].get(key)
+            if G is not None and G.shape == P.shape:
+                prec[key] = (P + beta * w[j] * G, beta)
+        rest = [i for i in range(n) if i not in picked]
+        g = gains_now(rest)
+        g[picked] = -np.inf
+        picked.append(int(np.argmax(g)))
+    return picked, first
+
+
+#: The criteria of :func:`select`.
+CRITERIA = ("band", "extrapolation", "information", "variance")
+
+
 def select(model, candidates, k: int, criterion: str = "band", kmesh=(2, 2, 2), n_samples: int = 12,
            seed: int = 0, progress=None) -> tuple:
     """Pick ``k`` diverse, uncertain candidates.
@@ -201,29 +317,36 @@ def select(model, candidates, k: int, criterion: str = "band", kmesh=(2, 2, 2), 
         With posteriors.
     candidates : sequence of (ase.Atoms, n_electrons or None)
     k : int
-    criterion : {"band", "extrapolation", "information"}
+    criterion : {"band", "extrapolation", "information", "variance"}
+        ``variance``: :func:`variance_select` with the candidates themselves as the target (the
+        structures one will predict), each candidate at the weight the model's ``kind_weights`` give
+        its ``atoms.info["kind"]`` (1 without).
 
     Returns
     -------
     picked : list of int
         Candidate indices, in the order picked.
     scores : ndarray, shape (n,)
-        eV (``band``), dimensionless (``extrapolation``) or nats (``information``, the gain
-        before any pick).
+        eV (``band``), dimensionless (``extrapolation``), nats (``information``, the gain
+        before any pick) or eV^2 per atom (``variance``, the reduction before any pick).
     """
     from .uncertainty import extrapolation_score, has_posterior
 
-    if criterion not in ("band", "extrapolation", "information"):
-        raise ValueError(f"criterion must be 'band', 'extrapolation' or 'information', got {criterion!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(map(repr, CRITERIA))}, got {criterion!r}")
     if not has_posterior(model.H):
         raise ValueError("the model has no posterior: refit it (solver.method = 'blr' or 'ridge') to select with it")
-    if criterion == "information":
+    if criterion in ("information", "variance"):
         grams = []
         for atoms, _ in candidates:
             grams.append(gram(model, atoms))
             if progress is not None:
                 progress.step()
-        return information_select(model.H, grams, k)
+        if criterion == "information":
+            return information_select(model.H, grams, k)
+        kinds = dict(model.config.fit.kind_weights)
+        weights = [float(kinds.get(atoms.info.get("kind"), 1.0)) for atoms, _ in candidates]
+        return variance_select(model.H, grams, k, pool_target(grams, [len(a) for a, _ in candidates]), weights)
     rng = np.random.default_rng(seed)
     scores, desc = [], []
     for n, (atoms, n_el) in enumerate(candidates):

@@ -88,7 +88,8 @@ MAX_DRAW_BYTES = 4 * 2**30
 
 
 def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=None, scales=(1.0, 1.0, 0.0),
-                  split: bool = False, max_particles: int = 200_000) -> tuple:
+                  split: bool = False, max_particles: int = 200_000, epistemic_cut: float = 0.0,
+                  noise: bool = True) -> tuple:
     """Posterior predictive draws of a matrix model's prediction.
 
     Three zero-mean parts, each with ``K`` draws:
@@ -116,6 +117,15 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
         ``model.report["uncertainty"]``); a missing ``c`` is 0.  Ignored with ``split``.
     split : bool
         Return the three parts separately (unscaled).
+    epistemic_cut : float, Å
+        > 0: the epistemic part on the on-site blocks and the bonds shorter than this only, as the
+        calibration computes it (``[uncertainty] epistemic_bond_cut``): only those centres' features are
+        evaluated (the longer bonds' features, most of the cost, are not), and the mean comes from the
+        fast path :meth:`MatrixModel.predict_data`.  The noise parts need no features and cover every
+        block.  0: every block, the mean from the same features (equal to ``predict_data`` to rounding).
+    noise : bool
+        False: no noise draws (the noise and shared parts are zero; what
+        :mod:`acehamil.models.hamiltonian.propagation` needs, which has them analytically).
 
     Returns
     -------
@@ -131,6 +141,9 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
     if len(sc) not in (2, 3) or not all(np.isfinite(x) and x >= 0 for x in sc):
         raise ValueError(f"scales must be 2 or 3 finite numbers >= 0, got {scales}")
     a, b, c = (sc + (0.0,))[:3]
+    cut = float(epistemic_cut)
+    if not (np.isfinite(cut) and cut >= 0):
+        raise ValueError(f"epistemic_cut must be a finite number >= 0 (Å), got {epistemic_cut!r}")
     K = int(n_samples)
     pat = mm.pattern(atoms, pairs)
     nd = int(pat.offsets[-1])
@@ -165,7 +178,7 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
         """Add the noise parts to the (K+1, n, 2L+1) mean/epistemic parts; flat (n_rows * n, 2L+1)."""
         shape = (K, n, 2 * L + 1)
         z = zs = np.zeros(shape)
-        if (bt.key, L) in dC:
+        if (bt.key, L) in dC and noise:
             post = dC[(bt.key, L)][1]
             z = _noise(post, shape, rng)
             zs = np.broadcast_to(_noise(post, (K, 1, 2 * L + 1), rng), shape)
@@ -188,32 +201,42 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
                + (c0 + np.arange(d2))[None, None, :])
         out[:, idx] = X
 
+    pos, cell = np.asarray(atoms.get_positions(), dtype=float), np.asarray(atoms.cell.array, dtype=float)
     for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
         bts = fam.block_types(mm.orbital_basis)
-        env = fam.environments(atoms, pat.pairs, sel)
         n = len(sel)
+        use = np.arange(n)  # centres whose features are evaluated: all, or those inside the epistemic cut
+        if cut > 0:
+            ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
+            use = np.flatnonzero(np.linalg.norm(pos[cj] - pos[ci] + np.asarray(cs, dtype=float) @ cell, axis=1) < cut)
         raw = {bt.key: {L: np.zeros((1 + n_coef, n, 2 * L + 1)) for L in bt.L_values()} for bt in bts}
-        for s0, s1, chunk in env.chunks(max_particles):
+        env = fam.environments(atoms, pat.pairs, sel[use]) if len(use) else None
+        for s0, s1, chunk in (env.chunks(max_particles) if env is not None else ()):
             feats = fam.features(chunk)
             for bt in bts:
                 for L, D in fam.design(feats, bt, s1 - s0).items():
                     if D.shape[1]:
-                        raw[bt.key][L][:, s0:s1] = parts_of(D, bt, L, s1 - s0)
-        off, nc = pat.offsets[blk], pat.norb[pat.j[blk]]
+                        raw[bt.key][L][:, use[s0:s1]] = parts_of(D, bt, L, s1 - s0)
+        # without noise draws (and with a cut) only the centres inside the cut carry draws: only they are
+        # assembled (a centre and its reverse partner are both inside or both outside)
+        keep = use if (cut > 0 and not noise) else np.arange(n)
+        off, nc = pat.offsets[blk[keep]], pat.norb[pat.j[blk[keep]]]
         for bt in bts:
             sym = fam.symmetrised(bt)
             parts = {}
             for L, h in raw[bt.key].items():
                 if sym:
                     h = 0.5 * (h + transpose_sign(L) * h[:, rev])
-                parts[L] = with_noise(h, bt, L, n, rev if sym else None)
-            X = blocks(parts, bt, n)
+                parts[L] = with_noise(h[:, keep], bt, L, len(keep), rev if (sym and len(keep) == n) else None)
+            X = blocks(parts, bt, len(keep))
             ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
             scatter(off, nc, ra, cb, X)
             if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
-                scatter(pat.offsets[rblk], pat.norb[pat.j[rblk]], cb, ra, X.transpose(0, 1, 3, 2))
+                scatter(pat.offsets[rblk[keep]], pat.norb[pat.j[rblk[keep]]], cb, ra, X.transpose(0, 1, 3, 2))
     from ...structure import RealSpaceMatrix
 
+    if cut > 0:  # the mean of every block by the fast (mapped) path; rows 1.. hold the draws
+        out[0] = mm.predict_data(atoms, pat)
     mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
     if split:
         return mean, out[1:K + 1], out[K + 1:2 * K + 1], out[2 * K + 1:]
