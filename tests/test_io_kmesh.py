@@ -8,7 +8,7 @@ from ase.build import bulk
 
 from acehamil.io.kmesh import (check_fourier_kmesh, check_vacuum, fourier_kmesh_for, max_r_cut, scf_kmesh_for,
                               shortest_vector, vacuum_gaps)
-from acehamil.io.pyscf_gen import _wigner_seitz_blocks
+from acehamil.io.pyscf_matrices import _wigner_seitz_blocks
 
 
 def _random_cell(rng):

@@ -69,7 +69,8 @@ def test_crystal_overlap_bloch_convention_and_rotation(rng):
     """Exact S(T) equals the Fourier transform of PySCF's S(k) (lattice gauge, + sign), and rotates with D."""
     pytest.importorskip("pyscf")
     from acehamil.conventions import to_our_orbitals
-    from acehamil.io.pyscf_gen import CrystalSettings, _exact_overlap, basis_map, fourier_mesh, make_cell
+    from acehamil.io.pyscf_gen import CrystalSettings, basis_map, fourier_mesh, make_cell
+    from acehamil.io.pyscf_matrices import _exact_overlap
 
     atoms = bulk("Si", "diamond", a=5.43)
     atoms.positions += rng.normal(size=(2, 3)) * 0.05
@@ -312,7 +313,7 @@ def test_scf_retry_converges_and_the_command_line_says_so(tmp_path, monkeypatch,
 
 
 def test_density_guess_only_reused_for_the_same_atoms_and_mesh():
-    from acehamil.io.pyscf_gen import CrystalSettings, _guess_key
+    from acehamil.io.pyscf_scf import CrystalSettings, _guess_key
 
     st = CrystalSettings()
     si2 = bulk("Si", "diamond", a=5.43)
@@ -325,7 +326,7 @@ def test_density_guess_only_reused_for_the_same_atoms_and_mesh():
 def test_density_guess_not_reused_for_a_vacancy_elsewhere(rng):
     """The same species and size is not enough: a vacancy at another site renumbers the atoms."""
     from acehamil.io.plans import make_plan
-    from acehamil.io.pyscf_gen import _same_geometry
+    from acehamil.io.pyscf_scf import _same_geometry
 
     si8 = bulk("Si", "diamond", a=5.43, cubic=True)
     a, b = (at for _, at in make_plan(si8, "perturb", 2, displacement=(0.1, 0.15), strain=0.03, seed=2))
@@ -370,7 +371,8 @@ def test_d_shell_crystal_overlaps_rotate(rng, improper):
     and for repeated shells of one l."""
     pytest.importorskip("pyscf")
     from acehamil.conventions import to_our_orbitals
-    from acehamil.io.pyscf_gen import CrystalSettings, _exact_overlap, basis_map, make_cell
+    from acehamil.io.pyscf_gen import CrystalSettings, basis_map, make_cell
+    from acehamil.io.pyscf_matrices import _exact_overlap
 
     atoms = bulk("Si", "diamond", a=5.43)
     atoms.positions += rng.normal(size=(2, 3)) * 0.05
@@ -452,7 +454,7 @@ def test_smearing_auto_stops_a_metals_integer_scf_early_and_smears():
     integer-occupation SCF ran all its cycles (a 31-atom vacancy: 50 cycles, ~700 s CPU) and then the damped retry.
     ``smearing="auto"`` watches the aufbau filling: uneven over k-points for UNEVEN_CYCLES cycles -> smeared."""
     pytest.importorskip("pyscf")
-    from acehamil.io.pyscf_gen import AUTO_SMEARING, UNEVEN_CYCLES, CrystalSettings, _converge, uneven_filling
+    from acehamil.io.pyscf_scf import AUTO_SMEARING, UNEVEN_CYCLES, CrystalSettings, _converge, uneven_filling
 
     new_mf, cell = _sc_si_mf((3, 3, 3))
     plain = new_mf()
@@ -473,7 +475,7 @@ def test_smearing_auto_leaves_an_insulator_and_odd_electron_cells_are_smeared(tm
     keep "auto" (compared on --resume) and the structure records the width it got; odd electron counts per cell
     cannot be a closed-shell insulator and are smeared from the start."""
     pytest.importorskip("pyscf")
-    from acehamil.io.pyscf_gen import AUTO_SMEARING, CrystalSettings, _converge
+    from acehamil.io.pyscf_scf import AUTO_SMEARING, CrystalSettings, _converge
 
     out = tmp_path / "a.h5"
     rc, _, err = _cli(["generate", "pyscf", "--base", "si2", "--count", "1", "--smearing", "auto", "-o", out, *TINY], capsys)
