@@ -60,7 +60,8 @@ def _write_matrix(g: h5py.Group, m: RealSpaceMatrix, precision: str = "float64")
     # exactly Hermitian: store the canonical half, the rest are transposes (bit-identical on read)
     partner, canonical = herm
     g.attrs["storage"] = "hermitian-half"
-    data = np.concatenate([m.block(p).ravel() for p in np.nonzero(canonical)[0]]) if canonical.any() else np.zeros(0)
+    # the canonical blocks' values in block order (each block is contiguous in m.data)
+    data = m.data[np.repeat(canonical, np.diff(m.offsets))]
     g.create_dataset("data", data=data.astype(dtype), **(_COMPRESS if data.size > 1024 else {}))
 
 
