@@ -31,11 +31,37 @@ _F_COLUMNS = [("F MAE", "eV/A", "force_mae_eV_per_A", ".4f"), ("F RMSE", "eV/A",
 
 
 def _table(title: str, metrics: dict, columns) -> str:
-    """One line per config_type of ``metrics`` (as from ``error_metrics``); missing entries print nan."""
+    """One line per config_type of ``metrics`` (as from ``error_metrics``).
+
+    An entry the metrics lack (structures without forces have no force errors) prints ``-``, and a last
+    line says which columns were not measured and why, never ``nan``.
+
+    Examples
+    --------
+    >>> print(_table("test", {"all": {"nconfigs": 2, "energy_mae_meV_per_atom": 1.5, "energy_rmse_meV_per_atom": 2.0}},
+    ...              _E_COLUMNS + _F_COLUMNS))
+    test
+      config_type         n     E MAE    E RMSE     F MAE    F RMSE
+                               meV/at    meV/at      eV/A      eV/A
+      all                 2      1.50      2.00         -         -
+      -: not measured (F MAE, F RMSE: these structures carry no reference forces)
+    """
     lines = [title, f"  {'config_type':<16}{'n':>5}" + "".join(f"{h:>10}" for h, _, _, _ in columns),
              f"  {'':<16}{'':>5}" + "".join(f"{u:>10}" for _, u, _, _ in columns)]
+    missing = []
     for name, m in metrics.items():
-        lines.append(f"  {name:<16}{m['nconfigs']:>5}" + "".join(f"{m.get(k, float('nan')):>10{fmt}}" for _, _, k, fmt in columns))
+        cells = []
+        for h, _, k, fmt in columns:
+            if m.get(k) is None:
+                cells.append(f"{'-':>10}")
+                if h not in missing:
+                    missing.append(h)
+            else:
+                cells.append(f"{m[k]:>10{fmt}}")
+        lines.append(f"  {name:<16}{m['nconfigs']:>5}" + "".join(cells))
+    if missing:
+        why = "these structures carry no reference forces" if all(h.startswith("F ") for h in missing) else "no such values"
+        lines.append(f"  -: not measured ({', '.join(missing)}: {why})")
     return "\n".join(lines)
 
 

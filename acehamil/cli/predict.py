@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                         "of predicting one cell): large test systems for dos --method kpm / eigs")
     p.add_argument("--samples", type=int, default=None,
                    help="posterior draws of H stored with each prediction (default: the model's n_samples; "
-                        "0 = none); bands/dos --uncertainty use them")
+                        "0 = none, else >= 2); bands/dos --uncertainty use them")
     p.add_argument("--stream", action="store_true",
                    help="predict every structure in chunks of atoms straight into the output file (peak memory: "
                         "the model plus one chunk, whatever the size); automatic from %d atoms. Streamed structures "
@@ -100,6 +100,9 @@ def read_structures(path, index: str = ":") -> list:
     parse_selection(index)
     if p.stat().st_size == 0:
         raise UserError(f"{p} is empty: no structures to predict")
+    from ..io.labelled import check_not_cut
+
+    check_not_cut(p)
     try:
         frames = ase.io.read(p, index=":")
     except Exception as err:  # noqa: BLE001 - ASE's parsers raise anything on foreign input
@@ -159,10 +162,10 @@ def run(args) -> int:
     from ..models.hamiltonian.uncertainty import has_posterior
 
     n_samples = model.config.uncertainty.n_samples if args.samples is None else args.samples
-    if n_samples < 0:
+    if n_samples < 0 or n_samples == 1:
         from ..errors import UserError
 
-        raise UserError(f"--samples must be >= 0, got {n_samples}")
+        raise UserError(f"--samples must be 0 (no draws) or >= 2 (one draw has no spread), got {n_samples}")
     if not has_posterior(model.H) or args.supercell is not None:  # draws are per predicted cell
         n_samples = 0
     if args.chunk_atoms is not None and args.chunk_atoms < 1:

@@ -51,10 +51,13 @@ def read_model_config(path):
     -------
     acehamil.models.hamiltonian.config.ModelConfig
     """
-    from ..models.hamiltonian.config import ModelConfig
+    from ..models.hamiltonian.config import ModelConfig, check_written_degrees
 
     path = Path(path)
-    return ModelConfig.from_dict(read_toml(path), base_dir=path.parent, source=str(path))
+    written = read_toml(path)
+    config = ModelConfig.from_dict(written, base_dir=path.parent, source=str(path))
+    check_written_degrees(config, written, str(path))
+    return config
 
 
 def read_potential_job(path):

@@ -104,6 +104,9 @@ def _read_frames(path: Path, index):
 
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty: no structures")
+    from .labelled import check_not_cut
+
+    check_not_cut(path)
     try:
         frames = read(path, index=index)
     except Exception as err:  # noqa: BLE001 - ASE's parsers raise anything on foreign input

@@ -11,6 +11,59 @@ from __future__ import annotations
 from ..models.potential.data import Config, config_from_atoms
 
 
+#: Formats whose writers end every line with a newline: a last line without one was cut off.
+_LINE_FORMATS = ("xyz", "extxyz")
+
+
+def check_not_cut(path) -> None:
+    """Refuse an (extended) XYZ file whose last line has no newline: it was cut off, maybe mid-number.
+
+    ASE reads ``1.40743818`` cut to ``1.407`` as a valid, shorter number, so a truncated file (a
+    copy or a write interrupted) would give silently wrong positions, energies or forces.
+
+    Raises
+    ------
+    UserError
+        Naming the file and its last line.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "cut.xyz")
+    >>> _ = open(p, "w").write("1\\n\\nSi 0.0 0.0 1.40")
+    >>> check_not_cut(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    acehamil.errors.UserError: ...cut.xyz does not end with a newline: its last line 'Si 0.0 0.0 1.40' may be cut off mid-number (a truncated file?); if the file is complete, end it with a newline
+    >>> _ = open(p, "a").write("\\n")
+    >>> check_not_cut(p)
+    """
+    import os
+
+    from ase.io.formats import filetype
+
+    from ..errors import UserError
+
+    size = os.path.getsize(path)
+    if size == 0:
+        return
+    try:
+        fmt = filetype(str(path), read=True, guess=True)
+    except Exception:  # noqa: BLE001 - unknown formats are ASE's to report
+        return
+    if fmt not in _LINE_FORMATS:
+        return
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 4096))
+        tail = f.read()
+    if tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.splitlines()[-1].decode("utf-8", "replace").strip() if tail.strip() else ""
+    shown = last if len(last) <= 60 else "..." + last[-57:]
+    raise UserError(f"{path} does not end with a newline: its last line {shown!r} may be cut off mid-number "
+                    "(a truncated file?); if the file is complete, end it with a newline")
+
+
 def read_configs(path, index: str = ":") -> list[Config]:
     """Read labelled structures with ``ase.io.read(path, index=index)``.
 
@@ -42,6 +95,7 @@ def read_configs(path, index: str = ":") -> list[Config]:
         raise FileNotFoundError(f"no such structure file: {path}")
     if os.path.getsize(path) == 0:
         raise UserError(f"{path} is empty: no labelled structures")
+    check_not_cut(path)
     try:
         frames = ase.io.read(str(path), index=index)
     except Exception as err:  # noqa: BLE001 - ASE's parsers raise anything on foreign input

@@ -394,10 +394,24 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
         cols["score"].append(np.full(m, score))
         cols["weight"].append(np.full(m, weight[i]))
     if not cols["err"]:
-        raise ValueError("calibration needs training structures with n_electrons")
+        raise ValueError(_no_eigenvalues_message(structures, folds, weight, uc))
     out = {k: np.concatenate(v) for k, v in cols.items()}
     out["folds"] = folds
     return out
+
+
+def _no_eigenvalues_message(structures, folds, weight, uc) -> str:
+    """Why no held-out eigenvalue entered the calibration: no electron count, or none within the window."""
+    held = [int(i) for val in folds for i in val if weight[int(i)] > 0]
+    without = sum(structures[i].n_electrons is None for i in held)
+    split = (f"{len(folds)} folds" if uc.calibration_folds > 1 else
+             f"calibration_folds = 1, calibration_fraction = {uc.calibration_fraction:g}")
+    if without == len(held):
+        return f"calibration needs training structures with n_electrons (none of the {len(held)} held out has one)"
+    return (f"calibration found no eigenvalue within E_F +- {uc.window_eV:g} eV (window_eV) on the "
+            f"{'x'.join(map(str, uc.kmesh))} k-mesh of its {len(held)} held-out structure(s) ({split}"
+            f"{f'; {without} without n_electrons' if without else ''}): each has a gap wider than 2 x window_eV around E_F; "
+            "widen [uncertainty] window_eV or hold out more structures")
 
 
 def held_out_task(kmesh, window_eV: float, max_states: int, seed: int, epistemic_cut: float, model, reference: dict,

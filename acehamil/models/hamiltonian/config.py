@@ -124,6 +124,65 @@ class FeatureConfig:
         if int(self.n_max) != self.n_max or self.n_max < 1:
             raise ValueError(f"n_max must be a positive integer, got {self.n_max}")
 
+    @property
+    def bond_environment(self) -> bool:
+        """Off-site: whether atoms near the bond enter (``max_nu > 1`` and ``r_env > 0``); else the bond alone."""
+        return self.max_nu > 1 and self.r_env > 0
+
+    def degrees_used(self, offsite: bool) -> int:
+        """How many leading ``max_degree`` entries the family's basis uses (the rest are ignored).
+
+        On-site: ``max_nu``.  Off-site: ``max_nu`` with a :attr:`bond_environment`, else 1 (the bond particle).
+
+        Examples
+        --------
+        >>> FeatureConfig(max_nu=1, max_degree=(8, 6)).degrees_used(offsite=False)
+        1
+        >>> FeatureConfig(r_env=0.0, max_nu=2, max_degree=(8, 6)).degrees_used(offsite=True)
+        1
+        """
+        if offsite:
+            return self.max_nu if self.bond_environment else 1
+        return self.max_nu
+
+
+def check_written_degrees(config: "ModelConfig", written: dict, source: str = "") -> None:
+    """Refuse ``max_degree`` entries a user wrote (``written``: the TOML tables) that the basis would ignore.
+
+    Only explicit entries count: the defaults (``max_degree = (8, 6)``) stay valid with any ``max_nu``.
+
+    Raises
+    ------
+    UserError
+        Naming the table, the entries and why they are unused.
+
+    Examples
+    --------
+    >>> check_written_degrees(ModelConfig(), {"h_onsite": {"max_nu": 1}})
+    >>> cfg = ModelConfig.from_dict({"h_onsite": {"max_nu": 1, "max_degree": [8, 6]}})
+    >>> check_written_degrees(cfg, {"h_onsite": {"max_nu": 1, "max_degree": [8, 6]}})
+    Traceback (most recent call last):
+    ...
+    acehamil.errors.UserError: [h_onsite] max_degree = [8, 6] has 2 entries, but only the first 1 is used (max_nu = 1, one entry per correlation order nu = 1..max_nu): remove the unused ones
+    """
+    for family in ("h_onsite", "h_offsite", "s_onsite", "s_offsite"):
+        table = written.get(family)
+        if not isinstance(table, dict) or "max_degree" not in table:
+            continue
+        c = getattr(config, family)
+        offsite = family.endswith("offsite")
+        used = c.degrees_used(offsite)
+        if len(c.max_degree) <= used:
+            continue
+        if offsite and not c.bond_environment:
+            why = (f"max_nu = {c.max_nu}, r_env = {c.r_env:g}: a two-centre model of the bond alone, one entry; "
+                   "a bond environment needs max_nu >= 2 and r_env > 0")
+        else:
+            why = f"max_nu = {c.max_nu}, one entry per correlation order nu = 1..max_nu"
+        raise UserError(f"{source + ': ' if source else ''}[{family}] max_degree = {list(c.max_degree)} has "
+                        f"{len(c.max_degree)} entries, but only the first {used} {'is' if used == 1 else 'are'} used "
+                        f"({why}): remove the unused ones")
+
 
 def _default_h_onsite():
     return FeatureConfig(r_cut=5.0, max_nu=2, max_degree=(8, 6), n_max=6)

@@ -65,7 +65,7 @@ class OffsiteFamily:
 
     @property
     def has_environment(self) -> bool:
-        return self.config.max_nu > 1 and self.config.r_env > 0
+        return self.config.bond_environment
 
     def basis_spec(self):
         from ...basis import BasisSpec, RadialSpec

@@ -229,6 +229,11 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
 
     for k, v in bcfg.items():
         check_type(f"[basis] {k}", v, BASIS_DEFAULTS.get(k), cfg.get("_source", ""))
+    written = cfg.get("basis", {}).get("max_degree")
+    if written is not None and np.ndim(written) and len(written) > int(bcfg["max_nu"]):
+        raise ValueError(f"[basis] max_degree = {list(written)} has {len(written)} entries, but max_nu = {bcfg['max_nu']} "
+                         f"uses only the first {int(bcfg['max_nu'])} (one per correlation order; one value = all): "
+                         "remove the unused ones")
     present = sorted({int(z) for c in train for z in c.atoms.numbers})
     species = tuple(sorted(_atomic_number(z) for z in bcfg.pop("species", present)))
     missing = set(present) - set(species)

@@ -1,0 +1,164 @@
+"""Faults left over by the last audit (the charter: bad input gets a clear error, never silent garbage).
+
+Each CLI row asserts: exit code 2, ONE line on stderr naming the problem (no traceback), and no new
+or changed file.  Before the fixes these were: a misleading calibration message, silently ignored
+``max_degree`` entries, an extended XYZ number cut mid-digits read as the shorter number, ``nan``
+force columns, ``predict --samples 1`` accepted, and ``generate --overwrite`` killed before its first
+structure leaving the old output hidden as ``.NAME.*.replaced``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import numpy as np
+import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from test_faults import FIT_TOML, POT_TOML, _digest, _si
+
+from acehamil.cli import main
+from acehamil.io.dataset import read_dataset, write_dataset
+from acehamil.structure import OrbitalBasis, StructureData
+from acehamil.tb.toy import slater_koster
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """train.h5 (4 gapped Slater-Koster Si cells), m.h5 (a BLR model of them), pot.h5 (a potential),
+    one.xyz, lab.xyz (3 labelled frames), fit.toml, pot.toml."""
+    d = tmp_path_factory.mktemp("leftovers")
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+    sds = []
+    for k in range(4):
+        at = _si(k, 0.08)
+        H, S = slater_koster(at, basis, cutoff=4.0)
+        sds.append(StructureData(at, basis, H=(H,), S=S, n_electrons=16.0, info={"name": f"si-{k}"}))
+    write_dataset(d / "train.h5", sds)
+    (d / "fit.toml").write_text(FIT_TOML.replace("lam = 1e-8", 'method = "blr"'))
+    assert main(["fit", str(d / "fit.toml"), "-o", str(d / "m.h5"), "-q"]) == 0
+    write(d / "one.xyz", _si())
+    frames = []
+    for k in range(3):
+        at = _si(10 + k)
+        at.calc = SinglePointCalculator(at, energy=-10.0 * len(at) + 0.01 * k, forces=0.01 * np.ones((len(at), 3)))
+        frames.append(at)
+    write(d / "lab.xyz", frames, format="extxyz")
+    (d / "pot.toml").write_text(POT_TOML)
+    assert main(["fit-potential", str(d / "pot.toml"), "-o", str(d / "pot.h5"), "-q"]) == 0
+    return d
+
+
+@pytest.fixture
+def w(files, tmp_path, monkeypatch, capsys):
+    for p in files.iterdir():
+        if p.is_file():
+            shutil.copy2(p, tmp_path / p.name)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()  # the fixture's fit tables
+    return tmp_path
+
+
+def _one_line_error(w, capsys, argv, message):
+    before = _digest(w)
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"acehamil {argv[0]}: error: ") and message in lines[0], lines[0]
+    assert _digest(w) == before, "a file was left behind or changed"
+
+
+def _edit(src, dst, edit):
+    return lambda d: (d / dst).write_text(edit((d / src).read_text()))
+
+
+def _cut(src, dst, nbytes=4):
+    """``src`` cut ``nbytes`` before its end: the last number loses its last digits (and the newline)."""
+    return lambda d: (d / dst).write_bytes((d / src).read_bytes()[:-nbytes])
+
+
+UNCERTAINTY = '\n[uncertainty]\ncalibrate = true\n'
+ONSITE_NU1 = ("max_nu = 1\nmax_degree = [4]\nn_max = 3", "max_nu = 1\nmax_degree = [4, 6]\nn_max = 3")
+FAULTS = [
+    # a calibration whose held-out structures have no eigenvalue near E_F (these toy cells have a wide gap):
+    # it blamed missing electron counts, which every structure has
+    ("calibration-one-fold-no-window", _edit("fit.toml", "b.toml", lambda t: t + UNCERTAINTY + "calibration_folds = 1\n"),
+     ["fit", "b.toml", "-o", "o.h5", "-q"],
+     "calibration found no eigenvalue within E_F +- 2 eV (window_eV) on the 4x4x4 k-mesh of its 1 held-out structure(s) "
+     "(calibration_folds = 1, calibration_fraction = 0.25)"),
+    ("calibration-folds-no-window", _edit("fit.toml", "b.toml", lambda t: t + UNCERTAINTY),
+     ["fit", "b.toml", "-o", "o.h5", "-q"], "of its 3 held-out structure(s) (3 folds): each has a gap wider than"),
+    # max_degree entries beyond what the basis uses were ignored without a word
+    ("onsite-max-degree-beyond-max-nu", _edit("fit.toml", "b.toml", lambda t: t.replace(*ONSITE_NU1)),
+     ["fit", "b.toml", "-o", "o.h5", "-q"],
+     "b.toml: [h_onsite] max_degree = [4, 6] has 2 entries, but only the first 1 is used (max_nu = 1"),
+    ("offsite-max-degree-without-environment",
+     _edit("fit.toml", "b.toml", lambda t: t.replace("r_env = 0.0\nmax_nu = 1\nmax_degree = [6]",
+                                                     "r_env = 0.0\nmax_nu = 2\nmax_degree = [6, 4]")),
+     ["fit", "b.toml", "-o", "o.h5", "-q"],
+     "[h_offsite] max_degree = [6, 4] has 2 entries, but only the first 1 is used (max_nu = 2, r_env = 0: a two-centre"),
+    ("potential-max-degree-beyond-max-nu",
+     _edit("pot.toml", "b.toml", lambda t: t.replace("max_nu = 2", "max_nu = 1")),
+     ["fit-potential", "b.toml", "-o", "o.h5", "-q"], "[basis] max_degree = [3, 3] has 2 entries, but max_nu = 1 uses"),
+    # an extended XYZ cut mid-number was read as the shorter number
+    ("cut-xyz-evaluate-potential", _cut("lab.xyz", "cut.xyz"), ["evaluate-potential", "pot.h5", "cut.xyz"],
+     "cut.xyz does not end with a newline: its last line '..."),
+    ("cut-xyz-shows-the-cut-number", _cut("lab.xyz", "cut.xyz"), ["evaluate-potential", "pot.h5", "cut.xyz"],
+     "0.01000000       0.01000' may be cut off mid-number (a truncated file?)"),
+    ("cut-xyz-fit-potential", _cut("lab.xyz", "lab.xyz"), ["fit-potential", "pot.toml", "-o", "o.h5", "-q"],
+     "lab.xyz does not end with a newline"),
+    ("cut-xyz-predict", _cut("one.xyz", "cut.xyz", 3), ["predict", "m.h5", "cut.xyz", "-o", "p.h5"],
+     "cut.xyz does not end with a newline"),
+    ("cut-xyz-generate", _cut("one.xyz", "cut.xyz", 3), ["generate", "pyscf", "--structures", "cut.xyz", "-o", "g.h5"],
+     "cut.xyz does not end with a newline"),
+    # one posterior draw has no spread
+    ("predict-one-sample", None, ["predict", "m.h5", "one.xyz", "-o", "p.h5", "--samples", "1"],
+     "--samples must be 0 (no draws) or >= 2 (one draw has no spread), got 1"),
+]
+
+
+@pytest.mark.parametrize("setup, argv, message", [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
+def test_leftover_fault_is_one_clear_line(w, capsys, setup, argv, message):
+    if setup is not None:
+        setup(w)
+    _one_line_error(w, capsys, argv, message)
+
+
+def test_default_degrees_stay_valid_with_a_lower_max_nu(tmp_path):
+    """Only what a user wrote is checked: the default max_degree (8, 6) with a written max_nu = 1 is fine."""
+    from acehamil.io.config import read_model_config
+
+    (tmp_path / "c.toml").write_text("[h_onsite]\nmax_nu = 1\n[h_offsite]\nr_env = 0.0\n[s_onsite]\nmax_nu = 0\n")
+    cfg = read_model_config(tmp_path / "c.toml")
+    assert cfg.h_onsite.max_degree == (8, 6) and cfg.h_onsite.degrees_used(offsite=False) == 1
+    assert cfg.h_offsite.degrees_used(offsite=True) == 1
+
+
+def test_calibration_without_electron_counts_says_so(files):
+    from acehamil.io.models import load_model
+    from acehamil.models.hamiltonian.calibrate import _no_eigenvalues_message
+
+    uc = load_model(files / "m.h5").config.uncertainty
+    sds = list(read_dataset(files / "train.h5"))
+    no_count = [StructureData(sd.atoms, sd.basis, H=sd.H, S=sd.S) for sd in sds]
+    folds = [np.array([0, 1]), np.array([2, 3])]
+    msg = _no_eigenvalues_message(no_count, folds, np.ones(4), uc)
+    assert msg == "calibration needs training structures with n_electrons (none of the 4 held out has one)"
+    assert "1 without n_electrons" in _no_eigenvalues_message(no_count[:1] + sds[1:], folds, np.ones(4), uc)
+
+
+def test_evaluate_potential_without_forces_prints_no_nan(w, capsys):
+    from ase.io import read
+
+    frames = read(w / "lab.xyz", ":")
+    for at in frames:
+        at.calc.results.pop("forces")
+    write(w / "noforce.xyz", frames, format="extxyz")
+    assert main(["evaluate-potential", "pot.h5", "noforce.xyz"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out.lower(), out
+    assert "-: not measured (F MAE, F RMSE: these structures carry no reference forces)" in out, out
+    assert main(["evaluate-potential", "pot.h5", "lab.xyz"]) == 0  # with forces: numbers, no note
+    out = capsys.readouterr().out
+    assert "not measured" not in out and "nan" not in out.lower(), out
