@@ -10,6 +10,12 @@ structure leaving the old output hidden as ``.NAME.*.replaced``.
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
 import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -162,3 +168,59 @@ def test_evaluate_potential_without_forces_prints_no_nan(w, capsys):
     assert main(["evaluate-potential", "pot.h5", "lab.xyz"]) == 0  # with forces: numbers, no note
     out = capsys.readouterr().out
     assert "not measured" not in out and "nan" not in out.lower(), out
+
+
+def _write_old(path):
+    basis = OrbitalBasis.from_dict({14: [(3, 0)]})
+    at = _si()
+    from acehamil.structure import RealSpaceMatrix
+
+    S = RealSpaceMatrix.from_dense([1] * len(at), [[0, 0, 0]], [np.eye(len(at))])
+    write_dataset(path, [StructureData(at, basis, H=(S,), S=S, info={"name": "old"})])
+
+
+@pytest.mark.parametrize("hang_at, kept", [(0, "old"), (1, "new")], ids=["before-the-first-structure", "after-it"])
+def test_generate_overwrite_killed_leaves_one_complete_file_and_nothing_hidden(tmp_path, hang_at, kept):
+    """``generate --overwrite`` moved the old output aside as .NAME.*.replaced; a SIGKILL (no cleanup runs) before
+    the first new structure left the old file hidden and no output.  Now the old file stays in place until the first
+    new structure replaces it atomically (the DFT runs are replaced by instant fakes; the kill is real)."""
+    out = tmp_path / "k.h5"
+    _write_old(out)
+    old_bytes = out.read_bytes()
+    script = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        import acehamil.cli.generate as cg
+        import acehamil.io.pyscf_gen as pg
+        from acehamil.cli import main
+        from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
+        done = [0]
+        def run_crystal(atoms, settings, dm0=None, log=None, band_window=2.0):
+            if done[0] == {hang_at}:  # say so, then hang until killed
+                open({str(tmp_path / "busy")!r}, "w").close()
+                time.sleep(600)
+            done[0] += 1
+            basis = OrbitalBasis.from_dict({{14: [(3, 0)]}})
+            S = RealSpaceMatrix.from_dense([1] * len(atoms), [[0, 0, 0]], [np.eye(len(atoms))])
+            info = {{"band_error": {{"checked_max_meV": 0.0, "all": {{"max_meV": 0.0}}}}}}
+            return StructureData(atoms, basis, H=(S,), S=S, info=info), None
+        pg.run_crystal = run_crystal
+        cg._check_pyscf_names = lambda *a: None  # no PySCF needed
+        sys.exit(main(["generate", "pyscf", "--base", "si2", "--count", "3", "-o", sys.argv[1], "--overwrite", "--quiet"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)])
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "busy").exists():
+            assert proc.poll() is None and time.monotonic() - t0 < 120, "the child did not reach the structure"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if kept == "old":
+        assert out.read_bytes() == old_bytes
+    else:
+        assert len(read_dataset(out).names) == 1 and read_dataset(out).names != ("old",)
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
+    assert hidden == [], hidden

@@ -15,7 +15,6 @@ with ``--on-band-error flag``, stores the structure flagged).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
 def _slab(kind: str):
@@ -221,34 +220,6 @@ def _check_pyscf_names(basis: str, xc: str, plan) -> None:
         raise UserError(f"--xc {xc!r}: not a functional libxc knows ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
 
-@contextlib.contextmanager
-def _replacing(output, overwrite: bool):
-    """``--overwrite``: the old output is moved aside (a hidden file in its folder) while the new one is
-    computed, put back when the run fails before storing any structure, and removed otherwise."""
-    import os
-    import secrets
-
-    path = os.fspath(output)
-    if not (overwrite and os.path.exists(path)):
-        yield
-        return
-    head, tail = os.path.split(path)
-    aside = os.path.join(head, f".{tail}.{secrets.token_hex(4)}.replaced")
-    os.replace(path, aside)
-    try:
-        yield
-    except BaseException:
-        if not os.path.exists(path):
-            os.replace(aside, path)  # nothing new landed: the old file is back, unchanged
-        else:
-            print(f"acehamil generate: the structures computed so far are in {path}; the file it replaced was "
-                  f"removed", file=sys.stderr)
-        raise
-    finally:
-        if os.path.exists(aside):
-            os.unlink(aside)
-
-
 def run(args) -> int:
     import os
 
@@ -280,8 +251,8 @@ def run(args) -> int:
             return check_band_tolerance(data, args.band_tol, args.on_band_error), state
 
     _check_pyscf_names(basis if args.molecule else settings.basis, xc if args.molecule else settings.xc, plan)
-    with _replacing(args.output, args.overwrite):
-        res = generator.generate(plan, args.output, compute, progress=not args.quiet, settings=settings_of(args))
+    res = generator.generate(plan, args.output, compute, progress=not args.quiet, settings=settings_of(args),
+                             overwrite=args.overwrite)
     line = f"{args.output}: computed {res['done']}, already present {res['skipped']}, {res['seconds']:.0f} s"
     if res.get("band_error_max_meV") is not None:
         line += (f"; band error vs PySCF (occupied and E_F +- 2 eV bands) max {res['band_error_max_meV']:.2f} meV, "

@@ -211,7 +211,7 @@ class StreamingWriter:
 
 
 def append_dataset(path, structures: Iterable[StructureData], *, on_duplicate: str = "error",
-                   settings: dict | None = None, settings_key: str = "generation_settings") -> list:
+                   settings: dict | None = None, settings_key: str = "generation_settings", replace: bool = False) -> list:
     """Add structures to a dataset file atomically and under a lock (creates the file when absent).
 
     The existing file is copied, extended and renamed over the original while an
@@ -230,6 +230,9 @@ def append_dataset(path, structures: Iterable[StructureData], *, on_duplicate: s
         JSON-able settings the file must have been made with (stored as the root attribute
         ``settings_key`` when the file is new or has none); a file with other settings
         is refused (UserError), so two settings never mix in one file.
+    replace : bool
+        Start the file afresh: the new file holds ``structures`` only and replaces an existing one
+        (atomically, once complete: until then the old file stays as it was).
 
     Returns
     -------
@@ -243,7 +246,7 @@ def append_dataset(path, structures: Iterable[StructureData], *, on_duplicate: s
     if not path.parent.is_dir():
         raise UserError(f"cannot write {path}: folder {str(path.parent)!r} does not exist")
     with file_lock(path):
-        if not path.exists():
+        if replace or not path.exists():
             names = []
             with atomic_h5(path) as f:
                 write_header(f, KIND, FORMAT_VERSION)

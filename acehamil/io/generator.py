@@ -170,7 +170,7 @@ def _names_in(output: Path) -> set:
 
 
 def generate(plan: list, output, compute: Callable, progress: bool = True, stream=None,
-             settings: dict | None = None) -> dict:
+             settings: dict | None = None, overwrite: bool = False) -> dict:
     """Compute every planned structure not yet in ``output`` and append it there.
 
     Parameters
@@ -188,6 +188,10 @@ def generate(plan: list, output, compute: Callable, progress: bool = True, strea
     settings : dict, optional
         JSON-able generation settings stored in the file (root attribute
         ``generation_settings``) and compared on every resume and append.
+    overwrite : bool
+        Start afresh: an existing ``output`` is neither resumed nor checked, and stays as it was until
+        the first structure computed now replaces it (atomically) with a new file; a run that stops
+        before (a failure, an interrupt, a kill) leaves it untouched.
 
     Returns
     -------
@@ -207,17 +211,18 @@ def generate(plan: list, output, compute: Callable, progress: bool = True, strea
     names = [name for name, _ in plan]
     if len(set(names)) != len(names):
         raise UserError("structure names in the plan are not unique")
-    if output.exists():
+    if output.exists() and not overwrite:
         _check_resume(output, plan, settings)
-    have = _names_in(output)
+    have = set() if overwrite else _names_in(output)
     todo = [(name, at) for name, at in plan if name not in have]
     t0 = time.perf_counter()
     state = None
     done = 0
     bar = Progress(len(plan), "generate", progress, stream, start=len(plan) - len(todo))
     errors = []
+    fresh = overwrite  # the old file stays in place until the first new structure replaces it
     for name, atoms in todo:
-        if name in _names_in(output):  # another run added it meanwhile
+        if not fresh and name in _names_in(output):  # another run added it meanwhile
             bar.step(note=f"{name} present")
             continue
         t1 = time.perf_counter()
@@ -227,7 +232,8 @@ def generate(plan: list, output, compute: Callable, progress: bool = True, strea
             raise GenerationError(f"structure {name!r} ({atoms.get_chemical_formula()}, {len(atoms)} atoms): {err}") from err
         info = dict(data.info, name=name)
         data = type(data)(**{**{f: getattr(data, f) for f in data.__dataclass_fields__}, "info": info})
-        added = append_dataset(output, [data], on_duplicate="skip", settings=settings)
+        added = append_dataset(output, [data], on_duplicate="skip", settings=settings, replace=fresh)
+        fresh = False
         done += len(added)
         bar.step(note=f"{name} {time.perf_counter() - t1:.0f} s" + _band_note(info)
                  + ("" if added else " (added meanwhile by another run)"))
