@@ -1,4 +1,5 @@
-"""Faults left over by the last audit (the charter: bad input gets a clear error, never silent garbage).
+"""Faults left over by the last audit, and found by this one (the charter: bad input gets a clear error,
+never silent garbage).
 
 Each CLI row asserts: exit code 2, ONE line on stderr naming the problem (no traceback), and no new
 or changed file.  Before the fixes these were: a misleading calibration message, silently ignored
@@ -118,6 +119,14 @@ FAULTS = [
      "cut.xyz does not end with a newline"),
     ("cut-xyz-generate", _cut("one.xyz", "cut.xyz", 3), ["generate", "pyscf", "--structures", "cut.xyz", "-o", "g.h5"],
      "cut.xyz does not end with a newline"),
+    # found by this session's audit: options and settings that were ignored without a word
+    ("s-threshold-without-remedy", None, ["dos", "train.h5", "--s-threshold", "0.01", "-o", "d.png"],
+     "--s-threshold 0.01 applies only with --remedy project"),
+    ("s-threshold-nan", None, ["bands", "train.h5", "--remedy", "project", "--s-threshold", "nan", "-o", "b.png"],
+     "--s-threshold must be a positive number, got nan"),
+    ("kind-weights-misspelt", _edit("fit.toml", "b.toml", lambda t: t + '\n[fit]\nkind_weights = { "si8-ratle" = 0.5 }\n'),
+     ["fit", "b.toml", "-o", "o.h5", "-q"],
+     "b.toml: [fit] kind_weights names kind(s) ['si8-ratle'] that no structure of [data] train has (info['kind'] there: none)"),
     # one posterior draw has no spread
     ("predict-one-sample", None, ["predict", "m.h5", "one.xyz", "-o", "p.h5", "--samples", "1"],
      "--samples must be 0 (no draws) or >= 2 (one draw has no spread), got 1"),
@@ -139,6 +148,18 @@ def test_default_degrees_stay_valid_with_a_lower_max_nu(tmp_path):
     cfg = read_model_config(tmp_path / "c.toml")
     assert cfg.h_onsite.max_degree == (8, 6) and cfg.h_onsite.degrees_used(offsite=False) == 1
     assert cfg.h_offsite.degrees_used(offsite=True) == 1
+
+
+def test_kind_weights_of_present_kinds_pass():
+    from types import SimpleNamespace as NS
+
+    from acehamil.cli.fit import _check_kind_weights
+    from acehamil.models.hamiltonian.config import ModelConfig
+
+    cfg = ModelConfig.from_dict({"fit": {"kind_weights": {"a": 0.5, "b": 0.0}}})
+    _check_kind_weights(cfg, NS(kinds=lambda: ("a", None, "b")), "c.toml")
+    with pytest.raises(Exception, match=r"kind\(s\) \['b'\] .* there: 'a'\)"):
+        _check_kind_weights(cfg, NS(kinds=lambda: ("a", None)), "c.toml")
 
 
 def test_calibration_without_electron_counts_says_so(files):

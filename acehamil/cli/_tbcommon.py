@@ -14,8 +14,8 @@ def add_structure_args(p) -> None:
     p.add_argument("--remedy", choices=["project"], default=None,
                    help="on a singular/ill-conditioned S(k): project out its near-null space (fewer bands) "
                         "instead of stopping with an error")
-    p.add_argument("--s-threshold", type=float, default=1e-6,
-                   help="eigenvalue threshold of S(k) for --remedy project (default 1e-6)")
+    p.add_argument("--s-threshold", type=float, default=None,
+                   help="eigenvalue threshold of S(k) for --remedy project (default 1e-6; only with --remedy project)")
     p.add_argument("--max-condition", type=float, default=1e10,
                    help="largest accepted condition number of S(k) (default 1e10)")
     p.add_argument("--orthonormal", action="store_true",
@@ -28,7 +28,20 @@ def add_structure_args(p) -> None:
 
 
 def solver_kw(args) -> dict:
-    return {"remedy": args.remedy, "s_threshold": args.s_threshold, "max_condition": args.max_condition}
+    """The S(k) options of ``bands``/``dos`` as solver keywords, checked (UserError): ``--s-threshold`` is a
+    positive number and comes with ``--remedy project`` (without it the value was ignored without a word)."""
+    import math
+
+    from ..tb.eigen import S_THRESHOLD
+
+    thr = args.s_threshold
+    if thr is not None and args.remedy != "project":
+        raise UserError(f"--s-threshold {thr:g} applies only with --remedy project (the S(k) directions it projects "
+                        "out); without it an ill-conditioned S(k) stops with an error")
+    if thr is not None and not (thr > 0 and math.isfinite(thr)):
+        raise UserError(f"--s-threshold must be a positive number, got {thr:g}")
+    return {"remedy": args.remedy, "s_threshold": S_THRESHOLD if thr is None else thr,
+            "max_condition": args.max_condition}
 
 
 def load_structure(path, index: int, orthonormal: bool = False, option: str = "--structure"):

@@ -84,6 +84,7 @@ def run(args) -> int:
 
     if args.npoints is not None and args.npoints < 2:
         raise UserError(f"--npoints must be >= 2, got {args.npoints}")
+    solver_kw(args)  # checked before any work
     check_tb_outputs(args, REFERENCE=args.reference, KPTS=args.kpts)
     sd = load_structure(args.data, args.structure, args.orthonormal)
     if args.npoints is not None:

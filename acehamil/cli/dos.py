@@ -73,6 +73,7 @@ def run(args) -> int:
         raise UserError(f"--moments must be >= 2 and --vectors >= 1, got {args.moments}, {args.vectors}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    solver_kw(args)  # checked before any work
     check_tb_outputs(args)
     sd = load_structure(args.data, args.structure, args.orthonormal)
     energies = None if args.erange is None else np.linspace(args.erange[0], args.erange[1], args.npoints or 2001)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..errors import UserError
 from ._outputs import add_overwrite_arg, check_outputs, config_input_files
 
 
@@ -36,6 +37,7 @@ def run(args) -> int:
         raise ValueError(f"{args.config}: [data] train (the dataset file) is required")
     ds = read_dataset(cfg.data.train)
     idx = cfg.data.training_indices(len(ds))
+    _check_kind_weights(cfg, ds, args.config)
     train = [ds[i] for i in idx] if len(idx) <= 64 else _Lazy(ds, idx)
     model = fit(train, cfg, progress=not args.quiet)
     report = dict(model.report)
@@ -57,6 +59,20 @@ def run(args) -> int:
 
         atomic_write_text(args.report, dumps_strict(report, indent=1))
     return 0
+
+
+def _check_kind_weights(cfg, ds, source) -> None:
+    """Refuse ``[fit] kind_weights`` naming a kind no structure of the data files has (a misspelt kind was
+    ignored without a word: its structures kept weight 1)."""
+    if not cfg.fit.kind_weights:
+        return
+    kinds = set(ds.kinds())
+    unknown = sorted(k for k, _ in cfg.fit.kind_weights if k not in kinds)
+    if unknown:
+        known = sorted(k for k in kinds if k is not None)
+        shown = ", ".join(repr(k) for k in known[:12]) + (", ..." if len(known) > 12 else "") if known else "none"
+        raise UserError(f"{source}: [fit] kind_weights names kind(s) {unknown} that no structure of [data] train has "
+                        f"(info['kind'] there: {shown})")
 
 
 class _Lazy:

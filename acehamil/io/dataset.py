@@ -344,6 +344,10 @@ class Dataset(Sequence):
             except (KeyError, OSError) as err:
                 raise ValueError(f"{self.path}:/structures/{key} cannot be read (truncated file?): {err}") from None
 
+    def kinds(self) -> tuple:
+        """``info["kind"]`` of each structure (None where it has none), read without the matrices."""
+        return _kinds(self)
+
     def summary(self) -> list:
         """Cheap per-structure facts without reading matrix values.
 
@@ -367,6 +371,20 @@ class Dataset(Sequence):
                                     f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
                                     f"truncated or foreign file?)") from None
         return out
+
+
+def _kinds(ds) -> tuple:
+    """``info["kind"]`` of every structure of one file (None where absent), from the attributes only."""
+    with open_h5(ds.path) as f:
+        infos = [f["structures"][k].attrs.get("info", "{}") for k in ds._keys]
+    out = []
+    for text in infos:
+        try:
+            kind = json.loads(text).get("kind")
+        except (ValueError, AttributeError):
+            kind = None  # a malformed info is reported when the structure is read
+        out.append(None if kind is None else str(kind))
+    return tuple(out)
 
 
 def _as_index(index) -> int:
@@ -458,6 +476,10 @@ class DatasetGroup(Sequence):
             return [self[n] for n in range(*index.indices(len(self)))]
         f, k = self.file_of(index)
         return self.datasets[f][k]
+
+    def kinds(self) -> tuple:
+        """:meth:`Dataset.kinds` of every file, concatenated."""
+        return tuple(k for d in self.datasets for k in d.kinds())
 
     def summary(self) -> list:
         """:meth:`Dataset.summary` of every file, concatenated (each entry gains ``file``)."""
