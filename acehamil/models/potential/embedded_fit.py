@@ -368,13 +368,21 @@ def fit_embedded(configs, basis, species, settings: FitSettings | None = None, e
     full[cols] = a
     dens = densities_from_theta(data, loss, theta, nB)
     chosen = {**ch, "lam_density": lam_d}
-    info = {"iterations": int(res.nit), "loss": float(res.fun), "converged": bool(res.success), "message": str(res.message),
-            "n_density_features": int(len(data.density_cols))}
-    meta = {"settings": settings.to_dict(), "embedding_settings": emb.to_dict(), "chosen": chosen, "n_configs": len(configs),
-            "n_atoms": int(data.natoms.sum()), "n_active_columns": int(len(cols)), "solver_info": info}
+    info, meta = fit_record(res, data, settings, emb, chosen, len(configs), len(cols))
     pot = EmbeddedACEPotential(basis, species, full[:ns], full[ns:].reshape(ns, nB), dens, emb.embeddings, repulsion, meta)
     return EmbeddedFitResult(pot, linear, cv, chosen, info,
                              {"features": data.seconds, "linear": t1 - t0, "cv": t2 - t1, "solve": t3 - t2}, cv_by_type)
+
+
+def fit_record(res, data: EmbeddingData, settings: FitSettings, emb: EmbeddingSettings, chosen: dict, n_configs: int,
+               n_cols: int, extra: dict | None = None) -> tuple:
+    """``(solver_info, metadata)`` of a finished density fit (``res``: scipy's L-BFGS result), as the potential
+    stores them; ``extra`` metadata go before ``solver_info``."""
+    info = {"iterations": int(res.nit), "loss": float(res.fun), "converged": bool(res.success), "message": str(res.message),
+            "n_density_features": int(len(data.density_cols))}
+    meta = {"settings": settings.to_dict(), "embedding_settings": emb.to_dict(), "chosen": chosen, "n_configs": n_configs,
+            "n_atoms": int(data.natoms.sum()), "n_active_columns": int(n_cols), **(extra or {}), "solver_info": info}
+    return info, meta
 
 
 def densities_from_theta(data: EmbeddingData, loss: ProjectedLoss, theta, n_features: int) -> np.ndarray:

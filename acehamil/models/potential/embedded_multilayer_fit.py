@@ -44,7 +44,7 @@ from dataclasses import replace
 import numpy as np
 
 from .embedded_data import EmbeddingData, density_columns, embedding_data
-from .embedded_fit import EmbeddedFitResult, EmbeddingSettings, densities_from_theta, fit_densities
+from .embedded_fit import EmbeddedFitResult, EmbeddingSettings, densities_from_theta, fit_densities, fit_record
 from .fit import FitResult, FitSettings, _columns
 from .model import VOIGT, cell_volume, feature_degrees
 from .multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
@@ -167,11 +167,7 @@ def fit_embedded_multilayer(configs, basis, species, settings: FitSettings | Non
     full[cols] = a
     dens = densities_from_theta(full_data, loss, theta, nB)
     chosen = {**ch, "lam_density": lam_d}
-    info = {"iterations": int(res.nit), "loss": float(res.fun), "converged": bool(res.success), "message": str(res.message),
-            "n_density_features": int(len(data.density_cols))}
-    meta = {"settings": settings.to_dict(), "embedding_settings": emb.to_dict(), "chosen": chosen, "n_configs": len(configs),
-            "n_atoms": int(data.natoms.sum()), "n_active_columns": int(len(cols)), "message_spec": layer.spec.to_dict(),
-            "solver_info": info}
+    info, meta = fit_record(res, data, settings, emb, chosen, len(configs), len(cols), {"message_spec": layer.spec.to_dict()})
     pot = MultilayerACEPotential(basis, species, full[:ns], full[ns:n_lin].reshape(ns, nB), layer,
                                  full[n_lin:].reshape(ns, layer.n_features), repulsion, meta, dens, emb.embeddings)
     return EmbeddedFitResult(pot, multilayer, cv, chosen, info, seconds, cv_by_type)
