@@ -127,6 +127,9 @@ FAULTS = [
     ("kind-weights-misspelt", _edit("fit.toml", "b.toml", lambda t: t + '\n[fit]\nkind_weights = { "si8-ratle" = 0.5 }\n'),
      ["fit", "b.toml", "-o", "o.h5", "-q"],
      "b.toml: [fit] kind_weights names kind(s) ['si8-ratle'] that no structure of [data] train has (info['kind'] there: none)"),
+    ("potential-n-folds-above-configs", _edit("pot.toml", "b.toml", lambda t: t.replace("n_folds = 2", "n_folds = 4")),
+     ["fit-potential", "b.toml", "-o", "o.h5", "-q"],
+     "[fit] n_folds = 4 but the training data hold 3 configurations: cross-validation needs n_folds <= 3"),
     # one posterior draw has no spread
     ("predict-one-sample", None, ["predict", "m.h5", "one.xyz", "-o", "p.h5", "--samples", "1"],
      "--samples must be 0 (no draws) or >= 2 (one draw has no spread), got 1"),
@@ -138,6 +141,26 @@ def test_leftover_fault_is_one_clear_line(w, capsys, setup, argv, message):
     if setup is not None:
         setup(w)
     _one_line_error(w, capsys, argv, message)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("folder, name, cut, message", [
+    ("water-dimer", "rs_hamiltonian.out", 20, "rs_hamiltonian.out does not end with a newline: its last value '0.0' may be cut"),
+    ("water-dimer", "rs_overlap.out", 20, "rs_overlap.out does not end with a newline"),
+    ("bilayer-graphene", "band1001.out", 5, "band1001.out does not end with a newline: its last line '...237"),
+], ids=["rs-hamiltonian", "rs-overlap", "band-file"])
+def test_fhi_aims_text_cut_mid_number_is_one_line(shared_data, tmp_path, capsys, folder, name, cut, message):
+    """A value cut mid-digits kept the count right and was read as another number (0.15E-05 cut to 0.15E-0)."""
+    run = tmp_path / "run"
+    shutil.copytree(shared_data / "fhi-aims" / folder, run)
+    for p in run.rglob("*"):
+        p.chmod(0o644)
+    (run / name).write_bytes((run / name).read_bytes()[:-cut])
+    rc = main(["convert", str(run), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith("acehamil convert: error: ") and message in err[0], err[0]
+    assert not (tmp_path / "o.h5").exists()
 
 
 def test_default_degrees_stay_valid_with_a_lower_max_nu(tmp_path):

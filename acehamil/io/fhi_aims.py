@@ -228,6 +228,9 @@ def _read_values(folder: Path, stem: str, size: int, prefer_hdf5: bool | None) -
     else:
         if not txt.is_file():
             raise FileNotFoundError(f"FHI-aims folder {folder} lacks rs_{stem}.out (or rs_{stem}.h5)")
+        from .text_files import check_not_cut
+
+        check_not_cut(txt, "value")  # FHI-aims ends every value with a newline
         lines = [ln.split() for ln in txt.read_text().splitlines() if ln.strip()]
         ncol = len(lines[0]) if lines else 1
         try:

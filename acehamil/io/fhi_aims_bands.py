@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .text_files import check_not_cut
+
 __all__ = ["BandSegment", "AimsControl", "read_control_in", "read_band_files", "path_labels", "read_eigenvalues_out", "band_extras"]
 
 _GAMMA = {"gamma", "g", "γ", "\\gamma"}
@@ -148,6 +150,7 @@ def read_band_files(folder, chemical_potential: float | None) -> tuple:
         raise FileNotFoundError(f"{folder}: no FHI-aims band files (band1001.out ...)")
     by_spin = {}
     for (spin, _), p in files:
+        check_not_cut(p)  # FHI-aims ends every k-point's line with a newline
         try:
             a = np.loadtxt(p, ndmin=2)
         except ValueError as err:

@@ -19,7 +19,8 @@ def check_not_cut(path) -> None:
     """Refuse an (extended) XYZ file whose last line has no newline: it was cut off, maybe mid-number.
 
     ASE reads ``1.40743818`` cut to ``1.407`` as a valid, shorter number, so a truncated file (a
-    copy or a write interrupted) would give silently wrong positions, energies or forces.
+    copy or a write interrupted) would give silently wrong positions, energies or forces
+    (:func:`acehamil.io.text_files.check_not_cut`).  Other formats are ASE's to check.
 
     Raises
     ------
@@ -43,9 +44,9 @@ def check_not_cut(path) -> None:
     from ase.io.formats import filetype
 
     from ..errors import UserError
+    from .text_files import check_not_cut as check_text
 
-    size = os.path.getsize(path)
-    if size == 0:
+    if os.path.getsize(path) == 0:
         return
     try:
         fmt = filetype(str(path), read=True, guess=True)
@@ -53,15 +54,10 @@ def check_not_cut(path) -> None:
         return
     if fmt not in _LINE_FORMATS:
         return
-    with open(path, "rb") as f:
-        f.seek(max(0, size - 4096))
-        tail = f.read()
-    if tail.endswith((b"\n", b"\r")):
-        return
-    last = tail.splitlines()[-1].decode("utf-8", "replace").strip() if tail.strip() else ""
-    shown = last if len(last) <= 60 else "..." + last[-57:]
-    raise UserError(f"{path} does not end with a newline: its last line {shown!r} may be cut off mid-number "
-                    "(a truncated file?); if the file is complete, end it with a newline")
+    try:
+        check_text(path)
+    except ValueError as err:
+        raise UserError(f"{err}; if the file is complete, end it with a newline") from None
 
 
 def read_configs(path, index: str = ":") -> list[Config]:

@@ -249,6 +249,9 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
         if k in fcfg:
             fcfg[k] = tuple(fcfg[k]) if np.ndim(fcfg[k]) else (fcfg[k],)
     settings = FitSettings(**fcfg)
+    if "n_folds" in fcfg and settings.n_folds > max(len(train), 1):  # CV was skipped without a word
+        raise ValueError(f"[fit] n_folds = {settings.n_folds} but the training data hold {len(train)} configurations: "
+                         f"cross-validation needs n_folds <= {len(train)} (n_folds = 1: no CV, the first grid values)")
     mcfg = dict(cfg.get("model", {}))
     kind = mcfg.get("kind", "linear")
     if kind not in MODEL_KINDS:
