@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -166,25 +165,19 @@ def summarise(per) -> dict:
 
 
 def main(argv=None) -> int:
+    from transfer_levers import add_variant_args, apply, every_structure
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=str(ROOT / "examples" / "si_hamiltonian.toml"))
-    p.add_argument("--variant", nargs="+", default=["{}"], help="JSON overrides of the configuration, one featurisation each")
-    p.add_argument("--weights", nargs="+", default=["null"], help="JSON kind_weights tables ('null': the configuration's)")
+    add_variant_args(p)
     p.add_argument("--defect", action="store_true", help="errors by environment and DFT substitutions in defect cells")
     p.add_argument("--bond", type=float, default=2.75, help="neighbour cutoff of the coordination number, Å")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from acehamil.io.config import read_model_config
-    from acehamil.io.dataset import read_dataset
     from acehamil.models.hamiltonian.fit import kind_factors
     from transfer_cv import featurise
-    from transfer_levers import apply
 
-    base = read_model_config(args.config)
-    base = replace(base, uncertainty=replace(base.uncertainty, calibrate=False))
-    ds = read_dataset(base.data.train)
-    data = [ds[i] for i in range(len(ds))]
+    base, ds, data = every_structure(args.config)
     test_idx = set(int(i) for i in base.data.test_indices(len(ds)))
     say = sys.stderr if args.json else sys.stdout
     records = []

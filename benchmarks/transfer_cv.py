@@ -45,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -158,10 +157,10 @@ def summarise(per, exclude: str) -> dict:
 
 
 def main(argv=None) -> int:
+    from transfer_levers import add_variant_args, apply, every_structure
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=str(ROOT / "examples" / "si_hamiltonian.toml"))
-    p.add_argument("--variant", nargs="+", default=["{}"], help="JSON overrides of the configuration, one featurisation each")
-    p.add_argument("--weights", nargs="+", default=["null"], help="JSON kind_weights tables ('null': the configuration's)")
+    add_variant_args(p)
     p.add_argument("--extra", nargs="*", default=[], help="FILE[:i-j][@kind] ... more TRAINING structures (never a test-only set); "
                    "unlabelled ones get the kind after '@' (default: the file's stem)")
     p.add_argument("--bond-weight", nargs="+", default=["none"],
@@ -172,15 +171,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    from acehamil.io.config import read_model_config
-    from acehamil.io.dataset import read_dataset
     from acehamil.models.hamiltonian.fit import kind_factors
-    from transfer_levers import apply, structures as read_spec
+    from transfer_levers import structures as read_spec
 
-    base = read_model_config(args.config)
-    base = replace(base, uncertainty=replace(base.uncertainty, calibrate=False))
-    ds = read_dataset(base.data.train)
-    data = [ds[i] for i in range(len(ds))]
+    base, ds, data = every_structure(args.config)
     for spec in args.extra:  # FILE[:i-j][@kind]: unlabelled structures get the kind after '@', else the file's stem
         spec, _, label = spec.partition("@")
         label = label or Path(spec.partition(":")[0]).stem

@@ -53,6 +53,25 @@ def apply(cfg, variant: dict):
     return cfg
 
 
+def add_variant_args(p) -> None:
+    """The options ``transfer_cv.py`` and ``transfer_bias.py`` share: ``--config``, ``--variant``, ``--weights``."""
+    p.add_argument("--config", default=str(ROOT / "examples" / "si_hamiltonian.toml"))
+    p.add_argument("--variant", nargs="+", default=["{}"], help="JSON overrides of the configuration, one featurisation each")
+    p.add_argument("--weights", nargs="+", default=["null"], help="JSON kind_weights tables ('null': the configuration's)")
+
+
+def every_structure(config: str) -> tuple:
+    """``(base, ds, data)``: the configuration with its calibration off, its ``[data] train`` dataset and every
+    structure in it (the test ones too: the caller decides what they are used for)."""
+    from acehamil.io.config import read_model_config
+    from acehamil.io.dataset import read_dataset
+
+    base = read_model_config(config)
+    base = replace(base, uncertainty=replace(base.uncertainty, calibrate=False))
+    ds = read_dataset(base.data.train)
+    return base, ds, [ds[i] for i in range(len(ds))]
+
+
 def structures(spec: str) -> list:
     """StructureData of ``FILE[:i-j]`` (inclusive index range), parsed as ``transfer_diagnosis.py`` does."""
     from transfer_diagnosis import structures as labelled  # this folder is on sys.path when run as a script
