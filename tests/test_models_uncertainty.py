@@ -644,3 +644,48 @@ def test_fermi_weights_are_the_response_of_the_fermi_level():
     fd = (fermi_level((eps + h * d)[None], wk, n_el, width, "fermi-dirac", 2)
           - fermi_level((eps - h * d)[None], wk, n_el, width, "fermi-dirac", 2)) / (2 * h)
     assert np.isclose(np.sum(phi * d), fd, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.parametrize("improper", [False, True])
+def test_extrapolation_score_is_invariant_under_rotation_permutation_translation(model, data, rng, improper):
+    """The per-atom score is a function of each atom's environment: unchanged (permuted with the atoms) by a
+    random proper or improper rotation of positions and cell, a permutation and a translation."""
+    from ase import Atoms
+
+    from acehamil.models.hamiltonian.uncertainty import extrapolation_score
+    from acehamil.so3 import random_rotation
+
+    atoms = data[4].atoms
+    ref = extrapolation_score(model, atoms)
+    Q = random_rotation(rng, improper=improper)
+    perm = rng.permutation(len(atoms))
+    moved = Atoms(numbers=atoms.numbers[perm], positions=atoms.positions[perm] @ Q.T + rng.normal(size=3) * 3.0,
+                  cell=atoms.cell.array @ Q.T, pbc=atoms.pbc)
+    got = extrapolation_score(model, moved)
+    assert np.all(np.isfinite(ref)) and np.all(ref > 0)
+    np.testing.assert_allclose(got, ref[perm], rtol=1e-8)
+
+
+def test_extrapolation_score_grows_for_a_vacancy_at_its_neighbours(model, data):
+    """Removing an atom from a rattled cell like the training ones raises the score, most at the atoms whose
+    environment lost the neighbour (the four first neighbours of the empty site), and more than at the rest."""
+    from acehamil.models.hamiltonian.uncertainty import extrapolation_score
+
+    atoms = data[4].atoms.repeat((2, 2, 2))  # 16 atoms (the training cells are 2-atom primitive cells)
+    bulk_score = extrapolation_score(model, atoms)
+    vac = atoms.copy()
+    del vac[0]
+    score = extrapolation_score(model, vac)
+    d = np.linalg.norm(_mic(vac, atoms.positions[0]), axis=1)
+    near = np.zeros(len(vac), bool)
+    near[np.argsort(d)[:4]] = True  # the four first neighbours of the removed atom
+    assert d[near].max() < 2.9 < d[~near].min()
+    assert score.max() > 1.5 * bulk_score.max()
+    assert score[near].min() > score[~near].max()
+
+
+def _mic(atoms, point):
+    """Minimum-image vectors from ``point`` to every atom of ``atoms`` (Å)."""
+    from ase.geometry import find_mic
+
+    return find_mic(atoms.positions - point, atoms.cell, atoms.pbc)[0]
