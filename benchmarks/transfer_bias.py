@@ -4,8 +4,8 @@ A model that lacks capacity (bias) fits the structures it is trained on worse wh
 them; inconsistent targets (energy zero, smearing) show as kinds whose energy zeros or rigid
 eigenvalue shifts do not follow the others.  For each ``--weights`` table (``fit.kind_weights``;
 ``'null'`` = the configuration's own) this script fits the configuration once from per-structure
-normal-equation sums (features computed once per ``--variant``, as ``transfer_cv.py``) on the
-structures it would fit (its ``[data] test`` ones and kinds at weight 0 left out) and reports, per
+normal-equation sums (features computed per table with the sampling plan of that fit, as ``transfer_cv.py``)
+on the structures it would fit (its ``[data] test`` ones and kinds at weight 0 left out) and reports, per
 structure kind and role (``fitted`` / ``held-out`` / ``unfitted``):
 
 * eigenvalue MAE within E_F +- 2 eV (own Fermi levels, about 6 k-points per 5.43 Å) split into the
@@ -126,7 +126,7 @@ def run(model, parts, data, test_idx, factors, args) -> dict:
     from transfer_cv import kind_of, scaled_sums
     from transfer_levers import kmesh_for
 
-    weighted = [scaled_sums(p, f) if f != 1.0 else p for p, f in zip(parts, factors)]
+    weighted = [p if p is None or f == 1.0 else scaled_sums(p, f) for p, f in zip(parts, factors)]
     keep = [k for k in range(len(data)) if factors[k] > 0 and k not in test_idx]
     cells = [data[k].atoms for k in keep]
     sums = FitSums.subset(weighted, keep)
@@ -183,13 +183,16 @@ def main(argv=None) -> int:
     records = []
     for text in args.variant:
         cfg = apply(base, json.loads(text))
-        t0, c0 = time.perf_counter(), time.process_time()
-        model, parts = featurise(data, cfg)
-        print(f"{text}: features {time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} s CPU, "
-              f"load {os.getloadavg()[0]:.1f}", file=say, flush=True)
         for wtext in args.weights:
             table = json.loads(wtext)
             kw = cfg.fit.kind_weights if table is None else tuple(table.items())
+            factors = kind_factors(data, kw)
+            # sampled with the plan of the fit this table gives (its fitted structures only), as `acehamil fit` draws it
+            fitted = [k for k in range(len(data)) if factors[k] > 0 and k not in test_idx]
+            t0, c0 = time.perf_counter(), time.process_time()
+            model, parts, rates = featurise(data, cfg, fitted=fitted)
+            print(f"{text}: features of {len(fitted)} fitted structures {time.perf_counter() - t0:.1f} s wall, "
+                  f"{time.process_time() - c0:.1f} s CPU, load {os.getloadavg()[0]:.1f}; H rates {rates}", file=say, flush=True)
             t1, c1 = time.perf_counter(), time.process_time()
             res = run(model, parts, data, test_idx, kind_factors(data, kw), args)
             rec = {"variant": text, "kind_weights": dict(kw), "summary": summarise(res["per_structure"]), **res,

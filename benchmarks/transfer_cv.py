@@ -21,11 +21,18 @@ see:
 
 ``--variant JSON ...`` are overrides of the configuration's tables (as ``transfer_levers.py``), one
 featurisation each; ``--weights JSON ...`` are ``fit.kind_weights`` tables tried on each variant (a
-weight scales the structure's sums, so no features are computed again; ``'null'`` = the
+weight scales the structure's sums; ``'null'`` = the
 configuration's own; a kind at weight 0 is not fitted at all but still scored when its group is held
-out, so "with kind X at weight w" and "without X" are scored on the same structures).  The off-site S model is fitted once per variant on all structures (the
-fold models keep it: S is exact to ~1e-6, ``docs/models.md``).  Sampling rates
-(``max_blocks_per_type``) are those of the full set in every fold.  Wall and CPU seconds and the
+out, so "with kind X at weight w" and "without X" are scored on the same structures).  The off-site S model is fitted on the fitted structures (the
+fold models keep it: S is exact to ~1e-6, ``docs/models.md``).  The off-site
+bonds are sampled as the fit of each weight table samples them (:func:`fit_plans`: its seeded generator,
+rates ``max_blocks_per_type`` / the bond count of the structures that table fits, weight-0 ones left out),
+so the weight-1 sums of all fitted structures are the real fit's bit for bit and a table that adds
+structures also lowers every structure's sampling rate, as a real fit does (features are computed again
+whenever the set of fitted structures changes).  A fold keeps the full table's plan: a real fit without
+the fold's group would sample at a rate higher by that group's share of the bonds.  ``--oracle`` adds,
+per held-out structure, the eigenvalue MAE with one category of H blocks taken from DFT
+(:func:`oracle_maes`).  Wall and CPU seconds and the
 load are printed beside every figure; ``--json`` prints one record per (variant, weights).
 
 Usage::
@@ -76,7 +83,7 @@ def scaled_sums(part, factor: float):
     return FitSums(normal, dict(part.counts), gauge)
 
 
-def bond_weighted_sums(model, sd, matrix_of, rates, weight, rng, index=0, gauge=False, bond_weight=None):
+def bond_weighted_sums(model, sd, matrix_of, rates, weight, rng, index=0, gauge=False, bond_weight=None, pairs=None):
     """:func:`acehamil.models.hamiltonian.sums.structure_sums` with a heteroscedastic noise model of the
     off-site rows (a prototype, not a package option): a bond of length ``r`` gets the row weight
     ``clip(exp(2 (r - r_from) / xi), 1, w_max)`` (noise ~ the block's size, which falls off as
@@ -85,7 +92,7 @@ def bond_weighted_sums(model, sd, matrix_of, rates, weight, rng, index=0, gauge=
     from acehamil.models.hamiltonian.sums import structure_sums
 
     if bond_weight is None:
-        return structure_sums(model, sd, matrix_of, rates, weight, rng, index=index, gauge=gauge)
+        return structure_sums(model, sd, matrix_of, rates, weight, rng, index=index, gauge=gauge, pairs=pairs)
     xi, r_from, w_max = bond_weight
 
     def centre_weights(fam, env):
@@ -95,42 +102,120 @@ def bond_weighted_sums(model, sd, matrix_of, rates, weight, rng, index=0, gauge=
         r = np.linalg.norm(np.asarray(env.vec, dtype=float).reshape(n, -1), axis=1)
         return np.clip(np.exp(2.0 * (r - r_from) / xi), 1.0, w_max)
 
-    return structure_sums(model, sd, matrix_of, rates, weight, rng, index=index, gauge=gauge,
+    return structure_sums(model, sd, matrix_of, rates, weight, rng, index=index, gauge=gauge, pairs=pairs,
                           centre_weights=centre_weights)
 
 
-def featurise(structures, cfg, bond_weight=None):
-    """Per-structure H sums at weight 1 (energy-zero terms keyed by position) and a model whose S is fitted
-    on all ``structures`` (H coefficients: the weight-1 fit of all).  Returns ``(model, parts)``."""
+def fit_plans(structures, cfg, fitted):
+    """The sampling plans ``(H, S)`` a fit of ``structures[fitted]`` draws (:func:`acehamil.models.hamiltonian.fit.fit`
+    without a validation split): the fit's generator ``default_rng(seed)`` first permutes the fitted structures,
+    then plans H, then S, over the fitted structures' centre counts in index order; rates are
+    ``min(1, max_blocks_per_type / count over the fitted structures)`` per family."""
+    from acehamil.models.hamiltonian.model import HamiltonianModel
+    from acehamil.models.hamiltonian.sums import Sampling, counts_and_pairs
+
+    if cfg.fit.validation_fraction > 0:
+        raise ValueError("the plans replicate a fit without a validation split (fit.validation_fraction = 0)")
+    template = HamiltonianModel.build(cfg, structures[0].basis)
+    rng = np.random.default_rng(cfg.fit.seed)
+    rng.permutation(len(fitted))  # the fit's seeded split draws this before the plans
+    counted = [counts_and_pairs((template.H, template.S), template.reach, structures[k].atoms) for k in fitted]
+    plans = {name: Sampling.plan([c[0][m] for c in counted], cfg.fit.max_blocks_per_type, rng)
+             for m, name in enumerate(("H", "S"))}
+    return template, plans, [c[1] for c in counted]
+
+
+def featurise(structures, cfg, bond_weight=None, fitted=None):
+    """Per-structure H sums at weight 1 (energy-zero terms keyed by position) of the structures a fit of
+    ``structures[fitted]`` would use, sampled with that fit's own plan (:func:`fit_plans`: the same rates and
+    draws, so the weight-1 sums of the fitted structures are the fit's), and a model whose S is fitted on them
+    (H coefficients: the weight-1 fit of all of them).
+
+    Returns ``(model, parts, rates)``: ``parts[k]`` is None for a structure outside ``fitted`` (default: all);
+    ``rates`` the H sampling rates ``{family: rate}``.
+    """
     from acehamil.models.hamiltonian.fit import solve_all, solve_sums
     from acehamil.models.hamiltonian.model import HamiltonianModel
-    from acehamil.models.hamiltonian.sums import FitSums, Sampling, centre_counts, pick_h, pick_s, structure_sums
+    from acehamil.models.hamiltonian.sums import FitSums, pick_h, pick_s
 
+    fitted = list(range(len(structures))) if fitted is None else sorted(int(k) for k in fitted)
     basis = structures[0].basis
-    template = HamiltonianModel.build(cfg, basis)
-    rng = np.random.default_rng(cfg.fit.seed)
+    template, plans, pairs = fit_plans(structures, cfg, fitted)
     out = {}
     for name, mm, pick in (("H", template.H, pick_h), ("S", template.S, pick_s)):
-        counts = [centre_counts(mm, sd.atoms) for sd in structures]
-        sampling = Sampling.plan(counts, cfg.fit.max_blocks_per_type, rng)
+        sampling = plans[name]
         gauge = name == "H" and cfg.fit.fit_energy_zero
-        out[name] = [bond_weighted_sums(mm, sd, pick, sampling.rates, 1.0, sampling.rng(k), index=k, gauge=gauge,
-                                        bond_weight=bond_weight if name == "H" else None)
-                     for k, sd in enumerate(structures)]
+        out[name] = [bond_weighted_sums(mm, structures[k], pick, sampling.rates, 1.0, sampling.rng(pos), index=k,
+                                        gauge=gauge, bond_weight=bond_weight if name == "H" else None, pairs=nl)
+                     for pos, (k, nl) in enumerate(zip(fitted, pairs))]
     s_coefs, s_posts, _ = solve_all(template.S, FitSums.total(out["S"]).normal, cfg.solver)
-    cells = [sd.atoms for sd in structures]
-    h_coefs, h_posts, _, _, ez, _ = solve_sums(template.H, FitSums.total(out["H"]), cfg, cells, basis.species)
+    cells = [structures[k].atoms for k in fitted]
+    h_coefs, h_posts, _, _, ez, _ = solve_sums(template.H, FitSums.subset(_spread(out["H"], fitted, len(structures)), fitted),
+                                               cfg, cells, basis.species)
     model = HamiltonianModel.build(cfg, basis, h_coefs, s_coefs, {}, h_posts, s_posts, ez)
-    return model, out["H"]
+    return model, _spread(out["H"], fitted, len(structures)), dict(plans["H"].rates)
 
 
-def cross_validate(model, parts, structures, groups, factors) -> list:
-    """Per-structure scores of every structure predicted by the fold model without its group."""
+def _spread(parts, fitted, n) -> list:
+    """``parts`` (one per fitted structure) at their structures' positions, None elsewhere."""
+    out = [None] * n
+    for k, p in zip(fitted, parts):
+        out[k] = p
+    return out
+
+
+#: Oracle categories (``--oracle``): the model's H blocks of one category replaced by DFT's (aligned).
+BOND_SHELLS = ((0.0, 2.6), (2.6, 4.0), (4.0, 6.0), (6.0, np.inf))  # Å, off-site blocks
+
+
+def coordination(atoms, bond: float) -> np.ndarray:
+    """Neighbours of each atom within ``bond`` Å, shape (natoms,) int."""
+    from ase.neighborlist import neighbor_list
+
+    return np.bincount(neighbor_list("i", atoms, bond), minlength=len(atoms))
+
+
+def oracle_maes(model, sd, kmesh, bond: float = 2.75) -> dict:
+    """Eigenvalue MAE (meV, within E_F +- 2 eV, own Fermi levels, as ``evaluate``) of ``model`` on ``sd`` and
+    with one category of its H blocks replaced by DFT's (aligned by the best ``V S`` over all blocks, the model's
+    S kept): ``onsite``; off-site blocks by bond length ``bonds a-b`` (:data:`BOND_SHELLS`); ``bonds touching
+    defect``: off-site blocks with an atom whose coordination within ``bond`` Å is not 4 (none in bulk-like
+    cells); ``all H`` (the floor the S model sets).  A category's gain (model - its MAE) is the eigenvalue
+    error it carries, interactions with the other blocks' errors included."""
+    from acehamil.models.hamiltonian.evaluate import evaluate
+    from acehamil.models.hamiltonian.model import ModelMatrices
+    from transfer_levers import energy_zero_fit, on_pattern
+
+    m = model.matrices(sd.atoms)
+    V = energy_zero_fit(m.H, sd.H[0], sd.S)
+    H_dft = on_pattern(sd.H[0], m.H).data + V * on_pattern(sd.S, m.H).data
+    sizes = np.diff(m.H.offsets)
+    pos, cell = sd.atoms.positions, np.asarray(sd.atoms.cell.array)
+    dist = np.repeat(np.linalg.norm(pos[m.H.j] - pos[m.H.i] + m.H.shift @ cell, axis=1), sizes)
+    onsite = np.repeat((m.H.i == m.H.j) & np.all(m.H.shift == 0, axis=1), sizes)
+    bad = coordination(sd.atoms, bond) != 4
+    touch = np.repeat(bad[m.H.i] | bad[m.H.j], sizes) & ~onsite
+    cats = {"model": None, "onsite": onsite}
+    cats.update({f"bonds {a:g}-{b:g}": ~onsite & (dist >= a) & (dist < b) for a, b in BOND_SHELLS})
+    cats.update({"bonds touching defect": touch, "all H": np.ones_like(onsite)})
+    out = {"n_defect_atoms": int(bad.sum())}
+    for name, sel in cats.items():
+        if name == "bonds touching defect" and not bad.any():
+            out[name] = None
+            continue
+        pred = m if sel is None else ModelMatrices(m.H.with_data(np.where(sel, H_dft, m.H.data)), m.S, ())
+        out[name] = evaluate(model, [sd], kmesh=kmesh, uncertainty=False, predictions=[pred])["eigenvalues"]["mae_meV"]
+    return out
+
+
+def cross_validate(model, parts, structures, groups, factors, oracle: bool = False) -> list:
+    """Per-structure scores of every structure predicted by the fold model without its group (with ``oracle``,
+    :func:`oracle_maes` too)."""
     from acehamil.models.hamiltonian.calibrate import fold_model
     from acehamil.models.hamiltonian.evaluate import evaluate
     from transfer_levers import kmesh_for
 
-    weighted = [scaled_sums(p, f) if f != 1.0 else p for p, f in zip(parts, factors)]
+    weighted = [p if p is None or f == 1.0 else scaled_sums(p, f) for p, f in zip(parts, factors)]
     cells = [sd.atoms for sd in structures]
     n = len(structures)
     per = [None] * n
@@ -142,6 +227,8 @@ def cross_validate(model, parts, structures, groups, factors) -> list:
             sd = structures[int(i)]
             r = evaluate(sub, [sd], kmesh=kmesh_for(sd.atoms), uncertainty=False)["per_structure"][0]
             per[int(i)] = {"kind": kind_of(sd), "eig_mae_meV": r["eig_mae_meV"], "H_rmse_meV_aligned": r["H_rmse_meV_aligned"]}
+            if oracle:
+                per[int(i)]["oracle"] = oracle_maes(sub, sd, kmesh_for(sd.atoms))
     return per
 
 
@@ -151,6 +238,10 @@ def summarise(per, exclude: str) -> dict:
         kinds.setdefault(r["kind"], []).append(r)
     pk = {k: {"n": len(v), "eig_mae_meV": float(np.mean([r["eig_mae_meV"] for r in v])),
               "H_rmse_meV_aligned": float(np.mean([r["H_rmse_meV_aligned"] for r in v]))} for k, v in sorted(kinds.items())}
+    for k, v in kinds.items():
+        if "oracle" in v[0]:
+            pk[k]["oracle"] = {c: (float(np.mean([r["oracle"][c] for r in v])) if v[0]["oracle"][c] is not None else None)
+                               for c in v[0]["oracle"] if c != "n_defect_atoms"}
     scored = [v["eig_mae_meV"] for k, v in pk.items() if not (exclude and exclude in k)]
     return {"per_kind": pk, "mean_over_kinds_meV": float(np.mean(scored)),
             "mean_over_structures_meV": float(np.mean([r["eig_mae_meV"] for r in per if not (exclude and exclude in r["kind"])]))}
@@ -168,6 +259,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-group", type=int, default=8)
     p.add_argument("--exclude", default="slab", help="kinds containing this string are left out of the means ('' = none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--oracle", action="store_true", help="per held-out structure, the eigenvalue MAE with one category "
+                   "of H blocks from DFT (on-site, bond shells, bonds touching a defect atom): where the error lives")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -189,17 +282,24 @@ def main(argv=None) -> int:
         bond_weight = None if bw == "none" else tuple(float(x) for x in bw.split(","))
         if bond_weight is not None:
             text = f"{text} bond_weight {bw}"
-        t0, c0 = time.perf_counter(), time.process_time()
-        model, parts = featurise(data, cfg, bond_weight)
-        fw, fc = time.perf_counter() - t0, time.process_time() - c0
-        print(f"{text}: features and sums {fw:.1f} s wall, {fc:.1f} s CPU, load {os.getloadavg()[0]:.1f}", file=say, flush=True)
+        cache = {}  # one featurisation per set of fitted structures (the sampling plan depends on it)
         for wtext in args.weights:
             table = json.loads(wtext)
             kw = cfg.fit.kind_weights if table is None else tuple(table.items())
             factors = kind_factors(data, kw)
+            fitted = tuple(int(k) for k in np.nonzero(factors > 0)[0])
+            if fitted not in cache:
+                t0, c0 = time.perf_counter(), time.process_time()
+                cache.clear()
+                cache[fitted] = (*featurise(data, cfg, bond_weight, fitted), time.perf_counter() - t0, time.process_time() - c0)
+                print(f"{text}: features and sums of {len(fitted)} fitted structures {cache[fitted][3]:.1f} s wall, "
+                      f"{cache[fitted][4]:.1f} s CPU, load {os.getloadavg()[0]:.1f}; H sampling rates "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in cache[fitted][2].items()), file=say, flush=True)
+            model, parts, rates, fw, fc = cache[fitted]
             t1, c1 = time.perf_counter(), time.process_time()
-            per = cross_validate(model, parts, data, groups, factors)
-            rec = {"variant": text, "bond_weight": bond_weight, "kind_weights": dict(kw), "n": len(data), **summarise(per, args.exclude),
+            per = cross_validate(model, parts, data, groups, factors, args.oracle)
+            rec = {"variant": text, "bond_weight": bond_weight, "kind_weights": dict(kw), "n": len(data), "h_rates": rates,
+                   **summarise(per, args.exclude),
                    "features_wall_s": fw, "features_cpu_s": fc, "cv_wall_s": time.perf_counter() - t1,
                    "cv_cpu_s": time.process_time() - c1, "load": os.getloadavg()[0], "per_structure": per}
             records.append(rec)
@@ -207,6 +307,10 @@ def main(argv=None) -> int:
             print(f"  weights {wtext}: CV eig MAE mean over kinds {rec['mean_over_kinds_meV']:.2f} meV "
                   f"(over structures {rec['mean_over_structures_meV']:.2f}) | {line} | {rec['cv_wall_s']:.0f} s wall, "
                   f"{rec['cv_cpu_s']:.0f} s CPU, load {rec['load']:.1f}", file=say, flush=True)
+            for k, v in rec["per_kind"].items():
+                if "oracle" in v:
+                    print(f"    oracle {k:45s} " + " | ".join(f"{c} {'-' if x is None else f'{x:.1f}'}" for c, x in v["oracle"].items()),
+                          file=say, flush=True)
     if args.json:
         print(json.dumps(records))
     return 0
