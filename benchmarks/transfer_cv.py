@@ -180,7 +180,7 @@ def oracle_maes(model, sd, kmesh, bond: float = 2.75) -> dict:
     with one category of its H blocks replaced by DFT's (aligned by the best ``V S`` over all blocks, the model's
     S kept): ``onsite``; off-site blocks by bond length ``bonds a-b`` (:data:`BOND_SHELLS`); ``bonds touching
     defect``: off-site blocks with an atom whose coordination within ``bond`` Å is not 4 (none in bulk-like
-    cells); ``all H`` (the floor the S model sets).  A category's gain (model - its MAE) is the eigenvalue
+    cells: the model's MAE); ``all H`` (the floor the S model sets).  A category's gain (model - its MAE) is the eigenvalue
     error it carries, interactions with the other blocks' errors included."""
     from acehamil.models.hamiltonian.evaluate import evaluate
     from acehamil.models.hamiltonian.model import ModelMatrices
@@ -201,7 +201,7 @@ def oracle_maes(model, sd, kmesh, bond: float = 2.75) -> dict:
     out = {"n_defect_atoms": int(bad.sum())}
     for name, sel in cats.items():
         if name == "bonds touching defect" and not bad.any():
-            out[name] = None
+            out[name] = out["model"]  # nothing to replace
             continue
         pred = m if sel is None else ModelMatrices(m.H.with_data(np.where(sel, H_dft, m.H.data)), m.S, ())
         out[name] = evaluate(model, [sd], kmesh=kmesh, uncertainty=False, predictions=[pred])["eigenvalues"]["mae_meV"]
@@ -240,8 +240,8 @@ def summarise(per, exclude: str) -> dict:
               "H_rmse_meV_aligned": float(np.mean([r["H_rmse_meV_aligned"] for r in v]))} for k, v in sorted(kinds.items())}
     for k, v in kinds.items():
         if "oracle" in v[0]:
-            pk[k]["oracle"] = {c: (float(np.mean([r["oracle"][c] for r in v])) if v[0]["oracle"][c] is not None else None)
-                               for c in v[0]["oracle"] if c != "n_defect_atoms"}
+            pk[k]["oracle"] = {c: float(np.mean([r["oracle"][c] for r in v])) for c in v[0]["oracle"] if c != "n_defect_atoms"}
+            pk[k]["oracle_n_with_defects"] = sum(r["oracle"]["n_defect_atoms"] > 0 for r in v)
     scored = [v["eig_mae_meV"] for k, v in pk.items() if not (exclude and exclude in k)]
     return {"per_kind": pk, "mean_over_kinds_meV": float(np.mean(scored)),
             "mean_over_structures_meV": float(np.mean([r["eig_mae_meV"] for r in per if not (exclude and exclude in r["kind"])]))}
