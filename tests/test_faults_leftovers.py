@@ -130,6 +130,11 @@ FAULTS = [
     ("potential-n-folds-above-configs", _edit("pot.toml", "b.toml", lambda t: t.replace("n_folds = 2", "n_folds = 4")),
      ["fit-potential", "b.toml", "-o", "o.h5", "-q"],
      "[fit] n_folds = 4 but the training data hold 3 configurations: cross-validation needs n_folds <= 3"),
+    ("potential-n-folds-true", _edit("pot.toml", "b.toml", lambda t: t.replace("n_folds = 2", "n_folds = true")),
+     ["fit-potential", "b.toml", "-o", "o.h5", "-q"], "n_folds must be a positive integer, got True"),
+    ("potential-train-list", _edit("pot.toml", "b.toml", lambda t: t.replace('train = "lab.xyz"', 'train = ["lab.xyz", "lab.xyz"]')),
+     ["fit-potential", "b.toml", "-o", "o.h5", "-q"],
+     "[data] train must be one structure file name (a string), got ['lab.xyz', 'lab.xyz']"),
     # one posterior draw has no spread
     ("predict-one-sample", None, ["predict", "m.h5", "one.xyz", "-o", "p.h5", "--samples", "1"],
      "--samples must be 0 (no draws) or >= 2 (one draw has no spread), got 1"),

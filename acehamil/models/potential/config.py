@@ -198,6 +198,11 @@ def check_tables(cfg: dict) -> None:
     _check_keys(data, {"train", "test"}, "data")
     if "train" not in data:
         raise ValueError("the config needs data.train (a training-set file)")
+    if not isinstance(data["train"], str):  # a list was looked up as one file named "['a.xyz', 'b.xyz']"
+        raise ValueError(f"[data] train must be one structure file name (a string), got {data['train']!r}")
+    tests = data.get("test", [])
+    if not (isinstance(tests, str) or isinstance(tests, list) and all(isinstance(t, str) for t in tests)):
+        raise ValueError(f"[data] test must be a structure file name or a list of them, got {tests!r}")
 
 
 def data_files(cfg: dict) -> tuple[str, list[str]]:

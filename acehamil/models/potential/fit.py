@@ -134,7 +134,7 @@ class FitSettings:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if int(self.n_folds) != self.n_folds or self.n_folds < 1:
+        if isinstance(self.n_folds, bool) or int(self.n_folds) != self.n_folds or self.n_folds < 1:  # true is not 1 fold
             raise ValueError(f"n_folds must be a positive integer, got {self.n_folds}")
         ctw = self.config_type_weights.items() if isinstance(self.config_type_weights, dict) else self.config_type_weights
         object.__setattr__(self, "config_type_weights", tuple((str(k), float(v)) for k, v in ctw))
