@@ -135,6 +135,8 @@ FAULTS = [
     ("potential-train-list", _edit("pot.toml", "b.toml", lambda t: t.replace('train = "lab.xyz"', 'train = ["lab.xyz", "lab.xyz"]')),
      ["fit-potential", "b.toml", "-o", "o.h5", "-q"],
      "[data] train must be one structure file name (a string), got ['lab.xyz', 'lab.xyz']"),
+    ("evaluate-potential-foreign-species", _edit("lab.xyz", "ge.xyz", lambda t: t.replace("\nSi ", "\nGe ", 1)),
+     ["evaluate-potential", "pot.h5", "ge.xyz"], "ge.xyz, frame 0: species ['Ge'] not in the potential's ['Si']"),
     # one posterior draw has no spread
     ("predict-one-sample", None, ["predict", "m.h5", "one.xyz", "-o", "p.h5", "--samples", "1"],
      "--samples must be 0 (no draws) or >= 2 (one draw has no spread), got 1"),

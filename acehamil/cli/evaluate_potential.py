@@ -19,7 +19,9 @@ def run(args) -> int:
     from .fit_potential import format_metrics
 
     pot = load_potential(args.potential)
-    metrics = error_metrics(pot, read_configs(args.data))
+    configs = read_configs(args.data)
+    _check_species(pot, configs, args.data)
+    metrics = error_metrics(pot, configs)
     if args.json:
         out = dict(metrics["all"])
         out["per_config_type"] = {k: v for k, v in metrics.items() if k != "all"}
@@ -29,3 +31,17 @@ def run(args) -> int:
     else:
         print(format_metrics(f"{args.data}", metrics))
     return 0
+
+
+def _check_species(pot, configs, path) -> None:
+    """Refuse, before any work, a frame with a species the potential was not fitted for (names file and frame)."""
+    from ase.data import chemical_symbols
+
+    from ..errors import UserError
+
+    known = {int(z) for z in pot.species}
+    for k, c in enumerate(configs):
+        missing = sorted({int(z) for z in c.atoms.numbers} - known)
+        if missing:
+            raise UserError(f"{path}, frame {k}: species {[chemical_symbols[z] for z in missing]} not in the potential's "
+                            f"{[chemical_symbols[z] for z in sorted(known)]}")
