@@ -470,6 +470,8 @@ def _deeph_edit(kind):
         "info-negative-electrons": info(lambda d: d["acehamil"].__setitem__("n_electrons", -5)),
         "info-one-pbc-flag": info(lambda d: d["acehamil"].__setitem__("pbc", [True])),
         "hamiltonians-zero-bytes": write("hamiltonians.h5", ""),
+        "site-positions-cut-mid-number": lambda p: (p / "site_positions.dat").write_bytes(
+            (p / "site_positions.dat").read_bytes()[:-3]),
     }[kind]
 
 
@@ -484,6 +486,7 @@ def _deeph_edit(kind):
     ("info-negative-electrons", "info.json: n_electrons must be a finite number >= 0"),
     ("info-one-pbc-flag", "info.json: acehamil pbc must be"),
     ("hamiltonians-zero-bytes", "hamiltonians.h5 is not a readable HDF5 file"),
+    ("site-positions-cut-mid-number", "site_positions.dat does not end with a newline: its last line"),
 ])
 def test_damaged_deeph_folder_is_one_line(w, capsys, kind, message):
     assert main(["export", "train.h5", "--format", "deeph", "-o", "dd", "--structure", "0", "-q"]) == 0

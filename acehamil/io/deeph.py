@@ -165,7 +165,13 @@ def _read_blocks(path, norb, maps, where) -> RealSpaceMatrix:
 
 
 def _numbers(path, ndmin: int) -> np.ndarray:
-    """``np.loadtxt`` of a DeepH text file, a malformed one named in a UserError."""
+    """``np.loadtxt`` of a DeepH text file, a malformed or cut-off one named in a UserError."""
+    from .text_files import check_not_cut
+
+    try:
+        check_not_cut(path)  # np.savetxt ends every line with a newline; a number cut mid-digits still parses
+    except ValueError as err:
+        raise UserError(f"{err}; if the file is complete, end it with a newline") from None
     try:
         return np.loadtxt(path, ndmin=ndmin)
     except (ValueError, UnicodeDecodeError) as err:
