@@ -138,7 +138,7 @@ def test_select_picks_diverse_uncertain_candidates(workdir):
         at.rattle(0.02, rng=rng)
         cands.append(at)
     ase.io.write(workdir / "cands.xyz", cands)
-    for crit in ("band", "extrapolation", "variance"):
+    for crit in ("band", "extrapolation", "variance", "information"):
         out = workdir / f"picked_{crit}.xyz"
         assert main(["select", str(workdir / "model.h5"), str(workdir / "cands.xyz"), "-n", "2", "-o", str(out),
                      "--criterion", crit, "--samples", "4", "-q"]) == 0

@@ -432,6 +432,23 @@ def test_information_gain_is_the_log_det_of_the_posterior_update(model, data):
         assert second[other] < gains[other]
 
 
+def test_select_weighs_candidates_by_the_models_kind_weights(model, data):
+    """select(information / variance): a candidate whose kind the model fits at weight 0 gains nothing and
+    is picked last; at weight 1 the same structure is picked first (the one with the largest gain)."""
+    from acehamil.models.hamiltonian.select import select
+
+    cands = [(sd.atoms.copy(), sd.n_electrons) for sd in (data[4], data[0], data[2])]
+    for crit in ("information", "variance"):
+        picked, gains = select(model, cands, 3, crit)
+        best = picked[0]
+        cands[best][0].info["kind"] = "never-fitted"
+        cfg = dataclasses.replace(model.config, fit=dataclasses.replace(model.config.fit,
+                                                                        kind_weights=(("never-fitted", 0.0),)))
+        picked0, gains0 = select(dataclasses.replace(model, config=cfg), cands, 3, crit)
+        assert gains0[best] == 0.0 and picked0[-1] == best and gains[best] > 0
+        del cands[best][0].info["kind"]
+
+
 def test_variance_selection_is_the_trace_reduction_over_the_target(model, data):
     """V-optimal batch: each gain is tr(T Sigma) - tr(T (P + beta w G)^-1), brute force, with the posterior
     updated after each pick; weight 0 gains nothing; a target unlike a candidate makes it worthless."""

@@ -1,11 +1,13 @@
 """``acehamil select MODEL CANDIDATES -n K -o picked.xyz``: the candidates worth a DFT calculation.
 
-Ranks the candidate structures (an acehamil dataset or any ASE-readable file, e.g. an MD
-trajectory or random perturbations) by the model's predicted band uncertainty (``--criterion
-band``: the mean reducible, i.e. coefficient, spread of the eigenvalues within E_F +- 2 eV on a
-small k-grid) or by the extrapolation score (``--criterion extrapolation``, cheaper), and picks
-``K`` uncertain and mutually different ones (greedy, each score weighted by the distance to the
-structures already picked in a descriptor space).  The picks are written as extended XYZ with
+Picks ``K`` candidate structures (an acehamil dataset or any ASE-readable file, e.g. an MD
+trajectory or random perturbations) by the criterion ``benchmarks/active.py`` shows pays
+(``--criterion information``, the default: greedy expected information gain on the posterior of the
+H coefficients, the posterior updated after each pick so that near-copies gain little; each
+candidate at its kind's weight in the model's ``kind_weights``), or by the predicted band
+uncertainty (``band``: the reducible, i.e. coefficient, spread of the eigenvalues within E_F +- 2 eV
+on a small k-grid), the extrapolation score (``extrapolation``, cheapest) or the expected reduction
+of the predictive variance over the candidates (``variance``).  The picks are written as extended XYZ with
 ``info["select_score"]`` and ``info["select_source"]``; ``acehamil generate pyscf --structures
 picked.xyz`` computes them, a refit closes the loop (docs/uncertainty.md).
 """
@@ -24,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("candidates", help="acehamil dataset file or any ASE-readable structure file")
     p.add_argument("-n", type=int, required=True, dest="k", help="number of structures to pick")
     p.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
-    p.add_argument("--criterion", choices=["band", "extrapolation", "information", "variance"], default="band",
+    p.add_argument("--criterion", choices=["band", "extrapolation", "information", "variance"], default="information",
                    help="band: predicted band spread; extrapolation: the on-site score; information: expected "
                         "information gain on the coefficients; variance: expected reduction of the predictive "
                         "variance over the candidates (V-optimal); docs/uncertainty.md says which pays")

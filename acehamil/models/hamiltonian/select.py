@@ -307,7 +307,7 @@ def variance_select(mm, grams, k: int, target: dict, weights=None) -> tuple:
 CRITERIA = ("band", "extrapolation", "information", "variance")
 
 
-def select(model, candidates, k: int, criterion: str = "band", kmesh=(2, 2, 2), n_samples: int = 12,
+def select(model, candidates, k: int, criterion: str = "information", kmesh=(2, 2, 2), n_samples: int = 12,
            seed: int = 0, progress=None) -> tuple:
     """Pick ``k`` diverse, uncertain candidates.
 
@@ -318,9 +318,10 @@ def select(model, candidates, k: int, criterion: str = "band", kmesh=(2, 2, 2), 
     candidates : sequence of (ase.Atoms, n_electrons or None)
     k : int
     criterion : {"band", "extrapolation", "information", "variance"}
-        ``variance``: :func:`variance_select` with the candidates themselves as the target (the
-        structures one will predict), each candidate at the weight the model's ``kind_weights`` give
-        its ``atoms.info["kind"]`` (1 without).
+        ``information``: :func:`information_select`; ``variance``: :func:`variance_select` with the
+        candidates themselves as the target (the structures one will predict).  Both take each
+        candidate at the weight the model's ``kind_weights`` give its ``atoms.info["kind"]`` (1
+        without; weight 0: it would not be fitted and gains nothing).
 
     Returns
     -------
@@ -342,10 +343,10 @@ def select(model, candidates, k: int, criterion: str = "band", kmesh=(2, 2, 2), 
             grams.append(gram(model, atoms))
             if progress is not None:
                 progress.step()
-        if criterion == "information":
-            return information_select(model.H, grams, k)
-        kinds = dict(model.config.fit.kind_weights)
+        kinds = dict(model.config.fit.kind_weights)  # a candidate is fitted at its kind's weight (as the benchmark)
         weights = [float(kinds.get(atoms.info.get("kind"), 1.0)) for atoms, _ in candidates]
+        if criterion == "information":
+            return information_select(model.H, [{key: w * G for key, G in g.items()} for g, w in zip(grams, weights)], k)
         return variance_select(model.H, grams, k, pool_target(grams, [len(a) for a, _ in candidates]), weights)
     rng = np.random.default_rng(seed)
     scores, desc = [], []
