@@ -161,3 +161,15 @@ def test_type_balance_reaches_the_embedded_fit(problem):  # noqa: F811
     theta, _ = solve(acc, s, cols, degs, len(species), 0.0, 1e-9, e_factor=efv)
     e_loss, e_solve = acc.energy_rows[:, cols] @ a, acc.energy_rows @ theta
     np.testing.assert_allclose(e_loss, e_solve, rtol=0, atol=1e-7)
+
+
+def test_config_keys_reach_the_fit_settings(problem):  # noqa: F811
+    from acehamil.models.potential.config import job_from_config
+
+    _, _, configs = problem
+    cfg = {"data": {"train": "unused.xyz"}, "basis": {"r_cut": 4.0, "n_max": 3, "max_nu": 2, "max_degree": [3, 2]},
+           "fit": {"cv_criterion": "energy_mae", "cv_force_tolerance": 0.01, "type_balance": [0, 1]}}
+    s = job_from_config(cfg, configs).settings
+    assert (s.cv_criterion, s.cv_force_tolerance, s.type_balance) == ("energy_mae", 0.01, (0, 1))
+    with pytest.raises(ValueError, match="cv_criterion"):
+        job_from_config({**cfg, "fit": {"cv_criterion": "mae"}}, configs)
