@@ -148,3 +148,23 @@ def test_select_picks_diverse_uncertain_candidates(workdir):
         # the strained cells lie outside the training data: both are picked, not the duplicates
         assert vols[0] < 18.0 and vols[1] > 23.0, vols
         assert all("select_score" in a.info for a in picked)
+
+
+def test_select_candidates_from_a_dataset_carry_their_kind(workdir):
+    """Dataset candidates reach the criteria with info["kind"] (what the model's kind_weights weigh);
+    the dataset's own structures are not modified."""
+    from acehamil.cli.predict import read_structures
+    from acehamil.cli.select import _with_kinds
+
+    ds = read_dataset(workdir / "train.h5")
+    cands = []
+    for k, sd in enumerate(ds):
+        info = dict(sd.info)
+        if k % 2:
+            info["kind"] = "never-fitted"
+        cands.append(StructureData(sd.atoms, sd.basis, H=sd.H, S=sd.S, n_electrons=sd.n_electrons, info=info))
+    write_dataset(workdir / "kinds.h5", cands)
+    items = read_structures(workdir / "kinds.h5")
+    out = _with_kinds(workdir / "kinds.h5", items)
+    assert [a.info.get("kind") for a, _, _ in out] == [None, "never-fitted", None, "never-fitted", None]
+    assert all("kind" not in a.info for a, _, _ in items)

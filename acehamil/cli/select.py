@@ -52,6 +52,7 @@ def run(args) -> int:
     check_outputs({"MODEL": args.model, "CANDIDATES": args.candidates}, {"-o": args.output}, overwrite=args.overwrite)
     model = load_model(args.model)
     items = read_structures(args.candidates, args.index)
+    items = _with_kinds(args.candidates, items)
     check_frames(model, items)
     if not 1 <= args.k <= len(items):
         raise UserError(f"-n must be between 1 and the number of candidates ({len(items)}), got {args.k}")
@@ -81,3 +82,23 @@ def run(args) -> int:
     ase.io.write(tmp, frames, format="extxyz")
     tmp.replace(out)
     return 0
+
+
+def _with_kinds(path, items) -> list:
+    """Candidates of an acehamil dataset carry their ``info["kind"]`` in ``atoms.info`` (copies), so that
+    the criteria weigh them by the model's ``kind_weights``; ASE files keep their own ``atoms.info``."""
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        return items
+    from ..io.dataset import read_dataset
+
+    ds = read_dataset(path)
+    kinds = {name: ds[i].info.get("kind") for i, name in enumerate(ds.names)}
+    out = []
+    for atoms, n_el, name in items:
+        if kinds.get(name) is not None:
+            atoms = atoms.copy()
+            atoms.info["kind"] = kinds[name]
+        out.append((atoms, n_el, name))
+    return out
