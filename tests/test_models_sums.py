@@ -152,7 +152,7 @@ def test_fit_on_threads_equals_the_serial_fit_and_releases_blas(data, calibrate)
     from acehamil.models.hamiltonian.fit import fit
     from threadpoolctl import threadpool_limits
 
-    from acehamil.threads import blas_threads, thread_mapper
+    from acehamil.threads import blas_threads, limit_threads, thread_mapper
 
     data = [StructureData(sd.atoms, sd.basis, H=sd.H, S=sd.S, n_electrons=4.0 * len(sd.atoms)) for sd in data]
     cfg = ModelConfig.from_dict({**CFG, "fit": {"batch_structures": 2, "max_blocks_per_type": 30}})
@@ -166,12 +166,18 @@ def test_fit_on_threads_equals_the_serial_fit_and_releases_blas(data, calibrate)
         yield from thread_mapper(2)(fn, common, tasks)
         seen.append(blas_threads())
 
-    with threadpool_limits(limits=2, user_api="blas"):  # not 1, so that a limit left behind shows
+    with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
         threaded = fit(data, cfg, progress=False, mapper=spy)
-        # after the counting (H and S) and the sums of H and S; the calibration's held-out structures (a fourth
-        # run) map inside the calibration's own one-thread BLAS limit, lifted when the fit returns
-        assert seen[:3] == [before] * 3 and len(seen) == (4 if calibrate else 3) and blas_threads() == before
+        # the fit works at its own one-thread BLAS limit (inner_threads), lifted when it returns; after the
+        # counting (H and S), the sums of H and S and the calibration's held-out structures (a fourth run)
+        assert seen == [[1] * len(before)] * len(seen) and len(seen) == (4 if calibrate else 3)
+        assert blas_threads() == before
+        seen.clear()
+        with limit_threads(2):  # the fit's own limit then 2, not 1, so that a limit left behind by the mapper shows
+            inner = blas_threads()
+            fit(data, cfg, progress=False, mapper=spy)
+        assert seen[:3] == [inner] * 3 and inner != [1] * len(inner)
     if calibrate:
         for key in ("scale_epistemic", "scale_noise", "scale_shared", "extrapolation_sigma_eV"):
             assert serial.report["uncertainty"][key] == threaded.report["uncertainty"][key], key
@@ -397,3 +403,31 @@ def test_feature_groups_keep_a_bond_and_its_reverse_together(data):
     whole = fam.features(env)
     for key, x in whole.items():
         np.testing.assert_array_equal(one[1][key], x)
+
+
+def test_the_fit_solves_at_one_blas_thread_unless_threads_were_requested(data, monkeypatch):
+    """The per-block solves of the fit (many small dense problems) run at one BLAS thread, or at the
+    number chosen with limit_threads: the default all-core BLAS spun idle threads on the 2-core machine
+    (README job fit 11.5 -> 24.0 s CPU at load 6) and made the coefficients depend on the core count."""
+    import acehamil.models.hamiltonian.fit as fit_module
+    from threadpoolctl import threadpool_limits
+
+    from acehamil.threads import blas_threads, limit_threads
+
+    seen = []
+    real = fit_module.solve_sums
+
+    def spy(*args, **kwargs):
+        seen.append(blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "solve_sums", spy)
+    cfg = ModelConfig.from_dict({**CFG, "fit": {"max_blocks_per_type": 30}, "solver": {"method": "blr"}})
+    with threadpool_limits(limits=2, user_api="blas"):
+        outer = blas_threads()
+        fit_module.fit(data, cfg, progress=False)
+        n = len(seen)
+        with limit_threads(2):
+            fit_module.fit(data, cfg, progress=False)
+    assert n == 2 and len(seen) == 4  # H and S
+    assert seen[:2] == [[1] * len(outer)] * 2 and seen[2:] == [outer] * 2

@@ -253,7 +253,6 @@ def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, speci
     return coefs, posts, diag, V, ez, summary
 
 
-@with_inner_threads
 def kind_factors(structures, kind_weights) -> np.ndarray:
     """Weight factor of each structure from its ``info["kind"]``, shape (n,); all 1 without ``kind_weights``.
 
@@ -270,6 +269,7 @@ def kind_factors(structures, kind_weights) -> np.ndarray:
     return np.array([table.get(structures[k].info.get("kind"), 1.0) for k in range(n)], dtype=float)
 
 
+@with_inner_threads  # the per-block solves (BLR evidence, energy zero) and small products: one BLAS thread unless requested
 def fit(structures, config: ModelConfig | None = None, progress: bool = True, weights=None, mapper=None) -> HamiltonianModel:
     """Fit H and S models.
 
