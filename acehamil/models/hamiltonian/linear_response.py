@@ -183,14 +183,7 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
             Ls = [L for L in bt.L_values() if (bt.key, L) in n_coef]
             if not Ls:
                 continue
-            d1, d2 = 2 * bt.l1 + 1, 2 * bt.l2 + 1
-            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
-            rows, cols = orb0[ci][:, None] + ra + np.arange(d1), orb0[cj][:, None] + cb + np.arange(d2)
-            # the projections onto every L at once; the partner block (j, i, -T) of a type that is not its own
-            # transpose holds X^T, with the same weights: factor 2
-            P = np.concatenate([cg_real(bt.l1, bt.l2, L).reshape(d1 * d2, 2 * L + 1) for L in Ls], axis=1)
-            P = P * (1.0 if bt.symmetric else 2.0)
-            cuts = np.cumsum([0] + [2 * L + 1 for L in Ls])
+            rows, cols, P, cuts = block_projections(bt, Ls, so, orb0[ci], orb0[cj])
             g_ref = None
             if reference is not None:
                 w_ref = _block_weights(rv, rk, np.exp(2j * np.pi * (rk @ shifts)), rows, cols)
@@ -243,6 +236,38 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                 else:
                     J[key][:, fcols] += Jp
     return {"data": data, "pattern": pat, "J": J, "noise": noise, "shared": shared}
+
+
+def block_projections(bt, Ls, so, first_i, first_j) -> tuple:
+    """Orbitals of the blocks of type ``bt`` and the projections of a block onto its ``L`` components.
+
+    Parameters
+    ----------
+    bt : BlockType
+    Ls : sequence of int
+        The type's fitted ``L`` values.
+    so : dict
+        :func:`~acehamil.models.hamiltonian.matrix_model.shell_offsets` of the model's basis.
+    first_i, first_j : int array, shape (n,)
+        First orbital of each block's row and column atom.
+
+    Returns
+    -------
+    rows : int array, shape (n, 2 l1 + 1)
+    cols : int array, shape (n, 2 l2 + 1)
+    P : float array, shape ((2 l1 + 1)(2 l2 + 1), sum_L (2 L + 1))
+        Clebsch-Gordan projections onto every ``L`` at once; times 2 for a type that is not its own
+        transpose (its partner block (j, i, -T) holds X^T, with the same weights).
+    cuts : int array, shape (len(Ls) + 1,)
+        Column ranges of each ``L`` in ``P``.
+    """
+    d1, d2 = 2 * bt.l1 + 1, 2 * bt.l2 + 1
+    ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
+    rows, cols = first_i[:, None] + ra + np.arange(d1), first_j[:, None] + cb + np.arange(d2)
+    P = np.concatenate([cg_real(bt.l1, bt.l2, L).reshape(d1 * d2, 2 * L + 1) for L in Ls], axis=1)
+    P = P * (1.0 if bt.symmetric else 2.0)
+    cuts = np.cumsum([0] + [2 * L + 1 for L in Ls])
+    return rows, cols, P, cuts
 
 
 def _block_weights(vecs, kpts, phase, rows, cols) -> np.ndarray:

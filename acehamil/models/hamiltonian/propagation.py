@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...so3 import cg_real
+from .linear_response import block_projections
 from .blocks import transpose_sign
 from .matrix_model import shell_offsets
 
@@ -112,13 +112,7 @@ def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None) -> tuple:
             if not Ls:
                 continue
             sym = fam.symmetrised(bt)
-            d1, d2 = 2 * bt.l1 + 1, 2 * bt.l2 + 1
-            ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
-            rows, cols = orb0[pi][:, None] + ra + np.arange(d1), orb0[pj][:, None] + cb + np.arange(d2)
-            # the partner block (j, i, -T) of a type that is not its own transpose holds X^T: factor 2
-            P = np.concatenate([cg_real(bt.l1, bt.l2, L).reshape(d1 * d2, 2 * L + 1) for L in Ls], axis=1)
-            P = P * (1.0 if bt.symmetric else 2.0)
-            cuts = np.cumsum([0] + [2 * L + 1 for L in Ls])
+            rows, cols, P, cuts = block_projections(bt, Ls, so, orb0[pi], orb0[pj])
             kappa = np.where(own, np.sqrt(2.0), 1.0) if sym else np.ones(n)
             Kap = pair_sum(E * kappa)  # (nk, npairs)
             B = np.zeros((nk, len(uniq), P.shape[1]), dtype=complex)

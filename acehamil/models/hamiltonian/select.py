@@ -172,15 +172,32 @@ def information_select(mm, grams, k: int) -> tuple:
                 g[j] += float(np.sum(np.log(np.diag(C))))  # 1/2 log det(1 + beta L^-1 G L^-T)
         return g
 
-    first = gains_now(range(len(grams)))
+    return _greedy_batch(prec, grams, np.ones(len(grams)), k, gains_now)
+
+
+def _greedy_batch(prec: dict, grams, weights, k: int, gains_now) -> tuple:
+    """The greedy batch shared by :func:`information_select` and :func:`variance_select`.
+
+    Picks the best candidate by ``gains_now(candidates)`` (an ``(n,)`` array, read from ``prec``),
+    then adds its weighted design Gram to every posterior precision, ``P += beta w_j G_j`` (updated
+    in place in ``prec``, the caller's own dict), and scores the rest again, ``k`` times.
+
+    Returns
+    -------
+    picked : list of int
+    first : ndarray, shape (n,)
+        The gains before the first pick.
+    """
+    n = len(grams)
+    first = gains_now(range(n))
     picked = [int(np.argmax(first))]
     while len(picked) < k:
         j = picked[-1]
         for key, (P, beta) in list(prec.items()):
             G = grams[j].get(key)
             if G is not None and G.shape == P.shape:
-                prec[key] = (P + beta * G, beta)
-        rest = [i for i in range(len(grams)) if i not in picked]
+                prec[key] = (P + beta * weights[j] * G, beta)
+        rest = [i for i in range(n) if i not in picked]
         g = gains_now(rest)
         g[picked] = -np.inf
         picked.append(int(np.argmax(g)))
@@ -288,19 +305,7 @@ def variance_select(mm, grams, k: int, target: dict, weights=None) -> tuple:
                 g[j] += base - trace_inv(P + beta * w[j] * G, R)
         return g
 
-    first = gains_now(range(n))
-    picked = [int(np.argmax(first))]
-    while len(picked) < k:
-        j = picked[-1]
-        for key, (P, beta) in list(prec.items()):
-            G = grams[j].get(key)
-            if G is not None and G.shape == P.shape:
-                prec[key] = (P + beta * w[j] * G, beta)
-        rest = [i for i in range(n) if i not in picked]
-        g = gains_now(rest)
-        g[picked] = -np.inf
-        picked.append(int(np.argmax(g)))
-    return picked, first
+    return _greedy_batch(prec, grams, w, k, gains_now)
 
 
 #: The criteria of :func:`select`.
