@@ -166,3 +166,34 @@ def test_bad_model_input(bad, rng):
     else:
         with pytest.raises(ValueError, match="coef must have shape"):
             ACEPotential(pot.basis, pot.species, pot.e0, pot.coef[:, :-1])
+
+
+@pytest.mark.parametrize("trailing", [(3,), (2, 3), (5, 3)])
+def test_pair_scatter_equals_a_loop_over_pairs(trailing, rng):
+    # the few-column path (bincounts, forces) and the sparse path (design rows) against a plain loop
+    from acehamil.models.potential.model import scatter_pair_gradients
+
+    natoms, P = 7, 40
+    i, j = rng.integers(natoms, size=P), rng.integers(natoms, size=P)
+    g = rng.normal(size=(P,) + trailing)
+    want = np.zeros((natoms,) + trailing)
+    for p in range(P):
+        want[j[p]] += g[p]
+        want[i[p]] -= g[p]
+    np.testing.assert_allclose(scatter_pair_gradients(natoms, i, j, g), want, atol=1e-13)
+
+
+def test_species_index_is_the_position_in_species(rng):
+    from acehamil.models.potential.model import _species_index
+
+    species = (42, 3, 14)  # not sorted
+    numbers = rng.choice(species, size=50)
+    want = np.array([species.index(int(z)) for z in numbers])
+    got = _species_index(species, numbers)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    assert len(_species_index(species, np.zeros(0, int))) == 0
+    with pytest.raises(ValueError, match="atomic number 32 is not one of the model's species \\[42, 3, 14\\]"):
+        _species_index(species, np.array([3, 32, 1]))
+    with pytest.raises(ValueError, match="atomic number 100 is not"):
+        _species_index(species, np.array([100]))

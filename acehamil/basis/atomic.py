@@ -37,6 +37,8 @@ def fold_categories(R: np.ndarray, cat_index: np.ndarray, n_cat: int, weight: np
     array([[0. , 0. , 0.5, 1. ]])
     """
     P, n = R.shape
+    if n_cat == 1:  # one category: nothing to place (same values, no scatter)
+        return R * weight[:, None]
     out = np.zeros((P, n_cat, n))
     out[np.arange(P), cat_index] = R * weight[:, None]
     return out.reshape(P, n_cat * n)

@@ -162,25 +162,34 @@ class LinearContraction:
         dEdA : ndarray, shape (2L+1, n_A, nb)
         """
         nb, nA = len(A), self.n_A
+        npair = len(self.pair_first)
         Z = np.empty((self.n_z, nb))
         Z[0] = 1.0
         Z[1 : 1 + nA] = A.T
-        if len(self.pair_first):
-            np.multiply(Z[1 + self.pair_first], Z[1 + self.pair_second], out=Z[1 + nA :])
+        # the factors of the pair products, gathered once: [A_second; A_first] (the chain rule's order)
+        factors = np.empty((2 * npair, nb))
+        if npair:
+            np.take(Z, 1 + self.pair_second, axis=0, out=factors[:npair])
+            np.take(Z, 1 + self.pair_first, axis=0, out=factors[npair:])
+            np.multiply(factors[:npair], factors[npair:], out=Z[1 + nA :])
         E = np.zeros((nb, self.n_components))
         dEdA = np.zeros((self.n_components, nA, nb))
+        stacked = np.empty_like(factors)
         for s, forms in self.forms.items():
             sel = np.flatnonzero(species == s)
             if len(sel) == 0:
                 continue
-            Zs = Z if len(sel) == nb else np.ascontiguousarray(Z[:, sel])
-            A1 = Zs[1 : 1 + nA]
+            whole = len(sel) == nb
+            Zs = Z if whole else np.ascontiguousarray(Z[:, sel])
+            Fs = factors if whole else np.ascontiguousarray(factors[:, sel])
+            St = stacked if whole else np.empty_like(Fs)
             for M, S in enumerate(forms):
                 U = S @ Zs  # dE/dz, (n_z, nb_s)
                 E[sel, M] = 0.5 * np.einsum("zb,zb->b", Zs, U)
                 Up = U[1 + nA :]
-                stacked = np.concatenate([Up * A1[self.pair_second], Up * A1[self.pair_first]])
-                dEdA[M][:, sel] = U[1 : 1 + nA] + self._chain @ stacked
+                np.multiply(Up, Fs[:npair], out=St[:npair])
+                np.multiply(Up, Fs[npair:], out=St[npair:])
+                dEdA[M][:, sel] = U[1 : 1 + nA] + self._chain @ St
         return E, dEdA
 
 

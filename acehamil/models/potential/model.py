@@ -137,6 +137,11 @@ def scatter_pair_gradients(natoms: int, i, j, g) -> np.ndarray:
     if P == 0:
         return np.zeros((natoms,) + np.shape(g)[1:])
     flat = np.asarray(g).reshape(P, -1)
+    if flat.shape[1] <= 8:  # a few columns (forces): one pair of bincounts per column, no sparse matrix to build
+        out = np.empty((natoms, flat.shape[1]))
+        for c in range(flat.shape[1]):
+            out[:, c] = np.bincount(j, flat[:, c], natoms) - np.bincount(i, flat[:, c], natoms)
+        return out.reshape((natoms,) + np.shape(g)[1:])
     rows = np.concatenate([j, i])
     cols = np.concatenate([np.arange(P), np.arange(P)])
     vals = np.concatenate([np.ones(P), -np.ones(P)])
@@ -232,11 +237,21 @@ def rows_from_descriptors(desc: SiteDescriptors, species, numbers) -> DesignRows
 
 
 def _species_index(species, numbers) -> np.ndarray:
-    lookup = {z: k for k, z in enumerate(species)}
-    try:
-        return np.fromiter((lookup[int(z)] for z in numbers), dtype=np.int64, count=len(numbers))
-    except KeyError as err:
-        raise ValueError(f"atomic number {err.args[0]} is not one of the model's species {list(species)}") from None
+    """Position of each atomic number in ``species``, int64 shape (natoms,) (one vectorised lookup, no
+    Python loop over atoms); ValueError naming the first atomic number that is not a species."""
+    species = np.asarray(species, dtype=np.int64)
+    numbers = np.asarray(numbers)
+    if numbers.size and not np.issubdtype(numbers.dtype, np.integer):
+        numbers = numbers.astype(np.int64)
+    order = np.argsort(species)
+    pos = np.searchsorted(species[order], numbers)
+    pos = np.minimum(pos, len(species) - 1)
+    idx = order[pos]
+    bad = species[idx] != numbers
+    if bad.any():
+        z = int(numbers[np.argmax(bad)])
+        raise ValueError(f"atomic number {z} is not one of the model's species {species.tolist()}")
+    return idx.astype(np.int64, copy=False)
 
 
 # ---------------------------------------------------------------- the model
@@ -378,8 +393,7 @@ def evaluate_sites(model, atoms, forces: bool = True, stress: bool = True, chunk
             pairs = pairs_all.select(pairs_all.dist < rc)
     grad = forces or stress
     energies = model.e0[sidx].copy()
-    dEdr = np.zeros((natoms, 3))
-    dEde = np.zeros((3, 3))
+    g_all = np.zeros((len(pairs.i), 3)) if grad else None  # dE/dvec of every pair, scattered once at the end
     starts = np.searchsorted(pairs.i, np.arange(0, natoms + 1))
     step = max(int(chunk_atoms), 1)
     for a in range(0, natoms, step):
@@ -388,8 +402,12 @@ def evaluate_sites(model, atoms, forces: bool = True, stress: bool = True, chunk
         eps, g = model.site_terms(numbers, a, b, sub, grad)
         energies[a:b] += eps
         if grad and len(sub):
-            dEdr += scatter_pair_gradients(natoms, sub.i, sub.j, g)
-            dEde += strain_derivative(sub.vec, g)
+            g_all[starts[a] : starts[b]] = g
+    if grad:
+        dEdr = scatter_pair_gradients(natoms, pairs.i, pairs.j, g_all)
+        dEde = g_all.T @ pairs.vec
+    else:
+        dEdr, dEde = np.zeros((natoms, 3)), np.zeros((3, 3))
     e_rep, per_rep, dEdr_rep, dEde_rep = repulsion_terms(model.repulsion, atoms, pairs_all)
     energies += per_rep
     out = {"energy": float(energies.sum()), "energies": energies, "free_energy": float(energies.sum())}
