@@ -250,3 +250,21 @@ def test_feature_degrees_and_orders_follow_feature_info():
         assert deg.max() <= max(spec.max_degree) and set(nu.tolist()) <= {1, 2, 3}
     with pytest.raises(ValueError, match="no features with key"):
         basis.feature_degrees((7, 1))
+
+
+def test_features_by_row_products_equal_dense_times_sparse(basis, rng):
+    """The features are ``AA @ C``, computed one sparse product per AA row from ``C^T``: the same
+    nonzeros summed in the same order as scipy's dense-times-sparse, so the same numbers bit for bit."""
+    import scipy.sparse as sp
+
+    sel = basis._selection(None)
+    AA = rng.normal(size=(7, basis.tables.n_AA))
+    assert np.array_equal(ace_module._rows_times(AA, sel["CT"]), AA @ sel["C"])
+    # a random sparse matrix too (unsorted CSR input is sorted first), and a strided AA
+    C = sp.random(40, 13, density=0.2, random_state=1, format="csr")
+    CT = sp.csr_matrix(C.T)
+    CT.sort_indices()
+    X = rng.normal(size=(5, 80))[:, ::2]
+    assert np.array_equal(ace_module._rows_times(X, CT), X @ C)
+    with pytest.raises(ValueError, match="shape"):
+        ace_module._rows_times(rng.normal(size=(5, 39)), CT)
