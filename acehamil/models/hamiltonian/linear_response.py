@@ -179,6 +179,12 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
         plan = []  # per block type: orbitals of its blocks, projections onto its L, the reference's part
         col_signs = {}
         kappa_plus = np.where(own, np.sqrt(2.0), 1.0)  # kappa of an L with (-1)^L = +1 (symmetrised types)
+        # the blocks of one atom pair (i, j) differ only by their cell shift T: a state's weights there are
+        # Re(Z) cos(theta) - Im(Z) sin(theta), Z = conj(c_i) c_j^T of the pair, theta = 2 pi k.T, so the
+        # products and projections are formed once per atom pair (a few dozen) instead of once per block
+        pair_ids, pair_first, pair_of = np.unique(np.asarray(ci, dtype=np.int64) * len(orb0) + np.asarray(cj),
+                                                  return_index=True, return_inverse=True)
+        pair_of = pair_of.reshape(-1)
         for bt in bts:
             Ls = [L for L in bt.L_values() if (bt.key, L) in n_coef]
             if not Ls:
@@ -186,9 +192,11 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
             rows, cols, P, cuts = block_projections(bt, Ls, so, orb0[ci], orb0[cj])
             g_ref = None
             if reference is not None:
-                w_ref = _block_weights(rv, rk, np.exp(2j * np.pi * (rk @ shifts)), rows, cols)
-                g_ref = np.tensordot(rw, w_ref, axes=(0, 0)).reshape(n, -1) @ P
-            plan.append((bt, Ls, rows, cols, P, cuts, g_ref))
+                re, im = _pair_projections(rv, rows[pair_first], cols[pair_first], P)  # (nf, n_pairs, q)
+                th = 2 * np.pi * (rk @ shifts)  # (nf, n)
+                g_ref = (np.einsum("f,fn,fnq->nq", rw, np.cos(th), re[:, pair_of])
+                         - np.einsum("f,fn,fnq->nq", rw, np.sin(th), im[:, pair_of]))
+            plan.append((bt, Ls, rows[pair_first], cols[pair_first], P, cuts, g_ref))
             col_signs[bt.key] = np.concatenate([np.full(2 * L + 1, float(transpose_sign(L))) for L in Ls])
             for L in Ls:
                 J[(bt.key, L)] = np.zeros((nr, n_coef[(bt.key, L)]))
@@ -203,11 +211,12 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
         step = max(1, int(2**17 // max(1, 9 * n)))
         for r0 in range(0, nr, step):
             r1 = min(nr, r0 + step)
-            phase = np.exp(2j * np.pi * (kstates[r0:r1] @ shifts))  # (R, n)
+            theta = 2 * np.pi * (kstates[r0:r1] @ shifts)  # (R, n)
+            cos, sin = np.cos(theta)[:, :, None], np.sin(theta)[:, :, None]
             for bt, Ls, rows, cols, P, cuts, g_ref in plan:
                 R = r1 - r0
-                gall = (_block_weights(vecs[r0:r1], kstates[r0:r1], phase, rows, cols).reshape(R * n, -1) @ P)
-                gall = gall.reshape(R, n, -1)
+                re, im = _pair_projections(vecs[r0:r1], rows, cols, P)  # (R, n_pairs, q) each
+                gall = cos * re[:, pair_of] - sin * im[:, pair_of]
                 if g_ref is not None:
                     gall -= g_ref[None]
                 sym = sym_of[bt.key]
@@ -268,6 +277,20 @@ def block_projections(bt, Ls, so, first_i, first_j) -> tuple:
     P = P * (1.0 if bt.symmetric else 2.0)
     cuts = np.cumsum([0] + [2 * L + 1 for L in Ls])
     return rows, cols, P, cuts
+
+
+def _pair_projections(vecs, rows, cols, P) -> tuple:
+    """``Re(Z) P`` and ``Im(Z) P`` of ``Z = conj(c_rows) c_cols^T`` per state and atom pair.
+
+    ``vecs`` (ns, norb) complex, ``rows`` (m, d1) / ``cols`` (m, d2) the orbitals of ``m`` atom pairs'
+    blocks, ``P`` (d1 d2, q) the projections of :func:`block_projections`.  The weights of a block
+    of the pair at cell shift ``T`` are ``Re(Z) cos(theta) - Im(Z) sin(theta)`` (theta = 2 pi k.T,
+    :func:`_block_weights`), so its projections are ``cos re - sin im``.  Returns two arrays
+    (ns, m, q)."""
+    U = np.conj(vecs[:, rows])  # (ns, m, d1)
+    V = vecs[:, cols]  # (ns, m, d2)
+    Z = (U[..., :, None] * V[..., None, :]).reshape(U.shape[0] * U.shape[1], -1)
+    return (Z.real @ P).reshape(U.shape[0], U.shape[1], -1), (Z.imag @ P).reshape(U.shape[0], U.shape[1], -1)
 
 
 def _block_weights(vecs, kpts, phase, rows, cols) -> np.ndarray:
