@@ -238,3 +238,27 @@ def test_cv_energy_errors_are_held_out_predictions(rng):
     assert abs(err[bad] + 0.05) < 2e-3  # the clean model predicts the uncorrupted energy
     full, _ = solve(acc, settings, cols, degs, 1, 0.0, 1e-10)
     assert abs(acc.energy_rows[bad] @ full - acc.energy_targets[bad]) < abs(err[bad])
+
+
+def test_info_summarises_a_potential_file_and_refuses_a_damaged_one(tmp_path, rng, capsys):
+    """``acehamil info`` reads potential files (it read only datasets and H/S models): species, basis,
+    E0 from the loaded potential, and refuses a file whose coefficients no longer match the checksum."""
+    from acehamil.cli import main
+
+    rep = RepulsionSpec((((14, 14), 1.9),), 7.0)
+    pot = _small_potential(rng, repulsion=rep)
+    path = tmp_path / "pot.h5"
+    save_potential(path, pot)
+    assert main(["info", str(path), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["kind"] == "ace_potential" and s["model"] == "linear" and s["species"] == ["Si"]
+    assert s["r_cut_A"] == 4.0 and s["max_nu"] == 3 and s["n_features"] == pot.coef.shape[1]
+    assert s["e0_eV"] == {"Si": float(pot.e0[0])} and s["repulsion"] is True and s["posterior"] is False
+    assert s["fit"] == {"note": "test"}
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "linear ACE site-energy potential for Si" in text and "r_cut 4 A" in text
+    with h5py.File(path, "r+") as f:
+        f["coef"][0, 0] += 1.0
+    assert main(["info", str(path)]) != 0
+    assert "checksum" in capsys.readouterr().err.lower()

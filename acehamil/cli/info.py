@@ -9,6 +9,11 @@ For a dataset, the ``--json`` output is a contract for scripts::
 For a Hamiltonian model: ``{"kind": "hamiltonian_model", "basis", "valence_electrons",
 "solver", "train_structures", "seconds_fit", "block_types": {"H": n, "S": n}}``.
 
+For a site-energy potential (``acehamil fit-potential``): ``{"kind": "ace_potential", "model" (linear,
+embedded, multilayer, embedded_multilayer), "species", "r_cut_A", "max_nu", "n_features", "e0_eV",
+"repulsion", "posterior" (calibrated error bars stored), "fit"}`` (``fit``: the stored fit facts that
+are plain numbers or strings).
+
 With ``--band-error`` (datasets) each structure's Bloch-sum bands are compared with its stored
 ``reference_bands`` (the DFT code's own eigenvalues; :mod:`acehamil.io.band_check`), and
 ``--json`` adds ``"band_errors": [{"name", "natoms", "occupied", "near_ef", "all", "checked_max_meV",
@@ -17,10 +22,12 @@ With ``--band-error`` (datasets) each structure's Bloch-sum bands are compared w
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="summarise an acehamil dataset or model file")
-    p.add_argument("path", help="dataset or H/S model .h5 file")
+    p.add_argument("path", help="dataset, H/S model or potential .h5 file")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="datasets: list the structures without reading and checking each one (checksums, atoms, "
@@ -45,8 +52,11 @@ def summary(path, verify: bool = True) -> dict:
     """
     from ..io.hdf5 import open_h5
 
-    if _kind(path) == "hamiltonian_model":
+    kind = _kind(path)
+    if kind == "hamiltonian_model":
         return model_summary(path)
+    if kind == "ace_potential":
+        return potential_summary(path)
     from ..io.dataset import read_dataset
 
     ds = read_dataset(path)
@@ -90,6 +100,39 @@ def model_summary(path) -> dict:
     }
 
 
+def potential_summary(path) -> dict:
+    """Species, basis and fit facts of a site-energy potential file, after loading it (and its posterior)
+    with every check of :func:`acehamil.io.potential_file.load_potential` (header, checksum, basis
+    fingerprint): ``info`` never summarises a file that ``evaluate-potential`` would refuse."""
+    from ase.data import chemical_symbols
+
+    from ..io.hdf5 import open_h5
+    from ..io.potential_file import load_posterior, load_potential
+
+    pot = load_potential(path)
+    posterior = load_posterior(path)
+    with open_h5(path) as f:
+        model = f.attrs.get("model", "linear")
+    model = model.decode() if isinstance(model, bytes) else str(model)
+    spec = pot.basis.spec
+    species = [chemical_symbols[int(z)] for z in pot.species]
+    meta = pot.metadata if isinstance(pot.metadata, dict) else {}
+    fit = {k: v for k, v in meta.items()
+           if isinstance(v, (str, bool, int)) or (isinstance(v, float) and np.isfinite(v))}
+    return {
+        "kind": "ace_potential",
+        "model": model,
+        "species": species,
+        "r_cut_A": float(spec.radial.r_cut),
+        "max_nu": int(spec.max_nu),
+        "n_features": int(np.asarray(pot.coef).shape[-1]),
+        "e0_eV": {sym: float(e) for sym, e in zip(species, np.asarray(pot.e0, dtype=float))},
+        "repulsion": pot.repulsion is not None,
+        "posterior": posterior is not None,
+        "fit": fit,
+    }
+
+
 def _leaves(group):
     out = []
     group.visititems(lambda name, obj: out.append(name) if hasattr(obj, "shape") else None)
@@ -113,6 +156,15 @@ def run(args) -> int:
         from ..io.safe_write import dumps_strict
 
         print(dumps_strict(s))
+        return 0
+    if s["kind"] == "ace_potential":
+        print(f"{args.path}: {s['model']} ACE site-energy potential for {' '.join(s['species'])}, r_cut "
+              f"{s['r_cut_A']:g} A, correlation order {s['max_nu']}, {s['n_features']} features per species; "
+              f"E0 " + ", ".join(f"{k} {v:.4f} eV" for k, v in s["e0_eV"].items()) +
+              f"; {'with' if s['repulsion'] else 'no'} core repulsion; "
+              f"{'calibrated error bars stored' if s['posterior'] else 'no error bars stored'}")
+        for k, v in s["fit"].items():
+            print(f"  {k}: {v}")
         return 0
     if s["kind"] == "hamiltonian_model":
         val = s["valence_electrons"]
