@@ -174,3 +174,24 @@ def test_singular_overlap_error_and_remedy(tmp_path, capsys):
     assert main(argv + ["--remedy", "project", "--s-threshold", "1e-8"]) == 0
     out = json.loads(js.read_text())
     np.testing.assert_allclose(out["energies"], solve(H, S, out["kpts"]), atol=1e-8)  # 8 bands, not 10
+
+
+@pytest.mark.parametrize("text", ["0 0 0\n0.1 0.2 0.3", "0 0 0\n0.1 0.2 0.", "# header\n0 0 0\n0.25 0.25 0.2"])
+def test_bands_kpts_file_with_a_cut_last_line_is_refused(datasets, tmp_path, capsys, text):
+    """A --kpts file whose last line has no newline may be cut mid-number (0.25 -> 0.2, 0.3 -> 0.): refused
+    in one line, not read as a wrong k-point; the same file ending with a newline is read."""
+    d, sd, _ = datasets
+    kf = tmp_path / "k.txt"
+    kf.write_text(text)
+    assert main(["bands", str(d / "si.h5"), "--kpts", str(kf), "--json", str(tmp_path / "b.json"), "-q"]) != 0
+    err = capsys.readouterr().err
+    assert "does not end with a newline" in err and "Traceback" not in err
+    kf.write_text(text + "\n")
+    assert main(["bands", str(d / "si.h5"), "--kpts", str(kf), "--json", str(tmp_path / "b.json"), "-q"]) == 0
+
+
+def test_bands_kpts_file_missing_is_one_line(datasets, tmp_path, capsys):
+    d, _, _ = datasets
+    assert main(["bands", str(d / "si.h5"), "--kpts", str(tmp_path / "none.txt"), "-q"]) != 0
+    err = capsys.readouterr().err
+    assert "none.txt" in err and "Traceback" not in err

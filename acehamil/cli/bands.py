@@ -51,7 +51,17 @@ def register(subparsers) -> None:
 
 
 def read_kpts(path) -> np.ndarray:
-    """Fractional k-points from a text file, shape (nk, 3); '#' starts a comment."""
+    """Fractional k-points from a text file, shape (nk, 3); '#' starts a comment.  A file whose last
+    line has no newline is refused (:func:`acehamil.io.text_files.check_not_cut`): a file cut
+    mid-number (``0.25`` -> ``0.2``) would otherwise give a wrong k-point without a word."""
+    from ..io.text_files import check_not_cut
+
+    try:
+        check_not_cut(path)
+    except ValueError as err:
+        raise UserError(f"--kpts {err}; if the file is complete, end its last line with a newline") from None
+    except OSError as err:
+        raise UserError(f"--kpts {path}: cannot read it ({err.strerror or err})") from None
     try:
         k = np.loadtxt(path, ndmin=2, comments="#")
     except ValueError as err:
