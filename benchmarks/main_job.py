@@ -13,6 +13,9 @@ Usage::
 
     python benchmarks/main_job.py [--fresh] [--repeat N] [--json] [-- extra arguments of the example]
 
+An ``--out DIR`` among the example's arguments is where its outputs go (and are read from; each run
+replaces them); without one they go to a temporary folder.
+
 Examples
 --------
 >>> phase_table({"phases": {"fit": {"wall": 2.0, "cpu": 3.0}}})
@@ -32,6 +35,36 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def split_out(extra: list) -> tuple:
+    """``(out, rest)``: the example's ``--out DIR`` / ``--out=DIR`` among the arguments after ``--``
+    (None when absent; the last one wins, as argparse takes it) and the other arguments.
+
+    The job's results are read from ``out/evaluation.json``: an ``--out`` passed through to the
+    example must be where they are read from, not a second directory the benchmark never looks at.
+
+    Examples
+    --------
+    >>> split_out(["--threads", "1", "--out", "x", "--out=y"])
+    ('y', ['--threads', '1'])
+    >>> split_out(["--full"])
+    (None, ['--full'])
+    """
+    out, rest, k = None, [], 0
+    while k < len(extra):
+        a = extra[k]
+        if a == "--out":
+            if k + 1 >= len(extra):
+                raise SystemExit("main_job.py: --out after -- needs a directory")
+            out, k = extra[k + 1], k + 2
+            continue
+        if a.startswith("--out="):
+            out = a[len("--out="):]
+        else:
+            rest.append(a)
+        k += 1
+    return out, rest
 
 
 def run_job(python: str, repo: Path, out: Path, extra: list) -> dict:
@@ -89,13 +122,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs of the job (each reported)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    user_out, extra = split_out(extra)
     report = {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="acehamil_main_job_") as tmp:
         python, repo = sys.executable, ROOT
         if args.fresh:
             python, repo, report["install"] = fresh_install(Path(tmp))
         for r in range(args.repeat):
-            report["runs"].append(run_job(python, repo, Path(tmp) / f"out{r}", extra))
+            out = Path(tmp) / f"out{r}" if user_out is None else Path(user_out).resolve()
+            report["runs"].append(run_job(python, repo, out, extra))
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
