@@ -188,6 +188,54 @@ def test_epistemic_draws_inside_a_bond_cut(model, data):
                                atol=1e-12 * np.abs(e1).max())
 
 
+@pytest.mark.parametrize("repeat", [(1, 1, 1), (2, 2, 2)])
+def test_epistemic_shifts_of_both_paths_equal_the_bloch_sums(model, data, repeat):
+    """epistemic_shifts: the dense Bloch path (small cells) and the per-entry path (larger cells, the draws
+    touching fewer entries than norb^2) give first_order_shifts of the Bloch sums; the per-entry path also
+    when its work is split into blocks of a few states."""
+    from acehamil.models.hamiltonian import propagation
+    from acehamil.tb.draws import bloch_perturbations, first_order_shifts
+    from acehamil.tb.eigen import solve
+
+    atoms = data[4].atoms.repeat(repeat)
+    mean, e = sample_matrix(model.H, atoms, 4, np.random.default_rng(3), scales=(1.0, 0.0, 0.0), epistemic_cut=3.0,
+                            noise=False)
+    kp = np.array([[0.1, 0.2, 0.3], [0.0, 0.0, 0.0], [0.5, 0.25, 0.0]])
+    _, C = solve(mean, model.S.predict(atoms), kp, eigenvectors=True)
+    Cw = C[:, :, 2:9]
+    ref = first_order_shifts(Cw, bloch_perturbations(mean, e, kp))
+    dense = mean.norb ** 2 <= np.count_nonzero(np.any(e != 0, axis=0))
+    assert dense == (repeat == (1, 1, 1))  # each path is exercised
+    np.testing.assert_allclose(propagation.epistemic_shifts(mean, e, Cw, kp), ref, atol=1e-12 * np.abs(e).max())
+    if not dense:
+        old = propagation._WORK_BYTES
+        try:
+            propagation._WORK_BYTES = 48 * 3 * 16 * np.count_nonzero(np.any(e != 0, axis=0))  # 48 states per block
+            np.testing.assert_allclose(propagation.epistemic_shifts(mean, e, Cw, kp), ref, atol=1e-12 * np.abs(e).max())
+        finally:
+            propagation._WORK_BYTES = old
+
+
+def test_spreads_do_not_depend_on_the_memory_bounds(model, data, monkeypatch):
+    """eigen_sigma and noise_variances split their work over k-points and bands to bound memory: the spreads
+    are the same with every eigenvector held and with one k-point's eigenvectors at a time (solved again
+    after the eigenvalues), and with blocks of one state in the noise parts."""
+    from acehamil.models.hamiltonian import propagation
+    from acehamil.tb.dos import monkhorst_pack
+
+    sd = data[4]
+    atoms = sd.atoms.repeat((2, 1, 1))
+    kp, wk = monkhorst_pack((3, 2, 2), atoms.pbc)
+    mod = _with_scales(model, 1.3, 0.7, 0.4)
+    ref = propagation.eigen_sigma(mod, atoms, kp, wk, 2 * sd.n_electrons, 6, np.random.default_rng(2), window_eV=3.0)
+    monkeypatch.setattr(propagation, "_VECS_BYTES", 16 * (4 * len(atoms)) ** 2)  # one k-point's eigenvectors (s + p: 4 orbitals)
+    monkeypatch.setattr(propagation, "_WORK_BYTES", 1)  # one state per block of work
+    low = propagation.eigen_sigma(mod, atoms, kp, wk, 2 * sd.n_electrons, 6, np.random.default_rng(2), window_eV=3.0)
+    np.testing.assert_allclose(low["eps"], ref["eps"], rtol=0, atol=1e-10)
+    assert np.array_equal(np.isnan(low["sigma"]), np.isnan(ref["sigma"])) and np.isfinite(ref["sigma"]).any()
+    np.testing.assert_allclose(low["sigma"], ref["sigma"], rtol=1e-8)
+
+
 def test_first_order_sigma_equals_the_linear_response(model, data):
     """eigen_sigma: without the epistemic part it equals the exact first-order noise and shared variances
     relative to the linear Fermi-level response (linear_response); the epistemic part from many draws

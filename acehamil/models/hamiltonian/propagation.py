@@ -28,26 +28,52 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linear_response import block_projections
 from .blocks import transpose_sign
 from .matrix_model import shell_offsets
 
-#: Rows (states) per block of work in :func:`noise_variances` (bounds the temporaries).
-_ROW_BLOCK = 4096
+#: Bytes of the largest temporaries of :func:`noise_variances` and :func:`epistemic_shifts` per block of
+#: states (the work is split over k-points and bands to stay near it, whatever the cell size).
+_WORK_BYTES = 32 * 2**20
 
 
-def _pair_weights(vecs, rows, cols, P) -> np.ndarray:
-    """``y = P^T vec(conj(c_rows) c_cols^T)`` of each state on each atom pair, (nk, nb, npairs, n_M) complex.
+def _family_noise_setup(mm, fam, bts, so, ni: int, nj: int):
+    """The noise metric of a family on its atom-pair blocks and the shared-noise projections per block type.
 
-    ``vecs`` (nk, norb, nb); ``rows`` (npairs, d1), ``cols`` (npairs, d2) orbital indices; ``P`` (d1 d2, n_M)."""
-    U = np.conj(vecs[:, rows, :])  # (nk, npairs, d1, nb)
-    V = vecs[:, cols, :]  # (nk, npairs, d2, nb)
-    x = U[:, :, :, None, :] * V[:, :, None, :, :]  # (nk, npairs, d1, d2, nb)
-    nk, npairs, d1, d2, nb = x.shape
-    return np.einsum("kpqn,qm->knpm", x.reshape(nk, npairs, d1 * d2, nb), P, optimize=True)
+    Returns
+    -------
+    M : ndarray, shape (ni nj, ni nj)
+        ``sum_{bt, L} (f / beta_L) P_L P_L^T`` embedded at the type's rows and columns of the
+        ``(ni, nj)`` block of an atom pair (``f`` = 2 for a symmetrised type), so that a state's noise
+        variance on a centre with weights ``w`` (flat block) is ``w^T M w``.
+    shared : list of (sym, positions (d1 d2,), P (d1 d2, n_M), weights (n_M,))
+        Per block type: where its entries sit in the pair block, its projections (with the factor 2 of
+        a type that is not its own transpose), and ``1/beta_L`` per column (0 where a symmetrised type's
+        shared draw vanishes).
+    """
+    from .linear_response import block_projections
+    from .uncertainty import posterior
+
+    M = np.zeros((ni * nj, ni * nj))
+    shared = []
+    one = np.zeros(1, dtype=np.int64)
+    for bt in bts:
+        Ls = [L for L in bt.L_values() if L in mm.coefficients.get(bt.key, {})
+              and np.size(mm.coefficients[bt.key][L]) and posterior(mm, bt, L) is not None]
+        if not Ls:
+            continue
+        sym = fam.symmetrised(bt)
+        rows, cols, P, cuts = block_projections(bt, Ls, so, one, one)
+        pos = (rows[0][:, None] * nj + cols[0][None, :]).reshape(-1)
+        beta = np.concatenate([np.full(2 * L + 1, posterior(mm, bt, L).beta) for L in Ls])
+        f_noise = 2.0 if sym else 1.0  # symmetrised: the pair (n, rev n) is one draw of unit variance, seen twice
+        M[np.ix_(pos, pos)] += (P * (f_noise / beta)) @ P.T
+        ws = np.concatenate([np.full(2 * L + 1, 0.0 if (sym and transpose_sign(L) < 0) else 1.0 / posterior(mm, bt, L).beta)
+                             for L in Ls])
+        shared.append((sym, pos, P, ws))
+    return M, shared
 
 
-def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None) -> tuple:
+def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None, parts=("noise", "shared")) -> tuple:
     """First-order noise and shared-noise variances (unscaled, eV^2) of every state on a k-grid.
 
     Parameters
@@ -63,14 +89,28 @@ def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None) -> tuple:
     fermi : (vecs (nf, norb), kpts (nf, 3), weights (nf,)), optional
         States whose weighted sum is subtracted from every state (the Fermi level's response):
         the variances are then those of ``eps_n - sum_f weights_f eps_f``.
+    parts : sequence of {"noise", "shared"}
+        The parts computed (the other is returned as zeros).
 
     Returns
     -------
     var_noise, var_shared : ndarray, shape (nk, nb), eV^2
         ``(1/beta) sum_n |T_n^T g_n|^2`` and ``(1/beta) |sum_n kappa_n g_n|^2`` summed over the
         ``(block type, L)`` models, as :func:`~acehamil.models.hamiltonian.linear_response.variances`.
+
+    Notes
+    -----
+    Per family, with ``x_p = conj(c_i) (x) c_j`` the state's ``(ni, nj)`` block of the atom pair ``p = (i, j)``
+    (the same for every centre ``(i, j, T)`` of the pair) and ``M`` the family's noise metric
+    (:func:`_family_noise_setup`), the centres of a pair sum to ``1/2 N_p x^H M x + 1/2 Re[F_p x^T M x]``
+    (``N_p`` centres, ``F_p = sum_T exp(4 pi i k.T)``).  Both quadratic forms factor into per-atom
+    matrices, ``x^H M x = vec(rho_i)^T M' vec(rho_j)`` with ``rho_i = c_i c_i^H``, so the sum over pairs
+    is one product with the ``(natoms, natoms)`` matrices ``N`` and ``F(k)``: no per-pair temporaries, the
+    work per state grows with the number of atom pairs, the memory with the number of atoms.  The
+    Fermi reference enters through one Bloch matrix of its block weights per k-point and the shared
+    part through ``c^H K(k) c`` (``K`` the Bloch sums of the ``kappa`` of every pair).
     """
-    from .uncertainty import _family_centres, posterior
+    from .uncertainty import _family_centres
 
     vecs = np.asarray(vecs)
     k = np.asarray(kpts, dtype=float).reshape(-1, 3)
@@ -80,77 +120,114 @@ def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None) -> tuple:
     orb0 = np.concatenate([[0], np.cumsum(pat.norb)]).astype(np.int64)
     if norb != orb0[-1]:
         raise ValueError(f"eigenvectors have {norb} orbitals, the structure {orb0[-1]}")
+    if not set(parts) <= {"noise", "shared"}:
+        raise ValueError(f"parts must be a subset of ('noise', 'shared'), got {parts!r}")
     if fermi is not None:
         fv, fk, fw = (np.asarray(x) for x in fermi)
         if fv.ndim != 2 or fv.shape[1] != norb or fk.shape != (len(fv), 3) or fw.shape != (len(fv),):
             raise ValueError("fermi must be (vecs (nf, norb), kpts (nf, 3), weights (nf,))")
+    want_n, want_s = "noise" in parts, "shared" in parts
     so = shell_offsets(mm.orbital_basis)
     var_n, var_s = np.zeros((nk, nb)), np.zeros((nk, nb))
+    if not (want_n or want_s) or nb == 0:
+        return var_n, var_s
     for fam, sel, _, _, rev in _family_centres(mm, atoms, pat):
-        ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
-        n = len(sel)
-        own = np.asarray(rev) == np.arange(n)
-        pair_key = np.asarray(ci, dtype=np.int64) * len(atoms) + np.asarray(cj, dtype=np.int64)
-        uniq, p_of = np.unique(pair_key, return_inverse=True)
-        p_of = np.asarray(p_of).reshape(-1)
-        pi, pj = uniq // len(atoms), uniq % len(atoms)
-        order = np.argsort(p_of, kind="stable")  # the centres sorted by pair: a pair's centres are contiguous
-        p_of, own, cs = p_of[order], own[order], np.asarray(cs, dtype=float)[order]
-        starts = np.searchsorted(p_of, np.arange(len(uniq)))
+        ci, cj, cs = (np.asarray(x) for x in fam.centre_blocks(atoms, pat.pairs, sel))
+        I, li = np.unique(ci, return_inverse=True)
+        J, lj = np.unique(cj, return_inverse=True)
+        li, lj = np.asarray(li).reshape(-1), np.asarray(lj).reshape(-1)
+        ni, nj = int(pat.norb[I[0]]), int(pat.norb[J[0]])
+        if np.any(pat.norb[I] != ni) or np.any(pat.norb[J] != nj):
+            raise ValueError(f"{fam.name}: the atoms of one side of a family differ in orbitals")  # pragma: no cover
+        M, shared = _family_noise_setup(mm, fam, fam.block_types(mm.orbital_basis), so, ni, nj)
+        if not shared:
+            continue
+        nI, nJ, q = len(I), len(J), ni * nj
+        oI = (orb0[I][:, None] + np.arange(ni)).reshape(-1)
+        oJ = (orb0[J][:, None] + np.arange(nj)).reshape(-1)
+        Mr = M.reshape(ni, nj, ni, nj).transpose(0, 2, 3, 1).reshape(ni * ni, nj * nj)  # Mr[(a,c),(d,b)] = M[(a,b),(c,d)]
+        N = np.zeros((nI, nJ))
+        np.add.at(N, (li, lj), 1.0)
+        pair = li * nJ + lj  # the centres' atom pairs, sorted so that a pair's centres are contiguous
+        order = np.argsort(pair, kind="stable")
+        upair, starts = np.unique(pair[order], return_index=True)
+        own = np.asarray(rev)[order] == order
+        cs = cs.astype(float)[order]
+        syms = {s for s, *_ in shared}
+        kappa = {s: (np.where(own, np.sqrt(2.0), 1.0) if s else np.ones(len(order))) for s in syms}
+        # the Fermi reference's real weights r_n on every centre, (n, ni nj)
+        r = None
+        const = 0.0
+        if fermi is not None:
+            r = np.zeros((len(order), q))
+            oi, oj = orb0[ci[order]][:, None] + np.arange(ni), orb0[cj[order]][:, None] + np.arange(nj)
+            for f0 in range(len(fv)):
+                ph = np.exp(2j * np.pi * (cs @ fk[f0]))
+                r += fw[f0] * (np.conj(fv[f0][oi])[:, :, None] * (fv[f0][oj] * ph[:, None])[:, None, :]).real.reshape(-1, q)
+            MR = r @ M  # M is symmetric
+            const = float(np.sum(MR * r)) if want_n else 0.0
+        t_ref = {s: (kappa[s] @ r if r is not None else np.zeros(q)) for s in syms}
 
-        def pair_sum(X):
-            """Sum over the centres of each pair along axis 1: (nk, n, ...) -> (nk, npairs, ...)."""
-            return np.add.reduceat(X, starts, axis=1)
+        def dense(X, kc):
+            """Per-pair values (kc, npairs, ...) -> (kc, nI, nJ, ...)."""
+            out = np.zeros((kc, nI * nJ) + X.shape[2:], dtype=X.dtype)
+            out[:, upair] = X
+            return out.reshape((kc, nI, nJ) + X.shape[2:])
 
-        theta = 2 * np.pi * (k @ cs.T)  # (nk, n)
-        E = np.exp(1j * theta)
-        F2 = pair_sum(E * E)  # (nk, npairs): sum over the pair's centres of exp(2 i theta)
-        counts = np.bincount(p_of, minlength=len(uniq)).astype(float)  # (npairs,)
-        for bt in fam.block_types(mm.orbital_basis):
-            Ls = [L for L in bt.L_values() if L in mm.coefficients.get(bt.key, {})
-                  and np.size(mm.coefficients[bt.key][L]) and posterior(mm, bt, L) is not None]
-            if not Ls:
-                continue
-            sym = fam.symmetrised(bt)
-            rows, cols, P, cuts = block_projections(bt, Ls, so, orb0[pi], orb0[pj])
-            kappa = np.where(own, np.sqrt(2.0), 1.0) if sym else np.ones(n)
-            Kap = pair_sum(E * kappa)  # (nk, npairs)
-            B = np.zeros((nk, len(uniq), P.shape[1]), dtype=complex)
-            const = np.zeros(P.shape[1])
-            t_ref = np.zeros(P.shape[1])
-            if fermi is not None:  # the reference's weights on every centre, g_ref (n, n_M), real
-                yf = _pair_weights(fv.T[None], rows, cols, P)[0]  # (nf, npairs, n_M)
-                ef = np.exp(2j * np.pi * (fk @ cs.T))  # (nf, n)
-                g_ref = np.einsum("f,fnm->nm", fw, (yf[:, p_of, :] * ef[:, :, None]).real)
-                B = pair_sum(E[:, :, None] * g_ref[None])  # (nk, npairs, n_M)
-                const = np.sum(g_ref**2, axis=0)
-                t_ref = kappa @ g_ref
-            f_noise = 2.0 if sym else 1.0  # symmetrised: the pair (n, rev n) is one draw of unit variance, seen twice
-            step = max(1, _ROW_BLOCK // max(1, nb))
-            for k0 in range(0, nk, step):
-                k1 = min(nk, k0 + step)
-                y = _pair_weights(vecs[k0:k1], rows, cols, P)  # (kc, nb, npairs, n_M)
-                yt = np.swapaxes(y, 2, 3)  # (kc, nb, n_M, npairs)
-                sq = (0.5 * ((yt.real**2 + yt.imag**2) @ counts)
-                      + 0.5 * ((yt * yt) @ F2[k0:k1, None, :, None])[..., 0].real
-                      - 2.0 * np.sum((y * B[k0:k1, None]).real, axis=2) + const)
-                t = (yt @ Kap[k0:k1, None, :, None])[..., 0].real - t_ref
-                for q, L in enumerate(Ls):
-                    beta = posterior(mm, bt, L).beta
-                    sl = slice(cuts[q], cuts[q + 1])
-                    var_n[k0:k1] += f_noise * sq[..., sl].sum(axis=-1) / beta
-                    if not (sym and transpose_sign(L) < 0):
-                        var_s[k0:k1] += np.sum(t[..., sl] ** 2, axis=-1) / beta
+        per_k = 16 * (3 * nI * nJ + (norb * norb if r is not None else 0) + len(order) * (q + 2))
+        per_state = 16 * 4 * (nI * ni * ni + nJ * nj * nj) + 16 * (nI * ni + nJ * nj)
+        kc_max = max(1, min(nk, _WORK_BYTES // max(1, per_k), _WORK_BYTES // max(1, per_state * nb)))
+        bc = max(1, min(nb, _WORK_BYTES // max(1, per_state)))
+        for k0 in range(0, nk, kc_max):
+            k1 = min(nk, k0 + kc_max)
+            kc = k1 - k0
+            E = np.exp(2j * np.pi * (k[k0:k1] @ cs.T))  # (kc, n)
+            F2 = dense(np.add.reduceat(E * E, starts, axis=1), kc) if want_n else None
+            Kap = {s: dense(np.add.reduceat(E * kappa[s], starts, axis=1), kc) for s in syms} if want_s else {}
+            Bm = None
+            if r is not None and want_n:  # the Bloch matrix of the reference's metric-weighted block weights
+                B = dense(np.add.reduceat(E[:, :, None] * MR[None], starts, axis=1), kc)  # (kc, nI, nJ, q)
+                Bm = B.reshape(kc, nI, nJ, ni, nj).transpose(0, 1, 3, 2, 4).reshape(kc, nI * ni, nJ * nj)
+            del E
+            for b0 in range(0, nb, bc):
+                b1 = min(nb, b0 + bc)
+                m = b1 - b0
+                CI = vecs[k0:k1][:, oI, b0:b1]  # (kc, nI ni, m)
+                CJ = vecs[k0:k1][:, oJ, b0:b1]
+                CIr, CJr = CI.reshape(kc, nI, ni, m), CJ.reshape(kc, nJ, nj, m)
+                if want_n:
+                    rhoI = np.einsum("kiam,kicm->kmiac", CIr, np.conj(CIr)).reshape(kc, m, nI, ni * ni)
+                    rhoJ = np.einsum("kjdm,kjbm->kmjdb", CJr, np.conj(CJr)).reshape(kc, m, nJ, nj * nj)
+                    NrJ = np.einsum("ij,kmjq->kmiq", N, rhoJ.real, optimize=True) + 1j * np.einsum(
+                        "ij,kmjq->kmiq", N, rhoJ.imag, optimize=True)
+                    t1 = np.einsum("kmiq,kmiq->km", rhoI, NrJ @ Mr.T).real
+                    sigI = np.einsum("kiam,kicm->kmiac", np.conj(CIr), np.conj(CIr)).reshape(kc, m, nI, ni * ni)
+                    tauJ = np.einsum("kjdm,kjbm->kmjdb", CJr, CJr).reshape(kc, m, nJ, nj * nj)
+                    FtJ = np.einsum("kij,kmjq->kmiq", F2, tauJ, optimize=True)
+                    t2 = np.einsum("kmiq,kmiq->km", sigI, FtJ @ Mr.T).real
+                    v = 0.5 * t1 + 0.5 * t2 + const
+                    if Bm is not None:
+                        v -= 2.0 * np.einsum("kom,kom->km", np.conj(CI), Bm @ CJ).real
+                    var_n[k0:k1, b0:b1] += v
+                if want_s:
+                    Z = {}
+                    for s in syms:  # sum over pairs of kappa-weighted blocks: (kc, m, ni nj)
+                        KC = (Kap[s] @ CJ.reshape(kc, nJ, nj * m)).reshape(kc, nI, nj, m)
+                        Z[s] = np.einsum("kiam,kibm->kmab", np.conj(CIr), KC).reshape(kc, m, q)
+                    for s, pos, P, ws in shared:
+                        t = Z[s][:, :, pos].real @ P - (t_ref[s][pos] @ P)
+                        var_s[k0:k1, b0:b1] += (t * t) @ ws
     return var_n, var_s
 
 
 def epistemic_shifts(H, delta, vecs, kpts) -> np.ndarray:
     """First-order shifts ``Re c^H dH_d(k) c`` of some states under real-space draws, shape (K, nk, nb), eV.
 
-    The Bloch sums of the draws over the cells any draw touches (e.g. inside an epistemic bond cut) as
-    two real matrix products per chunk of k-points, then the projections on the given states only
-    (the same numbers as :func:`acehamil.tb.draws.first_order_shifts` of
-    :func:`acehamil.tb.draws.bloch_perturbations`, tested).
+    Only the entries some draw touches (e.g. inside an epistemic bond cut) enter: each state's weights
+    on them, ``w_e = Re[conj(c_row) c_col exp(2 pi i k.T)]``, then one product with the draws, in
+    blocks of states whose temporaries stay near ``_WORK_BYTES`` (the same numbers as
+    :func:`acehamil.tb.draws.first_order_shifts` of :func:`acehamil.tb.draws.bloch_perturbations`,
+    tested; the work per state grows with the touched entries, not with ``norb^2``).
 
     Parameters
     ----------
@@ -172,21 +249,43 @@ def epistemic_shifts(H, delta, vecs, kpts) -> np.ndarray:
     K = len(delta)
     rows, cols, _, bidx = H.coo()
     nz = np.flatnonzero(np.any(delta != 0, axis=0))
+    out = np.zeros((K, nk, nb))
+    if len(nz) == 0 or nb == 0:
+        return out
     blocks = np.unique(bidx[nz])
     cells, cell_of = np.unique(np.asarray(H.shift)[blocks], axis=0, return_inverse=True)
-    cell_b = np.full(len(H.shift), -1, dtype=np.int64)
-    cell_b[blocks] = np.asarray(cell_of).reshape(-1)
-    D = np.zeros((len(cells), K * n * n))
-    D[cell_b[bidx[nz]][None, :], (np.arange(K)[:, None] * (n * n) + (rows[nz] * n + cols[nz])[None, :])] = delta[:, nz]
-    out = np.empty((K, nk, nb))
-    step = max(1, int(2**22 // max(1, K * n * n)))  # ~64 MB of Bloch matrices per chunk of k
-    for k0 in range(0, nk, step):
-        k1 = min(nk, k0 + step)
-        ph = np.exp(2j * np.pi * (k[k0:k1] @ cells.T.astype(float)))  # (kc, ncells)
-        dHk = ((ph.real @ D) + 1j * (ph.imag @ D)).reshape(k1 - k0, K, n, n)
-        Cv = vecs[k0:k1]
-        T = dHk @ Cv[:, None]  # (kc, K, n, nb)
-        out[:, k0:k1] = np.einsum("kin,kdin->dkn", Cv.conj(), T, optimize=True).real
+    if len(cells) * K * n * n * 8 <= 4 * _WORK_BYTES and n * n <= len(nz):
+        # small cells: dense Bloch sums of the draws over the few cells they touch (two real products
+        # per chunk of k-points) and one batched product with the states: BLAS-bound, fewer passes
+        cell_b = np.full(len(H.shift), -1, dtype=np.int64)
+        cell_b[blocks] = np.asarray(cell_of).reshape(-1)
+        D = np.zeros((len(cells), K * n * n))
+        D[cell_b[bidx[nz]][None, :], (np.arange(K)[:, None] * (n * n) + (rows[nz] * n + cols[nz])[None, :])] = delta[:, nz]
+        step = max(1, _WORK_BYTES // max(1, 16 * K * n * n))
+        for k0 in range(0, nk, step):
+            k1 = min(nk, k0 + step)
+            ph = np.exp(2j * np.pi * (k[k0:k1] @ cells.T.astype(float)))  # (kc, ncells)
+            dHk = ((ph.real @ D) + 1j * (ph.imag @ D)).reshape(k1 - k0, K, n, n)
+            Cv = vecs[k0:k1]
+            T = dHk @ Cv[:, None]  # (kc, K, n, nb)
+            out[:, k0:k1] = np.einsum("kin,kdin->dkn", Cv.conj(), T, optimize=True).real
+        return out
+    # larger cells: each state's weights on the touched entries only (memory and work grow with them)
+    d = np.ascontiguousarray(delta[:, nz])
+    re, ce = rows[nz], cols[nz]
+    cell = np.asarray(H.shift, dtype=float)[bidx[nz]]  # (ne, 3)
+    ne = len(nz)
+    states = max(1, _WORK_BYTES // (16 * 3 * ne))
+    kc = max(1, min(nk, states // max(1, nb)))
+    bc = max(1, min(nb, states))
+    for k0 in range(0, nk, kc):
+        k1 = min(nk, k0 + kc)
+        ph = np.exp(2j * np.pi * (k[k0:k1] @ cell.T))  # (kc, ne)
+        for b0 in range(0, nb, bc):
+            b1 = min(nb, b0 + bc)
+            U = vecs[k0:k1, :, b0:b1][:, re]  # (kc, ne, m)
+            V = vecs[k0:k1, :, b0:b1][:, ce] * ph[:, :, None]
+            out[:, k0:k1, b0:b1] = np.tensordot(d, U.real * V.real + U.imag * V.imag, axes=(1, 1))  # Re[conj(U) V]
     return out
 
 
@@ -235,7 +334,6 @@ def eigen_sigma(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
         ``sigma_extrapolation`` (eV), ``extrapolation_score`` (natoms,); with ``kpath``:
         ``path_eps``, ``path_sigma``.
     """
-    from ...tb.eigen import solve
     from ...tb.smearing import fermi_level
     from .calibrate import scales_of
     from .linear_response import fermi_weights
@@ -249,34 +347,55 @@ def eigen_sigma(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
     H, S, delta = m.H, m.S, m.draws[0]
     kp = np.asarray(kpts, dtype=float).reshape(-1, 3)
     w = np.asarray(weights, dtype=float)
-    eps, C = solve(H, S, kp, eigenvectors=True)
+    eps, vecs_of = _eigen(H, S, kp)
     ef = fermi_level(eps[None], w, float(n_electrons), 0.01, "fermi-dirac", 2)
     phi = fermi_weights(eps, w, ef, 0.01)
     nk, nb = eps.shape
     flat = phi.reshape(-1)
     f = np.flatnonzero(flat > 1e-9)  # the states that move E_F (a few, at small smearing)
-    fermi = (C[f // nb, :, f % nb], kp[f // nb], flat[f] / flat[f].sum())
+    kf, kf_of = np.unique(f // nb, return_inverse=True)
+    fermi = (vecs_of(kf)[np.asarray(kf_of).reshape(-1), :, f % nb], kp[f // nb], flat[f] / flat[f].sum())
     pat = model.H.pattern(atoms, m.pairs)
     sx2 = float(m.sigma_extrapolation) ** 2
-    # each draw's Fermi-level shift, from the states that carry it
     # each draw's Fermi-level shift, from the states that carry it (each state as its own k-point)
     shift_ef = epistemic_shifts(H, delta, fermi[0][:, :, None], fermi[1])[:, :, 0] @ fermi[2]  # (K,)
+    parts = tuple(name for name, x in (("noise", b), ("shared", c)) if x != 0)
+    step = max(1, _VECS_BYTES // max(1, 16 * H.norb * H.norb))  # k-points whose eigenvectors are held at once
 
-    def spread(kk, ee, CC):
+    def spread(kk, ee, vecs):
         bands = slice(0, ee.shape[1]) if window_eV is None else window_bands(ee, ef, window_eV)
         sig = np.full(ee.shape, np.nan)
         if bands.stop > bands.start:
-            Cw = np.ascontiguousarray(CC[:, :, bands])
-            de = epistemic_shifts(H, delta, Cw, kk)  # (K, nk, nbw)
-            var_e = np.mean((de - shift_ef[:, None, None]) ** 2, axis=0)
-            vn, vs = noise_variances(model.H, atoms, pat, Cw, kk, fermi)
-            sig[:, bands] = np.sqrt(a * a * var_e + b * b * vn + c * c * vs + sx2)
+            for k0 in range(0, len(kk), step):
+                k1 = min(len(kk), k0 + step)
+                Cw = np.ascontiguousarray(vecs(np.arange(k0, k1))[:, :, bands])
+                de = epistemic_shifts(H, delta, Cw, kk[k0:k1])  # (K, kc, nbw)
+                var_e = np.mean((de - shift_ef[:, None, None]) ** 2, axis=0)
+                vn, vs = noise_variances(model.H, atoms, pat, Cw, kk[k0:k1], fermi, parts=parts)
+                sig[k0:k1, bands] = np.sqrt(a * a * var_e + b * b * vn + c * c * vs + sx2)
         return sig
 
-    out = {"eps": eps, "sigma": spread(kp, eps, C), "fermi_level": ef, "H": H, "S": S,
+    out = {"eps": eps, "sigma": spread(kp, eps, vecs_of), "fermi_level": ef, "H": H, "S": S,
            "sigma_extrapolation": float(m.sigma_extrapolation), "extrapolation_score": m.extrapolation_score}
     if kpath is not None:
         kk = np.asarray(kpath, dtype=float).reshape(-1, 3)
-        pe, pC = solve(H, S, kk, eigenvectors=True)
-        out["path_eps"], out["path_sigma"] = pe, spread(kk, pe, pC)
+        pe, p_vecs = _eigen(H, S, kk)
+        out["path_eps"], out["path_sigma"] = pe, spread(kk, pe, p_vecs)
     return out
+
+
+#: Largest array of eigenvectors :func:`eigen_sigma` holds (bytes): beyond it the eigenvalues come first and
+#: the eigenvectors are solved again chunk by chunk of k-points (memory bounded whatever the grid and the cell).
+_VECS_BYTES = 256 * 2**20
+
+
+def _eigen(H, S, kpts) -> tuple:
+    """``(eps (nk, nb), vecs_of)`` with ``vecs_of(idx)`` the S-orthonormal eigenvectors ``(len(idx), norb, nb)``
+    at ``kpts[idx]``: all held (one solve) when they fit in :data:`_VECS_BYTES`, else solved on demand."""
+    from ...tb.eigen import solve
+
+    if len(kpts) * H.norb * H.norb * 16 <= _VECS_BYTES:
+        eps, C = solve(H, S, kpts, eigenvectors=True)
+        return eps, lambda idx: C[np.asarray(idx, dtype=np.int64)]
+    eps = solve(H, S, kpts)
+    return eps, lambda idx: solve(H, S, kpts[np.asarray(idx, dtype=np.int64)], eigenvectors=True)[1][:, :, :eps.shape[1]]
