@@ -148,25 +148,69 @@ def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None, parts=("noise", "sha
         Mr = M.reshape(ni, nj, ni, nj).transpose(0, 2, 3, 1).reshape(ni * ni, nj * nj)  # Mr[(a,c),(d,b)] = M[(a,b),(c,d)]
         N = np.zeros((nI, nJ))
         np.add.at(N, (li, lj), 1.0)
-        pair = li * nJ + lj  # the centres' atom pairs, sorted so that a pair's centres are contiguous
-        order = np.argsort(pair, kind="stable")
-        upair, starts = np.unique(pair[order], return_index=True)
-        own = np.asarray(rev)[order] == order
-        cs = cs.astype(float)[order]
-        syms = {s for s, *_ in shared}
-        kappa = {s: (np.where(own, np.sqrt(2.0), 1.0) if s else np.ones(len(order))) for s in syms}
-        # the Fermi reference's real weights r_n on every centre, (n, ni nj)
-        r = None
-        const = 0.0
+        pair = li * nJ + lj
+        upair, pid = np.unique(pair, return_inverse=True)
+        pid = np.asarray(pid).reshape(-1)
+        npairs = len(upair)
+        own = np.asarray(rev) == np.arange(len(ci))
+        syms = sorted({s for s, *_ in shared})
+        kappa = {s: (np.where(own, np.sqrt(2.0), 1.0) if s else np.ones(len(ci))) for s in syms}
+        # Sums over a pair's centres of exp(i theta_n) X_n.  Small cells have few cells and many centres per
+        # pair: the centres are grouped by (cell, pair) once and each sum is one product with that table.
+        # Larger cells (about one centre per pair and cell) sum over the centres themselves.
+        cells, cell_of = np.unique(np.asarray(cs, dtype=np.int64), axis=0, return_inverse=True)
+        cell_of = np.asarray(cell_of).reshape(-1)
+        tables = len(cells) * npairs * (q + 3) * 8 <= _WORK_BYTES
+        if tables:
+            slot = cell_of * npairs + pid
+            o = np.argsort(slot, kind="stable")
+            used, first = np.unique(slot[o], return_index=True)
+
+            def table(X):
+                """Per-centre ``X`` (n, ...) summed into its (cell, pair) slot: (ncells, npairs, ...)."""
+                T = np.zeros((len(cells) * npairs,) + X.shape[1:])
+                T[used] = np.add.reduceat(X[o], first, axis=0)
+                return T.reshape((len(cells), npairs) + X.shape[1:])
+
+            X_of = {"N": table(np.ones(len(ci)))}
+            X_of.update({s: table(kappa[s]) for s in syms})
+            phase_points = cells.astype(float)
+        else:
+            o = np.argsort(pid, kind="stable")
+            starts = np.searchsorted(pid[o], np.arange(npairs))
+            X_of = {"N": np.ones(len(ci))[o]}
+            X_of.update({s: kappa[s][o] for s in syms})
+            phase_points = np.asarray(cs, dtype=float)[o]
+        # the Fermi reference: its real block weights r on every centre (or (cell, pair) slot), (.., ni nj)
+        const, t_ref = 0.0, {s: np.zeros(q) for s in syms}
         if fermi is not None:
-            r = np.zeros((len(order), q))
-            oi, oj = orb0[ci[order]][:, None] + np.arange(ni), orb0[cj[order]][:, None] + np.arange(nj)
-            for f0 in range(len(fv)):
-                ph = np.exp(2j * np.pi * (cs @ fk[f0]))
-                r += fw[f0] * (np.conj(fv[f0][oi])[:, :, None] * (fv[f0][oj] * ph[:, None])[:, None, :]).real.reshape(-1, q)
-            MR = r @ M  # M is symmetric
-            const = float(np.sum(MR * r)) if want_n else 0.0
-        t_ref = {s: (kappa[s] @ r if r is not None else np.zeros(q)) for s in syms}
+            if tables:  # r depends on the pair and the cell only: one product over the reference states
+                Xf = (np.conj(fv[:, oI].reshape(len(fv), nI, ni))[:, upair // nJ, :, None]
+                      * fv[:, oJ].reshape(len(fv), nJ, nj)[:, upair % nJ, None, :]).reshape(len(fv), npairs * q)
+                Ef = fw[:, None] * np.exp(2j * np.pi * (fk @ cells.T.astype(float)))  # (nf, ncells)
+                r = (Ef.T.real @ Xf.real - Ef.T.imag @ Xf.imag).reshape(len(cells), npairs, q)
+                MR = r @ M  # M is symmetric
+                X_of["B"] = X_of["N"][..., None] * MR
+                const = float(np.sum(X_of["N"][..., None] * MR * r)) if want_n else 0.0
+                t_ref = {s: np.einsum("cp,cpq->q", X_of[s], r) for s in syms}
+            else:
+                r = np.zeros((len(o), q))
+                oi, oj = orb0[ci[o]][:, None] + np.arange(ni), orb0[cj[o]][:, None] + np.arange(nj)
+                for f0 in range(len(fv)):
+                    ph = np.exp(2j * np.pi * (phase_points @ fk[f0]))
+                    r += fw[f0] * (np.conj(fv[f0][oi])[:, :, None] * (fv[f0][oj] * ph[:, None])[:, None, :]).real.reshape(-1, q)
+                MR = r @ M
+                X_of["B"] = MR
+                const = float(np.sum(MR * r)) if want_n else 0.0
+                t_ref = {s: kappa[s][o] @ r for s in syms}
+
+        def pair_sum(E, name):
+            """``sum_{n in p} exp(i theta_n) X_n`` of every pair, (kc, npairs, ...); ``E`` per cell or per centre."""
+            X = X_of[name]
+            if tables:
+                T = X.reshape(len(cells), -1)
+                return (E.real @ T + 1j * (E.imag @ T)).reshape((len(E), npairs) + X.shape[2:])
+            return np.add.reduceat(E.reshape(E.shape + (1,) * (X.ndim - 1)) * X[None], starts, axis=1)
 
         def dense(X, kc):
             """Per-pair values (kc, npairs, ...) -> (kc, nI, nJ, ...)."""
@@ -174,48 +218,49 @@ def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None, parts=("noise", "sha
             out[:, upair] = X
             return out.reshape((kc, nI, nJ) + X.shape[2:])
 
-        per_k = 16 * (3 * nI * nJ + (norb * norb if r is not None else 0) + len(order) * (q + 2))
+        per_k = 16 * (3 * nI * nJ + (norb * norb if fermi is not None else 0) + len(phase_points) * (q + 2))
         per_state = 16 * 4 * (nI * ni * ni + nJ * nj * nj) + 16 * (nI * ni + nJ * nj)
         kc_max = max(1, min(nk, _WORK_BYTES // max(1, per_k), _WORK_BYTES // max(1, per_state * nb)))
         bc = max(1, min(nb, _WORK_BYTES // max(1, per_state)))
+        MrT = Mr.T.astype(complex)
         for k0 in range(0, nk, kc_max):
             k1 = min(nk, k0 + kc_max)
             kc = k1 - k0
-            E = np.exp(2j * np.pi * (k[k0:k1] @ cs.T))  # (kc, n)
-            F2 = dense(np.add.reduceat(E * E, starts, axis=1), kc) if want_n else None
-            Kap = {s: dense(np.add.reduceat(E * kappa[s], starts, axis=1), kc) for s in syms} if want_s else {}
+            E = np.exp(2j * np.pi * (k[k0:k1] @ phase_points.T))  # (kc, ncells or n)
+            F2 = dense(pair_sum(E * E, "N"), kc) if want_n else None
+            Kap = {s: dense(pair_sum(E, s), kc) for s in syms} if want_s else {}
             Bm = None
-            if r is not None and want_n:  # the Bloch matrix of the reference's metric-weighted block weights
-                B = dense(np.add.reduceat(E[:, :, None] * MR[None], starts, axis=1), kc)  # (kc, nI, nJ, q)
+            if fermi is not None and want_n:  # the Bloch matrix of the reference's metric-weighted block weights
+                B = dense(pair_sum(E, "B"), kc)  # (kc, nI, nJ, q)
                 Bm = B.reshape(kc, nI, nJ, ni, nj).transpose(0, 1, 3, 2, 4).reshape(kc, nI * ni, nJ * nj)
             del E
             for b0 in range(0, nb, bc):
                 b1 = min(nb, b0 + bc)
                 m = b1 - b0
-                CI = vecs[k0:k1][:, oI, b0:b1]  # (kc, nI ni, m)
-                CJ = vecs[k0:k1][:, oJ, b0:b1]
+                CI = vecs[k0:k1, :, b0:b1][:, oI]  # (kc, nI ni, m): bands last throughout
+                CJ = vecs[k0:k1, :, b0:b1][:, oJ]
                 CIr, CJr = CI.reshape(kc, nI, ni, m), CJ.reshape(kc, nJ, nj, m)
                 if want_n:
-                    rhoI = np.einsum("kiam,kicm->kmiac", CIr, np.conj(CIr)).reshape(kc, m, nI, ni * ni)
-                    rhoJ = np.einsum("kjdm,kjbm->kmjdb", CJr, np.conj(CJr)).reshape(kc, m, nJ, nj * nj)
-                    NrJ = np.einsum("ij,kmjq->kmiq", N, rhoJ.real, optimize=True) + 1j * np.einsum(
-                        "ij,kmjq->kmiq", N, rhoJ.imag, optimize=True)
-                    t1 = np.einsum("kmiq,kmiq->km", rhoI, NrJ @ Mr.T).real
-                    sigI = np.einsum("kiam,kicm->kmiac", np.conj(CIr), np.conj(CIr)).reshape(kc, m, nI, ni * ni)
-                    tauJ = np.einsum("kjdm,kjbm->kmjdb", CJr, CJr).reshape(kc, m, nJ, nj * nj)
-                    FtJ = np.einsum("kij,kmjq->kmiq", F2, tauJ, optimize=True)
-                    t2 = np.einsum("kmiq,kmiq->km", sigI, FtJ @ Mr.T).real
-                    v = 0.5 * t1 + 0.5 * t2 + const
+                    # rho_i[a, c] = c_ia conj(c_ic), rho_j[d, b] = c_jd conj(c_jb): x^H M x = rho_i . Mr . rho_j
+                    rhoI = (CIr[:, :, :, None] * np.conj(CIr)[:, :, None]).reshape(kc, nI, ni * ni, m)
+                    rhoJ = (CJr[:, :, :, None] * np.conj(CJr)[:, :, None]).reshape(kc, nJ, nj * nj * m)
+                    NrJ = (N @ rhoJ.view(float)).view(complex).reshape(kc, nI, nj * nj, m)  # real N on j
+                    v = 0.5 * np.einsum("kiqm,kiqm->km", rhoI, MrT @ NrJ).real
+                    # sigma_i[a, c] = conj(c_ia c_ic), tau_j[d, b] = c_jd c_jb: x^T M x = sigma_i . Mr . tau_j
+                    tauJ = (CJr[:, :, :, None] * CJr[:, :, None]).reshape(kc, nJ, nj * nj * m)
+                    FtJ = (F2 @ tauJ).reshape(kc, nI, nj * nj, m)
+                    sigI = np.conj(CIr[:, :, :, None] * CIr[:, :, None]).reshape(kc, nI, ni * ni, m)
+                    v += 0.5 * np.einsum("kiqm,kiqm->km", sigI, MrT @ FtJ).real + const
                     if Bm is not None:
                         v -= 2.0 * np.einsum("kom,kom->km", np.conj(CI), Bm @ CJ).real
                     var_n[k0:k1, b0:b1] += v
                 if want_s:
                     Z = {}
-                    for s in syms:  # sum over pairs of kappa-weighted blocks: (kc, m, ni nj)
-                        KC = (Kap[s] @ CJ.reshape(kc, nJ, nj * m)).reshape(kc, nI, nj, m)
-                        Z[s] = np.einsum("kiam,kibm->kmab", np.conj(CIr), KC).reshape(kc, m, q)
-                    for s, pos, P, ws in shared:
-                        t = Z[s][:, :, pos].real @ P - (t_ref[s][pos] @ P)
+                    for s_ in syms:  # sum over pairs of kappa-weighted blocks, sum_ij Kap_ij conj(c_i) c_j^T: (kc, ni nj, m)
+                        KC = (Kap[s_] @ CJ.reshape(kc, nJ, nj * m)).reshape(kc, nI, nj, m)
+                        Z[s_] = np.einsum("kiam,kibm->kabm", np.conj(CIr), KC).reshape(kc, q, m)
+                    for s_, pos, P, ws in shared:
+                        t = np.einsum("qM,kqm->kmM", P, Z[s_][:, pos].real) - (t_ref[s_][pos] @ P)
                         var_s[k0:k1, b0:b1] += (t * t) @ ws
     return var_n, var_s
 
