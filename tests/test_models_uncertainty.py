@@ -216,6 +216,28 @@ def test_epistemic_shifts_of_both_paths_equal_the_bloch_sums(model, data, repeat
             propagation._WORK_BYTES = old
 
 
+@pytest.mark.parametrize("which", ["model", "tapered_model"])
+def test_predict_many_equals_one_prediction_per_coefficient_set(which, data, rng, request):
+    """MatrixModel.predict_many: several coefficient sets in one mapped pass give each set's predict_data;
+    with a bond cut, the same inside it (on-site blocks and shorter bonds) and zero outside."""
+    from acehamil.models.hamiltonian.matrix_model import random_coefficients
+
+    mm = request.getfixturevalue(which).H
+    atoms = data[4].atoms.repeat((2, 1, 1))
+    pat = mm.pattern(atoms)
+    sets = [random_coefficients(mm, rng) for _ in range(3)]
+    ref = np.array([dataclasses.replace(mm, coefficients=c).predict_data(atoms, pat) for c in sets])
+    np.testing.assert_allclose(mm.predict_many(atoms, pat, sets), ref, atol=1e-12 * np.abs(ref).max())
+    cut = mm.predict_many(atoms, pat, sets, bond_cut=3.0)
+    _, _, _, bidx = mm.predict(atoms).coo()
+    pos = atoms.get_positions()
+    length = np.linalg.norm(pos[pat.j] - pos[pat.i] + pat.shift @ atoms.cell.array, axis=1)[bidx]
+    inside = length < 3.0
+    assert inside.any() and (~inside).any()
+    np.testing.assert_allclose(cut[:, inside], ref[:, inside], atol=1e-12 * np.abs(ref).max())
+    assert np.all(cut[:, ~inside] == 0)
+
+
 def test_spreads_do_not_depend_on_the_memory_bounds(model, data, monkeypatch):
     """eigen_sigma and noise_variances split their work over k-points and bands to bound memory: the spreads
     are the same with every eigenvector held and with one k-point's eigenvectors at a time (solved again

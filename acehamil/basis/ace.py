@@ -273,16 +273,19 @@ class ACEBasis:
         vals = self._split(flat, sel)
         return (vals, self._split(gflat, sel)) if gradients else vals
 
-    def mapping(self, W: np.ndarray, vanishing=None) -> ProductMap:
+    def mapping(self, W: np.ndarray, vanishing=None, sparse: bool = False) -> ProductMap:
         """A linear map ``W (n_out, n_y)`` on the flat features pushed through the coupling matrix, for
         repeated :meth:`evaluate_mapped` calls (:class:`~acehamil.basis.mapped.ProductMap`).
 
         ``vanishing`` (bool, shape (n_A,)) marks one-particle sums known to be zero for every centre
-        (e.g. the ``m != 0`` harmonics of a bond along ``z``; see :meth:`vanishing_on_z`)."""
+        (e.g. the ``m != 0`` harmonics of a bond along ``z``; see :meth:`vanishing_on_z`).  ``sparse``:
+        only the rows of ``C @ W`` the map uses are formed (:meth:`ProductMap.from_sparse`; many columns)."""
         t = self.tables
         W = np.asarray(W, dtype=float)
         if W.ndim != 2 or W.shape[0] != t.n_out:
             raise ValueError(f"W must have shape ({t.n_out}, n_y), got {W.shape}")
+        if sparse:
+            return ProductMap.from_sparse(t, t.C, W, vanishing)
         return ProductMap(t, np.asarray(t.C @ W), vanishing)
 
     def vanishing_on_z(self, category) -> np.ndarray:

@@ -66,6 +66,45 @@ class ProductMap:
         self.pre, self.last = t.prefix[top - 2][k], t.last[top - 2][k]
         self.CW_top = np.ascontiguousarray(CW[o0 + k])
 
+    @classmethod
+    def from_sparse(cls, tables, C, W: np.ndarray, vanishing=None) -> "ProductMap":
+        """The map of ``CW = C @ W`` without forming every row of it: only the lower-level rows and the top
+        products that touch a column ``W`` uses and have no vanishing factor (e.g. many columns ``W``, the
+        outputs of several coefficient sets at once, whose dense ``CW`` would be large).  Equal to
+        ``ProductMap(tables, C @ W, vanishing)`` up to rounding; it may keep a top product whose row of
+        ``CW`` cancels to exactly zero (it then adds zeros).
+
+        Parameters
+        ----------
+        tables : acehamil.basis.product.ProductTables
+        C : scipy.sparse matrix, shape (n_AA, n_out)
+            The coupling matrix ``tables.C``.
+        W : ndarray, shape (n_out, n_y)
+        vanishing : array of bool, shape (n_A,), optional
+        """
+        t = tables
+        top = t.spec.max_nu
+        if top < 2:
+            return cls(t, np.asarray(C @ W), vanishing)
+        W = np.asarray(W, dtype=float)
+        Cr = C.tocsr()
+        o0, o1 = t.level_offsets[top], t.level_offsets[top + 1]
+        used = np.any(W != 0, axis=1).astype(float)
+        keep = np.asarray(abs(Cr[o0:o1]) @ used).reshape(-1) > 0
+        if vanishing is not None:
+            vanishing = np.asarray(vanishing, dtype=bool)
+            if vanishing.shape != (t.n_A,):
+                raise ValueError(f"vanishing must have shape ({t.n_A},), got {vanishing.shape}")
+            keep &= ~np.any(vanishing[t.level_tuples(top)], axis=1)
+        k = np.nonzero(keep)[0]
+        out = object.__new__(cls)
+        out._tables = t
+        out.n_y, out.n_AA, out.n_low = W.shape[1], t.n_AA, o0
+        out.CW_low = np.ascontiguousarray(np.asarray(Cr[:o0] @ W))
+        out.pre, out.last = t.prefix[top - 2][k], t.last[top - 2][k]
+        out.CW_top = np.ascontiguousarray(np.asarray(Cr[o0 + k] @ W))
+        return out
+
     def with_mirror(self, sign) -> "ProductMap":
         """The map of the centres and of their mirror images at once: ``n_y`` doubled.
 

@@ -144,8 +144,9 @@ class MatrixModel:
         offsets = np.concatenate([[0], np.cumsum(norb[i] * norb[j])]).astype(np.int64)
         return Pattern(norb, i, j, shift, offsets, bonds, nl)
 
-    def coefficient(self, bt, L: int, n_features: int) -> np.ndarray:
-        c = self.coefficients.get(bt.key, {}).get(L)
+    def coefficient(self, bt, L: int, n_features: int, coefficients=None) -> np.ndarray:
+        """The coefficients of ``bt``, ``L`` (of ``coefficients``, default the model's; zeros when absent)."""
+        c = (self.coefficients if coefficients is None else coefficients).get(bt.key, {}).get(L)
         if c is None:
             return np.zeros(n_features)
         if c.shape != (n_features,):
@@ -240,6 +241,103 @@ class MatrixModel:
                 if back is not None:
                     data[_entries(pat, rblk[idx], *back[1:])] = X[:, back[0]]
         return data
+
+    def predict_many(self, atoms, pat: Pattern, coefficient_sets, bond_cut: float | None = None, out=None,
+                     bond_chunk: int = 2048) -> np.ndarray:
+        """The flat block data of several coefficient sets at once, shape ``(len(coefficient_sets), nd)``.
+
+        One mapped feature pass (as :meth:`predict_data`): every centre's products are formed once and
+        each set adds its outputs to the map (e.g. posterior draws of the coefficients,
+        :func:`acehamil.models.hamiltonian.uncertainty.sample_matrix`), instead of forming the features.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        pat : Pattern
+        coefficient_sets : sequence of dict {bt.key: {L: ndarray}}
+            Missing entries are zero (no constant either).
+        bond_cut : float, optional, Å
+            Only the on-site blocks and the bonds shorter than this (the others stay zero).
+        out : ndarray, shape (len(coefficient_sets), nd), optional
+            Filled (entries outside ``bond_cut`` are left as they are) and returned.
+        """
+        sets = list(coefficient_sets)
+        nd = int(pat.offsets[-1])
+        if out is None:
+            out = np.zeros((len(sets), nd))
+        elif out.shape != (len(sets), nd):
+            raise ValueError(f"out must have shape ({len(sets)}, {nd}), got {out.shape}")
+        if not sets:
+            return out
+        so = shell_offsets(self.orbital_basis)
+        pos, cell = np.asarray(atoms.get_positions(), dtype=float), np.asarray(atoms.cell.array, dtype=float)
+        for fam in self.families:
+            sel = fam.select(atoms, pat.pairs)
+            if len(sel) == 0:
+                continue
+            ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
+            if bond_cut is not None:  # closed under reversal: a bond and its reverse have one length
+                inside = np.linalg.norm(pos[cj] - pos[ci] + np.asarray(cs, dtype=float) @ cell, axis=1) < bond_cut
+                sel, ci, cj, cs = sel[inside], ci[inside], cj[inside], cs[inside]
+                if len(sel) == 0:
+                    continue
+            blk, rblk = pat.find(ci, cj, cs), pat.find(cj, ci, -cs)
+            if np.any(blk < 0) or np.any(rblk < 0):
+                raise RuntimeError(f"{fam.name}: block pattern is not closed under reversal")  # pragma: no cover
+            at = np.full(len(pat.i), -1, dtype=np.int64)
+            at[blk] = np.arange(len(blk))
+            rev = at[rblk]
+            bts = fam.block_types(self.orbital_basis)
+            sym = any(fam.symmetrised(bt) for bt in bts)
+            if sym and np.any(rev < 0):
+                raise ValueError(f"{fam.name}: symmetrised blocks need every reversed centre")
+            W, const, slots = self._output_map_many(fam, bts, sets)
+            S = len(sets)
+            n_y = W.shape[1] // S
+            mapping = fam.mapping(W, [(L, q * n_y + sl.start) for q in range(S) for (_, L), sl in slots.items()],
+                                  sparse=True)
+            G, sym_cols, sym_sign, fwd, back = self._block_map(fam, bts, slots, so)
+            row_of = np.full(len(sel), -1, dtype=np.int64) if sym else None
+            for idx, y in fam.mapped_chunks(atoms, pat.pairs, sel, mapping, prepared=fam.prepare(atoms, pat.pairs),
+                                            chunk=bond_chunk, rev=rev):
+                y = (y + const).reshape(len(idx), S, n_y)
+                if sym:  # family.symmetrise within the chunk, per set
+                    row_of[idx] = np.arange(len(idx))
+                    partner = row_of[rev[idx]]
+                    if np.any(partner < 0):  # pragma: no cover
+                        raise RuntimeError(f"{fam.name}: a chunk without the partners of its centres")
+                    y[:, :, sym_cols] = 0.5 * (y[:, :, sym_cols] + sym_sign * y[partner][:, :, sym_cols])
+                    row_of[idx] = -1
+                X = y @ G  # (m, S, E)
+                out[:, _entries(pat, blk[idx], *fwd)] = X.transpose(1, 0, 2)
+                if back is not None:
+                    out[:, _entries(pat, rblk[idx], *back[1:])] = X[:, :, back[0]].transpose(1, 0, 2)
+        return out
+
+    def _output_map_many(self, fam, bts, sets) -> tuple:
+        """:meth:`output_map` of several coefficient sets side by side: ``W (n_out, S n_y)``, ``const (S n_y,)``
+        (set ``q`` owns columns ``q n_y + slots[bt.key, L]``), ``slots`` of one set."""
+        n_out = fam.basis.tables.n_out if fam.basis is not None else 0
+        slots, y = {}, 0
+        for bt in bts:
+            for L in bt.L_values():
+                slots[bt.key, L] = slice(y, y + 2 * L + 1)
+                y += 2 * L + 1
+        S = len(sets)
+        W, const = np.zeros((n_out, S * y)), np.zeros(S * y)
+        for bt in bts:
+            ncoef = fam.n_coefficients(bt)
+            for L in bt.L_values():
+                maps = [fam.linear_map(bt, L, self.coefficient(bt, L, ncoef[L], c)) for c in sets]
+                m, c0 = 2 * L + 1, slots[bt.key, L].start
+                const[np.arange(S) * y + c0] += [x[2] for x in maps]
+                key = maps[0][0]
+                if key is not None and len(maps[0][1]):
+                    w = np.stack([x[1] for x in maps], axis=1)  # (n_F, S)
+                    rows = fam.basis.tables.out_slices[key].start + np.arange(w.shape[0])[:, None] * m + np.arange(m)
+                    cols = np.arange(S)[None, :] * y + (c0 + np.arange(m))[:, None]  # (m, S)
+                    W[rows[:, :, None], cols[None, :, :]] = w[:, None, :]
+        return W, const, slots
 
     @staticmethod
     def _block_map(fam, bts, slots, so) -> tuple:
@@ -341,3 +439,4 @@ def random_coefficients(mm: MatrixModel, rng: np.random.Generator, scale: float 
             if n:
                 out.setdefault(bt.key, {})[L] = scale * rng.normal(size=n)
     return out
+

@@ -220,17 +220,18 @@ class OffsiteFamily:
         key = (L, bt.parity)
         return (key if key in self.basis.feature_keys else None), np.asarray(c, dtype=float), 0.0
 
-    def mapping(self, W: np.ndarray, parts) -> tuple:
+    def mapping(self, W: np.ndarray, parts, sparse: bool = False) -> tuple:
         """``W (n_out, n_y)`` on the flat features, prepared for :meth:`evaluate_mapped`.
 
         ``parts`` lists ``(L, first column)`` of every ``2L+1``-column group of outputs (the irreducible
         parts, rotated back from the bond frame).  Bonds with an environment are evaluated in their bond
         frame (:meth:`acehamil.environments.Environments.in_bond_frame`), where the bond's harmonics
         with ``m != 0`` vanish and so do most products (:class:`acehamil.basis.mapped.ProductMap`);
-        bonds beyond ``env_bond_cut`` (with one) go through :attr:`bond_only_basis`.
+        bonds beyond ``env_bond_cut`` (with one) go through :attr:`bond_only_basis`.  ``sparse``: see
+        :meth:`acehamil.basis.ace.ACEBasis.mapping`.
         """
         frame = self.basis.spec.max_nu >= 2
-        full = self.basis.mapping(W, vanishing=self.basis.vanishing_on_z(BOND) if frame else None)
+        full = self.basis.mapping(W, vanishing=self.basis.vanishing_on_z(BOND) if frame else None, sparse=sparse)
         tapered = self.has_environment and self.config.env_bond_cut > 0
         two = self.bond_only_basis.mapping(self._two_centre_rows(W)) if tapered else None
         groups = {}

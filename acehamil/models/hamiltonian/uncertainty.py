@@ -201,6 +201,21 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
                + (c0 + np.arange(d2))[None, None, :])
         out[:, idx] = X
 
+    from ...structure import RealSpaceMatrix
+
+    if cut > 0 and not noise:
+        # only coefficient draws on the blocks inside the cut: one mapped pass for all of them (no features
+        # formed; every centre's products once, each draw adds its outputs), the mean by the fast path
+        sets = [{key: {} for key, _ in dC} for _ in range(K)]
+        for (key, L), (C, _) in dC.items():
+            for q in range(K):
+                sets[q][key][L] = C[:, 1 + q]
+        mm.predict_many(atoms, pat, sets, bond_cut=cut, out=out[1:K + 1])
+        out[0] = mm.predict_data(atoms, pat)
+        mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
+        if split:
+            return mean, out[1:K + 1], out[K + 1:2 * K + 1], out[2 * K + 1:]
+        return mean, out[1:]
     pos, cell = np.asarray(atoms.get_positions(), dtype=float), np.asarray(atoms.cell.array, dtype=float)
     for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
         bts = fam.block_types(mm.orbital_basis)
@@ -233,8 +248,6 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
             scatter(off, nc, ra, cb, X)
             if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
                 scatter(pat.offsets[rblk[keep]], pat.norb[pat.j[rblk[keep]]], cb, ra, X.transpose(0, 1, 3, 2))
-    from ...structure import RealSpaceMatrix
-
     if cut > 0:  # the mean of every block by the fast (mapped) path; rows 1.. hold the draws
         out[0] = mm.predict_data(atoms, pat)
     mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
