@@ -11,16 +11,17 @@ and Spearman(sigma, |error|) on
   evaluation only: never fitted, never used for the calibration.
 
 k-grids: about 6 k-points per 5.43 Å of each cell vector (6x6x6 for the 8-atom cell, as the
-example).  Cost: CPU time of prediction + eigen-solve on the 6x6x6 grid without and with the
-uncertainty for the first held-out structure: the method used (first order, analytic noise parts,
-epistemic draws inside the calibrated bond cut, :mod:`acehamil.models.hamiltonian.propagation`;
-for the bands within the window and for every band) and, for comparison, the posterior draws
+example).  Cost: CPU time (best of ``--repeats``, interleaved) of prediction + eigen-solve without and
+with the uncertainty, for the first held-out structure on the 6x6x6 grid and for the largest
+out-of-distribution cell (64 atoms) on its own grid: the method used (first order, analytic noise
+parts, epistemic draws inside the calibrated bond cut, :mod:`acehamil.models.hamiltonian.propagation`;
+for the bands within the window and for every band) and, for the small cell, the posterior draws
 (Rayleigh-Ritz in the eigenbasis of the prediction) and their first-order shifts.  ``--draws`` also
-scores the draws' spreads.
+scores the draws' spreads.  Run it with one BLAS thread (``OMP_NUM_THREADS=1``).
 
 Usage::
 
-    python benchmarks/uncertainty.py [--model model.h5] [--ood FILE ...] [--draws] [--json]
+    python benchmarks/uncertainty.py [--model model.h5] [--ood FILE ...] [--draws] [--cost-only] [--repeats N] [--json]
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ def kmesh_for(atoms) -> tuple:
     return tuple(int(max(1, round(6 * 5.43 / x))) for x in np.linalg.norm(np.asarray(atoms.cell.array), axis=1))
 
 
-def cost_ratio(model, sd, kmesh=(6, 6, 6), repeats: int = 3) -> dict:
-    """CPU seconds of prediction + solve, and of the same with eigenvalue spreads (best of ``repeats``):
-    the posterior draws (Rayleigh-Ritz, and their first-order shifts), and the method used,
-    :func:`acehamil.models.hamiltonian.propagation.eigen_sigma` (analytic noise parts, epistemic draws
-    inside the calibrated bond cut), for every band and for the bands within the window."""
+def cost_ratio(model, sd, kmesh=(6, 6, 6), repeats: int = 3, draws: bool = True) -> dict:
+    """CPU seconds of prediction + solve, and of the same with eigenvalue spreads (best of ``repeats``,
+    interleaved): the method used, :func:`acehamil.models.hamiltonian.propagation.eigen_sigma` (analytic
+    noise parts, epistemic draws inside the calibrated bond cut), for every band and for the bands within
+    the window, and (``draws``) the posterior draws (Rayleigh-Ritz, and their first-order shifts)."""
     from acehamil.models.hamiltonian.calibrate import eigen_parts
     from acehamil.models.hamiltonian.propagation import eigen_sigma
     from acehamil.tb import draws
@@ -69,6 +70,9 @@ def cost_ratio(model, sd, kmesh=(6, 6, 6), repeats: int = 3) -> dict:
         H, S = model.predict(sd.atoms)
         solve(H, S, kp)
         t1 = time.process_time()
+        times["plain"].append(t1 - t0)
+        if not draws:
+            continue
         eigen_parts(model, sd.atoms, kp, wk, sd.n_electrons, K, np.random.default_rng(0), split=False)
         t2 = time.process_time()
         orig = draws.perturbed_eigenvalues
@@ -78,17 +82,19 @@ def cost_ratio(model, sd, kmesh=(6, 6, 6), repeats: int = 3) -> dict:
         finally:
             draws.perturbed_eigenvalues = orig
         t3 = time.process_time()
-        times["plain"].append(t1 - t0)
         times["draws"].append(t2 - t1)
         times["first_order"].append(t3 - t2)
-    best = {k: min(v) for k, v in times.items()}
-    return {"plain_cpu_s": best["plain"], "with_uncertainty_cpu_s": best["analytic_window"],
-            "ratio": best["analytic_window"] / best["plain"],
-            "all_bands_cpu_s": best["analytic"], "all_bands_ratio": best["analytic"] / best["plain"],
-            "draws_cpu_s": best["draws"], "draws_ratio": best["draws"] / best["plain"],
-            "draws_first_order_cpu_s": best["first_order"], "draws_first_order_ratio": best["first_order"] / best["plain"],
-            "n_samples": K, "kmesh": list(kmesh), "natoms": len(sd.atoms), "window_eV": window,
-            "load_average": list(os.getloadavg())}
+    best = {k: min(v) for k, v in times.items() if v}
+    out = {"plain_cpu_s": best["plain"], "with_uncertainty_cpu_s": best["analytic_window"],
+           "ratio": best["analytic_window"] / best["plain"],
+           "all_bands_cpu_s": best["analytic"], "all_bands_ratio": best["analytic"] / best["plain"],
+           "n_samples": K, "kmesh": list(kmesh), "natoms": len(sd.atoms), "window_eV": window,
+           "load_average": list(os.getloadavg())}
+    if draws:
+        out.update(draws_cpu_s=best["draws"], draws_ratio=best["draws"] / best["plain"],
+                   draws_first_order_cpu_s=best["first_order"],
+                   draws_first_order_ratio=best["first_order"] / best["plain"])
+    return out
 
 
 def score(model, structs, draws: bool = False) -> dict:
@@ -122,6 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--ood", nargs="*", default=[str(ROOT / "data" / "si_test_ood.h5")],
                    help="out-of-distribution test files (evaluation only)")
     p.add_argument("--no-cost", action="store_true")
+    p.add_argument("--cost-only", action="store_true", help="only the cost ratios (no coverage)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of each cost measurement (best of)")
     p.add_argument("--draws", action="store_true", help="also score the posterior draws' spreads (the method before)")
     p.add_argument("--save", default=None, help="write the fitted model here")
     p.add_argument("--json", action="store_true")
@@ -149,7 +157,7 @@ def main(argv=None) -> int:
     for f in args.ood:
         sets[Path(f).stem] = list(read_dataset(f))
     rows = {}
-    for name, structs in sets.items():
+    for name, structs in ({} if args.cost_only else sets).items():
         groups = {"all": structs}
         for sd in structs:
             groups.setdefault(sd.info.get("kind", "si8-rattle0.05-0.15"), []).append(sd)
@@ -166,13 +174,19 @@ def main(argv=None) -> int:
     out = {"sets": rows, "calibration": model.report.get("uncertainty"), "fit_wall_s": t_fit, "fit_cpu_s": c_fit,
            "load_average": list(os.getloadavg())}
     if not args.no_cost:
-        out["cost"] = cost_ratio(model, held[0])
-        c = out["cost"]
-        print(f"cost (CPU, load {c['load_average'][0]:.1f}): plain {c['plain_cpu_s']:.3f} s; with uncertainty "
-              f"{c['with_uncertainty_cpu_s']:.3f} s (ratio {c['ratio']:.2f}; every band {c['all_bands_cpu_s']:.3f} s, "
-              f"ratio {c['all_bands_ratio']:.2f}); before: draws {c['draws_cpu_s']:.3f} s (ratio {c['draws_ratio']:.2f}), "
-              f"their first-order shifts {c['draws_first_order_cpu_s']:.3f} s (ratio {c['draws_first_order_ratio']:.2f})",
-              file=sys.stderr)
+        # the first held-out structure on 6x6x6 and the largest out-of-distribution cell on its own grid
+        big = max((sd for f in args.ood for sd in sets[Path(f).stem]), key=lambda sd: len(sd.atoms), default=None)
+        runs = [("cost", held[0], (6, 6, 6), True)]
+        if big is not None and len(big.atoms) > len(held[0].atoms):
+            runs.append(("cost_large", big, kmesh_for(big.atoms), False))
+        for key, sd, km, with_draws in runs:
+            out[key] = c = cost_ratio(model, sd, km, repeats=args.repeats, draws=with_draws)
+            print(f"cost, {c['natoms']} atoms, {'x'.join(map(str, km))} (CPU, best of {args.repeats}, load "
+                  f"{c['load_average'][0]:.1f}): plain {c['plain_cpu_s']:.3f} s; with uncertainty "
+                  f"{c['with_uncertainty_cpu_s']:.3f} s (ratio {c['ratio']:.2f}; every band {c['all_bands_cpu_s']:.3f} s, "
+                  f"ratio {c['all_bands_ratio']:.2f})" + (f"; before: draws {c['draws_cpu_s']:.3f} s (ratio "
+                  f"{c['draws_ratio']:.2f}), their first-order shifts {c['draws_first_order_cpu_s']:.3f} s (ratio "
+                  f"{c['draws_first_order_ratio']:.2f})" if with_draws else ""), file=sys.stderr)
     if args.json:
         print(json.dumps(out, default=float))
     return 0

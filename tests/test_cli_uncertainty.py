@@ -99,6 +99,25 @@ def test_bands_and_dos_uncertainty(workdir):
     assert len(d["dos_sigma"]) == len(d["dos"]) and max(d["dos_sigma"]) > 0
 
 
+@pytest.mark.parametrize("command", ["bands", "dos"])
+def test_costly_uncertainty_is_refused_before_any_work(workdir, capsys, monkeypatch, command):
+    """bands/dos --uncertainty refuse, before any solve, draws whose eigenvalues would cost more than the limit,
+    naming the option that lowers the k-points (a 216-atom cell with 24 draws needs ~30 Tflop on 71 k-points;
+    test_bands_and_dos_uncertainty runs them below the limit)."""
+    from acehamil.tb import draws
+
+    pred = workdir / "pred.h5"
+    if not pred.exists():
+        test_predict_stores_draws_and_extrapolation(workdir)
+    args = ["--npoints", "20"] if command == "bands" else ["--kmesh", "3", "3", "3"]
+    calls = []
+    monkeypatch.setattr(draws, "eigenvalue_draws", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(draws, "MAX_DRAWS_FLOP", 1.0)
+    assert main([command, str(pred), "--uncertainty", *args, "--json", str(workdir / "x.json"), "-q"]) != 0
+    err = capsys.readouterr().err
+    assert "--uncertainty" in err and ("--npoints" if command == "bands" else "--kmesh") in err and not calls
+
+
 def test_bands_uncertainty_needs_draws(workdir, capsys):
     assert main(["predict", str(workdir / "model.h5"), str(workdir / "train.h5"), "--index", "4", "--samples", "0",
                  "-o", str(workdir / "plain.h5"), "-q"]) == 0

@@ -127,6 +127,17 @@ def run(args) -> int:
 
                     print(f"bands: {npoints} k-points along the path (default: 285 per 1/Å of path, 40..200; "
                           f"--npoints N to choose)", file=sys.stderr, flush=True)
+    if args.uncertainty and sd.H_draws is not None:  # refused before any work when the draws' eigenvalues are too costly
+        from ..tb.dos import monkhorst_pack
+        from ..tb.draws import check_draws_work
+        from ..tb.kpath import kmesh_for
+
+        n_path = len(kpts) if kpts is not None else npoints
+        try:
+            check_draws_work(sd, n_path + len(monkhorst_pack(kmesh_for(sd.atoms), sd.atoms.pbc)[0]),
+                             f"--npoints N, now {n_path} along the path")
+        except ValueError as err:
+            raise UserError(str(err)) from None
     res = band_structure(sd, path=args.path, npoints=npoints, kpts=kpts, fermi_level=args.fermi_level,
                          reference=reference, labels=labels, breaks=breaks, lattice_tolerance=args.lattice_tolerance,
                          projections=args.fat, **kw)

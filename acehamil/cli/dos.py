@@ -103,7 +103,16 @@ def run(args) -> int:
             print(f"dos: k-mesh {mesh} (default: n_i = ceil({DOS_K_DENSITY:g} Å x |b_i|), scaled with the cell; "
                   f"--kmesh N1 N2 N3 to choose)", file=sys.stderr, flush=True)
     estimate_size(args.kmesh, sd, quiet=args.quiet)
-    from ..tb.dos import density_of_states
+    from ..tb.dos import density_of_states, monkhorst_pack
+
+    if args.uncertainty and sd.H_draws is not None:  # refused before any work when the draws' eigenvalues are too costly
+        from ..tb.draws import check_draws_work
+
+        try:
+            check_draws_work(sd, len(monkhorst_pack(args.kmesh, sd.atoms.pbc, gamma_centred=args.gamma_centred)[0]),
+                             f"--kmesh N1 N2 N3, now {' '.join(map(str, args.kmesh))}")
+        except ValueError as err:
+            raise UserError(str(err)) from None
 
     res = density_of_states(sd, kmesh=args.kmesh, width=args.width, smearing=args.smearing, energies=energies,
                             npoints=args.npoints, pdos=args.pdos, fermi_level=args.fermi_level, gamma_centred=args.gamma_centred,

@@ -25,6 +25,40 @@ from .bloch import as_kpts, phase_factors
 _CHUNK_BYTES = 64 * 2**20
 
 
+#: Largest estimated work of the draws' eigenvalues that ``bands``/``dos --uncertainty`` start (floating-point
+#: operations; at the ~2-5 Gflop/s of one core on these small dense problems, about 10-15 minutes).
+MAX_DRAWS_FLOP = 2e12
+
+
+def draws_flop(norb: int, nk: int, n_draws: int) -> float:
+    """Estimated floating-point operations of :func:`eigenvalue_draws`: per k-point the solve with
+    eigenvectors (~30 n^3) and, per draw, ``C^H dH C`` (two complex products, ~16 n^3) and its
+    eigenvalues (~10 n^3): ``nk (26 K + 30) n^3``.
+
+    Examples
+    --------
+    >>> f"{draws_flop(864, 71, 24):.2g}"
+    '3e+13'
+    """
+    return float(nk) * (26.0 * n_draws + 30.0) * float(norb) ** 3
+
+
+def check_draws_work(data, nk: int, fewer: str) -> None:
+    """ValueError, before any work, when the eigenvalues of ``data``'s stored draws at ``nk`` k-points would
+    exceed :data:`MAX_DRAWS_FLOP`; the message says what to pass instead (``fewer``: the option that
+    lowers the k-points)."""
+    K = 0 if getattr(data, "H_draws", None) is None else int(np.shape(data.H_draws)[0])
+    norb = data.H[0].norb
+    flop = draws_flop(norb, nk, K)
+    if K and flop > MAX_DRAWS_FLOP:
+        raise ValueError(
+            f"--uncertainty: the spreads from the {K} stored draws need ~{flop / 1e12:.2g} Tflop ({nk} k-points x {K} "
+            f"draws, each an eigen-problem of {norb} orbitals), about {flop / 3e9 / 60:.0f} min of one core (limit "
+            f"{MAX_DRAWS_FLOP / 1e12:.2g} Tflop); pass fewer k-points ({fewer}), or predict with fewer draws "
+            f"(acehamil predict --samples 4), or use acehamil evaluate MODEL on a dataset of this structure for "
+            f"first-order spreads (cost ~2x a plain solve)")
+
+
 def bloch_perturbations(H, delta: np.ndarray, kpts) -> np.ndarray:
     """Bloch sums of many real-space perturbations with ``H``'s block pattern.
 
