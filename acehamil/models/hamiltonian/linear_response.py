@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.sparse as _sparse
 
 from ...so3 import cg_real
 from ...structure.blocks import scatter_blocks
@@ -177,7 +178,6 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
                       for idx, D, fcols in parts] for key, parts in designs.items()}
         del designs
         plan = []  # per block type: orbitals of its blocks, projections onto its L, the reference's part
-        col_signs = {}
         kappa_plus = np.where(own, np.sqrt(2.0), 1.0)  # kappa of an L with (-1)^L = +1 (symmetrised types)
         # the blocks of one atom pair (i, j) differ only by their cell shift T: a state's weights there are
         # Re(Z) cos(theta) - Im(Z) sin(theta), Z = conj(c_i) c_j^T of the pair, theta = 2 pi k.T, so the
@@ -185,19 +185,37 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
         pair_ids, pair_first, pair_of = np.unique(np.asarray(ci, dtype=np.int64) * len(orb0) + np.asarray(cj),
                                                   return_index=True, return_inverse=True)
         pair_of = pair_of.reshape(-1)
+        n_pairs = len(pair_ids)
+        # the reversed pair (j, i) of each pair; blocks sorted by pair, for sums over the blocks of each pair
+        reverse_pair = np.searchsorted(pair_ids, (pair_ids % len(orb0)) * len(orb0) + pair_ids // len(orb0))
+        by_pair = np.argsort(pair_of, kind="stable")
+        seg = np.flatnonzero(np.r_[True, np.diff(pair_of[by_pair]) != 0])
+        any_sym = any(fam.symmetrised(bt) for bt in bts)
+        if any_sym and (np.any(reverse_pair >= n_pairs) or np.any(pair_ids[np.minimum(reverse_pair, n_pairs - 1)]
+                                                                    != (pair_ids % len(orb0)) * len(orb0) + pair_ids // len(orb0))):
+            raise RuntimeError(f"{fam.name}: symmetrised blocks without their reversed atom pair")  # pragma: no cover
         for bt in bts:
             Ls = [L for L in bt.L_values() if (bt.key, L) in n_coef]
             if not Ls:
                 continue
             rows, cols, P, cuts = block_projections(bt, Ls, so, orb0[ci], orb0[cj])
-            g_ref = None
-            if reference is not None:
+            sym = sym_of[bt.key]
+            sgn = np.concatenate([np.full(2 * L + 1, float(transpose_sign(L))) for L in Ls])
+            ref = None
+            if reference is not None:  # the reference row's weights, per block (its states lie at other k)
                 re, im = _pair_projections(rv, rows[pair_first], cols[pair_first], P)  # (nf, n_pairs, q)
                 th = 2 * np.pi * (rk @ shifts)  # (nf, n)
                 g_ref = (np.einsum("f,fn,fnq->nq", rw, np.cos(th), re[:, pair_of])
                          - np.einsum("f,fn,fnq->nq", rw, np.sin(th), im[:, pair_of]))
-            plan.append((bt, Ls, rows[pair_first], cols[pair_first], P, cuts, g_ref))
-            col_signs[bt.key] = np.concatenate([np.full(2 * L + 1, float(transpose_sign(L))) for L in Ls])
+                gr = 0.5 * (g_ref + sgn * g_ref[rev]) if sym else g_ref  # symmetrised as the rows' weights
+                kap = kappa_plus if sym else np.ones(n)
+                q = gr.shape[1]
+                # sum over the blocks of each pair of cos(theta) gr as one sparse product: (R, n) @ (n, n_pairs q)
+                Mgr = _sparse.csr_matrix((gr.reshape(-1), (np.repeat(np.arange(n), q),
+                                                           (pair_of[:, None] * q + np.arange(q)).reshape(-1))),
+                                         shape=(n, n_pairs * q))
+                ref = (gr, Mgr, np.einsum("nq,nq->q", gr, gr), kap @ g_ref)
+            plan.append((bt, Ls, rows[pair_first], cols[pair_first], P, cuts, sgn, sym, ref))
             for L in Ls:
                 J[(bt.key, L)] = np.zeros((nr, n_coef[(bt.key, L)]))
                 noise[(bt.key, L)] = np.zeros(nr)
@@ -206,34 +224,53 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
         # part after the loop (all rows at once: the design matrix is read once, not once per chunk of rows)
         gathered = {key: [np.empty((nr, len(idx), D2.shape[0] // max(1, len(idx)))) for idx, D2, _ in parts]
                     for key, parts in flat.items()}
-        # rows per chunk: ~1 MB of weights per block type (small temporaries stay in cache and are reused;
-        # 32 MB ones cost more in page faults than in arithmetic)
-        step = max(1, int(2**17 // max(1, 9 * n)))
+        short = {key: [idx for idx, _, _ in parts] for key, parts in flat.items()}
+        # rows per chunk: ~2 MB of (rows, blocks) arrays
+        step = max(1, int(2**18 // max(1, n)))
         for r0 in range(0, nr, step):
             r1 = min(nr, r0 + step)
             theta = 2 * np.pi * (kstates[r0:r1] @ shifts)  # (R, n)
-            cos, sin = np.cos(theta)[:, :, None], np.sin(theta)[:, :, None]
-            for bt, Ls, rows, cols, P, cuts, g_ref in plan:
+            cos, sin = np.cos(theta), np.sin(theta)
+            # per pair, sums over its blocks: a row's weights at block n of pair p are cos_n A_p - sin_n B_p
+            # (A, B the pair's projections), so sums of squares over the blocks need only these
+            cs, sn = cos[:, by_pair], sin[:, by_pair]
+            C2 = np.add.reduceat(cs * cs, seg, axis=1)  # (R, n_pairs)
+            CS = np.add.reduceat(cs * sn, seg, axis=1)
+            S2 = np.add.reduceat(sn * sn, seg, axis=1)
+            C1, S1 = np.add.reduceat(cs, seg, axis=1), np.add.reduceat(sn, seg, axis=1)
+            if any_sym:
+                kp = kappa_plus[by_pair]
+                CK, SK = np.add.reduceat(cs * kp, seg, axis=1), np.add.reduceat(sn * kp, seg, axis=1)
+            for bt, Ls, rows, cols, P, cuts, sgn, sym, ref in plan:
                 R = r1 - r0
                 re, im = _pair_projections(vecs[r0:r1], rows, cols, P)  # (R, n_pairs, q) each
-                gall = cos * re[:, pair_of] - sin * im[:, pair_of]
-                if g_ref is not None:
-                    gall -= g_ref[None]
-                sym = sym_of[bt.key]
                 # every L at once: the adjoint of family.symmetrise (column signs (-1)^L), the noise maps of
                 # uncertainty.sample_matrix: zeta = (z + s z[rev]) / sqrt 2 (symmetrised), and the shared part
-                # kappa zs, kappa = (1 + s) (1/sqrt 2 own partner, 1/2 else) symmetrised (0 for s = -1), 1 else
+                # kappa zs, kappa = (1 + s) (1/sqrt 2 own partner, 1/2 else) symmetrised (0 for s = -1), 1 else.
+                # The reversed block (j, i, -T) of a block of pair (i, j) has cos, -sin and the pair (j, i).
                 if sym:
-                    sgn = col_signs[bt.key]
-                    gh = 0.5 * (gall + sgn * gall[:, rev])
-                    t = np.einsum("n,rnq->rq", kappa_plus, gall)
+                    A = 0.5 * (re + sgn * re[:, reverse_pair])
+                    B = 0.5 * (im - sgn * im[:, reverse_pair])
+                    t = np.einsum("rp,rpq->rq", CK, re) - np.einsum("rp,rpq->rq", SK, im)
                 else:
-                    gh, t = gall, gall.sum(axis=1)
-                sq = np.einsum("rnq,rnq->rq", gh, gh)
+                    A, B = re, im
+                    t = np.einsum("rp,rpq->rq", C1, re) - np.einsum("rp,rpq->rq", S1, im)
+                sq = (np.einsum("rp,rpq->rq", C2, A * A) - 2 * np.einsum("rp,rpq->rq", CS, A * B)
+                      + np.einsum("rp,rpq->rq", S2, B * B))
+                gr = None
+                if ref is not None:  # rows minus the reference: sum (g - gr)^2 = sum g^2 - 2 sum g gr + sum gr^2
+                    gr, Mgr, gr2, tk = ref
+                    q = gr.shape[1]
+                    X = (cos @ Mgr).reshape(R, n_pairs, q)
+                    Y = (sin @ Mgr).reshape(R, n_pairs, q)
+                    sq += gr2 - 2 * (np.einsum("rpq,rpq->rq", A, X) - np.einsum("rpq,rpq->rq", B, Y))
+                    t -= tk
                 for q, L in enumerate(Ls):
                     key, sl = (bt.key, L), slice(cuts[q], cuts[q + 1])
-                    for G, (idx, _, _) in zip(gathered.get(key, ()), flat.get(key, ())):
-                        G[r0:r1] = gh[:, idx, sl]
+                    for G, idx in zip(gathered.get(key, ()), short.get(key, ())):
+                        pi = pair_of[idx]
+                        g = cos[:, idx, None] * A[:, pi, sl] - sin[:, idx, None] * B[:, pi, sl]
+                        G[r0:r1] = g if gr is None else g - gr[idx, sl]
                     noise[key][r0:r1] = (2.0 if sym else 1.0) * sq[:, sl].sum(axis=1)
                     if not (sym and transpose_sign(L) < 0):
                         shared[key][r0:r1] = np.sum(t[:, sl] ** 2, axis=1)
