@@ -67,21 +67,49 @@ def split_out(extra: list) -> tuple:
     return out, rest
 
 
+def machine_cpu_seconds() -> dict:
+    """The machine's CPU seconds so far by kind (``/proc/stat``: ``busy`` user + nice + system + irq,
+    ``idle``, ``steal`` taken by the hypervisor), all cores together; ``{}`` where there is no ``/proc/stat``.
+
+    Between two calls they say what else ran beside the job: a swing of the job's wall time on an
+    "idle" machine with ``busy`` well above the job's own CPU time, or with ``steal`` > 0, is the
+    machine's, not the job's.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return {}
+    if not fields or fields[0] != "cpu":
+        return {}
+    v = [int(x) for x in fields[1:]] + [0] * 8
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    return {"busy": (user + nice + system + irq + softirq) / hz, "idle": (idle + iowait) / hz, "steal": steal / hz}
+
+
 def run_job(python: str, repo: Path, out: Path, extra: list) -> dict:
-    """Run the example once in a child process; its wall, CPU (children's user + system) and peak RSS."""
+    """Run the example once in a child process; its wall, CPU (children's user + system), peak RSS, page
+    faults and context switches, and the machine's busy/idle/steal CPU seconds over the run
+    (:func:`machine_cpu_seconds`: what else was running)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0 = os.getloadavg()
+    m0 = machine_cpu_seconds()
     t = time.perf_counter()
     proc = subprocess.run([python, str(repo / "examples" / "si_hamiltonian.py"), "--out", str(out), "-q", *extra],
                           cwd=repo, capture_output=True, text=True)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m1 = machine_cpu_seconds()
     if proc.returncode != 0:
         raise RuntimeError(f"the main job failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     ev = json.loads((out / "evaluation.json").read_text())
     return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "peak_rss_GB": after.ru_maxrss / 2**20, "load_before": list(load0), "load_after": list(os.getloadavg()),
             "seconds": ev.get("seconds", {}), "eig_mae_meV": ev["eigenvalues"]["mae_meV"],
+            "minor_faults": after.ru_minflt - before.ru_minflt,
+            "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw,
+            "machine_cpu_s": {k: m1[k] - m0[k] for k in m0} if m0 and m1 else {},
             "last_line": proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""}
 
 
@@ -141,6 +169,11 @@ def main(argv=None) -> int:
         print(f"run {r}: {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU, peak {run['peak_rss_GB']:.2f} GB, "
               f"load {run['load_before'][0]:.1f} -> {run['load_after'][0]:.1f} ({report['cores']} cores); "
               f"held-out eigenvalue MAE {run['eig_mae_meV']:.2f} meV")
+        m = run.get("machine_cpu_s") or {}
+        if m:
+            print(f"  machine over the run: {m['busy']:.1f} s busy CPU (the job {run['cpu_s']:.1f}), {m['idle']:.1f} s idle, "
+                  f"{m['steal']:.1f} s stolen by the hypervisor; the job: {run['minor_faults']} minor page faults, "
+                  f"{run['involuntary_switches']} involuntary context switches")
         print("\n".join(phase_table(run["seconds"])))
     return 0
 

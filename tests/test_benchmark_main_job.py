@@ -57,3 +57,14 @@ def test_out_after_the_double_dash_is_where_the_results_are_read(bench, tmp_path
 def test_out_after_the_double_dash_without_a_directory_is_refused(bench):
     with pytest.raises(SystemExit, match="needs a directory"):
         bench.main(["--", "--out"])
+
+
+def test_machine_cpu_seconds_grow_with_work(bench):
+    """The machine's busy/idle/steal seconds (what else ran beside the job) are read and only grow."""
+    a = bench.machine_cpu_seconds()
+    if not a:
+        pytest.skip("no /proc/stat on this system")
+    x = sum(i * i for i in range(300_000))
+    b = bench.machine_cpu_seconds()
+    assert x > 0 and set(a) == {"busy", "idle", "steal"}
+    assert all(b[k] >= a[k] >= 0 for k in a)
