@@ -170,3 +170,41 @@ def test_defect_file_is_labelled_accurate_and_kept_apart_from_the_test_set():
         assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
     others = [TRAIN, SLABS, TEST, MORE, ROOT / "data" / "si8_szv.h5"]
     assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)
+
+
+VACANCIES = ROOT / "data" / "si_train_vacancies.h5"
+
+
+def test_fourth_batch_plans_are_reproducible_new_and_what_they_say():
+    """The vacancy batch (seeds 401-403): new seeds and stems, one empty site (two nearest-neighbour sites for the
+    divacancy), and a disorder that varies from structure to structure as the plan says."""
+    from ase.build import bulk
+
+    m = _transfer_sets()
+    plans, again = m.vacancy_plans(), m.vacancy_plans()
+    seeds = [seed for _, seed, _ in m.VACANCIES.values()]
+    older = ({seed for _, seed, _ in m.MORE.values()} | {seed for _, seed, _ in m.DEFECTS.values()}
+             | {0, 31, 33, 101, 102, 103, 104, 105})
+    assert len(set(seeds)) == len(seeds) and not set(seeds) & (TEST_SEEDS | older)
+    assert not set(m.VACANCIES) & (set(m.MORE) | set(m.DEFECTS))  # stems, hence structure names, differ
+    si8 = bulk("Si", "diamond", a=5.43, cubic=True)
+    base = {"si15_vac4": si8.repeat((2, 1, 1)), "si31_vac4": si8.repeat((2, 2, 1)), "si14_divac4": si8.repeat((2, 1, 1))}
+    gone = {"si15_vac4": 1, "si31_vac4": 1, "si14_divac4": 2}
+    for stem, frames in plans.items():
+        assert len(frames) == m.VACANCIES[stem][2] and {len(at) for at in frames} == {len(base[stem]) - gone[stem]}, stem
+        for a, b in zip(frames, again[stem]):
+            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.cell.array, b.cell.array)
+        maxima = []
+        for at in frames:
+            ref = base[stem].get_scaled_positions()
+            frac = (ref[:, None] - at.get_scaled_positions()[None] + 0.5) % 1 - 0.5
+            far = np.linalg.norm(frac @ at.cell.array, axis=2).min(axis=1)  # each lattice site to its nearest atom
+            empty = np.flatnonzero(far > 1.2)
+            assert len(empty) == gone[stem], stem
+            if len(empty) == 2:  # the divacancy: the two empty sites are nearest neighbours (2.35 Å in the ideal cell)
+                d = (ref[empty[0]] - ref[empty[1]] + 0.5) % 1 - 0.5
+                assert np.linalg.norm(d @ base[stem].cell.array) < 2.4
+            near = np.delete(far, empty)  # the other atoms' displacements: 0.05 Å to h, h in 0.1-0.25 Å
+            assert 0.049 < near.min() and near.max() < 0.251
+            maxima.append(near.max())
+        assert max(maxima) - min(maxima) > 0.02, stem  # the displacement range varies between structures
