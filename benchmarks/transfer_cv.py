@@ -226,7 +226,8 @@ def cross_validate(model, parts, structures, groups, factors, oracle: bool = Fal
         for i in g:
             sd = structures[int(i)]
             r = evaluate(sub, [sd], kmesh=kmesh_for(sd.atoms), uncertainty=False)["per_structure"][0]
-            per[int(i)] = {"kind": kind_of(sd), "eig_mae_meV": r["eig_mae_meV"], "H_rmse_meV_aligned": r["H_rmse_meV_aligned"]}
+            per[int(i)] = {"kind": kind_of(sd), "eig_mae_meV": r["eig_mae_meV"], "H_rmse_meV_aligned": r["H_rmse_meV_aligned"],
+                           "eig_mae_meV_absolute": r["eig_mae_meV_absolute"], "energy_zero_eV": sub.energy_zero_of(sd.atoms)}
             if oracle:
                 per[int(i)]["oracle"] = oracle_maes(sub, sd, kmesh_for(sd.atoms))
     return per
@@ -237,14 +238,28 @@ def summarise(per, exclude: str) -> dict:
     for r in per:
         kinds.setdefault(r["kind"], []).append(r)
     pk = {k: {"n": len(v), "eig_mae_meV": float(np.mean([r["eig_mae_meV"] for r in v])),
-              "H_rmse_meV_aligned": float(np.mean([r["H_rmse_meV_aligned"] for r in v]))} for k, v in sorted(kinds.items())}
+              "H_rmse_meV_aligned": float(np.mean([r["H_rmse_meV_aligned"] for r in v])),
+              "eig_mae_meV_absolute": float(np.mean([r["eig_mae_meV_absolute"] for r in v]))} for k, v in sorted(kinds.items())}
     for k, v in kinds.items():
         if "oracle" in v[0]:
             pk[k]["oracle"] = {c: float(np.mean([r["oracle"][c] for r in v])) for c in v[0]["oracle"] if c != "n_defect_atoms"}
             pk[k]["oracle_n_with_defects"] = sum(r["oracle"]["n_defect_atoms"] > 0 for r in v)
     scored = [v["eig_mae_meV"] for k, v in pk.items() if not (exclude and exclude in k)]
+    kept = [r for r in per if not (exclude and exclude in r["kind"])]
     return {"per_kind": pk, "mean_over_kinds_meV": float(np.mean(scored)),
-            "mean_over_structures_meV": float(np.mean([r["eig_mae_meV"] for r in per if not (exclude and exclude in r["kind"])]))}
+            "mean_over_structures_meV": float(np.mean([r["eig_mae_meV"] for r in kept])),
+            "mean_over_structures_meV_absolute": float(np.mean([r["eig_mae_meV_absolute"] for r in kept]))}
+
+
+def extra_structures(spec: str, read) -> list:
+    """The structures of ``FILE[:i-j][@kind]`` (``read(FILE[:i-j])`` gives them): unlabelled ones get ``kind`` (default
+    the file's stem); with ``@+SUFFIX`` every structure's kind (``si8`` when unlabelled) gets ``+SUFFIX`` appended."""
+    spec, _, label = spec.partition("@")
+    data = read(spec)
+    if label.startswith("+"):
+        return [replace(sd, info={**sd.info, "kind": kind_of(sd) + label}) for sd in data]
+    label = label or Path(spec.partition(":")[0]).stem
+    return [sd if sd.info.get("kind") else replace(sd, info={**sd.info, "kind": label}) for sd in data]
 
 
 def main(argv=None) -> int:
@@ -253,7 +268,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_variant_args(p)
     p.add_argument("--extra", nargs="*", default=[], help="FILE[:i-j][@kind] ... more TRAINING structures (never a test-only set); "
-                   "unlabelled ones get the kind after '@' (default: the file's stem)")
+                   "unlabelled ones get the kind after '@' (default: the file's stem); '@+SUFFIX' appends '+SUFFIX' to "
+                   "every structure's kind instead (so a file's kinds get their own weights beside same-named kinds)")
     p.add_argument("--bond-weight", nargs="+", default=["none"],
                    help="XI,R_FROM,W_MAX ... heteroscedastic off-site H rows (prototype; 'none' = plain), one featurisation each")
     p.add_argument("--max-group", type=int, default=8)
@@ -268,10 +284,8 @@ def main(argv=None) -> int:
     from transfer_levers import structures as read_spec
 
     base, ds, data = every_structure(args.config)
-    for spec in args.extra:  # FILE[:i-j][@kind]: unlabelled structures get the kind after '@', else the file's stem
-        spec, _, label = spec.partition("@")
-        label = label or Path(spec.partition(":")[0]).stem
-        data += [sd if sd.info.get("kind") else replace(sd, info={**sd.info, "kind": label}) for sd in read_spec(spec)]
+    for spec in args.extra:
+        data += extra_structures(spec, read_spec)
     groups = groups_of(data, args.max_group, args.seed)
     say = sys.stderr if args.json else sys.stdout
     print(f"{len(data)} structures, {len(groups)} groups: " + ", ".join(f"{kind_of(data[int(g[0])])} {len(g)}" for g in groups),
@@ -285,6 +299,9 @@ def main(argv=None) -> int:
         cache = {}  # one featurisation per set of fitted structures (the sampling plan depends on it)
         for wtext in args.weights:
             table = json.loads(wtext)
+            unknown = sorted(set(table or ()) - {kind_of(sd) for sd in data})
+            if unknown:  # a kind left out of a table is fitted at weight 1: a misspelt one must not pass silently
+                p.error(f"--weights {wtext[:60]}...: no structure has the kind(s) {unknown}")
             kw = cfg.fit.kind_weights if table is None else tuple(table.items())
             factors = kind_factors(data, kw)
             fitted = tuple(int(k) for k in np.nonzero(factors > 0)[0])
@@ -303,7 +320,8 @@ def main(argv=None) -> int:
                    "features_wall_s": fw, "features_cpu_s": fc, "cv_wall_s": time.perf_counter() - t1,
                    "cv_cpu_s": time.process_time() - c1, "load": os.getloadavg()[0], "per_structure": per}
             records.append(rec)
-            line = " | ".join(f"{k} {v['eig_mae_meV']:.1f} (H {v['H_rmse_meV_aligned']:.2f})" for k, v in rec["per_kind"].items())
+            line = " | ".join(f"{k} {v['eig_mae_meV']:.1f} (H {v['H_rmse_meV_aligned']:.2f}, absolute {v['eig_mae_meV_absolute']:.1f})"
+                              for k, v in rec["per_kind"].items())
             print(f"  weights {wtext}: CV eig MAE mean over kinds {rec['mean_over_kinds_meV']:.2f} meV "
                   f"(over structures {rec['mean_over_structures_meV']:.2f}) | {line} | {rec['cv_wall_s']:.0f} s wall, "
                   f"{rec['cv_cpu_s']:.0f} s CPU, load {rec['load']:.1f}", file=say, flush=True)

@@ -60,3 +60,18 @@ def test_cv_sums_reproduce_the_fit_of_the_same_table(data, weights):
     for key, per in ref.H.coefficients.items():
         for L, c in per.items():
             np.testing.assert_allclose(coefs[key][L], c, rtol=1e-8, atol=1e-10 * max(1.0, np.abs(c).max()), err_msg=f"{key} L{L}")
+
+
+def test_extra_structures_label_or_suffix_their_kinds(data):
+    """``--extra FILE@kind`` labels only unlabelled structures; ``FILE@+SUFFIX`` gives every structure its own kind
+    (``<kind>+SUFFIX``, unlabelled ``si8+SUFFIX``), so a file's structures get weights apart from same-named kinds;
+    the read structures are not modified."""
+    unlabelled = dataclasses.replace(data[0], info={k: v for k, v in data[0].info.items() if k != "kind"})
+    given = [data[1], unlabelled]
+    before = [dict(sd.info) for sd in given]
+    read = lambda spec: list(given)  # noqa: E731
+    assert [transfer_cv.kind_of(sd) for sd in transfer_cv.extra_structures("x.h5@new", read)] == [data[1].info["kind"], "new"]
+    assert [transfer_cv.kind_of(sd) for sd in transfer_cv.extra_structures("x.h5", read)] == [data[1].info["kind"], "x"]
+    assert ([transfer_cv.kind_of(sd) for sd in transfer_cv.extra_structures("x.h5@+d", read)]
+            == [data[1].info["kind"] + "+d", "si8+d"])
+    assert [dict(sd.info) for sd in given] == before
