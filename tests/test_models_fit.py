@@ -201,6 +201,7 @@ def test_energy_zero_shifts_every_eigenvalue_of_periodic_cells_only(data):
 
 def test_density_energy_zero_fit_lowers_the_absolute_error(data):
     """Energy zeros that follow the atomic density (as in periodic DFT) are learned and predicted."""
+    from acehamil.models.hamiltonian.energy_zero import EnergyZero
     from acehamil.models.hamiltonian.evaluate import block_errors
 
     V = np.array([-0.9 + 19.0 * len(sd.atoms) / sd.atoms.get_volume() for sd in data])
@@ -216,9 +217,16 @@ def test_density_energy_zero_fit_lowers_the_absolute_error(data):
     assert e_dens["rmse"] < 0.7 * e_plain["rmse"]  # (the local model absorbs part of the trend within the cells)
     # alignment removes the energy zero from both: the local models are the same
     assert e_dens["rmse_aligned"] == pytest.approx(e_plain["rmse_aligned"], rel=1e-3)  # (up to V (S_model - S_ref))
+    # the bond law through the fit: its report gives gamma, and the model's zero is that law's
+    bonds = fit(shifted[:3], ModelConfig.from_dict({**CFG, "fit": {"fit_energy_zero": True, "energy_zero_model": "bonds"}}),
+                progress=False)
+    rep = bonds.report["energy_zero_model"]
+    assert set(rep["gamma_eV_A3_per_bond_end"]) == {"14"} and rep["n_cells"] == 3
+    assert bonds.energy_zero == EnergyZero.from_dict(rep)
+    assert rep["rms_after_meV"] <= dens.report["energy_zero_model"]["rms_after_meV"] + 1e-9  # one more column
     with pytest.raises(ValueError, match="needs fit_energy_zero"):
         ModelConfig.from_dict({"fit": {"energy_zero_model": "density"}})
-    with pytest.raises(ValueError, match="'none' or 'density'"):
+    with pytest.raises(ValueError, match="must be one of 'none', 'density', 'bonds'"):
         ModelConfig.from_dict({"fit": {"fit_energy_zero": True, "energy_zero_model": "volume"}})
 
 

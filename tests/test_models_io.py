@@ -165,6 +165,11 @@ def test_energy_zero_round_trip_and_checksum(fitted, tmp_path):
 
     model, _, data = fitted
     ez = dataclasses.replace(model, energy_zero=EnergyZero(v0=-0.5, beta=((14, 10.0),)))
+    bonds = dataclasses.replace(model, energy_zero=EnergyZero(v0=-0.5, beta=((14, 10.0),), gamma=((14, 3.0),)))
+    save_model(bonds, tmp_path / "bonds.h5")  # the bond law (energy_zero_model = "bonds") round-trips too
+    assert load_model(tmp_path / "bonds.h5").energy_zero == bonds.energy_zero
+    np.testing.assert_array_equal(load_model(tmp_path / "bonds.h5").predict(data[0].atoms)[0].data,
+                                  bonds.predict(data[0].atoms)[0].data)
     path = tmp_path / "ez.h5"
     save_model(ez, path)
     loaded = load_model(path)

@@ -45,7 +45,8 @@ TOML layout (all tables optional)::
     structure_weights = []            # one weight per training structure ([] = all 1)
     kind_weights = {}                 # weight per structure kind (info["kind"]), e.g. { "si15-vacancy" = 0.5 }; others 1; 0 = not fitted
     fit_energy_zero = false           # fit H modulo one V_s * S per structure (periodic DFT energy zero)
-    energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s
+    energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s;
+                                      # "bonds": + sum_Z gamma_Z (bond ends on atoms of Z) / volume
 
     [uncertainty]                     # error bars (docs/uncertainty.md)
     calibrate = false                 # calibrate the posterior spread by cross-validation over the training set
@@ -66,6 +67,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ...errors import UserError, check_type
+
+#: the cell energy-zero laws of ``fit.energy_zero_model`` (:mod:`acehamil.models.hamiltonian.energy_zero`)
+ENERGY_ZERO_MODELS = ("none", "density", "bonds")
 
 
 @dataclass(frozen=True)
@@ -253,10 +257,12 @@ class FitConfig:
     fit_energy_zero : bool
         Fit H modulo one constant ``V_s S`` per structure (the arbitrary,
         volume-dependent energy zero of periodic DFT), jointly with the model.
-    energy_zero_model : {"none", "density"}
+    energy_zero_model : {"none", "density", "bonds"}
         What predictions carry as energy zero: ``"none"``, the training average;
         ``"density"``, ``V = v0 + sum_Z beta_Z N_Z / Omega`` fitted to the ``V_s``
-        (:class:`acehamil.models.hamiltonian.energy_zero.EnergyZero`; needs ``fit_energy_zero``).
+        (:class:`acehamil.models.hamiltonian.energy_zero.EnergyZero`; needs ``fit_energy_zero``);
+        ``"bonds"``, that plus ``sum_Z gamma_Z B_Z / Omega``, ``B_Z`` the bond ends on atoms of species
+        ``Z`` (:func:`acehamil.models.hamiltonian.energy_zero.bond_ends`: vacancies, interstitials).
     """
 
     validation_fraction: float = 0.0
@@ -278,8 +284,9 @@ class FitConfig:
         if any(not (float(w) >= 0 and float(w) < float("inf")) for _, w in pairs):
             raise ValueError(f"kind_weights must be finite and >= 0, got {kw!r}")
         object.__setattr__(self, "kind_weights", tuple(sorted((k, float(w)) for k, w in pairs)))
-        if self.energy_zero_model not in ("none", "density"):
-            raise ValueError(f"energy_zero_model must be 'none' or 'density', got {self.energy_zero_model!r}")
+        if self.energy_zero_model not in ENERGY_ZERO_MODELS:
+            raise ValueError(f"energy_zero_model must be one of {', '.join(map(repr, ENERGY_ZERO_MODELS))}, "
+                             f"got {self.energy_zero_model!r}")
         if self.energy_zero_model != "none" and not self.fit_energy_zero:
             raise ValueError(f"energy_zero_model = {self.energy_zero_model!r} needs fit_energy_zero = true")
         if not (0.0 <= self.validation_fraction < 1.0):

@@ -164,8 +164,10 @@ def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_str
     return coefs, posts, diag, V
 
 
-def fit_density_energy_zero(cells, V, species) -> tuple:
-    """Least-squares ``V_s ~ v0 + sum_Z beta_Z N_Z,s / Omega_s`` over the fully periodic training cells.
+def fit_density_energy_zero(cells, V, species, bonds: bool = False) -> tuple:
+    """Least-squares ``V_s ~ v0 + sum_Z beta_Z N_Z,s / Omega_s`` over the fully periodic training cells
+    (``bonds``: ``+ sum_Z gamma_Z B_Z,s / Omega_s``, the bond ends of
+    :func:`acehamil.models.hamiltonian.energy_zero.bond_ends`).
 
     Parameters
     ----------
@@ -174,14 +176,17 @@ def fit_density_energy_zero(cells, V, species) -> tuple:
     V : ndarray, shape (n,)
         Their fitted energy zeros, eV.
     species : sequence of int
+    bonds : bool
+        Add the bond term (``fit.energy_zero_model = "bonds"``).
 
     Returns
     -------
     energy_zero : EnergyZero
         ``v0 = 0`` and no ``beta`` when fewer than two periodic cells (nothing to learn).
     summary : dict
-        JSON-able: ``v0_eV``, ``beta_eV_A3``, ``n_cells``, ``rms_before_meV``, ``rms_after_meV``
-        (spread of the ``V_s`` about the training average and about the density model).
+        JSON-able: ``v0_eV``, ``beta_eV_A3`` (and, with ``bonds``, ``gamma_eV_A3_per_bond_end``, ``bond_range``),
+        ``n_cells``, ``rms_before_meV``, ``rms_after_meV`` (spread of the ``V_s`` about the training average and
+        about the law).
 
     Examples
     --------
@@ -192,26 +197,34 @@ def fit_density_energy_zero(cells, V, species) -> tuple:
     >>> round(ez.v0, 6), round(ez.beta[0][1], 6)
     (0.5, 20.0)
     """
-    from .energy_zero import EnergyZero
+    from .energy_zero import EnergyZero, bond_ends
 
     V = np.asarray(V, dtype=float)
     species = [int(z) for z in species]
+    n_col = 1 + len(species) * (2 if bonds else 1)
     rows, vals = [], []
     for at, v in zip(cells, V):
         if np.all(at.pbc):
             vol = abs(float(np.linalg.det(at.cell.array)))
             numbers = np.asarray(at.numbers)
-            rows.append([1.0] + [np.count_nonzero(numbers == z) / vol for z in species])
+            row = [1.0] + [np.count_nonzero(numbers == z) / vol for z in species]
+            if bonds:
+                ends = bond_ends(at, species)
+                row += [ends[z] / vol for z in species]
+            rows.append(row)
             vals.append(v)
-    A, y = np.asarray(rows).reshape(-1, 1 + len(species)), np.asarray(vals)
+    A, y = np.asarray(rows).reshape(-1, n_col), np.asarray(vals)
     if len(y) < 2:
         ez = EnergyZero()
-        c = np.zeros(1 + len(species))
+        c = np.zeros(n_col)
     else:
         # densities are ~0.05 Å^-3: scale the columns so the minimum-norm solution does not depend on units
+        # (in bulk-like cells the bond-end density is ~4x the atom density: the cells that differ, vacancies,
+        # interstitials, stretched bonds, decide gamma; a species absent from every cell gets 0)
         scale = np.where(np.abs(A).max(axis=0) > 0, np.abs(A).max(axis=0), 1.0)
         c = np.linalg.lstsq(A / scale, y, rcond=1e-10)[0] / scale
-        ez = EnergyZero(v0=c[0], beta=tuple(zip(species, c[1:])))
+        ez = EnergyZero(v0=c[0], beta=tuple(zip(species, c[1:1 + len(species)])),
+                        gamma=tuple(zip(species, c[1 + len(species):])) if bonds else ())
     summary = {**ez.to_dict(), "n_cells": int(len(y)),
                "rms_before_meV": float(np.sqrt(np.mean((y - y.mean()) ** 2)) * EV_TO_MEV) if len(y) else 0.0,
                "rms_after_meV": float(np.sqrt(np.mean((y - A @ c) ** 2)) * EV_TO_MEV) if len(y) else 0.0}
@@ -240,7 +253,7 @@ def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, speci
     V : ndarray, shape (len(cells),), or None
         Fitted energy zero of each training structure, eV (energy-zero fit only).
     energy_zero : EnergyZero or None
-        The density energy-zero model (``fit.energy_zero_model = "density"`` only).
+        The cell energy-zero law (``fit.energy_zero_model = "density"`` or ``"bonds"`` only).
     energy_zero_summary : dict or None
     """
     if not sums.gauge:
@@ -248,8 +261,8 @@ def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, speci
         return coefs, posts, diag, None, None, None
     coefs, posts, diag, V = fit_energy_zero(mm, sums.normal, sums.gauge, config.solver, len(cells))
     ez = summary = None
-    if config.fit.energy_zero_model == "density":
-        ez, summary = fit_density_energy_zero(cells, V, species)
+    if config.fit.energy_zero_model in ("density", "bonds"):
+        ez, summary = fit_density_energy_zero(cells, V, species, config.fit.energy_zero_model == "bonds")
     return coefs, posts, diag, V, ez, summary
 
 
