@@ -237,7 +237,7 @@ VACANCIES = {
 CELLS.update({
     "si15-vacancy-strain1-4-d0.1-0.25": "16-atom 2x1x1 minus one atom, strain entries ±s, s in 1-4 %, displacements 0.05-h Å, h in 0.1-0.25 Å, per structure (seed 401)",
     "si31-vacancy-strain1-4-d0.1-0.25": "2x2x1 minus one atom, strain ±s, s in 1-4 %, 0.05-h Å, h in 0.1-0.25 Å, smearing 0.005 Ha (seed 402)",
-    "si14-divacancy-strain1-4-d0.1-0.25": "16-atom 2x1x1 minus two nearest neighbours, strain ±s, s in 1-4 %, 0.05-h Å, h in 0.1-0.25 Å (seed 403)",
+    "si14-divacancy-strain1-4-d0.1-0.25": "16-atom 2x1x1 minus two nearest neighbours, strain ±s, s in 1-4 %, 0.05-h Å, h in 0.1-0.25 Å, smearing auto (0.005 Ha) (seed 403)",
 })
 
 

@@ -208,3 +208,26 @@ def test_fourth_batch_plans_are_reproducible_new_and_what_they_say():
             assert 0.049 < near.min() and near.max() < 0.251
             maxima.append(near.max())
         assert max(maxima) - min(maxima) > 0.02, stem  # the displacement range varies between structures
+
+
+def test_vacancy_file_is_labelled_accurate_and_kept_apart_from_the_test_set():
+    if not VACANCIES.exists():
+        pytest.skip("data/si_train_vacancies.h5 not shipped")
+    m = _transfer_sets()
+    labels = kinds(VACANCIES)
+    assert set(labels) <= {kind for kind, _, _ in m.VACANCIES.values()}
+    with h5py.File(VACANCIES, "r") as f:
+        infos = [json.loads(f["structures"][k].attrs["info"]) for k in sorted(f["structures"])]
+    assert all(i["band_error"]["checked_max_meV"] <= 5.0 and i["seed"] in {401, 402, 403} for i in infos)
+    ds = read_dataset(VACANCIES)
+    for kind in dict.fromkeys(labels):  # float32 storage and the 12 Å cutoff keep PySCF's own bands
+        sd = ds[labels.index(kind)]
+        assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
+    others = [TRAIN, SLABS, TEST, MORE, DEFECTS, ROOT / "data" / "si8_szv.h5"]
+    assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)
+    # each structure is the plan's structure of its name (<stem>-NNNN: position NNNN of plan <stem>)
+    plans = m.vacancy_plans()
+    for name, sd in zip(ds.names, ds):
+        stem, _, n = name.rpartition("-")
+        planned = plans[stem][int(n)]
+        assert np.allclose(sd.atoms.positions, planned.positions, atol=1e-6) and np.allclose(sd.atoms.cell.array, planned.cell.array)
