@@ -119,10 +119,11 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
         Return the three parts separately (unscaled).
     epistemic_cut : float, Å
         > 0: the epistemic part on the on-site blocks and the bonds shorter than this only, as the
-        calibration computes it (``[uncertainty] epistemic_bond_cut``): only those centres' features are
-        evaluated (the longer bonds' features, most of the cost, are not), and the mean comes from the
-        fast path :meth:`MatrixModel.predict_data`.  The noise parts need no features and cover every
-        block.  0: every block, the mean from the same features (equal to ``predict_data`` to rounding).
+        calibration computes it (``[uncertainty] epistemic_bond_cut``), pushed through the mapped feature
+        path with the draws as more coefficient sets (:meth:`MatrixModel.predict_many`: no features formed),
+        the mean from the fast path :meth:`MatrixModel.predict_data`.  The noise parts need no features and
+        cover every block.  0: every block through the features, the mean from the same features (equal to
+        ``predict_data`` to rounding).
     noise : bool
         False: no noise draws (the noise and shared parts are zero; what
         :mod:`acehamil.models.hamiltonian.propagation` needs, which has them analytically).
@@ -203,27 +204,27 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
 
     from ...structure import RealSpaceMatrix
 
-    if cut > 0 and not noise:
-        # only coefficient draws on the blocks inside the cut: one mapped pass for all of them (no features
-        # formed; every centre's products once, each draw adds its outputs), the mean by the fast path
+    epi = None
+    if cut > 0:
+        # the coefficient draws on the blocks inside the cut: one mapped pass for all of them (no features
+        # formed; every centre's products once, each draw adds its outputs), the mean by the fast path; the
+        # noise draws (no features needed) are then assembled below and the two parts added
         sets = [{key: {} for key, _ in dC} for _ in range(K)]
         for (key, L), (C, _) in dC.items():
             for q in range(K):
                 sets[q][key][L] = C[:, 1 + q]
-        mm.predict_many(atoms, pat, sets, bond_cut=cut, out=out[1:K + 1])
-        out[0] = mm.predict_data(atoms, pat)
-        mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
-        if split:
-            return mean, out[1:K + 1], out[K + 1:2 * K + 1], out[2 * K + 1:]
-        return mean, out[1:]
-    pos, cell = np.asarray(atoms.get_positions(), dtype=float), np.asarray(atoms.cell.array, dtype=float)
+        if not noise:
+            mm.predict_many(atoms, pat, sets, bond_cut=cut, out=out[1:K + 1])
+            out[0] = mm.predict_data(atoms, pat)
+            mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
+            if split:
+                return mean, out[1:K + 1], out[K + 1:2 * K + 1], out[2 * K + 1:]
+            return mean, out[1:]
+        epi = mm.predict_many(atoms, pat, sets, bond_cut=cut)
     for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
         bts = fam.block_types(mm.orbital_basis)
         n = len(sel)
-        use = np.arange(n)  # centres whose features are evaluated: all, or those inside the epistemic cut
-        if cut > 0:
-            ci, cj, cs = fam.centre_blocks(atoms, pat.pairs, sel)
-            use = np.flatnonzero(np.linalg.norm(pos[cj] - pos[ci] + np.asarray(cs, dtype=float) @ cell, axis=1) < cut)
+        use = np.arange(n) if epi is None else np.zeros(0, np.int64)  # centres whose features are evaluated
         raw = {bt.key: {L: np.zeros((1 + n_coef, n, 2 * L + 1)) for L in bt.L_values()} for bt in bts}
         env = fam.environments(atoms, pat.pairs, sel[use]) if len(use) else None
         for s0, s1, chunk in (env.chunks(max_particles) if env is not None else ()):
@@ -232,9 +233,7 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
                 for L, D in fam.design(feats, bt, s1 - s0).items():
                     if D.shape[1]:
                         raw[bt.key][L][:, use[s0:s1]] = parts_of(D, bt, L, s1 - s0)
-        # without noise draws (and with a cut) only the centres inside the cut carry draws: only they are
-        # assembled (a centre and its reverse partner are both inside or both outside)
-        keep = use if (cut > 0 and not noise) else np.arange(n)
+        keep = np.arange(n)
         off, nc = pat.offsets[blk[keep]], pat.norb[pat.j[blk[keep]]]
         for bt in bts:
             sym = fam.symmetrised(bt)
@@ -248,7 +247,9 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
             scatter(off, nc, ra, cb, X)
             if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
                 scatter(pat.offsets[rblk[keep]], pat.norb[pat.j[rblk[keep]]], cb, ra, X.transpose(0, 1, 3, 2))
-    if cut > 0:  # the mean of every block by the fast (mapped) path; rows 1.. hold the draws
+    if epi is not None:  # the epistemic draws inside the cut; the mean of every block by the fast (mapped) path
+        out[1:K + 1] += epi
+        del epi
         out[0] = mm.predict_data(atoms, pat)
     mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
     if split:
