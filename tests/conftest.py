@@ -54,3 +54,14 @@ def si_data():
     atoms = bulk("Si", "diamond", a=5.43)
     H, S = slater_koster(atoms, basis, cutoff=4.0)
     return StructureData(atoms, basis, H=(H,), S=S, n_electrons=8)
+
+
+@pytest.fixture(scope="session")
+def sk_si_files(tmp_path_factory):
+    """Folder with train.h5 (4 Slater-Koster Si cells), fit.toml, m.h5 (their BLR model) and one.xyz
+    (tests/sk_si.py), built and fitted once per session.  Read-only: copy the files before editing."""
+    from sk_si import write_sk_files
+
+    d = tmp_path_factory.mktemp("sk_si")
+    write_sk_files(d)
+    return d

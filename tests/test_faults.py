@@ -9,90 +9,33 @@ inputs live in ``tests/test_hostile.py``.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 
 import h5py
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from sk_si import FIT_TOML, POT_TOML
+from sk_si import digest as _digest
+from sk_si import si_cell as _si
 
 from acehamil.cli import main
 from acehamil.io.dataset import write_dataset
-from acehamil.structure import OrbitalBasis, StructureData
-from acehamil.tb.toy import slater_koster
-
-FIT_TOML = """
-[data]
-train = "train.h5"
-test = [-1]
-
-[h_onsite]
-r_cut = 4.0
-max_nu = 1
-max_degree = [4]
-n_max = 3
-
-[h_offsite]
-r_cut = 4.0
-r_env = 0.0
-max_nu = 1
-max_degree = [6]
-n_max = 6
-
-[s_offsite]
-r_cut = 4.0
-max_nu = 1
-max_degree = [6]
-n_max = 6
-
-[solver]
-lam = 1e-8
-"""
-
-POT_TOML = """
-[data]
-train = "lab.xyz"
-[basis]
-r_cut = 4.0
-n_max = 3
-max_nu = 2
-max_degree = [3, 3]
-[fit]
-lam = [1e-8]
-power = [0.0]
-n_folds = 2
-"""
-
-
-def _si(seed=0, rattle=0.05):
-    at = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
-    at.rattle(rattle, rng=np.random.default_rng(seed))
-    return at
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    """train.h5 (4 Slater-Koster Si cells), a fitted H/S model m.h5, a potential pot.h5, labelled
-    frames lab.xyz, one.xyz, fit.toml, pot.toml."""
+def ws(sk_si_files, tmp_path_factory):
+    """The shared workspace (train.h5: 4 Slater-Koster Si cells, m.h5: their BLR model, one.xyz,
+    fit.toml; tests/sk_si.py) with a potential pot.h5, labelled frames lab.xyz and pot.toml."""
     from acehamil.io.potential_file import save_potential
     from acehamil.models.potential.config import make_basis
     from acehamil.models.potential.model import ACEPotential, feature_degrees
 
     d = tmp_path_factory.mktemp("faults")
-    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
-    sds = []
-    for k in range(4):
-        at = _si(k, 0.08)
-        H, S = slater_koster(at, basis, cutoff=4.0)
-        sds.append(StructureData(at, basis, H=(H,), S=S, n_electrons=16.0, info={"name": f"si-{k}"}))
-    write_dataset(d / "train.h5", sds)
-    (d / "fit.toml").write_text(FIT_TOML)
-    assert main(["fit", str(d / "fit.toml"), "-o", str(d / "m.h5"), "-q"]) == 0
-    write(d / "one.xyz", _si())
+    for p in sk_si_files.iterdir():
+        shutil.copy2(p, d / p.name)
     pb = make_basis((14,), r_cut=4.0, n_max=3, max_nu=2, max_degree=(3, 3))
     rng = np.random.default_rng(1)
     pot = ACEPotential(pb, (14,), rng.normal(size=1), 0.1 * rng.normal(size=(1, len(feature_degrees(pb)))), None, {})
@@ -115,11 +58,6 @@ def w(ws, tmp_path, monkeypatch):
             shutil.copy2(p, tmp_path / p.name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def _digest(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
 
 
 # ----------------------------------------------------------------------------- fixtures of faults

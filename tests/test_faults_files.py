@@ -15,31 +15,17 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from test_faults import FIT_TOML, _digest, _si
+from sk_si import digest as _digest
+from sk_si import si_cell as _si
 
 from acehamil.cli import main
-from acehamil.io.dataset import write_dataset
-from acehamil.structure import OrbitalBasis, StructureData
-from acehamil.tb.toy import slater_koster
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """train.h5 (4 Slater-Koster Si cells), m.h5 (a BLR H/S model of them: with posteriors), one.xyz."""
-    from ase.io import write
-
-    d = tmp_path_factory.mktemp("faults_files")
-    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
-    sds = []
-    for k in range(4):
-        at = _si(k, 0.08)
-        H, S = slater_koster(at, basis, cutoff=4.0)
-        sds.append(StructureData(at, basis, H=(H,), S=S, n_electrons=16.0, fermi_level=0.5, info={"name": f"si-{k}"}))
-    write_dataset(d / "train.h5", sds)
-    (d / "fit.toml").write_text(FIT_TOML.replace("lam = 1e-8", 'method = "blr"'))
-    assert main(["fit", str(d / "fit.toml"), "-o", str(d / "m.h5"), "-q"]) == 0
-    write(d / "one.xyz", _si())
-    return d
+def files(sk_si_files):
+    """train.h5 (4 Slater-Koster Si cells), m.h5 (a BLR H/S model of them: with posteriors), one.xyz:
+    the session's shared workspace (tests/sk_si.py; copied by ``w`` before any edit)."""
+    return sk_si_files
 
 
 @pytest.fixture

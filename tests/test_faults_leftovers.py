@@ -10,40 +10,35 @@ structure leaving the old output hidden as ``.NAME.*.replaced``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
-from test_faults import FIT_TOML, POT_TOML, _digest, _si
+from sk_si import POT_TOML
+from sk_si import digest as _digest
+from sk_si import si_cell as _si
 
 from acehamil.cli import main
 from acehamil.io.dataset import read_dataset, write_dataset
 from acehamil.structure import OrbitalBasis, StructureData
-from acehamil.tb.toy import slater_koster
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """train.h5 (4 gapped Slater-Koster Si cells), m.h5 (a BLR model of them), pot.h5 (a potential),
-    one.xyz, lab.xyz (3 labelled frames), fit.toml, pot.toml."""
+def files(sk_si_files, tmp_path_factory):
+    """The shared workspace (train.h5: 4 Slater-Koster Si cells, m.h5: their BLR model, one.xyz, fit.toml;
+    tests/sk_si.py) with lab.xyz (3 labelled frames), pot.toml and a potential pot.h5 fitted to them."""
     d = tmp_path_factory.mktemp("leftovers")
-    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
-    sds = []
-    for k in range(4):
-        at = _si(k, 0.08)
-        H, S = slater_koster(at, basis, cutoff=4.0)
-        sds.append(StructureData(at, basis, H=(H,), S=S, n_electrons=16.0, info={"name": f"si-{k}"}))
-    write_dataset(d / "train.h5", sds)
-    (d / "fit.toml").write_text(FIT_TOML.replace("lam = 1e-8", 'method = "blr"'))
-    assert main(["fit", str(d / "fit.toml"), "-o", str(d / "m.h5"), "-q"]) == 0
-    write(d / "one.xyz", _si())
+    for p in sk_si_files.iterdir():
+        shutil.copy2(p, d / p.name)
     frames = []
     for k in range(3):
         at = _si(10 + k)
@@ -230,35 +225,50 @@ def _write_old(path):
     write_dataset(path, [StructureData(at, basis, H=(S,), S=S, info={"name": "old"})])
 
 
+def _fake_run_crystal(atoms, settings, dm0=None, log=None, band_window=2.0):
+    """An instant stand-in for one PySCF crystal run (identity S = H on an s basis)."""
+    basis = OrbitalBasis.from_dict({14: [(3, 0)]})
+    from acehamil.structure import RealSpaceMatrix
+
+    S = RealSpaceMatrix.from_dense([1] * len(atoms), [[0, 0, 0]], [np.eye(len(atoms))])
+    info = {"band_error": {"checked_max_meV": 0.0, "all": {"max_meV": 0.0}}}
+    return StructureData(atoms, basis, H=(S,), S=S, info=info), None
+
+
 @pytest.mark.parametrize("hang_at, kept", [(0, "old"), (1, "new")], ids=["before-the-first-structure", "after-it"])
-def test_generate_overwrite_killed_leaves_one_complete_file_and_nothing_hidden(tmp_path, hang_at, kept):
+def test_generate_killed_leaves_one_complete_file_nothing_hidden_and_resumes(tmp_path, hang_at, kept, monkeypatch,
+                                                                            capsys):
     """``generate --overwrite`` moved the old output aside as .NAME.*.replaced; a SIGKILL (no cleanup runs) before
     the first new structure left the old file hidden and no output.  Now the old file stays in place until the first
-    new structure replaces it atomically (the DFT runs are replaced by instant fakes; the kill is real)."""
+    new structure replaces it atomically.  Killed while computing the second structure, the file holds the first,
+    readable and unlocked, with its settings: ``--resume`` computes the rest, each exactly once, and refuses other
+    settings (the DFT runs are replaced by instant fakes; the kill is real).  The one SIGKILL test of generation:
+    it replaced a copy in test_io_pyscf.py that killed the generator loop the same way."""
+    import acehamil.cli.generate as cg
+    import acehamil.io.pyscf_gen as pg
+
     out = tmp_path / "k.h5"
     _write_old(out)
     old_bytes = out.read_bytes()
     script = textwrap.dedent(f"""
-        import sys, time, numpy as np
+        import sys, time
         import acehamil.cli.generate as cg
         import acehamil.io.pyscf_gen as pg
         from acehamil.cli import main
-        from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
+        from test_faults_leftovers import _fake_run_crystal
         done = [0]
-        def run_crystal(atoms, settings, dm0=None, log=None, band_window=2.0):
+        def run_crystal(*args, **kw):
             if done[0] == {hang_at}:  # say so, then hang until killed
                 open({str(tmp_path / "busy")!r}, "w").close()
                 time.sleep(600)
             done[0] += 1
-            basis = OrbitalBasis.from_dict({{14: [(3, 0)]}})
-            S = RealSpaceMatrix.from_dense([1] * len(atoms), [[0, 0, 0]], [np.eye(len(atoms))])
-            info = {{"band_error": {{"checked_max_meV": 0.0, "all": {{"max_meV": 0.0}}}}}}
-            return StructureData(atoms, basis, H=(S,), S=S, info=info), None
+            return _fake_run_crystal(*args, **kw)
         pg.run_crystal = run_crystal
         cg._check_pyscf_names = lambda *a: None  # no PySCF needed
         sys.exit(main(["generate", "pyscf", "--base", "si2", "--count", "3", "-o", sys.argv[1], "--overwrite", "--quiet"]))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script, str(out)])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], env=env)
     try:
         t0 = time.monotonic()
         while not (tmp_path / "busy").exists():
@@ -269,9 +279,20 @@ def test_generate_overwrite_killed_leaves_one_complete_file_and_nothing_hidden(t
     finally:
         if proc.poll() is None:
             proc.kill()
-    if kept == "old":
-        assert out.read_bytes() == old_bytes
-    else:
-        assert len(read_dataset(out).names) == 1 and read_dataset(out).names != ("old",)
     hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
     assert hidden == [], hidden
+    if kept == "old":
+        assert out.read_bytes() == old_bytes
+        return
+    first = read_dataset(out).names
+    assert len(first) == 1 and first != ("old",)
+    monkeypatch.setattr(pg, "run_crystal", _fake_run_crystal)
+    monkeypatch.setattr(cg, "_check_pyscf_names", lambda *a: None)
+    argv = ["generate", "pyscf", "--base", "si2", "--count", "3", "-o", str(out), "--resume", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    names = read_dataset(out).names
+    assert len(names) == 3 and len(set(names)) == 3 and names[0] == first[0], names
+    capsys.readouterr()
+    assert main(argv[:-2] + ["--seed", "7", "--resume", "--quiet"]) == 2  # the kill kept the stored settings
+    assert "seed" in capsys.readouterr().err
+    assert read_dataset(out).names == names

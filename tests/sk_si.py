@@ -1,0 +1,90 @@
+"""The small Slater-Koster silicon workspace of the fault tests (tests/test_faults*.py).
+
+Built once per test session by the ``sk_si_files`` fixture (tests/conftest.py): four rattled
+4-atom Si cells with Slater-Koster s/p H and S, a BLR H/S model fitted to them, one unlabelled
+frame.  Each test file copies it and adds its own files, so the cells are made and fitted once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from ase.build import bulk
+
+FIT_TOML = """
+[data]
+train = "train.h5"
+test = [-1]
+
+[h_onsite]
+r_cut = 4.0
+max_nu = 1
+max_degree = [4]
+n_max = 3
+
+[h_offsite]
+r_cut = 4.0
+r_env = 0.0
+max_nu = 1
+max_degree = [6]
+n_max = 6
+
+[s_offsite]
+r_cut = 4.0
+max_nu = 1
+max_degree = [6]
+n_max = 6
+
+[solver]
+lam = 1e-8
+"""
+
+POT_TOML = """
+[data]
+train = "lab.xyz"
+[basis]
+r_cut = 4.0
+n_max = 3
+max_nu = 2
+max_degree = [3, 3]
+[fit]
+lam = [1e-8]
+power = [0.0]
+n_folds = 2
+"""
+
+
+def si_cell(seed=0, rattle=0.05):
+    """Two primitive diamond Si cells (4 atoms, 16 valence electrons), rattled by ``rattle`` Å with ``seed``."""
+    at = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
+    at.rattle(rattle, rng=np.random.default_rng(seed))
+    return at
+
+
+def digest(folder):
+    """sha256 of every file under ``folder`` (sidecar ``.lock`` files left out), by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+def write_sk_files(d):
+    """Write train.h5, fit.toml, m.h5 (BLR: with posteriors) and one.xyz into folder ``d``."""
+    from ase.io import write
+
+    from acehamil.cli import main
+    from acehamil.io.dataset import write_dataset
+    from acehamil.structure import OrbitalBasis, StructureData
+    from acehamil.tb.toy import slater_koster
+
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+    sds = []
+    for k in range(4):
+        at = si_cell(k, 0.08)
+        H, S = slater_koster(at, basis, cutoff=4.0)
+        sds.append(StructureData(at, basis, H=(H,), S=S, n_electrons=16.0, fermi_level=0.5, info={"name": f"si-{k}"}))
+    write_dataset(d / "train.h5", sds)
+    (d / "fit.toml").write_text(FIT_TOML.replace("lam = 1e-8", 'method = "blr"'))
+    if main(["fit", str(d / "fit.toml"), "-o", str(d / "m.h5"), "-q"]) != 0:
+        raise RuntimeError("the shared Slater-Koster fit failed")
+    write(d / "one.xyz", si_cell())
