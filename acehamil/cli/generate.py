@@ -220,6 +220,21 @@ def _check_pyscf_names(basis: str, xc: str, plan) -> None:
         raise UserError(f"--xc {xc!r}: not a functional libxc knows ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
 
+def _note_hidden_copies(output) -> None:
+    """Say on stderr (even with -q) where a ``.NAME.*.replaced`` file lies beside the output: acehamil before
+    55de7da moved an output aside under that name during ``generate --overwrite`` and left it there when the run was
+    killed (before the first structure, as the only copy of the old data).  Nothing reads or removes it: the user
+    decides, since it may be the only copy."""
+    from pathlib import Path
+
+    p = Path(output)
+    hidden = sorted(h.name for h in p.parent.glob(f".{p.name}.*.replaced") if h.is_file())
+    if hidden:
+        keep = f"rename it to {p.name} to get it back" if not p.exists() else "delete it, or rename it to keep it"
+        print(f"note: {', '.join(hidden)} in {p.parent}: a copy of an older {p.name} hidden by an interrupted "
+              f"'generate --overwrite' of an earlier acehamil; nothing reads it ({keep})", file=sys.stderr)
+
+
 def run(args) -> int:
     import os
 
@@ -228,6 +243,7 @@ def run(args) -> int:
 
     check_outputs({"--structures": args.structures, "--base-file": args.base_file}, {"-o": args.output},
                   overwrite=args.overwrite, may_exist={"-o"} if args.resume else ())
+    _note_hidden_copies(args.output)
     _check_numbers(args)
     plan = plan_of(args)
     if args.molecule:

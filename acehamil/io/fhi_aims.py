@@ -252,6 +252,25 @@ def _read_values(folder: Path, stem: str, size: int, prefer_hdf5: bool | None) -
     return vals
 
 
+def _check_species_blocks(folder: Path) -> None:
+    """UserError when ``geometry.in`` names a species that ``control.in`` (if present, with ``species``
+    blocks) does not define: FHI-aims refuses such a run, so the files come from different runs and
+    basis-indices.out describes another element's basis (a Si geometry with C's basis was read as Si)."""
+    control = folder / "control.in"
+    if not control.is_file():
+        return
+    labels = {ln.split()[1] for ln in control.read_text(errors="replace").splitlines()
+              if len(ln.split()) > 1 and ln.split()[0].lower() == "species"}
+    if not labels:
+        return
+    used = {ln.split("#", 1)[0].split()[-1] for ln in (folder / "geometry.in").read_text(errors="replace").splitlines()
+            if ln.split() and ln.split()[0].lower() in ("atom", "atom_frac")}
+    missing = sorted(used - labels)
+    if missing:
+        raise UserError(f"{folder}: geometry.in has species {missing} but control.in defines only {sorted(labels)} "
+                        f"(FHI-aims would not run this: geometry.in and the outputs come from different runs?)")
+
+
 def _spin_polarised(folder: Path) -> bool:
     """True when control.in (or aims.out's echo of it) asks for ``spin collinear``."""
     import re
@@ -373,8 +392,6 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
         try:
             atoms = read(folder / "geometry.in", format="aims")
         except Exception as err:  # noqa: BLE001 - ASE's parser raises anything on a malformed file
-            from ..errors import UserError
-
             msg = str(err).splitlines()[0] if str(err) else ""
             if isinstance(err, KeyError):
                 msg = f"unknown chemical species {msg}"
@@ -398,7 +415,11 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
         wrap = _wrap_offsets(frac)
     else:
         wrap = np.zeros((natoms, 3), np.int64)
+    _check_species_blocks(folder)
     hv = _read_values(folder, "hamiltonian", idx.size, prefer_hdf5)
+    if len(hv) == 1 and _spin_polarised(folder):  # one spin's H read as both: silently wrong bands
+        raise UserError(f"{folder}: control.in asks 'spin collinear' but rs_hamiltonian holds one spin channel "
+                        f"(FHI-aims writes both): a file from another (spin-restricted) run, or cut after the first?")
     sv = _read_values(folder, "overlap", idx.size, prefer_hdf5)
     H = tuple(_assemble(idx, h, bmap, wrap, natoms, aims["hartree"]) for h in hv)
     S = _assemble(idx, sv[0], bmap, wrap, natoms, 1.0)

@@ -95,6 +95,18 @@ def write_header(f: h5py.File, kind: str, format_version: int) -> None:
         f.attrs[k] = v
 
 
+def _int_attr(f: h5py.File, key: str, name: str) -> int:
+    """The integer root attribute ``key``; a missing or non-integer one is named (it was read as version -1,
+    or raised int()'s own message)."""
+    if key not in f.attrs:
+        raise ValueError(f"{name}: no {key} attribute (not written by acehamil, or edited)")
+    raw = f.attrs[key]
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {key} {raw!r} is not an integer (file edited or damaged)") from None
+
+
 def check_header(f: h5py.File, kind: str, supported_versions) -> int:
     """Raise a clear ValueError unless ``f`` is an acehamil file of ``kind`` with a supported version.
 
@@ -110,17 +122,13 @@ def check_header(f: h5py.File, kind: str, supported_versions) -> int:
     got = got.decode() if isinstance(got, bytes) else str(got)
     if got != kind:
         raise ValueError(f"{name} holds an acehamil {got!r}, expected {kind!r}")
-    raw = f.attrs.get("format_version", -1)
-    try:
-        version = int(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: format_version {raw!r} is not an integer (file edited or damaged)") from None
+    version = _int_attr(f, "format_version", name)
     if version not in tuple(supported_versions):
         raise ValueError(
             f"{name} has {kind} format version {version}; this acehamil ({__version__}) reads versions "
             f"{sorted(supported_versions)}"
         )
-    conv = int(f.attrs.get("conventions_version", -1))
+    conv = _int_attr(f, "conventions_version", name)
     if conv != conventions_metadata()["conventions_version"]:
         raise ValueError(f"{name} was written with conventions version {conv}, this acehamil uses {conventions_metadata()['conventions_version']}")
     for key in ("energy_unit", "length_unit", "bloch_sign", "shift_sign"):  # files carry their units: check them

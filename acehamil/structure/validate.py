@@ -6,7 +6,8 @@ letting impossible data give silent garbage downstream.
 
 * :func:`check_atoms`: at least one atom, finite positions and cell, a non-degenerate cell when
   periodic, known chemical species (1..118), no two atoms closer than :data:`MIN_DISTANCE` Å
-  (periodic images included).
+  (periodic images included), no atom with more than :data:`MAX_DENSE_NEIGHBOURS` atoms within
+  :data:`DENSE_RADIUS` Å.
 * :func:`check_hermitian`: every block has its partner and ``X_ji(-T) = X_ij(T)^T`` to
   ``atol + rtol * max|X|`` (:data:`HERMITIAN_ATOL`, :data:`HERMITIAN_RTOL`); the message
   names the worst block.
@@ -33,11 +34,17 @@ import numpy as np
 from ..errors import UserError
 from .blocks import RealSpaceMatrix
 
-__all__ = ["MIN_DISTANCE", "HERMITIAN_ATOL", "HERMITIAN_RTOL", "hermiticity_error", "check_hermitian", "check_atoms",
+__all__ = ["MIN_DISTANCE", "DENSE_RADIUS", "MAX_DENSE_NEIGHBOURS", "HERMITIAN_ATOL", "HERMITIAN_RTOL", "hermiticity_error", "check_hermitian", "check_atoms",
            "validate_structure", "check_same_basis"]
 
 #: Two atoms closer than this (Å) are refused as "on top of each other".
 MIN_DISTANCE = 0.1
+#: Radius (Å) and the most atoms within it around one atom that :func:`check_atoms` accepts.  The shortest
+#: bonds are ~0.74 Å (H2): real structures have a few atoms within 1 Å, while a cell or positions given in
+#: the wrong unit put hundreds there, and the models' neighbour lists (10 Å) then exhaust the memory (a
+#: Si atom in a 0.6 Å cube: 6.4 GB and no answer after 300 s).
+DENSE_RADIUS = 1.0
+MAX_DENSE_NEIGHBOURS = 12
 #: Absolute tolerance of the Hermiticity check (eV for H, dimensionless for S).
 HERMITIAN_ATOL = 1e-6
 #: Relative tolerance (times the largest |entry|) of the Hermiticity check.
@@ -100,7 +107,7 @@ def check_hermitian(m: RealSpaceMatrix, name: str, where: str, atol: float = HER
 
 def check_atoms(atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
     """Raise UserError for no atoms, non-finite positions/cell, a degenerate periodic cell, unknown
-    species or atoms on top of each other."""
+    species, atoms on top of each other or an impossibly dense structure (wrong length unit)."""
     pos = np.asarray(atoms.positions, dtype=float)
     if pos.ndim != 2 or pos.shape[1] != 3:
         raise UserError(f"{where}: positions must have shape (natoms, 3), got {pos.shape}")
@@ -128,17 +135,25 @@ def check_atoms(atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
         raise UserError(f"{where}: the structure has no atoms")
     from .neighbours import pairs_closer_than
 
+    radius = max(min_distance, DENSE_RADIUS)  # one search serves both checks (it searches 1 Å anyway)
     try:
-        i, j, d = pairs_closer_than(atoms, min_distance)
+        i, j, d = pairs_closer_than(atoms, radius)
     except Exception:  # noqa: BLE001 - degenerate cells: fall back to a direct check in the home cell
         diff = pos[:, None] - pos[None]
         dd = np.linalg.norm(diff, axis=-1) + np.eye(len(pos)) * 1e9
-        i, j = np.nonzero(dd < min_distance)
+        i, j = np.nonzero(dd < radius)
         d = dd[i, j]
-    if len(i):
+    close = d < min_distance
+    if close.any():
         k = int(np.argmin(d))
         raise UserError(f"{where}: atoms {int(i[k])} and {int(j[k])} are {float(d[k]):.3g} Å apart (less than "
                         f"{min_distance} Å: on top of each other?)")
+    counts = np.bincount(i, minlength=len(pos)) if len(i) else np.zeros(len(pos), int)
+    if counts.max(initial=0) > MAX_DENSE_NEIGHBOURS:
+        k = int(np.argmax(counts))
+        raise UserError(f"{where}: atom {k} has {int(counts[k])} atoms (periodic images included) within "
+                        f"{DENSE_RADIUS} Å, more than {MAX_DENSE_NEIGHBOURS}: no matter is that dense (a cell or "
+                        f"positions in nm, or fractional coordinates read as Å?)")
 
 
 def validate_structure(sd, where: str, hermitian: bool = True) -> None:

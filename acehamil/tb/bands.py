@@ -94,6 +94,10 @@ class BandGap:
     direct: bool
 
 
+#: Levels closer than this (eV, relative above 1 eV) are one degenerate level for :func:`band_gap`.
+DEGENERATE_EV = 1e-8
+
+
 def band_gap(energies, fermi_level: float | None = None, n_electrons: float | None = None) -> BandGap | None:
     """Gap from eigenvalues ``(nspin, nk, nbands)`` or ``(nk, nbands)`` (eV).
 
@@ -106,6 +110,8 @@ def band_gap(energies, fermi_level: float | None = None, n_electrons: float | No
     --------
     >>> band_gap([[-1.0, 2.0], [-0.5, 1.0]], n_electrons=2).gap
     1.5
+    >>> band_gap([[-1.0, 0.5, 0.5 + 1e-15, 0.5]], n_electrons=4).gap   # a p level half filled
+    0.0
     """
     e = np.asarray(energies, dtype=np.float64)
     e = e[None] if e.ndim == 2 else e
@@ -117,7 +123,10 @@ def band_gap(energies, fermi_level: float | None = None, n_electrons: float | No
             emp = e[0, :, nocc:].min(axis=1)
             kv, kc = int(np.argmax(occ)), int(np.argmin(emp))
             vbm, cbm = float(occ[kv]), float(emp[kc])
-            return BandGap(max(0.0, cbm - vbm), vbm, cbm, kv, kc, kv == kc)
+            # a degenerate level the electron count fills in part: no gap (round-off split it by ~1e-15 eV,
+            # which was reported as "gap 0.0000 eV" beside "metallic" for the same atom without a cell)
+            gap = cbm - vbm if cbm - vbm > DEGENERATE_EV * max(1.0, abs(vbm)) else 0.0
+            return BandGap(gap, vbm, cbm, kv, kc, kv == kc)
     if fermi_level is None:
         return None
     flat = e.transpose(1, 0, 2).reshape(nk, -1)

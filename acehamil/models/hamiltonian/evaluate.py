@@ -314,6 +314,18 @@ def eval_kmesh(atoms) -> tuple:
     return kmesh_for(atoms, EVAL_K_DENSITY)
 
 
+def _named_solve(H, S, kpts, sd, whose: str):
+    """:func:`acehamil.tb.eigen.solve` whose OverlapError names the structure and whose S failed (a reference
+    dataset's S not positive definite was reported as if the model's)."""
+    from ...tb.eigen import OverlapError, solve
+
+    try:
+        return solve(H, S, kpts)
+    except OverlapError as err:
+        raise OverlapError(f"structure {sd.info.get('name', '?')!r}, {whose}: {err}", err.kpoint, err.index,
+                           err.smallest_eigenvalue, err.condition) from None
+
+
 def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertainty: bool, sd, pm, model=None,
                             seed=None, n_samples: int = 0) -> dict:
     """The eigenvalue errors of one structure (the task :func:`eigenvalue_errors` maps).
@@ -333,7 +345,6 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
     from ...tb.bands import band_path
     from ...tb.dos import monkhorst_pack
     from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
-    from ...tb.eigen import solve
     from ...tb.smearing import fermi_level
 
     if kmesh is None:
@@ -358,8 +369,8 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
         # the extrapolation part (one spread per structure, calibrate.extrapolation_sigma) in quadrature
         sigma = np.sqrt(relative_sigma(e_mod, draws, ef_d, efd) ** 2 + float(getattr(pm, "sigma_extrapolation", 0.0)) ** 2)
     elif sigma is None:
-        e_mod = solve(H, S, kp)
-    e_ref = solve(sd.H[0], sd.S, kp)
+        e_mod = _named_solve(H, S, kp, sd, "the model's prediction")
+    e_ref = _named_solve(sd.H[0], sd.S, kp, sd, "the reference data")
     nb = min(e_ref.shape[1], e_mod.shape[1])
     e_ref, e_mod = e_ref[:, :nb], e_mod[:, :nb]
     if sd.n_electrons is not None:
@@ -382,7 +393,8 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
             r = eigen_sigma(model, sd.atoms, kp, wk, sd.n_electrons, n_samples, np.random.default_rng(seed))
             out["sigma"] = r["sigma"][:, :nb][mask]
     kpath = band_path(sd.atoms, npoints=path_points).kpts
-    p_ref, p_mod = solve(sd.H[0], sd.S, kpath), solve(H, S, kpath)
+    p_ref = _named_solve(sd.H[0], sd.S, kpath, sd, "the reference data")
+    p_mod = _named_solve(H, S, kpath, sd, "the model's prediction")
     nb = min(p_ref.shape[1], p_mod.shape[1])
     p_ref, p_mod = p_ref[:, :nb], p_mod[:, :nb]
     on_path = np.abs(p_ref - ef_ref) <= window_eV

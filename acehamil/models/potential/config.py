@@ -46,7 +46,7 @@ and in ``docs/potentials.md``::
     [model]                          # optional; default the linear model
     kind = "linear"                  # or "embedded" (see EmbeddingSettings) or "multilayer" (MessageSpec)
     embeddings = ["fs", "fs"]        # embedded only: one embedding per density
-    density_max_degree = [9, 6, 4, 3]
+    density_max_degree = [9, 6, 4]   # one per nu up to max_nu (default [9, 6, 4, 3]; more are refused)
     lam = [1e-3, 1e-1]               # density ridge strengths tried by CV
     maxiter = 300
     init_scale = 1.0
@@ -180,6 +180,14 @@ def core_repulsion(configs, species, fraction=0.8, strength=10.0) -> RepulsionSp
     return RepulsionSpec(r_core=tuple(radii), strength=float(strength))
 
 
+def _check_written_degrees(name: str, written, max_nu) -> None:
+    """Refuse degree entries a user wrote beyond ``max_nu`` (one per correlation order; they were ignored without
+    a word).  The defaults are exempt: ``density_max_degree`` (9, 6, 4, 3) serves max_nu up to 4."""
+    if written is not None and np.ndim(written) and len(written) > int(max_nu):
+        raise ValueError(f"{name} = {list(written)} has {len(written)} entries, but max_nu = {max_nu} uses only the "
+                         f"first {int(max_nu)} (one per correlation order; one value = all): remove the unused ones")
+
+
 def _atomic_number(z) -> int:
     """An atomic number 1..118 from an int or a chemical symbol ('Si'); ValueError naming a bad entry."""
     from ase.data import atomic_numbers
@@ -234,11 +242,11 @@ def job_from_config(cfg: dict, train: list[Config], test: dict | None = None) ->
 
     for k, v in bcfg.items():
         check_type(f"[basis] {k}", v, BASIS_DEFAULTS.get(k), cfg.get("_source", ""))
-    written = cfg.get("basis", {}).get("max_degree")
-    if written is not None and np.ndim(written) and len(written) > int(bcfg["max_nu"]):
-        raise ValueError(f"[basis] max_degree = {list(written)} has {len(written)} entries, but max_nu = {bcfg['max_nu']} "
-                         f"uses only the first {int(bcfg['max_nu'])} (one per correlation order; one value = all): "
-                         "remove the unused ones")
+    _check_written_degrees("[basis] max_degree", cfg.get("basis", {}).get("max_degree"), bcfg["max_nu"])
+    model = cfg.get("model", {})
+    _check_written_degrees("[model] density_max_degree", model.get("density_max_degree"), bcfg["max_nu"])
+    _check_written_degrees("[model.densities] density_max_degree",
+                           dict(model.get("densities", {})).get("density_max_degree"), bcfg["max_nu"])
     present = sorted({int(z) for c in train for z in c.atoms.numbers})
     species = tuple(sorted(_atomic_number(z) for z in bcfg.pop("species", present)))
     missing = set(present) - set(species)
