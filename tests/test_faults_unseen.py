@@ -9,7 +9,8 @@ structure in nm ran out of memory (a Si atom in a 0.6 Å cube: 6.4 GB, no answer
 dataset's bad S was reported as if the model's, an FHI-aims folder whose files come from different runs
 (Si geometry with C's basis, a spin-polarised control.in with one spin's H) was read as valid, a file
 without ``conventions_version`` was said to have "conventions version -1", and ``density_max_degree``
-entries beyond ``max_nu`` were ignored.
+entries beyond ``max_nu`` were ignored, and a DeepH ``hamiltonians.h5`` without blocks became an H of zeros
+(flat bands at 0 eV) and one with a NaN block an unnamed "real-space matrix contains NaN or inf".
 """
 
 from __future__ import annotations
@@ -147,12 +148,39 @@ def test_a_single_atom_with_and_without_a_box_reports_the_same_gap(w, capsys):
     write(w / "a.xyz", [Atoms("Si", positions=[[10, 10, 10]], cell=[20, 20, 20], pbc=True),
                         Atoms("Si", positions=[[0, 0, 0]])], format="extxyz")
     assert main(["predict", "m.h5", "a.xyz", "-o", "p.h5", "-q"]) == 0
-    lines = []
+    lines, errs = [], []
     for k in (0, 1):
         capsys.readouterr()
         assert main(["bands", "p.h5", "--structure", str(k), "-o", f"b{k}.png"]) == 0
-        lines.append(capsys.readouterr().out.splitlines()[-1])
+        cap = capsys.readouterr()
+        lines.append(cap.out.splitlines()[-1])
+        errs.append(cap.err)
     assert all("HOMO-LUMO gap none: metallic" in ln for ln in lines), lines
+    assert "k-points along the path" in errs[0] and "k-points along the path" not in errs[1], errs  # levels at Γ
+
+
+def _deeph(edit):
+    """dd/0: train.h5's first structure exported as a DeepH folder, then ``edit(folder)``."""
+    def setup(d):
+        assert main(["export", str(d / "train.h5"), "--format", "deeph", "-o", str(d / "dd"), "--structure", "0",
+                     "-q"]) == 0
+        edit(d / "dd" / "0")
+    return setup
+
+
+def _empty_hamiltonians(folder):
+    with h5py.File(folder / "hamiltonians.h5", "r+") as f:
+        for key in list(f):
+            del f[key]
+
+
+def _nan_block(folder):
+    with h5py.File(folder / "hamiltonians.h5", "r+") as f:
+        key = sorted(f)[0]
+        a = f[key][()]
+        a[0, 0] = np.nan
+        del f[key]
+        f[key] = a
 
 
 # ----------------------------------------------------------------------------- faults: one clear line
@@ -225,6 +253,10 @@ CASES = [
      ["info", "train.h5"], "train.h5: no conventions_version attribute"),
     ("model-without-format-version", _drop_attr("m.h5", "format_version"),
      ["predict", "m.h5", "one.xyz", "-o", "p.h5"], "m.h5: no format_version attribute"),
+    ("deeph-empty-hamiltonians", _deeph(_empty_hamiltonians), ["convert", "dd/0", "-o", "o.h5"],
+     "dd/0/hamiltonians.h5: no blocks (an empty or foreign file)"),
+    ("deeph-nan-block", _deeph(_nan_block), ["convert", "dd/0", "-o", "o.h5"],
+     "dd/0/hamiltonians.h5: block ["),
     ("potential-density-max-degree-beyond-max-nu", _pot_config(EMBEDDED), ["fit-potential", "p.toml", "-o", "o.h5"],
      "[model] density_max_degree = [4, 2, 0] has 3 entries, but max_nu = 2 uses only the first 2"),
     ("potential-densities-max-degree-beyond-max-nu", _pot_config(DENSITIES), ["fit-potential", "p.toml", "-o", "o.h5"],

@@ -122,7 +122,7 @@ def run(args) -> int:
             except ValueError:
                 pass  # a path band_structure refuses itself, with its own message
             else:
-                if not args.quiet:
+                if not args.quiet and np.any(sd.atoms.pbc):  # a molecule's levels are at Γ only
                     import sys
 
                     print(f"bands: {npoints} k-points along the path (default: 285 per 1/Å of path, 40..200; "

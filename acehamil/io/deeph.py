@@ -154,11 +154,15 @@ def _read_blocks(path, norb, maps, where) -> RealSpaceMatrix:
             if code.shape != (norb[i], norb[j]):
                 raise ValueError(f"{where}: block {key} has shape {code.shape}, orbital_types.dat gives "
                                  f"({norb[i]}, {norb[j]})")
+            if not np.isfinite(code).all():
+                raise ValueError(f"{where}: block {key} contains NaN or inf")
             (pi, si), (pj, sj) = maps[i], maps[j]
             blocks.append(code[np.ix_(pi, pj)] * si[:, None] * sj[None, :])
             i_.append(i)
             j_.append(j)
             t_.append((r1, r2, r3))
+    if not blocks:  # read as a matrix of zeros: flat bands at 0 eV, no error
+        raise ValueError(f"{where}: no blocks (an empty or foreign file)")
     t = np.array(t_, np.int64).reshape(-1, 3)
     order = np.lexsort((t[:, 2], t[:, 1], t[:, 0], np.array(j_, np.int64), np.array(i_, np.int64))) if len(t) else []
     return RealSpaceMatrix.from_blocks(norb, np.array(i_)[order], np.array(j_)[order], t[order], [blocks[q] for q in order])
