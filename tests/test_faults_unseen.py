@@ -10,7 +10,8 @@ dataset's bad S was reported as if the model's, an FHI-aims folder whose files c
 (Si geometry with C's basis, a spin-polarised control.in with one spin's H) was read as valid, a file
 without ``conventions_version`` was said to have "conventions version -1", and ``density_max_degree``
 entries beyond ``max_nu`` were ignored, and a DeepH ``hamiltonians.h5`` without blocks became an H of zeros
-(flat bands at 0 eV) and one with a NaN block an unnamed "real-space matrix contains NaN or inf".
+(flat bands at 0 eV) and one with a NaN block an unnamed "real-space matrix contains NaN or inf", and
+``predict --supercell 100 100 100`` of a 2-atom cell was killed for memory (18.7 GB RSS).
 """
 
 from __future__ import annotations
@@ -253,6 +254,9 @@ CASES = [
      ["info", "train.h5"], "train.h5: no conventions_version attribute"),
     ("model-without-format-version", _drop_attr("m.h5", "format_version"),
      ["predict", "m.h5", "one.xyz", "-o", "p.h5"], "m.h5: no format_version attribute"),
+    ("predict-supercell-beyond-memory", lambda d: None,
+     ["predict", "m.h5", "one.xyz", "-o", "p.h5", "--supercell", "1000", "1000", "1000"],
+     "a 1000 x 1000 x 1000 supercell of this 4-atom cell has 4000000000 atoms whose H and S need ~"),
     ("deeph-empty-hamiltonians", _deeph(_empty_hamiltonians), ["convert", "dd/0", "-o", "o.h5"],
      "dd/0/hamiltonians.h5: no blocks (an empty or foreign file)"),
     ("deeph-nan-block", _deeph(_nan_block), ["convert", "dd/0", "-o", "o.h5"],

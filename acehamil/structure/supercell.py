@@ -25,7 +25,13 @@ import numpy as np
 
 from .blocks import RealSpaceMatrix
 
-__all__ = ["tile_matrix", "tile_structure", "check_reps"]
+__all__ = ["MAX_TILE_BYTES", "tile_matrix", "tile_structure", "check_reps", "tiled_bytes"]
+
+#: Largest estimated memory (bytes) of a tiled structure's matrices (:func:`tiled_bytes`); more is refused with
+#: the estimate (``predict --supercell 100 100 100`` of a 2-atom cell was killed for memory at 18.7 GB RSS).
+MAX_TILE_BYTES = 4 * 2**30
+#: Bytes per tiled block beside its values: index arrays of the result and the temporaries that build them.
+_BYTES_PER_BLOCK = 160
 
 
 def check_reps(reps, pbc=(True, True, True)) -> np.ndarray:
@@ -67,6 +73,13 @@ def tile_matrix(matrix: RealSpaceMatrix, reps) -> RealSpaceMatrix:
     return RealSpaceMatrix(np.tile(matrix.norb_per_atom, len(m)), I, J, new_shift.reshape(-1, 3), data)
 
 
+def tiled_bytes(data, reps) -> int:
+    """Estimated peak memory (bytes) of the matrices of ``tile_structure(data, reps)``: values and indices."""
+    n = int(np.prod(np.asarray(reps, dtype=np.int64)))
+    mats = [*data.H] + ([] if data.S is None else [data.S])
+    return n * sum(int(m.data.nbytes) + _BYTES_PER_BLOCK * int(m.nblocks) for m in mats)
+
+
 def tile_structure(data, reps):
     """A :class:`StructureData` and its matrices repeated ``reps`` times (electron count scaled).
 
@@ -85,6 +98,11 @@ def tile_structure(data, reps):
     n = int(np.prod(r))
     if n == 1:
         return data
+    need = tiled_bytes(data, r)
+    if need > MAX_TILE_BYTES:
+        raise ValueError(f"a {' x '.join(map(str, r.tolist()))} supercell of this {len(data.atoms)}-atom cell has "
+                         f"{n * len(data.atoms)} atoms whose H and S need ~{need / 2**30:.3g} GiB (limit "
+                         f"{MAX_TILE_BYTES / 2**30:.3g} GiB): ask for fewer repetitions")
     info = {**dict(data.info), "supercell": r.tolist()}
     return replace(
         data,
