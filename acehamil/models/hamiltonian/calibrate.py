@@ -276,10 +276,34 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
         ``err``, ``sigma_epi``, ``sigma_noise``, ``sigma_shared`` (m,), eV, over the ``m`` chosen
         reference eigenvalues within the window (k-major order); None without ``n_electrons``.
     """
+    from .linear_response import variances
+
+    w = window_sensitivities(model, sd, kmesh, window_eV, pairs=pairs, max_states=max_states, rng=rng,
+                             epistemic_cut=epistemic_cut)
+    if w is None:
+        return None
+    ve, vn, vs = variances(model.H, w["sens"])
+    return {"err": w["err"], "sigma_epi": np.sqrt(ve), "sigma_noise": np.sqrt(vn), "sigma_shared": np.sqrt(vs)}
+
+
+def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_states: int = 0, rng=None,
+                         epistemic_cut: float = 0.0) -> dict | None:
+    """Errors of ``model``'s window eigenvalues on one reference structure (each relative to its own
+    Fermi level) and their first-order sensitivities, in the reference's eigenbasis
+    (:func:`held_out_parts`, which takes the variances from them; :mod:`.eigen_update`, which fits them).
+
+    Returns
+    -------
+    dict or None
+        ``err`` (m,), eV (model - reference, the ``m`` chosen window states, k-major order), ``sens``
+        (:func:`.linear_response.sensitivities` of those rows, relative to the Fermi level), ``states``
+        (m,) flat indices ``k * nbands + n`` of the chosen states; None without ``n_electrons`` or
+        without a window state.
+    """
     from ...structure import RealSpaceMatrix
     from ...tb.dos import monkhorst_pack
     from ...tb.smearing import fermi_level
-    from .linear_response import fermi_weights, sensitivities, variances
+    from .linear_response import fermi_weights, sensitivities
 
     if sd.n_electrons is None:
         return None
@@ -303,8 +327,7 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
     eps = reduce_(H)
     ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
     err = ((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win]
-    ve, vn, vs = variances(model.H, sens)
-    return {"err": err, "sigma_epi": np.sqrt(ve), "sigma_noise": np.sqrt(vn), "sigma_shared": np.sqrt(vs)}
+    return {"err": err, "sens": sens, "states": win}
 
 
 def _reference_solve(H, S, kpts) -> tuple:
@@ -333,7 +356,8 @@ def _reference_solve(H, S, kpts) -> tuple:
     return eps, Xh @ Y, lambda h: np.linalg.eigvalsh(reduced(h))
 
 
-def cross_validated_errors(structures, model, parts, progress: bool = False, designs=None, mapper=None) -> dict:
+def cross_validated_errors(structures, model, parts, progress: bool = False, designs=None, mapper=None,
+                           eigenvalue_observations=None) -> dict:
     """Eigenvalue errors and uncalibrated spreads of every training structure, predicted by a
     model fitted without it (the calibration folds of ``model.config.uncertainty``).
 
@@ -343,6 +367,10 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     ``mapper`` (the fit's engine, e.g. :func:`acehamil.threads.thread_mapper`; default serial):
     each draws its window eigenvalues from its own seeded generator, so the result does not depend
     on the engine.
+
+    With ``eigenvalue_observations`` (:class:`.eigen_update.Observations` of the fit's eigenvalue update), each
+    fold's model is updated by the observations of the fold's own training structures
+    (:func:`.eigen_update.update_model`, linearised: no features again), as the fit updated the model.
 
     Returns
     -------
@@ -373,6 +401,10 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
         for val in folds:
             keep = np.setdiff1d(np.arange(n), val)
             sub = fold_model(model, parts, keep, cells)
+            if eigenvalue_observations is not None:
+                from .eigen_update import update_model
+
+                sub = update_model(sub, eigenvalue_observations, keep)
             ref = reference_of(onsite_leverage(sub.H, onsite[k], len(cells[k])) for k in keep)
             for i in val:
                 i = int(i)
@@ -437,7 +469,8 @@ def held_out_task(kmesh, window_eV: float, max_states: int, seed: int, epistemic
 
 
 @with_inner_threads
-def calibrate(structures, model, parts, progress: bool = False, designs=None, mapper=None) -> dict:
+def calibrate(structures, model, parts, progress: bool = False, designs=None, mapper=None,
+              eigenvalue_observations=None) -> dict:
     """Fit the spread factors ``a, b, c`` and the extrapolation part ``d`` on held-out folds of the
     training structures.
 
@@ -456,6 +489,9 @@ def calibrate(structures, model, parts, progress: bool = False, designs=None, ma
         its neighbour list and on-site designs are reused (none are built again).
     mapper : callable ``(fn, common, tasks) -> iterable``, optional
         Runs the held-out structures (the fit's engine; default serial); same result for any.
+    eigenvalue_observations : Observations, optional
+        Of the fit's eigenvalue update: each fold model is updated as the fit's was
+        (:func:`cross_validated_errors`).
 
     Returns
     -------
@@ -469,7 +505,8 @@ def calibrate(structures, model, parts, progress: bool = False, designs=None, ma
     ``limit_threads`` chose more): its dense products are small, and on the 2-core machine
     BLAS' default threading took the README job's calibration from ~33 s to 78 s CPU.
     """
-    cv = cross_validated_errors(structures, model, parts, progress=progress, designs=designs, mapper=mapper)
+    cv = cross_validated_errors(structures, model, parts, progress=progress, designs=designs, mapper=mapper,
+                                eigenvalue_observations=eigenvalue_observations)
     e, parts_ = cv["err"], [cv[f"sigma_{p}"] for p in PARTS]
     # the extrapolation part: d sqrt(score) per structure, the score against the fold's own training structures
     sx = EXTRAPOLATION_UNIT * np.sqrt(np.where(np.isfinite(cv["score"]), np.maximum(cv["score"], 0.0), 0.0))

@@ -47,6 +47,9 @@ TOML layout (all tables optional)::
     fit_energy_zero = false           # fit H modulo one V_s * S per structure (periodic DFT energy zero)
     energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s;
                                       # "bonds": + sum_Z gamma_Z (bond ends on atoms of Z) / volume
+    eigenvalue_update = {}            # {} = off; a Bayesian update of the H coefficients from the training eigenvalues
+                                      # (models/hamiltonian/eigen_update.py): { noise_meV = 10.0, states = 48, kmesh = [4, 4, 4],
+                                      # window_eV = 2.0, iterations = 1, per_kind = 0, bond_cut = 0.0 } (keys left out take these)
 
     [uncertainty]                     # error bars (docs/uncertainty.md)
     calibrate = false                 # calibrate the posterior spread by cross-validation over the training set
@@ -263,6 +266,14 @@ class FitConfig:
         (:class:`acehamil.models.hamiltonian.energy_zero.EnergyZero`; needs ``fit_energy_zero``);
         ``"bonds"``, that plus ``sum_Z gamma_Z B_Z / Omega``, ``B_Z`` the bond ends on atoms of species
         ``Z`` (:func:`acehamil.models.hamiltonian.energy_zero.bond_ends`: vacancies, interstitials).
+    eigenvalue_update : tuple of (str, value)
+        Empty: off.  Otherwise the settings of the Bayesian update of the H coefficients from the
+        window eigenvalues of the training structures (:mod:`acehamil.models.hamiltonian.eigen_update`),
+        given as a dict (TOML inline table) or pairs, stored as sorted pairs with every key:
+        ``noise_meV`` (eigenvalue noise ``r`` at structure weight 1, > 0), ``states`` (window states
+        per structure, >= 1), ``kmesh`` (3 ints), ``window_eV`` (> 0), ``iterations`` (>= 1; > 1
+        relinearises), ``per_kind`` (at most this many structures per kind observed, seeded; 0 = all),
+        ``bond_cut`` (Å; > 0: the sensitivities from the on-site blocks and the bonds shorter than this only).
     """
 
     validation_fraction: float = 0.0
@@ -273,9 +284,11 @@ class FitConfig:
     kind_weights: tuple = ()
     fit_energy_zero: bool = False
     energy_zero_model: str = "none"
+    eigenvalue_update: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "structure_weights", tuple(float(w) for w in self.structure_weights))
+        object.__setattr__(self, "eigenvalue_update", _eigenvalue_update_spec(self.eigenvalue_update))
         kw = self.kind_weights
         pairs = list(kw.items()) if isinstance(kw, dict) else [tuple(p) for p in kw]
         if not all(len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], (int, float)) and not isinstance(p[1], bool)
@@ -299,6 +312,58 @@ class FitConfig:
             raise ValueError(f"structure_weights must be finite and >= 0, got {list(self.structure_weights)}")
         if self.structure_weights and not sum(self.structure_weights) > 0:
             raise ValueError(f"structure_weights are all zero: nothing to fit, got {list(self.structure_weights)}")
+
+
+#: Keys and defaults of ``[fit] eigenvalue_update`` (docs/models.md, "Transfer").
+EIGENVALUE_UPDATE_DEFAULTS = {"noise_meV": 10.0, "states": 48, "kmesh": (4, 4, 4), "window_eV": 2.0, "iterations": 1,
+                              "per_kind": 0, "bond_cut": 0.0}
+
+
+def _eigenvalue_update_spec(value) -> tuple:
+    """``[fit] eigenvalue_update`` (a dict or pairs) checked and completed with the defaults, as sorted pairs;
+    ``()`` when empty (off).
+
+    Examples
+    --------
+    >>> dict(_eigenvalue_update_spec({"noise_meV": 5}))["states"]
+    48
+    >>> _eigenvalue_update_spec({})
+    ()
+    """
+    pairs = list(value.items()) if isinstance(value, dict) else [tuple(p) for p in value]
+    if not pairs:
+        return ()
+    if not all(len(p) == 2 and isinstance(p[0], str) for p in pairs):
+        raise TypeError(f"eigenvalue_update must be a table of settings, got {value!r}")
+    given = dict(pairs)
+    bad = sorted(set(given) - set(EIGENVALUE_UPDATE_DEFAULTS))
+    if bad:
+        raise ValueError(f"unknown eigenvalue_update keys {bad}; known: {sorted(EIGENVALUE_UPDATE_DEFAULTS)}")
+    spec = {**EIGENVALUE_UPDATE_DEFAULTS, **given}
+
+    def number(k, integer=False):
+        v = spec[k]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral if integer else numbers.Real):
+            raise TypeError(f"eigenvalue_update {k} must be {'an integer' if integer else 'a number'}, got {v!r}")
+        return int(v) if integer else float(v)
+
+    for k in ("noise_meV", "window_eV"):
+        spec[k] = number(k)
+        if not (0 < spec[k] < float("inf")):
+            raise ValueError(f"eigenvalue_update {k} must be finite and > 0, got {spec[k]!r}")
+    spec["bond_cut"] = number("bond_cut")
+    if not (0 <= spec["bond_cut"] < float("inf")):
+        raise ValueError(f"eigenvalue_update bond_cut must be finite and >= 0 Å, got {spec['bond_cut']!r}")
+    for k, low in (("states", 1), ("iterations", 1), ("per_kind", 0)):
+        spec[k] = number(k, integer=True)
+        if spec[k] < low:
+            raise ValueError(f"eigenvalue_update {k} must be >= {low}, got {spec[k]!r}")
+    km = spec["kmesh"]
+    if (not isinstance(km, (list, tuple)) or len(km) != 3
+            or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1 for x in km)):
+        raise ValueError(f"eigenvalue_update kmesh must be 3 integers >= 1, got {km!r}")
+    spec["kmesh"] = tuple(int(x) for x in km)
+    return tuple(sorted(spec.items()))
 
 
 @dataclass(frozen=True)
@@ -506,7 +571,7 @@ class ModelConfig:
                     for n, item in enumerate(v):  # a list of dataset files
                         check_type(f"[data] train[{n}]", item, "", source)
                     continue
-                if (key, k) == ("fit", "kind_weights"):  # a table {kind: weight} (or pairs, from a model file): checked by FitConfig
+                if (key, k) in (("fit", "kind_weights"), ("fit", "eigenvalue_update")):  # tables (or pairs, from a model file): checked by FitConfig
                     continue
                 check_type(f"[{key}] {k}", v, getattr(default, k), source)
             try:

@@ -431,6 +431,17 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     designs = [StructureDesigns(pairs[k], onsite[k]) for k in range(len(train))]
     model = HamiltonianModel.build(config, orbital_basis, fitted["H"][0], fitted["S"][0], report,
                                    fitted["H"][1], fitted["S"][1], energy_zero)
+    eig_obs = None
+    if config.fit.eigenvalue_update:
+        from .eigen_update import eigenvalue_update
+
+        if not model.H.posteriors:
+            raise ValueError("[fit] eigenvalue_update needs a posterior of the H coefficients (solver.method 'blr', or "
+                             "'ridge' with lam > 0)")
+        with inner_threads():  # per-structure features and small products: one BLAS thread unless requested
+            model, eig_obs, report["eigenvalue_update"] = eigenvalue_update(
+                model, [train[k] for k in range(len(train))], w_all[train_idx], dict(config.fit.eigenvalue_update),
+                pairs=pairs, seed=config.fit.seed, progress=progress)
     report["seconds_fit"] = time.perf_counter() - t0
     if len(val_idx):
         from .evaluate import block_errors
@@ -456,7 +467,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
 
         t1, c1 = time.perf_counter(), time.process_time()
         report["uncertainty"] = calibrate([train[k] for k in range(len(train))], model, h_parts, progress=progress,
-                                          designs=designs, mapper=mapper)
+                                          designs=designs, mapper=mapper, eigenvalue_observations=eig_obs)
         report["uncertainty"]["seconds"] = time.perf_counter() - t1
         report["uncertainty"]["seconds_cpu"] = time.process_time() - c1  # this process (BLAS threads included)
     return dataclasses.replace(model, report=report, valence_electrons=valence)
