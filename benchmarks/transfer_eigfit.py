@@ -38,11 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def parse_run(text: str) -> tuple:
-    """``"all:24:3"`` -> ``("all", 24, 3.0)``."""
+    """``"all:24:3"`` -> ``("all", 24, 3.0)``; a variant may end in ``/pK`` (observe at most K structures per kind)."""
     v, st, r = text.split(":")
-    if v not in ("all", "onsite") and not v.startswith("cut"):
+    base = v.split("/")[0]
+    if base not in ("all", "onsite") and not base.startswith("cut"):
         raise ValueError(f"unknown variant {v!r}")
     return v, int(st), float(r)
+
+
+def per_kind_of(variant: str) -> int:
+    """K of a ``/pK`` suffix (0: every fitted structure observed)."""
+    return int(variant.split("/p")[1]) if "/p" in variant else 0
 
 
 def observations(model, data, fitted, states: int, kmesh, seed: int, say, bond_cut: float = 0.0) -> dict:
@@ -90,7 +96,8 @@ def main(argv=None) -> int:
 
     from acehamil.models.hamiltonian.calibrate import fold_model
     from acehamil.models.hamiltonian.eigen_update import (apply_J, coefficient_factors, flat_difference,
-                                                          stack_observations, update, with_coefficients)
+                                                          observed_structures, stack_observations, update,
+                                                          with_coefficients)
     from acehamil.models.hamiltonian.evaluate import evaluate
     from acehamil.models.hamiltonian.fit import kind_factors
 
@@ -131,11 +138,15 @@ def main(argv=None) -> int:
     full_states = max(st for _, st, _ in runs)  # every variant's rows are subsets of the same seeded window states
     obs_full = observations(ref, data, fitted, full_states, tuple(args.kmesh), args.seed, say)
     obs_cut = {}  # J from the on-site blocks and the bonds shorter than the cut (the package's bond_cut); errors exact
-    for v in sorted({v for v, _, _ in runs if v.startswith("cut")}):
+    for v in sorted({v.split("/")[0] for v, _, _ in runs if v.startswith("cut")}):
         obs_cut[v] = observations(ref, data, fitted, full_states, tuple(args.kmesh), args.seed, say, bond_cut=float(v[3:]))
     obs_wall, obs_cpu = time.perf_counter() - t1, time.process_time() - c1
     print(f"observations: {obs_wall:.0f} s wall, {obs_cpu:.0f} s CPU, load {os.getloadavg()[0]:.1f}", file=say, flush=True)
     per = {run: [None] * len(data) for run in [None, *runs]}
+    kinds = [sd.info.get("kind") for sd in data]
+    # the package's choice of observed structures (eigen_update.observed_structures, the fit's seed) per /pK
+    observed = {run: set(int(k) for k in observed_structures(kinds, factors, per_kind_of(run[0]), cfg.fit.seed))
+                for run in runs}
     t2, c2 = time.perf_counter(), time.process_time()
     upd_cpu = {run: 0.0 for run in runs}
     n_obs = {}
@@ -148,10 +159,10 @@ def main(argv=None) -> int:
         for run in runs:
             variant, states, r = run
             cu = time.process_time()
-            src = obs_cut[variant] if variant.startswith("cut") else obs_full
+            src = obs_cut[variant.split("/")[0]] if variant.startswith("cut") else obs_full
             rows = []
             for k in keep:
-                if k not in src:
+                if k not in src or k not in observed[run]:
                     continue
                 e, Jk = subset(*src[k], states, np.random.default_rng([args.seed, 37, int(k)]))
                 if variant.startswith("cut"):  # the fold's errors linearised with the full J of the same rows
@@ -159,7 +170,7 @@ def main(argv=None) -> int:
                     e = e + apply_J(J_full, delta)
                 else:
                     e = e + apply_J(Jk, delta)
-                if variant == "onsite":
+                if variant.split("/")[0] == "onsite":
                     Jk = {key: v for key, v in Jk.items() if key[0].startswith("onsite")}
                 rows.append((k, e, Jk))
             J, err, struct = stack_observations(rows)

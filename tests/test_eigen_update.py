@@ -196,8 +196,16 @@ def test_fit_option_updates_reports_and_calibrates(data):
     assert m.report["uncertainty"]["calibration"]["n"] > 0
     key = next(iter(m.H.coefficients))
     assert not np.allclose(m.H.coefficients[key][0], plain.H.coefficients[key][0])
-    # the prior of the update is the block fit: its coefficients are the plain fit's, its posterior kept
-    assert m.H.posteriors[key][0] is not None
+    # the posterior keeps the block fit's covariance and moves its mean with the coefficients: draws are centred
+    # on the updated prediction
+    post, post0 = m.H.posteriors[key][0], plain.H.posteriors[key][0]
+    np.testing.assert_array_equal(post.mean, m.H.coefficients[key][0])
+    np.testing.assert_array_equal(post.eigvecs, post0.eigvecs)
+    from acehamil.models.hamiltonian.uncertainty import sample_matrix
+
+    atoms = data[5].atoms
+    mean, _ = sample_matrix(m.H, atoms, 4, np.random.default_rng(0))
+    np.testing.assert_allclose(mean.data, m.H.predict(atoms).data, rtol=0, atol=1e-12)
 
 
 def test_fit_option_is_stored_in_the_model_file(data, tmp_path):

@@ -154,8 +154,12 @@ def structure_observations(model, sd, spec: dict, rng, pairs=None):
 
 
 def with_coefficients(model, coefficients):
-    """``model`` with H coefficients ``coefficients`` (posteriors, S, energy zero kept)."""
-    return dataclasses.replace(model, H=dataclasses.replace(model.H, coefficients=coefficients))
+    """``model`` with H coefficients ``coefficients``; each posterior's mean moves with them (the draws of
+    :func:`.uncertainty.sample_matrix` are centred on it), its covariance is kept; S and energy zero kept."""
+    posts = {key: {L: (dataclasses.replace(p, mean=np.asarray(coefficients[key][L], dtype=float))
+                       if key in coefficients and L in coefficients[key] else p) for L, p in per.items()}
+             for key, per in model.H.posteriors.items()}
+    return dataclasses.replace(model, H=dataclasses.replace(model.H, coefficients=coefficients, posteriors=posts))
 
 
 def observed_structures(kinds, weights, per_kind: int, seed: int) -> np.ndarray:
