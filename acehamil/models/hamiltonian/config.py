@@ -48,7 +48,7 @@ TOML layout (all tables optional)::
     energy_zero_model = "none"        # "density": predictions carry V = v0 + sum_Z beta_Z N_Z / volume, fitted to the V_s;
                                       # "bonds": + sum_Z gamma_Z (bond ends on atoms of Z) / volume
     eigenvalue_update = {}            # {} = off; a Bayesian update of the H coefficients from the training eigenvalues
-                                      # (models/hamiltonian/eigen_update.py): { noise_meV = 10.0, states = 48, kmesh = [4, 4, 4],
+                                      # (models/hamiltonian/eigen_update.py): { noise_meV = 2.0, states = 24, kmesh = [4, 4, 4],
                                       # window_eV = 2.0, iterations = 1, per_kind = 0, bond_cut = 0.0 } (keys left out take these)
 
     [uncertainty]                     # error bars (docs/uncertainty.md)
@@ -315,7 +315,7 @@ class FitConfig:
 
 
 #: Keys and defaults of ``[fit] eigenvalue_update`` (docs/models.md, "Transfer").
-EIGENVALUE_UPDATE_DEFAULTS = {"noise_meV": 10.0, "states": 48, "kmesh": (4, 4, 4), "window_eV": 2.0, "iterations": 1,
+EIGENVALUE_UPDATE_DEFAULTS = {"noise_meV": 2.0, "states": 24, "kmesh": (4, 4, 4), "window_eV": 2.0, "iterations": 1,
                               "per_kind": 0, "bond_cut": 0.0}
 
 
@@ -326,7 +326,7 @@ def _eigenvalue_update_spec(value) -> tuple:
     Examples
     --------
     >>> dict(_eigenvalue_update_spec({"noise_meV": 5}))["states"]
-    48
+    24
     >>> _eigenvalue_update_spec({})
     ()
     """
