@@ -68,6 +68,22 @@ def digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
 
 
+def assert_one_line_error(w, capsys, argv, message):
+    """Run the CLI on ``argv`` in workspace ``w`` and check it fails as a user error should: exit 2,
+    exactly one stderr line ``acehamil <command>: error: ...`` containing ``message``, no traceback,
+    and no file under ``w`` created or changed."""
+    from acehamil.cli import main
+
+    before = digest(w)
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"acehamil {argv[0]}: error: ") and message in lines[0], lines[0]
+    assert digest(w) == before, "a file was left behind or changed"
+
+
 def write_sk_files(d):
     """Write train.h5, fit.toml, m.h5 (BLR: with posteriors) and one.xyz into folder ``d``."""
     from ase.io import write

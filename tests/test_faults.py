@@ -18,6 +18,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import FIT_TOML, POT_TOML
+from sk_si import assert_one_line_error
 from sk_si import digest as _digest
 from sk_si import si_cell as _si
 
@@ -237,14 +238,7 @@ CLI_FAULTS = [
 def test_cli_fault_is_one_clear_line(w, capsys, setup, argv, message):
     if setup is not None:
         setup(w)
-    before = _digest(w)
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith(f"acehamil {argv[0]}: error: ") and message in lines[0], lines[0]
-    assert _digest(w) == before, "a file was left behind or changed"
+    assert_one_line_error(w, capsys, argv, message)
 
 
 # ----------------------------------------------------------------------------- the Python API

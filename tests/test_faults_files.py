@@ -15,6 +15,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from sk_si import assert_one_line_error
 from sk_si import digest as _digest
 from sk_si import si_cell as _si
 
@@ -181,14 +182,7 @@ def test_damaged_file_is_one_clear_line(w, capsys, path, edit, argv, message):
     else:
         with h5py.File(w / path, "r+") as f:
             edit(f)
-    before = _digest(w)
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith(f"acehamil {argv[0]}: error: ") and message in lines[0], lines[0]
-    assert _digest(w) == before, "a file was left behind or changed"
+    assert_one_line_error(w, capsys, argv, message)
 
 
 def test_info_reads_good_files_and_no_verify_lists_a_damaged_dataset(w, capsys):

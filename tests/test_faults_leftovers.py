@@ -24,7 +24,7 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import POT_TOML
-from sk_si import digest as _digest
+from sk_si import assert_one_line_error
 from sk_si import si_cell as _si
 
 from acehamil.cli import main
@@ -58,17 +58,6 @@ def w(files, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()  # the fixture's fit tables
     return tmp_path
-
-
-def _one_line_error(w, capsys, argv, message):
-    before = _digest(w)
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith(f"acehamil {argv[0]}: error: ") and message in lines[0], lines[0]
-    assert _digest(w) == before, "a file was left behind or changed"
 
 
 def _edit(src, dst, edit):
@@ -142,7 +131,7 @@ FAULTS = [
 def test_leftover_fault_is_one_clear_line(w, capsys, setup, argv, message):
     if setup is not None:
         setup(w)
-    _one_line_error(w, capsys, argv, message)
+    assert_one_line_error(w, capsys, argv, message)
 
 
 @pytest.mark.shared_data

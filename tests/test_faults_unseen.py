@@ -27,7 +27,7 @@ from ase.build import bulk, make_supercell
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import POT_TOML
-from sk_si import digest as _digest
+from sk_si import assert_one_line_error
 
 from acehamil.cli import main
 from acehamil.io.dataset import read_dataset, write_dataset
@@ -271,14 +271,7 @@ CASES = [
 @pytest.mark.parametrize("setup, argv, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_unseen_input_fault_is_one_clear_line(w, capsys, setup, argv, message):
     setup(w)
-    before = _digest(w)
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2, err
-    assert "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith(f"acehamil {argv[0]}: error: ") and message in lines[0], lines[0]
-    assert _digest(w) == before, "a file was left behind or changed"
+    assert_one_line_error(w, capsys, argv, message)
 
 
 def _aims_spin_one_channel(run):
