@@ -57,11 +57,7 @@ class ProductMap:
         self.n_low = o0
         self.CW_low = np.ascontiguousarray(CW[:o0])
         keep = np.any(CW[o0:o1] != 0, axis=1)
-        if vanishing is not None:
-            vanishing = np.asarray(vanishing, dtype=bool)
-            if vanishing.shape != (t.n_A,):
-                raise ValueError(f"vanishing must have shape ({t.n_A},), got {vanishing.shape}")
-            keep &= ~np.any(vanishing[t.level_tuples(top)], axis=1)
+        keep = _without_vanishing(t, top, keep, vanishing)
         k = np.nonzero(keep)[0]
         self.pre, self.last = t.prefix[top - 2][k], t.last[top - 2][k]
         self.CW_top = np.ascontiguousarray(CW[o0 + k])
@@ -91,11 +87,7 @@ class ProductMap:
         o0, o1 = t.level_offsets[top], t.level_offsets[top + 1]
         used = np.any(W != 0, axis=1).astype(float)
         keep = np.asarray(abs(Cr[o0:o1]) @ used).reshape(-1) > 0
-        if vanishing is not None:
-            vanishing = np.asarray(vanishing, dtype=bool)
-            if vanishing.shape != (t.n_A,):
-                raise ValueError(f"vanishing must have shape ({t.n_A},), got {vanishing.shape}")
-            keep &= ~np.any(vanishing[t.level_tuples(top)], axis=1)
+        keep = _without_vanishing(t, top, keep, vanishing)
         k = np.nonzero(keep)[0]
         out = object.__new__(cls)
         out._tables = t
@@ -235,3 +227,27 @@ class OneParticleMap:
         np.multiply(core, self.parity, out=out[:, self.n_y:])
         out[:, self.n_y:] += self.const
         return out
+
+
+def _without_vanishing(t, top: int, keep: np.ndarray, vanishing) -> np.ndarray:
+    """``keep`` less the top-level products of ``t`` that have a factor marked in ``vanishing``.
+
+    Parameters
+    ----------
+    t : acehamil.basis.product.ProductTables
+    top : int
+        The top correlation order (``t.spec.max_nu``, >= 2).
+    keep : ndarray of bool, shape (n_top,)
+    vanishing : array of bool, shape (t.n_A,), or None
+        None: ``keep`` is returned as it is.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_top,)
+    """
+    if vanishing is None:
+        return keep
+    vanishing = np.asarray(vanishing, dtype=bool)
+    if vanishing.shape != (t.n_A,):
+        raise ValueError(f"vanishing must have shape ({t.n_A},), got {vanishing.shape}")
+    return keep & ~np.any(vanishing[t.level_tuples(top)], axis=1)
