@@ -26,6 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
 from ase.io import write
 
@@ -119,6 +120,9 @@ def ws(tmp_path_factory):
     close = at.copy()
     close.positions[1] = close.positions[0] + [0.25, 0.0, 0.0]
     write(d / "close.xyz", close)
+    # one Si atom in a 1.2 Å cube: passes the atom checks (its images 1.2 Å away, over half the Si-Si bond)
+    # yet the model's S(k) is not positive definite there: what the CLI's S warnings are tested on
+    write(d / "tight.xyz", Atoms("Si", positions=[[0, 0, 0]], cell=[1.2] * 3, pbc=True))
     return d
 
 
@@ -589,7 +593,7 @@ def test_min_eig_is_the_minimum_over_the_k_points_checked(ws):
 
 def test_predict_quiet_still_reports_a_bad_s(w, capsys, monkeypatch):
     monkeypatch.chdir(w)
-    rc, out, err = _run(["predict", "m.h5", "close.xyz", "-o", "p.h5", "-q"], capsys)
+    rc, out, err = _run(["predict", "m.h5", "tight.xyz", "-o", "p.h5", "-q"], capsys)
     assert rc == 0 and "WARNING" in err and "not positive definite" in err and "k-points checked" in err
 
 
@@ -819,7 +823,7 @@ def test_model_data_basis_mismatch_is_named(w, capsys, monkeypatch):
 
 def test_overlap_error_through_the_cli_names_the_remedy_option(w, capsys, monkeypatch):
     monkeypatch.chdir(w)
-    assert _run(["predict", "m.h5", "close.xyz", "-o", "bad.h5", "-q"], capsys)[0] == 0
+    assert _run(["predict", "m.h5", "tight.xyz", "-o", "bad.h5", "-q"], capsys)[0] == 0
     with unchanged(w):
         rc, _, err = _run(["bands", "bad.h5", "--npoints", "5"], capsys)
     assert rc == 2 and "--remedy project" in err and "solve(" not in err

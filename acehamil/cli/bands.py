@@ -62,10 +62,17 @@ def read_kpts(path) -> np.ndarray:
         raise UserError(f"--kpts {err}; if the file is complete, end its last line with a newline") from None
     except OSError as err:
         raise UserError(f"--kpts {path}: cannot read it ({err.strerror or err})") from None
+    import warnings
+
     try:
-        k = np.loadtxt(path, ndmin=2, comments="#")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy's "input contained no data": said below, in one line
+            k = np.loadtxt(path, ndmin=2, comments="#")
     except ValueError as err:
         raise UserError(f"{path}: cannot read k-points (3 numbers per line expected): {err}") from None
+    if k.size == 0:
+        raise UserError(f"{path}: no k-points (an empty file, or only comments); give one k-point of 3 fractional "
+                        f"coordinates per line")
     if k.ndim != 2 or k.shape[1] != 3 or len(k) == 0:
         raise UserError(f"{path}: expected one k-point of 3 fractional coordinates per line, got shape {k.shape}")
     if not np.isfinite(k).all():

@@ -44,10 +44,52 @@ REQUIRED = ("geometry.in", "basis-indices.out", "rs_indices.out")
 AIMS = CODE_CONVENTIONS["fhi-aims"]
 
 
+#: What writes each file the reader needs (named when one is missing).
+PRODUCED_BY = {
+    "geometry.in": "the run's input geometry: copy it from the folder FHI-aims ran in",
+    "basis-indices.out": "written by FHI-aims when control.in has 'output_rs_matrices plain' (or HDF5)",
+    "rs_indices.out": "written by FHI-aims when control.in has 'output_rs_matrices plain' (or HDF5)",
+    "rs_hamiltonian": "written by FHI-aims when control.in has 'output_rs_matrices plain' (.out) or "
+                      "'output_rs_matrices HDF5' (.h5)",
+    "rs_overlap": "written by FHI-aims when control.in has 'output_rs_matrices plain' (.out) or "
+                  "'output_rs_matrices HDF5' (.h5)",
+}
+#: Files that mark a folder as (part of) an FHI-aims run.
+_AIMS_MARKERS = ("control.in", "geometry.in", "aims.out", "basis-indices.out", "rs_indices.out", "rs_hamiltonian.out",
+                 "rs_hamiltonian.h5", "rs_overlap.out", "rs_overlap.h5")
+
+
+def _missing_message(folder: Path, names) -> str:
+    """'FHI-aims folder F lacks A (what writes it); B (...)'."""
+    return f"FHI-aims folder {folder} lacks " + "; ".join(
+        f"{n} ({PRODUCED_BY.get(n) or PRODUCED_BY[n.split('.')[0]]})" for n in names)
+
+
+def incomplete_folder(folder) -> str | None:
+    """For a folder that holds some files of an FHI-aims run but not all those the reader needs, the message
+    naming each missing file and what writes it; None for a complete folder or one with no FHI-aims file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "control.in").write_text("xc pbe")
+    >>> print(incomplete_folder(d).split(" lacks ")[1].split(";")[0])
+    geometry.in (the run's input geometry: copy it from the folder FHI-aims ran in)
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or not any((folder / m).is_file() for m in _AIMS_MARKERS):
+        return None
+    missing = [n for n in REQUIRED if not (folder / n).is_file()]
+    for stem in ("rs_hamiltonian", "rs_overlap"):
+        if not ((folder / f"{stem}.out").is_file() or (folder / f"{stem}.h5").is_file()):
+            missing.append(f"{stem}.out or .h5")
+    return _missing_message(folder, missing) if missing else None
+
+
 def _need(folder: Path, name: str) -> Path:
     p = folder / name
     if not p.is_file():
-        raise FileNotFoundError(f"FHI-aims folder {folder} lacks {name} (needed to read the real-space matrices)")
+        raise FileNotFoundError(_missing_message(folder, [name]))
     return p
 
 
@@ -214,7 +256,7 @@ def _read_values(folder: Path, stem: str, size: int, prefer_hdf5: bool | None) -
     use_h5 = h5.is_file() if prefer_hdf5 is None else prefer_hdf5
     if use_h5:
         if not h5.is_file():
-            raise FileNotFoundError(f"FHI-aims folder {folder} lacks rs_{stem}.h5")
+            raise FileNotFoundError(_missing_message(folder, [f"rs_{stem}.h5"]))
         import h5py
 
         try:
@@ -227,7 +269,7 @@ def _read_values(folder: Path, stem: str, size: int, prefer_hdf5: bool | None) -
         vals = vals.reshape(-1, size) if vals.shape[-1] == size else vals.reshape(size, -1).T
     else:
         if not txt.is_file():
-            raise FileNotFoundError(f"FHI-aims folder {folder} lacks rs_{stem}.out (or rs_{stem}.h5)")
+            raise FileNotFoundError(_missing_message(folder, [f"rs_{stem}.out or .h5"]))
         from .text_files import check_not_cut
 
         check_not_cut(txt, "value")  # FHI-aims ends every value with a newline

@@ -122,7 +122,8 @@ def detect_format(path) -> str:
     Raises
     ------
     FileNotFoundError
-        ``path`` does not exist.
+        ``path`` does not exist, or is a folder of an FHI-aims run that lacks a file the reader needs
+        (the message names each and what writes it).
     ValueError
         No format, or more than one, recognises it (message lists the formats).
     """
@@ -134,6 +135,11 @@ def detect_format(path) -> str:
         return found[0]
     known = "; ".join(f"{r.name}: {r.description}" for r in READERS.values())
     if not found:
+        from .fhi_aims import incomplete_folder
+
+        partial = incomplete_folder(path)  # an FHI-aims run missing a file: name it, not every format
+        if partial:
+            raise FileNotFoundError(partial)
         raise ValueError(f"{path}: not a format acehamil reads ({known})")
     raise ValueError(f"{path}: could be {', '.join(found)}; choose one with --format")
 

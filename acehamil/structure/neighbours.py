@@ -14,6 +14,13 @@ import numpy as np
 from ase import Atoms
 
 MIN_DISTANCE = 0.1  # Å; closer atoms are taken to be a broken structure
+#: Most directed pairs one neighbour list may be asked for (estimated before the search, box estimate: up to ~2x
+#: the true count): ~72 bytes a pair, 400 million ~ 27 GB.  More is a cutoff or cell in the wrong unit (a 4-atom Si
+#: cell at r_cut = 1e6 Å asked for ~1e19 pairs and the search never returned).
+MAX_PAIRS = 400_000_000
+#: Most cells of vesin's cell list; a sparser structure (a cluster whose atoms lie far apart: two Si atoms 1e6 Å
+#: apart made ~1e16 cells and killed the process with SIGFPE) is searched with a k-d tree instead.
+MAX_LIST_CELLS = 10_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,6 +115,56 @@ def neighbour_pairs(atoms: Atoms, cutoff: float, self_interaction: bool = False)
     return NeighbourPairs(i[order], j[order], S[order], vec[order], dist[order])
 
 
+def _plane_spacings(box: np.ndarray) -> np.ndarray:
+    """Distance between the lattice planes of each axis of a non-degenerate ``box`` (Å), shape (3,)."""
+    return 1.0 / np.linalg.norm(np.linalg.inv(box), axis=0)  # inv's columns are the reciprocal vectors
+
+
+def estimated_pairs(atoms: Atoms, cutoff: float, images_only: bool = False) -> float:
+    """Estimate of the directed pairs within ``cutoff`` Å, before any search (to refuse absurd ones): ``N^2``
+    times, per axis, the share of cell copies or atoms within reach, ``2 r / h`` for a periodic axis of plane
+    spacing ``h``, ``min(1, 2 r / L)`` for a non-periodic one over which the atoms spread ``L`` Å: a box
+    around each atom instead of its sphere, so ~1.9x the count of a uniform bulk (1000-atom Si cell at 12 Å:
+    6.9e5 for 3.6e5).  ``images_only``: instead the atom images within reach of the cell, ``N`` times
+    ``2 r / h + 1`` per periodic axis, what :class:`CentreNeighbours` holds.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> si = bulk("Si", "diamond", a=5.43)
+    >>> bool(8 <= estimated_pairs(si, 2.5) < 50), bool(estimated_pairs(si, 1e6) > MAX_PAIRS)
+    (True, True)
+    """
+    pos, cell, pbc = _validated(atoms)
+    n = len(pos)
+    if n == 0:
+        return 0.0
+    box = _complete_box(cell, pbc, 1.0) if not pbc.all() else cell
+    frac = pos @ np.linalg.inv(box)
+    h = _plane_spacings(box)
+    share = 1.0
+    for a in range(3):
+        if pbc[a]:
+            share *= 2.0 * cutoff / h[a] + (1.0 if images_only else 0.0)
+        elif not images_only:
+            extent = float(np.ptp(frac[:, a]) * h[a]) if n > 1 else 0.0
+            share *= min(1.0, 2.0 * cutoff / extent) if extent > 0 else 1.0
+    return float(n) * (1.0 if images_only else float(n)) * share
+
+
+def check_pair_count(atoms: Atoms, cutoff: float, images_only: bool = False) -> None:
+    """Raise UserError when the neighbour list within ``cutoff`` (``images_only``: the atom images of
+    :class:`CentreNeighbours`) would exceed :data:`MAX_PAIRS` (estimate, :func:`estimated_pairs`)."""
+    est = estimated_pairs(atoms, cutoff, images_only)
+    if est > MAX_PAIRS:
+        from ..errors import UserError
+
+        what = "atom images" if images_only else "pairs"
+        raise UserError(f"a neighbour list within {cutoff:.4g} Å of these {len(atoms)} atoms would hold ~{est:.2g} "
+                        f"{what} (~{est * 72 / 2**30:.3g} GB; limit {MAX_PAIRS:.0e}): a cutoff or cell in the wrong "
+                        f"unit? (cutoffs of H/S models are a few Å to ~15 Å)")
+
+
 def _pairs(atoms: Atoms, cutoff: float) -> tuple:
     """Directed pairs ``0 < dist < cutoff``, unsorted and unchecked: ``(i, j, shift, vec)``."""
     if not (np.isfinite(cutoff) and cutoff > 0):
@@ -117,6 +174,7 @@ def _pairs(atoms: Atoms, cutoff: float) -> tuple:
     if natoms == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros((0, 3), np.int64), np.zeros((0, 3))
+    check_pair_count(atoms, cutoff)
     from vesin import NeighborList
 
     box = cell.copy()
@@ -125,6 +183,8 @@ def _pairs(atoms: Atoms, cutoff: float) -> tuple:
         # those axes a vector orthogonal to the periodic ones, long enough to hold the atoms
         span = (np.ptp(pos, axis=0).max() if natoms > 1 else 0.0) + 2 * cutoff + 1.0
         box = _complete_box(cell, pbc, span)
+        if np.prod(np.ceil(_plane_spacings(box) / cutoff)) > MAX_LIST_CELLS:
+            return CentreNeighbours(atoms, cutoff).raw_pairs(np.arange(natoms))
     i, j, S, D = NeighborList(cutoff=float(cutoff), full_list=True).compute(
         points=pos, box=box, periodic=pbc if not pbc.all() else True, quantities="ijSD"
     )
@@ -238,6 +298,7 @@ class CentreNeighbours:
         from scipy.spatial import cKDTree
 
         pos, cell, pbc = _validated(atoms)
+        check_pair_count(atoms, cutoff, images_only=True)
         self.cutoff = float(cutoff)
         self.positions, self.cell, self.natoms = pos, cell, len(pos)
         atom, shifts = np.arange(len(pos)), np.zeros((len(pos), 3), np.int64)
@@ -263,6 +324,26 @@ class CentreNeighbours:
         self._atom, self._shift = atom, shifts
         self._tree = cKDTree(pos[atom] + shifts @ cell) if len(atom) else None
 
+    def raw_pairs(self, centres) -> tuple:
+        """The pairs of :meth:`pairs`, unsorted and without the "on top of each other" check:
+        ``(i, j, shift, vec)``, shapes (P,), (P,), (P, 3), (P, 3)."""
+        from scipy.spatial import cKDTree
+
+        centres = np.unique(np.asarray(centres, dtype=np.int64).reshape(-1))
+        if len(centres) and (centres[0] < 0 or centres[-1] >= self.natoms):
+            raise ValueError(f"centre index out of range 0..{self.natoms - 1}")
+        if len(centres) == 0 or self._tree is None:
+            e = np.zeros(0, np.int64)
+            return e, e, np.zeros((0, 3), np.int64), np.zeros((0, 3))
+        found = cKDTree(self.positions[centres]).sparse_distance_matrix(self._tree, self.cutoff, output_type="ndarray")
+        i = centres[found["i"]]
+        j, shift = self._atom[found["j"]], self._shift[found["j"]]
+        del found
+        vec = self.positions[j] - self.positions[i] + shift @ self.cell
+        dist = np.linalg.norm(vec, axis=1)
+        keep = (dist < self.cutoff) & ~((i == j) & ~shift.any(axis=1))  # not the centre itself
+        return i[keep], j[keep], shift[keep], vec[keep]
+
     @property
     def n_images(self) -> int:
         """Number of atom images in the tree (atoms and the periodic images near them)."""
@@ -281,22 +362,8 @@ class CentreNeighbours:
         ValueError
             A centre index out of range, or two atoms closer than 0.1 Å.
         """
-        from scipy.spatial import cKDTree
-
-        centres = np.unique(np.asarray(centres, dtype=np.int64).reshape(-1))
-        if len(centres) and (centres[0] < 0 or centres[-1] >= self.natoms):
-            raise ValueError(f"centre index out of range 0..{self.natoms - 1}")
-        if len(centres) == 0 or self._tree is None:
-            e = np.zeros(0, np.int64)
-            return NeighbourPairs(e, e, np.zeros((0, 3), np.int64), np.zeros((0, 3)), np.zeros(0))
-        found = cKDTree(self.positions[centres]).sparse_distance_matrix(self._tree, self.cutoff, output_type="ndarray")
-        i = centres[found["i"]]
-        j, shift = self._atom[found["j"]], self._shift[found["j"]]
-        del found
-        vec = self.positions[j] - self.positions[i] + shift @ self.cell
+        i, j, shift, vec = self.raw_pairs(centres)
         dist = np.linalg.norm(vec, axis=1)
-        keep = (dist < self.cutoff) & ~((i == j) & ~shift.any(axis=1))  # not the centre itself
-        i, j, shift, vec, dist = i[keep], j[keep], shift[keep], vec[keep], dist[keep]
         if len(dist) and dist.min() < MIN_DISTANCE:
             p = int(np.argmin(dist))
             a, b = sorted((int(i[p]), int(j[p])))

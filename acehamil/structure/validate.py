@@ -4,10 +4,11 @@ Each check raises :class:`acehamil.errors.UserError` (a ``ValueError``) whose me
 where the data came from (``where``: a file, a structure) and what is wrong, instead of
 letting impossible data give silent garbage downstream.
 
-* :func:`check_atoms`: at least one atom, finite positions and cell, a non-degenerate cell when
-  periodic, known chemical species (1..118), no two atoms closer than :data:`MIN_DISTANCE` Å
-  (periodic images included), no atom with more than :data:`MAX_DENSE_NEIGHBOURS` atoms within
-  :data:`DENSE_RADIUS` Å.
+* :func:`check_atoms`: at least one atom, finite positions within :data:`MAX_COORDINATE` Å and a
+  finite cell, a non-degenerate cell when periodic, known chemical species (1..118), no partially
+  occupied sites, no two atoms closer than :data:`MIN_DISTANCE` Å or :data:`MIN_BOND_FRACTION` of
+  their covalent bond length (periodic images included), no atom with more than
+  :data:`MAX_DENSE_NEIGHBOURS` atoms within :data:`DENSE_RADIUS` Å.
 * :func:`check_hermitian`: every block has its partner and ``X_ji(-T) = X_ij(T)^T`` to
   ``atol + rtol * max|X|`` (:data:`HERMITIAN_ATOL`, :data:`HERMITIAN_RTOL`); the message
   names the worst block.
@@ -34,11 +35,21 @@ import numpy as np
 from ..errors import UserError
 from .blocks import RealSpaceMatrix
 
-__all__ = ["MIN_DISTANCE", "DENSE_RADIUS", "MAX_DENSE_NEIGHBOURS", "HERMITIAN_ATOL", "HERMITIAN_RTOL", "hermiticity_error", "check_hermitian", "check_atoms",
+__all__ = ["MIN_DISTANCE", "MIN_BOND_FRACTION", "MAX_COORDINATE", "DENSE_RADIUS", "MAX_DENSE_NEIGHBOURS", "HERMITIAN_ATOL", "HERMITIAN_RTOL", "hermiticity_error", "check_hermitian", "check_atoms",
            "validate_structure", "check_same_basis"]
 
-#: Two atoms closer than this (Å) are refused as "on top of each other".
+#: Two atoms closer than this (Å) are refused as "on top of each other", whatever their species.
 MIN_DISTANCE = 0.1
+#: Two atoms (periodic images included) closer than this fraction of their covalent bond length (the sum
+#: of ASE's covalent radii: 2.22 Å for Si-Si, 0.62 Å for H-H) are refused too.  No structure DFT is run on
+#: comes near it (the H2 bond is 1.2 times the sum, compressed Si's bonds over 0.9 times), while a cell too
+#: small for its atoms gives a model's S(k) that is not positive definite (one Si atom in a 1 Å cube, its
+#: images 1 Å away: min eig S(k) -1.47, accepted with a warning before).
+MIN_BOND_FRACTION = 0.5
+#: Largest |coordinate| (Å) accepted: 1e8 Å (1 cm) keeps positions to 1.5e-8 Å in float64; at 1e20 Å a
+#: periodic atom's place in its cell was rounding noise (spacing 16384 Å), and a cluster spread over 1e6 Å
+#: or more is a unit or file error.
+MAX_COORDINATE = 1e8
 #: Radius (Å) and the most atoms within it around one atom that :func:`check_atoms` accepts.  The shortest
 #: bonds are ~0.74 Å (H2): real structures have a few atoms within 1 Å, while a cell or positions given in
 #: the wrong unit put hundreds there, and the models' neighbour lists (10 Å) then exhaust the memory (a
@@ -106,14 +117,23 @@ def check_hermitian(m: RealSpaceMatrix, name: str, where: str, atol: float = HER
 
 
 def check_atoms(atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
-    """Raise UserError for no atoms, non-finite positions/cell, a degenerate periodic cell, unknown
-    species, atoms on top of each other or an impossibly dense structure (wrong length unit)."""
+    """Raise UserError for no atoms, non-finite or absurdly far positions, a non-finite cell, a degenerate
+    periodic cell, unknown species, partially occupied sites, atoms (or an atom and its own periodic image)
+    closer than ``min_distance`` Å or :data:`MIN_BOND_FRACTION` of their covalent bond length, or an
+    impossibly dense structure (wrong length unit)."""
     pos = np.asarray(atoms.positions, dtype=float)
     if pos.ndim != 2 or pos.shape[1] != 3:
         raise UserError(f"{where}: positions must have shape (natoms, 3), got {pos.shape}")
     bad = ~np.isfinite(pos).all(axis=1)
     if bad.any():
         raise UserError(f"{where}: position of atom {int(np.argmax(bad))} is not finite ({pos[np.argmax(bad)].tolist()})")
+    far = np.abs(pos).max(axis=1, initial=0.0) > MAX_COORDINATE
+    if far.any():
+        k = int(np.argmax(far))
+        raise UserError(f"{where}: atom {k} is at {pos[k].tolist()} Å, beyond {MAX_COORDINATE:.0e} Å from the "
+                        f"origin: float64 keeps such a coordinate only to {np.spacing(np.abs(pos[k]).max()):.2g} Å "
+                        f"(positions in the wrong unit, or garbage?)")
+    _check_occupancy(atoms, where)
     cell = np.asarray(atoms.cell.array, dtype=float)
     if not np.isfinite(cell).all():
         raise UserError(f"{where}: the cell contains NaN or inf")
@@ -133,27 +153,88 @@ def check_atoms(atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
                         f"'X' or a typo in the element symbol?)")
     if len(pos) < 1:
         raise UserError(f"{where}: the structure has no atoms")
+    from ase.data import covalent_radii
+
     from .neighbours import pairs_closer_than
 
-    radius = max(min_distance, DENSE_RADIUS)  # one search serves both checks (it searches 1 Å anyway)
+    rad = MIN_BOND_FRACTION * covalent_radii[z]  # each atom's share of the shortest accepted distance
+    _check_self_images(cell, pbc, z, rad, min_distance, where)
+    radius = max(min_distance, DENSE_RADIUS, 2.0 * float(rad.max()))  # one search serves both checks
     try:
         i, j, d = pairs_closer_than(atoms, radius)
+    except UserError:
+        raise
     except Exception:  # noqa: BLE001 - degenerate cells: fall back to a direct check in the home cell
         diff = pos[:, None] - pos[None]
         dd = np.linalg.norm(diff, axis=-1) + np.eye(len(pos)) * 1e9
         i, j = np.nonzero(dd < radius)
         d = dd[i, j]
-    close = d < min_distance
-    if close.any():
+    if len(d) and d.min() < min_distance:
         k = int(np.argmin(d))
         raise UserError(f"{where}: atoms {int(i[k])} and {int(j[k])} are {float(d[k]):.3g} Å apart (less than "
                         f"{min_distance} Å: on top of each other?)")
+    shortest = np.maximum(rad[i] + rad[j], min_distance)
+    if len(d) and (d < shortest).any():
+        k = int(np.argmin(d / shortest))
+        from ase.data import chemical_symbols
+
+        a, b = int(i[k]), int(j[k])
+        bond = f"{chemical_symbols[z[a]]}-{chemical_symbols[z[b]]}"
+        who = (f"atom {a} is {float(d[k]):.3g} Å from its own periodic image" if a == b
+               else f"atoms {a} and {b} are {float(d[k]):.3g} Å apart")
+        hint = ("the cell is too small for its atoms (in the wrong unit?)" if a == b
+                else "on top of each other, or a cell too small (in the wrong unit?)")
+        raise UserError(f"{where}: {who}, less than {MIN_BOND_FRACTION:g} times the {bond} covalent bond length "
+                        f"({float(shortest[k]):.3g} Å of {float(shortest[k]) / MIN_BOND_FRACTION:.3g} Å): {hint}")
     counts = np.bincount(i, minlength=len(pos)) if len(i) else np.zeros(len(pos), int)
     if counts.max(initial=0) > MAX_DENSE_NEIGHBOURS:
         k = int(np.argmax(counts))
         raise UserError(f"{where}: atom {k} has {int(counts[k])} atoms (periodic images included) within "
                         f"{DENSE_RADIUS} Å, more than {MAX_DENSE_NEIGHBOURS}: no matter is that dense (a cell or "
                         f"positions in nm, or fractional coordinates read as Å?)")
+
+
+def _check_self_images(cell, pbc, z, rad, min_distance: float, where: str) -> None:
+    """Refuse, before any neighbour search, a periodic cell whose shortest lattice vector (Minkowski-reduced
+    cell: the distance of every atom to its nearest own image) is shorter than ``min_distance`` or twice the
+    largest ``rad`` of the atoms: a nearly singular or too small cell would otherwise ask the search for
+    millions of images."""
+    if not pbc.any():
+        return
+    from ase.geometry import minkowski_reduce
+
+    try:
+        reduced, _ = minkowski_reduce(cell, pbc=pbc)
+    except Exception:  # noqa: BLE001 - the search below names what is wrong with such a cell
+        return
+    shortest = float(np.linalg.norm(reduced[pbc], axis=1).min())
+    k = int(np.argmax(rad))
+    limit = max(min_distance, 2.0 * float(rad[k]))
+    if shortest < limit:
+        from ase.data import chemical_symbols
+
+        sym = chemical_symbols[int(z[k])]
+        raise UserError(f"{where}: atom {k} is {shortest:.3g} Å from its own periodic image (the shortest lattice "
+                        f"vector), less than {limit:.3g} Å ({MIN_BOND_FRACTION:g} times the {sym}-{sym} covalent bond "
+                        f"length): the cell is too small for its atoms or nearly singular (in the wrong unit?)")
+
+
+def _check_occupancy(atoms, where: str) -> None:
+    """Refuse a structure with partially occupied sites (ASE's CIF reader keeps ``info["occupancy"]``,
+    ``{kind: {symbol: fraction}}``, and places one species per site with full weight: a disordered crystal
+    was predicted as one arbitrary ordered configuration)."""
+    occ = getattr(atoms, "info", {}).get("occupancy") if hasattr(atoms, "info") else None
+    if not isinstance(occ, dict):
+        return
+    for kind, shares in occ.items():
+        try:
+            parts = {str(k): float(v) for k, v in dict(shares).items()}
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: unreadable site occupancy {shares!r} of site kind {kind}") from None
+        if any(abs(v - 1.0) > 1e-6 for v in parts.values()):
+            raise UserError(f"{where}: site kind {kind} is partially occupied ({parts}): a disordered crystal has "
+                            f"no single H and S; give one ordered configuration (a supercell with each site's "
+                            f"species chosen)")
 
 
 def validate_structure(sd, where: str, hermitian: bool = True) -> None:

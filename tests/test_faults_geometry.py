@@ -1,0 +1,156 @@
+"""Structures and folders an adversarial user feeds in (the charter's leftovers): each gets one clear line, or,
+where the input is legitimate, the right answer instead of a crash.
+
+Before the fixes: one Si atom in a 1 Å cube (its images 1 Å away) was predicted with only a warning (S(k) not
+positive definite); a periodic atom at 1e10 Å (its place in the cell below float64's resolution) was
+predicted; a CIF with partially occupied sites was predicted as one arbitrary ordered configuration; two
+cluster atoms 1e6 Å apart killed the process (SIGFPE in the cell list of a 1e16-cell box); ``fit`` with
+``r_cut = 1e6`` never returned (the neighbour search asked for ~1e18 pairs); ``convert`` of an FHI-aims
+folder missing ``basis-indices.out`` said only "not a format acehamil reads"; ``bands --kpts`` of a file
+with only comments printed numpy's warning beside the error.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, fcc111
+from ase.io import write
+from sk_si import FIT_TOML, assert_one_line_error
+
+from acehamil.cli import main
+from acehamil.errors import UserError
+from acehamil.structure.neighbours import MAX_PAIRS, estimated_pairs, neighbour_pairs
+from acehamil.structure.validate import check_atoms
+
+OCCUPANCY_CIF = """data_x
+_cell_length_a 5.43
+_cell_length_b 5.43
+_cell_length_c 5.43
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_symmetry_space_group_name_H-M 'P 1'
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+_atom_site_occupancy
+Si1 Si 0 0 0 1.0
+Si2 Si 0.25 0.25 0.25 1.0
+Si3 Si 0.5 0.5 0.0 0.5
+"""
+
+
+@pytest.fixture
+def w(sk_si_files, tmp_path, monkeypatch, capsys):
+    for p in sk_si_files.iterdir():
+        shutil.copy2(p, tmp_path / p.name)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    return tmp_path
+
+
+def _si_pair(**kw):
+    return Atoms("Si2", **kw)
+
+
+FCC = [[0, 2.715, 2.715], [2.715, 0, 2.715], [2.715, 2.715, 0]]
+
+STRUCTURES = [
+    ("one-si-in-a-1-A-cube", Atoms("Si", positions=[[0, 0, 0]], cell=[1.0] * 3, pbc=True),
+     "atom 0 is 1 Å from its own periodic image (the shortest lattice vector), less than 1.11 Å"),
+    ("nearly-singular-lattice", _si_pair(positions=[[0, 0, 0], [1.3, 1.3, 1.3]],
+                                         cell=[[5.43, 0, 0], [5.43, 1e-4, 0], [0, 0, 5.43]], pbc=True),
+     "atom 0 is 0.0001 Å from its own periodic image"),
+    ("two-si-0.8-A-apart", _si_pair(positions=[[0, 0, 0], [0.8, 0, 0]], pbc=False),
+     "atoms 0 and 1 are 0.8 Å apart, less than 0.5 times the Si-Si covalent bond length"),
+    ("periodic-atom-at-1e10-A", _si_pair(positions=[[1e10, 0, 0], [1.3575] * 3], cell=FCC, pbc=True),
+     "atom 0 is at [10000000000.0, 0.0, 0.0] Å, beyond 1e+08 Å"),
+    ("cluster-atom-at-1e300-A", _si_pair(positions=[[0, 0, 0], [1e300, 0, 0]], pbc=False), "beyond 1e+08 Å"),
+]
+
+
+@pytest.mark.parametrize("name,atoms,message", STRUCTURES, ids=[s[0] for s in STRUCTURES])
+def test_impossible_structure_is_one_clear_line(w, capsys, name, atoms, message):
+    write(w / "s.xyz", atoms)
+    assert_one_line_error(w, capsys, ["predict", "m.h5", "s.xyz", "-o", "p.h5"], message)
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_atoms(atoms, "api")
+
+
+def test_partially_occupied_sites_are_refused(w, capsys):
+    (w / "occ.cif").write_text(OCCUPANCY_CIF)
+    assert_one_line_error(w, capsys, ["predict", "m.h5", "occ.cif", "-o", "p.h5"],
+                          "site kind 2 is partially occupied ({'Si': 0.5}): a disordered crystal")
+    (w / "full.cif").write_text(OCCUPANCY_CIF.replace("0.0 0.5\n", "0.0 1.0\n"))
+    assert main(["predict", "m.h5", "full.cif", "-o", "full.h5", "-q"]) == 0  # full occupancies read as before
+
+
+def test_an_atom_just_over_half_a_bond_from_its_image_is_predicted_with_a_warning(w, capsys):
+    """The boundary of the rule: one Si atom in a 1.2 Å cube (images at 0.54 of the Si-Si bond) is accepted, and
+    the prediction's S(k) that is not positive definite is reported (bands/dos refuse it)."""
+    write(w / "t.xyz", Atoms("Si", positions=[[0, 0, 0]], cell=[1.2] * 3, pbc=True))
+    assert main(["predict", "m.h5", "t.xyz", "-o", "t.h5", "-q"]) == 0
+    assert "not positive definite" in capsys.readouterr().err
+
+
+def test_cluster_atoms_far_apart_are_predicted(w, capsys):
+    """Two Si atoms 1e6 Å apart (two isolated atoms): the neighbour search takes a k-d tree, not a 1e16-cell list."""
+    write(w / "far.xyz", _si_pair(positions=[[0, 0, 0], [1e6, 0, 0]], pbc=False))
+    assert main(["predict", "m.h5", "far.xyz", "-o", "far.h5", "-q"]) == 0
+    nl = neighbour_pairs(_si_pair(positions=[[0, 0, 0], [1e6, 0, 0]], pbc=False), 4.0)
+    assert len(nl) == 0
+
+
+@pytest.mark.parametrize("pbc,spread", [(False, 20.0), ((True, True, False), 30.0)])
+def test_kd_tree_path_equals_the_cell_list(monkeypatch, pbc, spread):
+    import acehamil.structure.neighbours as nb
+
+    rng = np.random.default_rng(3)
+    atoms = Atoms("Si40", positions=rng.uniform(0, spread, (40, 3)), cell=[20, 20, 30], pbc=pbc)
+    ref = neighbour_pairs(atoms, 5.0)
+    monkeypatch.setattr(nb, "MAX_LIST_CELLS", 0)
+    got = neighbour_pairs(atoms, 5.0)
+    assert len(ref) > 40 and np.array_equal(ref.i, got.i) and np.array_equal(ref.j, got.j)
+    assert np.array_equal(ref.shift, got.shift) and np.allclose(ref.vec, got.vec, atol=1e-12)
+
+
+@pytest.mark.parametrize("atoms,r", [(bulk("Si", "diamond", a=5.43, cubic=True) * (3, 3, 3), 8.0),
+                                     (fcc111("Cu", (6, 6, 4), vacuum=10.0), 8.0),
+                                     (bulk("Si", "diamond", a=5.43), 2.5)])
+def test_pair_estimate_is_an_upper_bound_within_a_few_times(atoms, r):
+    n = len(neighbour_pairs(atoms, r))
+    assert n <= estimated_pairs(atoms, r) <= 4.0 * n
+
+
+def test_absurd_cutoff_is_refused_before_the_search(w, capsys):
+    assert estimated_pairs(bulk("Si", "diamond", a=5.43), 1e6) > MAX_PAIRS
+    (w / "huge.toml").write_text(FIT_TOML.replace("r_cut = 4.0\nr_env", "r_cut = 1e6\nr_env"))
+    assert_one_line_error(w, capsys, ["fit", "huge.toml", "-o", "h.h5"], "a cutoff or cell in the wrong unit?")
+
+
+@pytest.mark.parametrize("present,missing,producer", [
+    (("control.in", "geometry.in"), "basis-indices.out", "'output_rs_matrices plain'"),
+    (("control.in", "basis-indices.out", "rs_indices.out", "rs_hamiltonian.out", "rs_overlap.out"), "geometry.in",
+     "the run's input geometry"),
+])
+def test_incomplete_fhi_aims_folder_names_the_missing_file_and_its_producer(w, capsys, present, missing, producer):
+    run = w / "run"
+    run.mkdir()
+    for name in present:
+        (run / name).write_text("# placeholder\n")
+    assert_one_line_error(w, capsys, ["convert", "run", "-o", "d.h5"], f"lacks {missing} (")
+    assert_one_line_error(w, capsys, ["convert", "run", "-o", "d.h5"], producer)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_kpoint_file_without_kpoints_is_one_line(w, capsys, text):
+    (w / "k.txt").write_text(text)
+    assert_one_line_error(w, capsys, ["bands", "train.h5", "--kpts", "k.txt", "--json", "b.json"], "no k-points")
