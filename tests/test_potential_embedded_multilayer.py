@@ -347,3 +347,33 @@ def test_keep_base_lets_the_cv_choose_no_densities(base_score, criterion, rng):
         assert res.chosen["lam_density"] == 1e-6 and res.potential.n_densities == 1
     with pytest.raises(ValueError, match="keep_base"):
         fit_embedded(configs, basis, (14,), settings, emb, data=data)
+
+
+def test_density_cv_row_and_precomputed_layer_rows_give_the_fit_s_own_results(rng):
+    """``density_cv_row`` (one density setting's k-fold row, as benchmarks/density_cv.py scores several settings on one
+    multilayer fit) is the row ``fit_embedded_multilayer``'s own CV reports, and passing the second layer's rows
+    already formed (``layer_data``) gives the same potential as forming them inside; rows of other data are refused."""
+    from acehamil.models.potential.embedded_fit import density_cv_row
+
+    basis = _basis()
+    truth = _truth(rng, basis, density_scale=1.0)
+    configs = _labelled(truth, rng, 6, "md") + _labelled(truth, rng, 2, "strain", stress=True)
+    settings = FitSettings(lam=(1e-8,), power=(0.0,), n_folds=2, force_sigma=1e-2)
+    data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2, 0)))
+    ml = fit_multilayer(configs, basis, (14,), settings, accumulated=accumulate_multilayer_from_linear(data, configs, settings, truth.layer),
+                        layer=truth.layer)
+    emb = EmbeddingSettings(embeddings=("fs", "tanh"), density_max_degree=(4, 2, 0), lam=(1e-6,), maxiter=15)
+    res = fit_embedded_multilayer(configs, basis, (14,), settings, emb=emb, data=data, multilayer=ml)
+    full = with_layer_columns(data, configs, truth.layer)
+    extra = np.tile(truth.layer.feature_degrees(), 1)
+    cols, degs = _columns(basis, (14,), 0, extra)
+    row, errs = density_cv_row(full, settings, emb, cols, degs, ml.chosen, 1e-6, n_extra=len(extra))
+    mine = next(r for r in res.cv if r["lam_density"] == 1e-6)
+    for key in ("energy_mae_meV_per_atom", "energy_rmse_meV_per_atom", "force_rmse_eV_per_A", "score"):
+        assert row[key] == pytest.approx(mine[key], rel=1e-12)
+    assert errs.shape == (len(configs),) and np.mean(np.abs(errs)) > 0
+    again = fit_embedded_multilayer(configs, basis, (14,), settings, emb=emb, data=data, multilayer=ml, layer_data=full)
+    np.testing.assert_array_equal(again.potential.parameter_vector(), res.potential.parameter_vector())
+    np.testing.assert_array_equal(again.potential.densities, res.potential.densities)
+    with pytest.raises(ValueError, match="layer_data"):
+        fit_embedded_multilayer(configs, basis, (14,), settings, emb=emb, data=data, multilayer=ml, layer_data=data)

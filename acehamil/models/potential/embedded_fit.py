@@ -392,6 +392,46 @@ def densities_from_theta(data: EmbeddingData, loss: ProjectedLoss, theta, n_feat
     return dens
 
 
+def density_cv_row(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSettings, cols, degs, chosen: dict,
+                   lam_density: float, n_extra: int = 0) -> tuple:
+    """One row of the density CV: k-fold held-out errors of densities ``emb`` at ``lam_density``.
+
+    Each fold's L-BFGS fit (``emb.maxiter`` iterations from ``emb.init_scale``, ``emb.seed``) sees the
+    other folds only; the linear (and appended, ``n_extra``) hyperparameters are ``chosen``'s, fixed.
+
+    Parameters
+    ----------
+    data, settings, emb, cols, degs, chosen, n_extra
+        As :func:`fit_densities`.
+    lam_density : float
+
+    Returns
+    -------
+    row : dict
+        ``lam_density``, ``energy_mae_meV_per_atom``, ``energy_rmse_meV_per_atom`` (fold means,
+        meV/atom), ``force_rmse_eV_per_A`` (fold mean), ``score`` (:func:`~.cv_criterion.row_score`).
+    errors : ndarray, shape (n_configs,)
+        Held-out energy error of every configuration, eV/atom.
+    """
+    lam_lin = chosen["lam"] if chosen["lam"] is not None else settings.lam[0]
+    args = (data, settings, cols, degs, chosen["power"], lam_lin, chosen_energy_factor(data, chosen), emb.embeddings)
+    extra = {"n_extra": int(n_extra), "extra_factor": float(chosen.get("layer_prior", 1.0)) if n_extra else 1.0}
+    n = len(data.folds)
+    errs, sc = np.zeros(n), []
+    for f in range(int(settings.n_folds)):
+        held = data.folds == f
+        loss = ProjectedLoss(*args, lam_density, ~held, **extra)
+        theta, _ = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter)
+        de, f_rmse = _held_out(data, loss, theta, held)
+        errs[held] = de
+        sc.append((np.mean(np.abs(de)), np.sqrt(np.mean(de**2)), f_rmse))
+    e_mae, e_rmse, f_rmse = np.mean(sc, axis=0)
+    row = {"lam_density": lam_density, "energy_mae_meV_per_atom": e_mae * 1e3, "energy_rmse_meV_per_atom": e_rmse * 1e3,
+           "force_rmse_eV_per_A": float(f_rmse)}
+    row["score"] = row_score(row, settings)
+    return row, errs
+
+
 def fit_densities(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSettings, cols, degs, chosen: dict, linear_cv=None,
                   progress: bool = False, n_extra: int = 0, keep_base: bool = False):
     """CV of ``lam_density`` (if ``emb.cv``) and the final L-BFGS fit, the linear hyperparameters fixed.
@@ -434,22 +474,12 @@ def fit_densities(data: EmbeddingData, settings: FitSettings, emb: EmbeddingSett
             cv.append({"lam_density": None, "score": best["score"], "energy_mae_meV_per_atom": best["energy_mae_meV_per_atom"],
                        "energy_rmse_meV_per_atom": best["energy_rmse_meV_per_atom"], "force_rmse_eV_per_A": best["force_rmse_eV_per_A"]})
         for lam_d in emb.lam:
-            errs, sc = np.zeros(n), []
-            for f in range(nf):
-                held = data.folds == f
-                loss = ProjectedLoss(*args, lam_d, ~held, **extra)
-                theta, _ = minimise(loss, loss.initial(emb.init_scale, emb.seed), emb.maxiter)
-                de, f_rmse = _held_out(data, loss, theta, held)
-                errs[held] = de
-                sc.append((np.mean(np.abs(de)), np.sqrt(np.mean(de**2)), f_rmse))
-            e_mae, e_rmse, f_rmse = np.mean(sc, axis=0)
-            cv.append({"lam_density": lam_d, "energy_mae_meV_per_atom": e_mae * 1e3,
-                       "energy_rmse_meV_per_atom": e_rmse * 1e3, "force_rmse_eV_per_A": float(f_rmse)})
-            score = cv[-1]["score"] = row_score(cv[-1], settings)
+            row, errs = density_cv_row(data, settings, emb, cols, degs, chosen, lam_d, n_extra)
+            cv.append(row)
             cv_errors[lam_d] = errs
             if progress:
-                print(f"  embedded cv lam_density={lam_d}: E_mae={e_mae * 1e3:.2f} meV/atom F_rmse={f_rmse:.4f} eV/A "
-                      f"score={score:.3f}", file=sys.stderr, flush=True)
+                print(f"  embedded cv lam_density={lam_d}: E_mae={row['energy_mae_meV_per_atom']:.2f} meV/atom "
+                      f"F_rmse={row['force_rmse_eV_per_A']:.4f} eV/A score={row['score']:.3f}", file=sys.stderr, flush=True)
         # the starting fit's whole table sets the force budget of "energy_mae" (its best row is in ``cv``)
         ref = min(r["force_rmse_eV_per_A"] for r in linear_cv) if linear_cv else None
         cv = rank_cv(cv, settings, force_reference=ref)

@@ -98,7 +98,8 @@ def with_layer_columns(data: EmbeddingData, configs, layer: MessageLayer, progre
 
 def fit_embedded_multilayer(configs, basis, species, settings: FitSettings | None = None, spec: MessageSpec | None = None,
                             emb: EmbeddingSettings | None = None, repulsion=None, progress: bool = False,
-                            data: EmbeddingData | None = None, multilayer: FitResult | None = None) -> EmbeddedFitResult:
+                            data: EmbeddingData | None = None, multilayer: FitResult | None = None,
+                            layer_data: EmbeddingData | None = None) -> EmbeddedFitResult:
     """Fit the multilayer model (its CV chooses the linear hyperparameters), then densities in its first layer.
 
     Parameters
@@ -121,6 +122,9 @@ def fit_embedded_multilayer(configs, basis, species, settings: FitSettings | Non
         settings and repulsion); the second layer's rows are appended here.
     multilayer : FitResult, optional
         The multilayer fit of the same data (:func:`~.multilayer_fit.fit_multilayer`); fitted here if absent.
+    layer_data : EmbeddingData, optional
+        ``with_layer_columns(data, configs, multilayer.potential.layer)`` when already formed (several
+        density settings on one multilayer fit); formed here if absent.
 
     Returns
     -------
@@ -148,7 +152,9 @@ def fit_embedded_multilayer(configs, basis, species, settings: FitSettings | Non
     if not isinstance(pot0, MultilayerACEPotential) or pot0.n_densities or pot0.species != species:
         raise TypeError("multilayer must be the FitResult of fit_multilayer for these species")
     layer = pot0.layer
-    full_data = with_layer_columns(data, configs, layer, progress)
+    full_data = layer_data if layer_data is not None else with_layer_columns(data, configs, layer, progress)
+    if full_data.n_cols != data.n_cols + len(species) * layer.n_features or len(full_data.folds) != len(configs):
+        raise ValueError("layer_data do not match these design data and the multilayer fit's layer")
     ch = multilayer.chosen
     extra = np.tile(layer.feature_degrees(), len(species))
     cols, degs = _columns(basis, species, int(ch["shift"]), extra)
