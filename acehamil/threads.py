@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
+import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 __all__ = ["limit_threads", "inner_threads", "with_inner_threads", "requested_threads", "threads_from_env", "blas_threads",
-           "thread_mapper", "usable_cores"]
+           "thread_mapper", "usable_cores", "blas_limits"]
 
 #: Number of threads chosen by the innermost enclosing :func:`limit_threads` (None: not chosen).
 _REQUESTED: ContextVar = ContextVar("acehamil_threads", default=None)
@@ -48,6 +50,40 @@ def _check(n) -> int | None:
     if n < 1:
         raise ValueError(f"number of threads must be >= 1, got {n}")
     return n
+
+
+class _ControllerCache:
+    """threadpoolctl's controller of the loaded BLAS/OpenMP libraries, built once per set of imported modules.
+
+    ``threadpool_limits`` builds a new ``ThreadpoolController`` on every call: it reads and parses
+    ``/proc/self/maps``, which the README job did ~100 times (0.25 s CPU; more wall time, as the read
+    takes the memory-map lock the other threads' page faults need).  The loaded libraries only change
+    when a module with a shared library is imported, so the controller is rebuilt when ``sys.modules``
+    has grown (a library loaded by other means, e.g. ``ctypes``, is seen at the next import).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._controller = None
+        self._n_modules = -1
+
+    def get(self):
+        n = len(sys.modules)
+        with self._lock:
+            if self._controller is None or n != self._n_modules:
+                from threadpoolctl import ThreadpoolController
+
+                self._controller, self._n_modules = ThreadpoolController(), n
+            return self._controller
+
+
+_CONTROLLERS = _ControllerCache()
+
+
+def blas_limits(limits: int, user_api: str | None = "blas"):
+    """``threadpoolctl.threadpool_limits(limits, user_api)`` (a context manager) on a cached controller
+    (:class:`_ControllerCache`): the same limits set and restored, without listing the libraries again."""
+    return _CONTROLLERS.get().limit(limits=limits, user_api=user_api)
 
 
 def requested_threads() -> int | None:
@@ -90,11 +126,9 @@ def limit_threads(n: int | None):
     if n is None:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
     token = _REQUESTED.set(n)
     try:
-        with threadpool_limits(limits=n):
+        with blas_limits(n, user_api=None):
             yield
     finally:
         _REQUESTED.reset(token)
@@ -105,9 +139,7 @@ def inner_threads():
     """Thread limit for loops over many small dense problems (per-k solves, per-block fits):
     the number chosen with :func:`limit_threads`, else one thread."""
     n = _REQUESTED.get()
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1 if n is None else n, user_api="blas"):
+    with blas_limits(1 if n is None else n):
         yield
 
 
@@ -167,9 +199,7 @@ def thread_mapper(n_threads: int, in_flight: int | None = None):
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as ex:
+        with blas_limits(1), ThreadPoolExecutor(n_threads) as ex:
             pending = deque()
             try:
                 for task in tasks:

@@ -65,8 +65,7 @@ def main(argv=None) -> int:
         from acehamil.io.models import load_model, save_model
         from acehamil.models.hamiltonian.evaluate import by_kind, evaluate
         from acehamil.models.hamiltonian.fit import fit, format_report
-        from acehamil.threads import thread_mapper, threads_from_env, usable_cores
-        from threadpoolctl import threadpool_limits
+        from acehamil.threads import blas_limits, thread_mapper, threads_from_env, usable_cores
 
     # the per-structure work (normal-equation sums, predictions, eigenvalue errors, plots) runs on
     # n threads, BLAS at one thread each (results do not depend on n)
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
 
     # one structure per thread, BLAS at one thread each: the eigen-solves and feature products
     # release the GIL; every result is computed as it would be serially
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+    with blas_limits(1), ThreadPoolExecutor(n_threads) as pool:
         with clock("predict"):
             predicted = list(pool.map(predict, range(len(test))))
         for i, pred in zip(test_idx, predicted):

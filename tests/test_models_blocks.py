@@ -228,3 +228,16 @@ def test_bond_decay_bad_values():
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(Exception, match="bond_decay"):
             ModelConfig.from_dict({"h_offsite": {"bond_decay": bad}})
+
+
+def test_small_unique_equals_numpy_unique():
+    """evaluate's block-type keys: the counting unique (no sort) returns np.unique's arrays, also for
+    codes spread too far for a count (the sorting fallback), and for no entries."""
+    from acehamil.models.hamiltonian.evaluate import _small_unique
+
+    rng = np.random.default_rng(3)
+    for code in (rng.integers(0, 50, 1000), rng.integers(0, 10**9, 300), np.zeros(0, np.int64), np.array([5])):
+        u, inv = _small_unique(code)
+        u0, inv0 = np.unique(code, return_inverse=True)
+        assert np.array_equal(u, u0) and np.array_equal(inv, np.asarray(inv0).reshape(-1))
+        assert u.dtype == np.int64 and inv.dtype.kind == "i"

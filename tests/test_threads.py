@@ -61,3 +61,39 @@ def test_negative_slice_values_are_accepted():
     args = build_parser().parse_args(argv)
     assert args.index == "-6:"
     assert _join_negative_values(["--emin", "-3"]) == ["--emin", "-3"]
+
+
+def test_limits_list_the_libraries_once_per_set_of_modules(monkeypatch):
+    """inner_threads / limit_threads reuse one threadpoolctl controller (each new one reads /proc/self/maps;
+    the README job built ~100) until a module is imported; the limits are still set and restored."""
+    import sys
+    import types
+
+    import threadpoolctl
+
+    built = []
+    init = threadpoolctl.ThreadpoolController.__init__
+
+    def counting(self, *a, **k):
+        built.append(1)
+        init(self, *a, **k)
+
+    monkeypatch.setattr(threadpoolctl.ThreadpoolController, "__init__", counting)
+    with inner_threads():
+        pass
+    before = blas_threads()
+    n0 = len(built)
+    for _ in range(5):
+        with inner_threads():
+            assert set(blas_threads()) == {1}
+        with limit_threads(2):
+            with inner_threads():
+                pass
+    # blas_threads() itself builds one per call (threadpool_info); the limits built none
+    assert len(built) - n0 == 5
+    assert blas_threads() == before  # restored
+    monkeypatch.setitem(sys.modules, "_acehamil_test_new_module", types.ModuleType("_acehamil_test_new_module"))
+    n1 = len(built)
+    with inner_threads():
+        pass
+    assert len(built) == n1 + 1  # a module imported since: the libraries are listed again
