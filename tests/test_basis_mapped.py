@@ -116,3 +116,27 @@ def test_two_centre_map_is_factorised_and_equal(rng):
         expect = _flat(basis, Centres(species, np.arange(n), v, np.full(n, BOND))) @ W
         np.testing.assert_allclose(g, expect, rtol=0, atol=1e-12 * np.abs(expect).max())
     assert OneParticleMap.build(basis.mapping(rng.normal(size=W.shape)), BOND) is None  # mixed columns: generic path
+
+
+def test_product_map_grouped_products_equal_the_dense_ones():
+    """ProductMap.evaluate multiplies by CW's non-zero columns only, group by group of rows with one pattern
+    (_column_groups): the dense products AA_low @ CW_low + top @ CW_top up to rounding, also with zero
+    rows and columns, with a mirrored map, and batch after batch of different sizes (scratch buffers)."""
+    from acehamil.basis.mapped import ProductMap
+
+    rng = np.random.default_rng(11)
+    basis = ACEBasis(ENV_SPEC)
+    t = basis.tables
+    W = rng.normal(size=(t.n_out, 6)) * (rng.random((t.n_out, 6)) < 0.3)
+    W[:, 2] = 0.0  # an output no feature feeds
+    pm = ProductMap(t, np.asarray(t.C @ W))
+    mirrored = pm.with_mirror(rng.choice([-1.0, 1.0], size=t.n_A))
+    for m in (pm, mirrored, pm):
+        for nb in (5, 1, 9):
+            A = rng.normal(size=(nb, t.n_A))
+            low = basis._products(A, upto=m.n_low)
+            dense = low @ m.CW_low + (low[:, m.pre] * A[:, m.last]) @ m.CW_top
+            got = m.evaluate(low, A)
+            assert got.shape == (nb, m.n_y)
+            np.testing.assert_allclose(got, dense, rtol=1e-12, atol=1e-13 * np.abs(dense).max())
+    assert np.all(pm.evaluate(basis._products(A, upto=pm.n_low), A)[:, 2] == 0.0)

@@ -97,3 +97,41 @@ def test_limits_list_the_libraries_once_per_set_of_modules(monkeypatch):
     with inner_threads():
         pass
     assert len(built) == n1 + 1  # a module imported since: the libraries are listed again
+
+
+def test_harmonics_run_with_one_openmp_thread_unless_chosen(monkeypatch):
+    """sphericart's OpenMP team inside AngularBasis.evaluate: one thread by default (in the main thread and
+    in workers), the limit_threads number when chosen; the caller's setting is restored after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from acehamil.basis.angular import AngularBasis
+
+    def omp():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
+
+    seen = []
+    ab = AngularBasis(2)
+    sh = ab._sh
+    sh.compute(np.ones((1, 3)))  # sphericart's library (and its OpenMP runtime) loaded
+    if not omp():
+        pytest.skip("sphericart runs without an OpenMP runtime here")
+    orig = type(sh).compute
+
+    class Spy(type(sh)):
+        def compute(self, x):
+            seen.append(omp())
+            return orig(self, x)
+
+    monkeypatch.setattr(sh, "__class__", Spy)
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    outside = omp()
+    ab.evaluate(x)
+    with limit_threads(2):
+        ab.evaluate(x)
+    assert seen[0] == [1] * len(seen[0]) and seen[1] == [2] * len(seen[1]), seen
+    assert omp() == outside
+    with ThreadPoolExecutor(1) as ex:  # a worker's own calculator and limit
+        ex.submit(ab.evaluate, x).result()

@@ -73,7 +73,11 @@ class AngularBasis:
         if len(vec) == 0:
             n = (self.l_max + 1) ** 2
             return (np.zeros((0, n)), np.zeros((0, 3, n) if xyz_first else (0, n, 3))) if gradients else np.zeros((0, n))
+        from ..threads import omp_threads
+
         if not gradients:
-            return self._sh.compute(vec)
-        Y, dY = self._sh.compute_with_gradients(vec)
+            with omp_threads():  # sphericart's OpenMP team: one thread unless limit_threads chose more
+                return self._sh.compute(vec)
+        with omp_threads():
+            Y, dY = self._sh.compute_with_gradients(vec)
         return Y, (dY if xyz_first else np.ascontiguousarray(np.swapaxes(dY, 1, 2)))

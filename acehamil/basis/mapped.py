@@ -131,7 +131,7 @@ class ProductMap:
             o0, o1 = t.level_offsets[nu], t.level_offsets[nu + 1]
             aa[o0:o1] = np.prod(sign[t.level_tuples(nu)], axis=1)
         out = object.__new__(ProductMap)
-        out.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_mirrors", "_buffers", "_one_particle")})
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_mirrors", "_buffers", "_one_particle", "_grouped")})
         out.n_y = 2 * self.n_y
         out.CW_low = np.ascontiguousarray(np.hstack([self.CW_low, aa[:self.n_low, None] * self.CW_low]))
         sigma = aa[self.pre] * sign[self.last]
@@ -143,26 +143,51 @@ class ProductMap:
         """Top-level products formed per centre."""
         return len(self.pre)
 
+    def _plan(self) -> tuple:
+        """:func:`_column_groups` of ``CW_low`` and ``CW_top``, and the top products' factors in the
+        grouped order (made on first use, kept with the map)."""
+        plan = self.__dict__.get("_grouped")
+        if plan is None:
+            low = _column_groups(self.CW_low)
+            top = _column_groups(self.CW_top)
+            plan = self.__dict__["_grouped"] = (low, top, self.pre[top[0]], self.last[top[0]])
+        return plan
+
     def evaluate(self, AA_low: np.ndarray, A: np.ndarray) -> np.ndarray:
         """``AA @ CW`` of a batch from its lower products ``AA_low (nb, n_low)`` and ``A (nb, n_A)``.
+
+        ``CW`` is sparse in a regular way (an equivariant output component ``(L, M)`` takes only the
+        products of matching ``m``: ~10 % of the off-site ``CW_top`` is non-zero, in ~12 column
+        patterns), so its rows are grouped by their non-zero columns (:func:`_column_groups`) and each
+        group is one dense product with those columns only: the same terms in another order (equal up
+        to rounding), about half the time of the dense products for the example's bases.
 
         Returns
         -------
         ndarray, shape (nb, n_y), float64
         """
-        out = AA_low @ self.CW_low
-        if self.n_top:
-            nb = len(A)
-            buf = self.__dict__.get("_buffers")
-            if buf is None or buf[0].shape[0] < nb:  # reused across batches: no fresh pages per batch
-                buf = (np.empty((nb, self.n_top)), np.empty((nb, self.n_top)))
-                self.__dict__["_buffers"] = buf
-            top, last = buf[0][:nb], buf[1][:nb]
-            # mode="clip" (the indices are valid): "raise" buffers the output, measured 2x slower
-            np.take(AA_low, self.pre, axis=1, out=top, mode="clip")
-            np.take(A, self.last, axis=1, out=last, mode="clip")
+        nb = len(A)
+        (lrows, lgroups), (_, tgroups), pre, last_ = self._plan()
+        n_rows = len(lrows) + len(pre)
+        buf = self.__dict__.get("_buffers")
+        if buf is None or buf.shape[1] < nb * n_rows + nb * len(pre):  # reused across batches: no fresh pages per batch
+            buf = np.empty((1, nb * n_rows + nb * len(pre)))
+            self.__dict__["_buffers"] = buf
+        flat = buf[0]
+        low = flat[:nb * len(lrows)].reshape(nb, len(lrows))
+        top = flat[nb * len(lrows):nb * n_rows].reshape(nb, len(pre))
+        last = flat[nb * n_rows:nb * n_rows + nb * len(pre)].reshape(nb, len(pre))
+        out = np.zeros((nb, self.n_y))
+        # mode="clip" (the indices are valid): "raise" buffers the output, measured 2x slower
+        np.take(AA_low, lrows, axis=1, out=low, mode="clip")
+        for g0, g1, cols, Wg in lgroups:
+            out[:, cols] += low[:, g0:g1] @ Wg
+        if len(pre):
+            np.take(AA_low, pre, axis=1, out=top, mode="clip")
+            np.take(A, last_, axis=1, out=last, mode="clip")
             top *= last
-            out += top @ self.CW_top
+            for g0, g1, cols, Wg in tgroups:
+                out[:, cols] += top[:, g0:g1] @ Wg
         return out
 
 
@@ -227,6 +252,53 @@ class OneParticleMap:
         np.multiply(core, self.parity, out=out[:, self.n_y:])
         out[:, self.n_y:] += self.const
         return out
+
+
+def _column_groups(CW: np.ndarray) -> tuple:
+    """The non-zero rows of ``CW`` grouped by their pattern of non-zero columns.
+
+    Parameters
+    ----------
+    CW : ndarray, shape (n, n_y), float64
+
+    Returns
+    -------
+    rows : ndarray of int, shape (m,)
+        The rows with a non-zero entry, group after group (each group in row order).
+    groups : list of (g0, g1, cols, W)
+        ``rows[g0:g1]`` share the non-zero columns ``cols`` (int array); ``W = CW[rows[g0:g1]][:, cols]``
+        (C-contiguous).  ``x @ CW == sum_g scatter(cols, x[:, rows[g0:g1]] @ W)`` up to rounding.
+
+    Examples
+    --------
+    >>> rows, groups = _column_groups(np.array([[0.0, 2.0], [0.0, 0.0], [1.0, 0.0], [0.0, 3.0]]))
+    >>> rows.tolist(), [(g0, g1, c.tolist(), W.ravel().tolist()) for g0, g1, c, W in groups]
+    ([2, 0, 3], [(0, 1, [0], [1.0]), (1, 3, [1], [2.0, 3.0])])
+    """
+    CW = np.asarray(CW, dtype=float)
+    nz = CW != 0
+    rows = np.flatnonzero(nz.any(axis=1))
+    if len(rows) == 0:
+        return rows, []
+    # one integer key per row pattern (bits of the columns; packed bytes beyond 62 columns): a 1-D unique
+    packed = np.packbits(nz[rows], axis=1, bitorder="little")
+    if packed.shape[1] <= 7:
+        key = np.zeros(len(rows), dtype=np.int64)
+        for b in range(packed.shape[1]):
+            key |= packed[:, b].astype(np.int64) << (8 * b)
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    else:
+        _, first, inv = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    inv = np.asarray(inv).reshape(-1)
+    pats = nz[rows[first]]
+    rows = rows[np.argsort(inv, kind="stable")]
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(pats)))])
+    groups = []
+    for g, pat in enumerate(pats):
+        cols = np.flatnonzero(pat)
+        g0, g1 = int(bounds[g]), int(bounds[g + 1])
+        groups.append((g0, g1, cols, np.ascontiguousarray(CW[rows[g0:g1]][:, cols])))
+    return rows, groups
 
 
 def _without_vanishing(t, top: int, keep: np.ndarray, vanishing) -> np.ndarray:
