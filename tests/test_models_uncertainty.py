@@ -181,6 +181,10 @@ def test_epistemic_draws_inside_a_bond_cut(model, data):
     _, e_only = sample_matrix(model.H, atoms, 5, np.random.default_rng(3), scales=(1.0, 1.0, 1.0), epistemic_cut=3.0,
                               noise=False)
     np.testing.assert_allclose(e_only, e1, atol=1e-12 * np.abs(e1).max())
+    # the calibrated sum of the three parts (the draws of acehamil predict): the same draws, scaled and added
+    mean2, comb = sample_matrix(model.H, atoms, 5, np.random.default_rng(3), scales=(1.3, 0.7, 0.4), epistemic_cut=3.0)
+    np.testing.assert_allclose(mean2.data, mean1.data, rtol=0, atol=0)
+    np.testing.assert_allclose(comb, 1.3 * e1 + 0.7 * n1 + 0.4 * s1, atol=1e-12 * np.abs(comb).max())
     kp = np.array([[0.1, 0.2, 0.3], [0.0, 0.0, 0.0], [0.5, 0.25, 0.0]])
     _, C = solve(mean1, model.S.predict(atoms), kp, eigenvectors=True)
     Cw = C[:, :, 2:6]
@@ -189,10 +193,12 @@ def test_epistemic_draws_inside_a_bond_cut(model, data):
 
 
 @pytest.mark.parametrize("repeat", [(1, 1, 1), (2, 2, 2)])
-def test_epistemic_shifts_of_both_paths_equal_the_bloch_sums(model, data, repeat):
-    """epistemic_shifts: the dense Bloch path (small cells) and the per-entry path (larger cells, the draws
-    touching fewer entries than norb^2) give first_order_shifts of the Bloch sums; the per-entry path also
-    when its work is split into blocks of a few states."""
+@pytest.mark.parametrize("work", [None, 4096, 1])
+def test_epistemic_shifts_of_both_paths_equal_the_bloch_sums(model, data, repeat, work, monkeypatch):
+    """epistemic_shifts: the (cell, orbital pair) table path (small cells) and the per-slot path (larger cells,
+    forced here by a small work bound) give first_order_shifts of the Bloch sums, also when the work is split
+    into blocks of a few k-points and states; the draws need not be symmetric (only the Hermitian part of
+    dH(k) moves an eigenvalue to first order, as the Bloch sums' eigen-shifts)."""
     from acehamil.models.hamiltonian import propagation
     from acehamil.tb.draws import bloch_perturbations, first_order_shifts
     from acehamil.tb.eigen import solve
@@ -203,17 +209,32 @@ def test_epistemic_shifts_of_both_paths_equal_the_bloch_sums(model, data, repeat
     kp = np.array([[0.1, 0.2, 0.3], [0.0, 0.0, 0.0], [0.5, 0.25, 0.0]])
     _, C = solve(mean, model.S.predict(atoms), kp, eigenvectors=True)
     Cw = C[:, :, 2:9]
+    if work is not None:
+        monkeypatch.setattr(propagation, "_WORK_BYTES", work)
     ref = first_order_shifts(Cw, bloch_perturbations(mean, e, kp))
-    dense = mean.norb ** 2 <= np.count_nonzero(np.any(e != 0, axis=0))
-    assert dense == (repeat == (1, 1, 1))  # each path is exercised
     np.testing.assert_allclose(propagation.epistemic_shifts(mean, e, Cw, kp), ref, atol=1e-12 * np.abs(e).max())
-    if not dense:
-        old = propagation._WORK_BYTES
-        try:
-            propagation._WORK_BYTES = 48 * 3 * 16 * np.count_nonzero(np.any(e != 0, axis=0))  # 48 states per block
-            np.testing.assert_allclose(propagation.epistemic_shifts(mean, e, Cw, kp), ref, atol=1e-12 * np.abs(e).max())
-        finally:
-            propagation._WORK_BYTES = old
+    # a draw that breaks H_ji(-T) = H_ij(T)^T: the shifts of its Hermitian part (Re c^H dH c)
+    e2 = e * np.random.default_rng(5).uniform(0.5, 1.5, e.shape)
+    np.testing.assert_allclose(propagation.epistemic_shifts(mean, e2, Cw, kp),
+                               np.einsum("kin,dkij,kjn->dkn", Cw.conj(), bloch_perturbations(mean, e2, kp), Cw).real,
+                               atol=1e-12 * np.abs(e2).max())
+
+
+def test_touched_draws_take_the_two_paths(model, data):
+    """draw_shifts: the table path for a small cell, the per-slot path when its table would exceed the work bound."""
+    from acehamil.models.hamiltonian import propagation
+
+    atoms = data[4].atoms
+    mean, e = sample_matrix(model.H, atoms, 4, np.random.default_rng(3), scales=(1.0, 0.0, 0.0), epistemic_cut=3.0,
+                            noise=False)
+    nz = np.flatnonzero(np.any(e != 0, axis=0))
+    t = propagation.touched_draws(mean, nz, e[:, nz])
+    assert len(t["cells"]) * len(t["qr"]) * 4 * 8 <= propagation._WORK_BYTES  # the table path by default
+    assert len(t["slots"]) < len(nz)  # transpose partners share a slot
+    with pytest.raises(ValueError, match="values must have shape"):
+        propagation.touched_draws(mean, nz, e)
+    with pytest.raises(ValueError, match="outside"):
+        propagation.touched_draws(mean, np.array([mean.data.size]), np.zeros((4, 1)))
 
 
 @pytest.mark.parametrize("which", ["model", "tapered_model"])
@@ -236,6 +257,10 @@ def test_predict_many_equals_one_prediction_per_coefficient_set(which, data, rng
     assert inside.any() and (~inside).any()
     np.testing.assert_allclose(cut[:, inside], ref[:, inside], atol=1e-12 * np.abs(ref).max())
     assert np.all(cut[:, ~inside] == 0)
+    where, values = mm.predict_many(atoms, pat, sets, bond_cut=3.0, compact=True)
+    assert np.all(np.diff(where) > 0)
+    np.testing.assert_array_equal(np.flatnonzero(inside), where)  # every entry inside the cut, nothing else
+    np.testing.assert_array_equal(values, cut[:, where])
 
 
 def test_spreads_do_not_depend_on_the_memory_bounds(model, data, monkeypatch):

@@ -243,7 +243,7 @@ class MatrixModel:
         return data
 
     def predict_many(self, atoms, pat: Pattern, coefficient_sets, bond_cut: float | None = None, out=None,
-                     bond_chunk: int = 2048) -> np.ndarray:
+                     bond_chunk: int = 2048, compact: bool = False):
         """The flat block data of several coefficient sets at once, shape ``(len(coefficient_sets), nd)``.
 
         One mapped feature pass (as :meth:`predict_data`): every centre's products are formed once and
@@ -260,15 +260,22 @@ class MatrixModel:
             Only the on-site blocks and the bonds shorter than this (the others stay zero).
         out : ndarray, shape (len(coefficient_sets), nd), optional
             Filled (entries outside ``bond_cut`` are left as they are) and returned.
+        compact : bool
+            Return only the entries computed (inside ``bond_cut``), ``(positions (ne,), values (len(sets),
+            ne))``, positions in the flat data, ascending and distinct, instead of the ``(len(sets), nd)``
+            array whose other entries are zero (a large cell's bonds beyond the cut; ``out`` not allowed).
         """
         sets = list(coefficient_sets)
         nd = int(pat.offsets[-1])
-        if out is None:
+        if compact and out is not None:
+            raise ValueError("compact output and out are exclusive")
+        parts = [] if compact else None
+        if not compact and out is None:
             out = np.zeros((len(sets), nd))
-        elif out.shape != (len(sets), nd):
+        elif not compact and out.shape != (len(sets), nd):
             raise ValueError(f"out must have shape ({len(sets)}, {nd}), got {out.shape}")
         if not sets:
-            return out
+            return (np.zeros(0, np.int64), np.zeros((0, 0))) if compact else out
         so = shell_offsets(self.orbital_basis)
         pos, cell = np.asarray(atoms.get_positions(), dtype=float), np.asarray(atoms.cell.array, dtype=float)
         for fam in self.families:
@@ -309,9 +316,21 @@ class MatrixModel:
                     y[:, :, sym_cols] = 0.5 * (y[:, :, sym_cols] + sym_sign * y[partner][:, :, sym_cols])
                     row_of[idx] = -1
                 X = y @ G  # (m, S, E)
+                if compact:
+                    parts.append((_entries(pat, blk[idx], *fwd).reshape(-1), X.reshape(len(idx), S, -1)))
+                    if back is not None:
+                        parts.append((_entries(pat, rblk[idx], *back[1:]).reshape(-1), X[:, :, back[0]]))
+                    continue
                 out[:, _entries(pat, blk[idx], *fwd)] = X.transpose(1, 0, 2)
                 if back is not None:
                     out[:, _entries(pat, rblk[idx], *back[1:])] = X[:, :, back[0]].transpose(1, 0, 2)
+        if compact:  # as the dense writes: the last value written to a position is kept
+            if not parts:
+                return np.zeros(0, np.int64), np.zeros((len(sets), 0))
+            pos = np.concatenate([e for e, _ in parts])
+            val = np.concatenate([x.transpose(1, 0, 2).reshape(len(sets), -1) for _, x in parts], axis=1)
+            last = len(pos) - 1 - np.unique(pos[::-1], return_index=True)[1]
+            return pos[last], val[:, last]
         return out
 
     def _output_map_many(self, fam, bts, sets) -> tuple:

@@ -73,6 +73,26 @@ def _family_noise_setup(mm, fam, bts, so, ni: int, nj: int):
     return M, shared
 
 
+def _re_dot(a, b) -> np.ndarray:
+    """``Re sum(a * b)`` over every axis but the first and the last, shape (a.shape[0], a.shape[-1]) (complex
+    ``a``, ``b`` of one shape; the real parts only, without the complex product)."""
+    a, b = np.asarray(a), np.asarray(b)
+    a2, b2 = a.reshape(a.shape[0], -1, a.shape[-1]), b.reshape(b.shape[0], -1, b.shape[-1])
+    return (a2.real * b2.real).sum(axis=1) - (a2.imag * b2.imag).sum(axis=1)
+
+
+def _unique_rows(x) -> tuple:
+    """``np.unique(x, axis=0, return_inverse=True)`` of integer rows (n, 3), by one integer code per row."""
+    x = np.asarray(x, dtype=np.int64).reshape(-1, 3)
+    if len(x) == 0:
+        return x.copy(), np.zeros(0, np.int64)
+    lo = x.min(axis=0)
+    span = x.max(axis=0) - lo + 1
+    code = ((x[:, 0] - lo[0]) * span[1] + (x[:, 1] - lo[1])) * span[2] + (x[:, 2] - lo[2])
+    u, first, inv = np.unique(code, return_index=True, return_inverse=True)
+    return x[first], np.asarray(inv).reshape(-1)
+
+
 def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None, parts=("noise", "shared")) -> tuple:
     """First-order noise and shared-noise variances (unscaled, eV^2) of every state on a k-grid.
 
@@ -158,8 +178,7 @@ def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None, parts=("noise", "sha
         # Sums over a pair's centres of exp(i theta_n) X_n.  Small cells have few cells and many centres per
         # pair: the centres are grouped by (cell, pair) once and each sum is one product with that table.
         # Larger cells (about one centre per pair and cell) sum over the centres themselves.
-        cells, cell_of = np.unique(np.asarray(cs, dtype=np.int64), axis=0, return_inverse=True)
-        cell_of = np.asarray(cell_of).reshape(-1)
+        cells, cell_of = _unique_rows(cs)
         tables = len(cells) * npairs * (q + 3) * 8 <= _WORK_BYTES
         if tables:
             slot = cell_of * npairs + pid
@@ -245,14 +264,14 @@ def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None, parts=("noise", "sha
                     rhoI = (CIr[:, :, :, None] * np.conj(CIr)[:, :, None]).reshape(kc, nI, ni * ni, m)
                     rhoJ = (CJr[:, :, :, None] * np.conj(CJr)[:, :, None]).reshape(kc, nJ, nj * nj * m)
                     NrJ = (N @ rhoJ.view(float)).view(complex).reshape(kc, nI, nj * nj, m)  # real N on j
-                    v = 0.5 * np.einsum("kiqm,kiqm->km", rhoI, MrT @ NrJ).real
+                    v = 0.5 * _re_dot(rhoI, MrT @ NrJ)
                     # sigma_i[a, c] = conj(c_ia c_ic), tau_j[d, b] = c_jd c_jb: x^T M x = sigma_i . Mr . tau_j
                     tauJ = (CJr[:, :, :, None] * CJr[:, :, None]).reshape(kc, nJ, nj * nj * m)
                     FtJ = (F2 @ tauJ).reshape(kc, nI, nj * nj, m)
                     sigI = np.conj(CIr[:, :, :, None] * CIr[:, :, None]).reshape(kc, nI, ni * ni, m)
-                    v += 0.5 * np.einsum("kiqm,kiqm->km", sigI, MrT @ FtJ).real + const
+                    v += 0.5 * _re_dot(sigI, MrT @ FtJ) + const
                     if Bm is not None:
-                        v -= 2.0 * np.einsum("kom,kom->km", np.conj(CI), Bm @ CJ).real
+                        v -= 2.0 * _re_dot(np.conj(CI), Bm @ CJ)
                     var_n[k0:k1, b0:b1] += v
                 if want_s:
                     Z = {}
@@ -268,11 +287,9 @@ def noise_variances(mm, atoms, pat, vecs, kpts, fermi=None, parts=("noise", "sha
 def epistemic_shifts(H, delta, vecs, kpts) -> np.ndarray:
     """First-order shifts ``Re c^H dH_d(k) c`` of some states under real-space draws, shape (K, nk, nb), eV.
 
-    Only the entries some draw touches (e.g. inside an epistemic bond cut) enter: each state's weights
-    on them, ``w_e = Re[conj(c_row) c_col exp(2 pi i k.T)]``, then one product with the draws, in
-    blocks of states whose temporaries stay near ``_WORK_BYTES`` (the same numbers as
-    :func:`acehamil.tb.draws.first_order_shifts` of :func:`acehamil.tb.draws.bloch_perturbations`,
-    tested; the work per state grows with the touched entries, not with ``norb^2``).
+    Only the entries some draw touches (e.g. inside an epistemic bond cut) enter
+    (:func:`touched_draws`, then :func:`draw_shifts`).  The same numbers as
+    :func:`acehamil.tb.draws.first_order_shifts` of :func:`acehamil.tb.draws.bloch_perturbations` (tested).
 
     Parameters
     ----------
@@ -286,51 +303,117 @@ def epistemic_shifts(H, delta, vecs, kpts) -> np.ndarray:
     delta = np.asarray(delta, dtype=float)
     if delta.ndim != 2 or delta.shape[1] != H.data.size:
         raise ValueError(f"delta must have shape (K, {H.data.size}), got {delta.shape}")
+    nz = np.flatnonzero(np.any(delta != 0, axis=0))
+    return draw_shifts(touched_draws(H, nz, delta[:, nz]), vecs, kpts)
+
+
+def touched_draws(H, positions, values) -> dict:
+    """Real-space draws on some entries of ``H``'s pattern, prepared for :func:`draw_shifts`.
+
+    An entry ``(r, c, T)`` weighs ``Re[conj(c_r) c_c exp(2 pi i k.T)]`` in a state's shift, and its
+    transpose partner ``(c, r, -T)`` the same, so every entry is taken as ``(min(r, c), max(r, c), +-T)``
+    (exact for any draws: only the Hermitian part of ``dH(k)`` moves an eigenvalue to first order)
+    and the draws of entries on one ``(orbital pair, cell)`` slot are summed.
+
+    Parameters
+    ----------
+    H : RealSpaceMatrix
+        The pattern (its data are not used).
+    positions : array of int, shape (ne,)
+        Positions of the touched entries in ``H.data``, distinct.
+    values : ndarray, shape (K, ne), eV
+        The draws on them.
+
+    Returns
+    -------
+    dict
+        ``K``, ``norb``, ``qr``, ``qc`` (nq,) the orbital pairs ``r' <= c'``, ``cells`` (ncells, 3), ``slots``
+        (nslots,) ``pair * ncells + cell`` ascending, ``d`` (nslots, K) the summed draws.
+    """
+    pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+    values = np.asarray(values, dtype=float)
+    K = values.shape[0] if values.ndim == 2 else 0
+    if values.shape != (K, len(pos)):
+        raise ValueError(f"values must have shape (K, {len(pos)}), got {values.shape}")
+    n = H.norb
+    if len(pos) == 0 or K == 0:
+        return {"K": K, "norb": n, "qr": np.zeros(0, np.int64), "qc": np.zeros(0, np.int64), "cells": np.zeros((0, 3)),
+                "slots": np.zeros(0, np.int64), "d": np.zeros((0, K))}
+    off = H.offsets
+    if pos.min() < 0 or pos.max() >= off[-1]:
+        raise ValueError("positions outside the matrix data")
+    b = np.searchsorted(off, pos, side="right") - 1
+    nj = H.norb_per_atom[H.j[b]]
+    local = pos - off[b]
+    ao = H.atom_offsets
+    r, c = ao[H.i[b]] + local // nj, ao[H.j[b]] + local % nj
+    flip = r > c
+    T = np.asarray(H.shift, dtype=np.int64)[b] * np.where(flip, -1, 1)[:, None]
+    r, c = np.where(flip, c, r), np.where(flip, r, c)
+    cells, cell_of = _unique_rows(T)
+    uq, q_of = np.unique(r.astype(np.int64) * n + c, return_inverse=True)
+    slot = np.asarray(q_of).reshape(-1) * len(cells) + cell_of
+    o = np.argsort(slot, kind="stable")
+    used, first = np.unique(slot[o], return_index=True)
+    d = np.add.reduceat(np.ascontiguousarray(values[:, o].T), first, axis=0)  # (nslots, K), by pair then cell
+    return {"K": K, "norb": n, "qr": uq // n, "qc": uq % n, "cells": cells, "slots": used, "d": d}
+
+
+def draw_shifts(draws: dict, vecs, kpts) -> np.ndarray:
+    """First-order shifts ``Re c^H dH_d(k) c`` of some states under :func:`touched_draws`, shape (K, nk, nb), eV.
+
+    Few cells per orbital pair (small cells): the ``(cell, pair)`` table of the draws is Bloch-summed by
+    one product per block of k-points (``A_q = sum_T cos(2 pi k.T) d``, ``B_q`` with the sine) and the
+    shifts are ``A Re x_q - B Im x_q`` with ``x_q = conj(c_r') c_c'`` the state's orbital pairs, one product
+    per k-point (at most ``norb (norb + 1) / 2`` pairs).  About one cell per pair (larger cells): each state's
+    real weight on every slot and one product with the draws.  Work in blocks of k-points and states
+    whose temporaries stay near ``_WORK_BYTES``.
+    """
     vecs = np.asarray(vecs)
     k = np.asarray(kpts, dtype=float).reshape(-1, 3)
     nk, n, nb = vecs.shape
-    if len(k) != nk or n != H.norb:
-        raise ValueError(f"vecs {vecs.shape} do not match {len(k)} k-points and {H.norb} orbitals")
-    K = len(delta)
-    rows, cols, _, bidx = H.coo()
-    nz = np.flatnonzero(np.any(delta != 0, axis=0))
+    if len(k) != nk or n != draws["norb"]:
+        raise ValueError(f"vecs {vecs.shape} do not match {len(k)} k-points and {draws['norb']} orbitals")
+    K, qr, qc, cells, used, d = (draws[x] for x in ("K", "qr", "qc", "cells", "slots", "d"))
     out = np.zeros((K, nk, nb))
-    if len(nz) == 0 or nb == 0:
+    if len(used) == 0 or nb == 0:
         return out
-    blocks = np.unique(bidx[nz])
-    cells, cell_of = np.unique(np.asarray(H.shift)[blocks], axis=0, return_inverse=True)
-    if len(cells) * K * n * n * 8 <= 4 * _WORK_BYTES and n * n <= len(nz):
-        # small cells: dense Bloch sums of the draws over the few cells they touch (two real products
-        # per chunk of k-points) and one batched product with the states: BLAS-bound, fewer passes
-        cell_b = np.full(len(H.shift), -1, dtype=np.int64)
-        cell_b[blocks] = np.asarray(cell_of).reshape(-1)
-        D = np.zeros((len(cells), K * n * n))
-        D[cell_b[bidx[nz]][None, :], (np.arange(K)[:, None] * (n * n) + (rows[nz] * n + cols[nz])[None, :])] = delta[:, nz]
-        step = max(1, _WORK_BYTES // max(1, 16 * K * n * n))
-        for k0 in range(0, nk, step):
-            k1 = min(nk, k0 + step)
-            ph = np.exp(2j * np.pi * (k[k0:k1] @ cells.T.astype(float)))  # (kc, ncells)
-            dHk = ((ph.real @ D) + 1j * (ph.imag @ D)).reshape(k1 - k0, K, n, n)
-            Cv = vecs[k0:k1]
-            T = dHk @ Cv[:, None]  # (kc, K, n, nb)
-            out[:, k0:k1] = np.einsum("kin,kdin->dkn", Cv.conj(), T, optimize=True).real
+    nq, ncells = len(qr), len(cells)
+    if ncells * nq * K * 8 <= _WORK_BYTES:
+        tab = np.zeros((ncells, nq, K))
+        tab[used % ncells, used // ncells] = d
+        tab = tab.reshape(ncells, nq * K)
+        kc_max = max(1, min(nk, _WORK_BYTES // max(1, 8 * 2 * K * nq)))
+        for k0 in range(0, nk, kc_max):
+            k1 = min(nk, k0 + kc_max)
+            kc = k1 - k0
+            theta = 2 * np.pi * (k[k0:k1] @ cells.T.astype(float))  # (kc, ncells)
+            A = (np.cos(theta) @ tab).reshape(kc, nq, K).transpose(0, 2, 1)  # (kc, K, nq)
+            B = (np.sin(theta) @ tab).reshape(kc, nq, K).transpose(0, 2, 1)
+            bc = max(1, min(nb, _WORK_BYTES // max(1, 16 * 3 * kc * nq)))
+            for b0 in range(0, nb, bc):
+                b1 = min(nb, b0 + bc)
+                C = vecs[k0:k1, :, b0:b1]
+                X = np.conj(C[:, qr]) * C[:, qc]  # (kc, nq, m)
+                out[:, k0:k1, b0:b1] = (A @ X.real - B @ X.imag).transpose(1, 0, 2)
         return out
-    # larger cells: each state's weights on the touched entries only (memory and work grow with them)
-    d = np.ascontiguousarray(delta[:, nz])
-    re, ce = rows[nz], cols[nz]
-    cell = np.asarray(H.shift, dtype=float)[bidx[nz]]  # (ne, 3)
-    ne = len(nz)
-    states = max(1, _WORK_BYTES // (16 * 3 * ne))
-    kc = max(1, min(nk, states // max(1, nb)))
+    sr, sc, sT = qr[used // ncells], qc[used // ncells], cells[used % ncells].astype(float)
+    dT = np.ascontiguousarray(d.T)  # (K, nslots)
+    ns = len(used)
+    states = max(1, _WORK_BYTES // (8 * 5 * ns))
+    kc_max = max(1, min(nk, states // max(1, nb)))
     bc = max(1, min(nb, states))
-    for k0 in range(0, nk, kc):
-        k1 = min(nk, k0 + kc)
-        ph = np.exp(2j * np.pi * (k[k0:k1] @ cell.T))  # (kc, ne)
+    for k0 in range(0, nk, kc_max):
+        k1 = min(nk, k0 + kc_max)
+        kc = k1 - k0
+        theta = 2 * np.pi * (sT @ k[k0:k1].T)  # (nslots, kc)
+        cs, sn = np.cos(theta)[:, :, None], np.sin(theta)[:, :, None]
         for b0 in range(0, nb, bc):
             b1 = min(nb, b0 + bc)
-            U = vecs[k0:k1, :, b0:b1][:, re]  # (kc, ne, m)
-            V = vecs[k0:k1, :, b0:b1][:, ce] * ph[:, :, None]
-            out[:, k0:k1, b0:b1] = np.tensordot(d, U.real * V.real + U.imag * V.imag, axes=(1, 1))  # Re[conj(U) V]
+            C = np.ascontiguousarray(vecs[k0:k1, :, b0:b1].transpose(1, 0, 2))  # (norb, kc, m)
+            X = np.conj(C[sr]) * C[sc]  # (nslots, kc, m)
+            W = X.real * cs - X.imag * sn
+            out[:, k0:k1, b0:b1] = (dT @ W.reshape(ns, -1)).reshape(K, kc, b1 - b0)
     return out
 
 
@@ -379,17 +462,29 @@ def eigen_sigma(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
         ``sigma_extrapolation`` (eV), ``extrapolation_score`` (natoms,); with ``kpath``:
         ``path_eps``, ``path_sigma``.
     """
+    from ...structure.neighbours import neighbour_pairs
     from ...tb.smearing import fermi_level
     from .calibrate import scales_of
     from .linear_response import fermi_weights
+    from .uncertainty import coefficient_draw_sets
 
     if not (isinstance(n_samples, (int, np.integer)) and n_samples >= 2):
         raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
     if window_eV is not None and not (np.isfinite(window_eV) and window_eV > 0):
         raise ValueError(f"window_eV must be a positive number or None, got {window_eV!r}")
     a, b, c = scales_of(model)
-    m = model.matrices(atoms, pairs, n_samples=int(n_samples), rng=rng, scales=(1.0, 0.0, 0.0), noise=False)
-    H, S, delta = m.H, m.S, m.draws[0]
+    nl = pairs if pairs is not None else neighbour_pairs(atoms, model.reach)
+    m = model.matrices(atoms, nl)  # the plain prediction
+    H, S = m.H, m.S
+    pat = model.H.pattern(atoms, nl)
+    # the epistemic draws on the on-site blocks and the bonds inside epistemic_bond_cut only (all when 0),
+    # through the mapped feature path (the draws as coefficient sets), compact: only the entries they touch
+    cut = float(model.config.uncertainty.epistemic_bond_cut)
+    where, values = model.H.predict_many(atoms, pat, coefficient_draw_sets(model.H, int(n_samples), rng),
+                                         bond_cut=cut if cut > 0 else None, compact=True)
+    draws = touched_draws(H, where, values)
+    del where, values
+    score, sigma_x = model.extrapolation(atoms, nl)
     kp = np.asarray(kpts, dtype=float).reshape(-1, 3)
     w = np.asarray(weights, dtype=float)
     eps, vecs_of = _eigen(H, S, kp)
@@ -400,10 +495,9 @@ def eigen_sigma(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
     f = np.flatnonzero(flat > 1e-9)  # the states that move E_F (a few, at small smearing)
     kf, kf_of = np.unique(f // nb, return_inverse=True)
     fermi = (vecs_of(kf)[np.asarray(kf_of).reshape(-1), :, f % nb], kp[f // nb], flat[f] / flat[f].sum())
-    pat = model.H.pattern(atoms, m.pairs)
-    sx2 = float(m.sigma_extrapolation) ** 2
+    sx2 = float(sigma_x) ** 2
     # each draw's Fermi-level shift, from the states that carry it (each state as its own k-point)
-    shift_ef = epistemic_shifts(H, delta, fermi[0][:, :, None], fermi[1])[:, :, 0] @ fermi[2]  # (K,)
+    shift_ef = draw_shifts(draws, fermi[0][:, :, None], fermi[1])[:, :, 0] @ fermi[2]  # (K,)
     parts = tuple(name for name, x in (("noise", b), ("shared", c)) if x != 0)
     step = max(1, _VECS_BYTES // max(1, 16 * H.norb * H.norb))  # k-points whose eigenvectors are held at once
 
@@ -414,14 +508,14 @@ def eigen_sigma(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
             for k0 in range(0, len(kk), step):
                 k1 = min(len(kk), k0 + step)
                 Cw = np.ascontiguousarray(vecs(np.arange(k0, k1))[:, :, bands])
-                de = epistemic_shifts(H, delta, Cw, kk[k0:k1])  # (K, kc, nbw)
+                de = draw_shifts(draws, Cw, kk[k0:k1])  # (K, kc, nbw)
                 var_e = np.mean((de - shift_ef[:, None, None]) ** 2, axis=0)
                 vn, vs = noise_variances(model.H, atoms, pat, Cw, kk[k0:k1], fermi, parts=parts)
                 sig[k0:k1, bands] = np.sqrt(a * a * var_e + b * b * vn + c * c * vs + sx2)
         return sig
 
     out = {"eps": eps, "sigma": spread(kp, eps, vecs_of), "fermi_level": ef, "H": H, "S": S,
-           "sigma_extrapolation": float(m.sigma_extrapolation), "extrapolation_score": m.extrapolation_score}
+           "sigma_extrapolation": float(sigma_x), "extrapolation_score": score}
     if kpath is not None:
         kk = np.asarray(kpath, dtype=float).reshape(-1, 3)
         pe, p_vecs = _eigen(H, S, kk)

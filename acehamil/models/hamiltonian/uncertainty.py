@@ -79,6 +79,23 @@ def _perturbations(post, n_samples: int, rng) -> np.ndarray:
     return (post.sample(rng, n_samples) - post.mean).T
 
 
+def coefficient_draw_sets(mm, n_samples: int, rng) -> list:
+    """``n_samples`` zero-mean coefficient draws ``c_k - mean`` of every ``(block type, L)`` with a posterior,
+    as coefficient sets ``[{bt.key: {L: (n_F,)}}]`` for :meth:`MatrixModel.predict_many` (the same draws,
+    in the same order of the generator, as :func:`sample_matrix`'s epistemic part)."""
+    K = int(n_samples)
+    sets = [{} for _ in range(K)]
+    for _, bt in mm.block_types():
+        for L in bt.L_values():
+            if bt.key in mm.coefficients and L in mm.coefficients[bt.key]:
+                post = posterior(mm, bt, L)
+                if post is not None:
+                    de = _perturbations(post, K, rng)
+                    for q in range(K):
+                        sets[q].setdefault(bt.key, {})[L] = de[:, q]
+    return sets
+
+
 def _noise(post, shape, rng) -> np.ndarray:
     return rng.standard_normal(shape) / np.sqrt(post.beta)
 
@@ -176,7 +193,8 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
         return np.einsum("nfM,fk->knM", f, C, optimize=True)
 
     def with_noise(p, bt, L, n, rev=None):
-        """Add the noise parts to the (K+1, n, 2L+1) mean/epistemic parts; flat (n_rows * n, 2L+1)."""
+        """Add the noise parts to the (K+1, n, 2L+1) mean/epistemic parts (None: zeros, the parts added
+        later); flat (n_rows * n, 2L+1)."""
         shape = (K, n, 2 * L + 1)
         z = zs = np.zeros(shape)
         if (bt.key, L) in dC and noise:
@@ -187,7 +205,11 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
                 z = (z + transpose_sign(L) * z[:, rev]) / np.sqrt(2.0)
                 own = (np.asarray(rev) == np.arange(n))[None, :, None]  # a centre that is its own partner
                 zs = (1 + transpose_sign(L)) * zs * np.where(own, 1 / np.sqrt(2.0), 0.5)
-        rows = np.concatenate([p, z, zs]) if split else np.concatenate([p[:1], p[1:] + b * z + c * zs])
+        if p is None:
+            p0 = np.zeros((1 + n_coef if split else 1, n, 2 * L + 1))
+            rows = np.concatenate([p0, z, zs]) if split else np.concatenate([p0, b * z + c * zs])
+        else:
+            rows = np.concatenate([p, z, zs]) if split else np.concatenate([p[:1], p[1:] + b * z + c * zs])
         return rows.reshape(n_rows * n, 2 * L + 1)
 
     def blocks(parts, bt, n):
@@ -220,12 +242,13 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
             if split:
                 return mean, out[1:K + 1], out[K + 1:2 * K + 1], out[2 * K + 1:]
             return mean, out[1:]
-        epi = mm.predict_many(atoms, pat, sets, bond_cut=cut)
+        epi = mm.predict_many(atoms, pat, sets, bond_cut=cut, compact=True)  # only the entries inside the cut
     for fam, sel, blk, rblk, rev in _family_centres(mm, atoms, pat):
         bts = fam.block_types(mm.orbital_basis)
         n = len(sel)
         use = np.arange(n) if epi is None else np.zeros(0, np.int64)  # centres whose features are evaluated
-        raw = {bt.key: {L: np.zeros((1 + n_coef, n, 2 * L + 1)) for L in bt.L_values()} for bt in bts}
+        # the mean and epistemic rows from features (none formed with a cut: the noise rows only here)
+        raw = {bt.key: {L: np.zeros((1 + n_coef, n, 2 * L + 1)) for L in bt.L_values()} for bt in bts} if len(use) else None
         env = fam.environments(atoms, pat.pairs, sel[use]) if len(use) else None
         for s0, s1, chunk in (env.chunks(max_particles) if env is not None else ()):
             feats = fam.features(chunk)
@@ -238,18 +261,21 @@ def sample_matrix(mm, atoms, n_samples: int, rng: np.random.Generator, pairs=Non
         for bt in bts:
             sym = fam.symmetrised(bt)
             parts = {}
-            for L, h in raw[bt.key].items():
-                if sym:
+            for L in bt.L_values():
+                h = None if raw is None else raw[bt.key][L]
+                if sym and h is not None:
                     h = 0.5 * (h + transpose_sign(L) * h[:, rev])
-                parts[L] = with_noise(h[:, keep], bt, L, len(keep), rev if (sym and len(keep) == n) else None)
+                parts[L] = with_noise(None if h is None else h[:, keep], bt, L, len(keep),
+                                      rev if (sym and len(keep) == n) else None)
             X = blocks(parts, bt, len(keep))
             ra, cb = so[bt.species_i][bt.shell_a], so[bt.species_j][bt.shell_b]
             scatter(off, nc, ra, cb, X)
             if not bt.symmetric:  # the partner block (j, i, -T) is the transpose
                 scatter(pat.offsets[rblk[keep]], pat.norb[pat.j[rblk[keep]]], cb, ra, X.transpose(0, 1, 3, 2))
     if epi is not None:  # the epistemic draws inside the cut; the mean of every block by the fast (mapped) path
-        out[1:K + 1] += epi
-        del epi
+        where, values = epi
+        out[1:K + 1, where] += values
+        del epi, where, values
         out[0] = mm.predict_data(atoms, pat)
     mean = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, out[0])
     if split:
