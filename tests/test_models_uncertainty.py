@@ -801,3 +801,30 @@ def _mic(atoms, point):
     from ase.geometry import find_mic
 
     return find_mic(atoms.positions - point, atoms.cell, atoms.pbc)[0]
+
+
+@pytest.mark.parametrize("n_y", [60, 70, 624])
+def test_column_groups_of_wide_maps_equal_a_brute_force_grouping(n_y):
+    """basis.mapped._column_groups on maps wider than one 64-bit key (the posterior draws' maps of
+    predict_many: 24 sets x 13 outputs, mirrored): the rows grouped by their exact pattern of non-zero
+    columns, groups in the byte order of the packed patterns, and the grouped product equals x @ CW."""
+    from acehamil.basis.mapped import _column_groups
+
+    rng = np.random.default_rng(1)
+    pats = rng.random((9, n_y)) < 0.2
+    CW = pats[rng.integers(0, 9, 300)] * rng.standard_normal((300, n_y))
+    CW[::7] = 0
+    rows, groups = _column_groups(CW)
+    nz = CW != 0
+    want = {}
+    for r in np.flatnonzero(nz.any(axis=1)):
+        want.setdefault(np.packbits(nz[r], bitorder="little").tobytes(), []).append(int(r))
+    assert [rows[g0:g1].tolist() for g0, g1, _, _ in groups] == [want[k] for k in sorted(want)]
+    for g0, g1, cols, W in groups:
+        np.testing.assert_array_equal(cols, np.flatnonzero(nz[rows[g0]]))
+        np.testing.assert_array_equal(W, CW[rows[g0:g1]][:, cols])
+    x = rng.standard_normal((5, 300))
+    y = np.zeros((5, n_y))
+    for g0, g1, cols, W in groups:
+        y[:, cols] += x[:, rows[g0:g1]] @ W
+    np.testing.assert_allclose(y, x @ CW, atol=1e-12 * np.abs(x @ CW).max())

@@ -287,8 +287,10 @@ def _column_groups(CW: np.ndarray) -> tuple:
         for b in range(packed.shape[1]):
             key |= packed[:, b].astype(np.int64) << (8 * b)
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    else:
-        _, first, inv = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    else:  # one fixed-size byte string per row: a 1-D unique (np.unique(axis=0) took ~20 ms on a map of 624 columns)
+        packed = np.ascontiguousarray(packed)
+        _, first, inv = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1), return_index=True,
+                                  return_inverse=True)
     inv = np.asarray(inv).reshape(-1)
     pats = nz[rows[first]]
     rows = rows[np.argsort(inv, kind="stable")]
