@@ -62,6 +62,18 @@ def si_cell(seed=0, rattle=0.05):
     return at
 
 
+def work_in_copy(src, dst, monkeypatch):
+    """Copy the files (not folders) of workspace ``src`` into ``dst`` and make ``dst`` the working folder: the
+    ``w`` fixture of every fault test file.  Returns ``dst``."""
+    import shutil
+
+    for p in src.iterdir():
+        if p.is_file():
+            shutil.copy2(p, dst / p.name)
+    monkeypatch.chdir(dst)
+    return dst
+
+
 def digest(folder):
     """sha256 of every file under ``folder`` (sidecar ``.lock`` files left out), by relative path."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -18,7 +18,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import FIT_TOML, POT_TOML
-from sk_si import assert_one_line_error
+from sk_si import assert_one_line_error, work_in_copy
 from sk_si import digest as _digest
 from sk_si import si_cell as _si
 
@@ -54,11 +54,7 @@ def ws(sk_si_files, tmp_path_factory):
 
 @pytest.fixture
 def w(ws, tmp_path, monkeypatch):
-    for p in ws.iterdir():
-        if p.is_file():
-            shutil.copy2(p, tmp_path / p.name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return work_in_copy(ws, tmp_path, monkeypatch)
 
 
 # ----------------------------------------------------------------------------- fixtures of faults

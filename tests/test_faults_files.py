@@ -15,7 +15,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from sk_si import assert_one_line_error
+from sk_si import assert_one_line_error, work_in_copy
 from sk_si import digest as _digest
 from sk_si import si_cell as _si
 
@@ -31,11 +31,7 @@ def files(sk_si_files):
 
 @pytest.fixture
 def w(files, tmp_path, monkeypatch):
-    for p in files.iterdir():
-        if p.is_file():
-            shutil.copy2(p, tmp_path / p.name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return work_in_copy(files, tmp_path, monkeypatch)
 
 
 COEF = "H/coefficients/onsite/14-14/0-0/L0"

@@ -13,14 +13,13 @@ with only comments printed numpy's warning beside the error.
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, fcc111
 from ase.io import write
-from sk_si import FIT_TOML, assert_one_line_error
+from sk_si import FIT_TOML, assert_one_line_error, work_in_copy
 
 from acehamil.cli import main
 from acehamil.errors import UserError
@@ -50,9 +49,7 @@ Si3 Si 0.5 0.5 0.0 0.5
 
 @pytest.fixture
 def w(sk_si_files, tmp_path, monkeypatch, capsys):
-    for p in sk_si_files.iterdir():
-        shutil.copy2(p, tmp_path / p.name)
-    monkeypatch.chdir(tmp_path)
+    work_in_copy(sk_si_files, tmp_path, monkeypatch)
     capsys.readouterr()
     return tmp_path
 
@@ -154,3 +151,22 @@ def test_incomplete_fhi_aims_folder_names_the_missing_file_and_its_producer(w, c
 def test_kpoint_file_without_kpoints_is_one_line(w, capsys, text):
     (w / "k.txt").write_text(text)
     assert_one_line_error(w, capsys, ["bands", "train.h5", "--kpts", "k.txt", "--json", "b.json"], "no k-points")
+
+
+def test_xyz_header_asking_more_atoms_than_lines_is_one_line(w, capsys):
+    """ASE skipped the frame's atom lines one by one: a count of 99999999999 kept it reading for hours."""
+    (w / "big.xyz").write_text("99999999999\n\nSi 0 0 0\n")
+    assert_one_line_error(w, capsys, ["predict", "m.h5", "big.xyz", "-o", "p.h5"],
+                          "frame 0 (line 1) says 99999999999 atoms, but only 1 lines follow")
+    (w / "two.xyz").write_text("1\n\nSi 0 0 0\n3\n\nSi 0 0 0\nSi 2.35 0 0\n")
+    assert_one_line_error(w, capsys, ["predict", "m.h5", "two.xyz", "-o", "p.h5"], "frame 1 (line 4) says 3 atoms")
+
+
+def test_select_writes_through_a_unique_temporary(w, capsys):
+    """select wrote a fixed '.NAME.tmp' beside its output: a second run's (here a folder of that name) broke it."""
+    (w / ".picked.xyz.tmp").mkdir()
+    assert main(["select", "m.h5", "train.h5", "-n", "1", "-o", "picked.xyz", "-q", "--criterion", "variance"]) == 0
+    from ase.io import read
+
+    assert len(read(w / "picked.xyz", index=":")) == 1
+    assert sorted(p.name for p in w.iterdir() if p.name.endswith(".tmp")) == [".picked.xyz.tmp"]

@@ -24,7 +24,7 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import POT_TOML
-from sk_si import assert_one_line_error
+from sk_si import assert_one_line_error, work_in_copy
 from sk_si import si_cell as _si
 
 from acehamil.cli import main
@@ -52,10 +52,7 @@ def files(sk_si_files, tmp_path_factory):
 
 @pytest.fixture
 def w(files, tmp_path, monkeypatch, capsys):
-    for p in files.iterdir():
-        if p.is_file():
-            shutil.copy2(p, tmp_path / p.name)
-    monkeypatch.chdir(tmp_path)
+    work_in_copy(files, tmp_path, monkeypatch)
     capsys.readouterr()  # the fixture's fit tables
     return tmp_path
 

@@ -27,7 +27,7 @@ from ase.build import bulk, make_supercell
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import POT_TOML
-from sk_si import assert_one_line_error
+from sk_si import assert_one_line_error, work_in_copy
 
 from acehamil.cli import main
 from acehamil.io.dataset import read_dataset, write_dataset
@@ -38,9 +38,7 @@ from acehamil.tb.bands import band_gap, eigenvalues
 @pytest.fixture
 def w(sk_si_files, tmp_path, monkeypatch, capsys):
     """A copy of the shared Slater-Koster workspace (train.h5, fit.toml, m.h5, one.xyz) as the working folder."""
-    for p in sk_si_files.iterdir():
-        shutil.copy2(p, tmp_path / p.name)
-    monkeypatch.chdir(tmp_path)
+    work_in_copy(sk_si_files, tmp_path, monkeypatch)
     capsys.readouterr()
     return tmp_path
 

@@ -75,12 +75,10 @@ def run(args) -> int:
         if not args.quiet:
             val = scores[j] * (1000.0 if args.criterion == "band" else 1.0)  # band in meV; others as returned
             print(f"picked {name}: {args.criterion} score {val:.4g} {unit}".rstrip(), file=sys.stderr)
-    from pathlib import Path
+    from ..io.safe_write import atomic_path
 
-    out = Path(args.output)
-    tmp = out.with_name(f".{out.name}.tmp")
-    ase.io.write(tmp, frames, format="extxyz")
-    tmp.replace(out)
+    with atomic_path(args.output) as tmp:  # a unique temporary (a fixed '.NAME.tmp' collided between runs)
+        ase.io.write(tmp, frames, format="extxyz")
     return 0
 
 

@@ -58,6 +58,53 @@ def check_not_cut(path) -> None:
         check_text(path)
     except ValueError as err:
         raise UserError(f"{err}; if the file is complete, end it with a newline") from None
+    check_xyz_counts(path)
+
+
+def check_xyz_counts(path) -> None:
+    """Refuse an (extended) XYZ file whose frame header asks more atoms than the file has lines left.
+
+    ASE skips a frame's atom lines one by one before it parses them: a header of ``99999999999`` atoms
+    (a corrupted count) kept it reading past the end for hours.  One pass over the file's lines; a header
+    that is not an integer is left to ASE's own message.
+
+    Raises
+    ------
+    UserError
+        Naming the file, the frame, its count and the lines left.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "big.xyz")
+    >>> _ = open(p, "w").write("99999999999\\n\\nSi 0 0 0\\n")
+    >>> check_xyz_counts(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    acehamil.errors.UserError: ...big.xyz: frame 0 (line 1) says 99999999999 atoms, but only 1 lines follow its comment line (a wrong atom count or a truncated file?)
+    """
+    from ..errors import UserError
+
+    with open(path, "rb") as f:
+        total = sum(1 for _ in f)
+    with open(path, "rb") as f:
+        line_no, frame = 0, 0
+        for raw in f:
+            line_no += 1
+            if not raw.strip():
+                return
+            try:
+                n = int(raw)
+            except ValueError:
+                return  # not a count line: ASE names it
+            left = total - line_no - 1
+            if n < 0 or n > left:
+                raise UserError(f"{path}: frame {frame} (line {line_no}) says {n} atoms, but only {max(left, 0)} lines "
+                                f"follow its comment line (a wrong atom count or a truncated file?)")
+            for _ in range(n + 1):  # the comment line and the atoms
+                next(f)
+            line_no += n + 1
+            frame += 1
 
 
 def read_configs(path, index: str = ":") -> list[Config]:

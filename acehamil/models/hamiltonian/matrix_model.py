@@ -417,24 +417,7 @@ class MatrixModel:
         const : ndarray, shape (n_y,)
         slots : dict {(bt.key, L): slice}
         """
-        n_out = fam.basis.tables.n_out if fam.basis is not None else 0
-        slots, y = {}, 0
-        for bt in bts:
-            for L in bt.L_values():
-                slots[bt.key, L] = slice(y, y + 2 * L + 1)
-                y += 2 * L + 1
-        W, const = np.zeros((n_out, y)), np.zeros(y)
-        for bt in bts:
-            ncoef = fam.n_coefficients(bt)
-            for L in bt.L_values():
-                key, w, c0 = fam.linear_map(bt, L, self.coefficient(bt, L, ncoef[L]))
-                cols = np.arange(slots[bt.key, L].start, slots[bt.key, L].stop)
-                const[cols[0]] += c0
-                if key is not None and len(w):
-                    m = len(cols)
-                    rows = fam.basis.tables.out_slices[key].start + np.arange(len(w))[:, None] * m + np.arange(m)
-                    W[rows, cols[None, :]] = w[:, None]
-        return W, const, slots
+        return self._output_map_many(fam, bts, [None])  # one set: the model's own coefficients
 
 
 def _entries(pat: Pattern, b: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
