@@ -170,3 +170,24 @@ def test_select_writes_through_a_unique_temporary(w, capsys):
 
     assert len(read(w / "picked.xyz", index=":")) == 1
     assert sorted(p.name for p in w.iterdir() if p.name.endswith(".tmp")) == [".picked.xyz.tmp"]
+
+
+def test_absurd_settings_are_named_before_any_work(w, capsys):
+    """n_max = 100000 asked the radial quadrature for 74.5 GiB (MemoryError traceback, exit 1) in fit and
+    fit-potential; a negative smoothness was refused as the solver's 'power', a name the TOML does not have."""
+    from sk_si import POT_TOML
+
+    (w / "n.toml").write_text(FIT_TOML.replace("n_max = 3", "n_max = 100000"))
+    assert_one_line_error(w, capsys, ["fit", "n.toml", "-o", "n.h5"], "[h_onsite]: n_max = 100000 radial functions")
+    (w / "s.toml").write_text(FIT_TOML.replace("lam = 1e-8", "lam = 1e-8\nsmoothness = -2.0"))
+    assert_one_line_error(w, capsys, ["fit", "s.toml", "-o", "s.h5"], "[solver]: smoothness must be a finite number")
+    (w / "lab.xyz").write_text((w / "one.xyz").read_text())
+    (w / "p.toml").write_text(POT_TOML.replace("n_max = 3", "n_max = 100000"))
+    assert_one_line_error(w, capsys, ["fit-potential", "p.toml", "-o", "p.h5"], "[basis] n_max = 100000")
+
+
+def test_evaluate_without_eigenvalues_in_the_window_says_so(w, capsys):
+    """No reference eigenvalue within E_F +- window: evaluate printed 'MAE nan meV' and a coverage of 'nan (n 0)'."""
+    assert main(["evaluate", "m.h5", "train.h5", "--window", "1e-6", "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "none on per-structure grids" in out and "widen --window" in out and "nan" not in out

@@ -29,6 +29,8 @@ table output adds means per kind when the structures carry kinds.  See ``docs/mo
 
 from __future__ import annotations
 
+import math
+
 from ._select import select_indices
 
 
@@ -76,8 +78,13 @@ def run(args) -> int:
         print(f"  {key:<28} RMSE {st['rmse_meV']:10.4f}  MAE {st['mae_meV']:10.4f}  n {st['n']}")
     print(f"S: RMSE {res['S']['rmse']:.3e}, MAE {res['S']['mae']:.3e}")
     e = res["eigenvalues"]
-    print(f"eigenvalues within E_F +- {e['window_eV']} eV: MAE {e['mae_meV']:.3f} meV (max {e['max_meV']:.3f}) on a "
-          f"{_grids(e, res['per_structure'])}; band path MAE {e['band_path_mae_meV']:.3f} meV")
+    if not math.isfinite(e["mae_meV"]):  # printed as 'MAE nan meV' before: say why there is no figure
+        print(f"eigenvalues within E_F +- {e['window_eV']} eV: none on {_grids(e, res['per_structure'])} (every "
+              f"structure has a gap wider than 2 x {e['window_eV']} eV around its E_F): no eigenvalue errors; widen "
+              f"--window")
+    else:
+        print(f"eigenvalues within E_F +- {e['window_eV']} eV: MAE {e['mae_meV']:.3f} meV (max {e['max_meV']:.3f}) on "
+              f"{_grids(e, res['per_structure'])}; band path MAE {e['band_path_mae_meV']:.3f} meV")
     kinds = [r["kind"] for r in res["per_structure"] if r["kind"]]
     if kinds:
         from ..models.hamiltonian.evaluate import by_kind
@@ -86,7 +93,7 @@ def run(args) -> int:
         for kind, t in by_kind(res["per_structure"]).items():
             print(f"{'':<40}{kind:<28}{t['n']:>3}{t['H_rmse_meV_aligned']:>16.2f}{t['eig_mae_meV']:>9.1f}{t['eig_max_meV']:>7.0f}")
     u = e.get("uncertainty")
-    if u:
+    if u and u.get("n", 1):  # no eigenvalue in the window: no coverage to print (it was 'nan ... (n 0)')
         print(f"uncertainty: coverage of 90 % intervals {u['coverage_90']:.3f}, of 68 % intervals {u['coverage_68']:.3f}, "
               f"Spearman(sigma, |error|) {u['spearman_sigma_error']:.3f}, mean sigma {u['mean_sigma_meV']:.2f} meV (n {u['n']})")
     return 0

@@ -78,6 +78,18 @@ def read_potential_job(path):
 
     path = Path(path)
     cfg = read_toml(path)
+    _check_n_max(cfg.get("basis"), path)
     train, tests = data_files(cfg)
     base = path.parent
     return job_from_config(cfg, read_configs(base / train), {t: read_configs(base / t) for t in tests})
+
+
+def _check_n_max(basis, path) -> None:
+    """Refuse a potential's ``[basis] n_max`` beyond :data:`~acehamil.models.hamiltonian.config.MAX_N_MAX` before
+    the basis is built (n_max = 100000 asked the radial quadrature for 74.5 GiB: a MemoryError traceback)."""
+    from ..errors import UserError
+    from ..models.hamiltonian.config import MAX_N_MAX
+
+    n = basis.get("n_max") if isinstance(basis, dict) else None
+    if isinstance(n, (int, float)) and not isinstance(n, bool) and n > MAX_N_MAX:
+        raise UserError(f"{path}: [basis] n_max = {n} radial functions is more than {MAX_N_MAX} (potentials use ~4-12)")

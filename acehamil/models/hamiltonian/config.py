@@ -75,6 +75,10 @@ from ...errors import UserError, check_type
 ENERGY_ZERO_MODELS = ("none", "density", "bonds")
 
 
+#: Most radial functions a [h_onsite]/[h_offsite]/... table may ask (typical models use 6-20).
+MAX_N_MAX = 100
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Features of one block family (on-site or off-site, H or S).
@@ -130,6 +134,9 @@ class FeatureConfig:
             raise ValueError(f"bond_decay must be finite and >= 0 Å, got {self.bond_decay}")
         if int(self.n_max) != self.n_max or self.n_max < 1:
             raise ValueError(f"n_max must be a positive integer, got {self.n_max}")
+        if self.n_max > MAX_N_MAX:
+            raise ValueError(f"n_max = {self.n_max} radial functions is more than {MAX_N_MAX} (models use ~6-20; the radial "
+                             f"basis' quadrature alone grows as n_max^2: 74.5 GiB at n_max = 100000)")
 
     @property
     def bond_environment(self) -> bool:
@@ -233,6 +240,8 @@ class SolverConfig:
             raise ValueError(f"solver method must be 'ridge' or 'blr', got {self.method!r}")
         if not (self.lam >= 0):
             raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if not (0 <= self.smoothness < float("inf")):  # the solver's 'power': it named that, not this key
+            raise ValueError(f"smoothness must be a finite number >= 0, got {self.smoothness}")
 
 
 @dataclass(frozen=True)
