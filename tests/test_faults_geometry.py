@@ -191,3 +191,31 @@ def test_evaluate_without_eigenvalues_in_the_window_says_so(w, capsys):
     assert main(["evaluate", "m.h5", "train.h5", "--window", "1e-6", "--samples", "2"]) == 0
     out = capsys.readouterr().out
     assert "none on per-structure grids" in out and "widen --window" in out and "nan" not in out
+
+
+TB_ROWS = [
+    ("eigs-supercell-1000-cubed", ["eigs", "train.h5", "--supercell", "1000", "1000", "1000"],
+     "(1000000000 tile wave vectors): 1000000000 k-points x 16 bands would need ~119 GiB"),
+    ("dos-moments-1e9", ["dos", "train.h5", "--method", "kpm", "--moments", "1000000000", "--json", "d.json"],
+     "--moments and --vectors must be <= 100000"),
+    ("dos-kpm-supercell-1000-cubed", ["dos", "train.h5", "--method", "kpm", "--supercell", "1000", "1000", "1000",
+                                      "--json", "d.json"], "1.6e+10 orbitals, more than 1e+08"),
+    ("eigs-k-1e300", ["eigs", "train.h5", "--kpt", "1e300", "0", "0"], "has a fractional coordinate beyond 1e+06"),
+    ("predict-charge-minus-1e9", ["predict", "m.h5", "one.xyz", "-o", "p.h5", "--charge", "-1e9"],
+     "leaves 1e+09 electrons, more than the 32 the structure's orbitals hold"),
+]
+
+
+@pytest.mark.parametrize("name,argv,message", TB_ROWS, ids=[r[0] for r in TB_ROWS])
+def test_absurd_sizes_and_values_are_one_line(w, capsys, name, argv, message):
+    """Before: three MemoryError tracebacks (exit 1), eigenvalues at k = 1e300 (phases of rounding noise), and a
+    charge of -1e9 (argparse took '-1e9' for an option; as --charge=-1e9 a billion electrons were accepted)."""
+    assert_one_line_error(w, capsys, argv, message)
+
+
+def test_eigs_default_count_fits_a_small_structure(w, capsys):
+    """The default -n 20 refused every structure of 20 orbitals or fewer ('-n 20 must be smaller than ... (16)')."""
+    assert main(["eigs", "train.h5", "--json", "e.json", "-q"]) == 0
+    import json
+
+    assert len(json.loads((w / "e.json").read_text())["energies"]) == 15

@@ -717,7 +717,7 @@ def test_a_failing_frame_keeps_the_good_ones_and_is_named(w, capsys, monkeypatch
     ("empty", ["predict", "m.h5", "empty.xyz", "-o", "p.h5"], "is empty"),
     (None, ["evaluate-potential", "m.h5", "fit.toml"], "expected 'ace_potential'"),
     ("six", ["fit", "six.toml", "-o", "six.h5"], "[h_onsite] r_cut must be a number, got 'six'"),
-    ("garbage", ["predict", "m.h5", "garbage.xyz", "-o", "p.h5"], "ASE cannot read"),
+    ("garbage", ["predict", "m.h5", "garbage.xyz", "-o", "p.h5"], "says 3 atoms, but only 1 lines follow"),
     (None, ["bands", "train.h5", "--kpts", "fit.toml"], "cannot read k-points"),
 ])
 def test_user_errors_are_one_line_without_traceback(w, capsys, monkeypatch, setup, argv, message):

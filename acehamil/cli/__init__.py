@@ -118,14 +118,18 @@ def _positive_int(text: str) -> int:
 
 
 _NEGATIVE_SLICE = re.compile(r"^-\d*:[-\d:]*$")
+#: negative numbers argparse does not take for values: with an exponent ("--charge -1e9") or inf/nan
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)[eE][-+]?\d+$|^-(inf|nan)$", re.IGNORECASE)
 
 
 def _join_negative_values(argv: list) -> list:
-    """``--index -6:`` -> ``--index=-6:``: argparse takes a negative slice for an option (only plain
-    negative numbers such as ``-6`` are recognised as values)."""
+    """``--index -6:`` -> ``--index=-6:``, ``--charge -1e9`` -> ``--charge=-1e9``: argparse takes a negative
+    slice or a negative number with an exponent for an option (only plain negative numbers such as ``-6`` or
+    ``-0.5`` are recognised as values)."""
     out = []
     for tok in argv:
-        if out and _NEGATIVE_SLICE.match(tok) and out[-1].startswith("--") and "=" not in out[-1]:
+        if out and (_NEGATIVE_SLICE.match(tok) or _NEGATIVE_NUMBER.match(tok)) and out[-1].startswith("--") \
+                and "=" not in out[-1]:
             out[-1] = f"{out[-1]}={tok}"
         else:
             out.append(tok)

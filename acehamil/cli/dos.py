@@ -17,6 +17,12 @@ from ._tbcommon import add_structure_args, check_tb_outputs, load_structure, sav
 MAX_K_BANDS = 2e8
 
 
+
+#: Most Chebyshev moments or random vectors of a KPM DOS.
+MAX_KPM = 100_000
+#: Most orbitals of a KPM supercell (a complex vector of 1e8 orbitals is 1.5 GiB; KPM holds a few per random vector).
+MAX_KPM_ORBITALS = 100_000_000
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("dos", help="density of states (plot and/or JSON) of a dataset structure",
                               description=__doc__.split("\n\n")[0])
@@ -71,6 +77,9 @@ def run(args) -> int:
         raise UserError(f"--width must be > 0 eV, got {args.width}")
     if args.moments < 2 or args.vectors < 1:
         raise UserError(f"--moments must be >= 2 and --vectors >= 1, got {args.moments}, {args.vectors}")
+    if args.moments > MAX_KPM or args.vectors > MAX_KPM:  # --moments 1e9 was a MemoryError traceback
+        raise UserError(f"--moments and --vectors must be <= {MAX_KPM} (resolution ~ pi x band width / 2 / moments: "
+                        f"1e5 moments resolve ~1 meV of a 60 eV band), got {args.moments}, {args.vectors}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     solver_kw(args)  # checked before any work
@@ -84,9 +93,14 @@ def run(args) -> int:
             raise UserError("--supercell is a KPM DOS (no --method dense, --pdos or --uncertainty): for a dense DOS "
                             "use the cell with a k-mesh multiplied by the tiling")
         try:
-            check_reps(args.supercell, sd.atoms.pbc)
+            tiles = int(check_reps(args.supercell, sd.atoms.pbc).prod())
         except ValueError as err:
             raise UserError(f"--supercell: {err}") from None
+        norb = sd.H[0].norb * tiles
+        if norb > MAX_KPM_ORBITALS:  # --supercell 1000 1000 1000 was a MemoryError traceback
+            raise UserError(f"--supercell {' '.join(map(str, args.supercell))}: {norb:.3g} orbitals, more than "
+                            f"{MAX_KPM_ORBITALS:.0e}: each KPM random vector alone would need {norb * 16 / 2**30:.3g} GiB; "
+                            f"use a smaller tiling")
         return _run_kpm(args, sd, energies)
     method = choose_dos_method(sd.H[0].norb, args.method)
     if method == "kpm":

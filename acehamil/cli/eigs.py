@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from ..errors import UserError
-from ._tbcommon import load_structure, write_json
+from ._tbcommon import check_levels_size, load_structure, write_json
 
 
 def register(subparsers) -> None:
@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("data", help="acehamil dataset file")
     p.add_argument("--structure", type=int, default=0, metavar="N", help="structure index in the dataset (default 0)")
     p.add_argument("--near", default="fermi", help="energy in eV, or 'fermi' (default)")
-    p.add_argument("-n", type=int, default=20, help="number of eigenpairs (default 20)")
+    p.add_argument("-n", type=int, default=None, help="number of eigenpairs (default 20, or all but one of a smaller "
+                                                      "structure's orbitals)")
     p.add_argument("--kpt", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("K1", "K2", "K3"),
                    help="fractional k-point (default Gamma, where the matrices are real)")
     p.add_argument("--method", choices=["auto", "dense", "shift-invert"], default="auto",
@@ -46,7 +47,7 @@ def run(args) -> int:
     from ._outputs import check_outputs
     from ..tb.solvers import eigenpairs
 
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}")
     near = args.near
     if near != "fermi":
@@ -65,18 +66,25 @@ def run(args) -> int:
         if args.method == "shift-invert":
             raise UserError("--supercell is solved exactly per tile wave vector: use --method auto or dense")
         try:
-            norb *= int(check_reps(args.supercell, sd.atoms.pbc).prod())
+            tiles = int(check_reps(args.supercell, sd.atoms.pbc).prod())
         except ValueError as err:
             raise UserError(f"--supercell: {err}") from None
-    if args.n >= norb:
-        raise UserError(f"-n {args.n} must be smaller than the number of orbitals ({norb})")
+        check_levels_size(tiles, sd, f"--supercell {' '.join(map(str, args.supercell))} ({tiles} tile wave vectors)")
+        norb *= tiles
+    n = args.n
+    if n is None:  # the default: 20, but a 16-orbital cell was refused ("-n 20 must be smaller than ...")
+        n = min(20, norb - 1)
+        if n < 1:
+            raise UserError(f"the structure has {norb} orbital: no eigenpairs to look for near an energy")
+    if n >= norb:
+        raise UserError(f"-n {n} must be smaller than the number of orbitals ({norb})")
     t0 = time.perf_counter()
     if args.factorization == "pardiso":
         from ..tb.pardiso import available
 
         if not available():
             raise UserError("--factorization pardiso needs the optional package pypardiso (pip install pypardiso)")
-    res = eigenpairs(sd, near=near, n=args.n, kpt=args.kpt, method=args.method, spin=args.spin, supercell=args.supercell,
+    res = eigenpairs(sd, near=near, n=n, kpt=args.kpt, method=args.method, spin=args.spin, supercell=args.supercell,
                      factorization=args.factorization)
     seconds = time.perf_counter() - t0
     if args.json:

@@ -41,6 +41,10 @@ _DENSE_FILL = 0.25  # use a dense (n_pos, ncells) value table above this fill ..
 _DENSE_MAX = 2**24  # ... and below this many entries (128 MB)
 
 
+#: Largest |fractional k coordinate| accepted: float64 keeps the phase of a bond 100 cells long to ~1e-8 there.
+MAX_FRACTIONAL_K = 1e6
+
+
 def as_kpts(kpts) -> np.ndarray:
     """Validate k-points: array-like (3,) or (nk, 3) -> float64 (nk, 3).
 
@@ -54,6 +58,10 @@ def as_kpts(kpts) -> np.ndarray:
         raise ValueError(f"k-points must have shape (nk, 3) (fractional), got {np.shape(kpts)}")
     if not np.all(np.isfinite(k)):
         raise ValueError("k-points contain NaN or inf")
+    if k.size and np.abs(k).max() > MAX_FRACTIONAL_K:
+        raise ValueError(f"k-point {k[np.argmax(np.abs(k).max(axis=1))].tolist()} has a fractional coordinate beyond "
+                         f"{MAX_FRACTIONAL_K:.0e} (every k-point equals one within [-0.5, 0.5]; at 1e300 the phases "
+                         f"were rounding noise): Cartesian or garbage values?")
     return k
 
 

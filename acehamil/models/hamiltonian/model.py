@@ -63,7 +63,8 @@ class HamiltonianModel:
         Raises
         ------
         ValueError
-            A species without a stored count, or a charge that leaves a negative count.
+            A species without a stored count, or a charge that leaves a negative count or more electrons than
+            two per orbital.
         """
         if not np.isfinite(float(charge)):
             raise ValueError(f"charge must be a finite number of electrons, got {charge}")
@@ -75,6 +76,10 @@ class HamiltonianModel:
         n = float(sum(self.valence_electrons[int(z)] for z in atoms.numbers)) - float(charge)
         if n < 0:
             raise ValueError(f"charge {charge} removes more than the {n + charge:g} electrons of the structure")
+        seats = 2.0 * sum(self.orbital_basis.norb(int(z)) for z in atoms.numbers)
+        if n > seats:  # charge -1e9 was accepted: a Fermi level above every band, without a word
+            raise ValueError(f"charge {charge} leaves {n:g} electrons, more than the {seats:g} the structure's orbitals "
+                             f"hold (two per orbital)")
         return n
 
     @classmethod
