@@ -243,7 +243,7 @@ def fold_model(model, parts, keep, cells):
 
 
 def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: int = 0, rng=None,
-                   epistemic_cut: float = 0.0) -> dict | None:
+                   epistemic_cut: float = 0.0, extra_coefficients=None) -> dict | None:
     """Eigenvalue errors of ``model`` on one reference structure and the first-order parts of their
     spread (:mod:`.linear_response`: no draws, no Monte-Carlo noise).
 
@@ -269,25 +269,33 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
     epistemic_cut : float, Å
         > 0: ``sigma_epi`` from the on-site blocks and the bonds shorter than this
         (:func:`.linear_response.sensitivities`); 0: all blocks.
+    extra_coefficients : dict {key: {L: ndarray}}, optional
+        Also the errors of these H coefficients on the same states (``err_extra``, :func:`window_sensitivities`).
 
     Returns
     -------
     dict or None
         ``err``, ``sigma_epi``, ``sigma_noise``, ``sigma_shared`` (m,), eV, over the ``m`` chosen
-        reference eigenvalues within the window (k-major order); None without ``n_electrons``.
+        reference eigenvalues within the window (k-major order), and ``J`` ({(key, L): (m, n)}, eV per unit
+        coefficient: the sensitivities ``sigma_epi`` was taken from, ``sigma_epi^2 = |J F|^2`` with
+        ``Sigma = F F^T``); None without ``n_electrons``.
     """
     from .linear_response import variances
 
     w = window_sensitivities(model, sd, kmesh, window_eV, pairs=pairs, max_states=max_states, rng=rng,
-                             epistemic_cut=epistemic_cut)
+                             epistemic_cut=epistemic_cut, extra_coefficients=extra_coefficients)
     if w is None:
         return None
     ve, vn, vs = variances(model.H, w["sens"])
-    return {"err": w["err"], "sigma_epi": np.sqrt(ve), "sigma_noise": np.sqrt(vn), "sigma_shared": np.sqrt(vs)}
+    out = {"err": w["err"], "sigma_epi": np.sqrt(ve), "sigma_noise": np.sqrt(vn), "sigma_shared": np.sqrt(vs),
+           "J": w["sens"]["J"]}
+    if extra_coefficients is not None:
+        out["err_extra"] = w["err_extra"]
+    return out
 
 
 def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_states: int = 0, rng=None,
-                         epistemic_cut: float = 0.0) -> dict | None:
+                         epistemic_cut: float = 0.0, extra_coefficients=None) -> dict | None:
     """Errors of ``model``'s window eigenvalues on one reference structure (each relative to its own
     Fermi level) and their first-order sensitivities, in the reference's eigenbasis
     (:func:`held_out_parts`, which takes the variances from them; :mod:`.eigen_update`, which fits them).
@@ -297,8 +305,10 @@ def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_sta
     dict or None
         ``err`` (m,), eV (model - reference, the ``m`` chosen window states, k-major order), ``sens``
         (:func:`.linear_response.sensitivities` of those rows, relative to the Fermi level), ``states``
-        (m,) flat indices ``k * nbands + n`` of the chosen states; None without ``n_electrons`` or
-        without a window state.
+        (m,) flat indices ``k * nbands + n`` of the chosen states; with ``extra_coefficients`` (H coefficients
+        of the same model) also ``err_extra`` (m,), eV: their errors on the same states, exact (with
+        ``epistemic_cut`` > 0 both predictions come from one mapped pass, :meth:`MatrixModel.predict_many`;
+        one more eigenvalue solve, no features); None without ``n_electrons`` or without a window state.
     """
     from ...structure import RealSpaceMatrix
     from ...tb.dos import monkhorst_pack
@@ -320,14 +330,25 @@ def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_sta
     fermi = np.flatnonzero(phi > 1e-9)  # the states that move E_F (a few, at small smearing)
     nb = e_ref.shape[1]
     reference = (C[fermi // nb, :, fermi % nb], kp[fermi // nb], phi[fermi] / phi[fermi].sum())
+    both = None
+    if extra_coefficients is not None and epistemic_cut > 0:  # both predictions in one mapped pass
+        both = model.H.predict_many(sd.atoms, model.H.pattern(sd.atoms, pairs),
+                                    [model.H.coefficients, extra_coefficients])
     sens = sensitivities(model.H, sd.atoms, C[win // nb, :, win % nb], kp[win // nb], reference, pairs=pairs,
-                         epistemic_cut=epistemic_cut)
+                         epistemic_cut=epistemic_cut, data=None if both is None else both[0])
     pat = sens["pattern"]
     H = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, sens["data"])
     eps = reduce_(H)
     ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
     err = ((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win]
-    return {"err": err, "sens": sens, "states": win}
+    out = {"err": err, "sens": sens, "states": win}
+    if extra_coefficients is not None:
+        data = (both[1] if both is not None else
+                dataclasses.replace(model.H, coefficients=extra_coefficients).predict_data(sd.atoms, pat))
+        eps = reduce_(RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, data))
+        ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
+        out["err_extra"] = ((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win]
+    return out
 
 
 def _reference_solve(H, S, kpts) -> tuple:
@@ -357,7 +378,7 @@ def _reference_solve(H, S, kpts) -> tuple:
 
 
 def cross_validated_errors(structures, model, parts, progress: bool = False, designs=None, mapper=None,
-                           eigenvalue_observations=None) -> dict:
+                           eigenvalue_observations=None, keep_observations=False) -> dict:
     """Eigenvalue errors and uncalibrated spreads of every training structure, predicted by a
     model fitted without it (the calibration folds of ``model.config.uncertainty``).
 
@@ -379,6 +400,11 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
         ``structures``), ``score`` (the structure's largest extrapolation score against the
         fold's training structures), ``weight`` (:func:`held_out_subset`: 1 unless
         ``calibration_per_kind`` leaves structures out); and ``folds`` (list of index arrays).
+        With ``keep_observations`` (True, or the indices of the structures whose errors under ``model`` are
+        wanted) also ``J`` ({structure: {(key, L): (m_s, n)}}, the sensitivities of each held-out structure's
+        rows, in row order), ``err_model`` (the same rows' errors under ``model``, exact; NaN for structures
+        not asked for) and ``fold_models`` (the fold models, in the order of ``folds``): what
+        :func:`.eigen_calibrated.calibrated_update` updates without evaluating features again.
     """
     from ...progress import Progress
     from .sums import serial_map
@@ -396,11 +422,16 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     onsite = [designs_of(model.H, at, designs, k) for k, at in enumerate(cells)]
     weight = held_out_subset([sd.info.get("kind") for sd in structures], int(uc.calibration_per_kind), seed)
     run = serial_map if mapper is None else mapper
+    fold_models, J = [], {}
+    wanted = (set(range(n)) if keep_observations is True else
+              {int(i) for i in keep_observations} if keep_observations is not False else set())
 
     def tasks():
         for val in folds:
             keep = np.setdiff1d(np.arange(n), val)
             sub = fold_model(model, parts, keep, cells)
+            if keep_observations is not False:
+                fold_models.append(sub)
             if eigenvalue_observations is not None:
                 from .eigen_update import update_model
 
@@ -409,7 +440,8 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
             for i in val:
                 i = int(i)
                 if weight[i] > 0:
-                    yield sub, ref, structures[i], onsite[i], pairs[i], i
+                    yield (sub, ref, structures[i], onsite[i], pairs[i], i,
+                           *((model.H.coefficients,) if i in wanted else ()))
 
     cols = {k: [] for k in ("err", "structure", "score", "weight", *(f"sigma_{q}" for q in PARTS))}
     bar = Progress(int(np.count_nonzero(weight > 0)), "calibrate", progress)
@@ -420,6 +452,9 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
             continue
         p, i, score = r
         m = len(p["err"])
+        if keep_observations is not False:
+            J[i] = p["J"]
+            cols.setdefault("err_model", []).append(p["err_extra"] if "err_extra" in p else np.full(m, np.nan))
         for key in ("err", *(f"sigma_{q}" for q in PARTS)):
             cols[key].append(p[key])
         cols["structure"].append(np.full(m, i))
@@ -429,6 +464,8 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
         raise ValueError(_no_eigenvalues_message(structures, folds, weight, uc))
     out = {k: np.concatenate(v) for k, v in cols.items()}
     out["folds"] = folds
+    if keep_observations is not False:
+        out["J"], out["fold_models"] = J, fold_models
     return out
 
 
@@ -447,9 +484,10 @@ def _no_eigenvalues_message(structures, folds, weight, uc) -> str:
 
 
 def held_out_task(kmesh, window_eV: float, max_states: int, seed: int, epistemic_cut: float, model, reference: dict,
-                  sd, designs: dict, pairs, index: int):
+                  sd, designs: dict, pairs, index: int, extra_coefficients=None):
     """One held-out structure of the calibration (the task :func:`cross_validated_errors` maps):
-    ``designs`` its on-site designs, ``pairs`` its neighbour list (None: built).
+    ``designs`` its on-site designs, ``pairs`` its neighbour list (None: built), ``extra_coefficients``
+    (optional) H coefficients whose errors on the same states are also returned (``err_extra``).
 
     Returns
     -------
@@ -460,7 +498,8 @@ def held_out_task(kmesh, window_eV: float, max_states: int, seed: int, epistemic
     from .uncertainty import onsite_leverage, score_of
 
     p = held_out_parts(model, sd, kmesh, window_eV, pairs=pairs, max_states=max_states,
-                       rng=np.random.default_rng([seed, index]), epistemic_cut=epistemic_cut)
+                       rng=np.random.default_rng([seed, index]), epistemic_cut=epistemic_cut,
+                       extra_coefficients=extra_coefficients)
     if p is None:
         return None
     natoms = len(sd.atoms)
@@ -507,6 +546,13 @@ def calibrate(structures, model, parts, progress: bool = False, designs=None, ma
     """
     cv = cross_validated_errors(structures, model, parts, progress=progress, designs=designs, mapper=mapper,
                                 eigenvalue_observations=eigenvalue_observations)
+    return fit_factors(cv)
+
+
+def fit_factors(cv: dict) -> dict:
+    """The spread factors and coverage figures of :func:`calibrate` from the held-out errors and parts
+    ``cv`` (:func:`cross_validated_errors`' keys ``err``, ``sigma_*``, ``score``, ``weight``, ``structure``,
+    ``folds``)."""
     e, parts_ = cv["err"], [cv[f"sigma_{p}"] for p in PARTS]
     # the extrapolation part: d sqrt(score) per structure, the score against the fold's own training structures
     sx = EXTRAPOLATION_UNIT * np.sqrt(np.where(np.isfinite(cv["score"]), np.maximum(cv["score"], 0.0), 0.0))

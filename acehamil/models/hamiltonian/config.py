@@ -282,7 +282,12 @@ class FitConfig:
         ``noise_meV`` (eigenvalue noise ``r`` at structure weight 1, > 0), ``states`` (window states
         per structure, >= 1), ``kmesh`` (3 ints), ``window_eV`` (> 0), ``iterations`` (>= 1; > 1
         relinearises), ``per_kind`` (at most this many structures per kind observed, seeded; 0 = all),
-        ``bond_cut`` (Å; > 0: the sensitivities from the on-site blocks and the bonds shorter than this only).
+        ``bond_cut`` (Å; > 0: the sensitivities from the on-site blocks and the bonds shorter than this only),
+        ``source`` (``"fit"``: observations from eigen-solves of the fitted structures under the full model;
+        ``"calibration"``: the calibration's held-out structures, their errors linearised from their fold models
+        to the full model, no eigen-solve of their own, and the updated posterior kept; needs
+        ``[uncertainty] calibrate``; ``kmesh``, ``window_eV``, ``bond_cut`` and ``per_kind`` are then the
+        calibration's ``kmesh``, ``window_eV``, ``epistemic_bond_cut`` and ``calibration_per_kind``).
     """
 
     validation_fraction: float = 0.0
@@ -325,7 +330,11 @@ class FitConfig:
 
 #: Keys and defaults of ``[fit] eigenvalue_update`` (docs/models.md, "Transfer").
 EIGENVALUE_UPDATE_DEFAULTS = {"noise_meV": 2.0, "states": 24, "kmesh": (4, 4, 4), "window_eV": 2.0, "iterations": 1,
-                              "per_kind": 0, "bond_cut": 0.0}
+                              "per_kind": 0, "bond_cut": 0.0, "source": "fit"}
+
+#: Where the update's observations come from: its own eigen-solves of the fitted structures under the full
+#: model ("fit"), or the calibration's held-out structures, linearised to the full model ("calibration").
+EIGENVALUE_UPDATE_SOURCES = ("fit", "calibration")
 
 
 def _eigenvalue_update_spec(value) -> tuple:
@@ -372,6 +381,11 @@ def _eigenvalue_update_spec(value) -> tuple:
             or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1 for x in km)):
         raise ValueError(f"eigenvalue_update kmesh must be 3 integers >= 1, got {km!r}")
     spec["kmesh"] = tuple(int(x) for x in km)
+    if spec["source"] not in EIGENVALUE_UPDATE_SOURCES:
+        raise ValueError(f"eigenvalue_update source must be one of {list(EIGENVALUE_UPDATE_SOURCES)}, got {spec['source']!r}")
+    if spec["source"] == "calibration" and spec["iterations"] != 1:
+        raise ValueError("eigenvalue_update source 'calibration' takes one update (iterations = 1): its observations "
+                         f"are the calibration's, taken once; got iterations = {spec['iterations']}")
     return tuple(sorted(spec.items()))
 
 

@@ -76,6 +76,23 @@ def update(coefficients: dict, factors: dict, J: dict, innovation, noise_var, th
     >>> np.round(out["a"][0], 12).tolist()  # prior variance 1, noise 1: half-way to the observation
     [0.5, 0.0]
     """
+    return posterior_update(coefficients, factors, J, innovation, noise_var)[0]
+
+
+def posterior_update(coefficients: dict, factors: dict, J: dict, innovation, noise_var) -> tuple:
+    """:func:`update`, and the whitened loadings ``B`` of the updated covariance.
+
+    Returns
+    -------
+    coefficients : dict {key: {L: ndarray}}
+        As :func:`update`.
+    B : dict {(key, L): ndarray (m_used, n)}
+        ``L^-1 J F`` (``G = J Sigma0 J^T + R = L L^T`` over the rows of finite noise): the updated
+        covariance is ``Sigma1 = F (I - B^T B) F^T`` per key (its diagonal block over ``(key, L)``;
+        :func:`updated_posteriors` with ``C = I - B^T B``), and across keys ``-F_a B_a^T B_b F_b^T``.
+    """
+    import scipy.linalg
+
     innovation = np.asarray(innovation, dtype=float)
     noise_var = np.broadcast_to(np.asarray(noise_var, dtype=float), innovation.shape)
     if innovation.ndim != 1:
@@ -93,21 +110,44 @@ def update(coefficients: dict, factors: dict, J: dict, innovation, noise_var, th
     for a in A.values():
         G += a @ a.T
     G[np.diag_indices_from(G)] += noise_var[use]
-    z = _spd_solve(G, innovation[use])
+    Lg = scipy.linalg.cholesky(G, lower=True)  # G >= R > 0: positive definite
+    B = {k: scipy.linalg.solve_triangular(Lg, A[k], lower=True) for k in keys}
+    u = scipy.linalg.solve_triangular(Lg, innovation[use], lower=True)  # z = L^-T u = G^-1 innovation
     out = {key: {L: np.array(c, dtype=float, copy=True) for L, c in per_L.items()} for key, per_L in coefficients.items()}
     for k in keys:
         key, L = k
-        out[key][L] = np.asarray(coefficients[key][L], dtype=float) + factors[k] @ (A[k].T @ z)
+        out[key][L] = np.asarray(coefficients[key][L], dtype=float) + factors[k] @ (B[k].T @ u)
+    return out, B
+
+
+def updated_posteriors(posteriors: dict, coefficients: dict, C: dict) -> dict:
+    """Posteriors with mean ``coefficients`` and, for every ``(key, L)`` of ``C``, the diagonal block
+    ``Sigma1 = F C F^T`` of the updated covariance (``C`` its whitened block, ``F`` the prior's
+    :func:`coefficient_factors`; ``C = I - B^T B`` from :func:`posterior_update`), in the
+    :class:`acehamil.fitting.BLRPosterior` form (new ``eigvals``, ``eigvecs``, ``proj`` rotated with them;
+    ``alpha``, ``beta``, ``prior_diag`` kept), so every reader of ``Sigma`` (draws, first-order spreads,
+    leverages) reads the updated one.  The coupling between keys that the eigenvalue observations add
+    (they fix sums over block types) is dropped: a spread over several keys differs from the exact
+    ``Sigma1``'s by the cross terms; per key it is never larger than under ``Sigma0``.
+
+    ``P^1/2 Sigma1 P^1/2 = V D C D V^T`` with ``D = (beta s + alpha)^-1/2``: its eigenpairs
+    ``(mu, U)`` give ``eigvecs = V U`` and ``eigvals = (1/mu - alpha) / beta``.
+    """
+    out = {key: dict(per_L) for key, per_L in posteriors.items()}
+    for key, per_L in posteriors.items():
+        for L, post in per_L.items():
+            mean = np.asarray(coefficients.get(key, {}).get(L, post.mean), dtype=float)
+            W = C.get((key, L))
+            if W is None:
+                out[key][L] = dataclasses.replace(post, mean=mean)
+                continue
+            d = 1.0 / np.sqrt(post.beta * post.eigvals + post.alpha)
+            mu, U = np.linalg.eigh(d[:, None] * (0.5 * (W + W.T)) * d[None, :])
+            top = 1.0 / post.alpha  # Sigma1 <= Sigma0 <= the prior
+            mu = np.clip(mu, top * 1e-15, top)
+            s = np.maximum((1.0 / mu - post.alpha) / post.beta, 0.0)
+            out[key][L] = dataclasses.replace(post, mean=mean, eigvals=s, eigvecs=post.eigvecs @ U, proj=U.T @ post.proj)
     return out
-
-
-def _spd_solve(G, b):
-    import scipy.linalg
-
-    try:
-        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(G), b)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(G, b, rcond=None)[0]
 
 
 def flat_difference(a: dict, b: dict, keys) -> dict:
@@ -299,3 +339,4 @@ def eigenvalue_update(model, structures, weights, spec: dict, pairs=None, seed: 
     report["seconds"] = time.perf_counter() - t0
     report["seconds_cpu"] = time.process_time() - c0
     return current, obs, report
+

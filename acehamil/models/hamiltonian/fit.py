@@ -432,7 +432,12 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
     model = HamiltonianModel.build(config, orbital_basis, fitted["H"][0], fitted["S"][0], report,
                                    fitted["H"][1], fitted["S"][1], energy_zero)
     eig_obs = None
-    if config.fit.eigenvalue_update:
+    update_spec = dict(config.fit.eigenvalue_update)
+    from_calibration = update_spec.get("source") == "calibration"  # eigen_update.calibrated_update, below
+    if from_calibration and not (config.uncertainty.calibrate and model.H.posteriors):
+        raise ValueError("[fit] eigenvalue_update source 'calibration' needs [uncertainty] calibrate = true and a "
+                         "posterior of the H coefficients (solver.method 'blr')")
+    if update_spec and not from_calibration:
         from .eigen_update import eigenvalue_update
 
         if not model.H.posteriors:
@@ -456,7 +461,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
             report[f"{name}_validation"] = {"rmse": errs["rmse"], "mae": errs["mae"]}
     valence = electrons_per_species(electrons)
     report["valence_electrons"] = None if valence is None else {str(z): v for z, v in valence.items()}
-    if model.H.posteriors:
+    if model.H.posteriors and not from_calibration:  # (from_calibration: taken under the updated posterior, below)
         from .uncertainty import extrapolation_reference
 
         with inner_threads():  # per-structure features and small products: one BLAS thread unless requested
@@ -466,8 +471,21 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         from .calibrate import calibrate
 
         t1, c1 = time.perf_counter(), time.process_time()
-        report["uncertainty"] = calibrate([train[k] for k in range(len(train))], model, h_parts, progress=progress,
-                                          designs=designs, mapper=mapper, eigenvalue_observations=eig_obs)
+        if from_calibration:  # the update from the calibration's held-out eigenvalues, then its calibration
+            from .eigen_calibrated import calibrated_update
+            from .uncertainty import extrapolation_reference
+
+            with inner_threads():
+                model, report["eigenvalue_update"], report["uncertainty"] = calibrated_update(
+                    [train[k] for k in range(len(train))], model, h_parts, w_all[train_idx], update_spec,
+                    progress=progress, designs=designs, mapper=mapper, seed=config.fit.seed)
+                # the leverages' reference under the updated posterior
+                report["extrapolation_reference"] = extrapolation_reference(
+                    model, [train[k] for k in range(len(train))], designs=designs)
+        else:
+            report["uncertainty"] = calibrate([train[k] for k in range(len(train))], model, h_parts,
+                                              progress=progress, designs=designs, mapper=mapper,
+                                              eigenvalue_observations=eig_obs)
         report["uncertainty"]["seconds"] = time.perf_counter() - t1
         report["uncertainty"]["seconds_cpu"] = time.process_time() - c1  # this process (BLAS threads included)
     return dataclasses.replace(model, report=report, valence_electrons=valence)

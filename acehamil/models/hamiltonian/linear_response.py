@@ -66,7 +66,7 @@ def fermi_weights(eps, weights, fermi_level: float, width: float = 0.01) -> np.n
 
 
 def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, pairs=None,
-                  max_particles: int = 200_000, epistemic_cut: float = 0.0) -> dict:
+                  max_particles: int = 200_000, epistemic_cut: float = 0.0, data=None) -> dict:
     """The prediction of ``mm`` and the first-order sensitivities of some state combinations.
 
     Parameters
@@ -90,6 +90,9 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
         of longer bonds, most of the cost, are not evaluated; the prediction ``data`` then comes
         from :meth:`MatrixModel.predict_data`, all blocks, and the noise parts still sum over every
         block).  0: all blocks, exact.
+    data : ndarray, optional
+        With ``epistemic_cut`` > 0: that prediction on ``mm.pattern(atoms, pairs)``, when the caller has it
+        (e.g. from :meth:`MatrixModel.predict_many` with other coefficient sets); returned as ``data``.
 
     Returns
     -------
@@ -119,7 +122,10 @@ def sensitivities(mm, atoms, vecs, kstates, reference=None, coefficients=None, p
     if not cut >= 0:
         raise ValueError(f"epistemic_cut must be >= 0 Å, got {epistemic_cut}")
     if cut > 0:  # the prediction by the fast (mapped) path; features only for the short bonds' sensitivities
-        data = dataclasses.replace(mm, coefficients=coefficients).predict_data(atoms, pat)
+        if data is None:
+            data = dataclasses.replace(mm, coefficients=coefficients).predict_data(atoms, pat)
+        elif np.shape(data) != (int(pat.offsets[-1]),):
+            raise ValueError(f"data must be the prediction on the pattern, shape ({int(pat.offsets[-1])},), got {np.shape(data)}")
     else:
         data = np.zeros(int(pat.offsets[-1]))
     pos, cell = np.asarray(atoms.get_positions(), dtype=float), np.asarray(atoms.cell.array, dtype=float)
