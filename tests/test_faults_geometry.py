@@ -80,6 +80,10 @@ def test_impossible_structure_is_one_clear_line(w, capsys, name, atoms, message)
     assert_one_line_error(w, capsys, ["predict", "m.h5", "s.xyz", "-o", "p.h5"], message)
     with pytest.raises(UserError, match=re.escape(message)):
         check_atoms(atoms, "api")
+    from acehamil.io.models import load_model
+
+    with pytest.raises(UserError, match=re.escape(message)):  # the API's prediction: it warned about S, if at all
+        load_model(w / "m.h5").predict_structure(atoms)
 
 
 def test_partially_occupied_sites_are_refused(w, capsys):

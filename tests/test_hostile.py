@@ -117,9 +117,6 @@ def ws(tmp_path_factory):
     assert main(["fit", str(d / "fit.toml"), "-o", str(d / "m.h5"), "-q"]) == 0
     at = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
     write(d / "one.xyz", at)
-    close = at.copy()
-    close.positions[1] = close.positions[0] + [0.25, 0.0, 0.0]
-    write(d / "close.xyz", close)
     # one Si atom in a 1.2 Å cube: passes the atom checks (its images 1.2 Å away, over half the Si-Si bond)
     # yet the model's S(k) is not positive definite there: what the CLI's S warnings are tested on
     write(d / "tight.xyz", Atoms("Si", positions=[[0, 0, 0]], cell=[1.2] * 3, pbc=True))
@@ -564,7 +561,7 @@ def test_model_predict_warns_about_a_non_positive_definite_s(ws):
 
     model = load_model(ws / "m.h5")
     with pytest.warns(OverlapWarning, match="not positive definite"):
-        sd = model.predict_structure(read(ws / "close.xyz"))
+        sd = model.predict_structure(read(ws / "tight.xyz"))
     assert sd.info["overlap_positive_definite"] is False and sd.info["overlap_min_eigenvalue"] < 0
     assert sd.info["overlap_kpoints_checked"] > 4
     with warnings.catch_warnings():
@@ -580,7 +577,7 @@ def test_min_eig_is_the_minimum_over_the_k_points_checked(ws):
     from acehamil.tb.overlap import overlap_check, overlap_check_kpts
 
     model = load_model(ws / "m.h5")
-    atoms = read(ws / "close.xyz")
+    atoms = read(ws / "tight.xyz")
     _, S = model.predict(atoms)
     smin, kmin, nk = overlap_check(S, atoms)
     kpts = overlap_check_kpts(atoms, S.norb)

@@ -252,11 +252,16 @@ class HamiltonianModel:
 
 
 def _check_atoms_arg(atoms) -> None:
-    """TypeError unless ``atoms`` is an ase.Atoms-like object; ValueError when it has no atoms."""
+    """TypeError unless ``atoms`` is an ase.Atoms-like object; ValueError (UserError) when it has no atoms or
+    fails the atom checks of every reader and of ``acehamil predict`` (:func:`acehamil.structure.validate.check_atoms`:
+    one Si atom in a 1 Å cube was predicted through the API with only an OverlapWarning)."""
     if not hasattr(atoms, "numbers") or not hasattr(atoms, "positions"):
         raise TypeError(f"expected an ase.Atoms, got {type(atoms).__name__}")
     if len(atoms) == 0:
         raise ValueError("the structure has no atoms: nothing to predict")
+    from ...structure.validate import check_atoms
+
+    check_atoms(atoms, "the structure to predict")
 
 
 class OverlapWarning(UserWarning):
