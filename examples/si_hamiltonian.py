@@ -80,8 +80,11 @@ def main(argv=None) -> int:
         ds = read_dataset(cfg.data.train)
         train_idx = cfg.data.training_indices(len(ds))
         test_idx = cfg.data.test_indices(len(ds))
-        train = [ds[i] for i in train_idx]
-        test = [ds[i] for i in test_idx]
+        # structures read on the job's threads: h5py serialises its own calls, the checks, checksums and
+        # unfolding of one run beside the reading of the next (same structures, same order)
+        with ThreadPoolExecutor(n_threads) as pool:
+            train = list(pool.map(ds.__getitem__, train_idx))
+            test = list(pool.map(ds.__getitem__, test_idx))
     files = [cfg.data.train] if isinstance(cfg.data.train, str) else list(cfg.data.train)
     print(f"datasets {', '.join(Path(f).name for f in files)}: {len(ds)} structures; fitting on {len(train_idx)}, "
           f"holding out {test_idx}")
