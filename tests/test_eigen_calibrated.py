@@ -119,6 +119,11 @@ def test_errors_under_the_model_and_moved_to_a_fold_match_exact_ones(plain, data
         np.testing.assert_allclose(cv["err_model"][rows], exact0, rtol=0, atol=1e-10)
         np.testing.assert_array_equal(moved_errors(cv, i, rows, theta0, theta0), cv["err_model"][rows])
         f = next(q for q, val in enumerate(cv["folds"]) if i in val)
+        # and under every other fold model (the folds' innovations), exact
+        assert sorted(cv["err_folds"][i]) == [g for g in range(len(cv["folds"])) if g != f]
+        for g, e in cv["err_folds"][i].items():
+            exact_g, _ = structure_observations(cv["fold_models"][g], data[i], spec, np.random.default_rng(0))
+            np.testing.assert_allclose(e, exact_g, rtol=0, atol=1e-10)
         fold = cv["fold_models"][f]
         moved = moved_errors(cv, i, rows, fold.H.coefficients, theta0)
         gaps.append(np.mean(np.abs(moved - cv["err"][rows])))  # cv["err"]: exact under the fold model
@@ -146,6 +151,9 @@ def test_errors_under_the_model_are_exact_with_an_epistemic_cut(plain, data):
         if i in (0, 2, 3):
             exact0, _ = structure_observations(plain, data[i], spec, np.random.default_rng(0))
             np.testing.assert_allclose(cv["err_model"][rows], exact0, rtol=0, atol=1e-10)
+            for g, e in cv["err_folds"][i].items():  # one mapped pass for every model
+                exact_g, _ = structure_observations(cv["fold_models"][g], data[i], spec, np.random.default_rng(0))
+                np.testing.assert_allclose(e, exact_g, rtol=0, atol=1e-10)
         else:
             assert np.all(np.isnan(cv["err_model"][rows]))
 

@@ -269,7 +269,7 @@ def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: i
     epistemic_cut : float, Å
         > 0: ``sigma_epi`` from the on-site blocks and the bonds shorter than this
         (:func:`.linear_response.sensitivities`); 0: all blocks.
-    extra_coefficients : dict {key: {L: ndarray}}, optional
+    extra_coefficients : dict {key: {L: ndarray}} or list of them, optional
         Also the errors of these H coefficients on the same states (``err_extra``, :func:`window_sensitivities`).
 
     Returns
@@ -306,9 +306,10 @@ def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_sta
         ``err`` (m,), eV (model - reference, the ``m`` chosen window states, k-major order), ``sens``
         (:func:`.linear_response.sensitivities` of those rows, relative to the Fermi level), ``states``
         (m,) flat indices ``k * nbands + n`` of the chosen states; with ``extra_coefficients`` (H coefficients
-        of the same model) also ``err_extra`` (m,), eV: their errors on the same states, exact (with
-        ``epistemic_cut`` > 0 both predictions come from one mapped pass, :meth:`MatrixModel.predict_many`;
-        one more eigenvalue solve, no features); None without ``n_electrons`` or without a window state.
+        of the same model, or a list of them) also ``err_extra`` ((m,), or (n_sets, m) for a list), eV: their
+        errors on the same states, exact (with ``epistemic_cut`` > 0 every prediction comes from one mapped
+        pass, :meth:`MatrixModel.predict_many`; one more eigenvalue solve each, no features); None without
+        ``n_electrons`` or without a window state.
     """
     from ...structure import RealSpaceMatrix
     from ...tb.dos import monkhorst_pack
@@ -331,9 +332,10 @@ def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_sta
     nb = e_ref.shape[1]
     reference = (C[fermi // nb, :, fermi % nb], kp[fermi // nb], phi[fermi] / phi[fermi].sum())
     both = None
-    if extra_coefficients is not None and epistemic_cut > 0:  # both predictions in one mapped pass
-        both = model.H.predict_many(sd.atoms, model.H.pattern(sd.atoms, pairs),
-                                    [model.H.coefficients, extra_coefficients])
+    single = isinstance(extra_coefficients, dict)
+    extras = None if extra_coefficients is None else ([extra_coefficients] if single else list(extra_coefficients))
+    if extras is not None and epistemic_cut > 0:  # every prediction in one mapped pass
+        both = model.H.predict_many(sd.atoms, model.H.pattern(sd.atoms, pairs), [model.H.coefficients, *extras])
     sens = sensitivities(model.H, sd.atoms, C[win // nb, :, win % nb], kp[win // nb], reference, pairs=pairs,
                          epistemic_cut=epistemic_cut, data=None if both is None else both[0])
     pat = sens["pattern"]
@@ -342,12 +344,15 @@ def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_sta
     ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
     err = ((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win]
     out = {"err": err, "sens": sens, "states": win}
-    if extra_coefficients is not None:
-        data = (both[1] if both is not None else
-                dataclasses.replace(model.H, coefficients=extra_coefficients).predict_data(sd.atoms, pat))
-        eps = reduce_(RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, data))
-        ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
-        out["err_extra"] = ((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win]
+    if extras is not None:
+        errs = []
+        for q, c in enumerate(extras):
+            data = (both[1 + q] if both is not None else
+                    dataclasses.replace(model.H, coefficients=c).predict_data(sd.atoms, pat))
+            eps = reduce_(RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, data))
+            ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
+            errs.append(((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win])
+        out["err_extra"] = errs[0] if single else np.array(errs)
     return out
 
 
@@ -403,7 +408,9 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
         With ``keep_observations`` (True, or the indices of the structures whose errors under ``model`` are
         wanted) also ``J`` ({structure: {(key, L): (m_s, n)}}, the sensitivities of each held-out structure's
         rows, in row order), ``err_model`` (the same rows' errors under ``model``, exact; NaN for structures
-        not asked for) and ``fold_models`` (the fold models, in the order of ``folds``): what
+        not asked for), ``err_folds`` ({structure asked for: {fold g: (m_s,)}}: its errors under every other
+        fold model, exact; all predictions of a structure from one mapped pass) and ``fold_models`` (the fold
+        models, in the order of ``folds``): what
         :func:`.eigen_calibrated.calibrated_update` updates without evaluating features again.
     """
     from ...progress import Progress
@@ -422,14 +429,19 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     onsite = [designs_of(model.H, at, designs, k) for k, at in enumerate(cells)]
     weight = held_out_subset([sd.info.get("kind") for sd in structures], int(uc.calibration_per_kind), seed)
     run = serial_map if mapper is None else mapper
-    fold_models, J = [], {}
+    fold_models, J, err_folds = [], {}, {}
     wanted = (set(range(n)) if keep_observations is True else
               {int(i) for i in keep_observations} if keep_observations is not False else set())
 
+    # with observations, every fold model first: each observed structure is also predicted under the others
+    subs = ([fold_model(model, parts, np.setdiff1d(np.arange(n), val), cells) for val in folds]
+            if keep_observations is not False else None)
+    others = {}  # structure -> the folds whose errors it carries beyond its own (err_extra rows 1..)
+
     def tasks():
-        for val in folds:
+        for f, val in enumerate(folds):
             keep = np.setdiff1d(np.arange(n), val)
-            sub = fold_model(model, parts, keep, cells)
+            sub = subs[f] if subs is not None else fold_model(model, parts, keep, cells)
             if keep_observations is not False:
                 fold_models.append(sub)
             if eigenvalue_observations is not None:
@@ -440,8 +452,11 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
             for i in val:
                 i = int(i)
                 if weight[i] > 0:
-                    yield (sub, ref, structures[i], onsite[i], pairs[i], i,
-                           *((model.H.coefficients,) if i in wanted else ()))
+                    extra = ()
+                    if i in wanted:
+                        others[i] = [g for g in range(len(folds)) if g != f]
+                        extra = ([model.H.coefficients, *(subs[g].H.coefficients for g in others[i])],)
+                    yield (sub, ref, structures[i], onsite[i], pairs[i], i, *extra)
 
     cols = {k: [] for k in ("err", "structure", "score", "weight", *(f"sigma_{q}" for q in PARTS))}
     bar = Progress(int(np.count_nonzero(weight > 0)), "calibrate", progress)
@@ -454,7 +469,9 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
         m = len(p["err"])
         if keep_observations is not False:
             J[i] = p["J"]
-            cols.setdefault("err_model", []).append(p["err_extra"] if "err_extra" in p else np.full(m, np.nan))
+            cols.setdefault("err_model", []).append(p["err_extra"][0] if "err_extra" in p else np.full(m, np.nan))
+            if "err_extra" in p:
+                err_folds[i] = dict(zip(others[i], p["err_extra"][1:]))
         for key in ("err", *(f"sigma_{q}" for q in PARTS)):
             cols[key].append(p[key])
         cols["structure"].append(np.full(m, i))
@@ -465,7 +482,7 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     out = {k: np.concatenate(v) for k, v in cols.items()}
     out["folds"] = folds
     if keep_observations is not False:
-        out["J"], out["fold_models"] = J, fold_models
+        out["J"], out["fold_models"], out["err_folds"] = J, fold_models, err_folds
     return out
 
 

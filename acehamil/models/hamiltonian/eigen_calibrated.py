@@ -8,14 +8,18 @@ updated models' errors and variances.
 One calibration pass (:func:`.calibrate.cross_validated_errors`, ``keep_observations``) gives, for each
 held-out training structure ``i``: the exact window errors under its fold model ``theta_f(i)`` (what the
 spreads are calibrated on), the exact errors ``err0_i`` of the same states under the full model ``theta0``
-(one more mapped prediction and eigenvalue solve, no features) and their sensitivities ``J_i`` (on-site
+and under every other fold model (one mapped pass, an eigenvalue solve each, no features) and their
+sensitivities ``J_i`` (on-site
 blocks and bonds shorter than ``epistemic_bond_cut``, at the reference's eigenvectors).  With H linear in
 theta, ``eps(theta) - eps_DFT ~= err0_i + J_i (theta - theta0)`` (:func:`moved_errors`).
 
 * The full model is updated from the exact ``err0`` of every held-out structure of fit weight > 0 (at most
   ``spec["states"]`` rows each, seeded), noise ``R = r^2 / w_s``.
 * Each fold model is updated from the rows of the structures it was fitted on, its own posterior the
-  prior (their errors moved from ``theta0``: in sample under both); its held-out structures' errors and
+  prior, their exact errors under the fold model as innovations (``err_folds``: every observed structure is
+  predicted under every fold model in the same mapped pass, ``predict_many``, one ``eigvalsh`` per model;
+  moving ``err0`` along the cut ``J`` instead biased the folds' updates and left the spreads over-covering,
+  docs/models.md "Transfer" item 15); its held-out structures' errors and
   epistemic variances become the updated fold model's: ``err_i + J_i (theta_f1 - theta_f)`` and
   ``J_i Sigma_f1 J_i^T`` over the diagonal blocks of ``Sigma_f1`` (what the stored model keeps,
   :func:`.eigen_update.updated_posteriors`).
@@ -106,6 +110,19 @@ def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0) -> tuple
         info.append(_gram_upper(A * sq[:, None], space.N))
         grad.append(A.T @ (sq**2 * (np.concatenate(e) if members else np.zeros(0))))
     info_all, grad_all = sum(info), sum(grad)
+    # each fold's innovations: its training structures' exact errors under the fold model (cv["err_folds"]),
+    # written about theta0 for the linear model e0 + A z (e_f - A z_f); moving err0 along the cut J instead
+    # left the folds' updates biased and the spreads over-covering (docs/models.md "Transfer" item 15)
+    fold_grad = []
+    for f in range(nf):
+        zf = space.z_of(cv["fold_models"][f].H, theta0)
+        g = np.zeros(space.N)
+        for i in observed:
+            if fold_of[i] != f:
+                A = space.rows(_rows_of(cv, i, rows[i]))
+                e = cv["err_folds"][i][f][rows[i] - _first_row(cv, i)] - A @ zf
+                g += (weights[i] / r2) * (A.T @ e)
+        fold_grad.append(g)
 
     # the full model: prior N(0, I) in z
     z1, C = _posterior(None, np.zeros(space.N), info_all, grad_all, space)
@@ -120,7 +137,7 @@ def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0) -> tuple
     for f, val in enumerate(cv["folds"]):
         sub = cv["fold_models"][f].H
         Q, zf = space.prior_of(sub, theta0)
-        zf1, Cf = _posterior(Q, zf, info_all - info[f], grad_all - grad[f], space)
+        zf1, Cf = _posterior(Q, zf, info_all - info[f], fold_grad[f], space)
         Ff = coefficient_factors(sub)
         for i in (int(i) for i in val):
             if i not in cv["J"]:
@@ -183,6 +200,14 @@ class _Whitened:
             out[key][L] = out[key][L] + self.F0[(key, L)] @ z[self.off[q]:self.off[q + 1]]
         return out
 
+    def z_of(self, mm, theta0: dict) -> np.ndarray:
+        """``F0^-1 (theta_mm - theta0)`` of a model's coefficients, shape (N,)."""
+        z = np.zeros(self.N)
+        for q, (key, L) in enumerate(self.keys):
+            diff = np.asarray(mm.coefficients[key][L], dtype=float) - np.asarray(theta0[key][L], dtype=float)
+            z[self.off[q]:self.off[q + 1]] = self.F0inv[(key, L)] @ diff
+        return z
+
     def prior_of(self, mm, theta0: dict) -> tuple:
         """The posterior of ``mm`` (a fold model) in these coordinates: precision ``Q`` (N, N), block diagonal,
         ``F0^T Sigma_f^-1 F0``, and mean ``z_f = F0^-1 (theta_f - theta0)`` (N,)."""
@@ -242,10 +267,14 @@ def _gram_upper(A, n: int) -> np.ndarray:
     return scipy.linalg.blas.dsyrk(1.0, A, trans=1, lower=0)
 
 
+def _first_row(cv, i: int) -> int:
+    """Index of structure ``i``'s first row in ``cv`` (a structure's rows are contiguous)."""
+    return int(np.flatnonzero(cv["structure"] == i)[0])
+
+
 def _rows_of(cv, i: int, rows) -> dict:
-    """``J`` of structure ``i``'s rows ``rows`` (indices into ``cv``'s rows; a structure's rows are contiguous)."""
-    first = int(np.flatnonzero(cv["structure"] == i)[0])
-    return {k: v[np.asarray(rows) - first] for k, v in cv["J"][i].items()}
+    """``J`` of structure ``i``'s rows ``rows`` (indices into ``cv``'s rows)."""
+    return {k: v[np.asarray(rows) - _first_row(cv, i)] for k, v in cv["J"][i].items()}
 
 
 def moved_errors(cv: dict, i: int, rows, theta: dict, theta0: dict) -> np.ndarray:
