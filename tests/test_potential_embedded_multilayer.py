@@ -377,3 +377,34 @@ def test_density_cv_row_and_precomputed_layer_rows_give_the_fit_s_own_results(rn
     np.testing.assert_array_equal(again.potential.densities, res.potential.densities)
     with pytest.raises(ValueError, match="layer_data"):
         fit_embedded_multilayer(configs, basis, (14,), settings, emb=emb, data=data, multilayer=ml, layer_data=data)
+
+
+def test_projected_loss_factors_a_singular_system_with_jitter(rng):
+    """A starting fit with an almost vanishing prior on rank-deficient columns (Si's multilayer choice, lam 1e-12 times
+    layer prior 3e-4, failed with 'leading minor not positive definite' here) gets the linear solver's relative jitter."""
+    basis = _basis()
+    truth = _truth(rng, basis, density_scale=0.5)
+    configs = _labelled(truth, rng, 3, "md")
+    settings = FitSettings(n_folds=1)
+    data = with_layer_columns(embedding_data(basis, (14,), configs, settings, density_columns(basis, (3, 2))), configs,
+                              truth.layer)
+    data = replace_rows_with_duplicate_column(data)
+    extra = np.tile(truth.layer.feature_degrees(), 1)
+    cols, degs = _columns(basis, (14,), 0, extra)
+    loss = ProjectedLoss(data, settings, cols, degs, 0.0, 0.0, 1.0, ("fs",), 1e-3, np.ones(len(configs), bool),
+                         n_extra=len(extra), extra_factor=3e-4)
+    assert loss.jitter > 0
+    f, g = loss(loss.initial(0.3, 0))
+    assert np.isfinite(f) and np.all(np.isfinite(g))
+
+
+def replace_rows_with_duplicate_column(data):
+    """``data`` with its last design column a copy of its second-to-last (an exactly singular system)."""
+    from dataclasses import replace
+
+    def dup(a):
+        a = a.copy()
+        a[..., -1] = a[..., -2]
+        return a
+
+    return replace(data, energy_rows=dup(data.energy_rows), force_rows=dup(data.force_rows), stress_rows=dup(data.stress_rows))

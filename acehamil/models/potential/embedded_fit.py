@@ -102,6 +102,26 @@ class EmbeddingSettings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
 
+def _jittered_cholesky(H, unit: float):
+    """Cholesky factor of ``H`` (diagonal ~ ``unit``), with the growing relative jitter of
+    :func:`acehamil.fitting.solvers.ridge_normal` where ``H`` is numerically singular (a starting fit with an
+    almost vanishing prior, e.g. lam 1e-12 times a second-layer factor 3e-4, on rank-deficient columns).
+
+    Returns
+    -------
+    chol : tuple
+        ``scipy.linalg.cho_factor`` output of ``H + jitter * unit * I``.
+    jitter : float
+        The relative jitter added (0 if none).
+    """
+    for jit in (0.0, 1e-14, 1e-12, 1e-10, 1e-8):
+        try:
+            return scipy.linalg.cho_factor(H + (jit * unit) * np.eye(len(H)) if jit else H, lower=True), jit
+        except np.linalg.LinAlgError:
+            continue
+    raise np.linalg.LinAlgError("the projected normal equations stay singular with a relative jitter of 1e-8")
+
+
 def _index_or_slice(mask):
     idx = np.flatnonzero(mask)
     return slice(None) if len(idx) == len(mask) else idx
@@ -150,7 +170,7 @@ class ProjectedLoss:
         self.d = np.where(d > 1e-300, d, 1.0)
         self.prior = lam * n_train * _prior(degs, power, data.n_species, n_extra, extra_factor)
         H = AtA / self.d[:, None] / self.d[None, :] + np.diag(self.prior)
-        self.chol = scipy.linalg.cho_factor(H, lower=True)
+        self.chol, self.jitter = _jittered_cholesky(H, n_train)
         sites = train[data.atom_config]
         dm = np.sqrt(np.mean(data.B[sites] ** 2, axis=0)) if sites.any() else np.ones(data.B.shape[1])
         self.dm = np.where(dm > 1e-300, dm, 1.0)
