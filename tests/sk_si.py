@@ -116,3 +116,32 @@ def write_sk_files(d):
     if main(["fit", str(d / "fit.toml"), "-o", str(d / "m.h5"), "-q"]) != 0:
         raise RuntimeError("the shared Slater-Koster fit failed")
     write(d / "one.xyz", si_cell())
+
+
+def distorted_sk_cells(n, seed=11, scale=0.05):
+    """``n`` rattled, strained 8-atom Si cells of the toy Slater-Koster model (s/p), each H changed by a
+    smooth per-atom-pair factor so that an ACE model cannot fit them exactly (the eigenvalue-update
+    tests). Kinds alternate "b", "a"; the first ``m`` cells are the same for any ``n >= m``.
+
+    Returns
+    -------
+    list of StructureData, 8 electrons each.
+    """
+    from acehamil.structure import OrbitalBasis, StructureData
+    from acehamil.tb.toy import slater_koster
+
+    rng = np.random.default_rng(seed)
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+    out = []
+    for k in range(n):
+        at = bulk("Si", "diamond", a=5.43 * (1 + 0.01 * k))
+        at.rattle(0.1, rng=rng)
+        H, S = slater_koster(at, basis, cutoff=4.0)
+        d = H.data.copy()  # every block scaled by a random factor per atom pair, symmetric under bond reversal
+        f = 1.0 + scale * rng.normal(size=(H.norb, H.norb))
+        f = 0.5 * (f + f.T)
+        for p in range(H.nblocks):
+            d[H.offsets[p]:H.offsets[p + 1]] *= f[H.i[p], H.j[p]]
+        out.append(StructureData(at, basis, H=(H.with_data(d),), S=S, n_electrons=8,
+                                 info={"kind": "a" if k % 2 else "b"}))
+    return out

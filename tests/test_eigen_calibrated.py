@@ -10,7 +10,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from ase.build import bulk
+
+from sk_si import distorted_sk_cells
 
 from acehamil.errors import UserError
 from acehamil.models.hamiltonian.calibrate import cross_validated_errors
@@ -19,8 +20,6 @@ from acehamil.models.hamiltonian.eigen_calibrated import _posterior, _Whitened, 
 from acehamil.models.hamiltonian.eigen_update import (coefficient_factors, posterior_update, structure_observations,
                                                       updated_posteriors)
 from acehamil.models.hamiltonian.fit import fit
-from acehamil.structure import OrbitalBasis, StructureData
-from acehamil.tb.toy import slater_koster
 
 CFG = {
     "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [3], "n_max": 2},
@@ -40,22 +39,8 @@ def _config(noise_meV=3.0, **unc):
 @pytest.fixture(scope="module")
 def data():
     """Rattled, strained 8-atom cells of the toy Slater-Koster model, a smooth per-pair change added so
-    that the ACE model cannot fit them exactly (as in test_eigen_update)."""
-    rng = np.random.default_rng(11)
-    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
-    out = []
-    for k in range(7):
-        at = bulk("Si", "diamond", a=5.43 * (1 + 0.01 * k))
-        at.rattle(0.1, rng=rng)
-        H, S = slater_koster(at, basis, cutoff=4.0)
-        d = H.data.copy()
-        f = 1.0 + 0.05 * rng.normal(size=(H.norb, H.norb))
-        f = 0.5 * (f + f.T)
-        for p in range(H.nblocks):
-            d[H.offsets[p]:H.offsets[p + 1]] *= f[H.i[p], H.j[p]]
-        out.append(StructureData(at, basis, H=(H.with_data(d),), S=S, n_electrons=8,
-                                 info={"kind": "a" if k % 2 else "b"}))
-    return out
+    that the ACE model cannot fit them exactly (tests/sk_si.py)."""
+    return distorted_sk_cells(7)
 
 
 @pytest.fixture(scope="module")

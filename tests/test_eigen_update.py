@@ -8,15 +8,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-from ase.build import bulk
+
+from sk_si import distorted_sk_cells
 
 from acehamil.errors import UserError
 from acehamil.models.hamiltonian.config import ModelConfig
 from acehamil.models.hamiltonian.eigen_update import (apply_J, coefficient_factors, eigenvalue_update, flat_difference,
                                                       observe, structure_observations, update, update_model)
 from acehamil.models.hamiltonian.fit import fit
-from acehamil.structure import OrbitalBasis, StructureData
-from acehamil.tb.toy import slater_koster
+from acehamil.structure import StructureData
 from acehamil.testing import assert_blocks_equivariant, rotated
 
 CFG = {
@@ -28,29 +28,11 @@ CFG = {
 SPEC = {"noise_meV": 5.0, "states": 12, "kmesh": (2, 2, 2), "window_eV": 3.0, "iterations": 1, "per_kind": 0}
 
 
-def _distorted(H, rng, scale):
-    """A smooth, environment-dependent change of the toy H (the toy model cannot fit it exactly): every
-    block scaled by a random factor per atom pair, symmetric under bond reversal."""
-    d = H.data.copy()
-    f = 1.0 + scale * rng.normal(size=(H.norb, H.norb))
-    f = 0.5 * (f + f.T)
-    for p in range(H.nblocks):
-        d[H.offsets[p]:H.offsets[p + 1]] *= f[H.i[p], H.j[p]]
-    return H.with_data(d)
-
-
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(11)
-    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
-    out = []
-    for k in range(6):
-        at = bulk("Si", "diamond", a=5.43 * (1 + 0.01 * k))
-        at.rattle(0.1, rng=rng)
-        H, S = slater_koster(at, basis, cutoff=4.0)
-        out.append(StructureData(at, basis, H=(_distorted(H, rng, 0.05),), S=S, n_electrons=8,
-                                 info={"kind": "a" if k % 2 else "b"}))
-    return out
+    """Rattled, strained 8-atom cells of the toy Slater-Koster model, a smooth per-pair change added so
+    that the ACE model cannot fit them exactly (tests/sk_si.py)."""
+    return distorted_sk_cells(6)
 
 
 @pytest.fixture(scope="module")
