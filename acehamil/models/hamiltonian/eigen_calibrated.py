@@ -99,10 +99,11 @@ def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0) -> tuple
 
     # every observed row in the whitened coordinates, and the information (precision and gradient) per fold
     nf = len(cv["folds"])
+    A_of = {i: space.rows(_rows_of(cv, i, rows[i])) for i in observed}  # whitened once, read by every fold
     info, grad, err0 = [], [], []
     for f in range(nf):  # one symmetric rank-m_f product per fold (upper triangle), A^T R^-1 A
         members = [i for i in observed if fold_of[i] == f]
-        A = [space.rows(_rows_of(cv, i, rows[i])) for i in members]
+        A = [A_of[i] for i in members]
         e = [cv["err_model"][rows[i]] for i in members]
         err0.extend(zip(A, e))
         sq = np.sqrt(np.concatenate([np.full(len(x), weights[i] / r2) for i, x in zip(members, e)])) if members else np.zeros(0)
@@ -119,7 +120,7 @@ def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0) -> tuple
         g = np.zeros(space.N)
         for i in observed:
             if fold_of[i] != f:
-                A = space.rows(_rows_of(cv, i, rows[i]))
+                A = A_of[i]
                 e = cv["err_folds"][i][f][rows[i] - _first_row(cv, i)] - A @ zf
                 g += (weights[i] / r2) * (A.T @ e)
         fold_grad.append(g)
