@@ -16,7 +16,7 @@ from sk_si import distorted_sk_cells
 from acehamil.errors import UserError
 from acehamil.models.hamiltonian.calibrate import cross_validated_errors
 from acehamil.models.hamiltonian.config import ModelConfig
-from acehamil.models.hamiltonian.eigen_calibrated import _posterior, _Whitened, moved_errors
+from acehamil.models.hamiltonian.eigen_calibrated import _posterior, _Whitened, moved_errors, prior_scales
 from acehamil.models.hamiltonian.eigen_update import (coefficient_factors, posterior_update, structure_observations,
                                                       updated_posteriors)
 from acehamil.models.hamiltonian.fit import fit
@@ -87,6 +87,65 @@ def test_updated_posterior_holds_the_diagonal_blocks_of_the_exact_posterior(plai
         np.testing.assert_allclose(got, block, rtol=1e-6, atol=1e-8 * np.abs(block).max())
         np.testing.assert_array_equal(posts[key][L].mean, coefs[key][L])
         assert np.trace(got) < np.trace(F[(key, L)] @ F[(key, L)].T)  # the observations narrowed it
+
+
+def test_onsite_prior_scale_is_the_posterior_of_the_scaled_prior(plain, rng):
+    """``onsite_prior`` c: the whitened update with the on-site blocks' prior c Sigma0 gives the closed-form
+    Gaussian posterior of that prior (mean and diagonal blocks), and its blocks relative to the unscaled factors
+    (what the model file stores) are the same Sigma1."""
+    H = plain.H
+    F = coefficient_factors(H)
+    keys = sorted(F, key=str)
+    scale = prior_scales(H.posteriors, {"onsite_prior": 0.05})
+    assert scale and all(str(k[0]).startswith("onsite/") for k in scale)
+    assert any(not str(k[0]).startswith("onsite/") for k in keys)
+    m = 11
+    J = {k: rng.normal(size=(m, F[k].shape[0])) / np.sqrt(np.sum(F[k] ** 2)) for k in keys}
+    R = rng.uniform(0.5, 2.0, size=m)
+    e0 = rng.normal(size=m)
+    space = _Whitened(H.posteriors, {0: J}, scale)
+    A = space.rows(J)
+    z, Cz = _posterior(None, np.zeros(space.N), A.T @ (A / R[:, None]), A.T @ (e0 / R), space)
+    got = space.coefficients(H.coefficients, z)
+    n = [F[k].shape[0] for k in keys]
+    o = np.concatenate([[0], np.cumsum(n)])
+    Sigma0 = np.zeros((sum(n),) * 2)
+    for q, k in enumerate(keys):
+        Sigma0[o[q]:o[q + 1], o[q]:o[q + 1]] = scale.get(k, 1.0) * F[k] @ F[k].T
+    Jall = np.concatenate([J[k] for k in keys], axis=1)
+    G = Jall @ Sigma0 @ Jall.T + np.diag(R)
+    delta = -Sigma0 @ Jall.T @ np.linalg.solve(G, e0)  # observations 0 = e0 + J dtheta + noise
+    Sigma1 = Sigma0 - Sigma0 @ Jall.T @ np.linalg.solve(G, Jall @ Sigma0)
+    stored = space.unwhitened(Cz)
+    for q, (key, L) in enumerate(keys):
+        want = H.coefficients[key][L] + delta[o[q]:o[q + 1]]
+        np.testing.assert_allclose(got[key][L], want, rtol=1e-7, atol=1e-9 * np.abs(want).max())
+        Fk = F[(key, L)]
+        block = Sigma1[o[q]:o[q + 1], o[q]:o[q + 1]]
+        np.testing.assert_allclose(Fk @ stored[(key, L)] @ Fk.T, block, rtol=1e-6, atol=1e-8 * np.abs(block).max())
+
+
+def test_small_onsite_prior_holds_the_onsite_blocks(plain, data):
+    """``onsite_prior`` -> 0: the update leaves the on-site coefficients at the block fit's and still moves the
+    off-site ones; ``onsite_prior = 1`` is the plain update (the same coefficients)."""
+    def cfg(**extra):
+        return ModelConfig.from_dict({**CFG, "fit": {"eigenvalue_update": {"noise_meV": 3.0, "states": 1000,
+                                                                          "source": "calibration", **extra}},
+                                      "uncertainty": UNC})
+
+    held = fit(data[:6], cfg(onsite_prior=1e-9), progress=False)
+    plain_update = fit(data[:6], cfg(), progress=False)
+    one = fit(data[:6], cfg(onsite_prior=1.0), progress=False)
+    moved = 0.0
+    for key, per in plain.H.coefficients.items():
+        for L, c in per.items():
+            scale = np.abs(plain_update.H.coefficients[key][L] - c).max()
+            np.testing.assert_array_equal(one.H.coefficients[key][L], plain_update.H.coefficients[key][L])
+            if key.startswith("onsite/"):
+                assert np.abs(held.H.coefficients[key][L] - c).max() <= 1e-3 * scale, key
+            else:
+                moved = max(moved, np.abs(held.H.coefficients[key][L] - c).max() / max(scale, 1e-300))
+    assert moved > 0.1
 
 
 def test_errors_under_the_model_and_moved_to_a_fold_match_exact_ones(plain, data):
@@ -190,6 +249,9 @@ def test_fit_option_updates_narrows_calibrates_and_round_trips(plain, data, tmp_
 @pytest.mark.parametrize("table, match", [
     ({"source": "held-out"}, "source must be one of"),
     ({"source": "calibration", "iterations": 2}, "one update"),
+    ({"source": "fit", "onsite_prior": 0.1}, "needs source = 'calibration'"),
+    ({"source": "calibration", "onsite_prior": 0.0}, "onsite_prior must be finite and > 0"),
+    ({"source": "calibration", "onsite_prior": "small"}, "onsite_prior must be a number"),
 ])
 def test_bad_source_settings_are_refused(table, match):
     with pytest.raises(UserError, match=match):

@@ -330,7 +330,7 @@ class FitConfig:
 
 #: Keys and defaults of ``[fit] eigenvalue_update`` (docs/models.md, "Transfer").
 EIGENVALUE_UPDATE_DEFAULTS = {"noise_meV": 2.0, "states": 24, "kmesh": (4, 4, 4), "window_eV": 2.0, "iterations": 1,
-                              "per_kind": 0, "bond_cut": 0.0, "source": "fit"}
+                              "per_kind": 0, "bond_cut": 0.0, "source": "fit", "onsite_prior": 1.0}
 
 #: Where the update's observations come from: its own eigen-solves of the fitted structures under the full
 #: model ("fit"), or the calibration's held-out structures, linearised to the full model ("calibration").
@@ -369,6 +369,12 @@ def _eigenvalue_update_spec(value) -> tuple:
         spec[k] = number(k)
         if not (0 < spec[k] < float("inf")):
             raise ValueError(f"eigenvalue_update {k} must be finite and > 0, got {spec[k]!r}")
+    spec["onsite_prior"] = number("onsite_prior")
+    if not (0 < spec["onsite_prior"] < float("inf")):
+        raise ValueError(f"eigenvalue_update onsite_prior must be finite and > 0, got {spec['onsite_prior']!r}")
+    if spec["source"] != "calibration" and spec["onsite_prior"] != 1.0:
+        raise ValueError("eigenvalue_update onsite_prior (the update's prior scale of the on-site blocks) needs "
+                         f"source = 'calibration', got source {spec['source']!r}")
     spec["bond_cut"] = number("bond_cut")
     if not (0 <= spec["bond_cut"] < float("inf")):
         raise ValueError(f"eigenvalue_update bond_cut must be finite and >= 0 Å, got {spec['bond_cut']!r}")

@@ -24,6 +24,8 @@ theta, ``eps(theta) - eps_DFT ~= err0_i + J_i (theta - theta0)`` (:func:`moved_e
   ``J_i Sigma_f1 J_i^T`` over the diagonal blocks of ``Sigma_f1`` (what the stored model keeps,
   :func:`.eigen_update.updated_posteriors`).
 * The spread factors are fitted to those (:func:`.calibrate.fit_factors`).
+* ``spec["onsite_prior"]`` c (default 1) scales the prior covariance of the on-site blocks, ``c Sigma0``, for the
+  full model and the folds alike (:func:`prior_scales`); the stored posterior is the update's under that prior.
 
 The six updates (full model and five folds) are done in the information form, in coordinates whitened by
 the full model's factors ``F0`` (``theta = theta0 + F0 z``, ``A_i = J_i F0``): the precision ``Q_f +
@@ -84,16 +86,31 @@ def calibrated_update(structures, model, parts, weights, spec: dict, progress: b
 def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0) -> tuple:
     """:func:`calibrated_update` after its calibration pass: ``cv`` from :func:`.calibrate.cross_validated_errors`
     with ``keep_observations`` (not modified); the same returns."""
-    import time
-
     from .calibrate import fit_factors
+
+    up = update_parts(model, cv, weights, spec, seed=seed)
+    return up["model"], up["report"], fit_factors({**cv, "err": up["err"], "sigma_epi": up["sigma_epi"]})
+
+
+def update_parts(model, cv: dict, weights, spec: dict, seed: int = 0) -> dict:
+    """The updates of :func:`update_from_cv` before the spread factors are fitted.
+
+    Returns
+    -------
+    dict
+        ``model`` (the updated full model), ``report`` (as :func:`calibrated_update`'s), ``err`` and
+        ``sigma_epi`` (shape (rows of ``cv``,), eV: the held-out rows under the updated fold models, linearised),
+        ``fold_coefficients`` (list over ``cv["folds"]`` of ``{key: {L: ndarray}}``: the updated fold models'
+        coefficients; what a grouped CV of the update's settings scores, ``benchmarks/transfer_update.py``).
+    """
+    import time
 
     t0, c0 = time.perf_counter(), time.process_time()
     weights = np.asarray(weights, dtype=float)
     rows = _chosen_rows(cv["structure"], int(spec["states"]), seed)
     r2 = (float(spec["noise_meV"]) * 1e-3) ** 2
     observed = [i for i in sorted(rows) if weights[i] > 0]
-    space = _Whitened(model.H.posteriors, cv["J"])
+    space = _Whitened(model.H.posteriors, cv["J"], prior_scales(model.H.posteriors, spec))
     theta0 = model.H.coefficients
     fold_of = {int(i): f for f, val in enumerate(cv["folds"]) for i in val}
 
@@ -129,17 +146,19 @@ def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0) -> tuple
     z1, C = _posterior(None, np.zeros(space.N), info_all, grad_all, space)
     coefs = space.coefficients(theta0, z1)
     updated = dataclasses.replace(model, H=dataclasses.replace(
-        model.H, coefficients=coefs, posteriors=updated_posteriors(model.H.posteriors, coefs, C)))
+        model.H, coefficients=coefs, posteriors=updated_posteriors(model.H.posteriors, coefs, space.unwhitened(C))))
     before = np.concatenate([e for _, e in err0]) if err0 else np.zeros(0)
     after = np.concatenate([e + A @ z1 for A, e in err0]) if err0 else np.zeros(0)
 
     # the folds: each from its own posterior, with the rows of the structures it was fitted on
     new = {k: np.array(cv[k], dtype=float, copy=True) for k in ("err", "sigma_epi")}
+    fold_coefficients = []
     for f, val in enumerate(cv["folds"]):
         sub = cv["fold_models"][f].H
         Q, zf = space.prior_of(sub, theta0)
         zf1, Cf = _posterior(Q, zf, info_all - info[f], fold_grad[f], space)
-        Ff = coefficient_factors(sub)
+        fold_coefficients.append(space.coefficients(sub.coefficients, zf1 - zf))
+        Ff = {k: np.sqrt(space.scale.get(k, 1.0)) * F for k, F in coefficient_factors(sub).items()}
         for i in (int(i) for i in val):
             if i not in cv["J"]:
                 continue
@@ -154,18 +173,39 @@ def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0) -> tuple
                 if k not in space.index and k in Ff:
                     var += np.sum((Jk @ Ff[k]) ** 2, axis=1)
             new["sigma_epi"][sel] = np.sqrt(np.maximum(var, 0.0))
-    uncertainty = fit_factors({**cv, **new})
     report = {"source": "calibration", "n_structures": len(observed), "n_states": int(len(before)),
               "mae_meV_before": float(1e3 * np.mean(np.abs(before))) if len(before) else float("nan"),
               "mae_meV_after_linear": float(1e3 * np.mean(np.abs(after))) if len(after) else float("nan"),
               "calibration_mae_meV_before": float(1e3 * np.mean(np.abs(cv["err"]))),
               "calibration_mae_meV_after": float(1e3 * np.mean(np.abs(new["err"]))),
               "seconds": time.perf_counter() - t0, "seconds_cpu": time.process_time() - c0}
-    return updated, report, uncertainty
+    return {"model": updated, "report": report, "err": new["err"], "sigma_epi": new["sigma_epi"],
+            "fold_coefficients": fold_coefficients}
+
+
+def prior_scales(posteriors: dict, spec: dict) -> dict:
+    """``{(key, L): c}``: the update's prior covariance of each coefficient block is ``c Sigma0`` (the block fit's
+    posterior scaled); ``c = spec["onsite_prior"]`` for the on-site blocks (keys ``onsite/...``), 1 elsewhere.
+
+    Why: BLR's noise per (block type, L) is set by each block fit's misfit, 3-10 meV for the on-site blocks
+    against 0.3-0.5 meV off-site on the example, so ``Sigma0`` lets the update fit the window eigenvalues
+    cheapest by moving the on-site levels, and the on-site H error is what it adds (docs/models.md "Transfer"
+    item 16).  ``c < 1`` holds the on-site blocks nearer the block fit.
+
+    Examples
+    --------
+    >>> prior_scales({"onsite/14-14/0-0": {0: None}, "offsite/14-14/0-0": {0: None}}, {"onsite_prior": 0.1})
+    {('onsite/14-14/0-0', 0): 0.1}
+    """
+    c = float(spec.get("onsite_prior", 1.0))
+    if c == 1.0:
+        return {}
+    return {(key, L): c for key, per in posteriors.items() if str(key).startswith("onsite/") for L in per}
 
 
 class _Whitened:
-    """Coordinates ``z`` with ``theta = theta0 + F0 z`` over the keys ``(key, L)`` that have sensitivities.
+    """Coordinates ``z`` with ``theta = theta0 + F0 z`` over the keys ``(key, L)`` that have sensitivities;
+    ``F0 F0^T = c Sigma0`` per key (``scale`` {(key, L): c}, :func:`prior_scales`; 1 when absent).
 
     Attributes
     ----------
@@ -173,14 +213,17 @@ class _Whitened:
     off : ndarray of int, shape (len(keys) + 1,)
         Offsets of each key's block in ``z`` (length ``N``).
     index : dict {(key, L): position in keys}
+    scale : dict {(key, L): c}
     """
 
-    def __init__(self, posteriors: dict, J: dict):
+    def __init__(self, posteriors: dict, J: dict, scale: dict | None = None):
         have = {(key, L) for key, per in posteriors.items() for L in per}
         self.keys = sorted({k for Ji in J.values() for k in Ji if k in have}, key=str)
         self.index = {k: q for q, k in enumerate(self.keys)}
-        self.F0 = {(key, L): coefficient_factors_of(posteriors[key][L]) for key, L in self.keys}
-        self.F0inv = {(key, L): _inverse_factor(posteriors[key][L]) for key, L in self.keys}
+        self.scale = dict(scale or {})
+        root = {k: np.sqrt(self.scale.get(k, 1.0)) for k in self.keys}
+        self.F0 = {(key, L): root[(key, L)] * coefficient_factors_of(posteriors[key][L]) for key, L in self.keys}
+        self.F0inv = {(key, L): _inverse_factor(posteriors[key][L]) / root[(key, L)] for key, L in self.keys}
         self.off = np.concatenate([[0], np.cumsum([self.F0[k].shape[0] for k in self.keys])]).astype(int)
         self.N = int(self.off[-1])
 
@@ -209,12 +252,17 @@ class _Whitened:
             z[self.off[q]:self.off[q + 1]] = self.F0inv[(key, L)] @ diff
         return z
 
+    def unwhitened(self, C: dict) -> dict:
+        """Whitened covariance blocks ``C`` (of ``F0 C F0^T``) relative to the unscaled factors: ``c C`` per key."""
+        return {k: self.scale.get(k, 1.0) * v for k, v in C.items()}
+
     def prior_of(self, mm, theta0: dict) -> tuple:
-        """The posterior of ``mm`` (a fold model) in these coordinates: precision ``Q`` (N, N), block diagonal,
-        ``F0^T Sigma_f^-1 F0``, and mean ``z_f = F0^-1 (theta_f - theta0)`` (N,)."""
+        """The posterior of ``mm`` (a fold model) in these coordinates, its covariance scaled as ``Sigma0``'s:
+        precision ``Q`` (N, N), block diagonal, ``F0^T (c Sigma_f)^-1 F0``, and mean ``z_f = F0^-1 (theta_f -
+        theta0)`` (N,)."""
         Q, z = np.zeros((self.N, self.N)), np.zeros(self.N)
         for q, (key, L) in enumerate(self.keys):
-            M = _inverse_factor(mm.posteriors[key][L]) @ self.F0[(key, L)]
+            M = _inverse_factor(mm.posteriors[key][L]) @ self.F0[(key, L)] / np.sqrt(self.scale.get((key, L), 1.0))
             sl = slice(self.off[q], self.off[q + 1])
             Q[sl, sl] = M.T @ M
             diff = np.asarray(mm.coefficients[key][L], dtype=float) - np.asarray(theta0[key][L], dtype=float)
