@@ -140,3 +140,41 @@ def test_product_map_grouped_products_equal_the_dense_ones():
             assert got.shape == (nb, m.n_y)
             np.testing.assert_allclose(got, dense, rtol=1e-12, atol=1e-13 * np.abs(dense).max())
     assert np.all(pm.evaluate(basis._products(A, upto=pm.n_low), A)[:, 2] == 0.0)
+
+
+@pytest.mark.parametrize("sets", [1, 4])
+def test_sparse_map_in_grouped_form_equals_the_dense_map(sets):
+    """ProductMap.from_sparse builds the grouped plan straight from the sparse C and W (no dense C @ W, no
+    dense mirror; MatrixModel.predict_many's draws): its outputs, mirrored outputs and (formed when read)
+    CW_low / CW_top equal the dense map's, with W sparse or dense, with ``sets`` column blocks whose
+    patterns differ (a zero block, a column no feature feeds), and a bad ``sets`` is refused."""
+    import scipy.sparse as sp
+
+    from acehamil.basis.mapped import ProductMap
+
+    rng = np.random.default_rng(5)
+    basis = ACEBasis(ENV_SPEC)
+    t = basis.tables
+    y = 5
+    W = rng.normal(size=(t.n_out, sets * y)) * (rng.random((t.n_out, sets * y)) < 0.3)
+    W[:, 1] = 0.0
+    if sets > 1:
+        W[:, y:2 * y] = 0.0  # one set entirely zero
+        W[: t.n_out // 2, 2 * y + 3] = 0.0  # one set's column with fewer rows than the others
+    dense = ProductMap(t, np.asarray(t.C @ W))
+    sign = rng.choice([-1.0, 1.0], size=t.n_A)
+    for Wi in (W, sp.csr_matrix(W)):
+        pm = basis.mapping(Wi, sparse=True, sets=sets)
+        assert "CW_low" not in pm.__dict__ and pm.n_rows_low == dense.CW_low.shape[0]
+        for a, b in ((pm, dense), (pm.with_mirror(sign), dense.with_mirror(sign))):
+            A = rng.normal(size=(6, t.n_A))
+            low = basis._products(A, upto=a.n_low)
+            np.testing.assert_allclose(a.evaluate(low, A), b.evaluate(low, A), rtol=1e-12,
+                                       atol=1e-13 * np.abs(b.evaluate(low, A)).max())
+        # the dense rows, formed when read (the kept top products may include rows that are zero here)
+        np.testing.assert_allclose(pm.CW_low, dense.CW_low, atol=1e-14)
+        top = {(p, q): row for p, q, row in zip(dense.pre, dense.last, dense.CW_top)}
+        for p, q, row in zip(pm.pre, pm.last, pm.CW_top):
+            np.testing.assert_allclose(row, top.get((p, q), np.zeros_like(row)), atol=1e-14)
+    with pytest.raises(ValueError, match="sets"):
+        basis.mapping(W, sparse=True, sets=sets * y + 1)  # not a divisor of the columns

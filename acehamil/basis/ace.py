@@ -273,19 +273,23 @@ class ACEBasis:
         vals = self._split(flat, sel)
         return (vals, self._split(gflat, sel)) if gradients else vals
 
-    def mapping(self, W: np.ndarray, vanishing=None, sparse: bool = False) -> ProductMap:
-        """A linear map ``W (n_out, n_y)`` on the flat features pushed through the coupling matrix, for
+    def mapping(self, W: np.ndarray, vanishing=None, sparse: bool = False, sets: int = 1) -> ProductMap:
+        """A linear map ``W (n_out, n_y)`` (ndarray, or scipy sparse) on the flat features pushed through the coupling matrix, for
         repeated :meth:`evaluate_mapped` calls (:class:`~acehamil.basis.mapped.ProductMap`).
 
         ``vanishing`` (bool, shape (n_A,)) marks one-particle sums known to be zero for every centre
         (e.g. the ``m != 0`` harmonics of a bond along ``z``; see :meth:`vanishing_on_z`).  ``sparse``:
-        only the rows of ``C @ W`` the map uses are formed (:meth:`ProductMap.from_sparse`; many columns)."""
+        only the rows of ``C @ W`` the map uses are formed (:meth:`ProductMap.from_sparse`; many columns), ``sets``
+        column blocks of one layout (several coefficient sets side by side) grouped together."""
         t = self.tables
-        W = np.asarray(W, dtype=float)
+        if sp.issparse(W):  # a scipy sparse W (e.g. many coefficient sets): kept sparse for from_sparse
+            W = W.tocsr().astype(float) if sparse else W.toarray().astype(float)
+        else:
+            W = np.asarray(W, dtype=float)
         if W.ndim != 2 or W.shape[0] != t.n_out:
             raise ValueError(f"W must have shape ({t.n_out}, n_y), got {W.shape}")
         if sparse:
-            return ProductMap.from_sparse(t, t.C, W, vanishing)
+            return ProductMap.from_sparse(t, t.C, W, vanishing, sets=sets)
         return ProductMap(t, np.asarray(t.C @ W), vanishing)
 
     def vanishing_on_z(self, category) -> np.ndarray:
@@ -323,7 +327,7 @@ class ACEBasis:
         if not isinstance(centres, Centres):
             raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
         pm = W if isinstance(W, ProductMap) else self.mapping(W)
-        if pm.n_AA != self.tables.n_AA or pm.CW_low.shape[0] != min(pm.n_low, self.tables.n_AA):
+        if pm.n_AA != self.tables.n_AA or pm.n_rows_low != min(pm.n_low, self.tables.n_AA):
             raise ValueError("the ProductMap was built for a different basis")
         if mirror is not None:  # both at once: every product formed once (ProductMap.with_mirror)
             pm = pm.with_mirror(mirror)
@@ -361,7 +365,7 @@ class ACEBasis:
             With ``mirror``: a pair (the centres, the reversed ones).
         """
         pm = W if isinstance(W, ProductMap) else self.mapping(W)
-        if pm.n_AA != self.tables.n_AA or pm.CW_low.shape[0] != min(pm.n_low, self.tables.n_AA):
+        if pm.n_AA != self.tables.n_AA or pm.n_rows_low != min(pm.n_low, self.tables.n_AA):
             raise ValueError("the ProductMap was built for a different basis")
         spec, t = self.spec, self.tables
         if category not in spec.categories:

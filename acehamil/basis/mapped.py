@@ -63,39 +63,73 @@ class ProductMap:
         self.CW_top = np.ascontiguousarray(CW[o0 + k])
 
     @classmethod
-    def from_sparse(cls, tables, C, W: np.ndarray, vanishing=None) -> "ProductMap":
-        """The map of ``CW = C @ W`` without forming every row of it: only the lower-level rows and the top
-        products that touch a column ``W`` uses and have no vanishing factor (e.g. many columns ``W``, the
-        outputs of several coefficient sets at once, whose dense ``CW`` would be large).  Equal to
-        ``ProductMap(tables, C @ W, vanishing)`` up to rounding; it may keep a top product whose row of
-        ``CW`` cancels to exactly zero (it then adds zeros).
+    def from_sparse(cls, tables, C, W: np.ndarray, vanishing=None, sets: int = 1) -> "ProductMap":
+        """The map of ``CW = C @ W`` without forming ``CW`` densely: only its non-zero blocks, grouped by
+        the pattern of non-zero columns of each row (the plan of :meth:`evaluate`), from the sparse
+        ``C`` (e.g. many columns ``W``, the outputs of several coefficient sets at once, whose dense
+        ``CW`` would be large and mostly zero).  Equal to ``ProductMap(tables, C @ W, vanishing)`` up to
+        rounding; it may keep a product whose row of ``CW`` cancels to exactly zero (it then adds zeros).
+        ``CW_low`` and ``CW_top`` are formed only when read.
 
         Parameters
         ----------
         tables : acehamil.basis.product.ProductTables
         C : scipy.sparse matrix, shape (n_AA, n_out)
             The coupling matrix ``tables.C``.
-        W : ndarray, shape (n_out, n_y)
+        W : ndarray or scipy sparse matrix, shape (n_out, n_y)
         vanishing : array of bool, shape (n_A,), optional
+        sets : int
+            ``W``'s columns are ``sets`` blocks of ``n_y / sets`` columns of one layout (e.g. the same
+            outputs of several coefficient sets): rows are grouped by the union of the blocks'
+            patterns, found on ``n_y / sets`` columns, and each group's columns are taken in every block.
         """
+        from scipy import sparse
+
         t = tables
         top = t.spec.max_nu
         if top < 2:
-            return cls(t, np.asarray(C @ W), vanishing)
-        W = np.asarray(W, dtype=float)
+            return cls(t, np.asarray((C @ W).toarray() if sparse.issparse(W) else C @ W), vanishing)
+        Ws = sparse.csr_matrix(W, dtype=float)
+        Ws.eliminate_zeros()
+        n_out, n_y = Ws.shape
+        if not (isinstance(sets, (int, np.integer)) and sets >= 1 and n_y % sets == 0):
+            raise ValueError(f"sets must be a positive divisor of W's {n_y} columns, got {sets!r}")
+        y = n_y // int(sets)
         Cr = C.tocsr()
         o0, o1 = t.level_offsets[top], t.level_offsets[top + 1]
-        used = np.any(W != 0, axis=1).astype(float)
-        keep = np.asarray(abs(Cr[o0:o1]) @ used).reshape(-1) > 0
-        keep = _without_vanishing(t, top, keep, vanishing)
+        used = np.zeros((n_out, y))  # the union of the blocks' patterns
+        used[np.repeat(np.arange(n_out), np.diff(Ws.indptr)), Ws.indices % y] = 1.0
+        absC = abs(Cr)
+        low_nz = np.asarray(absC[:o0] @ used) > 0
+        top_nz = np.asarray(absC[o0:o1] @ used) > 0
+        keep = _without_vanishing(t, top, top_nz.any(axis=1), vanishing)
         k = np.nonzero(keep)[0]
         out = object.__new__(cls)
         out._tables = t
-        out.n_y, out.n_AA, out.n_low = W.shape[1], t.n_AA, o0
-        out.CW_low = np.ascontiguousarray(np.asarray(Cr[:o0] @ W))
+        out.n_y, out.n_AA, out.n_low = n_y, t.n_AA, o0
         out.pre, out.last = t.prefix[top - 2][k], t.last[top - 2][k]
-        out.CW_top = np.ascontiguousarray(np.asarray(Cr[o0 + k] @ W))
+        low = _set_groups(Cr[:o0], Ws, low_nz, int(sets), y)
+        topg = _set_groups(Cr[o0 + k], Ws, top_nz[k], int(sets), y)
+        out.__dict__["_grouped"] = (low, topg, out.pre[topg[0]], out.last[topg[0]])
         return out
+
+    def __getattr__(self, name):
+        # CW_low / CW_top of a map built in grouped form (from_sparse): formed from its plan when read
+        plan = self.__dict__.get("_grouped")
+        if name not in ("CW_low", "CW_top") or plan is None:
+            raise AttributeError(name)
+        (lrows, lgroups), (trows, tgroups), _, _ = plan
+        for key, rows, groups, n in (("CW_low", lrows, lgroups, self.n_low), ("CW_top", trows, tgroups, len(self.pre))):
+            dense = np.zeros((n, self.n_y))
+            for g0, g1, cols, Wg in groups:
+                dense[rows[g0:g1, None], cols[None, :]] = Wg
+            self.__dict__[key] = dense
+        return self.__dict__[name]
+
+    @property
+    def n_rows_low(self) -> int:
+        """Rows of ``CW_low`` (without forming it)."""
+        return self.__dict__["CW_low"].shape[0] if "CW_low" in self.__dict__ else self.n_low
 
     def with_mirror(self, sign) -> "ProductMap":
         """The map of the centres and of their mirror images at once: ``n_y`` doubled.
@@ -130,11 +164,21 @@ class ProductMap:
         for nu in range(1, t.spec.max_nu + 1):
             o0, o1 = t.level_offsets[nu], t.level_offsets[nu + 1]
             aa[o0:o1] = np.prod(sign[t.level_tuples(nu)], axis=1)
-        out = object.__new__(ProductMap)
-        out.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_mirrors", "_buffers", "_one_particle", "_grouped")})
-        out.n_y = 2 * self.n_y
-        out.CW_low = np.ascontiguousarray(np.hstack([self.CW_low, aa[:self.n_low, None] * self.CW_low]))
         sigma = aa[self.pre] * sign[self.last]
+        out = object.__new__(ProductMap)
+        out.__dict__.update({k: v for k, v in self.__dict__.items()
+                             if k not in ("_mirrors", "_buffers", "_one_particle", "_grouped", "CW_low", "CW_top")})
+        out.n_y = 2 * self.n_y
+        if "CW_low" not in self.__dict__:  # grouped form only (from_sparse): the mirrored plan from its plan
+            (lrows, lgroups), (trows, tgroups), pre, last = self._plan()
+
+            def doubled(rows, groups, s):
+                return rows, [(g0, g1, np.concatenate([cols, cols + self.n_y]), np.hstack([Wg, s[rows[g0:g1], None] * Wg]))
+                              for g0, g1, cols, Wg in groups]
+
+            out.__dict__["_grouped"] = (doubled(lrows, lgroups, aa[:self.n_low]), doubled(trows, tgroups, sigma), pre, last)
+            return out
+        out.CW_low = np.ascontiguousarray(np.hstack([self.CW_low, aa[:self.n_low, None] * self.CW_low]))
         out.CW_top = np.ascontiguousarray(np.hstack([self.CW_top, sigma[:, None] * self.CW_top]))
         return out
 
@@ -276,7 +320,13 @@ def _column_groups(CW: np.ndarray) -> tuple:
     ([2, 0, 3], [(0, 1, [0], [1.0]), (1, 3, [1], [2.0, 3.0])])
     """
     CW = np.asarray(CW, dtype=float)
-    nz = CW != 0
+    rows, groups = _pattern_groups(CW != 0)
+    return rows, [(g0, g1, cols, np.ascontiguousarray(CW[rows[g0:g1]][:, cols])) for g0, g1, cols in groups]
+
+
+def _pattern_groups(nz: np.ndarray) -> tuple:
+    """The rows of a boolean ``nz (n, n_y)`` with a True, grouped by their pattern: ``(rows (m,), [(g0, g1, cols)])``
+    as :func:`_column_groups` (without the values)."""
     rows = np.flatnonzero(nz.any(axis=1))
     if len(rows) == 0:
         return rows, []
@@ -295,12 +345,26 @@ def _column_groups(CW: np.ndarray) -> tuple:
     pats = nz[rows[first]]
     rows = rows[np.argsort(inv, kind="stable")]
     bounds = np.concatenate([[0], np.cumsum(np.bincount(inv, minlength=len(pats)))])
-    groups = []
-    for g, pat in enumerate(pats):
-        cols = np.flatnonzero(pat)
-        g0, g1 = int(bounds[g]), int(bounds[g + 1])
-        groups.append((g0, g1, cols, np.ascontiguousarray(CW[rows[g0:g1]][:, cols])))
-    return rows, groups
+    return rows, [(int(bounds[g]), int(bounds[g + 1]), np.flatnonzero(pat)) for g, pat in enumerate(pats)]
+
+
+def _set_groups(C, W, nz: np.ndarray, sets: int, y: int) -> tuple:
+    """:func:`_column_groups` of ``C @ W`` from the sparse rows ``C (n, n_out)`` and sparse ``W (n_out, sets y)``
+    (CSR): rows grouped by ``nz (n, y)`` (the union of the ``sets`` column blocks' patterns), each group's
+    columns taken in every block (ascending), its values read from the sparse product."""
+    rows, groups = _pattern_groups(nz)
+    CW = (C[rows] @ W).tocsr()  # the rows in group order
+    CW.sort_indices()
+    count = np.diff(CW.indptr)
+    out = []
+    for g0, g1, cols in groups:
+        multi = (np.arange(sets)[:, None] * y + cols[None, :]).reshape(-1)  # ascending: cols < y
+        if np.all(count[g0:g1] == len(multi)):  # every entry non-zero (the usual case): the rows' data as they are
+            Wg = CW.data[CW.indptr[g0:g1, None] + np.arange(len(multi))]
+        else:  # some products cancelled to zero (or a block is zero): dense rows, then the group's columns
+            Wg = CW[g0:g1].toarray()[:, multi]
+        out.append((g0, g1, multi, np.ascontiguousarray(Wg)))
+    return rows, out
 
 
 def _without_vanishing(t, top: int, keep: np.ndarray, vanishing) -> np.ndarray:

@@ -298,11 +298,11 @@ class MatrixModel:
             sym = any(fam.symmetrised(bt) for bt in bts)
             if sym and np.any(rev < 0):
                 raise ValueError(f"{fam.name}: symmetrised blocks need every reversed centre")
-            W, const, slots = self._output_map_many(fam, bts, sets)
+            W, const, slots = self._output_map_many(fam, bts, sets, sparse=True)
             S = len(sets)
             n_y = W.shape[1] // S
             mapping = fam.mapping(W, [(L, q * n_y + sl.start) for q in range(S) for (_, L), sl in slots.items()],
-                                  sparse=True)
+                                  sparse=True, sets=S)
             G, sym_cols, sym_sign, fwd, back = self._block_map(fam, bts, slots, so)
             row_of = np.full(len(sel), -1, dtype=np.int64) if sym else None
             for idx, y in fam.mapped_chunks(atoms, pat.pairs, sel, mapping, prepared=fam.prepare(atoms, pat.pairs),
@@ -333,9 +333,12 @@ class MatrixModel:
             return pos[last], val[:, last]
         return out
 
-    def _output_map_many(self, fam, bts, sets) -> tuple:
+    def _output_map_many(self, fam, bts, sets, sparse: bool = False) -> tuple:
         """:meth:`output_map` of several coefficient sets side by side: ``W (n_out, S n_y)``, ``const (S n_y,)``
-        (set ``q`` owns columns ``q n_y + slots[bt.key, L]``), ``slots`` of one set."""
+        (set ``q`` owns columns ``q n_y + slots[bt.key, L]``), ``slots`` of one set; ``sparse``: ``W`` as a
+        scipy CSR matrix (each feature row feeds one column per set and block type: mostly zeros)."""
+        from scipy.sparse import csr_matrix
+
         n_out = fam.basis.tables.n_out if fam.basis is not None else 0
         slots, y = {}, 0
         for bt in bts:
@@ -343,7 +346,8 @@ class MatrixModel:
                 slots[bt.key, L] = slice(y, y + 2 * L + 1)
                 y += 2 * L + 1
         S = len(sets)
-        W, const = np.zeros((n_out, S * y)), np.zeros(S * y)
+        const = np.zeros(S * y)
+        R, Cc, V = [], [], []
         for bt in bts:
             ncoef = fam.n_coefficients(bt)
             for L in bt.L_values():
@@ -355,7 +359,18 @@ class MatrixModel:
                     w = np.stack([x[1] for x in maps], axis=1)  # (n_F, S)
                     rows = fam.basis.tables.out_slices[key].start + np.arange(w.shape[0])[:, None] * m + np.arange(m)
                     cols = np.arange(S)[None, :] * y + (c0 + np.arange(m))[:, None]  # (m, S)
-                    W[rows[:, :, None], cols[None, :, :]] = w[:, None, :]
+                    R.append(np.broadcast_to(rows[:, :, None], (w.shape[0], m, S)).reshape(-1))
+                    Cc.append(np.broadcast_to(cols[None], (w.shape[0], m, S)).reshape(-1))
+                    V.append(np.broadcast_to(w[:, None, :], (w.shape[0], m, S)).reshape(-1))
+        if R:
+            R, Cc, V = np.concatenate(R), np.concatenate(Cc), np.concatenate(V)
+        else:
+            R, Cc, V = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        if sparse:  # every (row, column) once: one (block type, L) slot per column
+            W = csr_matrix((V, (R, Cc)), shape=(n_out, S * y))
+        else:
+            W = np.zeros((n_out, S * y))
+            W[R, Cc] = V
         return W, const, slots
 
     @staticmethod

@@ -220,18 +220,19 @@ class OffsiteFamily:
         key = (L, bt.parity)
         return (key if key in self.basis.feature_keys else None), np.asarray(c, dtype=float), 0.0
 
-    def mapping(self, W: np.ndarray, parts, sparse: bool = False) -> tuple:
+    def mapping(self, W: np.ndarray, parts, sparse: bool = False, sets: int = 1) -> tuple:
         """``W (n_out, n_y)`` on the flat features, prepared for :meth:`evaluate_mapped`.
 
         ``parts`` lists ``(L, first column)`` of every ``2L+1``-column group of outputs (the irreducible
         parts, rotated back from the bond frame).  Bonds with an environment are evaluated in their bond
         frame (:meth:`acehamil.environments.Environments.in_bond_frame`), where the bond's harmonics
         with ``m != 0`` vanish and so do most products (:class:`acehamil.basis.mapped.ProductMap`);
-        bonds beyond ``env_bond_cut`` (with one) go through :attr:`bond_only_basis`.  ``sparse``: see
+        bonds beyond ``env_bond_cut`` (with one) go through :attr:`bond_only_basis`.  ``sparse``, ``sets``: see
         :meth:`acehamil.basis.ace.ACEBasis.mapping`.
         """
         frame = self.basis.spec.max_nu >= 2
-        full = self.basis.mapping(W, vanishing=self.basis.vanishing_on_z(BOND) if frame else None, sparse=sparse)
+        full = self.basis.mapping(W, vanishing=self.basis.vanishing_on_z(BOND) if frame else None, sparse=sparse,
+                                  sets=sets)
         tapered = self.has_environment and self.config.env_bond_cut > 0
         two = self.bond_only_basis.mapping(self._two_centre_rows(W)) if tapered else None
         groups = {}
@@ -337,11 +338,14 @@ class OffsiteFamily:
         """Rows of ``W`` (flat features of :attr:`basis`) moved to the flat features of
         :attr:`bond_only_basis` (its ``nu = 1`` features; the others vanish without environment)."""
         full, two = self.basis.tables, self.bond_only_basis.tables
+        if not isinstance(W, np.ndarray):  # scipy sparse (MatrixModel.predict_many): only the rows moved
+            W = W.tocsr()
         out = np.zeros((two.n_out, W.shape[1]))
         for key, (cols, src) in self._nu1_map.items():
             m = np.arange(2 * key[0] + 1)
             rows = (full.out_slices[key].start + cols[:, None] * len(m) + m).ravel()
-            out[(two.out_slices[key].start + src[:, None] * len(m) + m).ravel()] = W[rows]
+            out[(two.out_slices[key].start + src[:, None] * len(m) + m).ravel()] = (
+                W[rows] if isinstance(W, np.ndarray) else W[rows].toarray())
         return out
 
     def symmetrised(self, bt: BlockType) -> bool:

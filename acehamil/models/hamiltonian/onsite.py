@@ -153,11 +153,11 @@ class OnsiteFamily:
         has = self.basis is not None and key in self.basis.feature_keys
         return (key if has else None), np.asarray(c[k:], dtype=float), (float(c[0]) if k else 0.0)
 
-    def mapping(self, W: np.ndarray, parts=(), sparse: bool = False):
+    def mapping(self, W: np.ndarray, parts=(), sparse: bool = False, sets: int = 1):
         """``W (n_out, n_y)`` on the flat features, prepared for :meth:`evaluate_mapped` (``parts``,
-        the ``(L, first column)`` of each output group, is not needed on-site; ``sparse``: see
+        the ``(L, first column)`` of each output group, is not needed on-site; ``sparse``, ``sets``: see
         :meth:`acehamil.basis.ace.ACEBasis.mapping`)."""
-        return (self.basis.mapping(W, sparse=sparse) if self.basis is not None else None), W.shape[1]
+        return (self.basis.mapping(W, sparse=sparse, sets=sets) if self.basis is not None else None), W.shape[1]
 
     def evaluate_mapped(self, env: Environments, mapping) -> np.ndarray:
         """``flat(features) @ W`` of environments, shape (n, n_y), with ``mapping`` from :meth:`mapping`
