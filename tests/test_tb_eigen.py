@@ -207,3 +207,25 @@ def test_overlap_check_follows_the_exact_condition_number(rng, n, solver_path):
             with pytest.raises(OverlapError, match="ill-conditioned") as exc:
                 solve_k(hk[[0, 1, bad, 2]], sk[[0, 1, bad, 2]], max_condition=limit)
             assert exc.value.index == 2
+
+
+def test_factored_solve_equals_the_stacked_solve(si_model, rng, solver_path):
+    """solve_factored (eigen_sigma's solve: the vectors formed only for the bands asked for): the eigenvalues
+    and, as xh @ y, the eigenvectors of solve on the stacked path, the same S(k) check; None where solve
+    would take another path (large matrices, here forced by BATCH_NORB = 0)."""
+    from acehamil.tb.eigen import solve_factored
+
+    _, H, S = si_model
+    k = rng.uniform(-1, 1, (5, 3))
+    fac = solve_factored(H, S, k)
+    if solver_path == "per-k":
+        assert fac is None
+        return
+    eps, xh, y = fac
+    ref_eps, ref_vecs = solve(H, S, k, eigenvectors=True)
+    np.testing.assert_array_equal(eps, ref_eps)
+    np.testing.assert_allclose(xh @ y, ref_vecs, atol=1e-13)
+    np.testing.assert_allclose(xh @ y[:, :, 2:5], ref_vecs[:, :, 2:5], atol=1e-13)
+    Hc, Sc = _chain(0.0, -1.0, 0.6)  # S(k=1/2) not positive definite: refused as by solve
+    with pytest.raises(OverlapError):
+        solve_factored(Hc, Sc, np.array([[0.0, 0, 0], [0.5, 0, 0]]))

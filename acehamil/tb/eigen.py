@@ -160,7 +160,33 @@ def _batched_solve(hk, sk, kpts, offset, eigenvectors, max_condition):
     if not eigenvectors:
         return np.linalg.eigvalsh(a), None
     w, y = np.linalg.eigh(a)
+    if eigenvectors == "factors":  # the eigenvectors are xh @ y: formed by the caller for the bands it needs
+        return w, (xh, y)
     return w, xh @ y
+
+
+@with_inner_threads
+def solve_factored(H: RealSpaceMatrix, S: RealSpaceMatrix, kpts) -> tuple | None:
+    """Eigenvalues at every k and the eigenvectors as factors, for callers that need the vectors of a few
+    bands only (:func:`acehamil.models.hamiltonian.propagation.eigen_sigma`: the bands near the Fermi level).
+
+    Only for the stacked small-matrix solve (``norb <= BATCH_NORB``, one chunk of k-points, lattice gauge,
+    with ``S`` and the S(k) check of :func:`solve`); None otherwise (use :func:`solve`).
+
+    Returns
+    -------
+    eps : ndarray, shape (nk, norb), eV
+    xh, y : ndarray, complex, shape (nk, norb, norb)
+        The S-orthonormal eigenvectors are ``xh @ y`` (band ``b``: ``xh @ y[:, :, b]``), as :func:`solve`'s.
+    """
+    check_pair(H, S)
+    kpts = as_kpts(kpts)
+    n = H.norb
+    if S is None or n > BATCH_NORB or len(kpts) * 16 * n * n > _CHUNK_BYTES:
+        return None
+    w, (xh, y) = _batched_solve(BlochAssembler(H, "lattice", None).dense(kpts), BlochAssembler(S, "lattice", None).dense(kpts),
+                                kpts, 0, "factors", MAX_CONDITION)
+    return w, xh, y
 
 
 def _projected_solve(h, s, eigenvectors, s_threshold):

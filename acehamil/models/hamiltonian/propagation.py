@@ -536,7 +536,7 @@ def eigen_sigma(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
         if bands.stop > bands.start:
             for k0 in range(0, len(kk), step):
                 k1 = min(len(kk), k0 + step)
-                Cw = np.ascontiguousarray(vecs(np.arange(k0, k1))[:, :, bands])
+                Cw = np.ascontiguousarray(vecs(np.arange(k0, k1), bands))
                 de = draw_shifts(draws, Cw, kk[k0:k1], dtype=dtype)  # (K, kc, nbw)
                 var_e = np.mean((de - shift_ef[:, None, None]) ** 2, axis=0)
                 vn, vs = noise_variances(model.H, atoms, pat, Cw, kk[k0:k1], fermi, parts=parts, dtype=dtype)
@@ -558,12 +558,20 @@ _VECS_BYTES = 256 * 2**20
 
 
 def _eigen(H, S, kpts) -> tuple:
-    """``(eps (nk, nb), vecs_of)`` with ``vecs_of(idx)`` the S-orthonormal eigenvectors ``(len(idx), norb, nb)``
-    at ``kpts[idx]``: all held (one solve) when they fit in :data:`_VECS_BYTES`, else solved on demand."""
-    from ...tb.eigen import solve
+    """``(eps (nk, nb), vecs_of)`` with ``vecs_of(idx, bands=slice(None))`` the S-orthonormal eigenvectors
+    ``(len(idx), norb, nbands)`` at ``kpts[idx]``: small matrices from the factors of one stacked solve (only
+    the bands asked for are formed), else all held (one solve) when they fit in :data:`_VECS_BYTES`, else
+    solved on demand."""
+    from ...tb.eigen import solve, solve_factored
 
+    if 2 * len(kpts) * H.norb * H.norb * 16 <= _VECS_BYTES:
+        fac = solve_factored(H, S, kpts)
+        if fac is not None:
+            eps, xh, y = fac
+            return eps, lambda idx, bands=slice(None): xh[np.asarray(idx, dtype=np.int64)] @ y[np.asarray(idx, dtype=np.int64)][:, :, bands]
     if len(kpts) * H.norb * H.norb * 16 <= _VECS_BYTES:
         eps, C = solve(H, S, kpts, eigenvectors=True)
-        return eps, lambda idx: C[np.asarray(idx, dtype=np.int64)]
+        return eps, lambda idx, bands=slice(None): C[np.asarray(idx, dtype=np.int64)][:, :, bands]
     eps = solve(H, S, kpts)
-    return eps, lambda idx: solve(H, S, kpts[np.asarray(idx, dtype=np.int64)], eigenvectors=True)[1][:, :, :eps.shape[1]]
+    return eps, lambda idx, bands=slice(None): solve(H, S, kpts[np.asarray(idx, dtype=np.int64)],
+                                                     eigenvectors=True)[1][:, :, :eps.shape[1]][:, :, bands]
