@@ -202,6 +202,30 @@ def test_errors_under_the_model_are_exact_with_an_epistemic_cut(plain, data):
             assert np.all(np.isnan(cv["err_model"][rows]))
 
 
+def test_the_updates_on_threads_are_the_serial_ones(plain, data):
+    """update_from_cv runs its six updates (full model and folds) as tasks of the calibration's mapper: two threads
+    give the serial coefficients, posteriors, figures and spread factors bit for bit."""
+    from acehamil.models.hamiltonian.eigen_calibrated import update_from_cv
+    from acehamil.threads import thread_mapper
+
+    cv = cross_validated_errors(data[:6], plain, _parts(plain, data[:6]), keep_observations=True)
+    spec = {"noise_meV": 3.0, "states": 2}
+    w = np.ones(6)
+    serial = update_from_cv(plain, cv, w, spec)
+    threaded = update_from_cv(plain, cv, w, spec, mapper=thread_mapper(2))
+    for key, per in serial[0].H.coefficients.items():
+        for L, c in per.items():
+            np.testing.assert_array_equal(threaded[0].H.coefficients[key][L], c)
+    assert serial[0].H.posteriors
+    for key, per in serial[0].H.posteriors.items():
+        for L, post in per.items():
+            np.testing.assert_array_equal(threaded[0].H.posteriors[key][L].eigvals, post.eigvals)
+    drop = ("seconds", "seconds_cpu")
+    assert {k: v for k, v in threaded[1].items() if k not in drop} == {k: v for k, v in serial[1].items() if k not in drop}
+    assert threaded[2] == serial[2]
+    assert serial[1]["n_states"] < len(cv["err"])  # some structures' chosen rows are not all theirs (whitened apart)
+
+
 def _parts(model, train):
     """Per-structure H sums of ``model``'s fit (what the calibration refits its folds from)."""
     from acehamil.models.hamiltonian.sums import structure_sums

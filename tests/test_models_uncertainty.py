@@ -456,7 +456,7 @@ def test_combined_draws_match_the_split_parts(model, data):
 
 def test_fold_model_from_sums_equals_a_fresh_fit(data):
     """A calibration fold refitted from the per-structure sums (no features) is the fit without the fold."""
-    from acehamil.models.hamiltonian.calibrate import fold_model
+    from acehamil.models.hamiltonian.calibrate import fold_ends, fold_model
     from acehamil.models.hamiltonian.sums import structure_sums
 
     cfg = ModelConfig.from_dict({**CFG, "fit": {"fit_energy_zero": True, "energy_zero_model": "density"}})
@@ -472,6 +472,13 @@ def test_fold_model_from_sums_equals_a_fresh_fit(data):
             p, q = sub.H.posteriors[key][L], fresh.H.posteriors[key][L]
             assert np.isclose(p.alpha, q.alpha, rtol=1e-6) and np.isclose(p.beta, q.beta, rtol=1e-6)
     assert np.isclose(sub.energy_zero.v0, fresh.energy_zero.v0, rtol=1e-6, atol=1e-9)
+    # the bond ends of every cell computed once for all folds give the same fold model
+    bonds = dataclasses.replace(full, config=dataclasses.replace(
+        cfg, fit=dataclasses.replace(cfg.fit, energy_zero_model="bonds")))
+    cells = [sd.atoms for sd in data[:4]]
+    a, b = fold_model(bonds, parts, keep, cells), fold_model(bonds, parts, keep, cells, fold_ends(bonds, cells))
+    assert a.energy_zero.gamma and a.energy_zero == b.energy_zero
+    assert fold_ends(full, cells) is None  # the density law needs none
     # and it differs from the full model: the left-out structure mattered
     key, L = next((k, L) for k, b in full.H.coefficients.items() for L in b)
     assert not np.allclose(sub.H.coefficients[key][L], full.H.coefficients[key][L])

@@ -92,6 +92,23 @@ def test_sparse_equals_dense(model, rng):
         np.testing.assert_allclose(asm.sparse(k[0]).toarray(), dense[0], atol=1e-13)
 
 
+def test_dense_of_another_matrix_of_the_pattern_is_its_own_assembly(model, rng):
+    """dense_of shares one sparsity analysis between matrices of one pattern (the calibration's several models of
+    one structure): bit for bit the assembly of each on its own, in the lattice and the atomic gauge."""
+    atoms, H, S = model
+    k = rng.uniform(-1, 1, (4, 3))
+    other = H.with_data(rng.normal(size=H.data.size))
+    np.testing.assert_array_equal(BlochAssembler(H).dense_of(other.data, k), BlochAssembler(other).dense(k))
+    np.testing.assert_array_equal(BlochAssembler(H).dense_of(H.data, k), BlochAssembler(H).dense(k))
+    x = atoms.get_scaled_positions(wrap=False) if atoms.pbc.all() else np.linalg.solve(
+        atoms.cell.complete().T, atoms.positions.T).T
+    ato = BlochAssembler(H, gauge="atomic", frac_positions=x)
+    np.testing.assert_array_equal(ato.dense_of(other.data, k),
+                                  BlochAssembler(other, gauge="atomic", frac_positions=x).dense(k))
+    with pytest.raises(ValueError, match="data must have shape"):
+        BlochAssembler(H).dense_of(other.data[:-1], k)
+
+
 def test_duplicate_entries_are_summed():
     # two blocks at the same (i, j, T) position must add up, as in a sum over T
     m = RealSpaceMatrix.from_blocks([1], [0, 0], [0, 0], [[0, 0, 0], [0, 0, 0]], [np.ones((1, 1)), np.ones((1, 1))])

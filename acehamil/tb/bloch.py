@@ -147,22 +147,35 @@ class BlochAssembler:
         return self.matrix.norb
 
     @cached_property
-    def _pattern(self):
+    def _slots(self):
+        """Where each stored value goes: ``cells`` (ncells, 3), ``pos`` (n_pos,) the distinct flat orbital
+        positions, each value's position index and cell index (nnz,), and whether the value table is dense."""
         m = self.matrix
-        rows, cols, vals, bidx = m.coo()
+        rows, cols, _, bidx = m.coo()
         cells, block_cell = _unique_rows(m.shift)
         lin = rows * m.norb + cols
         pos, pos_index = _unique_ints(lin, m.norb * m.norb)
-        # V[p, c]: value at orbital position p in cell c (duplicates summed)
+        cell_index = block_cell[bidx]
         size = len(pos) * len(cells)
-        v = None
-        if size <= _DENSE_MAX:
-            key = pos_index * len(cells) + block_cell[bidx]
-            if np.count_nonzero(np.bincount(key, minlength=size)) > _DENSE_FILL * size:
-                # nearly full (small cell, many shifts): a dense table, as BLAS beats sparse products
-                v = np.bincount(key, weights=vals, minlength=size).reshape(len(pos), len(cells))
-        if v is None:
-            v = sp.csr_matrix((vals, (pos_index, block_cell[bidx])), shape=(len(pos), len(cells)))
+        # nearly full (small cell, many shifts): a dense table, as BLAS beats sparse products
+        dense = bool(size <= _DENSE_MAX and np.count_nonzero(
+            np.bincount(pos_index * len(cells) + cell_index, minlength=size)) > _DENSE_FILL * size)
+        return cells, pos, pos_index, cell_index, dense
+
+    def _table(self, vals):
+        """V[p, c]: value at orbital position p in cell c (duplicates summed), of ``vals`` laid out as the
+        matrix's data: a dense array or a CSR matrix, shape (n_pos, ncells)."""
+        cells, pos, pos_index, cell_index, dense = self._slots
+        if dense:
+            return np.bincount(pos_index * len(cells) + cell_index, weights=vals,
+                               minlength=len(pos) * len(cells)).reshape(len(pos), len(cells))
+        return sp.csr_matrix((vals, (pos_index, cell_index)), shape=(len(pos), len(cells)))
+
+    @cached_property
+    def _pattern(self):
+        m = self.matrix
+        cells, pos = self._slots[:2]
+        v = self._table(m.data)
         # CSR structure of the k-space matrix: pos is sorted by (row, col) already
         prow, pcol = np.divmod(pos, m.norb)
         indptr = np.searchsorted(prow, np.arange(m.norb + 1)).astype(np.int64)
@@ -173,10 +186,12 @@ class BlochAssembler:
         """Distinct cell shifts ``T``, shape (ncells, 3), int."""
         return self._pattern[0]
 
-    def _values(self, kpts) -> np.ndarray:
-        """Matrix elements at the pattern positions, shape (n_pos, nk), complex."""
+    def _values(self, kpts, v=None) -> np.ndarray:
+        """Matrix elements at the pattern positions, shape (n_pos, nk), complex (of the value table ``v``,
+        :meth:`_table`; default the matrix's own)."""
         k = as_kpts(kpts)
-        cells, v, _, prow, pcol, _ = self._pattern
+        cells, v0, _, prow, pcol, _ = self._pattern
+        v = v0 if v is None else v
         ph = phase_factors(k, cells).T  # (ncells, nk)
         vals = (v @ np.ascontiguousarray(ph.real)) + 1j * (v @ np.ascontiguousarray(ph.imag))  # real products
         if self.gauge == "atomic":
@@ -201,6 +216,29 @@ class BlochAssembler:
         n = self.norb
         out = np.zeros((len(k), n * n), dtype=np.complex128)
         out[:, self._pattern[2]] = self._values(k).T
+        return out.reshape(len(k), n, n)
+
+    def dense_of(self, data, kpts) -> np.ndarray:
+        """Dense Bloch sums of another matrix of the same pattern, given by its ``data`` (laid out as
+        ``matrix.data``): the sparsity analysis is shared (e.g. several models' predictions of one
+        structure); the same numbers as ``BlochAssembler(matrix.with_data(data)).dense(kpts)``.
+
+        Parameters
+        ----------
+        data : array, shape (matrix.data.size,)
+        kpts : array, shape (nk, 3) or (3,), fractional
+
+        Returns
+        -------
+        ndarray of complex128, shape (nk, norb, norb)
+        """
+        data = np.asarray(data, dtype=np.float64)
+        if data.shape != self.matrix.data.shape:
+            raise ValueError(f"data must have shape {self.matrix.data.shape}, got {data.shape}")
+        k = as_kpts(kpts)
+        n = self.norb
+        out = np.zeros((len(k), n * n), dtype=np.complex128)
+        out[:, self._pattern[2]] = self._values(k, self._table(data)).T
         return out.reshape(len(k), n, n)
 
     def sparse(self, kpt) -> sp.csr_matrix:

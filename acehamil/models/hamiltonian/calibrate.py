@@ -211,7 +211,7 @@ def held_out_subset(kinds, per_kind: int, seed: int) -> np.ndarray:
     return w
 
 
-def fold_model(model, parts, keep, cells):
+def fold_model(model, parts, keep, cells, ends=None):
     """``model`` with its H coefficients refitted without the structures not in ``keep``.
 
     Parameters
@@ -224,6 +224,8 @@ def fold_model(model, parts, keep, cells):
         Structures of the fold's fit.
     cells : sequence of ase.Atoms
         All training structures (the density energy zero of the fold).
+    ends : sequence of dict, optional
+        Bond ends of every cell (:func:`fold_ends`; default: computed for the fold's cells when needed).
 
     Returns
     -------
@@ -236,10 +238,22 @@ def fold_model(model, parts, keep, cells):
 
     keep = [int(k) for k in keep]
     sums = FitSums.subset(parts, keep)
+    # no condition numbers: the fold model reports none (an eigen-decomposition per problem saved)
     coefs, posts, _, _, ez, _ = solve_sums(model.H, sums, model.config, [cells[k] for k in keep],
-                                           model.orbital_basis.species)
+                                           model.orbital_basis.species, condition=False,
+                                           ends=None if ends is None else [ends[k] for k in keep])
     H = dataclasses.replace(model.H, coefficients=coefs, posteriors=posts)
     return dataclasses.replace(model, H=H, energy_zero=ez, report={})
+
+
+def fold_ends(model, cells):
+    """Bond ends of every cell (:func:`.energy_zero.bond_ends`) when the fold models' energy zero needs them
+    (``fit.energy_zero_model = "bonds"``), else None: computed once for all folds (:func:`fold_model`)."""
+    from .energy_zero import bond_ends
+
+    if model.config.fit.energy_zero_model != "bonds":
+        return None
+    return [bond_ends(at, model.orbital_basis.species) for at in cells]
 
 
 def held_out_parts(model, sd, kmesh, window_eV: float, pairs=None, max_states: int = 0, rng=None,
@@ -312,6 +326,7 @@ def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_sta
         ``n_electrons`` or without a window state.
     """
     from ...structure import RealSpaceMatrix
+    from ...tb.bloch import BlochAssembler
     from ...tb.dos import monkhorst_pack
     from ...tb.smearing import fermi_level
     from .linear_response import fermi_weights, sensitivities
@@ -339,8 +354,9 @@ def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_sta
     sens = sensitivities(model.H, sd.atoms, C[win // nb, :, win % nb], kp[win // nb], reference, pairs=pairs,
                          epistemic_cut=epistemic_cut, data=None if both is None else both[0])
     pat = sens["pattern"]
-    H = RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, sens["data"])
-    eps = reduce_(H)
+    # one sparsity analysis for every prediction of the structure (same pattern): BlochAssembler.dense_of
+    asm = BlochAssembler(RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, sens["data"]))
+    eps = reduce_(asm.dense(kp))
     ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
     err = ((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win]
     out = {"err": err, "sens": sens, "states": win}
@@ -349,7 +365,7 @@ def window_sensitivities(model, sd, kmesh, window_eV: float, pairs=None, max_sta
         for q, c in enumerate(extras):
             data = (both[1 + q] if both is not None else
                     dataclasses.replace(model.H, coefficients=c).predict_data(sd.atoms, pat))
-            eps = reduce_(RealSpaceMatrix(pat.norb, pat.i, pat.j, pat.shift, data))
+            eps = reduce_(asm.dense_of(data, kp))
             ef = fermi_level(eps[None], wk, float(sd.n_electrons), 0.01, "fermi-dirac", 2)
             errs.append(((eps - ef) - (e_ref - ef_ref)).reshape(-1)[win])
         out["err_extra"] = errs[0] if single else np.array(errs)
@@ -366,7 +382,8 @@ def _reference_solve(H, S, kpts) -> tuple:
     -------
     eps : ndarray, shape (nk, norb), eV
     vecs : ndarray, shape (nk, norb, norb), complex (``vecs[k][:, n]``, ``C^H S C = 1``)
-    eigenvalues : callable ``RealSpaceMatrix -> ndarray (nk, norb)``
+    eigenvalues : callable ``ndarray (nk, norb, norb) -> ndarray (nk, norb)``
+        Of another ``H``'s Bloch sums on ``kpts`` (:meth:`BlochAssembler.dense`).
     """
     from ...tb.bloch import BlochAssembler
 
@@ -374,12 +391,12 @@ def _reference_solve(H, S, kpts) -> tuple:
     X = np.linalg.inv(np.linalg.cholesky(Sk))  # L^-1 per k
     Xh = np.conj(np.swapaxes(X, 1, 2))
 
-    def reduced(h):
-        a = X @ BlochAssembler(h).dense(kpts) @ Xh
+    def reduced(hk):
+        a = X @ hk @ Xh
         return 0.5 * (a + np.conj(np.swapaxes(a, 1, 2)))
 
-    eps, Y = np.linalg.eigh(reduced(H))
-    return eps, Xh @ Y, lambda h: np.linalg.eigvalsh(reduced(h))
+    eps, Y = np.linalg.eigh(reduced(BlochAssembler(H).dense(kpts)))
+    return eps, Xh @ Y, lambda hk: np.linalg.eigvalsh(reduced(hk))
 
 
 def cross_validated_errors(structures, model, parts, progress: bool = False, designs=None, mapper=None,
@@ -433,15 +450,16 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     wanted = (set(range(n)) if keep_observations is True else
               {int(i) for i in keep_observations} if keep_observations is not False else set())
 
+    ends = fold_ends(model, cells)  # once for every fold
     # with observations, every fold model first: each observed structure is also predicted under the others
-    subs = ([fold_model(model, parts, np.setdiff1d(np.arange(n), val), cells) for val in folds]
+    subs = ([fold_model(model, parts, np.setdiff1d(np.arange(n), val), cells, ends) for val in folds]
             if keep_observations is not False else None)
     others = {}  # structure -> the folds whose errors it carries beyond its own (err_extra rows 1..)
 
     def tasks():
         for f, val in enumerate(folds):
             keep = np.setdiff1d(np.arange(n), val)
-            sub = subs[f] if subs is not None else fold_model(model, parts, keep, cells)
+            sub = subs[f] if subs is not None else fold_model(model, parts, keep, cells, ends)
             if keep_observations is not False:
                 fold_models.append(sub)
             if eigenvalue_observations is not None:

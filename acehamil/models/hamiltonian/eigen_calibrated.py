@@ -80,20 +80,23 @@ def calibrated_update(structures, model, parts, weights, spec: dict, progress: b
     observed = np.flatnonzero(np.asarray(weights, dtype=float) > 0)  # the only errors under the model it needs
     cv = cross_validated_errors(structures, model, parts, progress=progress, designs=designs, mapper=mapper,
                                 keep_observations=observed)
-    return update_from_cv(model, cv, weights, spec, seed=seed)
+    return update_from_cv(model, cv, weights, spec, seed=seed, mapper=mapper)
 
 
-def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0) -> tuple:
+def update_from_cv(model, cv: dict, weights, spec: dict, seed: int = 0, mapper=None) -> tuple:
     """:func:`calibrated_update` after its calibration pass: ``cv`` from :func:`.calibrate.cross_validated_errors`
-    with ``keep_observations`` (not modified); the same returns."""
+    with ``keep_observations`` (not modified); the same returns.  ``mapper``: as :func:`update_parts`'."""
     from .calibrate import fit_factors
 
-    up = update_parts(model, cv, weights, spec, seed=seed)
+    up = update_parts(model, cv, weights, spec, seed=seed, mapper=mapper)
     return up["model"], up["report"], fit_factors({**cv, "err": up["err"], "sigma_epi": up["sigma_epi"]})
 
 
-def update_parts(model, cv: dict, weights, spec: dict, seed: int = 0) -> dict:
+def update_parts(model, cv: dict, weights, spec: dict, seed: int = 0, mapper=None) -> dict:
     """The updates of :func:`update_from_cv` before the spread factors are fitted.
+
+    ``mapper`` (as the calibration's, default serial) runs the six updates (full model and folds), each a
+    factorisation of its own (LAPACK, which releases the GIL); the result does not depend on it.
 
     Returns
     -------
@@ -104,6 +107,8 @@ def update_parts(model, cv: dict, weights, spec: dict, seed: int = 0) -> dict:
         coefficients; what a grouped CV of the update's settings scores, ``benchmarks/transfer_update.py``).
     """
     import time
+
+    from .sums import serial_map
 
     t0, c0 = time.perf_counter(), time.process_time()
     weights = np.asarray(weights, dtype=float)
@@ -142,37 +147,40 @@ def update_parts(model, cv: dict, weights, spec: dict, seed: int = 0) -> dict:
                 g += (weights[i] / r2) * (A.T @ e)
         fold_grad.append(g)
 
-    # the full model: prior N(0, I) in z
-    z1, C = _posterior(None, np.zeros(space.N), info_all, grad_all, space)
+    # six independent updates, one task each (a factorisation each: LAPACK releases the GIL, so ``mapper``'s
+    # threads run them side by side): the full model (prior N(0, I) in z), then each fold from its own posterior
+    # with the rows of the structures it was fitted on, and what that does to the fold's held-out rows (whitened
+    # once: those of the observed rows when they are all of them)
+    def held_rows(val):
+        out = []
+        for i in (int(i) for i in val):
+            if i not in cv["J"]:
+                continue
+            sel = np.flatnonzero(cv["structure"] == i)
+            whole = i in A_of and np.array_equal(rows[i], sel)
+            out.append((i, sel, A_of[i] if whole else space.rows(cv["J"][i])))
+        return out
+
+    def tasks():
+        yield None, None, grad_all, []
+        for f, val in enumerate(cv["folds"]):
+            yield cv["fold_models"][f].H, info[f], fold_grad[f], held_rows(val)
+
+    run = serial_map if mapper is None else mapper
+    results = iter(run(_fold_update, (space, theta0, info_all, cv["J"]), tasks()))
+    z1, C = next(results)
+    new = {k: np.array(cv[k], dtype=float, copy=True) for k in ("err", "sigma_epi")}
+    fold_coefficients = []
+    for held, moved, var, coefficients in results:
+        fold_coefficients.append(coefficients)
+        for (i, sel, _), dm, v in zip(held, moved, var):
+            new["err"][sel] += dm
+            new["sigma_epi"][sel] = np.sqrt(np.maximum(v, 0.0))
     coefs = space.coefficients(theta0, z1)
     updated = dataclasses.replace(model, H=dataclasses.replace(
         model.H, coefficients=coefs, posteriors=updated_posteriors(model.H.posteriors, coefs, space.unwhitened(C))))
     before = np.concatenate([e for _, e in err0]) if err0 else np.zeros(0)
     after = np.concatenate([e + A @ z1 for A, e in err0]) if err0 else np.zeros(0)
-
-    # the folds: each from its own posterior, with the rows of the structures it was fitted on
-    new = {k: np.array(cv[k], dtype=float, copy=True) for k in ("err", "sigma_epi")}
-    fold_coefficients = []
-    for f, val in enumerate(cv["folds"]):
-        sub = cv["fold_models"][f].H
-        Q, zf = space.prior_of(sub, theta0)
-        zf1, Cf = _posterior(Q, zf, info_all - info[f], fold_grad[f], space)
-        fold_coefficients.append(space.coefficients(sub.coefficients, zf1 - zf))
-        Ff = {k: np.sqrt(space.scale.get(k, 1.0)) * F for k, F in coefficient_factors(sub).items()}
-        for i in (int(i) for i in val):
-            if i not in cv["J"]:
-                continue
-            sel = np.flatnonzero(cv["structure"] == i)
-            A = space.rows(cv["J"][i])
-            new["err"][sel] += A @ (zf1 - zf)
-            var = np.zeros(len(sel))
-            for q, k in enumerate(space.keys):  # over the diagonal blocks of Sigma_f1 = F0 Cf F0^T
-                a = A[:, space.off[q]:space.off[q + 1]]
-                var += np.einsum("rn,nm,rm->r", a, Cf[k], a, optimize=True)
-            for k, Jk in cv["J"][i].items():  # blocks the update leaves alone keep the fold's variance
-                if k not in space.index and k in Ff:
-                    var += np.sum((Jk @ Ff[k]) ** 2, axis=1)
-            new["sigma_epi"][sel] = np.sqrt(np.maximum(var, 0.0))
     report = {"source": "calibration", "n_structures": len(observed), "n_states": int(len(before)),
               "mae_meV_before": float(1e3 * np.mean(np.abs(before))) if len(before) else float("nan"),
               "mae_meV_after_linear": float(1e3 * np.mean(np.abs(after))) if len(after) else float("nan"),
@@ -201,6 +209,45 @@ def prior_scales(posteriors: dict, spec: dict) -> dict:
     if c == 1.0:
         return {}
     return {(key, L): c for key, per in posteriors.items() if str(key).startswith("onsite/") for L in per}
+
+
+def _fold_update(space, theta0: dict, info_all, J: dict, sub, info_f, grad_f, held: list) -> tuple:
+    """One of :func:`update_parts`' updates: the fold model ``sub`` (MatrixModel) updated from its own
+    posterior by the observed rows of its training structures (precision ``info_all - info_f``, gradient
+    ``grad_f``), and what that does to its held-out structures' rows ``held`` ([(i, rows, A_i = J_i F0)]);
+    or, ``sub`` None, the full model (prior N(0, I) in z, precision ``info_all``, gradient ``grad_f``).
+
+    Returns
+    -------
+    held : list
+        ``held``, as given.
+    moved : list of ndarray (m_i,), eV
+        ``A_i (z_f1 - z_f)``: each held-out structure's errors move by these.
+    var : list of ndarray (m_i,), eV^2
+        Their epistemic variances under the updated fold posterior, over its diagonal blocks (``Sigma_f1 =
+        F0 C_f F0^T``); blocks the update leaves alone keep the fold's variance.
+    coefficients : dict {key: {L: ndarray}}
+        The updated fold model's.
+
+    With ``sub`` None instead ``(z1, C)``, :func:`_posterior`'s.
+    """
+    if sub is None:
+        return _posterior(None, np.zeros(space.N), info_all, grad_f, space)
+    Q, zf = space.prior_of(sub, theta0)
+    zf1, Cf = _posterior(Q, zf, info_all - info_f, grad_f, space)
+    Ff = {k: np.sqrt(space.scale.get(k, 1.0)) * F for k, F in coefficient_factors(sub).items()}
+    moved, var = [], []
+    for i, sel, A in held:
+        moved.append(A @ (zf1 - zf))
+        v = np.zeros(len(sel))
+        for q, k in enumerate(space.keys):  # over the diagonal blocks of Sigma_f1 = F0 Cf F0^T
+            a = A[:, space.off[q]:space.off[q + 1]]
+            v += np.einsum("rn,nm,rm->r", a, Cf[k], a, optimize=True)
+        for k, Jk in J[i].items():  # blocks the update leaves alone keep the fold's variance
+            if k not in space.index and k in Ff:
+                v += np.sum((Jk @ Ff[k]) ** 2, axis=1)
+        var.append(v)
+    return held, moved, var, space.coefficients(sub.coefficients, zf1 - zf)
 
 
 class _Whitened:

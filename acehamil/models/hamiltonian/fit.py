@@ -90,7 +90,8 @@ def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) 
     return coefs, posts, diag
 
 
-def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_structures: int) -> tuple:
+def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_structures: int,
+                    condition: bool = True) -> tuple:
     """Joint fit of the coefficients and one energy zero ``V_s`` per structure.
 
     The targets become ``H_s - V_s S_s``: absolute energies of a periodic DFT
@@ -107,6 +108,8 @@ def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_str
     minimum, where the block-coordinate descent used before stopped at 500 sweeps up to
     ~0.5 meV away.  The ridge matrices are factorised once; the final coefficients for
     the shifted targets come from ``solver``.
+
+    ``condition``: the diagnostics' condition numbers (an eigen-decomposition per problem; False: NaN).
 
     Returns
     -------
@@ -160,11 +163,11 @@ def fit_energy_zero(model: MatrixModel, normal: dict, gauge: dict, solver, n_str
         m.Aty = ne.Aty - sum((V[s] * v[0] for s, v in g.items()), np.zeros(ne.n))
         m.yty = ne.yty - 2 * sum(V[s] * v[1] for s, v in g.items()) + sum(V[s] ** 2 * v[2] for s, v in g.items())
         shifted[key] = m
-    coefs, posts, diag = solve_all(model, shifted, solver, condition=True)
+    coefs, posts, diag = solve_all(model, shifted, solver, condition=condition)
     return coefs, posts, diag, V
 
 
-def fit_density_energy_zero(cells, V, species, bonds: bool = False) -> tuple:
+def fit_density_energy_zero(cells, V, species, bonds: bool = False, ends=None) -> tuple:
     """Least-squares ``V_s ~ v0 + sum_Z beta_Z N_Z,s / Omega_s`` over the fully periodic training cells
     (``bonds``: ``+ sum_Z gamma_Z B_Z,s / Omega_s``, the bond ends of
     :func:`acehamil.models.hamiltonian.energy_zero.bond_ends`).
@@ -178,6 +181,10 @@ def fit_density_energy_zero(cells, V, species, bonds: bool = False) -> tuple:
     species : sequence of int
     bonds : bool
         Add the bond term (``fit.energy_zero_model = "bonds"``).
+    ends : sequence of dict, optional
+        With ``bonds``: :func:`~acehamil.models.hamiltonian.energy_zero.bond_ends` of each cell, when the caller
+        has them (e.g. once for the calibration's folds, which refit from subsets of the same cells); default
+        computed here.
 
     Returns
     -------
@@ -203,14 +210,16 @@ def fit_density_energy_zero(cells, V, species, bonds: bool = False) -> tuple:
     species = [int(z) for z in species]
     n_col = 1 + len(species) * (2 if bonds else 1)
     rows, vals = [], []
-    for at, v in zip(cells, V):
+    if ends is not None and len(ends) != len(V):
+        raise ValueError(f"need the bond ends of each of the {len(V)} cells, got {len(ends)}")
+    for q, (at, v) in enumerate(zip(cells, V)):
         if np.all(at.pbc):
             vol = abs(float(np.linalg.det(at.cell.array)))
             numbers = np.asarray(at.numbers)
             row = [1.0] + [np.count_nonzero(numbers == z) / vol for z in species]
             if bonds:
-                ends = bond_ends(at, species)
-                row += [ends[z] / vol for z in species]
+                e = bond_ends(at, species) if ends is None else ends[q]
+                row += [e[z] / vol for z in species]
             rows.append(row)
             vals.append(v)
     A, y = np.asarray(rows).reshape(-1, n_col), np.asarray(vals)
@@ -231,7 +240,8 @@ def fit_density_energy_zero(cells, V, species, bonds: bool = False) -> tuple:
     return ez, summary
 
 
-def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, species) -> tuple:
+def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, species, condition: bool = True,
+               ends=None) -> tuple:
     """Coefficients (and posteriors) of ``mm`` from the summed normal equations of its training structures.
 
     Parameters
@@ -245,6 +255,10 @@ def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, speci
     cells : sequence of ase.Atoms
         The training structures, in the order of the gauge keys (the density energy zero).
     species : sequence of int
+    condition : bool
+        The diagnostics' condition numbers (False: NaN; e.g. the calibration's fold models, which report none).
+    ends : sequence of dict, optional
+        The cells' bond ends (:func:`fit_density_energy_zero`).
 
     Returns
     -------
@@ -257,12 +271,12 @@ def solve_sums(mm: MatrixModel, sums: FitSums, config: ModelConfig, cells, speci
     energy_zero_summary : dict or None
     """
     if not sums.gauge:
-        coefs, posts, diag = solve_all(mm, sums.normal, config.solver)
+        coefs, posts, diag = solve_all(mm, sums.normal, config.solver, condition=condition)
         return coefs, posts, diag, None, None, None
-    coefs, posts, diag, V = fit_energy_zero(mm, sums.normal, sums.gauge, config.solver, len(cells))
+    coefs, posts, diag, V = fit_energy_zero(mm, sums.normal, sums.gauge, config.solver, len(cells), condition=condition)
     ez = summary = None
     if config.fit.energy_zero_model in ("density", "bonds"):
-        ez, summary = fit_density_energy_zero(cells, V, species, config.fit.energy_zero_model == "bonds")
+        ez, summary = fit_density_energy_zero(cells, V, species, config.fit.energy_zero_model == "bonds", ends=ends)
     return coefs, posts, diag, V, ez, summary
 
 
