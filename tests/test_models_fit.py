@@ -264,3 +264,37 @@ def test_kind_weights_read_from_a_toml_inline_table(tmp_path):
     path.write_text('[fit]\nkind_weights = { "si8" = -2 }\n')
     with pytest.raises(ValueError, match="w.toml.*kind_weights"):
         read_model_config(path)
+
+
+def test_training_structures_are_checked_in_the_counting_tasks_on_any_engine(data):
+    """The full check of each training structure (atoms, Hermitian H and S, S(Gamma)) runs in the fit's counting
+    tasks (beside the next structure's on a thread engine): a broken structure is refused naming it, on two
+    threads as serially, and each structure is checked once per fit."""
+    from dataclasses import replace
+
+    import acehamil.models.hamiltonian.fit as fit_module
+    from acehamil.errors import UserError
+    from acehamil.threads import thread_mapper
+
+    H = data[2].H[0]
+    p = int(np.nonzero(H.i != H.j)[0][0])
+    bad = H.data.copy()
+    bad[H.offsets[p]:H.offsets[p + 1]] *= 1.5
+    broken = [data[0], data[1], replace(data[2], H=(H.with_data(bad),), info={"name": "broken"})]
+    cfg = ModelConfig.from_dict(CFG)
+    for mapper in (None, thread_mapper(2)):
+        with pytest.raises(UserError, match=r"training structure 2 \('broken'\): H \(spin 0\) is not Hermitian"):
+            fit(broken, cfg, progress=False, mapper=mapper)
+    seen = []
+    real = fit_module.check_training_structure
+
+    def counting(sd, where):
+        seen.append(where)
+        real(sd, where)
+
+    fit_module.check_training_structure = counting
+    try:
+        fit(data[:2], cfg, progress=False, mapper=thread_mapper(2))
+    finally:
+        fit_module.check_training_structure = real
+    assert sorted(seen) == ["training structure 0 ('?')", "training structure 1 ('?')"]

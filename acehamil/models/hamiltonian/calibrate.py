@@ -452,7 +452,8 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
 
     ends = fold_ends(model, cells)  # once for every fold
     # with observations, every fold model first: each observed structure is also predicted under the others
-    subs = ([fold_model(model, parts, np.setdiff1d(np.arange(n), val), cells, ends) for val in folds]
+    # (independent refits, one task each on the engine: their sums and eigen-solves release the GIL)
+    subs = (list(run(fold_model, (model, parts), ((np.setdiff1d(np.arange(n), val), cells, ends) for val in folds)))
             if keep_observations is not False else None)
     others = {}  # structure -> the folds whose errors it carries beyond its own (err_extra rows 1..)
 

@@ -122,16 +122,18 @@ def update_parts(model, cv: dict, weights, spec: dict, seed: int = 0, mapper=Non
     # every observed row in the whitened coordinates, and the information (precision and gradient) per fold
     nf = len(cv["folds"])
     A_of = {i: space.rows(_rows_of(cv, i, rows[i])) for i in observed}  # whitened once, read by every fold
-    info, grad, err0 = [], [], []
-    for f in range(nf):  # one symmetric rank-m_f product per fold (upper triangle), A^T R^-1 A
+    run = serial_map if mapper is None else mapper
+    err0, stacked = [], []
+    for f in range(nf):  # one symmetric rank-m_f product per fold (upper triangle), A^T R^-1 A: a task each
         members = [i for i in observed if fold_of[i] == f]
         A = [A_of[i] for i in members]
         e = [cv["err_model"][rows[i]] for i in members]
         err0.extend(zip(A, e))
         sq = np.sqrt(np.concatenate([np.full(len(x), weights[i] / r2) for i, x in zip(members, e)])) if members else np.zeros(0)
-        A = np.concatenate(A) if members else np.zeros((0, space.N))
-        info.append(_gram_upper(A * sq[:, None], space.N))
-        grad.append(A.T @ (sq**2 * (np.concatenate(e) if members else np.zeros(0))))
+        stacked.append((np.concatenate(A) if members else np.zeros((0, space.N)), sq,
+                        np.concatenate(e) if members else np.zeros(0)))
+    info, grad = map(list, zip(*run(_information, (space.N,), stacked))) if nf else ([], [])
+    del stacked
     info_all, grad_all = sum(info), sum(grad)
     # each fold's innovations: its training structures' exact errors under the fold model (cv["err_folds"]),
     # written about theta0 for the linear model e0 + A z (e_f - A z_f); moving err0 along the cut J instead
@@ -166,7 +168,6 @@ def update_parts(model, cv: dict, weights, spec: dict, seed: int = 0, mapper=Non
         for f, val in enumerate(cv["folds"]):
             yield cv["fold_models"][f].H, info[f], fold_grad[f], held_rows(val)
 
-    run = serial_map if mapper is None else mapper
     results = iter(run(_fold_update, (space, theta0, info_all, cv["J"]), tasks()))
     z1, C = next(results)
     new = {k: np.array(cv[k], dtype=float, copy=True) for k in ("err", "sigma_epi")}
@@ -209,6 +210,12 @@ def prior_scales(posteriors: dict, spec: dict) -> dict:
     if c == 1.0:
         return {}
     return {(key, L): c for key, per in posteriors.items() if str(key).startswith("onsite/") for L in per}
+
+
+def _information(n: int, A, sq, e) -> tuple:
+    """``(A^T R^-1 A`` (upper triangle, :func:`_gram_upper`), ``A^T R^-1 e)`` of one fold's observed rows ``A (m, n)``,
+    ``sq = R^-1/2`` (m,), errors ``e`` (m,)."""
+    return _gram_upper(A * sq[:, None], n), A.T @ (sq**2 * e)
 
 
 def _fold_update(space, theta0: dict, info_all, J: dict, sub, info_f, grad_f, held: list) -> tuple:

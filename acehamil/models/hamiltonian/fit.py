@@ -363,12 +363,14 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
 
     def count_tasks():  # counting pass: centres per family of H and S (the sampling plans), electrons
         for k in range(len(train)):
-            sd = train[k]
+            sd, where = train.unchecked(k)
             electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
-            yield (sd.atoms,)
+            yield (sd, where)
 
-    # one neighbour list per structure for the whole fit (H and S sums, extrapolation reference, calibration)
-    counted = list(run(counts_and_pairs, ((template.H, template.S), template.reach), count_tasks()))  # on the fit's engine
+    # one neighbour list per structure for the whole fit (H and S sums, extrapolation reference, calibration); each
+    # structure's full check runs in its task, on the fit's engine (the checks of one beside those of the next)
+    counted = list(run(checked_counts, ((template.H, template.S), template.reach), count_tasks()))
+    checked.update(int(i) for i in train_idx)
     if len(counted) > len(train):
         raise RuntimeError("the fit's mapper returned more results than tasks")
     if len(counted) < len(train) or not all(isinstance(c, tuple) and len(c) == 2 for c in counted):
@@ -526,20 +528,39 @@ class _Subset:
         return len(self.idx)
 
     def __getitem__(self, k):
+        sd, where = self.unchecked(k)
+        if where is not None:
+            check_training_structure(sd, where)
+            self.checked.add(int(self.idx[k]))
+        return sd
+
+    def unchecked(self, k) -> tuple:
+        """``(sd, where)``: structure ``k`` after the cheap checks (basis, H and S present), and the name of
+        the full check (:func:`check_training_structure`) it still needs (None once checked)."""
         i = int(self.idx[k])
         sd = self.structures[i]
         if sd.basis != self.basis:
             raise ValueError(f"structure {i} has a different orbital basis from structure 0")
         if not sd.H or sd.S is None:
             raise ValueError(f"structure {i} lacks H or S")
-        if i not in self.checked:
-            from ...structure.validate import validate_structure
+        return sd, (None if i in self.checked else f"training structure {i} ({sd.info.get('name', '?')!r})")
 
-            where = f"training structure {i} ({sd.info.get('name', '?')!r})"
-            validate_structure(sd, where)
-            _check_reference_overlap(sd, where)
-            self.checked.add(i)
-        return sd
+
+def check_training_structure(sd, where: str) -> None:
+    """The full check of a training structure (atoms, Hermitian H and S, positive-definite S(Gamma)):
+    UserError naming ``where``."""
+    from ...structure.validate import validate_structure
+
+    validate_structure(sd, where)
+    _check_reference_overlap(sd, where)
+
+
+def checked_counts(models, reach: float, sd, where) -> tuple:
+    """The fit's counting task for one structure: its full check (:func:`check_training_structure`, unless
+    ``where`` is None: checked before), then :func:`~acehamil.models.hamiltonian.sums.counts_and_pairs`."""
+    if where is not None:
+        check_training_structure(sd, where)
+    return counts_and_pairs(models, reach, sd.atoms)
 
 
 #: Training structures up to this many orbitals get the S(Gamma) check (a dense eigenvalue solve).
