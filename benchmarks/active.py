@@ -19,10 +19,13 @@ Every pool structure's normal-equation sums are computed once, unweighted
 round's model is a solve on the sums of the chosen structures (the same model a fresh fit on them
 gives, with the example's settings).  Both curves start from the same ``--start`` random
 structures; each round adds ``--step``: the selected curves pick by each of ``--criteria``
-(``variance``: greedy expected reduction of the epistemic variance over the candidate pool,
-V-optimal design, :func:`acehamil.models.hamiltonian.select.variance_select`; ``information``:
-expected information gain on the coefficients; ``band``, ``extrapolation``: the scores of
-``acehamil select``), the random curve draws uniformly.  Repeated over ``--seeds`` starting sets;
+(``variance``: greedy expected reduction of the epistemic variance of the pool's blocks, eV^2, V-optimal
+design, :func:`acehamil.models.hamiltonian.select.variance_select`; ``leverage``: the same in units of
+each block type's noise variance; ``eigen``: the same for the mean epistemic variance of the pool's
+window eigenvalues, their sensitivities linearised once per starting set at the start model,
+:mod:`acehamil.models.hamiltonian.select_targets`; ``information``: expected information gain on the
+coefficients; ``band``, ``extrapolation``: the scores of ``acehamil select``), the random curve draws
+uniformly.  Repeated over ``--seeds`` starting sets;
 the curves are the means.
 
 Usage::
@@ -30,8 +33,10 @@ Usage::
     python benchmarks/active.py [--json] [--start 5 --step 5 --budget 25 --seeds 3] [--criteria variance information]
 
 Prints ``{"n_dft": [...], "mae_meV_selected": [...], "mae_meV_random": [...], ...}`` with ``--json``
-(``mae_meV_selected``: the first of ``--criteria``; every criterion's test and validation curves under
-``curves``).
+(``mae_meV_selected``: the criterion of ``--criteria`` with the lowest validation error, mean over
+starting sets and over every budget after the start (``criterion``; the first of ``--criteria`` with
+``--no-validation``); every criterion's test and validation curves under ``curves``).  ``--n-dft 5 8 10
+12 15 20 25`` scores those numbers of structures instead of the regular ``--start/--step/--budget``.
 """
 
 from __future__ import annotations
@@ -109,19 +114,36 @@ def mean_mae(model, structs) -> float:
 
 
 def pick(criterion, model, hs, pool, rest, step, rng, weights, target):
+    """``step`` pool indices out of ``rest`` by ``criterion``; ``target`` is the pool's per-atom design Gram
+    (``variance``; whitened by the current model's noise for ``leverage``) or, for ``eigen``, the pool's mean
+    window-eigenvalue sensitivity Gram (:func:`eigen_target`)."""
     from acehamil.models.hamiltonian.select import information_select, select, variance_select
+    from acehamil.models.hamiltonian.select_targets import whitened
 
     if criterion == "random":
         return [int(i) for i in rng.choice(rest, size=step, replace=False)]
     grams = [{key: ne.AtA for key, ne in hs[i].normal.items()} for i in rest]
+    w = [weights[i] for i in rest]
     if criterion == "information":
         picked, _ = information_select(model.H, [{k: weights[i] * g for k, g in G.items()} for i, G in zip(rest, grams)],
                                        step)
-    elif criterion == "variance":
-        picked, _ = variance_select(model.H, grams, step, target, weights=[weights[i] for i in rest])
+    elif criterion in ("variance", "eigen"):
+        picked, _ = variance_select(model.H, grams, step, target, weights=w)
+    elif criterion == "leverage":
+        picked, _ = variance_select(model.H, grams, step, whitened(model.H, target), weights=w)
     else:
         picked, _ = select(model, [(pool[i].atoms, pool[i].n_electrons) for i in rest], step, criterion, n_samples=8)
     return [rest[j] for j in picked]
+
+
+def eigen_target(model, pool, seed: int) -> dict:
+    """The ``eigen`` criterion's target: the mean over the whole pool of the sensitivity Gram of each structure's
+    window eigenvalues (E_F +- 2 eV, 2x2x2 grid, at most 64 states), linearised at ``model`` (its predicted
+    eigenvectors; no DFT of the pool is used)."""
+    from acehamil.models.hamiltonian.select_targets import eigen_gram, mean_target
+
+    rng = np.random.default_rng(seed)
+    return mean_target([eigen_gram(model, sd.atoms, sd.n_electrons, rng=rng) for sd in pool])
 
 
 def main(argv=None) -> int:
@@ -133,7 +155,11 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=30)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--first-seed", type=int, default=0, help="starting sets first-seed .. first-seed + seeds - 1")
-    p.add_argument("--criteria", nargs="+", choices=["variance", "information", "band", "extrapolation"],
+    p.add_argument("--n-dft", type=int, nargs="+", default=None,
+                   help="the numbers of DFT structures to score (increasing, the first is the start; default "
+                        "--start, --start + --step, ... --budget)")
+    p.add_argument("--criteria", nargs="+",
+                   choices=["variance", "information", "leverage", "eigen", "band", "extrapolation"],
                    default=["variance", "information"])
     p.add_argument("--extra-pool", nargs="*", default=[str(ROOT / "data" / "si_train_defects.h5")],
                    help="more candidate files (training data the example does not fit)")
@@ -161,7 +187,10 @@ def main(argv=None) -> int:
     hs, ss = pool_sums(template, pool, cfg.fit.max_blocks_per_type, cfg.fit.seed)
     target = pool_target([{key: ne.AtA for key, ne in h.normal.items()} for h in hs], [len(sd.atoms) for sd in pool])
     print(f"pool sums: {len(pool)} structures, {time.process_time() - c0:.0f} s CPU", file=sys.stderr, flush=True)
-    n_dft = list(range(args.start, args.budget + 1, args.step))
+    n_dft = list(range(args.start, args.budget + 1, args.step)) if args.n_dft is None else list(args.n_dft)
+    if any(b <= a for a, b in zip(n_dft, n_dft[1:])) or n_dft[0] < 1 or n_dft[-1] > len(pool):
+        p.error(f"--n-dft must increase from >= 1 to at most the pool's {len(pool)}, got {n_dft}")
+    args.start = n_dft[0]
     names = list(args.criteria) + ["random"]
     curves = {name: np.zeros((args.seeds, len(n_dft))) for name in names}
     val = {name: np.zeros((args.seeds, len(n_dft))) for name in names}
@@ -172,6 +201,7 @@ def main(argv=None) -> int:
         for name in names:
             chosen = list(start)
             prng = np.random.default_rng(1000 + seed)  # the random curve's own draws
+            goal = target
             for r, n in enumerate(n_dft):
                 if r == 0 and name != names[0]:  # same start, same model: copy the first curve's figures
                     curves[name][row, 0], val[name][row, 0] = curves[names[0]][row, 0], val[names[0]][row, 0]
@@ -184,15 +214,25 @@ def main(argv=None) -> int:
                 if r + 1 < len(n_dft):
                     if r == 0 and name != names[0]:
                         model = model_of(template, hs, ss, chosen, pool, weights)
+                    if r == 0 and name == "eigen":  # linearised once per starting set, at the start model
+                        c1 = time.process_time()
+                        goal = eigen_target(model, pool, seed)
+                        print(f"seed {seed} eigen target: {time.process_time() - c1:.0f} s CPU", file=sys.stderr,
+                              flush=True)
                     rest = [i for i in range(len(pool)) if i not in chosen]
-                    chosen += pick(name, model, hs, pool, rest, args.step, prng, weights, target)
+                    chosen += pick(name, model, hs, pool, rest, n_dft[r + 1] - n, prng, weights, goal)
             kinds[name].append([pool[i].info.get("kind", "si8-rattle0.05-0.15") for i in chosen])
+    # the reported criterion: the lowest validation error (mean over starting sets, averaged over every budget
+    # after the start); the test curves choose nothing
     first = names[0]
+    if validation:
+        first = min(args.criteria, key=lambda name: float(val[name][:, 1:].mean()) if len(n_dft) > 1 else 0.0)
     out = {
         "n_dft": n_dft,
         "mae_meV_selected": curves[first].mean(axis=0).tolist(),
         "mae_meV_random": curves["random"].mean(axis=0).tolist(),
         "criterion": first,
+        "chosen_by": "validation" if validation else "the first of --criteria",
         "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "curves": {name: {"test_mean": curves[name].mean(axis=0).tolist(), "test_per_seed": curves[name].tolist(),
                           "validation_mean": val[name].mean(axis=0).tolist(), "validation_per_seed": val[name].tolist(),

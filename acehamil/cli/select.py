@@ -7,7 +7,9 @@ H coefficients, the posterior updated after each pick so that near-copies gain l
 candidate at its kind's weight in the model's ``kind_weights``), or by the predicted band
 uncertainty (``band``: the reducible, i.e. coefficient, spread of the eigenvalues within E_F +- 2 eV
 on a small k-grid), the extrapolation score (``extrapolation``, cheapest) or the expected reduction
-of the predictive variance over the candidates (``variance``).  The picks are written as extended XYZ with
+over the candidates of the predictive variance of their blocks (``variance``, eV^2; ``leverage``, in
+units of each block type's noise) or of their window eigenvalues (``eigen``, the model's own
+eigenvectors on ``--kmesh``).  The picks are written as extended XYZ with
 ``info["select_score"]`` and ``info["select_source"]``; ``acehamil generate pyscf --structures
 picked.xyz`` computes them, a refit closes the loop (docs/uncertainty.md).
 """
@@ -26,11 +28,13 @@ def register(subparsers) -> None:
     p.add_argument("candidates", help="acehamil dataset file or any ASE-readable structure file")
     p.add_argument("-n", type=int, required=True, dest="k", help="number of structures to pick")
     p.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
-    p.add_argument("--criterion", choices=["band", "extrapolation", "information", "variance"], default="information",
+    p.add_argument("--criterion", choices=["band", "eigen", "extrapolation", "information", "leverage", "variance"],
+                   default="information",
                    help="band: predicted band spread; extrapolation: the on-site score; information: expected "
-                        "information gain on the coefficients; variance: expected reduction of the predictive "
-                        "variance over the candidates (V-optimal); docs/uncertainty.md says which pays")
-    p.add_argument("--kmesh", type=int, nargs=3, default=(2, 2, 2), help="k-grid of the band criterion")
+                        "information gain on the coefficients; variance / leverage / eigen: expected reduction over "
+                        "the candidates of their blocks' variance (eV^2 / in units of the noise) or of their window "
+                        "eigenvalues' variance (V-optimal); docs/uncertainty.md says which pays")
+    p.add_argument("--kmesh", type=int, nargs=3, default=(2, 2, 2), help="k-grid of the band and eigen criteria")
     p.add_argument("--samples", type=int, default=12, help="posterior draws of the band criterion")
     p.add_argument("--index", default=":", help="ASE-style selection of candidates (default all)")
     add_overwrite_arg(p)

@@ -309,7 +309,7 @@ def variance_select(mm, grams, k: int, target: dict, weights=None) -> tuple:
 
 
 #: The criteria of :func:`select`.
-CRITERIA = ("band", "extrapolation", "information", "variance")
+CRITERIA = ("band", "eigen", "extrapolation", "information", "leverage", "variance")
 
 
 def select(model, candidates, k: int, criterion: str = "information", kmesh=(2, 2, 2), n_samples: int = 12,
@@ -322,11 +322,15 @@ def select(model, candidates, k: int, criterion: str = "information", kmesh=(2, 
         With posteriors.
     candidates : sequence of (ase.Atoms, n_electrons or None)
     k : int
-    criterion : {"band", "extrapolation", "information", "variance"}
-        ``information``: :func:`information_select`; ``variance``: :func:`variance_select` with the
-        candidates themselves as the target (the structures one will predict).  Both take each
-        candidate at the weight the model's ``kind_weights`` give its ``atoms.info["kind"]`` (1
-        without; weight 0: it would not be fitted and gains nothing).
+    criterion : {"band", "eigen", "extrapolation", "information", "leverage", "variance"}
+        ``information``: :func:`information_select`; ``variance``, ``leverage``, ``eigen``:
+        :func:`variance_select` with the candidates themselves as the target (the structures one
+        will predict): their per-atom block variance in eV^2 (``variance``, :func:`pool_target`), the
+        same in units of each block type's noise variance (``leverage``,
+        :func:`.select_targets.whitened`), or the mean epistemic variance of their predicted window
+        eigenvalues (``eigen``, :func:`.select_targets.eigen_gram` on ``kmesh``, ``E_F +- 2 eV``).
+        All four take each candidate at the weight the model's ``kind_weights`` give its
+        ``atoms.info["kind"]`` (1 without; weight 0: it would not be fitted and gains nothing).
 
     Returns
     -------
@@ -334,7 +338,8 @@ def select(model, candidates, k: int, criterion: str = "information", kmesh=(2, 
         Candidate indices, in the order picked.
     scores : ndarray, shape (n,)
         eV (``band``), dimensionless (``extrapolation``), nats (``information``, the gain
-        before any pick) or eV^2 per atom (``variance``, the reduction before any pick).
+        before any pick), eV^2 per atom (``variance``), noise variances per atom (``leverage``) or
+        eV^2 per eigenvalue (``eigen``), the reduction before any pick.
     """
     from .uncertainty import extrapolation_score, has_posterior
 
@@ -342,17 +347,26 @@ def select(model, candidates, k: int, criterion: str = "information", kmesh=(2, 
         raise ValueError(f"criterion must be one of {', '.join(map(repr, CRITERIA))}, got {criterion!r}")
     if not has_posterior(model.H):
         raise ValueError("the model has no posterior: refit it (solver.method = 'blr' or 'ridge') to select with it")
-    if criterion in ("information", "variance"):
-        grams = []
-        for atoms, _ in candidates:
+    if criterion in ("information", "variance", "leverage", "eigen"):
+        from .select_targets import eigen_gram, mean_target, whitened
+
+        grams, eig = [], []
+        rng = np.random.default_rng(seed)
+        for atoms, n_el in candidates:
             grams.append(gram(model, atoms))
+            if criterion == "eigen":
+                eig.append(eigen_gram(model, atoms, n_el, kmesh=kmesh, rng=rng))
             if progress is not None:
                 progress.step()
         kinds = dict(model.config.fit.kind_weights)  # a candidate is fitted at its kind's weight (as the benchmark)
         weights = [float(kinds.get(atoms.info.get("kind"), 1.0)) for atoms, _ in candidates]
         if criterion == "information":
             return information_select(model.H, [{key: w * G for key, G in g.items()} for g, w in zip(grams, weights)], k)
-        return variance_select(model.H, grams, k, pool_target(grams, [len(a) for a, _ in candidates]), weights)
+        if criterion == "eigen":
+            return variance_select(model.H, grams, k, mean_target(eig), weights)
+        target = pool_target(grams, [len(a) for a, _ in candidates])
+        return variance_select(model.H, grams, k, whitened(model.H, target) if criterion == "leverage" else target,
+                               weights)
     rng = np.random.default_rng(seed)
     scores, desc = [], []
     for n, (atoms, n_el) in enumerate(candidates):
