@@ -157,13 +157,19 @@ def test_select_picks_diverse_uncertain_candidates(workdir):
         at.rattle(0.02, rng=rng)
         cands.append(at)
     ase.io.write(workdir / "cands.xyz", cands)
-    for crit in ("band", "extrapolation", "variance", "information"):
+    for crit in ("band", "extrapolation", "variance", "information", "leverage", "eigen"):
         out = workdir / f"picked_{crit}.xyz"
         assert main(["select", str(workdir / "model.h5"), str(workdir / "cands.xyz"), "-n", "2", "-o", str(out),
                      "--criterion", crit, "--samples", "4", "-q"]) == 0
         picked = ase.io.read(out, index=":")
         assert len(picked) == 2
-        vols = sorted(round(a.get_volume() / len(a), 1) for a in picked)
+        order = [round(a.get_volume() / len(a), 1) for a in picked]
+        vols = sorted(order)
+        if crit == "eigen":
+            # the candidates' own mean eigenvalue variance is the target: the compressed cell first, then one of
+            # the two training-like cells (half of the candidates; never both duplicates), not the expanded cell
+            assert order[0] < 18.0 and 19.0 < order[1] < 21.0, order
+            continue
         # the strained cells lie outside the training data: both are picked, not the duplicates
         assert vols[0] < 18.0 and vols[1] > 23.0, vols
         assert all("select_score" in a.info for a in picked)
