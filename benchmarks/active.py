@@ -24,7 +24,8 @@ design, :func:`acehamil.models.hamiltonian.select.variance_select`; ``leverage``
 each block type's noise variance; ``eigen``: the same for the mean epistemic variance of the pool's
 window eigenvalues, their sensitivities linearised once per starting set at the start model,
 :mod:`acehamil.models.hamiltonian.select_targets`; ``information``: expected information gain on the
-coefficients; ``band``, ``extrapolation``: the scores of ``acehamil select``), the random curve draws
+coefficients; ``information-per-atom``: the same gain per atom of the candidate, a DFT calculation's cost
+taken as its atoms; ``band``, ``extrapolation``: the scores of ``acehamil select``), the random curve draws
 uniformly.  Repeated over ``--seeds`` starting sets;
 the curves are the means.
 
@@ -124,9 +125,10 @@ def pick(criterion, model, hs, pool, rest, step, rng, weights, target):
         return [int(i) for i in rng.choice(rest, size=step, replace=False)]
     grams = [{key: ne.AtA for key, ne in hs[i].normal.items()} for i in rest]
     w = [weights[i] for i in rest]
-    if criterion == "information":
+    if criterion in ("information", "information-per-atom"):
+        costs = [len(pool[i].atoms) for i in rest] if criterion == "information-per-atom" else None
         picked, _ = information_select(model.H, [{k: weights[i] * g for k, g in G.items()} for i, G in zip(rest, grams)],
-                                       step)
+                                       step, costs=costs)
     elif criterion in ("variance", "eigen"):
         picked, _ = variance_select(model.H, grams, step, target, weights=w)
     elif criterion == "leverage":
@@ -159,7 +161,8 @@ def main(argv=None) -> int:
                    help="the numbers of DFT structures to score (increasing, the first is the start; default "
                         "--start, --start + --step, ... --budget)")
     p.add_argument("--criteria", nargs="+",
-                   choices=["variance", "information", "leverage", "eigen", "band", "extrapolation"],
+                   choices=["variance", "information", "information-per-atom", "leverage", "eigen", "band",
+                            "extrapolation"],
                    default=["variance", "information"])
     p.add_argument("--extra-pool", nargs="*", default=[str(ROOT / "data" / "si_train_defects.h5")],
                    help="more candidate files (training data the example does not fit)")

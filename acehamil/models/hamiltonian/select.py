@@ -129,7 +129,7 @@ def gram(model, atoms, pairs=None) -> dict:
     return out
 
 
-def information_select(mm, grams, k: int) -> tuple:
+def information_select(mm, grams, k: int, costs=None) -> tuple:
     """Greedy batch of ``k`` candidates by expected information gain on the H coefficients.
 
     For every ``(block type, L)`` with posterior precision ``P`` (noise precision ``beta``) a
@@ -145,17 +145,23 @@ def information_select(mm, grams, k: int) -> tuple:
     grams : sequence of dict
         :func:`gram` of each candidate (or the ``AtA`` of its fit sums).
     k : int
+    costs : array, shape (n,), optional
+        Cost of each candidate's calculation (> 0, e.g. its atoms): the greedy rule then takes the largest
+        gain per cost (cost-aware design); default 1 each.
 
     Returns
     -------
     picked : list of int
     gains : ndarray, shape (n,)
-        Gain (nats) of each candidate before the first pick.
+        Gain (nats; nats per unit cost with ``costs``) of each candidate before the first pick.
     """
     import scipy.linalg
 
     if not (isinstance(k, (int, np.integer)) and 1 <= k <= len(grams)):
         raise ValueError(f"k must be between 1 and the number of candidates ({len(grams)}), got {k}")
+    cost = np.ones(len(grams)) if costs is None else np.asarray(costs, dtype=float)
+    if cost.shape != (len(grams),) or not np.all(np.isfinite(cost) & (cost > 0)):
+        raise ValueError(f"costs must be {len(grams)} finite numbers > 0")
     prec = _precisions(mm)
 
     def gains_now(cands):
@@ -170,7 +176,7 @@ def information_select(mm, grams, k: int) -> tuple:
                 M = scipy.linalg.solve_triangular(Lc, X.T, lower=True)
                 C = scipy.linalg.cholesky(np.eye(len(M)) + beta * 0.5 * (M + M.T), lower=True)
                 g[j] += float(np.sum(np.log(np.diag(C))))  # 1/2 log det(1 + beta L^-1 G L^-T)
-        return g
+        return g / cost
 
     return _greedy_batch(prec, grams, np.ones(len(grams)), k, gains_now)
 
