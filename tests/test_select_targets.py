@@ -190,3 +190,19 @@ def test_select_new_criteria_take_kind_weights(small_model, cells, criterion):
                                                                           kind_weights=(("never-fitted", 0.0),)))
     picked0, gains0 = select(dataclasses.replace(small_model, config=cfg), cands, 3, criterion)
     assert gains0[best] == 0.0 and picked0[-1] == best
+
+
+def test_information_select_with_costs_takes_the_largest_gain_per_cost(small_model, cells):
+    """costs: the first gains are the plain gains divided by each cost, the first pick their argmax (a cost
+    that makes the best candidate dear moves the pick); bad costs are refused."""
+    from acehamil.models.hamiltonian.select import gram, information_select
+
+    grams = [gram(small_model, sd.atoms) for sd in (cells[2], cells[4], cells[5])]
+    picked, gains = information_select(small_model.H, grams, 2)
+    costs = np.ones(3)
+    costs[picked[0]] = 100.0
+    picked_c, gains_c = information_select(small_model.H, grams, 2, costs=costs)
+    np.testing.assert_allclose(gains_c, gains / costs, rtol=1e-12)
+    assert picked_c[0] == int(np.argmax(gains / costs)) != picked[0]
+    with pytest.raises(ValueError, match="costs"):
+        information_select(small_model.H, grams, 1, costs=[1.0, 0.0, 1.0])
