@@ -261,5 +261,7 @@ def plot_dos(result, emin: float | None = None, emax: float | None = None, title
     ax.set_xlabel("E - E_F (eV)" if ef is not None else "E (eV)")
     ax.set_ylabel("states / eV / cell")
     ax.legend(fontsize=8)
+    if title is None and hasattr(result, "n_moments"):  # a KPMResult has no smearing: every KPM plot was an AttributeError
+        title = f"KPM, {result.n_moments} moments ({result.kernel}), {len(result.kpts)} k-points"
     ax.set_title(title or f"{result.smearing} smearing {result.width:g} eV, {len(result.kpts)} k-points")
     return fig

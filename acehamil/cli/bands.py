@@ -104,6 +104,12 @@ def run(args) -> int:
     solver_kw(args)  # checked before any work
     check_tb_outputs(args, REFERENCE=args.reference, KPTS=args.kpts)
     sd = load_structure(args.data, args.structure, args.orthonormal)
+    if args.npoints is not None and args.kpts is None:
+        from ..tb.kpath import effective_pbc
+
+        if not effective_pbc(sd.atoms).any():  # a molecule's levels are at Γ only: --npoints was ignored
+            raise UserError(f"--npoints {args.npoints} does not apply: structure {args.structure} has no periodic axis "
+                            "(a molecule or cluster), its levels are at Γ only")
     if args.npoints is not None:
         check_levels_size(args.npoints, sd, f"--npoints {args.npoints}")
     kw = solver_kw(args)

@@ -82,6 +82,13 @@ def run(args) -> int:
                         f"1e5 moments resolve ~1 meV of a 60 eV band), got {args.moments}, {args.vectors}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.erange is not None and args.method != "kpm" and args.supercell is None:
+        from ..tb.dos import check_grid_resolves
+
+        try:  # before any work (the default range is checked once the levels are known)
+            check_grid_resolves(args.erange[1] - args.erange[0], args.npoints or 2001, args.width)
+        except ValueError as err:
+            raise UserError(f"--erange, --npoints, --width: {err}") from None
     solver_kw(args)  # checked before any work
     check_tb_outputs(args)
     sd = load_structure(args.data, args.structure, args.orthonormal)

@@ -258,6 +258,19 @@ def _default_basis_factory(spec_dict: dict):
     return ACEBasis(BasisSpec.from_dict(spec_dict))
 
 
+def _json_attr(f, key: str, path) -> dict:
+    """Root attribute ``key`` of ``f`` parsed as a JSON object; a number, array or other text is named (it was a
+    TypeError or KeyError traceback)."""
+    raw = f.attrs[key]
+    raw = raw.decode() if isinstance(raw, bytes) else raw
+    if not isinstance(raw, str):
+        raise ValueError(f"{path}: attribute {key!r} is {str(raw)[:60]!r}, not JSON text (file edited or damaged)")
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: attribute {key!r} is not a JSON object (file edited or damaged)")
+    return value
+
+
 def load_potential(path, basis_factory=None):
     """Read a potential written by :func:`save_potential`.
 
@@ -302,9 +315,9 @@ def load_potential(path, basis_factory=None):
             elif model != "linear":
                 raise ValueError(f"{path}: unknown potential model {model!r} (this acehamil reads 'linear', 'embedded', 'multilayer' and "
                                  "'embedded_multilayer')")
-            spec_dict = json.loads(f.attrs["basis_spec"])
+            spec_dict = _json_attr(f, "basis_spec", path)
             rep_json = f.attrs["repulsion"]
-            metadata = json.loads(f.attrs["metadata"])
+            metadata = _json_attr(f, "metadata", path)
             checksum = f.attrs["checksum"]
             species = np.asarray(f["species"][()], dtype=np.int64)
             e0 = np.asarray(f["e0"][()], dtype=np.float64)
@@ -316,7 +329,10 @@ def load_potential(path, basis_factory=None):
     checksum = checksum.decode() if isinstance(checksum, bytes) else str(checksum)
     if _checksum(species, e0, coef, degrees, densities, embeddings, layer) != checksum:
         raise ValueError(f"{path}: checksum mismatch - the stored coefficients are corrupted")
-    basis = (basis_factory or _default_basis_factory)(spec_dict)
+    try:
+        basis = (basis_factory or _default_basis_factory)(spec_dict)
+    except (KeyError, TypeError, ValueError) as err:  # an edited spec: {} was a KeyError traceback
+        raise ValueError(f"{path}: unreadable basis_spec ({type(err).__name__}: {err}; file edited or damaged)") from None
     rebuilt = feature_degrees(basis)
     if rebuilt.shape != degrees.shape or not np.array_equal(rebuilt, degrees):
         raise ValueError(
@@ -330,7 +346,11 @@ def load_potential(path, basis_factory=None):
             f"{float(np.abs(now - canary).max()):.3g}); the coefficients belong to another basis-engine version"
         )
     rep_json = rep_json.decode() if isinstance(rep_json, bytes) else str(rep_json)
-    repulsion = RepulsionSpec.from_dict(json.loads(rep_json)) if rep_json else None
+    try:
+        repulsion = RepulsionSpec.from_dict(json.loads(rep_json)) if rep_json else None
+    except (KeyError, TypeError, ValueError) as err:  # ValueError includes JSONDecodeError
+        raise ValueError(f"{path}: unreadable repulsion attribute {rep_json[:60]!r} ({type(err).__name__}: {err}; "
+                         "file edited or damaged)") from None
     if layer is not None:
         from ..models.potential.multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
 

@@ -218,8 +218,12 @@ def _read_matrix(g, norb_per_atom: np.ndarray, where: str) -> RealSpaceMatrix:
     for key in ("i", "j", "shift", "data"):
         if key not in g:
             raise ValueError(f"{where}: missing dataset {key!r} (truncated or foreign file?)")
+    i = _field(g, "i", where, (None,), "i")  # float indices (NaN) were cast with a RuntimeWarning
+    j = _field(g, "j", where, (len(i),), "i")
+    shift = _field(g, "shift", where, (len(i), 3), "i")
+    _field(g, "data", where, (None,), "f")
     try:
-        i, j, shift, data = g["i"][()], g["j"][()], g["shift"][()], np.asarray(g["data"][()], dtype=np.float64)
+        data = np.asarray(g["data"][()], dtype=np.float64)
         storage = g.attrs.get("storage", "full")
         storage = storage.decode() if isinstance(storage, bytes) else str(storage)
         if storage == "hermitian-half":
@@ -320,15 +324,16 @@ def read_structure(group: h5py.Group, where: str, validate: bool = True) -> Stru
         from ..structure.validate import check_atoms, check_hermitian
 
         check_atoms(atoms, where)
-    shells = {}
-    for z, d in g["basis"].items():
-        labels = json.loads(d.attrs.get("labels", "[]")) or [""] * len(d)
-        shells[int(z)] = [Shell(l=int(l), n=int(n), label=lab) for (n, l), lab in zip(d[()], labels)]
-    basis = OrbitalBasis.from_dict(shells)
+    for key in ("basis", "H") + (("S",) if "S" in g else ()):
+        if g[key].children is None:  # a dataset there was a TypeError traceback or no H at all
+            raise UserError(f"{where}/{key}: a dataset where a group belongs (file edited or written by another program?)")
+    basis = _read_basis(g["basis"], f"{where}/basis")
     try:
         norb = basis.layout(atoms.numbers).norb_per_atom  # raises for a species without a basis
     except ValueError as err:
         raise UserError(f"{where}/basis: {err}") from None
+    if not len(g["H"]) or not all(str(s).isdigit() for s in g["H"]):  # no channel: an IndexError in evaluate
+        raise UserError(f"{where}/H: expected spin channels 0 (and 1), got {sorted(g['H'])} (truncated or edited file?)")
     H = tuple(_read_matrix(g["H"][s], norb, f"{where}/H/{s}") for s in sorted(g["H"], key=int))
     S = _read_matrix(g["S"], norb, f"{where}/S") if "S" in g else None
     if validate:
@@ -345,6 +350,13 @@ def read_structure(group: h5py.Group, where: str, validate: bool = True) -> Stru
                             "another program?)")
     if "n_electrons" in attrs and float(attrs["n_electrons"]) < 0:
         raise UserError(f"{where}: n_electrons is {float(attrs['n_electrons']):g}, a count must be >= 0")
+    try:
+        info = json.loads(attrs.get("info", "{}"))
+    except (TypeError, ValueError):  # a number or other text: a JSONDecodeError traceback
+        info = None
+    if not isinstance(info, dict):
+        raise UserError(f"{where}: attribute 'info' is {str(attrs.get('info'))[:60]!r}, not a JSON object (file edited "
+                        "or written by another program?)")
     ref = None
     if "reference_bands" in g:
         kp = _field(g["reference_bands"], "kpts", f"{where}/reference_bands", (None, 3), "f")
@@ -359,9 +371,27 @@ def read_structure(group: h5py.Group, where: str, validate: bool = True) -> Stru
         forces=_field(g, "forces", where, (n, 3), "f") if "forces" in g else None,
         reference_bands=ref,
         n_electrons=float(attrs["n_electrons"]) if "n_electrons" in attrs else None,
-        info=json.loads(attrs.get("info", "{}")),
+        info=info,
         H_draws=_field(g, "H_draws", where, (None, H[0].data.size if H else 0), "f") if "H_draws" in g else None,
     )
+
+
+def _read_basis(group, where: str) -> OrbitalBasis:
+    """The orbital basis stored in ``group``: one (N, 2) integer dataset of (n, l) per species, with N labels."""
+    shells = {}
+    for z, d in group.items():
+        a = np.asarray(d[()])
+        if not str(z).isdigit() or a.ndim != 2 or a.shape[1:] != (2,) or a.dtype.kind not in "iu":
+            raise UserError(f"{where}/{z}: expected shells as (N, 2) integers (n, l) under an atomic number, got shape "
+                            f"{a.shape} dtype {a.dtype} (file edited or written by another program?)")
+        try:
+            labels = json.loads(d.attrs.get("labels", "[]")) or [""] * len(a)
+        except (TypeError, ValueError):
+            labels = None
+        if not isinstance(labels, list) or len(labels) != len(a) or not all(isinstance(s, str) for s in labels):
+            raise UserError(f"{where}/{z}: attribute 'labels' must be a JSON list of {len(a)} strings")
+        shells[int(z)] = [Shell(l=int(l), n=int(n), label=lab) for (n, l), lab in zip(a, labels)]
+    return OrbitalBasis.from_dict(shells)
 
 
 def _storage(g) -> str:

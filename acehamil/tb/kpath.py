@@ -171,6 +171,10 @@ def band_path(atoms, path: str | None = None, npoints: int = 200, eps: float = L
         raise ValueError(f"the k-path {path!r} names no special points (e.g. 'GXWKGL', or 'GMK,GA')")
     pbc = effective_pbc(atoms, vacuum)
     if not np.any(pbc):
+        if path is not None and str(path).replace(",", "").strip() not in ("G", "Γ"):  # it was ignored without a word
+            raise ValueError(f"the k-path {path!r} does not apply: this structure has no periodic axis (a molecule or "
+                             f"cluster, or >= {vacuum:g} Å of vacuum along every periodic axis), its levels are at Γ only; "
+                             "leave out the path")
         return BandPath(_cell(atoms), kpts=np.zeros((1, 3)), special_points={"G": np.zeros(3)}, path="G")
     try:
         return atoms.cell.bandpath(path, npoints=int(npoints), pbc=pbc, eps=eps)

@@ -65,6 +65,7 @@ TOML layout (all tables optional)::
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -119,17 +120,19 @@ class FeatureConfig:
     bond_decay: float = 0.0
 
     def __post_init__(self):
+        if not all(math.isfinite(float(d)) for d in self.max_degree):  # NaN: "cannot convert float NaN to integer"
+            raise ValueError(f"max_degree entries must be finite numbers, got {list(self.max_degree)}")
         object.__setattr__(self, "max_degree", tuple(int(d) if float(d).is_integer() else float(d) for d in self.max_degree))
-        if not (self.r_cut > 0):
-            raise ValueError(f"r_cut must be > 0 Å, got {self.r_cut}")
-        if self.r_env < 0:
-            raise ValueError(f"r_env must be >= 0 Å, got {self.r_env}")
+        if not (0 < self.r_cut < float("inf")):
+            raise ValueError(f"r_cut must be a finite number > 0 Å, got {self.r_cut}")
+        if not (0 <= self.r_env < float("inf")):  # NaN passed and fitted an environment-free model
+            raise ValueError(f"r_env must be finite and >= 0 Å, got {self.r_env}")
         if int(self.max_nu) != self.max_nu or self.max_nu < 0:
             raise ValueError(f"max_nu must be a non-negative integer, got {self.max_nu}")
         if self.max_nu > 0 and len(self.max_degree) < self.max_nu:
             raise ValueError(f"max_degree needs one entry per nu = 1..{self.max_nu}, got {list(self.max_degree)}")
-        if self.env_bond_cut < 0:
-            raise ValueError(f"env_bond_cut must be >= 0 Å, got {self.env_bond_cut}")
+        if not (0 <= self.env_bond_cut < float("inf")):
+            raise ValueError(f"env_bond_cut must be finite and >= 0 Å, got {self.env_bond_cut}")
         if not (self.bond_decay >= 0 and self.bond_decay < float("inf")):
             raise ValueError(f"bond_decay must be finite and >= 0 Å, got {self.bond_decay}")
         if int(self.n_max) != self.n_max or self.n_max < 1:

@@ -1,0 +1,201 @@
+"""Edited and damaged files and options a hostile user would try (the charter: one clear line, never a
+traceback or silent garbage).
+
+Each CLI row asserts: exit code 2, ONE line on stderr naming the problem (no traceback), and no new or
+changed file.  Before the fixes: a potential file whose ``basis_spec``/``metadata``/``repulsion`` attribute
+was a number or other JSON was a TypeError/KeyError traceback; a dataset structure (checksum removed, as in
+files written before checksums) with float or NaN block indices was read after a RuntimeWarning, with a
+flattened ``shift`` read as if whole, with a basis dataset of the wrong shape was a TypeError traceback, with
+no spin channel under ``H`` an IndexError in ``evaluate``, with an ``info`` attribute that is not JSON a
+JSONDecodeError traceback; ``r_env = nan`` fitted a model;
+``max_degree = [nan]`` said only "cannot convert float NaN to integer"; every ``dos --method kpm -o FIG`` was
+an AttributeError traceback; ``dos --width 1e-30`` printed 2.6e22 states per cell and ``--npoints 2`` 10.6 of
+32; ``bands --path GX`` and ``--npoints`` on a molecule were ignored without a word.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from sk_si import POT_TOML
+from sk_si import assert_one_line_error, work_in_copy
+from sk_si import si_cell as _si
+
+from acehamil.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(sk_si_files, tmp_path_factory):
+    """The shared workspace with lab.xyz, pot.toml, a potential pot.h5 and mol.h5 (one Si2 molecule)."""
+    from acehamil.io.dataset import write_dataset
+    from acehamil.structure import OrbitalBasis, StructureData
+    from acehamil.tb.toy import slater_koster
+
+    d = tmp_path_factory.mktemp("edited")
+    for p in sk_si_files.iterdir():
+        shutil.copy2(p, d / p.name)
+    frames = []
+    for k in range(3):
+        at = _si(10 + k)
+        at.calc = SinglePointCalculator(at, energy=-10.0 * len(at) + 0.01 * k, forces=0.01 * np.ones((len(at), 3)))
+        frames.append(at)
+    write(d / "lab.xyz", frames, format="extxyz")
+    (d / "pot.toml").write_text(POT_TOML)
+    assert main(["fit-potential", str(d / "pot.toml"), "-o", str(d / "pot.h5"), "-q"]) == 0
+    mol = Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]])
+    basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
+    H, S = slater_koster(mol, basis, cutoff=4.0)
+    write_dataset(d / "mol.h5", [StructureData(mol, basis, H=(H,), S=S, n_electrons=8.0, info={"name": "si2"})])
+    return d
+
+
+@pytest.fixture
+def w(files, tmp_path, monkeypatch, capsys):
+    work_in_copy(files, tmp_path, monkeypatch)
+    capsys.readouterr()
+    return tmp_path
+
+
+def _root_attr(name, key, value):
+    def edit(d):
+        with h5py.File(d / name, "r+") as f:
+            f.attrs[key] = value
+    return edit
+
+
+def _structure(edit):
+    """Apply ``edit(group)`` to the first structure of train.h5, its checksum removed (a file from before
+    checksums is read without one: what lies behind the checksum must be checked as well)."""
+    def run(d):
+        with h5py.File(d / "train.h5", "r+") as f:
+            g = f["structures/000000"]
+            del g.attrs["checksum"]
+            edit(g)
+    return run
+
+
+def _replace(path, value):
+    def edit(g):
+        del g[path]
+        g[path] = value
+    return edit
+
+
+def _as_float(path, nan=False):
+    def edit(g):
+        a = np.asarray(g[path][()], dtype=float)
+        if nan:
+            a.flat[0] = np.nan
+        _replace(path, a)(g)
+    return edit
+
+
+def _set(key, value):
+    def edit(g):
+        g.attrs[key] = value
+    return edit
+
+
+def _del(path):
+    def edit(g):
+        del g[path]
+    return edit
+
+
+def _toml(src, dst, old, new):
+    def edit(d):
+        text = (d / src).read_text()
+        assert old in text
+        (d / dst).write_text(text.replace(old, new))
+    return edit
+
+
+EVAL = ["evaluate", "m.h5", "train.h5"]
+BANDS = ["bands", "train.h5", "-o", "b.png", "-q"]
+FAULTS = [
+    # potential files: attributes outside the checksum
+    ("potential-basis-spec-number", _root_attr("pot.h5", "basis_spec", 2), ["evaluate-potential", "pot.h5", "lab.xyz"],
+     "pot.h5: attribute 'basis_spec' is '2', not JSON text (file edited or damaged)"),
+    ("potential-basis-spec-empty", _root_attr("pot.h5", "basis_spec", "{}"), ["evaluate-potential", "pot.h5", "lab.xyz"],
+     "pot.h5: unreadable basis_spec (KeyError: 'categories'; file edited or damaged)"),
+    ("potential-metadata-nan", _root_attr("pot.h5", "metadata", np.nan), ["evaluate-potential", "pot.h5", "lab.xyz"],
+     "pot.h5: attribute 'metadata' is"),
+    ("potential-repulsion-text", _root_attr("pot.h5", "repulsion", "garbage"), ["evaluate-potential", "pot.h5", "lab.xyz"],
+     "pot.h5: unreadable repulsion attribute 'garbage' (JSONDecodeError"),
+    ("potential-repulsion-empty", _root_attr("pot.h5", "repulsion", "{}"), ["evaluate-potential", "pot.h5", "lab.xyz"],
+     "pot.h5: unreadable repulsion attribute '{}' (KeyError"),
+    # dataset structures behind a removed checksum
+    ("block-index-nan", _structure(_as_float("H/0/i", nan=True)), BANDS,
+     "train.h5:/structures/000000/H/0/i: expected shape (N) of integers, got shape (68,) dtype float64"),
+    ("shift-flattened", _structure(lambda g: _replace("S/shift", g["S/shift"][()].ravel())(g)), EVAL,
+     "train.h5:/structures/000000/S/shift: expected shape (68x3) of integers, got shape (204,) dtype int64"),
+    ("shift-float", _structure(_as_float("H/0/shift")), BANDS, "H/0/shift: expected shape (68x3) of integers"),
+    ("basis-flattened", _structure(lambda g: _replace("basis/14", g["basis/14"][()].ravel())(g)), EVAL,
+     "train.h5:/structures/000000/basis/14: expected shells as (N, 2) integers (n, l) under an atomic number, got shape (4,)"),
+    ("basis-text", _structure(_replace("basis/14", "garbage")), BANDS, "basis/14: expected shells as (N, 2) integers"),
+    ("basis-labels", _structure(lambda g: g["basis/14"].attrs.__setitem__("labels", '["s"]')), BANDS,
+     "basis/14: attribute 'labels' must be a JSON list of 2 strings"),
+    ("no-spin-channel", _structure(_del("H/0")), EVAL,
+     "train.h5:/structures/000000/H: expected spin channels 0 (and 1), got [] (truncated or edited file?)"),
+    ("h-a-dataset", _structure(lambda g: (_del("H")(g), g.create_dataset("H", data=1.0))), BANDS,
+     "train.h5:/structures/000000/H: a dataset where a group belongs"),
+    ("info-not-json", _structure(_set("info", "garbage")), ["fit", "fit.toml", "-o", "o.h5", "-q"],
+     "train.h5:/structures/000000: attribute 'info' is 'garbage', not a JSON object"),
+    ("info-a-number", _structure(_set("info", 3.0)), ["info", "train.h5"], "attribute 'info' is '3.0', not a JSON object"),
+    # TOML values
+    ("r-env-nan", _toml("fit.toml", "b.toml", "r_env = 0.0", "r_env = nan"), ["fit", "b.toml", "-o", "o.h5", "-q"],
+     "b.toml: [h_offsite]: r_env must be finite and >= 0 Å, got nan"),
+    ("max-degree-nan", _toml("fit.toml", "b.toml", "max_degree = [4]", "max_degree = [nan]"), ["fit", "b.toml", "-o", "o.h5", "-q"],
+     "b.toml: [h_onsite]: max_degree entries must be finite numbers, got [nan]"),
+    ("r-cut-inf", _toml("fit.toml", "b.toml", "r_cut = 4.0\nmax_nu = 1\nmax_degree = [4]", "r_cut = inf\nmax_nu = 1\nmax_degree = [4]"),
+     ["fit", "b.toml", "-o", "o.h5", "-q"], "b.toml: [h_onsite]: r_cut must be a finite number > 0 Å, got inf"),
+    # DOS grids that cannot resolve the smearing
+    ("dos-width-below-grid", None, ["dos", "train.h5", "-o", "d.png", "-q", "--width", "1e-30"],
+     "the energy grid's spacing 5.35e-05 eV (400001 points over 21.4 eV) is wider than the smearing width 1e-30 eV"),
+    ("dos-two-points", None, ["dos", "train.h5", "-o", "d.png", "-q", "--npoints", "2"],
+     "(2 points over 22.1 eV) is wider than the smearing width 0.05 eV: levels between the points would be lost and the "
+     "DOS and its integral wrong; use npoints >= 443 or a wider width"),
+    ("dos-erange-coarse", None, ["dos", "train.h5", "-o", "d.png", "-q", "--erange", "-5", "5", "--npoints", "3"],
+     "--erange, --npoints, --width: the energy grid's spacing 5 eV (3 points over 10 eV)"),
+    # a molecule has no k-path
+    ("bands-path-molecule", None, ["bands", "mol.h5", "-o", "b.png", "--path", "GX"],
+     "the k-path 'GX' does not apply: this structure has no periodic axis (a molecule or cluster"),
+    ("bands-npoints-molecule", None, ["bands", "mol.h5", "-o", "b.png", "--npoints", "50"],
+     "--npoints 50 does not apply: structure 0 has no periodic axis (a molecule or cluster), its levels are at Γ only"),
+]
+
+
+@pytest.mark.parametrize("setup, argv, message", [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
+def test_edited_file_or_option_is_one_clear_line(w, capsys, setup, argv, message):
+    if setup is not None:
+        setup(w)
+    assert_one_line_error(w, capsys, argv, message)
+
+
+def test_kpm_dos_figure_is_drawn(w, capsys):
+    """Every ``dos --method kpm -o FIG`` was an AttributeError traceback (a KPMResult has no smearing)."""
+    assert main(["dos", "train.h5", "--method", "kpm", "--moments", "64", "--vectors", "2", "-o", "k.png", "-q"]) == 0, \
+        capsys.readouterr().err
+    assert (w / "k.png").stat().st_size > 0
+
+
+def test_molecule_bands_at_gamma_still_work(w, capsys):
+    """Refusing a path on a molecule leaves its level diagram (no path, or the path 'G') as it was."""
+    for extra in ([], ["--path", "G"]):
+        assert main(["bands", "mol.h5", "-o", "b.png", "--overwrite"] + extra) == 0, capsys.readouterr().err
+        assert "molecule/cluster: 8 levels at Γ" in capsys.readouterr().out
+
+
+def test_api_dos_grid_and_explicit_energies():
+    """The API refuses its own grid when it cannot resolve the width; explicit energies (DOS at chosen points) pass."""
+    from acehamil.tb.dos import check_grid_resolves
+
+    check_grid_resolves(10.0, 201, 0.05)  # spacing 0.05: resolved
+    with pytest.raises(ValueError, match=r"spacing 0\.0505 eV \(199 points"):
+        check_grid_resolves(10.0, 199, 0.05)
