@@ -34,7 +34,32 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "mlearn"
+
+
+def shared_data_dir(root: Path = ROOT) -> Path:
+    """The shared reference data folder: ``$ACEHAMIL_SHARED_DATA``, else the first existing ``shared/data`` beside
+    the checkout ``root`` or any folder above it, else beside the main checkout of a git worktree (its
+    ``--git-common-dir``'s parent: ``ROOT.parent / "shared"`` named /work/wt/shared/data inside the worktree
+    /work/wt/NAME, which does not exist).  When none exists: the first candidate, for the not-found message."""
+    import os
+    import subprocess
+
+    env = os.environ.get("ACEHAMIL_SHARED_DATA")
+    if env:
+        return Path(env)
+    candidates = [p / "shared" / "data" for p in (root, *root.parents)]
+    try:
+        common = subprocess.run(["git", "-C", str(root), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        common = ""
+    if common:
+        main = Path(common).resolve().parent
+        candidates += [main / "shared" / "data", main.parent / "shared" / "data"]
+    return next((c for c in candidates if c.is_dir()), root.parent / "shared" / "data")
+
+
+DATA = shared_data_dir() / "mlearn"
 
 #: Published test-set MAEs (energy meV/atom, force eV/Å), from the data README.
 PUBLISHED = {
@@ -392,8 +417,9 @@ def main(argv=None) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     if not args.data.is_dir():
-        print(f"mlearn data not found at {args.data}", file=sys.stderr)
-        return 1
+        print(f"mlearn data not found at {args.data}: give --data DIR or set ACEHAMIL_SHARED_DATA to the folder that "
+              "holds mlearn/", file=sys.stderr)
+        return 2
     CV_ONLY[0] = args.cv_only
     basis_kw = {"n_max": args.n_max, "max_nu": args.max_nu, "max_degree": tuple(args.max_degree), "weight_l": args.weight_l}
     from acehamil.models.potential.embedded_fit import EmbeddingSettings

@@ -118,6 +118,25 @@ def write_sk_files(d):
     write(d / "one.xyz", si_cell())
 
 
+def write_potential_files(d):
+    """Write lab.xyz (3 labelled 4-atom Si frames), pot.toml (POT_TOML) and pot.h5, a potential fitted to them,
+    into folder ``d`` (the potential workspace of the fault tests)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from acehamil.cli import main
+
+    frames = []
+    for k in range(3):
+        at = si_cell(10 + k)
+        at.calc = SinglePointCalculator(at, energy=-10.0 * len(at) + 0.01 * k, forces=0.01 * np.ones((len(at), 3)))
+        frames.append(at)
+    write(d / "lab.xyz", frames, format="extxyz")
+    (d / "pot.toml").write_text(POT_TOML)
+    if main(["fit-potential", str(d / "pot.toml"), "-o", str(d / "pot.h5"), "-q"]) != 0:
+        raise RuntimeError("the shared potential fit failed")
+
+
 def distorted_sk_cells(n, seed=11, scale=0.05):
     """``n`` rattled, strained 8-atom Si cells of the toy Slater-Koster model (s/p), each H changed by a
     smooth per-atom-pair factor so that an ACE model cannot fit them exactly (the eigenvalue-update

@@ -21,11 +21,7 @@ import h5py
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import write
-from sk_si import POT_TOML
-from sk_si import assert_one_line_error, work_in_copy
-from sk_si import si_cell as _si
+from sk_si import assert_one_line_error, work_in_copy, write_potential_files
 
 from acehamil.cli import main
 
@@ -40,14 +36,7 @@ def files(sk_si_files, tmp_path_factory):
     d = tmp_path_factory.mktemp("edited")
     for p in sk_si_files.iterdir():
         shutil.copy2(p, d / p.name)
-    frames = []
-    for k in range(3):
-        at = _si(10 + k)
-        at.calc = SinglePointCalculator(at, energy=-10.0 * len(at) + 0.01 * k, forces=0.01 * np.ones((len(at), 3)))
-        frames.append(at)
-    write(d / "lab.xyz", frames, format="extxyz")
-    (d / "pot.toml").write_text(POT_TOML)
-    assert main(["fit-potential", str(d / "pot.toml"), "-o", str(d / "pot.h5"), "-q"]) == 0
+    write_potential_files(d)
     mol = Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]])
     basis = OrbitalBasis.from_dict({14: [(3, 0), (3, 1)]})
     H, S = slater_koster(mol, basis, cutoff=4.0)
@@ -199,3 +188,14 @@ def test_api_dos_grid_and_explicit_energies():
     check_grid_resolves(10.0, 201, 0.05)  # spacing 0.05: resolved
     with pytest.raises(ValueError, match=r"spacing 0\.0505 eV \(199 points"):
         check_grid_resolves(10.0, 199, 0.05)
+
+
+@pytest.mark.parametrize("n_max", [100_000, 0, 2.5, float("nan")])
+def test_potential_basis_refuses_n_max_before_building(n_max):
+    """Only ``[basis] n_max`` in a TOML file was checked: through the API, n_max = 100000 asked the radial
+    quadrature for 74.5 GiB (a MemoryError), and 0 or 2.5 reached the basis engine."""
+    from acehamil.models.potential.config import make_basis
+
+    with pytest.raises(ValueError, match=r"n_max must be an integer from 1 to 100 radial functions"):
+        make_basis((14,), r_cut=4.0, n_max=n_max, max_nu=1, max_degree=(3,))
+    assert make_basis((14,), r_cut=4.0, n_max=3, max_nu=1, max_degree=(3,)) is not None

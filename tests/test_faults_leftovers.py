@@ -21,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
-from sk_si import POT_TOML
-from sk_si import assert_one_line_error, work_in_copy
+from sk_si import assert_one_line_error, work_in_copy, write_potential_files
 from sk_si import si_cell as _si
 
 from acehamil.cli import main
@@ -39,14 +37,7 @@ def files(sk_si_files, tmp_path_factory):
     d = tmp_path_factory.mktemp("leftovers")
     for p in sk_si_files.iterdir():
         shutil.copy2(p, d / p.name)
-    frames = []
-    for k in range(3):
-        at = _si(10 + k)
-        at.calc = SinglePointCalculator(at, energy=-10.0 * len(at) + 0.01 * k, forces=0.01 * np.ones((len(at), 3)))
-        frames.append(at)
-    write(d / "lab.xyz", frames, format="extxyz")
-    (d / "pot.toml").write_text(POT_TOML)
-    assert main(["fit-potential", str(d / "pot.toml"), "-o", str(d / "pot.h5"), "-q"]) == 0
+    write_potential_files(d)
     return d
 
 

@@ -17,6 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .orbitals import atom_offsets
 from .pair_index import lookup
 
 
@@ -126,7 +127,7 @@ class RealSpaceMatrix:
     @cached_property
     def atom_offsets(self) -> np.ndarray:
         """First orbital of each atom, shape (natoms+1,)."""
-        return np.concatenate([[0], np.cumsum(self.norb_per_atom)]).astype(np.int64)
+        return atom_offsets(self.norb_per_atom)
 
     @property
     def norb(self) -> int:

@@ -146,6 +146,25 @@ def _as_number(key) -> int:
     raise ValueError(f"unknown species {key!r}")
 
 
+def atom_offsets(norb_per_atom) -> np.ndarray:
+    """First orbital of each atom and the total at the end: ``[0, cumsum(norb_per_atom)]``.
+
+    Parameters
+    ----------
+    norb_per_atom : array of int, shape (natoms,)
+
+    Returns
+    -------
+    ndarray of int64, shape (natoms + 1,)
+
+    Examples
+    --------
+    >>> atom_offsets([9, 1, 9]).tolist()
+    [0, 9, 10, 19]
+    """
+    return np.concatenate([[0], np.cumsum(np.asarray(norb_per_atom, dtype=np.int64))]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class OrbitalLayout:
     """Global orbital indexing of a structure.
@@ -179,7 +198,7 @@ class OrbitalLayout:
     @cached_property
     def atom_offsets(self) -> np.ndarray:
         """First orbital of each atom, shape (natoms+1,), int."""
-        return np.concatenate([[0], np.cumsum(self.norb_per_atom)]).astype(np.int64)
+        return atom_offsets(self.norb_per_atom)
 
     @property
     def norb(self) -> int:

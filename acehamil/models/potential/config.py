@@ -113,8 +113,20 @@ def _check_keys(section: dict, allowed, name: str) -> None:
 
 def make_basis(species, r_cut=5.0, n_max=8, max_nu=3, max_degree=(16, 12, 8), weight_n=1.0, weight_l=1.0,
                envelope_power=2):
-    """An invariant-only (``L_max = 0``) ACE basis for site energies."""
+    """An invariant-only (``L_max = 0``) ACE basis for site energies.
+
+    Raises
+    ------
+    ValueError
+        ``n_max`` above :data:`~acehamil.models.hamiltonian.feature_config.MAX_N_MAX` (checked before the basis
+        is built: through the API, ``n_max = 100000`` asked the radial quadrature for 74.5 GiB, a MemoryError).
+    """
     from ...basis import ACEBasis, BasisSpec, RadialSpec
+    from ..hamiltonian.feature_config import MAX_N_MAX
+
+    if not (isinstance(n_max, (int, np.integer)) or float(n_max).is_integer()) or not 1 <= n_max <= MAX_N_MAX:
+        raise ValueError(f"n_max must be an integer from 1 to {MAX_N_MAX} radial functions (potentials use ~4-12), "
+                         f"got {n_max}")
 
     md = list(max_degree) if np.ndim(max_degree) else [max_degree]
     md = md[:max_nu] if len(md) >= max_nu else md + [md[-1]] * (max_nu - len(md))
