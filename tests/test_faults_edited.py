@@ -5,12 +5,14 @@ Each CLI row asserts: exit code 2, ONE line on stderr naming the problem (no tra
 changed file.  Before the fixes: a potential file whose ``basis_spec``/``metadata``/``repulsion`` attribute
 was a number or other JSON was a TypeError/KeyError traceback; a dataset structure (checksum removed, as in
 files written before checksums) with float or NaN block indices was read after a RuntimeWarning, with a
-flattened ``shift`` read as if whole, with a basis dataset of the wrong shape was a TypeError traceback, with
-no spin channel under ``H`` an IndexError in ``evaluate``, with an ``info`` attribute that is not JSON a
+flattened ``shift`` read as if whole, with a basis dataset of the wrong shape was a TypeError traceback, with an
+``info`` attribute that is not JSON a
 JSONDecodeError traceback; ``r_env = nan`` fitted a model;
 ``max_degree = [nan]`` said only "cannot convert float NaN to integer"; every ``dos --method kpm -o FIG`` was
 an AttributeError traceback; ``dos --width 1e-30`` printed 2.6e22 states per cell and ``--npoints 2`` 10.6 of
-32; ``bands --path GX`` and ``--npoints`` on a molecule were ignored without a word.
+32; ``bands --path GX`` and ``--npoints`` on a molecule were ignored without a word; an S-only structure (a DeepH
+folder without hamiltonians.h5) was an IndexError in ``evaluate`` and ``export --format tshs``; an empty DeepH
+``lat.dat`` printed numpy's warning beside the error.
 """
 
 from __future__ import annotations
@@ -105,6 +107,21 @@ def _toml(src, dst, old, new):
     return edit
 
 
+def _deeph(edit):
+    """Export train.h5's first structure as the DeepH folder ex/0, then ``edit(folder)``."""
+    def run(d):
+        assert main(["export", str(d / "train.h5"), "--format", "deeph", "-o", str(d / "ex"), "--structure", "0", "-q"]) == 0
+        edit(d / "ex" / "0")
+    return run
+
+
+def _s_only(d):
+    """s.h5: train.h5's first structure without H, as ``convert`` writes a DeepH folder without hamiltonians.h5."""
+    _deeph(lambda f: (f / "hamiltonians.h5").unlink())(d)
+    assert main(["convert", str(d / "ex"), "--format", "deeph", "-o", str(d / "s.h5")]) == 0
+    shutil.rmtree(d / "ex")
+
+
 EVAL = ["evaluate", "m.h5", "train.h5"]
 BANDS = ["bands", "train.h5", "-o", "b.png", "-q"]
 FAULTS = [
@@ -130,8 +147,16 @@ FAULTS = [
     ("basis-text", _structure(_replace("basis/14", "garbage")), BANDS, "basis/14: expected shells as (N, 2) integers"),
     ("basis-labels", _structure(lambda g: g["basis/14"].attrs.__setitem__("labels", '["s"]')), BANDS,
      "basis/14: attribute 'labels' must be a JSON list of 2 strings"),
-    ("no-spin-channel", _structure(_del("H/0")), EVAL,
-     "train.h5:/structures/000000/H: expected spin channels 0 (and 1), got [] (truncated or edited file?)"),
+    ("h-channel-not-a-number", _structure(lambda g: g.move("H/0", "H/up")), EVAL,
+     "train.h5:/structures/000000/H: expected spin channels 0 (and 1), got ['up'] (truncated or edited file?)"),
+    # an S-only structure (what a DeepH folder without hamiltonians.h5 converts to) was an IndexError
+    ("evaluate-s-only", _s_only, ["evaluate", "m.h5", "s.h5"],
+     "s.h5 structure 0 ('si-0') has no Hamiltonian (S only): evaluate compares H, S and eigenvalues"),
+    ("export-tshs-s-only", _s_only, ["export", "s.h5", "--format", "tshs", "-o", "x.TSHS"],
+     "s.h5 structure 0 ('si-0') has no Hamiltonian (S only): --format tshs writes H and S"),
+    # an empty DeepH text file: numpy's "input contained no data" warning beside a shape message
+    ("deeph-empty-lat", _deeph(lambda f: (f / "lat.dat").write_text("")), ["convert", "ex", "--format", "deeph", "-o", "c.h5"],
+     "ex/0/lat.dat holds no numbers (an empty file)"),
     ("h-a-dataset", _structure(lambda g: (_del("H")(g), g.create_dataset("H", data=1.0))), BANDS,
      "train.h5:/structures/000000/H: a dataset where a group belongs"),
     ("info-not-json", _structure(_set("info", "garbage")), ["fit", "fit.toml", "-o", "o.h5", "-q"],

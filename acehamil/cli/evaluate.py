@@ -65,7 +65,12 @@ def run(args) -> int:
     model = load_model(args.model)
     ds = read_dataset(args.test)
     idx = select_indices(args.index, len(ds), "--index", str(args.test))
-    res = evaluate(model, [ds[i] for i in idx], kmesh=None if args.kmesh is None else tuple(args.kmesh), window_eV=args.window,
+    data = [ds[i] for i in idx]
+    for i, sd in zip(idx, data):  # an S-only structure (DeepH without hamiltonians.h5) was an IndexError
+        if not sd.H:
+            raise UserError(f"{args.test} structure {i} ({sd.info.get('name', '?')!r}) has no Hamiltonian (S only): "
+                            "evaluate compares H, S and eigenvalues with a reference that has all three")
+    res = evaluate(model, data, kmesh=None if args.kmesh is None else tuple(args.kmesh), window_eV=args.window,
                    uncertainty=False if args.no_uncertainty else None, n_samples=args.samples)
     if args.json:
         print(dumps_strict(res))

@@ -79,6 +79,10 @@ def run(args) -> int:
     from ..io.sisl_interop import require_sisl, to_sisl, write_tshs
 
     sd = ds[0 if args.structure is None else args.structure]
+    if not sd.H:  # an S-only structure was an IndexError inside the sisl conversion
+        raise UserError(f"{args.data} structure {0 if args.structure is None else args.structure} "
+                        f"({sd.info.get('name', '?')!r}) has no Hamiltonian (S only): --format {args.format} writes H "
+                        "and S (--format deeph writes an S-only folder)")
     if args.format == "tshs":
         write_tshs(out, sd)
     else:

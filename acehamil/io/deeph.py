@@ -177,8 +177,12 @@ def _numbers(path, ndmin: int) -> np.ndarray:
     except ValueError as err:
         raise UserError(f"{err}; if the file is complete, end it with a newline") from None
     try:
+        if not Path(path).read_text().split():  # numpy warned "input contained no data" beside a shape message
+            raise UserError(f"{path} holds no numbers (an empty file)")
         return np.loadtxt(path, ndmin=ndmin)
     except (ValueError, UnicodeDecodeError) as err:
+        if isinstance(err, UserError):
+            raise
         raise UserError(f"{path}: unreadable numbers ({str(err).splitlines()[0] if str(err) else err!r})") from None
 
 

@@ -332,7 +332,7 @@ def read_structure(group: h5py.Group, where: str, validate: bool = True) -> Stru
         norb = basis.layout(atoms.numbers).norb_per_atom  # raises for a species without a basis
     except ValueError as err:
         raise UserError(f"{where}/basis: {err}") from None
-    if not len(g["H"]) or not all(str(s).isdigit() for s in g["H"]):  # no channel: an IndexError in evaluate
+    if not all(str(s).isdigit() for s in g["H"]):  # an empty H is an overlap-only structure (DeepH without hamiltonians.h5)
         raise UserError(f"{where}/H: expected spin channels 0 (and 1), got {sorted(g['H'])} (truncated or edited file?)")
     H = tuple(_read_matrix(g["H"][s], norb, f"{where}/H/{s}") for s in sorted(g["H"], key=int))
     S = _read_matrix(g["S"], norb, f"{where}/S") if "S" in g else None
