@@ -224,3 +224,26 @@ def test_potential_basis_refuses_n_max_before_building(n_max):
     with pytest.raises(ValueError, match=r"n_max must be an integer from 1 to 100 radial functions"):
         make_basis((14,), r_cut=4.0, n_max=n_max, max_nu=1, max_degree=(3,))
     assert make_basis((14,), r_cut=4.0, n_max=3, max_nu=1, max_degree=(3,)) is not None
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name, edit, message", [
+    ("rs_indices.out", lambda t: t.replace("         1          2          4", "         1          x          4", 1),
+     "run/rs_indices.out: index_hamiltonian holds 'x', not an integer (a damaged file?)"),
+    ("rs_hamiltonian.out", lambda t: "NaN\n" + t.split("\n", 1)[1],
+     "run/rs_hamiltonian.out: value 1 of 601 is [nan], not a finite number (a damaged file?)"),
+    ("eigenvalues.out", lambda t: "", "run/eigenvalues.out: no eigenvalues (an empty file; one energy in eV per line expected)"),
+], ids=["index-not-an-integer", "hamiltonian-nan", "eigenvalues-empty"])
+def test_fhi_aims_damaged_value_is_one_named_line(shared_data, tmp_path, capsys, name, edit, message):
+    """numpy's "invalid literal for int()" and "real-space matrix contains NaN or inf" named no file; an empty
+    eigenvalues.out printed numpy's "input contained no data" warning beside the error."""
+    run = tmp_path / "run"
+    shutil.copytree(shared_data / "fhi-aims" / "water-dimer", run)
+    for p in run.rglob("*"):
+        p.chmod(0o644)
+    (run / name).write_text(edit((run / name).read_text()))
+    rc = main(["convert", str(run), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith("acehamil convert: error: ") and message in err[0], err[0]
+    assert not (tmp_path / "o.h5").exists()

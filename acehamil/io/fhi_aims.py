@@ -222,10 +222,17 @@ def read_rs_indices(path) -> RsIndices:
     def tokens(name):
         return body[name].split()
 
+    def ints(tok, name):
+        try:
+            return np.array(tok, dtype=np.int64)
+        except ValueError:  # numpy's "invalid literal for int() with base 10: 'x'" named no file
+            bad = next(x for x in tok if not x.lstrip("+-").isdigit())
+            raise ValueError(f"{path}: {name} holds {bad[:20]!r}, not an integer (a damaged file?)") from None
+
     cell_tok = tokens("cell")
     periodic = len(cell_tok) >= 3 * ncells
     if periodic:
-        cells = np.array(cell_tok[: 3 * ncells], dtype=np.int64).reshape(ncells, 3)[: ncells - 1]
+        cells = ints(cell_tok[: 3 * ncells], "cell_index").reshape(ncells, 3)[: ncells - 1]
     else:
         cells = np.zeros((max(ncells - 1, 1), 3), np.int64)
     nreal = len(cells)
@@ -234,13 +241,13 @@ def read_rs_indices(path) -> RsIndices:
         tok = tokens(name)
         if len(tok) < ncells * nbasis:
             raise ValueError(f"{path}: index_hamiltonian has {len(tok)} values, expected {ncells}x{nbasis} (truncated file?)")
-        return np.array(tok[: nreal * nbasis], dtype=np.int64).reshape(nreal, nbasis)
+        return ints(tok[: nreal * nbasis], "index_hamiltonian").reshape(nreal, nbasis)
 
     i1, i2 = index_rows("i1"), index_rows("i2")
     col_tok = tokens("col")
     if len(col_tok) < size:
         raise ValueError(f"{path}: column_index_hamiltonian has {len(col_tok)} values, expected {size} (truncated file?)")
-    columns = np.array(col_tok[:size], dtype=np.int64) - 1
+    columns = ints(col_tok[:size], "column_index_hamiltonian") - 1
     start = i1 - 1
     end = np.where(i2 >= i1, i2, i1 - 1)  # empty rows: FHI-aims writes 0 / -1
     end = np.maximum(end, start)
@@ -291,6 +298,10 @@ def _read_values(folder: Path, stem: str, size: int, prefer_hdf5: bool | None) -
                              f"concatenated or foreign file?)")
     if vals.shape[-1] != size:
         raise ValueError(f"rs_{stem}: {vals.shape[-1]} values but rs_indices.out says {size} (files from different runs?)")
+    if not np.isfinite(vals).all():  # was "real-space matrix contains NaN or inf", naming no file
+        bad = int(np.flatnonzero(~np.isfinite(vals).all(axis=0))[0])
+        raise ValueError(f"{h5 if use_h5 else txt}: value {bad + 1} of {size} is {vals[:, bad].tolist()}, not a finite "
+                         "number (a damaged file?)")
     return vals
 
 

@@ -207,6 +207,8 @@ def path_labels(segments, lengths) -> list:
 def read_eigenvalues_out(path) -> np.ndarray:
     """Levels of a cluster calculation from ``eigenvalues.out`` (one absolute energy in eV per line),
     shape (nlevels,)."""
+    if not [ln for ln in Path(path).read_text().splitlines() if ln.split("#")[0].strip()]:  # numpy warned beside it
+        raise ValueError(f"{path}: no eigenvalues (an empty file; one energy in eV per line expected)")
     try:
         e = np.loadtxt(path, ndmin=1, comments="#")
     except ValueError as err:
