@@ -12,7 +12,8 @@ JSONDecodeError traceback; ``r_env = nan`` fitted a model;
 an AttributeError traceback; ``dos --width 1e-30`` printed 2.6e22 states per cell and ``--npoints 2`` 10.6 of
 32; ``bands --path GX`` and ``--npoints`` on a molecule were ignored without a word; an S-only structure (a DeepH
 folder without hamiltonians.h5) was an IndexError in ``evaluate`` and ``export --format tshs``; an empty DeepH
-``lat.dat`` printed numpy's warning beside the error.
+``lat.dat`` printed numpy's warning beside the error; ``evaluate``/``select`` with ``--kmesh 1000 1000 1000`` or
+``--samples 100000000`` ran until killed.
 """
 
 from __future__ import annotations
@@ -177,6 +178,14 @@ FAULTS = [
      "DOS and its integral wrong; use npoints >= 443 or a wider width"),
     ("dos-erange-coarse", None, ["dos", "train.h5", "-o", "d.png", "-q", "--erange", "-5", "5", "--npoints", "3"],
      "--erange, --npoints, --width: the energy grid's spacing 5 eV (3 points over 10 eV)"),
+    # sizes: each ran until killed (1e9 k-points; 1e8 draws at ~55 kB each)
+    ("evaluate-kmesh-huge", None, EVAL + ["--kmesh", "1000", "1000", "1000"],
+     "--kmesh 1000 1000 1000: 1e+09 k-points x 16 orbitals of a 4-atom structure are 1.6e+10 levels, more than 2e+08"),
+    ("evaluate-samples-huge", None, EVAL + ["--samples", "100000000"], "--samples must be <= 10000"),
+    ("select-kmesh-huge", None, ["select", "m.h5", "train.h5", "-o", "s.xyz", "-n", "1", "--criterion", "band", "--kmesh",
+                                 "1000", "1000", "1000"], "1.6e+10 levels, more than 2e+08"),
+    ("select-samples-huge", None, ["select", "m.h5", "train.h5", "-o", "s.xyz", "-n", "1", "--samples", "100000000"],
+     "--samples must be <= 10000"),
     # a molecule has no k-path
     ("bands-path-molecule", None, ["bands", "mol.h5", "-o", "b.png", "--path", "GX"],
      "the k-path 'GX' does not apply: this structure has no periodic axis (a molecule or cluster"),

@@ -129,3 +129,33 @@ def save_figure_safely(fig, path) -> None:
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, format=Path(path).suffix.lower()[1:])
+
+
+#: Most posterior draws ``evaluate --samples`` / ``select --samples`` take: the spreads' relative sampling error is
+#: ~1/sqrt(2K), 15 % at the default 24 and 0.7 % at this; 1e8 ran out of memory (~55 kB and 1.4 ms per draw for
+#: four 4-atom cells).
+MAX_SAMPLES = 10_000
+
+
+def check_mesh_and_samples(kmesh, samples, structures, norb_of, option: str = "--kmesh") -> None:
+    """Refuse (UserError) before any work a ``--samples`` above :data:`MAX_SAMPLES` or a k-mesh whose eigenvalues
+    over ``structures`` (ase.Atoms, or objects with ``.atoms``) would exceed :data:`acehamil.cli.dos.MAX_K_BANDS`
+    levels (``evaluate --kmesh 1000 1000 1000`` ran until killed).  ``norb_of(structure)`` gives its orbitals."""
+    import numpy as np
+
+    from ..tb.kpath import effective_pbc
+    from .dos import MAX_K_BANDS
+
+    if samples is not None and samples > MAX_SAMPLES:
+        raise UserError(f"--samples must be <= {MAX_SAMPLES} (the spreads' sampling error is ~1/sqrt(2 x samples): "
+                        f"0.7 % at {MAX_SAMPLES}), got {samples}")
+    if kmesh is None:
+        return
+    for s in structures:
+        atoms = getattr(s, "atoms", s)
+        nk = float(np.prod([float(n) if p else 1.0 for n, p in zip(kmesh, effective_pbc(atoms))]))
+        levels = nk * norb_of(s)
+        if levels > MAX_K_BANDS:
+            raise UserError(f"{option} {' '.join(map(str, kmesh))}: {nk:.3g} k-points x {norb_of(s)} orbitals of a "
+                            f"{len(atoms)}-atom structure are {levels:.3g} levels, more than {MAX_K_BANDS:.0e} "
+                            f"(~{levels * 16 / 2**30:.3g} GiB of eigenvalues alone); use a smaller grid")

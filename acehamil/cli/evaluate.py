@@ -55,6 +55,7 @@ def run(args) -> int:
     from ..io.models import load_model
     from ..io.safe_write import dumps_strict
     from ..models.hamiltonian.evaluate import evaluate
+    from ._tbcommon import check_mesh_and_samples
 
     if not args.window > 0:
         raise UserError(f"--window must be > 0 eV, got {args.window}")
@@ -66,6 +67,7 @@ def run(args) -> int:
     ds = read_dataset(args.test)
     idx = select_indices(args.index, len(ds), "--index", str(args.test))
     data = [ds[i] for i in idx]
+    check_mesh_and_samples(args.kmesh, args.samples, data, lambda sd: sd.layout.norb)
     for i, sd in zip(idx, data):  # an S-only structure (DeepH without hamiltonians.h5) was an IndexError
         if not sd.H:
             raise UserError(f"{args.test} structure {i} ({sd.info.get('name', '?')!r}) has no Hamiltonian (S only): "
