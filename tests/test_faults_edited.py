@@ -172,10 +172,10 @@ FAULTS = [
      ["fit", "b.toml", "-o", "o.h5", "-q"], "b.toml: [h_onsite]: r_cut must be a finite number > 0 Å, got inf"),
     # DOS grids that cannot resolve the smearing
     ("dos-width-below-grid", None, ["dos", "train.h5", "-o", "d.png", "-q", "--width", "1e-30"],
-     "the energy grid's spacing 5.35e-05 eV (400001 points over 21.4 eV) is wider than the smearing width 1e-30 eV"),
+     "the energy grid's spacing 5.35e-05 eV (400001 points over 21.4 eV) is more than twice the smearing width 1e-30 eV"),
     ("dos-two-points", None, ["dos", "train.h5", "-o", "d.png", "-q", "--npoints", "2"],
-     "(2 points over 22.1 eV) is wider than the smearing width 0.05 eV: levels between the points would be lost and the "
-     "DOS and its integral wrong; use npoints >= 443 or a wider width"),
+     "(2 points over 22.1 eV) is more than twice the smearing width 0.05 eV: levels between the points would be lost "
+     "and the DOS and its integral wrong; use npoints >= 222 or a wider width"),
     ("dos-erange-coarse", None, ["dos", "train.h5", "-o", "d.png", "-q", "--erange", "-5", "5", "--npoints", "3"],
      "--erange, --npoints, --width: the energy grid's spacing 5 eV (3 points over 10 eV)"),
     # sizes: each ran until killed (1e9 k-points; 1e8 draws at ~55 kB each)
@@ -219,9 +219,9 @@ def test_api_dos_grid_and_explicit_energies():
     """The API refuses its own grid when it cannot resolve the width; explicit energies (DOS at chosen points) pass."""
     from acehamil.tb.dos import check_grid_resolves
 
-    check_grid_resolves(10.0, 201, 0.05)  # spacing 0.05: resolved
-    with pytest.raises(ValueError, match=r"spacing 0\.0505 eV \(199 points"):
-        check_grid_resolves(10.0, 199, 0.05)
+    check_grid_resolves(10.0, 101, 0.05)  # spacing 0.1 = twice the width: still resolved
+    with pytest.raises(ValueError, match=r"spacing 0\.102 eV \(99 points .* more than twice the smearing width 0\.05 eV"):
+        check_grid_resolves(10.0, 99, 0.05)
 
 
 @pytest.mark.parametrize("n_max", [100_000, 0, 2.5, float("nan")])
