@@ -256,3 +256,20 @@ def test_fhi_aims_damaged_value_is_one_named_line(shared_data, tmp_path, capsys,
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
     assert err[0].startswith("acehamil convert: error: ") and message in err[0], err[0]
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_api_refuses_silent_garbage_inputs(files):
+    """Through the API: a k-mesh (1.5, 2, 2) was truncated to (1, 2, 2), a NaN energy gave a NaN DOS value, and
+    eigenvalues at no k-point said "min() arg is an empty sequence"."""
+    from acehamil.io.dataset import read_dataset
+    from acehamil.tb.bands import eigenvalues
+    from acehamil.tb.dos import density_of_states, monkhorst_pack
+
+    sd = read_dataset(files / "train.h5")[0]
+    with pytest.raises(ValueError, match=r"k-mesh must be 3 positive integers, got \(1\.5, 2, 2\)"):
+        density_of_states(sd, kmesh=(1.5, 2, 2))
+    with pytest.raises(ValueError, match="energies must be finite numbers in eV .* 1 not finite"):
+        density_of_states(sd, kmesh=(2, 2, 2), energies=[np.nan, 0.0])
+    with pytest.raises(ValueError, match=r"no k-points given \(shape \(0, 3\)\)"):
+        eigenvalues(sd, np.zeros((0, 3)))
+    assert len(monkhorst_pack((2.0, 2, np.int64(1)))[0]) == 2  # whole numbers of any type still pass

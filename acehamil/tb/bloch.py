@@ -56,6 +56,8 @@ def as_kpts(kpts) -> np.ndarray:
         k = k.reshape(1, -1)
     if k.ndim != 2 or k.shape[1] != 3:
         raise ValueError(f"k-points must have shape (nk, 3) (fractional), got {np.shape(kpts)}")
+    if not len(k):  # eigenvalues of none said "min() arg is an empty sequence"
+        raise ValueError("no k-points given (shape (0, 3)): at least one is needed")
     if not np.all(np.isfinite(k)):
         raise ValueError("k-points contain NaN or inf")
     if k.size and np.abs(k).max() > MAX_FRACTIONAL_K:

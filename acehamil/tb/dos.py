@@ -59,8 +59,9 @@ def monkhorst_pack(size, pbc=(True, True, True), time_reversal: bool = True, gam
     kpts : ndarray, shape (nk, 3), fractional
     weights : ndarray, shape (nk,), sum 1
     """
-    n = np.array(size, dtype=np.int64).reshape(-1)
-    if n.shape != (3,) or np.any(n < 1):
+    raw = np.asarray(size, dtype=np.float64).reshape(-1)  # (1.5, 2, 2) was truncated to (1, 2, 2) without a word
+    n = raw.astype(np.int64) if np.isfinite(raw).all() else np.zeros(raw.shape, np.int64)
+    if n.shape != (3,) or np.any(n < 1) or np.any(n != raw):
         raise ValueError(f"k-mesh must be 3 positive integers, got {size}")
     n = np.where(np.asarray(pbc, dtype=bool), n, 1)
     axes = [(np.arange(m) + 0.5) / m - 0.5 for m in n]
@@ -427,6 +428,9 @@ def density_of_states(data: StructureData, kmesh=None, width: float = 0.05, smea
         check_grid_resolves(hi - lo, n, width)
         energies = np.linspace(lo, hi, n)
     energies = np.asarray(energies, dtype=np.float64).reshape(-1)
+    if not (energies.size and np.isfinite(energies).all()):  # a NaN energy gave a NaN in the DOS without a word
+        raise ValueError(f"energies must be finite numbers in eV (at least one), got {energies.size} with "
+                         f"{int(np.sum(~np.isfinite(energies)))} not finite")
     d, p = dos_from_levels(eps, weights, energies, width, smearing, g, proj, order)
     pd = None if p is None else {lab: p[i] for i, lab in enumerate(groups)}
     return DOSResult(energies, d, ef, pd, eps, kpts, weights, g, float(width), smearing)
