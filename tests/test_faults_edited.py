@@ -273,3 +273,37 @@ def test_api_refuses_silent_garbage_inputs(files):
     with pytest.raises(ValueError, match=r"no k-points given \(shape \(0, 3\)\)"):
         eigenvalues(sd, np.zeros((0, 3)))
     assert len(monkhorst_pack((2.0, 2, np.int64(1)))[0]) == 2  # whole numbers of any type still pass
+
+
+def _ah_edit(key, fn):
+    def edit(g):
+        a = g[key][()]
+        del g[key]
+        g[key] = fn(a)
+    return edit
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("edit, message", [
+    (_ah_edit("Data/H", lambda a: a * 1j), "System_1/Data/H: expected real numbers, an array; got shape (1, 34, 34) dtype complex128"),
+    (_ah_edit("Structure/atomic_numbers", lambda a: a + 0.5), "System_1/Structure/atomic_numbers: expected integers, shape (N); got"),
+    (_ah_edit("Info/Translations", lambda a: a + 0.5), "System_1/Info/Translations: expected integers, shape (N, 3)"),
+    (_ah_edit("Info/Basis/14", lambda a: np.hstack([a, a[:, :1]])), "System_1/Info/Basis/14: expected integers, shape (N, 2); got shape (7, 3)"),
+    (lambda g: g["Info/Basis"].move("14", "Si"), "System_1/Info/Basis: keys must be atomic numbers, got 'Si'"),
+    (_ah_edit("Data/fermi_level", lambda a: np.zeros(3)), "System_1/Data/fermi_level: expected real numbers, a scalar; got shape (3,)"),
+    (_ah_edit("Data/forces", lambda a: a[:1]), "System_1/Data/forces: expected real numbers, shape (2, 3); got shape (1, 3)"),
+], ids=["h-complex", "numbers-fractional", "translations-fractional", "basis-3-columns", "basis-key-symbol",
+        "fermi-level-array", "forces-short"])
+def test_acehamiltonians_edited_field_is_one_named_line(shared_data, tmp_path, capsys, edit, message):
+    """A complex H was cast to real (ComplexWarning), atomic numbers 14.5 and translations 0.5 were truncated, a (3,)
+    fermi_level was a TypeError traceback, and a basis of 3 columns, a basis key 'Si' or short forces were numpy's or
+    int()'s words naming no file."""
+    src = shared_data / "acehamiltonians-si" / "contrived_Si_symmetry_testing_systems.h5"
+    with h5py.File(src, "r") as f, h5py.File(tmp_path / "a.h5", "w") as g:
+        f.copy("System_1", g)
+        edit(g["System_1"])
+    rc = main(["convert", str(tmp_path / "a.h5"), "-o", str(tmp_path / "o.h5"), "--format", "acehamiltonians"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith("acehamil convert: error: ") and message in err[0], err[0]
+    assert not (tmp_path / "o.h5").exists()

@@ -98,12 +98,32 @@ def _get(g, key, path, name):
     return g[key][()]
 
 
+def _typed(g, key, path, name, kind: str, shape=None) -> np.ndarray:
+    """Dataset ``key`` of group ``name`` as integers (``kind`` "i": whole numbers of any type), real numbers ("f")
+    or booleans ("b"), checked against ``shape`` (None entries: any length).  A complex H was cast to real with a
+    ComplexWarning, atomic numbers 14.5 and translations 0.5 were truncated, a (3,) fermi_level was a TypeError
+    traceback, and a text value or an array of the wrong width was numpy's message naming no file."""
+    a = np.asarray(_get(g, key, path, name))
+    ok = a.dtype.kind in {"i": "iu", "f": "fiu", "b": "biu"}[kind]
+    if kind == "i" and a.dtype.kind == "f" and np.isfinite(a).all():
+        ok = bool(np.all(a == np.round(a)))
+    if ok and shape is not None:
+        ok = a.ndim == len(shape) and all(s is None or s == n for s, n in zip(shape, a.shape))
+    if not ok:
+        want = {"i": "integers", "f": "real numbers", "b": "booleans"}[kind]
+        form = "a scalar" if shape == () else ("shape (" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
+                                             if shape is not None else "an array")
+        raise UserError(f"{path}:/{name}/{key}: expected {want}, {form}; got shape {a.shape} dtype {a.dtype}"
+                        f"{' (values such as ' + repr(a.ravel()[:2].tolist())[:60] + ')' if a.size and a.dtype.kind != 'S' else ''}")
+    return a.astype({"i": np.int64, "f": np.float64, "b": bool}[kind])
+
+
 def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
     g = f[name]
-    numbers = np.asarray(_get(g, "Structure/atomic_numbers", path, name), np.int64)
-    positions = np.asarray(_get(g, "Structure/positions", path, name), float)
-    lattice = np.asarray(_get(g, "Structure/lattice", path, name), float)
-    pbc = np.asarray(g["Structure/pbc"][()], bool) if "Structure/pbc" in g else np.ones(3, bool)
+    numbers = _typed(g, "Structure/atomic_numbers", path, name, "i", (None,))
+    positions = _typed(g, "Structure/positions", path, name, "f")
+    lattice = _typed(g, "Structure/lattice", path, name, "f")
+    pbc = _typed(g, "Structure/pbc", path, name, "b") if "Structure/pbc" in g else np.ones(3, bool)
     where = f"{path}:/{name}"
     if positions.shape != (len(numbers), 3) or lattice.shape != (3, 3) or pbc.shape not in ((), (3,)):
         raise UserError(f"{where}/Structure: positions {positions.shape}, lattice {lattice.shape}, pbc {pbc.shape} do not "
@@ -118,12 +138,16 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
     atoms = Atoms(numbers=numbers, positions=positions, cell=lattice, pbc=pbc)
     if "Info/Basis" not in g:
         raise ValueError(f"{path}:/{name}/Info/Basis missing (not an ACEhamiltonians file, or truncated)")
-    shells = {int(z): [Shell(n=int(n), l=int(l)) for n, l in np.asarray(d[()]).reshape(-1, 2)] for z, d in g["Info/Basis"].items()}
+    bad = [z for z in g["Info/Basis"] if not str(z).isdigit()]
+    if bad:  # was int()'s "invalid literal" naming no file
+        raise UserError(f"{path}:/{name}/Info/Basis: keys must be atomic numbers, got {bad[0]!r}")
+    shells = {int(z): [Shell(n=int(n), l=int(l)) for n, l in _typed(g, f"Info/Basis/{z}", path, name, "i", (None, 2))]
+              for z in g["Info/Basis"]}
     basis = OrbitalBasis.from_dict(shells)
     layout = basis.layout(numbers)  # raises for a species without a basis
-    H = np.asarray(_get(g, "Data/H", path, name), float)
-    S = np.asarray(_get(g, "Data/S", path, name), float)
-    T = TRANSLATION_SIGN * np.asarray(_get(g, "Info/Translations", path, name), np.int64).reshape(-1, 3)
+    H = _typed(g, "Data/H", path, name, "f")
+    S = _typed(g, "Data/S", path, name, "f")
+    T = TRANSLATION_SIGN * _typed(g, "Info/Translations", path, name, "i", (None, 3))
     norb = layout.norb
     for key, M in (("Data/H", H), ("Data/S", S)):
         if not np.isfinite(M).all():
@@ -161,17 +185,19 @@ def _read_group(f, name: str, path: Path, drop_tol: float) -> StructureData:
             "weights": kw[:, 3].tolist(),
         }
     data = g["Data"]
-    for key in ("fermi_level", "total_energy", "forces"):
-        if key in data and not np.isfinite(np.asarray(data[key][()], float)).all():
+    scalars = {key: _typed(g, f"Data/{key}", path, name, "f", shape)
+               for key, shape in (("fermi_level", ()), ("total_energy", ()), ("forces", (len(numbers), 3))) if key in data}
+    for key, value in scalars.items():
+        if not np.isfinite(value).all():
             raise UserError(f"{where}/Data/{key}: not finite")
     sd = StructureData(
         atoms=atoms,
         basis=basis,
         H=(Hm,),
         S=Sm,
-        fermi_level=float(data["fermi_level"][()]) if "fermi_level" in data else None,
-        energy=float(data["total_energy"][()]) if "total_energy" in data else None,
-        forces=np.asarray(data["forces"][()], float) if "forces" in data else None,
+        fermi_level=float(scalars["fermi_level"]) if "fermi_level" in scalars else None,
+        energy=float(scalars["total_energy"]) if "total_energy" in scalars else None,
+        forces=scalars.get("forces"),
         info=info,
     )
     from ..structure.validate import validate_structure
