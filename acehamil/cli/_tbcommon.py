@@ -131,18 +131,14 @@ def save_figure_safely(fig, path) -> None:
         fig.savefig(tmp, dpi=150, format=Path(path).suffix.lower()[1:])
 
 
-#: Most posterior draws ``evaluate --samples`` / ``select --samples`` take: the spreads' relative sampling error is
-#: ~1/sqrt(2K), 15 % at the default 24 and 0.7 % at this; 1e8 ran out of memory (~55 kB and 1.4 ms per draw for
-#: four 4-atom cells).
-MAX_SAMPLES = 10_000
-
-
 def check_mesh_and_samples(kmesh, samples, structures, norb_of, option: str = "--kmesh") -> None:
-    """Refuse (UserError) before any work a ``--samples`` above :data:`MAX_SAMPLES` or a k-mesh whose eigenvalues
+    """Refuse (UserError) before any work a ``--samples`` above
+    :data:`~acehamil.models.hamiltonian.config.MAX_SAMPLES` or a k-mesh whose eigenvalues
     over ``structures`` (ase.Atoms, or objects with ``.atoms``) would exceed :data:`acehamil.cli.dos.MAX_K_BANDS`
     levels (``evaluate --kmesh 1000 1000 1000`` ran until killed).  ``norb_of(structure)`` gives its orbitals."""
     import numpy as np
 
+    from ..models.hamiltonian.config import MAX_SAMPLES
     from ..tb.kpath import effective_pbc
     from .dos import MAX_K_BANDS
 

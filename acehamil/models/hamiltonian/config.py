@@ -65,6 +65,7 @@ TOML layout (all tables optional)::
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -78,6 +79,13 @@ from .feature_config import (  # noqa: F401 - FeatureConfig and MAX_N_MAX are re
     _default_s_offsite,
     _default_s_onsite,
 )
+
+#: Most posterior draws of the eigenvalue spreads (``[uncertainty] n_samples``, ``evaluate``/``select --samples``):
+#: the spreads' relative sampling error is ~1/sqrt(2K), 15 % at the default 24 and 0.7 % at this; 1e8 ran out of
+#: memory (~55 kB and 1.4 ms per draw for four 4-atom cells).
+MAX_SAMPLES = 10_000
+#: Most k-points of a configured k-mesh (``[uncertainty] kmesh``, ``eigenvalue_update kmesh``): 100^3.
+MAX_MESH_POINTS = 1_000_000
 
 #: the cell energy-zero laws of ``fit.energy_zero_model`` (:mod:`acehamil.models.hamiltonian.energy_zero`)
 ENERGY_ZERO_MODELS = ("none", "density", "bonds")
@@ -294,6 +302,9 @@ def _eigenvalue_update_spec(value) -> tuple:
             or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1 for x in km)):
         raise ValueError(f"eigenvalue_update kmesh must be 3 integers >= 1, got {km!r}")
     spec["kmesh"] = tuple(int(x) for x in km)
+    if math.prod(spec["kmesh"]) > MAX_MESH_POINTS:
+        raise ValueError(f"eigenvalue_update kmesh {list(spec['kmesh'])} has {math.prod(spec['kmesh']):.3g} k-points, more "
+                         f"than {MAX_MESH_POINTS:.0e}")
     if spec["source"] not in EIGENVALUE_UPDATE_SOURCES:
         raise ValueError(f"eigenvalue_update source must be one of {list(EIGENVALUE_UPDATE_SOURCES)}, got {spec['source']!r}")
     if spec["source"] == "calibration" and spec["iterations"] != 1:
@@ -362,8 +373,14 @@ class UncertaintyConfig:
             raise ValueError(f"calibration_folds must be a positive integer, got {self.calibration_folds}")
         if self.n_samples < 2:
             raise ValueError(f"n_samples must be >= 2, got {self.n_samples}")
+        if self.n_samples > MAX_SAMPLES:  # 1e8 ran until killed
+            raise ValueError(f"n_samples must be <= {MAX_SAMPLES} (the spreads' sampling error is ~1/sqrt(2 n_samples): "
+                             f"0.7 % at {MAX_SAMPLES}), got {self.n_samples}")
         if len(self.kmesh) != 3 or min(self.kmesh) < 1:
             raise ValueError(f"kmesh must be 3 positive integers, got {self.kmesh}")
+        if math.prod(self.kmesh) > MAX_MESH_POINTS:  # [1000, 1000, 1000] ran until killed
+            raise ValueError(f"kmesh {list(self.kmesh)} has {math.prod(self.kmesh):.3g} k-points, more than "
+                             f"{MAX_MESH_POINTS:.0e} (the calibration solves every one for every held-out structure)")
         if not self.window_eV > 0:
             raise ValueError(f"window_eV must be > 0, got {self.window_eV}")
         if int(self.calibration_states) != self.calibration_states or self.calibration_states < 0:
