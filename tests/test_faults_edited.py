@@ -259,11 +259,7 @@ def test_fhi_aims_damaged_value_is_one_named_line(shared_data, tmp_path, capsys,
     for p in run.rglob("*"):
         p.chmod(0o644)
     (run / name).write_text(edit((run / name).read_text()))
-    rc = main(["convert", str(run), "-o", str(tmp_path / "o.h5")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
-    assert err[0].startswith("acehamil convert: error: ") and message in err[0], err[0]
-    assert not (tmp_path / "o.h5").exists()
+    assert_one_line_error(tmp_path, capsys, ["convert", run, "-o", tmp_path / "o.h5"], message)
 
 
 def test_api_refuses_silent_garbage_inputs(files):
@@ -310,8 +306,5 @@ def test_acehamiltonians_edited_field_is_one_named_line(shared_data, tmp_path, c
     with h5py.File(src, "r") as f, h5py.File(tmp_path / "a.h5", "w") as g:
         f.copy("System_1", g)
         edit(g["System_1"])
-    rc = main(["convert", str(tmp_path / "a.h5"), "-o", str(tmp_path / "o.h5"), "--format", "acehamiltonians"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], err
-    assert err[0].startswith("acehamil convert: error: ") and message in err[0], err[0]
-    assert not (tmp_path / "o.h5").exists()
+    assert_one_line_error(tmp_path, capsys, ["convert", tmp_path / "a.h5", "-o", tmp_path / "o.h5", "--format",
+                                             "acehamiltonians"], message)
