@@ -223,6 +223,13 @@ def test_molecule_bands_at_gamma_still_work(w, capsys):
         assert "molecule/cluster: 8 levels at Γ" in capsys.readouterr().out
 
 
+def test_crystal_at_one_k_point_is_not_called_a_molecule(w, capsys):
+    """``bands --path G`` of a crystal printed "molecule/cluster: ... levels at Γ (level diagram)"."""
+    assert main(["bands", "train.h5", "-o", "b.png", "--path", "G"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "molecule" not in out and out.startswith("1 k-points (Γ), 16 bands"), out
+
+
 def test_api_dos_grid_and_explicit_energies():
     """The API refuses its own grid when it cannot resolve the width; explicit energies (DOS at chosen points) pass."""
     from acehamil.tb.dos import check_grid_resolves

@@ -198,7 +198,9 @@ def run(args) -> int:
         save_figure_safely(fig, args.output)
     if not args.quiet:
         ef = "unknown" if res.fermi_level is None else f"{res.fermi_level:.4f} eV"
-        if res.periodic:
+        from ..tb.kpath import effective_pbc
+
+        if res.periodic or effective_pbc(sd.atoms).any():  # a crystal at one k-point (--path G) is no molecule
             print(f"{len(res.kpts)} k-points ({_path_name(res)}), {res.energies.shape[-1]} bands, E_F {ef}, "
                   f"gap {gap_text(res.gap)}")
         else:
