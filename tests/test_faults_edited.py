@@ -315,3 +315,13 @@ def test_acehamiltonians_edited_field_is_one_named_line(shared_data, tmp_path, c
         edit(g["System_1"])
     assert_one_line_error(tmp_path, capsys, ["convert", tmp_path / "a.h5", "-o", tmp_path / "o.h5", "--format",
                                              "acehamiltonians"], message)
+
+
+def test_evaluate_prints_no_nan_for_an_undefined_rank_correlation(w, capsys):
+    """A model evaluated on its own prediction has zero errors: Spearman's correlation is undefined and was printed
+    as 'Spearman(sigma, |error|) nan'."""
+    assert main(["predict", "m.h5", "one.xyz", "-o", "p.h5", "-q", "--samples", "4"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["evaluate", "m.h5", "p.h5"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "nan" not in out and "Spearman(sigma, |error|) undefined (the errors or the sigmas are all equal)" in out, out

@@ -101,8 +101,10 @@ def run(args) -> int:
             print(f"{'':<40}{kind:<28}{t['n']:>3}{t['H_rmse_meV_aligned']:>16.2f}{t['eig_mae_meV']:>9.1f}{t['eig_max_meV']:>7.0f}")
     u = e.get("uncertainty")
     if u and u.get("n", 1):  # no eigenvalue in the window: no coverage to print (it was 'nan ... (n 0)')
+        rho = u["spearman_sigma_error"]  # undefined when the errors (or sigmas) are all equal: it printed 'nan'
+        rho = f"{rho:.3f}" if math.isfinite(rho) else "undefined (the errors or the sigmas are all equal)"
         print(f"uncertainty: coverage of 90 % intervals {u['coverage_90']:.3f}, of 68 % intervals {u['coverage_68']:.3f}, "
-              f"Spearman(sigma, |error|) {u['spearman_sigma_error']:.3f}, mean sigma {u['mean_sigma_meV']:.2f} meV (n {u['n']})")
+              f"Spearman(sigma, |error|) {rho}, mean sigma {u['mean_sigma_meV']:.2f} meV (n {u['n']})")
     return 0
 
 
