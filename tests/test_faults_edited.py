@@ -325,3 +325,9 @@ def test_evaluate_prints_no_nan_for_an_undefined_rank_correlation(w, capsys):
     assert main(["evaluate", "m.h5", "p.h5"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "nan" not in out and "Spearman(sigma, |error|) undefined (the errors or the sigmas are all equal)" in out, out
+
+
+def test_select_eigen_criterion_mesh_is_checked(w, capsys):
+    """main's new 'eigen' criterion reads --kmesh too: its size is checked as the band criterion's."""
+    assert_one_line_error(w, capsys, ["select", "m.h5", "train.h5", "-o", "s.xyz", "-n", "1", "--criterion", "eigen",
+                                      "--kmesh", "1000", "1000", "1000"], "1.6e+10 levels, more than 2e+08")

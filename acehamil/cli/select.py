@@ -59,7 +59,8 @@ def run(args) -> int:
     items = read_structures(args.candidates, args.index)
     items = _with_kinds(args.candidates, items)
     check_frames(model, items)
-    check_mesh_and_samples(tuple(args.kmesh) if args.criterion == "band" else None, args.samples, [a for a, _, _ in items],
+    check_mesh_and_samples(tuple(args.kmesh) if args.criterion in ("band", "eigen") else None, args.samples,
+                           [a for a, _, _ in items],
                            lambda at: sum(model.orbital_basis.norb(int(z)) for z in at.numbers))
     if not 1 <= args.k <= len(items):
         raise UserError(f"-n must be between 1 and the number of candidates ({len(items)}), got {args.k}")
