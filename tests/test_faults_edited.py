@@ -194,6 +194,10 @@ FAULTS = [
     ("config-update-kmesh-huge",
      _toml("fit.toml", "b.toml", "[solver]", "[fit]\neigenvalue_update = { kmesh = [1000, 1000, 1000] }\n[solver]"),
      ["fit", "b.toml", "-o", "o.h5", "-q"], "eigenvalue_update kmesh [1000, 1000, 1000] has 1e+09 k-points, more than 1e+06"),
+    ("potential-max-degree-nan", _toml("pot.toml", "b.toml", "max_degree = [3, 3]", "max_degree = [nan, 3]"),
+     ["fit-potential", "b.toml", "-o", "o.h5", "-q"], "max_degree, weight_n and weight_l must be finite numbers, got [nan, 3.0]"),
+    ("potential-config-type-weights-number", _toml("pot.toml", "b.toml", "[fit]", "[fit]\nconfig_type_weights = 5"),
+     ["fit-potential", "b.toml", "-o", "o.h5", "-q"], "config_type_weights must be a table of config_type = weight"),
     # a molecule has no k-path
     ("bands-path-molecule", None, ["bands", "mol.h5", "-o", "b.png", "--path", "GX"],
      "the k-path 'GX' does not apply: this structure has no periodic axis (a molecule or cluster"),

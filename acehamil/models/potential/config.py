@@ -70,6 +70,7 @@ and in ``docs/potentials.md``::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,10 @@ def make_basis(species, r_cut=5.0, n_max=8, max_nu=3, max_degree=(16, 12, 8), we
     from ...basis import ACEBasis, BasisSpec, RadialSpec
     from ..hamiltonian.feature_config import MAX_N_MAX
 
+    md_all = np.ravel(np.asarray(max_degree, dtype=float))
+    if not (np.isfinite(md_all).all() and math.isfinite(float(weight_l)) and math.isfinite(float(weight_n))):
+        raise ValueError(f"max_degree, weight_n and weight_l must be finite numbers, got {md_all.tolist()}, {weight_n}, "
+                         f"{weight_l} (NaN said 'cannot convert float NaN to integer')")
     if not (isinstance(n_max, (int, np.integer)) or float(n_max).is_integer()) or not 1 <= n_max <= MAX_N_MAX:
         raise ValueError(f"n_max must be an integer from 1 to {MAX_N_MAX} radial functions (potentials use ~4-12), "
                          f"got {n_max}")

@@ -137,7 +137,14 @@ class FitSettings:
         if isinstance(self.n_folds, bool) or int(self.n_folds) != self.n_folds or self.n_folds < 1:  # true is not 1 fold
             raise ValueError(f"n_folds must be a positive integer, got {self.n_folds}")
         ctw = self.config_type_weights.items() if isinstance(self.config_type_weights, dict) else self.config_type_weights
-        object.__setattr__(self, "config_type_weights", tuple((str(k), float(v)) for k, v in ctw))
+        try:  # a number here was a TypeError traceback ('int' object is not iterable)
+            pairs = tuple((str(k), float(v)) for k, v in ctw)
+        except (TypeError, ValueError):
+            raise ValueError("config_type_weights must be a table of config_type = weight (e.g. "
+                             f"[fit.config_type_weights] with liquid = 0.5), got {self.config_type_weights!r}") from None
+        if not all(np.isfinite(v) and v >= 0 for _, v in pairs):
+            raise ValueError(f"config_type_weights must be finite and >= 0, got {dict(pairs)}")
+        object.__setattr__(self, "config_type_weights", pairs)
 
     def config_factor(self, config_type: str) -> float:
         return dict(self.config_type_weights).get(config_type, 1.0)
