@@ -335,3 +335,17 @@ def test_select_eigen_criterion_mesh_is_checked(w, capsys):
     """main's new 'eigen' criterion reads --kmesh too: its size is checked as the band criterion's."""
     assert_one_line_error(w, capsys, ["select", "m.h5", "train.h5", "-o", "s.xyz", "-n", "1", "--criterion", "eigen",
                                       "--kmesh", "1000", "1000", "1000"], "1.6e+10 levels, more than 2e+08")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bands", "train.h5", "--structure", "x", "-o", "b.png"], "acehamil bands: error: argument --structure: invalid int value: 'x'"),
+    (["predict", "m.h5", "one.xyz"], "acehamil predict: error: the following arguments are required: -o/--output"),
+    (["predict", "m.h5", "one.xyz", "-o", "p.h5", "--threads", "0"], "argument --threads: expected a positive integer, got 0"),
+    (["bogus"], "acehamil: error: argument COMMAND: invalid choice: 'bogus'"),
+], ids=["bad-int", "missing-output", "threads-0", "unknown-command"])
+def test_usage_error_is_one_line(w, capsys, argv, message):
+    """argparse printed its whole usage block (5-14 lines) before the error line."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert exc.value.code == 2 and len(err) == 1 and message in err[0] and err[0].endswith("--help)"), err

@@ -34,8 +34,16 @@ COMMANDS = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, as every other refusal: argparse printed the whole usage
+    block (5-14 lines for most commands) before ``acehamil predict: error: argument --threads: ...``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="acehamil", description="ACE models of Hamiltonians, overlaps and site energies.")
+    parser = _OneLineParser(prog="acehamil", description="ACE models of Hamiltonians, overlaps and site energies.")
     parser.add_argument("--version", action="version", version=f"acehamil {__version__}")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                         help="BLAS/LAPACK/OpenMP threads for the whole command (default: $ACEHAMIL_THREADS, else "
