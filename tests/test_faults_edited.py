@@ -198,6 +198,12 @@ FAULTS = [
      ["fit-potential", "b.toml", "-o", "o.h5", "-q"], "max_degree, weight_n and weight_l must be finite numbers, got [nan, 3.0]"),
     ("potential-config-type-weights-number", _toml("pot.toml", "b.toml", "[fit]", "[fit]\nconfig_type_weights = 5"),
      ["fit-potential", "b.toml", "-o", "o.h5", "-q"], "config_type_weights must be a table of config_type = weight"),
+    ("generate-repeat-huge", None, ["generate", "pyscf", "--base", "si2", "--repeat", "1000", "1000", "1000", "-o", "g.h5"],
+     "--repeat 1000 1000 1000 tiles the base 1e+09 times, more than 10000"),
+    ("generate-fourier-kmesh-huge", None, ["generate", "pyscf", "--base", "si2", "--fourier-kmesh", "1000", "1000", "1000",
+                                           "-o", "g.h5"], "--fourier-kmesh 1000 1000 1000 asks 1e+09 k-points, more than 100000"),
+    ("generate-seed-negative", None, ["generate", "pyscf", "--base", "si2", "--seed", "-1", "-o", "g.h5"],
+     "--seed must be >= 0, got -1"),
     # a molecule has no k-path
     ("bands-path-molecule", None, ["bands", "mol.h5", "-o", "b.png", "--path", "GX"],
      "the k-path 'GX' does not apply: this structure has no periodic axis (a molecule or cluster"),

@@ -35,6 +35,11 @@ BASES = {
 }
 
 
+#: Most k-points of a generate k-mesh (--scf-kmesh, --fourier-kmesh) and most tiles of a --repeat supercell.
+MAX_GENERATE_KPOINTS = 100_000
+MAX_GENERATE_TILES = 10_000
+
+
 def _mesh_arg(values, option: str):
     """``["auto"]`` -> "auto"; three positive integers -> tuple."""
     if list(values) == ["auto"]:
@@ -45,6 +50,9 @@ def _mesh_arg(values, option: str):
         mesh = ()
     if len(mesh) != 3 or min(mesh) < 1:
         raise ValueError(f"{option} takes 'auto' or three positive integers, got {' '.join(values)}")
+    if mesh[0] * mesh[1] * mesh[2] > MAX_GENERATE_KPOINTS:  # --fourier-kmesh 1000 1000 1000 was killed for memory
+        raise ValueError(f"{option} {' '.join(values)} asks {mesh[0] * mesh[1] * mesh[2]:.3g} k-points, more than "
+                         f"{MAX_GENERATE_KPOINTS} (DFT meshes of a few hundred points are typical)")
     return mesh
 
 
@@ -184,6 +192,11 @@ def _check_numbers(args) -> None:
 
     if not args.structures and args.count < 1:
         raise UserError(f"--count must be >= 1, got {args.count}")
+    if args.seed < 0:  # numpy's "expected non-negative integer" was an internal-error traceback
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.repeat and min(args.repeat) >= 1 and math.prod(args.repeat) > MAX_GENERATE_TILES:
+        raise UserError(f"--repeat {' '.join(map(str, args.repeat))} tiles the base {math.prod(args.repeat):.3g} times, "
+                        f"more than {MAX_GENERATE_TILES} (1000 1000 1000 was a MemoryError traceback)")
     if not (math.isfinite(args.strain) and 0 <= args.strain < 0.5):
         raise UserError(f"--strain (largest |strain| entry) must be in [0, 0.5), got {args.strain}")
     for opt in ("conv_tol", "band_tol"):
