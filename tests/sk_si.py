@@ -1,8 +1,10 @@
-"""The small Slater-Koster silicon workspace of the fault tests (tests/test_faults*.py).
+"""Shared toy silicon for the tests.
 
-Built once per test session by the ``sk_si_files`` fixture (tests/conftest.py): four rattled
-4-atom Si cells with Slater-Koster s/p H and S, a BLR H/S model fitted to them, one unlabelled
-frame.  Each test file copies it and adds its own files, so the cells are made and fitted once.
+The small Slater-Koster workspace of the fault tests (tests/test_faults*.py), built once per test session by the
+``sk_si_files`` fixture (tests/conftest.py): four rattled 4-atom Si cells with Slater-Koster s/p H and S, a BLR H/S
+model fitted to them, one unlabelled frame.  Each test file copies it and adds its own files, so the cells are made
+and fitted once.  Also the tiny fit config (``TINY_CFG``), symmetric H noise (``noisy_h``) and the distorted cells
+(``distorted_sk_cells``) of the uncertainty, selection and eigenvalue-update tests.
 """
 
 from __future__ import annotations
@@ -164,3 +166,29 @@ def distorted_sk_cells(n, seed=11, scale=0.05):
         out.append(StructureData(at, basis, H=(H.with_data(d),), S=S, n_electrons=8,
                                  info={"kind": "a" if k % 2 else "b"}))
     return out
+
+
+TINY_CFG = {
+    "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [3], "n_max": 2},
+    "h_offsite": {"r_cut": 4.0, "r_env": 1.5, "max_nu": 2, "max_degree": [4, 2], "n_max": 3},
+    "s_offsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
+    "solver": {"method": "blr", "lam": 1e-10},
+}
+"""The small H/S model config of the toy Slater-Koster model tests (dict for ``ModelConfig.from_dict``)."""
+
+
+def noisy_h(H, rng, scale):
+    """Symmetric Gaussian noise of std ``scale`` (eV) on a real-space H, keeping H_ji(-T) = H_ij(T)^T (a
+    finite noise precision for BLR fits). Returns a new matrix; ``H`` is not changed."""
+    d = H.data.copy()
+    for p in range(H.nblocks):
+        q = H.find(H.j[p], H.i[p], -H.shift[p])
+        if q < p:
+            continue
+        blk = rng.normal(scale=scale, size=H.block(p).shape)
+        if q == p:
+            blk = 0.5 * (blk + blk.T)
+        d[H.offsets[p]:H.offsets[p + 1]] += blk.ravel()
+        if q != p:
+            d[H.offsets[q]:H.offsets[q + 1]] += blk.T.ravel()
+    return H.with_data(d)

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sk_si import distorted_sk_cells
+from sk_si import TINY_CFG as CFG, distorted_sk_cells
 
 from acehamil.errors import UserError
 from acehamil.models.hamiltonian.calibrate import cross_validated_errors
@@ -21,12 +21,6 @@ from acehamil.models.hamiltonian.eigen_update import (coefficient_factors, poste
                                                       updated_posteriors)
 from acehamil.models.hamiltonian.fit import fit
 
-CFG = {
-    "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [3], "n_max": 2},
-    "h_offsite": {"r_cut": 4.0, "r_env": 1.5, "max_nu": 2, "max_degree": [4, 2], "n_max": 3},
-    "s_offsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
-    "solver": {"method": "blr", "lam": 1e-10},
-}
 UNC = {"calibrate": True, "calibration_folds": 3, "kmesh": [2, 2, 2], "window_eV": 3.0, "calibration_states": 1000}
 
 

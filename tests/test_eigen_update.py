@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sk_si import distorted_sk_cells
+from sk_si import TINY_CFG as CFG, distorted_sk_cells
 
 from acehamil.errors import UserError
 from acehamil.models.hamiltonian.config import ModelConfig
@@ -19,12 +19,6 @@ from acehamil.models.hamiltonian.fit import fit
 from acehamil.structure import StructureData
 from acehamil.testing import assert_blocks_equivariant, rotated
 
-CFG = {
-    "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [3], "n_max": 2},
-    "h_offsite": {"r_cut": 4.0, "r_env": 1.5, "max_nu": 2, "max_degree": [4, 2], "n_max": 3},
-    "s_offsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
-    "solver": {"method": "blr", "lam": 1e-10},
-}
 SPEC = {"noise_meV": 5.0, "states": 12, "kmesh": (2, 2, 2), "window_eV": 3.0, "iterations": 1, "per_kind": 0}
 
 

@@ -17,12 +17,7 @@ from acehamil.models.hamiltonian.model import EnergyZero, OverlapWarning
 from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.toy import slater_koster
 
-CFG = {
-    "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [3], "n_max": 2},
-    "h_offsite": {"r_cut": 4.0, "r_env": 1.5, "max_nu": 2, "max_degree": [4, 2], "n_max": 3},
-    "s_offsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
-    "solver": {"method": "blr", "lam": 1e-10},
-}
+from sk_si import TINY_CFG as CFG
 
 
 @pytest.fixture(scope="module")

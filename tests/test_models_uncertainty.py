@@ -16,28 +16,7 @@ from acehamil.models.hamiltonian.uncertainty import block_variance, has_posterio
 from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.toy import slater_koster
 
-CFG = {
-    "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [3], "n_max": 2},
-    "h_offsite": {"r_cut": 4.0, "r_env": 1.5, "max_nu": 2, "max_degree": [4, 2], "n_max": 3},
-    "s_offsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
-    "solver": {"method": "blr", "lam": 1e-10},
-}
-
-
-def _noisy(H, rng, scale):
-    """Symmetric noise on a real-space H (keeps H_ji(-T) = H_ij(T)^T)."""
-    d = H.data.copy()
-    for p in range(H.nblocks):
-        q = H.find(H.j[p], H.i[p], -H.shift[p])
-        if q < p:
-            continue
-        blk = rng.normal(scale=scale, size=H.block(p).shape)
-        if q == p:
-            blk = 0.5 * (blk + blk.T)
-        d[H.offsets[p]:H.offsets[p + 1]] += blk.ravel()
-        if q != p:
-            d[H.offsets[q]:H.offsets[q + 1]] += blk.T.ravel()
-    return H.with_data(d)
+from sk_si import TINY_CFG as CFG, noisy_h
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +28,7 @@ def data():
         at = bulk("Si", "diamond", a=5.43 * (1 + 0.01 * k))
         at.rattle(0.1, rng=rng)
         H, S = slater_koster(at, basis, cutoff=4.0)
-        out.append(StructureData(at, basis, H=(_noisy(H, rng, 0.01),), S=S, n_electrons=8))
+        out.append(StructureData(at, basis, H=(noisy_h(H, rng, 0.01),), S=S, n_electrons=8))
     return out
 
 

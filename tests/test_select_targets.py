@@ -15,28 +15,7 @@ from acehamil.models.hamiltonian.fit import fit
 from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.toy import slater_koster
 
-CFG = {
-    "h_onsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [3], "n_max": 2},
-    "h_offsite": {"r_cut": 4.0, "r_env": 1.5, "max_nu": 2, "max_degree": [4, 2], "n_max": 3},
-    "s_offsite": {"r_cut": 4.0, "max_nu": 1, "max_degree": [6], "n_max": 6},
-    "solver": {"method": "blr", "lam": 1e-10},
-}
-
-
-def _noisy(H, rng, scale):
-    """Symmetric noise on a real-space H (keeps H_ji(-T) = H_ij(T)^T): a finite noise precision."""
-    d = H.data.copy()
-    for p in range(H.nblocks):
-        q = H.find(H.j[p], H.i[p], -H.shift[p])
-        if q < p:
-            continue
-        blk = rng.normal(scale=scale, size=H.block(p).shape)
-        if q == p:
-            blk = 0.5 * (blk + blk.T)
-        d[H.offsets[p]:H.offsets[p + 1]] += blk.ravel()
-        if q != p:
-            d[H.offsets[q]:H.offsets[q + 1]] += blk.T.ravel()
-    return H.with_data(d)
+from sk_si import TINY_CFG as CFG, noisy_h
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +27,7 @@ def cells():
         at = bulk("Si", "diamond", a=5.43 * (1 + 0.012 * k))
         at.rattle(0.12, rng=rng)
         H, S = slater_koster(at, basis, cutoff=4.0)
-        H = _noisy(H, rng, 0.01)
+        H = noisy_h(H, rng, 0.01)
         out.append(StructureData(at, basis, H=(H,), S=S, n_electrons=8))
     return out
 
