@@ -272,7 +272,7 @@ def test_training_structures_are_checked_in_the_counting_tasks_on_any_engine(dat
     threads as serially, and each structure is checked once per fit."""
     from dataclasses import replace
 
-    import acehamil.models.hamiltonian.fit as fit_module
+    import acehamil.models.hamiltonian.training_set as training_set
     from acehamil.errors import UserError
     from acehamil.threads import thread_mapper
 
@@ -286,15 +286,15 @@ def test_training_structures_are_checked_in_the_counting_tasks_on_any_engine(dat
         with pytest.raises(UserError, match=r"training structure 2 \('broken'\): H \(spin 0\) is not Hermitian"):
             fit(broken, cfg, progress=False, mapper=mapper)
     seen = []
-    real = fit_module.check_training_structure
+    real = training_set.check_training_structure
 
     def counting(sd, where):
         seen.append(where)
         real(sd, where)
 
-    fit_module.check_training_structure = counting
+    training_set.check_training_structure = counting
     try:
         fit(data[:2], cfg, progress=False, mapper=thread_mapper(2))
     finally:
-        fit_module.check_training_structure = real
+        training_set.check_training_structure = real
     assert sorted(seen) == ["training structure 0 ('?')", "training structure 1 ('?')"]

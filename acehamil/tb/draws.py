@@ -193,7 +193,7 @@ def relative_sigma(eps, draws, ef, ef_draws) -> np.ndarray:
 def extrapolation_sigma_of(data) -> float:
     """The extrapolation part of the eigenvalue spread stored with a prediction (eV;
     ``info["uncertainty"]["sigma_extrapolation_eV"]``, 0 when absent): added in quadrature to the
-    draws' spread of every eigenvalue (:func:`acehamil.models.hamiltonian.calibrate.extrapolation_sigma`)."""
+    draws' spread of every eigenvalue (:func:`acehamil.models.hamiltonian.spread.extrapolation_sigma`)."""
     u = (getattr(data, "info", None) or {}).get("uncertainty") or {}
     x = u.get("sigma_extrapolation_eV", 0.0) if isinstance(u, dict) else 0.0
     try:

@@ -5,7 +5,7 @@ eigenvalues.  After it, the posterior of the coefficients is Gaussian, ``theta ~
 Sigma0)``, block diagonal over ``(block type, L)`` (:class:`acehamil.fitting.BLRPosterior`).  The
 eigenvalues of training structures (within ``E_F +- window``, each relative to its own Fermi
 level, as the calibration and ``evaluate`` read them) are then treated as extra observations,
-linearised about the DFT eigenvectors (:func:`.calibrate.window_sensitivities`):
+linearised about the DFT eigenvectors (:func:`.window.window_sensitivities`):
 
 ``eps(theta) ~ eps(theta_i) + J (theta - theta_i)``,  observation noise ``r^2 / w_s`` per state
 
@@ -180,11 +180,11 @@ def stack_observations(obs: list) -> tuple:
 
 
 def structure_observations(model, sd, spec: dict, rng, pairs=None):
-    """``(err (m,), J {key: (m, n)})`` of one training structure (:func:`.calibrate.window_sensitivities`),
+    """``(err (m,), J {key: (m, n)})`` of one training structure (:func:`.window.window_sensitivities`),
     or None without ``n_electrons`` or window states.  ``err`` is exact; ``J`` sums over every block, or with
     ``spec["bond_cut"]`` > 0 over the on-site blocks and the bonds shorter than it (the features of the longer
     bonds, most of the cost, are not evaluated; their share of the response is then left out of the update)."""
-    from .calibrate import window_sensitivities
+    from .window import window_sensitivities
 
     w = window_sensitivities(model, sd, tuple(spec["kmesh"]), float(spec["window_eV"]), pairs=pairs,
                              max_states=int(spec["states"]), rng=rng, epistemic_cut=float(spec.get("bond_cut", 0.0)))

@@ -251,7 +251,7 @@ def eigenvalue_errors(model, structures, kmesh=(6, 6, 6), window_eV: float = 2.0
     if predictions is None and uncertainty:
         # predicted here: the first-order spreads of propagation.eigen_sigma, as calibrated (each structure's
         # epistemic draws from its own seeded generator: the same for any mapper)
-        from .calibrate import default_samples
+        from .spread import default_samples
 
         K = n_samples or default_samples(model)
         if K < 2:
@@ -388,7 +388,7 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
     if pm is not None and uncertainty and sd.n_electrons is not None and len(pm.draws) == 1:
         e_mod, draws = eigenvalue_draws(H, S, pm.draws[0], kp)
         ef_d, efd = fermi_levels(e_mod, draws, wk, sd.n_electrons)
-        # the extrapolation part (one spread per structure, calibrate.extrapolation_sigma) in quadrature
+        # the extrapolation part (one spread per structure, spread.extrapolation_sigma) in quadrature
         sigma = np.sqrt(relative_sigma(e_mod, draws, ef_d, efd) ** 2 + float(getattr(pm, "sigma_extrapolation", 0.0)) ** 2)
     elif sigma is None:
         e_mod = _named_solve(H, S, kp, sd, "the model's prediction")

@@ -145,7 +145,7 @@ class HamiltonianModel:
             Draws of the epistemic, noise and shared-noise parts separately, unscaled (what
             the calibration needs); else one calibrated set ``a epi + b noise + c shared``.
         scales : (float, float, float), optional
-            ``(a, b, c)``; default the model's calibration (:func:`.calibrate.scales_of`).
+            ``(a, b, c)``; default the model's calibration (:func:`.spread.scales_of`).
         noise : bool
             False: draws without the noise parts (see :func:`.uncertainty.sample_matrix`).
 
@@ -161,7 +161,7 @@ class HamiltonianModel:
         S = self.S.predict(atoms, pairs=nl, pattern=pat)
         draws, score, sx = (), None, 0.0
         if n_samples:
-            from .calibrate import scales_of
+            from .spread import scales_of
             from .uncertainty import sample_matrix
 
             rng = rng if rng is not None else np.random.default_rng(0)
@@ -179,8 +179,8 @@ class HamiltonianModel:
 
     def extrapolation(self, atoms, pairs=None) -> tuple:
         """``(score, sigma)``: per-atom extrapolation score (natoms,) and the extrapolation part of
-        the eigenvalue spread (eV, :func:`.calibrate.extrapolation_sigma`; 0 when uncalibrated)."""
-        from .calibrate import extrapolation_sigma
+        the eigenvalue spread (eV, :func:`.spread.extrapolation_sigma`; 0 when uncalibrated)."""
+        from .spread import extrapolation_sigma
         from .uncertainty import extrapolation_score
 
         score = extrapolation_score(self, atoms, pairs=pairs)
@@ -227,7 +227,7 @@ class HamiltonianModel:
         meta = {"source": "acehamil prediction", **dict(info or {})}
         draws = None
         if n_samples:
-            from .calibrate import scales_of
+            from .spread import scales_of
 
             a, b, c = scales_of(self)
             m = self.matrices(atoms, n_samples=int(n_samples), rng=rng, scales=(a, b, c))
@@ -299,7 +299,7 @@ class ModelMatrices:
         The neighbour list used (reusable for more work on the same structure).
     sigma_extrapolation : float
         With calibrated draws: the extrapolation part of the spread of every eigenvalue (eV,
-        :func:`.calibrate.extrapolation_sigma`), added in quadrature to the draws' spread.
+        :func:`.spread.extrapolation_sigma`), added in quadrature to the draws' spread.
     extrapolation_score : ndarray, shape (natoms,), optional
         With calibrated draws: the per-atom extrapolation score it came from.
     """

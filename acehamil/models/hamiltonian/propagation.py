@@ -21,7 +21,7 @@ eigenvalues the same quantity, cheaply enough for every state of a k-grid:
   Fermi-level shift.  Monte-Carlo noise ~``1/sqrt(2K)`` on this part only.
 
 ``sigma^2 = (a sigma_epi)^2 + (b sigma_noise)^2 + (c sigma_shared)^2 + x^2`` as in
-:func:`acehamil.models.hamiltonian.calibrate.combine`.
+:func:`acehamil.models.hamiltonian.spread.combine`.
 """
 
 from __future__ import annotations
@@ -491,7 +491,7 @@ def eigen_sigma(model, atoms, kpts, weights, n_electrons, n_samples: int, rng, k
     """
     from ...structure.neighbours import neighbour_pairs
     from ...tb.smearing import fermi_level
-    from .calibrate import scales_of
+    from .spread import scales_of
     from .linear_response import fermi_weights
     from .uncertainty import coefficient_draw_sets
 

@@ -46,7 +46,7 @@ def band_score(model, atoms, n_electrons=None, kmesh=(2, 2, 2), n_samples: int =
     without ``n_electrons``), calibrated by the model's epistemic factor."""
     from ...tb.dos import monkhorst_pack
     from ...tb.draws import eigenvalue_draws, fermi_levels, relative_sigma
-    from .calibrate import scales_of
+    from .spread import scales_of
 
     rng = rng if rng is not None else np.random.default_rng(0)
     m = model.matrices(atoms, n_samples=n_samples, rng=rng, split=True)

@@ -77,7 +77,7 @@ def eigen_gram(model, atoms, n_electrons=None, kmesh=(2, 2, 2), window_eV: float
     """
     from ...tb.dos import monkhorst_pack
     from ...tb.smearing import fermi_level
-    from .calibrate import _reference_solve
+    from .window import _reference_solve
     from .linear_response import fermi_weights, sensitivities
 
     if not window_eV > 0:
