@@ -303,7 +303,9 @@ _FILLER = _TINY + textwrap.dedent("""
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE fault injection is Linux-only here")
 def test_size_limit_during_append_is_an_error_not_a_crash(tmp_path):
     path = tmp_path / "d.h5"
-    write_dataset(path, _structures(2))
+    ns = {}
+    exec(_TINY.format(), ns)  # the appended molecules' basis (H): a dataset holds one basis
+    write_dataset(path, [ns["tiny"](f"h-{k}", 100 + k) for k in range(2)])
     with unchanged(tmp_path):
         p = _spawn(_FILLER.format(), path)
         out, err = p.communicate(timeout=120)

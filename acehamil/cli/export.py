@@ -9,6 +9,9 @@
 - ``sisl``: a sisl ``.nc`` file (``sisl.Hamiltonian``; read it with
   ``sisl.get_sile(OUT).read_hamiltonian()``).
 
+A structure whose S(k) is not positive definite (checked at Gamma and on a grid, as ``predict`` does) is refused:
+the other code's generalized eigen-solve would fail or give levels without meaning.
+
 ``tshs`` and ``sisl`` need the optional dependency sisl (``pip install -e ".[sisl]"``).
 """
 
@@ -68,7 +71,7 @@ def run(args) -> int:
 
         idx = range(len(ds)) if args.structure is None else [args.structure % len(ds)]
         for i in idx:  # every structure read and checked before the first folder is made
-            ds[i]
+            _check_overlap(ds[i], args.data, i)
         out.mkdir(exist_ok=True)
         for i in idx:
             write_deeph(out / str(i), ds[i])
@@ -83,6 +86,7 @@ def run(args) -> int:
         raise UserError(f"{args.data} structure {0 if args.structure is None else args.structure} "
                         f"({sd.info.get('name', '?')!r}) has no Hamiltonian (S only): --format {args.format} writes H "
                         "and S (--format deeph writes an S-only folder)")
+    _check_overlap(sd, args.data, 0 if args.structure is None else args.structure)
     if args.format == "tshs":
         write_tshs(out, sd)
     else:
@@ -102,3 +106,20 @@ def run(args) -> int:
     if not args.quiet:
         print(f"{out}: wrote {sd.info.get('name', 'structure')} ({len(sd.atoms)} atoms, {sd.layout.norb} orbitals)")
     return 0
+
+
+def _check_overlap(sd, data, index) -> None:
+    """UserError unless ``sd.S(k)`` is positive definite on :func:`acehamil.tb.overlap.overlap_check`'s k-points
+    (was exported without a word: TBtrans or DeepH then read an overlap that is no overlap)."""
+    from ..errors import UserError
+    from ..tb.overlap import overlap_check
+
+    if sd.S is None:
+        return
+    smin, kmin, nk = overlap_check(sd.S, sd.atoms)
+    if not smin > 0:
+        raise UserError(f"{data} structure {index} ({sd.info.get('name', '?')!r}): its overlap S(k) is not positive "
+                        f"definite (smallest eigenvalue {smin:.3g} at k = {[round(x, 4) for x in kmin]}, {nk} k-point(s) "
+                        "checked): another code's eigen-solve would fail or give levels without meaning, so it is not "
+                        "exported (a predicted S: the structure is outside what the model was fitted on; `acehamil "
+                        "bands/dos --remedy project` can still use it here)")

@@ -49,6 +49,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..structure import StructureData
+from .dataset_basis import check_same_basis, stored_bases
 from .hdf5 import atomic_h5, check_header, open_h5, write_header
 from .safe_write import atomic_path, check_free_space, file_lock
 from .structure_group import PRECISIONS as _PRECISIONS
@@ -60,6 +61,11 @@ __all__ = ["write_dataset", "append_dataset", "read_dataset", "read_settings", "
 KIND = "dataset"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+
+
+#: How to put structures of different species in one dataset (every structure storing the combined basis).
+BASIS_REMEDY = ("write them together into a new file that stores it for every structure: acehamil convert "
+                "OLD.h5 NEW... -o ALL.h5 --combined-basis")
 
 
 def _structure_name(sd: StructureData, index: int) -> str:
@@ -238,6 +244,13 @@ def append_dataset(path, structures: Iterable[StructureData], *, on_duplicate: s
     -------
     list of str
         Names actually appended.
+
+    Raises
+    ------
+    UserError
+        A repeated name (``on_duplicate="error"``), other settings, or structures whose orbital basis differs
+        from the file's (:func:`acehamil.io.dataset_basis.check_same_basis`: every structure of a dataset stores
+        one basis, as a fit reads them).
     """
     if on_duplicate not in ("error", "skip"):
         raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")
@@ -260,6 +273,9 @@ def append_dataset(path, structures: Iterable[StructureData], *, on_duplicate: s
             keys = list(f["structures"])
             present = [str(f["structures"][k].attrs.get("name", k)) for k in keys]
             stored = f.attrs.get(settings_key)
+            bases = stored_bases(f, path)
+        check_same_basis(bases + [(f"structure {name!r} to append", sd.basis) for name, sd in _named(structures, 0)],
+                         BASIS_REMEDY)
         if settings is not None and stored is not None:
             check_settings(path, json.loads(stored), settings)
         start = max((int(k) for k in keys if k.isdigit()), default=-1) + 1

@@ -209,6 +209,9 @@ def read_deeph(folder) -> StructureData:
         raise UserError(f"{folder / 'info.json'}: not valid JSON ({err})") from None
     if not isinstance(info, dict):
         raise UserError(f"{folder / 'info.json'}: expected a JSON object, got {type(info).__name__}")
+    for key in ("isspinful", "isorthogonal"):
+        if key in info and info[key] not in (True, False):  # a string "false" was read as spinful
+            raise UserError(f"{folder / 'info.json'}: {key} must be true or false, got {info[key]!r}")
     if info.get("isspinful"):
         raise ValueError(f"{folder}: spinful DeepH data (isspinful=true) are not supported")
     cell = _numbers(folder / "lat.dat", 2).T
@@ -265,9 +268,60 @@ def read_deeph(folder) -> StructureData:
         H = (_read_blocks(folder / "hamiltonians.h5", norb, maps, f"{folder}/hamiltonians.h5"),)
     S = _read_blocks(folder / "overlaps.h5", norb, maps, f"{folder}/overlaps.h5")
     ef = info.get("fermi_level")
-    return StructureData(
+    sd = StructureData(
         atoms=atoms, basis=basis, H=H, S=S,
         fermi_level=None if ef is None else float(ef),
         energy=extra.get("energy"), n_electrons=extra.get("n_electrons"),
         info={"source": "deeph", "folder": str(folder), "name": extra.get("name") or folder.name},
     )
+    _check_counts(info, sd, folder / "info.json")
+    return sd
+
+
+#: A stored Fermi level may lie this far (eV) outside the band edges that the electron count allows on the coarse
+#: k-grid of :func:`_check_counts` (the grid's band minima and maxima are not the bands' own).
+FERMI_TOL_EV = 1.0
+#: Structures above this many orbitals skip the Fermi-level check (eigenvalues on up to 8 k-points).
+FERMI_CHECK_MAX_ORBITALS = 2000
+
+
+def _check_counts(info: dict, sd: StructureData, where) -> None:
+    """UserError when ``info.json`` contradicts the other files: ``nsites`` (atoms of ``element.dat``), ``norbits``
+    (orbitals of ``orbital_types.dat``), ``isorthogonal`` true with an overlap that is not the identity, or a
+    ``fermi_level`` that the electron count (acehamil's ``n_electrons``) puts outside the bands: at zero
+    temperature E_F lies above the lowest level of band ceil(N/2) and below the highest of band floor(N/2) + 1
+    (checked on Gamma and the zone boundary, 2 points per periodic axis, within :data:`FERMI_TOL_EV`).  Each was
+    read without a word (a Fermi level in Hartree put the evaluation window eV away from the bands)."""
+    norb = int(sd.layout.norb)
+    for key, have, what in (("nsites", len(sd.atoms), "atoms in element.dat"), ("norbits", norb,
+                                                                                "orbitals by orbital_types.dat")):
+        got = info.get(key)
+        if got is None:
+            continue
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or got != have:
+            raise UserError(f"{where}: {key} is {got!r}, but there are {have} {what} (files of different structures?)")
+    if info.get("isorthogonal"):
+        S, err = sd.S, 0.0
+        for p in range(S.nblocks):
+            b = S.block(p)
+            err = max(err, float(np.abs(b - (np.eye(len(b)) if S.i[p] == S.j[p] and not S.shift[p].any() else 0)).max()))
+        if err > 1e-6:
+            raise UserError(f"{where}: isorthogonal is true, but overlaps.h5 is not the identity (it differs by {err:.3g}):"
+                            " an overlap of another structure, or isorthogonal set wrongly")
+    n_el, ef = sd.n_electrons, sd.fermi_level
+    if n_el is None or ef is None or not sd.H or norb > FERMI_CHECK_MAX_ORBITALS or not 0 < n_el < 2 * norb:
+        return
+    from ..tb.bands import eigenvalues
+    from ..tb.overlap import overlap_check_kpts
+
+    try:
+        eps = eigenvalues(sd, overlap_check_kpts(sd.atoms, max(norb, 301)))[0]
+    except ValueError:  # an S that is not positive definite: refused where it is used, not here
+        return
+    top, bottom = int(np.ceil(n_el / 2)), int(np.floor(n_el / 2)) + 1
+    lo = float(eps[:, top - 1].min()) if top >= 1 else -np.inf
+    hi = float(eps[:, bottom - 1].max()) if bottom <= eps.shape[1] else np.inf
+    if not lo - FERMI_TOL_EV <= ef <= hi + FERMI_TOL_EV:
+        raise UserError(f"{where}: fermi_level {ef:g} eV is outside the levels {n_el:g} electrons can reach (band {top} "
+                        f"starts at {lo:.3f} eV, band {bottom} ends at {hi:.3f} eV in hamiltonians.h5): a Fermi level in "
+                        f"another unit (Hartree?), of another run, or a wrong n_electrons")

@@ -86,6 +86,13 @@ def closing_h5(path, mode: str):
     f.close()
 
 
+#: Root attributes that say what a file's numbers mean (:func:`acehamil.conventions.conventions_metadata`).
+UNIT_KEYS = ("energy_unit", "length_unit", "bloch_sign", "shift_sign")
+#: Files of this conventions version and later must carry every :data:`UNIT_KEYS` attribute: acehamil has written
+#: them since its first file (conventions version 1), so a file without them was edited or written by another program.
+UNITS_SINCE_CONVENTIONS = 1
+
+
 def write_header(f: h5py.File, kind: str, format_version: int) -> None:
     """Stamp the root attributes every acehamil file carries."""
     f.attrs["acehamil_kind"] = kind
@@ -131,7 +138,12 @@ def check_header(f: h5py.File, kind: str, supported_versions) -> int:
     conv = _int_attr(f, "conventions_version", name)
     if conv != conventions_metadata()["conventions_version"]:
         raise ValueError(f"{name} was written with conventions version {conv}, this acehamil uses {conventions_metadata()['conventions_version']}")
-    for key in ("energy_unit", "length_unit", "bloch_sign", "shift_sign"):  # files carry their units: check them
+    missing = [key for key in UNIT_KEYS if key not in f.attrs]
+    if missing and conv >= UNITS_SINCE_CONVENTIONS:  # a file without them was read as eV/Angstrom, unasked
+        raise ValueError(f"{name}: no {', '.join(missing)} attribute{'s' if len(missing) > 1 else ''}, which every "
+                         f"acehamil file of conventions version {conv} carries (file edited, or written by another "
+                         f"program?): its units are unknown, refusing to read it as eV and Angstrom")
+    for key in UNIT_KEYS:  # files carry their units: check them
         if key not in f.attrs:
             continue
         got, want = f.attrs[key], conventions_metadata()[key]

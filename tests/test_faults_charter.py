@@ -1,0 +1,202 @@
+"""Inputs that were accepted silently (the charter, session 10): each row failed before its fix.
+
+Fault rows: exit code 2, ONE line on stderr naming the problem (no traceback), no new or changed file
+(``sk_si.assert_one_line_error``).  Before: an acehamil file without its unit attributes was read as
+eV and Å; ``convert --append`` added structures of another orbital basis (another species, or other
+shells of one species) to a dataset that no fit can then read whole; a DeepH ``info.json`` whose
+atom or orbital count, ``isorthogonal``, ``isspinful`` (a string) or Fermi level contradicts the other
+files was converted; ``export`` wrote an overlap that is not positive definite; an FHI-aims
+``control.in`` whose charge or spin contradicts ``aims.out`` was converted.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from ase.build import bulk
+from sk_si import assert_one_line_error, work_in_copy
+
+from acehamil.cli import main
+from acehamil.io.dataset import append_dataset, read_dataset, write_dataset
+from acehamil.structure import OrbitalBasis, StructureData
+from acehamil.tb.toy import slater_koster
+
+SI_SPD = OrbitalBasis.from_dict({14: [(3, 0), (3, 1), (3, 2)]})
+C_SP = OrbitalBasis.from_dict({6: [(2, 0), (2, 1)]})
+
+
+@pytest.fixture
+def w(sk_si_files, tmp_path, monkeypatch, capsys):
+    """A copy of the shared Slater-Koster workspace (train.h5, fit.toml, m.h5, one.xyz) as the working folder."""
+    work_in_copy(sk_si_files, tmp_path, monkeypatch)
+    capsys.readouterr()
+    return tmp_path
+
+
+def _drop_attr(name, key):
+    def setup(d):
+        with h5py.File(d / name, "r+") as f:
+            del f.attrs[key]
+    return setup
+
+
+def _sk(atoms, basis, name):
+    if any(s.l > 1 for _, sh in basis.shells for s in sh):  # the toy model has s and p only: d blocks zero
+        sp = OrbitalBasis.from_dict({z: [s for s in sh if s.l <= 1] for z, sh in basis.shells})
+        H, S = slater_koster(atoms, sp, cutoff=3.0)
+        from acehamil.structure import RealSpaceMatrix
+
+        lay, lsp = basis.layout(atoms.numbers), sp.layout(atoms.numbers)
+
+        def grow(m, diag):
+            blocks = []
+            for p in range(m.nblocks):
+                i, j = int(m.i[p]), int(m.j[p])
+                b = np.zeros((lay.norb_per_atom[i], lay.norb_per_atom[j]))
+                b[:lsp.norb_per_atom[i], :lsp.norb_per_atom[j]] = m.block(p)
+                if i == j and not m.shift[p].any():
+                    b[lsp.norb_per_atom[i]:, lsp.norb_per_atom[j]:] = diag * np.eye(lay.norb_per_atom[i] - lsp.norb_per_atom[i])
+                blocks.append(b)
+            return RealSpaceMatrix.from_blocks(lay.norb_per_atom, m.i, m.j, m.shift, blocks)
+
+        H, S = grow(H, 5.0), grow(S, 1.0)
+    else:
+        H, S = slater_koster(atoms, basis, cutoff=3.0)
+    return StructureData(atoms, basis, H=(H,), S=S, info={"name": name})
+
+
+def _other_basis_file(basis, name):
+    def setup(d):
+        at = bulk("C", "diamond", a=3.57) if 6 in basis.species else bulk("Si", "diamond", a=5.43)
+        write_dataset(d / "other.h5", [_sk(at, basis, name)])
+    return setup
+
+
+def _bad_overlap(d):
+    """bad.h5: train.h5's first structure with its off-site overlaps x5 (S not positive definite, still Hermitian)."""
+    from dataclasses import replace
+
+    sd = read_dataset(d / "train.h5")[0]
+    m = sd.S
+    data = m.data.copy()
+    for p in range(m.nblocks):
+        if m.i[p] != m.j[p] or m.shift[p].any():
+            data[m.offsets[p]:m.offsets[p + 1]] *= 5.0
+    write_dataset(d / "bad.h5", [replace(sd, S=m.with_data(data), info={"name": "badS"})])
+
+
+def _deeph_info(**changes):
+    """dd/0: train.h5's first structure exported as a DeepH folder, its info.json changed (None: key removed)."""
+    import json
+
+    def setup(d):
+        assert main(["export", str(d / "train.h5"), "--format", "deeph", "-o", str(d / "dd"), "--structure", "0",
+                     "-q"]) == 0
+        path = d / "dd" / "0" / "info.json"
+        info = json.loads(path.read_text())
+        for key, val in changes.items():
+            target = info["acehamil"] if key == "n_electrons" else info
+            target.pop(key) if val is None else target.__setitem__(key, val)
+        path.write_text(json.dumps(info))
+    return setup
+
+
+CASES = [
+    # 1. files without their units were read as eV / Angstrom
+    ("dataset-without-energy-unit", _drop_attr("train.h5", "energy_unit"), ["info", "train.h5"],
+     "train.h5: no energy_unit attribute, which every acehamil file of conventions version 1 carries"),
+    ("model-without-length-and-shift", lambda d: (_drop_attr("m.h5", "length_unit")(d), _drop_attr("m.h5", "shift_sign")(d)),
+     ["predict", "m.h5", "one.xyz", "-o", "p.h5"], "m.h5: no length_unit, shift_sign attributes"),
+    # 2. convert --append of another basis: a dataset no fit reads whole
+    ("append-other-shells-of-one-species", _other_basis_file(SI_SPD, "si-spd"),
+     ["convert", "other.h5", "-o", "train.h5", "--append"],
+     "stores Si with shells 3s 3p 3d but train.h5 (structure 'si-0') with 3s 3p"),
+    ("append-other-species", _other_basis_file(C_SP, "c"), ["convert", "other.h5", "-o", "train.h5", "--append"],
+     "every structure of a dataset must store the combined basis {C: 2s 2p; Si: 3s 3p}"),
+    ("convert-two-species-without-combined", _other_basis_file(C_SP, "c"), ["convert", "other.h5", "train.h5", "-o", "o.h5"],
+     "add --combined-basis to store it with each"),
+    ("append-combined-onto-a-narrower-file", _other_basis_file(C_SP, "c"),
+     ["convert", "other.h5", "-o", "train.h5", "--append", "--combined-basis"],
+     "--append cannot change the structures already in the file"),
+    ("combined-with-a-conflict", _other_basis_file(SI_SPD, "si-spd"),
+     ["convert", "other.h5", "train.h5", "-o", "o.h5", "--combined-basis"], "stores Si with shells 3s 3p"),
+    # 4. DeepH info.json counts contradicting the other files
+    ("deeph-nsites", _deeph_info(nsites=8), ["convert", "dd/0", "-o", "o.h5"],
+     "dd/0/info.json: nsites is 8, but there are 4 atoms in element.dat"),
+    ("deeph-norbits", _deeph_info(norbits=36), ["convert", "dd/0", "-o", "o.h5"],
+     "dd/0/info.json: norbits is 36, but there are 16 orbitals by orbital_types.dat"),
+    ("deeph-isspinful-string", _deeph_info(isspinful="false"), ["convert", "dd/0", "-o", "o.h5"],
+     "dd/0/info.json: isspinful must be true or false, got 'false'"),
+    ("deeph-isorthogonal-with-overlap", _deeph_info(isorthogonal=True), ["convert", "dd/0", "-o", "o.h5"],
+     "dd/0/info.json: isorthogonal is true, but overlaps.h5 is not the identity"),
+    ("deeph-fermi-level-below-the-bands", _deeph_info(fermi_level=-15.0), ["convert", "dd/0", "-o", "o.h5"],
+     "dd/0/info.json: fermi_level -15 eV is outside the levels 16 electrons can reach (band 8 starts at"),
+    ("deeph-fermi-level-above-the-bands", _deeph_info(fermi_level=12.0), ["convert", "dd/0", "-o", "o.h5"],
+     "fermi_level 12 eV is outside the levels 16 electrons can reach"),
+    ("deeph-electron-count", _deeph_info(n_electrons=4.0), ["convert", "dd/0", "-o", "o.h5"],
+     "fermi_level 0.5 eV is outside the levels 4 electrons can reach"),
+    # 3. export of an overlap that is no overlap
+    ("export-deeph-non-positive-definite-s", _bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
+     "bad.h5 structure 0 ('badS'): its overlap S(k) is not positive definite (smallest eigenvalue -"),
+]
+
+
+@pytest.mark.parametrize("setup, argv, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_charter_fault_is_one_clear_line(w, capsys, setup, argv, message):
+    setup(w)
+    assert_one_line_error(w, capsys, argv, message)
+
+
+def test_combined_basis_converts_two_species_into_one_dataset(w, capsys):
+    """--combined-basis: every structure stores C and Si; matrices unchanged; a later --append of Si data fits."""
+    _other_basis_file(C_SP, "c")(w)
+    assert main(["convert", "other.h5", "train.h5", "-o", "all.h5", "--combined-basis"]) == 0, capsys.readouterr().err
+    ds, old = read_dataset(w / "all.h5"), read_dataset(w / "train.h5")
+    assert {ds[k].basis for k in range(len(ds))} == {OrbitalBasis.from_dict({6: [(2, 0), (2, 1)], 14: [(3, 0), (3, 1)]})}
+    assert np.array_equal(ds[1].H[0].data, old[0].H[0].data) and np.array_equal(ds[1].S.data, old[0].S.data)
+    si = _sk(bulk("Si", "diamond", a=5.43), old[0].basis, "si-new")
+    write_dataset(w / "si.h5", [si])
+    assert main(["convert", "si.h5", "-o", "all.h5", "--append", "--combined-basis"]) == 0, capsys.readouterr().err
+    assert read_dataset(w / "all.h5")[-1].basis == ds[0].basis
+
+
+def test_append_dataset_api_refuses_another_basis(w):
+    from acehamil.errors import UserError
+
+    with pytest.raises(UserError, match="stores Si with shells 3s 3p 3d"):
+        append_dataset(w / "train.h5", [_sk(bulk("Si", "diamond", a=5.43), SI_SPD, "x")])
+
+
+def _aims_run(shared_data, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(shared_data / "fhi-aims" / "bilayer-graphene", run)
+    for p in run.rglob("*"):
+        p.chmod(0o644)
+    return run
+
+
+def _replace_in(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("name, old, new, message", [
+    ("control.in", "charge             0.", "charge             1.",
+     "control.in gives charge 1, so 23 electrons for the atoms of geometry.in (24 nuclear charges), but aims.out counts 24"),
+    ("control.in", "charge             0.", "charge             -2",
+     "control.in gives charge -2, so 26 electrons"),
+    ("aims.out", "| Number of spin channels           :        1", "| Number of spin channels           :        2",
+     "control.in asks 'spin none' (1 spin channel(s)), but aims.out ran 2"),
+], ids=["charge-plus-one", "charge-minus-two", "spin-channels"])
+def test_fhi_aims_control_in_contradicting_aims_out_is_refused(shared_data, tmp_path, capsys, name, old, new, message):
+    """Converted without a word before: the structure carried aims.out's electron count beside another run's input."""
+    run = _aims_run(shared_data, tmp_path)
+    _replace_in(run / name, old, new)
+    rc = main(["convert", str(run), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o.h5").exists()
