@@ -13,7 +13,7 @@ from sk_si import TINY_CFG as CFG, distorted_sk_cells
 
 from acehamil.errors import UserError
 from acehamil.models.hamiltonian.config import ModelConfig
-from acehamil.models.hamiltonian.eigen_update import (apply_J, coefficient_factors, eigenvalue_update, flat_difference,
+from acehamil.models.hamiltonian.eigen_update import (apply_J, eigenvalue_update, flat_difference,
                                                       observe, structure_observations, update, update_model)
 from acehamil.models.hamiltonian.fit import fit
 from acehamil.structure import StructureData

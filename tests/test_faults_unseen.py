@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk, make_supercell
+from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import POT_TOML

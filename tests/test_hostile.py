@@ -33,7 +33,7 @@ from ase.io import write
 from acehamil.cli import is_user_error, main
 from acehamil.errors import UserError
 from acehamil.io.dataset import append_dataset, read_dataset, write_dataset
-from acehamil.structure import OrbitalBasis, RealSpaceMatrix, StructureData
+from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.toy import slater_koster
 
 ROOT = Path(__file__).resolve().parents[1]

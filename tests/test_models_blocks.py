@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase import Atoms
 
 from acehamil.models.hamiltonian.blocks import BlockType, assemble, block_types, project, transpose_sign
 from acehamil.models.hamiltonian.config import ModelConfig

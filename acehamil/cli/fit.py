@@ -8,7 +8,6 @@ used in fitting; when present they are evaluated after the fit.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ..errors import UserError
 from ._outputs import add_overwrite_arg, check_outputs, config_input_files

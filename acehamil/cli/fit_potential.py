@@ -9,7 +9,6 @@ test sets listed in the config are only evaluated.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ._outputs import add_overwrite_arg, check_outputs, config_input_files
 

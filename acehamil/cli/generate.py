@@ -249,8 +249,6 @@ def _note_hidden_copies(output) -> None:
 
 
 def run(args) -> int:
-    import os
-
     from ..io import generator
     from ._outputs import check_outputs
 

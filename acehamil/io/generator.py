@@ -84,8 +84,6 @@ class GenerationError(UserError):
 
 def structures_from_file(path, prefix: str | None = None) -> list:
     """Every frame of an ASE-readable structure file, named ``<stem>-<index>``."""
-    from ase.io import read
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such structure file: {path}")
@@ -117,8 +115,6 @@ def _read_frames(path: Path, index):
 
 def first_frame(path) -> Atoms:
     """The first frame of an ASE-readable structure file (a trajectory's start, not its end)."""
-    from ase.io import read
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such structure file: {path}")

@@ -31,7 +31,6 @@ from ase.dft.kpoints import BandPath
 from ase.spectrum.band_structure import BandStructure
 
 from ..structure import StructureData
-from ..threads import with_inner_threads
 from .dos import monkhorst_pack
 from .kpath import LATTICE_TOLERANCE, KAxis, band_path, effective_pbc, kmesh_for, linear_axis, path_from_kpts
 from .eigen import MAX_CONDITION, S_THRESHOLD, solve

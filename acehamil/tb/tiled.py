@@ -128,7 +128,7 @@ class TiledOperator:
         n = self.nc * self.ntiles
         self.shape = (n, n)
         self.dtype = np.dtype(np.float64 if self.real else np.complex128)
-        self._kappa, k = tile_kpoints(self.reps, self.kpt, half=self.real)
+        _, k = tile_kpoints(self.reps, self.kpt, half=self.real)
         nk = len(k)
         ah = BlochAssembler(H)
         as_ = None if S is None else BlochAssembler(S)

@@ -158,7 +158,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         starts = range(0, len(train), config.fit.batch_structures)
         ranges = [range(b0, min(len(train), b0 + config.fit.batch_structures)) for b0 in starts]
         # the calibration's folds refit from each structure's own sums: then one task per structure,
-        # added per batch as batch_sums does (the same numbers as without calibration)
+        # added per batch as batch_parts adds them (the same numbers as without calibration)
         keep_parts = name == "H" and config.uncertainty.calibrate
         task_ranges = [range(k, k + 1) for k in range(len(train))] if keep_parts else ranges
 

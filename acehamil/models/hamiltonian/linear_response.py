@@ -328,21 +328,12 @@ def _pair_projections(vecs, rows, cols, P) -> tuple:
     ``vecs`` (ns, norb) complex, ``rows`` (m, d1) / ``cols`` (m, d2) the orbitals of ``m`` atom pairs'
     blocks, ``P`` (d1 d2, q) the projections of :func:`block_projections`.  The weights of a block
     of the pair at cell shift ``T`` are ``Re(Z) cos(theta) - Im(Z) sin(theta)`` (theta = 2 pi k.T,
-    :func:`_block_weights`), so its projections are ``cos re - sin im``.  Returns two arrays
+    the real part of ``Z exp(i theta)``), so its projections are ``cos re - sin im``.  Returns two arrays
     (ns, m, q)."""
     U = np.conj(vecs[:, rows])  # (ns, m, d1)
     V = vecs[:, cols]  # (ns, m, d2)
     Z = (U[..., :, None] * V[..., None, :]).reshape(U.shape[0] * U.shape[1], -1)
     return (Z.real @ P).reshape(U.shape[0], U.shape[1], -1), (Z.imag @ P).reshape(U.shape[0], U.shape[1], -1)
-
-
-def _block_weights(vecs, kpts, phase, rows, cols) -> np.ndarray:
-    """``Re[conj(c_row) c_col exp(2 pi i k.T)]`` of each state at the blocks, shape (ns, n, d1, d2).
-
-    ``phase`` (ns, n) the blocks' ``exp(2 pi i k.T)``, ``rows`` (n, d1) / ``cols`` (n, d2) their orbitals."""
-    U = vecs[:, rows]  # (ns, n, d1)
-    V = vecs[:, cols] * phase[:, :, None]  # (ns, n, d2)
-    return U.real[..., :, None] * V.real[..., None, :] + U.imag[..., :, None] * V.imag[..., None, :]
 
 
 def variances(mm, sens: dict) -> tuple:

@@ -461,8 +461,9 @@ def pick_s(sd):
     return sd.S
 
 
-def batch_sums(model, matrix_of, rates: dict, gauge: bool, structures, weights, rngs, indices, pairs=None) -> FitSums:
-    """The sums of one batch of structures, added in order: the task a worker runs.
+def batch_parts(model, matrix_of, rates: dict, gauge: bool, structures, weights, rngs, indices, pairs=None) -> tuple:
+    """The sums of one batch of structures, added in order, and each structure's on-site designs
+    (:func:`structure_sums_and_designs`): the task a worker runs.
 
     The fit adds the batch sums in batch order, and the batches are fixed by
     ``batch_structures`` (not by the engine), so a serial loop, any number of workers and
@@ -480,12 +481,6 @@ def batch_sums(model, matrix_of, rates: dict, gauge: bool, structures, weights, 
         Positions in the training set.
     pairs : list of NeighbourPairs, optional
         Each structure's neighbour list (cutoff ``>= model.reach``; built when omitted).
-    """
-    return batch_parts(model, matrix_of, rates, gauge, structures, weights, rngs, indices, pairs)[0]
-
-
-def batch_parts(model, matrix_of, rates: dict, gauge: bool, structures, weights, rngs, indices, pairs=None) -> tuple:
-    """:func:`batch_sums` and each structure's on-site designs (:func:`structure_sums_and_designs`).
 
     Returns
     -------

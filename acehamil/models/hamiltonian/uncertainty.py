@@ -69,11 +69,6 @@ def has_posterior(mm) -> bool:
     return bool(mm.coefficients)
 
 
-def uncertainty_scale(model) -> float:
-    """Calibration factor applied to every posterior spread (1.0 when uncalibrated)."""
-    return float(model.report.get("uncertainty", {}).get("scale", 1.0)) if hasattr(model, "report") else 1.0
-
-
 def _perturbations(post, n_samples: int, rng) -> np.ndarray:
     """Zero-mean coefficient draws ``c_k - mean``, shape (n_F, K)."""
     return (post.sample(rng, n_samples) - post.mean).T
