@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
+
+from potential_cases import case
 
 from acehamil.testing import assert_site_energy_invariant
 from acehamil.models.potential.model import ACEPotential, design_rows, feature_degrees
@@ -39,35 +40,11 @@ def _potential(rng, species=(14,), repulsion=None, r_cut=4.0):
     return ACEPotential(basis, species, e0, coef, repulsion)
 
 
-def _rattled_si(rng, n=1, amp=0.15, numbers=None):
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((n, n, n)) if n > 1 else bulk("Si", "diamond", a=5.43, cubic=True)
-    atoms.positions += amp * rng.normal(size=atoms.positions.shape)
-    atoms.cell = atoms.cell.array + 0.05 * rng.normal(size=(3, 3))
-    if numbers is not None:
-        atoms.numbers = numbers
-    return atoms
-
-
-def _cluster(rng, natoms=7, numbers=None):
-    pos = rng.normal(size=(natoms, 3)) * 1.6
-    atoms = Atoms(numbers=numbers if numbers is not None else [14] * natoms, positions=pos)
-    return atoms
-
-
 STRUCTURES = ["bulk", "cluster", "binary"]
 
 
 def _setup(kind, rng):
-    if kind == "binary":
-        pot = _potential(rng, species=(6, 14), repulsion=RepulsionSpec((((6, 14), 2.0), ((14, 14), 2.2)), 5.0))
-        atoms = _rattled_si(rng, numbers=[6, 14] * 4)
-    elif kind == "cluster":
-        pot = _potential(rng, repulsion=RepulsionSpec((((14, 14), 2.0),), 5.0))
-        atoms = _cluster(rng)
-    else:
-        pot = _potential(rng)
-        atoms = _rattled_si(rng)
-    return pot, atoms
+    return case(kind, rng, _potential)
 
 
 @pytest.mark.parametrize("kind", STRUCTURES)

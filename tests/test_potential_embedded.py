@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
+
+from potential_cases import case, rattled_si
 
 from acehamil.testing import assert_site_energy_invariant, assert_stress_matches_strain
 from acehamil.basis import ACEBasis, BasisSpec, RadialSpec
@@ -38,23 +39,8 @@ def _potential(rng, species=(14,), repulsion=None, embeddings=("fs", "tanh")):
                                 0.5 * rng.normal(size=(ns, len(embeddings), nB)), embeddings, repulsion)
 
 
-def _rattled_si(rng, amp=0.15, numbers=None):
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-    atoms.positions += amp * rng.normal(size=atoms.positions.shape)
-    atoms.cell = atoms.cell.array + 0.05 * rng.normal(size=(3, 3))
-    if numbers is not None:
-        atoms.numbers = numbers
-    return atoms
-
-
 def _setup(kind, rng):
-    if kind == "binary":
-        pot = _potential(rng, species=(6, 14), repulsion=RepulsionSpec((((6, 14), 2.0), ((14, 14), 2.2)), 5.0))
-        return pot, _rattled_si(rng, numbers=[6, 14] * 4)
-    if kind == "cluster":
-        pot = _potential(rng, repulsion=RepulsionSpec((((14, 14), 2.0),), 5.0))
-        return pot, Atoms(numbers=[14] * 7, positions=rng.normal(size=(7, 3)) * 1.6)
-    return _potential(rng), _rattled_si(rng)
+    return case(kind, rng, _potential)
 
 
 @pytest.mark.parametrize("name", ["fs", "tanh"])
@@ -130,7 +116,7 @@ def test_chunking_and_bad_input(rng):
 def _labelled(truth, rng, n, config_type, stress=False):
     out = []
     for _ in range(n):
-        atoms = _rattled_si(rng, amp=0.15)
+        atoms = rattled_si(rng, amp=0.15)
         atoms.set_cell(atoms.cell.array * (1 + 0.03 * rng.normal()), scale_atoms=True)
         res = truth.compute(atoms)
         atoms.calc = SinglePointCalculator(atoms, energy=res["energy"], forces=res["forces"],

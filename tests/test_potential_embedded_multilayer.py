@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase import Atoms
-from ase.build import bulk
+
+from potential_cases import case, labelled
 
 from acehamil.basis import ACEBasis, BasisSpec, RadialSpec
-from acehamil.models.potential.data import Config, error_metrics
+from acehamil.models.potential.data import error_metrics
 from acehamil.models.potential.embedded_fit import EmbeddingSettings, ProjectedLoss, density_columns, embedding_data
 from acehamil.models.potential.embedded_multilayer_fit import fit_embedded_multilayer, with_layer_columns
 from acehamil.models.potential.fit import FitSettings, _columns
@@ -36,23 +36,8 @@ def _potential(rng, species=(14,), repulsion=None, embeddings=("fs", "tanh"), de
                                   0.05 * rng.normal(size=(ns, layer.n_features)), repulsion, {}, dens, embeddings)
 
 
-def _rattled_si(rng, amp=0.15, numbers=None):
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-    atoms.positions += amp * rng.normal(size=atoms.positions.shape)
-    atoms.cell = atoms.cell.array + 0.05 * rng.normal(size=(3, 3))
-    if numbers is not None:
-        atoms.numbers = numbers
-    return atoms
-
-
 def _setup(kind, rng):
-    if kind == "binary":
-        pot = _potential(rng, species=(6, 14), repulsion=RepulsionSpec((((6, 14), 2.0), ((14, 14), 2.2)), 5.0))
-        return pot, _rattled_si(rng, numbers=[6, 14] * 4)
-    if kind == "cluster":
-        pot = _potential(rng, repulsion=RepulsionSpec((((14, 14), 2.0),), 5.0))
-        return pot, Atoms(numbers=[14] * 7, positions=rng.normal(size=(7, 3)) * 1.6)
-    return _potential(rng), _rattled_si(rng)
+    return case(kind, rng, _potential)
 
 
 # ---------------------------------------------------------------- physics
@@ -170,21 +155,10 @@ def _truth(rng, basis, density_scale=0.0):
                                   2e-3 * rng.normal(size=(1, layer.n_features)), None, {}, dens, ("fs",) if density_scale else ())
 
 
-def _labelled(pot, rng, n, kind, stress=False):
-    out = []
-    for _ in range(n):
-        atoms = _rattled_si(rng, amp=0.12)
-        if kind == "strain":
-            atoms.set_cell(atoms.cell.array * (1 + 0.04 * rng.normal()), scale_atoms=True)
-        r = pot.compute(atoms)
-        out.append(Config(atoms, r["energy"], r["forces"], r["stress"] if stress else None, kind))
-    return out
-
-
 def test_layer_rows_give_the_multilayer_normal_equations(rng):
     basis = _basis()
     truth = _truth(rng, basis)
-    configs = _labelled(truth, rng, 4, "md") + _labelled(truth, rng, 2, "strain", stress=True)
+    configs = labelled(truth, rng, 4, "md") + labelled(truth, rng, 2, "strain", stress=True)
     settings = FitSettings(n_folds=2)
     rep = RepulsionSpec((((14, 14), 2.0),), 5.0)
     data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2)), rep)
@@ -204,7 +178,7 @@ def test_layer_rows_give_the_multilayer_normal_equations(rng):
 def test_projected_loss_gradient_with_layer_columns_matches_finite_differences(rng):
     basis = _basis()
     truth = _truth(rng, basis, density_scale=0.5)
-    configs = _labelled(truth, rng, 4, "md") + _labelled(truth, rng, 2, "strain", stress=True)
+    configs = labelled(truth, rng, 4, "md") + labelled(truth, rng, 2, "strain", stress=True)
     settings = FitSettings(n_folds=2)
     data = with_layer_columns(embedding_data(basis, (14,), configs, settings, density_columns(basis, (3, 2))), configs,
                               truth.layer)
@@ -222,7 +196,7 @@ def test_projected_loss_gradient_with_layer_columns_matches_finite_differences(r
 def test_fit_starts_from_the_multilayer_fit_and_recovers_embedded_truth(rng):
     basis = _basis()
     truth = _truth(rng, basis, density_scale=1.0)
-    configs = _labelled(truth, rng, 14, "md") + _labelled(truth, rng, 4, "strain", stress=True)
+    configs = labelled(truth, rng, 14, "md") + labelled(truth, rng, 4, "strain", stress=True)
     settings = FitSettings(lam=(1e-10,), power=(0.0,), n_folds=3, force_sigma=1e-2, layer_prior_factors=(1.0, 3.0))
     data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2, 0)))
     layer = truth.layer
@@ -292,7 +266,7 @@ def test_cli_fits_and_evaluates_an_embedded_multilayer_model(tmp_path, rng, caps
     from acehamil.io.potential_file import load_potential
 
     frames = []
-    for c in _labelled(_truth(rng, _basis(), density_scale=1.0), rng, 6, "md"):
+    for c in labelled(_truth(rng, _basis(), density_scale=1.0), rng, 6, "md"):
         a = c.atoms.copy()
         a.calc = SinglePointCalculator(a, energy=c.energy, forces=c.forces)
         frames.append(a)
@@ -329,7 +303,7 @@ def test_keep_base_lets_the_cv_choose_no_densities(base_score, criterion, rng):
 
     basis = _basis()
     truth = _truth(rng, basis, density_scale=1.0)
-    configs = _labelled(truth, rng, 6, "md")
+    configs = labelled(truth, rng, 6, "md")
     settings = FitSettings(lam=(1e-8,), power=(0.0,), n_folds=2, force_sigma=1e-2, cv_criterion=criterion)
     data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2, 0)))
     ml = fit_multilayer(configs, basis, (14,), settings, accumulated=accumulate_multilayer_from_linear(data, configs, settings, truth.layer),
@@ -357,7 +331,7 @@ def test_density_cv_row_and_precomputed_layer_rows_give_the_fit_s_own_results(rn
 
     basis = _basis()
     truth = _truth(rng, basis, density_scale=1.0)
-    configs = _labelled(truth, rng, 6, "md") + _labelled(truth, rng, 2, "strain", stress=True)
+    configs = labelled(truth, rng, 6, "md") + labelled(truth, rng, 2, "strain", stress=True)
     settings = FitSettings(lam=(1e-8,), power=(0.0,), n_folds=2, force_sigma=1e-2)
     data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2, 0)))
     ml = fit_multilayer(configs, basis, (14,), settings, accumulated=accumulate_multilayer_from_linear(data, configs, settings, truth.layer),
@@ -384,7 +358,7 @@ def test_projected_loss_factors_a_singular_system_with_jitter(rng):
     layer prior 3e-4, failed with 'leading minor not positive definite' here) gets the linear solver's relative jitter."""
     basis = _basis()
     truth = _truth(rng, basis, density_scale=0.5)
-    configs = _labelled(truth, rng, 3, "md")
+    configs = labelled(truth, rng, 3, "md")
     settings = FitSettings(n_folds=1)
     data = with_layer_columns(embedding_data(basis, (14,), configs, settings, density_columns(basis, (3, 2))), configs,
                               truth.layer)

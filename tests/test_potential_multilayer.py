@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
+
+from potential_cases import case, labelled, rattled_si
 
 from acehamil.testing import assert_fd_converges, assert_site_energy_invariant, assert_stress_matches_strain, fd_errors
 from acehamil.basis import ACEBasis, BasisSpec, RadialSpec
-from acehamil.models.potential.data import Config, error_metrics
+from acehamil.models.potential.data import error_metrics
 from acehamil.models.potential.fit import FitSettings, accumulate
 from acehamil.models.potential.model import ACEPotential, feature_degrees
 from acehamil.models.potential.multilayer import MessageLayer, MessageSpec, MultilayerACEPotential
@@ -43,26 +44,11 @@ def _potential(rng, species=(14,), repulsion=None, spec=SPEC, linear_scale=0.05,
                                   layer_scale * rng.normal(size=(ns, layer.n_features)), repulsion)
 
 
-def _rattled_si(rng, amp=0.15, numbers=None):
-    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
-    atoms.positions += amp * rng.normal(size=atoms.positions.shape)
-    atoms.cell = atoms.cell.array + 0.05 * rng.normal(size=(3, 3))
-    if numbers is not None:
-        atoms.numbers = numbers
-    return atoms
-
-
 def _setup(kind, rng):
-    if kind == "binary":
-        pot = _potential(rng, species=(6, 14), repulsion=RepulsionSpec((((6, 14), 2.0), ((14, 14), 2.2)), 5.0))
-        return pot, _rattled_si(rng, numbers=[6, 14] * 4)
-    if kind == "cluster":
-        pot = _potential(rng, repulsion=RepulsionSpec((((14, 14), 2.0),), 5.0))
-        return pot, Atoms(numbers=[14] * 7, positions=rng.normal(size=(7, 3)) * 1.6)
     if kind == "shared-pairs":  # both layers on the same pairs and radial functions (the prediction path shares them)
         spec = MessageSpec(n_message=3, r_message=4.0, n_pass=3, r_pass=4.0, embeddings=("fs",))
-        return _potential(rng, species=(6, 14), spec=spec), _rattled_si(rng, numbers=[6, 14] * 4)
-    return _potential(rng), _rattled_si(rng)
+        return _potential(rng, species=(6, 14), spec=spec), rattled_si(rng, numbers=[6, 14] * 4)
+    return case(kind, rng, _potential)
 
 
 # ---------------------------------------------------------------- physics
@@ -126,7 +112,7 @@ def test_second_layer_is_semi_local_and_reduces_to_linear(rng):
     moved.positions[2] += [0.3, 0.2, 0.1]
     assert pot.compute(gone)["energies"][0] == pytest.approx(pot.compute(moved)["energies"][0], abs=1e-14)
     zero = MultilayerACEPotential(pot.basis, pot.species, pot.e0, pot.coef, pot.layer, 0 * pot.weights)
-    atoms = _rattled_si(rng)
+    atoms = rattled_si(rng)
     a, b = zero.compute(atoms), pot.linear.compute(atoms)
     assert a["energy"] == pytest.approx(b["energy"], abs=1e-12)
     np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-12)
@@ -235,21 +221,10 @@ def _write_train_xyz(path, configs, rng=None, force_noise=0.0):
     ase.io.write(path, frames, format="extxyz")
 
 
-def _labelled(pot, rng, n, kind, stress=False):
-    out = []
-    for _ in range(n):
-        atoms = _rattled_si(rng, amp=0.12)
-        if kind == "strain":
-            atoms.set_cell(atoms.cell.array * (1 + 0.04 * rng.normal()), scale_atoms=True)
-        r = pot.compute(atoms)
-        out.append(Config(atoms, r["energy"], r["forces"], r["stress"] if stress else None, kind))
-    return out
-
-
 def test_fit_recovers_a_multilayer_potential_better_than_linear(rng):
     basis = _basis()
     truth = _truth(rng, basis)
-    configs = _labelled(truth, rng, 10, "md") + _labelled(truth, rng, 4, "strain", stress=True)
+    configs = labelled(truth, rng, 10, "md") + labelled(truth, rng, 4, "strain", stress=True)
     settings = FitSettings(lam=(1e-12, 1e-8), power=(0.0,), n_folds=3, force_sigma=1e-2)
     layer = truth.layer  # the generating normalisation: the truth is then exactly representable
     acc = accumulate_multilayer(basis, (14,), configs, settings, layer)
@@ -277,7 +252,7 @@ def test_layer_prior_factor_is_chosen_by_cv_and_shrinks_the_second_layer(rng):
     on data from a true multilayer model CV prefers the weak prior."""
     basis = _basis()
     truth = _truth(rng, basis)
-    configs = _labelled(truth, rng, 9, "md")
+    configs = labelled(truth, rng, 9, "md")
     layer = truth.layer
     base = FitSettings(lam=(1e-10,), power=(0.0,), n_folds=3, force_sigma=1e-2)
     acc = accumulate_multilayer(basis, (14,), configs, base, layer)
@@ -304,7 +279,7 @@ def test_joint_rows_from_cached_linear_rows_equal_the_direct_accumulation(rng):
 
     basis = _basis()
     truth = _truth(rng, basis)
-    configs = _labelled(truth, rng, 4, "md") + _labelled(truth, rng, 2, "strain", stress=True)
+    configs = labelled(truth, rng, 4, "md") + labelled(truth, rng, 2, "strain", stress=True)
     settings = FitSettings(n_folds=2)
     rep = RepulsionSpec((((14, 14), 2.0),), 5.0)
     data = embedding_data(basis, (14,), configs, settings, density_columns(basis, (4, 2)), rep)
@@ -323,7 +298,7 @@ def test_joint_rows_from_cached_linear_rows_equal_the_direct_accumulation(rng):
 
 def test_message_normalisation_is_mean_and_std(rng):
     basis = _basis()
-    configs = _labelled(_truth(rng, basis), rng, 3, "md")
+    configs = labelled(_truth(rng, basis), rng, 3, "md")
     shift, scale = message_normalisation(SPEC, (14,), configs)
     layer_fit = multilayer_layer(SPEC, (14,), configs)
     np.testing.assert_array_equal(layer_fit.shift, shift)
@@ -373,7 +348,7 @@ def test_cli_fits_and_evaluates_a_multilayer_model(tmp_path, rng, capsys):
     from acehamil.io.potential_file import load_potential
 
     truth = _truth(rng, _basis())
-    _write_train_xyz(tmp_path / "train.xyz", _labelled(truth, rng, 6, "md"))
+    _write_train_xyz(tmp_path / "train.xyz", labelled(truth, rng, 6, "md"))
     cfg = tmp_path / "fit.toml"
     cfg.write_text(
         '[data]\ntrain = "train.xyz"\n[basis]\nr_cut = 4.0\nn_max = 3\nmax_nu = 2\nmax_degree = [4, 3]\n'
@@ -405,7 +380,7 @@ def test_blr_fit_stores_its_posterior_and_the_calculator_reads_it(tmp_path, rng)
     from acehamil.models.potential.uncertainty import predict_sigma
 
     truth = _truth(rng, _basis())
-    _write_train_xyz(tmp_path / "train.xyz", _labelled(truth, rng, 6, "md"), rng=rng, force_noise=0.01)
+    _write_train_xyz(tmp_path / "train.xyz", labelled(truth, rng, 6, "md"), rng=rng, force_noise=0.01)
     cfg = tmp_path / "fit.toml"
     cfg.write_text(
         '[data]\ntrain = "train.xyz"\n[basis]\nr_cut = 4.0\nn_max = 3\nmax_nu = 2\nmax_degree = [4, 3]\n'
@@ -417,7 +392,7 @@ def test_blr_fit_stores_its_posterior_and_the_calculator_reads_it(tmp_path, rng)
     pot, post = load_potential(out), load_posterior(out)
     assert isinstance(pot, MultilayerACEPotential) and post is not None
     assert post.cols.max() == pot.parameter_vector().size - 1 and post.scale > 0
-    atoms = _rattled_si(rng, amp=0.1)
+    atoms = rattled_si(rng, amp=0.1)
     atoms.calc = ACECalculator.from_file(out, uncertainty=True)
     atoms.get_forces()
     ref = predict_sigma(pot, post, atoms)
