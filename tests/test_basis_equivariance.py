@@ -29,6 +29,15 @@ SPECS = {
         L_max=4,
         singleton_categories=(BOND,),
     ),
+    "bond_origin": BasisSpec(  # environment harmonics damped within 2 Å of the midpoint (most particles here)
+        categories=(BOND, 6, 14),
+        radial=RadialSpec(n_max=3, r_cut=6.0),
+        max_nu=3,
+        max_degree=(5, 5, 4),
+        L_max=4,
+        singleton_categories=(BOND,),
+        origin_smoothing=2.0,
+    ),
     "bond_nu4": BasisSpec(
         categories=(BOND, 14),
         radial=RadialSpec(n_max=2, r_cut=6.0),

@@ -18,6 +18,10 @@ SPECS = {
         categories=(BOND, 14), radial=RadialSpec(n_max=3, r_cut=5.0), max_nu=3, max_degree=(4, 4, 3), L_max=4,
         singleton_categories=(BOND,),
     ),
+    "bond_origin": BasisSpec(  # BasisSpec.origin_smoothing: the factor's gradient on particles within 2 Å of the centre
+        categories=(BOND, 14), radial=RadialSpec(n_max=3, r_cut=5.0), max_nu=3, max_degree=(4, 4, 3), L_max=4,
+        singleton_categories=(BOND,), origin_smoothing=2.0,
+    ),
 }
 
 

@@ -34,7 +34,7 @@ from .linear import evaluate_linear as _evaluate_linear
 from .mapped import OneParticleMap, ProductMap
 from .product import ProductTables
 from .radial import RadialBasis
-from .spec import BasisSpec, RadialSpec  # noqa: F401  (RadialSpec for the doctest namespace)
+from .spec import BasisSpec, RadialSpec, origin_factor  # noqa: F401  (RadialSpec for the doctest namespace)
 
 __all__ = ["ACEBasis", "Centres", "MIN_LENGTH"]  # Centres, MIN_LENGTH: re-exported from .centres
 
@@ -84,6 +84,9 @@ class ACEBasis:
         a_ci = np.searchsorted(np.array(spec.categories), t.a_cat)
         self._a_k = a_ci * spec.radial.n_max + t.a_n
         self._a_groups = tuple((ci, c, t.a_n[c], t.a_lm[c]) for ci in np.unique(a_ci) for c in [np.nonzero(a_ci == ci)[0]])
+        # BasisSpec.origin_smoothing: which category indices are smoothed, and the l of each harmonic column
+        self._smoothed = np.array([c not in spec.singleton_categories for c in spec.categories]) if spec.origin_smoothing > 0 else None
+        self._l_of = np.floor(np.sqrt(np.arange((t.l_max + 1) ** 2))).astype(np.int64)
 
     def __reduce__(self):
         # rebuilt from the spec (the sphericart calculator holds C pointers)
@@ -213,15 +216,43 @@ class ACEBasis:
                 np.multiply(row[pre], row[last], out=row[o0:o1])
         return AA
 
+    def _near_origin(self, r, cat_index) -> np.ndarray:
+        """Rows whose harmonics :attr:`BasisSpec.origin_smoothing` changes (smoothed category, ``r < r0``)."""
+        if self._smoothed is None:
+            return np.zeros(0, np.int64)
+        return np.nonzero((r < self.spec.origin_smoothing) & self._smoothed[cat_index])[0]
+
+    def _smooth_harmonics(self, vec, r, cat_index, Y, dY=None, xyz_first=False):
+        """Harmonics (and gradients) times :func:`origin_factor` on the rows near the centre; the
+        others (every row when ``origin_smoothing`` is 0) are returned as they are."""
+        rows = self._near_origin(r, cat_index)
+        if not len(rows):
+            return Y, dY
+        r0 = self.spec.origin_smoothing
+        # Y and dY are this call's own arrays (fresh from the harmonics): changed in place
+        if dY is None:
+            Y[rows] *= origin_factor(r[rows], r0, self._l_of)
+            return Y, None
+        g, dg = origin_factor(r[rows], r0, self._l_of, gradients=True)
+        rhat = vec[rows] / r[rows, None]
+        extra = (Y[rows] * dg)[:, :, None] * rhat[:, None, :]  # d(g Y)/dx = g dY/dx + Y dg/dr x/r
+        if xyz_first:  # (P, 3, n_lm)
+            dY[rows] = dY[rows] * g[:, None, :] + extra.transpose(0, 2, 1)
+        else:  # (P, n_lm, 3)
+            dY[rows] = dY[rows] * g[:, :, None] + extra
+        Y[rows] *= g
+        return Y, dY
+
     def _particles(self, vec, cat_index, w, rc, r, gradients, xyz_first=False, decay=None):
         """Category-folded radial values and harmonics (and derivatives) of a batch."""
         ncat = len(self.spec.categories)
         if not gradients:  # weighted radial values, categories kept apart (atomic_base_by_category)
             R = self.radial.evaluate(r, rc, decay=decay)
             R *= w[:, None]
-            return R, self.angular.evaluate(vec), None
+            return R, self._smooth_harmonics(vec, r, cat_index, self.angular.evaluate(vec))[0], None
         R, dR = self.radial.evaluate(r, rc, gradients=True, decay=decay)
         Y, dY = self.angular.evaluate(vec, gradients=True, xyz_first=xyz_first)
+        Y, dY = self._smooth_harmonics(vec, r, cat_index, Y, dY, xyz_first)
         d = (fold_categories(dR, cat_index, ncat, w), dY, vec / r[:, None])
         return fold_categories(R, cat_index, ncat, w), Y, d
 
@@ -388,8 +419,10 @@ class ACEBasis:
             if c == category:
                 rc[species == z] = cut
         decay = spec.radial.decay_lengths(species, np.full(len(vec), category))
+        cat_index = np.full(len(vec), spec.categories.index(category))
         if fact is not None:  # factorised: one radial product and one harmonic per output
-            out = fact.evaluate(self.radial.evaluate(r, rc, decay=decay), self.angular.evaluate(vec), mirror=mirror)
+            Y = self._smooth_harmonics(vec, r, cat_index, self.angular.evaluate(vec))[0]
+            out = fact.evaluate(self.radial.evaluate(r, rc, decay=decay), Y, mirror=mirror)
             return (out[:, :fact.n_y], out[:, fact.n_y:]) if mirror else out
         if mirror:
             pm = pm.with_mirror((-1.0) ** np.floor(np.sqrt(t.a_lm)))
@@ -399,7 +432,7 @@ class ACEBasis:
             mine = np.nonzero(t.a_cat == category)[0]
             a_n, a_lm = t.a_n[mine], t.a_lm[mine]
             R = self.radial.evaluate(r, rc, decay=decay)
-            Y = self.angular.evaluate(vec)
+            Y = self._smooth_harmonics(vec, r, cat_index, self.angular.evaluate(vec))[0]
             nb = max(1, int(_BUDGET // max(pm.n_low, pm.n_top, 1)))
             A = np.zeros((min(nb, len(vec)), t.n_A))
             for c0 in range(0, len(vec), nb):

@@ -176,6 +176,18 @@ class BasisSpec:
         Which inversion parities to produce, a subset of ``(-1, 1)`` (default both).
         A site-energy potential needs only ``(1,)``: leaving out the pseudo-scalars
         also leaves out the products only they use.
+    origin_smoothing : float
+        Å, ``r0 >= 0``.  A one-particle function ``R_n(r) Y_lm(x/r)`` has no limit at ``r -> 0``
+        for ``l > 0`` (its direction is undefined there, while ``R_n(0) != 0``), so a particle
+        passing near the centre changes the features by a jump, however small its move.  With
+        ``r0 > 0`` the harmonics of every particle of a non-singleton category are multiplied by
+        ``t(r/r0)^l`` (:func:`origin_factor`: ``t(x) = x (15 - 10 x^2 + 3 x^4) / 8`` below 1, 1
+        beyond, C^2 at ``r0``), so near the centre they behave as the solid harmonics
+        ``r^l Y_lm`` (smooth) and particles farther than ``r0`` are untouched.  Matters for
+        bond-centred environments, where an atom can sit at the bond midpoint (e.g. an
+        interstitial between two host atoms, or the atom between the ends of a bond twice a
+        lattice vector long); atom-centred environments never have a particle near the centre.
+        0 = off (the basis of earlier model files).
     """
 
     categories: tuple
@@ -188,6 +200,7 @@ class BasisSpec:
     singleton_categories: tuple = ()
     l_max: int | None = None
     parities: tuple = (-1, 1)
+    origin_smoothing: float = 0.0
 
     def __post_init__(self):
         cats = _as_int_tuple(self.categories, "categories")
@@ -230,6 +243,10 @@ class BasisSpec:
         if not par or any(p not in (-1, 1) for p in par):
             raise ValueError(f"parities must be a non-empty subset of (-1, 1), got {self.parities!r}")
         object.__setattr__(self, "parities", par)
+        r0 = float(self.origin_smoothing)
+        if not (np.isfinite(r0) and r0 >= 0):
+            raise ValueError(f"origin_smoothing must be finite and >= 0 Å, got {self.origin_smoothing}")
+        object.__setattr__(self, "origin_smoothing", r0)
 
     def degree_limit(self, nu: int) -> float:
         """Total-degree limit for products of ``nu`` factors."""
@@ -248,6 +265,7 @@ class BasisSpec:
             "singleton_categories": list(self.singleton_categories),
             "l_max": self.l_max,
             "parities": list(self.parities),
+            **({"origin_smoothing": self.origin_smoothing} if self.origin_smoothing > 0 else {}),
         }
 
     @classmethod
@@ -264,7 +282,47 @@ class BasisSpec:
             singleton_categories=tuple(d.get("singleton_categories", ())),
             l_max=d.get("l_max"),
             parities=tuple(d.get("parities", (-1, 1))),
+            origin_smoothing=d.get("origin_smoothing", 0.0),
         )
+
+
+def origin_factor(r: np.ndarray, r0: float, l_of: np.ndarray, gradients: bool = False):
+    """Factor ``t(r/r0)^l`` of :attr:`BasisSpec.origin_smoothing` (and its ``r`` derivative).
+
+    Parameters
+    ----------
+    r : ndarray, shape (P,), Å
+    r0 : float
+        Å, > 0.
+    l_of : ndarray of int, shape (n_lm,)
+        ``l`` of each harmonic column.
+    gradients : bool
+
+    Returns
+    -------
+    g : ndarray, shape (P, n_lm)
+        ``t(r/r0)^l``, ``t(x) = x (15 - 10 x^2 + 3 x^4) / 8`` for ``x < 1``, else 1: ``t(x)/x`` is
+        an even polynomial, so ``g Y_lm`` is a polynomial times ``r^l Y_lm`` near 0 (smooth); ``t``
+        rises monotonically to 1 with zero first and second derivatives at ``x = 1``.
+    dg : ndarray, shape (P, n_lm), 1/Å
+        ``dg/dr``; only when ``gradients``.
+
+    Examples
+    --------
+    >>> origin_factor(np.array([0.5, 2.0]), 1.0, np.array([0, 1, 1, 1, 2])).round(4).tolist()
+    [[1.0, 0.6836, 0.6836, 0.6836, 0.4673], [1.0, 1.0, 1.0, 1.0, 1.0]]
+    """
+    x = np.minimum(np.asarray(r, dtype=float) / r0, 1.0)
+    x2 = x * x
+    t = x * (15.0 - 10.0 * x2 + 3.0 * x2 * x2) / 8.0
+    l_of = np.asarray(l_of)
+    g = t[:, None] ** l_of[None, :]
+    if not gradients:
+        return g
+    dt = 15.0 * (1.0 - x2) ** 2 / 8.0 / r0  # dt/dr (0 beyond r0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dg = np.where(l_of[None, :] > 0, l_of[None, :] * t[:, None] ** np.maximum(l_of[None, :] - 1, 0) * dt[:, None], 0.0)
+    return g, dg
 
 
 #: Largest number of one-particle functions (category, n, l) a basis may have.

@@ -27,6 +27,7 @@ TOML layout (all tables optional)::
     weight_l = 1.0
     env_bond_cut = 0.0                # Å; > 0: environment fades with bond length, longer bonds two-centre
     bond_decay = 0.0                  # Å; > 0: the bond particle's radial functions carry exp(-|r|/bond_decay)
+    origin_smoothing = 0.0            # Å; > 0: atoms nearer the bond midpoint than this enter smoothly ((r/r0)^l harmonics)
 
     [s_onsite]                        # on-site S: fitted (default: constant, max_nu = 0)
     [s_offsite]                       # off-site S: two-centre model of the bond vector

@@ -40,6 +40,10 @@ class FeatureConfig:
         block that falls off exponentially with the bond length is a slowly varying
         polynomial times the decay, fitted to similar relative accuracy at every length;
         0 = none.
+    origin_smoothing : float
+        Å. Environment atoms closer than this to the centre (off-site: the bond midpoint) enter with
+        their harmonics damped as ``(r/r0)^l`` near 0 (:attr:`acehamil.basis.BasisSpec.origin_smoothing`),
+        so an atom passing through the midpoint of a bond changes the features smoothly; 0 = off.
     """
 
     r_cut: float = 5.0
@@ -50,6 +54,7 @@ class FeatureConfig:
     weight_l: float = 1.0
     env_bond_cut: float = 0.0
     bond_decay: float = 0.0
+    origin_smoothing: float = 0.0
 
     def __post_init__(self):
         if not all(math.isfinite(float(d)) for d in self.max_degree):  # NaN: "cannot convert float NaN to integer"
@@ -67,6 +72,8 @@ class FeatureConfig:
             raise ValueError(f"env_bond_cut must be finite and >= 0 Å, got {self.env_bond_cut}")
         if not (self.bond_decay >= 0 and self.bond_decay < float("inf")):
             raise ValueError(f"bond_decay must be finite and >= 0 Å, got {self.bond_decay}")
+        if not (self.origin_smoothing >= 0 and self.origin_smoothing < float("inf")):
+            raise ValueError(f"origin_smoothing must be finite and >= 0 Å, got {self.origin_smoothing}")
         if int(self.n_max) != self.n_max or self.n_max < 1:
             raise ValueError(f"n_max must be a positive integer, got {self.n_max}")
         if self.n_max > MAX_N_MAX:

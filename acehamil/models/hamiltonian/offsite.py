@@ -83,6 +83,7 @@ class OffsiteFamily:
             weight_l=c.weight_l,
             L_max=self.lmax,
             singleton_categories=(BOND,),
+            origin_smoothing=c.origin_smoothing if self.has_environment else 0.0,
         )
 
     @cached_property

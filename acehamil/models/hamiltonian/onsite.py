@@ -92,6 +92,7 @@ class OnsiteFamily:
             weight_l=c.weight_l,
             L_max=2 * self.lmax,
             singleton_categories=(),
+            origin_smoothing=c.origin_smoothing,
         )
 
     @cached_property
