@@ -310,7 +310,7 @@ def origin_factor(r: np.ndarray, r0: float, l_of: np.ndarray, gradients: bool = 
     Examples
     --------
     >>> origin_factor(np.array([0.5, 2.0]), 1.0, np.array([0, 1, 1, 1, 2])).round(4).tolist()
-    [[1.0, 0.6836, 0.6836, 0.6836, 0.4673], [1.0, 1.0, 1.0, 1.0, 1.0]]
+    [[1.0, 0.793, 0.793, 0.793, 0.6288], [1.0, 1.0, 1.0, 1.0, 1.0]]
     """
     x = np.minimum(np.asarray(r, dtype=float) / r0, 1.0)
     x2 = x * x
