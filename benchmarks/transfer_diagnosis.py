@@ -111,8 +111,9 @@ def apply(cfg, variant: dict):
 
 def onsite_study(cfg, model, train, probes, variants) -> None:
     """Refit the on-site H blocks only, per variant, with the full fit's training energy zeros."""
-    from acehamil.models.hamiltonian import fit as fitting
     from acehamil.models.hamiltonian.model import MatrixModel
+    from acehamil.models.hamiltonian.solve import solve_all
+    from acehamil.models.hamiltonian.sums import FitSums, pick_h, structure_sums
 
     ez = model.report["energy_zero_eV"]
     V_train = [ez[k] for k in sorted(ez, key=int)]
@@ -121,9 +122,10 @@ def onsite_study(cfg, model, train, probes, variants) -> None:
     for text in variants:
         c = apply(cfg, json.loads(text))
         mm = replace(MatrixModel.build("H", train[0].basis, c.h_onsite, c.h_offsite), offsite=())
-        normal, counts = {}, {}
-        fitting.accumulate(mm, shifted, lambda sd: sd.H[0], {}, np.ones(len(shifted)), np.random.default_rng(0), normal, counts)
-        coefs, _, _ = fitting.solve_all(mm, normal, c.solver)
+        # every block of every structure (rates {}: no sampling, the generator is not drawn from), weight 1
+        sums = FitSums.total(structure_sums(mm, sd, pick_h, {}, 1.0, np.random.default_rng(0), index=k)
+                             for k, sd in enumerate(shifted))
+        coefs, _, _ = solve_all(mm, sums.normal, c.solver)
         mm = replace(mm, coefficients=coefs)
         per = {}
         for (label, sd), V in zip(probes, V_probe):
