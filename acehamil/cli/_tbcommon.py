@@ -7,6 +7,10 @@ from pathlib import Path
 from ..errors import UserError
 from ._outputs import add_overwrite_arg, check_outputs
 
+#: Largest number of k-points (after time-reversal reduction) x bands accepted (eigenvalues in memory):
+#: ``dos``, and every ``--kmesh`` of ``evaluate`` and ``select`` (:func:`check_mesh_and_samples`).
+MAX_K_BANDS = 2e8
+
 
 def add_structure_args(p) -> None:
     p.add_argument("data", help="acehamil dataset file (DFT or predicted H and S)")
@@ -134,13 +138,12 @@ def save_figure_safely(fig, path) -> None:
 def check_mesh_and_samples(kmesh, samples, structures, norb_of, option: str = "--kmesh") -> None:
     """Refuse (UserError) before any work a ``--samples`` above
     :data:`~acehamil.models.hamiltonian.config.MAX_SAMPLES` or a k-mesh whose eigenvalues
-    over ``structures`` (ase.Atoms, or objects with ``.atoms``) would exceed :data:`acehamil.cli.dos.MAX_K_BANDS`
+    over ``structures`` (ase.Atoms, or objects with ``.atoms``) would exceed :data:`MAX_K_BANDS`
     levels (``evaluate --kmesh 1000 1000 1000`` ran until killed).  ``norb_of(structure)`` gives its orbitals."""
     import numpy as np
 
     from ..models.hamiltonian.config import MAX_SAMPLES
     from ..tb.kpath import effective_pbc
-    from .dos import MAX_K_BANDS
 
     if samples is not None and samples > MAX_SAMPLES:
         raise UserError(f"--samples must be <= {MAX_SAMPLES} (the spreads' sampling error is ~1/sqrt(2 x samples): "

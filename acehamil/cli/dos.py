@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
-from ._tbcommon import add_structure_args, check_tb_outputs, load_structure, save_figure_safely, solver_kw, write_json
-
-#: Largest number of k-points (after time-reversal reduction) x bands accepted (eigenvalues in memory).
-MAX_K_BANDS = 2e8
+from ._tbcommon import (MAX_K_BANDS, add_structure_args, check_tb_outputs, load_structure, save_figure_safely,
+                        solver_kw, write_json)
 
 
 
