@@ -176,9 +176,9 @@ class StreamingWriter:
     def add_chunked(self, atoms, basis, chunks, *, name: str, info: dict | None = None,
                     n_electrons: float | None = None, progress=None) -> dict:
         """Add one structure whose H and S arrive in chunks of atoms, never held whole
-        (:func:`acehamil.io.stream.write_chunked_structure`; returns its summary).  A failure
+        (:func:`acehamil.io.chunked_group.write_chunked_structure`; returns its summary).  A failure
         removes the structure's partial group."""
-        from .stream import write_chunked_structure
+        from .chunked_group import write_chunked_structure
 
         if name in self._names:
             raise UserError(f"structure name {name!r} is already in the dataset (names must be unique)")
