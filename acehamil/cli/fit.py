@@ -8,6 +8,7 @@ used in fitting; when present they are evaluated after the fit.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from ..errors import UserError
 from ._outputs import add_overwrite_arg, check_outputs, config_input_files
@@ -28,7 +29,7 @@ def run(args) -> int:
     from ..io.dataset import read_dataset
     from ..io.models import save_model
     from ..models.hamiltonian.evaluate import evaluate
-    from ..models.hamiltonian.fit import fit, format_report
+    from ..models.hamiltonian.fit import FitWarning, blr_not_converged_message, fit, format_report
 
     check_outputs(config_input_files(args.config), {"-o": args.output, "--report": args.report}, overwrite=args.overwrite)
     cfg = read_model_config(args.config)
@@ -38,7 +39,12 @@ def run(args) -> int:
     idx = cfg.data.training_indices(len(ds))
     _check_kind_weights(cfg, ds, args.config)
     train = [ds[i] for i in idx] if len(idx) <= 64 else _Lazy(ds, idx)
-    model = fit(train, cfg, progress=not args.quiet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)  # said below in one line, also with -q (Python's took two)
+        model = fit(train, cfg, progress=not args.quiet)
+    note = blr_not_converged_message(model.report)
+    if note:
+        print(f"acehamil fit: warning: {note}", file=sys.stderr)
     report = dict(model.report)
     report["dataset_indices"] = idx
     if cfg.data.test:

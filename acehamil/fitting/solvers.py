@@ -237,6 +237,35 @@ class BLRPosterior:
     n_iter: int
     converged: bool
 
+    def nonconvergence(self) -> str | None:
+        """None when the evidence iteration converged; else what its run-off means, in words.
+
+        Three ways (judged from where it stopped): the prior precision ran off (``gamma``, the number of
+        well-determined parameters, fell below 1e-6: the targets carry nothing the features can fit, e.g. a block
+        zero by symmetry whose targets are rounding noise; the coefficients are ~0, which is right, but
+        the error bars are not meaningful); the noise precision ran off (the data are fitted exactly: error bars
+        too narrow); or both still moving after ``n_iter`` iterations.
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> A, y = rng.normal(size=(50, 3)), rng.normal(size=50)
+        >>> y = 1e-16 * (y - A @ np.linalg.lstsq(A, y, rcond=None)[0])  # rounding noise, orthogonal to the features
+        >>> print(bayesian_linear_regression(A, y)[1].nonconvergence()[:32])
+        the prior took all weight (alpha
+        """
+        if self.converged:
+            return None
+        where = f"alpha {self.alpha:.2g} after {self.n_iter} iterations, {self.gamma:.2g} parameters determined"
+        if self.gamma < 1e-6:
+            return (f"the prior took all weight ({where}): the targets (sum of squares {self.yty:.2g}) carry nothing "
+                    "the features fit (noise, or zero to rounding as a block zero by symmetry); coefficients ~0, error "
+                    "bars without meaning")
+        if self.beta >= 1e299:
+            return (f"the noise precision ran off (beta {self.beta:.2g}, {where}): the data are fitted exactly; error "
+                    "bars too narrow")
+        return f"alpha and beta still moving ({where}, beta {self.beta:.2g}): result of the last iteration used"
+
     def log_evidence_at(self, alpha: float, beta: float) -> float:
         """Log evidence for other hyperparameters (same data); used to check the maximum."""
         return _log_evidence(self.eigvals, self.proj, self.yty, self.count, self.prior_diag, alpha, beta)[0]

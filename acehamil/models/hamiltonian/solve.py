@@ -41,6 +41,8 @@ def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) 
     coefficients : dict {bt.key: {L: ndarray}}
     posteriors : dict {bt.key: {L: BLRPosterior}} (BLR only)
     diagnostics : dict {bt.key: {"rss": float, "rows": int, "condition_number": float}}
+        With ``"blr_fallback"`` (int: problems solved by ridge because BLR diverged) and ``"blr_not_converged"``
+        ({str(L): what it means, :meth:`~acehamil.fitting.BLRPosterior.nonconvergence`}) where they occur.
     """
     coefs, posts, diag = {}, {}, {}
     for fam, bt in model.block_types():
@@ -60,6 +62,8 @@ def solve_all(model: MatrixModel, normal: dict, solver, condition: bool = True) 
                                          min_ratio=solver.lam * scale)
                 if np.all(np.isfinite(c)) and np.isfinite(post.alpha) and np.isfinite(post.beta):
                     posts.setdefault(bt.key, {})[L] = post
+                    if not post.converged:  # kept (the numbers are those of the last iteration), and said
+                        d.setdefault("blr_not_converged", {})[str(L)] = post.nonconvergence()
                     cond = condition_number(ne.AtA) if condition else float("nan")
                 else:  # data fitted exactly (noise precision diverges): fall back to ridge
                     c = None

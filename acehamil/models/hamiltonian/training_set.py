@@ -39,10 +39,26 @@ class TrainingSubset:
         i = int(self.idx[k])
         sd = self.structures[i]
         if sd.basis != self.basis:
-            raise ValueError(f"structure {i} has a different orbital basis from structure 0")
+            _refuse_other_basis(sd, i, self.structures[0], self.basis)
         if not sd.H or sd.S is None:
             raise ValueError(f"structure {i} lacks H or S")
         return sd, (None if i in self.checked else f"training structure {i} ({sd.info.get('name', '?')!r})")
+
+
+def _refuse_other_basis(sd, i, first, basis) -> None:
+    """UserError: training structure ``i`` stores another orbital basis than structure 0 (``first``, ``basis``).
+    The fit reads every structure with one basis; the message names both and how to give each the combined one
+    (it said only "structure i has a different orbital basis from structure 0")."""
+    from ...errors import UserError
+    from ...structure.combined_basis import basis_text, combined_basis
+
+    named = [(f"training structure 0 ({first.info.get('name', '?')!r})", basis),
+             (f"training structure {i} ({sd.info.get('name', '?')!r})", sd.basis)]
+    union = combined_basis(named)  # one species with other shells: named there, nothing to combine
+    raise UserError(f"{named[1][0]} stores the orbital basis {{{basis_text(sd.basis)}}}, {named[0][0]} "
+                    f"{{{basis_text(basis)}}}: every structure of a fit must store the combined basis of all its species "
+                    f"{{{basis_text(union)}}} (a species without atoms in a structure changes none of its numbers); write "
+                    f"the data files into one that stores it: acehamil convert FILE.h5... -o ALL.h5 --combined-basis")
 
 
 def check_training_structure(sd, where: str) -> None:
