@@ -19,6 +19,7 @@ from sk_si import assert_one_line_error, work_in_copy
 
 from acehamil.cli import main
 from acehamil.io.dataset import append_dataset, read_dataset, write_dataset
+from acehamil.io.models import load_model
 from acehamil.structure import OrbitalBasis, StructureData
 from acehamil.tb.toy import slater_koster
 
@@ -102,6 +103,41 @@ def _deeph_info(**changes):
     return setup
 
 
+def _mixed_species_fit(d):
+    """mixed.h5: two Si cells of train.h5 and a C cell, each with its own basis (write_dataset does not check);
+    b.toml fits it."""
+    ds = read_dataset(d / "train.h5")
+    write_dataset(d / "mixed.h5", [ds[0], ds[1], _sk(bulk("C", "diamond", a=3.57) * (2, 1, 1), C_SP, "c")])
+    (d / "b.toml").write_text((d / "fit.toml").read_text().replace('train = "train.h5"', 'train = "mixed.h5"')
+                               .replace('test = [-1]', 'test = [0]'))
+
+
+def _damage(name, obj, nbytes=64):
+    """Overwrite the first ``nbytes`` of HDF5 object ``obj``'s header in file ``name`` with 0xff (a disk fault)."""
+    def setup(d):
+        with h5py.File(d / name, "r") as f:
+            addr = h5py.h5g.get_objinfo(f[obj].id).objno[0]
+        b = bytearray((d / name).read_bytes())
+        b[addr:addr + nbytes] = b"\xff" * nbytes
+        (d / name).write_bytes(bytes(b))
+    return setup
+
+
+def _edit_posterior(d):
+    """m.h5 with one posterior value changed (finite, so the shape/finiteness checks pass)."""
+    with h5py.File(d / "m.h5", "r+") as f:
+        f["H/posteriors/offsite/14-14/0-0/L0/proj"][0] *= 1.5
+
+
+def _edit_report(d):
+    import json
+
+    with h5py.File(d / "m.h5", "r+") as f:
+        report = json.loads(f.attrs["report"])
+        report["H"]["onsite/14-14/0-0"]["condition_number"] *= 2
+        f.attrs["report"] = json.dumps(report)
+
+
 CASES = [
     # 1. files without their units were read as eV / Angstrom
     ("dataset-without-energy-unit", _drop_attr("train.h5", "energy_unit"), ["info", "train.h5"],
@@ -136,6 +172,21 @@ CASES = [
      "fermi_level 12 eV is outside the levels 16 electrons can reach"),
     ("deeph-electron-count", _deeph_info(n_electrons=4.0), ["convert", "dd/0", "-o", "o.h5"],
      "fermi_level 0.5 eV is outside the levels 4 electrons can reach"),
+    # 7. a mixed-species fit of structures that store their own species' basis only
+    ("fit-mixed-species-bases", _mixed_species_fit, ["fit", "b.toml", "-o", "o.h5", "-q"],
+     "training structure 1 ('c') stores the orbital basis {C: 2s 2p}, training structure 0 ('si-1') {Si: 3s 3p}: every "
+     "structure of a fit must store the combined basis of all its species {C: 2s 2p; Si: 3s 3p}"),
+    # damaged HDF5 internals: h5py's RuntimeError/KeyError were internal-error tracebacks
+    ("evaluate-damaged-structure-group", _damage("train.h5", "structures/000002"), ["evaluate", "m.h5", "train.h5"],
+     "train.h5: damaged HDF5 file (KeyError in h5py: "),
+    ("bands-damaged-structure-group", _damage("train.h5", "structures/000002"),
+     ["bands", "train.h5", "--structure", "2", "--json", "b.json"], "train.h5: damaged HDF5 file"),
+    ("predict-damaged-posterior-group", _damage("m.h5", "H/posteriors/onsite"), ["predict", "m.h5", "one.xyz", "-o", "p.h5"],
+     "m.h5: damaged HDF5 file (RuntimeError in h5py: "),
+    # the parts of a model file outside its coefficient checksum: changed values were used without a word
+    ("predict-edited-posterior", _edit_posterior, ["predict", "m.h5", "one.xyz", "-o", "p.h5"],
+     "m.h5: checksum mismatch of the report, valence counts or posteriors"),
+    ("info-edited-report", _edit_report, ["info", "m.h5"], "m.h5: checksum mismatch of the report"),
     # 3. export of an overlap that is no overlap
     ("export-deeph-non-positive-definite-s", _bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
      "bad.h5 structure 0 ('badS'): its overlap S(k) is not positive definite (smallest eigenvalue -"),
@@ -200,3 +251,49 @@ def test_fhi_aims_control_in_contradicting_aims_out_is_refused(shared_data, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_mixed_species_fit_runs_after_convert_combined_basis(w, capsys):
+    """The remedy the fit's message gives works: the same three structures converted with --combined-basis fit."""
+    _mixed_species_fit(w)
+    assert main(["convert", "mixed.h5", "-o", "all.h5", "--combined-basis"]) == 0, capsys.readouterr().err
+    (w / "c.toml").write_text((w / "b.toml").read_text().replace('train = "mixed.h5"', 'train = "all.h5"'))
+    assert main(["fit", "c.toml", "-o", "o.h5", "-q"]) == 0, capsys.readouterr().err
+    assert load_model(w / "o.h5").orbital_basis.species == (6, 14)
+
+
+def test_blr_that_does_not_converge_is_said_once_and_recorded(w, capsys):
+    """The fixture's on-site p-p L=2 targets are rounding noise (the Slater-Koster on-site p block is isotropic):
+    BLR's evidence ran its prior precision to 4.5e164 in 500 iterations without a word (converged False only in
+    the file's posterior attributes).  Now one warning line, and the model's fit report records what it means."""
+    assert main(["fit", "fit.toml", "-o", "o.h5", "-q"]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("acehamil fit: warning: BLR's evidence maximisation did not converge "
+                                               "for 1 (block type, L) problem(s)"), err
+    assert "H onsite/14-14/1-1 L=2: the prior took all weight (alpha" in err[0]
+    why = load_model(w / "o.h5").report["H"]["onsite/14-14/1-1"]["blr_not_converged"]["2"]
+    assert why.startswith("the prior took all weight") and "error bars without meaning" in why
+
+
+def test_fit_api_warns_when_blr_does_not_converge(w):
+    from acehamil.io.config import read_model_config
+    from acehamil.models.hamiltonian.fit import FitWarning, fit
+
+    ds = read_dataset(w / "train.h5")
+    with pytest.warns(FitWarning, match="did not converge for 1 .block type, L. problem"):
+        model = fit([ds[k] for k in range(3)], read_model_config(w / "fit.toml"))
+    assert set(model.report["H"]["onsite/14-14/1-1"]["blr_not_converged"]) == {"2"}
+    assert not any("blr_not_converged" in st for st in model.report["S"].values())
+
+
+@pytest.mark.parametrize("y_scale, reason", [(None, None), (1e-16, "the prior took all weight")])
+def test_blr_nonconvergence_says_what_it_means(rng, y_scale, reason):
+    from acehamil.fitting import bayesian_linear_regression
+
+    A = rng.normal(size=(40, 3))
+    y = A @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=40)
+    if y_scale is not None:  # orthogonal to every feature: nothing to fit, the evidence wants alpha -> inf
+        y = y_scale * (y - A @ np.linalg.lstsq(A, y, rcond=None)[0])
+    post = bayesian_linear_regression(A, y)[1]
+    assert post.converged == (reason is None)
+    assert (post.nonconvergence() is None) if reason is None else post.nonconvergence().startswith(reason)

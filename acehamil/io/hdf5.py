@@ -169,6 +169,33 @@ def open_h5(path) -> h5py.File:
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an HDF5 file (a DFT output folder? `acehamil convert` it first)")
     try:
-        return h5py.File(path, "r")
+        return _ReadFile(path, "r")
     except OSError as err:
         raise ValueError(f"{path} is not a readable HDF5 file (truncated or foreign?): {err}") from None
+
+
+class _ReadFile(h5py.File):
+    """``h5py.File`` whose ``with`` block turns h5py's own failures on a damaged file into one ValueError naming
+    it: bytes changed inside the file's structures raised RuntimeError ("Can't visit links", "bad symbol table
+    node signature") or KeyError ("unable to determine object type") from inside h5py, wherever acehamil read
+    next - printed as internal errors with a traceback."""
+
+    def __init__(self, path, mode):
+        super().__init__(path, mode)
+        self.acehamil_path = str(path)  # for the message: the handle is closed by then
+
+    def __exit__(self, typ, err, tb):
+        super().__exit__(typ, err, tb)
+        if isinstance(err, (RuntimeError, KeyError, OSError)) and _raised_in_h5py(err):
+            text = str(err).strip("'\"").splitlines()[0] if str(err) else ""
+            raise ValueError(f"{self.acehamil_path}: damaged HDF5 file ({type(err).__name__} in h5py: {text}): changed "
+                             "after it was written (a disk or copy fault?); use a backup or write it again") from None
+        return False
+
+
+def _raised_in_h5py(err: BaseException) -> bool:
+    """True when the innermost frame of ``err``'s traceback is h5py's (its Python or compiled modules)."""
+    tb, last = err.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and "h5py" in last.tb_frame.f_code.co_filename.replace("\\", "/").split("/")

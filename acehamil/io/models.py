@@ -6,6 +6,7 @@ Layout (format version 1, ``acehamil_kind = "hamiltonian_model"``)::
               orbital_basis (JSON), basis_specs (JSON {"H"|"S": {family: BasisSpec dict}}),
               report (JSON), checksum (sha256 of every coefficient array, in order, and of the energy zero),
               valence_electrons (JSON {Z: electrons per atom}; optional, absent in older files),
+              checksum_extra (sha256 of report, valence_electrons and posteriors; absent in older files),
               energy_zero (JSON of EnergyZero, optional: the cell's energy zero V S added to H)
     /H/coefficients/<kind>/<zi>-<zj>/<a>-<b>/L<L>   float64 (n_F,)
     /S/coefficients/...
@@ -51,6 +52,28 @@ def _checksum(model) -> str:
     return h.hexdigest()
 
 
+_POST_ARRAYS = ("mean", "eigvals", "eigvecs", "prior_diag", "proj")
+_POST_ATTRS = ("alpha", "beta", "gamma", "log_evidence", "yty", "count", "n_iter", "converged")
+
+
+def _extra_checksum(report: str, valence: str | None, posteriors: dict) -> str:
+    """sha256 of what ``checksum`` leaves out: the report (calibration factors, energy-zero model, ...) and the
+    valence counts as stored (text), and every BLR posterior ({"H"|"S": {key: {L: BLRPosterior}}}).  A changed byte
+    there gave other error bars, electron counts or calibrated spreads without a word."""
+    h = hashlib.sha256()
+    h.update(report.encode())
+    h.update(b"\0" + (valence or "").encode() + b"\0")
+    for name in ("H", "S"):
+        for key in sorted(posteriors[name]):
+            for L in sorted(posteriors[name][key]):
+                post = posteriors[name][key][L]
+                h.update(f"{name}/{key}/L{L}".encode())
+                for arr in _POST_ARRAYS:
+                    h.update(np.ascontiguousarray(getattr(post, arr), dtype="<f8").tobytes())
+                h.update(repr([float(getattr(post, at)) for at in _POST_ATTRS]).encode())
+    return h.hexdigest()
+
+
 def _check_finite(model, where: str) -> None:
     """ValueError naming the first block type whose coefficients are NaN or inf (they predict NaN H or S)."""
     for name, mm in (("H", model.H), ("S", model.S)):
@@ -69,10 +92,14 @@ def save_model(model, path) -> None:
         f.attrs["config"] = json.dumps(model.config.to_dict())
         f.attrs["orbital_basis"] = json.dumps({str(z): v for z, v in model.orbital_basis.to_dict().items()})
         f.attrs["basis_specs"] = json.dumps({"H": _basis_specs(model.H), "S": _basis_specs(model.S)})
-        f.attrs["report"] = json.dumps(model.report, default=float)
+        report = json.dumps(model.report, default=float)
+        f.attrs["report"] = report
         f.attrs["checksum"] = _checksum(model)
+        valence = None
         if model.valence_electrons is not None:
-            f.attrs["valence_electrons"] = json.dumps({str(z): float(v) for z, v in model.valence_electrons.items()})
+            valence = json.dumps({str(z): float(v) for z, v in model.valence_electrons.items()})
+            f.attrs["valence_electrons"] = valence
+        f.attrs["checksum_extra"] = _extra_checksum(report, valence, {"H": model.H.posteriors, "S": model.S.posteriors})
         if model.energy_zero is not None:
             f.attrs["energy_zero"] = json.dumps(model.energy_zero.to_dict())
         for name, mm in (("H", model.H), ("S", model.S)):
@@ -85,9 +112,9 @@ def save_model(model, path) -> None:
             for key, byL in mm.posteriors.items():
                 for L, post in byL.items():
                     q = gp.create_group(f"{key}/L{L}")
-                    for arr in ("mean", "eigvals", "eigvecs", "prior_diag", "proj"):
+                    for arr in _POST_ARRAYS:
                         q.create_dataset(arr, data=np.asarray(getattr(post, arr)))
-                    for at in ("alpha", "beta", "gamma", "log_evidence", "yty", "count", "n_iter", "converged"):
+                    for at in _POST_ATTRS:
                         q.attrs[at] = getattr(post, at)
 
 
@@ -145,10 +172,13 @@ def load_model(path):
             config = ModelConfig.from_dict(json.loads(f.attrs["config"]))
             ob = OrbitalBasis.from_dict({int(z): [tuple(s) for s in v] for z, v in json.loads(f.attrs["orbital_basis"]).items()})
             stored_specs = json.loads(f.attrs["basis_specs"])
-            report = json.loads(f.attrs["report"])
+            report_text = _text(f.attrs["report"])
+            report = json.loads(report_text)
             checksum = str(f.attrs["checksum"])
-            valence = f.attrs.get("valence_electrons")  # absent in files written before it was recorded
-            valence = None if valence is None else {int(z): float(v) for z, v in json.loads(valence).items()}
+            extra = f.attrs.get("checksum_extra")  # absent in files written before it existed
+            valence_text = f.attrs.get("valence_electrons")  # absent in files written before it was recorded
+            valence_text = None if valence_text is None else _text(valence_text)
+            valence = None if valence_text is None else {int(z): float(v) for z, v in json.loads(valence_text).items()}
             coefs = {n: _read_coefficients(f[n]["coefficients"]) for n in ("H", "S")}
             posts = {n: _read_posteriors(f[n]["posteriors"]) for n in ("H", "S")}
             energy_zero = EnergyZero.from_dict(json.loads(f.attrs["energy_zero"])) if "energy_zero" in f.attrs else None
@@ -172,7 +202,14 @@ def load_model(path):
                          "(model written by an incompatible version)")
     _check_feature_counts(model, path)
     _check_posteriors(model, path)
+    if extra is not None and _extra_checksum(report_text, valence_text, posts) != _text(extra):
+        raise ValueError(f"{path}: checksum mismatch of the report, valence counts or posteriors (file corrupted or "
+                         "edited after it was written): its error bars and electron counts cannot be trusted")
     return model
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 def _check_posteriors(model, path) -> None:
