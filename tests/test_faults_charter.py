@@ -187,6 +187,10 @@ CASES = [
     ("predict-edited-posterior", _edit_posterior, ["predict", "m.h5", "one.xyz", "-o", "p.h5"],
      "m.h5: checksum mismatch of the report, valence counts or posteriors"),
     ("info-edited-report", _edit_report, ["info", "m.h5"], "m.h5: checksum mismatch of the report"),
+    # found by this session's hunt
+    ("fit-r-cut-below-every-bond", lambda d: (d / "b.toml").write_text((d / "fit.toml").read_text().replace("r_cut = 4.0", "r_cut = 1e-9")),
+     ["fit", "b.toml", "-o", "o.h5", "-q"], "[h_offsite] r_cut = 1e-09 Å: no atom pair of the training structures is that close"),
+    ("eigs-near-1e300", lambda d: None, ["eigs", "train.h5", "--near", "1e300"], "--near 1e300 eV is beyond any level"),
     # 3. export of an overlap that is no overlap
     ("export-deeph-non-positive-definite-s", _bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
      "bad.h5 structure 0 ('badS'): its overlap S(k) is not positive definite (smallest eigenvalue -"),

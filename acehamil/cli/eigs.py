@@ -15,6 +15,10 @@ from ..errors import UserError
 from ._tbcommon import check_levels_size, load_structure, write_json
 
 
+#: ``--near`` beyond this (eV) is refused: no tight-binding level lies there, and the shift loses every digit.
+MAX_NEAR_EV = 1e5
+
+
 def register(subparsers) -> None:
     from ._outputs import add_overwrite_arg
 
@@ -57,6 +61,9 @@ def run(args) -> int:
             raise UserError(f"--near must be an energy in eV or 'fermi', got {args.near!r}") from None
         if not abs(near) < float("inf"):
             raise UserError(f"--near must be a finite energy in eV (or 'fermi'), got {args.near!r}")
+        if abs(near) > MAX_NEAR_EV:  # 1e300 printed the levels' distances as 300-digit numbers
+            raise UserError(f"--near {args.near} eV is beyond any level of a Hamiltonian (|E| <= {MAX_NEAR_EV:g} eV "
+                            "accepted): in another unit?")
     check_outputs({"DATA": args.data}, {"--json": args.json}, overwrite=args.overwrite)
     sd = load_structure(args.data, args.structure, args.orthonormal)
     norb = sd.H[0].norb

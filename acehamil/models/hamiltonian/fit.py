@@ -191,6 +191,7 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         else:
             sums = FitSums.total(parts())
         counts = sums.counts
+        _check_offsite_blocks(name, counts, mm, config)
         coefs, posts, diag, V, ez, ez_summary = solve_sums(mm, sums, config, cells, orbital_basis.species)
         if V is not None:
             report["energy_zero_eV"] = {int(train_idx[k]): float(v) for k, v in enumerate(V)}
@@ -279,6 +280,20 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
 
 def w_mean(w) -> float:
     return float(np.mean(w)) if len(w) else 1.0
+
+
+def _check_offsite_blocks(name: str, counts: dict, mm, config) -> None:
+    """UserError when the off-site family of ``name`` found no block in the training structures: ``r_cut`` shorter
+    than every bond (r_cut = 1e-9 fitted a model without hopping; its test 'H RMSE 0.000 meV', over the blocks it
+    predicts, beside an eigenvalue MAE of 1.6 eV)."""
+    keys = [bt.key for _, bt in mm.block_types() if bt.key.startswith("offsite/")]
+    if keys and not any(counts.get(k, 0) for k in keys):
+        from ...errors import UserError
+
+        table = f"{name.lower()}_offsite"
+        raise UserError(f"[{table}] r_cut = {getattr(config, table).r_cut:g} Å: no atom pair of the training structures "
+                        f"is that close, so the {name} model would have no off-site block (no hopping); use an r_cut "
+                        "beyond the nearest-neighbour distance")
 
 
 class FitWarning(UserWarning):
