@@ -301,3 +301,22 @@ def test_blr_nonconvergence_says_what_it_means(rng, y_scale, reason):
     post = bayesian_linear_regression(A, y)[1]
     assert post.converged == (reason is None)
     assert (post.nonconvergence() is None) if reason is None else post.nonconvergence().startswith(reason)
+
+
+@pytest.mark.parametrize("energy, forces, stress, message", [
+    (1e300, 0.0, None, "eV per atom, beyond any total energy"),
+    (-1e9, 0.0, None, "eV per atom, beyond any total energy"),
+    (-40.0, 1e7, None, "eV/Å, beyond 1e+06 eV/Å"),
+    (-40.0, 0.0, 1e7, "eV/Å^3 is beyond 1e+06 eV/Å^3"),
+], ids=["energy-1e300", "energy-minus-1e9", "force-1e7", "stress-1e7"])
+def test_labelled_structure_beyond_any_physical_scale_is_refused(energy, forces, stress, message):
+    """Energies of 1e300 eV (finite) overflowed the potential fit's sums: RuntimeWarnings and a model of garbage."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from acehamil.models.potential.data import config_from_atoms
+
+    at = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
+    at.calc = SinglePointCalculator(at, energy=energy, forces=np.full((len(at), 3), forces),
+                                    **({} if stress is None else {"stress": np.full(6, stress)}))
+    with pytest.raises(ValueError, match=message.replace("^", r"\^").replace("+", r"\+")):
+        config_from_atoms(at)

@@ -46,6 +46,13 @@ class Config:
         return len(self.atoms)
 
 
+#: Labels beyond these are refused (squares of 1e300 overflowed the fit's sums to a model of garbage): eV per atom,
+#: eV/Å, eV/Å^3.  All-electron total energies stay below ~1e6 eV per atom (uranium ~7.7e5).
+MAX_ENERGY_PER_ATOM = 1e7
+MAX_FORCE = 1e6
+MAX_STRESS = 1e6
+
+
 def config_from_atoms(atoms, config_type_key: str = "config_type") -> Config:
     """Extract the labels of one ``ase.Atoms`` (calculator results or info/arrays).
 
@@ -67,6 +74,9 @@ def config_from_atoms(atoms, config_type_key: str = "config_type") -> Config:
         raise ValueError(f"energy must be a number (eV), got {energy!r}") from None
     if not np.isfinite(energy):
         raise ValueError(f"energy is not finite ({energy})")
+    if abs(energy) > MAX_ENERGY_PER_ATOM * len(atoms):  # 1e300 overflowed the sums: a fitted model of NaN-like garbage
+        raise ValueError(f"energy {energy:g} eV is {abs(energy) / len(atoms):.3g} eV per atom, beyond any total energy "
+                         f"(all-electron heavy atoms: < 1e6 eV; at most {MAX_ENERGY_PER_ATOM:g} accepted): another unit?")
     forces = results.get("forces", atoms.arrays.get("forces"))
     if forces is not None:
         forces = np.array(forces, dtype=float)
@@ -75,6 +85,10 @@ def config_from_atoms(atoms, config_type_key: str = "config_type") -> Config:
         bad = ~np.isfinite(forces).all(axis=1)
         if bad.any():
             raise ValueError(f"force on atom {int(np.argmax(bad))} is not finite ({forces[np.argmax(bad)].tolist()})")
+        big = np.abs(forces).max(axis=1) > MAX_FORCE
+        if big.any():
+            raise ValueError(f"force on atom {int(np.argmax(big))} is {forces[np.argmax(big)].tolist()} eV/Å, beyond "
+                             f"{MAX_FORCE:g} eV/Å: another unit?")
     stress = results.get("stress", atoms.info.get("stress"))
     if stress is not None:
         stress = np.asarray(stress, dtype=float)
@@ -84,6 +98,8 @@ def config_from_atoms(atoms, config_type_key: str = "config_type") -> Config:
             raise ValueError(f"stress must have 6 (Voigt) or 3x3 components, got shape {stress.shape}")
         if not np.isfinite(stress).all():
             raise ValueError(f"stress is not finite ({stress.tolist()})")
+        if np.abs(stress).max() > MAX_STRESS:
+            raise ValueError(f"stress {stress.tolist()} eV/Å^3 is beyond {MAX_STRESS:g} eV/Å^3: another unit?")
     weight = atoms.info.get("config_weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not (np.isfinite(weight) and weight >= 0):
         raise ValueError(f"config_weight must be a finite number >= 0, got {weight!r}")
