@@ -31,7 +31,9 @@ from .centres import MIN_LENGTH, Centres
 from .linear import LinearContraction
 from .linear import evaluate_composed as _evaluate_composed
 from .linear import evaluate_linear as _evaluate_linear
-from .mapped import OneParticleMap, ProductMap
+from .mapped import ProductMap
+from .mapped_evaluate import evaluate_mapped as _evaluate_mapped
+from .mapped_evaluate import evaluate_mapped_one_particle as _evaluate_mapped_one_particle
 from .product import ProductTables
 from .radial import RadialBasis
 from .spec import BasisSpec, RadialSpec, origin_factor  # noqa: F401  (RadialSpec for the doctest namespace)
@@ -355,21 +357,7 @@ class ACEBasis:
         ndarray, shape (n_centres, n_y), float64
             With ``mirror``: a pair of them (the centres, their mirror images).
         """
-        if not isinstance(centres, Centres):
-            raise TypeError(f"centres must be a Centres, got {type(centres).__name__}")
-        pm = W if isinstance(W, ProductMap) else self.mapping(W)
-        if pm.n_AA != self.tables.n_AA or pm.n_rows_low != min(pm.n_low, self.tables.n_AA):
-            raise ValueError("the ProductMap was built for a different basis")
-        if mirror is not None:  # both at once: every product formed once (ProductMap.with_mirror)
-            pm = pm.with_mirror(mirror)
-        out = np.empty((centres.n_centres, pm.n_y))
-        prep = self._prepare(centres)
-        for c0, c1, p0, p1, A, *_ in self._batches(prep, max(pm.n_low, pm.n_top), False):
-            out[c0:c1] = pm.evaluate(self._products(A, upto=pm.n_low), A)
-        if mirror is None:
-            return out
-        h = pm.n_y // 2
-        return out[:, :h], out[:, h:]
+        return _evaluate_mapped(self, centres, W, mirror)
 
     def evaluate_mapped_one_particle(self, vec, centre_species, category, W, mirror: bool = False):
         """:meth:`evaluate_mapped` of centres with exactly one particle each (weight 1), straight from
@@ -395,55 +383,7 @@ class ACEBasis:
         ndarray, shape (n, n_y), float64
             With ``mirror``: a pair (the centres, the reversed ones).
         """
-        pm = W if isinstance(W, ProductMap) else self.mapping(W)
-        if pm.n_AA != self.tables.n_AA or pm.n_rows_low != min(pm.n_low, self.tables.n_AA):
-            raise ValueError("the ProductMap was built for a different basis")
-        spec, t = self.spec, self.tables
-        if category not in spec.categories:
-            raise ValueError(f"unknown particle category {category}; the basis has {list(spec.categories)}")
-        vec = np.ascontiguousarray(vec, dtype=float).reshape(-1, 3)
-        species = np.asarray(centre_species, dtype=np.int64).reshape(-1)
-        if len(species) != len(vec):
-            raise ValueError(f"{len(vec)} particle vectors but {len(species)} centre species")
-        if not np.all(np.isfinite(vec)):
-            raise ValueError("particle_vec contains NaN or inf")
-        r = np.linalg.norm(vec, axis=1)
-        if len(r) and r.min() < MIN_LENGTH:
-            raise ValueError(f"particle {int(np.argmin(r))} has a zero-length vector (|x| = {r.min():.3g} Å)")
-        one = pm.__dict__.setdefault("_one_particle", {})
-        if category not in one:
-            one[category] = OneParticleMap.build(pm, category)
-        fact = one[category]
-        rc = np.full(len(vec), spec.radial.r_cut)
-        for z, c, cut in spec.radial.cutoffs:
-            if c == category:
-                rc[species == z] = cut
-        decay = spec.radial.decay_lengths(species, np.full(len(vec), category))
-        cat_index = np.full(len(vec), spec.categories.index(category))
-        if fact is not None:  # factorised: one radial product and one harmonic per output
-            Y = self._smooth_harmonics(vec, r, cat_index, self.angular.evaluate(vec))[0]
-            out = fact.evaluate(self.radial.evaluate(r, rc, decay=decay), Y, mirror=mirror)
-            return (out[:, :fact.n_y], out[:, fact.n_y:]) if mirror else out
-        if mirror:
-            pm = pm.with_mirror((-1.0) ** np.floor(np.sqrt(t.a_lm)))
-        out = np.empty((len(vec), pm.n_y))
-        if len(vec):
-            # only this category's one-particle sums are non-zero (the others have no particle)
-            mine = np.nonzero(t.a_cat == category)[0]
-            a_n, a_lm = t.a_n[mine], t.a_lm[mine]
-            R = self.radial.evaluate(r, rc, decay=decay)
-            Y = self._smooth_harmonics(vec, r, cat_index, self.angular.evaluate(vec))[0]
-            nb = max(1, int(_BUDGET // max(pm.n_low, pm.n_top, 1)))
-            A = np.zeros((min(nb, len(vec)), t.n_A))
-            for c0 in range(0, len(vec), nb):
-                c1 = min(len(vec), c0 + nb)
-                a = A[: c1 - c0]
-                a[:, mine] = R[c0:c1, a_n] * Y[c0:c1, a_lm]
-                out[c0:c1] = pm.evaluate(self._products(a, upto=pm.n_low), a)
-        if not mirror:
-            return out
-        h = pm.n_y // 2
-        return out[:, :h], out[:, h:]
+        return _evaluate_mapped_one_particle(self, vec, centre_species, category, W, mirror, budget=_BUDGET)
 
     def iter_evaluate(self, centres: Centres, gradients: bool = False, max_centres: int | None = None, keys=None):
         """Evaluate batch by batch (bounded memory).
