@@ -119,8 +119,10 @@ def fit_plans(structures, cfg, fitted):
     template = HamiltonianModel.build(cfg, structures[0].basis)
     rng = np.random.default_rng(cfg.fit.seed)
     rng.permutation(len(fitted))  # the fit's seeded split draws this before the plans
-    counted = [counts_and_pairs((template.H, template.S), template.reach, structures[k].atoms) for k in fitted]
-    plans = {name: Sampling.plan([c[0][m] for c in counted], cfg.fit.max_blocks_per_type, rng)
+    keep_within = float(cfg.fit.keep_bonds_within)
+    counted = [counts_and_pairs((template.H, template.S), template.reach, structures[k].atoms, keep_within) for k in fitted]
+    plans = {name: Sampling.plan([c[0][m] for c in counted], cfg.fit.max_blocks_per_type, rng,
+                                 keep_within=keep_within if name == "H" else 0.0)
              for m, name in enumerate(("H", "S"))}
     return template, plans, [c[1] for c in counted]
 
@@ -208,11 +210,13 @@ def oracle_maes(model, sd, kmesh, bond: float = 2.75) -> dict:
     return out
 
 
-def cross_validate(model, parts, structures, groups, factors, oracle: bool = False) -> list:
+def cross_validate(model, parts, structures, groups, factors, oracle: bool = False, train_error: bool = False) -> list:
     """Per-structure scores of every structure predicted by the fold model without its group (with ``oracle``,
-    :func:`oracle_maes` too)."""
+    :func:`oracle_maes` too).  Each record carries ``n_H`` (H entries scored, the weight of the pooled H RMSE) and,
+    with ``train_error``, ``H_rmse_meV_aligned_train``: the same structure's H RMSE aligned under the fit of every
+    fitted structure (its own included when fitted): training against held-out error per structure."""
     from acehamil.models.hamiltonian.calibrate import fold_model
-    from acehamil.models.hamiltonian.evaluate import evaluate
+    from acehamil.models.hamiltonian.evaluate import block_errors, evaluate
     from transfer_levers import kmesh_for
 
     weighted = [p if p is None or f == 1.0 else scaled_sums(p, f) for p, f in zip(parts, factors)]
@@ -225,12 +229,25 @@ def cross_validate(model, parts, structures, groups, factors, oracle: bool = Fal
         sub = fold_model(model, weighted, keep, cells)
         for i in g:
             sd = structures[int(i)]
-            r = evaluate(sub, [sd], kmesh=kmesh_for(sd.atoms), uncertainty=False)["per_structure"][0]
+            pm = sub.matrices(sd.atoms)
+            r = evaluate(sub, [sd], kmesh=kmesh_for(sd.atoms), uncertainty=False, predictions=[pm])["per_structure"][0]
             per[int(i)] = {"kind": kind_of(sd), "eig_mae_meV": r["eig_mae_meV"], "H_rmse_meV_aligned": r["H_rmse_meV_aligned"],
-                           "eig_mae_meV_absolute": r["eig_mae_meV_absolute"], "energy_zero_eV": sub.energy_zero_of(sd.atoms)}
+                           "eig_mae_meV_absolute": r["eig_mae_meV_absolute"], "energy_zero_eV": sub.energy_zero_of(sd.atoms),
+                           "n_H": int(pm.H.data.size), "fitted": bool(factors[int(i)] > 0)}
             if oracle:
                 per[int(i)]["oracle"] = oracle_maes(sub, sd, kmesh_for(sd.atoms))
+    if train_error:
+        full = fold_model(model, weighted, fitted, cells)
+        for i, sd in enumerate(structures):
+            per[i]["H_rmse_meV_aligned_train"] = block_errors(full, [sd], "H")["per_structure"][0]["rmse_aligned"]
     return per
+
+
+def pooled_h(records, key: str = "H_rmse_meV_aligned") -> float:
+    """H RMSE aligned pooled over ``records`` (each structure's squared error weighted by its ``n_H`` entries), meV."""
+    n = np.array([r["n_H"] for r in records], dtype=float)
+    e = np.array([r[key] for r in records], dtype=float)
+    return float(np.sqrt(np.sum(n * e ** 2) / np.sum(n)))
 
 
 def summarise(per, exclude: str) -> dict:
@@ -239,14 +256,25 @@ def summarise(per, exclude: str) -> dict:
         kinds.setdefault(r["kind"], []).append(r)
     pk = {k: {"n": len(v), "eig_mae_meV": float(np.mean([r["eig_mae_meV"] for r in v])),
               "H_rmse_meV_aligned": float(np.mean([r["H_rmse_meV_aligned"] for r in v])),
-              "eig_mae_meV_absolute": float(np.mean([r["eig_mae_meV_absolute"] for r in v]))} for k, v in sorted(kinds.items())}
+              "eig_mae_meV_absolute": float(np.mean([r["eig_mae_meV_absolute"] for r in v])),
+              "H_pooled_meV_aligned": pooled_h(v)} for k, v in sorted(kinds.items())}
+    for k, v in kinds.items():
+        if "H_rmse_meV_aligned_train" in v[0]:
+            pk[k]["H_pooled_meV_aligned_train"] = pooled_h(v, "H_rmse_meV_aligned_train")
     for k, v in kinds.items():
         if "oracle" in v[0]:
             pk[k]["oracle"] = {c: float(np.mean([r["oracle"][c] for r in v])) for c in v[0]["oracle"] if c != "n_defect_atoms"}
             pk[k]["oracle_n_with_defects"] = sum(r["oracle"]["n_defect_atoms"] > 0 for r in v)
     scored = [v["eig_mae_meV"] for k, v in pk.items() if not (exclude and exclude in k)]
     kept = [r for r in per if not (exclude and exclude in r["kind"])]
-    return {"per_kind": pk, "mean_over_kinds_meV": float(np.mean(scored)),
+    fitted = [r for r in kept if r.get("fitted", True)]
+    out = {"H_pooled_meV_aligned": pooled_h(kept), "H_pooled_meV_aligned_fitted_kinds": pooled_h(fitted),
+           "H_mean_over_kinds_meV_aligned": float(np.mean([v["H_pooled_meV_aligned"] for k, v in pk.items()
+                                                           if not (exclude and exclude in k)]))}
+    if "H_rmse_meV_aligned_train" in per[0]:
+        out["H_pooled_meV_aligned_train"] = pooled_h(kept, "H_rmse_meV_aligned_train")
+        out["H_pooled_meV_aligned_train_fitted_kinds"] = pooled_h(fitted, "H_rmse_meV_aligned_train")
+    return {**out, "per_kind": pk, "mean_over_kinds_meV": float(np.mean(scored)),
             "mean_over_structures_meV": float(np.mean([r["eig_mae_meV"] for r in kept])),
             "mean_over_structures_meV_absolute": float(np.mean([r["eig_mae_meV_absolute"] for r in kept]))}
 
@@ -277,6 +305,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--oracle", action="store_true", help="per held-out structure, the eigenvalue MAE with one category "
                    "of H blocks from DFT (on-site, bond shells, bonds touching a defect atom): where the error lives")
+    p.add_argument("--train-error", action="store_true", help="also each structure's H RMSE aligned under the fit of every "
+                   "fitted structure (training error beside the held-out error: capacity against variance)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -314,14 +344,19 @@ def main(argv=None) -> int:
                       + ", ".join(f"{k} {v:.3f}" for k, v in cache[fitted][2].items()), file=say, flush=True)
             model, parts, rates, fw, fc = cache[fitted]
             t1, c1 = time.perf_counter(), time.process_time()
-            per = cross_validate(model, parts, data, groups, factors, args.oracle)
+            per = cross_validate(model, parts, data, groups, factors, args.oracle, args.train_error)
             rec = {"variant": text, "bond_weight": bond_weight, "kind_weights": dict(kw), "n": len(data), "h_rates": rates,
                    **summarise(per, args.exclude),
                    "features_wall_s": fw, "features_cpu_s": fc, "cv_wall_s": time.perf_counter() - t1,
                    "cv_cpu_s": time.process_time() - c1, "load": os.getloadavg()[0], "per_structure": per}
             records.append(rec)
-            line = " | ".join(f"{k} {v['eig_mae_meV']:.1f} (H {v['H_rmse_meV_aligned']:.2f}, absolute {v['eig_mae_meV_absolute']:.1f})"
-                              for k, v in rec["per_kind"].items())
+            line = " | ".join(f"{k} {v['eig_mae_meV']:.1f} (H {v['H_pooled_meV_aligned']:.2f}"
+                              + (f" train {v['H_pooled_meV_aligned_train']:.2f}" if "H_pooled_meV_aligned_train" in v else "")
+                              + f", absolute {v['eig_mae_meV_absolute']:.1f})" for k, v in rec["per_kind"].items())
+            print(f"  H aligned pooled {rec['H_pooled_meV_aligned']:.3f} meV (fitted kinds {rec['H_pooled_meV_aligned_fitted_kinds']:.3f}"
+                  + (f"; training error {rec['H_pooled_meV_aligned_train']:.3f} / {rec['H_pooled_meV_aligned_train_fitted_kinds']:.3f}"
+                     if "H_pooled_meV_aligned_train" in rec else "")
+                  + f"), mean over kinds {rec['H_mean_over_kinds_meV_aligned']:.3f}", file=say, flush=True)
             print(f"  weights {wtext}: CV eig MAE mean over kinds {rec['mean_over_kinds_meV']:.2f} meV "
                   f"(over structures {rec['mean_over_structures_meV']:.2f}) | {line} | {rec['cv_wall_s']:.0f} s wall, "
                   f"{rec['cv_cpu_s']:.0f} s CPU, load {rec['load']:.1f}", file=say, flush=True)

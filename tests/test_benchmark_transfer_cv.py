@@ -42,9 +42,11 @@ def data():
     return out
 
 
-@pytest.mark.parametrize("weights", [(("b", 0.5),), (("b", 0.3), ("c", 0.0)), (("a", 0.0),)])
-def test_cv_sums_reproduce_the_fit_of_the_same_table(data, weights):
-    cfg = ModelConfig.from_dict({**CFG, "fit": {"max_blocks_per_type": 40, "seed": 5}})
+@pytest.mark.parametrize("weights, keep_within", [((("b", 0.5),), 0.0), ((("b", 0.3), ("c", 0.0)), 0.0), ((("a", 0.0),), 0.0),
+                                                 ((("b", 0.3), ("c", 0.0)), 2.6)])
+def test_cv_sums_reproduce_the_fit_of_the_same_table(data, weights, keep_within):
+    """Also with the stratified sampling (``keep_bonds_within``): the CV plans it as the fit does."""
+    cfg = ModelConfig.from_dict({**CFG, "fit": {"max_blocks_per_type": 40, "seed": 5, "keep_bonds_within": keep_within}})
     cfg = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, kind_weights=weights),
                               uncertainty=dataclasses.replace(cfg.uncertainty, calibrate=False))
     factors = kind_factors(data, weights)

@@ -431,3 +431,113 @@ def test_the_fit_solves_at_one_blas_thread_unless_threads_were_requested(data, m
             fit_module.fit(data, cfg, progress=False)
     assert n == 2 and len(seen) == 4  # H and S
     assert seen[:2] == [[1] * len(outer)] * 2 and seen[2:] == [outer] * 2
+
+
+def test_stratified_sampling_keeps_every_short_bond_with_the_same_draws(model, data):
+    """keep_within R: every off-site bond shorter than R is kept, its rows weighted by the family's rate; the
+    longer bonds kept are the plain plan's at that rate (the same draws), and the long-bond rate keeps the
+    expected total at the cap."""
+    import pickle
+
+    from acehamil.models.hamiltonian.sums import SHORT, Rates, sampled_centres
+    from acehamil.structure.neighbours import neighbour_pairs
+
+    R, cap = 2.6, 30
+    counts = [centre_counts(model, sd.atoms, keep_within=R) for sd in data]
+    plain = _plan(model, data, cap=cap)
+    strat = Sampling.plan(counts, cap, np.random.default_rng(3), keep_within=R)
+    np.testing.assert_array_equal(strat.offsets, plain.offsets)  # one draw per centre either way
+    assert strat.state == plain.state and isinstance(strat.rates, Rates) and strat.rates.keep_within == R
+    assert not any(k.endswith(SHORT) for k in strat.rates)
+    n_checked = 0
+    for fam in model.offsite:
+        n_short = sum(c[fam.name + SHORT] for c in counts)
+        n_all = sum(c[fam.name] for c in counts)
+        assert 0 < n_short < n_all
+        rate = strat.rates[fam.name]
+        assert rate == pytest.approx(min(1.0, max(cap - n_short, cap / 2) / (n_all - n_short)))
+        for k, sd in enumerate(data):
+            nl = neighbour_pairs(sd.atoms, model.reach)
+            short = nl.dist[fam.select(sd.atoms, nl)] < R
+            sel, factors = sampled_centres(fam, sd.atoms, nl, rate, strat.rng(k), keep_within=R)
+            ref, no_factors = sampled_centres(fam, sd.atoms, nl, rate, strat.rng(k))
+            assert no_factors is None
+            is_short = nl.dist[sel] < R
+            assert is_short.sum() == short.sum()  # every short bond
+            np.testing.assert_array_equal(sel[~is_short], ref[nl.dist[ref] >= R])  # the plain draw's long bonds
+            np.testing.assert_allclose(factors, np.where(is_short, rate, 1.0))
+            n_checked += 1
+    assert n_checked
+    r = pickle.loads(pickle.dumps(strat.rates))
+    assert r == strat.rates and r.keep_within == R
+    with pytest.raises(ValueError, match="keep_within"):
+        Rates({}, keep_within=float("nan"))
+
+
+def test_stratified_sums_weight_the_short_bonds_by_the_rate(model, data, monkeypatch):
+    """The sums of a stratified plan equal those of the same kept centres with the short bonds' rows weighted
+    by the family's rate through centre_weights, and differ from unweighted ones; keep_within 0 is the plain
+    plan bit for bit."""
+    from acehamil.models.hamiltonian.sums import Rates, sampled_centres
+    from acehamil.structure.neighbours import neighbour_pairs
+
+    R = 2.6
+    plan = Sampling.plan([centre_counts(model, sd.atoms, keep_within=R) for sd in data], 30, np.random.default_rng(3),
+                         keep_within=R)
+    sd = data[1]
+    nl = neighbour_pairs(sd.atoms, model.reach)
+    got = structure_sums(model, sd, lambda s: s.H[0], plan.rates, 1.5, plan.rng(1), index=1, pairs=nl)
+    factors = {}
+
+    def unweighted(fam, atoms, pairs, rate, rng, keep_within=0.0):
+        sel, f = sampled_centres(fam, atoms, pairs, rate, rng, keep_within)
+        factors[fam.name] = f
+        return sel, None
+
+    monkeypatch.setattr(sums_module, "sampled_centres", unweighted)
+    flat = structure_sums(model, sd, lambda s: s.H[0], plan.rates, 1.5, plan.rng(1), index=1, pairs=nl)
+    assert any(f is not None and np.any(f < 1) for f in factors.values())
+    ref = structure_sums(model, sd, lambda s: s.H[0], plan.rates, 1.5, plan.rng(1), index=1, pairs=nl,
+                         centre_weights=lambda fam, env: np.ones(env.n_centres) if factors[fam.name] is None
+                         else factors[fam.name])
+    monkeypatch.undo()
+    assert set(got.normal) == set(ref.normal)
+    differs = False
+    for key in got.normal:
+        np.testing.assert_allclose(got.normal[key].AtA, ref.normal[key].AtA, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got.normal[key].Aty, ref.normal[key].Aty, rtol=1e-12, atol=1e-14)
+        differs |= not np.allclose(got.normal[key].AtA, flat.normal[key].AtA)
+    assert differs
+    plain = _plan(model, data)
+    a = structure_sums(model, sd, lambda s: s.H[0], plain.rates, 1.0, plain.rng(1), index=1, pairs=nl)
+    b = structure_sums(model, sd, lambda s: s.H[0], Rates(plain.rates, 0.0), 1.0, plain.rng(1), index=1, pairs=nl)
+    for key in a.normal:
+        np.testing.assert_array_equal(a.normal[key].AtA, b.normal[key].AtA)
+
+
+def test_fit_with_keep_bonds_within_fits_every_short_bond(data):
+    """[fit] keep_bonds_within reaches the fit: its off-site H sums hold at least every bond shorter than it
+    (each bond gives one block of every off-site block type of its species pair), the long bonds' rates
+    change, the S plan does not, and the report says so."""
+    from acehamil.models.hamiltonian.fit import fit
+    from acehamil.structure.neighbours import neighbour_pairs
+
+    data = [StructureData(sd.atoms, sd.basis, H=sd.H, S=sd.S, n_electrons=4.0 * len(sd.atoms)) for sd in data]
+    R, cap = 2.6, 30
+    plain = fit(data, ModelConfig.from_dict({**CFG, "fit": {"max_blocks_per_type": cap}}), progress=False)
+    strat = fit(data, ModelConfig.from_dict({**CFG, "fit": {"max_blocks_per_type": cap, "keep_bonds_within": R}}),
+                progress=False)
+    assert strat.report["H_keep_bonds_within"] == R and "H_keep_bonds_within" not in plain.report
+    assert strat.report["S_sampling_rates"] == plain.report["S_sampling_rates"]
+    model = HamiltonianModel.build(ModelConfig.from_dict(CFG), data[0].basis).H
+    for fam in model.offsite:
+        n_short = 0
+        for sd in data:
+            nl = neighbour_pairs(sd.atoms, model.reach)
+            n_short += int(np.sum(nl.dist[fam.select(sd.atoms, nl)] < R))
+        assert n_short > plain.report["H_sampling_rates"][fam.name] * n_short + 3  # the plain plan drops many
+        for bt in fam.block_types(model.orbital_basis):
+            assert strat.report["H"][bt.key]["n_blocks"] >= n_short
+    assert strat.report["H_sampling_rates"] != plain.report["H_sampling_rates"]
+    with pytest.raises(ValueError, match="keep_bonds_within"):
+        ModelConfig.from_dict({"fit": {"keep_bonds_within": -1.0}})

@@ -41,6 +41,8 @@ TOML layout (all tables optional)::
     [fit]
     validation_fraction = 0.0         # share of training structures held out for validation
     max_blocks_per_type = 50000       # cap on sampled centres (atoms or bonds) per block type
+    keep_bonds_within = 0.0           # Å; > 0: every off-site H bond shorter than this is fitted (weighted by the rate), the
+                                      # longer ones sampled so the expected total stays max_blocks_per_type; 0 = plain
     batch_structures = 8              # structures per normal-equation batch
     seed = 0                          # sampling and split
     structure_weights = []            # one weight per training structure ([] = all 1)
@@ -171,6 +173,12 @@ class FitConfig:
     max_blocks_per_type : int
         Cap on the number of centres (atoms for on-site, directed bonds for
         off-site) sampled per block family over the whole training set.
+    keep_bonds_within : float
+        Å.  > 0: stratified sampling of the off-site H bonds: every bond shorter than this is
+        kept (its rows weighted by its family's rate, so the sums estimate the full data set's),
+        the longer ones sampled at the rate that keeps the expected total at
+        ``max_blocks_per_type`` (at least half of it) (:class:`acehamil.models.hamiltonian.sums.Rates`);
+        0 = every centre at one rate.
     batch_structures : int
         Structures whose design rows are accumulated per batch.
     seed : int
@@ -208,6 +216,7 @@ class FitConfig:
 
     validation_fraction: float = 0.0
     max_blocks_per_type: int = 50_000
+    keep_bonds_within: float = 0.0
     batch_structures: int = 8
     seed: int = 0
     structure_weights: tuple = ()
@@ -236,6 +245,8 @@ class FitConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.max_blocks_per_type < 1 or self.batch_structures < 1:
             raise ValueError("max_blocks_per_type and batch_structures must be >= 1")
+        if isinstance(self.keep_bonds_within, bool) or not (0.0 <= float(self.keep_bonds_within) < float("inf")):
+            raise ValueError(f"keep_bonds_within must be finite and >= 0 Å, got {self.keep_bonds_within!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not all(w >= 0 and w < float("inf") for w in self.structure_weights):

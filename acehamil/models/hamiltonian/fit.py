@@ -131,8 +131,9 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
         for k in range(len(train)):
             sd, where = train.unchecked(k)
             electrons.append((np.asarray(sd.atoms.numbers), sd.n_electrons))
-            yield (sd, where)
+            yield (sd, where, keep_within)
 
+    keep_within = float(config.fit.keep_bonds_within)  # stratified off-site H sampling (sums.Rates), 0 = plain
     # one neighbour list per structure for the whole fit (H and S sums, extrapolation reference, calibration); each
     # structure's full check runs in its task, on the fit's engine (the checks of one beside those of the next)
     counted = list(run(checked_counts, ((template.H, template.S), template.reach), count_tasks()))
@@ -144,7 +145,8 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
                            f"(one result per task, in task order)")
     pairs = [c[1] for c in counted]
     # the plans in the order H, S: each advances the fit's generator past its pass (as one plan per pass did)
-    plans = {name: Sampling.plan([c[0][m] for c in counted], config.fit.max_blocks_per_type, rng)
+    plans = {name: Sampling.plan([c[0][m] for c in counted], config.fit.max_blocks_per_type, rng,
+                                 keep_within=keep_within if name == "H" else 0.0)
              for m, name in enumerate(("H", "S"))}
     onsite = [None] * len(train)
     for name, mm, pick in (("H", template.H, pick_h), ("S", template.S, pick_s)):
@@ -212,7 +214,9 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
                 if key in d:
                     rep[bt.key][key] = d[key]
         report[name] = rep
-        report[f"{name}_sampling_rates"] = rates
+        report[f"{name}_sampling_rates"] = dict(rates)
+        if getattr(rates, "keep_within", 0.0) > 0:
+            report[f"{name}_keep_bonds_within"] = rates.keep_within
         fitted[name] = (coefs, posts)
     warn_blr_not_converged(report)
     designs = [StructureDesigns(pairs[k], onsite[k]) for k in range(len(train))]

@@ -14,6 +14,12 @@ its own generator, the fit's generator advanced past the draws of structures
 ``0..k-1`` (known from a counting pass), so each structure's sample depends
 only on ``(seed, pass, k)`` — the same numbers a serial loop over one shared
 generator draws, whatever the order in which structures are visited.
+
+Stratified sampling (``[fit] keep_bonds_within`` R > 0, :class:`Rates`): every off-site centre (bond) shorter
+than R is kept and the longer ones of its family are sampled at the rate that keeps the expected total at the
+cap; a kept short bond's rows are weighted by that rate, so the sums estimate the full data set's (each bond
+counts 1 / its keep probability, scaled by the long bonds' rate) with far less sampling noise in the short
+bonds, whose blocks are the largest (one draw per centre either way, so the draws do not move).
 """
 
 from __future__ import annotations
@@ -126,14 +132,51 @@ class FitSums:
         return FitSums.total(chosen)
 
 
+#: Suffix of the count of an off-site family's bonds shorter than ``keep_within`` (:func:`centre_counts`).
+SHORT = "|short"
+
+
+class Rates(dict):
+    """Keep probability of a centre per family, ``{family.name: float}``, and the stratification.
+
+    Attributes
+    ----------
+    keep_within : float
+        Å.  Off-site centres (bonds) shorter than this are kept with probability 1 and weighted by
+        their family's rate (:func:`sampled_centres`); 0 = plain sampling (a plain dict is the same).
+
+    Examples
+    --------
+    >>> r = Rates({"offsite/14-14": 0.25}, keep_within=2.7)
+    >>> r["offsite/14-14"], r.keep_within, dict(r)
+    (0.25, 2.7, {'offsite/14-14': 0.25})
+    """
+
+    def __init__(self, rates=(), keep_within: float = 0.0):
+        super().__init__(rates)
+        keep_within = float(keep_within)
+        if not 0.0 <= keep_within < float("inf"):
+            raise ValueError(f"keep_within must be finite and >= 0 Å, got {keep_within}")
+        self.keep_within = keep_within
+
+    def __reduce__(self):  # pickled with its attribute (tasks on Dask workers)
+        return (Rates, (dict(self), self.keep_within))
+
+
+def keep_within_of(rates) -> float:
+    """The stratification radius of ``rates`` (Å; 0 for a plain dict)."""
+    return float(getattr(rates, "keep_within", 0.0))
+
+
 @dataclass(frozen=True, eq=False)
 class Sampling:
     """Which centres the structures of one pass contribute.
 
     Attributes
     ----------
-    rates : dict {family.name: float}
-        Keep probability of a centre, ``min(1, max_blocks_per_type / count)``.
+    rates : Rates {family.name: float}
+        Keep probability of a centre, ``min(1, max_blocks_per_type / count)``; with ``keep_within``
+        R > 0, of an off-site family's bonds of at least R: ``min(1, max(cap - n_short, cap / 2) / n_long)``.
     state : dict
         State of the fit's PCG64 generator at the start of the pass.
     offsets : ndarray of int, shape (n_structures + 1,)
@@ -145,7 +188,7 @@ class Sampling:
     offsets: np.ndarray
 
     @classmethod
-    def plan(cls, counts: list, cap: int, rng: np.random.Generator) -> "Sampling":
+    def plan(cls, counts: list, cap: int, rng: np.random.Generator, keep_within: float = 0.0) -> "Sampling":
         """Rates from the per-structure centre counts and the generator position of each structure.
 
         Advances ``rng`` past the pass's draws (the next pass starts there).
@@ -153,11 +196,15 @@ class Sampling:
         Parameters
         ----------
         counts : list of dict {family.name: int}
-            Centres of each family in each structure (:func:`centre_counts`).
+            Centres of each family in each structure (:func:`centre_counts`); keys ending in
+            :data:`SHORT` count an off-site family's bonds shorter than ``keep_within``.
         cap : int
             ``max_blocks_per_type``.
         rng : numpy.random.Generator
             PCG64-backed (``numpy.random.default_rng``).
+        keep_within : float
+            Å; > 0: stratified (every bond shorter than this kept, :class:`Rates`); the counts must
+            then carry the :data:`SHORT` counts of every off-site family.
         """
         if not isinstance(rng.bit_generator, np.random.PCG64):
             raise TypeError("per-structure sampling needs a PCG64 generator (numpy.random.default_rng)")
@@ -165,8 +212,15 @@ class Sampling:
         for c in counts:
             for name, n in c.items():
                 totals[name] = totals.get(name, 0) + n
-        rates = {k: min(1.0, cap / v) if v else 1.0 for k, v in totals.items()}
-        draws = [sum(n for name, n in c.items() if rates[name] < 1.0) for c in counts]
+        rates = Rates({k: min(1.0, cap / v) if v else 1.0 for k, v in totals.items() if not k.endswith(SHORT)},
+                      keep_within)
+        if keep_within > 0:
+            for name in rates:
+                if name + SHORT in totals:  # an off-site family: its long bonds fill what the short ones leave
+                    n_short = totals[name + SHORT]
+                    n_long = totals[name] - n_short
+                    rates[name] = min(1.0, max(cap - n_short, cap / 2) / n_long) if n_long > 0 else 1.0
+        draws = [sum(n for name, n in c.items() if not name.endswith(SHORT) and rates[name] < 1.0) for c in counts]
         offsets = np.concatenate([[0], np.cumsum(draws)]).astype(np.int64)
         state = rng.bit_generator.state
         rng.bit_generator.advance(int(offsets[-1]))
@@ -180,13 +234,19 @@ class Sampling:
         return np.random.Generator(bg)
 
 
-def centre_counts(model, atoms, pairs=None) -> dict:
-    """Centres of each family of ``model`` (a MatrixModel) in one structure, ``{family.name: int}``."""
+def centre_counts(model, atoms, pairs=None, keep_within: float = 0.0) -> dict:
+    """Centres of each family of ``model`` (a MatrixModel) in one structure, ``{family.name: int}``; with
+    ``keep_within`` > 0 (Å) also ``{family.name + SHORT: int}``, the bonds of each off-site family shorter
+    than it."""
     nl = pairs if pairs is not None else neighbour_pairs(atoms, model.reach)
-    return {fam.name: len(fam.select(atoms, nl)) for fam in model.families}
+    out = {fam.name: len(fam.select(atoms, nl)) for fam in model.families}
+    if keep_within > 0:
+        out.update({fam.name + SHORT: int(np.count_nonzero(nl.dist[fam.select(atoms, nl)] < keep_within))
+                    for fam in model.offsite})
+    return out
 
 
-def counts_and_pairs(models, reach: float, atoms) -> tuple:
+def counts_and_pairs(models, reach: float, atoms, keep_within: float = 0.0) -> tuple:
     """The fit's counting pass for one structure: its neighbour list, built once, and the centre
     counts of every model on it.
 
@@ -197,6 +257,8 @@ def counts_and_pairs(models, reach: float, atoms) -> tuple:
     reach : float
         Cutoff of the list, Å, at least every model's ``reach`` (each family keeps its own bonds).
     atoms : ase.Atoms
+    keep_within : float
+        Å; > 0: the short-bond counts of the stratified sampling too (:func:`centre_counts`).
 
     Returns
     -------
@@ -209,15 +271,42 @@ def counts_and_pairs(models, reach: float, atoms) -> tuple:
     if any(mm.reach > reach for mm in models):
         raise ValueError(f"reach {reach} Å is shorter than a model's ({max(mm.reach for mm in models)} Å)")
     nl = neighbour_pairs(atoms, reach)
-    return [centre_counts(mm, atoms, nl) for mm in models], nl
+    return [centre_counts(mm, atoms, nl, keep_within) for mm in models], nl
 
 
-def family_centres(fam, atoms, nl, rate: float, rng) -> tuple:
-    """Sampled centres of one family in one structure.
+def sampled_centres(fam, atoms, nl, rate: float, rng, keep_within: float = 0.0) -> tuple:
+    """Positions of the sampled centres of one family in one structure, and their row factors.
 
     Each centre is kept with probability ``rate`` (one uniform draw per centre, in
     order, only when ``rate < 1``); a centre and its partner in the family are
-    kept or dropped together (:func:`sampling_leaders`).
+    kept or dropped together (:func:`sampling_leaders`).  With ``keep_within`` > 0
+    (Å; off-site families only) a bond shorter than it is kept with probability 1
+    (the same draws) and its rows weigh ``rate``.
+
+    Returns
+    -------
+    sel : ndarray of int, shape (n,)
+        As ``fam.select``.
+    factors : ndarray of float, shape (n,), or None
+        Row weight factor of each kept centre; None = all 1.
+    """
+    sel = fam.select(atoms, nl)
+    factors = None
+    if rate < 1.0 and len(sel):
+        u = rng.random(len(sel))
+        lead = sampling_leaders(reverse_index(*fam.centre_blocks(atoms, nl, sel)))
+        if keep_within > 0:
+            short = nl.dist[sel] < keep_within
+            kept = short[lead] | (u[lead] < rate)
+            sel, short = sel[kept], short[kept]
+            factors = np.where(short, rate, 1.0) if short.any() else None
+        else:
+            sel = sel[u[lead] < rate]
+    return sel, factors
+
+
+def family_centres(fam, atoms, nl, rate: float, rng, keep_within: float = 0.0) -> tuple:
+    """Sampled centres of one family in one structure (:func:`sampled_centres`).
 
     Returns
     -------
@@ -227,10 +316,7 @@ def family_centres(fam, atoms, nl, rate: float, rng) -> tuple:
         Position of each centre's partner among the kept centres, -1 where it is
         not a centre of this family (None when no centre is left).
     """
-    sel = fam.select(atoms, nl)
-    if rate < 1.0 and len(sel):
-        u = rng.random(len(sel))
-        sel = sel[u[sampling_leaders(reverse_index(*fam.centre_blocks(atoms, nl, sel)))] < rate]
+    sel, _ = sampled_centres(fam, atoms, nl, rate, rng, keep_within)
     if len(sel) == 0:
         return None, None
     return fam.environments(atoms, nl, sel), reverse_index(*fam.centre_blocks(atoms, nl, sel))
@@ -254,7 +340,8 @@ def structure_sums(model, sd, matrix_of, rates: dict, weight: float, rng, index:
     matrix_of : callable StructureData -> RealSpaceMatrix
         Picks H (spin 0) or S.
     rates : dict {family.name: float}
-        Sampling rates (:attr:`Sampling.rates`); missing = 1.
+        Sampling rates (:attr:`Sampling.rates`); missing = 1.  A :class:`Rates` with ``keep_within``
+        > 0 keeps every off-site bond shorter than it, its rows weighted by the family's rate.
     weight : float
         Weight of every row of this structure.
     rng : numpy.random.Generator
@@ -299,12 +386,18 @@ def structure_sums_and_designs(model, sd, matrix_of, rates: dict, weight: float,
     onsite_families = {id(f) for f in model.onsite}
     onsite = {} if all(rates.get(f.name, 1.0) >= 1.0 for f in model.onsite) else None
     w = float(weight)
+    offsite_families = {id(f) for f in model.offsite}
+    keep_within = keep_within_of(rates)
     for fam in model.families:
-        env, rev = family_centres(fam, atoms, nl, rates.get(fam.name, 1.0), rng)
-        if env is None:
+        sel, factors = sampled_centres(fam, atoms, nl, rates.get(fam.name, 1.0), rng,
+                                       keep_within if id(fam) in offsite_families else 0.0)
+        if len(sel) == 0:
             continue
+        env, rev = fam.environments(atoms, nl, sel), reverse_index(*fam.centre_blocks(atoms, nl, sel))
         n = env.n_centres
         wc = None if centre_weights is None else w * np.asarray(centre_weights(fam, env), dtype=float)
+        if factors is not None:
+            wc = (w if wc is None else wc) * factors
         groups = feature_groups(fam, env, rev)
         if len(groups) > 1 or groups[0][2] is not None:  # two-centre bonds: their few nonzero columns only
             _add_grouped(normal, counts, terms, fam, model.orbital_basis, groups, n, env, matrix, sd.S if gauge else None,

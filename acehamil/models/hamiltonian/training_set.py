@@ -70,12 +70,13 @@ def check_training_structure(sd, where: str) -> None:
     _check_reference_overlap(sd, where)
 
 
-def checked_counts(models, reach: float, sd, where) -> tuple:
+def checked_counts(models, reach: float, sd, where, keep_within: float = 0.0) -> tuple:
     """The fit's counting task for one structure: its full check (:func:`check_training_structure`, unless
-    ``where`` is None: checked before), then :func:`~acehamil.models.hamiltonian.sums.counts_and_pairs`."""
+    ``where`` is None: checked before), then :func:`~acehamil.models.hamiltonian.sums.counts_and_pairs`
+    (with the short-bond counts of the stratified sampling when ``keep_within`` > 0, Å)."""
     if where is not None:
         check_training_structure(sd, where)
-    return counts_and_pairs(models, reach, sd.atoms)
+    return counts_and_pairs(models, reach, sd.atoms, keep_within)
 
 
 #: Training structures up to this many orbitals get the S(Gamma) check (a dense eigenvalue solve).
