@@ -138,6 +138,20 @@ def _edit_report(d):
         f.attrs["report"] = json.dumps(report)
 
 
+def _model_edit(edit):
+    def setup(d):
+        with h5py.File(d / "m.h5", "r+") as f:
+            edit(f)
+    return setup
+
+
+def _complex_coefficients(f):
+    key = "H/coefficients/onsite/14-14/0-0/L0"
+    a = f[key][()]
+    del f[key]
+    f[key] = a.astype(complex)
+
+
 CASES = [
     # 1. files without their units were read as eV / Angstrom
     ("dataset-without-energy-unit", _drop_attr("train.h5", "energy_unit"), ["info", "train.h5"],
@@ -191,6 +205,12 @@ CASES = [
     ("fit-r-cut-below-every-bond", lambda d: (d / "b.toml").write_text((d / "fit.toml").read_text().replace("r_cut = 4.0", "r_cut = 1e-9")),
      ["fit", "b.toml", "-o", "o.h5", "-q"], "[h_offsite] r_cut = 1e-09 Å: no atom pair of the training structures is that close"),
     ("eigs-near-1e300", lambda d: None, ["eigs", "train.h5", "--near", "1e300"], "--near 1e300 eV is beyond any level"),
+    ("predict-complex-coefficients", _model_edit(_complex_coefficients), ["predict", "m.h5", "one.xyz", "-o", "p.h5"],
+     "coefficients 'onsite/14-14/0-0/L0' must be real floats, got dtype complex128"),
+    ("predict-orbital-basis-not-object", _model_edit(lambda f: f.attrs.__setitem__("orbital_basis", "[1, 2]")),
+     ["predict", "m.h5", "one.xyz", "-o", "p.h5"], "attribute 'orbital_basis' must be a JSON object, got list"),
+    ("info-config-not-object", _model_edit(lambda f: f.attrs.__setitem__("config", "[1]")), ["info", "m.h5"],
+     "attribute 'config' must be a JSON object, got list"),
     # 3. export of an overlap that is no overlap
     ("export-deeph-non-positive-definite-s", _bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
      "bad.h5 structure 0 ('badS'): its overlap S(k) is not positive definite (smallest eigenvalue -"),

@@ -126,6 +126,8 @@ def _read_coefficients(g) -> dict:
             key, Lpart = name.rsplit("/", 1)
             if not Lpart.startswith("L"):
                 raise ValueError(f"unexpected dataset {name!r} in coefficients")
+            if obj.dtype.kind != "f":  # a complex set was cast to real with a ComplexWarning
+                raise ValueError(f"coefficients {name!r} must be real floats, got dtype {obj.dtype}")
             out.setdefault(key, {})[int(Lpart[1:])] = np.array(obj[()], dtype=np.float64)
 
     g.visititems(visit)
@@ -169,19 +171,19 @@ def load_model(path):
     with open_h5(path) as f:
         check_header(f, KIND, SUPPORTED_VERSIONS)
         try:
-            config = ModelConfig.from_dict(json.loads(f.attrs["config"]))
-            ob = OrbitalBasis.from_dict({int(z): [tuple(s) for s in v] for z, v in json.loads(f.attrs["orbital_basis"]).items()})
-            stored_specs = json.loads(f.attrs["basis_specs"])
+            config = ModelConfig.from_dict(_json_object(f, "config"))
+            ob = OrbitalBasis.from_dict({int(z): [tuple(s) for s in v] for z, v in _json_object(f, "orbital_basis").items()})
+            stored_specs = _json_object(f, "basis_specs")
             report_text = _text(f.attrs["report"])
-            report = json.loads(report_text)
+            report = _json_object(f, "report")
             checksum = str(f.attrs["checksum"])
             extra = f.attrs.get("checksum_extra")  # absent in files written before it existed
             valence_text = f.attrs.get("valence_electrons")  # absent in files written before it was recorded
             valence_text = None if valence_text is None else _text(valence_text)
-            valence = None if valence_text is None else {int(z): float(v) for z, v in json.loads(valence_text).items()}
+            valence = None if valence_text is None else {int(z): float(v) for z, v in _json_object(f, "valence_electrons").items()}
             coefs = {n: _read_coefficients(f[n]["coefficients"]) for n in ("H", "S")}
             posts = {n: _read_posteriors(f[n]["posteriors"]) for n in ("H", "S")}
-            energy_zero = EnergyZero.from_dict(json.loads(f.attrs["energy_zero"])) if "energy_zero" in f.attrs else None
+            energy_zero = EnergyZero.from_dict(_json_object(f, "energy_zero")) if "energy_zero" in f.attrs else None
         except (KeyError, OSError, TypeError, ValueError) as err:  # ValueError includes JSONDecodeError
             raise ValueError(f"{path}: corrupt or incomplete model file ({type(err).__name__}: {err})") from None
     model = HamiltonianModel.build(config, ob, coefs["H"], coefs["S"], report, posts["H"], posts["S"], energy_zero)
@@ -206,6 +208,14 @@ def load_model(path):
         raise ValueError(f"{path}: checksum mismatch of the report, valence counts or posteriors (file corrupted or "
                          "edited after it was written): its error bars and electron counts cannot be trusted")
     return model
+
+
+def _json_object(f, key: str) -> dict:
+    """The root attribute ``key`` parsed as a JSON object (a list or number there was an AttributeError traceback)."""
+    value = json.loads(f.attrs[key])
+    if not isinstance(value, dict):
+        raise ValueError(f"attribute {key!r} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _text(x) -> str:
