@@ -340,3 +340,35 @@ def test_labelled_structure_beyond_any_physical_scale_is_refused(energy, forces,
                                     **({} if stress is None else {"stress": np.full(6, stress)}))
     with pytest.raises(ValueError, match=message.replace("^", r"\^").replace("+", r"\+")):
         config_from_atoms(at)
+
+
+@pytest.fixture(scope="module")
+def pot_files(tmp_path_factory):
+    """lab.xyz, pot.toml and pot.h5 (a potential fitted to lab.xyz: sk_si.write_potential_files), made once."""
+    from sk_si import write_potential_files
+
+    d = tmp_path_factory.mktemp("charter_pot")
+    write_potential_files(d)
+    return d
+
+
+def _pot_dataset(key, convert):
+    def edit(f):
+        a = f[key][()]
+        del f[key]
+        f[key] = convert(a)
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_pot_dataset("coef", lambda a: a.astype(complex)), "pot.h5: dataset 'coef' must hold real floats, got dtype complex128"),
+    (_pot_dataset("species", lambda a: a + 0.5), "pot.h5: dataset 'species' must hold integers, got dtype float64"),
+    (_pot_dataset("e0", lambda a: "x"), "pot.h5: dataset 'e0' must hold real floats, got dtype object"),
+], ids=["complex-coef", "species-14.5", "e0-string"])
+def test_potential_file_of_other_dtypes_is_refused(pot_files, tmp_path, monkeypatch, capsys, edit, message):
+    """A complex coef was cast to real with a ComplexWarning, species 14.5 truncated to 14 (the checksum is over the
+    truncated values), a string e0 said only "could not convert string to float" naming no file."""
+    work_in_copy(pot_files, tmp_path, monkeypatch)
+    with h5py.File(tmp_path / "pot.h5", "r+") as f:
+        edit(f)
+    assert_one_line_error(tmp_path, capsys, ["evaluate-potential", "pot.h5", "lab.xyz"], message)

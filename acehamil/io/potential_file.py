@@ -271,6 +271,17 @@ def _json_attr(f, key: str, path) -> dict:
     return value
 
 
+def _array(f, key: str, path, kinds: str = "f") -> np.ndarray:
+    """Dataset ``key`` as float64 (``kinds`` "f") or as stored (integers, "iu"); another dtype is named: a complex
+    ``coef`` was cast to real with a ComplexWarning, species 14.5 truncated to 14, a string ``e0`` said only
+    "could not convert string to float"."""
+    d = f[key]
+    if d.dtype.kind not in kinds:
+        raise ValueError(f"{path}: dataset {key!r} must hold {'integers' if kinds == 'iu' else 'real floats'}, got dtype "
+                         f"{d.dtype} (file edited or damaged)")
+    return np.asarray(d[()], dtype=np.float64) if kinds == "f" else np.asarray(d[()])
+
+
 def load_potential(path, basis_factory=None):
     """Read a potential written by :func:`save_potential`.
 
@@ -303,11 +314,11 @@ def load_potential(path, basis_factory=None):
             model = model.decode() if isinstance(model, bytes) else str(model)
             if model == "embedded":
                 embeddings = json.loads(f.attrs["embeddings"])
-                densities = np.asarray(f["densities"][()], dtype=np.float64)
+                densities = _array(f, "densities", path)
             elif model in ("multilayer", "embedded_multilayer"):
                 if model == "embedded_multilayer":
                     embeddings = json.loads(f.attrs["embeddings"])
-                    densities = np.asarray(f["densities"][()], dtype=np.float64)
+                    densities = _array(f, "densities", path)
                 mjson = f.attrs["message_spec"]
                 mjson = mjson.decode() if isinstance(mjson, bytes) else str(mjson)
                 layer = (mjson, np.asarray(f["message_shift"][()], dtype=np.float64),
@@ -319,11 +330,11 @@ def load_potential(path, basis_factory=None):
             rep_json = f.attrs["repulsion"]
             metadata = _json_attr(f, "metadata", path)
             checksum = f.attrs["checksum"]
-            species = np.asarray(f["species"][()], dtype=np.int64)
-            e0 = np.asarray(f["e0"][()], dtype=np.float64)
-            coef = np.asarray(f["coef"][()], dtype=np.float64)
-            degrees = np.asarray(f["feature_degrees"][()], dtype=np.float64)
-            canary = np.asarray(f["canary_features"][()], dtype=np.float64)
+            species = _array(f, "species", path, "iu").astype(np.int64)
+            e0 = _array(f, "e0", path)
+            coef = _array(f, "coef", path)
+            degrees = _array(f, "feature_degrees", path)
+            canary = _array(f, "canary_features", path)
         except (KeyError, json.JSONDecodeError, OSError) as err:
             raise ValueError(f"{path}: incomplete or corrupted potential file ({err})") from None
     checksum = checksum.decode() if isinstance(checksum, bytes) else str(checksum)
