@@ -211,6 +211,13 @@ CASES = [
      ["predict", "m.h5", "one.xyz", "-o", "p.h5"], "attribute 'orbital_basis' must be a JSON object, got list"),
     ("info-config-not-object", _model_edit(lambda f: f.attrs.__setitem__("config", "[1]")), ["info", "m.h5"],
      "attribute 'config' must be a JSON object, got list"),
+    ("export-empty-dataset", lambda d: write_dataset(d / "e.h5", []), ["export", "e.h5", "--format", "deeph", "-o", "out"],
+     "e.h5 holds no structures: nothing to export"),
+    ("convert-empty-dataset", lambda d: write_dataset(d / "e.h5", []), ["convert", "e.h5", "-o", "o.h5"],
+     "no structures in e.h5: nothing to convert"),
+    ("evaluate-without-fermi-level-or-electrons", lambda d: write_dataset(d / "e.h5", [
+        __import__("dataclasses").replace(read_dataset(d / "train.h5")[0], fermi_level=None, n_electrons=None)]),
+     ["evaluate", "m.h5", "e.h5"], "reference structure 'si-0' has neither fermi_level nor n_electrons"),
     # 3. export of an overlap that is no overlap
     ("export-deeph-non-positive-definite-s", _bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
      "bad.h5 structure 0 ('badS'): its overlap S(k) is not positive definite (smallest eigenvalue -"),

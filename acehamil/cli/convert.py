@@ -45,6 +45,7 @@ def read_source(source, text: bool = False, fmt: str | None = None) -> list:
 
 
 def run(args) -> int:
+    from ..errors import UserError
     from ..io.dataset import append_dataset, write_dataset
     from ..structure.validate import validate_structure
 
@@ -56,6 +57,8 @@ def run(args) -> int:
             wheres.append(f"{src} (structure {n}, {sd.info.get('name', '?')!r})")
             validate_structure(sd, wheres[-1])
             structures.append(sd)
+    if not structures:  # wrote an empty dataset and said 'wrote 0 structure(s)'
+        raise UserError(f"no structures in {', '.join(args.sources)}: nothing to convert")
     structures = _one_basis(structures, wheres, args)
     (append_dataset if args.append else write_dataset)(args.output, structures)
     print(f"{args.output}: wrote {len(structures)} structure(s)")

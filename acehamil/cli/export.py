@@ -64,6 +64,8 @@ def run(args) -> int:
     if not Path(args.data).is_file():
         raise FileNotFoundError(f"no such dataset file: {args.data}")
     ds = read_dataset(args.data)
+    if not len(ds):  # wrote an empty folder (or nothing) and said 'wrote 0 DeepH folder(s)'
+        raise UserError(f"{args.data} holds no structures: nothing to export")
     if args.structure is not None and not -len(ds) <= args.structure < len(ds):
         raise UserError(f"--structure {args.structure} out of range: {args.data} holds {len(ds)} structure(s)")
     if args.format == "deeph":

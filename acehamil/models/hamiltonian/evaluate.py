@@ -401,7 +401,8 @@ def _structure_eigen_errors(kmesh, window_eV: float, path_points: int, uncertain
     elif sd.fermi_level is not None:
         ef_ref = ef_mod = float(sd.fermi_level)
     else:
-        raise ValueError("reference structure has neither fermi_level nor n_electrons: no eigenvalue window")
+        raise ValueError(f"reference structure {sd.info.get('name', '?')!r} has neither fermi_level nor n_electrons: no "
+                         "eigenvalue window")
     mask = np.abs(e_ref - ef_ref) <= window_eV
     out = {"shift": ef_mod - ef_ref,
            "grid": np.abs((e_mod - ef_mod) - (e_ref - ef_ref))[mask],
