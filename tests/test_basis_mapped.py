@@ -4,6 +4,8 @@ two-centre bonds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -42,8 +44,9 @@ def _centres(rng, n=7):
     return Centres(rng.choice([6, 14], size=n), pc, vec, cat, particle_weight=rng.uniform(0.2, 1.0, size=len(pc)))
 
 
-def test_mapped_features_and_their_mirror_images(rng):
-    basis = ACEBasis(ENV_SPEC)
+@pytest.mark.parametrize("origin", [0.0, 2.0])  # 2 Å: BasisSpec.origin_smoothing acts on most particles here
+def test_mapped_features_and_their_mirror_images(rng, origin):
+    basis = ACEBasis(replace(ENV_SPEC, origin_smoothing=origin))
     centres = _centres(rng)
     W = rng.normal(size=(basis.tables.n_out, 5))
     expect = _flat(basis, centres) @ W
