@@ -101,3 +101,21 @@ def test_offsite_family_bond_with_an_atom_at_its_midpoint(r0, continuous):
     rows = np.array(rows)
     jump = np.abs(rows - rows[0]).max() / np.abs(rows).max()
     assert (jump < 1e-3) if continuous else (jump > 1e-2)
+
+
+def test_one_particle_path_smooths_as_the_centres_path(rng):
+    """``evaluate_mapped_one_particle`` of an atom category (a site basis, no singleton) applies the
+    same ``origin_smoothing`` as the general path."""
+    spec = BasisSpec(categories=(14,), radial=RadialSpec(n_max=3, r_cut=4.0), max_nu=1, max_degree=(5,), L_max=3,
+                     origin_smoothing=1.5)
+    basis = ACEBasis(spec)
+    vec = rng.normal(size=(8, 3))
+    vec *= (rng.uniform(0.2, 3.0, size=8) / np.linalg.norm(vec, axis=1))[:, None]
+    W = rng.normal(size=(basis.tables.n_out, 3))
+    got = basis.evaluate_mapped_one_particle(vec, np.full(8, 14), 14, W)
+    c = Centres(np.full(8, 14), np.arange(8), vec, np.full(8, 14))
+    vals = basis.evaluate(c)
+    expect = np.concatenate([vals[k].reshape(8, -1) for k in basis.feature_keys], axis=1) @ W
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-12 * np.abs(expect).max())
+    plain = ACEBasis(BasisSpec(categories=(14,), radial=RadialSpec(n_max=3, r_cut=4.0), max_nu=1, max_degree=(5,), L_max=3))
+    assert np.abs(plain.evaluate_mapped_one_particle(vec, np.full(8, 14), 14, W) - got).max() > 1e-3 * np.abs(got).max()
