@@ -15,17 +15,23 @@ from acehamil.models.potential.model import ACEPotential
 from acehamil.models.potential.uncertainty import calibrate, posterior_from_fit, predict_sigma
 
 
-@pytest.fixture(scope="module")
-def fitted():
+def _emt_copper(rng, n: int) -> list:
+    """``n`` fcc Cu cells (lattice constant 3.6 Å x U(0.97, 1.03), rattled 0.1 Å) labelled by ASE's EMT."""
     from ase.calculators.emt import EMT
 
-    rng = np.random.default_rng(2)
     configs = []
-    for _ in range(12):
+    for _ in range(n):
         at = bulk("Cu", "fcc", a=3.6 * rng.uniform(0.97, 1.03), cubic=True)
         at.rattle(0.1, rng=rng)
         at.calc = EMT()
         configs.append(Config(at.copy(), float(at.get_potential_energy()), at.get_forces().copy(), None))
+    return configs
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(2)
+    configs = _emt_copper(rng, 12)
     basis = make_basis((29,), r_cut=4.5, n_max=4, max_nu=2, max_degree=(6, 4))
     settings = FitSettings(solver="blr", power=(2.0,), n_folds=3, force_sigma=0.05)
     acc = accumulate(basis, (29,), configs, settings)
@@ -72,17 +78,10 @@ def test_multilayer_sigma_equals_spread_over_parameter_draws_and_reaches_the_cal
     """The multilayer model is linear in its parameters: the BLR posterior of its joint fit gives
     force sigmas equal to the spread over parameter draws (second-layer columns included), the
     calibration runs on its design data, and the calculator reports them."""
-    from ase.calculators.emt import EMT
-
     from acehamil.models.potential.multilayer import MessageSpec, MultilayerACEPotential
     from acehamil.models.potential.multilayer_fit import accumulate_multilayer, fit_multilayer, multilayer_layer
 
-    configs = []
-    for _ in range(8):
-        at = bulk("Cu", "fcc", a=3.6 * rng.uniform(0.97, 1.03), cubic=True)
-        at.rattle(0.1, rng=rng)
-        at.calc = EMT()
-        configs.append(Config(at.copy(), float(at.get_potential_energy()), at.get_forces().copy(), None))
+    configs = _emt_copper(rng, 8)
     basis = make_basis((29,), r_cut=4.5, n_max=3, max_nu=2, max_degree=(4, 3))
     settings = FitSettings(solver="blr", power=(2.0,), n_folds=2, force_sigma=0.05, layer_prior_factors=(3.0,))
     layer = multilayer_layer(MessageSpec(n_message=2, r_message=4.0, n_pass=2, r_pass=4.0, embeddings=("identity",)), (29,), configs)

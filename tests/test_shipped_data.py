@@ -105,20 +105,29 @@ def _lattice(at):
     return (ideal + frac.round()) @ at.cell.array
 
 
+def _check_batch_file(path, labels, seed_ok, others):
+    """The checks every shipped batch file passes: each structure within the generator's band tolerance
+    (5 meV) and of a seed ``seed_ok`` accepts, one structure per kind of ``labels`` matching PySCF's own
+    bands (float32 storage and the 12 Å cutoff keep them), no structure name shared with the files
+    ``others`` (those that exist).  Returns the dataset."""
+    with h5py.File(path, "r") as f:
+        infos = [json.loads(f["structures"][k].attrs["info"]) for k in sorted(f["structures"])]
+    assert all(i["band_error"]["checked_max_meV"] <= 5.0 and seed_ok(i["seed"]) for i in infos)
+    ds = read_dataset(path)
+    for kind in dict.fromkeys(labels):
+        sd = ds[labels.index(kind)]
+        assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
+    assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)
+    return ds
+
+
 def test_second_batch_file_is_labelled_accurate_and_kept_apart_from_the_test_set():
     if not MORE.exists():
         pytest.skip("data/si_train_more.h5 not shipped")
     labels = kinds(MORE)
     assert all(labels)
-    with h5py.File(MORE, "r") as f:
-        infos = [json.loads(f["structures"][k].attrs["info"]) for k in sorted(f["structures"])]
-    assert all(i["band_error"]["checked_max_meV"] <= 5.0 and i["seed"] not in TEST_SEEDS for i in infos)
-    ds = read_dataset(MORE)
-    for kind in dict.fromkeys(labels):  # float32 storage and the 12 Å cutoff keep PySCF's own bands
-        sd = ds[labels.index(kind)]
-        assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
-    others = [TRAIN, SLABS, TEST, ROOT / "data" / "si8_szv.h5"]
-    assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)
+    _check_batch_file(MORE, labels, lambda seed: seed not in TEST_SEEDS,
+                      [TRAIN, SLABS, TEST, ROOT / "data" / "si8_szv.h5"])
 
 
 DEFECTS = ROOT / "data" / "si_train_defects.h5"
@@ -161,15 +170,8 @@ def test_defect_file_is_labelled_accurate_and_kept_apart_from_the_test_set():
         pytest.skip("data/si_train_defects.h5 not shipped")
     labels = kinds(DEFECTS)
     assert all(labels) and all(labels.count(k) > 1 for k in labels)  # no kind of one structure
-    with h5py.File(DEFECTS, "r") as f:
-        infos = [json.loads(f["structures"][k].attrs["info"]) for k in sorted(f["structures"])]
-    assert all(i["band_error"]["checked_max_meV"] <= 5.0 and i["seed"] not in TEST_SEEDS for i in infos)
-    ds = read_dataset(DEFECTS)
-    for kind in dict.fromkeys(labels):  # float32 storage and the 12 Å cutoff keep PySCF's own bands
-        sd = ds[labels.index(kind)]
-        assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
-    others = [TRAIN, SLABS, TEST, MORE, ROOT / "data" / "si8_szv.h5"]
-    assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)
+    _check_batch_file(DEFECTS, labels, lambda seed: seed not in TEST_SEEDS,
+                      [TRAIN, SLABS, TEST, MORE, ROOT / "data" / "si8_szv.h5"])
 
 
 VACANCIES = ROOT / "data" / "si_train_vacancies.h5"
@@ -216,15 +218,8 @@ def test_vacancy_file_is_labelled_accurate_and_kept_apart_from_the_test_set():
     m = _transfer_sets()
     labels = kinds(VACANCIES)
     assert set(labels) <= {kind for kind, _, _ in m.VACANCIES.values()}
-    with h5py.File(VACANCIES, "r") as f:
-        infos = [json.loads(f["structures"][k].attrs["info"]) for k in sorted(f["structures"])]
-    assert all(i["band_error"]["checked_max_meV"] <= 5.0 and i["seed"] in {401, 402, 403} for i in infos)
-    ds = read_dataset(VACANCIES)
-    for kind in dict.fromkeys(labels):  # float32 storage and the 12 Å cutoff keep PySCF's own bands
-        sd = ds[labels.index(kind)]
-        assert sd.info["source"] == "pyscf" and band_error(sd) < 3e-3, kind
-    others = [TRAIN, SLABS, TEST, MORE, DEFECTS, ROOT / "data" / "si8_szv.h5"]
-    assert not set(ds.names) & set(read_dataset([p for p in others if p.exists()]).names)
+    ds = _check_batch_file(VACANCIES, labels, lambda seed: seed in {401, 402, 403},
+                           [TRAIN, SLABS, TEST, MORE, DEFECTS, ROOT / "data" / "si8_szv.h5"])
     # each structure is the plan's structure of its name (<stem>-NNNN: position NNNN of plan <stem>)
     plans = m.vacancy_plans()
     for name, sd in zip(ds.names, ds):
