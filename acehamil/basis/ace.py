@@ -222,7 +222,8 @@ class ACEBasis:
         """Rows whose harmonics :attr:`BasisSpec.origin_smoothing` changes (smoothed category, ``r < r0``)."""
         if self._smoothed is None:
             return np.zeros(0, np.int64)
-        return np.nonzero((r < self.spec.origin_smoothing) & self._smoothed[cat_index])[0]
+        rows = np.flatnonzero(r < self.spec.origin_smoothing)  # few: the category test on those only
+        return rows[self._smoothed[cat_index[rows]]]
 
     def _smooth_harmonics(self, vec, r, cat_index, Y, dY=None, xyz_first=False):
         """Harmonics (and gradients) times :func:`origin_factor` on the rows near the centre; the
