@@ -218,6 +218,9 @@ CASES = [
     ("evaluate-without-fermi-level-or-electrons", lambda d: write_dataset(d / "e.h5", [
         __import__("dataclasses").replace(read_dataset(d / "train.h5")[0], fermi_level=None, n_electrons=None)]),
      ["evaluate", "m.h5", "e.h5"], "reference structure 'si-0' has neither fermi_level nor n_electrons"),
+    ("xyz-pbc-not-flags", lambda d: (d / "s.xyz").write_text(
+        '2\nLattice="5.43 0 0 0 5.43 0 0 0 5.43" pbc="T X T"\nSi 0 0 0\nSi 1.3575 1.3575 1.3575\n'),
+     ["predict", "m.h5", "s.xyz", "-o", "p.h5"], "s.xyz: frame 0 (line 2): pbc='T X T' is not three flags T or F"),
     # 3. export of an overlap that is no overlap
     ("export-deeph-non-positive-definite-s", _bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
      "bad.h5 structure 0 ('badS'): its overlap S(k) is not positive definite (smallest eigenvalue -"),

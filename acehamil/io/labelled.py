@@ -8,6 +8,8 @@ Units are ASE's (eV, Å), the package's own.
 
 from __future__ import annotations
 
+import re
+
 from ..models.potential.data import Config, config_from_atoms
 
 
@@ -101,10 +103,30 @@ def check_xyz_counts(path) -> None:
             if n < 0 or n > left:
                 raise UserError(f"{path}: frame {frame} (line {line_no}) says {n} atoms, but only {max(left, 0)} lines "
                                 f"follow its comment line (a wrong atom count or a truncated file?)")
-            for _ in range(n + 1):  # the comment line and the atoms
+            _check_pbc_flags(next(f), path, frame, line_no + 1)
+            for _ in range(n):  # the atoms
                 next(f)
             line_no += n + 1
             frame += 1
+
+
+_PBC = re.compile(rb"""(?:^|\s)pbc\s*=\s*(?:"([^"]*)"|'([^']*)'|(\S+))""", re.IGNORECASE)
+_FLAGS = {b"t", b"f", b"true", b"false"}
+
+
+def _check_pbc_flags(comment: bytes, path, frame: int, line_no: int) -> None:
+    """UserError unless an extended XYZ comment line's ``pbc=`` holds 3 flags T/F (True/False), or one for all: ASE
+    read ``pbc="T X T"`` as periodic along all three axes, without a word."""
+    m = _PBC.search(comment)
+    if m is None:
+        return
+    value = next(g for g in m.groups() if g is not None)
+    flags = value.split()
+    if len(flags) not in (1, 3) or any(x.lower() not in _FLAGS for x in flags):
+        from ..errors import UserError
+
+        raise UserError(f"{path}: frame {frame} (line {line_no}): pbc={value.decode(errors='replace')!r} is not three "
+                        "flags T or F (one per cell vector), nor one for all three")
 
 
 def read_configs(path, index: str = ":") -> list[Config]:
