@@ -276,9 +276,15 @@ def _replace_in(path, old, new):
      "control.in gives charge -2, so 26 electrons"),
     ("aims.out", "| Number of spin channels           :        1", "| Number of spin channels           :        2",
      "control.in asks 'spin none' (1 spin channel(s)), but aims.out ran 2"),
-], ids=["charge-plus-one", "charge-minus-two", "spin-channels"])
+    ("geometry.in", "atom 1.2297499999999999 0.7099965000000000", "atom 1.2297499999999999 0.8099965000000000",
+     "geometry.in differs from the geometry aims.out ran (line 5 of its atom/lattice lines: 'atom 1.22975 0.8099965"),
+    ("geometry.in", "lattice_vector 0.0000000000000000 0.0000000000000000 100.0000000000000000",
+     "lattice_vector 0.0000000000000000 0.0000000000000000 30.0000000000000000",
+     "geometry.in differs from the geometry aims.out ran (line 3 of its atom/lattice lines: 'lattice_vector 0.0 0.0 30.0'"),
+], ids=["charge-plus-one", "charge-minus-two", "spin-channels", "atom-moved-after-the-run", "cell-edited-after-the-run"])
 def test_fhi_aims_control_in_contradicting_aims_out_is_refused(shared_data, tmp_path, capsys, name, old, new, message):
-    """Converted without a word before: the structure carried aims.out's electron count beside another run's input."""
+    """Converted without a word before: the structure carried aims.out's electron count beside another run's input,
+    or the run's matrices on the bonds of an edited geometry.in (aims.out repeats the geometry it ran)."""
     run = _aims_run(shared_data, tmp_path)
     _replace_in(run / name, old, new)
     rc = main(["convert", str(run), "-o", str(tmp_path / "o.h5")])

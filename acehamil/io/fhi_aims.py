@@ -324,26 +324,6 @@ def _check_species_blocks(folder: Path) -> None:
                         f"(FHI-aims would not run this: geometry.in and the outputs come from different runs?)")
 
 
-def _check_control_against_aims_out(folder: Path, numbers, aims: dict) -> None:
-    """UserError when ``control.in``'s ``charge`` or ``spin`` contradicts ``aims.out`` (the electron count of the
-    geometry's atoms minus the charge, and the number of spin channels): the files come from different runs, and
-    the structure would carry another run's electron count (wrong Fermi levels) - it was converted without a word."""
-    if not (folder / "control.in").is_file() or not (folder / "aims.out").is_file():
-        return
-    from .fhi_aims_bands import read_control_in
-
-    control = read_control_in(folder / "control.in")
-    nuclear = float(np.sum(numbers))
-    if aims.get("n_electrons") is not None and abs(nuclear - control.charge - aims["n_electrons"]) > 1e-3:
-        raise UserError(f"{folder}: control.in gives charge {control.charge:g}, so {nuclear - control.charge:g} electrons "
-                        f"for the atoms of geometry.in ({nuclear:g} nuclear charges), but aims.out counts "
-                        f"{aims['n_electrons']:g}: files of different runs, or control.in edited after the run")
-    n_spin = 2 if control.spin == "collinear" else 1
-    if aims.get("n_spin") is not None and aims["n_spin"] != n_spin:
-        raise UserError(f"{folder}: control.in asks 'spin {control.spin}' ({n_spin} spin channel(s)), but aims.out ran "
-                        f"{aims['n_spin']}: files of different runs, or control.in edited after the run")
-
-
 def _spin_polarised(folder: Path) -> bool:
     """True when control.in (or aims.out's echo of it) asks for ``spin collinear``."""
     import re
@@ -496,7 +476,10 @@ def read_fhi_aims(folder, prefer_hdf5: bool | None = None) -> StructureData:
     if len(hv) == 1 and _spin_polarised(folder):  # one spin's H read as both: silently wrong bands
         raise UserError(f"{folder}: control.in asks 'spin collinear' but rs_hamiltonian holds one spin channel "
                         f"(FHI-aims writes both): a file from another (spin-restricted) run, or cut after the first?")
-    _check_control_against_aims_out(folder, atoms.numbers, aims)
+    from .fhi_aims_checks import check_control_against_aims_out, check_geometry_against_aims_out
+
+    check_control_against_aims_out(folder, atoms.numbers, aims)
+    check_geometry_against_aims_out(folder)
     sv = _read_values(folder, "overlap", idx.size, prefer_hdf5)
     H = tuple(_assemble(idx, h, bmap, wrap, natoms, aims["hartree"]) for h in hv)
     S = _assemble(idx, sv[0], bmap, wrap, natoms, 1.0)
