@@ -388,3 +388,17 @@ def test_potential_file_of_other_dtypes_is_refused(pot_files, tmp_path, monkeypa
     with h5py.File(tmp_path / "pot.h5", "r+") as f:
         edit(f)
     assert_one_line_error(tmp_path, capsys, ["evaluate-potential", "pot.h5", "lab.xyz"], message)
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1, 2]"], ids=["not-json", "a-list"])
+def test_damaged_generation_settings_are_named(w, text):
+    """generate --resume read them with json.loads: a JSONDecodeError or TypeError traceback."""
+    from acehamil.errors import UserError
+    from acehamil.io.dataset import read_settings
+
+    with h5py.File(w / "train.h5", "r+") as f:
+        f.attrs["generation_settings"] = text
+    with pytest.raises(UserError, match="train.h5: attribute 'generation_settings' is not a JSON object of settings"):
+        read_settings(w / "train.h5")
+    with pytest.raises(UserError, match="is not a JSON object of settings"):
+        append_dataset(w / "train.h5", [], settings={"code": "pyscf"})

@@ -277,7 +277,7 @@ def append_dataset(path, structures: Iterable[StructureData], *, on_duplicate: s
         check_same_basis(bases + [(f"structure {name!r} to append", sd.basis) for name, sd in _named(structures, 0)],
                          BASIS_REMEDY)
         if settings is not None and stored is not None:
-            check_settings(path, json.loads(stored), settings)
+            check_settings(path, _settings(stored, path, settings_key), settings)
         start = max((int(k) for k in keys if k.isdigit()), default=-1) + 1
         todo = _dedupe(_named(structures, start), present, on_duplicate)
         if not todo and (settings is None or stored is not None):
@@ -318,7 +318,20 @@ def read_settings(path, settings_key: str = "generation_settings") -> dict | Non
     """The settings stored by :func:`append_dataset` (None when the file has none)."""
     with open_h5(path) as f:
         v = f.attrs.get(settings_key)
-    return None if v is None else json.loads(v)
+    return None if v is None else _settings(v, path, settings_key)
+
+
+def _settings(text, path, key) -> dict:
+    """Stored settings parsed as a JSON object; UserError naming the file otherwise (a damaged attribute was a
+    JSONDecodeError or TypeError traceback in ``generate --resume``)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: attribute {key!r} is not a JSON object of settings (file edited or damaged): "
+                        "--resume cannot compare them; use --overwrite to start afresh, or another output file")
+    return value
 
 
 class Dataset(Sequence):
