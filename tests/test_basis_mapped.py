@@ -181,3 +181,26 @@ def test_sparse_map_in_grouped_form_equals_the_dense_map(sets):
             np.testing.assert_allclose(row, top.get((p, q), np.zeros_like(row)), atol=1e-14)
     with pytest.raises(ValueError, match="sets"):
         basis.mapping(W, sparse=True, sets=sets * y + 1)  # not a divisor of the columns
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_bond_frame_map_forms_only_the_lower_products_it_reads(rng, sparse):
+    """In the bond frame (the bond particle on +z: its m != 0 harmonics vanish) a nu = 3 map drops the lower
+    products with a vanishing factor and ProductMap.evaluate_atomic forms only the lower products it reads
+    (fewer than the map's n_low); the outputs equal the features' (and evaluate on every lower product)."""
+    basis = ACEBasis(ENV_SPEC)
+    t = basis.tables
+    c = _centres(rng, n=9)
+    vec = c.particle_vec.copy()
+    bond = c.particle_category == BOND
+    vec[bond] = np.c_[np.zeros((bond.sum(), 2)), np.linalg.norm(vec[bond], axis=1)]  # exactly on +z
+    centres = Centres(c.centre_species, c.particle_centre, vec, c.particle_category, particle_weight=c.particle_weight)
+    W = rng.normal(size=(t.n_out, 4)) * (rng.random((t.n_out, 4)) < 0.5)
+    pm = basis.mapping(W, vanishing=basis.vanishing_on_z(BOND), sparse=sparse)
+    assert t.spec.max_nu == 3 and pm.n_formed < pm.n_low // 2
+    expect = _flat(basis, centres) @ W
+    got = basis.evaluate_mapped(centres, pm)
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-12 * np.abs(expect).max())
+    A = basis.atomic(centres)
+    np.testing.assert_allclose(pm.evaluate_atomic(A), pm.evaluate(basis._products(A, upto=pm.n_low), A), rtol=0,
+                               atol=1e-13 * np.abs(expect).max())

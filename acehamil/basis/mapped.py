@@ -55,7 +55,7 @@ class ProductMap:
             return
         o0, o1 = t.level_offsets[top], t.level_offsets[top + 1]
         self.n_low = o0
-        self.CW_low = np.ascontiguousarray(CW[:o0])
+        self.CW_low = np.ascontiguousarray(CW[:o0] * _low_kept(t, top, vanishing)[:, None])
         keep = np.any(CW[o0:o1] != 0, axis=1)
         keep = _without_vanishing(t, top, keep, vanishing)
         k = np.nonzero(keep)[0]
@@ -100,7 +100,7 @@ class ProductMap:
         used = np.zeros((n_out, y))  # the union of the blocks' patterns
         used[np.repeat(np.arange(n_out), np.diff(Ws.indptr)), Ws.indices % y] = 1.0
         absC = abs(Cr)
-        low_nz = np.asarray(absC[:o0] @ used) > 0
+        low_nz = (np.asarray(absC[:o0] @ used) > 0) & _low_kept(t, top, vanishing)[:, None]
         top_nz = np.asarray(absC[o0:o1] @ used) > 0
         keep = _without_vanishing(t, top, top_nz.any(axis=1), vanishing)
         k = np.nonzero(keep)[0]
@@ -167,7 +167,7 @@ class ProductMap:
         sigma = aa[self.pre] * sign[self.last]
         out = object.__new__(ProductMap)
         out.__dict__.update({k: v for k, v in self.__dict__.items()
-                             if k not in ("_mirrors", "_buffers", "_one_particle", "_grouped", "CW_low", "CW_top")})
+                             if k not in ("_mirrors", "_buffers", "_one_particle", "_grouped", "_low", "CW_low", "CW_top")})
         out.n_y = 2 * self.n_y
         if "CW_low" not in self.__dict__:  # grouped form only (from_sparse): the mirrored plan from its plan
             (lrows, lgroups), (trows, tgroups), pre, last = self._plan()
@@ -181,6 +181,11 @@ class ProductMap:
         out.CW_low = np.ascontiguousarray(np.hstack([self.CW_low, aa[:self.n_low, None] * self.CW_low]))
         out.CW_top = np.ascontiguousarray(np.hstack([self.CW_top, sigma[:, None] * self.CW_top]))
         return out
+
+    @property
+    def n_formed(self) -> int:
+        """Lower products (with the constant and ``A``) formed per centre by :meth:`evaluate_atomic`."""
+        return self._low_plan()[0]
 
     @property
     def n_top(self) -> int:
@@ -197,6 +202,59 @@ class ProductMap:
             plan = self.__dict__["_grouped"] = (low, top, self.pre[top[0]], self.last[top[0]])
         return plan
 
+    def _low_plan(self) -> tuple:
+        """How :meth:`evaluate_atomic` forms the lower products it reads: ``(n_c, n_A, steps, low_at, pre_at)``.
+
+        ``Z (nb, n_c)`` holds the constant, ``A`` and, level by level, only the lower products that
+        :meth:`evaluate` reads (its grouped rows and the kept top products' prefixes, closed under
+        the prefix), in ascending ``AA`` order; ``steps`` lists ``(s0, s1, prefix, last)`` per level
+        (``Z[:, s0:s1] = Z[:, prefix] * A[:, last]``, the products of ``ProductTables``);
+        ``low_at``, ``pre_at`` are the positions in ``Z`` of the grouped rows and of the top products'
+        prefixes (made on first use, kept with the map)."""
+        plan = self.__dict__.get("_low")
+        if plan is None:
+            t = self._tables
+            (lrows, _), _, pre, _ = self._plan()
+            need = np.zeros(self.n_low, dtype=bool)
+            need[: min(self.n_low, 1 + t.n_A)] = True
+            need[lrows] = True
+            need[pre] = True
+            levels = [lv for lv in range(2, len(t.level_offsets) - 1) if t.level_offsets[lv + 1] <= self.n_low]
+            for lv in reversed(levels):  # each product's prefix (one level down) is formed before it
+                o0, o1 = t.level_offsets[lv], t.level_offsets[lv + 1]
+                need[t.prefix[lv - 2][np.flatnonzero(need[o0:o1])]] = True
+            cols = np.flatnonzero(need)
+            at = np.full(self.n_low, -1, dtype=np.int64)
+            at[cols] = np.arange(len(cols))
+            steps = []
+            for lv in levels:
+                o0, o1 = t.level_offsets[lv], t.level_offsets[lv + 1]
+                k = np.flatnonzero(need[o0:o1])
+                if len(k):
+                    s0 = int(at[o0 + k[0]])
+                    steps.append((s0, s0 + len(k), at[t.prefix[lv - 2][k]], t.last[lv - 2][k]))
+            plan = self.__dict__["_low"] = (len(cols), min(self.n_low - 1, t.n_A), steps, at[lrows], at[pre])
+        return plan
+
+    def evaluate_atomic(self, A: np.ndarray) -> np.ndarray:
+        """:meth:`evaluate` straight from the one-particle sums ``A (nb, n_A)``: only the lower products
+        the map reads are formed (each as ``ProductTables`` forms it, so with the same values), not every
+        product below the top level (e.g. 3,300 of the 26,259 of a ``nu = 3`` off-site basis in the
+        bond frame, where most lower products have a vanishing factor).
+
+        Returns
+        -------
+        ndarray, shape (nb, n_y), float64
+        """
+        n_c, n_a, steps, low_at, pre_at = self._low_plan()
+        nb = len(A)
+        Z = np.empty((nb, n_c))
+        Z[:, 0] = 1.0
+        Z[:, 1:1 + n_a] = A[:, :n_a]
+        for s0, s1, prefix, last in steps:
+            np.multiply(np.take(Z, prefix, axis=1, mode="clip"), np.take(A, last, axis=1, mode="clip"), out=Z[:, s0:s1])
+        return self._group_products(Z, low_at, pre_at, A)
+
     def evaluate(self, AA_low: np.ndarray, A: np.ndarray) -> np.ndarray:
         """``AA @ CW`` of a batch from its lower products ``AA_low (nb, n_low)`` and ``A (nb, n_A)``.
 
@@ -210,8 +268,14 @@ class ProductMap:
         -------
         ndarray, shape (nb, n_y), float64
         """
+        (lrows, _), _, pre, _ = self._plan()
+        return self._group_products(AA_low, lrows, pre, A)
+
+    def _group_products(self, Z: np.ndarray, lrows: np.ndarray, pre: np.ndarray, A: np.ndarray) -> np.ndarray:
+        """The grouped products of :meth:`evaluate`, the grouped rows and top prefixes read from ``Z`` at
+        ``lrows`` and ``pre``."""
         nb = len(A)
-        (lrows, lgroups), (_, tgroups), pre, last_ = self._plan()
+        (_, lgroups), (_, tgroups), _, last_ = self._plan()
         n_rows = len(lrows) + len(pre)
         buf = self.__dict__.get("_buffers")
         if buf is None or buf.shape[1] < nb * n_rows + nb * len(pre):  # reused across batches: no fresh pages per batch
@@ -223,11 +287,11 @@ class ProductMap:
         last = flat[nb * n_rows:nb * n_rows + nb * len(pre)].reshape(nb, len(pre))
         out = np.zeros((nb, self.n_y))
         # mode="clip" (the indices are valid): "raise" buffers the output, measured 2x slower
-        np.take(AA_low, lrows, axis=1, out=low, mode="clip")
+        np.take(Z, lrows, axis=1, out=low, mode="clip")
         for g0, g1, cols, Wg in lgroups:
             out[:, cols] += low[:, g0:g1] @ Wg
         if len(pre):
-            np.take(AA_low, pre, axis=1, out=top, mode="clip")
+            np.take(Z, pre, axis=1, out=top, mode="clip")
             np.take(A, last_, axis=1, out=last, mode="clip")
             top *= last
             for g0, g1, cols, Wg in tgroups:
@@ -389,3 +453,20 @@ def _without_vanishing(t, top: int, keep: np.ndarray, vanishing) -> np.ndarray:
     if vanishing.shape != (t.n_A,):
         raise ValueError(f"vanishing must have shape ({t.n_A},), got {vanishing.shape}")
     return keep & ~np.any(vanishing[t.level_tuples(top)], axis=1)
+
+
+def _low_kept(t, top: int, vanishing) -> np.ndarray:
+    """Rows of the lower products ``AA[:level_offsets[top]]`` without a factor marked in ``vanishing``
+    (those products are zero for every centre of the map), bool shape (level_offsets[top],); all True
+    without ``vanishing``."""
+    n_low = t.level_offsets[top]
+    if vanishing is None:
+        return np.ones(n_low, dtype=bool)
+    vanishing = np.asarray(vanishing, dtype=bool)
+    if vanishing.shape != (t.n_A,):
+        raise ValueError(f"vanishing must have shape ({t.n_A},), got {vanishing.shape}")
+    keep = np.ones(n_low, dtype=bool)
+    for nu in range(1, top):
+        o0, o1 = t.level_offsets[nu], t.level_offsets[nu + 1]
+        keep[o0:o1] = ~np.any(vanishing[t.level_tuples(nu)], axis=1)
+    return keep

@@ -23,8 +23,9 @@ def evaluate_mapped(basis, centres: Centres, W, mirror=None):
         pm = pm.with_mirror(mirror)
     out = np.empty((centres.n_centres, pm.n_y))
     prep = basis._prepare(centres)
-    for c0, c1, p0, p1, A, *_ in basis._batches(prep, max(pm.n_low, pm.n_top), False):
-        out[c0:c1] = pm.evaluate(basis._products(A, upto=pm.n_low), A)
+    # only the lower products the map reads are formed (ProductMap.evaluate_atomic): batches sized by those
+    for c0, c1, p0, p1, A, *_ in basis._batches(prep, max(pm.n_formed, pm.n_top), False):
+        out[c0:c1] = pm.evaluate_atomic(A)
     if mirror is None:
         return out
     h = pm.n_y // 2
@@ -72,13 +73,13 @@ def evaluate_mapped_one_particle(basis, vec, centre_species, category, W, mirror
         a_n, a_lm = t.a_n[mine], t.a_lm[mine]
         R = basis.radial.evaluate(r, rc, decay=decay)
         Y = basis._smooth_harmonics(vec, r, cat_index, basis.angular.evaluate(vec))[0]
-        nb = max(1, int(budget // max(pm.n_low, pm.n_top, 1)))
+        nb = max(1, int(budget // max(pm.n_formed, pm.n_top, 1)))
         A = np.zeros((min(nb, len(vec)), t.n_A))
         for c0 in range(0, len(vec), nb):
             c1 = min(len(vec), c0 + nb)
             a = A[: c1 - c0]
             a[:, mine] = R[c0:c1, a_n] * Y[c0:c1, a_lm]
-            out[c0:c1] = pm.evaluate(basis._products(a, upto=pm.n_low), a)
+            out[c0:c1] = pm.evaluate_atomic(a)
     if not mirror:
         return out
     h = pm.n_y // 2
