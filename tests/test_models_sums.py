@@ -88,6 +88,35 @@ def test_partial_sums_form_a_monoid(model, data):
         _ = parts[0] + parts[0]
 
 
+def test_fold_sums_built_as_parts_arrive_equal_the_subsets_exactly(model, data):
+    """FoldSums keeps only one sum per fold (the calibration's fold models, not every structure's sums):
+    each equals FitSums.subset of the kept parts bit for bit (the same additions in the same order),
+    energy-zero terms re-keyed; parts out of order, unknown subsets and an early read are refused."""
+    sampling = _plan(model, data)
+    parts = _sums(model, data, sampling, sampling.rng, gauge=True)
+    from acehamil.models.hamiltonian.folds import FoldSums
+
+    keeps = [[0, 2, 3], [1, 2], [0, 1, 2, 3]]
+    folds = FoldSums(len(parts), keeps)
+    with pytest.raises(ValueError, match="in order"):
+        folds.add(1, parts[1])
+    for k, part in enumerate(parts):
+        folds.add(k, part)
+    assert len(folds) == len(parts)
+    for keep in keeps:
+        got, expect = folds.subset(keep), FitSums.subset(parts, keep)
+        assert got.counts == expect.counts and got.normal.keys() == expect.normal.keys()
+        for key, ne in expect.normal.items():
+            np.testing.assert_array_equal(got.normal[key].AtA, ne.AtA)
+            np.testing.assert_array_equal(got.normal[key].Aty, ne.Aty)
+            assert (got.normal[key].yty, got.normal[key].count) == (ne.yty, ne.count)
+        assert {k: sorted(g) for k, g in got.gauge.items()} == {k: sorted(g) for k, g in expect.gauge.items()}
+    with pytest.raises(ValueError, match="no sums kept"):
+        folds.subset([0, 1])
+    with pytest.raises(ValueError, match="of 4 parts added"):
+        FoldSums(4, keeps).subset([1, 2])
+
+
 def test_per_structure_streams_equal_one_shared_stream(model, data):
     """Structure k's generator is the shared serial stream advanced past structures 0..k-1, so
     visiting the structures in any order (as a map-reduce does) gives the serial loop's sample."""

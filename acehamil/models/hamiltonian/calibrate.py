@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...threads import with_inner_threads
-from .folds import fold_ends, fold_model, fold_splits, held_out_subset
+from .folds import calibration_folds, fold_ends, fold_model, fold_splits, held_out_subset
 from .intervals import Z68, Z90, fit_scales, interval_metrics
 from .spread import EXTRAPOLATION_UNIT, PARTS
 from .window import held_out_parts
@@ -80,7 +80,7 @@ def cross_validated_errors(structures, model, parts, progress: bool = False, des
     if len(parts) != n:
         raise ValueError(f"need one FitSums per structure ({n}), got {len(parts)}")
     seed = config.fit.seed + 7919
-    folds = fold_splits(n, uc.calibration_folds, uc.calibration_fraction, seed)
+    folds = calibration_folds(n, config)
     cells = [sd.atoms for sd in structures]
     pairs = [None] * n if designs is None else [d.pairs for d in designs]
     onsite = [designs_of(model.H, at, designs, k) for k, at in enumerate(cells)]

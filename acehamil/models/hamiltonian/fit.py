@@ -29,6 +29,7 @@ import numpy as np
 from ...progress import Progress
 from ...threads import inner_threads, with_inner_threads
 from .config import ModelConfig
+from .folds import FoldSums, calibration_keeps
 from .model import HamiltonianModel, electrons_per_species
 from .solve import EV_TO_MEV, solve_sums
 from .sums import FitSums, Sampling, StructureDesigns, batch_parts, pick_h, pick_s, serial_map
@@ -188,8 +189,18 @@ def fit(structures, config: ModelConfig | None = None, progress: bool = True, we
                 raise RuntimeError("the fit's mapper returned more results than tasks")
 
         if keep_parts:
-            h_parts = list(parts())
-            sums = FitSums.total(FitSums.total(h_parts[k] for k in ks) for ks in ranges)
+            # each fold's sums built as the structures' sums arrive (FoldSums: the numbers of FitSums.subset),
+            # the fit's total batch by batch as before; no structure's sums kept beyond its batch
+            h_parts = FoldSums(len(train), calibration_keeps(len(train), config))
+            sums = FitSums()
+            stream = parts()
+            for ks in ranges:
+                batch = [next(stream) for _ in ks]
+                for k, part in zip(ks, batch):
+                    h_parts.add(k, part)
+                sums._accumulate(FitSums.total(batch))
+            if next(stream, None) is not None:  # pragma: no cover  (parts() yields one per task)
+                raise RuntimeError("the fit's mapper returned more results than tasks")
         else:
             sums = FitSums.total(parts())
         counts = sums.counts

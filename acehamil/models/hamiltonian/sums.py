@@ -77,28 +77,34 @@ class FitSums:
         >>> s.normal[("k", 0)].AtA.tolist(), s.counts, a.normal[("k", 0)].AtA.tolist()
         ([[2.0]], {'k': 2}, [[1.0]])
         """
-        normal, counts, gauge = {}, {}, {}
+        total = FitSums()
         for p in parts:
-            for key, ne in p.normal.items():
-                mine = normal.get(key)
-                if mine is None:
-                    normal[key] = ne.copy()
-                else:
-                    if mine.n != ne.n:
-                        raise ValueError(f"{key}: cannot add normal equations with {mine.n} and {ne.n} unknowns")
-                    mine.AtA += ne.AtA
-                    mine.Aty += ne.Aty
-                    mine.yty += ne.yty
-                    mine.count += ne.count
-                    mine.weight_sum += ne.weight_sum
-            for key, n in p.counts.items():
-                counts[key] = counts.get(key, 0) + n
-            for key, g in p.gauge.items():
-                dup = set(g) & set(gauge.get(key, {}))
-                if dup:
-                    raise ValueError(f"{key}: structures {sorted(dup)} are in both sums")
-                gauge.setdefault(key, {}).update(g)
-        return FitSums(normal, counts, gauge)
+            total._accumulate(p)
+        return total
+
+    def _accumulate(self, p: "FitSums") -> None:
+        """Add ``p`` into this sum in place (a sum being built, not yet handed out: :meth:`total`,
+        :class:`FoldSums`); the first normal equations of a key are copied."""
+        normal, counts, gauge = self.normal, self.counts, self.gauge
+        for key, ne in p.normal.items():
+            mine = normal.get(key)
+            if mine is None:
+                normal[key] = ne.copy()
+            else:
+                if mine.n != ne.n:
+                    raise ValueError(f"{key}: cannot add normal equations with {mine.n} and {ne.n} unknowns")
+                mine.AtA += ne.AtA
+                mine.Aty += ne.Aty
+                mine.yty += ne.yty
+                mine.count += ne.count
+                mine.weight_sum += ne.weight_sum
+        for key, n in p.counts.items():
+            counts[key] = counts.get(key, 0) + n
+        for key, g in p.gauge.items():
+            dup = set(g) & set(gauge.get(key, {}))
+            if dup:
+                raise ValueError(f"{key}: structures {sorted(dup)} are in both sums")
+            gauge.setdefault(key, {}).update(g)
 
     @staticmethod
     def subset(parts, keep) -> "FitSums":
