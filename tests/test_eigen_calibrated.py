@@ -280,3 +280,36 @@ def test_source_calibration_needs_the_calibration(data):
     cfg = ModelConfig.from_dict({**CFG, "fit": {"eigenvalue_update": {"source": "calibration"}}})
     with pytest.raises(ValueError, match="calibrate = true"):
         fit(data[:3], cfg, progress=False)
+
+
+def test_update_posterior_factorised_in_place_with_the_same_numbers():
+    """The eigenvalue update's precision is built in Fortran order and factorised and inverted in place
+    (eigen_calibrated._solved: two N x N matrices fewer per fold update); mean and diagonal blocks are bit
+    for bit those of the copying formulation (cholesky of Q + info, then dtrtri of the factor)."""
+    import types
+
+    import scipy.linalg
+
+    from acehamil.models.hamiltonian.eigen_calibrated import _posterior, _solved
+
+    rng = np.random.default_rng(3)
+    N = 60
+    A = rng.normal(size=(80, N))
+    info = np.triu(A.T @ A)  # upper triangle only, as _gram_upper
+    B = rng.normal(size=(N, N))
+    Q = B @ B.T / N + np.eye(N)
+    z0, grad = rng.normal(size=N), rng.normal(size=N)
+    space = types.SimpleNamespace(keys=[("a", 0), ("b", 1)], off=np.array([0, 25, N]))
+    U = scipy.linalg.cholesky(Q + info, lower=False, check_finite=False)
+    z_ref = scipy.linalg.cho_solve((U, False), Q @ z0 - grad)
+    Uinv = scipy.linalg.lapack.dtrtri(U, lower=0)[0]
+    z, C = _posterior(Q, z0, info, grad, space)
+    np.testing.assert_array_equal(z, z_ref)
+    for q, k in enumerate(space.keys):
+        X = Uinv[space.off[q]:space.off[q + 1], space.off[q]:]
+        np.testing.assert_array_equal(C[k], X @ X.T)
+    lam = np.asfortranarray(Q + info)
+    before = lam.copy()
+    z2, _ = _solved(lam, Q @ z0 - grad, space)
+    np.testing.assert_array_equal(z2, z_ref)
+    assert not np.array_equal(lam, before)  # factorised and inverted in its own memory, no copy
