@@ -100,6 +100,9 @@ def _deeph_info(**changes):
             target = info["acehamil"] if key == "n_electrons" else info
             target.pop(key) if val is None else target.__setitem__(key, val)
         path.write_text(json.dumps(info))
+        if not changes:  # one block stored twice, under the key spelt without spaces too
+            with h5py.File(d / "dd" / "0" / "hamiltonians.h5", "r+") as f:
+                f["[-1,0,0,1,3]"] = f["[-1, 0, 0, 1, 3]"][()]
     return setup
 
 
@@ -221,6 +224,7 @@ CASES = [
     ("xyz-pbc-not-flags", lambda d: (d / "s.xyz").write_text(
         '2\nLattice="5.43 0 0 0 5.43 0 0 0 5.43" pbc="T X T"\nSi 0 0 0\nSi 1.3575 1.3575 1.3575\n'),
      ["predict", "m.h5", "s.xyz", "-o", "p.h5"], "s.xyz: frame 0 (line 2): pbc='T X T' is not three flags T or F"),
+    ("deeph-block-twice", _deeph_info(), ["convert", "dd/0", "-o", "o.h5"], "appears twice (also as '[-1, 0, 0, 1, 3]')"),
     # 3. export of an overlap that is no overlap
     ("export-deeph-non-positive-definite-s", _bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
      "bad.h5 structure 0 ('badS'): its overlap S(k) is not positive definite (smallest eigenvalue -"),

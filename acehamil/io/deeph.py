@@ -134,7 +134,7 @@ def write_deeph(folder, sd: StructureData) -> Path:
 def _read_blocks(path, norb, maps, where) -> RealSpaceMatrix:
     import h5py
 
-    i_, j_, t_, blocks = [], [], [], []
+    i_, j_, t_, blocks, seen = [], [], [], [], {}
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -145,6 +145,9 @@ def _read_blocks(path, norb, maps, where) -> RealSpaceMatrix:
             if not m:
                 raise ValueError(f"{where}: dataset {key!r} is not a DeepH block key '[Rx, Ry, Rz, i, j]'")
             r1, r2, r3, i, j = (int(x) for x in m.groups())
+            if (r1, r2, r3, i, j) in seen:  # '[0, 0, 0, 1, 1]' and '[0,0,0,1,1]': one block read twice
+                raise ValueError(f"{where}: block {key!r} appears twice (also as {seen[(r1, r2, r3, i, j)]!r})")
+            seen[(r1, r2, r3, i, j)] = key
             i, j = i - 1, j - 1
             if not (0 <= i < len(norb) and 0 <= j < len(norb)):
                 raise ValueError(f"{where}: block {key} names an atom outside 1..{len(norb)}")
