@@ -340,7 +340,9 @@ def blr_normal(
         Starting values (default: from a lightly regularised least-squares fit).
     max_iter : int
     tol : float
-        Relative change of alpha and beta at convergence.
+        Relative change of alpha and beta at convergence; raised to the rounding precision of the
+        misfit ``E_D`` (``8 eps (y^T y + 2|u.b| + u.s.u) / E_D``) when the data are fitted nearly exactly,
+        where alpha and beta cannot settle any closer.
     min_ratio : float
         Lower bound on ``alpha / beta`` (the equivalent ridge strength ``lam``, same units
         as ``A^T W A``).  Without it nearly noise-free data drive the evidence to
@@ -392,7 +394,12 @@ def blr_normal(
         a_new = min(max(a_new, 1e-300), 1e300)
         b_new = min(max(b_new, 1e-300), 1e300)
         a_new = min(max(a_new, min_ratio * b_new), 1e300)
-        done = abs(np.log(a_new / alpha)) < tol and abs(np.log(b_new / beta)) < tol
+        # E_D comes from the normal equations as a difference of terms of size ~yty: its rounding error is
+        # ~eps * (yty + 2|u.b| + u.s.u), so for nearly exact fits beta (and alpha, tied to it by the ridge floor
+        # or through gamma) can only settle to that relative precision, never to tol
+        floor = 8 * np.finfo(float).eps * (ne.yty + 2 * abs(u @ b) + (s * u) @ u) / max(E_D, E_D_floor)
+        step_tol = max(tol, floor)
+        done = abs(np.log(a_new / alpha)) < step_tol and abs(np.log(b_new / beta)) < step_tol
         alpha, beta = a_new, b_new
         if done:
             converged = True
