@@ -31,8 +31,9 @@ from ...threads import inner_threads, with_inner_threads
 from .config import ModelConfig
 from .folds import FoldSums, calibration_keeps
 from .model import HamiltonianModel, electrons_per_species
+from .sampling import Sampling
 from .solve import EV_TO_MEV, solve_sums
-from .sums import FitSums, Sampling, StructureDesigns, batch_parts, pick_h, pick_s, serial_map
+from .sums import FitSums, StructureDesigns, batch_parts, pick_h, pick_s, serial_map
 from .training_set import TrainingSubset, checked_counts
 
 # re-exported (their home was this module): listed in __all__

@@ -6,8 +6,12 @@ normal-equation sums of the full fit (:func:`fold_model`: a subtraction and a so
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only (sums imports nothing from here, but keep the import graph one-way)
+    from .sums import FitSums
 
 
 def fold_splits(n: int, folds: int, fraction: float, seed: int) -> list:
