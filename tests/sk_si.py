@@ -192,3 +192,23 @@ def noisy_h(H, rng, scale):
         if q != p:
             d[H.offsets[q]:H.offsets[q + 1]] += blk.T.ravel()
     return H.with_data(d)
+
+
+def with_overlap_not_positive_definite(sd):
+    """``sd`` (StructureData) with its off-site overlap blocks scaled x5: S(Gamma) no longer positive definite,
+    still Hermitian; named "badS".  A new structure (``sd`` untouched)."""
+    from dataclasses import replace
+
+    m = sd.S
+    data = m.data.copy()
+    for p in range(m.nblocks):
+        if m.i[p] != m.j[p] or m.shift[p].any():
+            data[m.offsets[p]:m.offsets[p + 1]] *= 5.0
+    return replace(sd, S=m.with_data(data), info={"name": "badS"})
+
+
+def write_bad_overlap(d):
+    """bad.h5 in folder ``d``: train.h5's first structure with :func:`with_overlap_not_positive_definite`."""
+    from acehamil.io.dataset import read_dataset, write_dataset
+
+    write_dataset(d / "bad.h5", [with_overlap_not_positive_definite(read_dataset(d / "train.h5")[0])])

@@ -18,7 +18,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import FIT_TOML, POT_TOML
-from sk_si import assert_one_line_error, work_in_copy
+from sk_si import assert_one_line_error, with_overlap_not_positive_definite, work_in_copy
 from sk_si import digest as _digest
 from sk_si import si_cell as _si
 
@@ -133,18 +133,11 @@ EIGS = ["eigs", "train.h5", "-n", "4"]
 def _bad_overlap_data(d):
     """bad.h5: the training set with structure 0's off-site overlaps scaled x5 (S(Gamma) not positive definite,
     still Hermitian), and bad.toml fitting on it."""
-    from dataclasses import replace
-
     from acehamil.io.dataset import read_dataset
 
     ds = read_dataset(d / "train.h5")
     sds = [ds[k] for k in range(len(ds))]
-    m = sds[0].S
-    data = m.data.copy()
-    for p in range(m.nblocks):
-        if m.i[p] != m.j[p] or m.shift[p].any():
-            data[m.offsets[p]:m.offsets[p + 1]] *= 5.0
-    sds[0] = replace(sds[0], S=m.with_data(data), info={"name": "badS"})
+    sds[0] = with_overlap_not_positive_definite(sds[0])
     write_dataset(d / "bad.h5", sds)
     (d / "bad.toml").write_text(FIT_TOML.replace("train.h5", "bad.h5"))
 

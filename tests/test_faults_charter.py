@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from ase.build import bulk
-from sk_si import assert_one_line_error, work_in_copy
+from sk_si import assert_one_line_error, work_in_copy, write_bad_overlap
 
 from acehamil.cli import main
 from acehamil.io.dataset import append_dataset, read_dataset, write_dataset
@@ -72,19 +72,6 @@ def _other_basis_file(basis, name):
         at = bulk("C", "diamond", a=3.57) if 6 in basis.species else bulk("Si", "diamond", a=5.43)
         write_dataset(d / "other.h5", [_sk(at, basis, name)])
     return setup
-
-
-def _bad_overlap(d):
-    """bad.h5: train.h5's first structure with its off-site overlaps x5 (S not positive definite, still Hermitian)."""
-    from dataclasses import replace
-
-    sd = read_dataset(d / "train.h5")[0]
-    m = sd.S
-    data = m.data.copy()
-    for p in range(m.nblocks):
-        if m.i[p] != m.j[p] or m.shift[p].any():
-            data[m.offsets[p]:m.offsets[p + 1]] *= 5.0
-    write_dataset(d / "bad.h5", [replace(sd, S=m.with_data(data), info={"name": "badS"})])
 
 
 def _deeph_info(**changes):
@@ -226,7 +213,7 @@ CASES = [
      ["predict", "m.h5", "s.xyz", "-o", "p.h5"], "s.xyz: frame 0 (line 2): pbc='T X T' is not three flags T or F"),
     ("deeph-block-twice", _deeph_info(), ["convert", "dd/0", "-o", "o.h5"], "appears twice (also as '[-1, 0, 0, 1, 3]')"),
     # 3. export of an overlap that is no overlap
-    ("export-deeph-non-positive-definite-s", _bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
+    ("export-deeph-non-positive-definite-s", write_bad_overlap, ["export", "bad.h5", "--format", "deeph", "-o", "out"],
      "bad.h5 structure 0 ('badS'): its overlap S(k) is not positive definite (smallest eigenvalue -"),
 ]
 

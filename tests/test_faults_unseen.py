@@ -17,7 +17,6 @@ entries beyond ``max_nu`` were ignored, and a DeepH ``hamiltonians.h5`` without 
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -27,10 +26,10 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from sk_si import POT_TOML
-from sk_si import assert_one_line_error, work_in_copy
+from sk_si import assert_one_line_error, work_in_copy, write_bad_overlap
 
 from acehamil.cli import main
-from acehamil.io.dataset import read_dataset, write_dataset
+from acehamil.io.dataset import read_dataset
 from acehamil.so3 import random_rotation
 from acehamil.tb.bands import band_gap, eigenvalues
 
@@ -198,17 +197,6 @@ def _carbon_in_si():
     return at
 
 
-def _bad_reference_overlap(d):
-    """bad.h5: train.h5's first structure with its off-site overlaps x5 (S not positive definite, still Hermitian)."""
-    sd = read_dataset(d / "train.h5")[0]
-    m = sd.S
-    data = m.data.copy()
-    for p in range(m.nblocks):
-        if m.i[p] != m.j[p] or m.shift[p].any():
-            data[m.offsets[p]:m.offsets[p + 1]] *= 5.0
-    write_dataset(d / "bad.h5", [replace(sd, S=m.with_data(data), info={"name": "badS"})])
-
-
 def _drop_attr(name, key):
     def setup(d):
         with h5py.File(d / name, "r+") as f:
@@ -245,7 +233,7 @@ CASES = [
      ["predict", "m.h5", "s.xyz", "-o", "p.h5"], "atom 0 is 0.6 Å from its own periodic image"),
     ("select-cell-in-nm", _xyz(NM), ["select", "m.h5", "s.xyz", "-n", "1", "-o", "p.xyz"],
      "the cell is too small for its atoms or nearly singular (in the wrong unit?)"),
-    ("evaluate-reference-overlap-not-positive-definite", _bad_reference_overlap,
+    ("evaluate-reference-overlap-not-positive-definite", write_bad_overlap,
      ["evaluate", "m.h5", "bad.h5", "--no-uncertainty"],
      "structure 'badS', the reference data: overlap S(k) is not positive definite"),
     ("dataset-without-conventions-version", _drop_attr("train.h5", "conventions_version"),
