@@ -112,17 +112,10 @@ class FoldSums:
         not modified or kept."""
         if int(k) != self._next:
             raise ValueError(f"parts must be added in order: expected {self._next}, got {k}")
-        from .sums import FitSums
-
         self._next += 1
         for pos, acc in self._keeps.values():
             if k in pos:
-                gauge = {}
-                for key, g in part.gauge.items():
-                    if set(g) - {k}:
-                        raise ValueError(f"part {k} holds energy-zero terms of structures {sorted(set(g) - {k})}")
-                    gauge[key] = {pos[k]: v for v in g.values()}
-                acc._accumulate(FitSums(part.normal, part.counts, gauge))
+                acc._accumulate(part.rekeyed(k, pos[k]))
 
     def subset(self, keep) -> FitSums:
         """The sum over ``keep`` (one of the subsets given), once every part was added."""

@@ -117,17 +117,17 @@ class FitSums:
         keep = [int(k) for k in keep]
         if len(set(keep)) != len(keep) or any(not 0 <= k < len(parts) for k in keep):
             raise ValueError(f"keep must be distinct indices into {len(parts)} parts, got {keep}")
-        pos = {k: p for p, k in enumerate(keep)}
-        chosen = []
-        for k in keep:
-            part = parts[k]
-            gauge = {}
-            for key, g in part.gauge.items():
-                if set(g) - {k}:
-                    raise ValueError(f"part {k} holds energy-zero terms of structures {sorted(set(g) - {k})}")
-                gauge[key] = {pos[k]: v for v in g.values()}
-            chosen.append(FitSums(part.normal, part.counts, gauge))
-        return FitSums.total(chosen)
+        return FitSums.total(parts[k].rekeyed(k, p) for p, k in enumerate(keep))
+
+    def rekeyed(self, k: int, index: int) -> "FitSums":
+        """Structure ``k``'s sums with its energy-zero terms keyed ``index`` (its place in a subset); the
+        normal equations are shared, not copied."""
+        gauge = {}
+        for key, g in self.gauge.items():
+            if set(g) - {k}:
+                raise ValueError(f"part {k} holds energy-zero terms of structures {sorted(set(g) - {k})}")
+            gauge[key] = {index: v for v in g.values()}
+        return FitSums(self.normal, self.counts, gauge)
 
 
 def centre_counts(model, atoms, pairs=None, keep_within: float = 0.0) -> dict:
